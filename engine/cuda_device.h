@@ -1,0 +1,19 @@
+// engine/cuda_device.h — the engine's entry points into the CUDA backend. With CUDA built
+// they live in engine/cuda_device.cpp; without it, in engine/cuda_stub.cpp, where each one
+// reports that this build has no CUDA (never a silent fallback to the CPU).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "engine/device.h"
+
+namespace hisvid {
+
+Allocator& cuda_allocator(Device device);
+std::string cuda_unavailable_reason();
+void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+void cuda_zero_bytes(void* dst, Device device, size_t bytes);
+void cuda_synchronize(Device device);
+
+}  // namespace hisvid

@@ -1,0 +1,31 @@
+// The CUDA entry points of a build without CUDA: each says so.
+#include "engine/cuda_device.h"
+#include "engine/error.h"
+
+namespace hisvid {
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  fail("{}: this hisvid was built without CUDA (configure with HISVID_CUDA=ON on a machine with "
+       "nvcc and cuDNN)", what);
+}
+}  // namespace
+
+std::string cuda_unavailable_reason() { return "hisvid was built without CUDA"; }
+Allocator& cuda_allocator(Device) { no_cuda("allocating CUDA memory"); }
+void cuda_copy_bytes(void*, Device, const void*, Device, size_t) { no_cuda("copying to or from CUDA"); }
+void cuda_zero_bytes(void*, Device, size_t) { no_cuda("zeroing CUDA memory"); }
+void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
+
+}  // namespace hisvid
+
+#include "engine/dispatch.h"
+
+namespace hisvid {
+
+const KernelTable<float>& cuda_kernel_table() {
+  static const KernelTable<float> none;
+  return none;
+}
+
+}  // namespace hisvid

@@ -1,0 +1,57 @@
+// engine/device.h — devices, allocators and the byte-level operations every backend offers.
+//
+// The CPU allocator hands out 64-byte aligned blocks. The CUDA backend (engine/cuda_device.cpp,
+// built when HISVID_WITH_CUDA) plugs in a caching allocator behind the same interface.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace hisvid {
+
+enum class DeviceType : int { CPU = 0, CUDA };
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::CPU, 0}; }
+  static Device cuda(int index = 0) { return {DeviceType::CUDA, index}; }
+  bool is_cpu() const { return type == DeviceType::CPU; }
+  bool is_cuda() const { return type == DeviceType::CUDA; }
+  bool operator==(const Device& o) const { return type == o.type && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  // "cpu" or "cuda:0"
+  std::string str() const;
+};
+
+// Parses "cpu", "cuda", "cuda:1"; "auto" is CUDA when a device is present, else CPU.
+Device parse_device(const std::string& text);
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* ptr, size_t bytes) = 0;
+  // Bytes currently handed out, and the most ever handed out at once.
+  virtual size_t bytes_in_use() const = 0;
+  virtual size_t peak_bytes_in_use() const = 0;
+  virtual void reset_peak() = 0;
+};
+
+Allocator& allocator_for(Device device);
+
+// True when hisvid was built with CUDA and at least one device answers.
+bool cuda_available();
+// Why cuda_available() is false ("" when it is true).
+std::string cuda_unavailable_reason();
+
+// Copies bytes between any two devices; ordered with the device's stream (synchronous for
+// host destinations).
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+void zero_bytes(void* dst, Device device, size_t bytes);
+// Waits until all work queued on the device has finished (no-op on the CPU).
+void synchronize(Device device);
+
+}  // namespace hisvid

@@ -1,0 +1,90 @@
+// engine/ops.h — the differentiable ops: shape checks, dispatch to the kernels of the
+// tensor's device, and a tape node with the backward. Every op validates its inputs and
+// throws hisvid::Error naming the op and the shapes; the kernels behind it assume valid input.
+//
+// Shapes use the legend of kernels/common.h. All inputs of an op share one dtype and device.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "kernels/common.h"
+
+namespace hisvid::ops {
+
+// --- elementwise ---------------------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);  // same shapes
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, double alpha);
+// x (..., C) + bias (C)
+Tensor bias_add(const Tensor& x, const Tensor& bias);
+Tensor activation(const Tensor& x, Activation act);
+inline Tensor relu(const Tensor& x) { return activation(x, Activation::Relu); }
+inline Tensor tanh(const Tensor& x) { return activation(x, Activation::Tanh); }
+inline Tensor sigmoid(const Tensor& x) { return activation(x, Activation::Sigmoid); }
+inline Tensor hard_sigmoid(const Tensor& x) { return activation(x, Activation::HardSigmoid); }
+
+// --- shape ---------------------------------------------------------------------------------
+// Same data, new shape (equal numel); one dimension may be -1 (inferred).
+Tensor reshape(const Tensor& x, std::vector<int64_t> shape);
+// (N, d1, d2, ...) -> (N, d1*d2*...)
+Tensor flatten(const Tensor& x);
+// TimeDistributed: (N,T,...) -> (N*T,...) and back.
+Tensor merge_time(const Tensor& x);
+Tensor split_time(const Tensor& x, int64_t T);
+// x[..., start:start+length, ...] along axis.
+Tensor slice(const Tensor& x, int axis, int64_t start, int64_t length);
+// Joins tensors that agree on every axis but `axis`.
+Tensor concat(const std::vector<Tensor>& xs, int axis);
+
+// --- linear algebra and network ops --------------------------------------------------------
+// out (M,P) = op(a) op(b); a (M,K) or (K,M) when trans_a; b (K,P) or (P,K) when trans_b.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// x (N,H,W,C), weight (KH,KW,C,F), bias (F) or undefined -> (N,HO,WO,F).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride_h, int stride_w,
+              Padding padding);
+// x (N,H,W,C) -> (N,HO,WO,C).
+Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int stride_w, Padding padding);
+// Inverted dropout with the Philox mask of draw; identity when rate == 0.
+Tensor dropout(const Tensor& x, float rate, RandomDraw draw);
+// A mask of the given shape holding 1/(1-rate) where kept and 0 elsewhere (not differentiable).
+Tensor dropout_mask(const Shape& shape, float rate, RandomDraw draw, DType dtype, Device device);
+
+// The fused LSTM gate step (kernels/lstm.h): z (M,G*U), c_prev (M,U) or undefined (zeros).
+struct LstmState {
+  Tensor h;  // (M,U)
+  Tensor c;  // (M,U)
+};
+LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activation rec_act);
+
+// Batch normalisation over the last axis of x (..., C).
+struct BatchNormBatch {
+  Tensor y;     // normalised output, x's shape
+  Tensor mean;  // (C) batch mean (no gradient)
+  Tensor var;   // (C) biased batch variance (no gradient)
+};
+BatchNormBatch batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
+Tensor batch_norm_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& moving_mean,
+                        const Tensor& moving_var, float eps);
+// moving_* updated in place (Keras momentum rule); rows is the number of values per channel.
+void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_var, const Tensor& mean,
+                              const Tensor& var, int64_t rows, float momentum);
+
+// --- losses and reductions -----------------------------------------------------------------
+// Softmax over the last axis of logits (N,K).
+Tensor softmax(const Tensor& logits);
+struct SoftmaxCrossEntropy {
+  Tensor loss;   // () mean over the batch of -sum_k y log softmax(z)
+  Tensor probs;  // (N,K) softmax(z), no gradient
+};
+// Categorical cross-entropy from logits (N,K) and targets (N,K), fused with the softmax.
+SoftmaxCrossEntropy softmax_cross_entropy(const Tensor& logits, const Tensor& targets);
+Tensor sum(const Tensor& x);   // () sum of all elements
+Tensor mean(const Tensor& x);  // () mean of all elements
+// Number of rows where argmax(scores (N,K)) == argmax(targets (N,K)).
+int64_t accuracy_count(const Tensor& scores, const Tensor& targets);
+
+}  // namespace hisvid::ops

@@ -1,0 +1,323 @@
+// Network ops: matmul, conv2d, max_pool2d, dropout, the LSTM gate step, batch normalisation.
+#include "engine/op_support.h"
+#include "engine/ops.h"
+
+namespace hisvid::ops {
+
+using detail::data_or_null;
+using detail::empty_as;
+using detail::empty_like;
+using detail::zeros_as;
+
+// --- matmul --------------------------------------------------------------------------------
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  detail::require_compatible("matmul", "a", a, "b", b);
+  if (a.rank() != 2 || b.rank() != 2) {
+    fail("matmul: a {} and b {} must both be matrices", a.shape().str(), b.shape().str());
+  }
+  const int64_t M = trans_a ? a.dim(1) : a.dim(0), K = trans_a ? a.dim(0) : a.dim(1);
+  const int64_t Kb = trans_b ? b.dim(1) : b.dim(0), P = trans_b ? b.dim(0) : b.dim(1);
+  if (K != Kb) {
+    fail("matmul: inner dimensions differ: a {}{} and b {}{} ({} vs {})", a.shape().str(),
+         trans_a ? " transposed" : "", b.shape().str(), trans_b ? " transposed" : "", K, Kb);
+  }
+  Tensor out = empty_as(Shape{M, P}, a);
+  with_dtype(a, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::matmul, "matmul", a)(out.data<T>(), a.data<T>(), b.data<T>(), M, P, K, trans_a,
+                                                 trans_b, false);
+  });
+  if (should_record({a, b})) {
+    const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+    record("matmul", {a, b}, {out}, [a, b, trans_a, trans_b, need_a, need_b](const std::vector<Tensor>& g) {
+      const Tensor& dc = g[0];
+      Tensor da, db;
+      if (need_a) da = trans_a ? matmul(b, dc, trans_b, true) : matmul(dc, b, false, !trans_b);
+      if (need_b) db = trans_b ? matmul(dc, a, true, trans_a) : matmul(a, dc, !trans_a, false);
+      return std::vector<Tensor>{da, db};
+    });
+  }
+  return out;
+}
+
+// --- conv2d --------------------------------------------------------------------------------
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride_h, int stride_w,
+              Padding padding) {
+  detail::require_compatible("conv2d", "input", x, "kernel", weight);
+  if (x.rank() != 4 || weight.rank() != 4) {
+    fail("conv2d: input {} must be (N,H,W,C) and kernel {} (KH,KW,C,F)", x.shape().str(),
+         weight.shape().str());
+  }
+  if (x.dim(3) != weight.dim(2)) {
+    fail("conv2d: input {} and kernel {} disagree on channels ({} vs {})", x.shape().str(),
+         weight.shape().str(), x.dim(3), weight.dim(2));
+  }
+  if (bias.defined()) {
+    detail::require_compatible("conv2d", "input", x, "bias", bias);
+    if (bias.rank() != 1 || bias.dim(0) != weight.dim(3)) {
+      fail("conv2d: bias {} does not match the {} filters of kernel {}", bias.shape().str(), weight.dim(3),
+           weight.shape().str());
+    }
+  }
+  if (stride_h < 1 || stride_w < 1) fail("conv2d: strides ({}, {}) must be >= 1", stride_h, stride_w);
+  const Conv2dGeometry geom = conv2d_geometry(
+      static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)),
+      static_cast<int>(x.dim(3)), static_cast<int>(weight.dim(3)), static_cast<int>(weight.dim(0)),
+      static_cast<int>(weight.dim(1)), stride_h, stride_w, padding);
+  if (geom.HO <= 0 || geom.WO <= 0) {
+    fail("conv2d: input {} is smaller than kernel {} with valid padding", x.shape().str(),
+         weight.shape().str());
+  }
+  Tensor out = empty_as(Shape{geom.N, geom.HO, geom.WO, geom.F}, x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::conv2d_forward, "conv2d", x)(out.data<T>(), x.data<T>(), weight.data<T>(),
+                                                         data_or_null<T>(bias), geom);
+  });
+  if (should_record({x, weight, bias})) {
+    const bool need_x = x.requires_grad(), need_params = weight.requires_grad() || bias.requires_grad();
+    record("conv2d", {x, weight, bias}, {out},
+           [x, weight, bias, geom, need_x, need_params](const std::vector<Tensor>& g) {
+             Tensor dx, dw, db;
+             with_dtype(x, [&](auto tag) {
+               using T = decltype(tag);
+               if (need_x) {
+                 dx = empty_like(x);
+                 kernel(&KernelTable<T>::conv2d_backward_data, "conv2d backward", x)(
+                     dx.data<T>(), g[0].data<T>(), weight.data<T>(), geom);
+               }
+               if (need_params) {
+                 dw = zeros_as(weight.shape(), weight);
+                 if (bias.defined()) db = zeros_as(bias.shape(), bias);
+                 kernel(&KernelTable<T>::conv2d_backward_filter, "conv2d backward", x)(
+                     dw.data<T>(), data_or_null<T>(db), g[0].data<T>(), x.data<T>(), geom);
+               }
+             });
+             return std::vector<Tensor>{dx, dw, db};
+           });
+  }
+  return out;
+}
+
+// --- max_pool2d ----------------------------------------------------------------------------
+
+Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int stride_w, Padding padding) {
+  detail::require_rank("max_pool2d", "input", x, 4);
+  if (pool_h < 1 || pool_w < 1 || stride_h < 1 || stride_w < 1) {
+    fail("max_pool2d: pool ({}, {}) and strides ({}, {}) must be >= 1", pool_h, pool_w, stride_h, stride_w);
+  }
+  const Pool2dGeometry geom =
+      pool2d_geometry(static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)),
+                      static_cast<int>(x.dim(3)), pool_h, pool_w, stride_h, stride_w, padding);
+  if (geom.HO <= 0 || geom.WO <= 0) {
+    fail("max_pool2d: input {} is smaller than the pool ({}, {}) with valid padding", x.shape().str(),
+         pool_h, pool_w);
+  }
+  Tensor out = empty_as(Shape{geom.N, geom.HO, geom.WO, geom.C}, x);
+  auto argmax = std::make_shared<Storage>(static_cast<size_t>(out.numel()) * sizeof(int32_t), x.device());
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::maxpool2d_forward, "max_pool2d", x)(
+        out.data<T>(), static_cast<int32_t*>(argmax->data), x.data<T>(), geom);
+  });
+  if (should_record({x})) {
+    record("max_pool2d", {x}, {out}, [in_shape = x.shape(), argmax, geom](const std::vector<Tensor>& g) {
+      Tensor dx = empty_as(in_shape, g[0]);
+      with_dtype(dx, [&](auto tag) {
+        using T = decltype(tag);
+        kernel(&KernelTable<T>::maxpool2d_backward, "max_pool2d backward", dx)(
+            dx.data<T>(), g[0].data<T>(), static_cast<const int32_t*>(argmax->data), geom);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+// --- dropout -------------------------------------------------------------------------------
+
+namespace {
+void require_rate(const char* op, float rate) {
+  if (!(rate >= 0.0f && rate < 1.0f)) fail("{}: rate {} must be in [0, 1)", op, rate);
+}
+}  // namespace
+
+Tensor dropout(const Tensor& x, float rate, RandomDraw draw) {
+  detail::require_defined("dropout", "x", x);
+  require_rate("dropout", rate);
+  if (rate == 0.0f) return x;
+  Tensor out = empty_like(x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::dropout_forward, "dropout", x)(out.data<T>(), x.data<T>(), x.numel(), rate,
+                                                           draw.seed, draw.offset);
+  });
+  if (should_record({x})) {
+    record("dropout", {x}, {out}, [rate, draw](const std::vector<Tensor>& g) {
+      Tensor dx = empty_like(g[0]);
+      with_dtype(dx, [&](auto tag) {
+        using T = decltype(tag);
+        kernel(&KernelTable<T>::dropout_backward, "dropout backward", dx)(
+            dx.data<T>(), g[0].data<T>(), dx.numel(), rate, draw.seed, draw.offset);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+Tensor dropout_mask(const Shape& shape, float rate, RandomDraw draw, DType dtype, Device device) {
+  require_rate("dropout_mask", rate);
+  Tensor mask = Tensor::empty(shape, dtype, device);
+  with_dtype(mask, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::dropout_mask, "dropout_mask", mask)(mask.data<T>(), mask.numel(), rate, draw.seed,
+                                                                draw.offset);
+  });
+  return mask;
+}
+
+// --- LSTM gate step ------------------------------------------------------------------------
+
+LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activation rec_act) {
+  detail::require_rank("lstm_cell", "z", z, 2);
+  if (z.dim(1) % 4 != 0) fail("lstm_cell: z {} must hold 4 gates per row", z.shape().str());
+  const int64_t M = z.dim(0), U = z.dim(1) / 4;
+  if (c_prev.defined()) {
+    detail::require_compatible("lstm_cell", "z", z, "c_prev", c_prev);
+    detail::require_shape("lstm_cell", "c_prev", c_prev, Shape{M, U});
+  }
+  Tensor h = empty_as(Shape{M, U}, z), c = empty_as(Shape{M, U}, z), gates = empty_like(z);
+  with_dtype(z, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::lstm_cell_forward, "lstm_cell", z)(h.data<T>(), c.data<T>(), gates.data<T>(),
+                                                               z.data<T>(), data_or_null<T>(c_prev), M, U,
+                                                               act, rec_act);
+  });
+  if (should_record({z, c_prev})) {
+    const bool need_c_prev = c_prev.requires_grad();
+    record("lstm_cell", {z, c_prev}, {h, c},
+           [gates, saved_c = c.detach(), c_prev, M, U, act, rec_act, need_c_prev](const std::vector<Tensor>& g) {
+             Tensor dh = g[0].defined() ? g[0] : zeros_as(Shape{M, U}, gates);
+             Tensor dz = empty_like(gates);
+             Tensor dc_prev = need_c_prev ? empty_like(c_prev) : Tensor();
+             with_dtype(dz, [&](auto tag) {
+               using T = decltype(tag);
+               kernel(&KernelTable<T>::lstm_cell_backward, "lstm_cell backward", dz)(
+                   dz.data<T>(), data_or_null<T>(dc_prev), dh.data<T>(), data_or_null<T>(g[1]),
+                   gates.data<T>(), saved_c.data<T>(), data_or_null<T>(c_prev), M, U, act, rec_act);
+             });
+             return std::vector<Tensor>{dz, dc_prev};
+           });
+  }
+  return {h, c};
+}
+
+// --- batch normalisation -------------------------------------------------------------------
+
+namespace {
+// Rows and channels of the (M,C) view of x, after checking the per-channel parameters.
+std::pair<int64_t, int64_t> batch_norm_view(const char* op, const Tensor& x,
+                                            std::initializer_list<std::pair<const char*, Tensor>> params) {
+  detail::require_defined(op, "x", x);
+  if (x.rank() < 1) fail("{}: x must have a channel axis, got shape {}", op, x.shape().str());
+  const int64_t C = x.dim(-1);
+  for (const auto& [name, p] : params) {
+    detail::require_compatible(op, "x", x, name, p);
+    detail::require_shape(op, name, p, Shape{C});
+  }
+  return {x.numel() / std::max<int64_t>(C, 1), C};
+}
+}  // namespace
+
+BatchNormBatch batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  const auto [M, C] = batch_norm_view("batch_norm", x, {{"gamma", gamma}, {"beta", beta}});
+  if (M < 1) fail("batch_norm: x {} holds no rows to normalise", x.shape().str());
+  Tensor y = empty_like(x), mean = empty_as(Shape{C}, x), var = empty_as(Shape{C}, x),
+         invstd = empty_as(Shape{C}, x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::batchnorm_forward_train, "batch_norm", x)(
+        y.data<T>(), mean.data<T>(), var.data<T>(), invstd.data<T>(), x.data<T>(), gamma.data<T>(),
+        beta.data<T>(), M, C, eps);
+  });
+  if (should_record({x, gamma, beta})) {
+    record("batch_norm", {x, gamma, beta}, {y},
+           [x, gamma, beta, mean, invstd, M = M, C = C](const std::vector<Tensor>& g) {
+             Tensor dx = empty_like(x), dgamma = zeros_as(gamma.shape(), gamma),
+                    dbeta = zeros_as(beta.shape(), beta);
+             with_dtype(x, [&](auto tag) {
+               using T = decltype(tag);
+               kernel(&KernelTable<T>::batchnorm_backward, "batch_norm backward", x)(
+                   dx.data<T>(), dgamma.data<T>(), dbeta.data<T>(), g[0].data<T>(), x.data<T>(),
+                   mean.data<T>(), invstd.data<T>(), gamma.data<T>(), M, C);
+             });
+             return std::vector<Tensor>{dx, dgamma, dbeta};
+           });
+  }
+  return {y, mean, var};
+}
+
+namespace {
+// out = gamma * (x - mean) / sqrt(var + eps) + beta over the (M,C) view.
+Tensor batch_norm_affine(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                         const Tensor& var, int64_t M, int64_t C, float eps) {
+  Tensor out = empty_like(x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::batchnorm_forward_infer, "batch_norm_infer", x)(
+        out.data<T>(), x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), var.data<T>(), M, C, eps);
+  });
+  return out;
+}
+
+// Column sums of the (M,C) view: (C).
+Tensor column_sums(const Tensor& x, int64_t M, int64_t C) {
+  Tensor out = zeros_as(Shape{C}, x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::bias_add_backward, "column sums", x)(out.data<T>(), x.data<T>(), M, C);
+  });
+  return out;
+}
+}  // namespace
+
+Tensor batch_norm_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& moving_mean,
+                        const Tensor& moving_var, float eps) {
+  const auto [M, C] = batch_norm_view("batch_norm_infer", x,
+                                      {{"gamma", gamma}, {"beta", beta}, {"moving_mean", moving_mean},
+                                       {"moving_var", moving_var}});
+  Tensor out = batch_norm_affine(x, gamma, beta, moving_mean, moving_var, M, C, eps);
+  if (should_record({x, gamma, beta})) {
+    // With fixed statistics the layer is affine per channel: y = gamma * xhat + beta.
+    record("batch_norm_infer", {x, gamma, beta}, {out},
+           [x, gamma, moving_mean, moving_var, M = M, C = C, eps](const std::vector<Tensor>& g) {
+             const Tensor zero = zeros_as(Shape{C}, x), one = Tensor::full(Shape{C}, 1.0, x.dtype(), x.device());
+             Tensor dx = batch_norm_affine(g[0], gamma, zero, zero, moving_var, M, C, eps);
+             Tensor xhat = batch_norm_affine(x, one, zero, moving_mean, moving_var, M, C, eps);
+             Tensor dgamma = column_sums(mul(g[0], xhat), M, C);
+             Tensor dbeta = column_sums(g[0], M, C);
+             return std::vector<Tensor>{dx, dgamma, dbeta};
+           });
+  }
+  return out;
+}
+
+void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_var, const Tensor& mean,
+                              const Tensor& var, int64_t rows, float momentum) {
+  const int64_t C = mean.numel();
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"moving_mean", moving_mean},
+                                {"moving_var", moving_var}, {"var", var}}) {
+    detail::require_compatible("batch_norm_update_moving", "mean", mean, name, t);
+    detail::require_shape("batch_norm_update_moving", name, t, Shape{C});
+  }
+  with_dtype(mean, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::batchnorm_update_moving, "batch_norm_update_moving", mean)(
+        moving_mean.data<T>(), moving_var.data<T>(), mean.data<T>(), var.data<T>(), rows, C, momentum);
+  });
+}
+
+}  // namespace hisvid::ops

@@ -1,0 +1,135 @@
+#include "engine/optimizer.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/dispatch.h"
+#include "engine/error.h"
+
+namespace hisvid {
+
+void Optimizer::step(const std::vector<Tensor>& params) {
+  NoGradGuard no_grad;
+  const size_t n_slots = slot_names().size();
+  if (slots_.empty()) {
+    slots_.resize(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      for (size_t s = 0; s < n_slots; ++s) {
+        slots_[i].push_back(Tensor::zeros(params[i].shape(), params[i].dtype(), params[i].device()));
+      }
+    }
+  }
+  if (slots_.size() != params.size()) {
+    fail("{}: stepped with {} parameters but holds slots for {}", name(), params.size(), slots_.size());
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (slots_[i].size() != n_slots) fail("{}: parameter {} has {} slots, expected {}", name(), i, slots_[i].size(), n_slots);
+    for (size_t s = 0; s < n_slots; ++s) {
+      Tensor& slot = slots_[i][s];
+      if (slot.shape() != params[i].shape() || slot.dtype() != params[i].dtype()) {
+        fail("{}: slot '{}' of parameter {} is {}, the parameter is {}", name(), slot_names()[s], i,
+             slot.describe(), params[i].describe());
+      }
+      if (slot.device() != params[i].device()) slot = slot.to(params[i].device());
+    }
+  }
+  const int64_t step_number = iterations_ + 1;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor g = params[i].grad();
+    if (!g.defined()) continue;
+    update(params[i], g, slots_[i], step_number);
+  }
+  iterations_ = step_number;
+}
+
+// --- Adam ----------------------------------------------------------------------------------
+
+Adam::Adam(double learning_rate, double beta_1, double beta_2, double epsilon)
+    : Optimizer(learning_rate), beta_1_(beta_1), beta_2_(beta_2), epsilon_(epsilon) {}
+
+std::map<std::string, double> Adam::hyper_parameters() const {
+  return {{"learning_rate", learning_rate()}, {"beta_1", beta_1_}, {"beta_2", beta_2_}, {"epsilon", epsilon_}};
+}
+
+void Adam::update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) {
+  with_dtype(w, [&](auto tag) {
+    using T = decltype(tag);
+    // Computed in the parameter's precision, as TensorFlow does for float32 variables.
+    const T b1 = static_cast<T>(beta_1_), b2 = static_cast<T>(beta_2_);
+    const T b1_power = std::pow(b1, static_cast<T>(step)), b2_power = std::pow(b2, static_cast<T>(step));
+    const T alpha = static_cast<T>(learning_rate()) * std::sqrt(T(1) - b2_power) / (T(1) - b1_power);
+    kernel(&KernelTable<T>::adam_update, "Adam", w)(w.data<T>(), slots[0].data<T>(), slots[1].data<T>(),
+                                                    g.data<T>(), w.numel(), alpha, b1, b2,
+                                                    static_cast<T>(epsilon_));
+  });
+}
+
+// --- RMSprop -------------------------------------------------------------------------------
+
+RMSprop::RMSprop(double learning_rate, double rho, double epsilon, RmspropEpsilon form)
+    : Optimizer(learning_rate), rho_(rho), epsilon_(epsilon), form_(form) {}
+
+std::map<std::string, double> RMSprop::hyper_parameters() const {
+  return {{"learning_rate", learning_rate()},
+          {"rho", rho_},
+          {"epsilon", epsilon_},
+          {"epsilon_inside_sqrt", form_ == RmspropEpsilon::InsideSqrt ? 1.0 : 0.0}};
+}
+
+void RMSprop::update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t) {
+  with_dtype(w, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::rmsprop_update, "RMSprop", w)(w.data<T>(), slots[0].data<T>(), g.data<T>(),
+                                                          w.numel(), static_cast<T>(learning_rate()),
+                                                          static_cast<T>(rho_), static_cast<T>(epsilon_), form_);
+  });
+}
+
+// --- SGD -----------------------------------------------------------------------------------
+
+std::map<std::string, double> SGD::hyper_parameters() const { return {{"learning_rate", learning_rate()}}; }
+
+void SGD::update(const Tensor& w, const Tensor& g, std::vector<Tensor>&, int64_t) {
+  with_dtype(w, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::sgd_update, "SGD", w)(w.data<T>(), g.data<T>(), w.numel(),
+                                                  static_cast<T>(learning_rate()));
+  });
+}
+
+// --- factory -------------------------------------------------------------------------------
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const std::map<std::string, double>& hyper) {
+  std::string key = name;
+  std::transform(key.begin(), key.end(), key.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  std::map<std::string, double> defaults;
+  if (key == "adam") {
+    defaults = Adam().hyper_parameters();
+  } else if (key == "rmsprop") {
+    defaults = RMSprop().hyper_parameters();
+  } else if (key == "sgd") {
+    defaults = SGD().hyper_parameters();
+  } else {
+    fail("unknown optimizer '{}' (expected adam, rmsprop or sgd)", name);
+  }
+  for (const auto& [param, value] : hyper) {
+    if (defaults.count(param) == 0) fail("optimizer {}: unknown hyper-parameter '{}'", name, param);
+    defaults[param] = value;
+  }
+  const auto& h = defaults;
+  if (key == "adam") return std::make_unique<Adam>(h.at("learning_rate"), h.at("beta_1"), h.at("beta_2"), h.at("epsilon"));
+  if (key == "rmsprop") {
+    return std::make_unique<RMSprop>(h.at("learning_rate"), h.at("rho"), h.at("epsilon"),
+                                     h.at("epsilon_inside_sqrt") != 0.0 ? RmspropEpsilon::InsideSqrt
+                                                                        : RmspropEpsilon::OutsideSqrt);
+  }
+  return std::make_unique<SGD>(h.at("learning_rate"));
+}
+
+void zero_grad(const std::vector<Tensor>& params) {
+  for (const Tensor& p : params) p.impl()->grad.reset();
+}
+
+}  // namespace hisvid

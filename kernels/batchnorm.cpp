@@ -1,0 +1,148 @@
+// kernels/batchnorm.cpp — CPU reference of kernels/batchnorm.h: Keras BatchNormalization
+// over the channel axis of an (M,C) view. Dimension letters as in kernels/common.h.
+// Per-channel sums accumulate in double, for float inputs too.
+#include "kernels/batchnorm.h"
+
+#include <cmath>
+#include <vector>
+
+namespace hisvid::cpu {
+
+namespace {
+
+// Below this many elements the loops run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+}  // namespace
+
+template <typename T>
+void batchnorm_forward_train(T* out,          // (M,C)
+                             T* mean,         // (C) batch mean
+                             T* var,          // (C) biased batch variance
+                             T* invstd,       // (C) 1 / sqrt(var + eps)
+                             const T* inp,    // (M,C)
+                             const T* gamma,  // (C)
+                             const T* beta,   // (C)
+                             int64_t M, int64_t C, float eps) {
+  std::vector<double> sum(static_cast<size_t>(C), 0.0), sq(static_cast<size_t>(C), 0.0);
+  double* s = sum.data();
+  double* q = sq.data();
+#pragma omp parallel for reduction(+ : s[:C]) if (M * C > kParallelMin)
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t c = 0; c < C; ++c) s[c] += inp[m * C + c];
+  }
+  for (int64_t c = 0; c < C; ++c) s[c] /= static_cast<double>(M);  // s now holds the mean
+    // Second pass over the centred values: no cancellation as in E[x^2] - E[x]^2.
+#pragma omp parallel for reduction(+ : q[:C]) if (M * C > kParallelMin)
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = inp[m * C + c] - s[c];
+      q[c] += d * d;
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const double v = q[c] / static_cast<double>(M);
+    mean[c] = static_cast<T>(s[c]);
+    var[c] = static_cast<T>(v);
+    invstd[c] = static_cast<T>(1.0 / std::sqrt(v + static_cast<double>(eps)));
+  }
+#pragma omp parallel for if (M * C > kParallelMin)
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t c = 0; c < C; ++c) {
+      out[m * C + c] = gamma[c] * (inp[m * C + c] - mean[c]) * invstd[c] + beta[c];
+    }
+  }
+}
+
+template <typename T>
+void batchnorm_forward_infer(T* out,                // (M,C)
+                             const T* inp,          // (M,C)
+                             const T* gamma,        // (C)
+                             const T* beta,         // (C)
+                             const T* moving_mean,  // (C)
+                             const T* moving_var,   // (C)
+                             int64_t M, int64_t C, float eps) {
+  std::vector<T> inv(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) inv[c] = T(1) / std::sqrt(moving_var[c] + T(eps));
+#pragma omp parallel for if (M * C > kParallelMin)
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t c = 0; c < C; ++c) {
+      out[m * C + c] = gamma[c] * (inp[m * C + c] - moving_mean[c]) * inv[c] + beta[c];
+    }
+  }
+}
+
+// With xhat = (x - mean) * invstd and dy = dout:
+//   dbeta += sum(dy),  dgamma += sum(dy * xhat)
+//   dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
+template <typename T>
+void batchnorm_backward(T* dinp,          // (M,C)
+                        T* dgamma,        // (C)
+                        T* dbeta,         // (C)
+                        const T* dout,    // (M,C)
+                        const T* inp,     // (M,C)
+                        const T* mean,    // (C)
+                        const T* invstd,  // (C)
+                        const T* gamma,   // (C)
+                        int64_t M, int64_t C) {
+  std::vector<double> sum_dy(static_cast<size_t>(C), 0.0), sum_dy_xhat(static_cast<size_t>(C), 0.0);
+  double* sd = sum_dy.data();
+  double* sdx = sum_dy_xhat.data();
+#pragma omp parallel for reduction(+ : sd[:C], sdx[:C]) if (M * C > kParallelMin)
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t c = 0; c < C; ++c) {
+      const double dy = dout[m * C + c];
+      const double xhat = (static_cast<double>(inp[m * C + c]) - mean[c]) * invstd[c];
+      sd[c] += dy;
+      sdx[c] += dy * xhat;
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    dbeta[c] += static_cast<T>(sd[c]);
+    dgamma[c] += static_cast<T>(sdx[c]);
+  }
+  const double inv_m = 1.0 / static_cast<double>(M);
+#pragma omp parallel for if (M * C > kParallelMin)
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t c = 0; c < C; ++c) {
+      const double xhat = (static_cast<double>(inp[m * C + c]) - mean[c]) * invstd[c];
+      const double k = static_cast<double>(gamma[c]) * invstd[c] * inv_m;
+      dinp[m * C + c] =
+          static_cast<T>(k * (static_cast<double>(M) * dout[m * C + c] - sd[c] - xhat * sdx[c]));
+    }
+  }
+}
+
+template <typename T>
+void batchnorm_update_moving(T* moving_mean,  // (C)
+                             T* moving_var,   // (C)
+                             const T* mean,   // (C)
+                             const T* var,    // (C) biased
+                             int64_t M, int64_t C, float momentum) {
+  const T mom = T(momentum);
+  const T unbias = M > 1 ? T(M) / T(M - 1) : T(1);  // var * M / (M - 1); M == 1 keeps var
+  for (int64_t c = 0; c < C; ++c) {
+    moving_mean[c] = moving_mean[c] * mom + mean[c] * (T(1) - mom);
+    moving_var[c] = moving_var[c] * mom + var[c] * unbias * (T(1) - mom);
+  }
+}
+
+template void batchnorm_forward_train<float>(float*, float*, float*, float*, const float*, const float*,
+                                             const float*, int64_t, int64_t, float);
+template void batchnorm_forward_infer<float>(float*, const float*, const float*, const float*, const float*,
+                                             const float*, int64_t, int64_t, float);
+template void batchnorm_backward<float>(float*, float*, float*, const float*, const float*, const float*,
+                                        const float*, const float*, int64_t, int64_t);
+template void batchnorm_update_moving<float>(float*, float*, const float*, const float*, int64_t, int64_t,
+                                             float);
+
+template void batchnorm_forward_train<double>(double*, double*, double*, double*, const double*,
+                                              const double*, const double*, int64_t, int64_t, float);
+template void batchnorm_forward_infer<double>(double*, const double*, const double*, const double*,
+                                              const double*, const double*, int64_t, int64_t, float);
+template void batchnorm_backward<double>(double*, double*, double*, const double*, const double*,
+                                         const double*, const double*, const double*, int64_t, int64_t);
+template void batchnorm_update_moving<double>(double*, double*, const double*, const double*, int64_t,
+                                              int64_t, float);
+
+}  // namespace hisvid::cpu

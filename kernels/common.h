@@ -1,0 +1,99 @@
+// kernels/common.h — what every kernel file shares.
+//
+// kernels/ is raw-pointer compute. Each op has a CPU reference in namespace hisvid::cpu
+// (templated on float/double: the double instantiation is what the gradient checks run) and,
+// when built with CUDA, a float version in namespace hisvid::cuda with the same name and
+// argument order plus a trailing cudaStream_t. kernels/ knows nothing of Tensor.
+//
+// Dimension letters used in the shape comments of every kernel file:
+//   N batch, T time, H height, W width, C channels, F filters (output channels),
+//   KH/KW kernel height/width, HO/WO output height/width, U units, G = 4 gates (i, f, c, o),
+//   M rows of a flattened (N*T*H*W or N) matrix, K classes or the inner GEMM dimension.
+// Tensors are contiguous and channels-last, like Keras: activations (N,T,H,W,C), conv
+// weights (KH,KW,C,F), LSTM kernels (D,G*U) with the gates in the order i, f, c, o.
+//
+// Gradient convention: parameter gradients accumulate (+=); activation gradients are
+// written (=). A kernel whose name ends in _backward says in its comment which is which.
+#pragma once
+
+#include <math.h>
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define HISVID_HD __host__ __device__ __forceinline__
+#else
+#define HISVID_HD inline
+#endif
+
+namespace hisvid {
+
+// Keras activation names. Softmax is not elementwise and lives in kernels/softmax.h.
+enum class Activation : int { Linear = 0, Relu, Tanh, Sigmoid, HardSigmoid };
+
+// Keras padding modes. Same: output = ceil(in / stride), the total padding split with the
+// smaller half before and the larger half after (TensorFlow's rule).
+enum class Padding : int { Valid = 0, Same };
+
+// exp and tanh in the element type's own precision on host and device (a plain exp(float)
+// on the host would call the double function).
+HISVID_HD float exp_of(float x) { return expf(x); }
+HISVID_HD double exp_of(double x) { return exp(x); }
+HISVID_HD float tanh_of(float x) { return tanhf(x); }
+HISVID_HD double tanh_of(double x) { return tanh(x); }
+
+template <typename T>
+HISVID_HD T sigmoid(T x) {
+  return T(1) / (T(1) + exp_of(-x));
+}
+
+// Keras 2 hard_sigmoid: clip(0.2 * x + 0.5, 0, 1).
+template <typename T>
+HISVID_HD T hard_sigmoid(T x) {
+  T y = T(0.2) * x + T(0.5);
+  return y < T(0) ? T(0) : (y > T(1) ? T(1) : y);
+}
+
+template <typename T>
+HISVID_HD T activate(T x, Activation act) {
+  switch (act) {
+    case Activation::Relu: return x > T(0) ? x : T(0);
+    case Activation::Tanh: return tanh_of(x);
+    case Activation::Sigmoid: return sigmoid(x);
+    case Activation::HardSigmoid: return hard_sigmoid(x);
+    case Activation::Linear: break;
+  }
+  return x;
+}
+
+// d act(x) / dx written in terms of the output y = act(x), so backward needs only what
+// forward produced. At the kinks (relu at 0, hard_sigmoid at +-2.5) the derivative of the
+// flat side is taken, as TensorFlow does.
+template <typename T>
+HISVID_HD T activation_grad_from_output(T y, Activation act) {
+  switch (act) {
+    case Activation::Relu: return y > T(0) ? T(1) : T(0);
+    case Activation::Tanh: return T(1) - y * y;
+    case Activation::Sigmoid: return y * (T(1) - y);
+    case Activation::HardSigmoid: return (y > T(0) && y < T(1)) ? T(0.2) : T(0);
+    case Activation::Linear: break;
+  }
+  return T(1);
+}
+
+// Output size and the padding placed before the first element, for one spatial dimension.
+struct Window1d {
+  int out;
+  int pad_before;
+};
+
+HISVID_HD Window1d window_1d(int in, int kernel, int stride, Padding padding) {
+  if (padding == Padding::Valid) return {in < kernel ? 0 : (in - kernel) / stride + 1, 0};
+  int out = (in + stride - 1) / stride;
+  int pad_total = (out - 1) * stride + kernel - in;
+  if (pad_total < 0) pad_total = 0;
+  return {out, pad_total / 2};
+}
+
+}  // namespace hisvid

@@ -1,0 +1,83 @@
+// kernels/dropout.cpp — CPU reference of kernels/dropout.h: Keras inverted dropout with the
+// Philox mask of kernels/philox.h. Element i is kept iff philox_uniform(seed, offset, i) >= rate,
+// and a kept element is scaled by 1 / (1 - rate).
+#include "kernels/dropout.h"
+
+#include "kernels/philox.h"
+
+namespace hisvid::cpu {
+
+namespace {
+
+// Below this many elements the loops run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+template <typename T>
+T keep_scale(float rate) {
+  return T(1) / (T(1) - T(rate));
+}
+
+// out (n) = in (n) * mask, mask = scale where kept and 0 elsewhere; in null means ones.
+// One Philox block yields the uniforms of four consecutive elements, so the loop walks
+// blocks of four instead of calling philox_uniform once per element (same numbers, a
+// quarter of the work); the conversion is philox_uniform's: 24 high bits times 2^-24.
+template <typename T>
+void apply_mask(T* out, const T* in, int64_t n, float rate, uint64_t seed, uint64_t offset) {
+  const T scale = keep_scale<T>(rate);
+  const int64_t blocks = (n + 3) / 4;
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const Philox4x32 bits = philox_block(seed, offset, static_cast<uint64_t>(4 * b));
+    for (int64_t i = 4 * b; i < 4 * b + 4 && i < n; ++i) {
+      const float u = static_cast<float>(bits.v[i & 3] >> 8) * (1.0f / 16777216.0f);
+      const T x = in ? in[i] : T(1);
+      out[i] = u >= rate ? x * scale : T(0);
+    }
+  }
+}
+
+template <typename T>
+void copy(T* out, const T* in, int64_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) out[i] = in[i];
+}
+
+}  // namespace
+
+template <typename T>
+void dropout_forward(T* out,        // (n)
+                     const T* inp,  // (n)
+                     int64_t n, float rate, uint64_t seed, uint64_t offset) {
+  if (rate == 0.0f) {
+    copy(out, inp, n);
+    return;
+  }
+  apply_mask(out, inp, n, rate, seed, offset);
+}
+
+template <typename T>
+void dropout_backward(T* dinp,        // (n)
+                      const T* dout,  // (n)
+                      int64_t n, float rate, uint64_t seed, uint64_t offset) {
+  if (rate == 0.0f) {
+    copy(dinp, dout, n);
+    return;
+  }
+  apply_mask(dinp, dout, n, rate, seed, offset);
+}
+
+template <typename T>
+void dropout_mask(T* mask,  // (n)
+                  int64_t n, float rate, uint64_t seed, uint64_t offset) {
+  apply_mask<T>(mask, nullptr, n, rate, seed, offset);
+}
+
+template void dropout_forward<float>(float*, const float*, int64_t, float, uint64_t, uint64_t);
+template void dropout_backward<float>(float*, const float*, int64_t, float, uint64_t, uint64_t);
+template void dropout_mask<float>(float*, int64_t, float, uint64_t, uint64_t);
+
+template void dropout_forward<double>(double*, const double*, int64_t, float, uint64_t, uint64_t);
+template void dropout_backward<double>(double*, const double*, int64_t, float, uint64_t, uint64_t);
+template void dropout_mask<double>(double*, int64_t, float, uint64_t, uint64_t);
+
+}  // namespace hisvid::cpu

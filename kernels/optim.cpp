@@ -1,0 +1,72 @@
+// kernels/optim.cpp — CPU reference of kernels/optim.h: Adam, RMSprop and SGD updates in
+// place, in T precision, with the operations in TensorFlow / Keras order.
+#include "kernels/optim.h"
+
+#include <cmath>
+
+namespace hisvid::cpu {
+
+namespace {
+
+// Below this many parameters the loops run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+}  // namespace
+
+// TensorFlow's ApplyAdam: m += (g - m) * (1 - beta1); v += (g*g - v) * (1 - beta2);
+// w -= (m * alpha) / (sqrt(v) + eps).
+template <typename T>
+void adam_update(T* w,        // (n)
+                 T* m,        // (n)
+                 T* v,        // (n)
+                 const T* g,  // (n)
+                 int64_t n, T alpha, T beta1, T beta2, T eps) {
+  const T one_minus_beta1 = T(1) - beta1, one_minus_beta2 = T(1) - beta2;
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    m[i] += (g[i] - m[i]) * one_minus_beta1;
+    v[i] += (g[i] * g[i] - v[i]) * one_minus_beta2;
+    w[i] -= (m[i] * alpha) / (std::sqrt(v[i]) + eps);
+  }
+}
+
+// Keras RMSprop without momentum: v = rho*v + (1-rho)*g*g, then
+//   OutsideSqrt (Keras <= 2.10):  w = w - (lr * g) / (sqrt(v) + eps)
+//   InsideSqrt  (Keras >= 2.11):  w = w - lr * (g * (1 / sqrt(v + eps)))
+template <typename T>
+void rmsprop_update(T* w,        // (n)
+                    T* v,        // (n)
+                    const T* g,  // (n)
+                    int64_t n, T lr, T rho, T eps, RmspropEpsilon form) {
+  const T one_minus_rho = T(1) - rho;
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    v[i] = rho * v[i] + one_minus_rho * g[i] * g[i];
+    if (form == RmspropEpsilon::OutsideSqrt) {
+      w[i] = w[i] - (lr * g[i]) / (std::sqrt(v[i]) + eps);
+    } else {
+      w[i] = w[i] - lr * (g[i] * (T(1) / std::sqrt(v[i] + eps)));
+    }
+  }
+}
+
+template <typename T>
+void sgd_update(T* w,        // (n)
+                const T* g,  // (n)
+                int64_t n, T lr) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+}
+
+template void adam_update<float>(float*, float*, float*, const float*, int64_t, float, float, float, float);
+template void rmsprop_update<float>(float*, float*, const float*, int64_t, float, float, float,
+                                    RmspropEpsilon);
+template void sgd_update<float>(float*, const float*, int64_t, float);
+
+template void adam_update<double>(double*, double*, double*, const double*, int64_t, double, double, double,
+                                  double);
+template void rmsprop_update<double>(double*, double*, const double*, int64_t, double, double, double,
+                                     RmspropEpsilon);
+template void sgd_update<double>(double*, const double*, int64_t, double);
+
+}  // namespace hisvid::cpu

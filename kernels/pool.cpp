@@ -1,0 +1,89 @@
+// kernels/pool.cpp — CPU reference of kernels/pool.h: Keras MaxPooling2D, channels-last.
+// Dimension letters as in kernels/common.h.
+//
+// Each output pixel scans its window in row-major order (kh, then kw) over the positions that
+// lie inside the image, so padded positions never win; a later position wins only when it is
+// strictly greater, which keeps the first maximum.
+#include "kernels/pool.h"
+
+#include <algorithm>
+
+namespace hisvid::cpu {
+
+namespace {
+
+// Below this many outputs the loops run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+}  // namespace
+
+template <typename T>
+void maxpool2d_forward(T* out,           // (N,HO,WO,C)
+                       int32_t* argmax,  // (N,HO,WO,C) flat h*W + w inside the image
+                       const T* inp,     // (N,H,W,C)
+                       const Pool2dGeometry& g) {
+  const int64_t C = g.C;
+  const int64_t out_rows = int64_t(g.N) * g.HO;  // (n, ho) pairs
+#pragma omp parallel for if (out_rows * g.WO * C > kParallelMin)
+  for (int64_t nho = 0; nho < out_rows; ++nho) {
+    const int64_t n = nho / g.HO;
+    const int ho = static_cast<int>(nho % g.HO);
+    const T* image = inp + n * g.H * g.W * C;  // (H,W,C)
+    const int h0 = ho * g.SH - g.pad_top;
+    const int kh_lo = std::max(0, -h0), kh_hi = std::min(g.PH, g.H - h0);
+    for (int wo = 0; wo < g.WO; ++wo) {
+      const int w0 = wo * g.SW - g.pad_left;
+      const int kw_lo = std::max(0, -w0), kw_hi = std::min(g.PW, g.W - w0);
+      T* best = out + (nho * g.WO + wo) * C;              // (C)
+      int32_t* best_at = argmax + (nho * g.WO + wo) * C;  // (C)
+      // The first in-image position of the window starts the running maximum.
+      const int32_t first = (h0 + kh_lo) * g.W + (w0 + kw_lo);
+      for (int64_t c = 0; c < C; ++c) {
+        best[c] = image[first * C + c];
+        best_at[c] = first;
+      }
+      for (int kh = kh_lo; kh < kh_hi; ++kh) {
+        for (int kw = kw_lo; kw < kw_hi; ++kw) {
+          const int32_t at = (h0 + kh) * g.W + (w0 + kw);
+          const T* x = image + at * C;  // (C)
+          for (int64_t c = 0; c < C; ++c) {
+            if (x[c] > best[c]) {
+              best[c] = x[c];
+              best_at[c] = at;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void maxpool2d_backward(T* dinp,                // (N,H,W,C)
+                        const T* dout,          // (N,HO,WO,C)
+                        const int32_t* argmax,  // (N,HO,WO,C)
+                        const Pool2dGeometry& g) {
+  const int64_t C = g.C;
+  const int64_t image = int64_t(g.H) * g.W * C;
+  const int64_t outputs_per_image = int64_t(g.HO) * g.WO;
+  // Parallel over images: windows overlap when stride < pool, so two outputs of one image
+  // may add into the same input.
+#pragma omp parallel for if (g.N * image > kParallelMin)
+  for (int64_t n = 0; n < g.N; ++n) {
+    T* dimg = dinp + n * image;  // (H,W,C)
+    std::fill(dimg, dimg + image, T(0));
+    for (int64_t p = 0; p < outputs_per_image; ++p) {
+      const T* d = dout + (n * outputs_per_image + p) * C;           // (C)
+      const int32_t* at = argmax + (n * outputs_per_image + p) * C;  // (C)
+      for (int64_t c = 0; c < C; ++c) dimg[at[c] * C + c] += d[c];
+    }
+  }
+}
+
+template void maxpool2d_forward<float>(float*, int32_t*, const float*, const Pool2dGeometry&);
+template void maxpool2d_backward<float>(float*, const float*, const int32_t*, const Pool2dGeometry&);
+
+template void maxpool2d_forward<double>(double*, int32_t*, const double*, const Pool2dGeometry&);
+template void maxpool2d_backward<double>(double*, const double*, const int32_t*, const Pool2dGeometry&);
+
+}  // namespace hisvid::cpu

@@ -1,0 +1,125 @@
+// kernels/softmax.cpp — CPU reference of kernels/softmax.h: row softmax, the fused softmax +
+// categorical cross-entropy from logits, and the accuracy count. Dimension letters as in
+// kernels/common.h (N rows, K classes).
+#include "kernels/softmax.h"
+
+#include <cmath>
+
+namespace hisvid::cpu {
+
+namespace {
+
+// Below this many elements the loops run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+// probs (K) = exp(z - max z) / sum; returns log(sum) + max z, the row's logsumexp.
+template <typename T>
+T softmax_row(T* probs, const T* z, int64_t K) {
+  T zmax = z[0];
+  for (int64_t k = 1; k < K; ++k) zmax = z[k] > zmax ? z[k] : zmax;
+  T sum = T(0);
+  for (int64_t k = 0; k < K; ++k) {
+    probs[k] = std::exp(z[k] - zmax);
+    sum += probs[k];
+  }
+  for (int64_t k = 0; k < K; ++k) probs[k] /= sum;
+  return zmax + std::log(sum);
+}
+
+// Index of the first maximum of x (K), as numpy's argmax.
+template <typename T>
+int64_t argmax_row(const T* x, int64_t K) {
+  int64_t best = 0;
+  for (int64_t k = 1; k < K; ++k) {
+    if (x[k] > x[best]) best = k;
+  }
+  return best;
+}
+
+}  // namespace
+
+template <typename T>
+void softmax_forward(T* probs,         // (N,K)
+                     const T* logits,  // (N,K)
+                     int64_t N, int64_t K) {
+#pragma omp parallel for if (N * K > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) softmax_row(probs + n * K, logits + n * K, K);
+}
+
+// dz_k = p_k * (dp_k - sum_j dp_j p_j)
+template <typename T>
+void softmax_backward(T* dlogits,       // (N,K)
+                      const T* dprobs,  // (N,K)
+                      const T* probs,   // (N,K)
+                      int64_t N, int64_t K) {
+#pragma omp parallel for if (N * K > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* p = probs + n * K;
+    const T* dp = dprobs + n * K;
+    T dot = T(0);
+    for (int64_t k = 0; k < K; ++k) dot += dp[k] * p[k];
+    for (int64_t k = 0; k < K; ++k) dlogits[n * K + k] = p[k] * (dp[k] - dot);
+  }
+}
+
+// loss_n = sum_k y_nk * (logsumexp(z_n) - z_nk)
+template <typename T>
+void softmax_xent_forward(T* losses,         // (N)
+                          T* probs,          // (N,K)
+                          const T* logits,   // (N,K)
+                          const T* targets,  // (N,K)
+                          int64_t N, int64_t K) {
+#pragma omp parallel for if (N * K > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* z = logits + n * K;
+    const T* y = targets + n * K;
+    const T lse = softmax_row(probs + n * K, z, K);
+    T loss = T(0);
+    for (int64_t k = 0; k < K; ++k) loss += y[k] * (lse - z[k]);
+    losses[n] = loss;
+  }
+}
+
+template <typename T>
+void softmax_xent_backward(T* dlogits,        // (N,K)
+                           const T* dlosses,  // (N)
+                           const T* probs,    // (N,K)
+                           const T* targets,  // (N,K)
+                           int64_t N, int64_t K) {
+#pragma omp parallel for if (N * K > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* p = probs + n * K;
+    const T* y = targets + n * K;
+    T ysum = T(0);
+    for (int64_t k = 0; k < K; ++k) ysum += y[k];
+    for (int64_t k = 0; k < K; ++k) dlogits[n * K + k] = dlosses[n] * (p[k] * ysum - y[k]);
+  }
+}
+
+template <typename T>
+void accuracy_count(int64_t* correct,  // (1)
+                    const T* scores,   // (N,K)
+                    const T* targets,  // (N,K)
+                    int64_t N, int64_t K) {
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    if (argmax_row(scores + n * K, K) == argmax_row(targets + n * K, K)) ++count;
+  }
+  *correct = count;
+}
+
+template void softmax_forward<float>(float*, const float*, int64_t, int64_t);
+template void softmax_backward<float>(float*, const float*, const float*, int64_t, int64_t);
+template void softmax_xent_forward<float>(float*, float*, const float*, const float*, int64_t, int64_t);
+template void softmax_xent_backward<float>(float*, const float*, const float*, const float*, int64_t,
+                                           int64_t);
+template void accuracy_count<float>(int64_t*, const float*, const float*, int64_t, int64_t);
+
+template void softmax_forward<double>(double*, const double*, int64_t, int64_t);
+template void softmax_backward<double>(double*, const double*, const double*, int64_t, int64_t);
+template void softmax_xent_forward<double>(double*, double*, const double*, const double*, int64_t, int64_t);
+template void softmax_xent_backward<double>(double*, const double*, const double*, const double*, int64_t,
+                                            int64_t);
+template void accuracy_count<double>(int64_t*, const double*, const double*, int64_t, int64_t);
+
+}  // namespace hisvid::cpu

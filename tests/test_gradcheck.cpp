@@ -1,0 +1,173 @@
+// Float64 gradient checks of every engine op, on inputs and weights, odd sizes included.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "engine/ops.h"
+#include "tests/gradcheck.h"
+
+namespace hisvid::testing {
+namespace {
+
+TEST(GradCheck, AddSubMul) {
+  const Tensor a = random_input({3, 5}, 1), b = random_input({3, 5}, 2);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); }, {a, b}));
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::sub(in[0], in[1]); }, {a, b}));
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::mul(in[0], in[1]); }, {a, b}));
+  // The same tensor on both sides: its two gradient contributions must add up.
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::mul(in[0], in[0]); }, {a}));
+}
+
+TEST(GradCheck, Scale) {
+  const Tensor a = random_input({7}, 3);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::scale(in[0], -2.5); }, {a}));
+}
+
+TEST(GradCheck, BiasAdd) {
+  const Tensor x = random_input({2, 3, 5}, 4), b = random_input({5}, 5);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::bias_add(in[0], in[1]); }, {x, b}));
+}
+
+TEST(GradCheck, Activations) {
+  // Inputs over [-4, 4) visit both flat regions of hard_sigmoid and both sides of relu.
+  const Tensor x = random_input({4, 9}, 6, -4.0, 4.0);
+  for (Activation act : {Activation::Linear, Activation::Relu, Activation::Tanh, Activation::Sigmoid,
+                         Activation::HardSigmoid}) {
+    SCOPED_TRACE(static_cast<int>(act));
+    EXPECT_GRAD_OK(grad_check([act](const std::vector<Tensor>& in) { return ops::activation(in[0], act); }, {x}));
+  }
+}
+
+TEST(GradCheck, ReshapeFlattenTime) {
+  const Tensor x = random_input({2, 3, 2, 2}, 7);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::reshape(in[0], {6, -1}); }, {x}));
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::flatten(in[0]); }, {x}));
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) { return ops::split_time(ops::merge_time(in[0]), 3); }, {x}));
+}
+
+TEST(GradCheck, SliceConcat) {
+  const Tensor a = random_input({2, 5, 3}, 8), b = random_input({2, 2, 3}, 9);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::slice(in[0], 1, 1, 3); }, {a}));
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::slice(in[0], -1, 2, 1); }, {a}));
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::concat({in[0], in[1]}, 1); }, {a, b}));
+}
+
+TEST(GradCheck, MatmulAllTransposes) {
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      SCOPED_TRACE(fmt::format("trans_a={} trans_b={}", ta, tb));
+      const Tensor a = random_input(ta ? Shape{5, 3} : Shape{3, 5}, 10);
+      const Tensor b = random_input(tb ? Shape{4, 5} : Shape{5, 4}, 11);
+      EXPECT_GRAD_OK(grad_check(
+          [ta, tb](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1], ta, tb); }, {a, b}));
+    }
+  }
+}
+
+struct ConvCase {
+  Shape input, kernel;
+  int stride_h, stride_w;
+  Padding padding;
+  bool bias;
+};
+
+TEST(GradCheck, Conv2d) {
+  const std::vector<ConvCase> cases = {
+      {{2, 5, 5, 3}, {3, 3, 3, 4}, 1, 1, Padding::Same, true},
+      {{1, 6, 7, 2}, {3, 3, 2, 3}, 1, 1, Padding::Valid, true},
+      {{2, 7, 6, 2}, {3, 2, 2, 3}, 2, 2, Padding::Same, false},  // odd total padding: extra after
+      {{1, 8, 5, 1}, {4, 4, 1, 2}, 3, 1, Padding::Same, true},
+      {{3, 4, 4, 5}, {1, 1, 5, 2}, 1, 1, Padding::Valid, true},
+  };
+  for (const ConvCase& c : cases) {
+    SCOPED_TRACE(c.input.str() + " * " + c.kernel.str());
+    const Tensor x = random_input(c.input, 12), w = random_input(c.kernel, 13);
+    const Tensor b = c.bias ? random_input({c.kernel[3]}, 14) : Tensor();
+    EXPECT_GRAD_OK(grad_check(
+        [&](const std::vector<Tensor>& in) { return ops::conv2d(in[0], in[1], in[2], c.stride_h, c.stride_w, c.padding); },
+        {x, w, b}));
+  }
+}
+
+TEST(GradCheck, MaxPool2d) {
+  struct Case {
+    Shape input;
+    int ph, pw, sh, sw;
+    Padding padding;
+  };
+  const std::vector<Case> cases = {
+      {{2, 6, 6, 3}, 2, 2, 2, 2, Padding::Valid},
+      {{1, 7, 5, 2}, 2, 2, 2, 2, Padding::Same},  // padded after: 7 -> 4, 5 -> 3
+      {{1, 9, 9, 1}, 4, 4, 4, 4, Padding::Same},
+      {{2, 5, 5, 2}, 3, 3, 1, 1, Padding::Valid},  // overlapping windows
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.input.str());
+    const Tensor x = random_input(c.input, 15);
+    EXPECT_GRAD_OK(grad_check(
+        [&](const std::vector<Tensor>& in) { return ops::max_pool2d(in[0], c.ph, c.pw, c.sh, c.sw, c.padding); },
+        {x}));
+  }
+}
+
+TEST(GradCheck, Dropout) {
+  const Tensor x = random_input({3, 4, 5}, 16);
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) { return ops::dropout(in[0], 0.4f, RandomDraw{7, 3}); }, {x}));
+}
+
+TEST(GradCheck, LstmCell) {
+  const Tensor z = random_input({3, 4 * 5}, 17, -2.0, 2.0), c_prev = random_input({3, 5}, 18);
+  for (Activation rec : {Activation::Sigmoid, Activation::HardSigmoid}) {
+    SCOPED_TRACE(static_cast<int>(rec));
+    // h and c both feed the objective, so both backward paths are exercised.
+    EXPECT_GRAD_OK(grad_check(
+        [rec](const std::vector<Tensor>& in) {
+          const ops::LstmState s = ops::lstm_cell(in[0], in[1], Activation::Tanh, rec);
+          return ops::concat({s.h, s.c}, 1);
+        },
+        {z, c_prev}));
+    // Zero initial state (c_prev undefined), only h used.
+    EXPECT_GRAD_OK(grad_check(
+        [rec](const std::vector<Tensor>& in) { return ops::lstm_cell(in[0], Tensor(), Activation::Tanh, rec).h; },
+        {z}));
+  }
+}
+
+TEST(GradCheck, BatchNorm) {
+  const Tensor x = random_input({2, 3, 3, 4}, 19), gamma = random_input({4}, 20, 0.5, 1.5),
+               beta = random_input({4}, 21);
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) { return ops::batch_norm_train(in[0], in[1], in[2], 1e-3f).y; },
+      {x, gamma, beta}));
+  Generator rng(22);
+  const Tensor moving_mean = rng.uniform({4}, -0.5, 0.5, DType::Float64),
+               moving_var = rng.uniform({4}, 0.5, 2.0, DType::Float64);
+  EXPECT_GRAD_OK(grad_check(
+      [&](const std::vector<Tensor>& in) {
+        return ops::batch_norm_infer(in[0], in[1], in[2], moving_mean, moving_var, 1e-3f);
+      },
+      {x, gamma, beta}));
+}
+
+TEST(GradCheck, SoftmaxAndCrossEntropy) {
+  const Tensor logits = random_input({4, 5}, 23, -3.0, 3.0);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::softmax(in[0]); }, {logits}));
+  const Tensor onehot = Tensor::from_vector(std::vector<double>{0, 1, 0, 0, 0,  //
+                                                                0, 0, 0, 0, 1,  //
+                                                                1, 0, 0, 0, 0,  //
+                                                                0, 0, 0.5, 0.5, 0},
+                                            {4, 5}, DType::Float64);
+  EXPECT_GRAD_OK(grad_check(
+      [&](const std::vector<Tensor>& in) { return ops::softmax_cross_entropy(in[0], onehot).loss; }, {logits}));
+}
+
+TEST(GradCheck, SumMean) {
+  const Tensor x = random_input({3, 2, 5}, 24);
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::sum(in[0]); }, {x}));
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::mean(in[0]); }, {x}));
+}
+
+}  // namespace
+}  // namespace hisvid::testing

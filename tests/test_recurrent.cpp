@@ -1,0 +1,208 @@
+// LSTM and ConvLSTM2D sequences: forward against an independent loop-by-loop reference,
+// float64 gradient checks, and whole tiny LRCN / ConvLSTM models from loss to every parameter.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/ops.h"
+#include "engine/recurrent.h"
+#include "tests/gradcheck.h"
+
+namespace hisvid::testing {
+namespace {
+
+// float64 forward against float64 loops: only summation order differs.
+constexpr double kForwardTolerance = 1e-12;
+
+TEST(Recurrent, LstmForwardMatchesLoopReference) {
+  const int64_t N = 2, T = 4, D = 3, U = 5;
+  const Tensor x = random_input({N, T, D}, 1), W = random_input({D, 4 * U}, 2), R = random_input({U, 4 * U}, 3),
+               b = random_input({4 * U}, 4);
+  RecurrentOptions options;
+  options.return_sequences = true;
+  const std::vector<double> got = lstm_sequence(x, {W, R, b}, options).to_vector();
+
+  const double* xs = x.data<double>();
+  const double* ws = W.data<double>();
+  const double* rs = R.data<double>();
+  const double* bs = b.data<double>();
+  auto sigmoid = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<double> h(U, 0.0), c(U, 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> z(4 * U);
+      for (int64_t j = 0; j < 4 * U; ++j) {
+        double acc = bs[j];
+        for (int64_t d = 0; d < D; ++d) acc += xs[(n * T + t) * D + d] * ws[d * 4 * U + j];
+        for (int64_t u = 0; u < U; ++u) acc += h[u] * rs[u * 4 * U + j];
+        z[j] = acc;
+      }
+      for (int64_t u = 0; u < U; ++u) {
+        const double i = sigmoid(z[u]), f = sigmoid(z[U + u]), g = std::tanh(z[2 * U + u]),
+                     o = sigmoid(z[3 * U + u]);
+        c[u] = f * c[u] + i * g;
+        h[u] = o * std::tanh(c[u]);
+        EXPECT_NEAR(got[(n * T + t) * U + u], h[u], kForwardTolerance) << "n=" << n << " t=" << t << " u=" << u;
+      }
+    }
+  }
+}
+
+TEST(Recurrent, ConvLstmForwardMatchesLoopReference) {
+  // 1x1 kernels with valid padding reduce ConvLSTM2D to an LSTM per pixel; a 3x3 recurrent
+  // kernel would not, so this also checks that the input and recurrent paths are separate.
+  const int64_t N = 1, T = 3, H = 2, W = 3, C = 2, F = 2;
+  const Tensor x = random_input({N, T, H, W, C}, 5), K = random_input({1, 1, C, 4 * F}, 6),
+               R = random_input({1, 1, F, 4 * F}, 7), b = random_input({4 * F}, 8);
+  RecurrentOptions options;
+  options.recurrent_activation = Activation::HardSigmoid;
+  options.return_sequences = false;
+  const std::vector<double> got = convlstm2d_sequence(x, {K, R, b}, options).to_vector();
+  auto hard = [](double v) { return std::min(1.0, std::max(0.0, 0.2 * v + 0.5)); };
+  const double* xs = x.data<double>();
+  const double* ks = K.data<double>();
+  const double* rs = R.data<double>();
+  const double* bs = b.data<double>();
+  for (int64_t p = 0; p < H * W; ++p) {
+    std::vector<double> h(F, 0.0), c(F, 0.0);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> z(4 * F);
+      for (int64_t j = 0; j < 4 * F; ++j) {
+        double acc = bs[j];
+        for (int64_t ch = 0; ch < C; ++ch) acc += xs[(t * H * W + p) * C + ch] * ks[ch * 4 * F + j];
+        for (int64_t u = 0; u < F; ++u) acc += h[u] * rs[u * 4 * F + j];
+        z[j] = acc;
+      }
+      for (int64_t u = 0; u < F; ++u) {
+        const double i = hard(z[u]), f = hard(z[F + u]), g = std::tanh(z[2 * F + u]), o = hard(z[3 * F + u]);
+        c[u] = f * c[u] + i * g;
+        h[u] = o * std::tanh(c[u]);
+      }
+    }
+    for (int64_t u = 0; u < F; ++u) EXPECT_NEAR(got[p * F + u], h[u], kForwardTolerance) << "pixel " << p;
+  }
+}
+
+TEST(Recurrent, LstmGradients) {
+  const Tensor x = random_input({2, 3, 4}, 9), W = random_input({4, 12}, 10), R = random_input({3, 12}, 11),
+               b = random_input({12}, 12);
+  for (bool sequences : {false, true}) {
+    SCOPED_TRACE(sequences ? "return_sequences" : "last state");
+    EXPECT_GRAD_OK(grad_check(
+        [sequences](const std::vector<Tensor>& in) {
+          RecurrentOptions options;
+          options.return_sequences = sequences;
+          return lstm_sequence(in[0], {in[1], in[2], in[3]}, options);
+        },
+        {x, W, R, b}));
+  }
+}
+
+TEST(Recurrent, LstmGradientsWithDropoutMasks) {
+  const Tensor x = random_input({2, 3, 4}, 13), W = random_input({4, 8}, 14), R = random_input({2, 8}, 15),
+               b = random_input({8}, 16);
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) {
+        Generator rng(99);  // the same masks at every evaluation
+        RecurrentOptions options;
+        options.training = true;
+        options.dropout = 0.3f;
+        options.recurrent_dropout = 0.4f;
+        options.rng = &rng;
+        return lstm_sequence(in[0], {in[1], in[2], in[3]}, options);
+      },
+      {x, W, R, b}));
+}
+
+TEST(Recurrent, ConvLstmGradients) {
+  const Tensor x = random_input({2, 3, 5, 4, 2}, 17), K = random_input({3, 3, 2, 12}, 18),
+               R = random_input({3, 3, 3, 12}, 19), b = random_input({12}, 20);
+  for (Padding padding : {Padding::Valid, Padding::Same}) {
+    SCOPED_TRACE(padding == Padding::Same ? "same" : "valid");
+    EXPECT_GRAD_OK(grad_check(
+        [padding](const std::vector<Tensor>& in) {
+          Generator rng(5);
+          RecurrentOptions options;
+          options.recurrent_activation = Activation::HardSigmoid;
+          options.return_sequences = true;
+          options.padding = padding;
+          options.training = true;
+          options.recurrent_dropout = 0.2f;
+          options.rng = &rng;
+          return convlstm2d_sequence(in[0], {in[1], in[2], in[3]}, options);
+        },
+        {x, K, R, b}));
+  }
+}
+
+int64_t total_elements(const std::vector<Tensor>& inputs) {
+  int64_t n = 0;
+  for (const Tensor& t : inputs) n += t.numel();
+  return n;
+}
+
+// The seeds' LRCN in miniature: TimeDistributed conv/pool/dropout blocks, flatten, LSTM,
+// dense, softmax cross-entropy. Inputs: x, conv1 w/b, conv2 w/b, lstm W/R/b, dense w/b.
+Tensor tiny_lrcn_loss(const std::vector<Tensor>& in, const Tensor& targets) {
+  const int64_t N = in[0].dim(0), T = in[0].dim(1);
+  Tensor y = ops::merge_time(in[0]);                                   // (N*T, 8, 8, 3)
+  y = ops::relu(ops::conv2d(y, in[1], in[2], 1, 1, Padding::Same));     // (N*T, 8, 8, 4)
+  y = ops::max_pool2d(y, 2, 2, 2, 2, Padding::Valid);                  // (N*T, 4, 4, 4)
+  y = ops::dropout(y, 0.25f, RandomDraw{1, 0});
+  y = ops::relu(ops::conv2d(y, in[3], in[4], 1, 1, Padding::Same));     // (N*T, 4, 4, 3)
+  y = ops::max_pool2d(y, 2, 2, 2, 2, Padding::Same);                   // (N*T, 2, 2, 3)
+  y = ops::reshape(y, {N, T, -1});                                     // (N, T, 12)
+  RecurrentOptions options;
+  y = lstm_sequence(y, {in[5], in[6], in[7]}, options);                // (N, 5)
+  y = ops::bias_add(ops::matmul(y, in[8]), in[9]);                     // (N, 3)
+  return ops::softmax_cross_entropy(y, targets).loss;
+}
+
+TEST(Recurrent, TinyLrcnEndToEnd) {
+  const Tensor targets = Tensor::from_vector(std::vector<double>{0, 1, 0, 1, 0, 0}, {2, 3}, DType::Float64);
+  const std::vector<Tensor> inputs = {
+      random_input({2, 3, 8, 8, 3}, 21), random_input({3, 3, 3, 4}, 22, -0.5, 0.5), random_input({4}, 23, -0.1, 0.1),
+      random_input({3, 3, 4, 3}, 24, -0.5, 0.5), random_input({3}, 25, -0.1, 0.1), random_input({12, 20}, 26, -0.5, 0.5),
+      random_input({5, 20}, 27, -0.5, 0.5), random_input({20}, 28, -0.1, 0.1), random_input({5, 3}, 29), random_input({3}, 30)};
+  const GradCheckResult r =
+      grad_check([&](const std::vector<Tensor>& in) { return tiny_lrcn_loss(in, targets); }, inputs);
+  EXPECT_EQ(r.checked + r.kinks, total_elements(inputs));  // every element of every input was probed
+  EXPECT_LE(r.max_error, kGradTolerance) << r.worst;
+}
+
+// The seeds' ConvLSTM in miniature: two ConvLSTM2D layers (hard_sigmoid, recurrent dropout),
+// MaxPooling3D (1,2,2) same, dropout, flatten, dense, softmax cross-entropy.
+// Inputs: x, convlstm1 W/R/b, convlstm2 W/R/b, dense w/b.
+Tensor tiny_convlstm_loss(const std::vector<Tensor>& in, const Tensor& targets) {
+  Generator rng(3);
+  RecurrentOptions options;
+  options.recurrent_activation = Activation::HardSigmoid;
+  options.return_sequences = true;
+  options.training = true;
+  options.recurrent_dropout = 0.2f;
+  options.rng = &rng;
+  const int64_t N = in[0].dim(0), T = in[0].dim(1);
+  Tensor y = convlstm2d_sequence(in[0], {in[1], in[2], in[3]}, options);  // (N, T, 5, 5, 3)
+  y = ops::split_time(ops::max_pool2d(ops::merge_time(y), 2, 2, 2, 2, Padding::Same), T);  // (N, T, 3, 3, 3)
+  y = ops::dropout(y, 0.2f, rng.next());
+  y = convlstm2d_sequence(y, {in[4], in[5], in[6]}, options);             // (N, T, 1, 1, 2)
+  y = ops::reshape(y, {N, -1});                                          // (N, T*2)
+  y = ops::bias_add(ops::matmul(y, in[7]), in[8]);
+  return ops::softmax_cross_entropy(y, targets).loss;
+}
+
+TEST(Recurrent, TinyConvLstmEndToEnd) {
+  const Tensor targets = Tensor::from_vector(std::vector<double>{1, 0, 0, 0, 0, 1}, {2, 3}, DType::Float64);
+  const std::vector<Tensor> inputs = {
+      random_input({2, 3, 7, 7, 2}, 31), random_input({3, 3, 2, 12}, 32, -0.5, 0.5),
+      random_input({3, 3, 3, 12}, 33, -0.5, 0.5), random_input({12}, 34, -0.1, 0.1),
+      random_input({3, 3, 3, 8}, 35, -0.5, 0.5), random_input({3, 3, 2, 8}, 36, -0.5, 0.5),
+      random_input({8}, 37, -0.1, 0.1), random_input({6, 3}, 38), random_input({3}, 39)};
+  const GradCheckResult r =
+      grad_check([&](const std::vector<Tensor>& in) { return tiny_convlstm_loss(in, targets); }, inputs);
+  EXPECT_EQ(r.checked + r.kinks, total_elements(inputs));
+  EXPECT_LE(r.max_error, kGradTolerance) << r.worst;
+}
+
+}  // namespace
+}  // namespace hisvid::testing
