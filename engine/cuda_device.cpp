@@ -1,0 +1,307 @@
+// The CUDA entry points of engine/cuda_device.h: the caching allocator, copies, zeroing and
+// synchronisation, all ordered on the device's context stream (kernels/cuda_context.h).
+//
+// Caching allocator. cudaMalloc and cudaFree are slow and synchronise the device, and a
+// training step of fixed shape asks for the same sizes every step. So freed blocks go to a
+// per-device pool, keyed by size class, and the next request of that class takes one back:
+// once warm, a step makes no cudaMalloc or cudaFree (and can be captured into a CUDA graph).
+// Reuse without synchronising is safe because every kernel, copy and memset of the engine
+// runs on the one context stream: work that used a freed block is queued before any work
+// that uses it again. Size classes: multiples of 512 bytes up to 1 MiB, of 2 MiB above; a
+// large request may take a cached block up to 1/8 larger. When cudaMalloc fails, the cached
+// blocks are released and the allocation retried once.
+//
+// The allocator also provides the context's workspace (cuDNN / cuBLAS / reduction scratch):
+// one block it holds and grows, handed out again on every request.
+//
+// Exit. Tensors may be destroyed during static destruction, in any order, so allocators are
+// created once and never destroyed; an exit hook, constructed after the CUDA runtime has
+// been initialised (so it runs before the runtime tears down), frees the cached blocks and
+// the workspace and switches the allocators to freeing blocks directly as they come back.
+#include "engine/cuda_device.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cuda_context.h"
+
+namespace hisvid {
+
+namespace {
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) fail("{}: {}", what, cudaGetErrorString(status));
+}
+
+size_t round_up(size_t bytes, size_t step) { return (bytes + step - 1) / step * step; }
+
+size_t size_class(size_t bytes) {
+  constexpr size_t kSmallLimit = size_t(1) << 20, kSmallStep = 512, kLargeStep = size_t(2) << 20;
+  return bytes <= kSmallLimit ? round_up(bytes, kSmallStep) : round_up(bytes, kLargeStep);
+}
+
+class CachingAllocator final : public Allocator {
+ public:
+  explicit CachingAllocator(int device) : device_(device) {}
+
+  void* allocate(size_t bytes) override {
+    if (bytes == 0) return nullptr;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return allocate_locked(bytes);
+  }
+
+  void deallocate(void* ptr, size_t /*bytes: the size recorded at allocation is used*/) override {
+    if (ptr == nullptr) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    deallocate_locked(ptr);
+  }
+
+  size_t bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_use_;
+  }
+  size_t peak_bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return peak_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    peak_ = in_use_;
+  }
+
+  // The context's workspace provider: at least `bytes`, the same block while it is large
+  // enough. The block replaced by a larger one returns to the pool (safe in stream order).
+  void* workspace(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (workspace_bytes_ < bytes || workspace_ == nullptr) {
+      if (workspace_ != nullptr) deallocate_locked(workspace_);
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+      workspace_ = allocate_locked(bytes);
+      workspace_bytes_ = blocks_.at(workspace_).class_bytes;
+    }
+    return workspace_;
+  }
+
+  // At exit: wait for the device, free the cached blocks and the workspace, and from now on
+  // free blocks as they are returned. Errors are ignored (the process is ending).
+  void release_at_exit() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    (void)cudaSetDevice(device_);
+    (void)cudaDeviceSynchronize();
+    if (workspace_ != nullptr) {
+      auto it = blocks_.find(workspace_);
+      if (it != blocks_.end()) {
+        in_use_ -= it->second.requested;
+        blocks_.erase(it);
+      }
+      (void)cudaFree(workspace_);
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+    }
+    for (auto& entry : free_) {
+      for (void* ptr : entry.second) (void)cudaFree(ptr);
+    }
+    free_.clear();
+    exiting_ = true;
+  }
+
+ private:
+  struct Block {
+    size_t class_bytes;  // what cudaMalloc gave
+    size_t requested;    // what the caller asked for (counted in bytes_in_use)
+  };
+
+  void* allocate_locked(size_t bytes) {
+    const size_t cls = size_class(bytes);
+    Cached block = take_cached(cls);
+    if (block.ptr == nullptr) block = Cached{malloc_device(cls, bytes), cls};
+    blocks_[block.ptr] = Block{block.bytes, bytes};
+    in_use_ += bytes;
+    if (in_use_ > peak_) peak_ = in_use_;
+    return block.ptr;
+  }
+
+  void deallocate_locked(void* ptr) {
+    auto it = blocks_.find(ptr);
+    if (it == blocks_.end()) return;  // not ours: never free what we did not hand out
+    const Block block = it->second;
+    blocks_.erase(it);
+    in_use_ -= block.requested;
+    if (ptr == workspace_) {
+      workspace_ = nullptr;
+      workspace_bytes_ = 0;
+    }
+    if (exiting_) {
+      (void)cudaFree(ptr);
+      return;
+    }
+    free_[block.class_bytes].push_back(ptr);
+  }
+
+  struct Cached {
+    void* ptr;
+    size_t bytes;
+  };
+
+  // A cached block for class `cls` ({nullptr, 0} when none fits): exactly that class for
+  // small blocks, at most 1/8 larger for large ones.
+  Cached take_cached(size_t cls) {
+    auto it = free_.lower_bound(cls);
+    if (it == free_.end()) return Cached{nullptr, 0};
+    const size_t limit = cls <= (size_t(1) << 20) ? cls : cls + cls / 8;
+    if (it->first > limit) return Cached{nullptr, 0};
+    const Cached block{it->second.back(), it->first};  // the most recently freed: still in L2
+    it->second.pop_back();
+    if (it->second.empty()) free_.erase(it);
+    return block;
+  }
+
+  void* malloc_device(size_t cls, size_t bytes) {
+    cuda::DeviceGuard guard(device_);
+    void* ptr = nullptr;
+    cudaError_t status = cudaMalloc(&ptr, cls);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();  // clear the error so later launch checks do not report it
+      release_cached();
+      status = cudaMalloc(&ptr, cls);
+    }
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      fail("CUDA out of memory on cuda:{} allocating {} bytes ({} in use): {}", device_, bytes, in_use_,
+           cudaGetErrorString(status));
+    }
+    return ptr;
+  }
+
+  // Frees every cached block, after the queued work that may still use them.
+  void release_cached() {
+    (void)cudaDeviceSynchronize();
+    for (auto& entry : free_) {
+      for (void* ptr : entry.second) (void)cudaFree(ptr);
+    }
+    free_.clear();
+  }
+
+  const int device_;
+  mutable std::mutex mutex_;
+  std::unordered_map<void*, Block> blocks_;    // handed out
+  std::map<size_t, std::vector<void*>> free_;  // cached, by size, most recently freed last
+  size_t in_use_ = 0, peak_ = 0;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  bool exiting_ = false;
+};
+
+class AllocatorRegistry {
+ public:
+  AllocatorRegistry() {
+    if (cudaGetDeviceCount(&device_count_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      device_count_ = 0;
+    }
+    allocators_.resize(static_cast<size_t>(device_count_), nullptr);
+  }
+
+  CachingAllocator& get(int device) {
+    if (device < 0 || device >= device_count_) {
+      const std::string reason = cuda_unavailable_reason();
+      fail("cuda:{} is not available ({} CUDA device(s){}{})", device, device_count_,
+           reason.empty() ? "" : ": ", reason);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    CachingAllocator*& slot = allocators_[static_cast<size_t>(device)];
+    if (slot == nullptr) {
+      // Immortal on purpose (see the top of this file).
+      auto* allocator = new CachingAllocator(device);
+      cuda::context(device).set_workspace_provider(
+          [allocator](size_t bytes) { return allocator->workspace(bytes); });
+      slot = allocator;
+    }
+    return *slot;
+  }
+
+  void release_at_exit() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (CachingAllocator* allocator : allocators_) {
+      if (allocator != nullptr) allocator->release_at_exit();
+    }
+  }
+
+ private:
+  int device_count_ = 0;
+  std::mutex mutex_;
+  std::vector<CachingAllocator*> allocators_;
+};
+
+struct ExitRelease {
+  AllocatorRegistry* registry;
+  ~ExitRelease() { registry->release_at_exit(); }
+};
+
+AllocatorRegistry& registry() {
+  static AllocatorRegistry* const instance = new AllocatorRegistry();  // immortal, see above
+  static ExitRelease release{instance};
+  return *instance;
+}
+
+cudaStream_t stream_of(Device device) { return cuda::context(device.index).stream(); }
+
+}  // namespace
+
+std::string cuda_unavailable_reason() {
+  static const std::string reason = [] {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      return std::string(cudaGetErrorString(status));
+    }
+    return count == 0 ? std::string("no CUDA device") : std::string();
+  }();
+  return reason;
+}
+
+Allocator& cuda_allocator(Device device) {
+  if (!device.is_cuda()) fail("cuda_allocator: {} is not a CUDA device", device.str());
+  return registry().get(device.index);
+}
+
+// Host sources: cudaMemcpyAsync from pageable memory (all the engine's host memory) returns
+// once the data is staged, so the caller may free the source at once. Host destinations:
+// synchronous, the data is there on return.
+void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device.is_cuda() && src_device.is_cuda() && dst_device.index != src_device.index) {
+    // Between devices: after the destination's queued work, before anything else may read it.
+    check(cudaStreamSynchronize(stream_of(dst_device)), "copy between CUDA devices");
+    const cudaStream_t stream = stream_of(src_device);
+    check(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, bytes, stream),
+          "copy between CUDA devices");
+    check(cudaStreamSynchronize(stream), "copy between CUDA devices");
+    return;
+  }
+  const Device on = dst_device.is_cuda() ? dst_device : src_device;
+  const cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
+                              : src_device.is_cpu() ? cudaMemcpyHostToDevice
+                                                    : cudaMemcpyDeviceToDevice;
+  const cudaStream_t stream = stream_of(on);
+  check(cudaMemcpyAsync(dst, src, bytes, kind, stream), "copy to or from CUDA");
+  if (dst_device.is_cpu()) check(cudaStreamSynchronize(stream), "copy from CUDA");
+}
+
+void cuda_zero_bytes(void* dst, Device device, size_t bytes) {
+  if (bytes == 0) return;
+  cuda::DeviceGuard guard(device.index);
+  check(cudaMemsetAsync(dst, 0, bytes, stream_of(device)), "zeroing CUDA memory");
+}
+
+void cuda_synchronize(Device device) {
+  check(cudaStreamSynchronize(stream_of(device)), "synchronizing a CUDA device");
+}
+
+}  // namespace hisvid

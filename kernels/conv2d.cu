@@ -1,0 +1,383 @@
+// CUDA version of kernels/conv2d.h through cuDNN (legacy convolution API), channels-last.
+//
+// Layouts. Activations are NHWC, which cuDNN describes directly (CUDNN_TENSOR_NHWC). The
+// Keras kernel (KH,KW,C,F) is not a cuDNN filter layout: cuDNN's NHWC filter is (F,KH,KW,C).
+// Viewing the kernel as a row-major (KH*KW*C, F) matrix, cuDNN's filter is its transpose
+// (F, KH*KW*C), so forward and backward-data transpose the kernel into the workspace, and
+// backward-filter lets cuDNN write the (F,KH,KW,C) gradient into the workspace and adds its
+// transpose into dweight (which keeps the += contract of parameter gradients).
+//
+// Padding. cuDNN pads symmetrically: pad rows above and the same number below. TensorFlow's
+// 'same' puts the odd row of an odd total padding below (pad_bottom = pad_top + 1), and
+// 'valid' may leave rows unused at the bottom. With symmetric pad_top, cuDNN's output row ho
+// reads input rows ho*SH - pad_top + kh, exactly the rows hisvid's row ho reads, so the two
+// agree wherever cuDNN has the row; cuDNN merely produces fewer rows when the bottom padding
+// is larger. The last row hisvid needs reads input rows up to (HO-1)*SH - pad_top + KH - 1,
+// which cuDNN's own padding covers up to H - 1 + pad_top. The shortfall
+//   extra_h = max(0, (HO-1)*SH + KH - H - 2*pad_top)   (0 or 1 under TensorFlow's rule)
+// is closed by handing cuDNN an input extended with extra_h zero rows at the bottom: its
+// output then has exactly HO rows, each reading the same input values as hisvid's (real rows,
+// or zeros, be they cuDNN's padding or the appended rows). Columns likewise. Backward-data
+// then computes the gradient of the extended input and drops the appended rows and columns
+// (they are constants); backward-filter reads the extended input. No copy is made when the
+// padding is symmetric (3x3 stride 1 'same', 'valid'), the common case.
+//
+// Algorithms. One plan per (device, geometry, TF32 flag): cuDNN descriptors plus, per
+// direction, the algorithm chosen by the cuDNN heuristics (cudnnGet*Algorithm_v7), which
+// runs nothing on the device, so the choice is the same on every run. The first
+// deterministic algorithm in heuristic order is taken (runs stay reproducible), else the
+// first that works; see pick(). Math type CUDNN_FMA_MATH (true FP32: CUDNN_DEFAULT_MATH
+// would let FP32 convolutions run on TF32 tensor cores on Ampere and later) unless TF32 is
+// allowed.
+#include <algorithm>
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/conv2d.h"
+#include "kernels/cuda_context.h"
+#include "kernels/elementwise.h"
+
+namespace hisvid::cuda {
+
+namespace {
+
+// out (cols, rows) (= or +=) the transpose of in (rows, cols), through 32x32 shared tiles.
+// Launched with blocks of (32, 8) threads over (ceil(cols/32), ceil(rows/32)) tiles.
+__global__ void transpose_kernel(float* out, const float* in, int rows, int cols, bool accumulate) {
+  __shared__ float tile[32][33];  // +1 column: the transposed reads hit 32 different banks
+  const int r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
+    const int r = r0 + dy, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[dy][threadIdx.x] = in[int64_t(r) * cols + c];
+  }
+  __syncthreads();
+  for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
+    const int c = c0 + dy, r = r0 + threadIdx.x;
+    if (c < cols && r < rows) {
+      const float value = tile[threadIdx.x][dy];
+      float* dst = out + int64_t(c) * rows + r;
+      *dst = accumulate ? *dst + value : value;
+    }
+  }
+}
+
+// dst (N,HD,WD,C) = src (N,HS,WS,C) where h < HS and w < WS, zero elsewhere: appends zero
+// rows/columns (HD >= HS) or drops them (HD <= HS).
+__global__ void resize_hw_kernel(float* dst, const float* src, int64_t N, int HD, int WD, int HS, int WS,
+                                 int64_t C) {
+  const int64_t n_total = N * HD * WD * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    int64_t rest = i / C;
+    const int w = static_cast<int>(rest % WD);
+    rest /= WD;
+    const int h = static_cast<int>(rest % HD);
+    const int64_t n = rest / HD;
+    dst[i] = (h < HS && w < WS) ? src[((n * HS + h) * WS + w) * C + c] : 0.0f;
+  }
+}
+
+void transpose(float* out, const float* in, int rows, int cols, bool accumulate, cudaStream_t stream) {
+  const dim3 grid((cols + 31) / 32, (rows + 31) / 32);
+  if (grid.y > 65535) throw std::runtime_error("hisvid::cuda::conv2d: kernel too large to transpose");
+  transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(out, in, rows, cols, accumulate);
+  HISVID_CHECK_LAUNCH();
+}
+
+void resize_hw(float* dst, const float* src, int64_t N, int HD, int WD, int HS, int WS, int64_t C,
+               cudaStream_t stream) {
+  const int64_t n = N * HD * WD * C;
+  resize_hw_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dst, src, N, HD, WD, HS, WS, C);
+  HISVID_CHECK_LAUNCH();
+}
+
+std::string describe(const Conv2dGeometry& g) {
+  return "input (" + std::to_string(g.N) + "," + std::to_string(g.H) + "," + std::to_string(g.W) + "," +
+         std::to_string(g.C) + "), kernel (" + std::to_string(g.KH) + "," + std::to_string(g.KW) + "," +
+         std::to_string(g.C) + "," + std::to_string(g.F) + "), strides (" + std::to_string(g.SH) + "," +
+         std::to_string(g.SW) + "), output (" + std::to_string(g.HO) + "," + std::to_string(g.WO) +
+         "), pad top/left (" + std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + ")";
+}
+
+void validate(const Conv2dGeometry& g, const char* op) {
+  if (g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1 || g.F < 1 || g.KH < 1 || g.KW < 1 || g.SH < 1 || g.SW < 1 ||
+      g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0) {
+    throw std::runtime_error(std::string("hisvid::cuda::") + op + ": invalid geometry, " + describe(g));
+  }
+}
+
+// Workspace in 256-byte aligned pieces carved out of one request.
+class WorkspaceLayout {
+ public:
+  size_t add(size_t bytes) {
+    const size_t offset = total_;
+    total_ += (bytes + 255) / 256 * 256;
+    return offset;
+  }
+  size_t total() const { return total_; }
+
+ private:
+  size_t total_ = 0;
+};
+
+// A direction's algorithm and its workspace size.
+template <typename Algo>
+struct Choice {
+  bool found = false;
+  Algo algo{};
+  size_t bytes = 0;
+};
+
+// Algorithms needing more scratch than this are passed over.
+constexpr size_t kMaxAlgorithmWorkspace = size_t(512) << 20;
+
+// The result to run, in heuristic order: status success, workspace within the cap, and
+// deterministic when such a result exists. Without TF32, results reported with
+// CUDNN_FMA_MATH come first, then CUDNN_DEFAULT_MATH ones (run under FMA math all the same:
+// the caller keeps the descriptor at CUDNN_FMA_MATH); tensor-op results never.
+template <typename Perf>
+const Perf* pick(const Perf* perf, int count, bool allow_tf32) {
+  const int math_levels = allow_tf32 ? 1 : 2;
+  for (int level = 0; level < math_levels; ++level) {
+    const Perf* any = nullptr;
+    for (int i = 0; i < count; ++i) {
+      if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > kMaxAlgorithmWorkspace) continue;
+      if (!allow_tf32 && perf[i].mathType != (level == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)) continue;
+      if (perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
+      if (any == nullptr) any = &perf[i];
+    }
+    if (any != nullptr) return any;
+  }
+  return nullptr;
+}
+
+// Descriptors and chosen algorithms of one convolution geometry on one device.
+struct ConvPlan {
+  Conv2dGeometry g{};
+  int HP = 0, WP = 0;  // input extent cuDNN sees: H, W plus the appended zero rows/columns
+  TensorDescriptor x, y;
+  FilterDescriptor w;
+  ConvolutionDescriptor forward_conv, backward_data_conv, backward_filter_conv;
+  Choice<cudnnConvolutionFwdAlgo_t> forward;
+  Choice<cudnnConvolutionBwdDataAlgo_t> backward_data;
+  Choice<cudnnConvolutionBwdFilterAlgo_t> backward_filter;
+
+  bool extended() const { return HP != g.H || WP != g.W; }
+};
+
+ConvolutionDescriptor make_conv(const ConvPlan& plan, cudnnMathType_t math) {
+  ConvolutionDescriptor conv = make_convolution_descriptor();
+  CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), plan.g.pad_top, plan.g.pad_left, plan.g.SH,
+                                              plan.g.SW, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), math));
+  return conv;
+}
+
+std::unique_ptr<ConvPlan> make_plan(const Conv2dGeometry& g, cudnnMathType_t math) {
+  auto plan = std::make_unique<ConvPlan>();
+  plan->g = g;
+  plan->HP = g.H + std::max(0, (g.HO - 1) * g.SH + g.KH - g.H - 2 * g.pad_top);
+  plan->WP = g.W + std::max(0, (g.WO - 1) * g.SW + g.KW - g.W - 2 * g.pad_left);
+  plan->x = make_tensor_descriptor();
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x.get(), CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g.N, g.C,
+                                         plan->HP, plan->WP));
+  plan->y = make_tensor_descriptor();
+  CUDNN_CHECK(
+      cudnnSetTensor4dDescriptor(plan->y.get(), CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g.N, g.F, g.HO, g.WO));
+  plan->w = make_filter_descriptor();
+  CUDNN_CHECK(
+      cudnnSetFilter4dDescriptor(plan->w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, g.F, g.C, g.KH, g.KW));
+  plan->forward_conv = make_conv(*plan, math);
+  plan->backward_data_conv = make_conv(*plan, math);
+  plan->backward_filter_conv = make_conv(*plan, math);
+
+  int dims[4] = {0, 0, 0, 0};  // N, C, H, W as cuDNN computes the output
+  CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->forward_conv.get(), plan->x.get(), plan->w.get(),
+                                                    &dims[0], &dims[1], &dims[2], &dims[3]));
+  if (dims[0] != g.N || dims[1] != g.F || dims[2] != g.HO || dims[3] != g.WO) {
+    throw std::runtime_error("hisvid::cuda::conv2d: cuDNN's output (" + std::to_string(dims[2]) + "," +
+                             std::to_string(dims[3]) + ") does not match the geometry, " + describe(g));
+  }
+  return plan;
+}
+
+void choose_forward(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
+  std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> perf{};
+  int count = 0;
+  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x.get(), plan.w.get(),
+                                                     plan.forward_conv.get(), plan.y.get(),
+                                                     static_cast<int>(perf.size()), &count, perf.data()));
+  const cudnnConvolutionFwdAlgoPerf_t* best = pick(perf.data(), count, allow_tf32);
+  if (best == nullptr)
+    throw std::runtime_error("hisvid::cuda::conv2d_forward: no cuDNN algorithm for " + describe(plan.g));
+  CUDNN_CHECK(
+      cudnnSetConvolutionMathType(plan.forward_conv.get(), allow_tf32 ? best->mathType : CUDNN_FMA_MATH));
+  plan.forward.algo = best->algo;
+  CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, plan.x.get(), plan.w.get(),
+                                                      plan.forward_conv.get(), plan.y.get(), best->algo,
+                                                      &plan.forward.bytes));
+  plan.forward.found = true;
+}
+
+void choose_backward_data(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
+  std::array<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT> perf{};
+  int count = 0;
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+      handle, plan.w.get(), plan.y.get(), plan.backward_data_conv.get(), plan.x.get(),
+      static_cast<int>(perf.size()), &count, perf.data()));
+  const cudnnConvolutionBwdDataAlgoPerf_t* best = pick(perf.data(), count, allow_tf32);
+  if (best == nullptr) {
+    throw std::runtime_error("hisvid::cuda::conv2d_backward_data: no cuDNN algorithm for " +
+                             describe(plan.g));
+  }
+  CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
+                                          allow_tf32 ? best->mathType : CUDNN_FMA_MATH));
+  plan.backward_data.algo = best->algo;
+  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, plan.w.get(), plan.y.get(),
+                                                           plan.backward_data_conv.get(), plan.x.get(),
+                                                           best->algo, &plan.backward_data.bytes));
+  plan.backward_data.found = true;
+}
+
+void choose_backward_filter(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
+  std::array<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT> perf{};
+  int count = 0;
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+      handle, plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(), plan.w.get(),
+      static_cast<int>(perf.size()), &count, perf.data()));
+  const cudnnConvolutionBwdFilterAlgoPerf_t* best = pick(perf.data(), count, allow_tf32);
+  if (best == nullptr) {
+    throw std::runtime_error("hisvid::cuda::conv2d_backward_filter: no cuDNN algorithm for " +
+                             describe(plan.g));
+  }
+  CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
+                                          allow_tf32 ? best->mathType : CUDNN_FMA_MATH));
+  plan.backward_filter.algo = best->algo;
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, plan.x.get(), plan.y.get(),
+                                                             plan.backward_filter_conv.get(), plan.w.get(),
+                                                             best->algo, &plan.backward_filter.bytes));
+  plan.backward_filter.found = true;
+}
+
+enum class Direction { Forward, BackwardData, BackwardFilter };
+
+// The plan of g on ctx's device, with the algorithm of `direction` chosen. Plans live until
+// exit; a training run meets a handful of geometries.
+ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
+  static std::mutex mutex;
+  static std::map<std::array<int, 15>, std::unique_ptr<ConvPlan>> plans;
+  const bool tf32 = ctx.allow_tf32();
+  const std::array<int, 15> key{ctx.device(), tf32 ? 1 : 0, g.N,  g.H,  g.W,  g.C,       g.F,       g.KH,
+                                g.KW,         g.SH,         g.SW, g.HO, g.WO, g.pad_top, g.pad_left};
+  std::lock_guard<std::mutex> lock(mutex);
+  std::unique_ptr<ConvPlan>& plan = plans[key];
+  if (!plan) plan = make_plan(g, ctx.cudnn_math_type());
+  switch (direction) {
+    case Direction::Forward:
+      if (!plan->forward.found) choose_forward(*plan, ctx.cudnn(), tf32);
+      break;
+    case Direction::BackwardData:
+      if (!plan->backward_data.found) choose_backward_data(*plan, ctx.cudnn(), tf32);
+      break;
+    case Direction::BackwardFilter:
+      if (!plan->backward_filter.found) choose_backward_filter(*plan, ctx.cudnn(), tf32);
+      break;
+  }
+  return *plan;
+}
+
+}  // namespace
+
+// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F) (bias may be null)
+void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
+                    const Conv2dGeometry& g, cudaStream_t stream) {
+  validate(g, "conv2d_forward");
+  if (g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_forward");
+  ConvPlan& plan = plan_for(ctx, g, Direction::Forward);
+
+  const int R = g.KH * g.KW * g.C;  // rows of the kernel viewed as (KH*KW*C, F)
+  WorkspaceLayout layout;
+  const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
+  const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
+  const size_t scratch_at = layout.add(plan.forward.bytes);
+  char* ws = static_cast<char*>(ctx.workspace(layout.total()));
+  float* w_t = reinterpret_cast<float*>(ws + w_at);  // (F,KH,KW,C)
+
+  transpose(w_t, weight, R, g.F, false, stream);
+  const float* x = inp;
+  if (plan.extended()) {
+    float* x_ext = reinterpret_cast<float*>(ws + x_at);  // (N,HP,WP,C)
+    resize_hw(x_ext, inp, g.N, plan.HP, plan.WP, g.H, g.W, g.C, stream);
+    x = x_ext;
+  }
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan.x.get(), x, plan.w.get(), w_t,
+                                      plan.forward_conv.get(), plan.forward.algo, ws + scratch_at,
+                                      plan.forward.bytes, &zero, plan.y.get(), out));
+  if (bias != nullptr) bias_add_forward(out, out, bias, int64_t(g.N) * g.HO * g.WO, g.F, stream);
+}
+
+// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F)
+void conv2d_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dGeometry& g,
+                          cudaStream_t stream) {
+  validate(g, "conv2d_backward_data");
+  if (g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_data");
+  ConvPlan& plan = plan_for(ctx, g, Direction::BackwardData);
+
+  const int R = g.KH * g.KW * g.C;
+  WorkspaceLayout layout;
+  const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
+  const size_t dx_at =
+      plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
+  const size_t scratch_at = layout.add(plan.backward_data.bytes);
+  char* ws = static_cast<char*>(ctx.workspace(layout.total()));
+  float* w_t = reinterpret_cast<float*>(ws + w_at);                           // (F,KH,KW,C)
+  float* dx = plan.extended() ? reinterpret_cast<float*>(ws + dx_at) : dinp;  // (N,HP,WP,C)
+
+  transpose(w_t, weight, R, g.F, false, stream);
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnConvolutionBackwardData(
+      ctx.cudnn(), &one, plan.w.get(), w_t, plan.y.get(), dout, plan.backward_data_conv.get(),
+      plan.backward_data.algo, ws + scratch_at, plan.backward_data.bytes, &zero, plan.x.get(), dx));
+  if (plan.extended()) resize_hw(dinp, dx, g.N, g.H, g.W, plan.HP, plan.WP, g.C, stream);
+}
+
+// dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C)
+void conv2d_backward_filter(float* dweight, float* dbias, const float* dout, const float* inp,
+                            const Conv2dGeometry& g, cudaStream_t stream) {
+  validate(g, "conv2d_backward_filter");
+  if (g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
+  ConvPlan& plan = plan_for(ctx, g, Direction::BackwardFilter);
+
+  const int R = g.KH * g.KW * g.C;
+  WorkspaceLayout layout;
+  const size_t dw_at = layout.add(sizeof(float) * size_t(R) * g.F);
+  const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
+  const size_t scratch_at = layout.add(plan.backward_filter.bytes);
+  char* ws = static_cast<char*>(ctx.workspace(layout.total()));
+  float* dw_t = reinterpret_cast<float*>(ws + dw_at);  // (F,KH,KW,C)
+
+  const float* x = inp;
+  if (plan.extended()) {
+    float* x_ext = reinterpret_cast<float*>(ws + x_at);  // (N,HP,WP,C)
+    resize_hw(x_ext, inp, g.N, plan.HP, plan.WP, g.H, g.W, g.C, stream);
+    x = x_ext;
+  }
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+      ctx.cudnn(), &one, plan.x.get(), x, plan.y.get(), dout, plan.backward_filter_conv.get(),
+      plan.backward_filter.algo, ws + scratch_at, plan.backward_filter.bytes, &zero, plan.w.get(), dw_t));
+  transpose(dweight, dw_t, g.F, R, true, stream);
+  // Asks for workspace again, after every use of ws above has been enqueued.
+  if (dbias != nullptr) bias_add_backward(dbias, dout, int64_t(g.N) * g.HO * g.WO, g.F, stream);
+}
+
+}  // namespace hisvid::cuda

@@ -1,0 +1,319 @@
+// kernels/cuda_context.h — what every CUDA kernel file shares: checked calls, RAII owners of
+// CUDA / cuBLAS / cuDNN objects, and the per-device Context (stream, library handles,
+// workspace).
+//
+// Errors: CUDA_CHECK, CUBLAS_CHECK and CUDNN_CHECK throw std::runtime_error naming the file,
+// the line, the call and the library's error string (kernels/ does not depend on engine/, so
+// not hisvid::Error, which derives from std::runtime_error and is caught the same way).
+// HISVID_CHECK_LAUNCH() follows every kernel launch: it checks the launch itself, and debug
+// builds (no NDEBUG) also synchronise the device so that a fault is reported at the kernel
+// that caused it. That synchronisation cannot happen while a stream is being captured into a
+// CUDA graph: capture graphs from release builds.
+//
+// The Context of a device owns one non-blocking stream, a cuBLAS handle and a cuDNN handle
+// bound to it, and the workspace. Every kernel that needs library handles or scratch memory
+// (matmul, conv2d, the reductions) must be called with that stream: scratch memory is reused
+// in the order of that one stream, which is what makes reusing it without synchronising safe.
+// Math is full FP32 (cuBLAS CUBLAS_DEFAULT_MATH, cuDNN CUDNN_FMA_MATH) unless
+// set_allow_tf32(true).
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <utility>
+
+namespace hisvid::cuda {
+
+// Throws std::runtime_error "<library> error at <file>:<line>: <expr>: <what>".
+[[noreturn]] void throw_call_error(const char* library, const char* expr, const char* file, int line,
+                                   const char* what);
+const char* cublas_status_string(cublasStatus_t status);
+
+}  // namespace hisvid::cuda
+
+#define CUDA_CHECK(expr)                                                    \
+  do {                                                                      \
+    const cudaError_t hisvid_status_ = (expr);                              \
+    if (hisvid_status_ != cudaSuccess) {                                    \
+      ::hisvid::cuda::throw_call_error("CUDA", #expr, __FILE__, __LINE__,   \
+                                       cudaGetErrorString(hisvid_status_)); \
+    }                                                                       \
+  } while (0)
+
+#define CUBLAS_CHECK(expr)                                                                    \
+  do {                                                                                        \
+    const cublasStatus_t hisvid_status_ = (expr);                                             \
+    if (hisvid_status_ != CUBLAS_STATUS_SUCCESS) {                                            \
+      ::hisvid::cuda::throw_call_error("cuBLAS", #expr, __FILE__, __LINE__,                   \
+                                       ::hisvid::cuda::cublas_status_string(hisvid_status_)); \
+    }                                                                                         \
+  } while (0)
+
+#define CUDNN_CHECK(expr)                                                    \
+  do {                                                                       \
+    const cudnnStatus_t hisvid_status_ = (expr);                             \
+    if (hisvid_status_ != CUDNN_STATUS_SUCCESS) {                            \
+      ::hisvid::cuda::throw_call_error("cuDNN", #expr, __FILE__, __LINE__,   \
+                                       cudnnGetErrorString(hisvid_status_)); \
+    }                                                                        \
+  } while (0)
+
+#ifdef NDEBUG
+#define HISVID_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+#else
+#define HISVID_CHECK_LAUNCH()            \
+  do {                                   \
+    CUDA_CHECK(cudaGetLastError());      \
+    CUDA_CHECK(cudaDeviceSynchronize()); \
+  } while (0)
+#endif
+
+namespace hisvid::cuda {
+
+// Owns one handle or descriptor (a pointer type) and destroys it with Destroy. Destruction
+// errors are ignored: destructors must not throw, and at process exit the runtime may
+// already be unloading.
+template <typename Handle, auto Destroy>
+class UniqueHandle {
+ public:
+  UniqueHandle() = default;
+  explicit UniqueHandle(Handle handle) : handle_(handle) {}
+  ~UniqueHandle() { reset(); }
+  UniqueHandle(const UniqueHandle&) = delete;
+  UniqueHandle& operator=(const UniqueHandle&) = delete;
+  UniqueHandle(UniqueHandle&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  UniqueHandle& operator=(UniqueHandle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      handle_ = std::exchange(other.handle_, nullptr);
+    }
+    return *this;
+  }
+
+  Handle get() const { return handle_; }
+  void reset() {
+    if (handle_ != nullptr) {
+      (void)Destroy(handle_);
+      handle_ = nullptr;
+    }
+  }
+
+ private:
+  Handle handle_ = nullptr;
+};
+
+using UniqueStream = UniqueHandle<cudaStream_t, cudaStreamDestroy>;
+using UniqueCublas = UniqueHandle<cublasHandle_t, cublasDestroy>;
+using UniqueCudnn = UniqueHandle<cudnnHandle_t, cudnnDestroy>;
+using TensorDescriptor = UniqueHandle<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor>;
+using FilterDescriptor = UniqueHandle<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor>;
+using ConvolutionDescriptor = UniqueHandle<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor>;
+
+TensorDescriptor make_tensor_descriptor();
+FilterDescriptor make_filter_descriptor();
+ConvolutionDescriptor make_convolution_descriptor();
+
+// Device memory from cudaMalloc, freed on destruction (errors ignored, see UniqueHandle).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    if (this != &other) {
+      reset();
+      ptr_ = std::exchange(other.ptr_, nullptr);
+      bytes_ = std::exchange(other.bytes_, 0);
+    }
+    return *this;
+  }
+
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+  void reset();
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Makes `device` current for its lifetime and restores the previous device after.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool changed_ = false;
+};
+
+// cuBLAS scratch handed to cublasSetWorkspace before every GEMM (32 MiB is what the cuBLAS
+// guide recommends for Hopper); the GEMM then never allocates, so it can be graph-captured.
+inline constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+
+class Context {
+ public:
+  // Returns device memory of at least `bytes`. The memory stays valid for all work enqueued
+  // on the context stream before the next call (a later call may hand the same memory out
+  // again, or release it: both are safe in the order of the one stream).
+  using WorkspaceProvider = std::function<void*(size_t bytes)>;
+
+  explicit Context(int device);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_.get(); }
+  cublasHandle_t cublas() const { return cublas_.get(); }
+  cudnnHandle_t cudnn() const { return cudnn_.get(); }
+
+  // TF32 tensor cores for FP32 GEMMs and convolutions; off by default (full FP32).
+  bool allow_tf32() const { return allow_tf32_; }
+  void set_allow_tf32(bool allow);
+  // The cuDNN math type that convolutions set on their descriptors.
+  cudnnMathType_t cudnn_math_type() const { return allow_tf32_ ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH; }
+
+  // Installs where workspace memory comes from (the engine installs its caching allocator);
+  // an empty provider returns to the context-owned buffer. Synchronises the stream first.
+  void set_workspace_provider(WorkspaceProvider provider);
+  // Scratch memory for one kernel call (see WorkspaceProvider). Without a provider, a
+  // context-owned buffer that grows on demand (synchronising the stream when it does, so
+  // it must reach its final size before any graph capture).
+  void* workspace(size_t bytes);
+
+ private:
+  int device_;
+  bool allow_tf32_ = false;
+  UniqueStream stream_;
+  UniqueCublas cublas_;
+  UniqueCudnn cudnn_;
+  WorkspaceProvider provider_;
+  DeviceBuffer own_workspace_;
+};
+
+// The context of a device, created on first use (thread-safe). Throws when the device does
+// not exist.
+Context& context(int device);
+// The context of the calling thread's current CUDA device.
+Context& current_context();
+// The current context, checking that `stream` is its stream; `op` names the caller in the
+// error. Kernels that use library handles or workspace call this.
+Context& context_for_stream(cudaStream_t stream, const char* op);
+
+// Blocks for a 1-D grid-stride launch over n elements with `threads` threads per block.
+inline unsigned int grid_blocks(int64_t n, int threads) {
+  const int64_t kMaxBlocks = int64_t(1) << 16;
+  int64_t blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > kMaxBlocks) blocks = kMaxBlocks;
+  return static_cast<unsigned int>(blocks);
+}
+
+inline constexpr int kThreads = 256;  // threads per block of the 1-D kernels
+
+}  // namespace hisvid::cuda
+
+#if defined(__CUDACC__)
+// Device helpers shared by the .cu files (header-only: no relocatable device code needed).
+namespace hisvid::cuda::device {
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T value) {
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+__device__ __forceinline__ float warp_max(float value) {
+  for (int offset = 16; offset > 0; offset >>= 1)
+    value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  return value;
+}
+
+// Per-channel sums over the rows of an (M,C) matrix, in two deterministic passes: the
+// partial kernel gives each block a tile of TX channels and a fixed set of rows, and writes
+// one partial sum per (row block, channel) in double; a finalize kernel then adds a
+// channel's partials in row-block order. The result depends only on (M, C), never on
+// timing, and double accumulation keeps it accurate for M in the hundreds of thousands.
+struct ColumnTiling {
+  dim3 block;      // (TX channels, TY row lanes), TX * TY = 256
+  dim3 grid;       // (row blocks, channel tiles)
+  int row_blocks;  // partial sums per channel
+};
+
+inline ColumnTiling column_tiling(int64_t M, int64_t C) {
+  int tx = 1;
+  while (tx < 32 && tx < C) tx *= 2;
+  const int ty = 256 / tx;
+  // About 16 rows per thread, at most 512 row blocks.
+  int64_t row_blocks = (M + int64_t(ty) * 16 - 1) / (int64_t(ty) * 16);
+  if (row_blocks < 1) row_blocks = 1;
+  if (row_blocks > 512) row_blocks = 512;
+  const int64_t channel_tiles = (C + tx - 1) / tx;
+  return ColumnTiling{dim3(tx, ty),
+                      dim3(static_cast<unsigned int>(row_blocks), static_cast<unsigned int>(channel_tiles)),
+                      static_cast<int>(row_blocks)};
+}
+
+// Called by every thread of a partial kernel launched with column_tiling(M, C): adds
+// load(m, c, values) (which fills kValues doubles for element (m, c)) over this block's rows
+// and writes partials (row_blocks, kValues, C).
+template <int kValues, typename Load>
+__device__ void column_partial_sums(double* partials, int64_t M, int64_t C, Load load) {
+  __shared__ double tile[kValues][256];
+  const int tx = threadIdx.x, ty = threadIdx.y, tx_n = blockDim.x, ty_n = blockDim.y;
+  const int64_t c = int64_t(blockIdx.y) * tx_n + tx;
+  double acc[kValues];
+#pragma unroll
+  for (int v = 0; v < kValues; ++v) acc[v] = 0.0;
+  if (c < C) {
+    for (int64_t m = int64_t(blockIdx.x) * ty_n + ty; m < M; m += int64_t(gridDim.x) * ty_n) {
+      double values[kValues];
+      load(m, c, values);
+#pragma unroll
+      for (int v = 0; v < kValues; ++v) acc[v] += values[v];
+    }
+  }
+  const int slot = ty * tx_n + tx;
+#pragma unroll
+  for (int v = 0; v < kValues; ++v) tile[v][slot] = acc[v];
+  __syncthreads();
+  for (int half = ty_n / 2; half > 0; half /= 2) {
+    if (ty < half) {
+#pragma unroll
+      for (int v = 0; v < kValues; ++v) tile[v][slot] += tile[v][slot + half * tx_n];
+    }
+    __syncthreads();
+  }
+  if (ty == 0 && c < C) {
+#pragma unroll
+    for (int v = 0; v < kValues; ++v) partials[(int64_t(blockIdx.x) * kValues + v) * C + c] = tile[v][tx];
+  }
+}
+
+// sums[v] = sum over row blocks of partials (row_blocks, kValues, C) for channel c, in order.
+template <int kValues>
+__device__ void column_total(double sums[kValues], const double* partials, int row_blocks, int64_t C,
+                             int64_t c) {
+#pragma unroll
+  for (int v = 0; v < kValues; ++v) sums[v] = 0.0;
+  for (int b = 0; b < row_blocks; ++b) {
+#pragma unroll
+    for (int v = 0; v < kValues; ++v) sums[v] += partials[(int64_t(b) * kValues + v) * C + c];
+  }
+}
+
+}  // namespace hisvid::cuda::device
+#endif

@@ -1,0 +1,55 @@
+// CUDA versions of kernels/dropout.h. Each thread draws its element's Philox uniform exactly
+// as the CPU does (philox_uniform(seed, offset, i), kernels/philox.h), so the kept elements
+// are the same bits on both backends; the mask is regenerated, never stored.
+#include "kernels/cuda_context.h"
+#include "kernels/dropout.h"
+#include "kernels/philox.h"
+
+namespace hisvid::cuda {
+
+namespace {
+
+// out (n) = inp (n) * mask; used for forward (inp) and backward (dout). inp == nullptr
+// writes the mask itself.
+__global__ void dropout_kernel(float* out, const float* inp, int64_t n, float rate, float keep_scale,
+                               uint64_t seed, uint64_t offset) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(i)) >= rate;
+    if (inp == nullptr) {
+      out[i] = keep ? keep_scale : 0.0f;
+    } else {
+      out[i] = keep ? inp[i] * keep_scale : 0.0f;
+    }
+  }
+}
+
+void launch(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
+            cudaStream_t stream) {
+  if (n <= 0) return;
+  const float keep_scale = 1.0f / (1.0f - rate);
+  dropout_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, n, rate, keep_scale, seed,
+                                                                    offset);
+  HISVID_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+// out (n) = inp (n) * mask
+void dropout_forward(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
+                     cudaStream_t stream) {
+  launch(out, inp, n, rate, seed, offset, stream);
+}
+
+// dinp (n) (=) dout (n) * mask
+void dropout_backward(float* dinp, const float* dout, int64_t n, float rate, uint64_t seed, uint64_t offset,
+                      cudaStream_t stream) {
+  launch(dinp, dout, n, rate, seed, offset, stream);
+}
+
+// mask (n) = 1 / (1 - rate) where kept, 0 elsewhere
+void dropout_mask(float* mask, int64_t n, float rate, uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  launch(mask, nullptr, n, rate, seed, offset, stream);
+}
+
+}  // namespace hisvid::cuda

@@ -1,0 +1,162 @@
+// CUDA versions of kernels/elementwise.h: grid-stride loops, one element per thread per
+// iteration; bias_add_backward is a deterministic per-channel reduction (see
+// device::column_partial_sums in kernels/cuda_context.h).
+#include "kernels/cuda_context.h"
+#include "kernels/elementwise.h"
+
+namespace hisvid::cuda {
+
+namespace {
+
+__global__ void fill_kernel(float* out, float value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = value;
+  }
+}
+
+enum class Binary : int { Add, Sub, Mul };
+
+// out (n) = a (n) op b (n); out may alias a or b (each element is read before it is written).
+__global__ void binary_kernel(float* out, const float* a, const float* b, int64_t n, Binary op) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float x = a[i], y = b[i];
+    out[i] = op == Binary::Add ? x + y : (op == Binary::Sub ? x - y : x * y);
+  }
+}
+
+__global__ void scale_kernel(float* out, const float* a, float alpha, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = alpha * a[i];
+  }
+}
+
+__global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    y[i] += alpha * x[i];
+  }
+}
+
+// out (M,C) = inp (M,C) + bias (C)
+__global__ void bias_add_forward_kernel(float* out, const float* inp, const float* bias, int64_t M,
+                                        int64_t C) {
+  const int64_t n = M * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = inp[i] + bias[i % C];
+  }
+}
+
+// The value summed per element by bias_add_backward: dout (M,C) itself.
+struct LoadDout {
+  const float* dout;  // (M,C)
+  int64_t C;
+  __device__ void operator()(int64_t m, int64_t c, double* values) const { values[0] = dout[m * C + c]; }
+};
+
+// partials (row_blocks, 1, C) of the column sums of dout (M,C)
+__global__ void bias_partial_kernel(double* partials, const float* dout, int64_t M, int64_t C) {
+  device::column_partial_sums<1>(partials, M, C, LoadDout{dout, C});
+}
+
+// dbias (C) += sum of partials (row_blocks, 1, C)
+__global__ void bias_finalize_kernel(float* dbias, const double* partials, int row_blocks, int64_t C) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  double sum[1];
+  device::column_total<1>(sum, partials, row_blocks, C, c);
+  dbias[c] += static_cast<float>(sum[0]);
+}
+
+// out (n) = act(inp (n))
+__global__ void activation_forward_kernel(float* out, const float* inp, int64_t n, Activation act) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = activate(inp[i], act);
+  }
+}
+
+// dinp (n) = dout (n) * act'(x), taken from the forward output out (n)
+__global__ void activation_backward_kernel(float* dinp, const float* dout, const float* out, int64_t n,
+                                           Activation act) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    dinp[i] = dout[i] * activation_grad_from_output(out[i], act);
+  }
+}
+
+void binary(float* out, const float* a, const float* b, int64_t n, Binary op, cudaStream_t stream) {
+  if (n <= 0) return;
+  binary_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, a, b, n, op);
+  HISVID_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void fill(float* out, float value, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  fill_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, value, n);
+  HISVID_CHECK_LAUNCH();
+}
+
+void add(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
+  binary(out, a, b, n, Binary::Add, stream);
+}
+
+void sub(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
+  binary(out, a, b, n, Binary::Sub, stream);
+}
+
+void mul(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
+  binary(out, a, b, n, Binary::Mul, stream);
+}
+
+void scale(float* out, const float* a, float alpha, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  scale_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, a, alpha, n);
+  HISVID_CHECK_LAUNCH();
+}
+
+void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  axpy_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(y, alpha, x, n);
+  HISVID_CHECK_LAUNCH();
+}
+
+void bias_add_forward(float* out, const float* inp, const float* bias, int64_t M, int64_t C,
+                      cudaStream_t stream) {
+  if (M <= 0 || C <= 0) return;
+  bias_add_forward_kernel<<<grid_blocks(M * C, kThreads), kThreads, 0, stream>>>(out, inp, bias, M, C);
+  HISVID_CHECK_LAUNCH();
+}
+
+void bias_add_backward(float* dbias, const float* dout, int64_t M, int64_t C, cudaStream_t stream) {
+  if (M <= 0 || C <= 0) return;
+  Context& ctx = context_for_stream(stream, "bias_add_backward");
+  const device::ColumnTiling tiling = device::column_tiling(M, C);
+  double* partials =
+      static_cast<double*>(ctx.workspace(sizeof(double) * size_t(tiling.row_blocks) * size_t(C)));
+  bias_partial_kernel<<<tiling.grid, tiling.block, 0, stream>>>(partials, dout, M, C);
+  HISVID_CHECK_LAUNCH();
+  bias_finalize_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(dbias, partials, tiling.row_blocks,
+                                                                          C);
+  HISVID_CHECK_LAUNCH();
+}
+
+void activation_forward(float* out, const float* inp, int64_t n, Activation act, cudaStream_t stream) {
+  if (n <= 0) return;
+  activation_forward_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, n, act);
+  HISVID_CHECK_LAUNCH();
+}
+
+void activation_backward(float* dinp, const float* dout, const float* out, int64_t n, Activation act,
+                         cudaStream_t stream) {
+  if (n <= 0) return;
+  activation_backward_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dinp, dout, out, n, act);
+  HISVID_CHECK_LAUNCH();
+}
+
+}  // namespace hisvid::cuda

@@ -1,0 +1,92 @@
+// CUDA versions of kernels/pool.h. Forward: one thread per output element, channels-last so
+// neighbouring threads read neighbouring channels. Backward: one thread per input element
+// gathers the dout of every window whose argmax names it, in row-major window order: no
+// atomics, the same sum in the same order on every run (and as the CPU's scatter adds it).
+#include "kernels/cuda_context.h"
+#include "kernels/pool.h"
+
+namespace hisvid::cuda {
+
+namespace {
+
+// out (N,HO,WO,C), argmax (N,HO,WO,C) from inp (N,H,W,C)
+__global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const float* inp, Pool2dGeometry g) {
+  const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % g.C);
+    int64_t rest = i / g.C;
+    const int wo = static_cast<int>(rest % g.WO);
+    rest /= g.WO;
+    const int ho = static_cast<int>(rest % g.HO);
+    const int64_t n = rest / g.HO;
+    const float* image = inp + n * g.H * g.W * g.C + c;
+    float best = 0.0f;
+    int32_t best_at = -1;  // padded positions are skipped: they never win
+    for (int ph = 0; ph < g.PH; ++ph) {
+      const int h = ho * g.SH - g.pad_top + ph;
+      if (h < 0 || h >= g.H) continue;
+      for (int pw = 0; pw < g.PW; ++pw) {
+        const int w = wo * g.SW - g.pad_left + pw;
+        if (w < 0 || w >= g.W) continue;
+        const float v = image[(int64_t(h) * g.W + w) * g.C];
+        if (best_at < 0 || v > best) {  // strict: the first maximum wins ties
+          best = v;
+          best_at = h * g.W + w;
+        }
+      }
+    }
+    out[i] = best;
+    argmax[i] = best_at;
+  }
+}
+
+// dinp (N,H,W,C) from dout (N,HO,WO,C) and argmax (N,HO,WO,C)
+__global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const int32_t* argmax,
+                                          Pool2dGeometry g) {
+  const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % g.C);
+    int64_t rest = i / g.C;
+    const int w = static_cast<int>(rest % g.W);
+    rest /= g.W;
+    const int h = static_cast<int>(rest % g.H);
+    const int64_t n = rest / g.H;
+    // Windows covering (h, w): ho*SH - pad_top <= h <= ho*SH - pad_top + PH - 1.
+    const int h_low = h + g.pad_top - g.PH + 1, w_low = w + g.pad_left - g.PW + 1;
+    const int ho_begin = h_low <= 0 ? 0 : (h_low + g.SH - 1) / g.SH;
+    const int wo_begin = w_low <= 0 ? 0 : (w_low + g.SW - 1) / g.SW;
+    const int ho_end = min((h + g.pad_top) / g.SH + 1, g.HO);
+    const int wo_end = min((w + g.pad_left) / g.SW + 1, g.WO);
+    const int32_t here = h * g.W + w;
+    float acc = 0.0f;
+    for (int ho = ho_begin; ho < ho_end; ++ho) {
+      for (int wo = wo_begin; wo < wo_end; ++wo) {
+        const int64_t o = ((n * g.HO + ho) * g.WO + wo) * g.C + c;
+        if (argmax[o] == here) acc += dout[o];
+      }
+    }
+    dinp[i] = acc;
+  }
+}
+
+}  // namespace
+
+void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dGeometry& g,
+                       cudaStream_t stream) {
+  const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
+  if (total <= 0) return;
+  maxpool2d_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(out, argmax, inp, g);
+  HISVID_CHECK_LAUNCH();
+}
+
+void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dGeometry& g,
+                        cudaStream_t stream) {
+  const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+  if (total <= 0) return;
+  maxpool2d_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(dinp, dout, argmax, g);
+  HISVID_CHECK_LAUNCH();
+}
+
+}  // namespace hisvid::cuda

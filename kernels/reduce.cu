@@ -1,0 +1,85 @@
+// CUDA versions of kernels/reduce.h. sum_all accumulates in double like the CPU, in two
+// deterministic passes (per-block partials, then one block adds them in order), so the result
+// depends only on n. copy_block is a grid-stride copy over the (outer, len, inner) block.
+#include "kernels/cuda_context.h"
+#include "kernels/reduce.h"
+
+namespace hisvid::cuda {
+
+namespace {
+
+constexpr int kMaxSumBlocks = 1024;
+
+// Sum of v over the threads of the block, valid in thread 0. blockDim.x == kThreads.
+__device__ double block_sum(double v) {
+  __shared__ double per_warp[kThreads / 32];
+  v = device::warp_sum(v);
+  if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = v;
+  __syncthreads();
+  double total = 0.0;
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < kThreads / 32; ++w) total += per_warp[w];
+  }
+  return total;
+}
+
+// partials (gridDim.x) = sums of inp (n) over each block's grid-stride share
+__global__ void sum_partial_kernel(double* partials, const float* inp, int64_t n) {
+  double acc = 0.0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    acc += inp[i];
+  }
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+// out (1) = sum of partials (count); one block
+__global__ void sum_finalize_kernel(float* out, const double* partials, int count) {
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0) out[0] = static_cast<float>(total);
+}
+
+// dst (outer, dst_dim, inner)[:, dst_start : dst_start + len, :] (= or +=)
+// src (outer, src_dim, inner)[:, src_start : src_start + len, :]
+__global__ void copy_block_kernel(float* dst, int64_t dst_dim, int64_t dst_start, const float* src,
+                                  int64_t src_dim, int64_t src_start, int64_t outer, int64_t len,
+                                  int64_t inner, bool accumulate) {
+  const int64_t block = len * inner, total = outer * block;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t o = i / block, r = i - o * block;  // r = l * inner + k
+    float* d = dst + (o * dst_dim + dst_start) * inner + r;
+    const float v = src[(o * src_dim + src_start) * inner + r];
+    *d = accumulate ? *d + v : v;
+  }
+}
+
+}  // namespace
+
+// out (1) = sum of inp (n)
+void sum_all(float* out, const float* inp, int64_t n, cudaStream_t stream) {
+  Context& ctx = context_for_stream(stream, "sum_all");
+  int64_t blocks = (n + int64_t(kThreads) * 8 - 1) / (int64_t(kThreads) * 8);
+  if (blocks < 1) blocks = 1;
+  if (blocks > kMaxSumBlocks) blocks = kMaxSumBlocks;
+  double* partials = static_cast<double*>(ctx.workspace(sizeof(double) * size_t(blocks)));
+  sum_partial_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(partials, inp, n);
+  HISVID_CHECK_LAUNCH();
+  sum_finalize_kernel<<<1, kThreads, 0, stream>>>(out, partials, static_cast<int>(blocks));
+  HISVID_CHECK_LAUNCH();
+}
+
+void copy_block(float* dst, int64_t dst_dim, int64_t dst_start, const float* src, int64_t src_dim,
+                int64_t src_start, int64_t outer, int64_t len, int64_t inner, bool accumulate,
+                cudaStream_t stream) {
+  const int64_t total = outer * len * inner;
+  if (total <= 0) return;
+  copy_block_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(
+      dst, dst_dim, dst_start, src, src_dim, src_start, outer, len, inner, accumulate);
+  HISVID_CHECK_LAUNCH();
+}
+
+}  // namespace hisvid::cuda

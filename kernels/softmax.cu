@@ -1,0 +1,175 @@
+// CUDA versions of kernels/softmax.h: one warp per row (rows are class scores, K in the tens
+// to thousands), max-subtracted exponentials, warp-shuffle reductions. accuracy_count runs
+// in one block and writes the count (no atomics, no zeroing pass).
+#include <cmath>
+
+#include "kernels/cuda_context.h"
+#include "kernels/softmax.h"
+
+namespace hisvid::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = kThreads / 32;  // one warp per row
+
+// Rows of a warp-per-row kernel: the warp's global index, then strides of all the grid's warps.
+__device__ __forceinline__ int64_t first_row() {
+  return blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / 32;
+}
+__device__ __forceinline__ int64_t row_stride() { return int64_t(gridDim.x) * kRowsPerBlock; }
+
+unsigned int row_blocks(int64_t N) { return grid_blocks(N, kRowsPerBlock); }
+
+// max over z (K) and sum of exp(z - max), every lane of the warp getting both.
+__device__ void row_max_and_sum(float& max_out, float& sum_out, const float* z, int64_t K, int lane) {
+  float mx = -INFINITY;
+  for (int64_t k = lane; k < K; k += 32) mx = fmaxf(mx, z[k]);
+  mx = device::warp_max(mx);
+  float s = 0.0f;
+  for (int64_t k = lane; k < K; k += 32) s += expf(z[k] - mx);
+  max_out = mx;
+  sum_out = device::warp_sum(s);
+}
+
+// probs (N,K) = softmax(logits (N,K))
+__global__ void softmax_forward_kernel(float* probs, const float* logits, int64_t N, int64_t K) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t row = first_row(); row < N; row += row_stride()) {
+    const float* z = logits + row * K;
+    float* p = probs + row * K;
+    float mx, s;
+    row_max_and_sum(mx, s, z, K, lane);
+    for (int64_t k = lane; k < K; k += 32) p[k] = expf(z[k] - mx) / s;
+  }
+}
+
+// dlogits (N,K) = probs * (dprobs - sum_k dprobs * probs)
+__global__ void softmax_backward_kernel(float* dlogits, const float* dprobs, const float* probs, int64_t N,
+                                        int64_t K) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t row = first_row(); row < N; row += row_stride()) {
+    const float* dp = dprobs + row * K;
+    const float* p = probs + row * K;
+    float dot = 0.0f;
+    for (int64_t k = lane; k < K; k += 32) dot += dp[k] * p[k];
+    dot = device::warp_sum(dot);
+    for (int64_t k = lane; k < K; k += 32) dlogits[row * K + k] = p[k] * (dp[k] - dot);
+  }
+}
+
+// losses (N) = sum_k y (lse - z); probs (N,K) from logits (N,K), targets (N,K)
+__global__ void softmax_xent_forward_kernel(float* losses, float* probs, const float* logits,
+                                            const float* targets, int64_t N, int64_t K) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t row = first_row(); row < N; row += row_stride()) {
+    const float* z = logits + row * K;
+    const float* y = targets + row * K;
+    float mx, s;
+    row_max_and_sum(mx, s, z, K, lane);
+    const float lse = mx + logf(s);
+    float loss = 0.0f;
+    for (int64_t k = lane; k < K; k += 32) {
+      probs[row * K + k] = expf(z[k] - mx) / s;
+      loss += y[k] * (lse - z[k]);
+    }
+    loss = device::warp_sum(loss);
+    if (lane == 0) losses[row] = loss;
+  }
+}
+
+// dlogits (N,K) = dlosses (N) * (p * sum_j y_j - y)
+__global__ void softmax_xent_backward_kernel(float* dlogits, const float* dlosses, const float* probs,
+                                             const float* targets, int64_t N, int64_t K) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t row = first_row(); row < N; row += row_stride()) {
+    const float* p = probs + row * K;
+    const float* y = targets + row * K;
+    float y_sum = 0.0f;
+    for (int64_t k = lane; k < K; k += 32) y_sum += y[k];
+    y_sum = device::warp_sum(y_sum);
+    const float dl = dlosses[row];
+    for (int64_t k = lane; k < K; k += 32) dlogits[row * K + k] = dl * (p[k] * y_sum - y[k]);
+  }
+}
+
+// Index of the first maximum of x (K) (numpy's argmax), every lane of the warp getting it.
+__device__ int64_t warp_argmax(const float* x, int64_t K, int lane) {
+  float best = 0.0f;
+  int64_t at = -1;
+  for (int64_t k = lane; k < K; k += 32) {
+    if (at < 0 || x[k] > best) {
+      best = x[k];
+      at = k;
+    }
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int64_t other_at = __shfl_xor_sync(0xffffffffu, at, offset);
+    if (other_at >= 0 && (at < 0 || other > best || (other == best && other_at < at))) {
+      best = other;
+      at = other_at;
+    }
+  }
+  return at;
+}
+
+// correct (1) = rows of scores (N,K) and targets (N,K) with the same argmax. One block.
+__global__ void accuracy_count_kernel(int64_t* correct, const float* scores, const float* targets, int64_t N,
+                                      int64_t K) {
+  __shared__ int64_t per_warp[kRowsPerBlock];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int64_t count = 0;
+  for (int64_t row = warp; row < N; row += kRowsPerBlock) {
+    if (warp_argmax(scores + row * K, K, lane) == warp_argmax(targets + row * K, K, lane)) ++count;
+  }
+  if (lane == 0) per_warp[warp] = count;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t total = 0;
+    for (int w = 0; w < kRowsPerBlock; ++w) total += per_warp[w];
+    *correct = total;
+  }
+}
+
+}  // namespace
+
+void softmax_forward(float* probs, const float* logits, int64_t N, int64_t K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0) return;
+  softmax_forward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(probs, logits, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+void softmax_backward(float* dlogits, const float* dprobs, const float* probs, int64_t N, int64_t K,
+                      cudaStream_t stream) {
+  if (N <= 0 || K <= 0) return;
+  softmax_backward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(dlogits, dprobs, probs, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+void softmax_xent_forward(float* losses, float* probs, const float* logits, const float* targets, int64_t N,
+                          int64_t K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0) return;
+  softmax_xent_forward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(losses, probs, logits, targets, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+void softmax_xent_backward(float* dlogits, const float* dlosses, const float* probs, const float* targets,
+                           int64_t N, int64_t K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0) return;
+  softmax_xent_backward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(dlogits, dlosses, probs, targets, N,
+                                                                       K);
+  HISVID_CHECK_LAUNCH();
+}
+
+// correct points to device memory.
+void accuracy_count(int64_t* correct, const float* scores, const float* targets, int64_t N, int64_t K,
+                    cudaStream_t stream) {
+  if (N <= 0 || K <= 0) {
+    CUDA_CHECK(cudaMemsetAsync(correct, 0, sizeof(int64_t), stream));
+    return;
+  }
+  accuracy_count_kernel<<<1, kThreads, 0, stream>>>(correct, scores, targets, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+}  // namespace hisvid::cuda
