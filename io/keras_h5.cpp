@@ -1,0 +1,213 @@
+// io/keras_h5.cpp — reads and writes the Keras 2 `.h5` model layout described in keras_h5.h,
+// through io/hdf5.h.
+//
+// Reading follows Keras's own loader: layers in `layer_names` order, weights in `weight_names`
+// order, each dataset at `<layer>/<weight name>`. Optimizer weights are listed by the
+// `weight_names` attribute of /optimizer_weights when it has one, else every dataset below the
+// group in sorted path order. They are returned as float32 tensors whatever their stored type:
+// Keras stores the Adam step "Adam/iter:0" as int64, exact in float32 up to 2^24 steps; we write
+// every optimizer weight as float32 (Keras casts on load).
+//
+// Writing goes to `<path>.tmp-<pid>` in the target's directory, which is flushed, closed, fsynced
+// and renamed over the target; on any failure the temporary file is removed and the target is
+// left as it was.
+#include "io/keras_h5.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <system_error>
+
+#include "engine/error.h"
+#include "io/hdf5.h"
+
+namespace hisvid::io {
+
+namespace {
+
+// Keras splits a name list too large for an HDF5 object header into attributes `name0`,
+// `name1`, ... (load_attributes_from_hdf5_group); both forms are read.
+std::vector<std::string> read_name_list(const h5::Object& object, const std::string& name) {
+  if (object.has_attribute(name)) return object.read_string_list_attribute(name);
+  if (!object.has_attribute(name + "0")) {
+    fail("{}: {}: no attribute '{}'", object.filename(), object.path(), name);
+  }
+  std::vector<std::string> names;
+  for (int chunk = 0; object.has_attribute(name + std::to_string(chunk)); ++chunk) {
+    for (std::string& part : object.read_string_list_attribute(name + std::to_string(chunk))) {
+      names.push_back(std::move(part));
+    }
+  }
+  return names;
+}
+
+bool has_name_list(const h5::Object& object, const std::string& name) {
+  return object.has_attribute(name) || object.has_attribute(name + "0");
+}
+
+std::string optional_string(const h5::Object& object, const std::string& name) {
+  return object.has_attribute(name) ? object.read_string_attribute(name) : "";
+}
+
+// A layer name is one group name; a weight name is a relative path of plain components (no
+// leading '/', no empty or "." parts) so that it cannot land outside its layer's group.
+void check_name(const std::string& path, const std::string& what, const std::string& name, bool allow_slash) {
+  bool ok = !name.empty() && name.front() != '/' && name.back() != '/';
+  if (!allow_slash && name.find('/') != std::string::npos) ok = false;
+  if (name.find("//") != std::string::npos || name == "." || name.rfind("./", 0) == 0 ||
+      name.find("/./") != std::string::npos ||
+      (name.size() >= 2 && name.compare(name.size() - 2, 2, "/.") == 0)) {
+    ok = false;
+  }
+  if (!ok) fail("{}: cannot save the model: invalid {} '{}'", path, what, name);
+}
+
+void check_model(const std::string& path, const KerasModelFile& model) {
+  if (model.model_config.empty()) fail("{}: cannot save the model: model_config is empty", path);
+  for (const LayerWeights& layer : model.layers) {
+    check_name(path, "layer name", layer.layer_name, false);
+    for (const NamedTensor& weight : layer.weights) check_name(path, "weight name", weight.name, true);
+  }
+  for (const NamedTensor& weight : model.optimizer_weights) {
+    check_name(path, "optimizer weight name", weight.name, true);
+  }
+}
+
+std::vector<std::string> names_of(const std::vector<NamedTensor>& tensors) {
+  std::vector<std::string> names;
+  for (const NamedTensor& tensor : tensors) names.push_back(tensor.name);
+  return names;
+}
+
+void write_tensors(h5::Group& group, const std::vector<NamedTensor>& tensors, const WriteOptions& options) {
+  for (const NamedTensor& tensor : tensors) {
+    const std::string dataset_path = group.path() + "/" + tensor.name;
+    if (options.before_dataset) options.before_dataset(dataset_path);
+    group.write_tensor(tensor.name, tensor.value);
+  }
+}
+
+void write_model_file(const std::string& path, const KerasModelFile& model, const WriteOptions& options) {
+  h5::File file = h5::File::create(path);
+  {
+    h5::Group root = file.root();
+    root.write_string_attribute("keras_version", model.keras_version);
+    root.write_string_attribute("backend", model.backend);
+    root.write_string_attribute("model_config", model.model_config);
+    if (!model.training_config.empty()) root.write_string_attribute("training_config", model.training_config);
+    if (!model.hisvid.empty()) root.write_string_attribute("hisvid", model.hisvid);
+
+    h5::Group weights = root.create_group("model_weights");
+    std::vector<std::string> layer_names;
+    for (const LayerWeights& layer : model.layers) layer_names.push_back(layer.layer_name);
+    weights.write_string_list_attribute("layer_names", layer_names);
+    weights.write_string_attribute("backend", model.backend);
+    weights.write_string_attribute("keras_version", model.keras_version);
+    for (const LayerWeights& layer : model.layers) {
+      h5::Group group = weights.create_group(layer.layer_name);
+      group.write_string_list_attribute("weight_names", names_of(layer.weights));
+      write_tensors(group, layer.weights, options);
+    }
+
+    if (!model.optimizer_weights.empty()) {
+      h5::Group optimizer = root.create_group("optimizer_weights");
+      optimizer.write_string_list_attribute("weight_names", names_of(model.optimizer_weights));
+      write_tensors(optimizer, model.optimizer_weights, options);
+    }
+  }
+  file.flush();
+  file.close();
+}
+
+// Forces the file's data to disk, so that the rename never exposes an empty or partial file
+// after a power loss.
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("{}: cannot open to sync: {}", path, std::strerror(errno));
+  const int status = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (status != 0) fail("{}: cannot sync to disk: {}", path, std::strerror(error));
+}
+
+// Makes the rename itself durable. Best effort: by now the new file is in place, and a failure
+// here only weakens the guarantee after a power loss.
+void sync_directory(const std::filesystem::path& directory) {
+  const int fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+}  // namespace
+
+KerasModelFile read_keras_model(const std::string& path) {
+  const h5::File file = h5::File::open(path);
+  const h5::Group root = file.root();
+  if (!root.has_attribute("model_config")) {
+    fail(
+        "{}: no model_config attribute: not a Keras model file (a file from model.save_weights has "
+        "weights only)",
+        path);
+  }
+  KerasModelFile model;
+  model.model_config = root.read_string_attribute("model_config");
+  model.training_config = optional_string(root, "training_config");
+  model.keras_version = optional_string(root, "keras_version");
+  model.backend = optional_string(root, "backend");
+  model.hisvid = optional_string(root, "hisvid");
+
+  if (!root.is_group("model_weights")) fail("{}: no /model_weights group", path);
+  const h5::Group weights = root.open_group("model_weights");
+  for (const std::string& layer_name : read_name_list(weights, "layer_names")) {
+    const h5::Group group = weights.open_group(layer_name);
+    LayerWeights layer{layer_name, {}};
+    for (const std::string& weight_name : read_name_list(group, "weight_names")) {
+      layer.weights.push_back({weight_name, group.open_dataset(weight_name).read_tensor()});
+    }
+    model.layers.push_back(std::move(layer));
+  }
+
+  if (root.is_group("optimizer_weights")) {
+    const h5::Group optimizer = root.open_group("optimizer_weights");
+    const std::vector<std::string> names = has_name_list(optimizer, "weight_names")
+                                               ? read_name_list(optimizer, "weight_names")
+                                               : optimizer.dataset_paths();
+    for (const std::string& name : names) {
+      model.optimizer_weights.push_back({name, optimizer.open_dataset(name).read_tensor_converted()});
+    }
+  }
+  return model;
+}
+
+void write_keras_model(const std::string& path, const KerasModelFile& model, const WriteOptions& options) {
+  check_model(path, model);
+  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
+  const auto discard_temp = [&temp] {
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+  };
+  try {
+    write_model_file(temp, model, options);
+    sync_file(temp);
+  } catch (const std::exception& e) {
+    discard_temp();
+    fail("{}: cannot save the model: {}", path, e.what());
+  } catch (...) {
+    discard_temp();
+    fail("{}: cannot save the model: a non-standard exception was thrown", path);
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    discard_temp();
+    fail("{}: cannot save the model: renaming {} over it failed: {}", path, temp, std::strerror(error));
+  }
+  sync_directory(std::filesystem::path(path).parent_path());
+}
+
+}  // namespace hisvid::io
