@@ -1,0 +1,399 @@
+// The Layer base and the feed-forward Keras layers: Conv2D, MaxPooling2D/3D, Dropout, Flatten,
+// BatchNormalization, Dense, TimeDistributed.
+#include "layers/layer.h"
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "kernels/conv2d.h"
+#include "kernels/pool.h"
+
+namespace hisvid::layers {
+
+namespace {
+
+nlohmann::json json_pair(const std::array<int, 2>& v) { return nlohmann::json::array({v[0], v[1]}); }
+
+// Keras's regularizer/constraint arguments: hisvid implements none, so only null is accepted.
+void require_no_regularizers(ConfigReader& reader, std::initializer_list<const char*> keys) {
+  for (const char* key : keys) reader.require_default(key, {nullptr});
+}
+
+}  // namespace
+
+// --- Layer ---------------------------------------------------------------------------------
+
+Tensor Layer::forward_logits(const Tensor&, const ForwardContext&) {
+  fail("{}: has no softmax output to take logits from", where());
+}
+
+void Layer::to(Device device) {
+  for (Weight& w : weights()) {
+    w.value = w.value.to(device);
+    w.value.set_requires_grad(w.trainable);
+  }
+}
+
+void Layer::to(DType dtype) {
+  for (Weight& w : weights()) {
+    w.value = w.value.to(dtype);
+    w.value.set_requires_grad(w.trainable);
+  }
+}
+
+std::string Layer::where() const { return fmt::format("layer '{}' ({})", name_, class_name()); }
+
+Tensor& Layer::add_weight(const std::string& name, const Initializer& init, const Shape& shape, Generator& rng,
+                          bool trainable) {
+  Tensor value = init.sample(shape, rng);
+  value.set_requires_grad(trainable && trainable_);
+  weights_.push_back(Weight{name, value, trainable && trainable_});
+  return weights_.back().value;
+}
+
+void Layer::read_common(ConfigReader& reader) {
+  reader.ignore("name");
+  reader.ignore("batch_input_shape");
+  trainable_ = reader.boolean("trainable", true);
+  reader.require_default("dtype", {"float32"});
+}
+
+nlohmann::json Layer::common_config() const {
+  return {{"name", name_}, {"trainable", trainable_}, {"dtype", "float32"}};
+}
+
+Shape Layer::finish_build(const Shape& output_shape) {
+  output_shape_ = output_shape;
+  built_ = true;
+  return output_shape;
+}
+
+// --- Conv2D --------------------------------------------------------------------------------
+
+Conv2D::Conv2D(std::string name, ConfigReader& c) : Layer(std::move(name)) {
+  read_common(c);
+  filters_ = c.integer("filters");
+  if (filters_ < 1) c.error("filters must be >= 1, got {}", filters_);
+  kernel_size_ = c.pair("kernel_size");
+  strides_ = c.pair("strides", {1, 1});
+  padding_ = c.padding("padding", "valid");
+  activation_ = c.activation("activation", "linear");
+  if (activation_.softmax) c.error("softmax is only supported as the activation of Dense");
+  use_bias_ = c.boolean("use_bias", true);
+  kernel_initializer_ = read_initializer(c, "kernel_initializer", "glorot_uniform");
+  bias_initializer_ = read_initializer(c, "bias_initializer", "zeros");
+  c.require_default("data_format", {"channels_last"});
+  c.require_default("dilation_rate", {1, nlohmann::json::array({1, 1})});
+  c.require_default("groups", {1});
+  require_no_regularizers(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                              "bias_constraint"});
+}
+
+Shape Conv2D::build(const Shape& in, Generator& init) {
+  if (in.rank() != 3) fail("{}: expects (H, W, C) frames, got input shape {}", where(), in.str());
+  const Conv2dGeometry g = conv2d_geometry(1, static_cast<int>(in[0]), static_cast<int>(in[1]),
+                                           static_cast<int>(in[2]), filters_, kernel_size_[0], kernel_size_[1],
+                                           strides_[0], strides_[1], padding_);
+  if (g.HO <= 0 || g.WO <= 0) fail("{}: input {} is smaller than the kernel", where(), in.str());
+  input_shape_ = in;
+  weights_.clear();
+  add_weight("kernel", kernel_initializer_, {kernel_size_[0], kernel_size_[1], in[2], filters_}, init);
+  if (use_bias_) add_weight("bias", bias_initializer_, {filters_}, init);
+  return finish_build({g.HO, g.WO, filters_});
+}
+
+Tensor Conv2D::forward(const Tensor& x, const ForwardContext&) {
+  const Tensor y = ops::conv2d(x, weights_[0].value, use_bias_ ? weights_[1].value : Tensor(), strides_[0],
+                               strides_[1], padding_);
+  return activation_.elementwise == Activation::Linear ? y : ops::activation(y, activation_.elementwise);
+}
+
+nlohmann::json Conv2D::config() const {
+  nlohmann::json c = common_config();
+  c["filters"] = filters_;
+  c["kernel_size"] = json_pair(kernel_size_);
+  c["strides"] = json_pair(strides_);
+  c["padding"] = padding_name(padding_);
+  c["data_format"] = "channels_last";
+  c["dilation_rate"] = json_pair({1, 1});
+  c["groups"] = 1;
+  c["activation"] = activation_name(activation_);
+  c["use_bias"] = use_bias_;
+  c["kernel_initializer"] = kernel_initializer_.to_json();
+  c["bias_initializer"] = bias_initializer_.to_json();
+  for (const char* key : {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                          "bias_constraint"}) {
+    c[key] = nullptr;
+  }
+  return c;
+}
+
+// --- MaxPooling2D / MaxPooling3D -----------------------------------------------------------
+
+MaxPooling::MaxPooling(std::string name, ConfigReader& c, bool three_d) : Layer(std::move(name)), three_d_(three_d) {
+  read_common(c);
+  c.require_default("data_format", {"channels_last"});
+  padding_ = c.padding("padding", "valid");
+  const size_t n = three_d ? 3 : 2;
+  const std::vector<int> pool = c.ints("pool_size", std::vector<int>(n, 2), n);
+  const std::vector<int> strides = c.ints("strides", pool, n);
+  for (size_t i = 0; i < n; ++i) {
+    if (pool[i] < 1 || strides[i] < 1) c.error("pool_size and strides must be >= 1");
+  }
+  if (three_d && (pool[0] != 1 || strides[0] != 1)) {
+    c.error("MaxPooling3D pools over time only with pool_size and strides of 1 on the time axis (got {} and {})",
+            pool[0], strides[0]);
+  }
+  pool_ = {pool[n - 2], pool[n - 1]};
+  strides_ = {strides[n - 2], strides[n - 1]};
+}
+
+Shape MaxPooling::build(const Shape& in, Generator&) {
+  const int frame_rank = 3;
+  if (in.rank() != frame_rank + (three_d_ ? 1 : 0)) {
+    fail("{}: expects {} input, got {}", where(), three_d_ ? "(T, H, W, C)" : "(H, W, C)", in.str());
+  }
+  const int h = in.rank() - 3;
+  const Pool2dGeometry g = pool2d_geometry(1, static_cast<int>(in[h]), static_cast<int>(in[h + 1]),
+                                           static_cast<int>(in[h + 2]), pool_[0], pool_[1], strides_[0],
+                                           strides_[1], padding_);
+  if (g.HO <= 0 || g.WO <= 0) fail("{}: input {} is smaller than the pool", where(), in.str());
+  input_shape_ = in;
+  Shape out = in;
+  out[h] = g.HO;
+  out[h + 1] = g.WO;
+  return finish_build(out);
+}
+
+Tensor MaxPooling::forward(const Tensor& x, const ForwardContext&) {
+  if (!three_d_) return ops::max_pool2d(x, pool_[0], pool_[1], strides_[0], strides_[1], padding_);
+  if (x.rank() != 5) fail("{}: expects (N, T, H, W, C), got {}", where(), x.shape().str());
+  const Tensor y = ops::max_pool2d(ops::merge_time(x), pool_[0], pool_[1], strides_[0], strides_[1], padding_);
+  return ops::split_time(y, x.dim(1));
+}
+
+nlohmann::json MaxPooling::config() const {
+  nlohmann::json c = common_config();
+  if (three_d_) {
+    c["pool_size"] = {1, pool_[0], pool_[1]};
+    c["strides"] = {1, strides_[0], strides_[1]};
+  } else {
+    c["pool_size"] = json_pair(pool_);
+    c["strides"] = json_pair(strides_);
+  }
+  c["padding"] = padding_name(padding_);
+  c["data_format"] = "channels_last";
+  return c;
+}
+
+// --- Dropout -------------------------------------------------------------------------------
+
+Dropout::Dropout(std::string name, ConfigReader& c) : Layer(std::move(name)) {
+  read_common(c);
+  if (!c.has("rate")) c.error("missing required argument 'rate'");
+  rate_ = c.number("rate", 0.0);
+  if (!(rate_ >= 0.0 && rate_ < 1.0)) c.error("rate must be in [0, 1), got {}", rate_);
+  c.require_default("noise_shape", {nullptr});
+  c.ignore("seed");
+}
+
+Shape Dropout::build(const Shape& in, Generator&) {
+  input_shape_ = in;
+  return finish_build(in);
+}
+
+Tensor Dropout::forward(const Tensor& x, const ForwardContext& ctx) {
+  if (!ctx.training || rate_ == 0.0) return x;
+  if (ctx.rng == nullptr) fail("{}: training needs a random generator", where());
+  return ops::dropout(x, static_cast<float>(rate_), ctx.rng->next());
+}
+
+nlohmann::json Dropout::config() const {
+  nlohmann::json c = common_config();
+  c["rate"] = rate_;
+  c["noise_shape"] = nullptr;
+  c["seed"] = nullptr;
+  return c;
+}
+
+// --- Flatten -------------------------------------------------------------------------------
+
+Flatten::Flatten(std::string name, ConfigReader& c) : Layer(std::move(name)) {
+  read_common(c);
+  c.require_default("data_format", {"channels_last"});
+}
+
+Shape Flatten::build(const Shape& in, Generator&) {
+  input_shape_ = in;
+  return finish_build({in.numel()});
+}
+
+Tensor Flatten::forward(const Tensor& x, const ForwardContext&) { return ops::flatten(x); }
+
+nlohmann::json Flatten::config() const {
+  nlohmann::json c = common_config();
+  c["data_format"] = "channels_last";
+  return c;
+}
+
+// --- BatchNormalization --------------------------------------------------------------------
+
+BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Layer(std::move(name)) {
+  read_common(c);
+  const nlohmann::json axis = c.raw("axis");
+  // The channel axis only: -1, or Keras's saved form [rank - 1] (checked again in build).
+  if (!(axis.is_null() || axis == -1 || (axis.is_array() && axis.size() == 1 && axis[0].is_number_integer()))) {
+    c.error("axis {} is not supported (only the last axis)", axis.dump());
+  }
+  axis_ = axis.is_array() ? axis[0].get<int>() : -1;
+  momentum_ = c.number("momentum", 0.99);
+  epsilon_ = c.number("epsilon", 1e-3);
+  center_ = c.boolean("center", true);
+  scale_ = c.boolean("scale", true);
+  beta_initializer_ = read_initializer(c, "beta_initializer", "zeros");
+  gamma_initializer_ = read_initializer(c, "gamma_initializer", "ones");
+  moving_mean_initializer_ = read_initializer(c, "moving_mean_initializer", "zeros");
+  moving_variance_initializer_ = read_initializer(c, "moving_variance_initializer", "ones");
+  require_no_regularizers(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
+  c.require_default("renorm", {false});
+  c.require_default("virtual_batch_size", {nullptr});
+  c.require_default("adjustment", {nullptr});
+  c.require_default("fused", {nullptr, true, false});
+  c.require_default("synchronized", {false});
+}
+
+Shape BatchNormalization::build(const Shape& in, Generator& init) {
+  if (in.rank() < 1) fail("{}: needs a channel axis, got input shape {}", where(), in.str());
+  // Keras counts the batch axis: the last axis of a (H, W, C) frame is 3.
+  if (axis_ != -1 && axis_ != in.rank()) {
+    fail("{}: axis {} is not the channel axis of input {} (only the last axis is supported)", where(), axis_,
+         in.str());
+  }
+  input_shape_ = in;
+  weights_.clear();
+  const Shape channels{in.back()};
+  if (scale_) add_weight("gamma", gamma_initializer_, channels, init);
+  if (center_) add_weight("beta", beta_initializer_, channels, init);
+  add_weight("moving_mean", moving_mean_initializer_, channels, init, false);
+  add_weight("moving_variance", moving_variance_initializer_, channels, init, false);
+  return finish_build(in);
+}
+
+Tensor BatchNormalization::forward(const Tensor& x, const ForwardContext& ctx) {
+  size_t next = 0;
+  const int64_t C = input_shape_.back();
+  const Tensor gamma = scale_ ? weights_[next++].value : Tensor::full({C}, 1.0, x.dtype(), x.device());
+  const Tensor beta = center_ ? weights_[next++].value : Tensor::zeros({C}, x.dtype(), x.device());
+  const Tensor& moving_mean = weights_[next].value;
+  const Tensor& moving_var = weights_[next + 1].value;
+  const float eps = static_cast<float>(epsilon_);
+  if (!ctx.training) return ops::batch_norm_infer(x, gamma, beta, moving_mean, moving_var, eps);
+  const ops::BatchNormBatch batch = ops::batch_norm_train(x, gamma, beta, eps);
+  NoGradGuard no_grad;
+  ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, x.numel() / C,
+                                static_cast<float>(momentum_));
+  return batch.y;
+}
+
+nlohmann::json BatchNormalization::config() const {
+  nlohmann::json c = common_config();
+  c["axis"] = axis_ == -1 ? nlohmann::json(-1) : nlohmann::json::array({axis_});
+  c["momentum"] = momentum_;
+  c["epsilon"] = epsilon_;
+  c["center"] = center_;
+  c["scale"] = scale_;
+  c["beta_initializer"] = beta_initializer_.to_json();
+  c["gamma_initializer"] = gamma_initializer_.to_json();
+  c["moving_mean_initializer"] = moving_mean_initializer_.to_json();
+  c["moving_variance_initializer"] = moving_variance_initializer_.to_json();
+  for (const char* key : {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"}) {
+    c[key] = nullptr;
+  }
+  return c;
+}
+
+// --- Dense ---------------------------------------------------------------------------------
+
+Dense::Dense(std::string name, ConfigReader& c) : Layer(std::move(name)) {
+  read_common(c);
+  units_ = c.integer("units");
+  if (units_ < 1) c.error("units must be >= 1, got {}", units_);
+  activation_ = c.activation("activation", "linear");
+  use_bias_ = c.boolean("use_bias", true);
+  kernel_initializer_ = read_initializer(c, "kernel_initializer", "glorot_uniform");
+  bias_initializer_ = read_initializer(c, "bias_initializer", "zeros");
+  require_no_regularizers(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                              "bias_constraint"});
+}
+
+Shape Dense::build(const Shape& in, Generator& init) {
+  if (in.rank() < 1) fail("{}: needs a feature axis, got input shape {}", where(), in.str());
+  if (activation_.softmax && in.rank() != 1) {
+    fail("{}: softmax output needs (features,) input, got {}", where(), in.str());
+  }
+  input_shape_ = in;
+  weights_.clear();
+  add_weight("kernel", kernel_initializer_, {in.back(), units_}, init);
+  if (use_bias_) add_weight("bias", bias_initializer_, {units_}, init);
+  Shape out = in;
+  out[out.rank() - 1] = units_;
+  return finish_build(out);
+}
+
+Tensor Dense::forward_logits(const Tensor& x, const ForwardContext&) {
+  const int64_t D = weights_[0].value.dim(0);
+  if (x.rank() < 2 || x.dim(-1) != D) fail("{}: expects (..., {}) input, got {}", where(), D, x.shape().str());
+  std::vector<int64_t> out_dims = x.shape().vec();
+  out_dims.back() = units_;
+  Tensor y = ops::matmul(ops::reshape(x, {-1, D}), weights_[0].value);
+  if (use_bias_) y = ops::bias_add(y, weights_[1].value);
+  return ops::reshape(y, out_dims);
+}
+
+Tensor Dense::forward(const Tensor& x, const ForwardContext& ctx) {
+  const Tensor y = forward_logits(x, ctx);
+  if (activation_.softmax) return ops::softmax(y);
+  return activation_.elementwise == Activation::Linear ? y : ops::activation(y, activation_.elementwise);
+}
+
+nlohmann::json Dense::config() const {
+  nlohmann::json c = common_config();
+  c["units"] = units_;
+  c["activation"] = activation_name(activation_);
+  c["use_bias"] = use_bias_;
+  c["kernel_initializer"] = kernel_initializer_.to_json();
+  c["bias_initializer"] = bias_initializer_.to_json();
+  for (const char* key : {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                          "bias_constraint"}) {
+    c[key] = nullptr;
+  }
+  return c;
+}
+
+// --- TimeDistributed -----------------------------------------------------------------------
+
+TimeDistributed::TimeDistributed(std::string name, std::unique_ptr<Layer> inner)
+    : Layer(std::move(name)), inner_(std::move(inner)) {}
+
+Shape TimeDistributed::build(const Shape& in, Generator& init) {
+  if (in.rank() < 2) fail("{}: expects (T, ...) input, got {}", where(), in.str());
+  std::vector<int64_t> frame = in.vec();
+  const int64_t T = frame.front();
+  frame.erase(frame.begin());
+  std::vector<int64_t> out = inner_->build(Shape(frame), init).vec();
+  out.insert(out.begin(), T);
+  input_shape_ = in;
+  return finish_build(Shape(out));
+}
+
+Tensor TimeDistributed::forward(const Tensor& x, const ForwardContext& ctx) {
+  if (x.rank() < 3) fail("{}: expects (N, T, ...) input, got {}", where(), x.shape().str());
+  return ops::split_time(inner_->forward(ops::merge_time(x), ctx), x.dim(1));
+}
+
+nlohmann::json TimeDistributed::config() const {
+  nlohmann::json c = common_config();
+  c["layer"] = {{"class_name", inner_->class_name()}, {"config", inner_->config()}};
+  return c;
+}
+
+}  // namespace hisvid::layers

@@ -1,0 +1,206 @@
+// layers/layer.h — the Layer interface and the Keras layers hisvid implements.
+//
+// A layer is created from its Keras config (class name + arguments, Keras defaults for what is
+// missing), built for an input shape (which creates its weights with Keras's initializers), and
+// run forward in training or inference mode; the ops it calls record their backward.
+// Shapes passed to build() and returned by it exclude the batch axis, as in Keras's summary.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "layers/config.h"
+#include "layers/initializers.h"
+
+namespace hisvid::layers {
+
+struct Weight {
+  std::string name;  // Keras short name: kernel, recurrent_kernel, bias, gamma, beta, moving_mean, ...
+  Tensor value;
+  bool trainable = true;
+};
+
+struct ForwardContext {
+  bool training = false;
+  Generator* rng = nullptr;  // dropout draws; required when training a layer with dropout
+};
+
+class Layer {
+ public:
+  explicit Layer(std::string name) : name_(std::move(name)) {}
+  virtual ~Layer() = default;
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  const std::string& name() const { return name_; }
+  virtual const char* class_name() const = 0;
+  // Creates the weights for inputs of input_shape (no batch axis) and returns the output shape.
+  // Throws naming the layer when the input does not fit.
+  virtual Shape build(const Shape& input_shape, Generator& init) = 0;
+  virtual Tensor forward(const Tensor& x, const ForwardContext& ctx) = 0;
+  // The complete Keras config, defaults included (what model.to_json() holds).
+  virtual nlohmann::json config() const = 0;
+  // The prefix of this layer's weights in a Keras file, e.g. "lstm/lstm_cell".
+  virtual std::string weight_scope() const { return name_; }
+  // True when the layer ends in a softmax (forward then returns probabilities).
+  virtual bool has_softmax() const { return false; }
+  // The pre-softmax output, for the fused softmax cross-entropy; only when has_softmax().
+  virtual Tensor forward_logits(const Tensor& x, const ForwardContext& ctx);
+
+  // Weights in Keras order (a TimeDistributed layer answers with its inner layer's).
+  virtual std::vector<Weight>& weights() { return weights_; }
+  const std::vector<Weight>& weights() const { return const_cast<Layer*>(this)->weights(); }
+  Shape output_shape() const { return output_shape_; }
+  bool built() const { return built_; }
+  // Moves every weight to device, or converts it to dtype (float64 for gradient checks).
+  void to(Device device);
+  void to(DType dtype);
+
+ protected:
+  // `where` for errors: "layer 'conv2d_1' (Conv2D)".
+  std::string where() const;
+  Tensor& add_weight(const std::string& name, const Initializer& init, const Shape& shape, Generator& rng,
+                     bool trainable = true);
+  // Keras's common config keys: name, trainable, dtype (float32 only), batch_input_shape.
+  void read_common(ConfigReader& reader);
+  nlohmann::json common_config() const;
+  Shape finish_build(const Shape& output_shape);
+
+  std::string name_;
+  bool trainable_ = true;
+  std::vector<Weight> weights_;
+  Shape input_shape_, output_shape_;
+  bool built_ = false;
+};
+
+class Conv2D final : public Layer {
+ public:
+  Conv2D(std::string name, ConfigReader& config);
+  const char* class_name() const override { return "Conv2D"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+
+ private:
+  int filters_;
+  std::array<int, 2> kernel_size_, strides_;
+  Padding padding_;
+  ActivationSpec activation_;
+  bool use_bias_;
+  Initializer kernel_initializer_, bias_initializer_;
+};
+
+// MaxPooling2D, and MaxPooling3D with pool (1, ph, pw) over (T, H, W, C).
+class MaxPooling final : public Layer {
+ public:
+  MaxPooling(std::string name, ConfigReader& config, bool three_d);
+  const char* class_name() const override { return three_d_ ? "MaxPooling3D" : "MaxPooling2D"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+
+ private:
+  bool three_d_;
+  std::array<int, 2> pool_, strides_;
+  Padding padding_;
+};
+
+class Dropout final : public Layer {
+ public:
+  Dropout(std::string name, ConfigReader& config);
+  const char* class_name() const override { return "Dropout"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+
+ private:
+  double rate_;  // kept as the config's number so the spec round-trips exactly
+};
+
+class Flatten final : public Layer {
+ public:
+  Flatten(std::string name, ConfigReader& config);
+  const char* class_name() const override { return "Flatten"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+};
+
+class BatchNormalization final : public Layer {
+ public:
+  BatchNormalization(std::string name, ConfigReader& config);
+  const char* class_name() const override { return "BatchNormalization"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+
+ private:
+  int axis_;  // -1, or Keras's saved form: the channel axis counting the batch axis
+  double momentum_, epsilon_;
+  bool center_, scale_;
+  Initializer beta_initializer_, gamma_initializer_, moving_mean_initializer_, moving_variance_initializer_;
+};
+
+class Dense final : public Layer {
+ public:
+  Dense(std::string name, ConfigReader& config);
+  const char* class_name() const override { return "Dense"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  Tensor forward_logits(const Tensor& x, const ForwardContext& ctx) override;
+  bool has_softmax() const override { return activation_.softmax; }
+  nlohmann::json config() const override;
+  int units() const { return units_; }
+  // Changes the number of units before build (the zoo's class count).
+  void set_units(int units) { units_ = units; }
+
+ private:
+  int units_;
+  ActivationSpec activation_;
+  bool use_bias_;
+  Initializer kernel_initializer_, bias_initializer_;
+};
+
+// LSTM and ConvLSTM2D (engine/recurrent.h holds the math).
+class Recurrent final : public Layer {
+ public:
+  Recurrent(std::string name, ConfigReader& config, bool convolutional);
+  const char* class_name() const override { return convolutional_ ? "ConvLSTM2D" : "LSTM"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+  std::string weight_scope() const override { return convolutional_ ? name_ : name_ + "/lstm_cell"; }
+
+ private:
+  bool convolutional_;
+  int units_;  // LSTM units or ConvLSTM2D filters
+  std::array<int, 2> kernel_size_{1, 1};
+  Padding padding_ = Padding::Valid;
+  ActivationSpec activation_, recurrent_activation_;
+  bool use_bias_, unit_forget_bias_, return_sequences_;
+  double dropout_, recurrent_dropout_;
+  Initializer kernel_initializer_, recurrent_initializer_, bias_initializer_;
+};
+
+class TimeDistributed final : public Layer {
+ public:
+  TimeDistributed(std::string name, std::unique_ptr<Layer> inner);
+  const char* class_name() const override { return "TimeDistributed"; }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+  using Layer::weights;
+  std::vector<Weight>& weights() override { return inner_->weights(); }
+  const Layer& inner() const { return *inner_; }
+
+ private:
+  std::unique_ptr<Layer> inner_;
+};
+
+}  // namespace hisvid::layers

@@ -1,0 +1,22 @@
+// models/zoo.h — the six seed models of MODELS.md as Keras-schema JSON specs (models/zoo/*.json),
+// compiled into the binary so `--model lrcn` works from any directory.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/sequential.h"
+
+namespace hisvid::models {
+
+std::vector<std::string> zoo_names();
+// The spec of a zoo model; the error lists the names when there is no such model.
+nlohmann::json zoo_spec(const std::string& name);
+
+// Resolves a --model argument: a zoo name, or the path of a JSON spec file. classes > 0 sets the
+// units of the final Dense layer. The model is not built.
+Sequential load_spec(const std::string& model, int classes = 0);
+
+}  // namespace hisvid::models

@@ -1,0 +1,287 @@
+// Layers and Sequential models: the six zoo models' parameter counts and output shapes (the
+// seeds' numbers), JSON spec round trips, Keras defaults and initializers, errors naming the
+// layer and argument, and float64 gradient checks through every layer type.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "models/sequential.h"
+#include "models/zoo.h"
+#include "tests/gradcheck.h"
+
+namespace hisvid::models {
+namespace {
+
+struct ZooCase {
+  std::string name;
+  int classes;
+  int64_t total, non_trainable;
+  std::vector<std::string> shapes;  // output shape of every layer, Keras style
+};
+
+std::string batch_shape(const Shape& s) {
+  std::string out = "(None";
+  for (int i = 0; i < s.rank(); ++i) out += ", " + std::to_string(s[i]);
+  return out + ")";
+}
+
+TEST(Zoo, ParameterCountsAndOutputShapesOfTheSeeds) {
+  const std::vector<ZooCase> cases = {
+      {"lrcn", 4, 73060, 0,
+       {"(None, 20, 64, 64, 16)", "(None, 20, 16, 16, 16)", "(None, 20, 16, 16, 16)", "(None, 20, 16, 16, 32)",
+        "(None, 20, 4, 4, 32)", "(None, 20, 4, 4, 32)", "(None, 20, 4, 4, 64)", "(None, 20, 2, 2, 64)",
+        "(None, 20, 2, 2, 64)", "(None, 20, 2, 2, 64)", "(None, 20, 1, 1, 64)", "(None, 20, 64)", "(None, 32)",
+        "(None, 4)"}},
+      {"convlstm", 4, 44524, 0,
+       {"(None, 20, 62, 62, 4)", "(None, 20, 31, 31, 4)", "(None, 20, 31, 31, 4)", "(None, 20, 29, 29, 8)",
+        "(None, 20, 15, 15, 8)", "(None, 20, 15, 15, 8)", "(None, 20, 13, 13, 14)", "(None, 20, 7, 7, 14)",
+        "(None, 20, 7, 7, 14)", "(None, 20, 5, 5, 16)", "(None, 20, 3, 3, 16)", "(None, 2880)", "(None, 4)"}},
+      {"lrcn_bn", 10, 783818, 704, {}},
+      {"convlstm_deep", 4, 368324, 0,
+       {"(None, 20, 62, 62, 8)", "(None, 20, 31, 31, 8)", "(None, 20, 31, 31, 8)", "(None, 20, 29, 29, 16)",
+        "(None, 20, 15, 15, 16)", "(None, 20, 15, 15, 16)", "(None, 20, 13, 13, 32)", "(None, 20, 7, 7, 32)",
+        "(None, 20, 7, 7, 32)", "(None, 5, 5, 64)", "(None, 3, 3, 64)", "(None, 3, 3, 64)", "(None, 576)",
+        "(None, 128)", "(None, 128)", "(None, 4)"}},
+      {"lrcn_small", 50, 2103474, 0,
+       {"(None, 20, 64, 64, 16)", "(None, 20, 32, 32, 16)", "(None, 20, 32, 32, 16)", "(None, 20, 16384)",
+        "(None, 32)", "(None, 50)"}},
+      // Not printed by seed 002: 1,024 + 3,488 + (20*15*15*8 = 36,000) * 50 + 50.
+      {"convlstm_small", 50, 1804562, 0, {}},
+  };
+  for (const ZooCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    Sequential model = load_spec(c.name, c.classes);
+    model.build(1);
+    const ParamCounts counts = model.count_params();
+    EXPECT_EQ(counts.total, c.total);
+    EXPECT_EQ(counts.non_trainable, c.non_trainable);
+    EXPECT_EQ(counts.trainable, c.total - c.non_trainable);
+    EXPECT_EQ(model.num_classes(), c.classes);
+    if (c.shapes.empty()) continue;
+    const std::vector<layers::Layer*> layers = model.layers();
+    ASSERT_EQ(layers.size(), c.shapes.size());
+    for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(batch_shape(layers[i]->output_shape()), c.shapes[i]) << i;
+  }
+}
+
+TEST(Zoo, LrcnBnSplitsItsParametersLikeSeed001) {
+  // conv 896 + 18,496 + 73,856 + 147,584; BN 128 + 256 + 512 + 512; LSTM 540,928; Dense 650.
+  Sequential model = load_spec("lrcn_bn", 10);
+  model.build(1);
+  std::vector<int64_t> per_layer;
+  for (const layers::Layer* layer : model.layers()) {
+    int64_t n = 0;
+    for (const layers::Weight& w : layer->weights()) n += w.value.numel();
+    if (n > 0) per_layer.push_back(n);
+  }
+  EXPECT_EQ(per_layer, (std::vector<int64_t>{896, 128, 18496, 256, 73856, 512, 147584, 512, 540928, 650}));
+}
+
+TEST(Zoo, UnknownNameListsTheZoo) {
+  try {
+    load_spec("lrcnn");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lrcn, lrcn_bn"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Spec, RoundTripsThroughJson) {
+  for (const std::string& name : zoo_names()) {
+    SCOPED_TRACE(name);
+    Sequential a = load_spec(name);
+    const nlohmann::json first = a.to_json();
+    Sequential b = Sequential::from_json(first, "round trip");
+    EXPECT_EQ(b.to_json(), first);
+    a.build(3);
+    b.build(3);
+    EXPECT_EQ(a.count_params().total, b.count_params().total);
+  }
+}
+
+TEST(Spec, KerasDefaultsAndAutomaticNames) {
+  const nlohmann::json spec = nlohmann::json::parse(R"([
+    {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 3, 8, 8, 2]}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": 3}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D", "config": {"filters": 4, "kernel_size": [3, 3]}}}},
+    {"class_name": "ConvLSTM2D", "config": {"filters": 2, "kernel_size": [3, 3]}},
+    {"class_name": "Flatten", "config": {}},
+    {"class_name": "Dense", "config": {"units": 3, "activation": "softmax"}}])");
+  Sequential model = Sequential::from_json(spec, "test");
+  model.build(0);
+  const std::vector<layers::Layer*> layers = model.layers();
+  EXPECT_EQ(layers[0]->name(), "time_distributed");
+  EXPECT_EQ(layers[1]->name(), "time_distributed_1");
+  EXPECT_EQ(layers[2]->name(), "conv_lstm2d");
+  const nlohmann::json config = model.to_json()["config"]["layers"];
+  // Conv2D: valid padding, stride 1, linear, bias, glorot_uniform; ConvLSTM2D: hard_sigmoid.
+  EXPECT_EQ(config[1]["config"]["layer"]["config"]["padding"], "valid");
+  EXPECT_EQ(config[1]["config"]["layer"]["config"]["activation"], "linear");
+  EXPECT_EQ(config[1]["config"]["layer"]["config"]["kernel_initializer"]["class_name"], "GlorotUniform");
+  EXPECT_EQ(config[3]["config"]["recurrent_activation"], "hard_sigmoid");
+  EXPECT_EQ(config[3]["config"]["recurrent_initializer"]["class_name"], "Orthogonal");
+  EXPECT_EQ(config[3]["config"]["unit_forget_bias"], true);
+  EXPECT_EQ(batch_shape(model.output_shape()), "(None, 3)");
+}
+
+TEST(Initializers, KerasRulesAndUnitForgetBias) {
+  Sequential model = load_spec("lrcn");
+  model.build(7);
+  const layers::Layer& conv = *model.layers()[0];
+  // glorot_uniform on (3,3,3,16): fan_in 27, fan_out 144, limit sqrt(6/171).
+  const double limit = std::sqrt(6.0 / (27 + 144));
+  double max_abs = 0;
+  for (double v : conv.weights()[0].value.to_vector()) max_abs = std::max(max_abs, std::fabs(v));
+  EXPECT_LE(max_abs, limit);
+  EXPECT_GT(max_abs, 0.9 * limit);  // 432 draws reach the top decile of the range
+  for (double v : conv.weights()[1].value.to_vector()) EXPECT_EQ(v, 0.0);
+
+  const layers::Layer& lstm = *model.layers()[12];
+  // orthogonal recurrent kernel (32, 128): rows orthonormal, R R^T = I.
+  const Tensor r = lstm.weights()[1].value.to(DType::Float64);
+  const std::vector<double> rrt = ops::matmul(r, r, false, true).to_vector();
+  constexpr double kOrthoTol = 1e-5;  // float32 storage of unit-norm rows
+  for (int i = 0; i < 32; ++i) {
+    for (int j = 0; j < 32; ++j) EXPECT_NEAR(rrt[i * 32 + j], i == j ? 1.0 : 0.0, kOrthoTol);
+  }
+  // unit_forget_bias: [0, 32) zeros, [32, 64) ones, [64, 128) zeros.
+  const std::vector<double> bias = lstm.weights()[2].value.to_vector();
+  for (int u = 0; u < 128; ++u) EXPECT_EQ(bias[u], u >= 32 && u < 64 ? 1.0 : 0.0) << u;
+}
+
+TEST(Initializers, SameSeedSameWeights) {
+  Sequential a = load_spec("convlstm"), b = load_spec("convlstm"), c = load_spec("convlstm");
+  a.build(11);
+  b.build(11);
+  c.build(12);
+  const std::vector<Tensor> wa = a.trainable_weights(), wb = b.trainable_weights(), wc = c.trainable_weights();
+  for (size_t i = 0; i < wa.size(); ++i) EXPECT_EQ(wa[i].to_vector(), wb[i].to_vector());
+  EXPECT_NE(wa[0].to_vector(), wc[0].to_vector());
+}
+
+TEST(Forward, ZooModelsProduceProbabilities) {
+  for (const char* name : {"lrcn", "convlstm"}) {
+    SCOPED_TRACE(name);
+    Sequential model = load_spec(name, 5);
+    model.build(2);
+    Generator rng(4);
+    const Tensor x = rng.uniform({2, 20, 64, 64, 3}, 0.0, 1.0);
+    NoGradGuard no_grad;
+    const Tensor p = model.forward(x, {});
+    EXPECT_EQ(p.shape(), (Shape{2, 5}));
+    const std::vector<double> v = p.to_vector();
+    constexpr double kSumTol = 1e-6;  // float32 softmax normalisation
+    EXPECT_NEAR(v[0] + v[1] + v[2] + v[3] + v[4], 1.0, kSumTol);
+  }
+}
+
+// Runs f and checks that the Error it throws mentions every fragment.
+void expect_spec_error(const std::string& spec_text, const std::vector<std::string>& fragments) {
+  try {
+    Sequential model = Sequential::from_json(nlohmann::json::parse(spec_text), "spec.json");
+    model.build(0);
+    ADD_FAILURE() << "expected an error for " << spec_text;
+  } catch (const Error& e) {
+    for (const std::string& f : fragments) {
+      EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' missing from: " << e.what();
+    }
+  }
+}
+
+TEST(Spec, ErrorsNameTheLayerAndArgument) {
+  const std::string input = R"({"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 8, 8, 3]}})";
+  expect_spec_error("[" + input + R"(, {"class_name": "Flatten"}, {"class_name": "Conv3D", "config": {}}])",
+                    {"spec.json", "layer 3", "unknown layer class 'Conv3D'"});
+  expect_spec_error("[" + input + R"(, {"class_name": "TimeDistributed", "config": {"layer":
+      {"class_name": "Conv2D", "config": {"filtrs": 4, "filters": 4, "kernel_size": 3}}}}])",
+                    {"layer 2", "Conv2D", "unknown argument 'filtrs'"});
+  expect_spec_error("[" + input + R"(, {"class_name": "Dense", "config": {"units": "4"}}])",
+                    {"layer 2", "Dense 'dense'", "'units' must be an integer", "\"4\""});
+  expect_spec_error("[" + input + R"(, {"class_name": "TimeDistributed", "config": {"layer":
+      {"class_name": "Conv2D", "config": {"kernel_size": 3}}}}])",
+                    {"layer 2", "missing required argument 'filters'"});
+  expect_spec_error("[" + input + R"(, {"class_name": "TimeDistributed", "config": {"layer":
+      {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": 3, "dilation_rate": [2, 2]}}}}])",
+                    {"layer 2", "dilation_rate", "not supported"});
+  expect_spec_error("[" + input + R"(, {"class_name": "LSTM", "config": {"units": 3, "stateful": true}}])",
+                    {"layer 2", "stateful"});
+  expect_spec_error("[" + input + R"(, {"class_name": "Dense", "config": {"units": 3, "activation": "swish"}}])",
+                    {"layer 2", "unknown activation 'swish'"});
+  expect_spec_error(R"([{"class_name": "Flatten"}, )" + input + "]", {"layer 2", "InputLayer must come first"});
+  // An input that does not fit a layer: named at build.
+  expect_spec_error("[" + input + R"(, {"class_name": "LSTM", "config": {"units": 3}}])",
+                    {"layer 'lstm' (LSTM)", "(T, features)", "(4, 8, 8, 3)"});
+  expect_spec_error(R"({"class_name": "Functional", "config": {}})", {"only Sequential"});
+}
+
+TEST(Forward, WrongInputShapeIsNamed) {
+  Sequential model = load_spec("lrcn");
+  model.build(0);
+  try {
+    model.forward(Tensor::zeros({1, 20, 32, 32, 3}), {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(1, 20, 32, 32, 3)"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("(None, 20, 64, 64, 3)"), std::string::npos);
+  }
+}
+
+// Float64 gradient of the softmax cross-entropy loss with respect to every weight, in training
+// mode (dropout masks fixed by a fresh generator per evaluation), through a model built from a
+// spec: checks the layers' wiring of the ops, not just the ops.
+void check_model_gradients(const std::string& spec_text, const Shape& input, int classes) {
+  Sequential model = Sequential::from_json(nlohmann::json::parse(spec_text), "gradcheck spec");
+  model.set_input_shape(input);
+  model.build(5);
+  model.to(DType::Float64);
+  std::vector<int64_t> dims = input.vec();
+  dims.insert(dims.begin(), 2);
+  Tensor x = testing::random_input(Shape(dims), 6);
+  x.set_requires_grad(false);
+  std::vector<double> onehot(2 * classes, 0.0);
+  onehot[1] = onehot[classes] = 1.0;
+  const Tensor targets = Tensor::from_vector(onehot, {2, classes}, DType::Float64);
+  const std::vector<Tensor> weights = model.trainable_weights();
+  const testing::GradCheckResult r = testing::grad_check(
+      [&](const std::vector<Tensor>&) {
+        Generator rng(9);
+        return ops::softmax_cross_entropy(model.forward(x, {true, &rng}, Output::Logits), targets).loss;
+      },
+      weights);
+  int64_t total = 0;
+  for (const Tensor& w : weights) total += w.numel();
+  EXPECT_EQ(r.checked + r.kinks, total);
+  EXPECT_LE(r.max_error, testing::kGradTolerance) << r.worst;
+}
+
+TEST(LayerGradients, TimeDistributedConvBatchNormPoolDropoutLstmDense) {
+  check_model_gradients(R"([
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D", "config": {"filters": 3, "kernel_size": 3, "padding": "same", "activation": "relu"}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "BatchNormalization", "config": {}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "MaxPooling2D", "config": {"pool_size": 2}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Dropout", "config": {"rate": 0.25}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Flatten", "config": {}}}},
+    {"class_name": "LSTM", "config": {"units": 4, "return_sequences": true, "dropout": 0.1, "recurrent_dropout": 0.2}},
+    {"class_name": "Flatten", "config": {}},
+    {"class_name": "Dense", "config": {"units": 5, "activation": "tanh"}},
+    {"class_name": "Dropout", "config": {"rate": 0.2}},
+    {"class_name": "Dense", "config": {"units": 3, "activation": "softmax"}}])",
+                        Shape{3, 6, 6, 2}, 3);
+}
+
+TEST(LayerGradients, ConvLstmPool3dAndPool2d) {
+  check_model_gradients(R"([
+    {"class_name": "ConvLSTM2D", "config": {"filters": 2, "kernel_size": 3, "recurrent_dropout": 0.2, "return_sequences": true}},
+    {"class_name": "MaxPooling3D", "config": {"pool_size": [1, 2, 2], "padding": "same"}},
+    {"class_name": "ConvLSTM2D", "config": {"filters": 3, "kernel_size": [2, 2], "padding": "same"}},
+    {"class_name": "MaxPooling2D", "config": {"pool_size": 2, "padding": "same"}},
+    {"class_name": "Flatten", "config": {}},
+    {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}])",
+                        Shape{3, 7, 7, 2}, 2);
+}
+
+}  // namespace
+}  // namespace hisvid::models

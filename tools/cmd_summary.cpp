@@ -1,0 +1,44 @@
+// hisvid summary --model lrcn --classes 4 | --model spec.json | --weights model.h5
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "engine/error.h"
+#include "io/keras_h5.h"
+#include "models/model_file.h"
+#include "models/zoo.h"
+#include "tools/commands.h"
+
+namespace hisvid::tools {
+
+void add_summary_command(CLI::App& app) {
+  struct Args {
+    std::string model, weights;
+    int classes = 0;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("summary", "Print a model's layers, output shapes and parameter counts");
+  cmd->add_option("--model", args->model, "Zoo model name (" + [] {
+    std::string names;
+    for (const std::string& n : models::zoo_names()) names += (names.empty() ? "" : ", ") + n;
+    return names;
+  }() + ") or a Keras-schema JSON spec file");
+  cmd->add_option("--classes", args->classes, "Number of classes (units of the final Dense layer)")
+      ->check(CLI::Range(2, 100000));
+  cmd->add_option("--weights", args->weights, "A model file (.h5, hisvid's or Keras's); alone, its own architecture");
+  cmd->callback([args] {
+    if (args->model.empty() && args->weights.empty()) fail("summary: give --model, --weights, or both");
+    if (args->model.empty()) {
+      if (args->classes > 0) fail("summary: --classes applies to --model; a model file has its own classes");
+      const models::LoadedModel loaded = models::load_model(args->weights);
+      std::cout << loaded.model.summary();
+      return;
+    }
+    models::Sequential model = models::load_spec(args->model, args->classes);
+    model.build(0);
+    if (!args->weights.empty()) models::load_weights(model, io::read_keras_model(args->weights), args->weights);
+    std::cout << model.summary();
+  });
+}
+
+}  // namespace hisvid::tools

@@ -1,0 +1,11 @@
+// tools/commands.h — registration of the hisvid subcommands. Each callback runs inside
+// main()'s try block: it throws on failure and main prints one message.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace hisvid::tools {
+
+void add_summary_command(CLI::App& app);
+
+}  // namespace hisvid::tools
