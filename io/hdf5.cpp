@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <mutex>
 #include <system_error>
 #include <utility>
 
@@ -15,7 +16,14 @@ namespace {
 
 // HDF5 prints its error stack to stderr by default; switched off (per thread, as HDF5 keeps
 // one error stack per thread in thread-safe builds) before any call.
+//
+// Also, once per process and before HDF5 initialises: no exit-time cleanup. When a file's
+// final flush fails (a full disk), HDF5 1.10 keeps the half-closed file in its tables and its
+// atexit handler crashes closing it again; every file hisvid opens is closed by its RAII
+// owner, so that handler has nothing else to do.
 void silence_hdf5_errors() {
+  static std::once_flag no_atexit;
+  std::call_once(no_atexit, [] { H5dont_atexit(); });
   thread_local bool silenced = false;
   if (!silenced) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);

@@ -1,0 +1,100 @@
+// io/dataset.h — UCF50-style video datasets: ROOT/<Class>/<video>, decoded once into uint8
+// clips (N,T,H,W,3), kept in an HDF5 clip cache, split, shuffled, augmented and batched.
+//
+// Nothing here prints: progress and the files that were skipped are reported to the caller
+// (the CLI draws the progress bar and names the skipped files at the end).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "io/video.h"
+
+namespace hisvid::io {
+
+struct DatasetSpec {
+  std::string root;
+  // Classes to use, by folder name; empty means every class folder, or num_classes of them.
+  std::vector<std::string> classes;
+  int num_classes = 0;  // > 0: that many classes chosen with `seed` from the sorted folder list
+  uint64_t seed = 27;
+  ExtractionSettings extraction;
+  // The clip cache file; empty means the default, ~/.cache/hisvid/<hash of root and settings>.h5
+  // ($XDG_CACHE_HOME honoured). "none" disables the cache.
+  std::string cache_path;
+  int workers = 0;  // decoding threads; 0 = hardware concurrency
+};
+
+struct SkippedFile {
+  std::string path;
+  std::string reason;
+};
+
+struct Progress {
+  size_t done = 0, total = 0;
+  std::string current;  // file just finished
+};
+// Called from the thread that called load_clips, while videos are decoded (not on a cache hit);
+// an exception thrown from it stops the workers and propagates.
+using ProgressFn = std::function<void(const Progress&)>;
+
+class ClipSet {
+ public:
+  std::vector<std::string> class_names;  // label i is class_names[i]
+  std::vector<std::string> paths;        // one per clip
+  std::vector<int> labels;               // one per clip
+  ExtractionSettings extraction;
+  std::vector<uint8_t> pixels;           // (N,T,H,W,3) BGR
+  std::vector<SkippedFile> skipped;      // files that gave no clip, with the reason
+  bool from_cache = false;
+  std::string cache_file;                // the cache used ("" when disabled)
+  std::string cache_note;                // why the cache was (re)built, if it was
+
+  size_t size() const { return labels.size(); }
+  size_t clip_elements() const;  // T*H*W*3
+  const uint8_t* clip(size_t i) const { return pixels.data() + i * clip_elements(); }
+};
+
+// Scans the root, decodes every video (workers in parallel) or reads the cache, and returns the
+// clips. Errors (each naming the path): missing or empty root, an unknown class name, fewer than
+// 2 classes, a class with no usable video. Unusable individual files are skipped and listed.
+ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress = nullptr);
+
+struct Split {
+  std::vector<size_t> train, validation, test;  // clip indices
+};
+
+// Shuffles all clips with `seed` and holds out test_fraction of them (the tutorial:
+// train_test_split(test_size=0.25, shuffle=True, random_state=27)); the validation part is the
+// LAST validation_fraction of the training part, as Keras's validation_split takes it, or a
+// random part of it when shuffle_validation.
+Split split_clips(size_t count, double test_fraction, double validation_fraction, uint64_t seed,
+                  bool shuffle_validation = false);
+
+struct Augmentation {
+  bool flip = false;        // horizontal flip with probability 1/2, per clip
+  double brightness = 0.0;  // add U(-b, b) to every pixel (after /255), per clip
+  double contrast = 0.0;    // scale around the clip mean by U(1-c, 1+c), per clip
+  double noise = 0.0;       // Gaussian noise of this standard deviation, per pixel
+  bool any() const { return flip || brightness > 0 || contrast > 0 || noise > 0; }
+};
+
+struct Batch {
+  Tensor x;  // (B,T,H,W,3) float32, pixels / 255 (augmented, clipped to [0,1])
+  Tensor y;  // (B,K) one-hot float32
+};
+
+// The batch of the given clips on `device`; augmentation draws come from rng.
+Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const Augmentation& augmentation,
+                 Generator* rng, Device device);
+
+// Each epoch's batches: `indices` shuffled with rng (when shuffle), cut into batch_size pieces
+// (the last one smaller, as Keras does).
+std::vector<std::vector<size_t>> epoch_batches(const std::vector<size_t>& indices, size_t batch_size, bool shuffle,
+                                               Generator& rng);
+
+}  // namespace hisvid::io

@@ -1,0 +1,671 @@
+// io/synthetic.cpp — the synthetic action dataset of io/synthetic.h, written with OpenCV.
+//
+// Classes and the pair property. Four pairs; each pair has one generator of "forward" clips
+// (MoveRight, MoveDown, Grow, OrbitClockwise) and its partner (MoveLeft, MoveUp, Shrink,
+// OrbitCounterclockwise) is the same clip played backwards: clip c of either class of pair p is
+// drawn from the Philox stream (seed, p, c), scene and camera noise included, and frame t of the
+// partner is forward frame T-1-t. The two classes of a pair hold exactly the same frames in
+// opposite orders, so no per-frame statistic can tell them apart; only the order can.
+//
+// One clip. All lengths are fractions of S = min(width, height).
+// - Background, static, one of five kinds: flat colour; linear gradient between two colours;
+//   3-6 soft elliptical blobs on a base colour; soft sinusoidal stripes (period 0.10-0.30 S, any
+//   angle); a smooth texture (a 3x3 to 8x8 grid of colours, bilinearly enlarged). Every colour
+//   of a background has its luminance in a band of half-width 0.03-0.12 around a centre in
+//   [0.15, 0.85], and every background pixel is a convex mix of them, so it stays in the band.
+// - Object: circle, square, triangle, cross or five-pointed star at a random fixed angle, of a
+//   random hue whose luminance is at least kMinContrast (0.30, ~77 of 255 levels) above or below
+//   every background pixel's, drawn anti-aliased at sub-pixel positions.
+// - Motion, eased: position s(u) = u + a u (u - 1) of the clip's time u in [0, 1], a in
+//   [-0.4, 0.4] (constant speed, speeding up or slowing down; always monotone).
+//     Move*: object radius 0.10-0.16 S (a circle's diameter is 20-32% of the frame), travelling
+//       35% of the frame side up to what fits (at most 60%), from a random start, at a random
+//       fixed height (or column).
+//     Grow/Shrink: radius from 0.06-0.09 S to 0.18-0.23 S about a random fixed centre.
+//     Orbit*: radius 0.10-0.14 S, on a circle of radius 0.17-0.22 S about a point within
+//       0.04 S of the frame centre, starting within 60 degrees of 12 o'clock (forward: clockwise
+//       on screen) and sweeping 180-270 degrees.
+//   The object always stays whole inside the frame, at least 0.03 S from its edges.
+// - Camera noise: triangular (the sum of two uniform bytes, rescaled), sigma 0.5-2.0 of 255
+//   levels, independent per pixel, channel and frame.
+//
+// Files: OUT/<Class>/v_<Class>_g<GG>_c<CC>.avi, four clips per group like UCF50's groups (the
+// group means nothing else here), MJPG in AVI through OpenCV's FFmpeg writer (byte-identical
+// output for the same frames and FFmpeg version; ~47 KB for 40 frames of 96 x 96). OpenCV's
+// built-in Motion-JPEG writer (CAP_OPENCV_MJPEG) is not used: OpenCV 4.6's emits JPEG data that
+// libjpeg reports as truncated on some frames (opencv/opencv#24171). Each clip is written to
+// OUT/<Class>/.partial-<name> and renamed when complete, so a final name always holds a whole
+// clip; the writer picks the container by the .avi ending, hence a prefix rather than a suffix.
+//
+// The marker OUT/.hisvid-synthetic.json holds the generator format, the spec (classes in the
+// canonical order, sizes, fps, seed; not out_dir, so a dataset can be moved) and the clip list.
+// A call finding its own marker with the same format and spec keeps every clip already present
+// (clips are complete by the rename rule and deterministic by seed) and writes only the missing
+// ones: a repeated call is nearly free and an interrupted run resumes. With a different spec or
+// format, the clips the marker lists are deleted first (other files are left alone), then the
+// new marker is written and every clip generated. A non-empty OUT without a marker is refused.
+// The returned list is every clip of the dataset (class by class, clip by clip), whether this
+// call wrote it or found it.
+#include "io/synthetic.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
+#include <system_error>
+
+#include "engine/error.h"
+#include "engine/random.h"
+#include "kernels/philox.h"
+
+namespace hisvid::io {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr const char* kMarkerName = ".hisvid-synthetic.json";
+constexpr const char* kGeneratorName = "hisvid make_synthetic_dataset";
+constexpr const char* kPartialPrefix = ".partial-";
+// Bumped whenever a change to this file changes the pixels of a clip: a dataset written by an
+// older format is then regenerated instead of being resumed with mixed clips.
+constexpr int kFormat = 1;
+
+constexpr int kMinFrames = 20;  // the SEQUENCE_LENGTH a model samples
+constexpr int kMinSide = 32, kMaxSide = 4096;
+constexpr int kMaxClipsPerClass = 100000;
+constexpr int kMaxFrames = 100000;
+constexpr int kClipsPerGroup = 4;
+constexpr double kPi = 3.14159265358979323846;
+
+// Luminance distance between the object and every background pixel, in [0, 1]: the largest
+// background band (half-width 0.12) plus this still leaves room for a dark or a bright object.
+constexpr double kMinContrast = 0.30;
+// Largest vertex radius of the unit shapes below (the star's tips): the object's extent.
+constexpr double kShapeExtent = 1.4;
+
+// Philox offsets of a clip: ((pair << 48) | (clip << 20)) + k. The scene takes offsets from
+// k = 0 on (at most ~270, for an 8 x 8 texture), frame t's camera noise k = kNoiseOffset + t.
+constexpr uint64_t kNoiseOffset = 1024;
+
+enum class Motion { Horizontal, Vertical, Scale, Orbit };
+
+struct ClassInfo {
+  const char* name;
+  Motion motion;
+  bool reversed;  // played backwards: frame t is forward frame T-1-t
+};
+
+// Partners adjacent; the forward generators move right, down (image y grows downwards), grow and
+// orbit clockwise on screen.
+constexpr ClassInfo kClasses[] = {
+    {"MoveLeft", Motion::Horizontal, true},   {"MoveRight", Motion::Horizontal, false},
+    {"MoveUp", Motion::Vertical, true},       {"MoveDown", Motion::Vertical, false},
+    {"Grow", Motion::Scale, false},           {"Shrink", Motion::Scale, true},
+    {"OrbitClockwise", Motion::Orbit, false}, {"OrbitCounterclockwise", Motion::Orbit, true},
+};
+constexpr int kClassCount = static_cast<int>(std::size(kClasses));
+
+// Scalar draws from one Philox stream, one Generator offset each.
+class Draws {
+ public:
+  Draws(uint64_t seed, uint64_t offset) : generator_(seed, offset) {}
+  double uniform(double low, double high) {
+    const RandomDraw draw = generator_.next();
+    return low + (high - low) * philox_uniform(draw.seed, draw.offset, 0);
+  }
+  int below(int bound) { return static_cast<int>(generator_.below(static_cast<uint64_t>(bound))); }
+
+ private:
+  Generator generator_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Colours: BGR in [0, 1], luminance with the BT.601 weights OpenCV's BGR2GRAY uses.
+
+double luminance(const cv::Vec3f& bgr) { return 0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2]; }
+
+// A random hue with exactly luminance y: a random colour blended towards white or scaled towards
+// black (luminance is linear in the channels, so the blend hits y exactly).
+cv::Vec3f colour_with_luminance(Draws& draws, double y) {
+  cv::Vec3f c;
+  for (int k = 0; k < 3; ++k) c[k] = static_cast<float>(draws.uniform(0, 1));
+  const double yc = luminance(c);
+  if (yc > y) {
+    c *= static_cast<float>(y / yc);
+  } else if (yc < y) {
+    const float a = static_cast<float>((y - yc) / (1.0 - yc));
+    for (int k = 0; k < 3; ++k) c[k] += a * (1.0f - c[k]);
+  }
+  return c;
+}
+
+cv::Vec3f mix(const cv::Vec3f& a, const cv::Vec3f& b, double w) {
+  return a * static_cast<float>(1.0 - w) + b * static_cast<float>(w);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backgrounds
+
+struct Band {
+  double low = 0, high = 0;  // luminance range of every background pixel
+};
+
+cv::Mat3f make_background(Draws& draws, int width, int height, Band& band) {
+  enum Kind { kFlat, kGradient, kBlobs, kStripes, kTexture, kKinds };
+  const int kind = draws.below(kKinds);
+  const double side = std::min(width, height);
+  const double centre = draws.uniform(0.15, 0.85);
+  const double half = kind == kFlat ? 0.0 : draws.uniform(0.03, 0.12);
+  band = Band{centre - half, centre + half};
+  auto colour = [&] { return colour_with_luminance(draws, draws.uniform(band.low, band.high)); };
+
+  cv::Mat3f image(height, width);
+  switch (kind) {
+    case kFlat:
+      image.setTo(colour_with_luminance(draws, centre));
+      break;
+    case kGradient: {
+      const cv::Vec3f a = colour(), b = colour();
+      const double angle = draws.uniform(0, 2 * kPi), cs = std::cos(angle), sn = std::sin(angle);
+      const double reach = 0.5 * (width * std::abs(cs) + height * std::abs(sn));
+      for (int y = 0; y < height; ++y) {
+        for (int x = 0; x < width; ++x) {
+          const double along = (x + 0.5 - 0.5 * width) * cs + (y + 0.5 - 0.5 * height) * sn;
+          image(y, x) = mix(a, b, std::clamp(0.5 + 0.5 * along / reach, 0.0, 1.0));
+        }
+      }
+      break;
+    }
+    case kBlobs: {
+      image.setTo(colour());
+      const int blobs = 3 + draws.below(4);
+      for (int i = 0; i < blobs; ++i) {
+        const cv::Vec3f c = colour();
+        const double cx = draws.uniform(0, width), cy = draws.uniform(0, height);
+        const double sx = draws.uniform(0.08, 0.25) * side, sy = draws.uniform(0.08, 0.25) * side;
+        const double strength = draws.uniform(0.5, 0.9);
+        for (int y = 0; y < height; ++y) {
+          for (int x = 0; x < width; ++x) {
+            const double dx = (x + 0.5 - cx) / sx, dy = (y + 0.5 - cy) / sy;
+            image(y, x) = mix(image(y, x), c, strength * std::exp(-0.5 * (dx * dx + dy * dy)));
+          }
+        }
+      }
+      break;
+    }
+    case kStripes: {
+      const cv::Vec3f a = colour(), b = colour();
+      const double period = draws.uniform(0.10, 0.30) * side;
+      const double angle = draws.uniform(0, kPi), cs = std::cos(angle), sn = std::sin(angle);
+      const double phase = draws.uniform(0, 2 * kPi);
+      for (int y = 0; y < height; ++y) {
+        for (int x = 0; x < width; ++x) {
+          const double along = (x + 0.5) * cs + (y + 0.5) * sn;
+          image(y, x) = mix(a, b, 0.5 + 0.5 * std::sin(2 * kPi * along / period + phase));
+        }
+      }
+      break;
+    }
+    default: {  // kTexture
+      const int cells = 3 + draws.below(6);
+      cv::Mat3f grid(cells, cells);
+      for (int y = 0; y < cells; ++y) {
+        for (int x = 0; x < cells; ++x) grid(y, x) = colour();
+      }
+      cv::resize(grid, image, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+      break;
+    }
+  }
+  return image;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects and their motion
+
+enum class Shape { Circle, Square, Triangle, Cross, Star, Count };
+
+// Vertices of the shape of unit radius (areas between 2.5 and 3.2, the unit circle's 3.14).
+std::vector<cv::Point2d> unit_shape(Shape shape) {
+  std::vector<cv::Point2d> points;
+  auto ring = [&](int count, double start_degrees, auto radius_of) {
+    for (int i = 0; i < count; ++i) {
+      const double angle = (start_degrees + 360.0 * i / count) * kPi / 180.0;
+      points.emplace_back(radius_of(i) * std::cos(angle), radius_of(i) * std::sin(angle));
+    }
+  };
+  switch (shape) {
+    case Shape::Circle:
+      ring(48, 0.0, [](int) { return 1.0; });
+      break;
+    case Shape::Square:
+      ring(4, 45.0, [](int) { return 1.2; });
+      break;
+    case Shape::Triangle:
+      ring(3, -90.0, [](int) { return kShapeExtent; });
+      break;
+    case Shape::Cross: {
+      const double w = 0.4, l = 1.2;
+      points = {{w, l},   {w, w},   {l, w},   {l, -w}, {w, -w}, {w, -l},
+                {-w, -l}, {-w, -w}, {-l, -w}, {-l, w}, {-w, w}, {-w, l}};
+      break;
+    }
+    default:  // Star
+      ring(10, -90.0, [](int i) { return i % 2 == 0 ? kShapeExtent : 0.6; });
+      break;
+  }
+  return points;
+}
+
+struct Pose {
+  double x = 0, y = 0, radius = 0;  // object centre and radius in pixels
+};
+
+struct Trajectory {
+  Motion motion = Motion::Horizontal;
+  Pose start, end;                                 // Move and Scale: interpolated between these
+  double orbit_radius = 0, angle0 = 0, sweep = 0;  // Orbit: centre and object radius in `start`
+  double ease = 0;
+
+  Pose at(double u) const {
+    const double s = u + ease * u * (u - 1.0);
+    if (motion == Motion::Orbit) {
+      const double angle = angle0 + sweep * s;
+      return Pose{start.x + orbit_radius * std::cos(angle), start.y + orbit_radius * std::sin(angle),
+                  start.radius};
+    }
+    return Pose{start.x + (end.x - start.x) * s, start.y + (end.y - start.y) * s,
+                start.radius + (end.radius - start.radius) * s};
+  }
+};
+
+Trajectory make_trajectory(Draws& draws, Motion motion, int width, int height) {
+  const double side = std::min(width, height);
+  const double margin = 0.03 * side;
+  Trajectory path;
+  path.motion = motion;
+  path.ease = draws.uniform(-0.4, 0.4);
+  switch (motion) {
+    case Motion::Horizontal:
+    case Motion::Vertical: {
+      const bool horizontal = motion == Motion::Horizontal;
+      const double along_side = horizontal ? width : height, across_side = horizontal ? height : width;
+      const double radius = draws.uniform(0.10, 0.16) * side, extent = kShapeExtent * radius;
+      const double room = along_side - 2 * (extent + margin);  // >= 0.492 S
+      const double travel = draws.uniform(0.35, std::min(0.60, room / along_side)) * along_side;
+      const double from = draws.uniform(extent + margin, extent + margin + room - travel);
+      const double across = draws.uniform(extent + margin, across_side - extent - margin);
+      path.start = horizontal ? Pose{from, across, radius} : Pose{across, from, radius};
+      path.end = horizontal ? Pose{from + travel, across, radius} : Pose{across, from + travel, radius};
+      break;
+    }
+    case Motion::Scale: {
+      const double small = draws.uniform(0.06, 0.09) * side, large = draws.uniform(0.18, 0.23) * side;
+      const double reach = kShapeExtent * large + margin;
+      const double x = draws.uniform(reach, width - reach), y = draws.uniform(reach, height - reach);
+      path.start = Pose{x, y, small};
+      path.end = Pose{x, y, large};
+      break;
+    }
+    case Motion::Orbit: {
+      // Reach from the frame centre: 0.04 + 0.22 + 1.4 * 0.14 = 0.456 S < 0.5 S - margin.
+      path.start = Pose{0.5 * width + draws.uniform(-0.04, 0.04) * side,
+                        0.5 * height + draws.uniform(-0.04, 0.04) * side, draws.uniform(0.10, 0.14) * side};
+      path.end = path.start;
+      path.orbit_radius = draws.uniform(0.17, 0.22) * side;
+      path.angle0 = -0.5 * kPi + draws.uniform(-kPi / 3, kPi / 3);  // near 12 o'clock
+      path.sweep = draws.uniform(kPi, 1.5 * kPi);                   // positive: clockwise on screen (y down)
+      break;
+    }
+  }
+  return path;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A clip
+
+struct Scene {
+  cv::Mat3f background;  // (H,W) BGR in [0, 1]
+  cv::Vec3f colour;
+  std::vector<cv::Point2d> shape;  // unit radius, rotated
+  Trajectory path;
+  double noise_levels = 0;  // camera noise sigma, in 0-255 levels
+  uint64_t seed = 0, offset = 0;
+};
+
+uint64_t clip_offset(int pair, int clip) {
+  return (static_cast<uint64_t>(pair) << 48) | (static_cast<uint64_t>(clip) << 20);
+}
+
+Scene make_scene(uint64_t seed, int pair, int clip, Motion motion, int width, int height) {
+  Scene scene;
+  scene.seed = seed;
+  scene.offset = clip_offset(pair, clip);
+  Draws draws(seed, scene.offset);
+  Band band;
+  scene.background = make_background(draws, width, height, band);
+
+  const bool can_be_dark = band.low - kMinContrast >= 0.0, can_be_bright = band.high + kMinContrast <= 1.0;
+  if (!can_be_dark && !can_be_bright) {
+    fail("make_synthetic_dataset: internal error: no object luminance contrasts with [{}, {}]", band.low,
+         band.high);
+  }
+  const bool dark = can_be_dark && (!can_be_bright || draws.below(2) == 0);
+  const double y =
+      dark ? draws.uniform(0.0, band.low - kMinContrast) : draws.uniform(band.high + kMinContrast, 1.0);
+  scene.colour = colour_with_luminance(draws, y);
+
+  const double rotation = draws.uniform(0, 2 * kPi), cs = std::cos(rotation), sn = std::sin(rotation);
+  for (const cv::Point2d& p : unit_shape(static_cast<Shape>(draws.below(static_cast<int>(Shape::Count))))) {
+    scene.shape.emplace_back(cs * p.x - sn * p.y, sn * p.x + cs * p.y);
+  }
+  scene.path = make_trajectory(draws, motion, width, height);
+  scene.noise_levels = draws.uniform(0.5, 2.0);
+  return scene;
+}
+
+// Forward frame t of `frames` into `out` (H,W) BGR uint8.
+void render_frame(const Scene& scene, int t, int frames, cv::Mat3b& out) {
+  const int height = scene.background.rows, width = scene.background.cols;
+  const Pose pose = scene.path.at(static_cast<double>(t) / (frames - 1));
+
+  // Coverage of the object, anti-aliased, vertices with 8 fractional bits.
+  constexpr int kShift = 8;
+  const double scale = 1 << kShift;
+  std::vector<cv::Point> vertices;
+  for (const cv::Point2d& p : scene.shape) {
+    vertices.emplace_back(static_cast<int>(std::lround((pose.x - 0.5 + pose.radius * p.x) * scale)),
+                          static_cast<int>(std::lround((pose.y - 0.5 + pose.radius * p.y) * scale)));
+  }
+  cv::Mat1b coverage = cv::Mat1b::zeros(height, width);
+  const cv::Point* polygon = vertices.data();
+  const int count = static_cast<int>(vertices.size());
+  cv::fillPoly(coverage, &polygon, &count, 1, cv::Scalar(255), cv::LINE_AA, kShift);
+
+  // Camera noise: each 16-bit half of a Philox word gives one sample, the sum of its two bytes
+  // (triangular, mean 255, standard deviation 104.5), rescaled to unit variance.
+  const RandomDraw draw =
+      Generator(scene.seed, scene.offset + kNoiseOffset + static_cast<uint64_t>(t)).next();
+  const size_t elements = static_cast<size_t>(height) * width * 3;
+  std::vector<int16_t> noise(elements + 7);
+  for (size_t i = 0; i < elements; i += 8) {
+    const Philox4x32 words = philox_block(draw.seed, draw.offset, i / 2);
+    for (int k = 0; k < 8; ++k) {
+      const uint32_t half = words.v[k / 2] >> (16 * (k % 2));
+      noise[i + k] = static_cast<int16_t>((half & 0xff) + ((half >> 8) & 0xff) - 255);
+    }
+  }
+  const float noise_scale = static_cast<float>(scene.noise_levels / 104.5);
+
+  out.create(height, width);
+  size_t element = 0;
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const float a = coverage(y, x) / 255.0f;
+      const cv::Vec3f clean = scene.background(y, x) * (1.0f - a) + scene.colour * a;
+      for (int k = 0; k < 3; ++k, ++element) {
+        out(y, x)[k] = cv::saturate_cast<uint8_t>(clean[k] * 255.0f + noise_scale * noise[element]);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+std::vector<int> resolve_classes(const SyntheticSpec& spec) {
+  std::vector<int> chosen;
+  if (spec.classes.empty()) {
+    for (int i = 0; i < kClassCount; ++i) chosen.push_back(i);
+    return chosen;
+  }
+  for (const std::string& name : spec.classes) {
+    int index = -1;
+    for (int i = 0; i < kClassCount; ++i) {
+      if (name == kClasses[i].name) index = i;
+    }
+    if (index < 0) {
+      std::string known;
+      for (const ClassInfo& info : kClasses) known += (known.empty() ? "" : ", ") + std::string(info.name);
+      fail("make_synthetic_dataset: unknown class '{}' (known: {})", name, known);
+    }
+    if (std::find(chosen.begin(), chosen.end(), index) != chosen.end()) {
+      fail("make_synthetic_dataset: class '{}' is listed twice", name);
+    }
+    chosen.push_back(index);
+  }
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+void validate(const SyntheticSpec& spec) {
+  if (spec.out_dir.empty()) fail("make_synthetic_dataset: out_dir is empty");
+  if (spec.clips_per_class < 1 || spec.clips_per_class > kMaxClipsPerClass) {
+    fail("make_synthetic_dataset: clips_per_class must be between 1 and {} (got {})", kMaxClipsPerClass,
+         spec.clips_per_class);
+  }
+  if (spec.frames_per_clip < kMinFrames || spec.frames_per_clip > kMaxFrames) {
+    fail(
+        "make_synthetic_dataset: frames_per_clip must be between {} (the frames a model samples) and {} "
+        "(got {})",
+        kMinFrames, kMaxFrames, spec.frames_per_clip);
+  }
+  if (spec.width < kMinSide || spec.height < kMinSide || spec.width > kMaxSide || spec.height > kMaxSide) {
+    fail("make_synthetic_dataset: width and height must be between {} and {} pixels (got {} x {})", kMinSide,
+         kMaxSide, spec.width, spec.height);
+  }
+  if (spec.width % 2 != 0 || spec.height % 2 != 0) {
+    // FFmpeg's MJPG encoder subsamples chroma 2x2 and OpenCV's writer silently crops odd sides.
+    fail("make_synthetic_dataset: width and height must be even (got {} x {})", spec.width, spec.height);
+  }
+  if (!std::isfinite(spec.fps) || spec.fps <= 0 || spec.fps > 1000) {
+    fail("make_synthetic_dataset: fps must be in (0, 1000] (got {})", spec.fps);
+  }
+}
+
+std::string clip_name(const std::string& class_name, int clip) {
+  return fmt::format("v_{}_g{:02d}_c{:02d}.avi", class_name, clip / kClipsPerGroup + 1,
+                     clip % kClipsPerGroup + 1);
+}
+
+json spec_json(const SyntheticSpec& spec, const std::vector<int>& classes) {
+  json names = json::array();
+  for (int index : classes) names.push_back(kClasses[index].name);
+  return json{{"classes", names},
+              {"clips_per_class", spec.clips_per_class},
+              {"frames_per_clip", spec.frames_per_clip},
+              {"width", spec.width},
+              {"height", spec.height},
+              {"fps", spec.fps},
+              {"seed", spec.seed}};
+}
+
+// A path from the marker, relative and inside the dataset directory.
+fs::path inside(const fs::path& out, const fs::path& marker, const json& entry) {
+  if (!entry.is_string()) fail("{}: holds a path that is not a string: {}", marker.string(), entry.dump());
+  const fs::path relative(entry.get<std::string>());
+  bool ok = !relative.empty() && relative.is_relative();
+  for (const fs::path& part : relative) {
+    if (part == ".." || part == ".") ok = false;
+  }
+  if (!ok) {
+    fail("{}: holds the path '{}', which is not inside the dataset directory", marker.string(),
+         relative.string());
+  }
+  return out / relative;
+}
+
+void remove_partials(const fs::path& directory) {
+  if (!fs::is_directory(directory)) return;
+  std::vector<fs::path> partials;
+  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
+    if (entry.path().filename().string().rfind(kPartialPrefix, 0) == 0) partials.push_back(entry.path());
+  }
+  for (const fs::path& path : partials) fs::remove(path);
+}
+
+// Reads the marker. Returns null when there is none; throws when it is not ours or unreadable.
+json read_marker(const fs::path& marker) {
+  if (!fs::exists(marker)) return nullptr;
+  std::ifstream in(marker);
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (!in) fail("{}: cannot read the marker", marker.string());
+  json parsed = json::parse(text, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object() || parsed.value("generator", "") != kGeneratorName ||
+      !parsed.contains("spec") || !parsed["spec"].is_object() || !parsed.contains("clips") ||
+      !parsed["clips"].is_array()) {
+    fail("{}: not a marker written by {}; remove the directory or choose another out_dir", marker.string(),
+         kGeneratorName);
+  }
+  return parsed;
+}
+
+// Deletes what the previous marker lists: its clips, partial clips in its class folders, and
+// those folders when that leaves them empty. Anything else stays.
+void remove_previous(const fs::path& out, const fs::path& marker, const json& previous) {
+  for (const json& entry : previous["clips"]) fs::remove(inside(out, marker, entry));
+  const json classes = previous["spec"].value("classes", json::array());
+  for (const json& name : classes) {
+    const fs::path folder = inside(out, marker, name);
+    remove_partials(folder);
+    if (fs::is_directory(folder) && fs::is_empty(folder)) fs::remove(folder);
+  }
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  const fs::path partial = path.parent_path() / (kPartialPrefix + path.filename().string());
+  {
+    std::ofstream file(partial, std::ios::binary | std::ios::trunc);
+    file << text;
+    file.close();
+    if (!file) {
+      fs::remove(partial);
+      fail("{}: cannot write the file", partial.string());
+    }
+  }
+  fs::rename(partial, path);
+}
+
+// Writes one clip to `.partial-<name>` beside `path`, then renames it to `path`.
+void write_clip(const fs::path& path, const Scene& scene, const ClassInfo& info, const SyntheticSpec& spec) {
+  const fs::path partial = path.parent_path() / (kPartialPrefix + path.filename().string());
+  try {
+    cv::VideoWriter writer;
+    if (!writer.open(partial.string(), cv::CAP_FFMPEG, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), spec.fps,
+                     cv::Size(spec.width, spec.height), true)) {
+      fail("{}: OpenCV's FFmpeg writer cannot open it for MJPG in AVI", partial.string());
+    }
+    cv::Mat3b frame;
+    for (int t = 0; t < spec.frames_per_clip; ++t) {
+      render_frame(scene, info.reversed ? spec.frames_per_clip - 1 - t : t, spec.frames_per_clip, frame);
+      writer.write(frame);
+    }
+    writer.release();
+    std::error_code error;
+    if (!fs::is_regular_file(partial, error) || fs::file_size(partial, error) == 0) {
+      fail("{}: OpenCV's FFmpeg writer left no data", partial.string());
+    }
+    fs::rename(partial, path);
+  } catch (const cv::Exception& e) {
+    std::error_code ignored;
+    fs::remove(partial, ignored);
+    fail("{}: OpenCV: {}", partial.string(), e.what());
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(partial, ignored);
+    throw;
+  }
+}
+
+std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {
+  validate(spec);
+  const std::vector<int> classes = resolve_classes(spec);
+  const fs::path out(spec.out_dir);
+  const fs::path marker = out / kMarkerName;
+
+  if (fs::exists(out) && !fs::is_directory(out)) fail("{}: exists and is not a directory", out.string());
+  // A marker whose writing was interrupted is ours too: it does not make the directory foreign.
+  fs::remove(out / (kPartialPrefix + std::string(kMarkerName)));
+  const bool had_content = fs::exists(out) && !fs::is_empty(out);
+  const json previous = fs::exists(out) ? read_marker(marker) : json(nullptr);
+  if (had_content && previous.is_null()) {
+    fail(
+        "{}: the directory is not empty and holds no {}, so make_synthetic_dataset did not write it; "
+        "refusing to write into it (choose a new or empty out_dir)",
+        out.string(), kMarkerName);
+  }
+
+  const json spec_now = spec_json(spec, classes);
+  std::vector<fs::path> paths;
+  json clip_list = json::array();
+  for (int index : classes) {
+    for (int clip = 0; clip < spec.clips_per_class; ++clip) {
+      const std::string relative =
+          std::string(kClasses[index].name) + "/" + clip_name(kClasses[index].name, clip);
+      paths.push_back(out / relative);
+      clip_list.push_back(relative);
+    }
+  }
+
+  const bool resume =
+      !previous.is_null() && previous.value("format", 0) == kFormat && previous["spec"] == spec_now;
+  if (!previous.is_null() && !resume) remove_previous(out, marker, previous);
+  fs::create_directories(out);
+  if (!resume) {
+    const json marker_now{
+        {"generator", kGeneratorName}, {"format", kFormat}, {"spec", spec_now}, {"clips", clip_list}};
+    write_text_atomically(marker, marker_now.dump(2) + "\n");
+  }
+
+  std::vector<std::string> written;
+  Progress state;
+  state.total = paths.size();
+  size_t next = 0;
+  for (int index : classes) {
+    const ClassInfo& info = kClasses[index];
+    const fs::path folder = out / info.name;
+    fs::create_directories(folder);
+    remove_partials(folder);
+    for (int clip = 0; clip < spec.clips_per_class; ++clip, ++next) {
+      const fs::path& path = paths[next];
+      if (!resume || !fs::exists(path)) {
+        write_clip(path, make_scene(spec.seed, index / 2, clip, info.motion, spec.width, spec.height), info,
+                   spec);
+      }
+      written.push_back(path.string());
+      state.done = written.size();
+      state.current = path.string();
+      if (progress) progress(state);
+    }
+  }
+  return written;
+}
+
+}  // namespace
+
+const std::vector<std::string>& synthetic_class_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all;
+    for (const ClassInfo& info : kClasses) all.push_back(info.name);
+    return all;
+  }();
+  return names;
+}
+
+std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {
+  try {
+    return make_dataset(spec, progress);
+  } catch (const fs::filesystem_error& e) {
+    fail("make_synthetic_dataset: {}: {}", spec.out_dir, e.what());
+  } catch (const json::exception& e) {
+    fail("make_synthetic_dataset: {}/{}: unexpected content: {}", spec.out_dir, kMarkerName, e.what());
+  }
+}
+
+}  // namespace hisvid::io

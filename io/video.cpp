@@ -1,0 +1,230 @@
+// io/video.cpp — frames_extraction with OpenCV's FFmpeg backend, and its sequential fallback.
+//
+// Dimension letters: T frames, H height, W width, C = 3 channels (BGR).
+//
+// Seek path (the seeds'): skip = max(floor(count / T), 1), frame i*skip for i in 0..T-1, each
+// resized with cv::resize's default INTER_LINEAR. Sequential path, taken when the container
+// reports no frame count or any seek or read fails: a first pass counts the frames that really
+// decode (n), a second pass keeps frames floor(i * n / T). Two passes instead of one that keeps
+// every frame: memory stays one clip whatever the length of the video.
+//
+// OpenCV's and FFmpeg's own logging is switched off once, before the first capture opens, so
+// that a broken file is reported by the VideoError alone.
+#include "io/video.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
+#include <opencv2/videoio/registry.hpp>
+
+namespace hisvid::io {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// AV_LOG_QUIET: OpenCV 4.x hands OPENCV_FFMPEG_LOGLEVEL to av_log_set_level when the FFmpeg
+// backend starts; without it FFmpeg prints its errors (a broken frame, a bad header) to stderr.
+constexpr const char* kFfmpegQuiet = "-8";
+
+void silence_video_logging() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    ::setenv("OPENCV_FFMPEG_LOGLEVEL", kFfmpegQuiet, /*overwrite=*/0);
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+  });
+}
+
+[[noreturn]] void video_fail(const std::string& path, const std::string& reason) {
+  throw VideoError(fmt::format("{}: {}", path, reason));
+}
+
+// strerror in lower case ("permission denied"), to read as part of a sentence.
+std::string errno_text(int error) {
+  std::string text = std::strerror(error);
+  if (!text.empty()) text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
+  return text;
+}
+
+// A precise reason before OpenCV gets the file: OpenCV itself only says "not opened".
+void check_readable(const std::string& path) {
+  std::error_code error;
+  const fs::file_status status = fs::status(path, error);
+  if (status.type() == fs::file_type::not_found) video_fail(path, "does not exist");
+  // Any other failure to stat it, e.g. a folder above it that may not be searched.
+  if (error) video_fail(path, "is not readable: " + errno_text(error.value()));
+  if (fs::is_directory(status)) video_fail(path, "is a directory, not a video file");
+  if (::access(path.c_str(), R_OK) != 0) video_fail(path, "is not readable: " + errno_text(errno));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) video_fail(path, "is not readable: " + errno_text(errno));
+  if (in.peek() == std::ifstream::traits_type::eof()) video_fail(path, "is empty (0 bytes)");
+}
+
+cv::VideoCapture open_capture(const std::string& path) {
+  silence_video_logging();
+  // FFmpeg when OpenCV has it (as the seeds' cv2 does), so decoding does not depend on which
+  // other backends happen to be installed.
+  const int api = cv::videoio_registry::hasBackend(cv::CAP_FFMPEG) ? cv::CAP_FFMPEG : cv::CAP_ANY;
+  cv::VideoCapture capture;
+  if (!capture.open(path, api) || !capture.isOpened()) video_fail(path, "cannot be opened as a video");
+  return capture;
+}
+
+// One decoded frame as 8-bit BGR; false when the read fails or gives nothing.
+bool read_bgr(cv::VideoCapture& capture, cv::Mat& frame) {
+  if (!capture.read(frame) || frame.empty()) return false;
+  if (frame.depth() != CV_8U) return false;
+  if (frame.channels() == 1) {
+    cv::cvtColor(frame, frame, cv::COLOR_GRAY2BGR);
+  } else if (frame.channels() == 4) {
+    cv::cvtColor(frame, frame, cv::COLOR_BGRA2BGR);
+  } else if (frame.channels() != 3) {
+    return false;
+  }
+  return true;
+}
+
+// Resizes `frame` (any size, BGR) to H x W with INTER_LINEAR into out (H,W,C).
+void resize_into(const cv::Mat& frame, int height, int width, uint8_t* out) {
+  cv::Mat resized;
+  cv::resize(frame, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+  const size_t row_bytes = static_cast<size_t>(width) * 3;
+  for (int y = 0; y < height; ++y) std::memcpy(out + y * row_bytes, resized.ptr<uint8_t>(y), row_bytes);
+}
+
+// The seeds' path; false when any seek or read fails, OpenCV exceptions included (the fallback
+// then overwrites whatever frames were written).
+bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const ExtractionSettings& s,
+                        Clip& clip) {
+  if (!(frame_count > 0) || !std::isfinite(frame_count)) return false;
+  const auto count = static_cast<int64_t>(std::floor(frame_count));
+  const int64_t skip = std::max<int64_t>(count / s.sequence_length, 1);
+  const size_t frame_bytes = static_cast<size_t>(s.height) * s.width * 3;
+  cv::Mat frame;
+  try {
+    for (int i = 0; i < s.sequence_length; ++i) {
+      if (!capture.set(cv::CAP_PROP_POS_FRAMES, static_cast<double>(i * skip))) return false;
+      if (!read_bgr(capture, frame)) return false;
+      resize_into(frame, s.height, s.width, clip.pixels.data() + i * frame_bytes);
+    }
+  } catch (const cv::Exception&) {
+    return false;
+  }
+  return true;
+}
+
+void extract_sequentially(const std::string& path, const ExtractionSettings& s, Clip& clip) {
+  int64_t decodable = 0;
+  {
+    cv::VideoCapture capture = open_capture(path);
+    cv::Mat frame;
+    while (read_bgr(capture, frame)) ++decodable;
+  }
+  if (decodable < s.sequence_length) {
+    video_fail(path, fmt::format("has {} decodable frame{}, fewer than the {} needed", decodable,
+                                 decodable == 1 ? "" : "s", s.sequence_length));
+  }
+  cv::VideoCapture capture = open_capture(path);
+  const size_t frame_bytes = static_cast<size_t>(s.height) * s.width * 3;
+  cv::Mat frame;
+  int64_t index = -1;  // of the frame last read
+  for (int i = 0; i < s.sequence_length; ++i) {
+    const int64_t wanted = i * decodable / s.sequence_length;
+    while (index < wanted) {
+      if (!read_bgr(capture, frame)) {
+        video_fail(path,
+                   fmt::format("decoded {} frames, then only {} when read again", decodable, index + 1));
+      }
+      ++index;
+    }
+    resize_into(frame, s.height, s.width, clip.pixels.data() + i * frame_bytes);
+  }
+}
+
+void check_settings(const std::string& path, const ExtractionSettings& s) {
+  if (s.sequence_length < 1 || s.height < 1 || s.width < 1) {
+    fail("{}: extraction settings must be positive, got sequence_length {}, height {}, width {}", path,
+         s.sequence_length, s.height, s.width);
+  }
+}
+
+}  // namespace
+
+Clip extract_clip(const std::string& path, const ExtractionSettings& settings) {
+  check_settings(path, settings);
+  check_readable(path);
+  Clip clip;
+  clip.frames = settings.sequence_length;
+  clip.height = settings.height;
+  clip.width = settings.width;
+  clip.pixels.resize(static_cast<size_t>(clip.frames) * clip.height * clip.width * 3);  // (T,H,W,C)
+  try {
+    bool seeked = false;
+    {
+      cv::VideoCapture capture = open_capture(path);
+      seeked = extract_by_seeking(capture, capture.get(cv::CAP_PROP_FRAME_COUNT), settings, clip);
+    }
+    if (seeked) {
+      clip.method = "seek";
+    } else {
+      extract_sequentially(path, settings, clip);
+      clip.method = "sequential";
+    }
+  } catch (const cv::Exception& e) {
+    video_fail(path, fmt::format("cannot be decoded: OpenCV: {}", e.err));
+  }
+  return clip;
+}
+
+DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals) {
+  if (height < 1 || width < 1) fail("{}: frame size must be positive, got {}x{}", path, height, width);
+  check_readable(path);
+  DecodedVideo video;
+  video.height = height;
+  video.width = width;
+  try {
+    cv::VideoCapture capture = open_capture(path);
+    const double fps = capture.get(cv::CAP_PROP_FPS);
+    if (fps > 0 && std::isfinite(fps)) video.fps = fps;
+    cv::Mat frame;
+    while (read_bgr(capture, frame)) {
+      if (video.frames.empty()) {
+        video.original_height = frame.rows;
+        video.original_width = frame.cols;
+      }
+      std::vector<uint8_t> small(static_cast<size_t>(height) * width * 3);  // (H,W,C)
+      resize_into(frame, height, width, small.data());
+      video.frames.push_back(std::move(small));
+      if (keep_originals) {
+        // A stream that changes resolution midway keeps the first frame's size throughout.
+        std::vector<uint8_t> original(static_cast<size_t>(video.original_height) * video.original_width * 3);
+        resize_into(frame, video.original_height, video.original_width, original.data());
+        video.originals.push_back(std::move(original));
+      }
+    }
+  } catch (const cv::Exception& e) {
+    video_fail(path, fmt::format("cannot be decoded: OpenCV: {}", e.err));
+  }
+  if (video.frames.empty()) video_fail(path, "has no decodable frames");
+  return video;
+}
+
+const std::vector<std::string>& video_extensions() {
+  static const std::vector<std::string> extensions = {".avi", ".mp4",  ".mkv", ".mov", ".webm",
+                                                      ".mpg", ".mpeg", ".m4v", ".wmv", ".flv"};
+  return extensions;
+}
+
+}  // namespace hisvid::io
