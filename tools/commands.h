@@ -7,5 +7,10 @@
 namespace hisvid::tools {
 
 void add_summary_command(CLI::App& app);
+void add_make_dataset_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_evaluate_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
 
 }  // namespace hisvid::tools

@@ -11,7 +11,12 @@ int main(int argc, char** argv) {
   CLI::App app{"hisvid: video classification with the seeds' LRCN and ConvLSTM, from scratch in C++/CUDA"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hisvid 0.1.0");
+  hisvid::tools::add_train_command(app);
+  hisvid::tools::add_evaluate_command(app);
+  hisvid::tools::add_predict_command(app);
   hisvid::tools::add_summary_command(app);
+  hisvid::tools::add_make_dataset_command(app);
+  hisvid::tools::add_demo_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,187 @@
+#include "io/plots.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <fmt/format.h>
+
+#include "engine/error.h"
+
+namespace hisvid::io {
+
+namespace {
+
+const cv::Scalar kBlack(0, 0, 0), kWhite(255, 255, 255), kGrid(225, 225, 225);
+// Curve colours (BGR): blue for training, orange for validation, as matplotlib's defaults.
+const cv::Scalar kPalette[] = {cv::Scalar(180, 119, 31), cv::Scalar(14, 127, 255), cv::Scalar(44, 160, 44)};
+constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+
+void put_text(cv::Mat& img, const std::string& text, cv::Point at, double scale, const cv::Scalar& colour,
+              int thickness = 1) {
+  cv::putText(img, text, at, kFont, scale, colour, thickness, cv::LINE_AA);
+}
+
+cv::Size text_size(const std::string& text, double scale, int thickness = 1) {
+  int baseline = 0;
+  return cv::getTextSize(text, kFont, scale, thickness, &baseline);
+}
+
+// Text drawn vertically (bottom to top) with its lower-left corner at `at`.
+void put_vertical_text(cv::Mat& img, const std::string& text, cv::Point at, double scale) {
+  const cv::Size size = text_size(text, scale);
+  cv::Mat strip(size.height + 6, size.width + 2, CV_8UC3, kWhite);
+  put_text(strip, text, {1, size.height + 2}, scale, kBlack);
+  cv::Mat rotated;
+  cv::rotate(strip, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
+  const cv::Rect roi(at.x, at.y - rotated.rows, rotated.cols, rotated.rows);
+  const cv::Rect inside = roi & cv::Rect(0, 0, img.cols, img.rows);
+  if (inside.area() > 0) rotated(cv::Rect(inside.x - roi.x, inside.y - roi.y, inside.width, inside.height)).copyTo(img(inside));
+}
+
+// A tick label with as many decimals as the spacing of the ticks needs.
+std::string format_tick(double v, double spacing) {
+  const int decimals = std::clamp(static_cast<int>(std::ceil(-std::log10(spacing))), 0, 4);
+  return fmt::format("{:.{}f}", v, decimals);
+}
+
+void write_png(const std::string& path, const cv::Mat& img) {
+  const std::string temp = path + ".tmp.png";
+  bool ok = false;
+  try {
+    ok = cv::imwrite(temp, img);
+  } catch (const cv::Exception& e) {
+    std::remove(temp.c_str());
+    fail("{}: cannot write the picture: {}", path, e.what());
+  }
+  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
+    std::remove(temp.c_str());
+    fail("{}: cannot write the picture (is the directory writable?)", path);
+  }
+}
+
+// White -> dark blue, like matplotlib's "Blues".
+cv::Scalar blues(double t) {
+  t = std::clamp(t, 0.0, 1.0);
+  const double b = 255 - t * (255 - 107), g = 255 - t * (255 - 48), r = 255 - t * (255 - 8);
+  return cv::Scalar(b, g, r);
+}
+
+}  // namespace
+
+void write_confusion_png(const std::string& path, const std::vector<std::vector<int64_t>>& counts,
+                         const std::vector<std::string>& class_names, const std::string& title) {
+  const int K = static_cast<int>(class_names.size());
+  if (K == 0 || counts.size() != class_names.size()) {
+    fail("{}: confusion matrix of {} rows for {} classes", path, counts.size(), class_names.size());
+  }
+  const int cell = std::max(36, std::min(90, 720 / K));
+  int label_width = 0;
+  for (const std::string& name : class_names) label_width = std::max(label_width, text_size(name, 0.45).width);
+  const int left = label_width + 60, top = 60, bottom = label_width + 60, right = 30;
+  cv::Mat img(top + K * cell + bottom, left + K * cell + right, CV_8UC3, kWhite);
+  int64_t peak = 1;
+  for (const auto& row : counts) {
+    for (int64_t c : row) peak = std::max(peak, c);
+  }
+  for (int t = 0; t < K; ++t) {
+    for (int p = 0; p < K; ++p) {
+      const double share = static_cast<double>(counts[t][p]) / static_cast<double>(peak);
+      const cv::Rect box(left + p * cell, top + t * cell, cell, cell);
+      cv::rectangle(img, box, blues(share), cv::FILLED);
+      cv::rectangle(img, box, kGrid, 1);
+      const std::string n = std::to_string(counts[t][p]);
+      const cv::Size s = text_size(n, 0.5);
+      put_text(img, n, {box.x + (cell - s.width) / 2, box.y + (cell + s.height) / 2}, 0.5,
+               share > 0.5 ? kWhite : kBlack);
+    }
+    const cv::Size s = text_size(class_names[t], 0.45);
+    put_text(img, class_names[t], {left - s.width - 8, top + t * cell + (cell + s.height) / 2}, 0.45, kBlack);
+    put_vertical_text(img, class_names[t], {left + t * cell + (cell - s.height) / 2 - 3, top + K * cell + 8 + s.width},
+                      0.45);
+  }
+  put_text(img, title, {left, 35}, 0.6, kBlack, 1);
+  put_text(img, "predicted", {left + K * cell / 2 - 40, img.rows - 15}, 0.5, kBlack);
+  put_vertical_text(img, "true", {12, top + K * cell / 2 + 20}, 0.5);
+  write_png(path, img);
+}
+
+void write_curves_png(const std::string& path, const std::vector<Curve>& loss, const std::vector<Curve>& accuracy,
+                      const std::string& title) {
+  const int panel_w = 520, panel_h = 380, margin = 60;
+  cv::Mat img(panel_h + 2 * margin, 2 * (panel_w + margin) + margin, CV_8UC3, kWhite);
+  // fixed_range: the accuracy panel spans [0, 1] whatever the values.
+  auto draw_panel = [&](const std::vector<Curve>& curves, int x0, const std::string& name, bool fixed_range) {
+    size_t epochs = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (const Curve& c : curves) {
+      epochs = std::max(epochs, c.values.size());
+      for (double v : c.values) {
+        if (std::isfinite(v)) {
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+      }
+    }
+    const cv::Rect area(x0, margin, panel_w, panel_h);
+    cv::rectangle(img, area, kBlack, 1);
+    put_text(img, name, {x0 + panel_w / 2 - text_size(name, 0.55).width / 2, margin - 12}, 0.55, kBlack);
+    if (epochs == 0 || !std::isfinite(lo)) return;
+    if (fixed_range) {
+      lo = 0.0;
+      hi = 1.0;
+    } else {
+      if (hi - lo < 1e-9) {
+        hi += 0.5;
+        lo -= 0.5;
+      }
+      const double pad = 0.05 * (hi - lo);
+      lo -= pad;
+      hi += pad;
+    }
+    auto to_px = [&](double epoch, double v) {
+      const double fx = epochs > 1 ? (epoch - 1) / static_cast<double>(epochs - 1) : 0.5;
+      return cv::Point(x0 + static_cast<int>(fx * (panel_w - 1)),
+                       margin + panel_h - 1 - static_cast<int>((v - lo) / (hi - lo) * (panel_h - 1)));
+    };
+    for (int g = 0; g <= 4; ++g) {  // horizontal grid and y labels
+      const double v = lo + (hi - lo) * g / 4.0;
+      const cv::Point p = to_px(1, v);
+      cv::line(img, {x0 + 1, p.y}, {x0 + panel_w - 2, p.y}, kGrid, 1);
+      put_text(img, format_tick(v, (hi - lo) / 4.0), {x0 - 45, p.y + 4}, 0.4, kBlack);
+    }
+    const size_t step = std::max<size_t>(1, epochs / 8);
+    for (size_t e = 1; e <= epochs; e += step) {  // x labels
+      const cv::Point p = to_px(static_cast<double>(e), lo);
+      put_text(img, std::to_string(e), {p.x - 5, margin + panel_h + 18}, 0.4, kBlack);
+    }
+    put_text(img, "epoch", {x0 + panel_w / 2 - 20, margin + panel_h + 40}, 0.45, kBlack);
+    for (size_t c = 0; c < curves.size(); ++c) {
+      const cv::Scalar colour = kPalette[c % 3];
+      for (size_t e = 1; e < curves[c].values.size(); ++e) {
+        const double a = curves[c].values[e - 1], b = curves[c].values[e];
+        if (std::isfinite(a) && std::isfinite(b)) {
+          cv::line(img, to_px(static_cast<double>(e), a), to_px(static_cast<double>(e + 1), b), colour, 2, cv::LINE_AA);
+        }
+      }
+      for (size_t e = 0; e < curves[c].values.size(); ++e) {
+        if (std::isfinite(curves[c].values[e])) {
+          cv::circle(img, to_px(static_cast<double>(e + 1), curves[c].values[e]), 3, colour, cv::FILLED, cv::LINE_AA);
+        }
+      }
+      const int ly = margin + 18 + static_cast<int>(c) * 18;
+      cv::line(img, {x0 + panel_w - 130, ly - 4}, {x0 + panel_w - 105, ly - 4}, colour, 2);
+      put_text(img, curves[c].label, {x0 + panel_w - 100, ly}, 0.45, kBlack);
+    }
+  };
+  draw_panel(loss, margin, "loss", false);
+  draw_panel(accuracy, 2 * margin + panel_w, "accuracy", true);
+  put_text(img, title, {margin, 25}, 0.6, kBlack);
+  write_png(path, img);
+}
+
+}  // namespace hisvid::io

@@ -1,0 +1,82 @@
+// hisvid evaluate: a model file on any UCF50-style folder (classes matched by name), or on the
+// held-out split of the run that trained it.
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "models/model_file.h"
+#include "tools/commands.h"
+#include "tools/training.h"
+
+namespace hisvid::tools {
+
+void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string> classes);
+
+void add_evaluate_command(CLI::App& app) {
+  struct Args {
+    std::string weights, split = "all", model_classes, out_dir, device = "auto";
+    size_t batch_size = 32;
+    DataArgs data;
+  };
+  auto args = std::make_shared<Args>();
+  auto classes = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("evaluate", "Loss, accuracy, per-class precision/recall/F1 and the confusion matrix");
+  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
+  add_data_options(cmd, args->data, classes);
+  cmd->add_option("--split", args->split,
+                  "all: every clip of --data; test: the held-out split of the training run (same data, seed, fractions)")
+      ->capture_default_str()->check(CLI::IsMember({"all", "test"}));
+  cmd->add_option("--model-classes", args->model_classes,
+                  "Comma-separated class names of the model's outputs (for Keras files, which do not store them)");
+  cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")->capture_default_str();
+  cmd->add_option("--out", args->out_dir, "Write report.txt, report.json and confusion.png here");
+  cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->callback([args, classes] {
+    Console console;
+    models::LoadedModel loaded = models::load_model(args->weights);
+    std::vector<std::string> model_classes = loaded.extras.class_names;
+    if (!args->model_classes.empty()) model_classes = split_list(args->model_classes);
+    if (model_classes.empty()) {
+      fail("{} does not name its classes (a Keras file); give them with --model-classes A,B,...", args->weights);
+    }
+    if (static_cast<int>(model_classes.size()) != loaded.model.num_classes()) {
+      fail("{} has {} outputs but {} class names were given", args->weights, loaded.model.num_classes(),
+           model_classes.size());
+    }
+    DataArgs data = args->data;
+    data.classes = split_list(*classes);
+    data.frames = static_cast<int>(loaded.model.input_shape()[0]);
+    data.size = static_cast<int>(loaded.model.input_shape()[1]);
+    std::vector<size_t> indices;
+    io::ClipSet clips;
+    if (args->split == "test") {
+      const nlohmann::json& run = loaded.extras.training_state.value("run", nlohmann::json());
+      if (!run.is_object()) fail("--split test: {} holds no record of a training run", args->weights);
+      if (data.root.empty()) data.root = run["data"]["root"].get<std::string>();
+      if (data.classes.empty()) data.classes = run["data"]["classes"].get<std::vector<std::string>>();
+      if (data.num_classes == 0) data.num_classes = run["data"]["num_classes"].get<int>();
+      clips = load_data(data, console);
+      indices = io::split_clips(clips.size(), run["test_split"].get<double>(), run["validation_split"].get<double>(),
+                                run["seed"].get<uint64_t>(), run["shuffle_validation"].get<bool>())
+                    .test;
+    } else {
+      if (data.root.empty()) fail("evaluate: --data is required");
+      clips = load_data(data, console);
+      for (size_t i = 0; i < clips.size(); ++i) indices.push_back(i);
+    }
+    const std::vector<int> label_map = models::match_classes(clips.class_names, model_classes);
+    loaded.model.to(parse_device(args->device));
+    const models::Evaluation ev = models::evaluate(loaded.model, clips, indices, args->batch_size, label_map);
+    const models::ClassificationReport report = models::classification_report(ev.truth, ev.predicted, model_classes);
+    console.finish(ev.steps, ev.ms_per_step * ev.steps / 1000.0, ev.ms_per_step,
+                   fmt::format("loss: {:.4f} - accuracy: {:.4f}", ev.loss, ev.accuracy));
+    console.line(report.text());
+    if (!args->out_dir.empty()) {
+      write_reports(args->out_dir, fmt::format("{} on {} clips of {}", loaded.model.name(), indices.size(), data.root), ev,
+                    report, {});
+      console.note("wrote " + args->out_dir + "/report.txt, report.json, confusion.png");
+    }
+  });
+}
+
+}  // namespace hisvid::tools

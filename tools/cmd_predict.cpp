@@ -1,0 +1,212 @@
+// hisvid predict: classify whole videos (top-k), or label every frame with the average of the
+// last K sliding-window predictions (seed 003), optionally writing the labelled video (seed 004).
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "engine/ops.h"
+#include "io/annotate.h"
+#include "io/dataset.h"
+#include "io/video.h"
+#include "models/model_file.h"
+#include "models/trainer.h"
+#include "tools/commands.h"
+#include "tools/training.h"
+
+namespace hisvid::tools {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Files given on the command line, folders expanded to the videos inside them (sorted).
+std::vector<std::string> collect_videos(const std::vector<std::string>& inputs, bool& any_folder) {
+  std::vector<std::string> videos;
+  for (const std::string& input : inputs) {
+    if (!fs::is_directory(input)) {
+      videos.push_back(input);
+      continue;
+    }
+    any_folder = true;
+    std::vector<std::string> found;
+    for (const auto& entry : fs::recursive_directory_iterator(input)) {
+      std::string ext = entry.path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      const auto& known = io::video_extensions();
+      if (entry.is_regular_file() && std::find(known.begin(), known.end(), ext) != known.end()) {
+        found.push_back(entry.path().string());
+      }
+    }
+    if (found.empty()) fail("{}: a folder without videos", input);
+    std::sort(found.begin(), found.end());
+    videos.insert(videos.end(), found.begin(), found.end());
+  }
+  return videos;
+}
+
+// Probabilities (rows) of the clips, each (T,H,W,3) uint8, in batches.
+std::vector<std::vector<double>> classify(models::Sequential& model, const std::vector<std::vector<uint8_t>>& clips,
+                                          const io::ExtractionSettings& settings, size_t batch_size, int K) {
+  std::vector<std::vector<double>> rows;
+  for (size_t begin = 0; begin < clips.size(); begin += batch_size) {
+    io::ClipSet set;
+    set.extraction = settings;
+    set.class_names.assign(static_cast<size_t>(K), "");
+    std::vector<size_t> indices;
+    for (size_t i = begin; i < std::min(clips.size(), begin + batch_size); ++i) {
+      set.pixels.insert(set.pixels.end(), clips[i].begin(), clips[i].end());
+      set.labels.push_back(0);
+      set.paths.push_back("");
+      indices.push_back(i - begin);
+    }
+    const io::Batch batch = io::make_batch(set, indices, {}, nullptr, Device::cpu());
+    const std::vector<double> p = models::predict(model, batch.x, batch_size).to_vector();
+    for (size_t i = 0; i < indices.size(); ++i) rows.emplace_back(p.begin() + i * K, p.begin() + (i + 1) * K);
+  }
+  return rows;
+}
+
+std::vector<int> top_k(const std::vector<double>& probs, int k) {
+  std::vector<int> order(probs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
+  order.resize(std::min<size_t>(order.size(), static_cast<size_t>(k)));
+  return order;
+}
+
+}  // namespace
+
+void add_predict_command(CLI::App& app) {
+  struct Args {
+    std::string weights, model_classes, out, csv, device = "auto";
+    std::vector<std::string> videos;
+    int top_k = 3, rolling = 0;
+    size_t batch_size = 32;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
+  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
+  cmd->add_option("videos", args->videos, "Video files or folders of videos")->required();
+  cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)");
+  cmd->add_option("--top-k", args->top_k, "How many classes to print per video")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("--out", args->out, "Write the video with its label drawn on every frame (one input video)");
+  cmd->add_option("--rolling", args->rolling,
+                  "Label each frame with the mean of the last K predictions of the sliding frames window")
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--csv", args->csv, "Write the predictions as CSV (default for folders: stdout)");
+  cmd->add_option("--batch-size", args->batch_size, "Inference batch size")->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->callback([args] {
+    Console console;
+    models::LoadedModel loaded = models::load_model(args->weights);
+    std::vector<std::string> names = loaded.extras.class_names;
+    if (!args->model_classes.empty()) names = split_list(args->model_classes);
+    const int K = loaded.model.num_classes();
+    if (names.empty()) {
+      for (int k = 0; k < K; ++k) names.push_back("class_" + std::to_string(k));
+    }
+    if (static_cast<int>(names.size()) != K) fail("{} has {} outputs but {} class names", args->weights, K, names.size());
+    loaded.model.to(parse_device(args->device));
+    const Shape in = loaded.model.input_shape();
+    const io::ExtractionSettings settings{static_cast<int>(in[0]), static_cast<int>(in[1]), static_cast<int>(in[2])};
+    bool any_folder = false;
+    const std::vector<std::string> videos = collect_videos(args->videos, any_folder);
+    if ((!args->out.empty() || args->rolling > 0) && videos.size() != 1) {
+      fail("--out and --rolling take exactly one video, got {}", videos.size());
+    }
+
+    if (args->rolling > 0 || !args->out.empty()) {
+      const std::string& path = videos[0];
+      const io::DecodedVideo video = io::decode_all_frames(path, settings.height, settings.width, !args->out.empty());
+      const size_t T = static_cast<size_t>(settings.sequence_length), n = video.frames.size();
+      if (n < T) fail("{}: {} decodable frames, fewer than the {} the model needs", path, n, T);
+      std::vector<std::string> labels(n);
+      std::string csv = "frame,class,probability\n";
+      if (args->rolling > 0) {
+        // One window per frame from the T-th on: frames [j-T+1, j].
+        std::vector<std::vector<uint8_t>> windows;
+        for (size_t j = T - 1; j < n; ++j) {
+          std::vector<uint8_t> w;
+          for (size_t f = j + 1 - T; f <= j; ++f) w.insert(w.end(), video.frames[f].begin(), video.frames[f].end());
+          windows.push_back(std::move(w));
+        }
+        const std::vector<std::vector<double>> probs = classify(loaded.model, windows, settings, args->batch_size, K);
+        for (size_t w = 0; w < probs.size(); ++w) {
+          std::vector<double> mean(static_cast<size_t>(K), 0.0);
+          const size_t first = w + 1 >= static_cast<size_t>(args->rolling) ? w + 1 - args->rolling : 0;
+          for (size_t q = first; q <= w; ++q) {
+            for (int k = 0; k < K; ++k) mean[k] += probs[q][k] / static_cast<double>(w - first + 1);
+          }
+          const int best = top_k(mean, 1)[0];
+          labels[w + T - 1] = fmt::format("{} {:.2f}", names[best], mean[best]);
+          csv += fmt::format("{},{},{:.6f}\n", w + T - 1, names[best], mean[best]);
+        }
+      } else {
+        const io::Clip clip = io::extract_clip(path, settings);
+        const std::vector<double> p = classify(loaded.model, {clip.pixels}, settings, 1, K)[0];
+        const int best = top_k(p, 1)[0];
+        std::fill(labels.begin(), labels.end(), fmt::format("{} {:.2f}", names[best], p[best]));
+        console.line(fmt::format("{}: {} ({:.4f})", path, names[best], p[best]));
+      }
+      if (args->rolling > 0) {
+        if (!args->csv.empty()) {
+          write_text_file(args->csv, csv);
+        } else if (args->out.empty()) {
+          std::cout << csv;
+        }
+      }
+      if (!args->out.empty()) {
+        io::write_annotated_video(args->out, video.originals, video.original_height, video.original_width, video.fps,
+                                  labels);
+        console.note(fmt::format("wrote {} ({} frames)", args->out, n));
+      }
+      return;
+    }
+
+    std::vector<std::vector<uint8_t>> clips;
+    std::vector<std::string> usable;
+    int skipped = 0;
+    for (const std::string& path : videos) {
+      try {
+        clips.push_back(io::extract_clip(path, settings).pixels);
+        usable.push_back(path);
+      } catch (const io::VideoError& e) {
+        console.note(std::string("skipped: ") + e.what());
+        ++skipped;
+      }
+    }
+    if (clips.empty()) fail("none of the {} videos could be read", videos.size());
+    const std::vector<std::vector<double>> probs = classify(loaded.model, clips, settings, args->batch_size, K);
+    const bool as_csv = any_folder || !args->csv.empty() || usable.size() > 1;
+    std::string csv = "video";
+    for (int r = 1; r <= std::min(args->top_k, K); ++r) csv += fmt::format(",class_{},probability_{}", r, r);
+    csv += "\n";
+    for (size_t i = 0; i < usable.size(); ++i) {
+      const std::vector<int> best = top_k(probs[i], args->top_k);
+      if (as_csv) {
+        csv += usable[i];
+        for (int k : best) csv += fmt::format(",{},{:.6f}", names[k], probs[i][k]);
+        csv += "\n";
+      } else {
+        console.line(usable[i]);
+        for (size_t r = 0; r < best.size(); ++r) {
+          console.line(fmt::format("  {}. {:<24} {:.4f}", r + 1, names[best[r]], probs[i][best[r]]));
+        }
+      }
+    }
+    if (as_csv) {
+      if (args->csv.empty()) {
+        std::cout << csv;
+      } else {
+        write_text_file(args->csv, csv);
+        console.note(fmt::format("wrote {} ({} videos{})", args->csv, usable.size(),
+                                 skipped ? fmt::format(", {} skipped", skipped) : ""));
+      }
+    }
+  });
+}
+
+}  // namespace hisvid::tools

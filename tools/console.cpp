@@ -1,0 +1,78 @@
+#include "tools/console.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+namespace hisvid::tools {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+
+void on_sigint(int) {
+  g_interrupted.store(true);
+  std::signal(SIGINT, SIG_DFL);  // the next Ctrl-C ends the process
+}
+
+std::string bar(int done, int total) {
+  constexpr int kWidth = 30;
+  const int filled = total > 0 ? kWidth * done / total : kWidth;
+  std::string b = "[" + std::string(static_cast<size_t>(filled), '=');
+  if (filled < kWidth) b += ">" + std::string(static_cast<size_t>(kWidth - filled - 1), '.');
+  return b + "]";
+}
+
+std::string duration(double seconds) {
+  if (seconds >= 3600) return fmt::format("{}:{:02d}:{:02d}", int(seconds) / 3600, int(seconds) / 60 % 60, int(seconds) % 60);
+  if (seconds >= 60) return fmt::format("{}:{:02d}", int(seconds) / 60, int(seconds) % 60);
+  return fmt::format("{}s", static_cast<int>(seconds + 0.5));
+}
+
+}  // namespace
+
+Console::Console() : interactive_(isatty(STDOUT_FILENO) != 0) {}
+
+void Console::progress(int done, int total, double seconds, const std::string& metrics) {
+  if (!interactive_) return;
+  const double eta = done > 0 ? seconds / done * (total - done) : 0.0;
+  const int digits = static_cast<int>(std::to_string(total).size());
+  std::string text = fmt::format("{:>{}}/{} {} - ETA: {} - {}", done, digits, total, bar(done, total), duration(eta), metrics);
+  const size_t width = text.size();
+  if (width < last_width_) text += std::string(last_width_ - width, ' ');
+  last_width_ = width;
+  std::fprintf(stdout, "\r%s", text.c_str());
+  std::fflush(stdout);
+}
+
+void Console::finish(int total, double seconds, double ms_per_step, const std::string& metrics) {
+  const int digits = static_cast<int>(std::to_string(total).size());
+  std::string text = fmt::format("{:>{}}/{} {} - {} {:.0f}ms/step - {}", total, digits, total, bar(total, total),
+                                 duration(seconds), ms_per_step, metrics);
+  if (interactive_) {
+    if (text.size() < last_width_) text += std::string(last_width_ - text.size(), ' ');
+    std::fprintf(stdout, "\r");
+  }
+  last_width_ = 0;
+  std::fprintf(stdout, "%s\n", text.c_str());
+  std::fflush(stdout);
+}
+
+void Console::line(const std::string& text) {
+  std::fprintf(stdout, "%s\n", text.c_str());
+  std::fflush(stdout);
+}
+
+void Console::note(const std::string& text) {
+  std::fprintf(stderr, "%s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+
+bool interrupted() { return g_interrupted.load(); }
+
+}  // namespace hisvid::tools

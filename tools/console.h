@@ -1,0 +1,32 @@
+// tools/console.h — what the CLI prints: Keras-style progress bars and epoch lines on a
+// terminal, plain lines otherwise (logs, CI), and Ctrl-C turned into a polite stop.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+namespace hisvid::tools {
+
+class Console {
+ public:
+  Console();
+  bool interactive() const { return interactive_; }
+  // "  12/50 [=======>......................] - ETA: 3s - loss: 0.6931 - accuracy: 0.5000"
+  // redrawn in place on a terminal; nothing otherwise.
+  void progress(int done, int total, double seconds, const std::string& metrics);
+  // The final line of a bar (always printed), e.g. "50/50 [=====] - 12s 240ms/step - loss: ...".
+  void finish(int total, double seconds, double ms_per_step, const std::string& metrics);
+  void line(const std::string& text);  // stdout
+  void note(const std::string& text);  // stderr
+
+ private:
+  bool interactive_;
+  size_t last_width_ = 0;
+};
+
+// Installs a SIGINT handler that raises the flag instead of killing the process; a second
+// Ctrl-C kills as usual.
+void install_interrupt_handler();
+bool interrupted();
+
+}  // namespace hisvid::tools

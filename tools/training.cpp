@@ -1,0 +1,312 @@
+#include "tools/training.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/optimizer.h"
+#include "io/plots.h"
+#include "models/model_file.h"
+#include "models/zoo.h"
+
+namespace hisvid::tools {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json to_json(const TrainArgs& a) {
+  return {{"model", a.model},
+          {"data", {{"root", fs::absolute(a.data.root).string()}, {"classes", a.data.classes},
+                    {"num_classes", a.data.num_classes}, {"frames", a.data.frames}, {"size", a.data.size}}},
+          {"epochs", a.epochs},
+          {"batch_size", a.batch_size},
+          {"optimizer", a.optimizer},
+          {"patience", a.patience},
+          {"restore_best", a.restore_best},
+          {"monitor", a.monitor},
+          {"reduce_lr_factor", a.reduce_lr_factor},
+          {"reduce_lr_patience", a.reduce_lr_patience},
+          {"test_split", a.test_split},
+          {"validation_split", a.validation_split},
+          {"shuffle_validation", a.shuffle_validation},
+          {"seed", a.seed},
+          {"augmentation", {{"flip", a.augmentation.flip}, {"brightness", a.augmentation.brightness},
+                            {"contrast", a.augmentation.contrast}, {"noise", a.augmentation.noise}}}};
+}
+
+// The arguments of the run a checkpoint belongs to; `epochs` > 0 overrides the stored count.
+TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) {
+  TrainArgs a = given;
+  a.model = run.at("model").get<std::string>();
+  const nlohmann::json& d = run.at("data");
+  a.data.root = d.at("root").get<std::string>();
+  a.data.classes = d.at("classes").get<std::vector<std::string>>();
+  a.data.num_classes = d.at("num_classes").get<int>();
+  a.data.frames = d.at("frames").get<int>();
+  a.data.size = d.at("size").get<int>();
+  a.batch_size = run.at("batch_size").get<size_t>();
+  a.optimizer = run.at("optimizer").get<std::string>();
+  a.patience = run.at("patience").get<int>();
+  a.restore_best = run.at("restore_best").get<bool>();
+  a.monitor = run.at("monitor").get<std::string>();
+  a.reduce_lr_factor = run.at("reduce_lr_factor").get<double>();
+  a.reduce_lr_patience = run.at("reduce_lr_patience").get<int>();
+  a.test_split = run.at("test_split").get<double>();
+  a.validation_split = run.at("validation_split").get<double>();
+  a.shuffle_validation = run.at("shuffle_validation").get<bool>();
+  a.seed = run.at("seed").get<uint64_t>();
+  const nlohmann::json& aug = run.at("augmentation");
+  a.augmentation = {aug.at("flip").get<bool>(), aug.at("brightness").get<double>(), aug.at("contrast").get<double>(),
+                    aug.at("noise").get<double>()};
+  if (given.epochs <= 0) a.epochs = run.at("epochs").get<int>();
+  return a;
+}
+
+std::string metrics_text(const models::EpochLog& log) {
+  std::string text = fmt::format("loss: {:.4f} - accuracy: {:.4f}", log.loss, log.accuracy);
+  if (std::isfinite(log.val_loss)) {
+    text += fmt::format(" - val_loss: {:.4f} - val_accuracy: {:.4f}", log.val_loss, log.val_accuracy);
+  }
+  return text;
+}
+
+}  // namespace
+
+void write_text_file(const std::string& path, const std::string& text) {
+  const std::string temp = path + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::remove(temp.c_str());
+      fail("{}: cannot write the file (disk full or not writable?)", path);
+    }
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    std::remove(temp.c_str());
+    fail("{}: cannot move the finished file into place", path);
+  }
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t comma = text.find(',', start);
+    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) items.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return items;
+}
+
+io::ClipSet load_data(const DataArgs& args, Console& console) {
+  io::DatasetSpec spec;
+  spec.root = args.root;
+  spec.classes = args.classes;
+  spec.num_classes = args.num_classes;
+  spec.extraction = {args.frames, args.size, args.size};
+  spec.cache_path = args.cache;
+  spec.workers = args.workers;
+  double started = -1.0;
+  const auto t0 = std::chrono::steady_clock::now();
+  io::ClipSet clips = io::load_clips(spec, [&](const io::Progress& p) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (started < 0) started = seconds;
+    console.progress(static_cast<int>(p.done), static_cast<int>(p.total), seconds, "decoding " + p.current);
+    if (p.done == p.total) console.finish(static_cast<int>(p.total), seconds, 1000.0 * seconds / p.total, "decoded");
+  });
+  if (!clips.cache_note.empty()) console.note(clips.cache_note);
+  console.note(fmt::format("{} clips of {} classes from {}{}", clips.size(), clips.class_names.size(), args.root,
+                           clips.from_cache ? " (read from the clip cache " + clips.cache_file + ")" : ""));
+  if (!clips.skipped.empty()) {
+    console.note(fmt::format("skipped {} files:", clips.skipped.size()));
+    for (const io::SkippedFile& s : clips.skipped) console.note("  " + s.path + ": " + s.reason);
+  }
+  return clips;
+}
+
+void write_history_csv(const std::string& path, const std::vector<models::EpochLog>& history) {
+  std::string text = "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds,ms_per_step\n";
+  auto number = [](double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : std::string(); };
+  for (const models::EpochLog& h : history) {
+    text += fmt::format("{},{},{},{},{},{},{:.3f},{:.2f}\n", h.epoch, number(h.loss), number(h.accuracy),
+                        number(h.val_loss), number(h.val_accuracy), number(h.learning_rate), h.seconds, h.ms_per_step);
+  }
+  write_text_file(path, text);
+}
+
+void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
+                   const models::ClassificationReport& report, const std::vector<models::EpochLog>& history) {
+  fs::create_directories(out_dir);
+  write_text_file(out_dir + "/report.txt", fmt::format("{}\nloss: {:.4f} - accuracy: {:.4f} ({} clips)\n\n{}", title,
+                                                       evaluation.loss, evaluation.accuracy, report.total,
+                                                       report.text()));
+  nlohmann::json j = report.to_json();
+  j["loss"] = evaluation.loss;
+  j["ms_per_step"] = evaluation.ms_per_step;
+  write_text_file(out_dir + "/report.json", j.dump(2) + "\n");
+  io::write_confusion_png(out_dir + "/confusion.png", report.confusion, report.class_names, title);
+  if (!history.empty()) {
+    std::vector<double> loss, val_loss, acc, val_acc;
+    for (const models::EpochLog& h : history) {
+      loss.push_back(h.loss);
+      val_loss.push_back(h.val_loss);
+      acc.push_back(h.accuracy);
+      val_acc.push_back(h.val_accuracy);
+    }
+    io::write_curves_png(out_dir + "/curves.png", {{"training", loss}, {"validation", val_loss}},
+                         {{"training", acc}, {"validation", val_acc}}, title);
+  }
+}
+
+TrainOutcome run_training(const TrainArgs& given, Console& console) {
+  install_interrupt_handler();
+  TrainArgs args = given;
+  models::LoadedModel checkpoint;
+  bool resuming = false;
+  if (!given.resume.empty()) {
+    const std::string path = fs::is_directory(given.resume) ? given.resume + "/last.h5" : given.resume;
+    checkpoint = models::load_model(path);
+    if (!checkpoint.extras.training_state.is_object() || !checkpoint.extras.training_state.contains("run")) {
+      fail("--resume {}: this model file holds no training state to resume", path);
+    }
+    if (!checkpoint.extras.optimizer) fail("--resume {}: this model file holds no optimizer state", path);
+    args = args_of_checkpoint(checkpoint.extras.training_state["run"], given);
+    args.out_dir = fs::path(path).parent_path().string();
+    resuming = true;
+    console.note(fmt::format("resuming {} from {} after epoch {}", args.model, path,
+                             checkpoint.extras.training_state["epoch"].get<int>()));
+  }
+  if (args.out_dir.empty()) fail("train: no output directory (--out)");
+  if (args.epochs < 1) fail("train: --epochs must be >= 1");
+  fs::create_directories(args.out_dir);
+  const Device device = parse_device(args.device);
+
+  const io::ClipSet clips = load_data(args.data, console);
+  const io::Split split = io::split_clips(clips.size(), args.test_split, args.validation_split, args.seed,
+                                          args.shuffle_validation);
+  console.note(fmt::format("split: {} training, {} validation, {} test clips (seed {})", split.train.size(),
+                           split.validation.size(), split.test.size(), args.seed));
+  const int K = static_cast<int>(clips.class_names.size());
+  const Shape data_shape{args.data.frames, args.data.size, args.data.size, 3};
+
+  models::Sequential model;
+  std::unique_ptr<Optimizer> optimizer;
+  if (resuming) {
+    model = std::move(checkpoint.model);
+    optimizer = std::move(checkpoint.extras.optimizer);
+    if (checkpoint.extras.class_names != clips.class_names) {
+      fail("--resume: the checkpoint was trained on other classes than {} now holds", args.data.root);
+    }
+  } else if (!args.init_weights.empty()) {
+    models::LoadedModel loaded = models::load_model(args.init_weights);
+    model = std::move(loaded.model);
+    if (model.num_classes() != K) {
+      fail("--weights {}: the model has {} output classes but the data has {} classes", args.init_weights,
+           model.num_classes(), K);
+    }
+    if (!loaded.extras.class_names.empty() && loaded.extras.class_names != clips.class_names) {
+      fail("--weights {}: the model was trained on other classes than the data's", args.init_weights);
+    }
+  } else {
+    model = models::load_spec(args.model, K);
+    if (!model.has_input_shape()) model.set_input_shape(data_shape);
+    model.build(args.seed);
+  }
+  if (model.input_shape() != data_shape) {
+    fail("model '{}' takes clips of {} but the data is extracted as {} (use --frames / --size)", model.name(),
+         model.input_shape().str(), data_shape.str());
+  }
+  model.to(device);
+  if (!optimizer) {
+    std::map<std::string, double> hyper;
+    if (args.learning_rate > 0) hyper["learning_rate"] = args.learning_rate;
+    if (args.rmsprop_epsilon_inside) hyper["epsilon_inside_sqrt"] = 1;
+    optimizer = make_optimizer(args.optimizer, hyper);
+  }
+
+  models::FitOptions options;
+  options.epochs = args.epochs;
+  options.batch_size = args.batch_size;
+  options.augmentation = args.augmentation;
+  options.early_stopping = {args.patience >= 0, args.monitor, std::max(args.patience, 0), 0.0, args.restore_best};
+  options.reduce_lr.enabled = args.reduce_lr_factor > 0;
+  options.reduce_lr.monitor = args.monitor;
+  options.reduce_lr.factor = args.reduce_lr_factor;
+  options.reduce_lr.patience = args.reduce_lr_patience;
+  options.checkpoint_dir = args.out_dir;
+  options.class_names = clips.class_names;
+  options.run_info = to_json(args);
+  models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
+  if (resuming) trainer.resume(checkpoint.extras.training_state);
+
+  const int first_epoch = resuming ? checkpoint.extras.training_state["epoch"].get<int>() + 1 : 1;
+  auto epoch_start = std::chrono::steady_clock::now();
+  models::FitCallbacks callbacks;
+  callbacks.on_batch = [&](int epoch, int step, int steps, double loss, double accuracy) {
+    if (step == 1) {
+      console.line(fmt::format("Epoch {}/{}", epoch, args.epochs));
+      epoch_start = std::chrono::steady_clock::now();
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    console.progress(step, steps, seconds, fmt::format("loss: {:.4f} - accuracy: {:.4f}", loss, accuracy));
+  };
+  std::vector<models::EpochLog> history;
+  callbacks.on_epoch = [&](const models::EpochLog& log) {
+    console.finish(log.steps, log.seconds, log.ms_per_step, metrics_text(log));
+    history.push_back(log);
+  };
+  callbacks.on_message = [&](const std::string& text) { console.line(text); };
+  callbacks.should_stop = [] { return interrupted(); };
+  models::FitResult fit = trainer.fit(callbacks);
+  write_history_csv(args.out_dir + "/history.csv", fit.history);
+  if (fit.interrupted) {
+    const int done = static_cast<int>(fit.history.size());
+    fail("interrupted during epoch {}: {}; resume with: hisvid train --resume {}", done + 1,
+         done > 0 ? fmt::format("the last complete epoch ({}) is saved in {}/last.h5", done, args.out_dir)
+                  : std::string("no epoch was completed, nothing was saved"),
+         args.out_dir);
+  }
+  models::save_model(args.out_dir + "/model.h5", model, clips.class_names, optimizer.get(), trainer.training_state());
+
+  TrainOutcome outcome;
+  outcome.model_name = model.name();
+  outcome.params = model.count_params();
+  outcome.fit = fit;
+  outcome.out_dir = args.out_dir;
+  std::vector<double> step_times;
+  for (const models::EpochLog& log : fit.history) {
+    if (log.epoch >= first_epoch) step_times.push_back(log.ms_per_step);
+  }
+  if (!step_times.empty()) {
+    std::sort(step_times.begin(), step_times.end());
+    outcome.train_ms_per_step = step_times[step_times.size() / 2];
+  }
+  if (!split.test.empty()) {
+    std::vector<int> identity(static_cast<size_t>(K));
+    for (int k = 0; k < K; ++k) identity[k] = k;
+    outcome.test = models::evaluate(model, clips, split.test, args.eval_batch_size, identity);
+    outcome.report = models::classification_report(outcome.test.truth, outcome.test.predicted, clips.class_names);
+    console.finish(outcome.test.steps, outcome.test.ms_per_step * outcome.test.steps / 1000.0, outcome.test.ms_per_step,
+                   fmt::format("loss: {:.4f} - accuracy: {:.4f}", outcome.test.loss, outcome.test.accuracy));
+    write_reports(args.out_dir, fmt::format("{} on {} test clips", model.name(), split.test.size()), outcome.test,
+                  outcome.report, fit.history);
+    console.line(outcome.report.text());
+  }
+  return outcome;
+}
+
+}  // namespace hisvid::tools

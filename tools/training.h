@@ -1,0 +1,78 @@
+// tools/training.h — the work behind `hisvid train`, `evaluate` and `demo`: load the data,
+// build or load the model, fit with the seeds' callbacks and checkpoints, evaluate on the
+// held-out split, and write the report files and pictures.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "io/dataset.h"
+#include "models/metrics.h"
+#include "models/sequential.h"
+#include "models/trainer.h"
+#include "tools/console.h"
+
+namespace hisvid::tools {
+
+struct DataArgs {
+  std::string root;
+  std::vector<std::string> classes;
+  int num_classes = 0;
+  std::string cache;  // "" default location, "none" off
+  int workers = 0;
+  int frames = 20, size = 64;
+};
+
+struct TrainArgs {
+  std::string model = "lrcn";  // zoo name or spec file
+  std::string init_weights;    // start from this model file (hisvid's or Keras's)
+  std::string resume;          // a checkpoint (last.h5) or the directory holding it
+  DataArgs data;
+  int epochs = 70;
+  size_t batch_size = 4;
+  size_t eval_batch_size = 32;  // Keras's evaluate default
+  std::string optimizer = "adam";
+  double learning_rate = 0.0;   // 0: the optimizer's Keras default
+  bool rmsprop_epsilon_inside = false;
+  int patience = 15;            // EarlyStopping patience; < 0 disables early stopping
+  bool restore_best = true;
+  std::string monitor = "val_loss";
+  double reduce_lr_factor = 0.0;  // 0 disables ReduceLROnPlateau
+  int reduce_lr_patience = 10;
+  double test_split = 0.25, validation_split = 0.2;
+  bool shuffle_validation = false;
+  uint64_t seed = 27;
+  std::string device = "auto";
+  std::string out_dir;
+  io::Augmentation augmentation;
+};
+
+struct TrainOutcome {
+  std::string model_name;
+  models::ParamCounts params;
+  models::FitResult fit;
+  models::Evaluation test;
+  models::ClassificationReport report;
+  double train_ms_per_step = 0.0;  // median over the epochs run in this process
+  std::string out_dir;
+};
+
+// Loads (or reads from the cache) the clips, drawing a progress bar and naming skipped files.
+io::ClipSet load_data(const DataArgs& args, Console& console);
+
+TrainOutcome run_training(const TrainArgs& args, Console& console);
+
+// report.txt, report.json, confusion.png (and curves.png when a history is given) in out_dir.
+void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
+                   const models::ClassificationReport& report, const std::vector<models::EpochLog>& history);
+
+// Writes history.csv atomically.
+void write_history_csv(const std::string& path, const std::vector<models::EpochLog>& history);
+
+// Writes `text` to path through a temporary file and a rename; errors name the file.
+void write_text_file(const std::string& path, const std::string& text);
+
+// "a,b,c" -> {"a", "b", "c"}
+std::vector<std::string> split_list(const std::string& text);
+
+}  // namespace hisvid::tools
