@@ -7,7 +7,11 @@ namespace hisvid {
 
 namespace {
 thread_local bool t_grad_enabled = true;
+thread_local int t_label = -1;
 }  // namespace
+
+TapeLabel::TapeLabel(int label) : previous_(t_label) { t_label = label; }
+TapeLabel::~TapeLabel() { t_label = previous_; }
 
 Tape& Tape::current() {
   thread_local Tape tape;
@@ -37,7 +41,7 @@ void Tape::record(const char* op, std::vector<Tensor> inputs, std::vector<Tensor
     out.impl()->requires_grad = true;
     out.impl()->has_grad_fn = true;
   }
-  nodes_.push_back(Node{op, std::move(inputs), std::move(outputs), std::move(fn)});
+  nodes_.push_back(Node{op, std::move(inputs), std::move(outputs), std::move(fn), t_label});
 }
 
 void record(const char* op, std::vector<Tensor> inputs, std::vector<Tensor> outputs, BackwardFn fn) {
@@ -92,7 +96,9 @@ void Tape::backward(const Tensor& root, const Tensor& grad) {
       any = any || out.impl()->grad != nullptr;
     }
     if (!any) continue;
+    if (profiler_ != nullptr) profiler_->before(*node);
     std::vector<Tensor> grad_inputs = node->backward(grad_outputs);
+    if (profiler_ != nullptr) profiler_->after(*node);
     if (grad_inputs.size() != node->inputs.size()) {
       fail("{} backward returned {} gradients for {} inputs", node->op, grad_inputs.size(),
            node->inputs.size());

@@ -25,6 +25,15 @@ struct Node {
   std::vector<Tensor> inputs;
   std::vector<Tensor> outputs;
   BackwardFn backward;
+  int label = -1;  // the TapeLabel in force when the node was recorded (a layer index)
+};
+
+// Observes each node's backward, e.g. to time it per layer (hisvid bench --per-layer).
+class BackwardProfiler {
+ public:
+  virtual ~BackwardProfiler() = default;
+  virtual void before(const Node& node) = 0;
+  virtual void after(const Node& node) = 0;
 };
 
 class Tape {
@@ -38,9 +47,24 @@ class Tape {
   // Runs backward from root; grad is d(objective)/d(root), ones when undefined (root must then
   // hold one element). Clears the tape.
   void backward(const Tensor& root, const Tensor& grad = Tensor());
+  // Observes every node's backward until reset with nullptr.
+  void set_profiler(BackwardProfiler* profiler) { profiler_ = profiler; }
 
  private:
   std::vector<Node> nodes_;
+  BackwardProfiler* profiler_ = nullptr;
+};
+
+// Within its scope, recorded nodes carry `label` (nested scopes: the innermost wins).
+class TapeLabel {
+ public:
+  explicit TapeLabel(int label);
+  ~TapeLabel();
+  TapeLabel(const TapeLabel&) = delete;
+  TapeLabel& operator=(const TapeLabel&) = delete;
+
+ private:
+  int previous_;
 };
 
 bool grad_enabled();

@@ -1,6 +1,8 @@
 // The tape: accumulation, no_grad, release of intermediate gradients, errors.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -81,6 +83,36 @@ TEST(Autograd, BackwardErrors) {
   EXPECT_EQ(Tape::current().size(), 0u);              // the failed call left no stale nodes
   EXPECT_THROW(backward(Tensor::scalar(1.0)), Error);  // nothing requires grad
 }
+
+// Counts backward calls per label.
+class CountingProfiler final : public BackwardProfiler {
+ public:
+  std::map<int, int> before_calls, after_calls;
+  void before(const Node& node) override { ++before_calls[node.label]; }
+  void after(const Node& node) override { ++after_calls[node.label]; }
+};
+
+TEST(Autograd, LabelsAndProfilerSeeEveryNode) {
+  const Tensor x = leaf({1, 2});
+  Tensor y;
+  {
+    TapeLabel outer(7);
+    y = ops::scale(x, 2.0);
+    {
+      TapeLabel inner(8);
+      y = ops::mul(y, y);
+    }
+    y = ops::add(y, x);
+  }
+  const Tensor loss = ops::sum(y);  // unlabelled: -1
+  CountingProfiler profiler;
+  Tape::current().set_profiler(&profiler);
+  backward(loss);
+  Tape::current().set_profiler(nullptr);
+  EXPECT_EQ(profiler.before_calls, (std::map<int, int>{{-1, 1}, {7, 2}, {8, 1}}));
+  EXPECT_EQ(profiler.after_calls, profiler.before_calls);
+}
+
 
 }  // namespace
 }  // namespace hisvid

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   hisvid::tools::add_summary_command(app);
   hisvid::tools::add_make_dataset_command(app);
   hisvid::tools::add_demo_command(app);
+  hisvid::tools::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
