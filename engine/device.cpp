@@ -1,10 +1,11 @@
 #include "engine/device.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <new>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "engine/cuda_device.h"
 #include "engine/error.h"
@@ -30,33 +31,80 @@ Device parse_device(const std::string& text) {
 
 namespace {
 
+// Host memory, 64-byte aligned. Blocks of 64 KiB and more are kept on free lists by size when
+// released and handed out again: a training step allocates the same sizes every step, and a
+// fresh large block would come from mmap and page-fault on first touch every time. At most
+// kMaxCachedBytes are kept; beyond that blocks go back to the system.
 class CpuAllocator final : public Allocator {
  public:
   static constexpr size_t kAlignment = 64;
+  static constexpr size_t kCachedMinBytes = size_t(64) << 10;
+  static constexpr size_t kMaxCachedBytes = size_t(1) << 30;
+
+  ~CpuAllocator() override {
+    for (auto& [bytes, blocks] : free_) {
+      for (void* block : blocks) std::free(block);
+    }
+  }
 
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
-    const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    void* ptr = std::aligned_alloc(kAlignment, rounded);
-    if (ptr == nullptr) fail("out of host memory allocating {} bytes", bytes);
-    const size_t now = in_use_.fetch_add(bytes) + bytes;
-    size_t peak = peak_.load();
-    while (now > peak && !peak_.compare_exchange_weak(peak, now)) {
+    const size_t rounded = round_up(bytes);
+    void* ptr = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(rounded);
+      if (it != free_.end() && !it->second.empty()) {
+        ptr = it->second.back();
+        it->second.pop_back();
+        cached_ -= rounded;
+      }
+      in_use_ += bytes;
+      peak_ = std::max(peak_, in_use_);
     }
+    if (ptr == nullptr) ptr = std::aligned_alloc(kAlignment, rounded);
+    if (ptr == nullptr) fail("out of host memory allocating {} bytes", bytes);
     return ptr;
   }
+
   void deallocate(void* ptr, size_t bytes) override {
     if (ptr == nullptr) return;
+    const size_t rounded = round_up(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      in_use_ -= bytes;
+      if (rounded >= kCachedMinBytes && cached_ + rounded <= kMaxCachedBytes) {
+        free_[rounded].push_back(ptr);
+        cached_ += rounded;
+        return;
+      }
+    }
     std::free(ptr);
-    in_use_.fetch_sub(bytes);
   }
-  size_t bytes_in_use() const override { return in_use_.load(); }
-  size_t peak_bytes_in_use() const override { return peak_.load(); }
-  void reset_peak() override { peak_.store(in_use_.load()); }
+
+  size_t bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_use_;
+  }
+  size_t peak_bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return peak_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    peak_ = in_use_;
+  }
 
  private:
-  std::atomic<size_t> in_use_{0};
-  std::atomic<size_t> peak_{0};
+  // Small blocks to the alignment, large ones to 4 KiB pages (fewer distinct sizes to cache).
+  static size_t round_up(size_t bytes) {
+    const size_t unit = bytes >= kCachedMinBytes ? 4096 : kAlignment;
+    return (bytes + unit - 1) / unit * unit;
+  }
+
+  mutable std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0, in_use_ = 0, peak_ = 0;
 };
 
 }  // namespace

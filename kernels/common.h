@@ -36,11 +36,31 @@ enum class Activation : int { Linear = 0, Relu, Tanh, Sigmoid, HardSigmoid };
 // smaller half before and the larger half after (TensorFlow's rule).
 enum class Padding : int { Valid = 0, Same };
 
-// exp and tanh in the element type's own precision on host and device (a plain exp(float)
-// on the host would call the double function).
+// exp in the element type's own precision on host and device (a plain exp(float) on the host
+// would call the double function).
 HISVID_HD float exp_of(float x) { return expf(x); }
 HISVID_HD double exp_of(double x) { return exp(x); }
-HISVID_HD float tanh_of(float x) { return tanhf(x); }
+
+// float tanh as the 13/6-degree rational function TensorFlow's float32 CPU kernels evaluate
+// (Eigen's fast tanh): within a few ulp of tanh on [-9, 9], +-1 outside, no branches, so it
+// vectorises, and it is 5x cheaper than libm's tanhf, which was a quarter of a ConvLSTM step.
+// The same function runs on CUDA. double (gradient checks) uses the exact tanh.
+HISVID_HD float tanh_of(float x) {
+  x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;  // numerator: x * (a1 + a3 x^2 + ... + a13 x^12)
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 - 8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  float q = 1.19825839466702e-06f;  // denominator: b0 + b2 x^2 + b4 x^4 + b6 x^6
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return x * p / q;
+}
 HISVID_HD double tanh_of(double x) { return tanh(x); }
 
 template <typename T>

@@ -1,8 +1,9 @@
 // kernels/conv2d.cpp — CPU reference of kernels/conv2d.h: Keras Conv2D (channels-last
-// cross-correlation) lowered to im2col + one OpenBLAS GEMM per chunk of images.
+// cross-correlation), two ways.
 // Dimension letters as in kernels/common.h; R = N*HO*WO rows of the im2col matrix and
 // KK = KH*KW*C the length of one patch.
 //
+// 1. im2col + one OpenBLAS GEMM per chunk of images.
 // Channels-last makes row r = (n, ho, wo) of the im2col matrix the KH*KW*C patch under
 // output pixel (ho, wo) of image n, in (kh, kw, c) order, zero where the window hangs over
 // the padding. The kernel (KH,KW,C,F) is then a (KK,F) matrix, and
@@ -10,11 +11,25 @@
 //   backward data    dcol (R,KK) = dout (R,F) x weight^T, scattered back onto dinp (col2im)
 //   backward filter  dweight    += col^T x dout,  dbias += column sums of dout
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col is the input itself.
+//
+// 2. Direct: the definition itself, with the innermost loop over the F filters (contiguous in
+// the kernel and in the output, so it vectorises):
+//   forward          out[n,ho,wo,f] = bias[f] + sum_{kh,kw,c} inp[n,ih,iw,c] * w[kh,kw,c,f]
+//   backward filter  dw[kh,kw,c,f] += sum_{n,ho,wo} inp[n,ih,iw,c] * dout[n,ho,wo,f]
+//   backward data    dinp[n,ih,iw,c] = sum_{kh,kw,f} dout[n,ho,wo,f] * w[kh,kw,c,f]
+// with ih = ho*SH - pad_top + kh and iw = wo*SW - pad_left + kw. Backward data gathers per
+// input pixel (no two threads write one element) over a (KH,KW,F,C) copy of the kernel so its
+// innermost loop runs over C. Backward filter sums each thread's rows in a private buffer and
+// adds the buffers in thread order, so the result does not depend on scheduling.
 #include "kernels/conv2d.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/conv2d_avx2.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 
@@ -28,8 +43,10 @@ namespace {
 // machine) while keeping the number of im2col / GEMM alternations small; an image larger than
 // this still gets a chunk of its own.
 constexpr int64_t kColBufferBytes = int64_t(4) << 20;
-// Below this many copied elements im2col / col2im run on one thread.
+// Below this many copied elements (or multiply-adds) a loop runs on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
+// Patches up to this many values (KH*KW*C) are convolved directly in the forward pass.
+constexpr int64_t kDirectMaxPatch = 160;
 
 // One buffer per thread and type, kept between calls, so the chunk buffer is allocated
 // and page-faulted once rather than on every convolution.
@@ -126,14 +143,12 @@ void col2im(T* dinp, const T* dcol, int64_t n_img, const Conv2dGeometry& g) {
   }
 }
 
-}  // namespace
-
 template <typename T>
-void conv2d_forward(T* out,           // (N,HO,WO,F)
-                    const T* inp,     // (N,H,W,C)
-                    const T* weight,  // (KH,KW,C,F), as (KK,F)
-                    const T* bias,    // (F) or null
-                    const Conv2dGeometry& g) {
+void forward_gemm(T* out,           // (N,HO,WO,F)
+                  const T* inp,     // (N,H,W,C)
+                  const T* weight,  // (KH,KW,C,F), as (KK,F)
+                  const T* bias,    // (F) or null
+                  const Conv2dGeometry& g) {
   const int64_t KK = patch_size(g), F = g.F;
   const int64_t rows_per_image = int64_t(g.HO) * g.WO;
   if (is_pointwise(g)) {
@@ -154,10 +169,10 @@ void conv2d_forward(T* out,           // (N,HO,WO,F)
 }
 
 template <typename T>
-void conv2d_backward_data(T* dinp,          // (N,H,W,C)
-                          const T* dout,    // (N,HO,WO,F)
-                          const T* weight,  // (KH,KW,C,F), as (KK,F)
-                          const Conv2dGeometry& g) {
+void backward_data_gemm(T* dinp,          // (N,H,W,C)
+                        const T* dout,    // (N,HO,WO,F)
+                        const T* weight,  // (KH,KW,C,F), as (KK,F)
+                        const Conv2dGeometry& g) {
   const int64_t KK = patch_size(g), F = g.F;
   const int64_t rows_per_image = int64_t(g.HO) * g.WO;
   if (is_pointwise(g)) {
@@ -174,11 +189,11 @@ void conv2d_backward_data(T* dinp,          // (N,H,W,C)
 }
 
 template <typename T>
-void conv2d_backward_filter(T* dweight,     // (KH,KW,C,F), as (KK,F)
-                            T* dbias,       // (F) or null
-                            const T* dout,  // (N,HO,WO,F)
-                            const T* inp,   // (N,H,W,C)
-                            const Conv2dGeometry& g) {
+void backward_filter_gemm(T* dweight,     // (KH,KW,C,F), as (KK,F)
+                          T* dbias,       // (F) or null
+                          const T* dout,  // (N,HO,WO,F)
+                          const T* inp,   // (N,H,W,C)
+                          const Conv2dGeometry& g) {
   const int64_t KK = patch_size(g), F = g.F;
   const int64_t rows_per_image = int64_t(g.HO) * g.WO;
   if (is_pointwise(g)) {
@@ -199,6 +214,234 @@ void conv2d_backward_filter(T* dweight,     // (KH,KW,C,F), as (KK,F)
   }
 }
 
+// --- direct ----------------------------------------------------------------------------
+
+// The direct loops keep one output pixel's F accumulators on the stack.
+constexpr int kDirectMaxFilters = 256;
+
+// The kernel rows kh in [lo, hi) of output row ho that fall inside the input.
+KwRange valid_kh(int ho, const Conv2dGeometry& g) {
+  const int ih0 = ho * g.SH - g.pad_top;
+  const int lo = std::max(0, -ih0);
+  const int hi = std::min(g.KH, g.H - ih0);
+  return {lo, std::max(lo, hi)};
+}
+
+template <typename T>
+void forward_direct(T* out,           // (N,HO,WO,F)
+                    const T* inp,     // (N,H,W,C)
+                    const T* weight,  // (KH,KW,C,F)
+                    const T* bias,    // (F) or null
+                    const Conv2dGeometry& g) {
+  const int C = g.C, F = g.F;
+  const int64_t rows = int64_t(g.N) * g.HO;
+#pragma omp parallel for if (rows * g.WO * patch_size(g) * F > kParallelMin)
+  for (int64_t nho = 0; nho < rows; ++nho) {
+    const int64_t n = nho / g.HO;
+    const int ho = static_cast<int>(nho % g.HO);
+    const KwRange kh = valid_kh(ho, g);
+    alignas(64) T acc[kDirectMaxFilters];
+    for (int wo = 0; wo < g.WO; ++wo) {
+      for (int f = 0; f < F; ++f) acc[f] = bias ? bias[f] : T(0);
+      const KwRange kw = valid_kw(wo, g);
+      for (int i = kh.lo; i < kh.hi; ++i) {
+        const int ih = ho * g.SH - g.pad_top + i;
+        for (int j = kw.lo; j < kw.hi; ++j) {
+          const int iw = wo * g.SW - g.pad_left + j;
+          const T* x = inp + ((n * g.H + ih) * g.W + iw) * C;      // (C)
+          const T* w = weight + (int64_t(i) * g.KW + j) * C * F;  // (C,F)
+          for (int c = 0; c < C; ++c) {
+            const T xc = x[c];
+            const T* wc = w + int64_t(c) * F;
+            for (int f = 0; f < F; ++f) acc[f] += xc * wc[f];
+          }
+        }
+      }
+      T* o = out + (nho * g.WO + wo) * F;  // (F)
+      for (int f = 0; f < F; ++f) o[f] = acc[f];
+    }
+  }
+}
+
+template <typename T>
+void backward_data_direct(T* dinp,          // (N,H,W,C)
+                          const T* dout,    // (N,HO,WO,F)
+                          const T* weight,  // (KH,KW,C,F)
+                          const Conv2dGeometry& g) {
+  const int C = g.C, F = g.F;
+  // (KH,KW,F,C): the innermost loop below then reads the kernel contiguously.
+  std::vector<T> wt(static_cast<size_t>(patch_size(g) * F));
+  for (int k = 0; k < g.KH * g.KW; ++k) {
+    for (int c = 0; c < C; ++c) {
+      for (int f = 0; f < F; ++f) wt[(int64_t(k) * F + f) * C + c] = weight[(int64_t(k) * C + c) * F + f];
+    }
+  }
+  const int64_t rows = int64_t(g.N) * g.H;
+#pragma omp parallel for if (int64_t(g.N) * g.HO * g.WO * patch_size(g) * F > kParallelMin)
+  for (int64_t nih = 0; nih < rows; ++nih) {
+    const int64_t n = nih / g.H;
+    const int ih = static_cast<int>(nih % g.H);
+    for (int iw = 0; iw < g.W; ++iw) {
+      T* dx = dinp + (nih * g.W + iw) * C;  // (C)
+      for (int c = 0; c < C; ++c) dx[c] = T(0);
+      for (int i = 0; i < g.KH; ++i) {
+        const int h = ih + g.pad_top - i;  // = ho * SH
+        if (h < 0 || h % g.SH != 0 || h / g.SH >= g.HO) continue;
+        const int ho = h / g.SH;
+        for (int j = 0; j < g.KW; ++j) {
+          const int w = iw + g.pad_left - j;  // = wo * SW
+          if (w < 0 || w % g.SW != 0 || w / g.SW >= g.WO) continue;
+          const T* d = dout + ((n * g.HO + ho) * g.WO + w / g.SW) * F;  // (F)
+          const T* k = wt.data() + (int64_t(i) * g.KW + j) * F * C;       // (F,C)
+          for (int f = 0; f < F; ++f) {
+            const T df = d[f];
+            const T* kf = k + int64_t(f) * C;
+            for (int c = 0; c < C; ++c) dx[c] += df * kf[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_filter_direct(T* dweight,     // (KH,KW,C,F)
+                            T* dbias,       // (F) or null
+                            const T* dout,  // (N,HO,WO,F)
+                            const T* inp,   // (N,H,W,C)
+                            const Conv2dGeometry& g) {
+  const int C = g.C, F = g.F;
+  const int64_t KKF = patch_size(g) * F;
+  const int64_t rows = int64_t(g.N) * g.HO;
+  const bool parallel = rows * g.WO * KKF > kParallelMin;
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  // One (KH,KW,C,F) + (F) partial sum per thread.
+  std::vector<T> partial(static_cast<size_t>(threads) * (KKF + F), T(0));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    T* dw = partial.data() + t * (KKF + F);  // (KH,KW,C,F)
+    T* db = dw + KKF;                        // (F)
+#pragma omp for schedule(static)
+    for (int64_t nho = 0; nho < rows; ++nho) {
+      const int64_t n = nho / g.HO;
+      const int ho = static_cast<int>(nho % g.HO);
+      const KwRange kh = valid_kh(ho, g);
+      for (int wo = 0; wo < g.WO; ++wo) {
+        const T* d = dout + (nho * g.WO + wo) * F;  // (F)
+        for (int f = 0; f < F; ++f) db[f] += d[f];
+        const KwRange kw = valid_kw(wo, g);
+        for (int i = kh.lo; i < kh.hi; ++i) {
+          const int ih = ho * g.SH - g.pad_top + i;
+          for (int j = kw.lo; j < kw.hi; ++j) {
+            const int iw = wo * g.SW - g.pad_left + j;
+            const T* x = inp + ((n * g.H + ih) * g.W + iw) * C;       // (C)
+            T* w = dw + (int64_t(i) * g.KW + j) * C * F;              // (C,F)
+            for (int c = 0; c < C; ++c) {
+              const T xc = x[c];
+              T* wc = w + int64_t(c) * F;
+              for (int f = 0; f < F; ++f) wc[f] += xc * d[f];
+            }
+          }
+        }
+      }
+    }
+  }
+  for (int t = 0; t < threads; ++t) {
+    const T* dw = partial.data() + t * (KKF + F);
+    for (int64_t i = 0; i < KKF; ++i) dweight[i] += dw[i];
+    if (dbias) {
+      for (int f = 0; f < F; ++f) dbias[f] += dw[KKF + f];
+    }
+  }
+}
+
+template <typename T>
+Conv2dAlgorithm resolve(Conv2dAlgorithm algorithm, const Conv2dGeometry& g, Conv2dPass pass) {
+  if (algorithm == Conv2dAlgorithm::Auto) {
+    return std::is_same_v<T, float> ? conv2d_cpu_algorithm(g, pass) : Conv2dAlgorithm::Gemm;
+  }
+  if (algorithm == Conv2dAlgorithm::Direct && g.F > kDirectMaxFilters) return Conv2dAlgorithm::Gemm;
+  return algorithm;
+}
+
+}  // namespace
+
+// The thresholds come from bench/kernel_lab_conv2d.cpp on the seeds' layers (2-core AVX-512
+// Xeon, batch 4): the AVX2 direct kernels win where the GEMM is thin (few channels, large
+// images), OpenBLAS wins on large patches and on tiny images (the padded copy then dominates).
+Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass) {
+  if (!avx2::available() || g.F > kDirectMaxFilters) return Conv2dAlgorithm::Gemm;
+  const int64_t pixels = int64_t(g.HO) * g.WO;
+  bool direct = false;
+  switch (pass) {
+    case Conv2dPass::Forward:  // e.g. 64x64 3->16: 5 ms direct, 14 ms GEMM; 4x4 32->64: 0.45 vs 0.41
+      direct = patch_size(g) <= kDirectMaxPatch;
+      break;
+    case Conv2dPass::BackwardData:  // a stride-1 forward over dout: wins with 'same'-like padding
+      direct = g.SH == 1 && g.SW == 1 && 2 * g.pad_top + 1 >= g.KH && 2 * g.pad_left + 1 >= g.KW && pixels >= 16;
+      break;
+    case Conv2dPass::BackwardFilter:  // e.g. 64x64 3->16: 6 ms direct, 26 ms GEMM; 4x4: 1.0 vs 0.5
+      direct = pixels >= 100;
+      break;
+  }
+  return direct ? Conv2dAlgorithm::Direct : Conv2dAlgorithm::Gemm;
+}
+
+template <typename T>
+void conv2d_forward_with(Conv2dAlgorithm algorithm, T* out, const T* inp, const T* weight, const T* bias,
+                         const Conv2dGeometry& g) {
+  if (resolve<T>(algorithm, g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2::available()) return avx2::conv2d_forward(out, inp, weight, bias, g);
+    }
+    forward_direct(out, inp, weight, bias, g);
+  } else {
+    forward_gemm(out, inp, weight, bias, g);
+  }
+}
+
+template <typename T>
+void conv2d_backward_data_with(Conv2dAlgorithm algorithm, T* dinp, const T* dout, const T* weight,
+                               const Conv2dGeometry& g) {
+  if (resolve<T>(algorithm, g, Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2::available() && g.SH == 1 && g.SW == 1) return avx2::conv2d_backward_data(dinp, dout, weight, g);
+    }
+    backward_data_direct(dinp, dout, weight, g);
+  } else {
+    backward_data_gemm(dinp, dout, weight, g);
+  }
+}
+
+template <typename T>
+void conv2d_backward_filter_with(Conv2dAlgorithm algorithm, T* dweight, T* dbias, const T* dout, const T* inp,
+                                 const Conv2dGeometry& g) {
+  if (resolve<T>(algorithm, g, Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (avx2::available()) return avx2::conv2d_backward_filter(dweight, dbias, dout, inp, g);
+    }
+    backward_filter_direct(dweight, dbias, dout, inp, g);
+  } else {
+    backward_filter_gemm(dweight, dbias, dout, inp, g);
+  }
+}
+
+template <typename T>
+void conv2d_forward(T* out, const T* inp, const T* weight, const T* bias, const Conv2dGeometry& g) {
+  conv2d_forward_with(Conv2dAlgorithm::Auto, out, inp, weight, bias, g);
+}
+
+template <typename T>
+void conv2d_backward_data(T* dinp, const T* dout, const T* weight, const Conv2dGeometry& g) {
+  conv2d_backward_data_with(Conv2dAlgorithm::Auto, dinp, dout, weight, g);
+}
+
+template <typename T>
+void conv2d_backward_filter(T* dweight, T* dbias, const T* dout, const T* inp, const Conv2dGeometry& g) {
+  conv2d_backward_filter_with(Conv2dAlgorithm::Auto, dweight, dbias, dout, inp, g);
+}
+
 template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dGeometry&);
 template void conv2d_backward_data<float>(float*, const float*, const float*, const Conv2dGeometry&);
 template void conv2d_backward_filter<float>(float*, float*, const float*, const float*,
@@ -209,5 +452,16 @@ template void conv2d_forward<double>(double*, const double*, const double*, cons
 template void conv2d_backward_data<double>(double*, const double*, const double*, const Conv2dGeometry&);
 template void conv2d_backward_filter<double>(double*, double*, const double*, const double*,
                                              const Conv2dGeometry&);
+
+template void conv2d_forward_with<float>(Conv2dAlgorithm, float*, const float*, const float*, const float*,
+                                         const Conv2dGeometry&);
+template void conv2d_backward_data_with<float>(Conv2dAlgorithm, float*, const float*, const float*, const Conv2dGeometry&);
+template void conv2d_backward_filter_with<float>(Conv2dAlgorithm, float*, float*, const float*, const float*,
+                                               const Conv2dGeometry&);
+template void conv2d_forward_with<double>(Conv2dAlgorithm, double*, const double*, const double*, const double*,
+                                         const Conv2dGeometry&);
+template void conv2d_backward_data_with<double>(Conv2dAlgorithm, double*, const double*, const double*, const Conv2dGeometry&);
+template void conv2d_backward_filter_with<double>(Conv2dAlgorithm, double*, double*, const double*, const double*,
+                                               const Conv2dGeometry&);
 
 }  // namespace hisvid::cpu

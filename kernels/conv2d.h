@@ -1,8 +1,8 @@
 // kernels/conv2d.h — 2-D convolution, channels-last, Keras semantics (cross-correlation,
 // kernel (KH,KW,C,F), stride, padding valid/same with TensorFlow's split of the padding).
 //
-// The CPU reference lowers each image to an im2col matrix (HO*WO, KH*KW*C) and multiplies it
-// by the kernel viewed as (KH*KW*C, F) through OpenBLAS, parallel over images. The CUDA
+// The CPU reference computes it by im2col + GEMM or by a direct loop nest (see
+// Conv2dAlgorithm below). The CUDA
 // version calls cuDNN (NHWC); conv2d_direct_forward is a hand-written alternative for the
 // small first layer that a researcher can select and compare.
 #pragma once
@@ -36,6 +36,26 @@ HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int 
 }  // namespace hisvid
 
 namespace hisvid::cpu {
+
+// The CPU computes a convolution one of two ways: im2col + one OpenBLAS GEMM per chunk of
+// images (large patches: the GEMM's register blocking wins), or a direct loop nest vectorised
+// over the filters (small patches such as the 3 -> 16 first layer, where im2col copies 27
+// values per pixel for a GEMM too thin to be efficient). Auto picks per pass and shape
+// (conv2d_cpu_algorithm); bench/kernel_lab_conv2d.cpp times both on the seeds' layers.
+enum class Conv2dAlgorithm { Auto, Gemm, Direct };
+enum class Conv2dPass { Forward, BackwardData, BackwardFilter };
+// What Auto runs for a float32 convolution on this processor (float64 always runs Gemm).
+Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass);
+
+template <typename T>
+void conv2d_forward_with(Conv2dAlgorithm algorithm, T* out, const T* inp, const T* weight, const T* bias,
+                         const Conv2dGeometry& g);
+template <typename T>
+void conv2d_backward_data_with(Conv2dAlgorithm algorithm, T* dinp, const T* dout, const T* weight,
+                               const Conv2dGeometry& g);
+template <typename T>
+void conv2d_backward_filter_with(Conv2dAlgorithm algorithm, T* dweight, T* dbias, const T* dout, const T* inp,
+                                 const Conv2dGeometry& g);
 
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F); bias may be null.
 template <typename T>

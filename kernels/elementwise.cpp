@@ -2,6 +2,8 @@
 // bias-add and the elementwise activations. Dimension letters as in kernels/common.h.
 #include "kernels/elementwise.h"
 
+#include <type_traits>
+
 #include <vector>
 
 namespace hisvid::cpu {
@@ -74,10 +76,26 @@ void bias_add_backward(T* dbias,       // (C)
   for (int64_t c = 0; c < C; ++c) dbias[c] += static_cast<T>(s[c]);
 }
 
+// Calls body(tag) with tag an std::integral_constant of the activation, so the loops below are
+// compiled once per activation with the choice folded away (the switch inside activate() would
+// otherwise sit in the loop and keep it from vectorising).
+template <typename Body>
+void with_activation(Activation act, Body&& body) {
+  switch (act) {
+    case Activation::Relu: return body(std::integral_constant<Activation, Activation::Relu>{});
+    case Activation::Tanh: return body(std::integral_constant<Activation, Activation::Tanh>{});
+    case Activation::Sigmoid: return body(std::integral_constant<Activation, Activation::Sigmoid>{});
+    case Activation::HardSigmoid: return body(std::integral_constant<Activation, Activation::HardSigmoid>{});
+    case Activation::Linear: return body(std::integral_constant<Activation, Activation::Linear>{});
+  }
+}
+
 template <typename T>
 void activation_forward(T* out, const T* inp, int64_t n, Activation act) {  // out, inp (n)
+  with_activation(act, [&](auto a) {
 #pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) out[i] = activate(inp[i], act);
+    for (int64_t i = 0; i < n; ++i) out[i] = activate(inp[i], a.value);
+  });
 }
 
 template <typename T>
@@ -85,8 +103,10 @@ void activation_backward(T* dinp,        // (n)
                          const T* dout,  // (n)
                          const T* out,   // (n) the forward output act(x)
                          int64_t n, Activation act) {
+  with_activation(act, [&](auto a) {
 #pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) dinp[i] = dout[i] * activation_grad_from_output(out[i], act);
+    for (int64_t i = 0; i < n; ++i) dinp[i] = dout[i] * activation_grad_from_output(out[i], a.value);
+  });
 }
 
 template void fill<float>(float*, float, int64_t);

@@ -34,8 +34,9 @@ void maxpool2d_forward(T* out,           // (N,HO,WO,C)
     for (int wo = 0; wo < g.WO; ++wo) {
       const int w0 = wo * g.SW - g.pad_left;
       const int kw_lo = std::max(0, -w0), kw_hi = std::min(g.PW, g.W - w0);
-      T* best = out + (nho * g.WO + wo) * C;              // (C)
-      int32_t* best_at = argmax + (nho * g.WO + wo) * C;  // (C)
+      // restrict: the three arrays never overlap, which lets the loops below vectorise.
+      T* __restrict best = out + (nho * g.WO + wo) * C;              // (C)
+      int32_t* __restrict best_at = argmax + (nho * g.WO + wo) * C;  // (C)
       // The first in-image position of the window starts the running maximum.
       const int32_t first = (h0 + kh_lo) * g.W + (w0 + kw_lo);
       for (int64_t c = 0; c < C; ++c) {
@@ -45,12 +46,11 @@ void maxpool2d_forward(T* out,           // (N,HO,WO,C)
       for (int kh = kh_lo; kh < kh_hi; ++kh) {
         for (int kw = kw_lo; kw < kw_hi; ++kw) {
           const int32_t at = (h0 + kh) * g.W + (w0 + kw);
-          const T* x = image + at * C;  // (C)
-          for (int64_t c = 0; c < C; ++c) {
-            if (x[c] > best[c]) {
-              best[c] = x[c];
-              best_at[c] = at;
-            }
+          const T* __restrict x = image + at * C;  // (C)
+          for (int64_t c = 0; c < C; ++c) {  // branch-free (masks, not ifs), so it vectorises over C
+            const int32_t greater = -static_cast<int32_t>(x[c] > best[c]);  // all ones or zero
+            best[c] = std::max(best[c], x[c]);                              // x[c] only when greater
+            best_at[c] = (at & greater) | (best_at[c] & ~greater);
           }
         }
       }

@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <random>
 #include <type_traits>
 #include <vector>
 
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv2d_avx2.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/lstm.h"
@@ -1135,3 +1137,125 @@ TYPED_TEST(KernelsCpu, SgdStep) {
 
 }  // namespace
 }  // namespace hisvid
+
+// The two CPU convolution strategies (im2col + GEMM, direct loops) agree on every geometry,
+// forward and both backward passes, with the accumulating outputs (+=) accumulating.
+namespace {
+
+// float64, O(KH*KW*C*F) terms of O(1): the strategies differ only in summation order.
+constexpr double kConvAlgorithmTol = 1e-12;
+
+TEST(Conv2dAlgorithms, DirectMatchesGemm) {
+  using hisvid::Conv2dGeometry;
+  using hisvid::cpu::Conv2dAlgorithm;
+  struct Case {
+    int N, H, W, C, F, KH, KW, SH, SW;
+    hisvid::Padding padding;
+  };
+  const Case cases[] = {
+      {2, 7, 6, 3, 5, 3, 3, 1, 1, hisvid::Padding::Same},   {1, 9, 8, 2, 16, 3, 3, 2, 2, hisvid::Padding::Same},
+      {3, 6, 7, 4, 3, 2, 3, 1, 2, hisvid::Padding::Valid},  {1, 5, 5, 1, 1, 5, 5, 1, 1, hisvid::Padding::Same},
+      {2, 4, 4, 8, 7, 1, 1, 1, 1, hisvid::Padding::Valid},  {1, 3, 2, 3, 4, 4, 4, 3, 3, hisvid::Padding::Same},
+  };
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  auto fill = [&](std::vector<double>& v) {
+    for (double& x : v) x = u(rng);
+  };
+  for (const Case& c : cases) {
+    const Conv2dGeometry g =
+        hisvid::conv2d_geometry(c.N, c.H, c.W, c.C, c.F, c.KH, c.KW, c.SH, c.SW, c.padding);
+    SCOPED_TRACE(::testing::Message() << c.N << "x" << c.H << "x" << c.W << "x" << c.C << " k" << c.KH << "x"
+                                      << c.KW << " s" << c.SH << "x" << c.SW << " F" << c.F);
+    std::vector<double> x(size_t(g.N) * g.H * g.W * g.C), w(size_t(g.KH) * g.KW * g.C * g.F), b(size_t(g.F)),
+        dy(size_t(g.N) * g.HO * g.WO * g.F);
+    fill(x);
+    fill(w);
+    fill(b);
+    fill(dy);
+    std::vector<double> y_gemm(dy.size()), y_direct(dy.size()), dx_gemm(x.size()), dx_direct(x.size());
+    std::vector<double> dw_gemm(w.size()), db_gemm(b.size());
+    fill(dw_gemm);
+    fill(db_gemm);
+    std::vector<double> dw_direct = dw_gemm, db_direct = db_gemm;  // same starting values: += semantics
+    hisvid::cpu::conv2d_forward_with(Conv2dAlgorithm::Gemm, y_gemm.data(), x.data(), w.data(), b.data(), g);
+    hisvid::cpu::conv2d_forward_with(Conv2dAlgorithm::Direct, y_direct.data(), x.data(), w.data(), b.data(), g);
+    hisvid::cpu::conv2d_backward_data_with(Conv2dAlgorithm::Gemm, dx_gemm.data(), dy.data(), w.data(), g);
+    hisvid::cpu::conv2d_backward_data_with(Conv2dAlgorithm::Direct, dx_direct.data(), dy.data(), w.data(), g);
+    hisvid::cpu::conv2d_backward_filter_with(Conv2dAlgorithm::Gemm, dw_gemm.data(), db_gemm.data(), dy.data(),
+                                             x.data(), g);
+    hisvid::cpu::conv2d_backward_filter_with(Conv2dAlgorithm::Direct, dw_direct.data(), db_direct.data(),
+                                             dy.data(), x.data(), g);
+    for (size_t i = 0; i < y_gemm.size(); ++i) ASSERT_NEAR(y_gemm[i], y_direct[i], kConvAlgorithmTol) << i;
+    for (size_t i = 0; i < dx_gemm.size(); ++i) ASSERT_NEAR(dx_gemm[i], dx_direct[i], kConvAlgorithmTol) << i;
+    for (size_t i = 0; i < dw_gemm.size(); ++i) ASSERT_NEAR(dw_gemm[i], dw_direct[i], kConvAlgorithmTol) << i;
+    for (size_t i = 0; i < db_gemm.size(); ++i) ASSERT_NEAR(db_gemm[i], db_direct[i], kConvAlgorithmTol) << i;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// float32: the AVX2 direct kernels (where the processor has AVX2) against im2col + GEMM.
+// Sums of up to KH*KW*C*... = ~150 products of O(1) values, rounded in different orders.
+constexpr double kConvFloatTol = 2e-5;
+
+TEST(Conv2dAlgorithms, Avx2DirectMatchesGemmInFloat) {
+  if (!hisvid::cpu::avx2::available()) GTEST_SKIP() << "this processor has no AVX2/FMA";
+  using hisvid::cpu::Conv2dAlgorithm;
+  struct Case {
+    int N, H, W, C, F, KH, KW, SH, SW;
+    hisvid::Padding padding;
+  };
+  const Case cases[] = {
+      {2, 9, 11, 3, 16, 3, 3, 1, 1, hisvid::Padding::Same},   // the LRCN's first layer, odd sizes
+      {3, 7, 6, 4, 5, 3, 3, 1, 1, hisvid::Padding::Same},     // F not a multiple of 8
+      {1, 8, 9, 5, 13, 3, 2, 1, 1, hisvid::Padding::Valid},   // two vectors, the last masked
+      {2, 10, 7, 2, 24, 3, 3, 2, 2, hisvid::Padding::Same},   // strides (backward data: portable)
+      {1, 3, 3, 6, 8, 3, 3, 1, 1, hisvid::Padding::Same},     // narrower than one pixel tile
+      {4, 13, 13, 14, 56, 3, 3, 1, 1, hisvid::Padding::Same}, // a ConvLSTM recurrent layer
+  };
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  auto random = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = u(rng);
+    return v;
+  };
+  for (const Case& c : cases) {
+    const hisvid::Conv2dGeometry g =
+        hisvid::conv2d_geometry(c.N, c.H, c.W, c.C, c.F, c.KH, c.KW, c.SH, c.SW, c.padding);
+    SCOPED_TRACE(::testing::Message() << c.N << "x" << c.H << "x" << c.W << "x" << c.C << " F" << c.F << " k"
+                                      << c.KH << "x" << c.KW << " s" << c.SH);
+    const std::vector<float> x = random(size_t(g.N) * g.H * g.W * g.C), w = random(size_t(g.KH) * g.KW * g.C * g.F),
+                             b = random(size_t(g.F)), dy = random(size_t(g.N) * g.HO * g.WO * g.F);
+    std::vector<float> y1(dy.size()), y2(dy.size()), dx1(x.size()), dx2(x.size()), dw1 = random(w.size()),
+        db1 = random(b.size());
+    std::vector<float> dw2 = dw1, db2 = db1;
+    hisvid::cpu::conv2d_forward_with(Conv2dAlgorithm::Gemm, y1.data(), x.data(), w.data(), b.data(), g);
+    hisvid::cpu::conv2d_forward_with(Conv2dAlgorithm::Direct, y2.data(), x.data(), w.data(), b.data(), g);
+    hisvid::cpu::conv2d_backward_data_with(Conv2dAlgorithm::Gemm, dx1.data(), dy.data(), w.data(), g);
+    hisvid::cpu::conv2d_backward_data_with(Conv2dAlgorithm::Direct, dx2.data(), dy.data(), w.data(), g);
+    hisvid::cpu::conv2d_backward_filter_with(Conv2dAlgorithm::Gemm, dw1.data(), db1.data(), dy.data(), x.data(), g);
+    hisvid::cpu::conv2d_backward_filter_with(Conv2dAlgorithm::Direct, dw2.data(), db2.data(), dy.data(), x.data(), g);
+    auto expect_close = [](const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+      for (size_t i = 0; i < a.size(); ++i) {
+        ASSERT_NEAR(a[i], b[i], kConvFloatTol * std::max(1.0f, std::fabs(a[i]))) << what << " " << i;
+      }
+    };
+    expect_close(y1, y2, "forward");
+    expect_close(dx1, dx2, "backward data");
+    // The filter gradient sums N*HO*WO products per element: scale the tolerance by the count.
+    for (size_t i = 0; i < dw1.size(); ++i) {
+      ASSERT_NEAR(dw1[i], dw2[i], kConvFloatTol * std::sqrt(double(g.N) * g.HO * g.WO) * std::max(1.0f, std::fabs(dw1[i])))
+          << "dweight " << i;
+    }
+    for (size_t i = 0; i < db1.size(); ++i) {
+      ASSERT_NEAR(db1[i], db2[i], kConvFloatTol * std::sqrt(double(g.N) * g.HO * g.WO) * std::max(1.0f, std::fabs(db1[i])))
+          << "dbias " << i;
+    }
+  }
+}
+
+}  // namespace

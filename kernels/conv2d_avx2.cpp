@@ -1,0 +1,312 @@
+// kernels/conv2d_avx2.cpp — AVX2 + FMA direct convolution (float32), channels-last.
+//
+// Each image is first copied into a zero-padded (HP,WP,C) buffer, HP = (HO-1)*SH + KH and
+// WP = (WO-1)*SW + KW, so the inner loops never test bounds. The forward micro-kernel keeps a
+// tile of P output pixels x V vectors of 8 filters in ymm registers (P = 4, V = 2, or P = 8,
+// V = 1: 8 accumulators, the weight vectors, 1 broadcast input) and walks the KH*KW*C patch once:
+//   acc[p][v] += broadcast(x[p][kh,kw,c]) * w[kh,kw,c, 8v : 8v+8]
+// The last vector of filters is loaded and stored through a lane mask when F is not a
+// multiple of 8. Backward data is that same forward on dout, with the kernel flipped in space
+// and its channel axes swapped, and padding KH-1-pad_top / KW-1-pad_left (stride 1).
+// Backward filter keeps a tile of CB input channels x V vectors of filters of one kernel tap
+// (kh, kw) in registers while it walks every output pixel of an image,
+//   acc[j][v] += broadcast(x[pixel][kh, kw, c0 + j]) * dout[pixel][8v : 8v + 8],
+// then adds the tile to the thread's private (KH,KW,C,F) buffer; the buffers are added in
+// thread order at the end (deterministic for a given thread count).
+#include "kernels/conv2d_avx2.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace hisvid::cpu::avx2 {
+
+namespace {
+
+constexpr int kLanes = 8;       // floats per ymm register
+constexpr int kTilePixels = 4;  // output pixels per micro-kernel tile
+// Below this many multiply-adds a call runs on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 16;
+
+struct Padded {
+  int HP, WP;                   // padded extent
+  int pad_top, pad_left;
+};
+
+Padded padded_extent(const Conv2dGeometry& g) {
+  return {(g.HO - 1) * g.SH + g.KH, (g.WO - 1) * g.SW + g.KW, g.pad_top, g.pad_left};
+}
+
+// dst (HP,WP,C) = image (H,W,C) placed at (pad_top, pad_left), zeros around it.
+void pad_image(float* dst, const float* image, const Conv2dGeometry& g, const Padded& p) {
+  std::fill(dst, dst + int64_t(p.HP) * p.WP * g.C, 0.0f);
+  for (int hp = 0; hp < p.HP; ++hp) {
+    const int h = hp - p.pad_top;
+    if (h < 0 || h >= g.H) continue;
+    const int w0 = std::max(0, p.pad_left), w1 = std::min(p.WP, p.pad_left + g.W);  // padded columns holding data
+    if (w1 <= w0) continue;
+    std::copy(image + (int64_t(h) * g.W + (w0 - p.pad_left)) * g.C, image + (int64_t(h) * g.W + (w1 - p.pad_left)) * g.C,
+              dst + (int64_t(hp) * p.WP + w0) * g.C);
+  }
+}
+
+// Lanes [0, count) of a ymm register enabled.
+__attribute__((target("avx2"))) __m256i lane_mask(int count) {
+  alignas(32) int m[kLanes];
+  for (int i = 0; i < kLanes; ++i) m[i] = i < count ? -1 : 0;
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+}
+
+// out[p, f0 : f0 + 8V] for the P pixels whose patches start at x + p * pixel_stride.
+// x: padded input at the patch origin of pixel 0; w: weight (KH,KW,C,F) + f0; the last of the
+// V vectors goes through `last` (a lane mask).
+template <int P, int V>
+__attribute__((target("avx2,fma"))) inline void forward_tile(float* out, const float* x, int64_t pixel_stride,
+                                                            int64_t row_stride, const float* w, const float* bias,
+                                                            int KH, int KW, int C, int F, __m256i last) {
+  __m256 acc[P][V];
+  for (int v = 0; v < V; ++v) {
+    const __m256 b = bias == nullptr ? _mm256_setzero_ps()
+                                     : (v + 1 == V ? _mm256_maskload_ps(bias + v * kLanes, last)
+                                                   : _mm256_loadu_ps(bias + v * kLanes));
+    for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  for (int kh = 0; kh < KH; ++kh) {
+    for (int kw = 0; kw < KW; ++kw) {
+      const float* xk = x + kh * row_stride + int64_t(kw) * C;
+      const float* wk = w + (int64_t(kh) * KW + kw) * C * F;
+      for (int c = 0; c < C; ++c) {
+        __m256 wv[V];
+        for (int v = 0; v < V; ++v) {
+          wv[v] = v + 1 == V ? _mm256_maskload_ps(wk + int64_t(c) * F + v * kLanes, last)
+                             : _mm256_loadu_ps(wk + int64_t(c) * F + v * kLanes);
+        }
+        for (int p = 0; p < P; ++p) {
+          const __m256 xv = _mm256_broadcast_ss(xk + p * pixel_stride + c);
+          for (int v = 0; v < V; ++v) acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+        }
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    for (int v = 0; v < V; ++v) {
+      float* o = out + int64_t(p) * F + v * kLanes;
+      if (v + 1 == V) {
+        _mm256_maskstore_ps(o, last, acc[p][v]);
+      } else {
+        _mm256_storeu_ps(o, acc[p][v]);
+      }
+    }
+  }
+}
+
+// One output row (WO pixels x F filters) of one image from its padded copy.
+template <int P>
+__attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float* padded, int ho, int wo0, const float* weight,
+                                                       const float* bias, const Conv2dGeometry& g, const Padded& p) {
+  const int64_t pixel_stride = int64_t(g.SW) * g.C, row_stride = int64_t(p.WP) * g.C;
+  const float* x = padded + (int64_t(ho) * g.SH * p.WP + int64_t(wo0) * g.SW) * g.C;
+  for (int f0 = 0; f0 < g.F; f0 += 2 * kLanes) {
+    const int left = g.F - f0;
+    const float* w = weight + f0;
+    const float* b = bias == nullptr ? nullptr : bias + f0;
+    float* o = out + f0;
+    if (left > kLanes) {
+      forward_tile<P, 2>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F, lane_mask(std::min(left - kLanes, kLanes)));
+    } else {
+      forward_tile<P, 1>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F, lane_mask(left));
+    }
+  }
+}
+
+// dw[kh,kw,c, 0:8] += x[kh,kw,c] * d[0:8] and db[0:8] += d[0:8] for one output pixel, over its
+// whole patch: x is the patch origin in the padded image; Masked for a partial last block.
+// dw[kh, kw, c0 : c0+CB, f0 : f0 + 8V] += the sum over every output pixel of one image of
+// x[pixel][kh, kw, c0 + j] * dout[pixel][f0 + 8v ...]; the last vector through `last`.
+template <int CB, int V>
+__attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* padded, const float* dout, int kh,
+                                                    int kw, int c0, int f0, const Conv2dGeometry& g, const Padded& p,
+                                                    __m256i last) {
+  __m256 acc[CB][V];
+  for (int j = 0; j < CB; ++j) {
+    for (int v = 0; v < V; ++v) acc[j][v] = _mm256_setzero_ps();
+  }
+  for (int ho = 0; ho < g.HO; ++ho) {
+    const float* x = padded + ((int64_t(ho) * g.SH + kh) * p.WP + kw) * g.C + c0;  // pixel (ho, 0)
+    const float* d = dout + int64_t(ho) * g.WO * g.F + f0;                        // (WO,F)
+    for (int wo = 0; wo < g.WO; ++wo, x += int64_t(g.SW) * g.C, d += g.F) {
+      __m256 dv[V];
+      for (int v = 0; v < V; ++v) {
+        dv[v] = v + 1 == V ? _mm256_maskload_ps(d + v * kLanes, last) : _mm256_loadu_ps(d + v * kLanes);
+      }
+      for (int j = 0; j < CB; ++j) {
+        const __m256 xv = _mm256_broadcast_ss(x + j);
+        for (int v = 0; v < V; ++v) acc[j][v] = _mm256_fmadd_ps(xv, dv[v], acc[j][v]);
+      }
+    }
+  }
+  for (int j = 0; j < CB; ++j) {
+    float* w = dw + ((int64_t(kh) * g.KW + kw) * g.C + c0 + j) * g.F + f0;
+    for (int v = 0; v < V; ++v) {
+      float* wv = w + v * kLanes;
+      if (v + 1 == V) {
+        _mm256_maskstore_ps(wv, last, _mm256_add_ps(_mm256_maskload_ps(wv, last), acc[j][v]));
+      } else {
+        _mm256_storeu_ps(wv, _mm256_add_ps(_mm256_loadu_ps(wv), acc[j][v]));
+      }
+    }
+  }
+}
+
+template <int V>
+void filter_tiles(float* dw, const float* padded, const float* dout, int kh, int kw, int f0, const Conv2dGeometry& g,
+                  const Padded& p, __m256i last) {
+  constexpr int kMaxChannels = 4;  // CB x V accumulators + V gradients + 1 input within 16 registers
+  int c0 = 0;
+  for (; c0 + kMaxChannels <= g.C; c0 += kMaxChannels) filter_tile<4, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
+  switch (g.C - c0) {
+    case 3: filter_tile<3, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last); break;
+    case 2: filter_tile<2, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last); break;
+    case 1: filter_tile<1, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last); break;
+    default: break;
+  }
+}
+
+// One image's contribution to dw (KH,KW,C,F) and db (F).
+__attribute__((target("avx2,fma"))) void accumulate_filter_image(float* dw, float* db, const float* padded,
+                                                                const float* dout, const Conv2dGeometry& g,
+                                                                const Padded& p) {
+  for (int f0 = 0; f0 < g.F; f0 += 2 * kLanes) {
+    const int left = g.F - f0;
+    for (int kh = 0; kh < g.KH; ++kh) {
+      for (int kw = 0; kw < g.KW; ++kw) {
+        if (left > kLanes) {
+          filter_tiles<2>(dw, padded, dout, kh, kw, f0, g, p, lane_mask(std::min(left - kLanes, kLanes)));
+        } else {
+          filter_tiles<1>(dw, padded, dout, kh, kw, f0, g, p, lane_mask(left));
+        }
+      }
+    }
+  }
+  const int64_t pixels = int64_t(g.HO) * g.WO;
+  for (int64_t i = 0; i < pixels; ++i) {
+    for (int f = 0; f < g.F; ++f) db[f] += dout[i * g.F + f];
+  }
+}
+
+// The WO pixels of output row ho in tiles of P (WO >= P); the last tile ends at WO and may
+// overlap the one before it, which then writes the same values twice.
+template <int P>
+void forward_row(float* row, const float* padded, int ho, const float* weight, const float* bias,
+                 const Conv2dGeometry& g, const Padded& p) {
+  for (int wo = 0; wo < g.WO; wo += P) {
+    const int start = std::min(wo, g.WO - P);
+    forward_pixels<P>(row + int64_t(start) * g.F, padded, ho, start, weight, bias, g, p);
+  }
+}
+
+// Per-thread scratch, kept between calls.
+std::vector<float>& scratch(size_t n) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer;
+}
+
+}  // namespace
+
+bool available() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+void conv2d_forward(float* out,           // (N,HO,WO,F)
+                    const float* inp,     // (N,H,W,C)
+                    const float* weight,  // (KH,KW,C,F)
+                    const float* bias,    // (F) or null
+                    const Conv2dGeometry& g) {
+  const Padded p = padded_extent(g);
+  const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;
+  const int64_t work = int64_t(g.N) * g.HO * g.WO * g.KH * g.KW * g.C * g.F;
+#pragma omp parallel for schedule(static) if (work > kParallelMin)
+  for (int64_t n = 0; n < g.N; ++n) {
+    std::vector<float>& padded = scratch(size_t(p.HP) * p.WP * g.C);  // (HP,WP,C)
+    pad_image(padded.data(), inp + n * image, g, p);
+    for (int ho = 0; ho < g.HO; ++ho) {
+      float* row = out + n * out_image + int64_t(ho) * g.WO * g.F;  // (WO,F)
+      if (g.F <= kLanes && g.WO >= 2 * kTilePixels) {  // one vector of filters: a wider tile fills the registers
+        forward_row<2 * kTilePixels>(row, padded.data(), ho, weight, bias, g, p);
+      } else if (g.WO >= kTilePixels) {
+        forward_row<kTilePixels>(row, padded.data(), ho, weight, bias, g, p);
+      } else {
+        forward_row<1>(row, padded.data(), ho, weight, bias, g, p);
+      }
+    }
+  }
+}
+
+void conv2d_backward_data(float* dinp,          // (N,H,W,C)
+                          const float* dout,    // (N,HO,WO,F)
+                          const float* weight,  // (KH,KW,C,F)
+                          const Conv2dGeometry& g) {
+  // dinp[ih,iw,c] = sum_{kh,kw,f} dout[ih + pad_top - kh, iw + pad_left - kw, f] * w[kh,kw,c,f]:
+  // a stride-1 forward over dout with w'[kh,kw,f,c] = w[KH-1-kh, KW-1-kw, c, f].
+  std::vector<float> flipped(size_t(g.KH) * g.KW * g.C * g.F);  // (KH,KW,F,C)
+  for (int kh = 0; kh < g.KH; ++kh) {
+    for (int kw = 0; kw < g.KW; ++kw) {
+      const float* src = weight + (int64_t(g.KH - 1 - kh) * g.KW + (g.KW - 1 - kw)) * g.C * g.F;  // (C,F)
+      float* dst = flipped.data() + (int64_t(kh) * g.KW + kw) * g.F * g.C;                        // (F,C)
+      for (int c = 0; c < g.C; ++c) {
+        for (int f = 0; f < g.F; ++f) dst[int64_t(f) * g.C + c] = src[int64_t(c) * g.F + f];
+      }
+    }
+  }
+  Conv2dGeometry t{};
+  t.N = g.N;
+  t.H = g.HO;
+  t.W = g.WO;
+  t.C = g.F;
+  t.F = g.C;
+  t.KH = g.KH;
+  t.KW = g.KW;
+  t.SH = t.SW = 1;
+  t.HO = g.H;
+  t.WO = g.W;
+  t.pad_top = g.KH - 1 - g.pad_top;
+  t.pad_left = g.KW - 1 - g.pad_left;
+  conv2d_forward(dinp, dout, flipped.data(), nullptr, t);
+}
+
+void conv2d_backward_filter(float* dweight,     // (KH,KW,C,F)
+                            float* dbias,       // (F) or null
+                            const float* dout,  // (N,HO,WO,F)
+                            const float* inp,   // (N,H,W,C)
+                            const Conv2dGeometry& g) {
+  const Padded p = padded_extent(g);
+  const int64_t KKF = int64_t(g.KH) * g.KW * g.C * g.F;
+  const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;
+  const int64_t work = int64_t(g.N) * g.HO * g.WO * KKF;
+  const int threads = work > kParallelMin ? omp_get_max_threads() : 1;
+  // One (KH,KW,C,F) + (F) partial sum per thread.
+  const int64_t stride = (KKF + g.F + kLanes - 1) / kLanes * kLanes;
+  std::vector<float> partial(size_t(threads) * stride, 0.0f);
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    float* dw = partial.data() + t * stride;  // (KH,KW,C,F)
+    float* db = dw + KKF;                     // (F)
+    std::vector<float>& padded = scratch(size_t(p.HP) * p.WP * g.C);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < g.N; ++n) {
+      pad_image(padded.data(), inp + n * image, g, p);
+      accumulate_filter_image(dw, db, padded.data(), dout + n * out_image, g, p);
+    }
+  }
+  for (int t = 0; t < threads; ++t) {
+    const float* dw = partial.data() + t * stride;
+    for (int64_t i = 0; i < KKF; ++i) dweight[i] += dw[i];
+    if (dbias != nullptr) {
+      for (int f = 0; f < g.F; ++f) dbias[f] += dw[KKF + f];
+    }
+  }
+}
+
+}  // namespace hisvid::cpu::avx2
