@@ -39,6 +39,10 @@ Tensor split_time(const Tensor& x, int64_t T);
 Tensor slice(const Tensor& x, int axis, int64_t start, int64_t length);
 // Joins tensors that agree on every axis but `axis`.
 Tensor concat(const std::vector<Tensor>& xs, int axis);
+// The x.dim(axis) slices of x along axis, that axis dropped: (N,T,...) -> T tensors (N,...).
+// One node for all of them, so backward fills a single gradient (a recurrent layer's per-step
+// slices would otherwise each allocate and zero a gradient of the whole sequence).
+std::vector<Tensor> unstack(const Tensor& x, int axis);
 
 // --- linear algebra and network ops --------------------------------------------------------
 // out (M,P) = op(a) op(b); a (M,K) or (K,M) when trans_a; b (K,P) or (P,K) when trans_b.

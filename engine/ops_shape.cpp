@@ -1,4 +1,6 @@
 // Shape ops: reshape (and flatten / TimeDistributed's merge and split of N and T), slice, concat.
+#include <algorithm>
+
 #include "engine/op_support.h"
 #include "engine/ops.h"
 
@@ -145,6 +147,38 @@ Tensor concat(const std::vector<Tensor>& xs, int axis) {
     });
   }
   return out;
+}
+
+std::vector<Tensor> unstack(const Tensor& x, int axis) {
+  detail::require_defined("unstack", "x", x);
+  const int a = normalize_axis("unstack", axis, x.rank());
+  std::vector<int64_t> dims = x.shape().vec();
+  const int64_t count = dims[a];
+  dims.erase(dims.begin() + a);
+  const Shape part_shape(dims);
+  Shape slice_shape = x.shape();
+  slice_shape[a] = 1;
+  std::vector<Tensor> parts;
+  for (int64_t i = 0; i < count; ++i) {
+    Tensor part = detail::empty_as(slice_shape, x);
+    copy_along(part, 0, x, i, a, 1, false);
+    parts.push_back(part.view(part_shape));
+  }
+  if (should_record({x})) {
+    record("unstack", {x}, parts, [in_shape = x.shape(), slice_shape, a](const std::vector<Tensor>& g) {
+      const Tensor& any = *std::find_if(g.begin(), g.end(), [](const Tensor& t) { return t.defined(); });
+      Tensor dx = detail::empty_as(in_shape, any);
+      for (size_t i = 0; i < g.size(); ++i) {
+        if (g[i].defined()) {
+          copy_along(dx, static_cast<int64_t>(i), g[i].view(slice_shape), 0, a, 1, false);
+        } else {
+          copy_along(dx, static_cast<int64_t>(i), detail::zeros_as(slice_shape, any), 0, a, 1, false);
+        }
+      }
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return parts;
 }
 
 }  // namespace hisvid::ops

@@ -75,11 +75,13 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
       recurrent_masks.empty() ? std::vector<Tensor>() : gate_slices(w.recurrent_kernel);
 
   // Without input masks, the input products of all timesteps are one matmul.
-  Tensor xz;
+  std::vector<Tensor> xz, xs;  // per timestep: (N,G*U) input products, or (N,D) inputs
   if (input_masks.empty()) {
-    xz = ops::matmul(ops::reshape(x, {N * T, D}), w.kernel);
-    if (w.bias.defined()) xz = ops::bias_add(xz, w.bias);
-    xz = ops::reshape(xz, {N, T, kGates * U});
+    Tensor all = ops::matmul(ops::reshape(x, {N * T, D}), w.kernel);
+    if (w.bias.defined()) all = ops::bias_add(all, w.bias);
+    xz = ops::unstack(ops::reshape(all, {N, T, kGates * U}), 1);
+  } else {
+    xs = ops::unstack(x, 1);
   }
 
   Tensor h, c;
@@ -87,10 +89,9 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
   for (int64_t t = 0; t < T; ++t) {
     Tensor z;
     if (input_masks.empty()) {
-      z = ops::reshape(ops::slice(xz, 1, t, 1), {N, kGates * U});
+      z = xz[t];
     } else {
-      const Tensor x_t = ops::reshape(ops::slice(x, 1, t, 1), {N, D});
-      z = gated_product(x_t, w.kernel, input_masks, kernel_slices, matmul);
+      z = gated_product(xs[t], w.kernel, input_masks, kernel_slices, matmul);
       if (w.bias.defined()) z = ops::bias_add(z, w.bias);
     }
     if (h.defined()) z = ops::add(z, gated_product(h, w.recurrent_kernel, recurrent_masks, recurrent_slices, matmul));
@@ -122,9 +123,11 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
   const std::vector<Tensor> kernel_slices = input_masks.empty() ? std::vector<Tensor>() : gate_slices(w.kernel);
 
   // Without input masks, the input convolutions of all timesteps are one convolution.
-  Tensor xz;
+  std::vector<Tensor> xz, xs;  // per timestep: (N,HO,WO,G*F) input products, or (N,H,W,C) inputs
   if (input_masks.empty()) {
-    xz = ops::split_time(ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, padding), T);
+    xz = ops::unstack(ops::split_time(ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, padding), T), 1);
+  } else {
+    xs = ops::unstack(x, 1);
   }
 
   Tensor h, c;
@@ -132,10 +135,9 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
   for (int64_t t = 0; t < T; ++t) {
     Tensor z;
     if (input_masks.empty()) {
-      z = ops::reshape(ops::slice(xz, 1, t, 1), {N, xz.dim(2), xz.dim(3), kGates * F});
+      z = xz[t];
     } else {
-      const Tensor x_t = ops::reshape(ops::slice(x, 1, t, 1), {N, H, W, C});
-      z = gated_product(x_t, w.kernel, input_masks, kernel_slices, input_conv);
+      z = gated_product(xs[t], w.kernel, input_masks, kernel_slices, input_conv);
       if (w.bias.defined()) z = ops::bias_add(z, w.bias);
     }
     const int64_t HO = z.dim(1), WO = z.dim(2);

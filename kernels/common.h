@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define HISVID_HD __host__ __device__ __forceinline__
@@ -100,6 +101,21 @@ HISVID_HD T activation_grad_from_output(T y, Activation act) {
     case Activation::Linear: break;
   }
   return T(1);
+}
+
+// Calls body(tag), tag an std::integral_constant holding `act`, so a loop written in body is
+// compiled once per activation with the choice folded away (a switch on the activation inside
+// the loop, as activate() has, keeps it from vectorising):
+//   with_activation(act, [&](auto a) { for (...) out[i] = activate(inp[i], a.value); });
+template <typename Body>
+void with_activation(Activation act, Body&& body) {
+  switch (act) {
+    case Activation::Relu: return body(std::integral_constant<Activation, Activation::Relu>{});
+    case Activation::Tanh: return body(std::integral_constant<Activation, Activation::Tanh>{});
+    case Activation::Sigmoid: return body(std::integral_constant<Activation, Activation::Sigmoid>{});
+    case Activation::HardSigmoid: return body(std::integral_constant<Activation, Activation::HardSigmoid>{});
+    case Activation::Linear: return body(std::integral_constant<Activation, Activation::Linear>{});
+  }
 }
 
 // Output size and the padding placed before the first element, for one spatial dimension.

@@ -2,8 +2,6 @@
 // bias-add and the elementwise activations. Dimension letters as in kernels/common.h.
 #include "kernels/elementwise.h"
 
-#include <type_traits>
-
 #include <vector>
 
 namespace hisvid::cpu {
@@ -74,20 +72,6 @@ void bias_add_backward(T* dbias,       // (C)
     for (int64_t c = 0; c < C; ++c) s[c] += dout[m * C + c];
   }
   for (int64_t c = 0; c < C; ++c) dbias[c] += static_cast<T>(s[c]);
-}
-
-// Calls body(tag) with tag an std::integral_constant of the activation, so the loops below are
-// compiled once per activation with the choice folded away (the switch inside activate() would
-// otherwise sit in the loop and keep it from vectorising).
-template <typename Body>
-void with_activation(Activation act, Body&& body) {
-  switch (act) {
-    case Activation::Relu: return body(std::integral_constant<Activation, Activation::Relu>{});
-    case Activation::Tanh: return body(std::integral_constant<Activation, Activation::Tanh>{});
-    case Activation::Sigmoid: return body(std::integral_constant<Activation, Activation::Sigmoid>{});
-    case Activation::HardSigmoid: return body(std::integral_constant<Activation, Activation::HardSigmoid>{});
-    case Activation::Linear: return body(std::integral_constant<Activation, Activation::Linear>{});
-  }
 }
 
 template <typename T>

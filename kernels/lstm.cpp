@@ -7,12 +7,25 @@
 // Each row of z and gates is [i | f | c | o], U values each.
 #include "kernels/lstm.h"
 
+#include <type_traits>
+
 namespace hisvid::cpu {
 
 namespace {
 
 // Below this many cells the loops run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+// Calls body(std::true_type) or body(std::false_type): a branch decided once per call rather
+// than once per element.
+template <typename Body>
+void with_flag(bool flag, Body&& body) {
+  if (flag) {
+    body(std::true_type{});
+  } else {
+    body(std::false_type{});
+  }
+}
 
 }  // namespace
 
@@ -23,25 +36,37 @@ void lstm_cell_forward(T* h,             // (M,U)
                        const T* z,       // (M,G*U) pre-activations [z_i | z_f | z_c | z_o]
                        const T* c_prev,  // (M,U) or null for zeros
                        int64_t M, int64_t U, Activation act, Activation rec_act) {
+  // One loop nest per (act, rec_act, c_prev or not), known at compile time: no branch is
+  // left in the loop, which then vectorises.
+  with_activation(act, [&](auto a) {
+    with_activation(rec_act, [&](auto r) {
+      with_flag(c_prev != nullptr, [&](auto has_c_prev) {
 #pragma omp parallel for if (M * U > kParallelMin)
-  for (int64_t m = 0; m < M; ++m) {
-    const T* zr = z + m * 4 * U;  // (G*U)
-    T* gr = gates + m * 4 * U;    // (G*U)
-    for (int64_t u = 0; u < U; ++u) {
-      const T i = activate(zr[u], rec_act);
-      const T f = activate(zr[U + u], rec_act);
-      const T g = activate(zr[2 * U + u], act);
-      const T o = activate(zr[3 * U + u], rec_act);
-      const T cp = c_prev ? c_prev[m * U + u] : T(0);
-      const T cn = f * cp + i * g;
-      gr[u] = i;
-      gr[U + u] = f;
-      gr[2 * U + u] = g;
-      gr[3 * U + u] = o;
-      c[m * U + u] = cn;
-      h[m * U + u] = o * activate(cn, act);
-    }
-  }
+        for (int64_t m = 0; m < M; ++m) {
+          // Row pointers that do not alias (the captured ones could, as far as the compiler
+          // knows, and would be reloaded after every store).
+          const T* __restrict zr = z + m * 4 * U;                      // (G*U)
+          const T* __restrict cp = has_c_prev.value ? c_prev + m * U : nullptr;  // (U)
+          T* __restrict gr = gates + m * 4 * U;                        // (G*U)
+          T* __restrict cr = c + m * U;                                // (U)
+          T* __restrict hr = h + m * U;                                // (U)
+          for (int64_t u = 0; u < U; ++u) {
+            const T i = activate(zr[u], r.value);
+            const T f = activate(zr[U + u], r.value);
+            const T g = activate(zr[2 * U + u], a.value);
+            const T o = activate(zr[3 * U + u], r.value);
+            const T cn = has_c_prev.value ? f * cp[u] + i * g : i * g;
+            gr[u] = i;
+            gr[U + u] = f;
+            gr[2 * U + u] = g;
+            gr[3 * U + u] = o;
+            cr[u] = cn;
+            hr[u] = o * activate(cn, a.value);
+          }
+        }
+      });
+    });
+  });
 }
 
 // With a = act(c):
@@ -58,26 +83,41 @@ void lstm_cell_backward(T* dz,            // (M,G*U)
                         const T* c,       // (M,U)
                         const T* c_prev,  // (M,U) or null for zeros
                         int64_t M, int64_t U, Activation act, Activation rec_act) {
+  with_activation(act, [&](auto ac) {
+    with_activation(rec_act, [&](auto r) {
+      with_flag(c_prev != nullptr, [&](auto has_c_prev) {
+        with_flag(dc != nullptr, [&](auto has_dc) {
+          with_flag(dc_prev != nullptr, [&](auto wants_dc_prev) {
 #pragma omp parallel for if (M * U > kParallelMin)
-  for (int64_t m = 0; m < M; ++m) {
-    const T* gr = gates + m * 4 * U;  // (G*U)
-    T* dzr = dz + m * 4 * U;          // (G*U)
-    for (int64_t u = 0; u < U; ++u) {
-      const int64_t k = m * U + u;
-      const T i = gr[u], f = gr[U + u], g = gr[2 * U + u], o = gr[3 * U + u];
-      const T a = activate(c[k], act);
-      const T d_o = dh[k] * a;
-      const T dc_total = (dc ? dc[k] : T(0)) + dh[k] * o * activation_grad_from_output(a, act);
-      const T d_i = dc_total * g;
-      const T d_f = dc_total * (c_prev ? c_prev[k] : T(0));
-      const T d_g = dc_total * i;
-      if (dc_prev) dc_prev[k] = dc_total * f;
-      dzr[u] = d_i * activation_grad_from_output(i, rec_act);
-      dzr[U + u] = d_f * activation_grad_from_output(f, rec_act);
-      dzr[2 * U + u] = d_g * activation_grad_from_output(g, act);
-      dzr[3 * U + u] = d_o * activation_grad_from_output(o, rec_act);
-    }
-  }
+            for (int64_t m = 0; m < M; ++m) {
+              const T* __restrict gr = gates + m * 4 * U;                              // (G*U)
+              const T* __restrict cr = c + m * U;                                      // (U)
+              const T* __restrict dhr = dh + m * U;                                    // (U)
+              const T* __restrict dcr = has_dc.value ? dc + m * U : nullptr;           // (U)
+              const T* __restrict cpr = has_c_prev.value ? c_prev + m * U : nullptr;   // (U)
+              T* __restrict dcp = wants_dc_prev.value ? dc_prev + m * U : nullptr;     // (U)
+              T* __restrict dzr = dz + m * 4 * U;                                      // (G*U)
+              for (int64_t u = 0; u < U; ++u) {
+                const T i = gr[u], f = gr[U + u], g = gr[2 * U + u], o = gr[3 * U + u];
+                const T a = activate(cr[u], ac.value);
+                const T d_o = dhr[u] * a;
+                const T from_h = dhr[u] * o * activation_grad_from_output(a, ac.value);
+                const T dc_total = has_dc.value ? dcr[u] + from_h : from_h;
+                const T d_i = dc_total * g;
+                const T d_f = has_c_prev.value ? dc_total * cpr[u] : T(0);
+                const T d_g = dc_total * i;
+                if (wants_dc_prev.value) dcp[u] = dc_total * f;
+                dzr[u] = d_i * activation_grad_from_output(i, r.value);
+                dzr[U + u] = d_f * activation_grad_from_output(f, r.value);
+                dzr[2 * U + u] = d_g * activation_grad_from_output(g, ac.value);
+                dzr[3 * U + u] = d_o * activation_grad_from_output(o, r.value);
+              }
+            }
+          });
+        });
+      });
+    });
+  });
 }
 
 template void lstm_cell_forward<float>(float*, float*, float*, const float*, const float*, int64_t, int64_t,

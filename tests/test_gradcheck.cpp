@@ -53,6 +53,19 @@ TEST(GradCheck, SliceConcat) {
   EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::concat({in[0], in[1]}, 1); }, {a, b}));
 }
 
+TEST(GradCheck, Unstack) {
+  const Tensor x = random_input({2, 4, 3}, 40);
+  // Every slice used, weighted differently.
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) {
+        const std::vector<Tensor> parts = ops::unstack(in[0], 1);
+        return ops::concat({parts[3], ops::scale(parts[0], 2.0), parts[1], parts[2]}, 1);
+      },
+      {x}));
+  // Some slices unused: their gradient is zero.
+  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::unstack(in[0], -1)[1]; }, {x}));
+}
+
 TEST(GradCheck, MatmulAllTransposes) {
   for (bool ta : {false, true}) {
     for (bool tb : {false, true}) {

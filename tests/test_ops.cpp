@@ -117,6 +117,16 @@ TEST(Ops, SliceAndConcat) {
   expect_values(ops::concat({d({1, 2}, {2, 1}), d({3, 4, 5, 6}, {2, 2})}, -1), {1, 3, 4, 2, 5, 6});
 }
 
+TEST(Ops, Unstack) {
+  const Tensor x = d({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {2, 3, 2});
+  const std::vector<Tensor> steps = ops::unstack(x, 1);
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(steps[1].shape(), (Shape{2, 2}));
+  expect_values(steps[0], {1, 2, 7, 8});
+  expect_values(steps[2], {5, 6, 11, 12});
+  expect_values(ops::unstack(x, 0)[1], {7, 8, 9, 10, 11, 12});
+}
+
 TEST(Ops, TimeMergeAndFlatten) {
   const Tensor x = Tensor::zeros({2, 5, 4, 4, 3});
   EXPECT_EQ(ops::merge_time(x).shape(), (Shape{10, 4, 4, 3}));
