@@ -27,6 +27,26 @@ void with_flag(bool flag, Body&& body) {
   }
 }
 
+// Calls body(std::integral_constant<int, U>) for the unit counts of the seeds' layers, and
+// body(std::integral_constant<int, 0>) (meaning: use the runtime value) otherwise.
+template <typename Body>
+void with_units(int64_t U, Body&& body) {
+  switch (U) {
+    case 4:
+      return body(std::integral_constant<int, 4>{});
+    case 8:
+      return body(std::integral_constant<int, 8>{});
+    case 16:
+      return body(std::integral_constant<int, 16>{});
+    case 32:
+      return body(std::integral_constant<int, 32>{});
+    case 64:
+      return body(std::integral_constant<int, 64>{});
+    default:
+      return body(std::integral_constant<int, 0>{});
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -35,35 +55,39 @@ void lstm_cell_forward(T* h,             // (M,U)
                        T* gates,         // (M,G*U) activated [i | f | g | o]
                        const T* z,       // (M,G*U) pre-activations [z_i | z_f | z_c | z_o]
                        const T* c_prev,  // (M,U) or null for zeros
-                       int64_t M, int64_t U, Activation act, Activation rec_act) {
-  // One loop nest per (act, rec_act, c_prev or not), known at compile time: no branch is
-  // left in the loop, which then vectorises.
+                       int64_t M, int64_t U_runtime, Activation act, Activation rec_act) {
+  // One loop nest per (act, rec_act, c_prev or not, common U), known at compile time: no
+  // branch is left in the loops, which then vectorise, and a small U (ConvLSTM2D's 4 filters)
+  // becomes straight-line vector code instead of four loops of four iterations per row.
   with_activation(act, [&](auto a) {
     with_activation(rec_act, [&](auto r) {
       with_flag(c_prev != nullptr, [&](auto has_c_prev) {
+        with_units(U_runtime, [&](auto units) {
+          const int64_t U = units.value > 0 ? units.value : U_runtime;
 #pragma omp parallel for if (M * U > kParallelMin)
-        for (int64_t m = 0; m < M; ++m) {
-          // Row pointers that do not alias (the captured ones could, as far as the compiler
-          // knows, and would be reloaded after every store).
-          const T* __restrict zr = z + m * 4 * U;                      // (G*U)
-          const T* __restrict cp = has_c_prev.value ? c_prev + m * U : nullptr;  // (U)
-          T* __restrict gr = gates + m * 4 * U;                        // (G*U)
-          T* __restrict cr = c + m * U;                                // (U)
-          T* __restrict hr = h + m * U;                                // (U)
-          for (int64_t u = 0; u < U; ++u) {
-            const T i = activate(zr[u], r.value);
-            const T f = activate(zr[U + u], r.value);
-            const T g = activate(zr[2 * U + u], a.value);
-            const T o = activate(zr[3 * U + u], r.value);
-            const T cn = has_c_prev.value ? f * cp[u] + i * g : i * g;
-            gr[u] = i;
-            gr[U + u] = f;
-            gr[2 * U + u] = g;
-            gr[3 * U + u] = o;
-            cr[u] = cn;
-            hr[u] = o * activate(cn, a.value);
+          for (int64_t m = 0; m < M; ++m) {
+            // Row pointers that do not alias (the captured ones could, as far as the compiler
+            // knows, and would be reloaded after every store). Each loop below walks contiguous
+            // memory, which is what lets it vectorise.
+            const T* __restrict zr = z + m * 4 * U;                                    // (G*U)
+            const T* __restrict cp = has_c_prev.value ? c_prev + m * U : nullptr;      // (U)
+            T* __restrict gr = gates + m * 4 * U;                                      // (G*U)
+            T* __restrict cr = c + m * U;                                              // (U)
+            T* __restrict hr = h + m * U;                                              // (U)
+            for (int64_t j = 0; j < 2 * U; ++j) gr[j] = activate(zr[j], r.value);      // i, f
+            for (int64_t j = 2 * U; j < 3 * U; ++j) gr[j] = activate(zr[j], a.value);  // g
+            for (int64_t j = 3 * U; j < 4 * U; ++j) gr[j] = activate(zr[j], r.value);  // o
+            const T* __restrict i = gr;
+            const T* __restrict f = gr + U;
+            const T* __restrict g = gr + 2 * U;
+            const T* __restrict o = gr + 3 * U;
+            for (int64_t u = 0; u < U; ++u) {
+              const T cn = has_c_prev.value ? f[u] * cp[u] + i[u] * g[u] : i[u] * g[u];
+              cr[u] = cn;
+              hr[u] = o[u] * activate(cn, a.value);
+            }
           }
-        }
+        });
       });
     });
   });
@@ -82,37 +106,41 @@ void lstm_cell_backward(T* dz,            // (M,G*U)
                         const T* gates,   // (M,G*U) activated [i | f | g | o]
                         const T* c,       // (M,U)
                         const T* c_prev,  // (M,U) or null for zeros
-                        int64_t M, int64_t U, Activation act, Activation rec_act) {
+                        int64_t M, int64_t U_runtime, Activation act, Activation rec_act) {
   with_activation(act, [&](auto ac) {
     with_activation(rec_act, [&](auto r) {
       with_flag(c_prev != nullptr, [&](auto has_c_prev) {
         with_flag(dc != nullptr, [&](auto has_dc) {
           with_flag(dc_prev != nullptr, [&](auto wants_dc_prev) {
+            with_units(U_runtime, [&](auto units) {
+              const int64_t U = units.value > 0 ? units.value : U_runtime;
 #pragma omp parallel for if (M * U > kParallelMin)
-            for (int64_t m = 0; m < M; ++m) {
-              const T* __restrict gr = gates + m * 4 * U;                              // (G*U)
-              const T* __restrict cr = c + m * U;                                      // (U)
-              const T* __restrict dhr = dh + m * U;                                    // (U)
-              const T* __restrict dcr = has_dc.value ? dc + m * U : nullptr;           // (U)
-              const T* __restrict cpr = has_c_prev.value ? c_prev + m * U : nullptr;   // (U)
-              T* __restrict dcp = wants_dc_prev.value ? dc_prev + m * U : nullptr;     // (U)
-              T* __restrict dzr = dz + m * 4 * U;                                      // (G*U)
-              for (int64_t u = 0; u < U; ++u) {
-                const T i = gr[u], f = gr[U + u], g = gr[2 * U + u], o = gr[3 * U + u];
-                const T a = activate(cr[u], ac.value);
-                const T d_o = dhr[u] * a;
-                const T from_h = dhr[u] * o * activation_grad_from_output(a, ac.value);
-                const T dc_total = has_dc.value ? dcr[u] + from_h : from_h;
-                const T d_i = dc_total * g;
-                const T d_f = has_c_prev.value ? dc_total * cpr[u] : T(0);
-                const T d_g = dc_total * i;
-                if (wants_dc_prev.value) dcp[u] = dc_total * f;
-                dzr[u] = d_i * activation_grad_from_output(i, r.value);
-                dzr[U + u] = d_f * activation_grad_from_output(f, r.value);
-                dzr[2 * U + u] = d_g * activation_grad_from_output(g, ac.value);
-                dzr[3 * U + u] = d_o * activation_grad_from_output(o, r.value);
+              for (int64_t m = 0; m < M; ++m) {
+                const T* __restrict gr = gates + m * 4 * U;                             // (G*U)
+                const T* __restrict cr = c + m * U;                                     // (U)
+                const T* __restrict dhr = dh + m * U;                                   // (U)
+                const T* __restrict dcr = has_dc.value ? dc + m * U : nullptr;          // (U)
+                const T* __restrict cpr = has_c_prev.value ? c_prev + m * U : nullptr;  // (U)
+                T* __restrict dcp = wants_dc_prev.value ? dc_prev + m * U : nullptr;    // (U)
+                T* __restrict dzr = dz + m * 4 * U;                                     // (G*U)
+                const T* __restrict ig = gr;
+                const T* __restrict fg = gr + U;
+                const T* __restrict gg = gr + 2 * U;
+                const T* __restrict og = gr + 3 * U;
+                for (int64_t u = 0; u < U; ++u) {
+                  const T a = activate(cr[u], ac.value);
+                  const T from_h = dhr[u] * og[u] * activation_grad_from_output(a, ac.value);
+                  const T dc_total = has_dc.value ? dcr[u] + from_h : from_h;
+                  if (wants_dc_prev.value) dcp[u] = dc_total * fg[u];
+                  dzr[u] = dc_total * gg[u] * activation_grad_from_output(ig[u], r.value);
+                  dzr[U + u] = has_c_prev.value
+                                   ? dc_total * cpr[u] * activation_grad_from_output(fg[u], r.value)
+                                   : T(0);
+                  dzr[2 * U + u] = dc_total * ig[u] * activation_grad_from_output(gg[u], ac.value);
+                  dzr[3 * U + u] = dhr[u] * a * activation_grad_from_output(og[u], r.value);
+                }
               }
-            }
+            });
           });
         });
       });
