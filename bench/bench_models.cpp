@@ -4,6 +4,7 @@
 // so the time is the GPU's). Beside each: clips/s and the seeds' claim.
 //   build/bench/hisvid_bench --benchmark_out=results.json --benchmark_out_format=json
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include <map>
 #include <string>
@@ -24,6 +25,8 @@ void run(benchmark::State& state, const std::string& model, Device device, bool 
   hisvid::bench::StepRunner runner(model, 4, batch, device);
   for (int i = 0; i < 2; ++i) train ? runner.train_step() : runner.eval_step();  // warm-up
   runner.sync();
+  hisvid::Allocator& memory = hisvid::allocator_for(device);
+  memory.reset_peak();
   for (auto _ : state) {
     train ? runner.train_step() : runner.eval_step();
     runner.sync();
@@ -31,6 +34,10 @@ void run(benchmark::State& state, const std::string& model, Device device, bool 
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["clips_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),
                                                      benchmark::Counter::kIsRate);
+  state.counters["peak_mem_mb"] = static_cast<double>(memory.peak_bytes_in_use()) / 1048576.0;
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  state.counters["max_rss_mb"] = static_cast<double>(usage.ru_maxrss) / 1024.0;
   const auto claim = kClaimedEvalMs.find(model);
   if (!train && claim != kClaimedEvalMs.end()) state.counters["seed_claim_ms"] = claim->second;
 }

@@ -43,9 +43,17 @@ void put_vertical_text(cv::Mat& img, const std::string& text, cv::Point at, doub
   if (inside.area() > 0) rotated(cv::Rect(inside.x - roi.x, inside.y - roi.y, inside.width, inside.height)).copyTo(img(inside));
 }
 
-// A tick label with as many decimals as the spacing of the ticks needs.
-std::string format_tick(double v, double spacing) {
-  const int decimals = std::clamp(static_cast<int>(std::ceil(-std::log10(spacing))), 0, 4);
+// A "nice" tick step near span / 5: 1, 2 or 5 times a power of ten.
+double nice_step(double span) {
+  const double raw = span / 5.0, power = std::pow(10.0, std::floor(std::log10(raw)));
+  const double fraction = raw / power;
+  return (fraction < 1.5 ? 1.0 : fraction < 3.5 ? 2.0 : fraction < 7.5 ? 5.0 : 10.0) * power;
+}
+
+// A tick label with the decimals its step needs.
+std::string format_tick(double v, double step) {
+  const int decimals = std::clamp(static_cast<int>(-std::floor(std::log10(step) + 1e-9)), 0, 6);
+  if (std::fabs(v) < 1e-9 * step) v = 0.0;  // no "-0.0"
   return fmt::format("{:.{}f}", v, decimals);
 }
 
@@ -114,7 +122,8 @@ void write_curves_png(const std::string& path, const std::vector<Curve>& loss, c
                       const std::string& title) {
   const int panel_w = 520, panel_h = 380, margin = 60;
   cv::Mat img(panel_h + 2 * margin, 2 * (panel_w + margin) + margin, CV_8UC3, kWhite);
-  // fixed_range: the accuracy panel spans [0, 1] whatever the values.
+  // fixed_range: the accuracy panel spans [0, 1] whatever the values, and its legend goes to the
+  // bottom (accuracies climb to the top right, where the loss panel's legend sits).
   auto draw_panel = [&](const std::vector<Curve>& curves, int x0, const std::string& name, bool fixed_range) {
     size_t epochs = 0;
     double lo = INFINITY, hi = -INFINITY;
@@ -148,14 +157,14 @@ void write_curves_png(const std::string& path, const std::vector<Curve>& loss, c
       return cv::Point(x0 + static_cast<int>(fx * (panel_w - 1)),
                        margin + panel_h - 1 - static_cast<int>((v - lo) / (hi - lo) * (panel_h - 1)));
     };
-    for (int g = 0; g <= 4; ++g) {  // horizontal grid and y labels
-      const double v = lo + (hi - lo) * g / 4.0;
+    const double y_step = nice_step(hi - lo);
+    for (double v = std::ceil(lo / y_step - 1e-9) * y_step; v <= hi + 1e-9 * y_step; v += y_step) {  // grid, y labels
       const cv::Point p = to_px(1, v);
       cv::line(img, {x0 + 1, p.y}, {x0 + panel_w - 2, p.y}, kGrid, 1);
-      put_text(img, format_tick(v, (hi - lo) / 4.0), {x0 - 45, p.y + 4}, 0.4, kBlack);
+      put_text(img, format_tick(v, y_step), {x0 - 45, p.y + 4}, 0.4, kBlack);
     }
-    const size_t step = std::max<size_t>(1, epochs / 8);
-    for (size_t e = 1; e <= epochs; e += step) {  // x labels
+    const size_t epoch_step = std::max<size_t>(1, epochs / 8);
+    for (size_t e = 1; e <= epochs; e += epoch_step) {  // x labels
       const cv::Point p = to_px(static_cast<double>(e), lo);
       put_text(img, std::to_string(e), {p.x - 5, margin + panel_h + 18}, 0.4, kBlack);
     }
@@ -173,7 +182,8 @@ void write_curves_png(const std::string& path, const std::vector<Curve>& loss, c
           cv::circle(img, to_px(static_cast<double>(e + 1), curves[c].values[e]), 3, colour, cv::FILLED, cv::LINE_AA);
         }
       }
-      const int ly = margin + 18 + static_cast<int>(c) * 18;
+      const int ly = fixed_range ? margin + panel_h - 12 - static_cast<int>(curves.size() - 1 - c) * 18
+                                 : margin + 18 + static_cast<int>(c) * 18;
       cv::line(img, {x0 + panel_w - 130, ly - 4}, {x0 + panel_w - 105, ly - 4}, colour, 2);
       put_text(img, curves[c].label, {x0 + panel_w - 100, ly}, 0.45, kBlack);
     }

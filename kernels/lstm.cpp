@@ -5,9 +5,23 @@
 //   c = f * c_prev + i * g
 //   h = o * act(c)
 // Each row of z and gates is [i | f | c | o], U values each.
+//
+// Backward, with a = act(c):
+//   d_o = dh * a,   dc_total = dc + dh * o * act'(c)
+//   d_i = dc_total * g,   d_f = dc_total * c_prev,   d_g = dc_total * i,   dc_prev = dc_total * f
+// and each pre-activation gradient is its gate's gradient times the activation's derivative,
+// taken from the cached activated gate.
+//
+// Speed: each row is processed in contiguous runs (the four gates, then the cell) with the
+// activations and, for the seeds' unit counts, U known at compile time, so a ConvLSTM2D(4)
+// row is straight-line vector code. That holds for float with tanh and sigmoid or
+// hard_sigmoid (Keras's LSTM and ConvLSTM2D); every other case runs the same loops with the
+// activations and U read at run time. Missing optional inputs read a row of zeros and
+// unwanted outputs go to a scratch row, so no loop carries a branch.
 #include "kernels/lstm.h"
 
 #include <type_traits>
+#include <vector>
 
 namespace hisvid::cpu {
 
@@ -16,34 +30,103 @@ namespace {
 // Below this many cells the loops run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
-// Calls body(std::true_type) or body(std::false_type): a branch decided once per call rather
-// than once per element.
-template <typename Body>
-void with_flag(bool flag, Body&& body) {
-  if (flag) {
-    body(std::true_type{});
-  } else {
-    body(std::false_type{});
+// An activation fixed at compile time, or (Runtime) read at run time.
+template <Activation A>
+struct Fixed {
+  constexpr Activation operator()() const { return A; }
+};
+struct Runtime {
+  Activation a;
+  Activation operator()() const { return a; }
+};
+
+// A zero row and a scratch row of U values per thread, for absent inputs and outputs.
+template <typename T>
+struct SpareRows {
+  explicit SpareRows(int64_t U) : zeros(static_cast<size_t>(U), T(0)), scratch(static_cast<size_t>(U)) {}
+  std::vector<T> zeros, scratch;
+};
+
+// The gate step of rows [0, M), with units fixed at compile time when kU > 0.
+template <int kU, typename T, typename Act, typename Rec>
+void forward_rows(T* h, T* c, T* gates, const T* z, const T* c_prev, int64_t M, int64_t U_runtime, Act act,
+                  Rec rec) {
+  const int64_t U = kU > 0 ? kU : U_runtime;
+#pragma omp parallel if (M * U > kParallelMin)
+  {
+    const SpareRows<T> spare(U);
+#pragma omp for
+    for (int64_t m = 0; m < M; ++m) {
+      const T* __restrict zr = z + m * 4 * U;                                    // (G*U)
+      const T* __restrict cp = c_prev ? c_prev + m * U : spare.zeros.data();   // (U)
+      T* __restrict gr = gates + m * 4 * U;                                      // (G*U)
+      T* __restrict cr = c + m * U;                                              // (U)
+      T* __restrict hr = h + m * U;                                              // (U)
+      for (int64_t j = 0; j < 2 * U; ++j) gr[j] = activate(zr[j], rec());      // i, f
+      for (int64_t j = 2 * U; j < 3 * U; ++j) gr[j] = activate(zr[j], act());  // g
+      for (int64_t j = 3 * U; j < 4 * U; ++j) gr[j] = activate(zr[j], rec());  // o
+      const T* __restrict i = gr;
+      const T* __restrict f = gr + U;
+      const T* __restrict g = gr + 2 * U;
+      const T* __restrict o = gr + 3 * U;
+      for (int64_t u = 0; u < U; ++u) {
+        cr[u] = f[u] * cp[u] + i[u] * g[u];
+        hr[u] = o[u] * activate(cr[u], act());
+      }
+    }
   }
 }
 
-// Calls body(std::integral_constant<int, U>) for the unit counts of the seeds' layers, and
-// body(std::integral_constant<int, 0>) (meaning: use the runtime value) otherwise.
-template <typename Body>
-void with_units(int64_t U, Body&& body) {
-  switch (U) {
-    case 4:
-      return body(std::integral_constant<int, 4>{});
-    case 8:
-      return body(std::integral_constant<int, 8>{});
-    case 16:
-      return body(std::integral_constant<int, 16>{});
-    case 32:
-      return body(std::integral_constant<int, 32>{});
-    case 64:
-      return body(std::integral_constant<int, 64>{});
-    default:
-      return body(std::integral_constant<int, 0>{});
+template <int kU, typename T, typename Act, typename Rec>
+void backward_rows(T* dz, T* dc_prev, const T* dh, const T* dc, const T* gates, const T* c, const T* c_prev,
+                   int64_t M, int64_t U_runtime, Act act, Rec rec) {
+  const int64_t U = kU > 0 ? kU : U_runtime;
+#pragma omp parallel if (M * U > kParallelMin)
+  {
+    SpareRows<T> spare(U);
+#pragma omp for
+    for (int64_t m = 0; m < M; ++m) {
+      const T* __restrict gr = gates + m * 4 * U;                                  // (G*U)
+      const T* __restrict cr = c + m * U;                                          // (U)
+      const T* __restrict dhr = dh + m * U;                                        // (U)
+      const T* __restrict dcr = dc ? dc + m * U : spare.zeros.data();            // (U)
+      const T* __restrict cpr = c_prev ? c_prev + m * U : spare.zeros.data();    // (U)
+      T* __restrict dcp = dc_prev ? dc_prev + m * U : spare.scratch.data();      // (U)
+      T* __restrict dzr = dz + m * 4 * U;                                          // (G*U)
+      const T* __restrict ig = gr;
+      const T* __restrict fg = gr + U;
+      const T* __restrict gg = gr + 2 * U;
+      const T* __restrict og = gr + 3 * U;
+      for (int64_t u = 0; u < U; ++u) {
+        const T a = activate(cr[u], act());
+        const T dc_total = dcr[u] + dhr[u] * og[u] * activation_grad_from_output(a, act());
+        dcp[u] = dc_total * fg[u];
+        dzr[u] = dc_total * gg[u] * activation_grad_from_output(ig[u], rec());
+        dzr[U + u] = dc_total * cpr[u] * activation_grad_from_output(fg[u], rec());
+        dzr[2 * U + u] = dc_total * ig[u] * activation_grad_from_output(gg[u], act());
+        dzr[3 * U + u] = dhr[u] * a * activation_grad_from_output(og[u], rec());
+      }
+    }
+  }
+}
+
+// Calls run(units, act, rec) with the fastest specialisation for these arguments.
+template <typename T, typename Run>
+void dispatch(int64_t U, Activation act, Activation rec, Run&& run) {
+  const bool specialised = std::is_same_v<T, float> && act == Activation::Tanh &&
+                           (rec == Activation::Sigmoid || rec == Activation::HardSigmoid);
+  if (!specialised) return run(std::integral_constant<int, 0>{}, Runtime{act}, Runtime{rec});
+  auto with_rec = [&](auto units) {
+    if (rec == Activation::Sigmoid) return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::Sigmoid>{});
+    return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::HardSigmoid>{});
+  };
+  switch (U) {  // the unit counts of the seeds' LSTM and ConvLSTM2D layers
+    case 4: return with_rec(std::integral_constant<int, 4>{});
+    case 8: return with_rec(std::integral_constant<int, 8>{});
+    case 16: return with_rec(std::integral_constant<int, 16>{});
+    case 32: return with_rec(std::integral_constant<int, 32>{});
+    case 64: return with_rec(std::integral_constant<int, 64>{});
+    default: return with_rec(std::integral_constant<int, 0>{});
   }
 }
 
@@ -55,49 +138,12 @@ void lstm_cell_forward(T* h,             // (M,U)
                        T* gates,         // (M,G*U) activated [i | f | g | o]
                        const T* z,       // (M,G*U) pre-activations [z_i | z_f | z_c | z_o]
                        const T* c_prev,  // (M,U) or null for zeros
-                       int64_t M, int64_t U_runtime, Activation act, Activation rec_act) {
-  // One loop nest per (act, rec_act, c_prev or not, common U), known at compile time: no
-  // branch is left in the loops, which then vectorise, and a small U (ConvLSTM2D's 4 filters)
-  // becomes straight-line vector code instead of four loops of four iterations per row.
-  with_activation(act, [&](auto a) {
-    with_activation(rec_act, [&](auto r) {
-      with_flag(c_prev != nullptr, [&](auto has_c_prev) {
-        with_units(U_runtime, [&](auto units) {
-          const int64_t U = units.value > 0 ? units.value : U_runtime;
-#pragma omp parallel for if (M * U > kParallelMin)
-          for (int64_t m = 0; m < M; ++m) {
-            // Row pointers that do not alias (the captured ones could, as far as the compiler
-            // knows, and would be reloaded after every store). Each loop below walks contiguous
-            // memory, which is what lets it vectorise.
-            const T* __restrict zr = z + m * 4 * U;                                    // (G*U)
-            const T* __restrict cp = has_c_prev.value ? c_prev + m * U : nullptr;      // (U)
-            T* __restrict gr = gates + m * 4 * U;                                      // (G*U)
-            T* __restrict cr = c + m * U;                                              // (U)
-            T* __restrict hr = h + m * U;                                              // (U)
-            for (int64_t j = 0; j < 2 * U; ++j) gr[j] = activate(zr[j], r.value);      // i, f
-            for (int64_t j = 2 * U; j < 3 * U; ++j) gr[j] = activate(zr[j], a.value);  // g
-            for (int64_t j = 3 * U; j < 4 * U; ++j) gr[j] = activate(zr[j], r.value);  // o
-            const T* __restrict i = gr;
-            const T* __restrict f = gr + U;
-            const T* __restrict g = gr + 2 * U;
-            const T* __restrict o = gr + 3 * U;
-            for (int64_t u = 0; u < U; ++u) {
-              const T cn = has_c_prev.value ? f[u] * cp[u] + i[u] * g[u] : i[u] * g[u];
-              cr[u] = cn;
-              hr[u] = o[u] * activate(cn, a.value);
-            }
-          }
-        });
-      });
-    });
+                       int64_t M, int64_t U, Activation act, Activation rec_act) {
+  dispatch<T>(U, act, rec_act, [&](auto units, auto a, auto r) {
+    forward_rows<decltype(units)::value>(h, c, gates, z, c_prev, M, U, a, r);
   });
 }
 
-// With a = act(c):
-//   d_o = dh * a,   dc_total = dc + dh * o * act'(c)
-//   d_i = dc_total * g,   d_f = dc_total * c_prev,   d_g = dc_total * i,   dc_prev = dc_total * f
-// and each pre-activation gradient is its gate's gradient times the activation's derivative,
-// taken from the cached activated gate.
 template <typename T>
 void lstm_cell_backward(T* dz,            // (M,G*U)
                         T* dc_prev,       // (M,U) or null (not wanted)
@@ -106,45 +152,9 @@ void lstm_cell_backward(T* dz,            // (M,G*U)
                         const T* gates,   // (M,G*U) activated [i | f | g | o]
                         const T* c,       // (M,U)
                         const T* c_prev,  // (M,U) or null for zeros
-                        int64_t M, int64_t U_runtime, Activation act, Activation rec_act) {
-  with_activation(act, [&](auto ac) {
-    with_activation(rec_act, [&](auto r) {
-      with_flag(c_prev != nullptr, [&](auto has_c_prev) {
-        with_flag(dc != nullptr, [&](auto has_dc) {
-          with_flag(dc_prev != nullptr, [&](auto wants_dc_prev) {
-            with_units(U_runtime, [&](auto units) {
-              const int64_t U = units.value > 0 ? units.value : U_runtime;
-#pragma omp parallel for if (M * U > kParallelMin)
-              for (int64_t m = 0; m < M; ++m) {
-                const T* __restrict gr = gates + m * 4 * U;                             // (G*U)
-                const T* __restrict cr = c + m * U;                                     // (U)
-                const T* __restrict dhr = dh + m * U;                                   // (U)
-                const T* __restrict dcr = has_dc.value ? dc + m * U : nullptr;          // (U)
-                const T* __restrict cpr = has_c_prev.value ? c_prev + m * U : nullptr;  // (U)
-                T* __restrict dcp = wants_dc_prev.value ? dc_prev + m * U : nullptr;    // (U)
-                T* __restrict dzr = dz + m * 4 * U;                                     // (G*U)
-                const T* __restrict ig = gr;
-                const T* __restrict fg = gr + U;
-                const T* __restrict gg = gr + 2 * U;
-                const T* __restrict og = gr + 3 * U;
-                for (int64_t u = 0; u < U; ++u) {
-                  const T a = activate(cr[u], ac.value);
-                  const T from_h = dhr[u] * og[u] * activation_grad_from_output(a, ac.value);
-                  const T dc_total = has_dc.value ? dcr[u] + from_h : from_h;
-                  if (wants_dc_prev.value) dcp[u] = dc_total * fg[u];
-                  dzr[u] = dc_total * gg[u] * activation_grad_from_output(ig[u], r.value);
-                  dzr[U + u] = has_c_prev.value
-                                   ? dc_total * cpr[u] * activation_grad_from_output(fg[u], r.value)
-                                   : T(0);
-                  dzr[2 * U + u] = dc_total * ig[u] * activation_grad_from_output(gg[u], ac.value);
-                  dzr[3 * U + u] = dhr[u] * a * activation_grad_from_output(og[u], r.value);
-                }
-              }
-            });
-          });
-        });
-      });
-    });
+                        int64_t M, int64_t U, Activation act, Activation rec_act) {
+  dispatch<T>(U, act, rec_act, [&](auto units, auto a, auto r) {
+    backward_rows<decltype(units)::value>(dz, dc_prev, dh, dc, gates, c, c_prev, M, U, a, r);
   });
 }
 
