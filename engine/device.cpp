@@ -34,7 +34,9 @@ namespace {
 // Host memory, 64-byte aligned. Blocks of 64 KiB and more are kept on free lists by size when
 // released and handed out again: a training step allocates the same sizes every step, and a
 // fresh large block would come from mmap and page-fault on first touch every time. At most
-// kMaxCachedBytes are kept; beyond that blocks go back to the system.
+// kMaxCachedBytes are kept: a released block that does not fit evicts the cached blocks of
+// other sizes first, so the cache follows the current working set (one model after another
+// in a benchmark run) instead of holding on to the first one's.
 class CpuAllocator final : public Allocator {
  public:
   static constexpr size_t kAlignment = 64;
@@ -73,10 +75,20 @@ class CpuAllocator final : public Allocator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       in_use_ -= bytes;
-      if (rounded >= kCachedMinBytes && cached_ + rounded <= kMaxCachedBytes) {
-        free_[rounded].push_back(ptr);
-        cached_ += rounded;
-        return;
+      if (rounded >= kCachedMinBytes && rounded <= kMaxCachedBytes) {
+        for (auto it = free_.begin(); cached_ + rounded > kMaxCachedBytes && it != free_.end(); ++it) {
+          if (it->first == rounded) continue;
+          while (!it->second.empty() && cached_ + rounded > kMaxCachedBytes) {
+            std::free(it->second.back());
+            it->second.pop_back();
+            cached_ -= it->first;
+          }
+        }
+        if (cached_ + rounded <= kMaxCachedBytes) {
+          free_[rounded].push_back(ptr);
+          cached_ += rounded;
+          return;
+        }
       }
     }
     std::free(ptr);
