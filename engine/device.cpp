@@ -1,5 +1,7 @@
 #include "engine/device.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -33,15 +35,21 @@ namespace {
 
 // Host memory, 64-byte aligned. Blocks of 64 KiB and more are kept on free lists by size when
 // released and handed out again: a training step allocates the same sizes every step, and a
-// fresh large block would come from mmap and page-fault on first touch every time. At most
-// kMaxCachedBytes are kept: a released block that does not fit evicts the cached blocks of
+// fresh large block would come from mmap and page-fault on first touch every time. At most a
+// quarter of physical memory (8 GiB at most) is kept: a released block that does not fit
+// evicts the cached blocks of
 // other sizes first, so the cache follows the current working set (one model after another
 // in a benchmark run) instead of holding on to the first one's.
 class CpuAllocator final : public Allocator {
  public:
   static constexpr size_t kAlignment = 64;
   static constexpr size_t kCachedMinBytes = size_t(64) << 10;
-  static constexpr size_t kMaxCachedBytes = size_t(1) << 30;
+
+  CpuAllocator() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const size_t physical = pages > 0 && page > 0 ? size_t(pages) * size_t(page) : size_t(4) << 30;
+    max_cached_ = std::min(physical / 4, size_t(8) << 30);
+  }
 
   ~CpuAllocator() override {
     for (auto& [bytes, blocks] : free_) {
@@ -75,16 +83,16 @@ class CpuAllocator final : public Allocator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       in_use_ -= bytes;
-      if (rounded >= kCachedMinBytes && rounded <= kMaxCachedBytes) {
-        for (auto it = free_.begin(); cached_ + rounded > kMaxCachedBytes && it != free_.end(); ++it) {
+      if (rounded >= kCachedMinBytes && rounded <= max_cached_) {
+        for (auto it = free_.begin(); cached_ + rounded > max_cached_ && it != free_.end(); ++it) {
           if (it->first == rounded) continue;
-          while (!it->second.empty() && cached_ + rounded > kMaxCachedBytes) {
+          while (!it->second.empty() && cached_ + rounded > max_cached_) {
             std::free(it->second.back());
             it->second.pop_back();
             cached_ -= it->first;
           }
         }
-        if (cached_ + rounded <= kMaxCachedBytes) {
+        if (cached_ + rounded <= max_cached_) {
           free_[rounded].push_back(ptr);
           cached_ += rounded;
           return;
@@ -116,6 +124,7 @@ class CpuAllocator final : public Allocator {
 
   mutable std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t max_cached_;
   size_t cached_ = 0, in_use_ = 0, peak_ = 0;
 };
 
