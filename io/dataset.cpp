@@ -44,6 +44,7 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "kernels/philox.h"
 
@@ -291,16 +292,6 @@ CacheRead read_cache(const std::string& file, const std::string& key, const std:
   return CacheRead::Loaded;
 }
 
-// Forces the file's data to disk before the rename exposes it (as io/keras_h5.cpp does).
-void sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("{}: cannot open to sync: {}", path, std::strerror(errno));
-  const int status = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  if (status != 0) fail("{}: cannot sync to disk: {}", path, std::strerror(error));
-}
-
 // Paths are stored relative to the dataset root, so a cache found again through the same
 // absolute root from another working directory names the files as the caller does.
 void write_cache_file(const std::string& path, const std::string& key, const std::string& dataset_root,
@@ -342,22 +333,14 @@ void write_cache_file(const std::string& path, const std::string& key, const std
 // Writes the cache atomically; returns "" or why it could not be written.
 std::string write_cache(const std::string& path, const std::string& key, const std::string& dataset_root,
                         const ClipSet& clips) {
-  static std::atomic<unsigned> counter{0};
-  const std::string temp = fmt::format("{}.tmp-{}-{}", path, ::getpid(), counter++);
-  std::error_code ignored;
   try {
     const fs::path parent = fs::path(path).parent_path();
     std::error_code error;
     if (!parent.empty() && !fs::create_directories(parent, error) && error) {
       fail("cannot create the directory {}: {}", parent.string(), error.message());
     }
-    write_cache_file(temp, key, dataset_root, clips);
-    sync_file(temp);
-    if (std::rename(temp.c_str(), path.c_str()) != 0) {
-      fail("renaming {} over it failed: {}", temp, std::strerror(errno));
-    }
+    write_atomically(path, [&](const std::string& temp) { write_cache_file(temp, key, dataset_root, clips); });
   } catch (const std::exception& e) {
-    fs::remove(temp, ignored);
     return e.what();
   }
   return "";

@@ -8,8 +8,8 @@
 // Keras stores the Adam step "Adam/iter:0" as int64, exact in float32 up to 2^24 steps; we write
 // every optimizer weight as float32 (Keras casts on load).
 //
-// Writing goes to `<path>.tmp-<pid>` in the target's directory, which is flushed, closed, fsynced
-// and renamed over the target; on any failure the temporary file is removed and the target is
+// Writing goes through io/atomic_file.h: a temporary file in the target's directory, flushed,
+// closed, fsynced and renamed over the target; on any failure the temporary file is removed and the target is
 // left as it was.
 #include "io/keras_h5.h"
 
@@ -24,6 +24,7 @@
 #include <system_error>
 
 #include "engine/error.h"
+#include "io/atomic_file.h"
 #include "io/hdf5.h"
 
 namespace hisvid::io {
@@ -124,26 +125,6 @@ void write_model_file(const std::string& path, const KerasModelFile& model, cons
   file.close();
 }
 
-// Forces the file's data to disk, so that the rename never exposes an empty or partial file
-// after a power loss.
-void sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("{}: cannot open to sync: {}", path, std::strerror(errno));
-  const int status = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  if (status != 0) fail("{}: cannot sync to disk: {}", path, std::strerror(error));
-}
-
-// Makes the rename itself durable. Best effort: by now the new file is in place, and a failure
-// here only weakens the guarantee after a power loss.
-void sync_directory(const std::filesystem::path& directory) {
-  const int fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 }  // namespace
 
 KerasModelFile read_keras_model(const std::string& path) {
@@ -187,27 +168,13 @@ KerasModelFile read_keras_model(const std::string& path) {
 
 void write_keras_model(const std::string& path, const KerasModelFile& model, const WriteOptions& options) {
   check_model(path, model);
-  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
-  const auto discard_temp = [&temp] {
-    std::error_code ignored;
-    std::filesystem::remove(temp, ignored);
-  };
   try {
-    write_model_file(temp, model, options);
-    sync_file(temp);
+    write_atomically(path, [&](const std::string& temp) { write_model_file(temp, model, options); });
   } catch (const std::exception& e) {
-    discard_temp();
     fail("{}: cannot save the model: {}", path, e.what());
   } catch (...) {
-    discard_temp();
     fail("{}: cannot save the model: a non-standard exception was thrown", path);
   }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    const int error = errno;
-    discard_temp();
-    fail("{}: cannot save the model: renaming {} over it failed: {}", path, temp, std::strerror(error));
-  }
-  sync_directory(std::filesystem::path(path).parent_path());
 }
 
 }  // namespace hisvid::io

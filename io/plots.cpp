@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -11,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "engine/error.h"
+#include "io/atomic_file.h"
 
 namespace hisvid::io {
 
@@ -58,17 +58,12 @@ std::string format_tick(double v, double step) {
 }
 
 void write_png(const std::string& path, const cv::Mat& img) {
-  const std::string temp = path + ".tmp.png";
-  bool ok = false;
   try {
-    ok = cv::imwrite(temp, img);
-  } catch (const cv::Exception& e) {
-    std::remove(temp.c_str());
-    fail("{}: cannot write the picture: {}", path, e.what());
-  }
-  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
-    std::remove(temp.c_str());
-    fail("{}: cannot write the picture (is the directory writable?)", path);
+    write_atomically(path, [&](const std::string& temp) {
+      if (!cv::imwrite(temp, img)) fail("OpenCV could not write the PNG");
+    });
+  } catch (const std::exception& e) {
+    fail("{}: cannot write the picture (is the directory writable?): {}", path, e.what());
   }
 }
 

@@ -21,11 +21,14 @@
 #include <thread>
 #include <vector>
 
+#include "tests/test_support.h"
 #include "io/dataset.h"
 #include "kernels/philox.h"
 
 namespace hisvid::io {
 namespace {
+
+using hisvid::testing::error_of;
 
 namespace fs = std::filesystem;
 
@@ -36,17 +39,6 @@ constexpr int kJpegTolerance = 6;  // MJPG's error on a flat frame, well below t
 constexpr int kFrameSize = 32;     // written frames, 32x32
 constexpr int kFramesPerVideo = 12;
 
-// The message of the hisvid::Error `action` throws; a test failure when it throws none.
-template <typename Action>
-std::string error_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no hisvid::Error was thrown";
-  return "";
-}
 
 ::testing::AssertionResult contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();

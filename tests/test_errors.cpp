@@ -8,23 +8,12 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/recurrent.h"
+#include "tests/test_support.h"
 
 namespace hisvid {
 namespace {
 
-// Runs f, expects an Error, and checks that its message contains every fragment.
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "expected hisvid::Error";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const std::string& fragment : fragments) {
-      EXPECT_NE(message.find(fragment), std::string::npos) << "'" << fragment << "' missing from: " << message;
-    }
-  }
-}
+using hisvid::testing::expect_error;
 
 const Tensor f32(const Shape& s) { return Tensor::zeros(s); }
 

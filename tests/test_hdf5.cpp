@@ -15,12 +15,17 @@
 #include <random>
 #include <stdexcept>
 
+#include "tests/test_support.h"
 #include "engine/error.h"
 #include "io/hdf5.h"
 #include "io/keras_h5.h"
 
 namespace hisvid::io {
 namespace {
+
+using hisvid::testing::directory_entries;
+using hisvid::testing::error_of;
+using hisvid::testing::file_bytes;
 
 namespace fs = std::filesystem;
 
@@ -30,31 +35,8 @@ std::string missing_fixture(const std::string& path) {
   return "fixture " + path + " not found (HISVID_FIXTURES_DIR=" + HISVID_FIXTURES_DIR + ")";
 }
 
-// The message of the hisvid::Error that `action` throws; a test failure when it throws none.
-template <typename Action>
-std::string error_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no hisvid::Error was thrown";
-  return "";
-}
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
-std::vector<std::string> directory_entries(const fs::path& directory) {
-  std::vector<std::string> names;
-  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
-    names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // A fresh directory per test, removed afterwards.
 class Hdf5Test : public ::testing::Test {

@@ -17,6 +17,7 @@
 #include "io/hdf5.h"
 #include "models/model_file.h"
 #include "models/zoo.h"
+#include "tests/test_support.h"
 
 namespace hisvid::models {
 namespace {
@@ -219,16 +220,7 @@ TEST(ModelFiles, ResumeGivesBitwiseTheSameWeights) {
   EXPECT_EQ(resumed.extras.optimizer->iterations(), adam.iterations());
 }
 
-void expect_error_mentions(const std::function<void()>& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    for (const std::string& frag : fragments) {
-      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos) << "'" << frag << "' missing from: " << e.what();
-    }
-  }
-}
+using hisvid::testing::expect_error;
 
 TEST(ModelFiles, WrongShapedWeightsNameLayerWeightAndShapes) {
   TempDir dir;
@@ -238,19 +230,19 @@ TEST(ModelFiles, WrongShapedWeightsNameLayerWeightAndShapes) {
   save_model(path, four, {}, nullptr, nullptr);
   Sequential five = load_spec("lrcn", 5);
   five.build(1);
-  expect_error_mentions([&] { load_weights(five, io::read_keras_model(path), path); },
+  expect_error([&] { load_weights(five, io::read_keras_model(path), path); },
                         {path, "dense/kernel:0", "(32, 4)", "(32, 5)", "dense"});
   Sequential other = load_spec("convlstm", 4);
   other.build(1);
-  expect_error_mentions([&] { load_weights(other, io::read_keras_model(path), path); }, {path, "layers with weights"});
+  expect_error([&] { load_weights(other, io::read_keras_model(path), path); }, {path, "layers with weights"});
 }
 
 TEST(ModelFiles, BadFilesAreClearErrors) {
   TempDir dir;
-  expect_error_mentions([&] { load_model(dir.file("missing.h5")); }, {"missing.h5", "no such file"});
+  expect_error([&] { load_model(dir.file("missing.h5")); }, {"missing.h5", "no such file"});
   const std::string text = dir.file("notes.h5");
   std::ofstream(text) << "this is not an HDF5 file\n";
-  expect_error_mentions([&] { load_model(text); }, {"notes.h5", "not an HDF5 file"});
+  expect_error([&] { load_model(text); }, {"notes.h5", "not an HDF5 file"});
 }
 
 TEST(ModelFiles, FailedSaveKeepsThePreviousCheckpoint) {

@@ -23,39 +23,21 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_support.h"
 #include "engine/error.h"
 #include "io/synthetic.h"
 
 namespace hisvid::io {
 namespace {
 
+using hisvid::testing::directory_entries;
+using hisvid::testing::error_of;
+using hisvid::testing::file_bytes;
+
 namespace fs = std::filesystem;
 
-// The message of the hisvid::Error that `action` throws; a test failure when it throws none.
-template <typename Action>
-std::string error_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no hisvid::Error was thrown";
-  return "";
-}
 
-std::string file_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
-std::vector<std::string> directory_entries(const fs::path& directory) {
-  std::vector<std::string> names;
-  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
-    names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 fs::path fresh_directory() {
   static std::atomic<int> counter{0};

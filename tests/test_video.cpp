@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_support.h"
 #include "io/video.h"
 
 namespace hisvid::io {
@@ -37,13 +38,7 @@ constexpr double kFps = 25.0;
 // The message of the VideoError `action` throws; a test failure when it throws none.
 template <typename Action>
 std::string video_error_of(Action&& action) {
-  try {
-    action();
-  } catch (const VideoError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no VideoError was thrown";
-  return "";
+  return hisvid::testing::error_of<VideoError>(std::forward<Action>(action));
 }
 
 cv::Mat index_frame(int k) {

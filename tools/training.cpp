@@ -14,6 +14,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/optimizer.h"
+#include "io/atomic_file.h"
 #include "io/plots.h"
 #include "models/model_file.h"
 #include "models/zoo.h"
@@ -83,20 +84,12 @@ std::string metrics_text(const models::EpochLog& log) {
 }  // namespace
 
 void write_text_file(const std::string& path, const std::string& text) {
-  const std::string temp = path + ".tmp";
-  {
+  io::write_atomically(path, [&](const std::string& temp) {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     out << text;
     out.flush();
-    if (!out) {
-      std::remove(temp.c_str());
-      fail("{}: cannot write the file (disk full or not writable?)", path);
-    }
-  }
-  if (std::rename(temp.c_str(), path.c_str()) != 0) {
-    std::remove(temp.c_str());
-    fail("{}: cannot move the finished file into place", path);
-  }
+    if (!out) fail("{}: cannot write the file (disk full or not writable?)", path);
+  });
 }
 
 std::vector<std::string> split_list(const std::string& text) {

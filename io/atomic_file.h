@@ -1,0 +1,18 @@
+// io/atomic_file.h — writing a file so that it appears whole or not at all.
+//
+// fill(temp) writes the content to a temporary file in the target's directory, named
+// `<path>.tmp-<pid>-<n><extension of path>` so that writers choosing a format by extension
+// (cv::imwrite, cv::VideoWriter) still see the right one. The temporary file is then fsynced,
+// renamed over the target, and the directory synced (best effort). If fill or any step throws,
+// the temporary file is removed and the exception propagates: the target is never touched, so
+// a crash, a full disk or Ctrl-C leaves the previous file as it was.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace hisvid::io {
+
+void write_atomically(const std::string& path, const std::function<void(const std::string& temp)>& fill);
+
+}  // namespace hisvid::io
