@@ -16,6 +16,7 @@
 #include "engine/ops.h"
 #include "io/hdf5.h"
 #include "models/model_file.h"
+#include "models/trainer.h"
 #include "models/zoo.h"
 #include "tests/test_support.h"
 
@@ -265,6 +266,23 @@ TEST(ModelFiles, FailedSaveKeepsThePreviousCheckpoint) {
   int files = 0;
   for (const auto& entry : fs::directory_iterator(fs::path(path).parent_path())) files += entry.is_regular_file();
   EXPECT_EQ(files, 1);  // no temporary file left behind
+}
+
+TEST(Training, ModelAndDataMustAgreeOnClasses) {
+  Sequential model = Sequential::from_json(nlohmann::json::parse(kTinyLrcn), "tiny");  // Dense(2)
+  model.build(1);
+  io::ClipSet clips;
+  clips.class_names = {"left", "right", "up"};
+  clips.extraction = {4, 8, 8};
+  clips.pixels.assign(size_t(2) * 4 * 8 * 8 * 3, 0);
+  clips.labels = {0, 2};
+  clips.paths = {"a.avi", "b.avi"};
+  Adam adam;
+  expect_error([&] { Trainer(model, adam, clips, io::Split{{0, 1}, {}, {}}, FitOptions{}, 1); },
+               {"'tiny'", "2 output classes", "3 classes"});
+  // Evaluation matches classes by name: one the model does not know is an error naming it.
+  expect_error([&] { match_classes({"left", "up"}, {"left", "right"}); }, {"'up'", "left, right"});
+  EXPECT_EQ(match_classes({"right", "left"}, {"left", "right"}), (std::vector<int>{1, 0}));
 }
 
 }  // namespace
