@@ -88,7 +88,7 @@ __global__ void grad_moments_partial_kernel(double* partials, const float* dout,
 }
 
 // dbeta (C) += sum dout, dgamma (C) += sum dout * xhat; coef (2,C) = those sums / M
-__global__ void grad_moments_finalize_kernel(float* dgamma, float* dbeta, float* coef, const double* partials,
+__global__ void grad_moments_finalize_kernel(float* dgamma, float* dbeta, double* coef, const double* partials,
                                              int row_blocks, int64_t M, int64_t C) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
@@ -96,20 +96,23 @@ __global__ void grad_moments_finalize_kernel(float* dgamma, float* dbeta, float*
   device::column_total<2>(sums, partials, row_blocks, C, c);
   dbeta[c] += static_cast<float>(sums[0]);
   dgamma[c] += static_cast<float>(sums[1]);
-  coef[c] = static_cast<float>(sums[0] / double(M));
-  coef[C + c] = static_cast<float>(sums[1] / double(M));
+  coef[c] = sums[0] / double(M);
+  coef[C + c] = sums[1] / double(M);
 }
 
-// dinp (M,C) = gamma * invstd * (dout - mean(dout) - xhat * mean(dout * xhat))
+// dinp (M,C) = gamma * invstd * (dout - mean(dout) - xhat * mean(dout * xhat)), in double as
+// the CPU reference: for small M the bracket cancels to ~eps/(var+eps) of its terms (M = 2:
+// about 1e-3), and float there would leave ~1e-4 relative error in every element.
 __global__ void batchnorm_dinp_kernel(float* dinp, const float* dout, const float* inp, const float* mean,
-                                      const float* invstd, const float* gamma, const float* coef, int64_t M,
+                                      const float* invstd, const float* gamma, const double* coef, int64_t M,
                                       int64_t C) {
   const int64_t total = M * C;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = i % C;
-    const float xhat = (inp[i] - mean[c]) * invstd[c];
-    dinp[i] = gamma[c] * invstd[c] * (dout[i] - coef[c] - xhat * coef[C + c]);
+    const double xhat = (double(inp[i]) - double(mean[c])) * double(invstd[c]);
+    dinp[i] = static_cast<float>(double(gamma[c]) * double(invstd[c]) *
+                                 (double(dout[i]) - coef[c] - xhat * coef[C + c]));
   }
 }
 
@@ -158,9 +161,9 @@ void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* d
   Context& ctx = context_for_stream(stream, "batchnorm_backward");
   const device::ColumnTiling tiling = device::column_tiling(M, C);
   const size_t partial_bytes = (sizeof(double) * 2 * size_t(tiling.row_blocks) * size_t(C) + 255) / 256 * 256;
-  char* ws = static_cast<char*>(ctx.workspace(partial_bytes + sizeof(float) * 2 * size_t(C)));
-  double* partials = reinterpret_cast<double*>(ws);            // (row_blocks, 2, C)
-  float* coef = reinterpret_cast<float*>(ws + partial_bytes);  // (2, C)
+  char* ws = static_cast<char*>(ctx.workspace(partial_bytes + sizeof(double) * 2 * size_t(C)));
+  double* partials = reinterpret_cast<double*>(ws);              // (row_blocks, 2, C)
+  double* coef = reinterpret_cast<double*>(ws + partial_bytes);  // (2, C)
   grad_moments_partial_kernel<<<tiling.grid, tiling.block, 0, stream>>>(partials, dout, inp, mean, invstd, M,
                                                                         C);
   HISVID_CHECK_LAUNCH();
