@@ -36,6 +36,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/conv2d.h"
 #include "kernels/cuda_context.h"
@@ -136,24 +137,48 @@ struct Choice {
 // Algorithms needing more scratch than this are passed over.
 constexpr size_t kMaxAlgorithmWorkspace = size_t(512) << 20;
 
-// The result to run, in heuristic order: status success, workspace within the cap, and
-// deterministic when such a result exists. Without TF32, results reported with
-// CUDNN_FMA_MATH come first, then CUDNN_DEFAULT_MATH ones (run under FMA math all the same:
-// the caller keeps the descriptor at CUDNN_FMA_MATH); tensor-op results never.
+// The results worth trying, best first: status success and workspace within the cap;
+// deterministic ones before the others (a run on the GPU then repeats bit for bit), each group
+// in heuristic order. Without TF32, results reported with CUDNN_FMA_MATH come before
+// CUDNN_DEFAULT_MATH ones (run under FMA math all the same: the caller keeps the descriptor at
+// CUDNN_FMA_MATH) and tensor-op results never qualify; with TF32, any math type but the one
+// that converts to half precision.
 template <typename Perf>
-const Perf* pick(const Perf* perf, int count, bool allow_tf32) {
-  const int math_levels = allow_tf32 ? 1 : 2;
-  for (int level = 0; level < math_levels; ++level) {
-    const Perf* any = nullptr;
-    for (int i = 0; i < count; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > kMaxAlgorithmWorkspace) continue;
-      if (!allow_tf32 && perf[i].mathType != (level == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)) continue;
-      if (perf[i].determinism == CUDNN_DETERMINISTIC) return &perf[i];
-      if (any == nullptr) any = &perf[i];
+std::vector<const Perf*> ranked(const Perf* perf, int count, bool allow_tf32) {
+  std::vector<const Perf*> order;
+  for (int deterministic = 1; deterministic >= 0; --deterministic) {
+    for (int level = 0; level < (allow_tf32 ? 1 : 2); ++level) {
+      for (int i = 0; i < count; ++i) {
+        const Perf& p = perf[i];
+        if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxAlgorithmWorkspace) continue;
+        if ((p.determinism == CUDNN_DETERMINISTIC) != (deterministic == 1)) continue;
+        if (allow_tf32 ? p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+                       : p.mathType != (level == 0 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH)) {
+          continue;
+        }
+        order.push_back(&p);
+      }
     }
-    if (any != nullptr) return any;
   }
-  return nullptr;
+  return order;
+}
+
+// Sets `choice` to the first ranked result whose workspace query succeeds under the math type
+// it will run with (a DEFAULT_MATH result may not support FMA math: it is passed over then).
+// workspace_of(algo, &bytes) returns the query's status. Returns whether one was found.
+template <typename Perf, typename Algo, typename WorkspaceQuery>
+bool choose(Choice<Algo>& choice, cudnnConvolutionDescriptor_t conv, const Perf* perf, int count,
+            bool allow_tf32, WorkspaceQuery workspace_of) {
+  for (const Perf* p : ranked(perf, count, allow_tf32)) {
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, allow_tf32 ? p->mathType : CUDNN_FMA_MATH));
+    size_t bytes = 0;
+    if (workspace_of(p->algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    choice.algo = p->algo;
+    choice.bytes = bytes;
+    choice.found = true;
+    return true;
+  }
+  return false;
 }
 
 // Descriptors and chosen algorithms of one convolution geometry on one device.
@@ -212,16 +237,15 @@ void choose_forward(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x.get(), plan.w.get(),
                                                      plan.forward_conv.get(), plan.y.get(),
                                                      static_cast<int>(perf.size()), &count, perf.data()));
-  const cudnnConvolutionFwdAlgoPerf_t* best = pick(perf.data(), count, allow_tf32);
-  if (best == nullptr)
+  const bool found = choose(plan.forward, plan.forward_conv.get(), perf.data(), count, allow_tf32,
+                            [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
+                              return cudnnGetConvolutionForwardWorkspaceSize(
+                                  handle, plan.x.get(), plan.w.get(), plan.forward_conv.get(), plan.y.get(),
+                                  algo, bytes);
+                            });
+  if (!found) {
     throw std::runtime_error("hisvid::cuda::conv2d_forward: no cuDNN algorithm for " + describe(plan.g));
-  CUDNN_CHECK(
-      cudnnSetConvolutionMathType(plan.forward_conv.get(), allow_tf32 ? best->mathType : CUDNN_FMA_MATH));
-  plan.forward.algo = best->algo;
-  CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, plan.x.get(), plan.w.get(),
-                                                      plan.forward_conv.get(), plan.y.get(), best->algo,
-                                                      &plan.forward.bytes));
-  plan.forward.found = true;
+  }
 }
 
 void choose_backward_data(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
@@ -230,18 +254,16 @@ void choose_backward_data(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32)
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       handle, plan.w.get(), plan.y.get(), plan.backward_data_conv.get(), plan.x.get(),
       static_cast<int>(perf.size()), &count, perf.data()));
-  const cudnnConvolutionBwdDataAlgoPerf_t* best = pick(perf.data(), count, allow_tf32);
-  if (best == nullptr) {
+  const bool found = choose(plan.backward_data, plan.backward_data_conv.get(), perf.data(), count, allow_tf32,
+                            [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
+                              return cudnnGetConvolutionBackwardDataWorkspaceSize(
+                                  handle, plan.w.get(), plan.y.get(), plan.backward_data_conv.get(),
+                                  plan.x.get(), algo, bytes);
+                            });
+  if (!found) {
     throw std::runtime_error("hisvid::cuda::conv2d_backward_data: no cuDNN algorithm for " +
                              describe(plan.g));
   }
-  CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_data_conv.get(),
-                                          allow_tf32 ? best->mathType : CUDNN_FMA_MATH));
-  plan.backward_data.algo = best->algo;
-  CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, plan.w.get(), plan.y.get(),
-                                                           plan.backward_data_conv.get(), plan.x.get(),
-                                                           best->algo, &plan.backward_data.bytes));
-  plan.backward_data.found = true;
 }
 
 void choose_backward_filter(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
@@ -250,18 +272,16 @@ void choose_backward_filter(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf3
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       handle, plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(), plan.w.get(),
       static_cast<int>(perf.size()), &count, perf.data()));
-  const cudnnConvolutionBwdFilterAlgoPerf_t* best = pick(perf.data(), count, allow_tf32);
-  if (best == nullptr) {
+  const bool found = choose(plan.backward_filter, plan.backward_filter_conv.get(), perf.data(), count,
+                            allow_tf32, [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
+                              return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                                  handle, plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
+                                  plan.w.get(), algo, bytes);
+                            });
+  if (!found) {
     throw std::runtime_error("hisvid::cuda::conv2d_backward_filter: no cuDNN algorithm for " +
                              describe(plan.g));
   }
-  CUDNN_CHECK(cudnnSetConvolutionMathType(plan.backward_filter_conv.get(),
-                                          allow_tf32 ? best->mathType : CUDNN_FMA_MATH));
-  plan.backward_filter.algo = best->algo;
-  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, plan.x.get(), plan.y.get(),
-                                                             plan.backward_filter_conv.get(), plan.w.get(),
-                                                             best->algo, &plan.backward_filter.bytes));
-  plan.backward_filter.found = true;
 }
 
 enum class Direction { Forward, BackwardData, BackwardFilter };
