@@ -304,4 +304,10 @@ void cuda_synchronize(Device device) {
   check(cudaStreamSynchronize(stream_of(device)), "synchronizing a CUDA device");
 }
 
+void cuda_make_current(Device device) {
+  int current = -1;
+  check(cudaGetDevice(&current), "selecting a CUDA device");  // a runtime lookup, no driver call
+  if (current != device.index) check(cudaSetDevice(device.index), "selecting a CUDA device");
+}
+
 }  // namespace hisvid

@@ -15,5 +15,8 @@ std::string cuda_unavailable_reason();
 void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void cuda_zero_bytes(void* dst, Device device, size_t bytes);
 void cuda_synchronize(Device device);
+// Makes `device` the calling thread's current CUDA device, so that the kernels dispatched next
+// run on its context stream (engine/cuda_dispatch.cpp works on the current device).
+void cuda_make_current(Device device);
 
 }  // namespace hisvid

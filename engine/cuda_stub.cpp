@@ -16,6 +16,7 @@ Allocator& cuda_allocator(Device) { no_cuda("allocating CUDA memory"); }
 void cuda_copy_bytes(void*, Device, const void*, Device, size_t) { no_cuda("copying to or from CUDA"); }
 void cuda_zero_bytes(void*, Device, size_t) { no_cuda("zeroing CUDA memory"); }
 void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
+void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
 
 }  // namespace hisvid
 

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "engine/cuda_device.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
 #include "kernels/common.h"
@@ -88,6 +89,8 @@ Fn kernel(Fn KernelTable<T>::*entry, const char* op, const Tensor& on) {
   if (fn == nullptr) {
     fail("{}: no kernel for {} on {} in this build", op, dtype_name(on.dtype()), on.device().str());
   }
+  // CUDA entries run on the current device's stream: make it the tensor's (cuda:1 as well).
+  if (on.device().is_cuda()) cuda_make_current(on.device());
   return fn;
 }
 

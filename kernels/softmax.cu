@@ -92,12 +92,23 @@ __global__ void softmax_xent_backward_kernel(float* dlogits, const float* dlosse
   }
 }
 
-// Index of the first maximum of x (K) (numpy's argmax), every lane of the warp getting it.
+// Whether candidate (v at index v_at) beats (best at best_at) in the CPU's argmax_row: the
+// first maximum, where a NaN never wins a comparison, so a NaN counts only at index 0 (the
+// CPU's starting point, kept by a NaN since nothing compares greater) and then wins.
+__device__ bool beats(float v, int64_t v_at, float best, int64_t best_at) {
+  if (v_at < 0) return false;
+  if (best_at < 0 || isnan(v)) return true;  // a NaN candidate is x[0]
+  if (isnan(best)) return false;
+  return v > best || (v == best && v_at < best_at);
+}
+
+// Index of the first maximum of x (K) as argmax_row (softmax.cpp), every lane of the warp
+// getting it. Each lane scans its strided elements; lane 0 always takes x[0].
 __device__ int64_t warp_argmax(const float* x, int64_t K, int lane) {
-  float best = 0.0f;
+  float best = -INFINITY;
   int64_t at = -1;
   for (int64_t k = lane; k < K; k += 32) {
-    if (at < 0 || x[k] > best) {
+    if (k == 0 || x[k] > best) {
       best = x[k];
       at = k;
     }
@@ -105,7 +116,7 @@ __device__ int64_t warp_argmax(const float* x, int64_t K, int lane) {
   for (int offset = 16; offset > 0; offset >>= 1) {
     const float other = __shfl_xor_sync(0xffffffffu, best, offset);
     const int64_t other_at = __shfl_xor_sync(0xffffffffu, at, offset);
-    if (other_at >= 0 && (at < 0 || other > best || (other == best && other_at < at))) {
+    if (beats(other, other_at, best, at)) {
       best = other;
       at = other_at;
     }

@@ -868,6 +868,28 @@ void check(Kernel k, const SoftmaxCase& c) {
       int64_t via_table = -1;
       cuda_kernel_table().accuracy_count(&via_table, scores_d.get(), targets_d.get(), N, K);
       EXPECT_EQ(via_table, correct) << "accuracy_count through the CUDA dispatch table";
+      // Diverged scores: NaNs at column 0 of some rows, elsewhere in others. The CPU's rule
+      // (first maximum; a NaN never compares greater, so it counts only at column 0) gives each
+      // row's target; both backends must then count every row.
+      std::vector<float> nan_scores = scores, argmax_targets(static_cast<size_t>(NK), 0.0f);
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      for (int64_t n = 0; n < N; ++n) {
+        float* row = nan_scores.data() + n * K;
+        if (n % 4 == 0 || n % 4 == 2) row[0] = nan;
+        if (n % 4 == 1 || n % 4 == 2) row[(n * 7) % K] = nan;
+        int64_t best = 0;
+        for (int64_t k = 1; k < K; ++k) {
+          if (row[k] > row[best]) best = k;
+        }
+        argmax_targets[static_cast<size_t>(n * K + best)] = 1.0f;
+      }
+      int64_t nan_correct = -1;
+      cpu::accuracy_count(&nan_correct, nan_scores.data(), argmax_targets.data(), N, K);
+      EXPECT_EQ(nan_correct, N) << "the CPU reference with NaN scores";
+      Floats nan_scores_d(nan_scores), argmax_targets_d(argmax_targets);
+      DeviceArray<int64_t> nan_correct_d(std::vector<int64_t>{-1});
+      cuda::accuracy_count(nan_correct_d.get(), nan_scores_d.get(), argmax_targets_d.get(), N, K, s);
+      expect_equal("correct with NaN scores", nan_correct_d.read(), std::vector<int64_t>{N});
       break;
     }
     default:
