@@ -8,8 +8,9 @@
 //   EpsOutsideSqrt (Keras <= 2.10):  w -= lr * g / (sqrt(v) + eps)
 //   EpsInsideSqrt  (Keras >= 2.11):  w -= lr * g / sqrt(v + eps)
 // SGD: w -= lr * g.
-// The step-dependent scalars (alpha) are computed by the caller, so a CUDA graph can replay
-// the kernel with the scalars read from device memory later.
+// The step-dependent scalar alpha (and lr, which ReduceLROnPlateau changes) is computed by the
+// caller on the host and passed by value each step: a training step captured once into a CUDA
+// graph would replay step 1's values, so capture needs them read from device memory instead.
 #pragma once
 
 #include <cstdint>
