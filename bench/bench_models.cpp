@@ -4,11 +4,20 @@
 // so the time is the GPU's). Beside each: clips/s and the seeds' claim.
 // Each benchmark runs 5 repetitions of at least 0.5 s (0.2 s on CUDA); the median is the figure.
 //   build/bench/hisvid_bench --benchmark_out=results.json --benchmark_out_format=json
+// Instead of the benchmarks, the per-layer breakdown of a training step (as `hisvid bench
+// --per-layer`) of some models, on CUDA when present, else on the CPU; it needs no video or
+// HDF5 library, so it runs from the GPU kit of scripts/device-kit:
+//   build/bench/hisvid_bench --per_layer=lrcn,convlstm [--per_layer_steps=10]
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "bench/step.h"
 #include "engine/device.h"
@@ -43,11 +52,50 @@ void run(benchmark::State& state, const std::string& model, Device device, bool 
   if (!train && claim != kClaimedEvalMs.end()) state.counters["seed_claim_ms"] = claim->second;
 }
 
+// Removes `--name=value` from argv (before Google Benchmark sees it) and returns the value.
+std::string take_flag(int& argc, char** argv, const char* name) {
+  const std::string prefix = std::string("--") + name + "=";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
+      const std::string value = argv[i] + prefix.size();
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      return value;
+    }
+  }
+  return "";
+}
+
+int per_layer(const std::string& models, const std::string& steps_flag, Device device) {
+  const int steps = steps_flag.empty() ? 10 : std::atoi(steps_flag.c_str());
+  if (steps < 1) {
+    std::fprintf(stderr, "hisvid_bench: --per_layer_steps=%s: expected a positive number\n", steps_flag.c_str());
+    return 2;
+  }
+  std::stringstream list(models);
+  for (std::string model; std::getline(list, model, ',');) {
+    hisvid::bench::StepRunner runner(model, 4, 4, device);
+    std::printf("%s\n%s\n\n", model.c_str(),
+                hisvid::bench::format_layer_profile(hisvid::bench::profile_training_step(runner, steps, 2)).c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<Device> devices = {Device::cpu()};
   if (hisvid::cuda_available()) devices.push_back(Device::cuda(0));
+  const std::string per_layer_models = take_flag(argc, argv, "per_layer");
+  const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps");
+  if (!per_layer_models.empty()) {
+    try {
+      return per_layer(per_layer_models, per_layer_steps, devices.back());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hisvid_bench: %s\n", e.what());
+      return 1;
+    }
+  }
   for (const std::string& model : hisvid::models::zoo_names()) {
     for (const Device& device : devices) {
       for (bool train : {true, false}) {

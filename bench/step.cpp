@@ -1,7 +1,14 @@
 #include "bench/step.h"
 
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include <fmt/format.h>
+
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "layers/layer.h"
 #include "models/zoo.h"
 
 namespace hisvid::bench {
@@ -33,5 +40,113 @@ void StepRunner::eval_step() {
 }
 
 void StepRunner::sync() const { synchronize(device_); }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Backward time per node label (layer index), synchronising around each node.
+class LayerProfiler final : public BackwardProfiler {
+ public:
+  explicit LayerProfiler(Device device) : device_(device) {}
+  void before(const Node&) override {
+    synchronize(device_);
+    start_ = Clock::now();
+  }
+  void after(const Node& node) override {
+    synchronize(device_);
+    ms[node.label] += ms_between(start_, Clock::now());
+  }
+  std::map<int, double> ms;
+
+ private:
+  Device device_;
+  Clock::time_point start_;
+};
+
+std::string layer_name(const layers::Layer& layer) {
+  if (const auto* td = dynamic_cast<const layers::TimeDistributed*>(&layer)) {
+    return fmt::format("{} ({})", layer.name(), td->inner().class_name());
+  }
+  return fmt::format("{} ({})", layer.name(), layer.class_name());
+}
+
+}  // namespace
+
+LayerProfile profile_training_step(StepRunner& runner, int steps, int warmup) {
+  for (int i = 0; i < warmup; ++i) runner.train_step();
+  const std::vector<layers::Layer*> layers = runner.model().layers();
+  const int loss_label = static_cast<int>(layers.size());
+  std::map<int, std::vector<double>> forward_ms, backward_ms;
+  std::vector<double> optimizer_ms;
+  std::unique_ptr<Optimizer> adam = make_optimizer("adam");
+  const std::vector<Tensor> weights = runner.model().trainable_weights();
+  const Device device = runner.input().device();
+  for (int step = 0; step < steps; ++step) {
+    runner.sync();
+    Tensor y = runner.input();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const TapeLabel label(static_cast<int>(i));
+      const Clock::time_point t0 = Clock::now();
+      const layers::ForwardContext ctx{true, &runner.rng()};
+      y = i + 1 == layers.size() ? layers[i]->forward_logits(y, ctx) : layers[i]->forward(y, ctx);
+      runner.sync();
+      forward_ms[static_cast<int>(i)].push_back(ms_between(t0, Clock::now()));
+    }
+    Tensor loss;
+    {
+      const TapeLabel label(loss_label);
+      const Clock::time_point t0 = Clock::now();
+      loss = ops::softmax_cross_entropy(y, runner.targets()).loss;
+      runner.sync();
+      forward_ms[loss_label].push_back(ms_between(t0, Clock::now()));
+    }
+    LayerProfiler profiler(device);
+    Tape::current().set_profiler(&profiler);
+    backward(loss);
+    Tape::current().set_profiler(nullptr);
+    for (int i = 0; i <= loss_label; ++i) backward_ms[i].push_back(profiler.ms[i]);
+    const Clock::time_point t0 = Clock::now();
+    adam->step(weights);
+    zero_grad(weights);
+    runner.sync();
+    optimizer_ms.push_back(ms_between(t0, Clock::now()));
+  }
+
+  LayerProfile profile;
+  profile.batch = runner.batch();
+  profile.steps = steps;
+  profile.device = device;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    profile.rows.push_back({layer_name(*layers[i]), median(forward_ms[static_cast<int>(i)]),
+                            median(backward_ms[static_cast<int>(i)])});
+  }
+  profile.rows.push_back({"softmax cross-entropy", median(forward_ms[loss_label]), median(backward_ms[loss_label])});
+  profile.rows.push_back({"Adam step", median(optimizer_ms), 0.0});
+  for (const LayerTime& row : profile.rows) profile.total_ms += row.forward_ms + row.backward_ms;
+  return profile;
+}
+
+std::string format_layer_profile(const LayerProfile& profile) {
+  std::string out = fmt::format("per layer, training step at batch {} on {} (median of {} steps):\n", profile.batch,
+                                profile.device.str(), profile.steps);
+  out += fmt::format("{:<44}{:>12}{:>12}{:>9}\n", "layer", "forward ms", "backward ms", "share");
+  for (const LayerTime& row : profile.rows) {
+    const double share = profile.total_ms > 0.0 ? 100.0 * (row.forward_ms + row.backward_ms) / profile.total_ms : 0.0;
+    out += fmt::format("{:<44}{:>12.3f}{:>12.3f}{:>8.1f}%\n", row.name, row.forward_ms, row.backward_ms, share);
+  }
+  out += fmt::format("{:<44}{:>24.3f}", "total (synchronised per layer)", profile.total_ms);
+  return out;
+}
 
 }  // namespace hisvid::bench

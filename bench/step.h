@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/optimizer.h"
 #include "engine/random.h"
@@ -38,5 +39,25 @@ class StepRunner {
   int batch_;
   Device device_;
 };
+
+// Where a training step's time goes, Caffe's `caffe time`: each layer's forward timed around
+// its call, its backward as the sum of the backward nodes it recorded (TapeLabel), then the
+// loss and the Adam step. The device is synchronised around every layer and every backward
+// node, so on a GPU the total exceeds the plain step time (launch overlap is lost).
+struct LayerTime {
+  std::string name;  // "time_distributed (Conv2D)"
+  double forward_ms = 0.0, backward_ms = 0.0;
+};
+struct LayerProfile {
+  std::vector<LayerTime> rows;  // the layers in order, then the loss, then the Adam step
+  double total_ms = 0.0;
+  int batch = 0, steps = 0;
+  Device device;
+};
+
+// Medians over `steps` training steps of runner's model after `warmup` untimed ones.
+LayerProfile profile_training_step(StepRunner& runner, int steps, int warmup);
+// The profile as a table with each row's share of the total.
+std::string format_layer_profile(const LayerProfile& profile);
 
 }  // namespace hisvid::bench

@@ -7,15 +7,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <memory>
 
 #include <fmt/format.h>
 
 #include "bench/step.h"
-#include "engine/autograd.h"
 #include "engine/device.h"
-#include "engine/ops.h"
 #include "models/sequential.h"
 #include "tools/commands.h"
 #include "tools/console.h"
@@ -29,25 +26,6 @@ using Clock = std::chrono::steady_clock;
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
-
-// Backward time per node label (layer index), synchronising around each node.
-class LayerProfiler final : public BackwardProfiler {
- public:
-  explicit LayerProfiler(Device device) : device_(device) {}
-  void before(const Node&) override {
-    synchronize(device_);
-    start_ = Clock::now();
-  }
-  void after(const Node& node) override {
-    synchronize(device_);
-    ms[node.label] += ms_between(start_, Clock::now());
-  }
-  std::map<int, double> ms;
-
- private:
-  Device device_;
-  Clock::time_point start_;
-};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -102,64 +80,9 @@ void add_bench_command(CLI::App& app) {
     console.line("seeds' claims (Keras evaluate, batch 32): lrcn 40 ms/step, convlstm 205 ms/step");
     if (!args->per_layer) return;
 
-    // One labelled training step per repetition: layer i's forward is timed around its call,
-    // its backward is the sum of the backward nodes it recorded.
     bench::StepRunner runner(args->model, args->classes, args->train_batch, device);
-    for (int i = 0; i < args->warmup; ++i) runner.train_step();
-    const std::vector<layers::Layer*> layers = runner.model().layers();
-    const int loss_label = static_cast<int>(layers.size());
-    std::map<int, std::vector<double>> forward_ms, backward_ms;
-    std::vector<double> optimizer_ms;
-    std::unique_ptr<Optimizer> adam = make_optimizer("adam");
-    const std::vector<Tensor> weights = runner.model().trainable_weights();
-    for (int step = 0; step < args->steps; ++step) {
-      runner.sync();
-      Tensor y = runner.input();
-      for (size_t i = 0; i < layers.size(); ++i) {
-        const TapeLabel label(static_cast<int>(i));
-        const Clock::time_point t0 = Clock::now();
-        const layers::ForwardContext ctx{true, &runner.rng()};
-        y = i + 1 == layers.size() ? layers[i]->forward_logits(y, ctx) : layers[i]->forward(y, ctx);
-        runner.sync();
-        forward_ms[static_cast<int>(i)].push_back(ms_between(t0, Clock::now()));
-      }
-      Tensor loss;
-      {
-        const TapeLabel label(loss_label);
-        const Clock::time_point t0 = Clock::now();
-        loss = ops::softmax_cross_entropy(y, runner.targets()).loss;
-        runner.sync();
-        forward_ms[loss_label].push_back(ms_between(t0, Clock::now()));
-      }
-      LayerProfiler profiler(device);
-      Tape::current().set_profiler(&profiler);
-      backward(loss);
-      Tape::current().set_profiler(nullptr);
-      for (int i = 0; i <= loss_label; ++i) backward_ms[i].push_back(profiler.ms[i]);
-      const Clock::time_point t0 = Clock::now();
-      adam->step(weights);
-      zero_grad(weights);
-      runner.sync();
-      optimizer_ms.push_back(ms_between(t0, Clock::now()));
-    }
-    double total = median(optimizer_ms);
-    for (int i = 0; i <= loss_label; ++i) total += median(forward_ms[i]) + median(backward_ms[i]);
-    console.line(fmt::format("\nper layer, training step at batch {} (median of {} steps):", args->train_batch, args->steps));
-    console.line(fmt::format("{:<44}{:>12}{:>12}{:>9}", "layer", "forward ms", "backward ms", "share"));
-    auto row = [&](const std::string& name, double f, double b) {
-      console.line(fmt::format("{:<44}{:>12.3f}{:>12.3f}{:>8.1f}%", name, f, b, 100.0 * (f + b) / total));
-    };
-    for (size_t i = 0; i < layers.size(); ++i) {
-      const layers::Layer& layer = *layers[i];
-      std::string name = fmt::format("{} ({})", layer.name(), layer.class_name());
-      if (const auto* td = dynamic_cast<const layers::TimeDistributed*>(&layer)) {
-        name = fmt::format("{} ({})", layer.name(), td->inner().class_name());
-      }
-      row(name, median(forward_ms[static_cast<int>(i)]), median(backward_ms[static_cast<int>(i)]));
-    }
-    row("softmax cross-entropy", median(forward_ms[loss_label]), median(backward_ms[loss_label]));
-    row("Adam step", median(optimizer_ms), 0.0);
-    console.line(fmt::format("{:<44}{:>24.3f}", "total (synchronised per layer)", total));
+    console.line("");
+    console.line(bench::format_layer_profile(bench::profile_training_step(runner, args->steps, args->warmup)));
   });
 }
 
