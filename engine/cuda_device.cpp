@@ -44,7 +44,7 @@ size_t size_class(size_t bytes) {
   return bytes <= kSmallLimit ? round_up(bytes, kSmallStep) : round_up(bytes, kLargeStep);
 }
 
-class CachingAllocator final : public Allocator {
+class CachingAllocator final : public CountingAllocator {
  public:
   explicit CachingAllocator(int device) : device_(device) {}
 
@@ -58,19 +58,6 @@ class CachingAllocator final : public Allocator {
     if (ptr == nullptr) return;
     std::lock_guard<std::mutex> lock(mutex_);
     deallocate_locked(ptr);
-  }
-
-  size_t bytes_in_use() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return in_use_;
-  }
-  size_t peak_bytes_in_use() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return peak_;
-  }
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    peak_ = in_use_;
   }
 
   // The context's workspace provider: at least `bytes`, the same block while it is large
@@ -96,7 +83,7 @@ class CachingAllocator final : public Allocator {
     if (workspace_ != nullptr) {
       auto it = blocks_.find(workspace_);
       if (it != blocks_.end()) {
-        in_use_ -= it->second.requested;
+        note_freed(it->second.requested);
         blocks_.erase(it);
       }
       (void)cudaFree(workspace_);
@@ -121,8 +108,7 @@ class CachingAllocator final : public Allocator {
     Cached block = take_cached(cls);
     if (block.ptr == nullptr) block = Cached{malloc_device(cls, bytes), cls};
     blocks_[block.ptr] = Block{block.bytes, bytes};
-    in_use_ += bytes;
-    if (in_use_ > peak_) peak_ = in_use_;
+    note_allocated(bytes);
     return block.ptr;
   }
 
@@ -131,7 +117,7 @@ class CachingAllocator final : public Allocator {
     if (it == blocks_.end()) return;  // not ours: never free what we did not hand out
     const Block block = it->second;
     blocks_.erase(it);
-    in_use_ -= block.requested;
+    note_freed(block.requested);
     if (ptr == workspace_) {
       workspace_ = nullptr;
       workspace_bytes_ = 0;
@@ -172,7 +158,7 @@ class CachingAllocator final : public Allocator {
     }
     if (status != cudaSuccess) {
       (void)cudaGetLastError();
-      fail("CUDA out of memory on cuda:{} allocating {} bytes ({} in use): {}", device_, bytes, in_use_,
+      fail("CUDA out of memory on cuda:{} allocating {} bytes ({} in use): {}", device_, bytes, in_use_locked(),
            cudaGetErrorString(status));
     }
     return ptr;
@@ -188,10 +174,8 @@ class CachingAllocator final : public Allocator {
   }
 
   const int device_;
-  mutable std::mutex mutex_;
   std::unordered_map<void*, Block> blocks_;    // handed out
   std::map<size_t, std::vector<void*>> free_;  // cached, by size, most recently freed last
-  size_t in_use_ = 0, peak_ = 0;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool exiting_ = false;

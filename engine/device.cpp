@@ -40,7 +40,7 @@ namespace {
 // evicts the cached blocks of
 // other sizes first, so the cache follows the current working set (one model after another
 // in a benchmark run) instead of holding on to the first one's.
-class CpuAllocator final : public Allocator {
+class CpuAllocator final : public CountingAllocator {
  public:
   static constexpr size_t kAlignment = 64;
   static constexpr size_t kCachedMinBytes = size_t(64) << 10;
@@ -69,8 +69,7 @@ class CpuAllocator final : public Allocator {
         it->second.pop_back();
         cached_ -= rounded;
       }
-      in_use_ += bytes;
-      peak_ = std::max(peak_, in_use_);
+      note_allocated(bytes);
     }
     if (ptr == nullptr) ptr = std::aligned_alloc(kAlignment, rounded);
     if (ptr == nullptr) fail("out of host memory allocating {} bytes", bytes);
@@ -82,7 +81,7 @@ class CpuAllocator final : public Allocator {
     const size_t rounded = round_up(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      in_use_ -= bytes;
+      note_freed(bytes);
       if (rounded >= kCachedMinBytes && rounded <= max_cached_) {
         for (auto it = free_.begin(); cached_ + rounded > max_cached_ && it != free_.end(); ++it) {
           if (it->first == rounded) continue;
@@ -102,19 +101,6 @@ class CpuAllocator final : public Allocator {
     std::free(ptr);
   }
 
-  size_t bytes_in_use() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return in_use_;
-  }
-  size_t peak_bytes_in_use() const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return peak_;
-  }
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    peak_ = in_use_;
-  }
-
  private:
   // Small blocks to the alignment, large ones to 4 KiB pages (fewer distinct sizes to cache).
   static size_t round_up(size_t bytes) {
@@ -122,10 +108,9 @@ class CpuAllocator final : public Allocator {
     return (bytes + unit - 1) / unit * unit;
   }
 
-  mutable std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   size_t max_cached_;
-  size_t cached_ = 0, in_use_ = 0, peak_ = 0;
+  size_t cached_ = 0;
 };
 
 }  // namespace

@@ -4,8 +4,10 @@
 // built when HISVID_WITH_CUDA) plugs in a caching allocator behind the same interface.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 namespace hisvid {
@@ -38,6 +40,38 @@ class Allocator {
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes_in_use() const = 0;
   virtual void reset_peak() = 0;
+};
+
+// The bookkeeping both caching allocators share: one mutex guarding the allocator's state
+// and the bytes-in-use / peak counters behind bytes_in_use(), peak_bytes_in_use() and
+// reset_peak(). Subclasses call note_allocated / note_freed with mutex_ held.
+class CountingAllocator : public Allocator {
+ public:
+  size_t bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_use_;
+  }
+  size_t peak_bytes_in_use() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return peak_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    peak_ = in_use_;
+  }
+
+ protected:
+  void note_allocated(size_t bytes) {
+    in_use_ += bytes;
+    peak_ = std::max(peak_, in_use_);
+  }
+  void note_freed(size_t bytes) { in_use_ -= bytes; }
+  size_t in_use_locked() const { return in_use_; }
+
+  mutable std::mutex mutex_;
+
+ private:
+  size_t in_use_ = 0, peak_ = 0;
 };
 
 Allocator& allocator_for(Device device);
