@@ -2,6 +2,8 @@
 // BatchNormalization, Dense, TimeDistributed.
 #include "layers/layer.h"
 
+#include <array>
+
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "kernels/conv2d.h"
@@ -16,6 +18,25 @@ nlohmann::json json_pair(const std::array<int, 2>& v) { return nlohmann::json::a
 // Keras's regularizer/constraint arguments: hisvid implements none, so only null is accepted.
 void require_no_regularizers(ConfigReader& reader, std::initializer_list<const char*> keys) {
   for (const char* key : keys) reader.require_default(key, {nullptr});
+}
+
+// Those of Conv2D and Dense: null only when read, null when written.
+constexpr std::array<const char*, 5> kKernelBiasExtras = {"kernel_regularizer", "bias_regularizer",
+                                                         "activity_regularizer", "kernel_constraint",
+                                                         "bias_constraint"};
+
+void require_no_kernel_bias_extras(ConfigReader& reader) {
+  for (const char* key : kKernelBiasExtras) reader.require_default(key, {nullptr});
+}
+
+// activation, use_bias, the initializers and the null extras: the config Conv2D and Dense share.
+void write_kernel_bias_config(nlohmann::json& c, const ActivationSpec& activation, bool use_bias,
+                              const Initializer& kernel_initializer, const Initializer& bias_initializer) {
+  c["activation"] = activation_name(activation);
+  c["use_bias"] = use_bias;
+  c["kernel_initializer"] = kernel_initializer.to_json();
+  c["bias_initializer"] = bias_initializer.to_json();
+  for (const char* key : kKernelBiasExtras) c[key] = nullptr;
 }
 
 }  // namespace
@@ -84,8 +105,7 @@ Conv2D::Conv2D(std::string name, ConfigReader& c) : Layer(std::move(name)) {
   c.require_default("data_format", {"channels_last"});
   c.require_default("dilation_rate", {1, nlohmann::json::array({1, 1})});
   c.require_default("groups", {1});
-  require_no_regularizers(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                              "bias_constraint"});
+  require_no_kernel_bias_extras(c);
 }
 
 Shape Conv2D::build(const Shape& in, Generator& init) {
@@ -116,14 +136,7 @@ nlohmann::json Conv2D::config() const {
   c["data_format"] = "channels_last";
   c["dilation_rate"] = json_pair({1, 1});
   c["groups"] = 1;
-  c["activation"] = activation_name(activation_);
-  c["use_bias"] = use_bias_;
-  c["kernel_initializer"] = kernel_initializer_.to_json();
-  c["bias_initializer"] = bias_initializer_.to_json();
-  for (const char* key : {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                          "bias_constraint"}) {
-    c[key] = nullptr;
-  }
+  write_kernel_bias_config(c, activation_, use_bias_, kernel_initializer_, bias_initializer_);
   return c;
 }
 
@@ -321,8 +334,7 @@ Dense::Dense(std::string name, ConfigReader& c) : Layer(std::move(name)) {
   use_bias_ = c.boolean("use_bias", true);
   kernel_initializer_ = read_initializer(c, "kernel_initializer", "glorot_uniform");
   bias_initializer_ = read_initializer(c, "bias_initializer", "zeros");
-  require_no_regularizers(c, {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                              "bias_constraint"});
+  require_no_kernel_bias_extras(c);
 }
 
 Shape Dense::build(const Shape& in, Generator& init) {
@@ -358,14 +370,7 @@ Tensor Dense::forward(const Tensor& x, const ForwardContext& ctx) {
 nlohmann::json Dense::config() const {
   nlohmann::json c = common_config();
   c["units"] = units_;
-  c["activation"] = activation_name(activation_);
-  c["use_bias"] = use_bias_;
-  c["kernel_initializer"] = kernel_initializer_.to_json();
-  c["bias_initializer"] = bias_initializer_.to_json();
-  for (const char* key : {"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                          "bias_constraint"}) {
-    c[key] = nullptr;
-  }
+  write_kernel_bias_config(c, activation_, use_bias_, kernel_initializer_, bias_initializer_);
   return c;
 }
 
