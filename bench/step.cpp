@@ -41,19 +41,17 @@ void StepRunner::eval_step() {
 
 void StepRunner::sync() const { synchronize(device_); }
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+double median(std::vector<double> values) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
 }
+
+namespace {
 
 // Backward time per node label (layer index), synchronising around each node.
 class LayerProfiler final : public BackwardProfiler {

@@ -2,6 +2,7 @@
 // shared by the Google Benchmark suite and `hisvid bench`, so both time the same code.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,11 @@
 #include "models/sequential.h"
 
 namespace hisvid::bench {
+
+using Clock = std::chrono::steady_clock;
+double ms_between(Clock::time_point a, Clock::time_point b);
+// The median of the timings (the upper one of an even count; 0 when there are none).
+double median(std::vector<double> values);
 
 class StepRunner {
  public:

@@ -5,8 +5,6 @@
 // every backward node, so its total exceeds the plain step time on a GPU.
 #include <sys/resource.h>
 
-#include <algorithm>
-#include <chrono>
 #include <memory>
 
 #include <fmt/format.h>
@@ -18,21 +16,6 @@
 #include "tools/console.h"
 
 namespace hisvid::tools {
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-}  // namespace
 
 void add_bench_command(CLI::App& app) {
   struct Args {
@@ -64,12 +47,12 @@ void add_bench_command(CLI::App& app) {
       memory.reset_peak();
       std::vector<double> times;
       for (int i = 0; i < args->steps; ++i) {
-        const Clock::time_point t0 = Clock::now();
+        const bench::Clock::time_point t0 = bench::Clock::now();
         train ? runner.train_step() : runner.eval_step();
         runner.sync();
-        times.push_back(ms_between(t0, Clock::now()));
+        times.push_back(bench::ms_between(t0, bench::Clock::now()));
       }
-      const double ms = median(times);
+      const double ms = bench::median(times);
       console.line(fmt::format("{:<6} batch {:>3}: {:9.2f} ms/step {:10.1f} clips/s   peak {} memory {:.1f} MiB",
                                train ? "train" : "eval", batch, ms, 1000.0 * batch / ms, device.str(),
                                memory.peak_bytes_in_use() / 1048576.0));
