@@ -34,9 +34,13 @@ KernelTable<T> make_cpu_table() {
   k.conv2d_backward_filter = cpu::conv2d_backward_filter<T>;
   k.maxpool2d_forward = cpu::maxpool2d_forward<T>;
   k.maxpool2d_backward = cpu::maxpool2d_backward<T>;
+  k.global_avgpool_forward = cpu::global_avgpool_forward<T>;
+  k.global_avgpool_backward = cpu::global_avgpool_backward<T>;
   k.dropout_forward = cpu::dropout_forward<T>;
   k.dropout_backward = cpu::dropout_backward<T>;
   k.dropout_mask = cpu::dropout_mask<T>;
+  k.spatial_dropout_forward = cpu::spatial_dropout_forward<T>;
+  k.spatial_dropout_backward = cpu::spatial_dropout_backward<T>;
   k.lstm_cell_forward = cpu::lstm_cell_forward<T>;
   k.lstm_cell_backward = cpu::lstm_cell_backward<T>;
   k.batchnorm_forward_train = cpu::batchnorm_forward_train<T>;
@@ -48,6 +52,9 @@ KernelTable<T> make_cpu_table() {
   k.softmax_xent_forward = cpu::softmax_xent_forward<T>;
   k.softmax_xent_backward = cpu::softmax_xent_backward<T>;
   k.accuracy_count = cpu::accuracy_count<T>;
+  k.sigmoid_xent_forward = cpu::sigmoid_xent_forward<T>;
+  k.sigmoid_xent_backward = cpu::sigmoid_xent_backward<T>;
+  k.binary_accuracy_count = cpu::binary_accuracy_count<T>;
   k.sum_all = cpu::sum_all<T>;
   k.copy_block = cpu::copy_block<T>;
   k.adam_update = cpu::adam_update<T>;

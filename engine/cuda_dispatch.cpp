@@ -54,13 +54,13 @@ class DeviceCount {
 
 // The table's contract: the count lands in host memory. The kernel writes a device scalar,
 // copied back (which synchronises the stream).
-void accuracy_count_to_host(int64_t* correct, const float* scores, const float* targets, int64_t N,
-                            int64_t K) {
+template <void (*Count)(int64_t*, const float*, const float*, int64_t, int64_t, cudaStream_t)>
+void count_to_host(int64_t* correct, const float* scores, const float* targets, int64_t N, int64_t K) {
   const cudaStream_t s = stream();
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   const DeviceCount count(cuda_allocator(Device::cuda(device)));
-  cuda::accuracy_count(count.get(), scores, targets, N, K, s);
+  Count(count.get(), scores, targets, N, K, s);
   CUDA_CHECK(cudaMemcpyAsync(correct, count.get(), sizeof(int64_t), cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -112,6 +112,12 @@ KernelTable<float> make_cuda_table() {
   k.maxpool2d_backward = [](float* dinp, const float* dout, const int32_t* argmax, const Pool2dGeometry& g) {
     cuda::maxpool2d_backward(dinp, dout, argmax, g, stream());
   };
+  k.global_avgpool_forward = [](float* out, const float* inp, int64_t N, int64_t S, int64_t C) {
+    cuda::global_avgpool_forward(out, inp, N, S, C, stream());
+  };
+  k.global_avgpool_backward = [](float* dinp, const float* dout, int64_t N, int64_t S, int64_t C) {
+    cuda::global_avgpool_backward(dinp, dout, N, S, C, stream());
+  };
   // dropout.h
   k.dropout_forward = [](float* out, const float* inp, int64_t n, float rate, uint64_t seed,
                          uint64_t offset) {
@@ -123,6 +129,14 @@ KernelTable<float> make_cuda_table() {
   };
   k.dropout_mask = [](float* mask, int64_t n, float rate, uint64_t seed, uint64_t offset) {
     cuda::dropout_mask(mask, n, rate, seed, offset, stream());
+  };
+  k.spatial_dropout_forward = [](float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate,
+                                 uint64_t seed, uint64_t offset) {
+    cuda::spatial_dropout_forward(out, inp, N, S, C, rate, seed, offset, stream());
+  };
+  k.spatial_dropout_backward = [](float* dinp, const float* dout, int64_t N, int64_t S, int64_t C, float rate,
+                                  uint64_t seed, uint64_t offset) {
+    cuda::spatial_dropout_backward(dinp, dout, N, S, C, rate, seed, offset, stream());
   };
   // lstm.h
   k.lstm_cell_forward = [](float* h, float* c, float* gates, const float* z, const float* c_prev, int64_t M,
@@ -168,7 +182,16 @@ KernelTable<float> make_cuda_table() {
                                int64_t N, int64_t K) {
     cuda::softmax_xent_backward(dlogits, dlosses, probs, targets, N, K, stream());
   };
-  k.accuracy_count = accuracy_count_to_host;
+  k.accuracy_count = count_to_host<cuda::accuracy_count>;
+  k.sigmoid_xent_forward = [](float* losses, float* probs, const float* logits, const float* targets,
+                              int64_t N, int64_t K) {
+    cuda::sigmoid_xent_forward(losses, probs, logits, targets, N, K, stream());
+  };
+  k.sigmoid_xent_backward = [](float* dlogits, const float* dlosses, const float* probs, const float* targets,
+                               int64_t N, int64_t K) {
+    cuda::sigmoid_xent_backward(dlogits, dlosses, probs, targets, N, K, stream());
+  };
+  k.binary_accuracy_count = count_to_host<cuda::binary_accuracy_count>;
   // reduce.h
   k.sum_all = [](float* out, const float* inp, int64_t n) { cuda::sum_all(out, inp, n, stream()); };
   k.copy_block = [](float* dst, int64_t dst_dim, int64_t dst_start, const float* src, int64_t src_dim,

@@ -41,10 +41,16 @@ struct KernelTable {
   // pool.h
   void (*maxpool2d_forward)(T*, int32_t*, const T*, const Pool2dGeometry&) = nullptr;
   void (*maxpool2d_backward)(T*, const T*, const int32_t*, const Pool2dGeometry&) = nullptr;
+  void (*global_avgpool_forward)(T*, const T*, int64_t, int64_t, int64_t) = nullptr;
+  void (*global_avgpool_backward)(T*, const T*, int64_t, int64_t, int64_t) = nullptr;
   // dropout.h
   void (*dropout_forward)(T*, const T*, int64_t, float, uint64_t, uint64_t) = nullptr;
   void (*dropout_backward)(T*, const T*, int64_t, float, uint64_t, uint64_t) = nullptr;
   void (*dropout_mask)(T*, int64_t, float, uint64_t, uint64_t) = nullptr;
+  void (*spatial_dropout_forward)(T*, const T*, int64_t, int64_t, int64_t, float, uint64_t,
+                                  uint64_t) = nullptr;
+  void (*spatial_dropout_backward)(T*, const T*, int64_t, int64_t, int64_t, float, uint64_t,
+                                   uint64_t) = nullptr;
   // lstm.h
   void (*lstm_cell_forward)(T*, T*, T*, const T*, const T*, int64_t, int64_t, Activation,
                             Activation) = nullptr;
@@ -65,6 +71,10 @@ struct KernelTable {
   void (*softmax_xent_backward)(T*, const T*, const T*, const T*, int64_t, int64_t) = nullptr;
   // correct count written to host memory by every backend's table entry
   void (*accuracy_count)(int64_t*, const T*, const T*, int64_t, int64_t) = nullptr;
+  void (*sigmoid_xent_forward)(T*, T*, const T*, const T*, int64_t, int64_t) = nullptr;
+  void (*sigmoid_xent_backward)(T*, const T*, const T*, const T*, int64_t, int64_t) = nullptr;
+  // correct count written to host memory, as accuracy_count
+  void (*binary_accuracy_count)(int64_t*, const T*, const T*, int64_t, int64_t) = nullptr;
   // reduce.h
   void (*sum_all)(T*, const T*, int64_t) = nullptr;
   void (*copy_block)(T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,

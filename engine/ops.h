@@ -56,6 +56,11 @@ Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int str
 Tensor dropout(const Tensor& x, float rate, RandomDraw draw);
 // A mask of the given shape holding 1/(1-rate) where kept and 0 elsewhere (not differentiable).
 Tensor dropout_mask(const Shape& shape, float rate, RandomDraw draw, DType dtype, Device device);
+// Spatial dropout of x (N, ..., C): one Philox draw per (sample, channel) keeps or drops that
+// channel at every position; identity when rate == 0.
+Tensor spatial_dropout(const Tensor& x, float rate, RandomDraw draw);
+// Global average pooling: x (N, ..., C) of rank >= 3 -> (N, C), the mean over the middle axes.
+Tensor global_average_pool(const Tensor& x);
 
 // The fused LSTM gate step (kernels/lstm.h): z (M,G*U), c_prev (M,U) or undefined (zeros).
 struct LstmState {
@@ -80,15 +85,20 @@ void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_va
 // --- losses and reductions -----------------------------------------------------------------
 // Softmax over the last axis of logits (N,K).
 Tensor softmax(const Tensor& logits);
-struct SoftmaxCrossEntropy {
-  Tensor loss;   // () mean over the batch of -sum_k y log softmax(z)
-  Tensor probs;  // (N,K) softmax(z), no gradient
+struct CrossEntropy {
+  Tensor loss;   // () mean over the batch of the per-row loss
+  Tensor probs;  // (N,K) softmax(z) or sigmoid(z), no gradient
 };
 // Categorical cross-entropy from logits (N,K) and targets (N,K), fused with the softmax.
-SoftmaxCrossEntropy softmax_cross_entropy(const Tensor& logits, const Tensor& targets);
+CrossEntropy softmax_cross_entropy(const Tensor& logits, const Tensor& targets);
+// Binary cross-entropy from logits (N,K) and targets (N,K) in [0, 1], fused with the sigmoid:
+// the row loss is the mean over K (Keras's binary_crossentropy).
+CrossEntropy sigmoid_cross_entropy(const Tensor& logits, const Tensor& targets);
 Tensor sum(const Tensor& x);   // () sum of all elements
 Tensor mean(const Tensor& x);  // () mean of all elements
 // Number of rows where argmax(scores (N,K)) == argmax(targets (N,K)).
 int64_t accuracy_count(const Tensor& scores, const Tensor& targets);
+// Number of elements where (probs > 0.5) == (targets > 0.5) (Keras's binary_accuracy).
+int64_t binary_accuracy_count(const Tensor& probs, const Tensor& targets);
 
 }  // namespace hisvid::ops

@@ -1,4 +1,5 @@
-// Softmax, the fused softmax + categorical cross-entropy, reductions and accuracy.
+// Softmax, the fused softmax + categorical and sigmoid + binary cross-entropies, reductions and
+// accuracies.
 #include "engine/op_support.h"
 #include "engine/ops.h"
 
@@ -45,36 +46,55 @@ Tensor softmax(const Tensor& logits) {
   return probs;
 }
 
-SoftmaxCrossEntropy softmax_cross_entropy(const Tensor& logits, const Tensor& targets) {
-  require_rows("softmax_cross_entropy", logits);
-  detail::require_same("softmax_cross_entropy", "logits", logits, "targets", targets);
+namespace {
+
+// The fused output losses: forward writes per-row losses and probabilities from logits and
+// targets, their mean is the loss; backward maps the loss gradient, spread over the rows, to
+// the logits. One tape node covers the whole op.
+template <typename Forward, typename Backward>
+CrossEntropy fused_cross_entropy(const char* op, Forward forward, Backward backward, const Tensor& logits,
+                                 const Tensor& targets) {
+  require_rows(op, logits);
+  detail::require_same(op, "logits", logits, "targets", targets);
   const int64_t N = logits.dim(0), K = logits.dim(1);
   Tensor losses = empty_as(Shape{N}, logits), probs = empty_like(logits), total = empty_as(Shape{}, logits);
   with_dtype(logits, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::softmax_xent_forward, "softmax_cross_entropy", logits)(
-        losses.data<T>(), probs.data<T>(), logits.data<T>(), targets.data<T>(), N, K);
-    kernel(&KernelTable<T>::sum_all, "softmax_cross_entropy", logits)(total.data<T>(), losses.data<T>(), N);
+    kernel(forward(tag), op, logits)(losses.data<T>(), probs.data<T>(), logits.data<T>(), targets.data<T>(), N, K);
+    kernel(&KernelTable<T>::sum_all, op, logits)(total.data<T>(), losses.data<T>(), N);
   });
   Tensor loss;
   {
-    NoGradGuard no_grad;  // the node below covers the whole fused op
+    NoGradGuard no_grad;
     loss = scale(total, 1.0 / static_cast<double>(std::max<int64_t>(N, 1)));
   }
   if (should_record({logits, targets})) {
-    record("softmax_cross_entropy", {logits, targets}, {loss},
-           [probs, targets, N, K](const std::vector<Tensor>& g) {
-             const Tensor dlosses = broadcast_scalar(g[0], Shape{N}, 1.0 / static_cast<double>(N));
-             Tensor dlogits = empty_like(probs);
-             with_dtype(probs, [&](auto tag) {
-               using T = decltype(tag);
-               kernel(&KernelTable<T>::softmax_xent_backward, "softmax_cross_entropy backward", probs)(
-                   dlogits.data<T>(), dlosses.data<T>(), probs.data<T>(), targets.data<T>(), N, K);
-             });
-             return std::vector<Tensor>{dlogits, Tensor()};
-           });
+    record(op, {logits, targets}, {loss}, [op, backward, probs, targets, N, K](const std::vector<Tensor>& g) {
+      const Tensor dlosses = broadcast_scalar(g[0], Shape{N}, 1.0 / static_cast<double>(N));
+      Tensor dlogits = empty_like(probs);
+      with_dtype(probs, [&](auto tag) {
+        using T = decltype(tag);
+        kernel(backward(tag), op, probs)(dlogits.data<T>(), dlosses.data<T>(), probs.data<T>(), targets.data<T>(), N,
+                                         K);
+      });
+      return std::vector<Tensor>{dlogits, Tensor()};
+    });
   }
   return {loss, probs};
+}
+
+}  // namespace
+
+CrossEntropy softmax_cross_entropy(const Tensor& logits, const Tensor& targets) {
+  return fused_cross_entropy(
+      "softmax_cross_entropy", [](auto tag) { return &KernelTable<decltype(tag)>::softmax_xent_forward; },
+      [](auto tag) { return &KernelTable<decltype(tag)>::softmax_xent_backward; }, logits, targets);
+}
+
+CrossEntropy sigmoid_cross_entropy(const Tensor& logits, const Tensor& targets) {
+  return fused_cross_entropy(
+      "sigmoid_cross_entropy", [](auto tag) { return &KernelTable<decltype(tag)>::sigmoid_xent_forward; },
+      [](auto tag) { return &KernelTable<decltype(tag)>::sigmoid_xent_backward; }, logits, targets);
 }
 
 Tensor sum(const Tensor& x) {
@@ -106,6 +126,18 @@ int64_t accuracy_count(const Tensor& scores, const Tensor& targets) {
     using T = decltype(tag);
     kernel(&KernelTable<T>::accuracy_count, "accuracy", scores)(&correct, scores.data<T>(), targets.data<T>(),
                                                                 scores.dim(0), scores.dim(1));
+  });
+  return correct;
+}
+
+int64_t binary_accuracy_count(const Tensor& probs, const Tensor& targets) {
+  require_rows("binary_accuracy", probs);
+  detail::require_same("binary_accuracy", "probs", probs, "targets", targets);
+  int64_t correct = 0;
+  with_dtype(probs, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::binary_accuracy_count, "binary_accuracy", probs)(
+        &correct, probs.data<T>(), targets.data<T>(), probs.dim(0), probs.dim(1));
   });
   return correct;
 }

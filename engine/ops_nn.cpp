@@ -1,4 +1,5 @@
-// Network ops: matmul, conv2d, max_pool2d, dropout, the LSTM gate step, batch normalisation.
+// Network ops: matmul, conv2d, max_pool2d, dropout and spatial dropout, global average pooling, the
+// LSTM gate step, batch normalisation.
 #include "engine/op_support.h"
 #include "engine/ops.h"
 
@@ -177,6 +178,59 @@ Tensor dropout_mask(const Shape& shape, float rate, RandomDraw draw, DType dtype
                                                                 draw.offset);
   });
   return mask;
+}
+
+Tensor spatial_dropout(const Tensor& x, float rate, RandomDraw draw) {
+  detail::require_defined("spatial_dropout", "x", x);
+  require_rate("spatial_dropout", rate);
+  if (x.rank() < 3) fail("spatial_dropout: x {} must be (N, ..., C) of rank >= 3", x.shape().str());
+  if (rate == 0.0f) return x;
+  const int64_t N = x.dim(0), C = x.dim(-1), S = x.numel() / std::max<int64_t>(N * C, 1);
+  Tensor out = empty_like(x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::spatial_dropout_forward, "spatial_dropout", x)(out.data<T>(), x.data<T>(), N, S,
+                                                                           C, rate, draw.seed, draw.offset);
+  });
+  if (should_record({x})) {
+    record("spatial_dropout", {x}, {out}, [rate, draw, N, S, C](const std::vector<Tensor>& g) {
+      Tensor dx = empty_like(g[0]);
+      with_dtype(dx, [&](auto tag) {
+        using T = decltype(tag);
+        kernel(&KernelTable<T>::spatial_dropout_backward, "spatial_dropout backward", dx)(
+            dx.data<T>(), g[0].data<T>(), N, S, C, rate, draw.seed, draw.offset);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
+}
+
+// --- global average pooling ----------------------------------------------------------------
+
+Tensor global_average_pool(const Tensor& x) {
+  detail::require_defined("global_average_pool", "x", x);
+  if (x.rank() < 3) fail("global_average_pool: x {} must be (N, ..., C) of rank >= 3", x.shape().str());
+  const int64_t N = x.dim(0), C = x.dim(-1), S = x.numel() / std::max<int64_t>(N * C, 1);
+  if (S == 0) fail("global_average_pool: x {} has nothing to average", x.shape().str());
+  Tensor out = empty_as(Shape{N, C}, x);
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    kernel(&KernelTable<T>::global_avgpool_forward, "global_average_pool", x)(out.data<T>(), x.data<T>(), N,
+                                                                              S, C);
+  });
+  if (should_record({x})) {
+    record("global_average_pool", {x}, {out}, [in_shape = x.shape(), N, S, C](const std::vector<Tensor>& g) {
+      Tensor dx = empty_as(in_shape, g[0]);
+      with_dtype(dx, [&](auto tag) {
+        using T = decltype(tag);
+        kernel(&KernelTable<T>::global_avgpool_backward, "global_average_pool backward", dx)(
+            dx.data<T>(), g[0].data<T>(), N, S, C);
+      });
+      return std::vector<Tensor>{dx};
+    });
+  }
+  return out;
 }
 
 // --- LSTM gate step ------------------------------------------------------------------------

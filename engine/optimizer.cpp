@@ -119,6 +119,19 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const std::ma
     defaults[param] = value;
   }
   const auto& h = defaults;
+  // A learning rate of 0 trains nothing, a negative one ascends, NaN or infinity destroys the
+  // weights at the first step: all are mistakes, never silently replaced by the default.
+  const double lr = h.at("learning_rate");
+  if (!std::isfinite(lr) || lr <= 0.0)
+    fail("optimizer {}: learning_rate must be a finite number > 0, got {}", name, lr);
+  for (const char* decay : {"beta_1", "beta_2", "rho"}) {
+    if (h.count(decay) && !(h.at(decay) >= 0.0 && h.at(decay) < 1.0)) {
+      fail("optimizer {}: {} must be in [0, 1), got {}", name, decay, h.at(decay));
+    }
+  }
+  if (h.count("epsilon") && !(std::isfinite(h.at("epsilon")) && h.at("epsilon") >= 0.0)) {
+    fail("optimizer {}: epsilon must be a finite number >= 0, got {}", name, h.at("epsilon"));
+  }
   if (key == "adam") return std::make_unique<Adam>(h.at("learning_rate"), h.at("beta_1"), h.at("beta_2"), h.at("epsilon"));
   if (key == "rmsprop") {
     return std::make_unique<RMSprop>(h.at("learning_rate"), h.at("rho"), h.at("epsilon"),

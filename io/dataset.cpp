@@ -1,7 +1,8 @@
 // io/dataset.cpp — scanning a UCF50-style folder, decoding it in parallel, the HDF5 clip cache,
 // splits, batches and augmentation.
 //
-// Dimension letters: N clips, B batch, T frames, H height, W width, C = 3 channels, K classes.
+// Dimension letters: N clips, B batch, T frames, H height, W width, C channels (3 BGR or 1 gray),
+// K classes.
 //
 // Decoding: `workers` threads take files by index and write each clip into its own slot of one
 // (files,T,H,W,C) buffer, so the result does not depend on thread timing; the slots of skipped
@@ -11,7 +12,7 @@
 //
 // Clip cache (HDF5): dataset "clips" uint8 (N,T,H,W,C), one clip per gzip chunk; "labels" int64
 // (N,); root attributes format, key, class_names, paths and skipped ("path\treason", both
-// relative to the dataset root), sequence_length, height, width, opencv_version. The key is
+// relative to the dataset root), sequence_length, height, width, channels, opencv_version. The key is
 // FNV-1a 64 of a canonical text: cache format, OpenCV version, absolute root, selected classes in
 // label order, every file's relative path, size and mtime, and the extraction settings. A cache
 // whose key differs, or that cannot be read, is rebuilt (cache_note says why); it is written to
@@ -199,7 +200,10 @@ std::vector<Candidate> list_videos(const std::string& root, const std::vector<st
 // Cache key and location
 
 std::string settings_text(const ExtractionSettings& s) {
-  return fmt::format("T={} H={} W={}", s.sequence_length, s.height, s.width);
+  // Keys of 3-channel caches stay those written before gray frames existed.
+  return s.channels == 3
+             ? fmt::format("T={} H={} W={}", s.sequence_length, s.height, s.width)
+             : fmt::format("T={} H={} W={} C={}", s.sequence_length, s.height, s.width, s.channels);
 }
 
 std::string cache_key(const std::string& absolute_root, const std::vector<std::string>& classes,
@@ -261,10 +265,11 @@ CacheRead read_cache(const std::string& file, const std::string& key, const std:
     fail("/clips is {}, not uint8", clips.type_name());
   }
   const std::vector<int64_t> shape = clips.shape();
-  const std::vector<int64_t> expected_tail = {settings.sequence_length, settings.height, settings.width, 3};
+  const std::vector<int64_t> expected_tail = {settings.sequence_length, settings.height, settings.width,
+                                              settings.channels};
   if (shape.size() != 5 || !std::equal(expected_tail.begin(), expected_tail.end(), shape.begin() + 1)) {
-    fail("/clips has shape {} instead of (N, {}, {}, {}, 3)", shape_text(shape), settings.sequence_length,
-         settings.height, settings.width);
+    fail("/clips has shape {} instead of (N, {}, {}, {}, {})", shape_text(shape), settings.sequence_length,
+         settings.height, settings.width, settings.channels);
   }
   const int64_t n = shape[0];
   if (labels.shape() != std::vector<int64_t>{n}) {
@@ -304,9 +309,9 @@ void write_cache_file(const std::string& path, const std::string& key, const std
     h5::Group root = file.root();
     const ExtractionSettings& s = clips.extraction;
     const std::vector<int64_t> shape = {static_cast<int64_t>(clips.size()), s.sequence_length, s.height,
-                                        s.width, 3};
+                                        s.width, s.channels};
     h5::DatasetOptions options;
-    options.chunk = {1, s.sequence_length, s.height, s.width, 3};
+    options.chunk = {1, s.sequence_length, s.height, s.width, s.channels};
     options.gzip_level = kCacheGzipLevel;
     root.write_array<uint8_t>("clips", clips.pixels.data(), shape, options);
     const std::vector<int64_t> labels(clips.labels.begin(), clips.labels.end());
@@ -325,6 +330,7 @@ void write_cache_file(const std::string& path, const std::string& key, const std
     root.write_int64_attribute("sequence_length", s.sequence_length);
     root.write_int64_attribute("height", s.height);
     root.write_int64_attribute("width", s.width);
+    root.write_int64_attribute("channels", s.channels);
     root.write_string_attribute("opencv_version", CV_VERSION);
   }
   file.close();
@@ -383,8 +389,7 @@ std::string reason_of(const std::string& message, const std::string& path) {
 Decoded decode_all(const std::vector<Candidate>& candidates, const ExtractionSettings& settings, int workers,
                    const ProgressFn& progress) {
   const size_t total = candidates.size();
-  const size_t clip_bytes =
-      static_cast<size_t>(settings.sequence_length) * settings.height * settings.width * 3;
+  const size_t clip_bytes = settings.clip_bytes();
   Decoded decoded;
   decoded.pixels.resize(total * clip_bytes);
   decoded.reasons.assign(total, "");
@@ -475,9 +480,7 @@ void require_every_class(const ClipSet& clips, const std::string& root) {
 
 }  // namespace
 
-size_t ClipSet::clip_elements() const {
-  return static_cast<size_t>(extraction.sequence_length) * extraction.height * extraction.width * 3;
-}
+size_t ClipSet::clip_elements() const { return extraction.clip_bytes(); }
 
 ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
   if (spec.root.empty()) fail("dataset root is not set (empty path)");
@@ -666,14 +669,14 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
 
   const int64_t batch = static_cast<int64_t>(indices.size());
   const ExtractionSettings& s = clips.extraction;
-  Tensor x = Tensor::empty(Shape{batch, s.sequence_length, s.height, s.width, 3});  // (B,T,H,W,C)
+  Tensor x = Tensor::empty(Shape{batch, s.sequence_length, s.height, s.width, s.channels});  // (B,T,H,W,C)
   Tensor y = Tensor::zeros(Shape{batch, static_cast<int64_t>(classes)});            // (B,K)
   float* xs = x.data<float>();
   float* ys = y.data<float>();
   const RandomDraw choices = augmentation.any() ? rng->next() : RandomDraw{};
   const RandomDraw noise = augmentation.any() ? rng->next() : RandomDraw{};
   const size_t rows = static_cast<size_t>(s.sequence_length) * s.height;  // (T*H) rows of W pixels
-  const size_t width = static_cast<size_t>(s.width);
+  const size_t width = static_cast<size_t>(s.width), C = static_cast<size_t>(s.channels);
 
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < batch; ++b) {
@@ -683,9 +686,9 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
     const bool flip = augmentation.flip && philox_uniform(choices.seed, choices.offset, slot) < 0.5f;
     for (size_t row = 0; row < rows; ++row) {
       for (size_t w = 0; w < width; ++w) {
-        const uint8_t* pixel = src + (row * width + (flip ? width - 1 - w : w)) * 3;
-        float* out = dst + (row * width + w) * 3;
-        for (int c = 0; c < 3; ++c) out[c] = scale[pixel[c]];
+        const uint8_t* pixel = src + (row * width + (flip ? width - 1 - w : w)) * C;
+        float* out = dst + (row * width + w) * C;
+        for (size_t c = 0; c < C; ++c) out[c] = scale[pixel[c]];
       }
     }
     if (augmentation.brightness > 0) {

@@ -3,6 +3,7 @@
 #include "io/hdf5.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
@@ -830,6 +831,47 @@ File File::create(const std::string& path) {
   Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
   if (!file.valid()) fail_at(path, "", "cannot create the HDF5 file");
   return File(std::move(file), path);
+}
+
+File File::open_image(const std::vector<char>& image, const std::string& name) {
+  silence_hdf5_errors();
+  constexpr char kSignature[] = "\x89HDF\r\n\x1a\n";
+  if (image.size() < 8 || std::memcmp(image.data(), kSignature, 8) != 0) {
+    fail("{}: not an HDF5 file (no HDF5 signature)", name);
+  }
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  // The core driver with no backing store: the file lives in memory, HDF5 copies the image.
+  if (!fapl.valid() || H5Pset_fapl_core(fapl.get(), 1 << 20, 0) < 0 ||
+      H5Pset_file_image(fapl.get(), const_cast<char*>(image.data()), image.size()) < 0) {
+    fail_at(name, "", "cannot set up an in-memory file");
+  }
+  Handle file(H5Fopen(name.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
+  if (!file.valid()) fail_at(name, "", "cannot open the HDF5 file: damaged or truncated");
+  return File(std::move(file), name);
+}
+
+File File::create_in_memory(const std::string& name) {
+  silence_hdf5_errors();
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  // HDF5's default (earliest) format, as h5py writes Keras's weights: its superblock carries no
+  // checksum, which H5Fget_file_image would leave stale in a 1.8-format image.
+  if (!fapl.valid() || H5Pset_fapl_core(fapl.get(), 1 << 20, 0) < 0) {
+    fail_at(name, "", "cannot set up an in-memory file");
+  }
+  Handle file(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+  if (!file.valid()) fail_at(name, "", "cannot create the in-memory HDF5 file");
+  return File(std::move(file), name);
+}
+
+std::vector<char> File::image() {
+  flush();
+  const ssize_t size = H5Fget_file_image(handle_.get(), nullptr, 0);
+  if (size < 0) fail_at(path_, "", "cannot get the file's image");
+  std::vector<char> bytes(static_cast<size_t>(size));
+  if (H5Fget_file_image(handle_.get(), bytes.data(), bytes.size()) != size) {
+    fail_at(path_, "", "cannot copy the file's image");
+  }
+  return bytes;
 }
 
 Group File::root() const {

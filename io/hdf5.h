@@ -225,6 +225,13 @@ class File {
   static File open(const std::string& path);
   // Creates, or truncates an existing file; read-write.
   static File create(const std::string& path);
+  // An HDF5 file held in memory (a .keras archive's model.weights.h5): opened read-only from a
+  // copy of `image`; `name` stands for it in errors.
+  static File open_image(const std::vector<char>& image, const std::string& name);
+  // A new, empty file that lives in memory only; image() gives its bytes.
+  static File create_in_memory(const std::string& name);
+  // The bytes of the file as it would be on disk (flushes first).
+  std::vector<char> image();
 
   const std::string& path() const { return path_; }
   Group root() const;

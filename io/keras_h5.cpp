@@ -21,11 +21,13 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <system_error>
 
 #include "engine/error.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
+#include "io/keras_archive.h"
 
 namespace hisvid::io {
 
@@ -163,6 +165,46 @@ KerasModelFile read_keras_model(const std::string& path) {
       model.optimizer_weights.push_back({name, optimizer.open_dataset(name).read_tensor_converted()});
     }
   }
+  return model;
+}
+
+KerasModelFile read_model_file(const std::string& path) {
+  std::error_code error;
+  const std::filesystem::file_status status = std::filesystem::status(path, error);
+  if (!std::filesystem::exists(status)) fail("{}: no such file", path);
+  if (!std::filesystem::is_regular_file(status))
+    fail("{}: not a regular file (a model file is expected)", path);
+  if (!is_zip_file(path)) return read_keras_model(path);
+
+  const KerasArchive archive = read_keras_archive(path);
+  KerasModelFile model;
+  model.format = "keras";
+  model.model_config = archive.config;
+  model.keras_version.clear();
+  // metadata.json: {"keras_version": ..., "date_saved": ...}, and hisvid's own record as a
+  // JSON string (parsed, with its limits, by models/).
+  const nlohmann::json metadata = nlohmann::json::parse(archive.metadata, nullptr, false);
+  if (!metadata.is_object()) fail("{}: metadata.json is not a JSON object", path);
+  if (metadata.contains("keras_version") && metadata["keras_version"].is_string()) {
+    model.keras_version = metadata["keras_version"].get<std::string>();
+  }
+  if (metadata.contains("hisvid") && metadata["hisvid"].is_string())
+    model.hisvid = metadata["hisvid"].get<std::string>();
+  const std::string optimizer_prefix = "optimizer/vars/";
+  std::map<int, Tensor> optimizer_vars;
+  for (const auto& [name, tensor] : archive.vars) {
+    if (name.rfind(optimizer_prefix, 0) == 0) {
+      const std::string index = name.substr(optimizer_prefix.size());
+      if (index.empty() || index.size() > 6 || index.find_first_not_of("0123456789") != std::string::npos) {
+        fail("{}: unexpected optimizer variable '{}' in model.weights.h5", path, name);
+      }
+      optimizer_vars[std::stoi(index)] = tensor;
+    } else {
+      model.layer_vars[name] = tensor;
+    }
+  }
+  for (const auto& [index, tensor] : optimizer_vars)
+    model.optimizer_weights.push_back({"vars/" + std::to_string(index), tensor});
   return model;
 }
 

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,12 +37,17 @@ struct LayerWeights {
 };
 
 struct KerasModelFile {
+  std::string format = "h5";    // "h5" (this layout) or "keras" (io/keras_archive.h)
   std::string model_config;     // JSON text of {"class_name": "Sequential", "config": {...}}
   std::string training_config;  // JSON text, may be empty
   std::string keras_version = "2.8.0";
   std::string backend = "tensorflow";
-  std::vector<LayerWeights> layers;           // every layer in model order, weightless ones too
-  std::vector<NamedTensor> optimizer_weights;  // empty when no optimizer state is saved
+  std::vector<LayerWeights> layers;  // "h5": every layer in model order, weightless ones too
+  // "keras": the variables of model.weights.h5 below layers/ (or Keras 2's
+  // _layer_checkpoint_dependencies/) by path, for models/ to map by class order.
+  std::map<std::string, Tensor> layer_vars;
+  // Empty when no optimizer state is saved. "keras": optimizer/vars/<i> named "vars/<i>".
+  std::vector<NamedTensor> optimizer_weights;
   std::string hisvid;                          // JSON text of hisvid's metadata, may be empty
 };
 
@@ -54,6 +60,10 @@ struct WriteOptions {
 // Reads a Keras 2 .h5 model file. Throws hisvid::Error naming the file and the problem: missing,
 // not HDF5, truncated, no model_config, a weight group missing or malformed.
 KerasModelFile read_keras_model(const std::string& path);
+
+// Reads a model file of either format, told apart by content, not by name: an HDF5 file (this
+// layout, whatever its extension) or a .keras zip archive (whatever its extension).
+KerasModelFile read_model_file(const std::string& path);
 
 // Writes atomically (temporary file + rename). On any failure the target is untouched and the
 // temporary file removed; the error names the file.

@@ -1,6 +1,6 @@
 // io/video.cpp — frames_extraction with OpenCV's FFmpeg backend, and its sequential fallback.
 //
-// Dimension letters: T frames, H height, W width, C = 3 channels (BGR).
+// Dimension letters: T frames, H height, W width, C channels (3: BGR, 1: gray).
 //
 // Seek path (the seeds'): skip = max(floor(count / T), 1), frame i*skip for i in 0..T-1, each
 // resized with cv::resize's default INTER_LINEAR. Sequential path, taken when the container
@@ -96,11 +96,13 @@ bool read_bgr(cv::VideoCapture& capture, cv::Mat& frame) {
   return true;
 }
 
-// Resizes `frame` (any size, BGR) to H x W with INTER_LINEAR into out (H,W,C).
-void resize_into(const cv::Mat& frame, int height, int width, uint8_t* out) {
+// Resizes `frame` (any size, BGR) to H x W with INTER_LINEAR into out (H,W,C), converted to
+// gray with COLOR_BGR2GRAY when channels is 1.
+void resize_into(const cv::Mat& frame, int height, int width, int channels, uint8_t* out) {
   cv::Mat resized;
   cv::resize(frame, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
-  const size_t row_bytes = static_cast<size_t>(width) * 3;
+  if (channels == 1) cv::cvtColor(resized, resized, cv::COLOR_BGR2GRAY);
+  const size_t row_bytes = static_cast<size_t>(width) * channels;
   for (int y = 0; y < height; ++y) std::memcpy(out + y * row_bytes, resized.ptr<uint8_t>(y), row_bytes);
 }
 
@@ -111,13 +113,13 @@ bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const Ext
   if (!(frame_count > 0) || !std::isfinite(frame_count)) return false;
   const auto count = static_cast<int64_t>(std::floor(frame_count));
   const int64_t skip = std::max<int64_t>(count / s.sequence_length, 1);
-  const size_t frame_bytes = static_cast<size_t>(s.height) * s.width * 3;
+  const size_t frame_bytes = s.frame_bytes();
   cv::Mat frame;
   try {
     for (int i = 0; i < s.sequence_length; ++i) {
       if (!capture.set(cv::CAP_PROP_POS_FRAMES, static_cast<double>(i * skip))) return false;
       if (!read_bgr(capture, frame)) return false;
-      resize_into(frame, s.height, s.width, clip.pixels.data() + i * frame_bytes);
+      resize_into(frame, s.height, s.width, s.channels, clip.pixels.data() + i * frame_bytes);
     }
   } catch (const cv::Exception&) {
     return false;
@@ -137,7 +139,7 @@ void extract_sequentially(const std::string& path, const ExtractionSettings& s, 
                                  decodable == 1 ? "" : "s", s.sequence_length));
   }
   cv::VideoCapture capture = open_capture(path);
-  const size_t frame_bytes = static_cast<size_t>(s.height) * s.width * 3;
+  const size_t frame_bytes = s.frame_bytes();
   cv::Mat frame;
   int64_t index = -1;  // of the frame last read
   for (int i = 0; i < s.sequence_length; ++i) {
@@ -149,7 +151,7 @@ void extract_sequentially(const std::string& path, const ExtractionSettings& s, 
       }
       ++index;
     }
-    resize_into(frame, s.height, s.width, clip.pixels.data() + i * frame_bytes);
+    resize_into(frame, s.height, s.width, s.channels, clip.pixels.data() + i * frame_bytes);
   }
 }
 
@@ -157,6 +159,9 @@ void check_settings(const std::string& path, const ExtractionSettings& s) {
   if (s.sequence_length < 1 || s.height < 1 || s.width < 1) {
     fail("{}: extraction settings must be positive, got sequence_length {}, height {}, width {}", path,
          s.sequence_length, s.height, s.width);
+  }
+  if (s.channels != 1 && s.channels != 3) {
+    fail("{}: frames are extracted with 1 (gray) or 3 (BGR) channels, not {}", path, s.channels);
   }
 }
 
@@ -169,7 +174,8 @@ Clip extract_clip(const std::string& path, const ExtractionSettings& settings) {
   clip.frames = settings.sequence_length;
   clip.height = settings.height;
   clip.width = settings.width;
-  clip.pixels.resize(static_cast<size_t>(clip.frames) * clip.height * clip.width * 3);  // (T,H,W,C)
+  clip.channels = settings.channels;
+  clip.pixels.resize(settings.clip_bytes());  // (T,H,W,C)
   try {
     bool seeked = false;
     {
@@ -188,12 +194,16 @@ Clip extract_clip(const std::string& path, const ExtractionSettings& settings) {
   return clip;
 }
 
-DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals) {
+DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals,
+                               int channels) {
   if (height < 1 || width < 1) fail("{}: frame size must be positive, got {}x{}", path, height, width);
+  if (channels != 1 && channels != 3)
+    fail("{}: frames are decoded with 1 or 3 channels, not {}", path, channels);
   check_readable(path);
   DecodedVideo video;
   video.height = height;
   video.width = width;
+  video.channels = channels;
   try {
     cv::VideoCapture capture = open_capture(path);
     const double fps = capture.get(cv::CAP_PROP_FPS);
@@ -204,13 +214,13 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
         video.original_height = frame.rows;
         video.original_width = frame.cols;
       }
-      std::vector<uint8_t> small(static_cast<size_t>(height) * width * 3);  // (H,W,C)
-      resize_into(frame, height, width, small.data());
+      std::vector<uint8_t> small(static_cast<size_t>(height) * width * channels);  // (H,W,C)
+      resize_into(frame, height, width, channels, small.data());
       video.frames.push_back(std::move(small));
       if (keep_originals) {
         // A stream that changes resolution midway keeps the first frame's size throughout.
         std::vector<uint8_t> original(static_cast<size_t>(video.original_height) * video.original_width * 3);
-        resize_into(frame, video.original_height, video.original_width, original.data());
+        resize_into(frame, video.original_height, video.original_width, 3, original.data());
         video.originals.push_back(std::move(original));
       }
     }

@@ -2,11 +2,12 @@
 //
 // frames_extraction (seeds 000-004): skip = max(frame_count / T, 1); for i in 0..T-1 seek to
 // frame i * skip, read it, resize it to H x W with cv2.resize's default (bilinear)
-// interpolation, keep BGR; the division by 255 happens when a batch is formed. Container frame
-// counts lie (opencv-doc's tree.avi claims 444 frames and decodes 68): when a seek or read
-// fails, the file is decoded sequentially and T frames are sampled evenly from the frames that
-// really exist. A file that cannot be opened, is not a video, or holds fewer than T frames
-// raises VideoError naming the file and the reason.
+// interpolation, keep BGR — or, for a model of one input channel, convert it to gray as
+// cv2.cvtColor(frame, COLOR_BGR2GRAY) does; the division by 255 happens when a batch is formed. Container
+// frame counts lie (opencv-doc's tree.avi claims 444 frames and decodes 68): when a seek or read fails, the
+// file is decoded sequentially and T frames are sampled evenly from the frames that really exist. A file that
+// cannot be opened, is not a video, or holds fewer than T frames raises VideoError naming the file and the
+// reason.
 #pragma once
 
 #include <cstdint>
@@ -26,28 +27,32 @@ struct ExtractionSettings {
   int sequence_length = 20;  // T
   int height = 64;
   int width = 64;
+  int channels = 3;  // C: 3 BGR as decoded, 1 gray
+  size_t frame_bytes() const { return static_cast<size_t>(height) * width * channels; }
+  size_t clip_bytes() const { return static_cast<size_t>(sequence_length) * frame_bytes(); }
 };
 
-// T frames of H x W x 3 BGR uint8, contiguous (T,H,W,C).
+// T frames of H x W x C uint8 (BGR or gray), contiguous (T,H,W,C).
 struct Clip {
   std::vector<uint8_t> pixels;
-  int frames = 0, height = 0, width = 0;
+  int frames = 0, height = 0, width = 0, channels = 3;
   // How the frames were obtained: "seek" (the seeds' path) or "sequential" (the fallback).
   std::string method;
 };
 
 Clip extract_clip(const std::string& path, const ExtractionSettings& settings);
 
-// Every decodable frame of a video, resized to H x W (BGR uint8), for per-frame prediction;
-// fps is the container's (25 when it reports none).
+// Every decodable frame of a video, resized to H x W (BGR uint8, or gray when channels is 1),
+// for per-frame prediction; fps is the container's (25 when it reports none).
 struct DecodedVideo {
   std::vector<std::vector<uint8_t>> frames;  // each (H,W,C)
-  std::vector<std::vector<uint8_t>> originals;  // each full size, when keep_originals
-  int height = 0, width = 0;                    // of `frames`
+  std::vector<std::vector<uint8_t>> originals;  // each full size BGR, when keep_originals
+  int height = 0, width = 0, channels = 3;      // of `frames`
   int original_height = 0, original_width = 0;
   double fps = 25.0;
 };
-DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals);
+DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals,
+                               int channels = 3);
 
 // File extensions treated as videos when scanning a dataset folder (lower case, with the dot).
 const std::vector<std::string>& video_extensions();

@@ -31,7 +31,9 @@
 namespace hisvid {
 
 // Keras activation names. Softmax is not elementwise and lives in kernels/softmax.h.
-enum class Activation : int { Linear = 0, Relu, Tanh, Sigmoid, HardSigmoid };
+// "hard_sigmoid" changed meaning in Keras 3: HardSigmoid is Keras 2's, HardSigmoidKeras3 the
+// new one; which of them a file means follows from the Keras version that wrote it.
+enum class Activation : int { Linear = 0, Relu, Tanh, Sigmoid, HardSigmoid, HardSigmoidKeras3 };
 
 // Keras padding modes. Same: output = ceil(in / stride), the total padding split with the
 // smaller half before and the larger half after (TensorFlow's rule).
@@ -76,6 +78,14 @@ HISVID_HD T hard_sigmoid(T x) {
   return y < T(0) ? T(0) : (y > T(1) ? T(1) : y);
 }
 
+// Keras 3 hard_sigmoid: relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1).
+template <typename T>
+HISVID_HD T hard_sigmoid_keras3(T x) {
+  T y = x + T(3);
+  y = y < T(0) ? T(0) : (y > T(6) ? T(6) : y);
+  return y / T(6);
+}
+
 template <typename T>
 HISVID_HD T activate(T x, Activation act) {
   switch (act) {
@@ -83,13 +93,15 @@ HISVID_HD T activate(T x, Activation act) {
     case Activation::Tanh: return tanh_of(x);
     case Activation::Sigmoid: return sigmoid(x);
     case Activation::HardSigmoid: return hard_sigmoid(x);
+    case Activation::HardSigmoidKeras3:
+      return hard_sigmoid_keras3(x);
     case Activation::Linear: break;
   }
   return x;
 }
 
 // d act(x) / dx written in terms of the output y = act(x), so backward needs only what
-// forward produced. At the kinks (relu at 0, hard_sigmoid at +-2.5) the derivative of the
+// forward produced. At the kinks (relu at 0, hard_sigmoid at +-2.5 or +-3) the derivative of the
 // flat side is taken, as TensorFlow does.
 template <typename T>
 HISVID_HD T activation_grad_from_output(T y, Activation act) {
@@ -98,6 +110,8 @@ HISVID_HD T activation_grad_from_output(T y, Activation act) {
     case Activation::Tanh: return T(1) - y * y;
     case Activation::Sigmoid: return y * (T(1) - y);
     case Activation::HardSigmoid: return (y > T(0) && y < T(1)) ? T(0.2) : T(0);
+    case Activation::HardSigmoidKeras3:
+      return (y > T(0) && y < T(1)) ? T(1) / T(6) : T(0);
     case Activation::Linear: break;
   }
   return T(1);
@@ -114,6 +128,8 @@ void with_activation(Activation act, Body&& body) {
     case Activation::Tanh: return body(std::integral_constant<Activation, Activation::Tanh>{});
     case Activation::Sigmoid: return body(std::integral_constant<Activation, Activation::Sigmoid>{});
     case Activation::HardSigmoid: return body(std::integral_constant<Activation, Activation::HardSigmoid>{});
+    case Activation::HardSigmoidKeras3:
+      return body(std::integral_constant<Activation, Activation::HardSigmoidKeras3>{});
     case Activation::Linear: return body(std::integral_constant<Activation, Activation::Linear>{});
   }
 }

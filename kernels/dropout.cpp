@@ -1,7 +1,10 @@
 // kernels/dropout.cpp — CPU reference of kernels/dropout.h: Keras inverted dropout with the
 // Philox mask of kernels/philox.h. Element i is kept iff philox_uniform(seed, offset, i) >= rate,
-// and a kept element is scaled by 1 / (1 - rate).
+// and a kept element is scaled by 1 / (1 - rate); spatial dropout draws element n*C + c for
+// every position of channel c of sample n.
 #include "kernels/dropout.h"
+
+#include <vector>
 
 #include "kernels/philox.h"
 
@@ -72,6 +75,44 @@ void dropout_mask(T* mask,  // (n)
   apply_mask<T>(mask, nullptr, n, rate, seed, offset);
 }
 
+// out (N,S,C) = in (N,S,C) * mask (N,C), the mask drawn once per (n, c).
+template <typename T>
+void apply_channel_mask(T* out, const T* in, int64_t N, int64_t S, int64_t C, float rate, uint64_t seed,
+                        uint64_t offset) {
+  std::vector<T> mask(static_cast<size_t>(N * C));
+  apply_mask<T>(mask.data(), nullptr, N * C, rate, seed, offset);
+#pragma omp parallel for if (N * S * C > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    const T* m = mask.data() + n * C;  // (C)
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t row = (n * S + s) * C;
+      for (int64_t c = 0; c < C; ++c) out[row + c] = in[row + c] * m[c];
+    }
+  }
+}
+
+template <typename T>
+void spatial_dropout_forward(T* out,        // (N,S,C)
+                             const T* inp,  // (N,S,C)
+                             int64_t N, int64_t S, int64_t C, float rate, uint64_t seed, uint64_t offset) {
+  if (rate == 0.0f) {
+    copy(out, inp, N * S * C);
+    return;
+  }
+  apply_channel_mask(out, inp, N, S, C, rate, seed, offset);
+}
+
+template <typename T>
+void spatial_dropout_backward(T* dinp,        // (N,S,C)
+                              const T* dout,  // (N,S,C)
+                              int64_t N, int64_t S, int64_t C, float rate, uint64_t seed, uint64_t offset) {
+  if (rate == 0.0f) {
+    copy(dinp, dout, N * S * C);
+    return;
+  }
+  apply_channel_mask(dinp, dout, N, S, C, rate, seed, offset);
+}
+
 template void dropout_forward<float>(float*, const float*, int64_t, float, uint64_t, uint64_t);
 template void dropout_backward<float>(float*, const float*, int64_t, float, uint64_t, uint64_t);
 template void dropout_mask<float>(float*, int64_t, float, uint64_t, uint64_t);
@@ -79,5 +120,14 @@ template void dropout_mask<float>(float*, int64_t, float, uint64_t, uint64_t);
 template void dropout_forward<double>(double*, const double*, int64_t, float, uint64_t, uint64_t);
 template void dropout_backward<double>(double*, const double*, int64_t, float, uint64_t, uint64_t);
 template void dropout_mask<double>(double*, int64_t, float, uint64_t, uint64_t);
+
+template void spatial_dropout_forward<float>(float*, const float*, int64_t, int64_t, int64_t, float, uint64_t,
+                                             uint64_t);
+template void spatial_dropout_backward<float>(float*, const float*, int64_t, int64_t, int64_t, float,
+                                              uint64_t, uint64_t);
+template void spatial_dropout_forward<double>(double*, const double*, int64_t, int64_t, int64_t, float,
+                                              uint64_t, uint64_t);
+template void spatial_dropout_backward<double>(double*, const double*, int64_t, int64_t, int64_t, float,
+                                               uint64_t, uint64_t);
 
 }  // namespace hisvid::cpu

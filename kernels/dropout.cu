@@ -24,6 +24,32 @@ __global__ void dropout_kernel(float* out, const float* inp, int64_t n, float ra
   }
 }
 
+// out (N,S,C) = inp (N,S,C) * mask(n, c), mask(n, c) = the draw of element n*C + c.
+__global__ void spatial_dropout_kernel(float* out, const float* inp, int64_t N, int64_t S, int64_t C,
+                                       float rate, float keep_scale, uint64_t seed, uint64_t offset) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * S * C;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C, n = i / (S * C);
+    const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(n * C + c)) >= rate;
+    out[i] = keep ? inp[i] * keep_scale : 0.0f;
+  }
+}
+
+void launch_spatial(float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate, uint64_t seed,
+                    uint64_t offset, cudaStream_t stream) {
+  const int64_t n = N * S * C;
+  if (n <= 0) return;
+  if (rate == 0.0f) {
+    CUDA_CHECK(
+        cudaMemcpyAsync(out, inp, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  const float keep_scale = 1.0f / (1.0f - rate);
+  spatial_dropout_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, N, S, C, rate,
+                                                                            keep_scale, seed, offset);
+  HISVID_CHECK_LAUNCH();
+}
+
 void launch(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
             cudaStream_t stream) {
   if (n <= 0) return;
@@ -50,6 +76,18 @@ void dropout_backward(float* dinp, const float* dout, int64_t n, float rate, uin
 // mask (n) = 1 / (1 - rate) where kept, 0 elsewhere
 void dropout_mask(float* mask, int64_t n, float rate, uint64_t seed, uint64_t offset, cudaStream_t stream) {
   launch(mask, nullptr, n, rate, seed, offset, stream);
+}
+
+// out (N,S,C) = inp (N,S,C) * mask (N,C)
+void spatial_dropout_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate,
+                             uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  launch_spatial(out, inp, N, S, C, rate, seed, offset, stream);
+}
+
+// dinp (N,S,C) (=) dout (N,S,C) * mask (N,C)
+void spatial_dropout_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C, float rate,
+                              uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  launch_spatial(dinp, dout, N, S, C, rate, seed, offset, stream);
 }
 
 }  // namespace hisvid::cuda

@@ -23,6 +23,16 @@ void dropout_backward(T* dinp, const T* dout, int64_t n, float rate, uint64_t se
 template <typename T>
 void dropout_mask(T* mask, int64_t n, float rate, uint64_t seed, uint64_t offset);
 
+// Spatial dropout (SpatialDropout1D/2D/3D): whole feature maps dropped. out (N,S,C) =
+// inp (N,S,C) * mask (N,C) broadcast over S, where mask(n, c) is dropout_mask's element n*C + c.
+template <typename T>
+void spatial_dropout_forward(T* out, const T* inp, int64_t N, int64_t S, int64_t C, float rate, uint64_t seed,
+                             uint64_t offset);
+// dinp (N,S,C) (=) dout (N,S,C) * mask (N,C) broadcast over S.
+template <typename T>
+void spatial_dropout_backward(T* dinp, const T* dout, int64_t N, int64_t S, int64_t C, float rate,
+                              uint64_t seed, uint64_t offset);
+
 }  // namespace hisvid::cpu
 
 #ifdef HISVID_WITH_CUDA
@@ -33,6 +43,10 @@ void dropout_forward(float* out, const float* inp, int64_t n, float rate, uint64
 void dropout_backward(float* dinp, const float* dout, int64_t n, float rate, uint64_t seed,
                       uint64_t offset, cudaStream_t stream);
 void dropout_mask(float* mask, int64_t n, float rate, uint64_t seed, uint64_t offset, cudaStream_t stream);
+void spatial_dropout_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate,
+                             uint64_t seed, uint64_t offset, cudaStream_t stream);
+void spatial_dropout_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C, float rate,
+                              uint64_t seed, uint64_t offset, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

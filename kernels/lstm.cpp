@@ -113,11 +113,15 @@ void backward_rows(T* dz, T* dc_prev, const T* dh, const T* dc, const T* gates, 
 // Calls run(units, act, rec) with the fastest specialisation for these arguments.
 template <typename T, typename Run>
 void dispatch(int64_t U, Activation act, Activation rec, Run&& run) {
-  const bool specialised = std::is_same_v<T, float> && act == Activation::Tanh &&
-                           (rec == Activation::Sigmoid || rec == Activation::HardSigmoid);
+  const bool specialised =
+      std::is_same_v<T, float> && act == Activation::Tanh &&
+      (rec == Activation::Sigmoid || rec == Activation::HardSigmoid || rec == Activation::HardSigmoidKeras3);
   if (!specialised) return run(std::integral_constant<int, 0>{}, Runtime{act}, Runtime{rec});
   auto with_rec = [&](auto units) {
     if (rec == Activation::Sigmoid) return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::Sigmoid>{});
+    if (rec == Activation::HardSigmoidKeras3) {
+      return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::HardSigmoidKeras3>{});
+    }
     return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::HardSigmoid>{});
   };
   switch (U) {  // the unit counts of the seeds' LSTM and ConvLSTM2D layers

@@ -1,4 +1,5 @@
-// kernels/pool.cpp — CPU reference of kernels/pool.h: Keras MaxPooling2D, channels-last.
+// kernels/pool.cpp — CPU reference of kernels/pool.h: Keras MaxPooling2D and global average
+// pooling, channels-last.
 // Dimension letters as in kernels/common.h.
 //
 // Each output pixel scans its window in row-major order (kh, then kw) over the positions that
@@ -80,10 +81,41 @@ void maxpool2d_backward(T* dinp,                // (N,H,W,C)
   }
 }
 
+template <typename T>
+void global_avgpool_forward(T* out,        // (N,C)
+                            const T* inp,  // (N,S,C)
+                            int64_t N, int64_t S, int64_t C) {
+#pragma omp parallel for if (N * S * C > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      double sum = 0.0;
+      for (int64_t s = 0; s < S; ++s) sum += inp[(n * S + s) * C + c];
+      out[n * C + c] = static_cast<T>(sum / static_cast<double>(S));
+    }
+  }
+}
+
+template <typename T>
+void global_avgpool_backward(T* dinp,        // (N,S,C)
+                             const T* dout,  // (N,C)
+                             int64_t N, int64_t S, int64_t C) {
+#pragma omp parallel for if (N * S * C > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t s = 0; s < S; ++s) {
+      for (int64_t c = 0; c < C; ++c) dinp[(n * S + s) * C + c] = dout[n * C + c] / static_cast<T>(S);
+    }
+  }
+}
+
 template void maxpool2d_forward<float>(float*, int32_t*, const float*, const Pool2dGeometry&);
 template void maxpool2d_backward<float>(float*, const float*, const int32_t*, const Pool2dGeometry&);
 
 template void maxpool2d_forward<double>(double*, int32_t*, const double*, const Pool2dGeometry&);
 template void maxpool2d_backward<double>(double*, const double*, const int32_t*, const Pool2dGeometry&);
+
+template void global_avgpool_forward<float>(float*, const float*, int64_t, int64_t, int64_t);
+template void global_avgpool_backward<float>(float*, const float*, int64_t, int64_t, int64_t);
+template void global_avgpool_forward<double>(double*, const double*, int64_t, int64_t, int64_t);
+template void global_avgpool_backward<double>(double*, const double*, int64_t, int64_t, int64_t);
 
 }  // namespace hisvid::cpu

@@ -71,6 +71,27 @@ __global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const 
   }
 }
 
+// out (N,C): one thread per (n, c), the sum over S in double in s order, as the CPU.
+__global__ void global_avgpool_forward_kernel(float* out, const float* inp, int64_t N, int64_t S, int64_t C) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * C;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = i / C, c = i % C;
+    double sum = 0.0;
+    for (int64_t s = 0; s < S; ++s) sum += inp[(n * S + s) * C + c];
+    out[i] = static_cast<float>(sum / static_cast<double>(S));
+  }
+}
+
+// dinp (N,S,C): one thread per element.
+__global__ void global_avgpool_backward_kernel(float* dinp, const float* dout, int64_t N, int64_t S,
+                                               int64_t C) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * S * C;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C, n = i / (S * C);
+    dinp[i] = dout[n * C + c] / static_cast<float>(S);
+  }
+}
+
 }  // namespace
 
 void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dGeometry& g,
@@ -86,6 +107,23 @@ void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, c
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total <= 0) return;
   maxpool2d_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(dinp, dout, argmax, g);
+  HISVID_CHECK_LAUNCH();
+}
+
+// out (N,C) = mean over S of inp (N,S,C)
+void global_avgpool_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C,
+                            cudaStream_t stream) {
+  if (N * C <= 0) return;
+  global_avgpool_forward_kernel<<<grid_blocks(N * C, kThreads), kThreads, 0, stream>>>(out, inp, N, S, C);
+  HISVID_CHECK_LAUNCH();
+}
+
+// dinp (N,S,C) (=) dout (N,C) / S
+void global_avgpool_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C,
+                             cudaStream_t stream) {
+  if (N * S * C <= 0) return;
+  global_avgpool_backward_kernel<<<grid_blocks(N * S * C, kThreads), kThreads, 0, stream>>>(dinp, dout, N, S,
+                                                                                            C);
   HISVID_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,7 @@
 // kernels/pool.h — 2-D max pooling, channels-last, Keras semantics. Padded positions never
 // win (they count as -infinity). MaxPooling3D with pool (1,PH,PW) is this over (N*T,H,W,C).
+// Global average pooling (GlobalAveragePooling1D/2D/3D): the mean over every axis between the
+// batch and the channels, those axes flattened into S (H*W, or T*H*W).
 #pragma once
 
 #include <cstdint>
@@ -38,6 +40,13 @@ void maxpool2d_forward(T* out, int32_t* argmax, const T* inp, const Pool2dGeomet
 template <typename T>
 void maxpool2d_backward(T* dinp, const T* dout, const int32_t* argmax, const Pool2dGeometry& g);
 
+// out (N,C) = sum over s of inp (N,S,C) / S, the sum taken in double in s order.
+template <typename T>
+void global_avgpool_forward(T* out, const T* inp, int64_t N, int64_t S, int64_t C);
+// dinp (N,S,C) (=) dout (N,C) / S.
+template <typename T>
+void global_avgpool_backward(T* dinp, const T* dout, int64_t N, int64_t S, int64_t C);
+
 }  // namespace hisvid::cpu
 
 #ifdef HISVID_WITH_CUDA
@@ -47,6 +56,10 @@ void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool
                        cudaStream_t stream);
 void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dGeometry& g,
                         cudaStream_t stream);
+void global_avgpool_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C,
+                            cudaStream_t stream);
+void global_avgpool_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C,
+                             cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "kernels/common.h"
+
 namespace hisvid::cpu {
 
 namespace {
@@ -108,6 +110,48 @@ void accuracy_count(int64_t* correct,  // (1)
   *correct = count;
 }
 
+template <typename T>
+void sigmoid_xent_forward(T* losses,         // (N)
+                          T* probs,          // (N,K)
+                          const T* logits,   // (N,K)
+                          const T* targets,  // (N,K)
+                          int64_t N, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    T sum = T(0);
+    for (int64_t k = 0; k < K; ++k) {
+      const T z = logits[n * K + k], y = targets[n * K + k];
+      sum += (z > T(0) ? z : T(0)) - z * y + std::log1p(std::exp(-std::fabs(z)));
+      probs[n * K + k] = sigmoid(z);
+    }
+    losses[n] = sum / static_cast<T>(K);
+  }
+}
+
+template <typename T>
+void sigmoid_xent_backward(T* dlogits,        // (N,K)
+                           const T* dlosses,  // (N)
+                           const T* probs,    // (N,K)
+                           const T* targets,  // (N,K)
+                           int64_t N, int64_t K) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t k = 0; k < K; ++k) {
+      dlogits[n * K + k] = dlosses[n] * (probs[n * K + k] - targets[n * K + k]) / static_cast<T>(K);
+    }
+  }
+}
+
+template <typename T>
+void binary_accuracy_count(int64_t* correct,  // (1)
+                           const T* probs,    // (N,K)
+                           const T* targets,  // (N,K)
+                           int64_t N, int64_t K) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < N * K; ++i) {
+    if ((probs[i] > T(0.5)) == (targets[i] > T(0.5))) ++count;
+  }
+  *correct = count;
+}
+
 template void softmax_forward<float>(float*, const float*, int64_t, int64_t);
 template void softmax_backward<float>(float*, const float*, const float*, int64_t, int64_t);
 template void softmax_xent_forward<float>(float*, float*, const float*, const float*, int64_t, int64_t);
@@ -121,5 +165,14 @@ template void softmax_xent_forward<double>(double*, double*, const double*, cons
 template void softmax_xent_backward<double>(double*, const double*, const double*, const double*, int64_t,
                                             int64_t);
 template void accuracy_count<double>(int64_t*, const double*, const double*, int64_t, int64_t);
+
+template void sigmoid_xent_forward<float>(float*, float*, const float*, const float*, int64_t, int64_t);
+template void sigmoid_xent_backward<float>(float*, const float*, const float*, const float*, int64_t,
+                                           int64_t);
+template void binary_accuracy_count<float>(int64_t*, const float*, const float*, int64_t, int64_t);
+template void sigmoid_xent_forward<double>(double*, double*, const double*, const double*, int64_t, int64_t);
+template void sigmoid_xent_backward<double>(double*, const double*, const double*, const double*, int64_t,
+                                            int64_t);
+template void binary_accuracy_count<double>(int64_t*, const double*, const double*, int64_t, int64_t);
 
 }  // namespace hisvid::cpu

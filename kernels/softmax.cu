@@ -1,8 +1,10 @@
 // CUDA versions of kernels/softmax.h: one warp per row (rows are class scores, K in the tens
 // to thousands), max-subtracted exponentials, warp-shuffle reductions. accuracy_count runs
-// in one block and writes the count (no atomics, no zeroing pass).
+// in one block and writes the count (no atomics, no zeroing pass). The sigmoid loss is
+// elementwise: one thread per row (K is 1 for a binary head), as the CPU sums it.
 #include <cmath>
 
+#include "kernels/common.h"
 #include "kernels/cuda_context.h"
 #include "kernels/softmax.h"
 
@@ -142,6 +144,47 @@ __global__ void accuracy_count_kernel(int64_t* correct, const float* scores, con
   }
 }
 
+// losses (N), probs (N,K) from logits (N,K), targets (N,K): one thread per row, k in order.
+__global__ void sigmoid_xent_forward_kernel(float* losses, float* probs, const float* logits,
+                                            const float* targets, int64_t N, int64_t K) {
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N;
+       n += int64_t(gridDim.x) * blockDim.x) {
+    float sum = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      const float z = logits[n * K + k], y = targets[n * K + k];
+      sum += fmaxf(z, 0.0f) - z * y + log1pf(expf(-fabsf(z)));
+      probs[n * K + k] = sigmoid(z);
+    }
+    losses[n] = sum / static_cast<float>(K);
+  }
+}
+
+// dlogits (N,K) = dlosses_n * (p - y) / K
+__global__ void sigmoid_xent_backward_kernel(float* dlogits, const float* dlosses, const float* probs,
+                                             const float* targets, int64_t N, int64_t K) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    dlogits[i] = dlosses[i / K] * (probs[i] - targets[i]) / static_cast<float>(K);
+  }
+}
+
+// correct (1) = elements with (p > 0.5) == (y > 0.5). One block.
+__global__ void binary_accuracy_count_kernel(int64_t* correct, const float* probs, const float* targets,
+                                             int64_t n) {
+  __shared__ int64_t per_thread[kThreads];
+  int64_t count = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    if ((probs[i] > 0.5f) == (targets[i] > 0.5f)) ++count;
+  }
+  per_thread[threadIdx.x] = count;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t total = 0;
+    for (int t = 0; t < kThreads; ++t) total += per_thread[t];
+    *correct = total;
+  }
+}
+
 }  // namespace
 
 void softmax_forward(float* probs, const float* logits, int64_t N, int64_t K, cudaStream_t stream) {
@@ -180,6 +223,35 @@ void accuracy_count(int64_t* correct, const float* scores, const float* targets,
     return;
   }
   accuracy_count_kernel<<<1, kThreads, 0, stream>>>(correct, scores, targets, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+// losses (N), probs (N,K) from logits (N,K), targets (N,K)
+void sigmoid_xent_forward(float* losses, float* probs, const float* logits, const float* targets, int64_t N,
+                          int64_t K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0) return;
+  sigmoid_xent_forward_kernel<<<grid_blocks(N, kThreads), kThreads, 0, stream>>>(losses, probs, logits,
+                                                                                 targets, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+// dlogits (N,K) (=) dlosses_n * (p - y) / K
+void sigmoid_xent_backward(float* dlogits, const float* dlosses, const float* probs, const float* targets,
+                           int64_t N, int64_t K, cudaStream_t stream) {
+  if (N <= 0 || K <= 0) return;
+  sigmoid_xent_backward_kernel<<<grid_blocks(N * K, kThreads), kThreads, 0, stream>>>(dlogits, dlosses, probs,
+                                                                                      targets, N, K);
+  HISVID_CHECK_LAUNCH();
+}
+
+// correct points to device memory.
+void binary_accuracy_count(int64_t* correct, const float* probs, const float* targets, int64_t N, int64_t K,
+                           cudaStream_t stream) {
+  if (N <= 0 || K <= 0) {
+    CUDA_CHECK(cudaMemsetAsync(correct, 0, sizeof(int64_t), stream));
+    return;
+  }
+  binary_accuracy_count_kernel<<<1, kThreads, 0, stream>>>(correct, probs, targets, N * K);
   HISVID_CHECK_LAUNCH();
 }
 

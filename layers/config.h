@@ -3,6 +3,12 @@
 // A ConfigReader hands out arguments by Keras name with Keras's default when absent, checks each
 // value's type, and at finish() rejects any argument nobody asked for: a misspelt or unknown
 // argument is an error naming it and the layer's position, never a silent default.
+//
+// Every Keras version is the input. Keras 2.13+ and 3.x wrap each serialized object in metadata
+// ("module", "registered_name", "build_config", ...) that carries no meaning for the
+// computation: read_keras_object() accepts and drops it at every level. Where a meaning changed
+// between versions (hard_sigmoid, ConvLSTM2D's default recurrent_activation, activity
+// regularization), the reader follows the KerasVersion of the file that holds the config.
 #pragma once
 
 #include <array>
@@ -15,6 +21,41 @@
 #include "kernels/common.h"
 
 namespace hisvid::layers {
+
+// The Keras version that wrote a config ("2.8.0", "3.3.3"). Specs without one (the zoo, a
+// hand-written JSON file) are read as Keras 2.8, the seeds' version.
+struct KerasVersion {
+  int major = 2, minor = 8, patch = 0;
+  // Parses "X.Y.Z" (trailing parts such as "-tf" or ".dev0" are ignored); `where` names the
+  // file in the error.
+  static KerasVersion parse(const std::string& text, const std::string& where);
+  std::string str() const;
+  bool keras3() const { return major >= 3; }
+};
+
+// A serialized Keras object, {"class_name": ..., "config": {...}}, with the metadata newer
+// Keras versions write beside them dropped. `where` prefixes errors.
+struct KerasObject {
+  std::string class_name;
+  nlohmann::json config;  // an object ({} when absent)
+};
+KerasObject read_keras_object(const nlohmann::json& spec, const std::string& where);
+
+// Keras's `dtype` argument: "float32", or a DTypePolicy / Policy object naming float32. A
+// mixed-precision or other policy is an error naming it (hisvid computes in float32).
+void require_float32_dtype(const nlohmann::json& dtype, const std::string& where);
+
+// Parses JSON text of a model spec with a nesting limit: a Keras model config nests about ten
+// levels (model, layer, wrapped layer, initializer, config, list), so kMaxJsonDepth leaves wide
+// room while a hostile file ("[[[[...") fails at once instead of exhausting the stack. Throws
+// nlohmann::json::exception (parse_error, or out_of_range for the depth).
+constexpr int kMaxJsonDepth = 64;
+nlohmann::json parse_json_limited(const std::string& text);
+
+// A JSON value for an error message: compact, non-ASCII escaped, and cut after
+// kBriefJsonChars characters so that a huge value cannot flood the message.
+constexpr size_t kBriefJsonChars = 120;
+std::string brief(const nlohmann::json& value);
 
 // A Keras activation name: the elementwise ones plus softmax (which only Dense accepts).
 struct ActivationSpec {
@@ -29,9 +70,10 @@ std::string padding_name(Padding padding);
 class ConfigReader {
  public:
   // `where` prefixes every error, e.g. "layer 3 (Conv2D 'conv2d_1')".
-  ConfigReader(const nlohmann::json& config, std::string where);
+  ConfigReader(const nlohmann::json& config, std::string where, KerasVersion version = {});
 
   bool has(const char* key) const;
+  // Integers must fit an int (a larger one is an error, never a wrapped value).
   int integer(const char* key);  // required
   int integer(const char* key, int fallback);
   double number(const char* key, double fallback);
@@ -55,6 +97,7 @@ class ConfigReader {
   void finish() const;
 
   const std::string& where() const { return where_; }
+  const KerasVersion& version() const { return version_; }
   template <typename... Args>
   [[noreturn]] void error(fmt::format_string<Args...> format, Args&&... args) const {
     fail("{}: {}", where_, fmt::format(format, std::forward<Args>(args)...));
@@ -65,6 +108,7 @@ class ConfigReader {
 
   const nlohmann::json& config_;
   std::string where_;
+  KerasVersion version_;
   std::vector<std::string> taken_;
 };
 

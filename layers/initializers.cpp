@@ -10,14 +10,49 @@ namespace hisvid::layers {
 
 namespace {
 
-// snake_case name <-> Keras class name.
-const std::vector<std::pair<std::string, std::string>>& initializer_names() {
-  static const std::vector<std::pair<std::string, std::string>> names = {
-      {"glorot_uniform", "GlorotUniform"}, {"glorot_normal", "GlorotNormal"}, {"he_uniform", "HeUniform"},
-      {"he_normal", "HeNormal"},           {"lecun_uniform", "LecunUniform"}, {"orthogonal", "Orthogonal"},
-      {"zeros", "Zeros"},                  {"ones", "Ones"},                  {"constant", "Constant"},
-      {"random_uniform", "RandomUniform"}, {"random_normal", "RandomNormal"}};
-  return names;
+// Every initializer Keras 2.x and 3.x serialize: class name, snake_case name, and what it draws
+// (variance scaling's scale, mode and distribution for the named special cases).
+struct InitializerClass {
+  const char* class_name;
+  const char* snake;
+  const char* kind;
+  double scale;
+  const char* mode;
+  const char* distribution;
+};
+const std::vector<InitializerClass>& initializer_classes() {
+  static const std::vector<InitializerClass> classes = {
+      {"GlorotUniform", "glorot_uniform", "variance_scaling", 1.0, "fan_avg", "uniform"},
+      {"GlorotNormal", "glorot_normal", "variance_scaling", 1.0, "fan_avg", "truncated_normal"},
+      {"HeUniform", "he_uniform", "variance_scaling", 2.0, "fan_in", "uniform"},
+      {"HeNormal", "he_normal", "variance_scaling", 2.0, "fan_in", "truncated_normal"},
+      {"LecunUniform", "lecun_uniform", "variance_scaling", 1.0, "fan_in", "uniform"},
+      {"LecunNormal", "lecun_normal", "variance_scaling", 1.0, "fan_in", "truncated_normal"},
+      {"VarianceScaling", "variance_scaling", "variance_scaling", 1.0, "fan_in", "truncated_normal"},
+      {"Orthogonal", "orthogonal", "orthogonal", 1.0, "", ""},
+      {"OrthogonalInitializer", "orthogonal", "orthogonal", 1.0, "", ""},  // Keras 3.0-3.3's name
+      {"Identity", "identity", "identity", 1.0, "", ""},
+      {"IdentityInitializer", "identity", "identity", 1.0, "", ""},
+      {"Zeros", "zeros", "zeros", 1.0, "", ""},
+      {"Ones", "ones", "ones", 1.0, "", ""},
+      {"Constant", "constant", "constant", 1.0, "", ""},
+      {"RandomUniform", "random_uniform", "random_uniform", 1.0, "", ""},
+      {"RandomNormal", "random_normal", "random_normal", 1.0, "", ""},
+      {"TruncatedNormal", "truncated_normal", "truncated_normal", 1.0, "", ""}};
+  return classes;
+}
+
+// Keras 2's short aliases of the string form.
+const InitializerClass* find_by_name(const std::string& name) {
+  const std::string canonical = name == "uniform"  ? "random_uniform"
+                                : name == "normal" ? "random_normal"
+                                : name == "zero"   ? "zeros"
+                                : name == "one"    ? "ones"
+                                                   : name;
+  for (const InitializerClass& c : initializer_classes()) {
+    if (canonical == c.snake) return &c;
+  }
+  return nullptr;
 }
 
 struct Fans {
@@ -62,59 +97,75 @@ std::vector<double> orthonormal_columns(std::vector<double> a, int64_t rows, int
 }  // namespace
 
 nlohmann::json Initializer::to_json() const {
-  std::string class_name;
-  for (const auto& [snake, keras] : initializer_names()) {
-    if (snake == name) class_name = keras;
-  }
   nlohmann::json config = nlohmann::json::object();
-  if (name == "orthogonal") config["gain"] = a;
-  if (name == "constant") config["value"] = a;
-  if (name == "random_uniform") {
-    config["minval"] = a;
-    config["maxval"] = b;
+  if (class_name == "VarianceScaling") {
+    config["scale"] = scale;
+    config["mode"] = mode;
+    config["distribution"] = distribution;
   }
-  if (name == "random_normal") {
-    config["mean"] = a;
-    config["stddev"] = b;
+  if (kind == "orthogonal" || kind == "identity") config["gain"] = gain;
+  if (kind == "constant") config["value"] = value;
+  if (kind == "random_uniform") {
+    config["minval"] = minval;
+    config["maxval"] = maxval;
   }
-  if (name != "zeros" && name != "ones" && name != "constant") config["seed"] = nullptr;
+  if (kind == "random_normal" || kind == "truncated_normal") {
+    config["mean"] = mean;
+    config["stddev"] = stddev;
+  }
+  if (kind != "zeros" && kind != "ones" && kind != "constant" && kind != "identity") config["seed"] = nullptr;
   return {{"class_name", class_name}, {"config", config}};
 }
 
 Tensor Initializer::sample(const Shape& shape, Generator& rng) const {
-  const int64_t n = shape.numel();
-  std::vector<double> values(static_cast<size_t>(n), 0.0);
+  const int64_t n_values = shape.numel();
+  std::vector<double> values(static_cast<size_t>(n_values), 0.0);
   const Fans fans = compute_fans(shape);
   const RandomDraw draw = rng.next();
   auto uniform = [&](double limit) {
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < n_values; ++i) {
       values[i] = limit * (2.0 * philox_uniform(draw.seed, draw.offset, static_cast<uint64_t>(i)) - 1.0);
     }
   };
   // Keras divides by the standard deviation of a unit normal truncated at 2.
   constexpr double kTruncatedStd = 0.87962566103423978;
-  auto truncated = [&](double stddev) {
-    for (int64_t i = 0; i < n; ++i) values[i] = stddev / kTruncatedStd * truncated_normal(draw, static_cast<uint64_t>(i));
+  auto truncated = [&](double sd) {
+    for (int64_t i = 0; i < n_values; ++i) {
+      values[i] = sd / kTruncatedStd * truncated_normal(draw, static_cast<uint64_t>(i));
+    }
   };
-  if (name == "glorot_uniform") {
-    uniform(std::sqrt(6.0 / (fans.in + fans.out)));
-  } else if (name == "he_uniform") {
-    uniform(std::sqrt(6.0 / fans.in));
-  } else if (name == "lecun_uniform") {
-    uniform(std::sqrt(3.0 / fans.in));
-  } else if (name == "glorot_normal") {
-    truncated(std::sqrt(2.0 / (fans.in + fans.out)));
-  } else if (name == "he_normal") {
-    truncated(std::sqrt(2.0 / fans.in));
-  } else if (name == "ones") {
+  if (kind == "variance_scaling") {
+    const double n = mode == "fan_in" ? fans.in : mode == "fan_out" ? fans.out : (fans.in + fans.out) / 2.0;
+    const double s = scale / std::max(1.0, n);
+    if (distribution == "uniform") {
+      uniform(std::sqrt(3.0 * s));
+    } else if (distribution == "untruncated_normal") {
+      for (int64_t i = 0; i < n_values; ++i) {
+        values[i] = std::sqrt(s) * philox_normal(draw.seed, draw.offset, static_cast<uint64_t>(i));
+      }
+    } else {  // truncated_normal, and Keras 2.0's "normal"
+      truncated(std::sqrt(s));
+    }
+  } else if (kind == "ones") {
     values.assign(values.size(), 1.0);
-  } else if (name == "constant") {
-    values.assign(values.size(), a);
-  } else if (name == "random_uniform") {
-    for (int64_t i = 0; i < n; ++i) values[i] = a + (b - a) * philox_uniform(draw.seed, draw.offset, static_cast<uint64_t>(i));
-  } else if (name == "random_normal") {
-    for (int64_t i = 0; i < n; ++i) values[i] = a + b * philox_normal(draw.seed, draw.offset, static_cast<uint64_t>(i));
-  } else if (name == "orthogonal") {
+  } else if (kind == "constant") {
+    values.assign(values.size(), value);
+  } else if (kind == "random_uniform") {
+    for (int64_t i = 0; i < n_values; ++i) {
+      values[i] =
+          minval + (maxval - minval) * philox_uniform(draw.seed, draw.offset, static_cast<uint64_t>(i));
+    }
+  } else if (kind == "random_normal") {
+    for (int64_t i = 0; i < n_values; ++i) {
+      values[i] = mean + stddev * philox_normal(draw.seed, draw.offset, static_cast<uint64_t>(i));
+    }
+  } else if (kind == "truncated_normal") {
+    for (int64_t i = 0; i < n_values; ++i)
+      values[i] = mean + stddev * truncated_normal(draw, static_cast<uint64_t>(i));
+  } else if (kind == "identity") {
+    if (shape.rank() != 2) fail("Identity initializer: needs a matrix, got shape {}", shape.str());
+    for (int64_t r = 0; r < std::min(shape[0], shape[1]); ++r) values[r * shape[1] + r] = gain;
+  } else if (kind == "orthogonal") {
     const int64_t rows = shape.rank() > 0 ? shape.prod(0, shape.rank() - 1) : 1;
     const int64_t cols = shape.rank() > 0 ? shape.back() : 1;
     const int64_t tall = std::max(rows, cols), wide = std::min(rows, cols);
@@ -124,7 +175,7 @@ Tensor Initializer::sample(const Shape& shape, Generator& rng) const {
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         // rows >= cols: the kernel is Q itself; rows < cols: Q transposed.
-        values[r * cols + c] = a * (rows >= cols ? q[r * wide + c] : q[c * wide + r]);
+        values[r * cols + c] = gain * (rows >= cols ? q[r * wide + c] : q[c * wide + r]);
       }
     }
   }
@@ -133,41 +184,55 @@ Tensor Initializer::sample(const Shape& shape, Generator& rng) const {
 
 Initializer read_initializer(ConfigReader& reader, const char* key, const std::string& fallback) {
   const nlohmann::json spec = reader.raw(key);
-  std::string name = fallback;
+  const std::string where = reader.where() + " initializer '" + std::string(key) + "'";
+  const InitializerClass* cls = nullptr;
   nlohmann::json config = nlohmann::json::object();
-  if (spec.is_string()) {
-    name = spec.get<std::string>();
+  if (spec.is_null() || spec.is_string()) {
+    const std::string name = spec.is_string() ? spec.get<std::string>() : fallback;
+    cls = find_by_name(name);
+    if (cls == nullptr) fail("{}: unknown initializer '{}'", where, name);
   } else if (spec.is_object()) {
-    if (!spec.contains("class_name") || !spec["class_name"].is_string()) {
-      reader.error("initializer '{}' must have a string class_name, got {}", key, spec.dump());
+    const KerasObject object = read_keras_object(spec, where);
+    for (const InitializerClass& c : initializer_classes()) {
+      if (object.class_name == c.class_name) cls = &c;
     }
-    const std::string class_name = spec["class_name"].get<std::string>();
-    name.clear();
-    for (const auto& [snake, keras] : initializer_names()) {
-      if (keras == class_name) name = snake;
-    }
-    if (name.empty()) reader.error("unknown initializer class '{}' for '{}'", class_name, key);
-    if (spec.contains("config")) config = spec["config"];
-  } else if (!spec.is_null()) {
-    reader.error("initializer '{}' must be a name or a {{class_name, config}} object, got {}", key, spec.dump());
+    if (cls == nullptr) fail("{}: unknown initializer class '{}'", where, object.class_name);
+    config = object.config;
+  } else {
+    fail("{}: must be a name or a {{class_name, config}} object, got {}", where, brief(spec));
   }
-  bool known = false;
-  for (const auto& [snake, keras] : initializer_names()) known = known || snake == name;
-  if (!known) reader.error("unknown initializer '{}' for '{}'", name, key);
 
   Initializer init;
-  init.name = name;
-  ConfigReader args(config, reader.where() + " initializer '" + std::string(key) + "'");
+  init.class_name = cls->class_name;
+  init.kind = cls->kind;
+  init.scale = cls->scale;
+  init.mode = cls->mode;
+  init.distribution = cls->distribution;
+  ConfigReader args(config, where, reader.version());
   args.ignore("seed");
-  if (name == "orthogonal") init.a = args.number("gain", 1.0);
-  if (name == "constant") init.a = args.number("value", 0.0);
-  if (name == "random_uniform") {
-    init.a = args.number("minval", -0.05);
-    init.b = args.number("maxval", 0.05);
+  if (init.class_name == "VarianceScaling") {
+    init.scale = args.number("scale", 1.0);
+    init.mode = args.string("mode", "fan_in");
+    init.distribution = args.string("distribution", "truncated_normal");
+    if (!(init.scale > 0.0)) args.error("scale must be > 0, got {}", init.scale);
+    if (init.mode != "fan_in" && init.mode != "fan_out" && init.mode != "fan_avg") {
+      args.error("mode must be fan_in, fan_out or fan_avg, got '{}'", init.mode);
+    }
+    if (init.distribution != "uniform" && init.distribution != "truncated_normal" &&
+        init.distribution != "untruncated_normal" && init.distribution != "normal") {
+      args.error("distribution must be uniform, truncated_normal or untruncated_normal, got '{}'",
+                 init.distribution);
+    }
   }
-  if (name == "random_normal") {
-    init.a = args.number("mean", 0.0);
-    init.b = args.number("stddev", 0.05);
+  if (init.kind == "orthogonal" || init.kind == "identity") init.gain = args.number("gain", 1.0);
+  if (init.kind == "constant") init.value = args.number("value", 0.0);
+  if (init.kind == "random_uniform") {
+    init.minval = args.number("minval", -0.05);
+    init.maxval = args.number("maxval", 0.05);
+  }
+  if (init.kind == "random_normal" || init.kind == "truncated_normal") {
+    init.mean = args.number("mean", 0.0);
+    init.stddev = args.number("stddev", 0.05);
   }
   args.finish();
   return init;

@@ -15,28 +15,33 @@ namespace {
 
 nlohmann::json json_pair(const std::array<int, 2>& v) { return nlohmann::json::array({v[0], v[1]}); }
 
-// Keras's regularizer/constraint arguments: hisvid implements none, so only null is accepted.
-void require_no_regularizers(ConfigReader& reader, std::initializer_list<const char*> keys) {
+// Keras's constraint arguments: hisvid implements none, so only null is accepted.
+void require_no_constraints(ConfigReader& reader, std::initializer_list<const char*> keys) {
   for (const char* key : keys) reader.require_default(key, {nullptr});
 }
 
-// Those of Conv2D and Dense: null only when read, null when written.
-constexpr std::array<const char*, 5> kKernelBiasExtras = {"kernel_regularizer", "bias_regularizer",
-                                                         "activity_regularizer", "kernel_constraint",
-                                                         "bias_constraint"};
-
-void require_no_kernel_bias_extras(ConfigReader& reader) {
-  for (const char* key : kKernelBiasExtras) reader.require_default(key, {nullptr});
+// A dropout layer's required rate, in [0, 1).
+double read_rate(ConfigReader& c) {
+  if (!c.has("rate")) c.error("missing required argument 'rate'");
+  const double rate = c.number("rate", 0.0);
+  if (!(rate >= 0.0 && rate < 1.0)) c.error("rate must be in [0, 1), got {}", rate);
+  return rate;
 }
 
-// activation, use_bias, the initializers and the null extras: the config Conv2D and Dense share.
+// activation, use_bias, the initializers, the regularizers and the null constraints: the config
+// Conv2D and Dense share.
 void write_kernel_bias_config(nlohmann::json& c, const ActivationSpec& activation, bool use_bias,
-                              const Initializer& kernel_initializer, const Initializer& bias_initializer) {
+                              const Initializer& kernel_initializer, const Initializer& bias_initializer,
+                              const Regularizer& kernel_regularizer, const Regularizer& bias_regularizer) {
   c["activation"] = activation_name(activation);
   c["use_bias"] = use_bias;
   c["kernel_initializer"] = kernel_initializer.to_json();
   c["bias_initializer"] = bias_initializer.to_json();
-  for (const char* key : kKernelBiasExtras) c[key] = nullptr;
+  c["kernel_regularizer"] = kernel_regularizer.to_json();
+  c["bias_regularizer"] = bias_regularizer.to_json();
+  if (!c.contains("activity_regularizer")) c["activity_regularizer"] = nullptr;
+  c["kernel_constraint"] = nullptr;
+  c["bias_constraint"] = nullptr;
 }
 
 }  // namespace
@@ -63,23 +68,48 @@ void Layer::to(DType dtype) {
 
 std::string Layer::where() const { return fmt::format("layer '{}' ({})", name_, class_name()); }
 
-Tensor& Layer::add_weight(const std::string& name, const Initializer& init, const Shape& shape, Generator& rng,
-                          bool trainable) {
+Tensor Layer::apply(const Tensor& x, const ForwardContext& ctx) {
+  Tensor y = forward(x, ctx);
+  add_activity_loss(y, ctx);
+  return y;
+}
+
+void Layer::add_activity_loss(const Tensor& y, const ForwardContext& ctx) const {
+  if (ctx.losses == nullptr || !activity_regularizer_.active()) return;
+  const Tensor penalty = activity_regularizer_.penalty(y);
+  // tf.keras makes the activity penalty batch-size agnostic; Keras 3 adds it as it is.
+  ctx.losses->push_back(version_.keras3()
+                            ? penalty
+                            : ops::scale(penalty, 1.0 / static_cast<double>(std::max<int64_t>(y.dim(0), 1))));
+}
+
+Tensor& Layer::add_weight(const std::string& name, const Initializer& init, const Shape& shape,
+                          Generator& rng, bool trainable, const Regularizer& regularizer) {
   Tensor value = init.sample(shape, rng);
   value.set_requires_grad(trainable && trainable_);
-  weights_.push_back(Weight{name, value, trainable && trainable_});
+  weights_.push_back(Weight{name, value, trainable && trainable_, regularizer});
   return weights_.back().value;
 }
 
 void Layer::read_common(ConfigReader& reader) {
+  version_ = reader.version();
   reader.ignore("name");
+  // The input shape of a first layer (Sequential reads it): Keras 2, Keras 3, and the
+  // input_shape argument a hand-written spec may use.
   reader.ignore("batch_input_shape");
+  reader.ignore("batch_shape");
+  reader.ignore("input_shape");
+  // Only the model's input shape matters; Keras 2 also writes batch_size beside it.
+  reader.ignore("batch_size");
   trainable_ = reader.boolean("trainable", true);
-  reader.require_default("dtype", {"float32"});
+  require_float32_dtype(reader.raw("dtype"), reader.where());
+  activity_regularizer_ = read_regularizer(reader, "activity_regularizer");
 }
 
 nlohmann::json Layer::common_config() const {
-  return {{"name", name_}, {"trainable", trainable_}, {"dtype", "float32"}};
+  nlohmann::json c = {{"name", name_}, {"trainable", trainable_}, {"dtype", "float32"}};
+  if (activity_regularizer_.active()) c["activity_regularizer"] = activity_regularizer_.to_json();
+  return c;
 }
 
 Shape Layer::finish_build(const Shape& output_shape) {
@@ -102,10 +132,12 @@ Conv2D::Conv2D(std::string name, ConfigReader& c) : Layer(std::move(name)) {
   use_bias_ = c.boolean("use_bias", true);
   kernel_initializer_ = read_initializer(c, "kernel_initializer", "glorot_uniform");
   bias_initializer_ = read_initializer(c, "bias_initializer", "zeros");
+  kernel_regularizer_ = read_regularizer(c, "kernel_regularizer");
+  bias_regularizer_ = read_regularizer(c, "bias_regularizer");
   c.require_default("data_format", {"channels_last"});
   c.require_default("dilation_rate", {1, nlohmann::json::array({1, 1})});
   c.require_default("groups", {1});
-  require_no_kernel_bias_extras(c);
+  require_no_constraints(c, {"kernel_constraint", "bias_constraint"});
 }
 
 Shape Conv2D::build(const Shape& in, Generator& init) {
@@ -116,8 +148,9 @@ Shape Conv2D::build(const Shape& in, Generator& init) {
   if (g.HO <= 0 || g.WO <= 0) fail("{}: input {} is smaller than the kernel", where(), in.str());
   input_shape_ = in;
   weights_.clear();
-  add_weight("kernel", kernel_initializer_, {kernel_size_[0], kernel_size_[1], in[2], filters_}, init);
-  if (use_bias_) add_weight("bias", bias_initializer_, {filters_}, init);
+  add_weight("kernel", kernel_initializer_, {kernel_size_[0], kernel_size_[1], in[2], filters_}, init, true,
+             kernel_regularizer_);
+  if (use_bias_) add_weight("bias", bias_initializer_, {filters_}, init, true, bias_regularizer_);
   return finish_build({g.HO, g.WO, filters_});
 }
 
@@ -136,7 +169,8 @@ nlohmann::json Conv2D::config() const {
   c["data_format"] = "channels_last";
   c["dilation_rate"] = json_pair({1, 1});
   c["groups"] = 1;
-  write_kernel_bias_config(c, activation_, use_bias_, kernel_initializer_, bias_initializer_);
+  write_kernel_bias_config(c, activation_, use_bias_, kernel_initializer_, bias_initializer_,
+                           kernel_regularizer_, bias_regularizer_);
   return c;
 }
 
@@ -202,9 +236,7 @@ nlohmann::json MaxPooling::config() const {
 
 Dropout::Dropout(std::string name, ConfigReader& c) : Layer(std::move(name)) {
   read_common(c);
-  if (!c.has("rate")) c.error("missing required argument 'rate'");
-  rate_ = c.number("rate", 0.0);
-  if (!(rate_ >= 0.0 && rate_ < 1.0)) c.error("rate must be in [0, 1), got {}", rate_);
+  rate_ = read_rate(c);
   c.require_default("noise_shape", {nullptr});
   c.ignore("seed");
 }
@@ -255,7 +287,7 @@ BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Laye
   const nlohmann::json axis = c.raw("axis");
   // The channel axis only: -1, or Keras's saved form [rank - 1] (checked again in build).
   if (!(axis.is_null() || axis == -1 || (axis.is_array() && axis.size() == 1 && axis[0].is_number_integer()))) {
-    c.error("axis {} is not supported (only the last axis)", axis.dump());
+    c.error("axis {} is not supported (only the last axis)", brief(axis));
   }
   axis_ = axis.is_array() ? axis[0].get<int>() : -1;
   momentum_ = c.number("momentum", 0.99);
@@ -266,7 +298,9 @@ BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Laye
   gamma_initializer_ = read_initializer(c, "gamma_initializer", "ones");
   moving_mean_initializer_ = read_initializer(c, "moving_mean_initializer", "zeros");
   moving_variance_initializer_ = read_initializer(c, "moving_variance_initializer", "ones");
-  require_no_regularizers(c, {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"});
+  beta_regularizer_ = read_regularizer(c, "beta_regularizer");
+  gamma_regularizer_ = read_regularizer(c, "gamma_regularizer");
+  require_no_constraints(c, {"beta_constraint", "gamma_constraint"});
   c.require_default("renorm", {false});
   c.require_default("virtual_batch_size", {nullptr});
   c.require_default("adjustment", {nullptr});
@@ -284,8 +318,8 @@ Shape BatchNormalization::build(const Shape& in, Generator& init) {
   input_shape_ = in;
   weights_.clear();
   const Shape channels{in.back()};
-  if (scale_) add_weight("gamma", gamma_initializer_, channels, init);
-  if (center_) add_weight("beta", beta_initializer_, channels, init);
+  if (scale_) add_weight("gamma", gamma_initializer_, channels, init, true, gamma_regularizer_);
+  if (center_) add_weight("beta", beta_initializer_, channels, init, true, beta_regularizer_);
   add_weight("moving_mean", moving_mean_initializer_, channels, init, false);
   add_weight("moving_variance", moving_variance_initializer_, channels, init, false);
   return finish_build(in);
@@ -299,7 +333,9 @@ Tensor BatchNormalization::forward(const Tensor& x, const ForwardContext& ctx) {
   const Tensor& moving_mean = weights_[next].value;
   const Tensor& moving_var = weights_[next + 1].value;
   const float eps = static_cast<float>(epsilon_);
-  if (!ctx.training) return ops::batch_norm_infer(x, gamma, beta, moving_mean, moving_var, eps);
+  // A frozen BatchNormalization runs in inference mode, training or not (Keras 2.x on TF2, Keras 3).
+  if (!ctx.training || !trainable_)
+    return ops::batch_norm_infer(x, gamma, beta, moving_mean, moving_var, eps);
   const ops::BatchNormBatch batch = ops::batch_norm_train(x, gamma, beta, eps);
   NoGradGuard no_grad;
   ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, x.numel() / C,
@@ -318,9 +354,10 @@ nlohmann::json BatchNormalization::config() const {
   c["gamma_initializer"] = gamma_initializer_.to_json();
   c["moving_mean_initializer"] = moving_mean_initializer_.to_json();
   c["moving_variance_initializer"] = moving_variance_initializer_.to_json();
-  for (const char* key : {"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"}) {
-    c[key] = nullptr;
-  }
+  c["beta_regularizer"] = beta_regularizer_.to_json();
+  c["gamma_regularizer"] = gamma_regularizer_.to_json();
+  c["beta_constraint"] = nullptr;
+  c["gamma_constraint"] = nullptr;
   return c;
 }
 
@@ -334,7 +371,12 @@ Dense::Dense(std::string name, ConfigReader& c) : Layer(std::move(name)) {
   use_bias_ = c.boolean("use_bias", true);
   kernel_initializer_ = read_initializer(c, "kernel_initializer", "glorot_uniform");
   bias_initializer_ = read_initializer(c, "bias_initializer", "zeros");
-  require_no_kernel_bias_extras(c);
+  kernel_regularizer_ = read_regularizer(c, "kernel_regularizer");
+  bias_regularizer_ = read_regularizer(c, "bias_regularizer");
+  require_no_constraints(c, {"kernel_constraint", "bias_constraint"});
+  // Keras 3 Dense may carry a LoRA rank; only its default, no LoRA, is implemented.
+  c.require_default("lora_rank", {nullptr});
+  c.require_default("lora_alpha", {nullptr});
 }
 
 Shape Dense::build(const Shape& in, Generator& init) {
@@ -344,8 +386,8 @@ Shape Dense::build(const Shape& in, Generator& init) {
   }
   input_shape_ = in;
   weights_.clear();
-  add_weight("kernel", kernel_initializer_, {in.back(), units_}, init);
-  if (use_bias_) add_weight("bias", bias_initializer_, {units_}, init);
+  add_weight("kernel", kernel_initializer_, {in.back(), units_}, init, true, kernel_regularizer_);
+  if (use_bias_) add_weight("bias", bias_initializer_, {units_}, init, true, bias_regularizer_);
   Shape out = in;
   out[out.rank() - 1] = units_;
   return finish_build(out);
@@ -370,14 +412,94 @@ Tensor Dense::forward(const Tensor& x, const ForwardContext& ctx) {
 nlohmann::json Dense::config() const {
   nlohmann::json c = common_config();
   c["units"] = units_;
-  write_kernel_bias_config(c, activation_, use_bias_, kernel_initializer_, bias_initializer_);
+  write_kernel_bias_config(c, activation_, use_bias_, kernel_initializer_, bias_initializer_,
+                           kernel_regularizer_, bias_regularizer_);
+  return c;
+}
+
+// --- GlobalAveragePooling1D/2D/3D -----------------------------------------------------------
+
+GlobalAveragePooling::GlobalAveragePooling(std::string name, ConfigReader& c, int spatial_rank)
+    : Layer(std::move(name)),
+      spatial_rank_(spatial_rank),
+      class_name_(fmt::format("GlobalAveragePooling{}D", spatial_rank)) {
+  read_common(c);
+  c.require_default("data_format", {"channels_last"});
+  keepdims_ = c.boolean("keepdims", false);
+}
+
+Shape GlobalAveragePooling::build(const Shape& in, Generator&) {
+  if (in.rank() != spatial_rank_ + 1) {
+    fail("{}: expects input of rank {} ({} averaged axes and the channels), got {}", where(),
+         spatial_rank_ + 1, spatial_rank_, in.str());
+  }
+  input_shape_ = in;
+  std::vector<int64_t> out =
+      keepdims_ ? std::vector<int64_t>(static_cast<size_t>(spatial_rank_), 1) : std::vector<int64_t>{};
+  out.push_back(in.back());
+  return finish_build(Shape(out));
+}
+
+Tensor GlobalAveragePooling::forward(const Tensor& x, const ForwardContext&) {
+  if (x.rank() != spatial_rank_ + 2)
+    fail("{}: expects (N, {}), got {}", where(), input_shape_.str(), x.shape().str());
+  const Tensor y = ops::global_average_pool(x);  // (N, C)
+  if (!keepdims_) return y;
+  std::vector<int64_t> dims = output_shape_.vec();
+  dims.insert(dims.begin(), x.dim(0));
+  return ops::reshape(y, dims);
+}
+
+nlohmann::json GlobalAveragePooling::config() const {
+  nlohmann::json c = common_config();
+  c["data_format"] = "channels_last";
+  c["keepdims"] = keepdims_;
+  return c;
+}
+
+// --- SpatialDropout1D/2D/3D ------------------------------------------------------------------
+
+SpatialDropout::SpatialDropout(std::string name, ConfigReader& c, int spatial_rank)
+    : Layer(std::move(name)),
+      spatial_rank_(spatial_rank),
+      class_name_(fmt::format("SpatialDropout{}D", spatial_rank)) {
+  read_common(c);
+  rate_ = read_rate(c);
+  c.require_default("data_format", {"channels_last"});
+  c.require_default("noise_shape", {nullptr});
+  c.ignore("seed");
+}
+
+Shape SpatialDropout::build(const Shape& in, Generator&) {
+  if (in.rank() != spatial_rank_ + 1) {
+    fail("{}: expects input of rank {} ({} spatial axes and the channels), got {}", where(),
+         spatial_rank_ + 1, spatial_rank_, in.str());
+  }
+  input_shape_ = in;
+  return finish_build(in);
+}
+
+Tensor SpatialDropout::forward(const Tensor& x, const ForwardContext& ctx) {
+  if (!ctx.training || rate_ == 0.0) return x;
+  if (ctx.rng == nullptr) fail("{}: training needs a random generator", where());
+  return ops::spatial_dropout(x, static_cast<float>(rate_), ctx.rng->next());
+}
+
+nlohmann::json SpatialDropout::config() const {
+  nlohmann::json c = common_config();
+  c["rate"] = rate_;
+  c["noise_shape"] = nullptr;
+  c["seed"] = nullptr;
+  c["data_format"] = "channels_last";
   return c;
 }
 
 // --- TimeDistributed -----------------------------------------------------------------------
 
-TimeDistributed::TimeDistributed(std::string name, std::unique_ptr<Layer> inner)
-    : Layer(std::move(name)), inner_(std::move(inner)) {}
+TimeDistributed::TimeDistributed(std::string name, ConfigReader& c, std::unique_ptr<Layer> inner)
+    : Layer(std::move(name)), inner_(std::move(inner)) {
+  read_common(c);
+}
 
 Shape TimeDistributed::build(const Shape& in, Generator& init) {
   if (in.rank() < 2) fail("{}: expects (T, ...) input, got {}", where(), in.str());
@@ -387,12 +509,22 @@ Shape TimeDistributed::build(const Shape& in, Generator& init) {
   std::vector<int64_t> out = inner_->build(Shape(frame), init).vec();
   out.insert(out.begin(), T);
   input_shape_ = in;
+  if (!trainable_) {  // a frozen wrapper freezes what it wraps (Keras's trainable setter)
+    for (Weight& w : inner_->weights()) {
+      w.trainable = false;
+      w.value.set_requires_grad(false);
+    }
+  }
   return finish_build(Shape(out));
 }
 
 Tensor TimeDistributed::forward(const Tensor& x, const ForwardContext& ctx) {
   if (x.rank() < 3) fail("{}: expects (N, T, ...) input, got {}", where(), x.shape().str());
-  return ops::split_time(inner_->forward(ops::merge_time(x), ctx), x.dim(1));
+  // Keras 2 calls the inner layer through __call__ (its activity regularizer applies, over N*T
+  // rows); Keras 3 through call() (it does not).
+  const Tensor merged = ops::merge_time(x);
+  const Tensor y = version_.keras3() ? inner_->forward(merged, ctx) : inner_->apply(merged, ctx);
+  return ops::split_time(y, x.dim(1));
 }
 
 nlohmann::json TimeDistributed::config() const {

@@ -8,15 +8,15 @@
 
 #include <array>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "layers/config.h"
 #include "layers/initializers.h"
+#include "layers/regularizers.h"
 
 namespace hisvid::layers {
 
@@ -24,11 +24,14 @@ struct Weight {
   std::string name;  // Keras short name: kernel, recurrent_kernel, bias, gamma, beta, moving_mean, ...
   Tensor value;
   bool trainable = true;
+  Regularizer regularizer;  // its penalty joins the loss (Sequential::weight_penalties)
 };
 
 struct ForwardContext {
   bool training = false;
   Generator* rng = nullptr;  // dropout draws; required when training a layer with dropout
+  // When set, layers with an activity regularizer append their penalty here (Keras's add_loss).
+  std::vector<Tensor>* losses = nullptr;
 };
 
 class Layer {
@@ -44,18 +47,30 @@ class Layer {
   // Throws naming the layer when the input does not fit.
   virtual Shape build(const Shape& input_shape, Generator& init) = 0;
   virtual Tensor forward(const Tensor& x, const ForwardContext& ctx) = 0;
+  // forward() and the layer's activity regularization (Keras's __call__ around call()).
+  Tensor apply(const Tensor& x, const ForwardContext& ctx);
   // The complete Keras config, defaults included (what model.to_json() holds).
   virtual nlohmann::json config() const = 0;
-  // The prefix of this layer's weights in a Keras file, e.g. "lstm/lstm_cell".
+  // The prefix of this layer's weights in a Keras .h5 file, e.g. "lstm/lstm_cell".
   virtual std::string weight_scope() const { return name_; }
+  // Where a .keras file keeps this layer's weights below its group: "" (its own vars), "layer/"
+  // (a wrapper's inner layer) or "cell/" (a recurrent layer's cell).
+  virtual std::string keras_state_path() const { return ""; }
   // True when the layer ends in a softmax (forward then returns probabilities).
   virtual bool has_softmax() const { return false; }
   // The pre-softmax output, for the fused softmax cross-entropy; only when has_softmax().
   virtual Tensor forward_logits(const Tensor& x, const ForwardContext& ctx);
+  // True when the layer ends in a sigmoid (forward then returns probabilities).
+  virtual bool has_sigmoid() const { return false; }
+  // The activity regularizer's penalty of this layer's output y (divided by y's batch size
+  // for Keras 2) appended to ctx.losses, when the layer has one and ctx collects losses.
+  void add_activity_loss(const Tensor& y, const ForwardContext& ctx) const;
+  const KerasVersion& keras_version() const { return version_; }
 
   // Weights in Keras order (a TimeDistributed layer answers with its inner layer's).
   virtual std::vector<Weight>& weights() { return weights_; }
   const std::vector<Weight>& weights() const { return const_cast<Layer*>(this)->weights(); }
+  Shape input_shape() const { return input_shape_; }  // no batch axis; set by build()
   Shape output_shape() const { return output_shape_; }
   bool built() const { return built_; }
   // Moves every weight to device, or converts it to dtype (float64 for gradient checks).
@@ -66,14 +81,18 @@ class Layer {
   // `where` for errors: "layer 'conv2d_1' (Conv2D)".
   std::string where() const;
   Tensor& add_weight(const std::string& name, const Initializer& init, const Shape& shape, Generator& rng,
-                     bool trainable = true);
-  // Keras's common config keys: name, trainable, dtype (float32 only), batch_input_shape.
+                     bool trainable = true, const Regularizer& regularizer = {});
+  // Keras's common config keys: name, trainable, dtype (float32 only), the input shape keys
+  // (batch_input_shape, batch_shape, input_shape: read by Sequential), activity_regularizer.
   void read_common(ConfigReader& reader);
+  // name, trainable, dtype, and activity_regularizer when the layer has one.
   nlohmann::json common_config() const;
   Shape finish_build(const Shape& output_shape);
 
   std::string name_;
   bool trainable_ = true;
+  KerasVersion version_;
+  Regularizer activity_regularizer_;
   std::vector<Weight> weights_;
   Shape input_shape_, output_shape_;
   bool built_ = false;
@@ -94,6 +113,7 @@ class Conv2D final : public Layer {
   ActivationSpec activation_;
   bool use_bias_;
   Initializer kernel_initializer_, bias_initializer_;
+  Regularizer kernel_regularizer_, bias_regularizer_;
 };
 
 // MaxPooling2D, and MaxPooling3D with pool (1, ph, pw) over (T, H, W, C).
@@ -145,6 +165,7 @@ class BatchNormalization final : public Layer {
   double momentum_, epsilon_;
   bool center_, scale_;
   Initializer beta_initializer_, gamma_initializer_, moving_mean_initializer_, moving_variance_initializer_;
+  Regularizer beta_regularizer_, gamma_regularizer_;
 };
 
 class Dense final : public Layer {
@@ -155,6 +176,8 @@ class Dense final : public Layer {
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   Tensor forward_logits(const Tensor& x, const ForwardContext& ctx) override;
   bool has_softmax() const override { return activation_.softmax; }
+  // A sigmoid head: forward_logits then returns what the sigmoid maps.
+  bool has_sigmoid() const override { return activation_.elementwise == Activation::Sigmoid; }
   nlohmann::json config() const override;
   int units() const { return units_; }
   // Changes the number of units before build (the zoo's class count).
@@ -165,6 +188,7 @@ class Dense final : public Layer {
   ActivationSpec activation_;
   bool use_bias_;
   Initializer kernel_initializer_, bias_initializer_;
+  Regularizer kernel_regularizer_, bias_regularizer_;
 };
 
 // LSTM and ConvLSTM2D (engine/recurrent.h holds the math).
@@ -176,6 +200,7 @@ class Recurrent final : public Layer {
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
   std::string weight_scope() const override { return convolutional_ ? name_ : name_ + "/lstm_cell"; }
+  std::string keras_state_path() const override { return "cell/"; }
 
  private:
   bool convolutional_;
@@ -186,11 +211,45 @@ class Recurrent final : public Layer {
   bool use_bias_, unit_forget_bias_, return_sequences_;
   double dropout_, recurrent_dropout_;
   Initializer kernel_initializer_, recurrent_initializer_, bias_initializer_;
+  Regularizer kernel_regularizer_, recurrent_regularizer_, bias_regularizer_;
+};
+
+// GlobalAveragePooling1D/2D/3D: the mean over every axis but the channels, (..., C) -> (C), or
+// (1, ..., 1, C) with keepdims.
+class GlobalAveragePooling final : public Layer {
+ public:
+  GlobalAveragePooling(std::string name, ConfigReader& config, int spatial_rank);
+  const char* class_name() const override { return class_name_.c_str(); }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+
+ private:
+  int spatial_rank_;  // 1, 2 or 3 axes averaged
+  std::string class_name_;
+  bool keepdims_;
+};
+
+// SpatialDropout1D/2D/3D: dropout of whole feature maps, one Philox draw per (sample, channel)
+// kept or dropped over every other axis (Keras's noise_shape (N, 1, ..., 1, C)).
+class SpatialDropout final : public Layer {
+ public:
+  SpatialDropout(std::string name, ConfigReader& config, int spatial_rank);
+  const char* class_name() const override { return class_name_.c_str(); }
+  Shape build(const Shape& input_shape, Generator& init) override;
+  Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
+  nlohmann::json config() const override;
+
+ private:
+  int spatial_rank_;
+  std::string class_name_;
+  double rate_;
 };
 
 class TimeDistributed final : public Layer {
  public:
-  TimeDistributed(std::string name, std::unique_ptr<Layer> inner);
+  // `config` holds the wrapper's own arguments (name, trainable, dtype...), not "layer".
+  TimeDistributed(std::string name, ConfigReader& config, std::unique_ptr<Layer> inner);
   const char* class_name() const override { return "TimeDistributed"; }
   Shape build(const Shape& input_shape, Generator& init) override;
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
@@ -198,6 +257,7 @@ class TimeDistributed final : public Layer {
   using Layer::weights;
   std::vector<Weight>& weights() override { return inner_->weights(); }
   const Layer& inner() const { return *inner_; }
+  std::string keras_state_path() const override { return "layer/"; }
 
  private:
   std::unique_ptr<Layer> inner_;

@@ -27,7 +27,9 @@ Recurrent::Recurrent(std::string name, ConfigReader& c, bool convolutional)
   }
   if (units_ < 1) c.error("{} must be >= 1, got {}", convolutional ? "filters" : "units", units_);
   activation_ = c.activation("activation", "tanh");
-  recurrent_activation_ = c.activation("recurrent_activation", convolutional ? "hard_sigmoid" : "sigmoid");
+  // ConvLSTM2D's default gate activation changed: hard_sigmoid in Keras 2, sigmoid in Keras 3.
+  recurrent_activation_ = c.activation("recurrent_activation",
+                                       convolutional && !c.version().keras3() ? "hard_sigmoid" : "sigmoid");
   if (activation_.softmax || recurrent_activation_.softmax) c.error("softmax is not a recurrent activation");
   use_bias_ = c.boolean("use_bias", true);
   unit_forget_bias_ = c.boolean("unit_forget_bias", true);
@@ -40,13 +42,19 @@ Recurrent::Recurrent(std::string name, ConfigReader& c, bool convolutional)
   kernel_initializer_ = read_initializer(c, "kernel_initializer", "glorot_uniform");
   recurrent_initializer_ = read_initializer(c, "recurrent_initializer", "orthogonal");
   bias_initializer_ = read_initializer(c, "bias_initializer", "zeros");
-  for (const char* key : {"kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
-                          "kernel_constraint", "recurrent_constraint", "bias_constraint"}) {
+  kernel_regularizer_ = read_regularizer(c, "kernel_regularizer");
+  recurrent_regularizer_ = read_regularizer(c, "recurrent_regularizer");
+  bias_regularizer_ = read_regularizer(c, "bias_regularizer");
+  for (const char* key : {"kernel_constraint", "recurrent_constraint", "bias_constraint"}) {
     c.require_default(key, {nullptr});
   }
   for (const char* key : {"return_state", "go_backwards", "stateful", "unroll", "time_major"}) {
     c.require_default(key, {false});
   }
+  // Keras 3: the seed of its dropout masks (hisvid draws its own from the run's seed) and what
+  // masked steps output (no masking here, so either value computes the same).
+  c.ignore("seed");
+  c.boolean("zero_output_for_mask", false);
 }
 
 Shape Recurrent::build(const Shape& in, Generator& init) {
@@ -60,17 +68,19 @@ Shape Recurrent::build(const Shape& in, Generator& init) {
                                              static_cast<int>(in[3]), units_, kernel_size_[0], kernel_size_[1], 1,
                                              1, padding_);
     if (g.HO <= 0 || g.WO <= 0) fail("{}: frames {} are smaller than the kernel", where(), in.str());
-    add_weight("kernel", kernel_initializer_, {kernel_size_[0], kernel_size_[1], in[3], G * U}, init);
-    add_weight("recurrent_kernel", recurrent_initializer_, {kernel_size_[0], kernel_size_[1], U, G * U}, init);
+    add_weight("kernel", kernel_initializer_, {kernel_size_[0], kernel_size_[1], in[3], G * U}, init, true,
+               kernel_regularizer_);
+    add_weight("recurrent_kernel", recurrent_initializer_, {kernel_size_[0], kernel_size_[1], U, G * U}, init,
+               true, recurrent_regularizer_);
     out = return_sequences_ ? Shape{in[0], g.HO, g.WO, U} : Shape{g.HO, g.WO, U};
   } else {
     if (in.rank() != 2) fail("{}: expects (T, features) input, got {}", where(), in.str());
-    add_weight("kernel", kernel_initializer_, {in[1], G * U}, init);
-    add_weight("recurrent_kernel", recurrent_initializer_, {U, G * U}, init);
+    add_weight("kernel", kernel_initializer_, {in[1], G * U}, init, true, kernel_regularizer_);
+    add_weight("recurrent_kernel", recurrent_initializer_, {U, G * U}, init, true, recurrent_regularizer_);
     out = return_sequences_ ? Shape{in[0], U} : Shape{U};
   }
   if (use_bias_) {
-    Tensor& bias = add_weight("bias", bias_initializer_, {G * U}, init);
+    Tensor& bias = add_weight("bias", bias_initializer_, {G * U}, init, true, bias_regularizer_);
     if (unit_forget_bias_) {
       float* b = bias.data<float>();
       for (int64_t u = U; u < 2 * U; ++u) b[u] = 1.0f;
@@ -114,10 +124,11 @@ nlohmann::json Recurrent::config() const {
   c["recurrent_initializer"] = recurrent_initializer_.to_json();
   c["bias_initializer"] = bias_initializer_.to_json();
   c["unit_forget_bias"] = unit_forget_bias_;
-  for (const char* key : {"kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
-                          "kernel_constraint", "recurrent_constraint", "bias_constraint"}) {
-    c[key] = nullptr;
-  }
+  c["kernel_regularizer"] = kernel_regularizer_.to_json();
+  c["recurrent_regularizer"] = recurrent_regularizer_.to_json();
+  c["bias_regularizer"] = bias_regularizer_.to_json();
+  if (!c.contains("activity_regularizer")) c["activity_regularizer"] = nullptr;
+  for (const char* key : {"kernel_constraint", "recurrent_constraint", "bias_constraint"}) c[key] = nullptr;
   c["dropout"] = dropout_;
   c["recurrent_dropout"] = recurrent_dropout_;
   if (!convolutional_) c["implementation"] = 2;

@@ -7,11 +7,22 @@ namespace {
 // Keras's snake_case prefix of automatic layer names.
 const std::map<std::string, std::string>& name_prefixes() {
   static const std::map<std::string, std::string> prefixes = {
-      {"Conv2D", "conv2d"},           {"MaxPooling2D", "max_pooling2d"},
-      {"MaxPooling3D", "max_pooling3d"}, {"Dropout", "dropout"},
-      {"Flatten", "flatten"},         {"BatchNormalization", "batch_normalization"},
-      {"LSTM", "lstm"},               {"ConvLSTM2D", "conv_lstm2d"},
-      {"Dense", "dense"},             {"TimeDistributed", "time_distributed"}};
+      {"Conv2D", "conv2d"},
+      {"MaxPooling2D", "max_pooling2d"},
+      {"MaxPooling3D", "max_pooling3d"},
+      {"Dropout", "dropout"},
+      {"Flatten", "flatten"},
+      {"BatchNormalization", "batch_normalization"},
+      {"LSTM", "lstm"},
+      {"ConvLSTM2D", "conv_lstm2d"},
+      {"Dense", "dense"},
+      {"TimeDistributed", "time_distributed"},
+      {"GlobalAveragePooling1D", "global_average_pooling1d"},
+      {"GlobalAveragePooling2D", "global_average_pooling2d"},
+      {"GlobalAveragePooling3D", "global_average_pooling3d"},
+      {"SpatialDropout1D", "spatial_dropout1d"},
+      {"SpatialDropout2D", "spatial_dropout2d"},
+      {"SpatialDropout3D", "spatial_dropout3d"}};
   return prefixes;
 }
 
@@ -35,32 +46,29 @@ std::string LayerFactory::unique_name(const std::string& class_name) {
   }
 }
 
+std::string snake_case_prefix(const std::string& class_name) { return name_prefixes().at(class_name); }
+
 std::unique_ptr<Layer> LayerFactory::make(const nlohmann::json& spec, const std::string& where) {
-  if (!spec.is_object() || !spec.contains("class_name") || !spec["class_name"].is_string()) {
-    fail("{}: expected {{\"class_name\": ..., \"config\": {{...}}}}, got {}", where, spec.dump());
-  }
-  const std::string cls = spec["class_name"].get<std::string>();
+  const KerasObject object = read_keras_object(spec, where);
+  const std::string& cls = object.class_name;
   if (supported_layer_classes().count(cls) == 0) {
     std::string known;
     for (const std::string& c : supported_layer_classes()) known += (known.empty() ? "" : ", ") + c;
     fail("{}: unknown layer class '{}' (hisvid implements {})", where, cls, known);
   }
-  for (const auto& item : spec.items()) {
-    if (item.key() != "class_name" && item.key() != "config") {
-      fail("{} ({}): unknown key '{}' beside class_name and config", where, cls, item.key());
-    }
-  }
-  const nlohmann::json config = spec.contains("config") ? spec["config"] : nlohmann::json::object();
+  const nlohmann::json& config = object.config;
   std::string name;
-  if (config.is_object() && config.contains("name")) {
-    if (!config["name"].is_string()) fail("{} ({}): name must be a string, got {}", where, cls, config["name"].dump());
+  if (config.contains("name")) {
+    if (!config["name"].is_string())
+      fail("{} ({}): name must be a string, got {}", where, cls, brief(config["name"]));
     name = config["name"].get<std::string>();
     if (!used_.insert(name).second) fail("{} ({}): the name '{}' is used twice", where, cls, name);
   } else {
     name = unique_name(cls);
   }
-  ConfigReader reader(config, fmt::format("{} ({} '{}')", where, cls, name));
+  ConfigReader reader(config, fmt::format("{} ({} '{}')", where, cls, name), version_);
   std::unique_ptr<Layer> layer;
+  const auto rank_of = [&cls] { return cls[cls.size() - 2] - '0'; };  // "...2D" -> 2
   if (cls == "Conv2D") {
     layer = std::make_unique<Conv2D>(name, reader);
   } else if (cls == "MaxPooling2D" || cls == "MaxPooling3D") {
@@ -75,20 +83,22 @@ std::unique_ptr<Layer> LayerFactory::make(const nlohmann::json& spec, const std:
     layer = std::make_unique<Dense>(name, reader);
   } else if (cls == "LSTM" || cls == "ConvLSTM2D") {
     layer = std::make_unique<Recurrent>(name, reader, cls == "ConvLSTM2D");
+  } else if (cls.rfind("GlobalAveragePooling", 0) == 0) {
+    layer = std::make_unique<GlobalAveragePooling>(name, reader, rank_of());
+  } else if (cls.rfind("SpatialDropout", 0) == 0) {
+    layer = std::make_unique<SpatialDropout>(name, reader, rank_of());
   } else {  // TimeDistributed
-    reader.ignore("name");
-    reader.ignore("batch_input_shape");
-    reader.require_default("trainable", {true});
-    reader.require_default("dtype", {"float32"});
     const nlohmann::json inner_spec = reader.raw("layer");
     if (inner_spec.is_null()) reader.error("missing required argument 'layer'");
-    std::unique_ptr<Layer> inner = make(inner_spec, reader.where() + " wrapping");
-    const std::string inner_class = inner->class_name();
+    // Checked before the inner layer is made, so that nested wrappers fail at the first level.
+    const std::string inner_class = read_keras_object(inner_spec, reader.where() + " wrapping").class_name;
     if (inner_class == "TimeDistributed" || inner_class == "LSTM" || inner_class == "ConvLSTM2D" ||
-        inner_class == "MaxPooling3D") {
+        inner_class == "MaxPooling3D" || inner_class == "GlobalAveragePooling3D" ||
+        inner_class == "SpatialDropout3D") {
       reader.error("TimeDistributed cannot wrap {}", inner_class);
     }
-    layer = std::make_unique<TimeDistributed>(name, std::move(inner));
+    std::unique_ptr<Layer> inner = make(inner_spec, reader.where() + " wrapping");
+    layer = std::make_unique<TimeDistributed>(name, reader, std::move(inner));
   }
   reader.finish();
   return layer;

@@ -1,9 +1,13 @@
 #include "models/model_file.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "models/keras_format.h"
 
 namespace hisvid::models {
 
@@ -17,45 +21,159 @@ std::string strip_index(const std::string& weight_name) {
   return colon == std::string::npos ? weight_name : weight_name.substr(0, colon);
 }
 
-// Keras's optimizer_config for the optimizers hisvid has.
-nlohmann::json keras_optimizer_config(const Optimizer& opt) {
-  const std::map<std::string, double> h = opt.hyper_parameters();
-  nlohmann::json config = {{"name", opt.name()}, {"learning_rate", h.at("learning_rate")}, {"decay", 0.0}};
-  if (opt.name() == "Adam") {
-    config["beta_1"] = h.at("beta_1");
-    config["beta_2"] = h.at("beta_2");
-    config["epsilon"] = h.at("epsilon");
-    config["amsgrad"] = false;
-  } else if (opt.name() == "RMSprop") {
-    config["rho"] = h.at("rho");
-    config["momentum"] = 0.0;
-    config["epsilon"] = h.at("epsilon");
-    config["centered"] = false;
-  } else {
-    config["momentum"] = 0.0;
-    config["nesterov"] = false;
-  }
-  return {{"class_name", opt.name()}, {"config", config}};
+// The slot names of each optimizer in the layouts Keras writes, in hisvid's slot order.
+struct SlotNames {
+  std::vector<std::string> keras2_11;  // "Adam/m/<weight>:0"
+  std::vector<std::string> keras3;     // "<path>_momentum"
+};
+SlotNames keras_slot_names(const Optimizer& opt) {
+  if (opt.name() == "Adam") return {{"m", "v"}, {"momentum", "velocity"}};
+  if (opt.name() == "RMSprop") return {{"velocity"}, {"velocity"}};
+  return {};
 }
 
-// An optimizer from a Keras training_config's optimizer_config, or null when it uses options
-// hisvid does not implement (then training resumes with a fresh optimizer).
-std::unique_ptr<Optimizer> optimizer_from_keras(const nlohmann::json& optimizer_config) {
-  if (!optimizer_config.is_object() || !optimizer_config.contains("class_name")) return nullptr;
-  const std::string name = optimizer_config["class_name"].get<std::string>();
-  const nlohmann::json config = optimizer_config.value("config", nlohmann::json::object());
-  auto is = [&](const char* key, const nlohmann::json& value) { return !config.contains(key) || config[key] == value; };
-  if (!is("decay", 0.0) || !is("amsgrad", false) || !is("momentum", 0.0) || !is("centered", false) ||
-      !is("nesterov", false)) {
-    return nullptr;
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// slots[i][s] for parameter i from the slot tensors in file order: interleaved (each parameter's
+// slots together, Keras <= 3.x's order) or grouped (every parameter's first slot, then every
+// second...: newer Keras 3). The shapes tell them apart; when both fit, the shapes are all equal
+// and interleaved is taken.
+bool assign_by_order(const std::vector<Tensor>& ordered, const std::vector<Shape>& shapes, size_t n_slots,
+                     std::vector<std::vector<Tensor>>* slots) {
+  const size_t P = shapes.size();
+  if (ordered.size() != P * n_slots) return false;
+  for (const bool interleaved : {true, false}) {
+    std::vector<std::vector<Tensor>> out(P);
+    bool fits = true;
+    for (size_t i = 0; i < P && fits; ++i) {
+      for (size_t s = 0; s < n_slots && fits; ++s) {
+        const Tensor& t = ordered[interleaved ? i * n_slots + s : s * P + i];
+        fits = t.shape() == shapes[i];
+        out[i].push_back(t);
+      }
+    }
+    if (fits) {
+      *slots = std::move(out);
+      return true;
+    }
   }
-  std::map<std::string, double> hyper;
-  for (const char* key : {"learning_rate", "beta_1", "beta_2", "epsilon", "rho"}) {
-    if (config.contains(key) && config[key].is_number()) hyper[key] = config[key].get<double>();
+  return false;
+}
+
+// Restores iteration count and slots from the optimizer weights of a file in any Keras layout.
+// Returns false, with the reason in *why, when the file's state does not fit the model.
+bool restore_optimizer_state(Optimizer& opt, const std::vector<io::NamedTensor>& saved,
+                             const std::vector<std::string>& trainable_names,
+                             const std::vector<Shape>& shapes, std::string* why) {
+  if (saved.empty()) return true;
+  std::map<std::string, Tensor> by_name;
+  for (const io::NamedTensor& t : saved) by_name[t.name] = t.value;
+  const std::vector<std::string> slot_names = opt.slot_names();
+  const size_t n_slots = slot_names.size();
+  const std::string prefix = opt.name() + "/";
+  std::vector<std::vector<Tensor>> slots;
+  auto scalar = [&](const std::string& name, double* value) {
+    const auto it = by_name.find(name);
+    if (it == by_name.end() || it->second.numel() != 1) return false;
+    *value = it->second.item();
+    return true;
+  };
+  double iterations = 0.0;
+
+  if (scalar(prefix + "iter:0", &iterations)) {
+    // hisvid and Keras <= 2.10: "<Opt>/iter:0", "<Opt>/<weight>/<slot>:0".
+    for (const std::string& name : trainable_names) {
+      std::vector<Tensor> param_slots;
+      for (const std::string& slot : slot_names) {
+        const auto it = by_name.find(prefix + strip_index(name) + "/" + slot + ":0");
+        if (it == by_name.end()) {
+          *why = fmt::format("no slot '{}' for weight '{}'", slot, name);
+          return false;
+        }
+        param_slots.push_back(it->second);
+      }
+      slots.push_back(std::move(param_slots));
+    }
+  } else if (scalar("iteration:0", &iterations)) {
+    // Keras 2.11-2.15: "iteration:0", "<Opt>/<slot>/<weight>:0".
+    const std::vector<std::string> names = keras_slot_names(opt).keras2_11;
+    for (const std::string& name : trainable_names) {
+      std::vector<Tensor> param_slots;
+      for (const std::string& slot : names) {
+        const auto it = by_name.find(prefix + slot + "/" + strip_index(name) + ":0");
+        if (it == by_name.end()) {
+          *why = fmt::format("no slot '{}' for weight '{}'", slot, name);
+          return false;
+        }
+        param_slots.push_back(it->second);
+      }
+      slots.push_back(std::move(param_slots));
+    }
+  } else if (by_name.count("vars/0")) {
+    // The .keras format: vars/0 the iteration count, vars/1 the learning rate, then the slots.
+    scalar("vars/0", &iterations);
+    std::vector<Tensor> ordered;
+    for (size_t i = 2; by_name.count("vars/" + std::to_string(i)); ++i)
+      ordered.push_back(by_name["vars/" + std::to_string(i)]);
+    if (!assign_by_order(ordered, shapes, n_slots, &slots)) {
+      *why = fmt::format("its {} slot variables do not match the {} trainable weights of the model",
+                         ordered.size(), shapes.size());
+      return false;
+    }
+  } else {
+    // Keras 3's .h5: "[<opt>/]iteration", "[<opt>/]learning_rate", "<path>_<slot>" in order.
+    bool found = false;
+    for (const io::NamedTensor& t : saved) {
+      if (t.name == "iteration" || ends_with(t.name, "/iteration")) found = scalar(t.name, &iterations);
+    }
+    if (!found) {
+      *why = "its layout is not one Keras writes";
+      return false;
+    }
+    const std::vector<std::string> names = keras_slot_names(opt).keras3;
+    std::vector<std::vector<Tensor>> per_slot(names.size());
+    for (const io::NamedTensor& t : saved) {
+      for (size_t s = 0; s < names.size(); ++s) {
+        if (ends_with(t.name, "_" + names[s])) per_slot[s].push_back(t.value);
+      }
+    }
+    std::vector<Tensor> ordered;  // grouped: every parameter's first slot, then the second
+    for (const std::vector<Tensor>& list : per_slot) ordered.insert(ordered.end(), list.begin(), list.end());
+    std::vector<std::vector<Tensor>> grouped(shapes.size());
+    bool fits = ordered.size() == shapes.size() * names.size();
+    for (size_t s = 0; fits && s < names.size(); ++s) {
+      for (size_t i = 0; fits && i < shapes.size(); ++i) {
+        const Tensor& t = per_slot[s][i];
+        fits = t.shape() == shapes[i];
+        grouped[i].push_back(t);
+      }
+    }
+    if (!fits) {
+      *why =
+          fmt::format("its slot variables do not match the {} trainable weights of the model", shapes.size());
+      return false;
+    }
+    slots = std::move(grouped);
   }
-  if (name != "Adam" && name != "RMSprop" && name != "SGD") return nullptr;
-  if (name == "SGD") hyper = {{"learning_rate", hyper.count("learning_rate") ? hyper["learning_rate"] : 0.01}};
-  return make_optimizer(name, hyper);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    for (const Tensor& t : slots[i]) {
+      if (t.shape() != shapes[i]) {
+        *why = fmt::format("the slot of weight '{}' has shape {}, the weight {}", trainable_names[i],
+                           t.shape().str(), shapes[i].str());
+        return false;
+      }
+    }
+  }
+  if (!(iterations >= 0.0 && iterations < 9.0e15)) {
+    *why = fmt::format("its iteration count {} is not a step number", iterations);
+    return false;
+  }
+  opt.set_iterations(static_cast<int64_t>(iterations));
+  if (n_slots > 0) opt.set_slots(std::move(slots));
+  return true;
 }
 
 // The file weight name of every trainable model weight (model order), filled by load_weights.
@@ -65,8 +183,11 @@ std::vector<std::string> load_weights_mapped(Sequential& model, const io::KerasM
   for (layers::Layer* layer : model.layers()) {
     if (!layer->weights().empty()) model_layers.push_back(layer);
   }
+  // A .keras file addresses weights by layer class and position: gathered here in model order.
+  const std::vector<io::LayerWeights> archive_layers =
+      file.format == "keras" ? keras_layer_weights(model, file, path) : std::vector<io::LayerWeights>{};
   std::vector<const io::LayerWeights*> file_layers;
-  for (const io::LayerWeights& lw : file.layers) {
+  for (const io::LayerWeights& lw : file.format == "keras" ? archive_layers : file.layers) {
     if (!lw.weights.empty()) file_layers.push_back(&lw);
   }
   if (model_layers.size() != file_layers.size()) {
@@ -98,7 +219,159 @@ std::vector<std::string> load_weights_mapped(Sequential& model, const io::KerasM
   return trainable_names;
 }
 
+// JSON text of a file (model_config, the hisvid attribute), with a nesting limit: a hostile or
+// broken file cannot exhaust the stack.
+nlohmann::json parse_json_text(const std::string& text, const std::string& what) {
+  try {
+    return layers::parse_json_limited(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{} is not valid JSON: {}", what, e.what());
+  }
+}
+
+Shape read_shape_list(const nlohmann::json& value, const std::string& what) {
+  if (!value.is_array() || value.empty() || value.size() >= static_cast<size_t>(Shape::kMaxRank)) {
+    fail("{} is not a shape: {}", what, layers::brief(value));
+  }
+  std::vector<int64_t> dims;
+  for (const nlohmann::json& d : value) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 1 ||
+        d.get<int64_t>() > std::numeric_limits<int>::max()) {
+      fail("{} is not a shape: {}", what, layers::brief(value));
+    }
+    dims.push_back(d.get<int64_t>());
+  }
+  return Shape(dims);
+}
+
+// A warning per weight holding NaN or infinity (a diverged run saved as it was).
+void warn_non_finite(const Sequential& model, const std::string& path, std::vector<std::string>* warnings) {
+  for (const layers::Layer* layer : model.layers()) {
+    for (const layers::Weight& w : layer->weights()) {
+      const std::vector<double> values = w.value.to_vector();
+      const auto bad =
+          std::count_if(values.begin(), values.end(), [](double v) { return !std::isfinite(v); });
+      if (bad > 0) {
+        warnings->push_back(
+            fmt::format("{}: layer '{}' ({}): weight '{}' holds {} non-finite values (NaN or "
+                        "infinity) of {}; its outputs will not be numbers",
+                        path, layer->name(), layer->class_name(), w.name, bad, values.size()));
+      }
+    }
+  }
+}
+
 }  // namespace
+
+nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3) {
+  const std::map<std::string, double> h = opt.hyper_parameters();
+  nlohmann::json config;
+  if (keras3) {  // Keras 3's base keys, each at its "off" value
+    config = {{"name", opt.name() == "Adam" ? "adam" : opt.name() == "RMSprop" ? "rmsprop" : "SGD"},
+              {"learning_rate", h.at("learning_rate")}, {"weight_decay", nullptr}, {"clipnorm", nullptr},
+              {"global_clipnorm", nullptr}, {"clipvalue", nullptr}, {"use_ema", false}, {"ema_momentum", 0.99},
+              {"ema_overwrite_frequency", nullptr}, {"loss_scale_factor", nullptr},
+              {"gradient_accumulation_steps", nullptr}};
+  } else {
+    config = {{"name", opt.name()}, {"learning_rate", h.at("learning_rate")}, {"decay", 0.0}};
+  }
+  if (opt.name() == "Adam") {
+    config["beta_1"] = h.at("beta_1");
+    config["beta_2"] = h.at("beta_2");
+    config["epsilon"] = h.at("epsilon");
+    config["amsgrad"] = false;
+  } else if (opt.name() == "RMSprop") {
+    config["rho"] = h.at("rho");
+    config["momentum"] = 0.0;
+    config["epsilon"] = h.at("epsilon");
+    config["centered"] = false;
+  } else {
+    config["momentum"] = 0.0;
+    config["nesterov"] = false;
+  }
+  nlohmann::json object = {{"class_name", opt.name()}, {"config", config}};
+  if (keras3) {
+    object["module"] = "keras.optimizers";
+    object["registered_name"] = nullptr;
+  }
+  return object;
+}
+
+bool is_keras_archive_path(const std::string& path) {
+  return path.size() >= 6 && path.compare(path.size() - 6, 6, ".keras") == 0;
+}
+
+std::unique_ptr<Optimizer> optimizer_from_keras(const nlohmann::json& given,
+                                                const layers::KerasVersion& version, std::string* why) {
+  // compile(optimizer="adam") leaves the bare name in a .keras file's compile_config.
+  const nlohmann::json optimizer_config =
+      given.is_string() ? nlohmann::json{{"class_name", given}, {"config", nlohmann::json::object()}} : given;
+  if (!optimizer_config.is_object() || !optimizer_config.contains("class_name") ||
+      !optimizer_config["class_name"].is_string()) {
+    *why = "the file names no optimizer";
+    return nullptr;
+  }
+  std::string name = optimizer_config["class_name"].get<std::string>();
+  if (name.rfind("Custom>", 0) == 0) name = name.substr(7);  // how Keras 2.11-2.15 register their own
+  std::string key = name;
+  std::transform(key.begin(), key.end(), key.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  if (key != "adam" && key != "rmsprop" && key != "sgd") {
+    *why = fmt::format("optimizer '{}' is not implemented (Adam, RMSprop, SGD are)", name);
+    return nullptr;
+  }
+  const nlohmann::json config = optimizer_config.value("config", nlohmann::json::object());
+  // Options that change the update and that hisvid does not implement, at their "off" values.
+  const std::vector<std::pair<const char*, nlohmann::json>> off = {{"decay", 0.0},
+                                                                   {"amsgrad", false},
+                                                                   {"momentum", 0.0},
+                                                                   {"centered", false},
+                                                                   {"nesterov", false},
+                                                                   {"weight_decay", nullptr},
+                                                                   {"clipnorm", nullptr},
+                                                                   {"global_clipnorm", nullptr},
+                                                                   {"clipvalue", nullptr},
+                                                                   {"use_ema", false},
+                                                                   {"loss_scale_factor", nullptr},
+                                                                   {"gradient_accumulation_steps", nullptr}};
+  for (const auto& [option, value] : off) {
+    if (config.contains(option) && config[option] != value && !(value.is_number() && config[option] == 0)) {
+      *why = fmt::format("its {} uses {} = {}, which hisvid does not implement", name, option,
+                         layers::brief(config[option]));
+      return nullptr;
+    }
+  }
+  std::map<std::string, double> hyper;
+  const nlohmann::json lr =
+      config.contains("learning_rate") ? config["learning_rate"] : config.value("lr", nlohmann::json());
+  if (!lr.is_null()) {
+    if (!lr.is_number()) {
+      *why = fmt::format("its learning rate is a schedule ({}), which hisvid does not implement",
+                         layers::brief(lr));
+      return nullptr;
+    }
+    hyper["learning_rate"] = lr.get<double>();
+  }
+  for (const char* h : {"beta_1", "beta_2", "epsilon", "rho"}) {
+    if (config.contains(h) && config[h].is_number()) hyper[h] = config[h].get<double>();
+  }
+  if (key == "sgd") {
+    hyper = {{"learning_rate", hyper.count("learning_rate") ? hyper["learning_rate"] : 0.01}};
+  } else if (key == "rmsprop") {
+    // The optimizers of Keras >= 2.11 (and Keras 3) put epsilon inside the square root.
+    const bool legacy = config.contains("is_legacy_optimizer")
+                            ? config["is_legacy_optimizer"] == true
+                            : !(version.keras3() || (version.major == 2 && version.minor >= 11));
+    hyper["epsilon_inside_sqrt"] = legacy ? 0.0 : 1.0;
+  } else {
+    hyper.erase("rho");
+  }
+  try {
+    return make_optimizer(key, hyper);
+  } catch (const Error& e) {
+    *why = e.what();
+    return nullptr;
+  }
+}
 
 void load_weights(Sequential& model, const io::KerasModelFile& file, const std::string& path) {
   load_weights_mapped(model, file, path);
@@ -109,6 +382,7 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
   if (!model.built()) fail("save_model {}: model '{}' is not built", path, model.name());
   io::KerasModelFile file;
   file.model_config = model.to_json().dump();
+  file.keras_version = model.keras_version().str();
 
   std::vector<std::string> trainable_paths;  // "<scope>/<weight>" of each trainable weight
   for (const layers::Layer* layer : model.layers()) {
@@ -125,13 +399,17 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
   nlohmann::json meta = {{"format", kFormatVersion}, {"class_names", class_names}, {"training", training_state}};
   meta["input_shape"] = model.input_shape().vec();
   if (optimizer != nullptr) {
-    nlohmann::json training_config = {{"loss", "categorical_crossentropy"},
-                                      {"metrics", {{{{"class_name", "MeanMetricWrapper"},
-                                                     {"config", {{"name", "accuracy"}, {"dtype", "float32"},
-                                                                 {"fn", "categorical_accuracy"}}}}}}},
-                                      {"weighted_metrics", nullptr},
-                                      {"loss_weights", nullptr},
-                                      {"optimizer_config", keras_optimizer_config(*optimizer)}};
+    nlohmann::json training_config = {
+        {"loss", model.binary() ? "binary_crossentropy" : "categorical_crossentropy"},
+        {"metrics",
+         {{{{"class_name", "MeanMetricWrapper"},
+            {"config",
+             {{"name", "accuracy"},
+              {"dtype", "float32"},
+              {"fn", model.binary() ? "binary_accuracy" : "categorical_accuracy"}}}}}}},
+        {"weighted_metrics", nullptr},
+        {"loss_weights", nullptr},
+        {"optimizer_config", keras_optimizer_config(*optimizer, false)}};
     file.training_config = training_config.dump();
     meta["optimizer"] = {{"name", optimizer->name()},
                          {"hyper_parameters", optimizer->hyper_parameters()},
@@ -155,73 +433,88 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
     }
   }
   file.hisvid = meta.dump();
+  // The output's extension chooses the format, as Keras's model.save does.
+  if (is_keras_archive_path(path)) {
+    io::write_keras_archive(path, keras_archive(model, optimizer, file.hisvid, path));
+    return;
+  }
   io::write_keras_model(path, file, options);
 }
 
 LoadedModel load_model(const std::string& path) {
-  const io::KerasModelFile file = io::read_keras_model(path);
-  nlohmann::json config;
-  try {
-    config = nlohmann::json::parse(file.model_config);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: model_config is not valid JSON: {}", path, e.what());
+  const io::KerasModelFile file = io::read_model_file(path);
+  if (file.backend == "theano") {
+    fail("{}: saved with Keras's Theano backend, whose convolution kernels are flipped: not supported", path);
   }
-  LoadedModel loaded{Sequential::from_json(config, path), ModelExtras{}, file.keras_version};
+  const layers::KerasVersion version = file.keras_version.empty()
+                                           ? layers::KerasVersion{}
+                                           : layers::KerasVersion::parse(file.keras_version, path);
+  const nlohmann::json config = parse_json_text(file.model_config, path + ": model_config");
+  LoadedModel loaded{Sequential::from_json(config, path, version), ModelExtras{}, file.keras_version,
+                     file.format};
   Sequential& model = loaded.model;
   nlohmann::json meta;
-  if (!file.hisvid.empty()) {
-    try {
-      meta = nlohmann::json::parse(file.hisvid);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("{}: the hisvid attribute is not valid JSON: {}", path, e.what());
-    }
-  }
+  if (!file.hisvid.empty()) meta = parse_json_text(file.hisvid, path + ": the hisvid attribute");
+  if (!meta.is_null() && !meta.is_object()) fail("{}: the hisvid attribute is not a JSON object", path);
   if (!model.has_input_shape() && meta.contains("input_shape")) {
-    model.set_input_shape(Shape(meta["input_shape"].get<std::vector<int64_t>>()));
+    model.set_input_shape(read_shape_list(meta["input_shape"], path + ": the hisvid input_shape"));
   }
+  if (!model.has_input_shape()) fail("{}: the model declares no input shape", path);
   model.build(0);
   const std::vector<std::string> trainable_names = load_weights_mapped(model, file, path);
-
   ModelExtras& extras = loaded.extras;
-  if (meta.contains("class_names")) extras.class_names = meta["class_names"].get<std::vector<std::string>>();
+  warn_non_finite(model, path, &extras.warnings);
+
+  if (meta.contains("class_names")) {
+    if (!meta["class_names"].is_array() ||
+        !std::all_of(meta["class_names"].begin(), meta["class_names"].end(),
+                     [](const nlohmann::json& n) { return n.is_string(); })) {
+      fail("{}: the hisvid class_names are not a list of strings", path);
+    }
+    extras.class_names = meta["class_names"].get<std::vector<std::string>>();
+  }
   if (meta.contains("training")) extras.training_state = meta["training"];
 
   // The optimizer: hisvid's own record first (it knows the RMSprop epsilon form), else Keras's.
+  std::string why;
   if (meta.contains("optimizer")) {
     const nlohmann::json& o = meta["optimizer"];
-    extras.optimizer = make_optimizer(o["name"].get<std::string>(),
-                                      o["hyper_parameters"].get<std::map<std::string, double>>());
-  } else if (!file.training_config.empty()) {
-    const nlohmann::json training_config = nlohmann::json::parse(file.training_config, nullptr, false);
-    if (!training_config.is_discarded() && training_config.contains("optimizer_config")) {
-      extras.optimizer = optimizer_from_keras(training_config["optimizer_config"]);
+    try {
+      extras.optimizer = make_optimizer(o.at("name").get<std::string>(),
+                                        o.at("hyper_parameters").get<std::map<std::string, double>>());
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: the hisvid optimizer record is malformed ({})", path, e.what());
+    }
+  } else {
+    // Keras's record: training_config.optimizer_config in an .h5 file, compile_config.optimizer
+    // in a .keras file's config.
+    nlohmann::json optimizer_config;
+    if (!file.training_config.empty()) {
+      const nlohmann::json training_config = nlohmann::json::parse(file.training_config, nullptr, false);
+      if (training_config.is_object() && training_config.contains("optimizer_config")) {
+        optimizer_config = training_config["optimizer_config"];
+      }
+    } else if (config.is_object() && config.contains("compile_config") &&
+               config["compile_config"].is_object()) {
+      optimizer_config = config["compile_config"].value("optimizer", nlohmann::json());
+    }
+    if (!optimizer_config.is_null()) {
+      extras.optimizer = optimizer_from_keras(optimizer_config, version, &why);
+      if (!extras.optimizer)
+        extras.warnings.push_back(fmt::format("{}: optimizer not restored: {}", path, why));
     }
   }
   if (extras.optimizer) {
-    std::map<std::string, Tensor> by_name;
-    for (const io::NamedTensor& t : file.optimizer_weights) by_name[t.name] = t.value;
-    const std::string prefix = extras.optimizer->name() + "/";
-    if (by_name.count(prefix + "iter:0")) {
-      extras.optimizer->set_iterations(static_cast<int64_t>(by_name[prefix + "iter:0"].item()));
+    std::vector<Shape> shapes;
+    for (const Tensor& w : model.trainable_weights()) shapes.push_back(w.shape());
+    if (!restore_optimizer_state(*extras.optimizer, file.optimizer_weights, trainable_names, shapes, &why)) {
+      if (meta.contains("optimizer")) fail("{}: the optimizer state cannot be resumed: {}", path, why);
+      extras.warnings.push_back(fmt::format(
+          "{}: the {} state in the file was not restored ({}); training continues with fresh optimizer slots",
+          path, extras.optimizer->name(), why));
+      extras.optimizer->set_iterations(0);
+      extras.optimizer->set_slots({});
     }
-    std::vector<std::vector<Tensor>> slots;
-    size_t found = 0, expected = 0;
-    for (size_t i = 0; i < trainable_names.size(); ++i) {
-      std::vector<Tensor> param_slots;
-      for (const std::string& slot : extras.optimizer->slot_names()) {
-        ++expected;
-        const auto it = by_name.find(prefix + strip_index(trainable_names[i]) + "/" + slot + ":0");
-        if (it == by_name.end()) continue;
-        ++found;
-        param_slots.push_back(it->second);
-      }
-      slots.push_back(std::move(param_slots));
-    }
-    if (found > 0 && found != expected) {
-      fail("{}: the optimizer state holds {} of the {} slot tensors of {} ({})", path, found, expected,
-           extras.optimizer->name(), "a partial optimizer state cannot be resumed");
-    }
-    if (found > 0) extras.optimizer->set_slots(std::move(slots));
   }
   return loaded;
 }

@@ -5,8 +5,12 @@
 // Keras weight names (e.g. "lstm/lstm_cell/kernel:0"), the optimizer's slots under
 // "<Optimizer>/<weight path>/<slot>:0" and its step under "<Optimizer>/iter:0" (as Keras 2.8
 // names them), and hisvid's attribute: class names, input shape and the training state.
-// A file Keras wrote loads the same way: architecture from its model_config, weights by layer
-// order as Keras itself loads them, optimizer state when present.
+// A file Keras wrote loads the same way: architecture from its model_config (read with the
+// semantics of its keras_version), weights by layer order as Keras itself loads them, and the
+// optimizer state when present, in any of the layouts Keras wrote it: Keras <= 2.10
+// ("Adam/iter:0", "Adam/<weight>/m:0"), Keras 2.11-2.15 ("iteration:0", "Adam/m/<weight>:0"),
+// Keras 3 ("iteration", "learning_rate", "<path>_momentum", ...), and the .keras format's
+// numbered optimizer/vars.
 #pragma once
 
 #include <memory>
@@ -28,25 +32,43 @@ struct ModelExtras {
   nlohmann::json training_state;
   // The optimizer with its slots and iteration count; null when the file holds none.
   std::unique_ptr<Optimizer> optimizer;
+  // What the caller should tell the user: weights with non-finite values, an optimizer state
+  // that could not be restored (and why).
+  std::vector<std::string> warnings;
 };
 
 struct LoadedModel {
   Sequential model;  // built, weights loaded, on the CPU
   ModelExtras extras;
   std::string keras_version;
+  std::string format;  // "h5" or "keras" (the zip format)
 };
 
-// Saves atomically (see io::write_keras_model). The optimizer, when given, must have been
-// stepped with model.trainable_weights() (or not at all).
+// Saves atomically: a .keras archive (models/keras_format.h) when path ends in ".keras", else
+// the .h5 layout (io::write_keras_model; `options` apply to it). The optimizer, when given,
+// must have been stepped with model.trainable_weights() (or not at all).
 void save_model(const std::string& path, const Sequential& model, const std::vector<std::string>& class_names,
                 const Optimizer* optimizer, const nlohmann::json& training_state,
                 const io::WriteOptions& options = {});
 
+// Reads either format, told apart by the file's content.
 LoadedModel load_model(const std::string& path);
+
+// Keras's serialized optimizer config of one of hisvid's optimizers: Keras 2's training_config
+// form, or Keras 3's (its base keys at their "off" values, module and registered_name).
+nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3);
+
+// True when `path` names a .keras archive to write.
+bool is_keras_archive_path(const std::string& path);
 
 // Copies the file's weights into an already built model, by layer order (Keras's rule): the
 // i-th layer with weights in the model takes the i-th layer with weights in the file. Errors
 // name the file, both layers, the weight and the two shapes.
 void load_weights(Sequential& model, const io::KerasModelFile& file, const std::string& path);
+
+// An optimizer from a Keras training_config's "optimizer_config" (any Keras 2.x / 3.x form), or
+// null when there is none or it uses what hisvid does not implement (*why then says what).
+std::unique_ptr<Optimizer> optimizer_from_keras(const nlohmann::json& optimizer_config,
+                                                const layers::KerasVersion& version, std::string* why);
 
 }  // namespace hisvid::models

@@ -1,10 +1,15 @@
 #include "models/sequential.h"
 
+#include <limits>
+
 #include "engine/error.h"
+#include "engine/ops.h"
 #include "engine/random.h"
 #include "layers/registry.h"
 
 namespace hisvid::models {
+
+using layers::brief;
 
 namespace {
 
@@ -15,22 +20,68 @@ std::string batch_shape_str(const Shape& shape) {
   return s + ")";
 }
 
-// batch_input_shape [null, 20, 64, 64, 3] -> (20, 64, 64, 3).
-Shape read_batch_input_shape(const nlohmann::json& value, const std::string& where) {
-  if (!value.is_array() || value.size() < 2 || !value[0].is_null()) {
-    fail("{}: batch_input_shape must be [null, d1, ...], got {}", where, value.dump());
+// batch_input_shape / batch_shape [null, 20, 64, 64, 3] -> (20, 64, 64, 3); with_batch false
+// reads an input_shape without the batch axis ([20, 64, 64, 3]).
+Shape read_input_shape(const nlohmann::json& value, const std::string& where, const char* key,
+                       bool with_batch = true) {
+  const size_t first = with_batch ? 1 : 0;
+  if (!value.is_array() || value.size() < first + 1 ||
+      (with_batch && !value[0].is_null() && !value[0].is_number_integer())) {
+    fail("{}: {} must be {}, got {}", where, key, with_batch ? "[null, d1, ...]" : "[d1, ...]", brief(value));
+  }
+  if (value.size() - first >= static_cast<size_t>(Shape::kMaxRank)) {
+    fail("{}: {} {} has more dimensions than hisvid supports", where, key, brief(value));
   }
   std::vector<int64_t> dims;
-  for (size_t i = 1; i < value.size(); ++i) {
-    if (!value[i].is_number_integer() || value[i].get<int64_t>() < 1) {
-      fail("{}: batch_input_shape dimensions must be positive integers, got {}", where, value.dump());
+  for (size_t i = first; i < value.size(); ++i) {
+    // A dimension is at most 2^31 - 1 here: shapes multiply, and no clip axis is near that.
+    if (!value[i].is_number_integer() || value[i].get<int64_t>() < 1 ||
+        value[i].get<int64_t>() > std::numeric_limits<int>::max()) {
+      fail("{}: {} dimensions must be positive integers (a fixed input shape; null is not supported), got {}",
+           where, key, brief(value));
     }
     dims.push_back(value[i].get<int64_t>());
   }
-  if (dims.size() >= static_cast<size_t>(Shape::kMaxRank)) {
-    fail("{}: batch_input_shape {} has more dimensions than hisvid supports", where, value.dump());
-  }
   return Shape(dims);
+}
+
+// The input shape a layer config declares, if any: Keras 2's batch_input_shape, Keras 3's
+// batch_shape, or the input_shape argument of a hand-written spec.
+bool declared_input_shape(const nlohmann::json& config, const std::string& where, Shape* shape) {
+  if (!config.is_object()) return false;
+  if (config.contains("batch_input_shape") && !config["batch_input_shape"].is_null()) {
+    *shape = read_input_shape(config["batch_input_shape"], where, "batch_input_shape");
+    return true;
+  }
+  if (config.contains("batch_shape") && !config["batch_shape"].is_null()) {
+    *shape = read_input_shape(config["batch_shape"], where, "batch_shape");
+    return true;
+  }
+  if (config.contains("input_shape") && !config["input_shape"].is_null()) {
+    *shape = read_input_shape(config["input_shape"], where, "input_shape", false);
+    return true;
+  }
+  return false;
+}
+
+// Keras's InputLayer: the input shape and metadata; sparse, ragged and optional inputs are not
+// implemented.
+Shape read_input_layer(const nlohmann::json& config, const std::string& where,
+                       const layers::KerasVersion& version) {
+  layers::ConfigReader reader(config, where, version);
+  reader.ignore("name");
+  reader.ignore("batch_input_shape");
+  reader.ignore("batch_shape");
+  reader.ignore("input_shape");
+  reader.ignore("batch_size");
+  layers::require_float32_dtype(reader.raw("dtype"), where);
+  for (const char* key : {"sparse", "ragged", "optional"}) reader.require_default(key, {false, nullptr});
+  reader.ignore("input_tensor");  // only ever null in a saved config
+  reader.finish();
+  Shape shape;
+  if (!declared_input_shape(config, where, &shape))
+    fail("{}: no input shape (batch_input_shape or batch_shape)", where);
+  return shape;
 }
 
 }  // namespace
@@ -44,51 +95,64 @@ std::string with_commas(int64_t n) {
   return n < 0 ? "-" + out : out;
 }
 
-Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& source) {
+Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& source,
+                                 const layers::KerasVersion& version) {
   Sequential model;
+  model.version_ = version;
   const nlohmann::json* layer_list = nullptr;
+  nlohmann::json config;
   if (spec.is_array()) {
     layer_list = &spec;
   } else if (spec.is_object() && spec.contains("class_name")) {
-    if (spec["class_name"] != "Sequential") {
-      fail("{}: only Sequential models are supported, got class_name {}", source, spec["class_name"].dump());
+    // model.to_json() puts keras_version and backend beside class_name and config.
+    nlohmann::json object = spec;
+    if (object.contains("keras_version")) {
+      if (!object["keras_version"].is_string()) fail("{}: keras_version must be a string", source);
+      model.version_ = layers::KerasVersion::parse(object["keras_version"].get<std::string>(), source);
+      object.erase("keras_version");
     }
-    if (!spec.contains("config") || !spec["config"].is_object() || !spec["config"].contains("layers")) {
-      fail("{}: a Sequential spec needs config.layers", source);
+    object.erase("backend");
+    const layers::KerasObject wrapper = layers::read_keras_object(object, source);
+    if (wrapper.class_name != "Sequential") {
+      fail("{}: only Sequential models are supported, got class_name '{}'", source, wrapper.class_name);
     }
-    const nlohmann::json& config = spec["config"];
-    if (config.contains("name") && config["name"].is_string()) model.name_ = config["name"].get<std::string>();
-    layer_list = &config["layers"];
+    config = wrapper.config;
+    if (!config.contains("layers")) fail("{}: a Sequential spec needs config.layers", source);
   } else if (spec.is_object() && spec.contains("layers")) {
-    if (spec.contains("name") && spec["name"].is_string()) model.name_ = spec["name"].get<std::string>();
-    layer_list = &spec["layers"];
+    config = spec;
   } else {
     fail("{}: expected a Keras Sequential spec (an object with class_name/config or layers, or a list of layers)",
          source);
   }
+  if (!config.is_null()) {
+    layers::ConfigReader reader(config, source + " (Sequential)", model.version_);
+    model.name_ = reader.string("name", model.name_);
+    reader.require_default("trainable", {true});
+    layers::require_float32_dtype(reader.raw("dtype"), source + " (Sequential)");
+    const nlohmann::json build_shape = reader.raw("build_input_shape");
+    if (!build_shape.is_null())
+      model.input_shape_ = read_input_shape(build_shape, source, "build_input_shape");
+    reader.ignore("layers");
+    reader.finish();
+    layer_list = &config["layers"];
+  }
   if (!layer_list->is_array()) fail("{}: layers must be a list", source);
 
-  layers::LayerFactory factory;
+  layers::LayerFactory factory(model.version_);
   int position = 0;
   for (const nlohmann::json& entry : *layer_list) {
     ++position;
     const std::string where = fmt::format("{}: layer {}", source, position);
     if (entry.is_object() && entry.value("class_name", "") == "InputLayer") {
       if (position != 1) fail("{} (InputLayer): an InputLayer must come first", where);
-      const nlohmann::json config = entry.value("config", nlohmann::json::object());
-      for (const auto& item : config.items()) {
-        const std::string& key = item.key();
-        if (key != "batch_input_shape" && key != "dtype" && key != "sparse" && key != "ragged" && key != "name") {
-          fail("{} (InputLayer): unknown argument '{}'", where, key);
-        }
-      }
-      if (!config.contains("batch_input_shape")) fail("{} (InputLayer): missing batch_input_shape", where);
-      model.input_shape_ = read_batch_input_shape(config["batch_input_shape"], where);
+      const layers::KerasObject input = layers::read_keras_object(entry, where);
+      model.input_shape_ = read_input_layer(input.config, where + " (InputLayer)", model.version_);
       continue;
     }
-    if (entry.is_object() && entry.contains("config") && entry["config"].is_object() &&
-        entry["config"].contains("batch_input_shape") && !model.has_input_shape()) {
-      model.input_shape_ = read_batch_input_shape(entry["config"]["batch_input_shape"], where);
+    Shape declared;
+    if (entry.is_object() && entry.contains("config") &&
+        declared_input_shape(entry["config"], where, &declared) && model.layers_.empty()) {
+      model.input_shape_ = declared;
     }
     model.layers_.push_back(factory.make(entry, where));
   }
@@ -122,18 +186,37 @@ layers::Dense* final_dense(const std::vector<std::unique_ptr<layers::Layer>>& la
 }
 }  // namespace
 
+Head Sequential::head() const {
+  if (layers_.empty()) return Head::None;
+  if (layers_.back()->has_softmax()) return Head::Softmax;
+  if (layers_.back()->has_sigmoid()) return Head::Sigmoid;
+  return Head::None;
+}
+
+bool Sequential::binary() const {
+  const layers::Dense* dense = final_dense(layers_);
+  return dense != nullptr && head() == Head::Sigmoid && dense->units() == 1;
+}
+
 void Sequential::set_num_classes(int classes) {
   layers::Dense* dense = final_dense(layers_);
   if (dense == nullptr) fail("model '{}': the number of classes is set on a final Dense layer, which it lacks", name_);
   if (built_) fail("model '{}': cannot change the number of classes after build", name_);
   if (classes < 2) fail("model '{}': needs at least 2 classes, got {}", name_, classes);
+  if (binary()) {
+    if (classes != 2) {
+      fail("model '{}' is a binary classifier (one sigmoid unit): it takes 2 classes, the data has {}", name_,
+           classes);
+    }
+    return;
+  }
   dense->set_units(classes);
 }
 
 int Sequential::num_classes() const {
   const layers::Dense* dense = final_dense(layers_);
   if (dense == nullptr) fail("model '{}': has no final Dense layer to count classes from", name_);
-  return dense->units();
+  return binary() ? 2 : dense->units();
 }
 
 void Sequential::build(uint64_t seed) {
@@ -160,14 +243,32 @@ Tensor Sequential::forward(const Tensor& x, const layers::ForwardContext& ctx, O
     fail("model '{}': input {} does not match the model's input {}", name_, x.shape().str(),
          batch_shape_str(input_shape_));
   }
-  if (output == Output::Logits && !layers_.back()->has_softmax()) {
-    fail("model '{}': the last layer '{}' has no softmax to take logits from (training needs a final "
-         "Dense(..., activation='softmax'))",
-         name_, layers_.back()->name());
+  layers::Layer& last = *layers_.back();
+  if (output == Output::Logits && head() == Head::None) {
+    fail(
+        "model '{}': the last layer '{}' has no softmax or sigmoid to take logits from (training needs a "
+        "final "
+        "Dense(..., activation='softmax'), or Dense(1, activation='sigmoid') for two classes)",
+        name_, last.name());
   }
   Tensor y = x;
-  for (size_t i = 0; i + 1 < layers_.size(); ++i) y = layers_[i]->forward(y, ctx);
-  return output == Output::Logits ? layers_.back()->forward_logits(y, ctx) : layers_.back()->forward(y, ctx);
+  for (size_t i = 0; i + 1 < layers_.size(); ++i) y = layers_[i]->apply(y, ctx);
+  if (output == Output::Probabilities) return last.apply(y, ctx);
+  const Tensor logits = last.forward_logits(y, ctx);
+  if (ctx.losses != nullptr) {  // the activity regularizer sees the layer's output, not its logits
+    last.add_activity_loss(head() == Head::Softmax ? ops::softmax(logits) : ops::sigmoid(logits), ctx);
+  }
+  return logits;
+}
+
+std::vector<Tensor> Sequential::weight_penalties() const {
+  std::vector<Tensor> penalties;
+  for (const auto& layer : layers_) {
+    for (const layers::Weight& w : static_cast<const layers::Layer&>(*layer).weights()) {
+      if (w.regularizer.active()) penalties.push_back(w.regularizer.penalty(w.value));
+    }
+  }
+  return penalties;
 }
 
 std::vector<layers::Layer*> Sequential::layers() const {

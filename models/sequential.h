@@ -1,9 +1,16 @@
 // models/sequential.h — a Keras Sequential model built from a JSON spec in the Keras schema.
 //
-// Accepted specs: Keras's `model.to_json()` / the `model_config` attribute of a Keras .h5 file
-// ({"class_name": "Sequential", "config": {"name": ..., "layers": [...]}}), the same without
-// the wrapper ({"layers": [...]}), or a bare list of layers. The input shape (T, H, W, C) comes
-// from an InputLayer's or the first layer's batch_input_shape, or is set before build().
+// Accepted specs: Keras's `model.to_json()` / the `model_config` attribute of a Keras .h5 file /
+// the config.json of a .keras file ({"class_name": "Sequential", "config": {"name": ...,
+// "layers": [...]}}, with the metadata of any Keras 2.x or 3.x), the same without the wrapper
+// ({"layers": [...]}), or a bare list of layers. The input shape (T, H, W, C) comes from an
+// InputLayer (batch_input_shape, or Keras 3's batch_shape), the first layer's
+// batch_input_shape / input_shape, the model's build_input_shape (Keras 3), or is set before
+// build().
+//
+// The output head decides the loss: a final Dense with softmax (categorical cross-entropy over
+// its units) or a final one-unit Dense with sigmoid (a binary classifier: binary
+// cross-entropy, the unit giving the probability of class 1 of 2).
 #pragma once
 
 #include <memory>
@@ -19,27 +26,39 @@ namespace hisvid::models {
 
 enum class Output { Probabilities, Logits };
 
+// What the final layer computes, and so which loss trains it.
+enum class Head { None, Softmax, Sigmoid };
+
 struct ParamCounts {
   int64_t total = 0, trainable = 0, non_trainable = 0;
 };
 
 class Sequential {
  public:
-  // `source` names the spec in errors (a file path or a zoo name).
-  static Sequential from_json(const nlohmann::json& spec, const std::string& source);
+  // `source` names the spec in errors (a file path or a zoo name). `version` is the Keras
+  // version of the file holding the spec (its semantics where Keras changed them); a
+  // "keras_version" key beside class_name and config (model.to_json() writes one) overrides it.
+  static Sequential from_json(const nlohmann::json& spec, const std::string& source,
+                              const layers::KerasVersion& version = {});
   // {"class_name": "Sequential", "config": {"name", "layers": [InputLayer, ...]}}, every
   // layer's config complete with Keras defaults.
   nlohmann::json to_json() const;
 
   const std::string& name() const { return name_; }
+  // The Keras version whose semantics the model follows (written back into saved files).
+  const layers::KerasVersion& keras_version() const { return version_; }
   bool has_input_shape() const { return input_shape_.rank() > 0; }
   const Shape& input_shape() const { return input_shape_; }  // no batch axis
   void set_input_shape(const Shape& shape);
 
-  // Sets the units of the final Dense layer (the number of classes) before build().
+  // Sets the units of the final Dense layer (the number of classes) before build(); a binary
+  // head keeps its one unit and accepts 2 classes only.
   void set_num_classes(int classes);
-  // Units of the final Dense layer (its output width).
+  // The classes the model tells apart: the units of the final Dense layer, or 2 for a binary
+  // (one-unit sigmoid) head.
   int num_classes() const;
+  Head head() const;
+  bool binary() const;  // a one-unit sigmoid head
 
   // Builds every layer for the input shape, drawing initial weights from seed. Errors name the
   // layer whose input does not fit.
@@ -47,9 +66,12 @@ class Sequential {
   bool built() const { return built_; }
   Shape output_shape() const;  // no batch axis
 
-  // x (N, input_shape...) -> (N, output...). Logits requires a final softmax layer and returns
-  // what it would normalise.
+  // x (N, input_shape...) -> (N, output...). Logits requires a final softmax or sigmoid layer
+  // and returns what it would map to probabilities. With ctx.losses set, every activity
+  // regularizer's penalty is appended there.
   Tensor forward(const Tensor& x, const layers::ForwardContext& ctx, Output output = Output::Probabilities);
+  // The weight regularizers' penalties, each a () tensor on the tape (Keras's weight losses).
+  std::vector<Tensor> weight_penalties() const;
 
   std::vector<layers::Layer*> layers() const;
   // Trainable weights in Keras order (what an optimizer steps).
@@ -65,6 +87,7 @@ class Sequential {
 
  private:
   std::string name_ = "sequential";
+  layers::KerasVersion version_;
   Shape input_shape_;
   std::vector<std::unique_ptr<layers::Layer>> layers_;
   bool built_ = false;

@@ -41,6 +41,41 @@ std::vector<Tensor> all_weights(const Sequential& model) {
 
 }  // namespace
 
+LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
+                     const layers::ForwardContext& ctx) {
+  std::vector<Tensor> activity;
+  layers::ForwardContext with_losses = ctx;
+  with_losses.losses = &activity;
+  LossTerms terms;
+  terms.logits = model.forward(x, with_losses, Output::Logits);
+  ops::CrossEntropy xe;
+  if (model.head() == Head::Sigmoid) {
+    if (!model.binary()) {
+      fail("model '{}': a sigmoid head trains as a binary classifier of one unit, this one has {}",
+           model.name(), terms.logits.dim(-1));
+    }
+    xe = ops::sigmoid_cross_entropy(terms.logits, ops::slice(targets, 1, 1, 1));
+  } else {
+    xe = ops::softmax_cross_entropy(terms.logits, targets);
+  }
+  terms.probs = xe.probs;
+  terms.loss = xe.loss;
+  for (const Tensor& penalty : model.weight_penalties()) terms.loss = ops::add(terms.loss, penalty);
+  for (const Tensor& penalty : activity) terms.loss = ops::add(terms.loss, penalty);
+  return terms;
+}
+
+int64_t correct_count(const Sequential& model, const LossTerms& terms, const Tensor& targets) {
+  if (model.binary()) return ops::binary_accuracy_count(terms.probs, ops::slice(targets, 1, 1, 1));
+  return ops::accuracy_count(terms.logits.detach(), targets);
+}
+
+Tensor class_probabilities(const Sequential& model, const Tensor& outputs) {
+  if (!model.binary()) return outputs;
+  const Tensor ones = Tensor::full(outputs.shape(), 1.0, outputs.dtype(), outputs.device());
+  return ops::concat({ops::sub(ones, outputs), outputs}, 1);
+}
+
 nlohmann::json EpochLog::to_json() const {
   return {{"epoch", epoch},
           {"steps", steps},
@@ -196,14 +231,24 @@ FitResult Trainer::fit(const FitCallbacks& callbacks) {
         return result;
       }
       const io::Batch batch = io::make_batch(clips_, batches[step], options_.augmentation, &rng_, model_.device());
-      const Tensor logits = model_.forward(batch.x, {true, &rng_}, Output::Logits);
-      const ops::SoftmaxCrossEntropy xe = ops::softmax_cross_entropy(logits, batch.y);
-      backward(xe.loss);
+      const LossTerms terms = model_loss(model_, batch.x, batch.y, {true, &rng_});
+      const double loss = terms.loss.item();
+      if (!std::isfinite(loss)) {  // TerminateOnNaN, before the update can spread it into the weights
+        message(
+            fmt::format("Epoch {} batch {}: invalid loss {}, terminating training", epoch, step + 1, loss));
+        result.non_finite_loss = true;
+        result.failed_epoch = epoch;
+        result.failed_step = static_cast<int>(step) + 1;
+        result.history = history_;
+        result.best_epoch = best_epoch_;
+        return result;
+      }
+      backward(terms.loss);
       optimizer_.step(weights);
       zero_grad(weights);
       const int64_t B = batch.x.dim(0);
-      loss_sum += xe.loss.item() * static_cast<double>(B);
-      correct += ops::accuracy_count(logits.detach(), batch.y);
+      loss_sum += loss * static_cast<double>(B);
+      correct += correct_count(model_, terms, batch.y);
       seen += B;
       if (callbacks.on_batch) {
         callbacks.on_batch(epoch, static_cast<int>(step) + 1, log.steps, loss_sum / static_cast<double>(seen),
@@ -310,17 +355,17 @@ Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vect
     std::vector<int> classes;
     for (size_t i : chunk) classes.push_back(label_map[clips.labels[i]]);
     const Tensor targets = one_hot(classes, K, model.device());
-    const ops::SoftmaxCrossEntropy xe =
-        ops::softmax_cross_entropy(model.forward(batch.x, {}, Output::Logits), targets);
-    loss_sum += xe.loss.item() * static_cast<double>(chunk.size());
-    correct += ops::accuracy_count(xe.probs, targets);
-    const std::vector<double> probs = xe.probs.to_vector();
+    const LossTerms terms = model_loss(model, batch.x, targets, {});
+    loss_sum += terms.loss.item() * static_cast<double>(chunk.size());
+    correct += correct_count(model, terms, targets);
+    const std::vector<double> probs = class_probabilities(model, terms.probs).to_vector();
     for (size_t i = 0; i < chunk.size(); ++i) {
       std::vector<float> row(probs.begin() + static_cast<std::ptrdiff_t>(i * K),
                              probs.begin() + static_cast<std::ptrdiff_t>((i + 1) * K));
       ev.predicted.push_back(static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin()));
       ev.truth.push_back(classes[i]);
       ev.probs.push_back(std::move(row));
+      ev.paths.push_back(clips.paths[chunk[i]]);
     }
     ++ev.steps;
   }
@@ -337,7 +382,7 @@ Tensor predict(Sequential& model, const Tensor& x, size_t batch_size) {
   const Tensor on_device = x.to(model.device());
   for (int64_t begin = 0; begin < x.dim(0); begin += static_cast<int64_t>(batch_size)) {
     const int64_t n = std::min<int64_t>(static_cast<int64_t>(batch_size), x.dim(0) - begin);
-    parts.push_back(model.forward(ops::slice(on_device, 0, begin, n), {}));
+    parts.push_back(class_probabilities(model, model.forward(ops::slice(on_device, 0, begin, n), {})));
   }
   return ops::concat(parts, 0);
 }

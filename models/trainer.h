@@ -1,8 +1,9 @@
 // models/trainer.h — Keras's fit / evaluate / predict for a Sequential model on a clip set.
 //
 // fit: per epoch, batches of the (shuffled) training clips, each a forward in training mode,
-// the softmax cross-entropy from logits, backward, one optimizer step; then the validation
-// clips in inference mode; then the callbacks, in Keras's order and with Keras's rules:
+// the loss (model_loss: the head's cross-entropy from logits plus the regularization
+// penalties), backward, one optimizer step; then the validation clips in inference mode; then
+// the callbacks, in Keras's order and with Keras's rules:
 //   EarlyStopping(monitor, patience, min_delta, restore_best_weights): the best weights are
 //     restored only when it stops training early (Keras 2.x);
 //   ReduceLROnPlateau(monitor, factor, patience, min_delta, cooldown, min_lr).
@@ -11,7 +12,9 @@
 // monitored value improved) atomically, holding everything needed to resume exactly: weights,
 // optimizer state, RNG offset, callback state and history. An interrupted run (should_stop)
 // returns after the current batch without writing a partial epoch: last.h5 stays the last
-// complete epoch.
+// complete epoch. A batch whose loss is not a number (NaN or infinity) stops the run before
+// its update (Keras's TerminateOnNaN, and no diverged weights are stepped or saved): the last
+// checkpoint stays the last good epoch.
 #pragma once
 
 #include <functional>
@@ -60,6 +63,24 @@ struct FitOptions {
 
 constexpr double kNoValue = std::numeric_limits<double>::quiet_NaN();
 
+// The loss Keras minimises and reports for a batch.
+struct LossTerms {
+  Tensor loss;    // () the head's cross-entropy (mean over the batch) + every regularization penalty
+  Tensor logits;  // (N, units) what the head's softmax / sigmoid maps
+  Tensor probs;   // (N, units) the head's output, no gradient
+};
+// Forward x (N, input...) with ctx and the loss against targets (N, num_classes) one-hot rows:
+// categorical cross-entropy for a softmax head; binary cross-entropy against column 1 for a
+// one-unit sigmoid head. Weight regularizers and activity regularizers add their penalties.
+LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
+                     const layers::ForwardContext& ctx);
+// Rows of `terms` whose prediction matches the targets (N, num_classes): argmax for a softmax
+// head, p > 0.5 for a binary one (Keras's categorical / binary accuracy).
+int64_t correct_count(const Sequential& model, const LossTerms& terms, const Tensor& targets);
+// Probabilities (N, num_classes) of the model's outputs (N, units): the outputs themselves, or
+// (1 - p, p) for a binary head.
+Tensor class_probabilities(const Sequential& model, const Tensor& outputs);
+
 struct EpochLog {
   int epoch = 0;  // 1-based
   int steps = 0;
@@ -85,6 +106,9 @@ struct FitResult {
   std::vector<EpochLog> history;  // every epoch, those before a resume included
   bool stopped_early = false;
   bool interrupted = false;
+  // Stopped by a non-finite loss: the epoch and batch where it appeared.
+  bool non_finite_loss = false;
+  int failed_epoch = 0, failed_step = 0;
   int best_epoch = 0;  // by the early-stopping monitor (val_loss when early stopping is off)
 };
 
@@ -130,7 +154,8 @@ class Trainer {
 struct Evaluation {
   double loss = 0.0, accuracy = 0.0;
   std::vector<int> truth, predicted;       // model class indices
-  std::vector<std::vector<float>> probs;   // one row per clip
+  std::vector<std::vector<float>> probs;   // one row per clip: the probability of every model class
+  std::vector<std::string> paths;          // the video of each clip
   int steps = 0;
   double ms_per_step = 0.0;
 };
@@ -145,7 +170,7 @@ Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vect
 std::vector<int> match_classes(const std::vector<std::string>& data_classes,
                                const std::vector<std::string>& model_classes);
 
-// Softmax probabilities (N,K) of x (N, input shape...) in inference mode, in batches.
+// Class probabilities (N, num_classes) of x (N, input shape...) in inference mode, in batches.
 Tensor predict(Sequential& model, const Tensor& x, size_t batch_size);
 
 }  // namespace hisvid::models

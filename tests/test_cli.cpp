@@ -254,4 +254,85 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   EXPECT_TRUE(contains(bad_model.output, "hisvid: error: ")) << bad_model.output;
 }
 
+// Keras files of every version through the binary, as users with a model of their own run it:
+// summary of each, a Keras 3 .keras file trained one more epoch (with its own Adam state), a
+// binary (one sigmoid unit) model classifying, evaluated and trained.
+TEST_F(Cli, KerasFilesOfEveryVersion) {
+  const fs::path fixtures = fs::path(HISVID_FIXTURES_DIR) / "keras-versions";
+  if (!fs::exists(fixtures)) GTEST_SKIP() << "fixtures not found at " << fixtures;
+  const std::pair<const char*, const char*> files[] = {
+      {"divyanshu_convlstm_model.h5", "53,167"},  {"fasimohamed_LRCN_2024_08_02.h5", "73,588"},
+      {"dkrishnavamsi_LRCN_model.h5", "74,578"},  {"akashrana_convlstm_2025_04_12.h5", "44,524"},
+      {"shriya_LRCN_2024_06_12.keras", "73,060"}, {"iamrahulr30_convlstm_main_2024_12_23.h5", "18,529"},
+      {"rushi589_lrcn_model.keras", "208,834"}};
+  for (const auto& [file, params] : files) {
+    const Result summary = run(dir_, {"summary", "--weights", (fixtures / file).string()});
+    EXPECT_EQ(summary.status, 0) << file << ": " << summary.output;
+    EXPECT_TRUE(contains(summary.output, std::string("Total params: ") + params)) << summary.output;
+  }
+
+  const std::string keras3 = (fixtures / "shriya_LRCN_2024_06_12.keras").string();
+  const Result trained = run(dir_, {"train", "--weights", keras3, "--data", "data", "--epochs", "1", "--out",
+                                    "keras3_run", "--cache", "clips.h5", "--patience", "-1"});
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  EXPECT_TRUE(contains(trained.output, "continuing with the Adam state")) << trained.output;
+  const hisvid::models::LoadedModel continued =
+      hisvid::models::load_model((dir_ / "keras3_run/model.h5").string());
+  EXPECT_EQ(continued.keras_version, "3.3.3");
+  ASSERT_NE(continued.extras.optimizer, nullptr);
+  EXPECT_EQ(continued.extras.optimizer->iterations(), 4161 + 3);  // 12 training clips in batches of 4
+
+  // Between the formats and back; an existing output is not replaced without --overwrite.
+  const Result to_h5 = run(dir_, {"convert", keras3, "converted.h5"});
+  ASSERT_EQ(to_h5.status, 0) << to_h5.output;
+  const Result to_keras = run(dir_, {"convert", "converted.h5", "converted.keras"});
+  ASSERT_EQ(to_keras.status, 0) << to_keras.output;
+  EXPECT_TRUE(contains(to_keras.output, "Keras 3.3.3")) << to_keras.output;
+  const Result again = run(dir_, {"convert", "converted.h5", "converted.keras"});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_TRUE(contains(again.output, "converted.keras exists")) << again.output;
+  const Result itself = run(dir_, {"convert", "converted.h5", "converted.h5", "--overwrite"});
+  EXPECT_EQ(itself.status, 1);
+  EXPECT_TRUE(contains(itself.output, "is the input file itself")) << itself.output;
+  const hisvid::models::LoadedModel a = hisvid::models::load_model(keras3);
+  const hisvid::models::LoadedModel b = hisvid::models::load_model((dir_ / "converted.keras").string());
+  EXPECT_EQ(a.model.trainable_weights()[0].to_vector(), b.model.trainable_weights()[0].to_vector());
+
+  const std::string binary = (fixtures / "iamrahulr30_convlstm_main_2024_12_23.h5").string();
+  const Result one = run(dir_, {"predict", "--weights", binary, "data/Grow/v_Grow_g01_c01.avi",
+                                "--model-classes", "Calm,Ragging"});
+  ASSERT_EQ(one.status, 0) << one.output;
+  EXPECT_TRUE(contains(one.output, "probability of the positive class 'Ragging': 0.")) << one.output;
+  const Result evaluated =
+      run(dir_, {"evaluate", "--weights", binary, "--data", "data", "--classes", "MoveLeft,MoveRight",
+                 "--model-classes", "MoveLeft,MoveRight", "--out", "binary_eval"});
+  ASSERT_EQ(evaluated.status, 0) << evaluated.output;
+  std::ifstream predictions(dir_ / "binary_eval/predictions.csv");
+  std::string header;
+  std::getline(predictions, header);
+  EXPECT_EQ(header, "video,true_class,predicted_class,p_MoveLeft,p_MoveRight");
+  const Result binary_training =
+      run(dir_, {"train", "--weights", binary, "--data", "data", "--classes", "MoveLeft,MoveRight",
+                 "--epochs", "1", "--out", "binary_run", "--patience", "-1", "--cache", "none"});
+  ASSERT_EQ(binary_training.status, 0) << binary_training.output;
+  EXPECT_TRUE(contains(binary_training.output, "Epoch 1/1")) << binary_training.output;
+}
+
+// A model of one input channel gets gray frames, in predict and evaluate (160 frames of 90x90).
+TEST_F(Cli, GrayscaleKerasModel) {
+  const fs::path model = fs::path(HISVID_FIXTURES_DIR) / "keras-versions/rushi589_lrcn_model.keras";
+  if (!fs::exists(model)) GTEST_SKIP() << "fixture not found: " << model;
+  const Result made = run(dir_, {"make-dataset", "--out", "gray", "--clips-per-class", "2", "--frames", "170",
+                                 "--size", "96", "--classes", "MoveLeft,MoveRight"});
+  ASSERT_EQ(made.status, 0) << made.output;
+  const Result predicted = run(
+      dir_, {"predict", "--weights", model.string(), "gray/MoveLeft", "--model-classes", "Normal,Violence"});
+  ASSERT_EQ(predicted.status, 0) << predicted.output;
+  EXPECT_TRUE(contains(predicted.output, "v_MoveLeft_g01_c02.avi,")) << predicted.output;
+  const Result evaluated = run(dir_, {"evaluate", "--weights", model.string(), "--data", "gray",
+                                      "--model-classes", "MoveLeft,MoveRight", "--cache", "none"});
+  ASSERT_EQ(evaluated.status, 0) << evaluated.output;
+  EXPECT_TRUE(contains(evaluated.output, "weighted avg")) << evaluated.output;
+}
+
 }  // namespace

@@ -85,7 +85,9 @@ enum class Kernel : int {
   dropout_mask, lstm_cell_forward, lstm_cell_backward, batchnorm_forward_train,
   batchnorm_forward_infer, batchnorm_backward, batchnorm_update_moving, softmax_forward,
   softmax_backward, softmax_xent_forward, softmax_xent_backward, accuracy_count, sum_all,
-  copy_block, adam_update, rmsprop_update, sgd_update,
+  copy_block, adam_update, rmsprop_update, sgd_update, global_avgpool_forward, global_avgpool_backward,
+  spatial_dropout_forward, spatial_dropout_backward, sigmoid_xent_forward, sigmoid_xent_backward,
+  binary_accuracy_count,
   count  // number of kernels
 };
 // clang-format on
@@ -99,7 +101,9 @@ const char* kernel_name(Kernel k) {
       "dropout_forward", "dropout_backward", "dropout_mask", "lstm_cell_forward", "lstm_cell_backward",
       "batchnorm_forward_train", "batchnorm_forward_infer", "batchnorm_backward", "batchnorm_update_moving",
       "softmax_forward", "softmax_backward", "softmax_xent_forward", "softmax_xent_backward",
-      "accuracy_count", "sum_all", "copy_block", "adam_update", "rmsprop_update", "sgd_update"};
+      "accuracy_count", "sum_all", "copy_block", "adam_update", "rmsprop_update", "sgd_update",
+      "global_avgpool_forward", "global_avgpool_backward", "spatial_dropout_forward", "spatial_dropout_backward",
+      "sigmoid_xent_forward", "sigmoid_xent_backward", "binary_accuracy_count"};
   // clang-format on
   static_assert(sizeof(names) / sizeof(names[0]) == static_cast<size_t>(Kernel::count),
                 "one name per kernel");
@@ -118,6 +122,8 @@ const char* activation_name(Activation a) {
       return "sigmoid";
     case Activation::HardSigmoid:
       return "hard_sigmoid";
+    case Activation::HardSigmoidKeras3:
+      return "hard_sigmoid_keras3";
   }
   return "unknown";
 }
@@ -136,10 +142,13 @@ struct SoftmaxCase { int64_t N, K; };
 struct SumCase { int64_t n; };
 struct CopyBlockCase { int64_t outer, src_dim, src_start, dst_dim, dst_start, len, inner; bool accumulate; };
 struct OptimCase { int64_t n; RmspropEpsilon form; };
+// (N,S,C) tensors with one value per (n, c) reduced or broadcast over S.
+struct ChannelCase { int64_t N, S, C; float rate; };
 // clang-format on
 
-using CaseParams = std::variant<ElementwiseCase, BiasCase, MatmulCase, ConvCase, PoolCase, DropoutCase,
-                                LstmCase, BatchnormCase, SoftmaxCase, SumCase, CopyBlockCase, OptimCase>;
+using CaseParams =
+    std::variant<ElementwiseCase, BiasCase, MatmulCase, ConvCase, PoolCase, DropoutCase, LstmCase,
+                 BatchnormCase, SoftmaxCase, SumCase, CopyBlockCase, OptimCase, ChannelCase>;
 
 std::string describe(Kernel k, const ElementwiseCase& c) {
   std::string s = "n" + std::to_string(c.n);
@@ -187,6 +196,13 @@ std::string describe(Kernel, const CopyBlockCase& c) {
          std::to_string(c.dst_start) + "_len" + std::to_string(c.len) + "_inner" + std::to_string(c.inner) +
          (c.accumulate ? "_acc" : "");
 }
+std::string describe(Kernel k, const ChannelCase& c) {
+  std::string s = "N" + std::to_string(c.N) + "_S" + std::to_string(c.S) + "_C" + std::to_string(c.C);
+  if (k == Kernel::spatial_dropout_forward || k == Kernel::spatial_dropout_backward) {
+    s += "_rate" + std::to_string(static_cast<int>(std::lround(c.rate * 100))) + "pct";
+  }
+  return s;
+}
 std::string describe(Kernel k, const OptimCase& c) {
   std::string s = "n" + std::to_string(c.n);
   if (k == Kernel::rmsprop_update)
@@ -217,7 +233,7 @@ std::vector<ParityCase> all_cases() {
       add(k, ElementwiseCase{n, Activation::Linear});
     }
     for (Activation a : {Activation::Linear, Activation::Relu, Activation::Tanh, Activation::Sigmoid,
-                         Activation::HardSigmoid}) {
+                         Activation::HardSigmoid, Activation::HardSigmoidKeras3}) {
       add(Kernel::activation_forward, ElementwiseCase{n, a});
       add(Kernel::activation_backward, ElementwiseCase{n, a});
     }
@@ -294,6 +310,7 @@ std::vector<ParityCase> all_cases() {
       {7, 33, Activation::Tanh, Activation::Sigmoid, false, true},
       {64, 128, Activation::Tanh, Activation::Sigmoid, false, false},
       {5, 9, Activation::Tanh, Activation::HardSigmoid, false, false},
+      {5, 9, Activation::Tanh, Activation::HardSigmoidKeras3, false, false},
       {2 * 6 * 7, 16, Activation::Tanh, Activation::HardSigmoid, true, true},  // ConvLSTM rows N*H*W
       {4, 3, Activation::Relu, Activation::Sigmoid, false, false},
       {4, 3, Activation::Linear, Activation::HardSigmoid, false, false},
@@ -318,6 +335,24 @@ std::vector<ParityCase> all_cases() {
                         SoftmaxCase{2, 33}, SoftmaxCase{4, 1000}, SoftmaxCase{70, 11}}) {
     for (Kernel k : {Kernel::softmax_forward, Kernel::softmax_backward, Kernel::softmax_xent_forward,
                      Kernel::softmax_xent_backward, Kernel::accuracy_count}) {
+      add(k, c);
+    }
+  }
+  // The binary head is K = 1; larger K are the multi-label form of the same kernels.
+  for (SoftmaxCase c : {SoftmaxCase{1, 1}, SoftmaxCase{4, 1}, SoftmaxCase{33, 1}, SoftmaxCase{1000, 1},
+                        SoftmaxCase{3, 7}, SoftmaxCase{17, 50}}) {
+    for (Kernel k :
+         {Kernel::sigmoid_xent_forward, Kernel::sigmoid_xent_backward, Kernel::binary_accuracy_count}) {
+      add(k, c);
+    }
+  }
+
+  // Global average pooling over S = H*W or T*H*W; spatial dropout masks per (n, c).
+  for (ChannelCase c :
+       {ChannelCase{1, 1, 1, 0.0f}, ChannelCase{3, 7, 5, 0.2f}, ChannelCase{2, 20 * 5 * 5, 16, 0.5f},
+        ChannelCase{4, 1000, 3, 0.3f}, ChannelCase{1, 65537, 2, 0.9f}, ChannelCase{40, 256, 33, 0.25f}}) {
+    for (Kernel k : {Kernel::global_avgpool_forward, Kernel::global_avgpool_backward,
+                     Kernel::spatial_dropout_forward, Kernel::spatial_dropout_backward}) {
       add(k, c);
     }
   }
@@ -892,8 +927,95 @@ void check(Kernel k, const SoftmaxCase& c) {
       expect_equal("correct with NaN scores", nan_correct_d.read(), std::vector<int64_t>{N});
       break;
     }
+    case Kernel::sigmoid_xent_forward: {
+      // Binary targets on most rows, a soft target every third row (label smoothing).
+      std::vector<float> bin = random_vector(NK, 0.0f, 1.0f, 4);
+      for (size_t i = 0; i < bin.size(); ++i) bin[i] = i % 3 == 2 ? bin[i] : (bin[i] < 0.5f ? 0.0f : 1.0f);
+      Floats bin_d(bin);
+      std::vector<float> losses = nan_vector(N), sprobs = nan_vector(NK);
+      Floats losses_d(losses), sprobs_d(sprobs);
+      cpu::sigmoid_xent_forward(losses.data(), sprobs.data(), logits.data(), bin.data(), N, K);
+      cuda::sigmoid_xent_forward(losses_d.get(), sprobs_d.get(), logits_d.get(), bin_d.get(), N, K, s);
+      expect_close("losses", losses_d.read(), losses,
+                   kFused + sum_tol(K));  // log1p(exp) per element, K terms
+      expect_close("probs", sprobs_d.read(), sprobs, kElementwise);
+      break;
+    }
+    case Kernel::sigmoid_xent_backward: {
+      std::vector<float> sprobs(static_cast<size_t>(NK)), losses(static_cast<size_t>(N));
+      cpu::sigmoid_xent_forward(losses.data(), sprobs.data(), logits.data(), targets.data(), N, K);
+      const std::vector<float> dlosses = random_vector(N, -1.0f, 1.0f, 3);
+      std::vector<float> dlogits = nan_vector(NK);
+      Floats dlosses_d(dlosses), sprobs_d(sprobs), dlogits_d(dlogits);
+      cpu::sigmoid_xent_backward(dlogits.data(), dlosses.data(), sprobs.data(), targets.data(), N, K);
+      cuda::sigmoid_xent_backward(dlogits_d.get(), dlosses_d.get(), sprobs_d.get(), targets_d.get(), N, K, s);
+      expect_close("dlogits", dlogits_d.read(), dlogits, kElementwise);
+      break;
+    }
+    case Kernel::binary_accuracy_count: {
+      // Probabilities on a grid of 1/8, so that some are exactly 0.5 (not above the threshold),
+      // and a NaN every fifth element (counts as 0).
+      std::vector<float> p = random_vector(NK, 0.0f, 1.0f, 5);
+      for (size_t i = 0; i < p.size(); ++i)
+        p[i] = i % 5 == 4 ? std::numeric_limits<float>::quiet_NaN() : std::floor(p[i] * 8.0f) / 8.0f;
+      Floats p_d(p);
+      int64_t correct = -1;
+      cpu::binary_accuracy_count(&correct, p.data(), targets.data(), N, K);
+      DeviceArray<int64_t> correct_d(std::vector<int64_t>{-1});
+      cuda::binary_accuracy_count(correct_d.get(), p_d.get(), targets_d.get(), N, K, s);
+      expect_equal("correct", correct_d.read(), std::vector<int64_t>{correct});
+      int64_t via_table = -1;
+      cuda_kernel_table().binary_accuracy_count(&via_table, p_d.get(), targets_d.get(), N, K);
+      EXPECT_EQ(via_table, correct) << "binary_accuracy_count through the CUDA dispatch table";
+      break;
+    }
     default:
       FAIL() << "not a softmax kernel: " << kernel_name(k);
+  }
+}
+
+void check(Kernel k, const ChannelCase& c) {
+  const cudaStream_t s = test_stream();
+  const int64_t N = c.N, S = c.S, C = c.C, total = N * S * C;
+  const uint64_t seed = 0x9E3779B97F4A7C15ull, offset = (uint64_t(1) << 32) + 777;
+  switch (k) {
+    case Kernel::global_avgpool_forward: {
+      const std::vector<float> inp = random_vector(total, -1.0f, 1.0f, 1);
+      std::vector<float> out = nan_vector(N * C);
+      Floats inp_d(inp), out_d(out);
+      cpu::global_avgpool_forward(out.data(), inp.data(), N, S, C);
+      cuda::global_avgpool_forward(out_d.get(), inp_d.get(), N, S, C, s);
+      expect_close("out", out_d.read(), out, kElementwise);  // both sum in double, in s order
+      break;
+    }
+    case Kernel::global_avgpool_backward: {
+      const std::vector<float> dout = random_vector(N * C, -1.0f, 1.0f, 2);
+      std::vector<float> dinp = nan_vector(total);
+      Floats dout_d(dout), dinp_d(dinp);
+      cpu::global_avgpool_backward(dinp.data(), dout.data(), N, S, C);
+      cuda::global_avgpool_backward(dinp_d.get(), dout_d.get(), N, S, C, s);
+      expect_close("dinp", dinp_d.read(), dinp, kExact);  // one division
+      break;
+    }
+    case Kernel::spatial_dropout_forward:
+    case Kernel::spatial_dropout_backward: {
+      const std::vector<float> x = nonzero_vector(total, 3);
+      std::vector<float> out = nan_vector(total);
+      Floats x_d(x), out_d(out);
+      if (k == Kernel::spatial_dropout_forward) {
+        cpu::spatial_dropout_forward(out.data(), x.data(), N, S, C, c.rate, seed, offset);
+        cuda::spatial_dropout_forward(out_d.get(), x_d.get(), N, S, C, c.rate, seed, offset, s);
+      } else {
+        cpu::spatial_dropout_backward(out.data(), x.data(), N, S, C, c.rate, seed, offset);
+        cuda::spatial_dropout_backward(out_d.get(), x_d.get(), N, S, C, c.rate, seed, offset, s);
+      }
+      const std::vector<float> got = out_d.read();
+      expect_equal("kept elements", kept(got), kept(out));
+      expect_close("values", got, out, kElementwise);
+      break;
+    }
+    default:
+      FAIL() << "not a per-channel kernel: " << kernel_name(k);
   }
 }
 
@@ -1017,9 +1139,13 @@ TEST(CudaDispatch, EveryEntryIsSet) {
                            reinterpret_cast<const void*>(t.conv2d_backward_filter),
                            reinterpret_cast<const void*>(t.maxpool2d_forward),
                            reinterpret_cast<const void*>(t.maxpool2d_backward),
+                           reinterpret_cast<const void*>(t.global_avgpool_forward),
+                           reinterpret_cast<const void*>(t.global_avgpool_backward),
                            reinterpret_cast<const void*>(t.dropout_forward),
                            reinterpret_cast<const void*>(t.dropout_backward),
                            reinterpret_cast<const void*>(t.dropout_mask),
+                           reinterpret_cast<const void*>(t.spatial_dropout_forward),
+                           reinterpret_cast<const void*>(t.spatial_dropout_backward),
                            reinterpret_cast<const void*>(t.lstm_cell_forward),
                            reinterpret_cast<const void*>(t.lstm_cell_backward),
                            reinterpret_cast<const void*>(t.batchnorm_forward_train),
@@ -1031,6 +1157,9 @@ TEST(CudaDispatch, EveryEntryIsSet) {
                            reinterpret_cast<const void*>(t.softmax_xent_forward),
                            reinterpret_cast<const void*>(t.softmax_xent_backward),
                            reinterpret_cast<const void*>(t.accuracy_count),
+                           reinterpret_cast<const void*>(t.sigmoid_xent_forward),
+                           reinterpret_cast<const void*>(t.sigmoid_xent_backward),
+                           reinterpret_cast<const void*>(t.binary_accuracy_count),
                            reinterpret_cast<const void*>(t.sum_all),
                            reinterpret_cast<const void*>(t.copy_block),
                            reinterpret_cast<const void*>(t.adam_update),

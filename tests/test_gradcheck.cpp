@@ -32,7 +32,7 @@ TEST(GradCheck, Activations) {
   // Inputs over [-4, 4) visit both flat regions of hard_sigmoid and both sides of relu.
   const Tensor x = random_input({4, 9}, 6, -4.0, 4.0);
   for (Activation act : {Activation::Linear, Activation::Relu, Activation::Tanh, Activation::Sigmoid,
-                         Activation::HardSigmoid}) {
+                         Activation::HardSigmoid, Activation::HardSigmoidKeras3}) {
     SCOPED_TRACE(static_cast<int>(act));
     EXPECT_GRAD_OK(grad_check([act](const std::vector<Tensor>& in) { return ops::activation(in[0], act); }, {x}));
   }
@@ -132,7 +132,7 @@ TEST(GradCheck, Dropout) {
 
 TEST(GradCheck, LstmCell) {
   const Tensor z = random_input({3, 4 * 5}, 17, -2.0, 2.0), c_prev = random_input({3, 5}, 18);
-  for (Activation rec : {Activation::Sigmoid, Activation::HardSigmoid}) {
+  for (Activation rec : {Activation::Sigmoid, Activation::HardSigmoid, Activation::HardSigmoidKeras3}) {
     SCOPED_TRACE(static_cast<int>(rec));
     // h and c both feed the objective, so both backward paths are exercised.
     EXPECT_GRAD_OK(grad_check(
@@ -174,6 +174,31 @@ TEST(GradCheck, SoftmaxAndCrossEntropy) {
                                             {4, 5}, DType::Float64);
   EXPECT_GRAD_OK(grad_check(
       [&](const std::vector<Tensor>& in) { return ops::softmax_cross_entropy(in[0], onehot).loss; }, {logits}));
+}
+
+TEST(GradCheck, SigmoidCrossEntropy) {
+  // Logits over [-6, 6): both saturated sides; targets 0, 1 and soft (label smoothing).
+  const Tensor logits = random_input({5, 2}, 25, -6.0, 6.0);
+  const Tensor targets =
+      Tensor::from_vector(std::vector<double>{0, 1, 1, 0, 1, 1, 0, 0, 0.9, 0.1}, {5, 2}, DType::Float64);
+  EXPECT_GRAD_OK(grad_check(
+      [&](const std::vector<Tensor>& in) { return ops::sigmoid_cross_entropy(in[0], targets).loss; },
+      {logits}));
+}
+
+TEST(GradCheck, GlobalAveragePool) {
+  const Tensor x = random_input({2, 3, 4, 5}, 26);  // (N, H, W, C): 12 positions averaged per channel
+  EXPECT_GRAD_OK(
+      grad_check([](const std::vector<Tensor>& in) { return ops::global_average_pool(in[0]); }, {x}));
+}
+
+TEST(GradCheck, SpatialDropout) {
+  const Tensor x = random_input({3, 2, 4, 5}, 27);
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) {
+        return ops::spatial_dropout(in[0], 0.4f, RandomDraw{7, 3});
+      },
+      {x}));
 }
 
 TEST(GradCheck, SumMean) {

@@ -156,6 +156,9 @@ TYPED_TEST(KernelsCpu, ActivationForward) {
   // hard_sigmoid = clip(0.2 x + 0.5, 0, 1): -0.1 -> 0, 0.4, 0.5, 0.6, 1.1 -> 1
   cpu::activation_forward(y.data(), x.data(), 5, Activation::HardSigmoid);
   expect_close(y, {0, 0.4, 0.5, 0.6, 1}, tol<T>());
+  // Keras 3's hard_sigmoid = clip(x / 6 + 0.5, 0, 1): 0, 5/12, 0.5, 7/12, 1 (x = -3 and 3 are its corners)
+  cpu::activation_forward(y.data(), x.data(), 5, Activation::HardSigmoidKeras3);
+  expect_close(y, {0, 5.0 / 12, 0.5, 7.0 / 12, 1}, tol<T>());
 }
 
 TYPED_TEST(KernelsCpu, ActivationBackwardFromOutput) {
@@ -178,6 +181,8 @@ TYPED_TEST(KernelsCpu, ActivationBackwardFromOutput) {
                tol<T>());
   run(Activation::HardSigmoid);  // 2 * 0.2 inside (0, 1), 0 where clipped
   expect_close(dx, {0, 0.4, 0.4, 0.4, 0}, tol<T>());
+  run(Activation::HardSigmoidKeras3);  // 2 / 6 inside (0, 1), 0 at the corners (flat side)
+  expect_close(dx, {0, 1.0 / 3, 1.0 / 3, 1.0 / 3, 0}, tol<T>());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -662,6 +667,81 @@ TYPED_TEST(KernelsCpu, DropoutMaskAgreesWithForwardOnOnes) {
   // Another draw offset gives another mask.
   cpu::dropout_mask(other.data(), n, 0.2f, 9, 5);
   EXPECT_NE(mask, other);
+}
+
+// Spatial dropout: a channel of a sample is kept or dropped at every position together, by
+// dropout_mask's element n*C + c.
+TYPED_TEST(KernelsCpu, SpatialDropoutDropsWholeChannels) {
+  using T = TypeParam;
+  const int64_t N = 3, S = 7, C = 5;
+  std::vector<T> x(N * S * C), out(N * S * C), mask(N * C), back(N * S * C);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = T(1) + T(i % 11);
+  cpu::spatial_dropout_forward(out.data(), x.data(), N, S, C, 0.4f, 21, 8);
+  cpu::dropout_mask(mask.data(), N * C, 0.4f, 21, 8);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t s = 0; s < S; ++s) {
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t i = (n * S + s) * C + c;
+        EXPECT_EQ(out[i], x[i] * mask[n * C + c]) << n << " " << s << " " << c;
+      }
+    }
+  }
+  // Backward applies the same mask to the gradient.
+  cpu::spatial_dropout_backward(back.data(), x.data(), N, S, C, 0.4f, 21, 8);
+  EXPECT_EQ(back, out);
+  cpu::spatial_dropout_forward(out.data(), x.data(), N, S, C, 0.0f, 21, 8);
+  EXPECT_EQ(out, x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pool.h: global average pooling
+// ---------------------------------------------------------------------------------------------
+
+TYPED_TEST(KernelsCpu, GlobalAveragePoolByHand) {
+  using T = TypeParam;
+  // (N=2, S=3, C=2): sample 0 channel 0 = 1, 2, 6 -> 3; channel 1 = -1, 0, 4 -> 1; sample 1 = 0.5, 0.5, 0.5
+  // -> 0.5
+  const std::vector<T> x = vec<T>({1, -1, 2, 0, 6, 4, 0.5, 3, 0.5, 3, 0.5, 3});
+  std::vector<T> out(4), dinp(12);
+  cpu::global_avgpool_forward(out.data(), x.data(), 2, 3, 2);
+  expect_close(out, {3, 1, 0.5, 3}, tol<T>());
+  const std::vector<T> dout = vec<T>({3, -6, 1.5, 0});
+  cpu::global_avgpool_backward(dinp.data(), dout.data(), 2, 3, 2);
+  expect_close(dinp, {1, -2, 1, -2, 1, -2, 0.5, 0, 0.5, 0, 0.5, 0}, tol<T>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax.h: the sigmoid + binary cross-entropy
+// ---------------------------------------------------------------------------------------------
+
+TYPED_TEST(KernelsCpu, SigmoidCrossEntropyByHand) {
+  using T = TypeParam;
+  // loss = -(y log p + (1 - y) log(1 - p)), p = sigmoid(z):
+  //   z = 0, y = 1: log 2 = 0.6931471805599453; z = 2, y = 0: 2 + log(1 + e^-2) = 2.1269280110429727;
+  //   z = -30, y = 0: log(1 + e^-30) = 9.357622968839299e-14 (no overflow, no clipping).
+  const std::vector<T> z = vec<T>({0, 2, -30}), y = vec<T>({1, 0, 0});
+  std::vector<T> losses(3), p(3), dz(3);
+  cpu::sigmoid_xent_forward(losses.data(), p.data(), z.data(), y.data(), 3, 1);
+  expect_close(losses, {0.6931471805599453, 2.1269280110429727, 9.357622968839299e-14}, tol<T>());
+  expect_close(p, {0.5, 0.8807970779778823, 9.357622968839299e-14}, tol<T>());
+  const std::vector<T> dl = vec<T>({1, 0.5, 1});
+  cpu::sigmoid_xent_backward(dz.data(), dl.data(), p.data(), y.data(), 3, 1);
+  expect_close(dz, {-0.5, 0.44039853898894116, 9.357622968839299e-14}, tol<T>());
+  // Two outputs per row: the row loss is their mean.
+  std::vector<T> l2(1), p2(2);
+  const std::vector<T> z2 = vec<T>({0, 2}), y2 = vec<T>({1, 0});
+  cpu::sigmoid_xent_forward(l2.data(), p2.data(), z2.data(), y2.data(), 1, 2);
+  expect_close(l2, {(0.6931471805599453 + 2.1269280110429727) / 2}, tol<T>());
+}
+
+TYPED_TEST(KernelsCpu, BinaryAccuracyThresholdIsAboveOneHalf) {
+  using T = TypeParam;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  // p = 0.5 is not above the threshold (predicts 0), NaN predicts 0.
+  const std::vector<T> p = {T(0.5), T(0.51), T(0.2), nan, T(0.9)}, y = vec<T>({0, 1, 1, 0, 1});
+  int64_t correct = -1;
+  cpu::binary_accuracy_count(&correct, p.data(), y.data(), 5, 1);
+  EXPECT_EQ(correct, 4);
 }
 
 // ---------------------------------------------------------------------------------------------

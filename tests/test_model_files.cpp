@@ -2,19 +2,23 @@
 // own files round-trip bit for bit (weights and optimizer state), training resumes exactly
 // from a checkpoint, and bad files fail with errors that name the file and the problem.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
+#include <zip.h>
+#include <opencv2/imgproc.hpp>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "io/hdf5.h"
+#include "io/keras_archive.h"
+#include "models/keras_format.h"
 #include "models/model_file.h"
 #include "models/trainer.h"
 #include "models/zoo.h"
@@ -114,6 +118,153 @@ TEST_P(KerasFixtures, ContinueTrainingFromTheKerasFile) {
 INSTANTIATE_TEST_SUITE_P(Keras28, KerasFixtures,
                          ::testing::Values("tutorial_lrcn_keras2.8", "tutorial_convlstm_keras2.8"));
 
+// --- Files of every Keras version (fixtures/keras-versions) --------------------------------
+
+const std::string kVersionFixtures = std::string(HISVID_FIXTURES_DIR) + "/keras-versions/";
+
+struct VersionFixture {
+  const char* file;
+  const char* keras_version;
+  const char* format;  // what the content is, whatever the name says
+  int64_t params, trainable;
+  int outputs;
+  int64_t optimizer_steps;  // the Adam iteration count the file stores (h5py), -1: no optimizer state
+};
+
+void PrintTo(const VersionFixture& f, std::ostream* os) { *os << f.file; }
+
+// The clips of real_clips.h5 as the fixtures' README prepares them for a 20x64x64 model: each
+// frame rounded to uint8, divided by 255.
+Tensor quantised_clips() {
+  const Tensor x = io::h5::File::open(kFixtures + "real_clips.h5").root().open_dataset("x").read_tensor();
+  std::vector<double> v = x.to_vector();
+  for (double& e : v) e = std::round(e * 255.0) / 255.0;
+  return Tensor::from_vector(v, x.shape(), DType::Float32);
+}
+
+std::string test_name(std::string file) {
+  for (char& c : file) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return file;
+}
+
+class KerasVersionFixtures : public ::testing::TestWithParam<VersionFixture> {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kVersionFixtures)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
+  }
+};
+
+TEST_P(KerasVersionFixtures, LoadWithTheirParameterCounts) {
+  const VersionFixture& f = GetParam();
+  const LoadedModel loaded = load_model(kVersionFixtures + f.file);
+  EXPECT_EQ(loaded.keras_version, f.keras_version);
+  EXPECT_EQ(loaded.format, f.format);
+  EXPECT_EQ(loaded.model.count_params().total, f.params);
+  EXPECT_EQ(loaded.model.count_params().trainable, f.trainable);
+  EXPECT_EQ(loaded.model.output_shape(), Shape{f.outputs});
+  EXPECT_TRUE(loaded.extras.warnings.empty()) << loaded.extras.warnings.front();
+  if (f.optimizer_steps < 0) {
+    EXPECT_EQ(loaded.extras.optimizer, nullptr);
+    return;
+  }
+  // Every layout of optimizer state Keras writes, restored: the step count and both Adam
+  // slots of every trainable weight (shapes checked on restore).
+  ASSERT_NE(loaded.extras.optimizer, nullptr);
+  EXPECT_EQ(loaded.extras.optimizer->name(), "Adam");
+  EXPECT_EQ(loaded.extras.optimizer->iterations(), f.optimizer_steps);
+  ASSERT_EQ(loaded.extras.optimizer->slots().size(), loaded.model.trainable_weights().size());
+  const std::vector<Tensor> weights = loaded.model.trainable_weights();
+  for (size_t i = 0; i < weights.size(); ++i) {
+    ASSERT_EQ(loaded.extras.optimizer->slots()[i].size(), 2u);
+    // A trained model's second moments are positive somewhere in every weight.
+    const std::vector<double> v = loaded.extras.optimizer->slots()[i][1].to_vector();
+    EXPECT_GT(*std::max_element(v.begin(), v.end()), 0.0) << "weight " << i;
+    EXPECT_GE(*std::min_element(v.begin(), v.end()), 0.0) << "weight " << i;
+  }
+}
+
+// The fixtures with expected outputs (all but the grayscale one, which GrayscaleModelRuns covers).
+class KerasVersionOutputs : public KerasVersionFixtures {};
+
+TEST_P(KerasVersionOutputs, ReproduceTheExpectedOutputs) {
+  const VersionFixture& f = GetParam();
+  const std::string expected_path = kVersionFixtures + f.file + ".expected.txt";
+  LoadedModel loaded = load_model(kVersionFixtures + f.file);
+  const std::vector<std::vector<double>> expected = read_expected(expected_path);
+  ASSERT_EQ(expected.size(), 3u);
+  NoGradGuard no_grad;
+  const std::vector<double> out = loaded.model.forward(quantised_clips(), {}).to_vector();
+  ASSERT_EQ(out.size(), 3u * f.outputs);
+  double worst = 0.0;
+  for (size_t clip = 0; clip < 3; ++clip) {
+    ASSERT_EQ(expected[clip].size(), static_cast<size_t>(f.outputs));
+    for (int k = 0; k < f.outputs; ++k)
+      worst = std::max(worst, std::fabs(out[clip * f.outputs + k] - expected[clip][k]));
+  }
+  EXPECT_LE(worst, kKerasTolerance);
+  RecordProperty("max_abs_difference", std::to_string(worst));
+  std::printf("%s (Keras %s): largest difference from the reference: %.3g\n", f.file, f.keras_version, worst);
+}
+
+// clang-format off
+const std::vector<VersionFixture> kVersionFiles = {
+    {"divyanshu_convlstm_model.h5", "2.13.1", "h5", 53167, 53167, 7, 2948},
+    {"fasimohamed_LRCN_2024_08_02.h5", "2.15.0", "h5", 73588, 73588, 20, 1600},
+    {"dkrishnavamsi_LRCN_model.h5", "3.0.5", "h5", 74578, 74578, 50, 52104},
+    {"akashrana_convlstm_2025_04_12.h5", "3.9.2", "h5", 44524, 44524, 4, 1387},
+    {"shriya_LRCN_2024_06_12.keras", "3.3.3", "keras", 73060, 73060, 4, 4161},
+    {"iamrahulr30_convlstm_main_2024_12_23.h5", "3.3.3", "h5", 18529, 18473, 1, 9900},
+    {"rushi589_lrcn_model.keras", "2.4.0", "h5", 208834, 208834, 2, -1}};
+// clang-format on
+
+// The files that come with expected outputs: all but the grayscale one.
+std::vector<VersionFixture> files_with_outputs() {
+  std::vector<VersionFixture> files;
+  for (const VersionFixture& f : kVersionFiles) {
+    if (std::string(f.file) != "rushi589_lrcn_model.keras") files.push_back(f);
+  }
+  return files;
+}
+
+std::string fixture_name(const ::testing::TestParamInfo<VersionFixture>& info) { return test_name(info.param.file); }
+
+INSTANTIATE_TEST_SUITE_P(EveryVersion, KerasVersionFixtures, ::testing::ValuesIn(kVersionFiles), fixture_name);
+INSTANTIATE_TEST_SUITE_P(EveryVersion, KerasVersionOutputs, ::testing::ValuesIn(files_with_outputs()), fixture_name);
+
+// The grayscale model (160 frames of 90x90x1) on the clips prepared as the fixtures' README
+// says: frames round(linspace(0, 19, 160)), resized bilinearly to 90x90, BGR to gray.
+TEST(KerasVersionGray, GrayscaleModelRuns) {
+  const std::string path = kVersionFixtures + "rushi589_lrcn_model.keras";
+  if (!fs::exists(path)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
+  LoadedModel loaded = load_model(path);
+  ASSERT_EQ(loaded.model.input_shape(), (Shape{160, 90, 90, 1}));
+  const std::vector<double> clips = quantised_clips().to_vector();  // (3, 20, 64, 64, 3)
+  std::vector<float> gray(size_t(3) * 160 * 90 * 90);
+  for (int n = 0; n < 3; ++n) {
+    for (int t = 0; t < 160; ++t) {
+      const int source = static_cast<int>(std::lround(19.0 * t / 159.0));
+      cv::Mat frame(64, 64, CV_8UC3);
+      for (int i = 0; i < 64 * 64 * 3; ++i) {
+        frame.data[i] = static_cast<uint8_t>(std::lround(clips[((size_t(n) * 20 + source) * 64 * 64 * 3) + i] * 255));
+      }
+      cv::Mat resized, g;
+      cv::resize(frame, resized, cv::Size(90, 90), 0, 0, cv::INTER_LINEAR);
+      cv::cvtColor(resized, g, cv::COLOR_BGR2GRAY);
+      for (int i = 0; i < 90 * 90; ++i) gray[(size_t(n) * 160 + t) * 90 * 90 + i] = g.data[i] / 255.0f;
+    }
+  }
+  NoGradGuard no_grad;
+  const std::vector<double> p =
+      loaded.model.forward(Tensor::from_vector(std::vector<double>(gray.begin(), gray.end()), {3, 160, 90, 90, 1}), {})
+          .to_vector();
+  ASSERT_EQ(p.size(), 6u);
+  constexpr double kSoftmaxSum = 1e-6;  // float32 normalisation of two probabilities
+  for (int n = 0; n < 3; ++n) {
+    EXPECT_TRUE(std::isfinite(p[2 * n]) && std::isfinite(p[2 * n + 1]));
+    EXPECT_NEAR(p[2 * n] + p[2 * n + 1], 1.0, kSoftmaxSum);
+  }
+}
+
 // Bitwise equality of two float tensors (NaN payloads included).
 void expect_same_bits(const Tensor& a, const Tensor& b, const std::string& what) {
   ASSERT_EQ(a.shape(), b.shape()) << what;
@@ -121,42 +272,54 @@ void expect_same_bits(const Tensor& a, const Tensor& b, const std::string& what)
   EXPECT_EQ(std::memcmp(fa.data_ptr(), fb.data_ptr(), fa.nbytes()), 0) << what;
 }
 
+// A zoo model of 3 classes and an optimizer with real state: one RMSprop (lrcn_small, as its
+// seed) or Adam step on fake gradients.
+std::unique_ptr<Optimizer> stepped_zoo_model(const std::string& name, Sequential* model) {
+  *model = load_spec(name, 3);
+  model->build(21);
+  std::unique_ptr<Optimizer> opt = make_optimizer(name == "lrcn_small" ? "rmsprop" : "adam");
+  const std::vector<Tensor> weights = model->trainable_weights();
+  Generator rng(5);
+  for (const Tensor& w : weights) w.impl()->grad = rng.normal(w.shape(), 0.0, 1.0).impl_ptr();
+  opt->step(weights);
+  zero_grad(weights);
+  return opt;
+}
+
+// Every weight and every optimizer slot of `back` has the bits of `model`'s / `opt`'s.
+void expect_same_model_and_state(const Sequential& model, const Optimizer& opt, const LoadedModel& back) {
+  const std::vector<layers::Layer*> la = model.layers(), lb = back.model.layers();
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t l = 0; l < la.size(); ++l) {
+    for (size_t w = 0; w < la[l]->weights().size(); ++w) {
+      expect_same_bits(la[l]->weights()[w].value, lb[l]->weights()[w].value, la[l]->name());
+    }
+  }
+  ASSERT_NE(back.extras.optimizer, nullptr);
+  EXPECT_EQ(back.extras.optimizer->name(), opt.name());
+  EXPECT_EQ(back.extras.optimizer->iterations(), opt.iterations());
+  EXPECT_EQ(back.extras.optimizer->hyper_parameters(), opt.hyper_parameters());
+  ASSERT_EQ(back.extras.optimizer->slots().size(), opt.slots().size());
+  for (size_t i = 0; i < opt.slots().size(); ++i) {
+    for (size_t s = 0; s < opt.slots()[i].size(); ++s) {
+      expect_same_bits(opt.slots()[i][s], back.extras.optimizer->slots()[i][s], "slot");
+    }
+  }
+}
+
 TEST(ModelFiles, SaveLoadRoundTripIsBitExactForEveryZooModel) {
   TempDir dir;
   for (const std::string& name : zoo_names()) {
     SCOPED_TRACE(name);
-    Sequential model = load_spec(name, 3);
-    model.build(21);
-    // Give the optimizer real state: one RMSprop or Adam step on fake gradients.
-    std::unique_ptr<Optimizer> opt = make_optimizer(name == "lrcn_small" ? "rmsprop" : "adam");
-    const std::vector<Tensor> weights = model.trainable_weights();
-    Generator rng(5);
-    for (const Tensor& w : weights) w.impl()->grad = rng.normal(w.shape(), 0.0, 1.0).impl_ptr();
-    opt->step(weights);
-    zero_grad(weights);
-
+    Sequential model;
+    const std::unique_ptr<Optimizer> opt = stepped_zoo_model(name, &model);
     const std::string path = dir.file(name + ".h5");
     save_model(path, model, {"a", "b", "c"}, opt.get(), {{"epoch", 3}});
     LoadedModel back = load_model(path);
     EXPECT_EQ(back.model.to_json(), model.to_json());
     EXPECT_EQ(back.extras.class_names, (std::vector<std::string>{"a", "b", "c"}));
     EXPECT_EQ(back.extras.training_state["epoch"], 3);
-    const std::vector<layers::Layer*> la = model.layers(), lb = back.model.layers();
-    for (size_t l = 0; l < la.size(); ++l) {
-      for (size_t w = 0; w < la[l]->weights().size(); ++w) {
-        expect_same_bits(la[l]->weights()[w].value, lb[l]->weights()[w].value, la[l]->name());
-      }
-    }
-    ASSERT_NE(back.extras.optimizer, nullptr);
-    EXPECT_EQ(back.extras.optimizer->name(), opt->name());
-    EXPECT_EQ(back.extras.optimizer->iterations(), 1);
-    EXPECT_EQ(back.extras.optimizer->hyper_parameters(), opt->hyper_parameters());
-    ASSERT_EQ(back.extras.optimizer->slots().size(), opt->slots().size());
-    for (size_t i = 0; i < opt->slots().size(); ++i) {
-      for (size_t s = 0; s < opt->slots()[i].size(); ++s) {
-        expect_same_bits(opt->slots()[i][s], back.extras.optimizer->slots()[i][s], "slot");
-      }
-    }
+    expect_same_model_and_state(model, *opt, back);
   }
 }
 
@@ -283,6 +446,130 @@ TEST(Training, ModelAndDataMustAgreeOnClasses) {
   // Evaluation matches classes by name: one the model does not know is an error naming it.
   expect_error([&] { match_classes({"left", "up"}, {"left", "right"}); }, {"'up'", "left, right"});
   EXPECT_EQ(match_classes({"right", "left"}, {"left", "right"}), (std::vector<int>{1, 0}));
+}
+
+// --- The .keras format written ----------------------------------------------------------------
+
+// The set of keys of every layer's config, the wrapped ones included, in model order.
+std::vector<std::set<std::string>> layer_config_keys(const nlohmann::json& config) {
+  std::vector<std::set<std::string>> keys;
+  for (const nlohmann::json& layer : config["config"]["layers"]) {
+    std::set<std::string> k;
+    for (const auto& item : layer.items()) k.insert("/" + item.key());
+    for (const auto& item : layer["config"].items()) k.insert(item.key());
+    keys.push_back(k);
+    if (layer["config"].contains("layer")) {
+      std::set<std::string> inner;
+      for (const auto& item : layer["config"]["layer"].items()) inner.insert("/" + item.key());
+      for (const auto& item : layer["config"]["layer"]["config"].items()) inner.insert(item.key());
+      keys.push_back(inner);
+    }
+  }
+  return keys;
+}
+
+std::set<std::string> keys_of(const std::map<std::string, Tensor>& vars) {
+  std::set<std::string> keys;
+  for (const auto& [name, tensor] : vars) keys.insert(name);
+  return keys;
+}
+
+// A Keras 3.3.3 .keras file, loaded and written again by hisvid: the same archive entries, the
+// same dataset paths in model.weights.h5, the same config keys on every layer (metadata
+// included), and the model reads back bit for bit with the same outputs.
+TEST(KerasFormat, WritesTheLayoutKeras3Writes) {
+  const std::string source = kVersionFixtures + "shriya_LRCN_2024_06_12.keras";
+  if (!fs::exists(source)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
+  TempDir dir;
+  LoadedModel keras = load_model(source);
+  const std::string path = dir.file("again.keras");
+  save_model(path, keras.model, {"a", "b", "c", "d"}, keras.extras.optimizer.get(), {{"epoch", 1}});
+
+  const io::KerasArchive theirs = io::read_keras_archive(source), ours = io::read_keras_archive(path);
+  EXPECT_EQ(keys_of(ours.vars), keys_of(theirs.vars));
+  for (const auto& [name, tensor] : theirs.vars) {
+    if (name != "optimizer/vars/1")
+      expect_same_bits(ours.vars.at(name), tensor, name);  // vars/1: the lr (float32)
+  }
+  EXPECT_EQ(layer_config_keys(nlohmann::json::parse(ours.config)),
+            layer_config_keys(nlohmann::json::parse(theirs.config)));
+  const nlohmann::json config = nlohmann::json::parse(ours.config);
+  EXPECT_EQ(config["module"], "keras");
+  EXPECT_EQ(config["class_name"], "Sequential");
+  EXPECT_EQ(config["compile_config"]["optimizer"]["class_name"], "Adam");
+  EXPECT_EQ(nlohmann::json::parse(ours.metadata)["keras_version"], "3.3.3");
+
+  // The archive's entries, in Keras's order, stored.
+  int code = 0;
+  zip_t* zip = zip_open(path.c_str(), ZIP_RDONLY, &code);
+  ASSERT_NE(zip, nullptr);
+  ASSERT_EQ(zip_get_num_entries(zip, 0), 3);
+  const char* names[] = {"metadata.json", "config.json", "model.weights.h5"};
+  for (zip_uint64_t i = 0; i < 3; ++i) {
+    zip_stat_t st;
+    ASSERT_EQ(zip_stat_index(zip, i, 0, &st), 0);
+    EXPECT_STREQ(st.name, names[i]);
+    EXPECT_EQ(st.comp_method, ZIP_CM_STORE);
+  }
+  zip_discard(zip);
+
+  LoadedModel back = load_model(path);
+  EXPECT_EQ(back.format, "keras");
+  EXPECT_EQ(back.extras.class_names, (std::vector<std::string>{"a", "b", "c", "d"}));
+  const std::vector<Tensor> a = keras.model.trainable_weights(), b = back.model.trainable_weights();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) expect_same_bits(a[i], b[i], "weight " + std::to_string(i));
+  ASSERT_NE(back.extras.optimizer, nullptr);
+  EXPECT_EQ(back.extras.optimizer->iterations(), keras.extras.optimizer->iterations());
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t k = 0; k < 2; ++k) {
+      expect_same_bits(back.extras.optimizer->slots()[i][k], keras.extras.optimizer->slots()[i][k], "slot");
+    }
+  }
+  NoGradGuard no_grad;
+  expect_same_bits(back.model.forward(quantised_clips(), {}), keras.model.forward(quantised_clips(), {}),
+                   "outputs");
+}
+
+// Every zoo model through the .keras format and back, bit for bit, with its optimizer state;
+// the ConvLSTM models follow Keras 2 (hard_sigmoid gates), which a Keras 3 file would change:
+// refused, naming the layer, unless the model is Keras 3's.
+TEST(KerasFormat, RoundTripsBitExactOrRefusesWhatKeras3WouldReadDifferently) {
+  TempDir dir;
+  for (const std::string& name : zoo_names()) {
+    SCOPED_TRACE(name);
+    Sequential model;
+    const std::unique_ptr<Optimizer> opt = stepped_zoo_model(name, &model);
+    const std::string path = dir.file(name + ".keras");
+    if (name.find("convlstm") != std::string::npos) {
+      expect_error([&] { save_model(path, model, {"a", "b", "c"}, opt.get(), {{"epoch", 3}}); },
+                   {path, "hard_sigmoid", ".h5"});
+      EXPECT_FALSE(fs::exists(path));
+      continue;
+    }
+    save_model(path, model, {"a", "b", "c"}, opt.get(), {{"epoch", 3}});
+    LoadedModel back = load_model(path);
+    EXPECT_EQ(back.keras_version, kKeras3WriteVersion);
+    EXPECT_EQ(back.model.to_json(), model.to_json());
+    EXPECT_EQ(back.extras.training_state["epoch"], 3);
+    expect_same_model_and_state(model, *opt, back);
+  }
+}
+
+// Content decides the format: an HDF5 model named .keras and a .keras archive named .h5.
+TEST(KerasFormat, FormatIsToldByContent) {
+  const std::string source = kVersionFixtures + "shriya_LRCN_2024_06_12.keras";
+  if (!fs::exists(source)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
+  TempDir dir;
+  const std::string renamed = dir.file("actually_a_zip.h5");
+  fs::copy_file(source, renamed);
+  EXPECT_EQ(load_model(renamed).format, "keras");
+  EXPECT_EQ(load_model(kVersionFixtures + "rushi589_lrcn_model.keras").format, "h5");
+  // A zip that is not a Keras archive, and a truncated archive.
+  const std::string truncated = dir.file("truncated.keras");
+  const std::string bytes = testing::file_bytes(source);
+  std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  expect_error([&] { load_model(truncated); }, {"truncated.keras"});
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "layers/regularizers.h"
 #include "models/sequential.h"
+#include "models/trainer.h"
 #include "models/zoo.h"
 #include "tests/gradcheck.h"
 
@@ -229,11 +231,13 @@ TEST(Forward, WrongInputShapeIsNamed) {
   }
 }
 
-// Float64 gradient of the softmax cross-entropy loss with respect to every weight, in training
-// mode (dropout masks fixed by a fresh generator per evaluation), through a model built from a
-// spec: checks the layers' wiring of the ops, not just the ops.
-void check_model_gradients(const std::string& spec_text, const Shape& input, int classes) {
-  Sequential model = Sequential::from_json(nlohmann::json::parse(spec_text), "gradcheck spec");
+// Float64 gradient of the training loss (model_loss: the head's cross-entropy plus every
+// regularization penalty) with respect to every weight, in training mode (dropout masks fixed
+// by a fresh generator per evaluation), through a model built from a spec: checks the layers'
+// wiring of the ops, not just the ops.
+void check_model_gradients(const std::string& spec_text, const Shape& input, int classes,
+                           const layers::KerasVersion& version = {}) {
+  Sequential model = Sequential::from_json(nlohmann::json::parse(spec_text), "gradcheck spec", version);
   model.set_input_shape(input);
   model.build(5);
   model.to(DType::Float64);
@@ -248,7 +252,7 @@ void check_model_gradients(const std::string& spec_text, const Shape& input, int
   const testing::GradCheckResult r = testing::grad_check(
       [&](const std::vector<Tensor>&) {
         Generator rng(9);
-        return ops::softmax_cross_entropy(model.forward(x, {true, &rng}, Output::Logits), targets).loss;
+        return model_loss(model, x, targets, {true, &rng}).loss;
       },
       weights);
   int64_t total = 0;
@@ -281,6 +285,233 @@ TEST(LayerGradients, ConvLstmPool3dAndPool2d) {
     {"class_name": "Flatten", "config": {}},
     {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}])",
                         Shape{3, 7, 7, 2}, 2);
+}
+
+TEST(LayerGradients, GlobalPoolingSpatialDropoutAndBinaryHead) {
+  check_model_gradients(R"([
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D", "config": {"filters": 3, "kernel_size": 3, "padding": "same", "activation": "relu"}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "SpatialDropout2D", "config": {"rate": 0.3}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "GlobalAveragePooling2D", "config": {}}}},
+    {"class_name": "LSTM", "config": {"units": 4, "return_sequences": true}},
+    {"class_name": "LSTM", "config": {"units": 3}},
+    {"class_name": "Dense", "config": {"units": 1, "activation": "sigmoid"}}])",
+                        Shape{3, 5, 5, 2}, 2);
+}
+
+TEST(LayerGradients, BatchNormAfterConvLstmAndGlobalPooling3D) {
+  check_model_gradients(R"([
+    {"class_name": "ConvLSTM2D", "config": {"filters": 2, "kernel_size": 3, "return_sequences": true}},
+    {"class_name": "BatchNormalization", "config": {}},
+    {"class_name": "SpatialDropout3D", "config": {"rate": 0.25}},
+    {"class_name": "GlobalAveragePooling3D", "config": {"keepdims": true}},
+    {"class_name": "Flatten", "config": {}},
+    {"class_name": "Dense", "config": {"units": 3, "activation": "softmax"}}])",
+                        Shape{3, 5, 5, 2}, 3, layers::KerasVersion{3, 3, 3});
+}
+
+// Every regularizer kind on every weight kind and on activities: the gradient of the whole
+// training loss, penalties included, in both versions' activity semantics. Biases under L1
+// start away from 0, where |x| has its kink.
+TEST(LayerGradients, Regularizers) {
+  const std::string spec = R"([
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": 3, "kernel_regularizer": {"class_name": "L2", "config": {"l2": 0.01}}, "bias_regularizer": "l1", "bias_initializer": {"class_name": "RandomUniform", "config": {"minval": 0.1, "maxval": 0.5}}, "activity_regularizer": {"class_name": "L1L2", "config": {"l1": 0.001, "l2": 0.002}}}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Flatten", "config": {}}}},
+    {"class_name": "LSTM", "config": {"units": 3, "kernel_regularizer": {"class_name": "L1", "config": {"l1": 0.003}}, "recurrent_regularizer": "l2", "bias_regularizer": {"class_name": "L1L2", "config": {"l1": 0.01, "l2": 0.01}}, "bias_initializer": {"class_name": "RandomUniform", "config": {"minval": 0.1, "maxval": 0.5}}, "activity_regularizer": "l2"}},
+    {"class_name": "Dense", "config": {"units": 2, "activation": "softmax", "kernel_regularizer": "l1_l2", "activity_regularizer": {"class_name": "L2", "config": {"l2": 0.1}}}}])";
+  check_model_gradients(spec, Shape{2, 4, 4, 1}, 2);
+  check_model_gradients(spec, Shape{2, 4, 4, 1}, 2, layers::KerasVersion{3, 3, 3});
+}
+
+TEST(Regularizers, PenaltyGradients) {
+  // Values kept away from 0, where |x| has its kink.
+  Tensor w = testing::random_input({4, 6}, 28, 0.05, 1.0);
+  std::vector<double> v = w.to_vector();
+  for (size_t i = 0; i < v.size(); i += 2) v[i] = -v[i];
+  w = Tensor::from_vector(v, w.shape(), DType::Float64);
+  w.set_requires_grad(true);
+  for (const layers::Regularizer& r :
+       {layers::Regularizer{"L1", 0.01, 0.0}, layers::Regularizer{"L2", 0.0, 0.001},
+        layers::Regularizer{"L1L2", 0.003, 0.02}}) {
+    SCOPED_TRACE(r.class_name);
+    EXPECT_GRAD_OK(
+        testing::grad_check([&r](const std::vector<Tensor>& in) { return r.penalty(in[0]); }, {w}));
+  }
+}
+
+// What each regularizer adds to the loss, by hand: weights as Keras's model.losses, activities
+// divided by the batch size in Keras 2 and not in Keras 3 (and inside TimeDistributed only in
+// Keras 2); written back into the config.
+TEST(Regularizers, PenaltiesAsKerasAddsThem) {
+  const std::string spec = R"({"class_name": "Sequential", "config": {"layers": [
+    {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2, 3]}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Dense", "config": {"units": 2, "activity_regularizer": {"class_name": "L1", "config": {"l1": 0.5}}}}}},
+    {"class_name": "Flatten", "config": {}},
+    {"class_name": "Dense", "config": {"units": 2, "activation": "softmax", "kernel_regularizer": {"class_name": "L2", "config": {"l2": 0.25}}}}]}})";
+  for (const bool keras3 : {false, true}) {
+    SCOPED_TRACE(keras3 ? "Keras 3" : "Keras 2");
+    Sequential model = Sequential::from_json(nlohmann::json::parse(spec), "spec",
+                                             keras3 ? layers::KerasVersion{3, 0, 5} : layers::KerasVersion{});
+    model.build(3);
+    const Tensor x = Tensor::from_vector(std::vector<double>{1, -2, 3, 0.5, 0, -1,  //
+                                                             2, 1, -1, 0, 3, 1},
+                                         {2, 2, 3});
+    const Tensor targets = Tensor::from_vector(std::vector<double>{1, 0, 0, 1}, {2, 2});
+    NoGradGuard no_grad;
+    const LossTerms terms = model_loss(model, x, targets, {});
+    const double data_loss = ops::softmax_cross_entropy(terms.logits, targets).loss.item();
+    double weight_penalty = 0.0;
+    for (double w : model.layers()[2]->weights()[0].value.to_vector()) weight_penalty += 0.25 * w * w;
+    // The wrapped Dense's activity: |outputs| summed over (N*T = 4) rows.
+    double activity = 0.0;
+    const Tensor inner = ops::reshape(x, {4, 3});
+    const Tensor y = ops::bias_add(ops::matmul(inner, model.layers()[0]->weights()[0].value),
+                                   model.layers()[0]->weights()[1].value);
+    for (double v : y.to_vector()) activity += 0.5 * std::fabs(v);
+    const double expected = data_loss + weight_penalty + (keras3 ? 0.0 : activity / 4.0);
+    constexpr double kFloat32Sums = 1e-6;  // a dozen float32 terms
+    EXPECT_NEAR(terms.loss.item(), expected, kFloat32Sums);
+    const nlohmann::json config = model.to_json()["config"]["layers"];
+    EXPECT_EQ(config[3]["config"]["kernel_regularizer"]["class_name"], "L2");
+    EXPECT_EQ(config[3]["config"]["kernel_regularizer"]["config"]["l2"], 0.25);
+    EXPECT_EQ(config[1]["config"]["layer"]["config"]["activity_regularizer"]["config"]["l1"], 0.5);
+  }
+}
+
+// A spec as Keras 3.9 writes it (module, registered_name, build_config at every level, a
+// DTypePolicy, batch_shape, build_input_shape, compile_config) and as Keras 2.4 writes it
+// (string initializers, L1L2 objects): both load and agree.
+TEST(Spec, AcceptsTheMetadataOfEveryKerasVersion) {
+  const nlohmann::json keras39 =
+      nlohmann::json::parse(R"({"module": "keras", "class_name": "Sequential", "config": {
+    "name": "sequential_4", "trainable": true,
+    "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null},
+    "layers": [
+      {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [null, 4, 8, 8, 3], "dtype": "float32", "sparse": false, "ragged": false, "name": "input_layer"}, "registered_name": null},
+      {"module": "keras.layers", "class_name": "TimeDistributed", "config": {"name": "td", "trainable": true,
+        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null},
+        "layer": {"module": "keras.layers", "class_name": "Conv2D", "config": {"name": "conv2d", "trainable": true, "dtype": "float32", "filters": 2, "kernel_size": [3, 3],
+          "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform", "config": {"seed": null}, "registered_name": null},
+          "kernel_regularizer": {"module": "keras.regularizers", "class_name": "L2", "config": {"l2": 0.001}, "registered_name": null}},
+          "registered_name": null, "build_config": {"input_shape": [null, 8, 8, 3]}}},
+        "registered_name": null, "build_config": {"input_shape": [null, 4, 8, 8, 3]}},
+      {"module": "keras.layers", "class_name": "TimeDistributed", "config": {"name": "td_1", "layer": {"module": "keras.layers", "class_name": "Flatten", "config": {"name": "flatten", "data_format": "channels_last"}, "registered_name": null}}, "registered_name": null},
+      {"module": "keras.layers", "class_name": "LSTM", "config": {"name": "lstm", "units": 3, "zero_output_for_mask": false, "seed": null,
+        "recurrent_initializer": {"module": "keras.initializers", "class_name": "OrthogonalInitializer", "config": {"gain": 1.0, "seed": null}, "registered_name": null}}, "registered_name": null},
+      {"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense", "units": 2, "activation": "softmax"}, "registered_name": null}],
+    "build_input_shape": [null, 4, 8, 8, 3]},
+    "registered_name": null, "build_config": {"input_shape": [null, 4, 8, 8, 3]},
+    "compile_config": {"optimizer": "adam", "loss": "categorical_crossentropy"}})");
+  Sequential model = Sequential::from_json(keras39, "keras 3.9 spec", layers::KerasVersion{3, 9, 2});
+  model.build(1);
+  EXPECT_EQ(model.input_shape(), (Shape{4, 8, 8, 3}));
+  EXPECT_EQ(model.count_params().total, 2 * 27 + 2 + 4 * 3 * (72 + 3 + 1) + 3 * 2 + 2);
+  EXPECT_EQ(model.weight_penalties().size(), 1u);
+
+  const nlohmann::json keras24 =
+      nlohmann::json::parse(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+      {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6], "dtype": "float32", "sparse": false, "ragged": false, "name": "in"}},
+      {"class_name": "LSTM", "config": {"units": 2, "kernel_initializer": "glorot_uniform", "recurrent_initializer": "orthogonal",
+        "bias_initializer": "zeros", "kernel_regularizer": {"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.01}}, "implementation": 2}},
+      {"class_name": "Dense", "config": {"units": 2, "activation": "softmax", "kernel_initializer": {"class_name": "VarianceScaling", "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": null}}}}]},
+      "keras_version": "2.4.0", "backend": "tensorflow"})");
+  Sequential old = Sequential::from_json(keras24, "keras 2.4 spec");
+  EXPECT_EQ(old.keras_version().str(), "2.4.0");
+  old.build(1);
+  EXPECT_EQ(old.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
+}
+
+TEST(Spec, WhatChangesTheComputationStaysAnError) {
+  const std::string input =
+      R"({"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 8, 8, 3]}},)";
+  auto conv = [&](const std::string& extra) {
+    return "[" + input +
+           R"({"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": 3)" +
+           extra + "}}}}]";
+  };
+  expect_spec_error(conv(R"(, "dilation_rate": [2, 2])"), {"layer 2", "Conv2D", "dilation_rate"});
+  expect_spec_error(conv(R"(, "dtype": {"class_name": "DTypePolicy", "config": {"name": "mixed_float16"}})"),
+                    {"Conv2D", "mixed_float16", "float32"});
+  expect_spec_error(conv(R"(, "kernel_constraint": {"class_name": "MaxNorm", "config": {"max_value": 2}})"),
+                    {"Conv2D", "kernel_constraint"});
+  expect_spec_error(conv(R"(, "kernel_regularizer": {"class_name": "OrthogonalRegularizer", "config": {}})"),
+                    {"Conv2D", "kernel_regularizer", "OrthogonalRegularizer"});
+  // 2^32 + 4 must not wrap to 4 filters.
+  expect_spec_error(
+      "[" + input + R"({"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Conv2D",
+      "config": {"filters": 4294967300, "kernel_size": 3}}}}])",
+      {"filters", "out of range"});
+  expect_spec_error("[" + input + R"({"class_name": "Dense", "config": {"units": 2147483648}}])",
+                    {"units", "out of range"});
+  expect_spec_error(
+      "[" + input + R"({"class_name": "Flatten", "registered_name": "my_pkg>Flatten", "config": {}}])",
+      {"layer 2", "my_pkg>Flatten", "custom"});
+  expect_spec_error("[" + input + R"({"class_name": "Flatten", "config": {}, "shape": 3}])",
+                    {"layer 2", "unknown key 'shape'"});
+  expect_spec_error(
+      R"([{"class_name": "InputLayer", "config": {"batch_shape": [null, 4, 6], "sparse": true}}, {"class_name": "Flatten"}])",
+      {"InputLayer", "sparse"});
+}
+
+TEST(Spec, HardSigmoidAndConvLstmGatesFollowTheKerasVersion) {
+  const std::string spec = R"([{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 1]}},
+    {"class_name": "Dense", "config": {"units": 1, "activation": "hard_sigmoid", "kernel_initializer": "ones"}}])";
+  for (const bool keras3 : {false, true}) {
+    Sequential model =
+        Sequential::from_json(nlohmann::json::parse(spec), "spec",
+                              keras3 ? layers::KerasVersion{3, 3, 3} : layers::KerasVersion{2, 15, 0});
+    model.build(0);
+    NoGradGuard no_grad;
+    const double y = model.forward(Tensor::from_vector(std::vector<double>{2.0}, {1, 1}), {}).item();
+    // Keras 2: clip(0.2 * 2 + 0.5) = 0.9; Keras 3: clip(2 / 6 + 0.5) = 0.8333...
+    EXPECT_NEAR(y, keras3 ? 2.0 / 6.0 + 0.5 : 0.9, 1e-6) << (keras3 ? "Keras 3" : "Keras 2");
+  }
+  const std::string convlstm =
+      R"([{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2, 5, 5, 1]}},
+    {"class_name": "ConvLSTM2D", "config": {"filters": 1, "kernel_size": 3}}])";
+  Sequential k2 =
+      Sequential::from_json(nlohmann::json::parse(convlstm), "spec", layers::KerasVersion{2, 8, 0});
+  Sequential k3 =
+      Sequential::from_json(nlohmann::json::parse(convlstm), "spec", layers::KerasVersion{3, 0, 5});
+  EXPECT_EQ(k2.to_json()["config"]["layers"][1]["config"]["recurrent_activation"], "hard_sigmoid");
+  EXPECT_EQ(k3.to_json()["config"]["layers"][1]["config"]["recurrent_activation"], "sigmoid");
+}
+
+TEST(Spec, JsonNestingIsLimited) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_THROW(layers::parse_json_limited(deep), nlohmann::json::exception);
+  const std::string shallow =
+      std::string(layers::kMaxJsonDepth, '[') + std::string(layers::kMaxJsonDepth, ']');
+  EXPECT_NO_THROW(layers::parse_json_limited(shallow));
+}
+
+TEST(Initializers, EveryKerasClassAndName) {
+  const char* objects[] = {
+      "GlorotUniform",   "GlorotNormal",          "HeUniform", "HeNormal", "LecunUniform",  "LecunNormal",
+      "Orthogonal",      "OrthogonalInitializer", "Zeros",     "Ones",     "RandomUniform", "RandomNormal",
+      "TruncatedNormal", "VarianceScaling",       "Constant"};
+  const char* names[] = {"glorot_uniform",   "he_normal",  "lecun_normal", "uniform",
+                         "normal",           "zero",       "one",          "truncated_normal",
+                         "variance_scaling", "orthogonal", "identity"};
+  std::vector<nlohmann::json> inits;
+  for (const char* c : objects) inits.push_back({{"class_name", c}, {"config", {{"seed", nullptr}}}});
+  inits.back()["config"] = {{"value", 0.5}};
+  for (const char* n : names) inits.push_back(n);
+  for (const nlohmann::json& init : inits) {
+    SCOPED_TRACE(init.dump());
+    nlohmann::json spec =
+        nlohmann::json::parse(R"([{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 6]}},
+      {"class_name": "Dense", "config": {"units": 6}}])");
+    spec[1]["config"]["kernel_initializer"] = init;
+    Sequential model = Sequential::from_json(spec, "spec");
+    model.build(4);
+    const std::vector<double> w = model.layers()[0]->weights()[0].value.to_vector();
+    for (double v : w) EXPECT_TRUE(std::isfinite(v));
+    // The class name is written back as read.
+    const nlohmann::json back = model.to_json()["config"]["layers"][1]["config"]["kernel_initializer"];
+    if (init.is_object()) {
+      EXPECT_EQ(back["class_name"], init["class_name"]);
+    }
+  }
 }
 
 }  // namespace

@@ -170,16 +170,16 @@ TEST(Ops, BatchNormTrainInferAndMovingStatistics) {
                 {1 - s, 1, 1 + s, 1 + 2 * s});
 }
 
-TEST(Ops, SoftmaxCrossEntropyFromLogits) {
+TEST(Ops, CrossEntropyFromLogits) {
   // Row 0: logits (0, ln 3): softmax (1/4, 3/4), target class 1 -> loss ln(4/3).
   // Row 1: logits (2, 2): softmax (1/2, 1/2), target class 0 -> loss ln 2.
   const Tensor logits = d({0, std::log(3.0), 2, 2}, {2, 2}), targets = d({0, 1, 1, 0}, {2, 2});
   expect_values(ops::softmax(logits), {0.25, 0.75, 0.5, 0.5});
-  const ops::SoftmaxCrossEntropy xe = ops::softmax_cross_entropy(logits, targets);
+  const ops::CrossEntropy xe = ops::softmax_cross_entropy(logits, targets);
   expect_values(xe.loss, {(std::log(4.0 / 3.0) + std::log(2.0)) / 2});
   expect_values(xe.probs, {0.25, 0.75, 0.5, 0.5});
   // No clipping: a confident wrong answer costs its full log-probability (~1000), not -log(1e-7).
-  const ops::SoftmaxCrossEntropy wrong = ops::softmax_cross_entropy(d({1000, 0}, {1, 2}), d({0, 1}, {1, 2}));
+  const ops::CrossEntropy wrong = ops::softmax_cross_entropy(d({1000, 0}, {1, 2}), d({0, 1}, {1, 2}));
   EXPECT_NEAR(wrong.loss.item(), 1000.0, 1e-9);
 }
 

@@ -176,6 +176,26 @@ TEST_F(VideoTest, FramesAreTheBilinearResizeOfTheSeekedFrames) {
   }
 }
 
+// A gray model's clip: each frame is cv::cvtColor(COLOR_BGR2GRAY) of the BGR clip's frame.
+TEST_F(VideoTest, GrayFramesAreOpenCvsBgr2GrayOfTheResizedFrames) {
+  ASSERT_TRUE(write_video(file("v.avi"), 45, "MJPG", textured_frame));
+  const Clip bgr = extract_clip(file("v.avi"), settings(20, 48));
+  ExtractionSettings gray_settings = settings(20, 48);
+  gray_settings.channels = 1;
+  const Clip gray = extract_clip(file("v.avi"), gray_settings);
+  EXPECT_EQ(gray.channels, 1);
+  ASSERT_EQ(gray.pixels.size(), 20u * 48 * 48);
+  for (int i = 0; i < 20; ++i) {
+    const cv::Mat frame(48, 48, CV_8UC3, const_cast<uint8_t*>(bgr.pixels.data()) + i * 48 * 48 * 3);
+    cv::Mat expected;
+    cv::cvtColor(frame, expected, cv::COLOR_BGR2GRAY);
+    const cv::Mat got(48, 48, CV_8UC1, const_cast<uint8_t*>(gray.pixels.data()) + i * 48 * 48);
+    EXPECT_EQ(cv::norm(expected, got, cv::NORM_INF), 0) << "frame " << i;
+  }
+  gray_settings.channels = 2;
+  EXPECT_THROW(extract_clip(file("v.avi"), gray_settings), Error);
+}
+
 TEST_F(VideoTest, OtherSizesAndLengths) {
   ASSERT_TRUE(write_video(file("v.avi"), 40));
   const Clip clip = extract_clip(file("v.avi"), ExtractionSettings{8, 24, 40});

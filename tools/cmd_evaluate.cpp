@@ -34,6 +34,7 @@ void add_evaluate_command(CLI::App& app) {
   cmd->callback([args, classes] {
     Console console;
     models::LoadedModel loaded = models::load_model(args->weights);
+    for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     std::vector<std::string> model_classes = loaded.extras.class_names;
     if (!args->model_classes.empty()) model_classes = split_list(args->model_classes);
     if (model_classes.empty()) {
@@ -45,8 +46,7 @@ void add_evaluate_command(CLI::App& app) {
     }
     DataArgs data = args->data;
     data.classes = split_list(*classes);
-    data.frames = static_cast<int>(loaded.model.input_shape()[0]);
-    data.size = static_cast<int>(loaded.model.input_shape()[1]);
+    data.follow_model(loaded.model);
     std::vector<size_t> indices;
     io::ClipSet clips;
     if (args->split == "test") {

@@ -102,6 +102,7 @@ void add_predict_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     models::LoadedModel loaded = models::load_model(args->weights);
+    for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     std::vector<std::string> names = loaded.extras.class_names;
     if (!args->model_classes.empty()) names = split_list(args->model_classes);
     const int K = loaded.model.num_classes();
@@ -110,8 +111,9 @@ void add_predict_command(CLI::App& app) {
     }
     if (static_cast<int>(names.size()) != K) fail("{} has {} outputs but {} class names", args->weights, K, names.size());
     loaded.model.to(parse_device(args->device));
-    const Shape in = loaded.model.input_shape();
-    const io::ExtractionSettings settings{static_cast<int>(in[0]), static_cast<int>(in[1]), static_cast<int>(in[2])};
+    DataArgs data;
+    data.follow_model(loaded.model);
+    const io::ExtractionSettings settings = data.extraction();
     bool any_folder = false;
     const std::vector<std::string> videos = collect_videos(args->videos, any_folder);
     if ((!args->out.empty() || args->rolling > 0) && videos.size() != 1) {
@@ -120,7 +122,8 @@ void add_predict_command(CLI::App& app) {
 
     if (args->rolling > 0 || !args->out.empty()) {
       const std::string& path = videos[0];
-      const io::DecodedVideo video = io::decode_all_frames(path, settings.height, settings.width, !args->out.empty());
+      const io::DecodedVideo video =
+          io::decode_all_frames(path, settings.height, settings.width, !args->out.empty(), settings.channels);
       const size_t T = static_cast<size_t>(settings.sequence_length), n = video.frames.size();
       if (n < T) fail("{}: {} decodable frames, fewer than the {} the model needs", path, n, T);
       std::vector<std::string> labels(n);
@@ -142,7 +145,7 @@ void add_predict_command(CLI::App& app) {
           }
           const int best = top_k(mean, 1)[0];
           labels[w + T - 1] = fmt::format("{} {:.2f}", names[best], mean[best]);
-          csv += fmt::format("{},{},{:.6f}\n", w + T - 1, names[best], mean[best]);
+          csv += fmt::format("{},{},{:.6f}\n", w + T - 1, csv_field(names[best]), mean[best]);
         }
       } else {
         const io::Clip clip = io::extract_clip(path, settings);
@@ -181,20 +184,27 @@ void add_predict_command(CLI::App& app) {
     if (clips.empty()) fail("none of the {} videos could be read", videos.size());
     const std::vector<std::vector<double>> probs = classify(loaded.model, clips, settings, args->batch_size, K);
     const bool as_csv = any_folder || !args->csv.empty() || usable.size() > 1;
+    // A binary model's one output is the probability of its positive class (its second name).
+    const bool binary = loaded.model.binary();
     std::string csv = "video";
     for (int r = 1; r <= std::min(args->top_k, K); ++r) csv += fmt::format(",class_{},probability_{}", r, r);
+    if (binary) csv += ",p_" + csv_field(names[1]);
     csv += "\n";
     for (size_t i = 0; i < usable.size(); ++i) {
       const std::vector<int> best = top_k(probs[i], args->top_k);
       if (as_csv) {
-        csv += usable[i];
-        for (int k : best) csv += fmt::format(",{},{:.6f}", names[k], probs[i][k]);
+        csv += csv_field(usable[i]);
+        for (int k : best) csv += fmt::format(",{},{:.6f}", csv_field(names[k]), probs[i][k]);
+        if (binary) csv += fmt::format(",{:.6f}", probs[i][1]);
         csv += "\n";
       } else {
         console.line(usable[i]);
         for (size_t r = 0; r < best.size(); ++r) {
           console.line(fmt::format("  {}. {:<24} {:.4f}", r + 1, names[best[r]], probs[i][best[r]]));
         }
+        if (binary)
+          console.line(
+              fmt::format("  probability of the positive class '{}': {:.4f}", names[1], probs[i][1]));
       }
     }
     if (as_csv) {

@@ -31,12 +31,14 @@ void add_summary_command(CLI::App& app) {
     if (args->model.empty()) {
       if (args->classes > 0) fail("summary: --classes applies to --model; a model file has its own classes");
       const models::LoadedModel loaded = models::load_model(args->weights);
+      for (const std::string& warning : loaded.extras.warnings) std::cerr << "warning: " << warning << "\n";
       std::cout << loaded.model.summary();
       return;
     }
     models::Sequential model = models::load_spec(args->model, args->classes);
     model.build(0);
-    if (!args->weights.empty()) models::load_weights(model, io::read_keras_model(args->weights), args->weights);
+    if (!args->weights.empty())
+      models::load_weights(model, io::read_model_file(args->weights), args->weights);
     std::cout << model.summary();
   });
 }

@@ -14,8 +14,14 @@ void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string
   cmd->add_option("--num-classes", data.num_classes, "Use this many classes, chosen with the seed")->check(CLI::Range(2, 100000));
   cmd->add_option("--cache", data.cache, "Clip cache file (default ~/.cache/hisvid/...; 'none' disables it)");
   cmd->add_option("--workers", data.workers, "Decoding threads (default: all cores)")->check(CLI::Range(0, 256));
-  cmd->add_option("--frames", data.frames, "Frames per clip (the seeds' SEQUENCE_LENGTH)")->check(CLI::Range(1, 1000));
-  cmd->add_option("--size", data.size, "Frame height and width after resizing")->check(CLI::Range(8, 4096));
+  cmd->add_option_function<int>(
+         "--frames", [&data](int frames) { data.frames = frames, data.shape_given = true; },
+         "Frames per clip (the seeds' SEQUENCE_LENGTH; default: what the model takes, else 20)")
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option_function<int>(
+         "--size", [&data](int size) { data.height = data.width = size, data.shape_given = true; },
+         "Frame height and width after resizing (default: what the model takes, else 64)")
+      ->check(CLI::Range(8, 4096));
 }
 
 void add_train_command(CLI::App& app) {
@@ -55,10 +61,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--brightness", args->augmentation.brightness, "Augment: brightness shift up to this (pixels in [0,1])");
   cmd->add_option("--contrast", args->augmentation.contrast, "Augment: contrast factor within 1 +- this");
   cmd->add_option("--noise", args->augmentation.noise, "Augment: Gaussian noise of this standard deviation");
-  cmd->callback([args, classes] {
+  cmd->callback([cmd, args, classes] {
     Console console;
     TrainArgs a = *args;
     a.data.classes = split_list(*classes);
+    a.optimizer_given =
+        cmd->count("--optimizer") + cmd->count("--lr") + cmd->count("--rmsprop-epsilon-inside") > 0;
     if (a.resume.empty()) {
       if (a.data.root.empty()) fail("train: --data is required (or --resume)");
       if (a.out_dir.empty()) a.out_dir = "runs/" + std::filesystem::path(a.model).stem().string();

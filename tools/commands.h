@@ -13,5 +13,6 @@ void add_evaluate_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 }  // namespace hisvid::tools

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   hisvid::tools::add_evaluate_command(app);
   hisvid::tools::add_predict_command(app);
   hisvid::tools::add_summary_command(app);
+  hisvid::tools::add_convert_command(app);
   hisvid::tools::add_make_dataset_command(app);
   hisvid::tools::add_demo_command(app);
   hisvid::tools::add_bench_command(app);

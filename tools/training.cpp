@@ -27,8 +27,14 @@ namespace {
 
 nlohmann::json to_json(const TrainArgs& a) {
   return {{"model", a.model},
-          {"data", {{"root", fs::absolute(a.data.root).string()}, {"classes", a.data.classes},
-                    {"num_classes", a.data.num_classes}, {"frames", a.data.frames}, {"size", a.data.size}}},
+          {"data",
+           {{"root", fs::absolute(a.data.root).string()},
+            {"classes", a.data.classes},
+            {"num_classes", a.data.num_classes},
+            {"frames", a.data.frames},
+            {"height", a.data.height},
+            {"width", a.data.width},
+            {"channels", a.data.channels}}},
           {"epochs", a.epochs},
           {"batch_size", a.batch_size},
           {"optimizer", a.optimizer},
@@ -41,8 +47,11 @@ nlohmann::json to_json(const TrainArgs& a) {
           {"validation_split", a.validation_split},
           {"shuffle_validation", a.shuffle_validation},
           {"seed", a.seed},
-          {"augmentation", {{"flip", a.augmentation.flip}, {"brightness", a.augmentation.brightness},
-                            {"contrast", a.augmentation.contrast}, {"noise", a.augmentation.noise}}}};
+          {"augmentation",
+           {{"flip", a.augmentation.flip},
+            {"brightness", a.augmentation.brightness},
+            {"contrast", a.augmentation.contrast},
+            {"noise", a.augmentation.noise}}}};
 }
 
 // The arguments of the run a checkpoint belongs to; `epochs` > 0 overrides the stored count.
@@ -54,7 +63,10 @@ TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) 
   a.data.classes = d.at("classes").get<std::vector<std::string>>();
   a.data.num_classes = d.at("num_classes").get<int>();
   a.data.frames = d.at("frames").get<int>();
-  a.data.size = d.at("size").get<int>();
+  // Checkpoints written before frames had a height, width and channel count of their own.
+  a.data.height = d.contains("height") ? d.at("height").get<int>() : d.at("size").get<int>();
+  a.data.width = d.contains("width") ? d.at("width").get<int>() : d.at("size").get<int>();
+  a.data.channels = d.value("channels", 3);
   a.batch_size = run.at("batch_size").get<size_t>();
   a.optimizer = run.at("optimizer").get<std::string>();
   a.patience = run.at("patience").get<int>();
@@ -92,6 +104,13 @@ void write_text_file(const std::string& path, const std::string& text) {
   });
 }
 
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (const char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
   size_t start = 0;
@@ -105,12 +124,32 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
+void DataArgs::follow_model(const models::Sequential& model) {
+  const Shape in = model.input_shape();
+  if (in.rank() != 4) {
+    fail("model '{}' takes inputs of shape {}: hisvid feeds it clips (frames, height, width, channels)",
+         model.name(), in.str());
+  }
+  if (in[3] != 1 && in[3] != 3) {
+    fail("model '{}' takes frames of {} channels: hisvid feeds 3 (BGR) or 1 (gray)", model.name(), in[3]);
+  }
+  const bool square = height == width;
+  if (shape_given && (in[0] != frames || in[1] != height || in[2] != width)) {
+    fail("model '{}' takes clips of {} frames of {}x{}, but --frames / --size ask for {} frames of {}{}",
+         model.name(), in[0], in[1], in[2], frames, height, square ? fmt::format("x{}", width) : "");
+  }
+  frames = static_cast<int>(in[0]);
+  height = static_cast<int>(in[1]);
+  width = static_cast<int>(in[2]);
+  channels = static_cast<int>(in[3]);
+}
+
 io::ClipSet load_data(const DataArgs& args, Console& console) {
   io::DatasetSpec spec;
   spec.root = args.root;
   spec.classes = args.classes;
   spec.num_classes = args.num_classes;
-  spec.extraction = {args.frames, args.size, args.size};
+  spec.extraction = args.extraction();
   spec.cache_path = args.cache;
   spec.workers = args.workers;
   double started = -1.0;
@@ -151,6 +190,16 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
   j["loss"] = evaluation.loss;
   j["ms_per_step"] = evaluation.ms_per_step;
   write_text_file(out_dir + "/report.json", j.dump(2) + "\n");
+  std::string csv = "video,true_class,predicted_class";
+  for (const std::string& name : report.class_names) csv += ",p_" + csv_field(name);
+  csv += "\n";
+  for (size_t i = 0; i < evaluation.paths.size(); ++i) {
+    csv += csv_field(evaluation.paths[i]) + "," + csv_field(report.class_names[evaluation.truth[i]]) + "," +
+           csv_field(report.class_names[evaluation.predicted[i]]);
+    for (const float p : evaluation.probs[i]) csv += fmt::format(",{:.6f}", p);
+    csv += "\n";
+  }
+  write_text_file(out_dir + "/predictions.csv", csv);
   io::write_confusion_png(out_dir + "/confusion.png", report.confusion, report.class_names, title);
   if (!history.empty()) {
     std::vector<double> loss, val_loss, acc, val_acc;
@@ -188,40 +237,56 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   fs::create_directories(args.out_dir);
   const Device device = parse_device(args.device);
 
+  // The model first: its input shape says how to extract the clips; its class count is set from
+  // the data afterwards.
+  models::Sequential model;
+  std::unique_ptr<Optimizer> optimizer;
+  std::vector<std::string> model_classes;
+  if (resuming) {
+    model = std::move(checkpoint.model);
+    optimizer = std::move(checkpoint.extras.optimizer);
+    model_classes = checkpoint.extras.class_names;
+  } else if (!args.init_weights.empty()) {
+    models::LoadedModel loaded = models::load_model(args.init_weights);
+    for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
+    model = std::move(loaded.model);
+    model_classes = loaded.extras.class_names;
+    // Keras's fit after load_model continues with the file's optimizer state; so does hisvid,
+    // unless the command line chooses an optimizer.
+    if (loaded.extras.optimizer && !args.optimizer_given) {
+      optimizer = std::move(loaded.extras.optimizer);
+      console.note(fmt::format("continuing with the {} state of {} (step {})", optimizer->name(),
+                               args.init_weights, optimizer->iterations()));
+    }
+  } else {
+    model = models::load_spec(args.model);
+    if (!model.has_input_shape()) {
+      model.set_input_shape(Shape{args.data.frames, args.data.height, args.data.width, args.data.channels});
+    }
+  }
+  args.data.follow_model(model);
+
   const io::ClipSet clips = load_data(args.data, console);
   const io::Split split = io::split_clips(clips.size(), args.test_split, args.validation_split, args.seed,
                                           args.shuffle_validation);
   console.note(fmt::format("split: {} training, {} validation, {} test clips (seed {})", split.train.size(),
                            split.validation.size(), split.test.size(), args.seed));
   const int K = static_cast<int>(clips.class_names.size());
-  const Shape data_shape{args.data.frames, args.data.size, args.data.size, 3};
-
-  models::Sequential model;
-  std::unique_ptr<Optimizer> optimizer;
-  if (resuming) {
-    model = std::move(checkpoint.model);
-    optimizer = std::move(checkpoint.extras.optimizer);
-    if (checkpoint.extras.class_names != clips.class_names) {
-      fail("--resume: the checkpoint was trained on other classes than {} now holds", args.data.root);
-    }
-  } else if (!args.init_weights.empty()) {
-    models::LoadedModel loaded = models::load_model(args.init_weights);
-    model = std::move(loaded.model);
+  if (resuming && model_classes != clips.class_names) {
+    fail("--resume: the checkpoint was trained on other classes than {} now holds", args.data.root);
+  }
+  if (!args.init_weights.empty()) {
     if (model.num_classes() != K) {
       fail("--weights {}: the model has {} output classes but the data has {} classes", args.init_weights,
            model.num_classes(), K);
     }
-    if (!loaded.extras.class_names.empty() && loaded.extras.class_names != clips.class_names) {
+    if (!model_classes.empty() && model_classes != clips.class_names) {
       fail("--weights {}: the model was trained on other classes than the data's", args.init_weights);
     }
-  } else {
-    model = models::load_spec(args.model, K);
-    if (!model.has_input_shape()) model.set_input_shape(data_shape);
-    model.build(args.seed);
   }
-  if (model.input_shape() != data_shape) {
-    fail("model '{}' takes clips of {} but the data is extracted as {} (use --frames / --size)", model.name(),
-         model.input_shape().str(), data_shape.str());
+  if (!model.built()) {
+    model.set_num_classes(K);
+    model.build(args.seed);
   }
   model.to(device);
   if (!optimizer) {
@@ -266,12 +331,22 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   callbacks.should_stop = [] { return interrupted(); };
   models::FitResult fit = trainer.fit(callbacks);
   write_history_csv(args.out_dir + "/history.csv", fit.history);
+  const int done = static_cast<int>(fit.history.size());
   if (fit.interrupted) {
-    const int done = static_cast<int>(fit.history.size());
-    fail("interrupted during epoch {}: {}; resume with: hisvid train --resume {}", done + 1,
-         done > 0 ? fmt::format("the last complete epoch ({}) is saved in {}/last.h5", done, args.out_dir)
-                  : std::string("no epoch was completed, nothing was saved"),
-         args.out_dir);
+    if (done == 0) fail("interrupted during epoch 1: no epoch was completed, nothing was saved");
+    fail(
+        "interrupted during epoch {}: the last complete epoch ({}) is saved in {}/last.h5; resume with: "
+        "hisvid "
+        "train --resume {}",
+        done + 1, done, args.out_dir, args.out_dir);
+  }
+  if (fit.non_finite_loss) {
+    fail(
+        "training stopped: the loss became NaN or infinite at epoch {} batch {} (a learning rate too high?); "
+        "{}",
+        fit.failed_epoch, fit.failed_step,
+        done > 0 ? fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir)
+                 : std::string("no epoch was completed, nothing was saved"));
   }
   models::save_model(args.out_dir + "/model.h5", model, clips.class_names, optimizer.get(), trainer.training_state());
 

@@ -20,7 +20,14 @@ struct DataArgs {
   int num_classes = 0;
   std::string cache;  // "" default location, "none" off
   int workers = 0;
-  int frames = 20, size = 64;
+  // How clips are extracted: by default what the model takes (its input shape (T, H, W, C));
+  // --frames / --size set them for a model that declares no input shape, and must agree with
+  // one that does.
+  int frames = 20, height = 64, width = 64, channels = 3;
+  bool shape_given = false;  // --frames or --size on the command line
+  io::ExtractionSettings extraction() const { return {frames, height, width, channels}; }
+  // Extraction as the model's input (T, H, W, C) asks; errors name the model and the option.
+  void follow_model(const models::Sequential& model);
 };
 
 struct TrainArgs {
@@ -32,6 +39,7 @@ struct TrainArgs {
   size_t batch_size = 4;
   size_t eval_batch_size = 32;  // Keras's evaluate default
   std::string optimizer = "adam";
+  bool optimizer_given = false;  // --optimizer, --lr or --rmsprop-epsilon-inside on the command line
   double learning_rate = 0.0;   // 0: the optimizer's Keras default
   bool rmsprop_epsilon_inside = false;
   int patience = 15;            // EarlyStopping patience; < 0 disables early stopping
@@ -62,7 +70,12 @@ io::ClipSet load_data(const DataArgs& args, Console& console);
 
 TrainOutcome run_training(const TrainArgs& args, Console& console);
 
-// report.txt, report.json, confusion.png (and curves.png when a history is given) in out_dir.
+// A CSV field: quoted (quotes doubled) when it holds a comma, a quote or a line break (RFC 4180).
+std::string csv_field(const std::string& text);
+
+// report.txt, report.json, predictions.csv (each clip's video, true and predicted class, and
+// the probability of every class: of the positive class for a binary model), confusion.png
+// (and curves.png when a history is given) in out_dir.
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history);
 

@@ -1,0 +1,46 @@
+// hisvid convert: a model file from one format to the other — Keras's .h5 layout or the native
+// .keras archive (chosen by the output's extension, as Keras's model.save does); weights,
+// optimizer state, class names and training state carried over.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "engine/error.h"
+#include "models/model_file.h"
+#include "tools/commands.h"
+
+namespace hisvid::tools {
+
+void add_convert_command(CLI::App& app) {
+  struct Args {
+    std::string input, output;
+    bool overwrite = false;
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("convert", "Rewrite a model file as .keras (Keras 3's format) or .h5");
+  cmd->add_option("input", args->input, "Model file (.h5 or .keras, told apart by content)")->required();
+  cmd->add_option("output", args->output, "Output file: a name ending in .keras writes the .keras format, any other .h5")
+      ->required();
+  cmd->add_flag("--overwrite", args->overwrite, "Replace the output file when it exists");
+  cmd->callback([args] {
+    namespace fs = std::filesystem;
+    std::error_code error;
+    if (fs::exists(args->output, error)) {
+      if (fs::equivalent(args->input, args->output, error)) {
+        fail("convert: the output {} is the input file itself", args->output);
+      }
+      if (!args->overwrite) fail("convert: {} exists (add --overwrite to replace it)", args->output);
+    }
+    const models::LoadedModel loaded = models::load_model(args->input);
+    for (const std::string& warning : loaded.extras.warnings) std::cerr << "hisvid: warning: " << warning << "\n";
+    models::save_model(args->output, loaded.model, loaded.extras.class_names, loaded.extras.optimizer.get(),
+                       loaded.extras.training_state);
+    std::cerr << fmt::format("hisvid: wrote {} ({} format, Keras {})\n", args->output,
+                             models::is_keras_archive_path(args->output) ? ".keras" : ".h5",
+                             models::load_model(args->output).keras_version);
+  });
+}
+
+}  // namespace hisvid::tools
