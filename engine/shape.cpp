@@ -21,7 +21,10 @@ int64_t Shape::numel() const { return prod(0, rank_); }
 
 int64_t Shape::prod(int begin, int end) const {
   int64_t n = 1;
-  for (int i = begin; i < end; ++i) n *= dims_[i];
+  for (int i = begin; i < end; ++i) {
+    if (__builtin_mul_overflow(n, dims_[i], &n))
+      fail("shape {} has more elements than can be counted", str());
+  }
   return n;
 }
 

@@ -20,7 +20,13 @@ void write_annotated_video(const std::string& path, const std::vector<std::vecto
   write_atomically(path, [&](const std::string& temp) {
     cv::VideoWriter writer(temp, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), fps > 0 ? fps : 25.0,
                            cv::Size(width, height));
-    if (!writer.isOpened()) fail("{}: cannot open a video writer (is the directory writable?)", path);
+    if (!writer.isOpened()) {
+      fail(
+          "{}: OpenCV cannot open an MJPG writer for this file (the name must end in .avi, and its folder "
+          "must be "
+          "writable)",
+          path);
+    }
     for (size_t i = 0; i < frames.size(); ++i) {
       if (frames[i].size() != static_cast<size_t>(height) * width * 3) {
         fail("{}: frame {} has {} bytes, expected {}x{}x3", path, i, frames[i].size(), height, width);

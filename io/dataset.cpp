@@ -17,7 +17,9 @@
 // label order, every file's relative path, size and mtime, and the extraction settings. A cache
 // whose key differs, or that cannot be read, is rebuilt (cache_note says why); it is written to
 // a temporary file renamed into place, so a crash never leaves a half-written cache under the
-// real name.
+// real name. The file's HDF5 user block starts with "hisvid clip cache": a file at the cache's
+// path without that marker (a model, a text file) is never replaced, unless it is in hisvid's
+// own cache folder under a name hisvid gave it.
 //
 // Randomness: every shuffle is a Fisher-Yates over one Philox draw (one Generator offset), step
 // i taking 64 bits of block i; augmentation takes two draws per batch (per-clip choices, per-pixel
@@ -39,6 +41,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <opencv2/core/version.hpp>
 #include <set>
@@ -47,6 +50,7 @@
 #include "engine/error.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
+#include "io/isolated.h"
 #include "kernels/philox.h"
 
 namespace hisvid::io {
@@ -56,7 +60,11 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bumped whenever what the cache stores, or how a clip is extracted, changes.
-constexpr int64_t kCacheFormat = 1;
+constexpr int64_t kCacheFormat = 2;
+// A cache file starts with this marker in its HDF5 user block, so that hisvid recognises its
+// own caches (even truncated or damaged ones) and never replaces a file it did not write.
+constexpr char kCacheMarker[] = "hisvid clip cache\n";
+constexpr int64_t kCacheUserBlock = 512;
 // Deflate level of the clip chunks. Measured on 34 clips (20x64x64x3) of opencv-doc's vtest,
 // Megamind and tree videos, on this project's 2-core build machine: level 1 stores 63 % of the
 // raw bytes, writes 6.3 ms and reads 2.2 ms per clip; level 4: 60 %, 8.4 ms, 1.8 ms; level 9:
@@ -243,11 +251,52 @@ std::string default_cache_path(const std::string& absolute_root, const std::vect
 // ---------------------------------------------------------------------------------------------
 // Reading and writing the cache
 
+bool has_cache_marker(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char head[sizeof kCacheMarker - 1] = {};
+  in.read(head, sizeof head);
+  return in.gcount() == static_cast<std::streamsize>(sizeof head) &&
+         std::memcmp(head, kCacheMarker, sizeof head) == 0;
+}
+
+// A cache of hisvid before the marker (format 1): an HDF5 file whose root holds the cache's
+// format and key attributes. Read in a child process: the file may be anything.
+bool older_hisvid_cache(const std::string& path) {
+  bool found = false;
+  try {
+    probe_in_child(path, [&] { (void)h5::File::open(path).root().read_int64_attribute("format"); });
+    const h5::Group root = h5::File::open(path).root();
+    found = root.has_attribute("format") && root.has_attribute("key") && root.has_attribute("class_names");
+  } catch (const std::exception&) {
+    return false;
+  }
+  return found;
+}
+
+// The cache may replace what is at its path only when that is a hisvid cache (its marker says
+// so, however damaged the rest, or it is an older hisvid cache), or a file in hisvid's own
+// cache folder, named by hisvid.
+void require_replaceable_cache(const std::string& path, bool default_location) {
+  std::error_code error;
+  const fs::file_status status = fs::status(path, error);
+  if (!fs::exists(status)) return;
+  if (fs::is_directory(status)) fail("--cache {}: is a directory, not a cache file", path);
+  if (!fs::is_regular_file(status)) fail("--cache {}: is not a regular file", path);
+  if (!default_location && !has_cache_marker(path) && !older_hisvid_cache(path)) {
+    fail(
+        "--cache {}: the file exists and is not a hisvid clip cache; hisvid does not replace it (choose "
+        "another cache file, or remove this one)",
+        path);
+  }
+}
+
 enum class CacheRead { Loaded, Missing, OtherKey };
 
+// Reads the cache into `out`; with pixels false, everything but the clips themselves (the
+// check run in a child process, io/isolated.h).
 CacheRead read_cache(const std::string& file, const std::string& key, const std::string& root,
                      const std::vector<std::string>& classes, const ExtractionSettings& settings,
-                     ClipSet& out) {
+                     ClipSet& out, bool pixels = true) {
   std::error_code error;
   if (!fs::exists(file, error)) return CacheRead::Missing;
   const h5::File h5file = h5::File::open(file);
@@ -288,11 +337,9 @@ CacheRead read_cache(const std::string& file, const std::string& key, const std:
     if (tab == std::string::npos) fail("a skipped entry has no tab: '{}'", entry);
     skipped.push_back({(fs::path(root) / entry.substr(0, tab)).string(), entry.substr(tab + 1)});
   }
-  std::vector<uint8_t> pixels = clips.read<uint8_t>();
-
   out.paths = std::move(paths);
   out.labels.assign(stored_labels.begin(), stored_labels.end());
-  out.pixels = std::move(pixels);
+  out.pixels = pixels ? clips.read<uint8_t>() : std::vector<uint8_t>{};
   out.skipped = std::move(skipped);
   return CacheRead::Loaded;
 }
@@ -304,7 +351,7 @@ void write_cache_file(const std::string& path, const std::string& key, const std
   const auto relative = [&dataset_root](const std::string& file) {
     return fs::path(file).lexically_relative(dataset_root).string();
   };
-  h5::File file = h5::File::create(path);
+  h5::File file = h5::File::create(path, kCacheUserBlock);
   {
     h5::Group root = file.root();
     const ExtractionSettings& s = clips.extraction;
@@ -334,6 +381,10 @@ void write_cache_file(const std::string& path, const std::string& key, const std
     root.write_string_attribute("opencv_version", CV_VERSION);
   }
   file.close();
+  std::fstream marker(path, std::ios::in | std::ios::out | std::ios::binary);
+  marker.write(kCacheMarker, sizeof kCacheMarker - 1);
+  marker.flush();
+  if (!marker) fail("{}: cannot write the cache marker", path);
 }
 
 // Writes the cache atomically; returns "" or why it could not be written.
@@ -517,8 +568,17 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
                            ? default_cache_path(absolute_root, classes, settings, clips.cache_note)
                            : spec.cache_path;
   }
+  if (!clips.cache_file.empty()) require_replaceable_cache(clips.cache_file, spec.cache_path.empty());
   if (!clips.cache_file.empty()) {
     try {
+      // Everything but the clips is read first in a child process: a damaged file that would
+      // crash libhdf5 becomes an unreadable cache, rebuilt.
+      if (fs::exists(clips.cache_file, error)) {
+        probe_in_child(clips.cache_file, [&] {
+          ClipSet probe;
+          read_cache(clips.cache_file, key, spec.root, classes, settings, probe, /*pixels=*/false);
+        });
+      }
       switch (read_cache(clips.cache_file, key, spec.root, classes, settings, clips)) {
         case CacheRead::Loaded:
           clips.from_cache = true;

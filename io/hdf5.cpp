@@ -134,6 +134,15 @@ std::string describe_type(hid_t type) {
   }
 }
 
+// The element count of dims; -1 when it does not fit in int64 (a damaged or hostile header).
+int64_t product(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return -1;
+  }
+  return n;
+}
+
 // Dimensions of a dataspace: {} for a scalar; false for a null dataspace or on failure.
 bool extent(hid_t space, std::vector<int64_t>* dims) {
   const H5S_class_t space_class = H5Sget_simple_extent_type(space);
@@ -144,14 +153,11 @@ bool extent(hid_t space, std::vector<int64_t>* dims) {
   if (rank < 0) return false;
   std::vector<hsize_t> raw(static_cast<size_t>(rank));
   if (H5Sget_simple_extent_dims(space, raw.data(), nullptr) < 0) return false;
-  for (hsize_t d : raw) dims->push_back(static_cast<int64_t>(d));
-  return true;
-}
-
-int64_t product(const std::vector<int64_t>& dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
+  for (hsize_t d : raw) {
+    if (d > static_cast<hsize_t>(INT64_MAX)) return false;
+    dims->push_back(static_cast<int64_t>(d));
+  }
+  return product(*dims) >= 0;  // an element count that overflows is no usable extent
 }
 
 std::string shape_text(const std::vector<int64_t>& dims) {
@@ -526,6 +532,32 @@ std::vector<int64_t> Dataset::shape() const {
 
 int64_t Dataset::numel() const { return product(shape()); }
 
+int64_t Dataset::readable_numel() const {
+  const int64_t n = numel();
+  Handle type(H5Dget_type(id()), H5Tclose);
+  if (!type.valid()) fail_here("cannot read the datatype");
+  const int64_t element_bytes = static_cast<int64_t>(H5Tget_size(type.get()));
+  int64_t bytes = 0;
+  if (element_bytes <= 0 || __builtin_mul_overflow(n, element_bytes, &bytes) || bytes > kMaxReadBytes) {
+    fail_here("declares shape " + shape_text(shape()) + ", more than the " +
+              std::to_string(kMaxReadBytes >> 30) + " GiB one dataset may hold here (damaged file?)");
+  }
+  if (bytes == 0) return n;
+  Handle dcpl(H5Dget_create_plist(id()), H5Pclose);
+  if (!dcpl.valid()) fail_here("cannot read the dataset's layout");
+  const H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  if (layout == H5D_COMPACT) return n;  // the data lives in the object header, already read
+  const int filters = H5Pget_nfilters(dcpl.get());
+  const int64_t stored = static_cast<int64_t>(H5Dget_storage_size(id()));
+  const bool fits = filters > 0 ? bytes / kMaxDeflateRatio <= stored : bytes <= stored;
+  if (!fits) {
+    fail_here("declares shape " + shape_text(shape()) + " (" + std::to_string(bytes) +
+              " bytes) but the file stores " + std::to_string(stored) +
+              " bytes for it: truncated or damaged");
+  }
+  return n;
+}
+
 int64_t Dataset::row_numel() const {
   const std::vector<int64_t> dims = shape();
   if (dims.empty()) fail_here("is a scalar dataset, which has no rows");
@@ -560,7 +592,7 @@ void Dataset::read_raw(ElementType type, void* out, size_t count) const {
   if (!has_element_type() || element_type() != type) {
     fail_here("is " + type_name() + ", expected " + element_type_name(type));
   }
-  const int64_t n = numel();
+  const int64_t n = readable_numel();
   if (static_cast<int64_t>(count) != n) {
     fail_here("has " + std::to_string(n) + " elements, " + std::to_string(count) + " requested");
   }
@@ -601,6 +633,7 @@ Tensor Dataset::read_tensor_converted() const {
     fail_here("has shape " + shape_text(dims) + " of rank " + std::to_string(dims.size()) +
               ", above the maximum tensor rank " + std::to_string(Shape::kMaxRank));
   }
+  readable_numel();
   Tensor tensor = Tensor::empty(Shape(dims), DType::Float32, Device::cpu());
   if (tensor.numel() > 0 &&
       H5Dread(id(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, tensor.data<float>()) < 0) {
@@ -815,7 +848,7 @@ File File::open(const std::string& path) {
   return File(std::move(file), path);
 }
 
-File File::create(const std::string& path) {
+File File::create(const std::string& path, int64_t userblock_bytes) {
   silence_hdf5_errors();
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   std::error_code error;
@@ -828,7 +861,13 @@ File File::create(const std::string& path) {
   if (!fapl.valid() || H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18) < 0) {
     fail_at(path, "", "cannot make a file access property list");
   }
-  Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose);
+  Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+  if (!fcpl.valid() ||
+      (userblock_bytes > 0 && H5Pset_userblock(fcpl.get(), static_cast<hsize_t>(userblock_bytes)) < 0)) {
+    fail_at(path, "",
+            "cannot make a file creation property list (user block " + std::to_string(userblock_bytes) + ")");
+  }
+  Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), H5Fclose);
   if (!file.valid()) fail_at(path, "", "cannot create the HDF5 file");
   return File(std::move(file), path);
 }

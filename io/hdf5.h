@@ -9,6 +9,9 @@
 // optimizer step), float32 (weights, tensors), float64 (h5py's empty arrays, metrics).
 // Reads are exact: read<T>() of a dataset whose type is not T is an error, except
 // read_tensor_converted(), which lets HDF5 convert any integer or float type to float32.
+// A dataset is read whole only after its declared size is checked against what the file stores
+// for it (kMaxReadBytes, and the deflate ratio for compressed data): a damaged or hostile file
+// declaring billions of values is an error, not an allocation.
 //
 // Strings are written as fixed-length, NUL-padded ASCII like h5py writes numpy bytes; both
 // fixed- and variable-length strings are read. Files are created in the HDF5 1.8 format
@@ -29,6 +32,13 @@
 namespace hisvid::io::h5 {
 
 enum class ElementType { UInt8, Int64, Float32, Float64 };
+
+// The most bytes one dataset may expand to when read whole: 4 GiB, far above any model weight
+// (the seeds' largest is 8 MB) and a clip cache is read in rows.
+constexpr int64_t kMaxReadBytes = int64_t(4) << 30;
+// Deflate cannot compress by more than about 1032:1: data declared beyond that ratio of what the
+// file stores for it is not there.
+constexpr int64_t kMaxDeflateRatio = 1032;
 
 const char* element_type_name(ElementType type);  // "uint8", "int64", "float32", "float64"
 
@@ -138,7 +148,7 @@ class Dataset : public Object {
 
   template <typename T>
   std::vector<T> read() const {
-    std::vector<T> values(static_cast<size_t>(numel()));
+    std::vector<T> values(static_cast<size_t>(readable_numel()));
     read_raw(element_type_of<T>(), values.data(), values.size());
     return values;
   }
@@ -174,6 +184,9 @@ class Dataset : public Object {
     rows_raw(begin, count, element_type_of<T>(), nullptr, data);
   }
   int64_t row_numel() const;  // elements per index of the first axis
+  // numel(), after checking that the file really stores that many values (a damaged or hostile
+  // file may declare any shape): nothing is allocated for a dataset that cannot be read whole.
+  int64_t readable_numel() const;
   // Chunked datasets can grow (or shrink) along the first axis, e.g. a cache appending clips.
   void resize_rows(int64_t rows);
 
@@ -223,8 +236,10 @@ class File {
   // Read-only. Distinct errors for a missing file, a file that is not HDF5, and a damaged or
   // truncated one.
   static File open(const std::string& path);
-  // Creates, or truncates an existing file; read-write.
-  static File create(const std::string& path);
+  // Creates, or truncates an existing file; read-write. userblock_bytes > 0 (512, 1024, ... a
+  // power of two) reserves that many bytes at the start of the file for the caller's own
+  // content (HDF5's user block), which HDF5 itself skips when opening.
+  static File create(const std::string& path, int64_t userblock_bytes = 0);
   // An HDF5 file held in memory (a .keras archive's model.weights.h5): opened read-only from a
   // copy of `image`; `name` stands for it in errors.
   static File open_image(const std::vector<char>& image, const std::string& name);

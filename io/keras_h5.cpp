@@ -27,6 +27,7 @@
 #include "engine/error.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
+#include "io/isolated.h"
 #include "io/keras_archive.h"
 
 namespace hisvid::io {
@@ -172,9 +173,15 @@ KerasModelFile read_model_file(const std::string& path) {
   std::error_code error;
   const std::filesystem::file_status status = std::filesystem::status(path, error);
   if (!std::filesystem::exists(status)) fail("{}: no such file", path);
-  if (!std::filesystem::is_regular_file(status))
+  if (!std::filesystem::is_regular_file(status)) {
     fail("{}: not a regular file (a model file is expected)", path);
-  if (!is_zip_file(path)) return read_keras_model(path);
+  }
+  const bool zip = is_zip_file(path);
+  // Read once where a crash inside libhdf5 cannot take hisvid down (io/isolated.h).
+  probe_in_child(
+      path, [&] { zip ? (void)read_keras_archive(path) : (void)read_keras_model(path); },
+      isolated_read_seconds(static_cast<int64_t>(std::filesystem::file_size(path, error))));
+  if (!zip) return read_keras_model(path);
 
   const KerasArchive archive = read_keras_archive(path);
   KerasModelFile model;

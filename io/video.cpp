@@ -66,6 +66,8 @@ void check_readable(const std::string& path) {
   // Any other failure to stat it, e.g. a folder above it that may not be searched.
   if (error) video_fail(path, "is not readable: " + errno_text(error.value()));
   if (fs::is_directory(status)) video_fail(path, "is a directory, not a video file");
+  // A FIFO, a socket or a device would block or never end: only regular files are videos.
+  if (!fs::is_regular_file(status)) video_fail(path, "is not a regular file (a video file is expected)");
   if (::access(path.c_str(), R_OK) != 0) video_fail(path, "is not readable: " + errno_text(errno));
   std::ifstream in(path, std::ios::binary);
   if (!in) video_fail(path, "is not readable: " + errno_text(errno));

@@ -2,6 +2,7 @@
 // BatchNormalization, Dense, TimeDistributed.
 #include "layers/layer.h"
 
+#include <algorithm>
 #include <array>
 
 #include "engine/autograd.h"
@@ -85,6 +86,14 @@ void Layer::add_activity_loss(const Tensor& y, const ForwardContext& ctx) const 
 
 Tensor& Layer::add_weight(const std::string& name, const Initializer& init, const Shape& shape,
                           Generator& rng, bool trainable, const Regularizer& regularizer) {
+  // One weight of 2^28 values is 1 GiB of float32 (the seeds' largest has 2.1M): a spec asking
+  // for more (a typo, a hostile file) is an error here, not an allocation that takes the
+  // machine down.
+  constexpr int64_t kMaxWeightElements = int64_t(1) << 28;
+  if (shape.numel() > kMaxWeightElements) {
+    fail("{}: weight '{}' of shape {} has {} values, more than the {} a weight may have", where(), name,
+         shape.str(), shape.numel(), kMaxWeightElements);
+  }
   Tensor value = init.sample(shape, rng);
   value.set_requires_grad(trainable && trainable_);
   weights_.push_back(Weight{name, value, trainable && trainable_, regularizer});
@@ -289,7 +298,7 @@ BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Laye
   if (!(axis.is_null() || axis == -1 || (axis.is_array() && axis.size() == 1 && axis[0].is_number_integer()))) {
     c.error("axis {} is not supported (only the last axis)", brief(axis));
   }
-  axis_ = axis.is_array() ? axis[0].get<int>() : -1;
+  axis_ = axis.is_array() ? static_cast<int>(std::clamp<int64_t>(axis[0].get<int64_t>(), -1, 64)) : -1;
   momentum_ = c.number("momentum", 0.99);
   epsilon_ = c.number("epsilon", 1e-3);
   center_ = c.boolean("center", true);

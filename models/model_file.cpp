@@ -320,6 +320,10 @@ std::unique_ptr<Optimizer> optimizer_from_keras(const nlohmann::json& given,
     return nullptr;
   }
   const nlohmann::json config = optimizer_config.value("config", nlohmann::json::object());
+  if (!config.is_object()) {
+    *why = fmt::format("its optimizer config is not an object: {}", layers::brief(config));
+    return nullptr;
+  }
   // Options that change the update and that hisvid does not implement, at their "off" values.
   const std::vector<std::pair<const char*, nlohmann::json>> off = {{"decay", 0.0},
                                                                    {"amsgrad", false},
@@ -490,7 +494,13 @@ LoadedModel load_model(const std::string& path) {
     // in a .keras file's config.
     nlohmann::json optimizer_config;
     if (!file.training_config.empty()) {
-      const nlohmann::json training_config = nlohmann::json::parse(file.training_config, nullptr, false);
+      nlohmann::json training_config;
+      try {
+        training_config = layers::parse_json_limited(file.training_config);
+      } catch (const nlohmann::json::exception&) {
+        extras.warnings.push_back(path +
+                                  ": training_config is not valid JSON; the optimizer state is not restored");
+      }
       if (training_config.is_object() && training_config.contains("optimizer_config")) {
         optimizer_config = training_config["optimizer_config"];
       }

@@ -143,7 +143,7 @@ Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& 
   for (const nlohmann::json& entry : *layer_list) {
     ++position;
     const std::string where = fmt::format("{}: layer {}", source, position);
-    if (entry.is_object() && entry.value("class_name", "") == "InputLayer") {
+    if (entry.is_object() && entry.contains("class_name") && entry["class_name"] == "InputLayer") {
       if (position != 1) fail("{} (InputLayer): an InputLayer must come first", where);
       const layers::KerasObject input = layers::read_keras_object(entry, where);
       model.input_shape_ = read_input_layer(input.config, where + " (InputLayer)", model.version_);

@@ -1,10 +1,12 @@
 #include "models/zoo.h"
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 
 #include "engine/error.h"
+#include "layers/config.h"
 
 namespace hisvid::models {
 
@@ -30,19 +32,29 @@ nlohmann::json zoo_spec(const std::string& name) {
 Sequential load_spec(const std::string& model, int classes) {
   Sequential net = [&] {
     if (zoo_texts().count(model) > 0) return Sequential::from_json(zoo_spec(model), "zoo model " + model);
-    std::ifstream file(model);
-    if (!file) {
+    std::error_code error;
+    const std::filesystem::file_status status = std::filesystem::status(model, error);
+    if (!std::filesystem::exists(status)) {
       std::string known;
       for (const std::string& n : zoo_names()) known += (known.empty() ? "" : ", ") + n;
-      fail("--model '{}' is neither a zoo model ({}) nor a readable JSON spec file", model, known);
+      fail("--model '{}' is neither a zoo model ({}) nor a JSON spec file", model, known);
     }
+    // Only a regular file of a reasonable size: /dev/zero or a FIFO would be read forever.
+    if (!std::filesystem::is_regular_file(status))
+      fail("--model {}: not a regular file (a JSON spec is expected)", model);
+    const uintmax_t size = std::filesystem::file_size(model, error);
+    if (error || size > kMaxSpecBytes) {
+      fail("--model {}: {} bytes, more than a model spec may hold ({} bytes)", model, size, kMaxSpecBytes);
+    }
+    std::ifstream file(model, std::ios::binary);
+    if (!file) fail("--model {}: cannot be read", model);
     std::stringstream text;
     text << file.rdbuf();
     nlohmann::json spec;
     try {
-      spec = nlohmann::json::parse(text.str());
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("{}: not valid JSON: {}", model, e.what());
+      spec = layers::parse_json_limited(text.str());
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not a valid JSON spec: {}", model, e.what());
     }
     return Sequential::from_json(spec, model);
   }();

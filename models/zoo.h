@@ -2,10 +2,10 @@
 // compiled into the binary so `--model lrcn` works from any directory.
 #pragma once
 
+#include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "models/sequential.h"
 
@@ -15,8 +15,12 @@ std::vector<std::string> zoo_names();
 // The spec of a zoo model; the error lists the names when there is no such model.
 nlohmann::json zoo_spec(const std::string& name);
 
-// Resolves a --model argument: a zoo name, or the path of a JSON spec file. classes > 0 sets the
-// units of the final Dense layer. The model is not built.
+// The largest JSON spec file read: a Keras config of a deep model is a few hundred KB.
+constexpr uintmax_t kMaxSpecBytes = uintmax_t(16) << 20;
+
+// Resolves a --model argument: a zoo name, or the path of a JSON spec file (a regular file of at
+// most kMaxSpecBytes). classes > 0 sets the units of the final Dense layer. The model is not
+// built.
 Sequential load_spec(const std::string& model, int classes = 0);
 
 }  // namespace hisvid::models

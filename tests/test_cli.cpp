@@ -2,23 +2,24 @@
 // evaluate, predict (with an annotated video), hit the clip cache on a second run; and every
 // bad input: missing/empty roots, unusable class folders, too few classes, corrupt and non-video
 // files, a corrupt cache, Ctrl-C during training and a disk that fills up while checkpointing.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <opencv2/videoio.hpp>
 #include <sstream>
 #include <thread>
 
-#include <fmt/format.h>
-#include <opencv2/videoio.hpp>
-
+#include "io/hdf5.h"
 #include "models/model_file.h"
 
 namespace {
@@ -28,6 +29,7 @@ namespace fs = std::filesystem;
 struct Result {
   int status = -1;  // exit status, or 128 + signal
   std::string output;
+  bool timed_out = false;
 };
 
 // Runs `hisvid args...` in dir with stdout and stderr captured; limit_bytes > 0 caps the size of
@@ -58,10 +60,24 @@ class Process {
     }
   }
   void interrupt() const { kill(pid_, SIGINT); }
-  Result wait() {
+  const fs::path& log() const { return log_; }
+  // Waits for the process; past `limit` it is killed and the result says so (status 137, and
+  // timed_out), so that a test of a hang fails instead of hanging.
+  Result wait(std::chrono::seconds limit = std::chrono::seconds(600)) {
     int status = 0;
-    waitpid(pid_, &status, 0);
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    bool timed_out = false;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        timed_out = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     Result r;
+    r.timed_out = timed_out;
     r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     std::ifstream in(log_);
     std::stringstream text;
@@ -80,7 +96,28 @@ Result run(const fs::path& dir, const std::vector<std::string>& args, rlim_t lim
   return Process(dir, args, limit_bytes).wait();
 }
 
+// A run of bad input: it must end (within `limit`) with a message and exit status 1, never a
+// crash (a signal), a hang or a success.
+void expect_refused(const fs::path& dir, const std::vector<std::string>& args,
+                    const std::vector<std::string>& fragments,
+                    std::chrono::seconds limit = std::chrono::seconds(60)) {
+  const Result r = Process(dir, args).wait(limit);
+  std::string command;
+  for (const std::string& a : args) command += " " + a;
+  EXPECT_FALSE(r.timed_out) << "hisvid" << command << " did not end within " << limit.count() << " s";
+  EXPECT_EQ(r.status, 1) << "hisvid" << command << ":\n" << r.output;
+  EXPECT_TRUE(r.output.find("hisvid: error: ") != std::string::npos) << r.output;
+  for (const std::string& f : fragments) {
+    EXPECT_TRUE(r.output.find(f) != std::string::npos) << "'" << f << "' missing from:\n" << r.output;
+  }
+}
+
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
 
 // A temporary directory holding a small generated dataset of 4 classes (two time-reversed pairs).
 class Cli : public ::testing::Test {
@@ -197,9 +234,30 @@ TEST_F(Cli, CorruptAndShortVideosAreSkippedAndNamed) {
   EXPECT_TRUE(contains(r.output, "truncated.avi")) << r.output;
 }
 
-TEST_F(Cli, CorruptCacheIsRebuiltWithAMessage) {
-  std::ofstream(dir_ / "garbage.h5") << "definitely not HDF5";
-  const Result r = run(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "cache_run", "--cache", "garbage.h5"});
+// A file at --cache that is not a clip cache is never replaced; a damaged cache of hisvid's own
+// (its marker intact) is rebuilt with a message.
+TEST_F(Cli, CacheNeverReplacesAFileItDidNotWrite) {
+  std::ofstream(dir_ / "notes.h5") << "definitely not HDF5";
+  expect_refused(dir_,
+                 {"train", "--data", "data", "--epochs", "1", "--out", "cache_run", "--cache", "notes.h5"},
+                 {"notes.h5", "not a hisvid clip cache"});
+  std::ifstream notes(dir_ / "notes.h5");
+  std::string text;
+  std::getline(notes, text);
+  EXPECT_EQ(text, "definitely not HDF5");
+
+  ASSERT_EQ(train("cache_run", 1).status, 0);  // writes clips.h5
+  const std::string before = file_bytes(dir_ / "cache_run/model.h5");
+  expect_refused(
+      dir_,
+      {"train", "--data", "data", "--epochs", "1", "--out", "cache_run2", "--cache", "cache_run/model.h5"},
+      {"model.h5", "not a hisvid clip cache"});
+  EXPECT_EQ(file_bytes(dir_ / "cache_run/model.h5"), before);
+
+  // A hisvid cache cut in half keeps its marker: rebuilt.
+  fs::resize_file(dir_ / "clips.h5", fs::file_size(dir_ / "clips.h5") / 2);
+  const Result r =
+      run(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "cache_run3", "--cache", "clips.h5"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "rebuilt")) << r.output;
 }
@@ -333,6 +391,205 @@ TEST_F(Cli, GrayscaleKerasModel) {
                                       "--model-classes", "MoveLeft,MoveRight", "--cache", "none"});
   ASSERT_EQ(evaluated.status, 0) << evaluated.output;
   EXPECT_TRUE(contains(evaluated.output, "weighted avg")) << evaluated.output;
+}
+
+// --- Bad input: every case of the robustness pass, through the binary ------------------------
+
+// Hostile or broken model specs and model files: a clear error, never a crash, a hang or a
+// runaway allocation.
+TEST_F(Cli, HostileSpecsAndModelFilesAreErrors) {
+  // A spec nested 100,000 levels deep, as a file and as an .h5 file's model_config.
+  std::ofstream(dir_ / "deep.json") << std::string(100000, '[') << std::string(100000, ']');
+  expect_refused(dir_, {"summary", "--model", "deep.json"}, {"deep.json", "nested deeper"});
+  {
+    hisvid::io::h5::File file = hisvid::io::h5::File::create((dir_ / "deep.h5").string());
+    {
+      hisvid::io::h5::Group root = file.root();
+      root.write_string_attribute("model_config", std::string(100000, '[') + std::string(100000, ']'));
+      root.create_group("model_weights").write_string_list_attribute("layer_names", {});
+    }
+    file.close();
+  }
+  expect_refused(dir_, {"summary", "--weights", "deep.h5"}, {"deep.h5", "nested deeper"});
+  // 5,000 nested TimeDistributed wrappers: refused at once, with a short message.
+  std::string nested = R"({"class_name": "Flatten", "config": {}})";
+  for (int i = 0; i < 5000; ++i)
+    nested = R"({"class_name": "TimeDistributed", "config": {"layer": )" + nested + "}}";
+  std::ofstream(dir_ / "nested.json")
+      << R"([{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2, 3]}}, )" << nested << "]";
+  const auto start = std::chrono::steady_clock::now();
+  const Result wrapped = Process(dir_, {"summary", "--model", "nested.json"}).wait(std::chrono::seconds(60));
+  EXPECT_EQ(wrapped.status, 1) << wrapped.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_LT(wrapped.output.size(), 2000u) << wrapped.output;
+  // Not regular files where a file is expected: /dev/zero, a FIFO.
+  expect_refused(dir_, {"summary", "--model", "/dev/zero"}, {"/dev/zero", "not a regular file"});
+  ASSERT_EQ(mkfifo((dir_ / "pipe.avi").c_str(), 0644), 0);
+  ASSERT_EQ(train("hostile_base", 1).status, 0);
+  expect_refused(dir_, {"predict", "--weights", "hostile_base/model.h5", "pipe.avi"},
+                 {"pipe.avi", "not a regular file"}, std::chrono::seconds(30));
+  expect_refused(dir_, {"summary", "--weights", "pipe.avi"}, {"pipe.avi", "not a regular file"},
+                 std::chrono::seconds(30));
+  // An integer beyond int range does not wrap.
+  std::ofstream(dir_ / "wide.json")
+      << R"([{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2, 3]}},
+    {"class_name": "Flatten"}, {"class_name": "Dense", "config": {"units": 4294967300}}])";
+  expect_refused(dir_, {"summary", "--model", "wide.json"}, {"units", "out of range"});
+
+  // One flipped bit in a real Keras file crashes libhdf5 (H5HG_read): reported as damage.
+  const fs::path keras = fs::path(HISVID_FIXTURES_DIR) / "keras/tutorial_lrcn_keras2.8.h5";
+  if (fs::exists(keras)) {
+    std::string bytes = file_bytes(keras);
+    bytes[232291] = static_cast<char>(bytes[232291] ^ 1);
+    std::ofstream(dir_ / "flipped.h5", std::ios::binary) << bytes;
+    expect_refused(dir_, {"summary", "--weights", "flipped.h5"}, {"flipped.h5", "damaged"});
+    expect_refused(dir_, {"predict", "--weights", "flipped.h5", "data/Grow/v_Grow_g01_c01.avi"},
+                   {"flipped.h5", "damaged"});
+  }
+
+  // A small file declaring a 400M-float weight: refused before anything is allocated or read.
+  {
+    const hisvid::models::LoadedModel base =
+        hisvid::models::load_model((dir_ / "hostile_base/model.h5").string());
+    hisvid::io::h5::File file = hisvid::io::h5::File::create((dir_ / "huge.h5").string());
+    {
+      hisvid::io::h5::Group root = file.root();
+      root.write_string_attribute("model_config", base.model.to_json().dump());
+      hisvid::io::h5::Group weights = root.create_group("model_weights");
+      weights.write_string_list_attribute("layer_names", {"big"});
+      hisvid::io::h5::Group big = weights.create_group("big");
+      big.write_string_list_attribute("weight_names", {"big/kernel:0"});
+      hisvid::io::h5::DatasetOptions chunked;
+      chunked.chunk = {1, 20000};
+      big.create_dataset("big/kernel:0", hisvid::io::h5::ElementType::Float32, {20000, 20000}, chunked);
+    }
+    file.close();
+  }
+  EXPECT_LT(fs::file_size(dir_ / "huge.h5"), 1000000u);
+  expect_refused(dir_, {"summary", "--weights", "huge.h5"}, {"huge.h5", "(20000, 20000)", "stores"});
+
+  // --split test of a Keras file: it holds no run to re-create.
+  const fs::path keras3 = fs::path(HISVID_FIXTURES_DIR) / "keras-versions/shriya_LRCN_2024_06_12.keras";
+  if (fs::exists(keras3)) {
+    const Result r = Process(dir_, {"evaluate", "--weights", keras3.string(), "--split", "test",
+                                    "--model-classes", "MoveLeft,MoveRight,Grow,Shrink"})
+                         .wait();
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_TRUE(contains(r.output, "holds no record of the training run")) << r.output;
+    EXPECT_FALSE(contains(r.output, "json.exception")) << r.output;
+  }
+}
+
+// Outputs never replace inputs or files hisvid was not asked to replace; run directories are
+// not silently reused nor shared by two runs.
+TEST_F(Cli, NothingExistingIsOverwritten) {
+  ASSERT_EQ(train("kept", 1).status, 0);
+  const std::string video = "data/Grow/v_Grow_g01_c01.avi";
+  const std::string model_bytes = file_bytes(dir_ / "kept/model.h5"), video_bytes = file_bytes(dir_ / video);
+  expect_refused(dir_, {"predict", "--weights", "kept/model.h5", video, "--out", video}, {video, "input"});
+  expect_refused(dir_, {"predict", "--weights", "kept/model.h5", video, "--out", video, "--overwrite"},
+                 {video, "input"});
+  expect_refused(dir_, {"predict", "--weights", "kept/model.h5", "data/Grow", "--csv", "kept/model.h5"},
+                 {"model.h5", "input"});
+  EXPECT_EQ(file_bytes(dir_ / "kept/model.h5"), model_bytes);
+  EXPECT_EQ(file_bytes(dir_ / video), video_bytes);
+  std::ofstream(dir_ / "mine.csv") << "my own notes\n";
+  expect_refused(dir_, {"predict", "--weights", "kept/model.h5", "data/Grow", "--csv", "mine.csv"},
+                 {"mine.csv", "--overwrite"});
+  EXPECT_EQ(file_bytes(dir_ / "mine.csv"), "my own notes\n");
+  const Result replaced =
+      run(dir_, {"predict", "--weights", "kept/model.h5", "data/Grow", "--csv", "mine.csv", "--overwrite"});
+  EXPECT_EQ(replaced.status, 0) << replaced.output;
+
+  // A run directory holding a run: --resume or --overwrite; a file is not a run directory.
+  expect_refused(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "kept", "--cache", "clips.h5"},
+                 {"kept", "earlier run", "--resume", "--overwrite"});
+  EXPECT_EQ(file_bytes(dir_ / "kept/model.h5"), model_bytes);
+  expect_refused(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "kept/model.h5"},
+                 {"model.h5", "not a directory"});
+  // Two runs on one directory: the second is turned away while the first holds it.
+  Process first(dir_, {"train", "--data", "data", "--epochs", "200", "--out", "shared", "--cache", "clips.h5",
+                       "--patience", "-1"});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (!fs::exists(dir_ / "shared/last.h5") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(fs::exists(dir_ / "shared/last.h5"));
+  expect_refused(dir_, {"train", "--resume", "shared", "--epochs", "300"}, {"shared", "another hisvid run"});
+  first.interrupt();
+  EXPECT_EQ(first.wait().status, 1);
+  // A temporary file left by a killed run (a pid that no longer runs) is removed by the next.
+  std::ofstream(dir_ / "shared/last.h5.tmp-999999999-0.h5") << "half a checkpoint";
+  const Result resumed = run(dir_, {"train", "--resume", "shared", "--epochs", "1"});
+  EXPECT_FALSE(fs::exists(dir_ / "shared/last.h5.tmp-999999999-0.h5")) << resumed.output;
+}
+
+// Numbers and combinations that used to be misread: refused with the option named.
+TEST_F(Cli, MisreadArgumentsAreRefused) {
+  for (const char* epochs : {"0", "-5"}) {
+    const Result r = run(dir_, {"train", "--data", "data", "--out", "e", "--epochs", epochs});
+    EXPECT_NE(r.status, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "--epochs")) << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / "e/last.h5"));
+  }
+  for (const char* lr : {"nan", "0", "-0.1", "inf"}) {
+    const Result r = run(dir_, {"train", "--data", "data", "--out", "l", "--epochs", "1", "--lr", lr});
+    EXPECT_NE(r.status, 0) << "--lr " << lr << ": " << r.output;
+    EXPECT_TRUE(contains(r.output, "lr") || contains(r.output, "learning_rate")) << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / "l/last.h5")) << "--lr " << lr;
+  }
+  ASSERT_EQ(train("misread", 1).status, 0);
+  const Result negative =
+      run(dir_, {"evaluate", "--weights", "misread/model.h5", "--data", "data", "--batch-size", "-1"});
+  EXPECT_NE(negative.status, 0) << negative.output;
+  EXPECT_TRUE(contains(negative.output, "--batch-size")) << negative.output;
+  expect_refused(
+      dir_, {"train", "--model", "convlstm", "--weights", "misread/model.h5", "--data", "data", "--out", "w"},
+      {"--model", "--weights"});
+  expect_refused(dir_, {"train", "--resume", "misread", "--data", "elsewhere"}, {"--resume", "--data"});
+  expect_refused(dir_, {"train", "--resume", "misread", "--model", "convlstm"}, {"--resume", "--model"});
+
+  // Non-finite weights load with a warning naming the layer.
+  hisvid::models::LoadedModel broken = hisvid::models::load_model((dir_ / "misread/model.h5").string());
+  {
+    hisvid::Tensor& w = broken.model.layers()[0]->weights()[0].value;
+    std::vector<double> v = w.to_vector();
+    v[0] = std::nan("");
+    w.copy_from(hisvid::Tensor::from_vector(v, w.shape()));
+  }
+  hisvid::models::save_model((dir_ / "nan.h5").string(), broken.model, broken.extras.class_names, nullptr,
+                             nullptr);
+  const Result warned = run(dir_, {"predict", "--weights", "nan.h5", "data/Grow/v_Grow_g01_c01.avi"});
+  EXPECT_TRUE(contains(warned.output, "warning")) << warned.output;
+  EXPECT_TRUE(contains(warned.output, "non-finite")) << warned.output;
+  EXPECT_TRUE(contains(warned.output, broken.model.layers()[0]->name())) << warned.output;
+
+  // CSV fields with a comma are quoted.
+  fs::create_directories(dir_ / "odd/Grow");
+  fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "odd/Grow/a,b.avi");
+  const Result csv = run(dir_, {"predict", "--weights", "misread/model.h5", "odd", "--top-k", "1"});
+  ASSERT_EQ(csv.status, 0) << csv.output;
+  EXPECT_TRUE(contains(csv.output, "\"odd/Grow/a,b.avi\",")) << csv.output;
+}
+
+// Ctrl-C before the first epoch ends: nothing to resume, and the message says so.
+TEST_F(Cli, InterruptInTheFirstEpochSuggestsNoResume) {
+  // A slow model (seconds per epoch on the CPU), interrupted as soon as training starts.
+  Process training(dir_, {"train", "--model", "convlstm_deep", "--data", "data", "--epochs", "5", "--out",
+                          "early", "--cache", "clips.h5", "--batch-size", "1", "--device", "cpu"});
+  // "split: ..." is printed right before the first batch.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (!contains(file_bytes(training.log()), "split:") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  training.interrupt();
+  const Result r = training.wait();
+  EXPECT_EQ(r.status, 1) << r.output;
+  if (!contains(r.output, "interrupted during epoch 1"))
+    GTEST_SKIP() << "the interrupt came late: " << r.output;
+  EXPECT_TRUE(contains(r.output, "nothing was saved")) << r.output;
+  EXPECT_FALSE(contains(r.output, "--resume")) << r.output;
+  EXPECT_FALSE(fs::exists(dir_ / "early/last.h5"));
 }
 
 }  // namespace

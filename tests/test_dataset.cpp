@@ -367,17 +367,45 @@ TEST_F(DatasetTest, CacheOfOtherFilesIsRebuilt) {
   EXPECT_FALSE(load_clips(s).from_cache) << "another class selection";
 }
 
-TEST_F(DatasetTest, GarbageCacheIsRebuilt) {
+// A file at the cache's path that hisvid did not write (a text file, a model) is never replaced.
+TEST_F(DatasetTest, AFileThatIsNotACacheIsNotReplaced) {
   make_dataset();
-  write_text(cache_file("clips.h5"), "garbage, not HDF5 at all");
+  write_text(cache_file("clips.h5"), "notes, not a cache");
   const DatasetSpec s = spec("clips.h5");
+  try {
+    load_clips(s);
+    ADD_FAILURE() << "the text file was taken for a cache";
+  } catch (const Error& e) {
+    EXPECT_TRUE(contains(e.what(), "clips.h5")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "not a hisvid clip cache")) << e.what();
+  }
+  std::ifstream in(cache_file("clips.h5"));
+  std::string text;
+  std::getline(in, text);
+  EXPECT_EQ(text, "notes, not a cache");
+}
+
+// Garbage under a name hisvid gave in its own cache folder is a damaged cache of its own: rebuilt.
+TEST_F(DatasetTest, GarbageInTheDefaultCacheFolderIsRebuilt) {
+  make_dataset();
+  const char* previous = std::getenv("XDG_CACHE_HOME");
+  const std::string saved = previous ? previous : "";
+  ::setenv("XDG_CACHE_HOME", (directory_ / "xdg").c_str(), 1);
+  DatasetSpec s = spec();
+  s.cache_path = "";  // the default location
+  const ClipSet first = load_clips(s);
+  ASSERT_FALSE(first.cache_file.empty());
+  write_text(first.cache_file, "garbage, not HDF5 at all");
   const ClipSet clips = load_clips(s);
   EXPECT_FALSE(clips.from_cache);
-  EXPECT_EQ(clips.size(), 7u);
   EXPECT_TRUE(contains(clips.cache_note, "could not be read"));
-  EXPECT_TRUE(contains(clips.cache_note, "not an HDF5 file"));
   EXPECT_TRUE(contains(clips.cache_note, "rebuilt"));
   EXPECT_TRUE(load_clips(s).from_cache) << "the rebuilt cache replaced the garbage";
+  if (previous) {
+    ::setenv("XDG_CACHE_HOME", saved.c_str(), 1);
+  } else {
+    ::unsetenv("XDG_CACHE_HOME");
+  }
 }
 
 TEST_F(DatasetTest, TruncatedCacheIsRebuilt) {

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,11 +16,13 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <stdexcept>
+#include <thread>
 
-#include "tests/test_support.h"
 #include "engine/error.h"
 #include "io/hdf5.h"
+#include "io/isolated.h"
 #include "io/keras_h5.h"
+#include "tests/test_support.h"
 
 namespace hisvid::io {
 namespace {
@@ -581,6 +585,47 @@ TEST_F(Hdf5Test, SaveFailuresAreClear) {
   EXPECT_NE(error_of([&] { write_keras_model(path, escaping); }).find("invalid weight name"),
             std::string::npos);
   EXPECT_TRUE(directory_entries(directory_).empty());
+}
+
+// A dataset header may declare any shape: what the file does not store is an error before
+// anything is allocated, and an element count past int64 is no usable extent.
+TEST_F(Hdf5Test, DeclaredShapesAreCheckedBeforeReading) {
+  const std::string path = file("declared.h5");
+  {
+    h5::File out = h5::File::create(path);
+    {
+      h5::Group root = out.root();
+      h5::DatasetOptions chunked;
+      chunked.chunk = {1, 20000};
+      root.create_dataset("never_written", h5::ElementType::Float32, {20000, 20000}, chunked);
+      root.create_dataset("contiguous_empty", h5::ElementType::Float32, {1000, 1000});
+      root.write_array<float>("small", std::vector<float>{1, 2, 3}.data(), {3});
+    }
+    out.close();
+  }
+  EXPECT_LT(std::filesystem::file_size(path), 100000u);
+  const h5::File in = h5::File::open(path);
+  const h5::Group root = in.root();
+  const std::string never = error_of([&] { (void)root.open_dataset("never_written").read_tensor(); });
+  EXPECT_NE(never.find("(20000, 20000)"), std::string::npos) << never;
+  EXPECT_NE(never.find("stores"), std::string::npos) << never;
+  EXPECT_THROW((void)root.open_dataset("contiguous_empty").read<float>(), Error);
+  EXPECT_EQ(root.open_dataset("small").read<float>(), (std::vector<float>{1, 2, 3}));
+}
+
+TEST(Isolated, ACrashOrAHangInTheChildIsAnError) {
+  const std::string crashed =
+      hisvid::testing::error_of([] { probe_in_child("crash.h5", [] { ::raise(SIGSEGV); }); });
+  EXPECT_NE(crashed.find("crash.h5"), std::string::npos) << crashed;
+  EXPECT_NE(crashed.find("damaged"), std::string::npos) << crashed;
+  const std::string hung = hisvid::testing::error_of([] {
+    probe_in_child(
+        "hang.h5", [] { std::this_thread::sleep_for(std::chrono::seconds(30)); }, 1);
+  });
+  EXPECT_NE(hung.find("did not finish within 1 s"), std::string::npos) << hung;
+  // What the child throws is for the caller's own read to report: the probe returns.
+  EXPECT_NO_THROW(probe_in_child("throws.h5", [] { throw Error("no such thing"); }));
+  EXPECT_NO_THROW(probe_in_child("fine.h5", [] {}));
 }
 
 }  // namespace

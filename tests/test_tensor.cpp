@@ -28,6 +28,9 @@ TEST(Tensor, RankAndDimensionLimits) {
   EXPECT_THROW(Shape({1, 2, 3, 4, 5, 6}), Error);
   EXPECT_THROW(Shape({2, -1}), Error);
   EXPECT_THROW(Tensor::zeros({2, 3}).dim(2), Error);
+  // An element count past int64 (a damaged file's dataset header) is an error, not a wrap.
+  EXPECT_THROW(Shape({20, 922337203685477581}).numel(), Error);
+  EXPECT_EQ(Shape({3, 1 << 20, 1 << 20}).numel(), int64_t(3) << 40);
 }
 
 TEST(Tensor, FromVectorChecksCount) {

@@ -59,6 +59,7 @@ void add_demo_command(CLI::App& app) {
       a.seed = args->seed;
       a.device = args->device;
       a.out_dir = args->out + "/" + model;
+      a.overwrite = true;  // the demo's folder is its own: a new demo replaces the runs of the last one
       console.line(fmt::format("\n== training {} on {} (Adam, batch 4, at most {} epochs, EarlyStopping(val_loss, "
                                "patience {}, restore_best_weights))",
                                model, parse_device(args->device).str(), a.epochs, args->patience));

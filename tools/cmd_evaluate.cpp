@@ -28,7 +28,9 @@ void add_evaluate_command(CLI::App& app) {
       ->capture_default_str()->check(CLI::IsMember({"all", "test"}));
   cmd->add_option("--model-classes", args->model_classes,
                   "Comma-separated class names of the model's outputs (for Keras files, which do not store them)");
-  cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")->capture_default_str();
+  cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--out", args->out_dir, "Write report.txt, report.json and confusion.png here");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args, classes] {
@@ -50,15 +52,30 @@ void add_evaluate_command(CLI::App& app) {
     std::vector<size_t> indices;
     io::ClipSet clips;
     if (args->split == "test") {
-      const nlohmann::json& run = loaded.extras.training_state.value("run", nlohmann::json());
-      if (!run.is_object()) fail("--split test: {} holds no record of a training run", args->weights);
-      if (data.root.empty()) data.root = run["data"]["root"].get<std::string>();
-      if (data.classes.empty()) data.classes = run["data"]["classes"].get<std::vector<std::string>>();
-      if (data.num_classes == 0) data.num_classes = run["data"]["num_classes"].get<int>();
+      const nlohmann::json& state = loaded.extras.training_state;
+      if (!state.is_object() || !state.contains("run") || !state["run"].is_object()) {
+        fail(
+            "--split test: {} holds no record of the training run that made it (a Keras file or a model "
+            "saved without its run): evaluate it on a folder with --data",
+            args->weights);
+      }
+      const nlohmann::json& run = state.at("run");
+      double test_split = 0, validation_split = 0;
+      uint64_t seed = 0;
+      bool shuffle_validation = false;
+      try {
+        if (data.root.empty()) data.root = run.at("data").at("root").get<std::string>();
+        if (data.classes.empty()) data.classes = run.at("data").at("classes").get<std::vector<std::string>>();
+        if (data.num_classes == 0) data.num_classes = run.at("data").at("num_classes").get<int>();
+        test_split = run.at("test_split").get<double>();
+        validation_split = run.at("validation_split").get<double>();
+        seed = run.at("seed").get<uint64_t>();
+        shuffle_validation = run.at("shuffle_validation").get<bool>();
+      } catch (const nlohmann::json::exception& e) {
+        fail("--split test: {}: the record of its training run is malformed ({})", args->weights, e.what());
+      }
       clips = load_data(data, console);
-      indices = io::split_clips(clips.size(), run["test_split"].get<double>(), run["validation_split"].get<double>(),
-                                run["seed"].get<uint64_t>(), run["shuffle_validation"].get<bool>())
-                    .test;
+      indices = io::split_clips(clips.size(), test_split, validation_split, seed, shuffle_validation).test;
     } else {
       if (data.root.empty()) fail("evaluate: --data is required");
       clips = load_data(data, console);

@@ -1,11 +1,11 @@
 // hisvid predict: classify whole videos (top-k), or label every frame with the average of the
 // last K sliding-window predictions (seed 003), optionally writing the labelled video (seed 004).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "engine/ops.h"
 #include "io/annotate.h"
@@ -14,6 +14,7 @@
 #include "models/model_file.h"
 #include "models/trainer.h"
 #include "tools/commands.h"
+#include "tools/outputs.h"
 #include "tools/training.h"
 
 namespace hisvid::tools {
@@ -26,7 +27,12 @@ namespace {
 std::vector<std::string> collect_videos(const std::vector<std::string>& inputs, bool& any_folder) {
   std::vector<std::string> videos;
   for (const std::string& input : inputs) {
-    if (!fs::is_directory(input)) {
+    std::error_code error;
+    const fs::file_status status = fs::status(input, error);
+    if (!fs::exists(status)) fail("{}: no such file or folder", input);
+    if (!fs::is_directory(status)) {
+      if (!fs::is_regular_file(status))
+        fail("{}: not a regular file or a folder (a video is expected)", input);
       videos.push_back(input);
       continue;
     }
@@ -85,6 +91,7 @@ void add_predict_command(CLI::App& app) {
     std::vector<std::string> videos;
     int top_k = 3, rolling = 0;
     size_t batch_size = 32;
+    bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
@@ -97,7 +104,10 @@ void add_predict_command(CLI::App& app) {
                   "Label each frame with the mean of the last K predictions of the sliding frames window")
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--csv", args->csv, "Write the predictions as CSV (default for folders: stdout)");
-  cmd->add_option("--batch-size", args->batch_size, "Inference batch size")->capture_default_str();
+  cmd->add_option("--batch-size", args->batch_size, "Inference batch size")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_flag("--overwrite", args->overwrite, "Replace the --out or --csv file when it exists");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args] {
     Console console;
@@ -116,6 +126,18 @@ void add_predict_command(CLI::App& app) {
     const io::ExtractionSettings settings = data.extraction();
     bool any_folder = false;
     const std::vector<std::string> videos = collect_videos(args->videos, any_folder);
+    std::vector<std::string> inputs = videos;
+    inputs.push_back(args->weights);
+    if (!args->out.empty()) {
+      if (fs::path(args->out).extension() != ".avi") {
+        fail("--out {}: the labelled video is written as MJPG in an AVI file: name it .avi", args->out);
+      }
+      require_new_output(args->out, inputs, args->overwrite, "--out");
+    }
+    if (!args->csv.empty()) require_new_output(args->csv, inputs, args->overwrite, "--csv");
+    if (!args->out.empty() && !args->csv.empty() && args->out == args->csv) {
+      fail("--out and --csv name the same file {}", args->out);
+    }
     if ((!args->out.empty() || args->rolling > 0) && videos.size() != 1) {
       fail("--out and --rolling take exactly one video, got {}", videos.size());
     }

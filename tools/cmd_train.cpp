@@ -34,13 +34,18 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--out", args->out_dir, "Output directory: checkpoints, history.csv, report, plots");
   cmd->add_option("--weights", args->init_weights, "Start from this model file (hisvid's or a Keras .h5)");
   cmd->add_option("--resume", args->resume, "Continue an interrupted run from its last.h5 (or its directory)");
-  args->epochs = 0;
-  cmd->add_option("--epochs", args->epochs, "Maximum epochs (default 70, the tutorial's)");
+  cmd->add_option("--epochs", args->epochs,
+                  "Maximum epochs (default 70, the tutorial's; with --resume, the run's)")
+      ->check(CLI::Range(1, 1000000));
   cmd->add_option("--batch-size", args->batch_size, "Training batch size")->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--eval-batch-size", args->eval_batch_size, "Evaluation batch size")->capture_default_str();
+  cmd->add_option("--eval-batch-size", args->eval_batch_size, "Evaluation batch size")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_flag("--overwrite", args->overwrite, "Replace the earlier run that --out holds");
   cmd->add_option("--optimizer", args->optimizer, "adam, rmsprop or sgd")->capture_default_str()
       ->check(CLI::IsMember({"adam", "rmsprop", "sgd"}, CLI::ignore_case));
-  cmd->add_option("--lr", args->learning_rate, "Learning rate (default: Keras's for the optimizer)");
+  cmd->add_option("--lr", args->learning_rate, "Learning rate (default: Keras's for the optimizer)")
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--rmsprop-epsilon-inside", args->rmsprop_epsilon_inside,
                 "RMSprop with epsilon inside the square root (Keras >= 2.11; default: Keras <= 2.10)");
   cmd->add_option("--patience", args->patience, "EarlyStopping patience; -1 disables early stopping")->capture_default_str();
@@ -67,10 +72,13 @@ void add_train_command(CLI::App& app) {
     a.data.classes = split_list(*classes);
     a.optimizer_given =
         cmd->count("--optimizer") + cmd->count("--lr") + cmd->count("--rmsprop-epsilon-inside") > 0;
+    a.model_given = cmd->count("--model") > 0;
+    a.epochs_given = cmd->count("--epochs") > 0;
+    a.lr_given = cmd->count("--lr") > 0;
+    a.cache_given = cmd->count("--cache") > 0;
     if (a.resume.empty()) {
       if (a.data.root.empty()) fail("train: --data is required (or --resume)");
       if (a.out_dir.empty()) a.out_dir = "runs/" + std::filesystem::path(a.model).stem().string();
-      if (a.epochs <= 0) a.epochs = 70;
     }
     run_training(a, console);
   });

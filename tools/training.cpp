@@ -1,5 +1,7 @@
 #include "tools/training.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -7,8 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/device.h"
@@ -18,6 +18,7 @@
 #include "io/plots.h"
 #include "models/model_file.h"
 #include "models/zoo.h"
+#include "tools/outputs.h"
 
 namespace hisvid::tools {
 
@@ -34,7 +35,9 @@ nlohmann::json to_json(const TrainArgs& a) {
             {"frames", a.data.frames},
             {"height", a.data.height},
             {"width", a.data.width},
-            {"channels", a.data.channels}}},
+            {"channels", a.data.channels},
+            {"cache", a.data.cache.empty() || a.data.cache == "none" ? a.data.cache
+                                                                     : fs::absolute(a.data.cache).string()}}},
           {"epochs", a.epochs},
           {"batch_size", a.batch_size},
           {"optimizer", a.optimizer},
@@ -67,6 +70,9 @@ TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) 
   a.data.height = d.contains("height") ? d.at("height").get<int>() : d.at("size").get<int>();
   a.data.width = d.contains("width") ? d.at("width").get<int>() : d.at("size").get<int>();
   a.data.channels = d.value("channels", 3);
+  // The run's clip cache, unless this command names another.
+  if (!given.cache_given && d.contains("cache") && d["cache"].is_string())
+    a.data.cache = d["cache"].get<std::string>();
   a.batch_size = run.at("batch_size").get<size_t>();
   a.optimizer = run.at("optimizer").get<std::string>();
   a.patience = run.at("patience").get<int>();
@@ -81,7 +87,7 @@ TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) 
   const nlohmann::json& aug = run.at("augmentation");
   a.augmentation = {aug.at("flip").get<bool>(), aug.at("brightness").get<double>(), aug.at("contrast").get<double>(),
                     aug.at("noise").get<double>()};
-  if (given.epochs <= 0) a.epochs = run.at("epochs").get<int>();
+  if (!given.epochs_given) a.epochs = run.at("epochs").get<int>();
   return a;
 }
 
@@ -182,7 +188,12 @@ void write_history_csv(const std::string& path, const std::vector<models::EpochL
 
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history) {
-  fs::create_directories(out_dir);
+  std::error_code error;
+  if (fs::exists(out_dir, error) && !fs::is_directory(out_dir, error)) {
+    fail("--out {}: is a file, not a directory (the reports are written into a directory)", out_dir);
+  }
+  fs::create_directories(out_dir, error);
+  if (error) fail("--out {}: cannot create the directory: {}", out_dir, error.message());
   write_text_file(out_dir + "/report.txt", fmt::format("{}\nloss: {:.4f} - accuracy: {:.4f} ({} clips)\n\n{}", title,
                                                        evaluation.loss, evaluation.accuracy, report.total,
                                                        report.text()));
@@ -214,27 +225,58 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
   }
 }
 
+// What a command line may not combine: --resume continues a run as it was defined, --weights
+// brings its own architecture.
+void check_combinations(const TrainArgs& given) {
+  if (!given.resume.empty()) {
+    const std::pair<const char*, bool> defined_by_the_run[] = {
+        {"--data", !given.data.root.empty()},       {"--model", given.model_given},
+        {"--weights", !given.init_weights.empty()}, {"--out", !given.out_dir.empty()},
+        {"--classes", !given.data.classes.empty()}, {"--frames / --size", given.data.shape_given}};
+    for (const auto& [option, set] : defined_by_the_run) {
+      if (set) {
+        fail(
+            "--resume {}: the run is continued with its own settings; {} cannot be changed (start a new run "
+            "with --weights {}/last.h5 for that)",
+            given.resume, option, given.resume);
+      }
+    }
+  }
+  if (!given.init_weights.empty() && given.model_given) {
+    fail(
+        "--model and --weights both name the model: --weights starts from a model file with its own "
+        "architecture; give one of them");
+  }
+}
+
 TrainOutcome run_training(const TrainArgs& given, Console& console) {
   install_interrupt_handler();
+  check_combinations(given);
   TrainArgs args = given;
   models::LoadedModel checkpoint;
   bool resuming = false;
   if (!given.resume.empty()) {
     const std::string path = fs::is_directory(given.resume) ? given.resume + "/last.h5" : given.resume;
     checkpoint = models::load_model(path);
-    if (!checkpoint.extras.training_state.is_object() || !checkpoint.extras.training_state.contains("run")) {
+    const nlohmann::json& state = checkpoint.extras.training_state;
+    if (!state.is_object() || !state.contains("run") || !state.contains("epoch") ||
+        !state.at("epoch").is_number_integer()) {
       fail("--resume {}: this model file holds no training state to resume", path);
     }
     if (!checkpoint.extras.optimizer) fail("--resume {}: this model file holds no optimizer state", path);
-    args = args_of_checkpoint(checkpoint.extras.training_state["run"], given);
+    try {
+      args = args_of_checkpoint(checkpoint.extras.training_state["run"], given);
+    } catch (const nlohmann::json::exception& e) {
+      fail("--resume {}: the record of its run is malformed ({})", path, e.what());
+    }
     args.out_dir = fs::path(path).parent_path().string();
     resuming = true;
     console.note(fmt::format("resuming {} from {} after epoch {}", args.model, path,
                              checkpoint.extras.training_state["epoch"].get<int>()));
   }
   if (args.out_dir.empty()) fail("train: no output directory (--out)");
-  if (args.epochs < 1) fail("train: --epochs must be >= 1");
-  fs::create_directories(args.out_dir);
+  if (args.epochs < 1) fail("train: --epochs must be >= 1, got {}", args.epochs);
+  const RunDirectory run_directory(args.out_dir, !resuming, args.overwrite);
   const Device device = parse_device(args.device);
 
   // The model first: its input shape says how to extract the clips; its class count is set from
@@ -291,7 +333,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   model.to(device);
   if (!optimizer) {
     std::map<std::string, double> hyper;
-    if (args.learning_rate > 0) hyper["learning_rate"] = args.learning_rate;
+    if (args.lr_given) hyper["learning_rate"] = args.learning_rate;
     if (args.rmsprop_epsilon_inside) hyper["epsilon_inside_sqrt"] = 1;
     optimizer = make_optimizer(args.optimizer, hyper);
   }
@@ -309,7 +351,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.class_names = clips.class_names;
   options.run_info = to_json(args);
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
-  if (resuming) trainer.resume(checkpoint.extras.training_state);
+  if (resuming) {
+    try {
+      trainer.resume(checkpoint.extras.training_state);
+    } catch (const nlohmann::json::exception& e) {
+      fail("--resume {}: its training state is malformed ({})", args.out_dir, e.what());
+    }
+  }
 
   const int first_epoch = resuming ? checkpoint.extras.training_state["epoch"].get<int>() + 1 : 1;
   auto epoch_start = std::chrono::steady_clock::now();

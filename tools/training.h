@@ -40,7 +40,10 @@ struct TrainArgs {
   size_t eval_batch_size = 32;  // Keras's evaluate default
   std::string optimizer = "adam";
   bool optimizer_given = false;  // --optimizer, --lr or --rmsprop-epsilon-inside on the command line
-  double learning_rate = 0.0;   // 0: the optimizer's Keras default
+  bool model_given = false, epochs_given = false, lr_given = false,
+       cache_given = false;    // on the command line
+  bool overwrite = false;      // replace the run an --out directory holds
+  double learning_rate = 0.0;  // when lr_given; else the optimizer's Keras default
   bool rmsprop_epsilon_inside = false;
   int patience = 15;            // EarlyStopping patience; < 0 disables early stopping
   bool restore_best = true;

@@ -1,0 +1,102 @@
+#include "tools/outputs.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "engine/error.h"
+
+namespace hisvid::tools {
+
+namespace fs = std::filesystem;
+
+void require_new_output(const std::string& output, const std::vector<std::string>& inputs, bool overwrite,
+                        const std::string& option) {
+  std::error_code error;
+  const fs::file_status status = fs::status(output, error);
+  if (!fs::exists(status)) return;
+  for (const std::string& input : inputs) {
+    if (!input.empty() && fs::equivalent(input, output, error)) {
+      fail("{} {}: that is an input of this command; hisvid does not write over its inputs", option, output);
+    }
+  }
+  if (!fs::is_regular_file(status)) fail("{} {}: exists and is not a regular file", option, output);
+  if (!overwrite) fail("{} {}: the file exists (add --overwrite to replace it)", option, output);
+}
+
+const std::vector<std::string>& run_files() {
+  static const std::vector<std::string> files = {"last.h5",         "best.h5",       "model.h5",
+                                                 "history.csv",     "report.txt",    "report.json",
+                                                 "predictions.csv", "confusion.png", "curves.png"};
+  return files;
+}
+
+namespace {
+
+// <name>.tmp-<pid>-<n>[<extension>], as io::write_atomically names its temporary files.
+void remove_stale_temporaries(const fs::path& directory) {
+  static const std::regex temporary(R"(.*\.tmp-(\d+)-\d+(\.[A-Za-z0-9]+)?)");
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(directory, error)) {
+    std::smatch match;
+    const std::string name = entry.path().filename().string();
+    if (!std::regex_match(name, match, temporary)) continue;
+    const long pid = std::stol(match[1].str());
+    // A process that no longer exists (kill(pid, 0) fails with ESRCH) left it behind.
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(entry.path(), error);
+  }
+}
+
+}  // namespace
+
+RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite) {
+  std::error_code error;
+  const fs::file_status status = fs::status(path, error);
+  if (fs::exists(status) && !fs::is_directory(status)) {
+    fail("--out {}: is a file, not a directory (a run writes several files into its directory)", path);
+  }
+  fs::create_directories(path, error);
+  if (error) fail("--out {}: cannot create the directory: {}", path, error.message());
+  const std::string lock_path = (fs::path(path) / ".hisvid-lock").string();
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) fail("--out {}: cannot create {}: {}", path, lock_path, std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    std::ifstream in(lock_path);
+    std::string owner;
+    std::getline(in, owner);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    fail("--out {}: another hisvid run is writing this directory{}; wait for it, or choose another --out",
+         path, owner.empty() ? "" : " (process " + owner + ")");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd_, 0) != 0 || ::write(lock_fd_, pid.data(), pid.size()) < 0) {
+    // The lock holds without the pid in it; only the message of a second run loses it.
+  }
+  remove_stale_temporaries(path);
+  if (!fresh) return;
+  std::vector<std::string> held;
+  for (const std::string& file : run_files()) {
+    if (fs::exists(fs::path(path) / file, error)) held.push_back(file);
+  }
+  if (held.empty()) return;
+  if (!overwrite) {
+    fail("--out {}: holds an earlier run ({}); continue it with --resume {}, or replace it with --overwrite",
+         path, fmt::format("{}", fmt::join(held, ", ")), path);
+  }
+  for (const std::string& file : held) fs::remove(fs::path(path) / file, error);
+}
+
+RunDirectory::~RunDirectory() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock; the file stays for the next run
+}
+
+}  // namespace hisvid::tools
