@@ -328,6 +328,24 @@ TEST_F(Cli, KerasFilesOfEveryVersion) {
     EXPECT_EQ(summary.status, 0) << file << ": " << summary.output;
     EXPECT_TRUE(contains(summary.output, std::string("Total params: ") + params)) << summary.output;
   }
+  // predict and evaluate each model of 20 frames of 64x64 BGR on the 4-class data; a model of
+  // K outputs gets the data's classes first in its --model-classes.
+  const std::pair<const char*, int> classifiers[] = {{"divyanshu_convlstm_model.h5", 7},
+                                                     {"fasimohamed_LRCN_2024_08_02.h5", 20},
+                                                     {"dkrishnavamsi_LRCN_model.h5", 50},
+                                                     {"akashrana_convlstm_2025_04_12.h5", 4}};
+  for (const auto& [file, outputs] : classifiers) {
+    std::string names = "MoveLeft,MoveRight,Grow,Shrink";
+    for (int k = 4; k < outputs; ++k) names += ",other" + std::to_string(k);
+    const Result predicted = run(dir_, {"predict", "--weights", (fixtures / file).string(),
+                                        "data/Grow/v_Grow_g01_c01.avi", "--model-classes", names});
+    EXPECT_EQ(predicted.status, 0) << file << ": " << predicted.output;
+    EXPECT_TRUE(contains(predicted.output, "  1. ")) << predicted.output;
+    const Result evaluated = run(dir_, {"evaluate", "--weights", (fixtures / file).string(), "--data", "data",
+                                        "--model-classes", names, "--cache", "clips.h5"});
+    EXPECT_EQ(evaluated.status, 0) << file << ": " << evaluated.output;
+    EXPECT_TRUE(contains(evaluated.output, "weighted avg")) << evaluated.output;
+  }
 
   const std::string keras3 = (fixtures / "shriya_LRCN_2024_06_12.keras").string();
   const Result trained = run(dir_, {"train", "--weights", keras3, "--data", "data", "--epochs", "1", "--out",
