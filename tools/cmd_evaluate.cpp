@@ -82,6 +82,10 @@ void add_evaluate_command(CLI::App& app) {
       for (size_t i = 0; i < clips.size(); ++i) indices.push_back(i);
     }
     const std::vector<int> label_map = models::match_classes(clips.class_names, model_classes);
+    if (loaded.model.binary()) {
+      console.note(fmt::format("binary classifier: its output is the probability of the positive class '{}'",
+                               model_classes[1]));
+    }
     loaded.model.to(parse_device(args->device));
     const models::Evaluation ev = models::evaluate(loaded.model, clips, indices, args->batch_size, label_map);
     const models::ClassificationReport report = models::classification_report(ev.truth, ev.predicted, model_classes);

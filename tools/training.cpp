@@ -330,6 +330,12 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     model.set_num_classes(K);
     model.build(args.seed);
   }
+  if (model.binary()) {
+    console.note(
+        fmt::format("binary classifier: its output is the probability of the positive class '{}' (binary "
+                    "cross-entropy; accuracy at p > 0.5)",
+                    clips.class_names[1]));
+  }
   model.to(device);
   if (!optimizer) {
     std::map<std::string, double> hyper;
