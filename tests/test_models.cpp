@@ -9,13 +9,17 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "layers/regularizers.h"
+#include "models/inference.h"
 #include "models/sequential.h"
 #include "models/trainer.h"
 #include "models/zoo.h"
 #include "tests/gradcheck.h"
+#include "tests/test_support.h"
 
 namespace hisvid::models {
 namespace {
+
+using hisvid::testing::expect_error;
 
 struct ZooCase {
   std::string name;
@@ -512,6 +516,46 @@ TEST(Initializers, EveryKerasClassAndName) {
       EXPECT_EQ(back["class_name"], init["class_name"]);
     }
   }
+}
+
+// Seed 003's per-frame labels: every window of T frames classified (built batch by batch), each
+// frame the mean of the last K windows' probabilities.
+TEST(Inference, RollingPredictionsAverageTheLastKWindows) {
+  Sequential model = Sequential::from_json(nlohmann::json::parse(R"([
+    {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 3, 4, 4, 1]}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Flatten", "config": {}}}},
+    {"class_name": "LSTM", "config": {"units": 3}},
+    {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}])"),
+                                           "spec");
+  model.build(8);
+  const io::ExtractionSettings settings{3, 4, 4, 1};
+  std::vector<std::vector<uint8_t>> frames;
+  for (int f = 0; f < 7; ++f) {
+    std::vector<uint8_t> frame(16);
+    for (int i = 0; i < 16; ++i) frame[i] = static_cast<uint8_t>((f * 37 + i * 11) % 256);
+    frames.push_back(frame);
+  }
+  const RollingPredictions r = rolling_predictions(model, frames, settings, 2, /*batch_size=*/2);
+  ASSERT_EQ(r.windows.size(), 5u);  // windows ending at frames 2..6
+  ASSERT_EQ(r.frames.size(), 7u);
+  EXPECT_TRUE(r.frames[0].empty() && r.frames[1].empty());
+  for (size_t w = 0; w < 5; ++w) {
+    std::vector<uint8_t> clip;
+    for (size_t t = 0; t < 3; ++t) clip.insert(clip.end(), frames[w + t].begin(), frames[w + t].end());
+    const std::vector<double> alone = classify_clips(model, {clip}, settings, 1)[0];
+    // The same window alone or in a batch of 2: OpenBLAS may order the float32 sums differently.
+    constexpr double kBatchSummation = 1e-6;
+    for (size_t k = 0; k < 2; ++k) EXPECT_NEAR(r.windows[w][k], alone[k], kBatchSummation) << "window " << w;
+  }
+  for (size_t k = 0; k < 2; ++k) {
+    EXPECT_EQ(r.frames[2][k], r.windows[0][k]);  // the first frame with a window: that one alone
+    EXPECT_DOUBLE_EQ(r.frames[6][k], (r.windows[3][k] + r.windows[4][k]) / 2);
+  }
+  expect_error(
+      [&] {
+        rolling_predictions(model, {frames[0], frames[1]}, settings, 2, 2);
+      },
+      {"2 frames", "3"});
 }
 
 }  // namespace

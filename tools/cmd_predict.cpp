@@ -11,6 +11,7 @@
 #include "io/annotate.h"
 #include "io/dataset.h"
 #include "io/video.h"
+#include "models/inference.h"
 #include "models/model_file.h"
 #include "models/trainer.h"
 #include "tools/commands.h"
@@ -51,28 +52,6 @@ std::vector<std::string> collect_videos(const std::vector<std::string>& inputs, 
     videos.insert(videos.end(), found.begin(), found.end());
   }
   return videos;
-}
-
-// Probabilities (rows) of the clips, each (T,H,W,3) uint8, in batches.
-std::vector<std::vector<double>> classify(models::Sequential& model, const std::vector<std::vector<uint8_t>>& clips,
-                                          const io::ExtractionSettings& settings, size_t batch_size, int K) {
-  std::vector<std::vector<double>> rows;
-  for (size_t begin = 0; begin < clips.size(); begin += batch_size) {
-    io::ClipSet set;
-    set.extraction = settings;
-    set.class_names.assign(static_cast<size_t>(K), "");
-    std::vector<size_t> indices;
-    for (size_t i = begin; i < std::min(clips.size(), begin + batch_size); ++i) {
-      set.pixels.insert(set.pixels.end(), clips[i].begin(), clips[i].end());
-      set.labels.push_back(0);
-      set.paths.push_back("");
-      indices.push_back(i - begin);
-    }
-    const io::Batch batch = io::make_batch(set, indices, {}, nullptr, Device::cpu());
-    const std::vector<double> p = models::predict(model, batch.x, batch_size).to_vector();
-    for (size_t i = 0; i < indices.size(); ++i) rows.emplace_back(p.begin() + i * K, p.begin() + (i + 1) * K);
-  }
-  return rows;
 }
 
 std::vector<int> top_k(const std::vector<double>& probs, int k) {
@@ -151,27 +130,17 @@ void add_predict_command(CLI::App& app) {
       std::vector<std::string> labels(n);
       std::string csv = "frame,class,probability\n";
       if (args->rolling > 0) {
-        // One window per frame from the T-th on: frames [j-T+1, j].
-        std::vector<std::vector<uint8_t>> windows;
-        for (size_t j = T - 1; j < n; ++j) {
-          std::vector<uint8_t> w;
-          for (size_t f = j + 1 - T; f <= j; ++f) w.insert(w.end(), video.frames[f].begin(), video.frames[f].end());
-          windows.push_back(std::move(w));
-        }
-        const std::vector<std::vector<double>> probs = classify(loaded.model, windows, settings, args->batch_size, K);
-        for (size_t w = 0; w < probs.size(); ++w) {
-          std::vector<double> mean(static_cast<size_t>(K), 0.0);
-          const size_t first = w + 1 >= static_cast<size_t>(args->rolling) ? w + 1 - args->rolling : 0;
-          for (size_t q = first; q <= w; ++q) {
-            for (int k = 0; k < K; ++k) mean[k] += probs[q][k] / static_cast<double>(w - first + 1);
-          }
+        const models::RollingPredictions rolling = models::rolling_predictions(
+            loaded.model, video.frames, settings, args->rolling, args->batch_size);
+        for (size_t f = T - 1; f < n; ++f) {
+          const std::vector<double>& mean = rolling.frames[f];
           const int best = top_k(mean, 1)[0];
-          labels[w + T - 1] = fmt::format("{} {:.2f}", names[best], mean[best]);
-          csv += fmt::format("{},{},{:.6f}\n", w + T - 1, csv_field(names[best]), mean[best]);
+          labels[f] = fmt::format("{} {:.2f}", names[best], mean[best]);
+          csv += fmt::format("{},{},{:.6f}\n", f, csv_field(names[best]), mean[best]);
         }
       } else {
         const io::Clip clip = io::extract_clip(path, settings);
-        const std::vector<double> p = classify(loaded.model, {clip.pixels}, settings, 1, K)[0];
+        const std::vector<double> p = models::classify_clips(loaded.model, {clip.pixels}, settings, 1)[0];
         const int best = top_k(p, 1)[0];
         std::fill(labels.begin(), labels.end(), fmt::format("{} {:.2f}", names[best], p[best]));
         console.line(fmt::format("{}: {} ({:.4f})", path, names[best], p[best]));
@@ -204,7 +173,8 @@ void add_predict_command(CLI::App& app) {
       }
     }
     if (clips.empty()) fail("none of the {} videos could be read", videos.size());
-    const std::vector<std::vector<double>> probs = classify(loaded.model, clips, settings, args->batch_size, K);
+    const std::vector<std::vector<double>> probs =
+        models::classify_clips(loaded.model, clips, settings, args->batch_size);
     const bool as_csv = any_folder || !args->csv.empty() || usable.size() > 1;
     // A binary model's one output is the probability of its positive class (its second name).
     const bool binary = loaded.model.binary();
