@@ -19,24 +19,11 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// JSON has no infinities: they travel as null.
-nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); }
-double number_or(const nlohmann::json& j, double fallback) { return j.is_number() ? j.get<double>() : fallback; }
-
 // One-hot (B,K) targets of model classes.
 Tensor one_hot(const std::vector<int>& classes, int K, Device device) {
   std::vector<float> v(classes.size() * static_cast<size_t>(K), 0.0f);
   for (size_t i = 0; i < classes.size(); ++i) v[i * K + classes[i]] = 1.0f;
   return Tensor::from_vector(v, {static_cast<int64_t>(classes.size()), K}, DType::Float32, device);
-}
-
-// Every weight of the model (trainable and not), as Keras's get_weights().
-std::vector<Tensor> all_weights(const Sequential& model) {
-  std::vector<Tensor> out;
-  for (layers::Layer* layer : model.layers()) {
-    for (const layers::Weight& w : layer->weights()) out.push_back(w.value);
-  }
-  return out;
 }
 
 }  // namespace
@@ -76,32 +63,6 @@ Tensor class_probabilities(const Sequential& model, const Tensor& outputs) {
   return ops::concat({ops::sub(ones, outputs), outputs}, 1);
 }
 
-nlohmann::json EpochLog::to_json() const {
-  return {{"epoch", epoch},
-          {"steps", steps},
-          {"loss", number_or_null(loss)},
-          {"accuracy", number_or_null(accuracy)},
-          {"val_loss", number_or_null(val_loss)},
-          {"val_accuracy", number_or_null(val_accuracy)},
-          {"learning_rate", number_or_null(learning_rate)},
-          {"seconds", seconds},
-          {"ms_per_step", ms_per_step}};
-}
-
-EpochLog EpochLog::from_json(const nlohmann::json& j) {
-  EpochLog log;
-  log.epoch = j.at("epoch").get<int>();
-  log.steps = j.value("steps", 0);
-  log.loss = number_or(j.value("loss", nlohmann::json()), kNoValue);
-  log.accuracy = number_or(j.value("accuracy", nlohmann::json()), kNoValue);
-  log.val_loss = number_or(j.value("val_loss", nlohmann::json()), kNoValue);
-  log.val_accuracy = number_or(j.value("val_accuracy", nlohmann::json()), kNoValue);
-  log.learning_rate = number_or(j.value("learning_rate", nlohmann::json()), kNoValue);
-  log.seconds = j.value("seconds", 0.0);
-  log.ms_per_step = j.value("ms_per_step", 0.0);
-  return log;
-}
-
 std::vector<int> match_classes(const std::vector<std::string>& data_classes,
                                const std::vector<std::string>& model_classes) {
   std::vector<int> map;
@@ -137,45 +98,47 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
   if (split_.train.empty()) fail("fit: no training clips");
   if (options_.batch_size < 1) fail("fit: batch size must be >= 1");
   if (options_.epochs < 1) fail("fit: epochs must be >= 1, got {}", options_.epochs);
-  auto setup = [&](Monitor& m, const std::string& name, const char* callback) {
-    if (name != "loss" && name != "accuracy" && name != "val_loss" && name != "val_accuracy") {
-      fail("{}: unknown monitor '{}' (loss, accuracy, val_loss or val_accuracy)", callback, name);
+  const auto needs_validation = [&](const std::string& monitor, const char* who) {
+    if (monitor.rfind("val_", 0) == 0 && split_.validation.empty()) {
+      fail("{}: monitor '{}' needs validation data (validation split > 0)", who, monitor);
     }
-    if (name.rfind("val_", 0) == 0 && split_.validation.empty()) {
-      fail("{}: monitor '{}' needs validation data (validation split > 0)", callback, name);
-    }
-    m.name = name;
-    m.maximize = name.find("acc") != std::string::npos;
-    m.best = m.maximize ? -INFINITY : INFINITY;
-    m.wait = 0;
   };
-  const std::string default_monitor = split_.validation.empty() ? "loss" : "val_loss";
-  setup(stop_, options_.early_stopping.enabled ? options_.early_stopping.monitor : default_monitor, "EarlyStopping");
-  if (options_.reduce_lr.enabled) setup(plateau_, options_.reduce_lr.monitor, "ReduceLROnPlateau");
-}
-
-double Trainer::monitored(const EpochLog& log, const std::string& name) const {
-  if (name == "loss") return log.loss;
-  if (name == "accuracy") return log.accuracy;
-  if (name == "val_loss") return log.val_loss;
-  return log.val_accuracy;
+  // In Keras's order of the seeds' callback lists.
+  auto terminate = std::make_unique<TerminateOnNaN>();
+  terminate_ = terminate.get();
+  callbacks_.push_back(std::move(terminate));
+  if (options_.early_stopping) {
+    needs_validation(options_.early_stopping->monitor, "EarlyStopping");
+    auto early = std::make_unique<EarlyStopping>(*options_.early_stopping);
+    early_stopping_ = early.get();
+    callbacks_.push_back(std::move(early));
+  }
+  if (options_.reduce_lr) {
+    needs_validation(options_.reduce_lr->monitor, "ReduceLROnPlateau");
+    callbacks_.push_back(std::make_unique<ReduceLROnPlateau>(*options_.reduce_lr));
+  }
+  if (!options_.checkpoint_dir.empty()) {
+    callbacks_.push_back(std::make_unique<CSVLogger>(options_.checkpoint_dir + "/history.csv"));
+    const std::string monitor = options_.early_stopping     ? options_.early_stopping->monitor
+                                : split_.validation.empty() ? "loss"
+                                                            : "val_loss";
+    auto checkpoint = std::make_unique<ModelCheckpoint>(options_.checkpoint_dir, monitor);
+    checkpoint_ = checkpoint.get();
+    callbacks_.push_back(std::move(checkpoint));
+  }
 }
 
 nlohmann::json Trainer::training_state() const {
   nlohmann::json history = nlohmann::json::array();
   for (const EpochLog& log : history_) history.push_back(log.to_json());
-  return {{"epoch", static_cast<int>(history_.size())},
-          {"seed", seed_},
-          {"rng_offset", rng_.offset()},
-          {"learning_rate", optimizer_.learning_rate()},
-          {"early_stopping",
-           {{"monitor", stop_.name}, {"best", number_or_null(stop_.best)}, {"wait", stop_.wait},
-            {"best_epoch", best_epoch_}, {"stopped", stopped_early_}}},
-          {"reduce_lr",
-           {{"monitor", plateau_.name}, {"best", number_or_null(plateau_.best)}, {"wait", plateau_.wait},
-            {"cooldown", cooldown_counter_}}},
-          {"history", history},
-          {"run", options_.run_info}};
+  nlohmann::json state = {
+      {"epoch", static_cast<int>(history_.size())},  {"seed", seed_},      {"rng_offset", rng_.offset()},
+      {"learning_rate", optimizer_.learning_rate()}, {"history", history}, {"run", options_.run_info}};
+  for (const auto& callback : callbacks_) {
+    const nlohmann::json s = callback->state();
+    if (!s.empty()) state[callback->key()] = s;
+  }
+  return state;
 }
 
 void Trainer::resume(const nlohmann::json& state) {
@@ -187,19 +150,22 @@ void Trainer::resume(const nlohmann::json& state) {
   optimizer_.set_learning_rate(state.at("learning_rate").get<double>());
   history_.clear();
   for (const nlohmann::json& j : state.at("history")) history_.push_back(EpochLog::from_json(j));
-  const nlohmann::json& es = state.at("early_stopping");
-  stop_.best = number_or(es.at("best"), stop_.maximize ? -INFINITY : INFINITY);
-  stop_.wait = es.at("wait").get<int>();
-  best_epoch_ = es.at("best_epoch").get<int>();
-  stopped_early_ = es.at("stopped").get<bool>();
-  const nlohmann::json& rl = state.at("reduce_lr");
-  plateau_.best = number_or(rl.at("best"), plateau_.maximize ? -INFINITY : INFINITY);
-  plateau_.wait = rl.at("wait").get<int>();
-  cooldown_counter_ = rl.at("cooldown").get<int>();
-  if (options_.early_stopping.restore_best_weights && best_epoch_ > 0 && !options_.checkpoint_dir.empty()) {
+  for (const auto& callback : callbacks_) {
+    if (state.contains(callback->key())) callback->restore(state.at(callback->key()));
+  }
+  // Checkpoints from before ModelCheckpoint kept their own record track best.h5 in the
+  // early-stopping record (the same keys).
+  if (checkpoint_ != nullptr && !state.contains(checkpoint_->key()) && state.contains("early_stopping")) {
+    checkpoint_->restore(state.at("early_stopping"));
+  }
+  if (early_stopping_ != nullptr && options_.early_stopping->restore_best_weights &&
+      early_stopping_->best_epoch() > 0 && !options_.checkpoint_dir.empty()) {
     const LoadedModel best = load_model(options_.checkpoint_dir + "/best.h5");
-    best_weights_.clear();
-    for (const Tensor& w : all_weights(best.model)) best_weights_.push_back(w.to(model_.device()));
+    std::vector<Tensor> weights;
+    for (const layers::Layer* layer : best.model.layers()) {
+      for (const layers::Weight& w : layer->weights()) weights.push_back(w.value.to(model_.device()));
+    }
+    early_stopping_->restore_best_weights(std::move(weights));
   }
 }
 
@@ -207,13 +173,27 @@ void Trainer::save_checkpoint(const std::string& file) const {
   save_model(options_.checkpoint_dir + "/" + file, model_, options_.class_names, &optimizer_, training_state());
 }
 
-FitResult Trainer::fit(const FitCallbacks& callbacks) {
-  FitResult result;
+FitResult Trainer::result() const {
+  FitResult r;
+  r.history = history_;
+  r.stopped_early = early_stopping_ != nullptr && early_stopping_->stopped();
+  r.best_epoch = checkpoint_ != nullptr       ? checkpoint_->best_epoch()
+                 : early_stopping_ != nullptr ? early_stopping_->best_epoch()
+                                              : 0;
+  r.failed_epoch = terminate_->failed_epoch;
+  r.failed_step = terminate_->failed_step;
+  r.non_finite_loss = r.failed_epoch > 0;
+  return r;
+}
+
+FitResult Trainer::fit(const FitProgress& progress) {
   const std::vector<Tensor> weights = model_.trainable_weights();
-  auto message = [&](const std::string& text) {
-    if (callbacks.on_message) callbacks.on_message(text);
+  const auto message = [&](const std::string& text) {
+    if (progress.on_message) progress.on_message(text);
   };
-  for (int epoch = static_cast<int>(history_.size()) + 1; epoch <= options_.epochs && !stopped_early_; ++epoch) {
+  const bool already_stopped = early_stopping_ != nullptr && early_stopping_->stopped();
+  for (int epoch = static_cast<int>(history_.size()) + 1; epoch <= options_.epochs && !already_stopped;
+       ++epoch) {
     const Clock::time_point epoch_start = Clock::now();
     EpochLog log;
     log.epoch = epoch;
@@ -224,24 +204,20 @@ FitResult Trainer::fit(const FitCallbacks& callbacks) {
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0;
     for (size_t step = 0; step < batches.size(); ++step) {
-      if (callbacks.should_stop && callbacks.should_stop()) {
-        result.interrupted = true;
-        result.history = history_;
-        result.best_epoch = best_epoch_;
-        return result;
+      if (progress.should_stop && progress.should_stop()) {
+        FitResult r = result();
+        r.interrupted = true;
+        return r;
       }
       const io::Batch batch = io::make_batch(clips_, batches[step], options_.augmentation, &rng_, model_.device());
       const LossTerms terms = model_loss(model_, batch.x, batch.y, {true, &rng_});
       const double loss = terms.loss.item();
-      if (!std::isfinite(loss)) {  // TerminateOnNaN, before the update can spread it into the weights
-        message(
-            fmt::format("Epoch {} batch {}: invalid loss {}, terminating training", epoch, step + 1, loss));
-        result.non_finite_loss = true;
-        result.failed_epoch = epoch;
-        result.failed_step = static_cast<int>(step) + 1;
-        result.history = history_;
-        result.best_epoch = best_epoch_;
-        return result;
+      for (const auto& callback : callbacks_) {
+        if (callback->on_batch_loss(epoch, static_cast<int>(step) + 1, loss)) {
+          message(
+              fmt::format("Epoch {} batch {}: invalid loss {}, terminating training", epoch, step + 1, loss));
+          return result();
+        }
       }
       backward(terms.loss);
       optimizer_.step(weights);
@@ -250,9 +226,9 @@ FitResult Trainer::fit(const FitCallbacks& callbacks) {
       loss_sum += loss * static_cast<double>(B);
       correct += correct_count(model_, terms, batch.y);
       seen += B;
-      if (callbacks.on_batch) {
-        callbacks.on_batch(epoch, static_cast<int>(step) + 1, log.steps, loss_sum / static_cast<double>(seen),
-                           static_cast<double>(correct) / static_cast<double>(seen));
+      if (progress.on_batch) {
+        progress.on_batch(epoch, static_cast<int>(step) + 1, log.steps, loss_sum / static_cast<double>(seen),
+                          static_cast<double>(correct) / static_cast<double>(seen));
       }
     }
     log.loss = loss_sum / static_cast<double>(seen);
@@ -265,75 +241,16 @@ FitResult Trainer::fit(const FitCallbacks& callbacks) {
       log.val_loss = val.loss;
       log.val_accuracy = val.accuracy;
     }
+    log.seconds = seconds_since(epoch_start);
     history_.push_back(log);
+    if (progress.on_epoch) progress.on_epoch(log);
 
-    // EarlyStopping (Keras 2.x), or plain tracking of the best epoch for best.h5.
-    bool improved = false;
-    const EarlyStopping& es = options_.early_stopping;
-    const double current = monitored(log, stop_.name);
-    const double delta = es.enabled ? std::fabs(es.min_delta) : 0.0;
-    if (es.enabled && es.restore_best_weights && best_weights_.empty()) {
-      for (const Tensor& w : all_weights(model_)) best_weights_.push_back(w.clone());
-    }
-    ++stop_.wait;
-    if (stop_.maximize ? current - delta > stop_.best : current + delta < stop_.best) {
-      stop_.best = current;
-      best_epoch_ = epoch;
-      improved = true;
-      stop_.wait = 0;
-      if (es.enabled && es.restore_best_weights) {
-        best_weights_.clear();
-        for (const Tensor& w : all_weights(model_)) best_weights_.push_back(w.clone());
-      }
-    }
-    if (es.enabled && stop_.wait >= es.patience && epoch > 1) {
-      stopped_early_ = true;
-      message(fmt::format("Epoch {}: early stopping", epoch));
-      if (es.restore_best_weights && !best_weights_.empty()) {
-        NoGradGuard no_grad;
-        std::vector<Tensor> now = all_weights(model_);
-        for (size_t i = 0; i < now.size(); ++i) now[i].copy_from(best_weights_[i]);
-        message(fmt::format("Restoring model weights from the end of the best epoch: {}.", best_epoch_));
-      }
-    }
-
-    // ReduceLROnPlateau (Keras 2.x); the learning rate is a float32 variable in Keras.
-    const ReduceLROnPlateau& rl = options_.reduce_lr;
-    if (rl.enabled) {
-      const double value = monitored(log, plateau_.name);
-      const bool in_cooldown = cooldown_counter_ > 0;
-      if (in_cooldown) {
-        --cooldown_counter_;
-        plateau_.wait = 0;
-      }
-      if (plateau_.maximize ? value > plateau_.best + rl.min_delta : value < plateau_.best - rl.min_delta) {
-        plateau_.best = value;
-        plateau_.wait = 0;
-      } else if (!(cooldown_counter_ > 0)) {
-        if (++plateau_.wait >= rl.patience) {
-          const double old_lr = static_cast<float>(optimizer_.learning_rate());
-          if (old_lr > static_cast<float>(rl.min_lr)) {
-            const double new_lr = static_cast<float>(std::max(old_lr * rl.factor, rl.min_lr));
-            optimizer_.set_learning_rate(new_lr);
-            message(fmt::format("Epoch {:05d}: ReduceLROnPlateau reducing learning rate to {}.", epoch, new_lr));
-            cooldown_counter_ = rl.cooldown;
-            plateau_.wait = 0;
-          }
-        }
-      }
-    }
-
-    history_.back().seconds = seconds_since(epoch_start);
-    if (callbacks.on_epoch) callbacks.on_epoch(history_.back());
-    if (!options_.checkpoint_dir.empty()) {
-      if (improved) save_checkpoint("best.h5");
-      save_checkpoint("last.h5");
-    }
+    EpochEnd end{history_, model_, optimizer_, [this](const std::string& file) { save_checkpoint(file); },
+                 message};
+    for (const auto& callback : callbacks_) callback->on_epoch_end(end);
+    if (end.stop) break;
   }
-  result.history = history_;
-  result.stopped_early = stopped_early_;
-  result.best_epoch = best_epoch_;
-  return result;
+  return result();
 }
 
 Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vector<size_t>& indices,

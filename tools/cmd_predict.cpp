@@ -147,7 +147,7 @@ void add_predict_command(CLI::App& app) {
       }
       if (args->rolling > 0) {
         if (!args->csv.empty()) {
-          write_text_file(args->csv, csv);
+          models::write_text_atomically(args->csv, csv);
         } else if (args->out.empty()) {
           std::cout << csv;
         }
@@ -203,7 +203,7 @@ void add_predict_command(CLI::App& app) {
       if (args->csv.empty()) {
         std::cout << csv;
       } else {
-        write_text_file(args->csv, csv);
+        models::write_text_atomically(args->csv, csv);
         console.note(fmt::format("wrote {} ({} videos{})", args->csv, usable.size(),
                                  skipped ? fmt::format(", {} skipped", skipped) : ""));
       }

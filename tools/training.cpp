@@ -101,15 +101,6 @@ std::string metrics_text(const models::EpochLog& log) {
 
 }  // namespace
 
-void write_text_file(const std::string& path, const std::string& text) {
-  io::write_atomically(path, [&](const std::string& temp) {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) fail("{}: cannot write the file (disk full or not writable?)", path);
-  });
-}
-
 std::string csv_field(const std::string& text) {
   if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
   std::string quoted = "\"";
@@ -176,16 +167,6 @@ io::ClipSet load_data(const DataArgs& args, Console& console) {
   return clips;
 }
 
-void write_history_csv(const std::string& path, const std::vector<models::EpochLog>& history) {
-  std::string text = "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds,ms_per_step\n";
-  auto number = [](double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : std::string(); };
-  for (const models::EpochLog& h : history) {
-    text += fmt::format("{},{},{},{},{},{},{:.3f},{:.2f}\n", h.epoch, number(h.loss), number(h.accuracy),
-                        number(h.val_loss), number(h.val_accuracy), number(h.learning_rate), h.seconds, h.ms_per_step);
-  }
-  write_text_file(path, text);
-}
-
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history) {
   std::error_code error;
@@ -194,13 +175,14 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
   }
   fs::create_directories(out_dir, error);
   if (error) fail("--out {}: cannot create the directory: {}", out_dir, error.message());
-  write_text_file(out_dir + "/report.txt", fmt::format("{}\nloss: {:.4f} - accuracy: {:.4f} ({} clips)\n\n{}", title,
-                                                       evaluation.loss, evaluation.accuracy, report.total,
-                                                       report.text()));
+  models::write_text_atomically(
+      out_dir + "/report.txt",
+      fmt::format("{}\nloss: {:.4f} - accuracy: {:.4f} ({} clips)\n\n{}", title, evaluation.loss,
+                  evaluation.accuracy, report.total, report.text()));
   nlohmann::json j = report.to_json();
   j["loss"] = evaluation.loss;
   j["ms_per_step"] = evaluation.ms_per_step;
-  write_text_file(out_dir + "/report.json", j.dump(2) + "\n");
+  models::write_text_atomically(out_dir + "/report.json", j.dump(2) + "\n");
   std::string csv = "video,true_class,predicted_class";
   for (const std::string& name : report.class_names) csv += ",p_" + csv_field(name);
   csv += "\n";
@@ -210,7 +192,7 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
     for (const float p : evaluation.probs[i]) csv += fmt::format(",{:.6f}", p);
     csv += "\n";
   }
-  write_text_file(out_dir + "/predictions.csv", csv);
+  models::write_text_atomically(out_dir + "/predictions.csv", csv);
   io::write_confusion_png(out_dir + "/confusion.png", report.confusion, report.class_names, title);
   if (!history.empty()) {
     std::vector<double> loss, val_loss, acc, val_acc;
@@ -348,11 +330,15 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.epochs = args.epochs;
   options.batch_size = args.batch_size;
   options.augmentation = args.augmentation;
-  options.early_stopping = {args.patience >= 0, args.monitor, std::max(args.patience, 0), 0.0, args.restore_best};
-  options.reduce_lr.enabled = args.reduce_lr_factor > 0;
-  options.reduce_lr.monitor = args.monitor;
-  options.reduce_lr.factor = args.reduce_lr_factor;
-  options.reduce_lr.patience = args.reduce_lr_patience;
+  if (args.patience >= 0)
+    options.early_stopping = models::EarlyStoppingConfig{args.monitor, args.patience, 0.0, args.restore_best};
+  if (args.reduce_lr_factor > 0) {
+    models::ReduceLROnPlateauConfig reduce;
+    reduce.monitor = args.monitor;
+    reduce.factor = args.reduce_lr_factor;
+    reduce.patience = args.reduce_lr_patience;
+    options.reduce_lr = reduce;
+  }
   options.checkpoint_dir = args.out_dir;
   options.class_names = clips.class_names;
   options.run_info = to_json(args);
@@ -367,7 +353,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
 
   const int first_epoch = resuming ? checkpoint.extras.training_state["epoch"].get<int>() + 1 : 1;
   auto epoch_start = std::chrono::steady_clock::now();
-  models::FitCallbacks callbacks;
+  models::FitProgress callbacks;
   callbacks.on_batch = [&](int epoch, int step, int steps, double loss, double accuracy) {
     if (step == 1) {
       console.line(fmt::format("Epoch {}/{}", epoch, args.epochs));
@@ -384,7 +370,6 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   callbacks.on_message = [&](const std::string& text) { console.line(text); };
   callbacks.should_stop = [] { return interrupted(); };
   models::FitResult fit = trainer.fit(callbacks);
-  write_history_csv(args.out_dir + "/history.csv", fit.history);
   const int done = static_cast<int>(fit.history.size());
   if (fit.interrupted) {
     if (done == 0) fail("interrupted during epoch 1: no epoch was completed, nothing was saved");

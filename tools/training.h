@@ -82,12 +82,6 @@ std::string csv_field(const std::string& text);
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history);
 
-// Writes history.csv atomically.
-void write_history_csv(const std::string& path, const std::vector<models::EpochLog>& history);
-
-// Writes `text` to path through a temporary file and a rename; errors name the file.
-void write_text_file(const std::string& path, const std::string& text);
-
 // "a,b,c" -> {"a", "b", "c"}
 std::vector<std::string> split_list(const std::string& text);
 
