@@ -2,6 +2,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/error.h"
+#include "kernels/elementwise.h"
 
 namespace hisvid {
 
@@ -64,7 +65,9 @@ void accumulate_grad(const Tensor& t, Tensor g, const char* op) {
   Tensor acc(impl->grad);
   with_dtype(acc, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::axpy, op, acc)(acc.data<T>(), T(1), g.data<T>(), acc.numel());
+    Axpy<T> k;
+    k.y = acc.data<T>(), k.x = g.data<T>(), k.alpha = T(1), k.n = acc.numel();
+    run_kernel(k, acc.device());
   });
 }
 

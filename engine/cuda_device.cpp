@@ -20,6 +20,8 @@
 // the workspace and switches the allocators to freeing blocks directly as they come back.
 #include "engine/cuda_device.h"
 
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -189,6 +191,20 @@ class AllocatorRegistry {
       device_count_ = 0;
     }
     allocators_.resize(static_cast<size_t>(device_count_), nullptr);
+    streams_ = std::make_unique<std::atomic<cudaStream_t>[]>(static_cast<size_t>(std::max(device_count_, 1)));
+  }
+
+  int device_count() const { return device_count_; }
+
+  // The context stream of `device`, recorded when its allocator was made (before any of its
+  // tensors, so before any kernel on it).
+  cudaStream_t stream(int device) {
+    if (device >= 0 && device < device_count_) {
+      const cudaStream_t s = streams_[static_cast<size_t>(device)].load(std::memory_order_acquire);
+      if (s != nullptr) return s;
+    }
+    get(device);
+    return streams_[static_cast<size_t>(device)].load(std::memory_order_acquire);
   }
 
   CachingAllocator& get(int device) {
@@ -204,6 +220,7 @@ class AllocatorRegistry {
       auto* allocator = new CachingAllocator(device);
       cuda::context(device).set_workspace_provider(
           [allocator](size_t bytes) { return allocator->workspace(bytes); });
+      streams_[static_cast<size_t>(device)].store(cuda::context(device).stream(), std::memory_order_release);
       slot = allocator;
     }
     return *slot;
@@ -220,6 +237,7 @@ class AllocatorRegistry {
   int device_count_ = 0;
   std::mutex mutex_;
   std::vector<CachingAllocator*> allocators_;
+  std::unique_ptr<std::atomic<cudaStream_t>[]> streams_;
 };
 
 struct ExitRelease {
@@ -292,6 +310,12 @@ void cuda_make_current(Device device) {
   int current = -1;
   check(cudaGetDevice(&current), "selecting a CUDA device");  // a runtime lookup, no driver call
   if (current != device.index) check(cudaSetDevice(device.index), "selecting a CUDA device");
+}
+
+CUstream_st* cuda_stream(Device device) {
+  AllocatorRegistry& r = registry();
+  if (r.device_count() > 1) cuda_make_current(device);
+  return r.stream(device.index);
 }
 
 }  // namespace hisvid

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "engine/device.h"
+#include "kernels/registry.h"
 
 namespace hisvid {
 
@@ -15,8 +16,10 @@ std::string cuda_unavailable_reason();
 void cuda_copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 void cuda_zero_bytes(void* dst, Device device, size_t bytes);
 void cuda_synchronize(Device device);
-// Makes `device` the calling thread's current CUDA device, so that the kernels dispatched next
-// run on its context stream (engine/cuda_dispatch.cpp works on the current device).
+// Makes `device` the calling thread's current CUDA device.
 void cuda_make_current(Device device);
+// The stream the kernels of `device` run on (its context's), with `device` made current where
+// there are several. Cheap enough for every launch: no device query with one GPU, no locking.
+CUstream_st* cuda_stream(Device device);
 
 }  // namespace hisvid

@@ -17,16 +17,6 @@ void cuda_copy_bytes(void*, Device, const void*, Device, size_t) { no_cuda("copy
 void cuda_zero_bytes(void*, Device, size_t) { no_cuda("zeroing CUDA memory"); }
 void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
 void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
-
-}  // namespace hisvid
-
-#include "engine/dispatch.h"
-
-namespace hisvid {
-
-const KernelTable<float>& cuda_kernel_table() {
-  static const KernelTable<float> none;
-  return none;
-}
+CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
 
 }  // namespace hisvid

@@ -1,107 +1,52 @@
-// engine/dispatch.h — the one explicit dispatch table: for each (device, dtype) the kernel
-// that runs every op. The CPU tables (float and double) point at the hisvid::cpu templates;
-// the CUDA float table at adapters that call hisvid::cuda with the device's stream. There is
-// no CUDA double table: an op asked to run there fails with an error naming the op, the
-// device and the dtype — never a silent fallback to another backend.
+// engine/dispatch.h — how an op runs a kernel: the default row of the kernel table
+// (kernels/registry.h) for the device its tensors live on and their element type.
 //
-// Signatures are those of the CPU kernels (see kernels/*.h for the shapes).
+//   Conv2dForward<T> k;
+//   k.out = out.data<T>(), k.inp = x.data<T>(), ...;
+//   run_kernel(k, x.device());
+//
+// A CPU tensor runs the kernel's cpu row where it has one and its naive row otherwise;
+// float64 runs the naive row (the definition, where the gradient checks belong). A CUDA
+// tensor runs the cuda row on the stream of its device. A missing row is an error naming the
+// kernel, the element type and the device, never a silent fallback to another backend.
 #pragma once
 
-#include <cstdint>
+#include <type_traits>
 
 #include "engine/cuda_device.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
-#include "kernels/common.h"
-#include "kernels/conv2d.h"
-#include "kernels/optim.h"
-#include "kernels/pool.h"
+#include "kernels/registry.h"
 
 namespace hisvid {
 
-template <typename T>
-struct KernelTable {
-  // elementwise.h
-  void (*fill)(T*, T, int64_t) = nullptr;
-  void (*add)(T*, const T*, const T*, int64_t) = nullptr;
-  void (*sub)(T*, const T*, const T*, int64_t) = nullptr;
-  void (*mul)(T*, const T*, const T*, int64_t) = nullptr;
-  void (*scale)(T*, const T*, T, int64_t) = nullptr;
-  void (*axpy)(T*, T, const T*, int64_t) = nullptr;
-  void (*bias_add_forward)(T*, const T*, const T*, int64_t, int64_t) = nullptr;
-  void (*bias_add_backward)(T*, const T*, int64_t, int64_t) = nullptr;
-  void (*activation_forward)(T*, const T*, int64_t, Activation) = nullptr;
-  void (*activation_backward)(T*, const T*, const T*, int64_t, Activation) = nullptr;
-  // matmul.h
-  void (*matmul)(T*, const T*, const T*, int64_t, int64_t, int64_t, bool, bool, bool) = nullptr;
-  // conv2d.h
-  void (*conv2d_forward)(T*, const T*, const T*, const T*, const Conv2dGeometry&) = nullptr;
-  void (*conv2d_backward_data)(T*, const T*, const T*, const Conv2dGeometry&) = nullptr;
-  void (*conv2d_backward_filter)(T*, T*, const T*, const T*, const Conv2dGeometry&) = nullptr;
-  // pool.h
-  void (*maxpool2d_forward)(T*, int32_t*, const T*, const Pool2dGeometry&) = nullptr;
-  void (*maxpool2d_backward)(T*, const T*, const int32_t*, const Pool2dGeometry&) = nullptr;
-  void (*global_avgpool_forward)(T*, const T*, int64_t, int64_t, int64_t) = nullptr;
-  void (*global_avgpool_backward)(T*, const T*, int64_t, int64_t, int64_t) = nullptr;
-  // dropout.h
-  void (*dropout_forward)(T*, const T*, int64_t, float, uint64_t, uint64_t) = nullptr;
-  void (*dropout_backward)(T*, const T*, int64_t, float, uint64_t, uint64_t) = nullptr;
-  void (*dropout_mask)(T*, int64_t, float, uint64_t, uint64_t) = nullptr;
-  void (*spatial_dropout_forward)(T*, const T*, int64_t, int64_t, int64_t, float, uint64_t,
-                                  uint64_t) = nullptr;
-  void (*spatial_dropout_backward)(T*, const T*, int64_t, int64_t, int64_t, float, uint64_t,
-                                   uint64_t) = nullptr;
-  // lstm.h
-  void (*lstm_cell_forward)(T*, T*, T*, const T*, const T*, int64_t, int64_t, Activation,
-                            Activation) = nullptr;
-  void (*lstm_cell_backward)(T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t, int64_t,
-                             Activation, Activation) = nullptr;
-  // batchnorm.h
-  void (*batchnorm_forward_train)(T*, T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t,
-                                  float) = nullptr;
-  void (*batchnorm_forward_infer)(T*, const T*, const T*, const T*, const T*, const T*, int64_t, int64_t,
-                                  float) = nullptr;
-  void (*batchnorm_backward)(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, int64_t,
-                             int64_t) = nullptr;
-  void (*batchnorm_update_moving)(T*, T*, const T*, const T*, int64_t, int64_t, float) = nullptr;
-  // softmax.h
-  void (*softmax_forward)(T*, const T*, int64_t, int64_t) = nullptr;
-  void (*softmax_backward)(T*, const T*, const T*, int64_t, int64_t) = nullptr;
-  void (*softmax_xent_forward)(T*, T*, const T*, const T*, int64_t, int64_t) = nullptr;
-  void (*softmax_xent_backward)(T*, const T*, const T*, const T*, int64_t, int64_t) = nullptr;
-  // correct count written to host memory by every backend's table entry
-  void (*accuracy_count)(int64_t*, const T*, const T*, int64_t, int64_t) = nullptr;
-  void (*sigmoid_xent_forward)(T*, T*, const T*, const T*, int64_t, int64_t) = nullptr;
-  void (*sigmoid_xent_backward)(T*, const T*, const T*, const T*, int64_t, int64_t) = nullptr;
-  // correct count written to host memory, as accuracy_count
-  void (*binary_accuracy_count)(int64_t*, const T*, const T*, int64_t, int64_t) = nullptr;
-  // reduce.h
-  void (*sum_all)(T*, const T*, int64_t) = nullptr;
-  void (*copy_block)(T*, int64_t, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                     bool) = nullptr;
-  // optim.h
-  void (*adam_update)(T*, T*, T*, const T*, int64_t, T, T, T, T) = nullptr;
-  void (*rmsprop_update)(T*, T*, const T*, int64_t, T, T, T, RmspropEpsilon) = nullptr;
-  void (*sgd_update)(T*, const T*, int64_t, T) = nullptr;
+namespace dispatch_detail {
+template <typename Args>
+struct ElementOf;
+template <template <typename> class A, typename T>
+struct ElementOf<A<T>> {
+  using type = T;
 };
+}  // namespace dispatch_detail
 
-// The table of a device for element type T (float or double).
-template <typename T> const KernelTable<T>& kernel_table(DeviceType device);
-
-// The CUDA float table (engine/cuda_dispatch.cpp); null entries everywhere in a CPU-only build.
-const KernelTable<float>& cuda_kernel_table();
-
-// Looks an entry up and throws when that backend has none:
-//   kernel(&KernelTable<T>::conv2d_forward, "conv2d", x)(args...)
-template <typename T, typename Fn>
-Fn kernel(Fn KernelTable<T>::*entry, const char* op, const Tensor& on) {
-  Fn fn = kernel_table<T>(on.device().type).*entry;
-  if (fn == nullptr) {
-    fail("{}: no kernel for {} on {} in this build", op, dtype_name(on.dtype()), on.device().str());
+template <typename Args>
+void run_kernel(const Args& args, Device device) {
+  using T = typename dispatch_detail::ElementOf<Args>::type;
+  const KernelTable<Args>& table = KernelTable<Args>::get();
+  const Implementation<Args>* row = nullptr;
+  Launch launch;
+  if (device.is_cpu()) {
+    if constexpr (std::is_same_v<T, float>) row = table.find(Backend::Cpu);
+    if (row == nullptr) row = table.find(Backend::Naive);
+  } else {
+    row = table.find(Backend::Cuda);
+    if (row != nullptr) launch.stream = cuda_stream(device);
   }
-  // CUDA entries run on the current device's stream: make it the tensor's (cuda:1 as well).
-  if (on.device().is_cuda()) cuda_make_current(on.device());
-  return fn;
+  if (row == nullptr) {
+    fail("{}: no kernel for {} on {} in this build", Args::kName,
+         dtype_name(std::is_same_v<T, double> ? DType::Float64 : DType::Float32), device.str());
+  }
+  row->run(args, launch);
 }
 
 // Calls body(T{}) with T = float or double according to the tensor's dtype.

@@ -3,6 +3,7 @@
 
 #include "engine/op_support.h"
 #include "engine/ops.h"
+#include "kernels/elementwise.h"
 
 namespace hisvid::ops {
 
@@ -11,23 +12,24 @@ using detail::zeros_as;
 
 namespace {
 
-// out = a (op) b for same-shaped a, b through the kernel-table entry of that op.
-template <typename Entry32, typename Entry64>
-Tensor binary(const char* op, const Tensor& a, const Tensor& b, Entry32 entry32, Entry64 entry64) {
+// out = a (op) b for same-shaped a, b through Kernel (Add, Sub or Mul).
+template <template <typename> class Kernel>
+Tensor binary(const char* op, const Tensor& a, const Tensor& b) {
   detail::require_same(op, "a", a, "b", b);
   Tensor out = empty_like(a);
-  if (a.dtype() == DType::Float64) {
-    kernel(entry64, op, a)(out.data<double>(), a.data<double>(), b.data<double>(), a.numel());
-  } else {
-    kernel(entry32, op, a)(out.data<float>(), a.data<float>(), b.data<float>(), a.numel());
-  }
+  with_dtype(a, [&](auto tag) {
+    using T = decltype(tag);
+    Kernel<T> k;
+    k.out = out.data<T>(), k.a = a.data<T>(), k.b = b.data<T>(), k.n = a.numel();
+    run_kernel(k, a.device());
+  });
   return out;
 }
 
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary("add", a, b, &KernelTable<float>::add, &KernelTable<double>::add);
+  Tensor out = binary<Add>("add", a, b);
   if (should_record({a, b})) {
     record("add", {a, b}, {out}, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0], g[0]}; });
   }
@@ -35,7 +37,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = binary("sub", a, b, &KernelTable<float>::sub, &KernelTable<double>::sub);
+  Tensor out = binary<Sub>("sub", a, b);
   if (should_record({a, b})) {
     const bool need_b = b.requires_grad();
     record("sub", {a, b}, {out}, [need_b](const std::vector<Tensor>& g) {
@@ -46,7 +48,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = binary("mul", a, b, &KernelTable<float>::mul, &KernelTable<double>::mul);
+  Tensor out = binary<Mul>("mul", a, b);
   if (should_record({a, b})) {
     const bool need_a = a.requires_grad(), need_b = b.requires_grad();
     record("mul", {a, b}, {out}, [a, b, need_a, need_b](const std::vector<Tensor>& g) {
@@ -61,7 +63,9 @@ Tensor scale(const Tensor& a, double alpha) {
   Tensor out = empty_like(a);
   with_dtype(a, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::scale, "scale", a)(out.data<T>(), a.data<T>(), static_cast<T>(alpha), a.numel());
+    Scale<T> k;
+    k.out = out.data<T>(), k.a = a.data<T>(), k.alpha = static_cast<T>(alpha), k.n = a.numel();
+    run_kernel(k, a.device());
   });
   if (should_record({a})) {
     record("scale", {a}, {out}, [alpha](const std::vector<Tensor>& g) {
@@ -80,7 +84,9 @@ Tensor bias_add(const Tensor& x, const Tensor& bias) {
   Tensor out = empty_like(x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::bias_add_forward, "bias_add", x)(out.data<T>(), x.data<T>(), bias.data<T>(), M, C);
+    BiasAddForward<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.bias = bias.data<T>(), k.M = M, k.C = C;
+    run_kernel(k, x.device());
   });
   if (should_record({x, bias})) {
     const bool need_bias = bias.requires_grad();
@@ -90,8 +96,9 @@ Tensor bias_add(const Tensor& x, const Tensor& bias) {
         dbias = zeros_as(bias.shape(), bias);
         with_dtype(dbias, [&](auto tag) {
           using T = decltype(tag);
-          kernel(&KernelTable<T>::bias_add_backward, "bias_add backward", dbias)(dbias.data<T>(),
-                                                                                 g[0].data<T>(), M, C);
+          BiasAddBackward<T> k;
+          k.dbias = dbias.data<T>(), k.dout = g[0].data<T>(), k.M = M, k.C = C;
+          run_kernel(k, dbias.device());
         });
       }
       return std::vector<Tensor>{g[0], dbias};
@@ -105,7 +112,9 @@ Tensor activation(const Tensor& x, Activation act) {
   Tensor out = empty_like(x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::activation_forward, "activation", x)(out.data<T>(), x.data<T>(), x.numel(), act);
+    ActivationForward<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.n = x.numel(), k.act = act;
+    run_kernel(k, x.device());
   });
   if (should_record({x})) {
     // act' is taken from the forward output (kernels/common.h).
@@ -113,8 +122,10 @@ Tensor activation(const Tensor& x, Activation act) {
       Tensor dx = empty_like(saved);
       with_dtype(dx, [&](auto tag) {
         using T = decltype(tag);
-        kernel(&KernelTable<T>::activation_backward, "activation backward", dx)(
-            dx.data<T>(), g[0].data<T>(), saved.data<T>(), dx.numel(), act);
+        ActivationBackward<T> k;
+        k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.out = saved.data<T>(), k.n = dx.numel(),
+        k.act = act;
+        run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};
     });

@@ -2,6 +2,8 @@
 // accuracies.
 #include "engine/op_support.h"
 #include "engine/ops.h"
+#include "kernels/reduce.h"
+#include "kernels/softmax.h"
 
 namespace hisvid::ops {
 
@@ -30,15 +32,18 @@ Tensor softmax(const Tensor& logits) {
   Tensor probs = empty_like(logits);
   with_dtype(logits, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::softmax_forward, "softmax", logits)(probs.data<T>(), logits.data<T>(), N, K);
+    SoftmaxForward<T> k;
+    k.probs = probs.data<T>(), k.logits = logits.data<T>(), k.N = N, k.K = K;
+    run_kernel(k, logits.device());
   });
   if (should_record({logits})) {
     record("softmax", {logits}, {probs}, [saved = probs.detach(), N, K](const std::vector<Tensor>& g) {
       Tensor dlogits = empty_like(saved);
       with_dtype(saved, [&](auto tag) {
         using T = decltype(tag);
-        kernel(&KernelTable<T>::softmax_backward, "softmax backward", saved)(
-            dlogits.data<T>(), g[0].data<T>(), saved.data<T>(), N, K);
+        SoftmaxBackward<T> k;
+        k.dlogits = dlogits.data<T>(), k.dprobs = g[0].data<T>(), k.probs = saved.data<T>(), k.N = N, k.K = K;
+        run_kernel(k, saved.device());
       });
       return std::vector<Tensor>{dlogits};
     });
@@ -51,17 +56,21 @@ namespace {
 // The fused output losses: forward writes per-row losses and probabilities from logits and
 // targets, their mean is the loss; backward maps the loss gradient, spread over the rows, to
 // the logits. One tape node covers the whole op.
-template <typename Forward, typename Backward>
-CrossEntropy fused_cross_entropy(const char* op, Forward forward, Backward backward, const Tensor& logits,
-                                 const Tensor& targets) {
+template <template <typename> class Forward, template <typename> class Backward>
+CrossEntropy fused_cross_entropy(const char* op, const Tensor& logits, const Tensor& targets) {
   require_rows(op, logits);
   detail::require_same(op, "logits", logits, "targets", targets);
   const int64_t N = logits.dim(0), K = logits.dim(1);
   Tensor losses = empty_as(Shape{N}, logits), probs = empty_like(logits), total = empty_as(Shape{}, logits);
   with_dtype(logits, [&](auto tag) {
     using T = decltype(tag);
-    kernel(forward(tag), op, logits)(losses.data<T>(), probs.data<T>(), logits.data<T>(), targets.data<T>(), N, K);
-    kernel(&KernelTable<T>::sum_all, op, logits)(total.data<T>(), losses.data<T>(), N);
+    Forward<T> k;
+    k.losses = losses.data<T>(), k.probs = probs.data<T>(), k.logits = logits.data<T>();
+    k.targets = targets.data<T>(), k.N = N, k.K = K;
+    run_kernel(k, logits.device());
+    SumAll<T> sum;
+    sum.out = total.data<T>(), sum.inp = losses.data<T>(), sum.n = N;
+    run_kernel(sum, logits.device());
   });
   Tensor loss;
   {
@@ -69,13 +78,15 @@ CrossEntropy fused_cross_entropy(const char* op, Forward forward, Backward backw
     loss = scale(total, 1.0 / static_cast<double>(std::max<int64_t>(N, 1)));
   }
   if (should_record({logits, targets})) {
-    record(op, {logits, targets}, {loss}, [op, backward, probs, targets, N, K](const std::vector<Tensor>& g) {
+    record(op, {logits, targets}, {loss}, [probs, targets, N, K](const std::vector<Tensor>& g) {
       const Tensor dlosses = broadcast_scalar(g[0], Shape{N}, 1.0 / static_cast<double>(N));
       Tensor dlogits = empty_like(probs);
       with_dtype(probs, [&](auto tag) {
         using T = decltype(tag);
-        kernel(backward(tag), op, probs)(dlogits.data<T>(), dlosses.data<T>(), probs.data<T>(), targets.data<T>(), N,
-                                         K);
+        Backward<T> k;
+        k.dlogits = dlogits.data<T>(), k.dlosses = dlosses.data<T>(), k.probs = probs.data<T>();
+        k.targets = targets.data<T>(), k.N = N, k.K = K;
+        run_kernel(k, probs.device());
       });
       return std::vector<Tensor>{dlogits, Tensor()};
     });
@@ -86,15 +97,13 @@ CrossEntropy fused_cross_entropy(const char* op, Forward forward, Backward backw
 }  // namespace
 
 CrossEntropy softmax_cross_entropy(const Tensor& logits, const Tensor& targets) {
-  return fused_cross_entropy(
-      "softmax_cross_entropy", [](auto tag) { return &KernelTable<decltype(tag)>::softmax_xent_forward; },
-      [](auto tag) { return &KernelTable<decltype(tag)>::softmax_xent_backward; }, logits, targets);
+  return fused_cross_entropy<SoftmaxXentForward, SoftmaxXentBackward>("softmax_cross_entropy", logits,
+                                                                      targets);
 }
 
 CrossEntropy sigmoid_cross_entropy(const Tensor& logits, const Tensor& targets) {
-  return fused_cross_entropy(
-      "sigmoid_cross_entropy", [](auto tag) { return &KernelTable<decltype(tag)>::sigmoid_xent_forward; },
-      [](auto tag) { return &KernelTable<decltype(tag)>::sigmoid_xent_backward; }, logits, targets);
+  return fused_cross_entropy<SigmoidXentForward, SigmoidXentBackward>("sigmoid_cross_entropy", logits,
+                                                                      targets);
 }
 
 Tensor sum(const Tensor& x) {
@@ -102,7 +111,9 @@ Tensor sum(const Tensor& x) {
   Tensor out = empty_as(Shape{}, x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::sum_all, "sum", x)(out.data<T>(), x.data<T>(), x.numel());
+    SumAll<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.n = x.numel();
+    run_kernel(k, x.device());
   });
   if (should_record({x})) {
     record("sum", {x}, {out}, [in_shape = x.shape()](const std::vector<Tensor>& g) {
@@ -124,8 +135,10 @@ int64_t accuracy_count(const Tensor& scores, const Tensor& targets) {
   int64_t correct = 0;
   with_dtype(scores, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::accuracy_count, "accuracy", scores)(&correct, scores.data<T>(), targets.data<T>(),
-                                                                scores.dim(0), scores.dim(1));
+    AccuracyCount<T> k;
+    k.correct = &correct, k.scores = scores.data<T>(), k.targets = targets.data<T>();
+    k.N = scores.dim(0), k.K = scores.dim(1);
+    run_kernel(k, scores.device());
   });
   return correct;
 }
@@ -136,8 +149,10 @@ int64_t binary_accuracy_count(const Tensor& probs, const Tensor& targets) {
   int64_t correct = 0;
   with_dtype(probs, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::binary_accuracy_count, "binary_accuracy", probs)(
-        &correct, probs.data<T>(), targets.data<T>(), probs.dim(0), probs.dim(1));
+    BinaryAccuracyCount<T> k;
+    k.correct = &correct, k.probs = probs.data<T>(), k.targets = targets.data<T>();
+    k.N = probs.dim(0), k.K = probs.dim(1);
+    run_kernel(k, probs.device());
   });
   return correct;
 }

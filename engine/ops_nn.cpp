@@ -2,6 +2,13 @@
 // LSTM gate step, batch normalisation.
 #include "engine/op_support.h"
 #include "engine/ops.h"
+#include "kernels/batchnorm.h"
+#include "kernels/conv2d.h"
+#include "kernels/dropout.h"
+#include "kernels/elementwise.h"
+#include "kernels/lstm.h"
+#include "kernels/matmul.h"
+#include "kernels/pool.h"
 
 namespace hisvid::ops {
 
@@ -26,8 +33,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Tensor out = empty_as(Shape{M, P}, a);
   with_dtype(a, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::matmul, "matmul", a)(out.data<T>(), a.data<T>(), b.data<T>(), M, P, K, trans_a,
-                                                 trans_b, false);
+    Matmul<T> k;
+    k.out = out.data<T>(), k.a = a.data<T>(), k.b = b.data<T>(), k.M = M, k.P = P, k.K = K;
+    k.trans_a = trans_a, k.trans_b = trans_b, k.accumulate = false;
+    run_kernel(k, a.device());
   });
   if (should_record({a, b})) {
     const bool need_a = a.requires_grad(), need_b = b.requires_grad();
@@ -74,8 +83,10 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   Tensor out = empty_as(Shape{geom.N, geom.HO, geom.WO, geom.F}, x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::conv2d_forward, "conv2d", x)(out.data<T>(), x.data<T>(), weight.data<T>(),
-                                                         data_or_null<T>(bias), geom);
+    Conv2dForward<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.weight = weight.data<T>(), k.bias = data_or_null<T>(bias);
+    k.g = geom;
+    run_kernel(k, x.device());
   });
   if (should_record({x, weight, bias})) {
     const bool need_x = x.requires_grad(), need_params = weight.requires_grad() || bias.requires_grad();
@@ -86,14 +97,17 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
                using T = decltype(tag);
                if (need_x) {
                  dx = empty_like(x);
-                 kernel(&KernelTable<T>::conv2d_backward_data, "conv2d backward", x)(
-                     dx.data<T>(), g[0].data<T>(), weight.data<T>(), geom);
+                 Conv2dBackwardData<T> k;
+                 k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.weight = weight.data<T>(), k.g = geom;
+                 run_kernel(k, x.device());
                }
                if (need_params) {
                  dw = zeros_as(weight.shape(), weight);
                  if (bias.defined()) db = zeros_as(bias.shape(), bias);
-                 kernel(&KernelTable<T>::conv2d_backward_filter, "conv2d backward", x)(
-                     dw.data<T>(), data_or_null<T>(db), g[0].data<T>(), x.data<T>(), geom);
+                 Conv2dBackwardFilter<T> k;
+                 k.dweight = dw.data<T>(), k.dbias = data_or_null<T>(db), k.dout = g[0].data<T>();
+                 k.inp = x.data<T>(), k.g = geom;
+                 run_kernel(k, x.device());
                }
              });
              return std::vector<Tensor>{dx, dw, db};
@@ -120,16 +134,19 @@ Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int str
   auto argmax = std::make_shared<Storage>(static_cast<size_t>(out.numel()) * sizeof(int32_t), x.device());
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::maxpool2d_forward, "max_pool2d", x)(
-        out.data<T>(), static_cast<int32_t*>(argmax->data), x.data<T>(), geom);
+    Maxpool2dForward<T> k;
+    k.out = out.data<T>(), k.argmax = static_cast<int32_t*>(argmax->data), k.inp = x.data<T>(), k.g = geom;
+    run_kernel(k, x.device());
   });
   if (should_record({x})) {
     record("max_pool2d", {x}, {out}, [in_shape = x.shape(), argmax, geom](const std::vector<Tensor>& g) {
       Tensor dx = empty_as(in_shape, g[0]);
       with_dtype(dx, [&](auto tag) {
         using T = decltype(tag);
-        kernel(&KernelTable<T>::maxpool2d_backward, "max_pool2d backward", dx)(
-            dx.data<T>(), g[0].data<T>(), static_cast<const int32_t*>(argmax->data), geom);
+        Maxpool2dBackward<T> k;
+        k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.argmax = static_cast<const int32_t*>(argmax->data);
+        k.g = geom;
+        run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};
     });
@@ -152,16 +169,20 @@ Tensor dropout(const Tensor& x, float rate, RandomDraw draw) {
   Tensor out = empty_like(x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::dropout_forward, "dropout", x)(out.data<T>(), x.data<T>(), x.numel(), rate,
-                                                           draw.seed, draw.offset);
+    DropoutForward<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.n = x.numel();
+    k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+    run_kernel(k, x.device());
   });
   if (should_record({x})) {
     record("dropout", {x}, {out}, [rate, draw](const std::vector<Tensor>& g) {
       Tensor dx = empty_like(g[0]);
       with_dtype(dx, [&](auto tag) {
         using T = decltype(tag);
-        kernel(&KernelTable<T>::dropout_backward, "dropout backward", dx)(
-            dx.data<T>(), g[0].data<T>(), dx.numel(), rate, draw.seed, draw.offset);
+        DropoutBackward<T> k;
+        k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.n = dx.numel();
+        k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+        run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};
     });
@@ -174,8 +195,9 @@ Tensor dropout_mask(const Shape& shape, float rate, RandomDraw draw, DType dtype
   Tensor mask = Tensor::empty(shape, dtype, device);
   with_dtype(mask, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::dropout_mask, "dropout_mask", mask)(mask.data<T>(), mask.numel(), rate, draw.seed,
-                                                                draw.offset);
+    DropoutMask<T> k;
+    k.mask = mask.data<T>(), k.n = mask.numel(), k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+    run_kernel(k, mask.device());
   });
   return mask;
 }
@@ -189,16 +211,20 @@ Tensor spatial_dropout(const Tensor& x, float rate, RandomDraw draw) {
   Tensor out = empty_like(x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::spatial_dropout_forward, "spatial_dropout", x)(out.data<T>(), x.data<T>(), N, S,
-                                                                           C, rate, draw.seed, draw.offset);
+    SpatialDropoutForward<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.N = N, k.S = S, k.C = C;
+    k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+    run_kernel(k, x.device());
   });
   if (should_record({x})) {
     record("spatial_dropout", {x}, {out}, [rate, draw, N, S, C](const std::vector<Tensor>& g) {
       Tensor dx = empty_like(g[0]);
       with_dtype(dx, [&](auto tag) {
         using T = decltype(tag);
-        kernel(&KernelTable<T>::spatial_dropout_backward, "spatial_dropout backward", dx)(
-            dx.data<T>(), g[0].data<T>(), N, S, C, rate, draw.seed, draw.offset);
+        SpatialDropoutBackward<T> k;
+        k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.N = N, k.S = S, k.C = C;
+        k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+        run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};
     });
@@ -216,16 +242,18 @@ Tensor global_average_pool(const Tensor& x) {
   Tensor out = empty_as(Shape{N, C}, x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::global_avgpool_forward, "global_average_pool", x)(out.data<T>(), x.data<T>(), N,
-                                                                              S, C);
+    GlobalAvgpoolForward<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.N = N, k.S = S, k.C = C;
+    run_kernel(k, x.device());
   });
   if (should_record({x})) {
     record("global_average_pool", {x}, {out}, [in_shape = x.shape(), N, S, C](const std::vector<Tensor>& g) {
       Tensor dx = empty_as(in_shape, g[0]);
       with_dtype(dx, [&](auto tag) {
         using T = decltype(tag);
-        kernel(&KernelTable<T>::global_avgpool_backward, "global_average_pool backward", dx)(
-            dx.data<T>(), g[0].data<T>(), N, S, C);
+        GlobalAvgpoolBackward<T> k;
+        k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.N = N, k.S = S, k.C = C;
+        run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};
     });
@@ -246,9 +274,10 @@ LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activ
   Tensor h = empty_as(Shape{M, U}, z), c = empty_as(Shape{M, U}, z), gates = empty_like(z);
   with_dtype(z, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::lstm_cell_forward, "lstm_cell", z)(h.data<T>(), c.data<T>(), gates.data<T>(),
-                                                               z.data<T>(), data_or_null<T>(c_prev), M, U,
-                                                               act, rec_act);
+    LstmCellForward<T> k;
+    k.h = h.data<T>(), k.c = c.data<T>(), k.gates = gates.data<T>(), k.z = z.data<T>();
+    k.c_prev = data_or_null<T>(c_prev), k.M = M, k.U = U, k.act = act, k.rec_act = rec_act;
+    run_kernel(k, z.device());
   });
   if (should_record({z, c_prev})) {
     const bool need_c_prev = c_prev.requires_grad();
@@ -259,9 +288,11 @@ LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activ
              Tensor dc_prev = need_c_prev ? empty_like(c_prev) : Tensor();
              with_dtype(dz, [&](auto tag) {
                using T = decltype(tag);
-               kernel(&KernelTable<T>::lstm_cell_backward, "lstm_cell backward", dz)(
-                   dz.data<T>(), data_or_null<T>(dc_prev), dh.data<T>(), data_or_null<T>(g[1]),
-                   gates.data<T>(), saved_c.data<T>(), data_or_null<T>(c_prev), M, U, act, rec_act);
+               LstmCellBackward<T> k;
+               k.dz = dz.data<T>(), k.dc_prev = data_or_null<T>(dc_prev), k.dh = dh.data<T>();
+               k.dc = data_or_null<T>(g[1]), k.gates = gates.data<T>(), k.c = saved_c.data<T>();
+               k.c_prev = data_or_null<T>(c_prev), k.M = M, k.U = U, k.act = act, k.rec_act = rec_act;
+               run_kernel(k, dz.device());
              });
              return std::vector<Tensor>{dz, dc_prev};
            });
@@ -293,9 +324,10 @@ BatchNormBatch batch_norm_train(const Tensor& x, const Tensor& gamma, const Tens
          invstd = empty_as(Shape{C}, x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::batchnorm_forward_train, "batch_norm", x)(
-        y.data<T>(), mean.data<T>(), var.data<T>(), invstd.data<T>(), x.data<T>(), gamma.data<T>(),
-        beta.data<T>(), M, C, eps);
+    BatchnormForwardTrain<T> k;
+    k.out = y.data<T>(), k.mean = mean.data<T>(), k.var = var.data<T>(), k.invstd = invstd.data<T>();
+    k.inp = x.data<T>(), k.gamma = gamma.data<T>(), k.beta = beta.data<T>(), k.M = M, k.C = C, k.eps = eps;
+    run_kernel(k, x.device());
   });
   if (should_record({x, gamma, beta})) {
     record("batch_norm", {x, gamma, beta}, {y},
@@ -304,9 +336,11 @@ BatchNormBatch batch_norm_train(const Tensor& x, const Tensor& gamma, const Tens
                     dbeta = zeros_as(beta.shape(), beta);
              with_dtype(x, [&](auto tag) {
                using T = decltype(tag);
-               kernel(&KernelTable<T>::batchnorm_backward, "batch_norm backward", x)(
-                   dx.data<T>(), dgamma.data<T>(), dbeta.data<T>(), g[0].data<T>(), x.data<T>(),
-                   mean.data<T>(), invstd.data<T>(), gamma.data<T>(), M, C);
+               BatchnormBackward<T> k;
+               k.dinp = dx.data<T>(), k.dgamma = dgamma.data<T>(), k.dbeta = dbeta.data<T>();
+               k.dout = g[0].data<T>(), k.inp = x.data<T>(), k.mean = mean.data<T>();
+               k.invstd = invstd.data<T>(), k.gamma = gamma.data<T>(), k.M = M, k.C = C;
+               run_kernel(k, x.device());
              });
              return std::vector<Tensor>{dx, dgamma, dbeta};
            });
@@ -321,8 +355,10 @@ Tensor batch_norm_affine(const Tensor& x, const Tensor& gamma, const Tensor& bet
   Tensor out = empty_like(x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::batchnorm_forward_infer, "batch_norm_infer", x)(
-        out.data<T>(), x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), var.data<T>(), M, C, eps);
+    BatchnormForwardInfer<T> k;
+    k.out = out.data<T>(), k.inp = x.data<T>(), k.gamma = gamma.data<T>(), k.beta = beta.data<T>();
+    k.moving_mean = mean.data<T>(), k.moving_var = var.data<T>(), k.M = M, k.C = C, k.eps = eps;
+    run_kernel(k, x.device());
   });
   return out;
 }
@@ -332,7 +368,9 @@ Tensor column_sums(const Tensor& x, int64_t M, int64_t C) {
   Tensor out = zeros_as(Shape{C}, x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::bias_add_backward, "column sums", x)(out.data<T>(), x.data<T>(), M, C);
+    BiasAddBackward<T> k;
+    k.dbias = out.data<T>(), k.dout = x.data<T>(), k.M = M, k.C = C;
+    run_kernel(k, x.device());
   });
   return out;
 }
@@ -369,8 +407,10 @@ void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_va
   }
   with_dtype(mean, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::batchnorm_update_moving, "batch_norm_update_moving", mean)(
-        moving_mean.data<T>(), moving_var.data<T>(), mean.data<T>(), var.data<T>(), rows, C, momentum);
+    BatchnormUpdateMoving<T> k;
+    k.moving_mean = moving_mean.data<T>(), k.moving_var = moving_var.data<T>(), k.mean = mean.data<T>();
+    k.var = var.data<T>(), k.M = rows, k.C = C, k.momentum = momentum;
+    run_kernel(k, mean.device());
   });
 }
 

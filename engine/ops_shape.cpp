@@ -3,6 +3,7 @@
 
 #include "engine/op_support.h"
 #include "engine/ops.h"
+#include "kernels/reduce.h"
 
 namespace hisvid::ops {
 
@@ -21,9 +22,11 @@ void copy_along(const Tensor& dst, int64_t dst_start, const Tensor& src, int64_t
   const int64_t outer = s.prod(0, axis), inner = s.prod(axis + 1, s.rank());
   with_dtype(dst, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::copy_block, "copy_block", dst)(dst.data<T>(), dst.dim(axis), dst_start,
-                                                           src.data<T>(), src.dim(axis), src_start, outer,
-                                                           len, inner, accumulate);
+    CopyBlock<T> k;
+    k.dst = dst.data<T>(), k.src = src.data<T>(), k.outer = outer, k.len = len, k.inner = inner;
+    k.dst_dim = dst.dim(axis), k.dst_start = dst_start, k.src_dim = src.dim(axis), k.src_start = src_start;
+    k.accumulate = accumulate;
+    run_kernel(k, dst.device());
   });
 }
 

@@ -7,6 +7,7 @@
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/error.h"
+#include "kernels/optim.h"
 
 namespace hisvid {
 
@@ -60,9 +61,10 @@ void Adam::update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, 
     const T b1 = static_cast<T>(beta_1_), b2 = static_cast<T>(beta_2_);
     const T b1_power = std::pow(b1, static_cast<T>(step)), b2_power = std::pow(b2, static_cast<T>(step));
     const T alpha = static_cast<T>(learning_rate()) * std::sqrt(T(1) - b2_power) / (T(1) - b1_power);
-    kernel(&KernelTable<T>::adam_update, "Adam", w)(w.data<T>(), slots[0].data<T>(), slots[1].data<T>(),
-                                                    g.data<T>(), w.numel(), alpha, b1, b2,
-                                                    static_cast<T>(epsilon_));
+    AdamUpdate<T> k;
+    k.w = w.data<T>(), k.m = slots[0].data<T>(), k.v = slots[1].data<T>(), k.g = g.data<T>(), k.n = w.numel();
+    k.alpha = alpha, k.beta1 = b1, k.beta2 = b2, k.eps = static_cast<T>(epsilon_);
+    run_kernel(k, w.device());
   });
 }
 
@@ -81,9 +83,11 @@ std::map<std::string, double> RMSprop::hyper_parameters() const {
 void RMSprop::update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t) {
   with_dtype(w, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::rmsprop_update, "RMSprop", w)(w.data<T>(), slots[0].data<T>(), g.data<T>(),
-                                                          w.numel(), static_cast<T>(learning_rate()),
-                                                          static_cast<T>(rho_), static_cast<T>(epsilon_), form_);
+    RmspropUpdate<T> k;
+    k.w = w.data<T>(), k.v = slots[0].data<T>(), k.g = g.data<T>(), k.n = w.numel();
+    k.lr = static_cast<T>(learning_rate()), k.rho = static_cast<T>(rho_), k.eps = static_cast<T>(epsilon_);
+    k.form = form_;
+    run_kernel(k, w.device());
   });
 }
 
@@ -94,8 +98,9 @@ std::map<std::string, double> SGD::hyper_parameters() const { return {{"learning
 void SGD::update(const Tensor& w, const Tensor& g, std::vector<Tensor>&, int64_t) {
   with_dtype(w, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::sgd_update, "SGD", w)(w.data<T>(), g.data<T>(), w.numel(),
-                                                  static_cast<T>(learning_rate()));
+    SgdUpdate<T> k;
+    k.w = w.data<T>(), k.g = g.data<T>(), k.n = w.numel(), k.lr = static_cast<T>(learning_rate());
+    run_kernel(k, w.device());
   });
 }
 

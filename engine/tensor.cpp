@@ -4,6 +4,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/error.h"
+#include "kernels/elementwise.h"
 
 namespace hisvid {
 
@@ -178,7 +179,9 @@ double Tensor::item() const {
 void Tensor::fill_(double value) {
   with_dtype(*this, [&](auto tag) {
     using T = decltype(tag);
-    kernel(&KernelTable<T>::fill, "fill", *this)(data<T>(), static_cast<T>(value), numel());
+    Fill<T> k;
+    k.out = data<T>(), k.value = static_cast<T>(value), k.n = numel();
+    run_kernel(k, device());
   });
 }
 

@@ -1,4 +1,4 @@
-// kernels/batchnorm.cpp — CPU reference of kernels/batchnorm.h: Keras BatchNormalization
+// kernels/batchnorm.cpp — the naive rows of kernels/batchnorm.h: Keras BatchNormalization
 // over the channel axis of an (M,C) view. Dimension letters as in kernels/common.h.
 // Per-channel sums accumulate in double, for float inputs too.
 #include "kernels/batchnorm.h"
@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-namespace hisvid::cpu {
+namespace hisvid::naive {
 
 namespace {
 
@@ -16,14 +16,14 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 }  // namespace
 
 template <typename T>
-void batchnorm_forward_train(T* out,          // (M,C)
-                             T* mean,         // (C) batch mean
-                             T* var,          // (C) biased batch variance
-                             T* invstd,       // (C) 1 / sqrt(var + eps)
-                             const T* inp,    // (M,C)
-                             const T* gamma,  // (C)
-                             const T* beta,   // (C)
-                             int64_t M, int64_t C, float eps) {
+void batchnorm_forward_train(const BatchnormForwardTrain<T>& k) {
+  T* out = k.out;                                          // (M,C)
+  T* mean = k.mean;                                        // (C) batch mean
+  T* var = k.var;                                          // (C) biased batch variance
+  T* invstd = k.invstd;                                    // (C) 1 / sqrt(var + eps)
+  const T *inp = k.inp, *gamma = k.gamma, *beta = k.beta;  // (M,C), (C), (C)
+  const int64_t M = k.M, C = k.C;
+  const float eps = k.eps;
   std::vector<double> sum(static_cast<size_t>(C), 0.0), sq(static_cast<size_t>(C), 0.0);
   double* s = sum.data();
   double* q = sq.data();
@@ -55,13 +55,12 @@ void batchnorm_forward_train(T* out,          // (M,C)
 }
 
 template <typename T>
-void batchnorm_forward_infer(T* out,                // (M,C)
-                             const T* inp,          // (M,C)
-                             const T* gamma,        // (C)
-                             const T* beta,         // (C)
-                             const T* moving_mean,  // (C)
-                             const T* moving_var,   // (C)
-                             int64_t M, int64_t C, float eps) {
+void batchnorm_forward_infer(const BatchnormForwardInfer<T>& k) {
+  T* out = k.out;                                                    // (M,C)
+  const T *inp = k.inp, *gamma = k.gamma, *beta = k.beta;            // (M,C), (C), (C)
+  const T *moving_mean = k.moving_mean, *moving_var = k.moving_var;  // (C), (C)
+  const int64_t M = k.M, C = k.C;
+  const float eps = k.eps;
   std::vector<T> inv(static_cast<size_t>(C));
   for (int64_t c = 0; c < C; ++c) inv[c] = T(1) / std::sqrt(moving_var[c] + T(eps));
 #pragma omp parallel for if (M * C > kParallelMin)
@@ -76,15 +75,11 @@ void batchnorm_forward_infer(T* out,                // (M,C)
 //   dbeta += sum(dy),  dgamma += sum(dy * xhat)
 //   dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
 template <typename T>
-void batchnorm_backward(T* dinp,          // (M,C)
-                        T* dgamma,        // (C)
-                        T* dbeta,         // (C)
-                        const T* dout,    // (M,C)
-                        const T* inp,     // (M,C)
-                        const T* mean,    // (C)
-                        const T* invstd,  // (C)
-                        const T* gamma,   // (C)
-                        int64_t M, int64_t C) {
+void batchnorm_backward(const BatchnormBackward<T>& args) {
+  T *dinp = args.dinp, *dgamma = args.dgamma, *dbeta = args.dbeta;        // (M,C), (C), (C)
+  const T *dout = args.dout, *inp = args.inp;                             // (M,C), (M,C)
+  const T *mean = args.mean, *invstd = args.invstd, *gamma = args.gamma;  // (C) each
+  const int64_t M = args.M, C = args.C;
   std::vector<double> sum_dy(static_cast<size_t>(C), 0.0), sum_dy_xhat(static_cast<size_t>(C), 0.0);
   double* sd = sum_dy.data();
   double* sdx = sum_dy_xhat.data();
@@ -114,11 +109,11 @@ void batchnorm_backward(T* dinp,          // (M,C)
 }
 
 template <typename T>
-void batchnorm_update_moving(T* moving_mean,  // (C)
-                             T* moving_var,   // (C)
-                             const T* mean,   // (C)
-                             const T* var,    // (C) biased
-                             int64_t M, int64_t C, float momentum) {
+void batchnorm_update_moving(const BatchnormUpdateMoving<T>& k) {
+  T *moving_mean = k.moving_mean, *moving_var = k.moving_var;  // (C), (C)
+  const T *mean = k.mean, *var = k.var;                        // (C), (C) biased
+  const int64_t M = k.M, C = k.C;
+  const float momentum = k.momentum;
   const T mom = T(momentum);
   const T unbias = M > 1 ? T(M) / T(M - 1) : T(1);  // var * M / (M - 1); M == 1 keeps var
   for (int64_t c = 0; c < C; ++c) {
@@ -127,22 +122,13 @@ void batchnorm_update_moving(T* moving_mean,  // (C)
   }
 }
 
-template void batchnorm_forward_train<float>(float*, float*, float*, float*, const float*, const float*,
-                                             const float*, int64_t, int64_t, float);
-template void batchnorm_forward_infer<float>(float*, const float*, const float*, const float*, const float*,
-                                             const float*, int64_t, int64_t, float);
-template void batchnorm_backward<float>(float*, float*, float*, const float*, const float*, const float*,
-                                        const float*, const float*, int64_t, int64_t);
-template void batchnorm_update_moving<float>(float*, float*, const float*, const float*, int64_t, int64_t,
-                                             float);
+#define HISVID_INSTANTIATE(T)                                                \
+  template void batchnorm_forward_train<T>(const BatchnormForwardTrain<T>&); \
+  template void batchnorm_forward_infer<T>(const BatchnormForwardInfer<T>&); \
+  template void batchnorm_backward<T>(const BatchnormBackward<T>&);          \
+  template void batchnorm_update_moving<T>(const BatchnormUpdateMoving<T>&);
+HISVID_INSTANTIATE(float)
+HISVID_INSTANTIATE(double)
+#undef HISVID_INSTANTIATE
 
-template void batchnorm_forward_train<double>(double*, double*, double*, double*, const double*,
-                                              const double*, const double*, int64_t, int64_t, float);
-template void batchnorm_forward_infer<double>(double*, const double*, const double*, const double*,
-                                              const double*, const double*, int64_t, int64_t, float);
-template void batchnorm_backward<double>(double*, double*, double*, const double*, const double*,
-                                         const double*, const double*, const double*, int64_t, int64_t);
-template void batchnorm_update_moving<double>(double*, double*, const double*, const double*, int64_t,
-                                              int64_t, float);
-
-}  // namespace hisvid::cpu
+}  // namespace hisvid::naive

@@ -127,9 +127,11 @@ __global__ void update_moving_kernel(float* moving_mean, float* moving_var, cons
 
 }  // namespace
 
-void batchnorm_forward_train(float* out, float* mean, float* var, float* invstd, const float* inp,
-                             const float* gamma, const float* beta, int64_t M, int64_t C, float eps,
-                             cudaStream_t stream) {
+void batchnorm_forward_train(const BatchnormForwardTrain<float>& k, cudaStream_t stream) {
+  float *out = k.out, *mean = k.mean, *var = k.var, *invstd = k.invstd;
+  const float *inp = k.inp, *gamma = k.gamma, *beta = k.beta;
+  const int64_t M = k.M, C = k.C;
+  const float eps = k.eps;
   if (M <= 0 || C <= 0) return;
   Context& ctx = context_for_stream(stream, "batchnorm_forward_train");
   const device::ColumnTiling tiling = device::column_tiling(M, C);
@@ -145,18 +147,17 @@ void batchnorm_forward_train(float* out, float* mean, float* var, float* invstd,
   HISVID_CHECK_LAUNCH();
 }
 
-void batchnorm_forward_infer(float* out, const float* inp, const float* gamma, const float* beta,
-                             const float* moving_mean, const float* moving_var, int64_t M, int64_t C,
-                             float eps, cudaStream_t stream) {
-  if (M <= 0 || C <= 0) return;
-  normalize_infer_kernel<<<grid_blocks(M * C, kThreads), kThreads, 0, stream>>>(
-      out, inp, gamma, beta, moving_mean, moving_var, M, C, eps);
+void batchnorm_forward_infer(const BatchnormForwardInfer<float>& k, cudaStream_t stream) {
+  if (k.M <= 0 || k.C <= 0) return;
+  normalize_infer_kernel<<<grid_blocks(k.M * k.C, kThreads), kThreads, 0, stream>>>(
+      k.out, k.inp, k.gamma, k.beta, k.moving_mean, k.moving_var, k.M, k.C, k.eps);
   HISVID_CHECK_LAUNCH();
 }
 
-void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
-                        const float* mean, const float* invstd, const float* gamma, int64_t M, int64_t C,
-                        cudaStream_t stream) {
+void batchnorm_backward(const BatchnormBackward<float>& k, cudaStream_t stream) {
+  float *dinp = k.dinp, *dgamma = k.dgamma, *dbeta = k.dbeta;
+  const float *dout = k.dout, *inp = k.inp, *mean = k.mean, *invstd = k.invstd, *gamma = k.gamma;
+  const int64_t M = k.M, C = k.C;
   if (M <= 0 || C <= 0) return;
   Context& ctx = context_for_stream(stream, "batchnorm_backward");
   const device::ColumnTiling tiling = device::column_tiling(M, C);
@@ -175,14 +176,14 @@ void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* d
   HISVID_CHECK_LAUNCH();
 }
 
-void batchnorm_update_moving(float* moving_mean, float* moving_var, const float* mean, const float* var,
-                             int64_t M, int64_t C, float momentum, cudaStream_t stream) {
+void batchnorm_update_moving(const BatchnormUpdateMoving<float>& k, cudaStream_t stream) {
+  const int64_t M = k.M, C = k.C;
   if (C <= 0) return;
   // Unbiased variance var * M / (M - 1); a single row has no unbiased estimate, and like
   // TensorFlow the biased one (0) is taken then.
   const float unbias = M > 1 ? static_cast<float>(M) / static_cast<float>(M - 1) : 1.0f;
-  update_moving_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(moving_mean, moving_var, mean, var,
-                                                                          C, momentum, unbias);
+  update_moving_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(k.moving_mean, k.moving_var, k.mean,
+                                                                          k.var, C, k.momentum, unbias);
   HISVID_CHECK_LAUNCH();
 }
 

@@ -12,41 +12,126 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace hisvid::cpu {
+namespace hisvid {
 
 // out (M,C); mean (C) and var (C, biased) of the batch; invstd (C) = 1/sqrt(var + eps).
 template <typename T>
-void batchnorm_forward_train(T* out, T* mean, T* var, T* invstd, const T* inp, const T* gamma,
-                             const T* beta, int64_t M, int64_t C, float eps);
+struct BatchnormForwardTrain {
+  static constexpr const char* kName = "batchnorm_forward_train";
+  T* out = nullptr;
+  T* mean = nullptr;
+  T* var = nullptr;
+  T* invstd = nullptr;
+  const T* inp = nullptr;
+  const T* gamma = nullptr;
+  const T* beta = nullptr;
+  int64_t M = 0, C = 0;
+  float eps = 1e-3f;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, M * C);
+    v.out("mean", mean, C);
+    v.out("var", var, C);
+    v.out("invstd", invstd, C);
+    v.in("inp", inp, M * C);
+    v.in("gamma", gamma, C);
+    v.in("beta", beta, C);
+  }
+};
+
 // out (M,C) with the moving statistics moving_mean (C), moving_var (C).
 template <typename T>
-void batchnorm_forward_infer(T* out, const T* inp, const T* gamma, const T* beta, const T* moving_mean,
-                             const T* moving_var, int64_t M, int64_t C, float eps);
-// dinp (M,C) (=), dgamma (C) (+=), dbeta (C) (+=) for the training-mode forward.
-template <typename T>
-void batchnorm_backward(T* dinp, T* dgamma, T* dbeta, const T* dout, const T* inp, const T* mean,
-                        const T* invstd, const T* gamma, int64_t M, int64_t C);
-// moving_mean (C), moving_var (C) updated in place from the batch mean (C) and biased var (C).
-template <typename T>
-void batchnorm_update_moving(T* moving_mean, T* moving_var, const T* mean, const T* var, int64_t M,
-                             int64_t C, float momentum);
+struct BatchnormForwardInfer {
+  static constexpr const char* kName = "batchnorm_forward_infer";
+  T* out = nullptr;
+  const T* inp = nullptr;
+  const T* gamma = nullptr;
+  const T* beta = nullptr;
+  const T* moving_mean = nullptr;
+  const T* moving_var = nullptr;
+  int64_t M = 0, C = 0;
+  float eps = 1e-3f;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, M * C);
+    v.in("inp", inp, M * C);
+    v.in("gamma", gamma, C);
+    v.in("beta", beta, C);
+    v.in("moving_mean", moving_mean, C);
+    v.in("moving_var", moving_var, C);
+  }
+};
 
-}  // namespace hisvid::cpu
+// dinp (M,C) (=), dgamma (C) (+=), dbeta (C) (+=) for the training-mode forward, from dout
+// (M,C), inp (M,C) and the forward's mean (C) and invstd (C).
+template <typename T>
+struct BatchnormBackward {
+  static constexpr const char* kName = "batchnorm_backward";
+  T* dinp = nullptr;
+  T* dgamma = nullptr;
+  T* dbeta = nullptr;
+  const T* dout = nullptr;
+  const T* inp = nullptr;
+  const T* mean = nullptr;
+  const T* invstd = nullptr;
+  const T* gamma = nullptr;
+  int64_t M = 0, C = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dinp", dinp, M * C);
+    v.inout("dgamma", dgamma, C);
+    v.inout("dbeta", dbeta, C);
+    v.in("dout", dout, M * C);
+    v.in("inp", inp, M * C);
+    v.in("mean", mean, C);
+    v.in("invstd", invstd, C);
+    v.in("gamma", gamma, C);
+  }
+};
+
+// moving_mean (C), moving_var (C) updated in place from the batch mean (C) and biased var (C)
+// of M rows: moving = moving * momentum + batch * (1 - momentum), the variance unbiased by
+// M / (M - 1) (a single row keeps the biased one).
+template <typename T>
+struct BatchnormUpdateMoving {
+  static constexpr const char* kName = "batchnorm_update_moving";
+  T* moving_mean = nullptr;
+  T* moving_var = nullptr;
+  const T* mean = nullptr;
+  const T* var = nullptr;
+  int64_t M = 0, C = 0;
+  float momentum = 0.99f;
+  template <typename V>
+  void buffers(V& v) {
+    v.inout("moving_mean", moving_mean, C);
+    v.inout("moving_var", moving_var, C);
+    v.in("mean", mean, C);
+    v.in("var", var, C);
+  }
+};
+
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void batchnorm_forward_train(const BatchnormForwardTrain<T>& k);
+template <typename T>
+void batchnorm_forward_infer(const BatchnormForwardInfer<T>& k);
+template <typename T>
+void batchnorm_backward(const BatchnormBackward<T>& k);
+template <typename T>
+void batchnorm_update_moving(const BatchnormUpdateMoving<T>& k);
+
+}  // namespace hisvid::naive
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void batchnorm_forward_train(float* out, float* mean, float* var, float* invstd, const float* inp,
-                             const float* gamma, const float* beta, int64_t M, int64_t C, float eps,
-                             cudaStream_t stream);
-void batchnorm_forward_infer(float* out, const float* inp, const float* gamma, const float* beta,
-                             const float* moving_mean, const float* moving_var, int64_t M, int64_t C,
-                             float eps, cudaStream_t stream);
-void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout, const float* inp,
-                        const float* mean, const float* invstd, const float* gamma, int64_t M, int64_t C,
-                        cudaStream_t stream);
-void batchnorm_update_moving(float* moving_mean, float* moving_var, const float* mean, const float* var,
-                             int64_t M, int64_t C, float momentum, cudaStream_t stream);
+void batchnorm_forward_train(const BatchnormForwardTrain<float>& k, cudaStream_t stream);
+void batchnorm_forward_infer(const BatchnormForwardInfer<float>& k, cudaStream_t stream);
+void batchnorm_backward(const BatchnormBackward<float>& k, cudaStream_t stream);
+void batchnorm_update_moving(const BatchnormUpdateMoving<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -86,6 +86,25 @@ HISVID_HD T hard_sigmoid_keras3(T x) {
   return y / T(6);
 }
 
+// The Keras name (Keras 3's hard_sigmoid is "hard_sigmoid_keras3" here), for messages.
+inline const char* activation_label(Activation act) {
+  switch (act) {
+    case Activation::Linear:
+      return "linear";
+    case Activation::Relu:
+      return "relu";
+    case Activation::Tanh:
+      return "tanh";
+    case Activation::Sigmoid:
+      return "sigmoid";
+    case Activation::HardSigmoid:
+      return "hard_sigmoid";
+    case Activation::HardSigmoidKeras3:
+      return "hard_sigmoid_keras3";
+  }
+  return "unknown";
+}
+
 template <typename T>
 HISVID_HD T activate(T x, Activation act) {
   switch (act) {

@@ -1,5 +1,6 @@
-// kernels/conv2d.cpp — CPU reference of kernels/conv2d.h: Keras Conv2D (channels-last
-// cross-correlation), two ways.
+// kernels/conv2d.cpp — kernels/conv2d.h on the host: Keras Conv2D (channels-last
+// cross-correlation) as the naive loop nest (the definition, at the end of this file) and two
+// tuned ways.
 // Dimension letters as in kernels/common.h; R = N*HO*WO rows of the im2col matrix and
 // KK = KH*KW*C the length of one patch.
 //
@@ -84,6 +85,27 @@ KwRange valid_kw(int wo, const Conv2dGeometry& g) {
   return {lo, std::max(lo, hi)};
 }
 
+// The GEMM and bias passes of the im2col path: OpenBLAS and the naive bias loops.
+void gemm(float* out, const float* a, const float* b, int64_t M, int64_t P, int64_t K, bool trans_a,
+          bool trans_b, bool accumulate) {
+  Matmul<float> m;
+  m.out = out, m.a = a, m.b = b, m.M = M, m.P = P, m.K = K;
+  m.trans_a = trans_a, m.trans_b = trans_b, m.accumulate = accumulate;
+  matmul(m);
+}
+
+void add_bias(float* out, const float* bias, int64_t M, int64_t F) {  // out (M,F) += bias (F)
+  BiasAddForward<float> b;
+  b.out = out, b.inp = out, b.bias = bias, b.M = M, b.C = F;
+  naive::bias_add_forward(b);
+}
+
+void sum_columns(float* dbias, const float* dout, int64_t M, int64_t F) {  // dbias (F) += sums of dout (M,F)
+  BiasAddBackward<float> b;
+  b.dbias = dbias, b.dout = dout, b.M = M, b.C = F;
+  naive::bias_add_backward(b);
+}
+
 // col (n_img*HO*WO, KK) = the patches of inp (n_img,H,W,C), one output row (n, ho) per iteration.
 template <typename T>
 void im2col(T* col, const T* inp, int64_t n_img, const Conv2dGeometry& g) {
@@ -152,8 +174,8 @@ void forward_gemm(T* out,           // (N,HO,WO,F)
   const int64_t KK = patch_size(g), F = g.F;
   const int64_t rows_per_image = int64_t(g.HO) * g.WO;
   if (is_pointwise(g)) {
-    matmul(out, inp, weight, g.N * rows_per_image, F, KK, false, false, false);
-    if (bias) bias_add_forward(out, out, bias, g.N * rows_per_image, F);
+    gemm(out, inp, weight, g.N * rows_per_image, F, KK, false, false, false);
+    if (bias) add_bias(out, bias, g.N * rows_per_image, F);
     return;
   }
   const int64_t chunk = images_per_chunk<T>(g);
@@ -163,8 +185,8 @@ void forward_gemm(T* out,           // (N,HO,WO,F)
     const int64_t rows = nb * rows_per_image;
     T* out_chunk = out + n0 * rows_per_image * F;  // (nb*HO*WO, F)
     im2col(col, inp + n0 * int64_t(g.H) * g.W * g.C, nb, g);
-    matmul(out_chunk, col, weight, rows, F, KK, false, false, false);
-    if (bias) bias_add_forward(out_chunk, out_chunk, bias, rows, F);
+    gemm(out_chunk, col, weight, rows, F, KK, false, false, false);
+    if (bias) add_bias(out_chunk, bias, rows, F);
   }
 }
 
@@ -176,14 +198,14 @@ void backward_data_gemm(T* dinp,          // (N,H,W,C)
   const int64_t KK = patch_size(g), F = g.F;
   const int64_t rows_per_image = int64_t(g.HO) * g.WO;
   if (is_pointwise(g)) {
-    matmul(dinp, dout, weight, g.N * rows_per_image, KK, F, false, true, false);
+    gemm(dinp, dout, weight, g.N * rows_per_image, KK, F, false, true, false);
     return;
   }
   const int64_t chunk = images_per_chunk<T>(g);
   T* dcol = col_buffer<T>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, g.N - n0);
-    matmul(dcol, dout + n0 * rows_per_image * F, weight, nb * rows_per_image, KK, F, false, true, false);
+    gemm(dcol, dout + n0 * rows_per_image * F, weight, nb * rows_per_image, KK, F, false, true, false);
     col2im(dinp + n0 * int64_t(g.H) * g.W * g.C, dcol, nb, g);
   }
 }
@@ -197,8 +219,8 @@ void backward_filter_gemm(T* dweight,     // (KH,KW,C,F), as (KK,F)
   const int64_t KK = patch_size(g), F = g.F;
   const int64_t rows_per_image = int64_t(g.HO) * g.WO;
   if (is_pointwise(g)) {
-    matmul(dweight, inp, dout, KK, F, g.N * rows_per_image, true, false, true);
-    if (dbias) bias_add_backward(dbias, dout, g.N * rows_per_image, F);
+    gemm(dweight, inp, dout, KK, F, g.N * rows_per_image, true, false, true);
+    if (dbias) sum_columns(dbias, dout, g.N * rows_per_image, F);
     return;
   }
   const int64_t chunk = images_per_chunk<T>(g);
@@ -208,9 +230,9 @@ void backward_filter_gemm(T* dweight,     // (KH,KW,C,F), as (KK,F)
     const int64_t rows = nb * rows_per_image;
     const T* dout_chunk = dout + n0 * rows_per_image * F;  // (nb*HO*WO, F)
     im2col(col, inp + n0 * int64_t(g.H) * g.W * g.C, nb, g);
-    matmul(dweight, col, dout_chunk, KK, F, rows, true, false, true);
+    gemm(dweight, col, dout_chunk, KK, F, rows, true, false, true);
     // The column sums while the chunk of dout is still in cache.
-    if (dbias) bias_add_backward(dbias, dout_chunk, rows, F);
+    if (dbias) sum_columns(dbias, dout_chunk, rows, F);
   }
 }
 
@@ -356,20 +378,12 @@ void backward_filter_direct(T* dweight,     // (KH,KW,C,F)
   }
 }
 
-template <typename T>
-Conv2dAlgorithm resolve(Conv2dAlgorithm algorithm, const Conv2dGeometry& g, Conv2dPass pass) {
-  if (algorithm == Conv2dAlgorithm::Auto) {
-    return std::is_same_v<T, float> ? conv2d_cpu_algorithm(g, pass) : Conv2dAlgorithm::Gemm;
-  }
-  if (algorithm == Conv2dAlgorithm::Direct && g.F > kDirectMaxFilters) return Conv2dAlgorithm::Gemm;
-  return algorithm;
-}
-
 }  // namespace
 
-// The thresholds come from bench/kernel_lab_conv2d.cpp on the seeds' layers (2-core AVX-512
-// Xeon, batch 4): the AVX2 direct kernels win where the GEMM is thin (few channels, large
-// images), OpenBLAS wins on large patches and on tiny images (the padded copy then dominates).
+// The thresholds come from the kernel lab (bench/kernel_lab) on the seeds' layers (2-core
+// AVX-512 Xeon, batch 4): the AVX2 direct kernels win where the GEMM is thin (few channels,
+// large images), OpenBLAS wins on large patches and on tiny images (the padded copy then
+// dominates).
 Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass) {
   if (!avx2::available() || g.F > kDirectMaxFilters) return Conv2dAlgorithm::Gemm;
   const int64_t pixels = int64_t(g.HO) * g.WO;
@@ -388,80 +402,168 @@ Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass) {
   return direct ? Conv2dAlgorithm::Direct : Conv2dAlgorithm::Gemm;
 }
 
-template <typename T>
-void conv2d_forward_with(Conv2dAlgorithm algorithm, T* out, const T* inp, const T* weight, const T* bias,
-                         const Conv2dGeometry& g) {
-  if (resolve<T>(algorithm, g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (avx2::available()) return avx2::conv2d_forward(out, inp, weight, bias, g);
-    }
-    forward_direct(out, inp, weight, bias, g);
-  } else {
-    forward_gemm(out, inp, weight, bias, g);
+void conv2d_forward_gemm(const Conv2dForward<float>& k) { forward_gemm(k.out, k.inp, k.weight, k.bias, k.g); }
+void conv2d_backward_data_gemm(const Conv2dBackwardData<float>& k) {
+  backward_data_gemm(k.dinp, k.dout, k.weight, k.g);
+}
+void conv2d_backward_filter_gemm(const Conv2dBackwardFilter<float>& k) {
+  backward_filter_gemm(k.dweight, k.dbias, k.dout, k.inp, k.g);
+}
+
+// The direct loops hold one output pixel's F accumulators on the stack: wider layers run GEMM.
+void conv2d_forward_direct(const Conv2dForward<float>& k) {
+  if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);
+  forward_direct(k.out, k.inp, k.weight, k.bias, k.g);
+}
+void conv2d_backward_data_direct(const Conv2dBackwardData<float>& k) {
+  if (k.g.F > kDirectMaxFilters) return conv2d_backward_data_gemm(k);
+  backward_data_direct(k.dinp, k.dout, k.weight, k.g);
+}
+void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k) {
+  if (k.g.F > kDirectMaxFilters) return conv2d_backward_filter_gemm(k);
+  backward_filter_direct(k.dweight, k.dbias, k.dout, k.inp, k.g);
+}
+
+void conv2d_forward_avx2(const Conv2dForward<float>& k) {
+  if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);
+  avx2::forward(k.out, k.inp, k.weight, k.bias, k.g);
+}
+void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k) {
+  if (k.g.SH != 1 || k.g.SW != 1) return conv2d_backward_data_direct(k);
+  if (k.g.F > kDirectMaxFilters) return conv2d_backward_data_gemm(k);
+  avx2::backward_data(k.dinp, k.dout, k.weight, k.g);
+}
+void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k) {
+  if (k.g.F > kDirectMaxFilters) return conv2d_backward_filter_gemm(k);
+  avx2::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);
+}
+
+void conv2d_forward(const Conv2dForward<float>& k) {
+  if (conv2d_cpu_algorithm(k.g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct)
+    return conv2d_forward_avx2(k);
+  conv2d_forward_gemm(k);
+}
+void conv2d_backward_data(const Conv2dBackwardData<float>& k) {
+  if (conv2d_cpu_algorithm(k.g, Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
+    return conv2d_backward_data_avx2(k);
   }
+  conv2d_backward_data_gemm(k);
 }
-
-template <typename T>
-void conv2d_backward_data_with(Conv2dAlgorithm algorithm, T* dinp, const T* dout, const T* weight,
-                               const Conv2dGeometry& g) {
-  if (resolve<T>(algorithm, g, Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (avx2::available() && g.SH == 1 && g.SW == 1) return avx2::conv2d_backward_data(dinp, dout, weight, g);
-    }
-    backward_data_direct(dinp, dout, weight, g);
-  } else {
-    backward_data_gemm(dinp, dout, weight, g);
+void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k) {
+  if (conv2d_cpu_algorithm(k.g, Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
+    return conv2d_backward_filter_avx2(k);
   }
+  conv2d_backward_filter_gemm(k);
 }
-
-template <typename T>
-void conv2d_backward_filter_with(Conv2dAlgorithm algorithm, T* dweight, T* dbias, const T* dout, const T* inp,
-                                 const Conv2dGeometry& g) {
-  if (resolve<T>(algorithm, g, Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (avx2::available()) return avx2::conv2d_backward_filter(dweight, dbias, dout, inp, g);
-    }
-    backward_filter_direct(dweight, dbias, dout, inp, g);
-  } else {
-    backward_filter_gemm(dweight, dbias, dout, inp, g);
-  }
-}
-
-template <typename T>
-void conv2d_forward(T* out, const T* inp, const T* weight, const T* bias, const Conv2dGeometry& g) {
-  conv2d_forward_with(Conv2dAlgorithm::Auto, out, inp, weight, bias, g);
-}
-
-template <typename T>
-void conv2d_backward_data(T* dinp, const T* dout, const T* weight, const Conv2dGeometry& g) {
-  conv2d_backward_data_with(Conv2dAlgorithm::Auto, dinp, dout, weight, g);
-}
-
-template <typename T>
-void conv2d_backward_filter(T* dweight, T* dbias, const T* dout, const T* inp, const Conv2dGeometry& g) {
-  conv2d_backward_filter_with(Conv2dAlgorithm::Auto, dweight, dbias, dout, inp, g);
-}
-
-template void conv2d_forward<float>(float*, const float*, const float*, const float*, const Conv2dGeometry&);
-template void conv2d_backward_data<float>(float*, const float*, const float*, const Conv2dGeometry&);
-template void conv2d_backward_filter<float>(float*, float*, const float*, const float*,
-                                            const Conv2dGeometry&);
-
-template void conv2d_forward<double>(double*, const double*, const double*, const double*,
-                                     const Conv2dGeometry&);
-template void conv2d_backward_data<double>(double*, const double*, const double*, const Conv2dGeometry&);
-template void conv2d_backward_filter<double>(double*, double*, const double*, const double*,
-                                             const Conv2dGeometry&);
-
-template void conv2d_forward_with<float>(Conv2dAlgorithm, float*, const float*, const float*, const float*,
-                                         const Conv2dGeometry&);
-template void conv2d_backward_data_with<float>(Conv2dAlgorithm, float*, const float*, const float*, const Conv2dGeometry&);
-template void conv2d_backward_filter_with<float>(Conv2dAlgorithm, float*, float*, const float*, const float*,
-                                               const Conv2dGeometry&);
-template void conv2d_forward_with<double>(Conv2dAlgorithm, double*, const double*, const double*, const double*,
-                                         const Conv2dGeometry&);
-template void conv2d_backward_data_with<double>(Conv2dAlgorithm, double*, const double*, const double*, const Conv2dGeometry&);
-template void conv2d_backward_filter_with<double>(Conv2dAlgorithm, double*, double*, const double*, const double*,
-                                               const Conv2dGeometry&);
 
 }  // namespace hisvid::cpu
+
+namespace hisvid::naive {
+
+// out[n,ho,wo,f] = bias[f] + sum over kh, kw, c of inp[n,ih,iw,c] * weight[kh,kw,c,f], with
+// ih = ho*SH - pad_top + kh and iw = wo*SW - pad_left + kw; positions outside the image are
+// the zero padding.
+template <typename T>
+void conv2d_forward(const Conv2dForward<T>& k) {
+  const Conv2dGeometry& g = k.g;
+#pragma omp parallel for collapse(2)
+  for (int n = 0; n < g.N; ++n) {
+    for (int ho = 0; ho < g.HO; ++ho) {
+      for (int wo = 0; wo < g.WO; ++wo) {
+        for (int f = 0; f < g.F; ++f) {
+          T sum = k.bias ? k.bias[f] : T(0);
+          for (int kh = 0; kh < g.KH; ++kh) {
+            const int ih = ho * g.SH - g.pad_top + kh;
+            if (ih < 0 || ih >= g.H) continue;
+            for (int kw = 0; kw < g.KW; ++kw) {
+              const int iw = wo * g.SW - g.pad_left + kw;
+              if (iw < 0 || iw >= g.W) continue;
+              for (int c = 0; c < g.C; ++c) {
+                sum += k.inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c] *
+                       k.weight[((int64_t(kh) * g.KW + kw) * g.C + c) * g.F + f];
+              }
+            }
+          }
+          k.out[((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F + f] = sum;
+        }
+      }
+    }
+  }
+}
+
+// dinp[n,ih,iw,c] = sum over every (ho, wo, kh, kw) that reads it of
+// dout[n,ho,wo,f] * weight[kh,kw,c,f]: the forward's products, scattered back (one image per
+// thread, so no two threads write one element).
+template <typename T>
+void conv2d_backward_data(const Conv2dBackwardData<T>& k) {
+  const Conv2dGeometry& g = k.g;
+#pragma omp parallel for
+  for (int n = 0; n < g.N; ++n) {
+    T* dimg = k.dinp + int64_t(n) * g.H * g.W * g.C;  // (H,W,C)
+    for (int64_t i = 0; i < int64_t(g.H) * g.W * g.C; ++i) dimg[i] = T(0);
+    for (int ho = 0; ho < g.HO; ++ho) {
+      for (int wo = 0; wo < g.WO; ++wo) {
+        for (int kh = 0; kh < g.KH; ++kh) {
+          const int ih = ho * g.SH - g.pad_top + kh;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int kw = 0; kw < g.KW; ++kw) {
+            const int iw = wo * g.SW - g.pad_left + kw;
+            if (iw < 0 || iw >= g.W) continue;
+            for (int c = 0; c < g.C; ++c) {
+              for (int f = 0; f < g.F; ++f) {
+                dimg[(int64_t(ih) * g.W + iw) * g.C + c] +=
+                    k.dout[((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F + f] *
+                    k.weight[((int64_t(kh) * g.KW + kw) * g.C + c) * g.F + f];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// dweight[kh,kw,c,f] += sum over n, ho, wo of inp[n,ih,iw,c] * dout[n,ho,wo,f];
+// dbias[f] += sum over n, ho, wo of dout[n,ho,wo,f].
+template <typename T>
+void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k) {
+  const Conv2dGeometry& g = k.g;
+#pragma omp parallel for collapse(2)
+  for (int kh = 0; kh < g.KH; ++kh) {
+    for (int kw = 0; kw < g.KW; ++kw) {
+      for (int c = 0; c < g.C; ++c) {
+        for (int f = 0; f < g.F; ++f) {
+          T sum = T(0);
+          for (int n = 0; n < g.N; ++n) {
+            for (int ho = 0; ho < g.HO; ++ho) {
+              const int ih = ho * g.SH - g.pad_top + kh;
+              if (ih < 0 || ih >= g.H) continue;
+              for (int wo = 0; wo < g.WO; ++wo) {
+                const int iw = wo * g.SW - g.pad_left + kw;
+                if (iw < 0 || iw >= g.W) continue;
+                sum += k.inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c] *
+                       k.dout[((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F + f];
+              }
+            }
+          }
+          k.dweight[((int64_t(kh) * g.KW + kw) * g.C + c) * g.F + f] += sum;
+        }
+      }
+    }
+  }
+  if (k.dbias == nullptr) return;
+  for (int f = 0; f < g.F; ++f) {
+    T sum = T(0);
+    for (int64_t p = 0; p < int64_t(g.N) * g.HO * g.WO; ++p) sum += k.dout[p * g.F + f];
+    k.dbias[f] += sum;
+  }
+}
+
+template void conv2d_forward<float>(const Conv2dForward<float>&);
+template void conv2d_forward<double>(const Conv2dForward<double>&);
+template void conv2d_backward_data<float>(const Conv2dBackwardData<float>&);
+template void conv2d_backward_data<double>(const Conv2dBackwardData<double>&);
+template void conv2d_backward_filter<float>(const Conv2dBackwardFilter<float>&);
+template void conv2d_backward_filter<double>(const Conv2dBackwardFilter<double>&);
+
+}  // namespace hisvid::naive

@@ -314,8 +314,10 @@ ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
 }  // namespace
 
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F) (bias may be null)
-void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    const Conv2dGeometry& g, cudaStream_t stream) {
+void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
+  float* out = k.out;
+  const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
+  const Conv2dGeometry& g = k.g;
   validate(g, "conv2d_forward");
   if (g.N == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_forward");
@@ -340,12 +342,19 @@ void conv2d_forward(float* out, const float* inp, const float* weight, const flo
   CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan.x.get(), x, plan.w.get(), w_t,
                                       plan.forward_conv.get(), plan.forward.algo, ws + scratch_at,
                                       plan.forward.bytes, &zero, plan.y.get(), out));
-  if (bias != nullptr) bias_add_forward(out, out, bias, int64_t(g.N) * g.HO * g.WO, g.F, stream);
+  if (bias != nullptr) {
+    BiasAddForward<float> add_bias;
+    add_bias.out = out, add_bias.inp = out, add_bias.bias = bias;
+    add_bias.M = int64_t(g.N) * g.HO * g.WO, add_bias.C = g.F;
+    bias_add_forward(add_bias, stream);
+  }
 }
 
 // dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F)
-void conv2d_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dGeometry& g,
-                          cudaStream_t stream) {
+void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  float* dinp = k.dinp;
+  const float *dout = k.dout, *weight = k.weight;
+  const Conv2dGeometry& g = k.g;
   validate(g, "conv2d_backward_data");
   if (g.N == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_backward_data");
@@ -370,8 +379,10 @@ void conv2d_backward_data(float* dinp, const float* dout, const float* weight, c
 }
 
 // dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C)
-void conv2d_backward_filter(float* dweight, float* dbias, const float* dout, const float* inp,
-                            const Conv2dGeometry& g, cudaStream_t stream) {
+void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  float *dweight = k.dweight, *dbias = k.dbias;
+  const float *dout = k.dout, *inp = k.inp;
+  const Conv2dGeometry& g = k.g;
   validate(g, "conv2d_backward_filter");
   if (g.N == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
@@ -397,7 +408,12 @@ void conv2d_backward_filter(float* dweight, float* dbias, const float* dout, con
       plan.backward_filter.algo, ws + scratch_at, plan.backward_filter.bytes, &zero, plan.w.get(), dw_t));
   transpose(dweight, dw_t, g.F, R, true, stream);
   // Asks for workspace again, after every use of ws above has been enqueued.
-  if (dbias != nullptr) bias_add_backward(dbias, dout, int64_t(g.N) * g.HO * g.WO, g.F, stream);
+  if (dbias != nullptr) {
+    BiasAddBackward<float> sum_columns;
+    sum_columns.dbias = dbias, sum_columns.dout = dout, sum_columns.M = int64_t(g.N) * g.HO * g.WO,
+    sum_columns.C = g.F;
+    bias_add_backward(sum_columns, stream);
+  }
 }
 
 }  // namespace hisvid::cuda

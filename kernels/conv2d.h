@@ -1,10 +1,8 @@
 // kernels/conv2d.h — 2-D convolution, channels-last, Keras semantics (cross-correlation,
 // kernel (KH,KW,C,F), stride, padding valid/same with TensorFlow's split of the padding).
 //
-// The CPU reference computes it by im2col + GEMM or by a direct loop nest (see
-// Conv2dAlgorithm below). The CUDA
-// version calls cuDNN (NHWC); conv2d_direct_forward is a hand-written alternative for the
-// small first layer that a researcher can select and compare.
+// Rows: the naive loop nest (the definition); on the CPU im2col + GEMM or direct loops (see
+// Conv2dAlgorithm below); on CUDA cuDNN (NHWC), and a hand-written direct forward in the lab.
 #pragma once
 
 #include <cstdint>
@@ -33,55 +31,113 @@ HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int 
   return Conv2dGeometry{N, H, W, C, F, KH, KW, SH, SW, h.out, w.out, h.pad_before, w.pad_before};
 }
 
+// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F); bias may be null.
+template <typename T>
+struct Conv2dForward {
+  static constexpr const char* kName = "conv2d_forward";
+  T* out = nullptr;
+  const T* inp = nullptr;
+  const T* weight = nullptr;
+  const T* bias = nullptr;
+  Conv2dGeometry g{};
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, int64_t(g.N) * g.HO * g.WO * g.F);
+    v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
+    v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.in("bias", bias, g.F);
+  }
+};
+
+// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F).
+template <typename T>
+struct Conv2dBackwardData {
+  static constexpr const char* kName = "conv2d_backward_data";
+  T* dinp = nullptr;
+  const T* dout = nullptr;
+  const T* weight = nullptr;
+  Conv2dGeometry g{};
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dinp", dinp, int64_t(g.N) * g.H * g.W * g.C);
+    v.in("dout", dout, int64_t(g.N) * g.HO * g.WO * g.F);
+    v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
+  }
+};
+
+// dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C).
+template <typename T>
+struct Conv2dBackwardFilter {
+  static constexpr const char* kName = "conv2d_backward_filter";
+  T* dweight = nullptr;
+  T* dbias = nullptr;
+  const T* dout = nullptr;
+  const T* inp = nullptr;
+  Conv2dGeometry g{};
+  template <typename V>
+  void buffers(V& v) {
+    v.inout("dweight", dweight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.inout("dbias", dbias, g.F);
+    v.in("dout", dout, int64_t(g.N) * g.HO * g.WO * g.F);
+    v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
+  }
+};
+
 }  // namespace hisvid
 
-namespace hisvid::cpu {
+// The definition: one loop nest per pass, float and double.
+namespace hisvid::naive {
+
+template <typename T>
+void conv2d_forward(const Conv2dForward<T>& k);
+template <typename T>
+void conv2d_backward_data(const Conv2dBackwardData<T>& k);
+template <typename T>
+void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k);
+
+}  // namespace hisvid::naive
 
 // The CPU computes a convolution one of two ways: im2col + one OpenBLAS GEMM per chunk of
 // images (large patches: the GEMM's register blocking wins), or a direct loop nest vectorised
 // over the filters (small patches such as the 3 -> 16 first layer, where im2col copies 27
-// values per pixel for a GEMM too thin to be efficient). Auto picks per pass and shape
-// (conv2d_cpu_algorithm); bench/kernel_lab_conv2d.cpp times both on the seeds' layers.
-enum class Conv2dAlgorithm { Auto, Gemm, Direct };
+// values per pixel for a GEMM too thin to be efficient), with AVX2 + FMA intrinsics where the
+// processor has them (kernels/conv2d_avx2.h). The default row picks per pass and shape
+// (conv2d_cpu_algorithm); the fixed-algorithm rows are there for the harness and the lab.
+namespace hisvid::cpu {
+
+enum class Conv2dAlgorithm { Gemm, Direct };
 enum class Conv2dPass { Forward, BackwardData, BackwardFilter };
-// What Auto runs for a float32 convolution on this processor (float64 always runs Gemm).
+// What the default row runs for this shape and pass on this processor.
 Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass);
 
-template <typename T>
-void conv2d_forward_with(Conv2dAlgorithm algorithm, T* out, const T* inp, const T* weight, const T* bias,
-                         const Conv2dGeometry& g);
-template <typename T>
-void conv2d_backward_data_with(Conv2dAlgorithm algorithm, T* dinp, const T* dout, const T* weight,
-                               const Conv2dGeometry& g);
-template <typename T>
-void conv2d_backward_filter_with(Conv2dAlgorithm algorithm, T* dweight, T* dbias, const T* dout, const T* inp,
-                                 const Conv2dGeometry& g);
-
-// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F); bias may be null.
-template <typename T>
-void conv2d_forward(T* out, const T* inp, const T* weight, const T* bias, const Conv2dGeometry& g);
-// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F).
-template <typename T>
-void conv2d_backward_data(T* dinp, const T* dout, const T* weight, const Conv2dGeometry& g);
-// dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C).
-template <typename T>
-void conv2d_backward_filter(T* dweight, T* dbias, const T* dout, const T* inp, const Conv2dGeometry& g);
+// Default rows (float).
+void conv2d_forward(const Conv2dForward<float>& k);
+void conv2d_backward_data(const Conv2dBackwardData<float>& k);
+void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k);
+// Fixed algorithms: im2col + GEMM; the portable direct loops; the AVX2 direct kernels
+// (processors with AVX2 and FMA only).
+void conv2d_forward_gemm(const Conv2dForward<float>& k);
+void conv2d_backward_data_gemm(const Conv2dBackwardData<float>& k);
+void conv2d_backward_filter_gemm(const Conv2dBackwardFilter<float>& k);
+void conv2d_forward_direct(const Conv2dForward<float>& k);
+void conv2d_backward_data_direct(const Conv2dBackwardData<float>& k);
+void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k);
+void conv2d_forward_avx2(const Conv2dForward<float>& k);
+void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k);  // stride 1; others run direct
+void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k);
 
 }  // namespace hisvid::cpu
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    const Conv2dGeometry& g, cudaStream_t stream);
-void conv2d_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dGeometry& g,
-                          cudaStream_t stream);
-void conv2d_backward_filter(float* dweight, float* dbias, const float* dout, const float* inp,
-                            const Conv2dGeometry& g, cudaStream_t stream);
-// Hand-written direct convolution (no cuDNN), same contract as conv2d_forward; meant for
+// cuDNN (NHWC).
+void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
+// Version 1 of a hand-written direct forward convolution (no cuDNN), a lab row meant for
 // layers with few input channels such as the 3 -> 16 first layer of the LRCN.
-void conv2d_direct_forward(float* out, const float* inp, const float* weight, const float* bias,
-                           const Conv2dGeometry& g, cudaStream_t stream);
+void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -218,11 +218,11 @@ std::vector<float>& scratch(size_t n) {
 
 bool available() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
-void conv2d_forward(float* out,           // (N,HO,WO,F)
-                    const float* inp,     // (N,H,W,C)
-                    const float* weight,  // (KH,KW,C,F)
-                    const float* bias,    // (F) or null
-                    const Conv2dGeometry& g) {
+void forward(float* out,           // (N,HO,WO,F)
+             const float* inp,     // (N,H,W,C)
+             const float* weight,  // (KH,KW,C,F)
+             const float* bias,    // (F) or null
+             const Conv2dGeometry& g) {
   const Padded p = padded_extent(g);
   const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;
   const int64_t work = int64_t(g.N) * g.HO * g.WO * g.KH * g.KW * g.C * g.F;
@@ -243,10 +243,10 @@ void conv2d_forward(float* out,           // (N,HO,WO,F)
   }
 }
 
-void conv2d_backward_data(float* dinp,          // (N,H,W,C)
-                          const float* dout,    // (N,HO,WO,F)
-                          const float* weight,  // (KH,KW,C,F)
-                          const Conv2dGeometry& g) {
+void backward_data(float* dinp,          // (N,H,W,C)
+                   const float* dout,    // (N,HO,WO,F)
+                   const float* weight,  // (KH,KW,C,F)
+                   const Conv2dGeometry& g) {
   // dinp[ih,iw,c] = sum_{kh,kw,f} dout[ih + pad_top - kh, iw + pad_left - kw, f] * w[kh,kw,c,f]:
   // a stride-1 forward over dout with w'[kh,kw,f,c] = w[KH-1-kh, KW-1-kw, c, f].
   std::vector<float> flipped(size_t(g.KH) * g.KW * g.C * g.F);  // (KH,KW,F,C)
@@ -272,14 +272,14 @@ void conv2d_backward_data(float* dinp,          // (N,H,W,C)
   t.WO = g.W;
   t.pad_top = g.KH - 1 - g.pad_top;
   t.pad_left = g.KW - 1 - g.pad_left;
-  conv2d_forward(dinp, dout, flipped.data(), nullptr, t);
+  forward(dinp, dout, flipped.data(), nullptr, t);
 }
 
-void conv2d_backward_filter(float* dweight,     // (KH,KW,C,F)
-                            float* dbias,       // (F) or null
-                            const float* dout,  // (N,HO,WO,F)
-                            const float* inp,   // (N,H,W,C)
-                            const Conv2dGeometry& g) {
+void backward_filter(float* dweight,     // (KH,KW,C,F)
+                     float* dbias,       // (F) or null
+                     const float* dout,  // (N,HO,WO,F)
+                     const float* inp,   // (N,H,W,C)
+                     const Conv2dGeometry& g) {
   const Padded p = padded_extent(g);
   const int64_t KKF = int64_t(g.KH) * g.KW * g.C * g.F;
   const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;

@@ -12,11 +12,11 @@ namespace hisvid::cpu::avx2 {
 bool available();
 
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F) (bias may be null).
-void conv2d_forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dGeometry& g);
+void forward(float* out, const float* inp, const float* weight, const float* bias, const Conv2dGeometry& g);
 // dinp (N,H,W,C) (=); stride 1 only (the flipped-kernel forward on dout).
-void conv2d_backward_data(float* dinp, const float* dout, const float* weight, const Conv2dGeometry& g);
+void backward_data(float* dinp, const float* dout, const float* weight, const Conv2dGeometry& g);
 // dweight (KH,KW,C,F) (+=), dbias (F) (+=, may be null).
-void conv2d_backward_filter(float* dweight, float* dbias, const float* dout, const float* inp,
-                            const Conv2dGeometry& g);
+void backward_filter(float* dweight, float* dbias, const float* dout, const float* inp,
+                     const Conv2dGeometry& g);
 
 }  // namespace hisvid::cpu::avx2

@@ -1,6 +1,8 @@
-// kernels/conv2d_direct.cu — conv2d_direct_forward: a hand-written direct convolution for
-// layers with few input channels (the LRCN's 3 -> 16 first layer on 64x64 frames), where
-// im2col-style GEMMs are mostly overhead. Same contract as conv2d_forward (kernels/conv2d.h).
+// kernels/conv2d_direct.cu — conv2d_forward_direct_v1, version 1 of a hand-written direct
+// convolution for layers with few input channels (the LRCN's 3 -> 16 first layer on 64x64
+// frames), where im2col-style GEMMs are mostly overhead. A lab row of Conv2dForward
+// (kernels/conv2d_table.cpp): the harness checks it against the naive loops and times it
+// beside cuDNN; the engine runs it only once measured faster (not yet, on no GPU so far).
 //
 // One block computes an 8x8 tile of output pixels of one image for 16 filters; each of its
 // 256 threads computes one pixel for 4 filters (the accumulators stay in registers). The
@@ -135,11 +137,13 @@ __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const f
 
 }  // namespace
 
-void conv2d_direct_forward(float* out, const float* inp, const float* weight, const float* bias,
-                           const Conv2dGeometry& g, cudaStream_t stream) {
+void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream) {
+  float* out = k.out;
+  const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
+  const Conv2dGeometry& g = k.g;
   if (g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1 || g.F < 1 || g.KH < 1 || g.KW < 1 || g.SH < 1 || g.SW < 1 ||
       g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0) {
-    throw std::runtime_error("hisvid::cuda::conv2d_direct_forward: invalid geometry");
+    throw std::runtime_error("hisvid::cuda::conv2d_forward_direct_v1: invalid geometry");
   }
   if (g.N == 0) return;
   const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
@@ -154,10 +158,11 @@ void conv2d_direct_forward(float* out, const float* inp, const float* weight, co
   }
   const int CC = static_cast<int>(std::min<int64_t>(fit, g.C));
   const int64_t tiles = int64_t((g.HO + kTileH - 1) / kTileH) * ((g.WO + kTileW - 1) / kTileW);
-  if (tiles > 0x7fffffff) throw std::runtime_error("hisvid::cuda::conv2d_direct_forward: output too large");
+  if (tiles > 0x7fffffff)
+    throw std::runtime_error("hisvid::cuda::conv2d_forward_direct_v1: output too large");
   const dim3 grid(static_cast<unsigned int>(tiles), (g.F + kBlockFilters - 1) / kBlockFilters,
                   static_cast<unsigned int>(std::min(g.N, 65535)));
-  if (grid.y > 65535) throw std::runtime_error("hisvid::cuda::conv2d_direct_forward: too many filters");
+  if (grid.y > 65535) throw std::runtime_error("hisvid::cuda::conv2d_forward_direct_v1: too many filters");
   const size_t shared = sizeof(float) * size_t(CC) * size_t(per_channel);
   conv2d_direct_tiled_kernel<<<grid, kDirectThreads, shared, stream>>>(out, inp, weight, bias, g, CC);
   HISVID_CHECK_LAUNCH();

@@ -1,4 +1,4 @@
-// kernels/dropout.cpp — CPU reference of kernels/dropout.h: Keras inverted dropout with the
+// kernels/dropout.cpp — the naive rows of kernels/dropout.h: Keras inverted dropout with the
 // Philox mask of kernels/philox.h. Element i is kept iff philox_uniform(seed, offset, i) >= rate,
 // and a kept element is scaled by 1 / (1 - rate); spatial dropout draws element n*C + c for
 // every position of channel c of sample n.
@@ -8,7 +8,7 @@
 
 #include "kernels/philox.h"
 
-namespace hisvid::cpu {
+namespace hisvid::naive {
 
 namespace {
 
@@ -48,31 +48,20 @@ void copy(T* out, const T* in, int64_t n) {
 }  // namespace
 
 template <typename T>
-void dropout_forward(T* out,        // (n)
-                     const T* inp,  // (n)
-                     int64_t n, float rate, uint64_t seed, uint64_t offset) {
-  if (rate == 0.0f) {
-    copy(out, inp, n);
-    return;
-  }
-  apply_mask(out, inp, n, rate, seed, offset);
+void dropout_forward(const DropoutForward<T>& k) {
+  if (k.rate == 0.0f) return copy(k.out, k.inp, k.n);
+  apply_mask(k.out, k.inp, k.n, k.rate, k.seed, k.offset);
 }
 
 template <typename T>
-void dropout_backward(T* dinp,        // (n)
-                      const T* dout,  // (n)
-                      int64_t n, float rate, uint64_t seed, uint64_t offset) {
-  if (rate == 0.0f) {
-    copy(dinp, dout, n);
-    return;
-  }
-  apply_mask(dinp, dout, n, rate, seed, offset);
+void dropout_backward(const DropoutBackward<T>& k) {
+  if (k.rate == 0.0f) return copy(k.dinp, k.dout, k.n);
+  apply_mask(k.dinp, k.dout, k.n, k.rate, k.seed, k.offset);
 }
 
 template <typename T>
-void dropout_mask(T* mask,  // (n)
-                  int64_t n, float rate, uint64_t seed, uint64_t offset) {
-  apply_mask<T>(mask, nullptr, n, rate, seed, offset);
+void dropout_mask(const DropoutMask<T>& k) {
+  apply_mask<T>(k.mask, nullptr, k.n, k.rate, k.seed, k.offset);
 }
 
 // out (N,S,C) = in (N,S,C) * mask (N,C), the mask drawn once per (n, c).
@@ -92,42 +81,25 @@ void apply_channel_mask(T* out, const T* in, int64_t N, int64_t S, int64_t C, fl
 }
 
 template <typename T>
-void spatial_dropout_forward(T* out,        // (N,S,C)
-                             const T* inp,  // (N,S,C)
-                             int64_t N, int64_t S, int64_t C, float rate, uint64_t seed, uint64_t offset) {
-  if (rate == 0.0f) {
-    copy(out, inp, N * S * C);
-    return;
-  }
-  apply_channel_mask(out, inp, N, S, C, rate, seed, offset);
+void spatial_dropout_forward(const SpatialDropoutForward<T>& k) {
+  if (k.rate == 0.0f) return copy(k.out, k.inp, k.N * k.S * k.C);
+  apply_channel_mask(k.out, k.inp, k.N, k.S, k.C, k.rate, k.seed, k.offset);
 }
 
 template <typename T>
-void spatial_dropout_backward(T* dinp,        // (N,S,C)
-                              const T* dout,  // (N,S,C)
-                              int64_t N, int64_t S, int64_t C, float rate, uint64_t seed, uint64_t offset) {
-  if (rate == 0.0f) {
-    copy(dinp, dout, N * S * C);
-    return;
-  }
-  apply_channel_mask(dinp, dout, N, S, C, rate, seed, offset);
+void spatial_dropout_backward(const SpatialDropoutBackward<T>& k) {
+  if (k.rate == 0.0f) return copy(k.dinp, k.dout, k.N * k.S * k.C);
+  apply_channel_mask(k.dinp, k.dout, k.N, k.S, k.C, k.rate, k.seed, k.offset);
 }
 
-template void dropout_forward<float>(float*, const float*, int64_t, float, uint64_t, uint64_t);
-template void dropout_backward<float>(float*, const float*, int64_t, float, uint64_t, uint64_t);
-template void dropout_mask<float>(float*, int64_t, float, uint64_t, uint64_t);
+#define HISVID_INSTANTIATE(T)                                                \
+  template void dropout_forward<T>(const DropoutForward<T>&);                \
+  template void dropout_backward<T>(const DropoutBackward<T>&);              \
+  template void dropout_mask<T>(const DropoutMask<T>&);                      \
+  template void spatial_dropout_forward<T>(const SpatialDropoutForward<T>&); \
+  template void spatial_dropout_backward<T>(const SpatialDropoutBackward<T>&);
+HISVID_INSTANTIATE(float)
+HISVID_INSTANTIATE(double)
+#undef HISVID_INSTANTIATE
 
-template void dropout_forward<double>(double*, const double*, int64_t, float, uint64_t, uint64_t);
-template void dropout_backward<double>(double*, const double*, int64_t, float, uint64_t, uint64_t);
-template void dropout_mask<double>(double*, int64_t, float, uint64_t, uint64_t);
-
-template void spatial_dropout_forward<float>(float*, const float*, int64_t, int64_t, int64_t, float, uint64_t,
-                                             uint64_t);
-template void spatial_dropout_backward<float>(float*, const float*, int64_t, int64_t, int64_t, float,
-                                              uint64_t, uint64_t);
-template void spatial_dropout_forward<double>(double*, const double*, int64_t, int64_t, int64_t, float,
-                                              uint64_t, uint64_t);
-template void spatial_dropout_backward<double>(double*, const double*, int64_t, int64_t, int64_t, float,
-                                               uint64_t, uint64_t);
-
-}  // namespace hisvid::cpu
+}  // namespace hisvid::naive

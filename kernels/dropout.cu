@@ -61,33 +61,24 @@ void launch(float* out, const float* inp, int64_t n, float rate, uint64_t seed, 
 
 }  // namespace
 
-// out (n) = inp (n) * mask
-void dropout_forward(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
-                     cudaStream_t stream) {
-  launch(out, inp, n, rate, seed, offset, stream);
+void dropout_forward(const DropoutForward<float>& k, cudaStream_t stream) {
+  launch(k.out, k.inp, k.n, k.rate, k.seed, k.offset, stream);
 }
 
-// dinp (n) (=) dout (n) * mask
-void dropout_backward(float* dinp, const float* dout, int64_t n, float rate, uint64_t seed, uint64_t offset,
-                      cudaStream_t stream) {
-  launch(dinp, dout, n, rate, seed, offset, stream);
+void dropout_backward(const DropoutBackward<float>& k, cudaStream_t stream) {
+  launch(k.dinp, k.dout, k.n, k.rate, k.seed, k.offset, stream);
 }
 
-// mask (n) = 1 / (1 - rate) where kept, 0 elsewhere
-void dropout_mask(float* mask, int64_t n, float rate, uint64_t seed, uint64_t offset, cudaStream_t stream) {
-  launch(mask, nullptr, n, rate, seed, offset, stream);
+void dropout_mask(const DropoutMask<float>& k, cudaStream_t stream) {
+  launch(k.mask, nullptr, k.n, k.rate, k.seed, k.offset, stream);
 }
 
-// out (N,S,C) = inp (N,S,C) * mask (N,C)
-void spatial_dropout_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate,
-                             uint64_t seed, uint64_t offset, cudaStream_t stream) {
-  launch_spatial(out, inp, N, S, C, rate, seed, offset, stream);
+void spatial_dropout_forward(const SpatialDropoutForward<float>& k, cudaStream_t stream) {
+  launch_spatial(k.out, k.inp, k.N, k.S, k.C, k.rate, k.seed, k.offset, stream);
 }
 
-// dinp (N,S,C) (=) dout (N,S,C) * mask (N,C)
-void spatial_dropout_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C, float rate,
-                              uint64_t seed, uint64_t offset, cudaStream_t stream) {
-  launch_spatial(dinp, dout, N, S, C, rate, seed, offset, stream);
+void spatial_dropout_backward(const SpatialDropoutBackward<float>& k, cudaStream_t stream) {
+  launch_spatial(k.dinp, k.dout, k.N, k.S, k.C, k.rate, k.seed, k.offset, stream);
 }
 
 }  // namespace hisvid::cuda

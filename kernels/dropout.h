@@ -10,43 +10,113 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace hisvid::cpu {
+namespace hisvid {
 
 // out (n) = inp (n) * mask
 template <typename T>
-void dropout_forward(T* out, const T* inp, int64_t n, float rate, uint64_t seed, uint64_t offset);
+struct DropoutForward {
+  static constexpr const char* kName = "dropout_forward";
+  T* out = nullptr;
+  const T* inp = nullptr;
+  int64_t n = 0;
+  float rate = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, n);
+    v.in("inp", inp, n);
+  }
+};
+
 // dinp (n) (=) dout (n) * mask
 template <typename T>
-void dropout_backward(T* dinp, const T* dout, int64_t n, float rate, uint64_t seed, uint64_t offset);
+struct DropoutBackward {
+  static constexpr const char* kName = "dropout_backward";
+  T* dinp = nullptr;
+  const T* dout = nullptr;
+  int64_t n = 0;
+  float rate = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dinp", dinp, n);
+    v.in("dout", dout, n);
+  }
+};
+
 // mask (n) = 1 / (1 - rate) where kept, 0 elsewhere (for masks broadcast over time, such as
 // recurrent_dropout's one mask per gate per sequence).
 template <typename T>
-void dropout_mask(T* mask, int64_t n, float rate, uint64_t seed, uint64_t offset);
+struct DropoutMask {
+  static constexpr const char* kName = "dropout_mask";
+  T* mask = nullptr;
+  int64_t n = 0;
+  float rate = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("mask", mask, n);
+  }
+};
 
 // Spatial dropout (SpatialDropout1D/2D/3D): whole feature maps dropped. out (N,S,C) =
-// inp (N,S,C) * mask (N,C) broadcast over S, where mask(n, c) is dropout_mask's element n*C + c.
+// inp (N,S,C) * mask (N,C) broadcast over S, where mask(n, c) is DropoutMask's element n*C + c.
 template <typename T>
-void spatial_dropout_forward(T* out, const T* inp, int64_t N, int64_t S, int64_t C, float rate, uint64_t seed,
-                             uint64_t offset);
+struct SpatialDropoutForward {
+  static constexpr const char* kName = "spatial_dropout_forward";
+  T* out = nullptr;
+  const T* inp = nullptr;
+  int64_t N = 0, S = 0, C = 0;
+  float rate = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, N * S * C);
+    v.in("inp", inp, N * S * C);
+  }
+};
+
 // dinp (N,S,C) (=) dout (N,S,C) * mask (N,C) broadcast over S.
 template <typename T>
-void spatial_dropout_backward(T* dinp, const T* dout, int64_t N, int64_t S, int64_t C, float rate,
-                              uint64_t seed, uint64_t offset);
+struct SpatialDropoutBackward {
+  static constexpr const char* kName = "spatial_dropout_backward";
+  T* dinp = nullptr;
+  const T* dout = nullptr;
+  int64_t N = 0, S = 0, C = 0;
+  float rate = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dinp", dinp, N * S * C);
+    v.in("dout", dout, N * S * C);
+  }
+};
 
-}  // namespace hisvid::cpu
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void dropout_forward(const DropoutForward<T>& k);
+template <typename T>
+void dropout_backward(const DropoutBackward<T>& k);
+template <typename T>
+void dropout_mask(const DropoutMask<T>& k);
+template <typename T>
+void spatial_dropout_forward(const SpatialDropoutForward<T>& k);
+template <typename T>
+void spatial_dropout_backward(const SpatialDropoutBackward<T>& k);
+
+}  // namespace hisvid::naive
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void dropout_forward(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
-                     cudaStream_t stream);
-void dropout_backward(float* dinp, const float* dout, int64_t n, float rate, uint64_t seed,
-                      uint64_t offset, cudaStream_t stream);
-void dropout_mask(float* mask, int64_t n, float rate, uint64_t seed, uint64_t offset, cudaStream_t stream);
-void spatial_dropout_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate,
-                             uint64_t seed, uint64_t offset, cudaStream_t stream);
-void spatial_dropout_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C, float rate,
-                              uint64_t seed, uint64_t offset, cudaStream_t stream);
+void dropout_forward(const DropoutForward<float>& k, cudaStream_t stream);
+void dropout_backward(const DropoutBackward<float>& k, cudaStream_t stream);
+void dropout_mask(const DropoutMask<float>& k, cudaStream_t stream);
+void spatial_dropout_forward(const SpatialDropoutForward<float>& k, cudaStream_t stream);
+void spatial_dropout_backward(const SpatialDropoutBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

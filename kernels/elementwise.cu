@@ -96,66 +96,61 @@ void binary(float* out, const float* a, const float* b, int64_t n, Binary op, cu
 
 }  // namespace
 
-void fill(float* out, float value, int64_t n, cudaStream_t stream) {
-  if (n <= 0) return;
-  fill_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, value, n);
+void fill(const Fill<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  fill_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.out, k.value, k.n);
   HISVID_CHECK_LAUNCH();
 }
 
-void add(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
-  binary(out, a, b, n, Binary::Add, stream);
-}
+void add(const Add<float>& k, cudaStream_t stream) { binary(k.out, k.a, k.b, k.n, Binary::Add, stream); }
 
-void sub(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
-  binary(out, a, b, n, Binary::Sub, stream);
-}
+void sub(const Sub<float>& k, cudaStream_t stream) { binary(k.out, k.a, k.b, k.n, Binary::Sub, stream); }
 
-void mul(float* out, const float* a, const float* b, int64_t n, cudaStream_t stream) {
-  binary(out, a, b, n, Binary::Mul, stream);
-}
+void mul(const Mul<float>& k, cudaStream_t stream) { binary(k.out, k.a, k.b, k.n, Binary::Mul, stream); }
 
-void scale(float* out, const float* a, float alpha, int64_t n, cudaStream_t stream) {
-  if (n <= 0) return;
-  scale_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, a, alpha, n);
+void scale(const Scale<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  scale_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.out, k.a, k.alpha, k.n);
   HISVID_CHECK_LAUNCH();
 }
 
-void axpy(float* y, float alpha, const float* x, int64_t n, cudaStream_t stream) {
-  if (n <= 0) return;
-  axpy_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(y, alpha, x, n);
+void axpy(const Axpy<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  axpy_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.y, k.alpha, k.x, k.n);
   HISVID_CHECK_LAUNCH();
 }
 
-void bias_add_forward(float* out, const float* inp, const float* bias, int64_t M, int64_t C,
-                      cudaStream_t stream) {
-  if (M <= 0 || C <= 0) return;
-  bias_add_forward_kernel<<<grid_blocks(M * C, kThreads), kThreads, 0, stream>>>(out, inp, bias, M, C);
+void bias_add_forward(const BiasAddForward<float>& k, cudaStream_t stream) {
+  if (k.M <= 0 || k.C <= 0) return;
+  bias_add_forward_kernel<<<grid_blocks(k.M * k.C, kThreads), kThreads, 0, stream>>>(k.out, k.inp, k.bias,
+                                                                                     k.M, k.C);
   HISVID_CHECK_LAUNCH();
 }
 
-void bias_add_backward(float* dbias, const float* dout, int64_t M, int64_t C, cudaStream_t stream) {
+void bias_add_backward(const BiasAddBackward<float>& k, cudaStream_t stream) {
+  const int64_t M = k.M, C = k.C;
   if (M <= 0 || C <= 0) return;
   Context& ctx = context_for_stream(stream, "bias_add_backward");
   const device::ColumnTiling tiling = device::column_tiling(M, C);
   double* partials =
       static_cast<double*>(ctx.workspace(sizeof(double) * size_t(tiling.row_blocks) * size_t(C)));
-  bias_partial_kernel<<<tiling.grid, tiling.block, 0, stream>>>(partials, dout, M, C);
+  bias_partial_kernel<<<tiling.grid, tiling.block, 0, stream>>>(partials, k.dout, M, C);
   HISVID_CHECK_LAUNCH();
-  bias_finalize_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(dbias, partials, tiling.row_blocks,
-                                                                          C);
-  HISVID_CHECK_LAUNCH();
-}
-
-void activation_forward(float* out, const float* inp, int64_t n, Activation act, cudaStream_t stream) {
-  if (n <= 0) return;
-  activation_forward_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, n, act);
+  bias_finalize_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(k.dbias, partials,
+                                                                          tiling.row_blocks, C);
   HISVID_CHECK_LAUNCH();
 }
 
-void activation_backward(float* dinp, const float* dout, const float* out, int64_t n, Activation act,
-                         cudaStream_t stream) {
-  if (n <= 0) return;
-  activation_backward_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(dinp, dout, out, n, act);
+void activation_forward(const ActivationForward<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  activation_forward_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.out, k.inp, k.n, k.act);
+  HISVID_CHECK_LAUNCH();
+}
+
+void activation_backward(const ActivationBackward<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  activation_backward_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.out, k.n,
+                                                                                  k.act);
   HISVID_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,6 @@
-// kernels/lstm.cpp — CPU reference of kernels/lstm.h: the fused LSTM gate step after the
-// matrix products, shared by LSTM and ConvLSTM2D. Dimension letters as in kernels/common.h.
+// kernels/lstm.cpp — kernels/lstm.h on the host: the fused LSTM gate step after the matrix
+// products, shared by LSTM and ConvLSTM2D, as the naive loop (the definition) and the tuned
+// rows. Dimension letters as in kernels/common.h.
 //
 //   i = rec_act(z_i)   f = rec_act(z_f)   g = act(z_c)   o = rec_act(z_o)
 //   c = f * c_prev + i * g
@@ -12,7 +13,7 @@
 // and each pre-activation gradient is its gate's gradient times the activation's derivative,
 // taken from the cached activated gate.
 //
-// Speed: each row is processed in contiguous runs (the four gates, then the cell) with the
+// Speed (the cpu rows): each row is processed in contiguous runs (the four gates, then the cell) with the
 // activations and, for the seeds' unit counts, U known at compile time, so a ConvLSTM2D(4)
 // row is straight-line vector code. That holds for float with tanh and sigmoid or
 // hard_sigmoid (Keras's LSTM and ConvLSTM2D); every other case runs the same loops with the
@@ -136,41 +137,73 @@ void dispatch(int64_t U, Activation act, Activation rec, Run&& run) {
 
 }  // namespace
 
-template <typename T>
-void lstm_cell_forward(T* h,             // (M,U)
-                       T* c,             // (M,U)
-                       T* gates,         // (M,G*U) activated [i | f | g | o]
-                       const T* z,       // (M,G*U) pre-activations [z_i | z_f | z_c | z_o]
-                       const T* c_prev,  // (M,U) or null for zeros
-                       int64_t M, int64_t U, Activation act, Activation rec_act) {
-  dispatch<T>(U, act, rec_act, [&](auto units, auto a, auto r) {
-    forward_rows<decltype(units)::value>(h, c, gates, z, c_prev, M, U, a, r);
+void lstm_cell_forward(const LstmCellForward<float>& k) {
+  dispatch<float>(k.U, k.act, k.rec_act, [&](auto units, auto a, auto r) {
+    forward_rows<decltype(units)::value>(k.h, k.c, k.gates, k.z, k.c_prev, k.M, k.U, a, r);
   });
 }
 
-template <typename T>
-void lstm_cell_backward(T* dz,            // (M,G*U)
-                        T* dc_prev,       // (M,U) or null (not wanted)
-                        const T* dh,      // (M,U)
-                        const T* dc,      // (M,U) or null for zeros
-                        const T* gates,   // (M,G*U) activated [i | f | g | o]
-                        const T* c,       // (M,U)
-                        const T* c_prev,  // (M,U) or null for zeros
-                        int64_t M, int64_t U, Activation act, Activation rec_act) {
-  dispatch<T>(U, act, rec_act, [&](auto units, auto a, auto r) {
-    backward_rows<decltype(units)::value>(dz, dc_prev, dh, dc, gates, c, c_prev, M, U, a, r);
+void lstm_cell_backward(const LstmCellBackward<float>& k) {
+  dispatch<float>(k.U, k.act, k.rec_act, [&](auto units, auto a, auto r) {
+    backward_rows<decltype(units)::value>(k.dz, k.dc_prev, k.dh, k.dc, k.gates, k.c, k.c_prev, k.M, k.U, a,
+                                          r);
   });
 }
-
-template void lstm_cell_forward<float>(float*, float*, float*, const float*, const float*, int64_t, int64_t,
-                                       Activation, Activation);
-template void lstm_cell_backward<float>(float*, float*, const float*, const float*, const float*,
-                                        const float*, const float*, int64_t, int64_t, Activation, Activation);
-
-template void lstm_cell_forward<double>(double*, double*, double*, const double*, const double*, int64_t,
-                                        int64_t, Activation, Activation);
-template void lstm_cell_backward<double>(double*, double*, const double*, const double*, const double*,
-                                         const double*, const double*, int64_t, int64_t, Activation,
-                                         Activation);
 
 }  // namespace hisvid::cpu
+
+namespace hisvid::naive {
+
+template <typename T>
+void lstm_cell_forward(const LstmCellForward<T>& k) {
+  const int64_t M = k.M, U = k.U;
+#pragma omp parallel for if (M * U > (int64_t(1) << 15))
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t u = 0; u < U; ++u) {
+      const T* z = k.z + m * 4 * U;    // (G*U) [z_i | z_f | z_c | z_o]
+      T* gates = k.gates + m * 4 * U;  // (G*U) [i | f | g | o]
+      const T i = activate(z[u], k.rec_act);
+      const T f = activate(z[U + u], k.rec_act);
+      const T g = activate(z[2 * U + u], k.act);
+      const T o = activate(z[3 * U + u], k.rec_act);
+      const T c_prev = k.c_prev ? k.c_prev[m * U + u] : T(0);
+      const T c = f * c_prev + i * g;
+      gates[u] = i, gates[U + u] = f, gates[2 * U + u] = g, gates[3 * U + u] = o;
+      k.c[m * U + u] = c;
+      k.h[m * U + u] = o * activate(c, k.act);
+    }
+  }
+}
+
+// With a = act(c): d_o = dh * a, dc_total = dc + dh * o * act'(c), d_i = dc_total * g,
+// d_f = dc_total * c_prev, d_g = dc_total * i, dc_prev = dc_total * f; each pre-activation
+// gradient is its gate's gradient times the activation's derivative at the gate.
+template <typename T>
+void lstm_cell_backward(const LstmCellBackward<T>& k) {
+  const int64_t M = k.M, U = k.U;
+#pragma omp parallel for if (M * U > (int64_t(1) << 15))
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t u = 0; u < U; ++u) {
+      const T* gates = k.gates + m * 4 * U;  // (G*U) [i | f | g | o]
+      T* dz = k.dz + m * 4 * U;              // (G*U)
+      const T i = gates[u], f = gates[U + u], g = gates[2 * U + u], o = gates[3 * U + u];
+      const T dh = k.dh[m * U + u];
+      const T dc = k.dc ? k.dc[m * U + u] : T(0);
+      const T c_prev = k.c_prev ? k.c_prev[m * U + u] : T(0);
+      const T a = activate(k.c[m * U + u], k.act);
+      const T dc_total = dc + dh * o * activation_grad_from_output(a, k.act);
+      dz[u] = dc_total * g * activation_grad_from_output(i, k.rec_act);
+      dz[U + u] = dc_total * c_prev * activation_grad_from_output(f, k.rec_act);
+      dz[2 * U + u] = dc_total * i * activation_grad_from_output(g, k.act);
+      dz[3 * U + u] = dh * a * activation_grad_from_output(o, k.rec_act);
+      if (k.dc_prev) k.dc_prev[m * U + u] = dc_total * f;
+    }
+  }
+}
+
+template void lstm_cell_forward<float>(const LstmCellForward<float>&);
+template void lstm_cell_forward<double>(const LstmCellForward<double>&);
+template void lstm_cell_backward<float>(const LstmCellBackward<float>&);
+template void lstm_cell_backward<double>(const LstmCellBackward<double>&);
+
+}  // namespace hisvid::naive

@@ -60,20 +60,17 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
 
 }  // namespace
 
-void lstm_cell_forward(float* h, float* c, float* gates, const float* z, const float* c_prev, int64_t M,
-                       int64_t U, Activation act, Activation rec_act, cudaStream_t stream) {
-  if (M <= 0 || U <= 0) return;
-  lstm_cell_forward_kernel<<<grid_blocks(M * U, kThreads), kThreads, 0, stream>>>(h, c, gates, z, c_prev, M,
-                                                                                  U, act, rec_act);
+void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {
+  if (k.M <= 0 || k.U <= 0) return;
+  lstm_cell_forward_kernel<<<grid_blocks(k.M * k.U, kThreads), kThreads, 0, stream>>>(
+      k.h, k.c, k.gates, k.z, k.c_prev, k.M, k.U, k.act, k.rec_act);
   HISVID_CHECK_LAUNCH();
 }
 
-void lstm_cell_backward(float* dz, float* dc_prev, const float* dh, const float* dc, const float* gates,
-                        const float* c, const float* c_prev, int64_t M, int64_t U, Activation act,
-                        Activation rec_act, cudaStream_t stream) {
-  if (M <= 0 || U <= 0) return;
-  lstm_cell_backward_kernel<<<grid_blocks(M * U, kThreads), kThreads, 0, stream>>>(
-      dz, dc_prev, dh, dc, gates, c, c_prev, M, U, act, rec_act);
+void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream) {
+  if (k.M <= 0 || k.U <= 0) return;
+  lstm_cell_backward_kernel<<<grid_blocks(k.M * k.U, kThreads), kThreads, 0, stream>>>(
+      k.dz, k.dc_prev, k.dh, k.dc, k.gates, k.c, k.c_prev, k.M, k.U, k.act, k.rec_act);
   HISVID_CHECK_LAUNCH();
 }
 

@@ -19,29 +19,81 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace hisvid::cpu {
+namespace hisvid {
 
 // h (M,U), c (M,U), gates (M,G*U) from z (M,G*U) and c_prev (M,U); c_prev null means zeros.
 template <typename T>
-void lstm_cell_forward(T* h, T* c, T* gates, const T* z, const T* c_prev, int64_t M, int64_t U,
-                       Activation act, Activation rec_act);
+struct LstmCellForward {
+  static constexpr const char* kName = "lstm_cell_forward";
+  T* h = nullptr;
+  T* c = nullptr;
+  T* gates = nullptr;    // activated [i | f | g | o]
+  const T* z = nullptr;  // pre-activations [z_i | z_f | z_c | z_o]
+  const T* c_prev = nullptr;
+  int64_t M = 0, U = 0;
+  Activation act = Activation::Tanh, rec_act = Activation::Sigmoid;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("h", h, M * U);
+    v.out("c", c, M * U);
+    v.out("gates", gates, M * 4 * U);
+    v.in("z", z, M * 4 * U);
+    v.in("c_prev", c_prev, M * U);
+  }
+};
+
 // dz (M,G*U) (=) and dc_prev (M,U) (=, skipped when null) from dh (M,U) and dc (M,U), the
 // gradient reaching c from the next step (null means zeros), with gates, c and c_prev from
 // forward (c_prev null means zeros).
 template <typename T>
-void lstm_cell_backward(T* dz, T* dc_prev, const T* dh, const T* dc, const T* gates, const T* c,
-                        const T* c_prev, int64_t M, int64_t U, Activation act, Activation rec_act);
+struct LstmCellBackward {
+  static constexpr const char* kName = "lstm_cell_backward";
+  T* dz = nullptr;
+  T* dc_prev = nullptr;
+  const T* dh = nullptr;
+  const T* dc = nullptr;
+  const T* gates = nullptr;
+  const T* c = nullptr;
+  const T* c_prev = nullptr;
+  int64_t M = 0, U = 0;
+  Activation act = Activation::Tanh, rec_act = Activation::Sigmoid;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dz", dz, M * 4 * U);
+    v.out("dc_prev", dc_prev, M * U);
+    v.in("dh", dh, M * U);
+    v.in("dc", dc, M * U);
+    v.in("gates", gates, M * 4 * U);
+    v.in("c", c, M * U);
+    v.in("c_prev", c_prev, M * U);
+  }
+};
+
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void lstm_cell_forward(const LstmCellForward<T>& k);
+template <typename T>
+void lstm_cell_backward(const LstmCellBackward<T>& k);
+
+}  // namespace hisvid::naive
+
+// Rows in contiguous runs per gate with the activations and, for the seeds' unit counts, U
+// fixed at compile time (float; tanh with sigmoid or hard_sigmoid).
+namespace hisvid::cpu {
+
+void lstm_cell_forward(const LstmCellForward<float>& k);
+void lstm_cell_backward(const LstmCellBackward<float>& k);
 
 }  // namespace hisvid::cpu
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void lstm_cell_forward(float* h, float* c, float* gates, const float* z, const float* c_prev, int64_t M,
-                       int64_t U, Activation act, Activation rec_act, cudaStream_t stream);
-void lstm_cell_backward(float* dz, float* dc_prev, const float* dh, const float* dc, const float* gates,
-                        const float* c, const float* c_prev, int64_t M, int64_t U, Activation act,
-                        Activation rec_act, cudaStream_t stream);
+void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream);
+void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -30,8 +30,11 @@ int checked_int(int64_t value, const char* name) {
 
 // out (M,P) (= or += when accumulate) op(a) (M,K) op(b) (K,P); a is (K,M) when trans_a, b is
 // (P,K) when trans_b.
-void matmul(float* out, const float* a, const float* b, int64_t M, int64_t P, int64_t K, bool trans_a,
-            bool trans_b, bool accumulate, cudaStream_t stream) {
+void matmul(const Matmul<float>& args, cudaStream_t stream) {
+  float* out = args.out;
+  const float *a = args.a, *b = args.b;
+  const int64_t M = args.M, P = args.P, K = args.K;
+  const bool trans_a = args.trans_a, trans_b = args.trans_b, accumulate = args.accumulate;
   if (M <= 0 || P <= 0) return;
   Context& ctx = context_for_stream(stream, "matmul");
   const int m = checked_int(P, "P"), n = checked_int(M, "M"), k = checked_int(K, "K");

@@ -1,10 +1,10 @@
-// kernels/optim.cpp — CPU reference of kernels/optim.h: Adam, RMSprop and SGD updates in
+// kernels/optim.cpp — the naive rows of kernels/optim.h: Adam, RMSprop and SGD updates in
 // place, in T precision, with the operations in TensorFlow / Keras order.
 #include "kernels/optim.h"
 
 #include <cmath>
 
-namespace hisvid::cpu {
+namespace hisvid::naive {
 
 namespace {
 
@@ -16,11 +16,11 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 // TensorFlow's ApplyAdam: m += (g - m) * (1 - beta1); v += (g*g - v) * (1 - beta2);
 // w -= (m * alpha) / (sqrt(v) + eps).
 template <typename T>
-void adam_update(T* w,        // (n)
-                 T* m,        // (n)
-                 T* v,        // (n)
-                 const T* g,  // (n)
-                 int64_t n, T alpha, T beta1, T beta2, T eps) {
+void adam_update(const AdamUpdate<T>& k) {
+  T *w = k.w, *m = k.m, *v = k.v;  // (n) each
+  const T* g = k.g;                // (n)
+  const int64_t n = k.n;
+  const T alpha = k.alpha, beta1 = k.beta1, beta2 = k.beta2, eps = k.eps;
   const T one_minus_beta1 = T(1) - beta1, one_minus_beta2 = T(1) - beta2;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
@@ -34,10 +34,12 @@ void adam_update(T* w,        // (n)
 //   OutsideSqrt (Keras <= 2.10):  w = w - (lr * g) / (sqrt(v) + eps)
 //   InsideSqrt  (Keras >= 2.11):  w = w - lr * (g * (1 / sqrt(v + eps)))
 template <typename T>
-void rmsprop_update(T* w,        // (n)
-                    T* v,        // (n)
-                    const T* g,  // (n)
-                    int64_t n, T lr, T rho, T eps, RmspropEpsilon form) {
+void rmsprop_update(const RmspropUpdate<T>& k) {
+  T *w = k.w, *v = k.v;  // (n) each
+  const T* g = k.g;      // (n)
+  const int64_t n = k.n;
+  const T lr = k.lr, rho = k.rho, eps = k.eps;
+  const RmspropEpsilon form = k.form;
   const T one_minus_rho = T(1) - rho;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
@@ -51,22 +53,20 @@ void rmsprop_update(T* w,        // (n)
 }
 
 template <typename T>
-void sgd_update(T* w,        // (n)
-                const T* g,  // (n)
-                int64_t n, T lr) {
+void sgd_update(const SgdUpdate<T>& k) {
+  T* w = k.w;        // (n)
+  const T* g = k.g;  // (n)
+  const int64_t n = k.n;
+  const T lr = k.lr;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
 }
 
-template void adam_update<float>(float*, float*, float*, const float*, int64_t, float, float, float, float);
-template void rmsprop_update<float>(float*, float*, const float*, int64_t, float, float, float,
-                                    RmspropEpsilon);
-template void sgd_update<float>(float*, const float*, int64_t, float);
+template void adam_update<float>(const AdamUpdate<float>&);
+template void adam_update<double>(const AdamUpdate<double>&);
+template void rmsprop_update<float>(const RmspropUpdate<float>&);
+template void rmsprop_update<double>(const RmspropUpdate<double>&);
+template void sgd_update<float>(const SgdUpdate<float>&);
+template void sgd_update<double>(const SgdUpdate<double>&);
 
-template void adam_update<double>(double*, double*, double*, const double*, int64_t, double, double, double,
-                                  double);
-template void rmsprop_update<double>(double*, double*, const double*, int64_t, double, double, double,
-                                     RmspropEpsilon);
-template void sgd_update<double>(double*, const double*, int64_t, double);
-
-}  // namespace hisvid::cpu
+}  // namespace hisvid::naive

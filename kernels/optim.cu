@@ -48,23 +48,23 @@ __global__ void sgd_kernel(float* w, const float* g, int64_t n, float lr) {
 
 }  // namespace
 
-void adam_update(float* w, float* m, float* v, const float* g, int64_t n, float alpha, float beta1,
-                 float beta2, float eps, cudaStream_t stream) {
-  if (n <= 0) return;
-  adam_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(w, m, v, g, n, alpha, beta1, beta2, eps);
+void adam_update(const AdamUpdate<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  adam_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.w, k.m, k.v, k.g, k.n, k.alpha, k.beta1,
+                                                                   k.beta2, k.eps);
   HISVID_CHECK_LAUNCH();
 }
 
-void rmsprop_update(float* w, float* v, const float* g, int64_t n, float lr, float rho, float eps,
-                    RmspropEpsilon form, cudaStream_t stream) {
-  if (n <= 0) return;
-  rmsprop_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(w, v, g, n, lr, rho, eps, form);
+void rmsprop_update(const RmspropUpdate<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  rmsprop_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.w, k.v, k.g, k.n, k.lr, k.rho, k.eps,
+                                                                      k.form);
   HISVID_CHECK_LAUNCH();
 }
 
-void sgd_update(float* w, const float* g, int64_t n, float lr, cudaStream_t stream) {
-  if (n <= 0) return;
-  sgd_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(w, g, n, lr);
+void sgd_update(const SgdUpdate<float>& k, cudaStream_t stream) {
+  if (k.n <= 0) return;
+  sgd_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.w, k.g, k.n, k.lr);
   HISVID_CHECK_LAUNCH();
 }
 

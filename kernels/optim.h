@@ -25,25 +25,79 @@ enum class RmspropEpsilon : int { OutsideSqrt = 0, InsideSqrt };
 
 }  // namespace hisvid
 
-namespace hisvid::cpu {
+namespace hisvid {
 
 // w, m, v, g all (n); alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t).
 template <typename T>
-void adam_update(T* w, T* m, T* v, const T* g, int64_t n, T alpha, T beta1, T beta2, T eps);
-template <typename T>
-void rmsprop_update(T* w, T* v, const T* g, int64_t n, T lr, T rho, T eps, RmspropEpsilon form);
-template <typename T> void sgd_update(T* w, const T* g, int64_t n, T lr);
+struct AdamUpdate {
+  static constexpr const char* kName = "adam_update";
+  T* w = nullptr;
+  T* m = nullptr;
+  T* v = nullptr;
+  const T* g = nullptr;
+  int64_t n = 0;
+  T alpha = T(0), beta1 = T(0.9), beta2 = T(0.999), eps = T(1e-7);
+  template <typename V>
+  void buffers(V& vis) {
+    vis.inout("w", w, n);
+    vis.inout("m", m, n);
+    vis.inout("v", v, n);
+    vis.in("g", g, n);
+  }
+};
 
-}  // namespace hisvid::cpu
+// w, v, g all (n).
+template <typename T>
+struct RmspropUpdate {
+  static constexpr const char* kName = "rmsprop_update";
+  T* w = nullptr;
+  T* v = nullptr;
+  const T* g = nullptr;
+  int64_t n = 0;
+  T lr = T(0.001), rho = T(0.9), eps = T(1e-7);
+  RmspropEpsilon form = RmspropEpsilon::OutsideSqrt;
+  template <typename V>
+  void buffers(V& vis) {
+    vis.inout("w", w, n);
+    vis.inout("v", v, n);
+    vis.in("g", g, n);
+  }
+};
+
+// w, g (n).
+template <typename T>
+struct SgdUpdate {
+  static constexpr const char* kName = "sgd_update";
+  T* w = nullptr;
+  const T* g = nullptr;
+  int64_t n = 0;
+  T lr = T(0.01);
+  template <typename V>
+  void buffers(V& vis) {
+    vis.inout("w", w, n);
+    vis.in("g", g, n);
+  }
+};
+
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void adam_update(const AdamUpdate<T>& k);
+template <typename T>
+void rmsprop_update(const RmspropUpdate<T>& k);
+template <typename T>
+void sgd_update(const SgdUpdate<T>& k);
+
+}  // namespace hisvid::naive
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void adam_update(float* w, float* m, float* v, const float* g, int64_t n, float alpha, float beta1,
-                 float beta2, float eps, cudaStream_t stream);
-void rmsprop_update(float* w, float* v, const float* g, int64_t n, float lr, float rho, float eps,
-                    RmspropEpsilon form, cudaStream_t stream);
-void sgd_update(float* w, const float* g, int64_t n, float lr, cudaStream_t stream);
+void adam_update(const AdamUpdate<float>& k, cudaStream_t stream);
+void rmsprop_update(const RmspropUpdate<float>& k, cudaStream_t stream);
+void sgd_update(const SgdUpdate<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -1,5 +1,5 @@
-// kernels/pool.cpp — CPU reference of kernels/pool.h: Keras MaxPooling2D and global average
-// pooling, channels-last.
+// kernels/pool.cpp — kernels/pool.h on the host: Keras MaxPooling2D and global average
+// pooling, channels-last; the naive rows and the vectorised max-pool forward.
 // Dimension letters as in kernels/common.h.
 //
 // Each output pixel scans its window in row-major order (kh, then kw) over the positions that
@@ -9,20 +9,23 @@
 
 #include <algorithm>
 
-namespace hisvid::cpu {
-
+namespace hisvid {
 namespace {
 
 // Below this many outputs the loops run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
 }  // namespace
+}  // namespace hisvid
 
-template <typename T>
-void maxpool2d_forward(T* out,           // (N,HO,WO,C)
-                       int32_t* argmax,  // (N,HO,WO,C) flat h*W + w inside the image
-                       const T* inp,     // (N,H,W,C)
-                       const Pool2dGeometry& g) {
+namespace hisvid::cpu {
+
+void maxpool2d_forward(const Maxpool2dForward<float>& k) {
+  using T = float;
+  T* out = k.out;              // (N,HO,WO,C)
+  int32_t* argmax = k.argmax;  // (N,HO,WO,C) flat h*W + w inside the image
+  const T* inp = k.inp;        // (N,H,W,C)
+  const Pool2dGeometry& g = k.g;
   const int64_t C = g.C;
   const int64_t out_rows = int64_t(g.N) * g.HO;  // (n, ho) pairs
 #pragma omp parallel for if (out_rows * g.WO * C > kParallelMin)
@@ -59,11 +62,49 @@ void maxpool2d_forward(T* out,           // (N,HO,WO,C)
   }
 }
 
+}  // namespace hisvid::cpu
+
+namespace hisvid::naive {
+
+// out[n,ho,wo,c] = the first maximum of inp[n,ih,iw,c] over the window's positions inside the
+// image, in row-major order (kh, then kw); a later position wins only when strictly greater.
 template <typename T>
-void maxpool2d_backward(T* dinp,                // (N,H,W,C)
-                        const T* dout,          // (N,HO,WO,C)
-                        const int32_t* argmax,  // (N,HO,WO,C)
-                        const Pool2dGeometry& g) {
+void maxpool2d_forward(const Maxpool2dForward<T>& k) {
+  const Pool2dGeometry& g = k.g;
+#pragma omp parallel for collapse(2) if (int64_t(g.N) * g.HO * g.WO * g.C > kParallelMin)
+  for (int n = 0; n < g.N; ++n) {
+    for (int ho = 0; ho < g.HO; ++ho) {
+      for (int wo = 0; wo < g.WO; ++wo) {
+        for (int c = 0; c < g.C; ++c) {
+          bool found = false;
+          T best = T(0);
+          int32_t best_at = 0;
+          for (int kh = 0; kh < g.PH; ++kh) {
+            const int ih = ho * g.SH - g.pad_top + kh;
+            if (ih < 0 || ih >= g.H) continue;
+            for (int kw = 0; kw < g.PW; ++kw) {
+              const int iw = wo * g.SW - g.pad_left + kw;
+              if (iw < 0 || iw >= g.W) continue;
+              const T x = k.inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c];
+              if (!found || x > best) best = x, best_at = ih * g.W + iw;
+              found = true;
+            }
+          }
+          const int64_t o = ((int64_t(n) * g.HO + ho) * g.WO + wo) * g.C + c;
+          k.out[o] = best;
+          k.argmax[o] = best_at;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void maxpool2d_backward(const Maxpool2dBackward<T>& k) {
+  T* dinp = k.dinp;                  // (N,H,W,C)
+  const T* dout = k.dout;            // (N,HO,WO,C)
+  const int32_t* argmax = k.argmax;  // (N,HO,WO,C)
+  const Pool2dGeometry& g = k.g;
   const int64_t C = g.C;
   const int64_t image = int64_t(g.H) * g.W * C;
   const int64_t outputs_per_image = int64_t(g.HO) * g.WO;
@@ -82,9 +123,10 @@ void maxpool2d_backward(T* dinp,                // (N,H,W,C)
 }
 
 template <typename T>
-void global_avgpool_forward(T* out,        // (N,C)
-                            const T* inp,  // (N,S,C)
-                            int64_t N, int64_t S, int64_t C) {
+void global_avgpool_forward(const GlobalAvgpoolForward<T>& k) {
+  T* out = k.out;        // (N,C)
+  const T* inp = k.inp;  // (N,S,C)
+  const int64_t N = k.N, S = k.S, C = k.C;
 #pragma omp parallel for if (N * S * C > kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) {
@@ -96,9 +138,10 @@ void global_avgpool_forward(T* out,        // (N,C)
 }
 
 template <typename T>
-void global_avgpool_backward(T* dinp,        // (N,S,C)
-                             const T* dout,  // (N,C)
-                             int64_t N, int64_t S, int64_t C) {
+void global_avgpool_backward(const GlobalAvgpoolBackward<T>& k) {
+  T* dinp = k.dinp;        // (N,S,C)
+  const T* dout = k.dout;  // (N,C)
+  const int64_t N = k.N, S = k.S, C = k.C;
 #pragma omp parallel for if (N * S * C > kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t s = 0; s < S; ++s) {
@@ -107,15 +150,13 @@ void global_avgpool_backward(T* dinp,        // (N,S,C)
   }
 }
 
-template void maxpool2d_forward<float>(float*, int32_t*, const float*, const Pool2dGeometry&);
-template void maxpool2d_backward<float>(float*, const float*, const int32_t*, const Pool2dGeometry&);
+#define HISVID_INSTANTIATE(T)                                              \
+  template void maxpool2d_forward<T>(const Maxpool2dForward<T>&);          \
+  template void maxpool2d_backward<T>(const Maxpool2dBackward<T>&);        \
+  template void global_avgpool_forward<T>(const GlobalAvgpoolForward<T>&); \
+  template void global_avgpool_backward<T>(const GlobalAvgpoolBackward<T>&);
+HISVID_INSTANTIATE(float)
+HISVID_INSTANTIATE(double)
+#undef HISVID_INSTANTIATE
 
-template void maxpool2d_forward<double>(double*, int32_t*, const double*, const Pool2dGeometry&);
-template void maxpool2d_backward<double>(double*, const double*, const int32_t*, const Pool2dGeometry&);
-
-template void global_avgpool_forward<float>(float*, const float*, int64_t, int64_t, int64_t);
-template void global_avgpool_backward<float>(float*, const float*, int64_t, int64_t, int64_t);
-template void global_avgpool_forward<double>(double*, const double*, int64_t, int64_t, int64_t);
-template void global_avgpool_backward<double>(double*, const double*, int64_t, int64_t, int64_t);
-
-}  // namespace hisvid::cpu
+}  // namespace hisvid::naive

@@ -94,36 +94,37 @@ __global__ void global_avgpool_backward_kernel(float* dinp, const float* dout, i
 
 }  // namespace
 
-void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dGeometry& g,
-                       cudaStream_t stream) {
+void maxpool2d_forward(const Maxpool2dForward<float>& k, cudaStream_t stream) {
+  const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   if (total <= 0) return;
-  maxpool2d_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(out, argmax, inp, g);
+  maxpool2d_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
   HISVID_CHECK_LAUNCH();
 }
 
-void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dGeometry& g,
-                        cudaStream_t stream) {
+void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream) {
+  const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total <= 0) return;
-  maxpool2d_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(dinp, dout, argmax, g);
+  maxpool2d_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax,
+                                                                                   g);
   HISVID_CHECK_LAUNCH();
 }
 
 // out (N,C) = mean over S of inp (N,S,C)
-void global_avgpool_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C,
-                            cudaStream_t stream) {
-  if (N * C <= 0) return;
-  global_avgpool_forward_kernel<<<grid_blocks(N * C, kThreads), kThreads, 0, stream>>>(out, inp, N, S, C);
+void global_avgpool_forward(const GlobalAvgpoolForward<float>& k, cudaStream_t stream) {
+  if (k.N * k.C <= 0) return;
+  global_avgpool_forward_kernel<<<grid_blocks(k.N * k.C, kThreads), kThreads, 0, stream>>>(k.out, k.inp, k.N,
+                                                                                           k.S, k.C);
   HISVID_CHECK_LAUNCH();
 }
 
 // dinp (N,S,C) (=) dout (N,C) / S
-void global_avgpool_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C,
-                             cudaStream_t stream) {
-  if (N * S * C <= 0) return;
-  global_avgpool_backward_kernel<<<grid_blocks(N * S * C, kThreads), kThreads, 0, stream>>>(dinp, dout, N, S,
-                                                                                            C);
+void global_avgpool_backward(const GlobalAvgpoolBackward<float>& k, cudaStream_t stream) {
+  const int64_t total = k.N * k.S * k.C;
+  if (total <= 0) return;
+  global_avgpool_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.N,
+                                                                                        k.S, k.C);
   HISVID_CHECK_LAUNCH();
 }
 

@@ -28,38 +28,94 @@ HISVID_HD Pool2dGeometry pool2d_geometry(int N, int H, int W, int C, int PH, int
   return Pool2dGeometry{N, H, W, C, PH, PW, SH, SW, h.out, w.out, h.pad_before, w.pad_before};
 }
 
-}  // namespace hisvid
-
-namespace hisvid::cpu {
-
 // out (N,HO,WO,C) = max over each window of inp (N,H,W,C); argmax (N,HO,WO,C) receives the
 // flat index (h*W + w) inside the image of the first maximum in row-major window order.
 template <typename T>
-void maxpool2d_forward(T* out, int32_t* argmax, const T* inp, const Pool2dGeometry& g);
-// dinp (N,H,W,C) (=): each dout element goes to the position its argmax names.
+struct Maxpool2dForward {
+  static constexpr const char* kName = "maxpool2d_forward";
+  T* out = nullptr;
+  int32_t* argmax = nullptr;
+  const T* inp = nullptr;
+  Pool2dGeometry g{};
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, int64_t(g.N) * g.HO * g.WO * g.C);
+    v.out("argmax", argmax, int64_t(g.N) * g.HO * g.WO * g.C);
+    v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
+  }
+};
+
+// dinp (N,H,W,C) (=): each dout (N,HO,WO,C) element goes to the position its argmax names.
 template <typename T>
-void maxpool2d_backward(T* dinp, const T* dout, const int32_t* argmax, const Pool2dGeometry& g);
+struct Maxpool2dBackward {
+  static constexpr const char* kName = "maxpool2d_backward";
+  T* dinp = nullptr;
+  const T* dout = nullptr;
+  const int32_t* argmax = nullptr;
+  Pool2dGeometry g{};
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dinp", dinp, int64_t(g.N) * g.H * g.W * g.C);
+    v.in("dout", dout, int64_t(g.N) * g.HO * g.WO * g.C);
+    v.in("argmax", argmax, int64_t(g.N) * g.HO * g.WO * g.C);
+  }
+};
 
 // out (N,C) = sum over s of inp (N,S,C) / S, the sum taken in double in s order.
 template <typename T>
-void global_avgpool_forward(T* out, const T* inp, int64_t N, int64_t S, int64_t C);
+struct GlobalAvgpoolForward {
+  static constexpr const char* kName = "global_avgpool_forward";
+  T* out = nullptr;
+  const T* inp = nullptr;
+  int64_t N = 0, S = 0, C = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, N * C);
+    v.in("inp", inp, N * S * C);
+  }
+};
+
 // dinp (N,S,C) (=) dout (N,C) / S.
 template <typename T>
-void global_avgpool_backward(T* dinp, const T* dout, int64_t N, int64_t S, int64_t C);
+struct GlobalAvgpoolBackward {
+  static constexpr const char* kName = "global_avgpool_backward";
+  T* dinp = nullptr;
+  const T* dout = nullptr;
+  int64_t N = 0, S = 0, C = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dinp", dinp, N * S * C);
+    v.in("dout", dout, N * C);
+  }
+};
 
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void maxpool2d_forward(const Maxpool2dForward<T>& k);
+template <typename T>
+void maxpool2d_backward(const Maxpool2dBackward<T>& k);
+template <typename T>
+void global_avgpool_forward(const GlobalAvgpoolForward<T>& k);
+template <typename T>
+void global_avgpool_backward(const GlobalAvgpoolBackward<T>& k);
+
+}  // namespace hisvid::naive
+
+namespace hisvid::cpu {
+// Branch-free over the channels, so the window scan vectorises.
+void maxpool2d_forward(const Maxpool2dForward<float>& k);
 }  // namespace hisvid::cpu
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const Pool2dGeometry& g,
-                       cudaStream_t stream);
-void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const Pool2dGeometry& g,
-                        cudaStream_t stream);
-void global_avgpool_forward(float* out, const float* inp, int64_t N, int64_t S, int64_t C,
-                            cudaStream_t stream);
-void global_avgpool_backward(float* dinp, const float* dout, int64_t N, int64_t S, int64_t C,
-                             cudaStream_t stream);
+void maxpool2d_forward(const Maxpool2dForward<float>& k, cudaStream_t stream);
+void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream);
+void global_avgpool_forward(const GlobalAvgpoolForward<float>& k, cudaStream_t stream);
+void global_avgpool_backward(const GlobalAvgpoolBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -1,8 +1,8 @@
-// kernels/reduce.cpp — CPU reference of kernels/reduce.h: the full sum and the strided block
+// kernels/reduce.cpp — the naive rows of kernels/reduce.h: the full sum and the strided block
 // copy behind slice, concat and their gradients.
 #include "kernels/reduce.h"
 
-namespace hisvid::cpu {
+namespace hisvid::naive {
 
 namespace {
 
@@ -12,21 +12,22 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 }  // namespace
 
 template <typename T>
-void sum_all(T* out,        // (1)
-             const T* inp,  // (n)
-             int64_t n) {
+void sum_all(const SumAll<T>& k) {
+  const T* inp = k.inp;  // (n)
+  const int64_t n = k.n;
   double sum = 0.0;
 #pragma omp parallel for reduction(+ : sum) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) sum += inp[i];
-  *out = static_cast<T>(sum);
+  *k.out = static_cast<T>(sum);  // (1)
 }
 
 template <typename T>
-void copy_block(T* dst,  // (outer, dst_dim, inner)
-                int64_t dst_dim, int64_t dst_start,
-                const T* src,  // (outer, src_dim, inner)
-                int64_t src_dim, int64_t src_start, int64_t outer, int64_t len, int64_t inner,
-                bool accumulate) {
+void copy_block(const CopyBlock<T>& k) {
+  T* dst = k.dst;        // (outer, dst_dim, inner)
+  const T* src = k.src;  // (outer, src_dim, inner)
+  const int64_t outer = k.outer, len = k.len, inner = k.inner;
+  const int64_t dst_dim = k.dst_dim, dst_start = k.dst_start, src_dim = k.src_dim, src_start = k.src_start;
+  const bool accumulate = k.accumulate;
   const int64_t run = len * inner;  // contiguous elements per outer index
 #pragma omp parallel for if (outer * run > kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
@@ -40,12 +41,9 @@ void copy_block(T* dst,  // (outer, dst_dim, inner)
   }
 }
 
-template void sum_all<float>(float*, const float*, int64_t);
-template void copy_block<float>(float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t,
-                                int64_t, bool);
+template void sum_all<float>(const SumAll<float>&);
+template void sum_all<double>(const SumAll<double>&);
+template void copy_block<float>(const CopyBlock<float>&);
+template void copy_block<double>(const CopyBlock<double>&);
 
-template void sum_all<double>(double*, const double*, int64_t);
-template void copy_block<double>(double*, int64_t, int64_t, const double*, int64_t, int64_t, int64_t, int64_t,
-                                 int64_t, bool);
-
-}  // namespace hisvid::cpu
+}  // namespace hisvid::naive

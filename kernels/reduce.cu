@@ -60,25 +60,24 @@ __global__ void copy_block_kernel(float* dst, int64_t dst_dim, int64_t dst_start
 }  // namespace
 
 // out (1) = sum of inp (n)
-void sum_all(float* out, const float* inp, int64_t n, cudaStream_t stream) {
+void sum_all(const SumAll<float>& k, cudaStream_t stream) {
+  const int64_t n = k.n;
   Context& ctx = context_for_stream(stream, "sum_all");
   int64_t blocks = (n + int64_t(kThreads) * 8 - 1) / (int64_t(kThreads) * 8);
   if (blocks < 1) blocks = 1;
   if (blocks > kMaxSumBlocks) blocks = kMaxSumBlocks;
   double* partials = static_cast<double*>(ctx.workspace(sizeof(double) * size_t(blocks)));
-  sum_partial_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(partials, inp, n);
+  sum_partial_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(partials, k.inp, n);
   HISVID_CHECK_LAUNCH();
-  sum_finalize_kernel<<<1, kThreads, 0, stream>>>(out, partials, static_cast<int>(blocks));
+  sum_finalize_kernel<<<1, kThreads, 0, stream>>>(k.out, partials, static_cast<int>(blocks));
   HISVID_CHECK_LAUNCH();
 }
 
-void copy_block(float* dst, int64_t dst_dim, int64_t dst_start, const float* src, int64_t src_dim,
-                int64_t src_start, int64_t outer, int64_t len, int64_t inner, bool accumulate,
-                cudaStream_t stream) {
-  const int64_t total = outer * len * inner;
+void copy_block(const CopyBlock<float>& k, cudaStream_t stream) {
+  const int64_t total = k.outer * k.len * k.inner;
   if (total <= 0) return;
   copy_block_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(
-      dst, dst_dim, dst_start, src, src_dim, src_start, outer, len, inner, accumulate);
+      k.dst, k.dst_dim, k.dst_start, k.src, k.src_dim, k.src_start, k.outer, k.len, k.inner, k.accumulate);
   HISVID_CHECK_LAUNCH();
 }
 

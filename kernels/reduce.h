@@ -7,27 +7,57 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace hisvid::cpu {
+namespace hisvid {
 
-// out (1) = sum of inp (n), accumulated in double on the CPU.
-template <typename T> void sum_all(T* out, const T* inp, int64_t n);
+// out (1) = sum of inp (n), accumulated in double.
+template <typename T>
+struct SumAll {
+  static constexpr const char* kName = "sum_all";
+  T* out = nullptr;
+  const T* inp = nullptr;
+  int64_t n = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("out", out, 1);
+    v.in("inp", inp, n);
+  }
+};
 
 // Views src as (outer, src_dim, inner) and dst as (outer, dst_dim, inner) and copies the
 // block src[:, src_start : src_start + len, :] to dst[:, dst_start : dst_start + len, :];
 // adds instead of copying when accumulate. Slice, concat and their gradients are all this.
 template <typename T>
-void copy_block(T* dst, int64_t dst_dim, int64_t dst_start, const T* src, int64_t src_dim,
-                int64_t src_start, int64_t outer, int64_t len, int64_t inner, bool accumulate);
+struct CopyBlock {
+  static constexpr const char* kName = "copy_block";
+  T* dst = nullptr;
+  const T* src = nullptr;
+  int64_t outer = 0, len = 0, inner = 0;
+  int64_t dst_dim = 0, dst_start = 0;
+  int64_t src_dim = 0, src_start = 0;
+  bool accumulate = false;
+  template <typename V>
+  void buffers(V& v) {
+    v.inout("dst", dst, outer * dst_dim * inner);  // outside the block: untouched
+    v.in("src", src, outer * src_dim * inner);
+  }
+};
 
-}  // namespace hisvid::cpu
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void sum_all(const SumAll<T>& k);
+template <typename T>
+void copy_block(const CopyBlock<T>& k);
+
+}  // namespace hisvid::naive
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void sum_all(float* out, const float* inp, int64_t n, cudaStream_t stream);
-void copy_block(float* dst, int64_t dst_dim, int64_t dst_start, const float* src, int64_t src_dim,
-                int64_t src_start, int64_t outer, int64_t len, int64_t inner, bool accumulate,
-                cudaStream_t stream);
+void sum_all(const SumAll<float>& k, cudaStream_t stream);
+void copy_block(const CopyBlock<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

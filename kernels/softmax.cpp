@@ -1,4 +1,4 @@
-// kernels/softmax.cpp — CPU reference of kernels/softmax.h: row softmax, the fused softmax +
+// kernels/softmax.cpp — the naive rows of kernels/softmax.h: row softmax, the fused softmax +
 // categorical cross-entropy from logits, and the accuracy count. Dimension letters as in
 // kernels/common.h (N rows, K classes).
 #include "kernels/softmax.h"
@@ -7,7 +7,7 @@
 
 #include "kernels/common.h"
 
-namespace hisvid::cpu {
+namespace hisvid::naive {
 
 namespace {
 
@@ -41,19 +41,20 @@ int64_t argmax_row(const T* x, int64_t K) {
 }  // namespace
 
 template <typename T>
-void softmax_forward(T* probs,         // (N,K)
-                     const T* logits,  // (N,K)
-                     int64_t N, int64_t K) {
+void softmax_forward(const SoftmaxForward<T>& k) {
+  T* probs = k.probs;          // (N,K)
+  const T* logits = k.logits;  // (N,K)
+  const int64_t N = k.N, K = k.K;
 #pragma omp parallel for if (N * K > kParallelMin)
   for (int64_t n = 0; n < N; ++n) softmax_row(probs + n * K, logits + n * K, K);
 }
 
 // dz_k = p_k * (dp_k - sum_j dp_j p_j)
 template <typename T>
-void softmax_backward(T* dlogits,       // (N,K)
-                      const T* dprobs,  // (N,K)
-                      const T* probs,   // (N,K)
-                      int64_t N, int64_t K) {
+void softmax_backward(const SoftmaxBackward<T>& args) {
+  T* dlogits = args.dlogits;                           // (N,K)
+  const T *dprobs = args.dprobs, *probs = args.probs;  // (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
 #pragma omp parallel for if (N * K > kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs + n * K;
@@ -66,11 +67,10 @@ void softmax_backward(T* dlogits,       // (N,K)
 
 // loss_n = sum_k y_nk * (logsumexp(z_n) - z_nk)
 template <typename T>
-void softmax_xent_forward(T* losses,         // (N)
-                          T* probs,          // (N,K)
-                          const T* logits,   // (N,K)
-                          const T* targets,  // (N,K)
-                          int64_t N, int64_t K) {
+void softmax_xent_forward(const SoftmaxXentForward<T>& args) {
+  T *losses = args.losses, *probs = args.probs;            // (N), (N,K)
+  const T *logits = args.logits, *targets = args.targets;  // (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
 #pragma omp parallel for if (N * K > kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     const T* z = logits + n * K;
@@ -83,11 +83,10 @@ void softmax_xent_forward(T* losses,         // (N)
 }
 
 template <typename T>
-void softmax_xent_backward(T* dlogits,        // (N,K)
-                           const T* dlosses,  // (N)
-                           const T* probs,    // (N,K)
-                           const T* targets,  // (N,K)
-                           int64_t N, int64_t K) {
+void softmax_xent_backward(const SoftmaxXentBackward<T>& args) {
+  T* dlogits = args.dlogits;                                                      // (N,K)
+  const T *dlosses = args.dlosses, *probs = args.probs, *targets = args.targets;  // (N), (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
 #pragma omp parallel for if (N * K > kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs + n * K;
@@ -99,10 +98,10 @@ void softmax_xent_backward(T* dlogits,        // (N,K)
 }
 
 template <typename T>
-void accuracy_count(int64_t* correct,  // (1)
-                    const T* scores,   // (N,K)
-                    const T* targets,  // (N,K)
-                    int64_t N, int64_t K) {
+void accuracy_count(const AccuracyCount<T>& args) {
+  int64_t* correct = args.correct;                         // (1)
+  const T *scores = args.scores, *targets = args.targets;  // (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
   int64_t count = 0;
   for (int64_t n = 0; n < N; ++n) {
     if (argmax_row(scores + n * K, K) == argmax_row(targets + n * K, K)) ++count;
@@ -111,11 +110,10 @@ void accuracy_count(int64_t* correct,  // (1)
 }
 
 template <typename T>
-void sigmoid_xent_forward(T* losses,         // (N)
-                          T* probs,          // (N,K)
-                          const T* logits,   // (N,K)
-                          const T* targets,  // (N,K)
-                          int64_t N, int64_t K) {
+void sigmoid_xent_forward(const SigmoidXentForward<T>& args) {
+  T *losses = args.losses, *probs = args.probs;            // (N), (N,K)
+  const T *logits = args.logits, *targets = args.targets;  // (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
   for (int64_t n = 0; n < N; ++n) {
     T sum = T(0);
     for (int64_t k = 0; k < K; ++k) {
@@ -128,11 +126,10 @@ void sigmoid_xent_forward(T* losses,         // (N)
 }
 
 template <typename T>
-void sigmoid_xent_backward(T* dlogits,        // (N,K)
-                           const T* dlosses,  // (N)
-                           const T* probs,    // (N,K)
-                           const T* targets,  // (N,K)
-                           int64_t N, int64_t K) {
+void sigmoid_xent_backward(const SigmoidXentBackward<T>& args) {
+  T* dlogits = args.dlogits;                                                      // (N,K)
+  const T *dlosses = args.dlosses, *probs = args.probs, *targets = args.targets;  // (N), (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t k = 0; k < K; ++k) {
       dlogits[n * K + k] = dlosses[n] * (probs[n * K + k] - targets[n * K + k]) / static_cast<T>(K);
@@ -141,10 +138,10 @@ void sigmoid_xent_backward(T* dlogits,        // (N,K)
 }
 
 template <typename T>
-void binary_accuracy_count(int64_t* correct,  // (1)
-                           const T* probs,    // (N,K)
-                           const T* targets,  // (N,K)
-                           int64_t N, int64_t K) {
+void binary_accuracy_count(const BinaryAccuracyCount<T>& args) {
+  int64_t* correct = args.correct;                       // (1)
+  const T *probs = args.probs, *targets = args.targets;  // (N,K), (N,K)
+  const int64_t N = args.N, K = args.K;
   int64_t count = 0;
   for (int64_t i = 0; i < N * K; ++i) {
     if ((probs[i] > T(0.5)) == (targets[i] > T(0.5))) ++count;
@@ -152,27 +149,17 @@ void binary_accuracy_count(int64_t* correct,  // (1)
   *correct = count;
 }
 
-template void softmax_forward<float>(float*, const float*, int64_t, int64_t);
-template void softmax_backward<float>(float*, const float*, const float*, int64_t, int64_t);
-template void softmax_xent_forward<float>(float*, float*, const float*, const float*, int64_t, int64_t);
-template void softmax_xent_backward<float>(float*, const float*, const float*, const float*, int64_t,
-                                           int64_t);
-template void accuracy_count<float>(int64_t*, const float*, const float*, int64_t, int64_t);
+#define HISVID_INSTANTIATE(T)                                            \
+  template void softmax_forward<T>(const SoftmaxForward<T>&);            \
+  template void softmax_backward<T>(const SoftmaxBackward<T>&);          \
+  template void softmax_xent_forward<T>(const SoftmaxXentForward<T>&);   \
+  template void softmax_xent_backward<T>(const SoftmaxXentBackward<T>&); \
+  template void accuracy_count<T>(const AccuracyCount<T>&);              \
+  template void sigmoid_xent_forward<T>(const SigmoidXentForward<T>&);   \
+  template void sigmoid_xent_backward<T>(const SigmoidXentBackward<T>&); \
+  template void binary_accuracy_count<T>(const BinaryAccuracyCount<T>&);
+HISVID_INSTANTIATE(float)
+HISVID_INSTANTIATE(double)
+#undef HISVID_INSTANTIATE
 
-template void softmax_forward<double>(double*, const double*, int64_t, int64_t);
-template void softmax_backward<double>(double*, const double*, const double*, int64_t, int64_t);
-template void softmax_xent_forward<double>(double*, double*, const double*, const double*, int64_t, int64_t);
-template void softmax_xent_backward<double>(double*, const double*, const double*, const double*, int64_t,
-                                            int64_t);
-template void accuracy_count<double>(int64_t*, const double*, const double*, int64_t, int64_t);
-
-template void sigmoid_xent_forward<float>(float*, float*, const float*, const float*, int64_t, int64_t);
-template void sigmoid_xent_backward<float>(float*, const float*, const float*, const float*, int64_t,
-                                           int64_t);
-template void binary_accuracy_count<float>(int64_t*, const float*, const float*, int64_t, int64_t);
-template void sigmoid_xent_forward<double>(double*, double*, const double*, const double*, int64_t, int64_t);
-template void sigmoid_xent_backward<double>(double*, const double*, const double*, const double*, int64_t,
-                                            int64_t);
-template void binary_accuracy_count<double>(int64_t*, const double*, const double*, int64_t, int64_t);
-
-}  // namespace hisvid::cpu
+}  // namespace hisvid::naive

@@ -185,74 +185,80 @@ __global__ void binary_accuracy_count_kernel(int64_t* correct, const float* prob
   }
 }
 
+// The count of a kernel that writes it to device memory (count(device_count) launches it),
+// copied to correct (host).
+template <typename Count>
+void count_to_host(int64_t* correct, cudaStream_t stream, const char* op, Count&& count) {
+  int64_t* on_device = static_cast<int64_t*>(context_for_stream(stream, op).workspace(sizeof(int64_t)));
+  count(on_device);
+  CUDA_CHECK(cudaMemcpyAsync(correct, on_device, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
 }  // namespace
 
-void softmax_forward(float* probs, const float* logits, int64_t N, int64_t K, cudaStream_t stream) {
-  if (N <= 0 || K <= 0) return;
-  softmax_forward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(probs, logits, N, K);
+void softmax_forward(const SoftmaxForward<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) return;
+  softmax_forward_kernel<<<row_blocks(k.N), kThreads, 0, stream>>>(k.probs, k.logits, k.N, k.K);
   HISVID_CHECK_LAUNCH();
 }
 
-void softmax_backward(float* dlogits, const float* dprobs, const float* probs, int64_t N, int64_t K,
-                      cudaStream_t stream) {
-  if (N <= 0 || K <= 0) return;
-  softmax_backward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(dlogits, dprobs, probs, N, K);
+void softmax_backward(const SoftmaxBackward<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) return;
+  softmax_backward_kernel<<<row_blocks(k.N), kThreads, 0, stream>>>(k.dlogits, k.dprobs, k.probs, k.N, k.K);
   HISVID_CHECK_LAUNCH();
 }
 
-void softmax_xent_forward(float* losses, float* probs, const float* logits, const float* targets, int64_t N,
-                          int64_t K, cudaStream_t stream) {
-  if (N <= 0 || K <= 0) return;
-  softmax_xent_forward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(losses, probs, logits, targets, N, K);
+void softmax_xent_forward(const SoftmaxXentForward<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) return;
+  softmax_xent_forward_kernel<<<row_blocks(k.N), kThreads, 0, stream>>>(k.losses, k.probs, k.logits,
+                                                                        k.targets, k.N, k.K);
   HISVID_CHECK_LAUNCH();
 }
 
-void softmax_xent_backward(float* dlogits, const float* dlosses, const float* probs, const float* targets,
-                           int64_t N, int64_t K, cudaStream_t stream) {
-  if (N <= 0 || K <= 0) return;
-  softmax_xent_backward_kernel<<<row_blocks(N), kThreads, 0, stream>>>(dlogits, dlosses, probs, targets, N,
-                                                                       K);
+void softmax_xent_backward(const SoftmaxXentBackward<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) return;
+  softmax_xent_backward_kernel<<<row_blocks(k.N), kThreads, 0, stream>>>(k.dlogits, k.dlosses, k.probs,
+                                                                         k.targets, k.N, k.K);
   HISVID_CHECK_LAUNCH();
 }
 
-// correct points to device memory.
-void accuracy_count(int64_t* correct, const float* scores, const float* targets, int64_t N, int64_t K,
-                    cudaStream_t stream) {
-  if (N <= 0 || K <= 0) {
-    CUDA_CHECK(cudaMemsetAsync(correct, 0, sizeof(int64_t), stream));
+void accuracy_count(const AccuracyCount<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) {
+    *k.correct = 0;
     return;
   }
-  accuracy_count_kernel<<<1, kThreads, 0, stream>>>(correct, scores, targets, N, K);
-  HISVID_CHECK_LAUNCH();
+  count_to_host(k.correct, stream, "accuracy_count", [&](int64_t* count) {
+    accuracy_count_kernel<<<1, kThreads, 0, stream>>>(count, k.scores, k.targets, k.N, k.K);
+    HISVID_CHECK_LAUNCH();
+  });
 }
 
 // losses (N), probs (N,K) from logits (N,K), targets (N,K)
-void sigmoid_xent_forward(float* losses, float* probs, const float* logits, const float* targets, int64_t N,
-                          int64_t K, cudaStream_t stream) {
-  if (N <= 0 || K <= 0) return;
-  sigmoid_xent_forward_kernel<<<grid_blocks(N, kThreads), kThreads, 0, stream>>>(losses, probs, logits,
-                                                                                 targets, N, K);
+void sigmoid_xent_forward(const SigmoidXentForward<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) return;
+  sigmoid_xent_forward_kernel<<<grid_blocks(k.N, kThreads), kThreads, 0, stream>>>(
+      k.losses, k.probs, k.logits, k.targets, k.N, k.K);
   HISVID_CHECK_LAUNCH();
 }
 
 // dlogits (N,K) (=) dlosses_n * (p - y) / K
-void sigmoid_xent_backward(float* dlogits, const float* dlosses, const float* probs, const float* targets,
-                           int64_t N, int64_t K, cudaStream_t stream) {
-  if (N <= 0 || K <= 0) return;
-  sigmoid_xent_backward_kernel<<<grid_blocks(N * K, kThreads), kThreads, 0, stream>>>(dlogits, dlosses, probs,
-                                                                                      targets, N, K);
+void sigmoid_xent_backward(const SigmoidXentBackward<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) return;
+  sigmoid_xent_backward_kernel<<<grid_blocks(k.N * k.K, kThreads), kThreads, 0, stream>>>(
+      k.dlogits, k.dlosses, k.probs, k.targets, k.N, k.K);
   HISVID_CHECK_LAUNCH();
 }
 
-// correct points to device memory.
-void binary_accuracy_count(int64_t* correct, const float* probs, const float* targets, int64_t N, int64_t K,
-                           cudaStream_t stream) {
-  if (N <= 0 || K <= 0) {
-    CUDA_CHECK(cudaMemsetAsync(correct, 0, sizeof(int64_t), stream));
+void binary_accuracy_count(const BinaryAccuracyCount<float>& k, cudaStream_t stream) {
+  if (k.N <= 0 || k.K <= 0) {
+    *k.correct = 0;
     return;
   }
-  binary_accuracy_count_kernel<<<1, kThreads, 0, stream>>>(correct, probs, targets, N * K);
-  HISVID_CHECK_LAUNCH();
+  count_to_host(k.correct, stream, "binary_accuracy_count", [&](int64_t* count) {
+    binary_accuracy_count_kernel<<<1, kThreads, 0, stream>>>(count, k.probs, k.targets, k.N * k.K);
+    HISVID_CHECK_LAUNCH();
+  });
 }
 
 }  // namespace hisvid::cuda

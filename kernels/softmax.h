@@ -12,59 +12,163 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace hisvid::cpu {
+namespace hisvid {
 
 // probs (N,K) = softmax(logits (N,K)) row by row (max-subtracted).
-template <typename T> void softmax_forward(T* probs, const T* logits, int64_t N, int64_t K);
-// dlogits (N,K) (=) from dprobs (N,K) and probs (N,K).
 template <typename T>
-void softmax_backward(T* dlogits, const T* dprobs, const T* probs, int64_t N, int64_t K);
-// losses (N) and probs (N,K) from logits (N,K) and targets (N,K) (one-hot or a distribution).
-template <typename T>
-void softmax_xent_forward(T* losses, T* probs, const T* logits, const T* targets, int64_t N, int64_t K);
-// dlogits (N,K) (=) = dlosses_n * (p_nk * sum_j y_nj - y_nk).
-template <typename T>
-void softmax_xent_backward(T* dlogits, const T* dlosses, const T* probs, const T* targets, int64_t N,
-                           int64_t K);
-// correct (1) = number of rows whose argmax of scores (N,K) equals the argmax of targets (N,K)
-// (first maximum on ties, as numpy's argmax).
-template <typename T>
-void accuracy_count(int64_t* correct, const T* scores, const T* targets, int64_t N, int64_t K);
+struct SoftmaxForward {
+  static constexpr const char* kName = "softmax_forward";
+  T* probs = nullptr;
+  const T* logits = nullptr;
+  int64_t N = 0, K = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("probs", probs, N * K);
+    v.in("logits", logits, N * K);
+  }
+};
 
-// losses (N) and probs (N,K) = sigmoid(logits) from logits (N,K) and targets (N,K) in [0, 1].
+// dlogits (N,K) (=) from dprobs (N,K) and probs (N,K): p_k * (dp_k - sum_j dp_j p_j).
 template <typename T>
-void sigmoid_xent_forward(T* losses, T* probs, const T* logits, const T* targets, int64_t N, int64_t K);
-// dlogits (N,K) (=) dlosses_n * (p_nk - y_nk) / K.
-template <typename T>
-void sigmoid_xent_backward(T* dlogits, const T* dlosses, const T* probs, const T* targets, int64_t N,
-                           int64_t K);
-// correct (1) = number of elements of probs (N,K) with (p > 0.5) == (y > 0.5): Keras's
-// binary_accuracy at its threshold 0.5 (a NaN probability counts as 0).
-template <typename T>
-void binary_accuracy_count(int64_t* correct, const T* probs, const T* targets, int64_t N, int64_t K);
+struct SoftmaxBackward {
+  static constexpr const char* kName = "softmax_backward";
+  T* dlogits = nullptr;
+  const T* dprobs = nullptr;
+  const T* probs = nullptr;
+  int64_t N = 0, K = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dlogits", dlogits, N * K);
+    v.in("dprobs", dprobs, N * K);
+    v.in("probs", probs, N * K);
+  }
+};
 
-}  // namespace hisvid::cpu
+// The fused cross-entropies from logits (N,K) and targets (N,K): forward writes losses (N)
+// and probs (N,K); backward dlogits (N,K) (=) from dlosses (N), probs and targets.
+template <typename T>
+struct CrossEntropyForwardArgs {
+  T* losses = nullptr;
+  T* probs = nullptr;
+  const T* logits = nullptr;
+  const T* targets = nullptr;
+  int64_t N = 0, K = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("losses", losses, N);
+    v.out("probs", probs, N * K);
+    v.in("logits", logits, N * K);
+    v.in("targets", targets, N * K);
+  }
+};
+template <typename T>
+struct CrossEntropyBackwardArgs {
+  T* dlogits = nullptr;
+  const T* dlosses = nullptr;
+  const T* probs = nullptr;
+  const T* targets = nullptr;
+  int64_t N = 0, K = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dlogits", dlogits, N * K);
+    v.in("dlosses", dlosses, N);
+    v.in("probs", probs, N * K);
+    v.in("targets", targets, N * K);
+  }
+};
+
+// Softmax + categorical cross-entropy: loss_n = sum_k y_nk * (logsumexp(z_n) - z_nk), probs the
+// row softmax (targets one-hot or a distribution); dlogits = dlosses_n * (p_nk * sum_j y_nj - y_nk).
+template <typename T>
+struct SoftmaxXentForward : CrossEntropyForwardArgs<T> {
+  static constexpr const char* kName = "softmax_xent_forward";
+};
+template <typename T>
+struct SoftmaxXentBackward : CrossEntropyBackwardArgs<T> {
+  static constexpr const char* kName = "softmax_xent_backward";
+};
+
+// correct (1, host memory on every backend) = number of rows whose argmax of scores (N,K)
+// equals the argmax of targets (N,K) (first maximum on ties, as numpy's argmax).
+template <typename T>
+struct AccuracyCount {
+  static constexpr const char* kName = "accuracy_count";
+  int64_t* correct = nullptr;
+  const T* scores = nullptr;
+  const T* targets = nullptr;
+  int64_t N = 0, K = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.host_out("correct", correct, 1);
+    v.in("scores", scores, N * K);
+    v.in("targets", targets, N * K);
+  }
+};
+
+// Sigmoid + binary cross-entropy: loss_n = the mean over k of the binary cross-entropy, probs =
+// sigmoid(logits), targets in [0, 1]; dlogits = dlosses_n * (p_nk - y_nk) / K.
+template <typename T>
+struct SigmoidXentForward : CrossEntropyForwardArgs<T> {
+  static constexpr const char* kName = "sigmoid_xent_forward";
+};
+template <typename T>
+struct SigmoidXentBackward : CrossEntropyBackwardArgs<T> {
+  static constexpr const char* kName = "sigmoid_xent_backward";
+};
+
+// correct (1, host memory on every backend) = number of elements of probs (N,K) with
+// (p > 0.5) == (y > 0.5): Keras's binary_accuracy at its threshold 0.5 (a NaN probability
+// counts as 0).
+template <typename T>
+struct BinaryAccuracyCount {
+  static constexpr const char* kName = "binary_accuracy_count";
+  int64_t* correct = nullptr;
+  const T* probs = nullptr;
+  const T* targets = nullptr;
+  int64_t N = 0, K = 0;
+  template <typename V>
+  void buffers(V& v) {
+    v.host_out("correct", correct, 1);
+    v.in("probs", probs, N * K);
+    v.in("targets", targets, N * K);
+  }
+};
+
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void softmax_forward(const SoftmaxForward<T>& k);
+template <typename T>
+void softmax_backward(const SoftmaxBackward<T>& k);
+template <typename T>
+void softmax_xent_forward(const SoftmaxXentForward<T>& k);
+template <typename T>
+void softmax_xent_backward(const SoftmaxXentBackward<T>& k);
+template <typename T>
+void accuracy_count(const AccuracyCount<T>& k);
+template <typename T>
+void sigmoid_xent_forward(const SigmoidXentForward<T>& k);
+template <typename T>
+void sigmoid_xent_backward(const SigmoidXentBackward<T>& k);
+template <typename T>
+void binary_accuracy_count(const BinaryAccuracyCount<T>& k);
+
+}  // namespace hisvid::naive
 
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-void softmax_forward(float* probs, const float* logits, int64_t N, int64_t K, cudaStream_t stream);
-void softmax_backward(float* dlogits, const float* dprobs, const float* probs, int64_t N, int64_t K,
-                      cudaStream_t stream);
-void softmax_xent_forward(float* losses, float* probs, const float* logits, const float* targets, int64_t N,
-                          int64_t K, cudaStream_t stream);
-void softmax_xent_backward(float* dlogits, const float* dlosses, const float* probs, const float* targets,
-                           int64_t N, int64_t K, cudaStream_t stream);
-// correct points to device memory.
-void accuracy_count(int64_t* correct, const float* scores, const float* targets, int64_t N, int64_t K,
-                    cudaStream_t stream);
-void sigmoid_xent_forward(float* losses, float* probs, const float* logits, const float* targets, int64_t N,
-                          int64_t K, cudaStream_t stream);
-void sigmoid_xent_backward(float* dlogits, const float* dlosses, const float* probs, const float* targets,
-                           int64_t N, int64_t K, cudaStream_t stream);
-// correct points to device memory.
-void binary_accuracy_count(int64_t* correct, const float* probs, const float* targets, int64_t N, int64_t K,
-                           cudaStream_t stream);
+void softmax_forward(const SoftmaxForward<float>& k, cudaStream_t stream);
+void softmax_backward(const SoftmaxBackward<float>& k, cudaStream_t stream);
+void softmax_xent_forward(const SoftmaxXentForward<float>& k, cudaStream_t stream);
+void softmax_xent_backward(const SoftmaxXentBackward<float>& k, cudaStream_t stream);
+// Counts on the device and copies the count to the host (synchronising the stream).
+void accuracy_count(const AccuracyCount<float>& k, cudaStream_t stream);
+void sigmoid_xent_forward(const SigmoidXentForward<float>& k, cudaStream_t stream);
+void sigmoid_xent_backward(const SigmoidXentBackward<float>& k, cudaStream_t stream);
+void binary_accuracy_count(const BinaryAccuracyCount<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

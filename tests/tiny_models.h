@@ -1,6 +1,6 @@
 // tests/tiny_models.h — the seeds' two models in miniature, written with engine ops alone, for
 // the whole-model checks: the float64 gradient check from the loss to every parameter
-// (test_recurrent.cpp) and the CUDA-vs-CPU training step (test_cuda_parity.cpp).
+// (test_recurrent.cpp) and the CUDA-vs-CPU training step (test_cuda_models.cpp).
 #pragma once
 
 #include <vector>

@@ -1,0 +1,64 @@
+// kernels/optim_table.cpp — the rows of the optimizer updates and their harness cases.
+#include <cmath>
+#include <string>
+
+#include "kernels/harness.h"
+#include "kernels/optim.h"
+
+namespace hisvid {
+namespace {
+
+const bool rows = register_rows(host_row<naive::adam_update<float>>(Backend::Naive, "naive"),
+                                host_row<naive::adam_update<double>>(Backend::Naive, "naive"),
+                                host_row<naive::rmsprop_update<float>>(Backend::Naive, "naive"),
+                                host_row<naive::rmsprop_update<double>>(Backend::Naive, "naive"),
+                                host_row<naive::sgd_update<float>>(Backend::Naive, "naive"),
+                                host_row<naive::sgd_update<double>>(Backend::Naive, "naive"));
+#ifdef HISVID_WITH_CUDA
+const bool cuda_rows =
+    register_rows(cuda_row<cuda::adam_update>("cuda"), cuda_row<cuda::rmsprop_update>("cuda"),
+                  cuda_row<cuda::sgd_update>("cuda"));
+#endif
+
+// The hyperparameters as float values, so that the float64 reference uses the very same ones.
+constexpr float kLr = 0.01f, kBeta1 = 0.9f, kBeta2 = 0.999f, kEps = 1e-7f, kRho = 0.9f;
+
+// m small around 0, v small and non-negative: second moments of gradients of about 1.
+void moments(const double* m, const double* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (m != nullptr) harness::writable(m)[i] *= 0.1;
+    harness::writable(v)[i] = 0.005 * (v[i] + 1.0);
+  }
+}
+
+const bool cases = [] {
+  harness::Cases<AdamUpdate> adam;
+  harness::Cases<RmspropUpdate> rmsprop;
+  harness::Cases<SgdUpdate> sgd;
+  // Step 3's bias correction.
+  const float alpha =
+      static_cast<float>(kLr * std::sqrt(1.0 - std::pow(0.999, 3)) / (1.0 - std::pow(0.9, 3)));
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(1000), int64_t(100003)}) {
+    const std::string name = "n" + std::to_string(n);
+    adam.add(name,
+             [n, alpha](auto& a) {
+               a.n = n, a.alpha = alpha, a.beta1 = kBeta1, a.beta2 = kBeta2, a.eps = kEps;
+             })
+        .tol(harness::kFused)
+        .with_flops(10.0 * n)
+        .prepare_with([n](AdamUpdate<double>& a) { moments(a.m, a.v, n); });
+    for (RmspropEpsilon form : {RmspropEpsilon::OutsideSqrt, RmspropEpsilon::InsideSqrt}) {
+      rmsprop
+          .add(name + (form == RmspropEpsilon::OutsideSqrt ? "_eps_outside" : "_eps_inside"),
+               [n, form](auto& a) { a.n = n, a.lr = kLr, a.rho = kRho, a.eps = kEps, a.form = form; })
+          .tol(harness::kFused)
+          .with_flops(7.0 * n)
+          .prepare_with([n](RmspropUpdate<double>& a) { moments(nullptr, a.v, n); });
+    }
+    sgd.add(name, [n](auto& a) { a.n = n, a.lr = kLr; }).tol(harness::kElementwise).with_flops(2.0 * n);
+  }
+  return harness::add_cases(adam) && harness::add_cases(rmsprop) && harness::add_cases(sgd);
+}();
+
+}  // namespace
+}  // namespace hisvid
