@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -80,8 +82,9 @@ using testing::tiny_lrcn;
 using testing::tiny_lrcn_loss;
 using testing::TinyModel;
 
+using LossFunction = Tensor (*)(const std::vector<Tensor>&, const Tensor&, uint64_t step);
+
 #ifdef HISVID_WITH_CUDA
-using LossFunction = Tensor (*)(const std::vector<Tensor>&, const Tensor&);
 
 struct StepResult {
   double loss = 0.0;
@@ -103,7 +106,7 @@ StepResult training_step(const TinyModel& model, LossFunction loss_of, Device de
   }
   const Tensor targets = model.targets.to(DType::Float32).to(device);
   Tape::current().clear();
-  const Tensor loss = loss_of(inputs, targets);
+  const Tensor loss = loss_of(inputs, targets, 0);
   backward(loss);
   Tape::current().clear();
 
@@ -145,6 +148,134 @@ TEST(CudaModelParity, TinyConvLstmTrainingStep) {
 #ifdef HISVID_WITH_CUDA
   expect_same_step(tiny_convlstm(), tiny_convlstm_loss);
 #endif
+}
+
+// ---------------------------------------------------------------------------------------
+// A short training run: 30 Adam steps of each tiny model from the same weights and data, with
+// fresh dropout masks every step (the same bits on both devices), on the GPU and on the CPU.
+// The loss curves and the final weights must agree within kTrainingRun.
+//
+// Where that tolerance comes from: rounding differences do not stay put over a run, each step's
+// weights carry the last step's differences forward and Adam rescales them. How far float32
+// drifts from exact arithmetic over these 30 steps is measured on the CPU, float32 against
+// float64 from the same start (TrainingRun.Float32DriftOnTheCpu, which runs on every machine
+// and fails if the drift outgrows its share of the tolerance): kMeasuredDrift below is the
+// largest relative difference of loss or weights it found (lrcn 2.31e-6, convlstm 2.61e-6;
+// AMD EPYC, 2026-11-26). Two float32
+// implementations that each stay within d of the exact run are within 2d of each other; the
+// GPU sums in other orders (cuDNN, cuBLAS, atomics) than the CPU, so kDriftHeadroom more on
+// top. A wrong kernel, a mask that differs, or a step that is skipped moves the curve by
+// >= 1e-2 within a few steps.
+// ---------------------------------------------------------------------------------------
+constexpr int kRunSteps = 30;
+constexpr double kMeasuredDrift = 2.6e-6;
+constexpr double kDriftHeadroom = 20.0;
+constexpr double kTrainingRun = 2 * kMeasuredDrift * kDriftHeadroom;  // 1.04e-4
+
+struct TrainingRun {
+  std::vector<double> losses;               // one per step, before that step's update
+  std::vector<std::vector<float>> weights;  // every parameter after the last step
+};
+
+TrainingRun training_run(const TinyModel& model, LossFunction loss_of, Device device, DType dtype) {
+  const Tensor x = model.inputs[0].detach().to(dtype).to(device);
+  const Tensor targets = model.targets.to(dtype).to(device);
+  std::vector<Tensor> params;
+  for (size_t i = 1; i < model.inputs.size(); ++i) {
+    Tensor p = model.inputs[i].detach().to(DType::Float32).to(dtype).to(device);  // float32 values
+    p.set_requires_grad(true);
+    params.push_back(p);
+  }
+  Adam adam(1e-2, 0.9, 0.999, kStepEpsilon);
+  TrainingRun run;
+  for (int step = 0; step < kRunSteps; ++step) {
+    std::vector<Tensor> inputs{x};
+    inputs.insert(inputs.end(), params.begin(), params.end());
+    for (Tensor& p : params) p.zero_grad();
+    Tape::current().clear();
+    const Tensor loss = loss_of(inputs, targets, uint64_t(step));
+    backward(loss);
+    Tape::current().clear();
+    run.losses.push_back(loss.item());
+    adam.step(params);
+  }
+  for (const Tensor& p : params) {
+    const std::vector<double> v = p.to_vector();
+    run.weights.emplace_back(v.begin(), v.end());
+  }
+  return run;
+}
+
+// The largest relative difference between two runs: of each step's loss (relative to
+// max(1, |loss|)) and of every final weight (relative to max(|w|, rms of its tensor)).
+double run_difference(const TrainingRun& a, const TrainingRun& reference) {
+  double worst = 0.0;
+  for (size_t k = 0; k < reference.losses.size(); ++k) {
+    const double d =
+        std::fabs(a.losses[k] - reference.losses[k]) / std::max(1.0, std::fabs(reference.losses[k]));
+    worst = std::isnan(d) ? std::numeric_limits<double>::infinity() : std::max(worst, d);
+  }
+  for (size_t i = 0; i < reference.weights.size(); ++i) {
+    double ss = 0.0;
+    for (float w : reference.weights[i]) ss += double(w) * double(w);
+    const double scale = std::sqrt(ss / double(std::max<size_t>(1, reference.weights[i].size())));
+    for (size_t j = 0; j < reference.weights[i].size(); ++j) {
+      const double ref = reference.weights[i][j];
+      const double d = std::fabs(double(a.weights[i][j]) - ref) / std::max(std::fabs(ref), scale);
+      worst = std::isnan(d) ? std::numeric_limits<double>::infinity() : std::max(worst, d);
+    }
+  }
+  return worst;
+}
+
+// The run must learn something, or agreement would be cheap: the loss falls over the run.
+void expect_learns(const TrainingRun& run) {
+  ASSERT_EQ(run.losses.size(), size_t(kRunSteps));
+  EXPECT_LT(run.losses.back(), 0.9 * run.losses.front())
+      << "the loss did not fall over " << kRunSteps << " steps";
+}
+
+// float32 on the CPU against float64 on the CPU: the drift kTrainingRun is derived from. The
+// drift must stay within kMeasuredDrift (with 2x for other CPUs' BLAS kernels), or the GPU
+// tolerance above is no longer justified.
+TEST(TrainingRun, Float32DriftOnTheCpu) {
+  for (const auto& [name, model, loss_of] :
+       {std::tuple{"lrcn", tiny_lrcn(), LossFunction(tiny_lrcn_loss)},
+        std::tuple{"convlstm", tiny_convlstm(), LossFunction(tiny_convlstm_loss)}}) {
+    const TrainingRun exact = training_run(model, loss_of, Device::cpu(), DType::Float64);
+    const TrainingRun single = training_run(model, loss_of, Device::cpu(), DType::Float32);
+    expect_learns(exact);
+    const double drift = run_difference(single, exact);
+    std::printf("tiny %s: float32 drift over %d steps %.3g (loss %.4f -> %.4f)\n", name, kRunSteps, drift,
+                exact.losses.front(), exact.losses.back());
+    EXPECT_LE(drift, 2 * kMeasuredDrift) << name;
+  }
+}
+
+TEST(CudaModelParity, TinyLrcnTrainingRun) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const TinyModel model = tiny_lrcn();
+  const TrainingRun cpu = training_run(model, tiny_lrcn_loss, Device::cpu(), DType::Float32);
+  const TrainingRun gpu = training_run(model, tiny_lrcn_loss, Device::cuda(0), DType::Float32);
+  expect_learns(cpu);
+  const double difference = run_difference(gpu, cpu);
+  std::printf("tiny lrcn: GPU vs CPU over %d steps %.3g (tolerance %.3g; loss %.4f -> %.4f)\n", kRunSteps,
+              difference, kTrainingRun, cpu.losses.front(), cpu.losses.back());
+  EXPECT_LE(difference, kTrainingRun);
+}
+
+TEST(CudaModelParity, TinyConvLstmTrainingRun) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const TinyModel model = tiny_convlstm();
+  const TrainingRun cpu = training_run(model, tiny_convlstm_loss, Device::cpu(), DType::Float32);
+  const TrainingRun gpu = training_run(model, tiny_convlstm_loss, Device::cuda(0), DType::Float32);
+  expect_learns(cpu);
+  const double difference = run_difference(gpu, cpu);
+  std::printf("tiny convlstm: GPU vs CPU over %d steps %.3g (tolerance %.3g; loss %.4f -> %.4f)\n", kRunSteps,
+              difference, kTrainingRun, cpu.losses.front(), cpu.losses.back());
+  EXPECT_LE(difference, kTrainingRun);
 }
 
 // Blocks come back from the pool once warm: the same size class reuses the freed block, and
