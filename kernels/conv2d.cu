@@ -31,6 +31,7 @@
 // allowed.
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -237,12 +238,12 @@ void choose_forward(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x.get(), plan.w.get(),
                                                      plan.forward_conv.get(), plan.y.get(),
                                                      static_cast<int>(perf.size()), &count, perf.data()));
-  const bool found = choose(plan.forward, plan.forward_conv.get(), perf.data(), count, allow_tf32,
-                            [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
-                              return cudnnGetConvolutionForwardWorkspaceSize(
-                                  handle, plan.x.get(), plan.w.get(), plan.forward_conv.get(), plan.y.get(),
-                                  algo, bytes);
-                            });
+  const bool found =
+      choose(plan.forward, plan.forward_conv.get(), perf.data(), count, allow_tf32,
+             [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
+               return cudnnGetConvolutionForwardWorkspaceSize(
+                   handle, plan.x.get(), plan.w.get(), plan.forward_conv.get(), plan.y.get(), algo, bytes);
+             });
   if (!found) {
     throw std::runtime_error("hisvid::cuda::conv2d_forward: no cuDNN algorithm for " + describe(plan.g));
   }
@@ -314,7 +315,7 @@ ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
 }  // namespace
 
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F) (bias may be null)
-void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
+void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
   float* out = k.out;
   const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
   const Conv2dGeometry& g = k.g;
@@ -351,7 +352,7 @@ void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
 }
 
 // dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F)
-void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   float* dinp = k.dinp;
   const float *dout = k.dout, *weight = k.weight;
   const Conv2dGeometry& g = k.g;
@@ -379,7 +380,7 @@ void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t strea
 }
 
 // dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C)
-void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
   float *dweight = k.dweight, *dbias = k.dbias;
   const float *dout = k.dout, *inp = k.inp;
   const Conv2dGeometry& g = k.g;
@@ -414,6 +415,81 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t s
     sum_columns.C = g.F;
     bias_add_backward(sum_columns, stream);
   }
+}
+
+// --- which implementation runs -------------------------------------------------------------
+//
+// Measured on an H100 (bench/results/2026-11-26-h100*.md: kernel_lab with CUDA events, and
+// hisvid_bench with HISVID_CUDA_CONV=cudnn against the rule below in one run). A cuDNN
+// convolution costs at least ~30 us per call whatever its size (the legacy API's host work and
+// the kernel transposes around it); the direct kernels ran the harness's small cases in 3-50
+// us and beat cuDNN in every pass of every seed layer at batch 4 (e.g. backward filter of the
+// LRCN's second layer 0.064 ms against 0.605). They lose where the work is large and the
+// output small: at evaluation batch 32 (640 frames), the LRCN's 4x4 and 2x2 layers ran slower
+// direct than on cuDNN (0.25 ms over the whole step), because the forward kernel's 8x8 tiles
+// leave most threads idle on such outputs. And the plain one-thread-per-output path (kernels
+// too large for the tiles) lost to cuDNN (0.43 ms against 0.13 for a 40x40 kernel).
+// So: the direct kernels where the tiled path applies and the work, counting the idle part
+// of the tiles for the forward and backward-data kernels, is at most kDirectMaxFlops (twice
+// the largest seed layer at batch 4, 0.28 GFLOP); cuDNN otherwise.
+constexpr double kDirectMaxFlops = 6e8;
+
+enum class ConvChoice { Auto, Cudnn, Direct };
+
+ConvChoice forced_choice() {
+  static const ConvChoice choice = [] {
+    const char* v = std::getenv("HISVID_CUDA_CONV");
+    const std::string s = v == nullptr ? "" : v;
+    if (s.empty() || s == "auto") return ConvChoice::Auto;
+    if (s == "cudnn") return ConvChoice::Cudnn;
+    if (s == "direct_v1") return ConvChoice::Direct;
+    throw std::invalid_argument("HISVID_CUDA_CONV='" + s + "': expected auto, cudnn or direct_v1");
+  }();
+  return choice;
+}
+
+// The multiply-adds x 2 of a convolution producing an (N, HO, WO, F) output from (KH, KW, C)
+// windows; with `tiled`, HO and WO rounded up to the forward kernel's 8x8 tiles.
+double conv_flops(const Conv2dGeometry& g, bool tiled) {
+  const double ho = tiled ? (g.HO + 7) / 8 * 8 : g.HO, wo = tiled ? (g.WO + 7) / 8 * 8 : g.WO;
+  return 2.0 * g.N * ho * wo * double(g.F) * g.KH * g.KW * g.C;
+}
+
+enum class Pass { Forward, BackwardData, BackwardFilter };
+
+bool direct_v1_suits(const Conv2dGeometry& g, Pass pass) {
+  switch (forced_choice()) {
+    case ConvChoice::Cudnn:
+      return false;
+    case ConvChoice::Direct:
+      return true;
+    case ConvChoice::Auto:
+      break;
+  }
+  if (!conv2d_direct_v1_tiles(g)) return false;
+  switch (pass) {
+    case Pass::Forward:
+      return conv_flops(g, true) <= kDirectMaxFlops;
+    case Pass::BackwardData:  // stride 1 runs tiled; other strides the plain kernel (not measured)
+      return g.SH == 1 && g.SW == 1 && conv_flops(g, true) <= kDirectMaxFlops;
+    case Pass::BackwardFilter:
+      return conv_flops(g, false) <= kDirectMaxFlops;
+  }
+  return false;
+}
+
+void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
+  direct_v1_suits(k.g, Pass::Forward) ? conv2d_forward_direct_v1(k, stream) : conv2d_forward_cudnn(k, stream);
+}
+
+void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  direct_v1_suits(k.g, Pass::BackwardData) ? conv2d_backward_data_direct_v1(k, stream)
+                                           : conv2d_backward_data_cudnn(k, stream);
+}
+
+void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  direct_v1_suits(k.g, Pass::BackwardFilter) ? conv2d_backward_filter_direct_v1(k, stream)
+                                             : conv2d_backward_filter_cudnn(k, stream);
 }
 
 }  // namespace hisvid::cuda

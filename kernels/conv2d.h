@@ -2,7 +2,8 @@
 // kernel (KH,KW,C,F), stride, padding valid/same with TensorFlow's split of the padding).
 //
 // Rows: the naive loop nest (the definition); on the CPU im2col + GEMM or direct loops (see
-// Conv2dAlgorithm below); on CUDA cuDNN (NHWC), and a hand-written direct forward in the lab.
+// Conv2dAlgorithm below); on CUDA cuDNN (NHWC) or hand-written direct kernels, whichever the lab
+// measured faster for the geometry.
 #pragma once
 
 #include <cstdint>
@@ -17,16 +18,16 @@ namespace hisvid {
 
 // Everything that fixes the arithmetic of one convolution.
 struct Conv2dGeometry {
-  int N, H, W, C;      // input (N,H,W,C); N counts images (batch * time under TimeDistributed)
-  int F, KH, KW;       // kernel (KH,KW,C,F)
-  int SH, SW;          // strides
-  int HO, WO;          // output (N,HO,WO,F)
+  int N, H, W, C;  // input (N,H,W,C); N counts images (batch * time under TimeDistributed)
+  int F, KH, KW;   // kernel (KH,KW,C,F)
+  int SH, SW;      // strides
+  int HO, WO;      // output (N,HO,WO,F)
   int pad_top, pad_left;
 };
 
 // Output size and padding of a Keras Conv2D; HO or WO <= 0 means the input is too small.
-HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int KH, int KW, int SH,
-                                         int SW, Padding padding) {
+HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int KH, int KW, int SH, int SW,
+                                         Padding padding) {
   const Window1d h = window_1d(H, KH, SH, padding), w = window_1d(W, KW, SW, padding);
   return Conv2dGeometry{N, H, W, C, F, KH, KW, SH, SW, h.out, w.out, h.pad_before, w.pad_before};
 }
@@ -131,13 +132,25 @@ void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k);
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
-// cuDNN (NHWC).
+// The default rows: each pass runs the direct kernels below where the lab measured them faster
+// than cuDNN, else cuDNN (see direct_v1_suits in conv2d.cu). The environment variable
+// HISVID_CUDA_CONV=cudnn or =direct_v1 forces one of the two for every convolution (to
+// measure one against the other in the same run); unset or `auto`, the rule decides.
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
-// Version 1 of a hand-written direct forward convolution (no cuDNN), a lab row meant for
-// layers with few input channels such as the 3 -> 16 first layer of the LRCN.
+
+// cuDNN (NHWC), legacy convolution API.
+void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
+
+// Version 1 of hand-written direct convolutions (kernels/conv2d_direct.cu), every geometry.
 void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
+// Whether the forward pass of g runs the shared-memory tiled kernel (else one thread per output).
+bool conv2d_direct_v1_tiles(const Conv2dGeometry& g);
 
 }  // namespace hisvid::cuda
 #endif

@@ -1,12 +1,12 @@
-// kernels/conv2d_direct.cu — conv2d_forward_direct_v1, version 1 of a hand-written direct
-// convolution for layers with few input channels (the LRCN's 3 -> 16 first layer on 64x64
-// frames), where im2col-style GEMMs are mostly overhead. A lab row of Conv2dForward
-// (kernels/conv2d_table.cpp): the harness checks it against the naive loops and times it
-// beside cuDNN; the engine runs it only once measured faster (not yet, on no GPU so far).
+// kernels/conv2d_direct.cu — version 1 of hand-written direct convolutions (no cuDNN), the
+// three passes: rows `cuda.direct_v1` of Conv2dForward, Conv2dBackwardData and
+// Conv2dBackwardFilter (kernels/conv2d_table.cpp). The harness checks them against the naive
+// loops and times them beside cuDNN; cuda::conv2d_* (kernels/conv2d.cu) runs them where the
+// lab measured them faster (see direct_v1_suits there).
 //
-// One block computes an 8x8 tile of output pixels of one image for 16 filters; each of its
-// 256 threads computes one pixel for 4 filters (the accumulators stay in registers). The
-// block stages in shared memory, a chunk of input channels at a time:
+// Forward. One block computes an 8x8 tile of output pixels of one image for 16 filters; each
+// of its 256 threads computes one pixel for 4 filters (the accumulators stay in registers).
+// The block stages in shared memory, a chunk of input channels at a time:
 //   the input window of the tile, (7*SH + KH) x (7*SW + KW) per channel, one plane per
 //   channel so that neighbouring pixels read neighbouring words, zeros where it falls in
 //   the padding (so the larger bottom/right padding of 'same' needs no special case);
@@ -14,12 +14,26 @@
 // The channel chunk CC is the largest that fits in 48 KiB. When not even one channel fits
 // (kernels of several dozen pixels a side), a plain kernel without shared memory, one
 // thread per output element, computes the same sums.
+//
+// Backward data. With stride 1 the gradient of the input is itself a forward convolution: of
+// dout (N,HO,WO,F) with the kernel flipped in both spatial axes and its channel axes swapped,
+// (KH,KW,F,C), padded by KH-1-pad_top above and KW-1-pad_left on the left. The flipped kernel
+// goes to the workspace and the forward kernels above compute the rest. Other strides: one
+// thread per input element, summing over the output pixels that read it.
+//
+// Backward filter. dweight (KH*KW*C, F) = im2col(inp)^T (KH*KW*C, M) x dout (M, F), M =
+// N*HO*WO, a product with a long inner dimension and a small result. Split-M: each block
+// computes a 32x32 tile of the result over one chunk of M (staging 32 rows of both operands
+// in shared memory at a time, each thread 2x2 results), into a partial of the workspace;
+// a second kernel adds the chunks' partials in chunk order into dweight. Two passes rather
+// than atomics: the sum is the same on every run.
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/conv2d.h"
 #include "kernels/cuda_context.h"
+#include "kernels/elementwise.h"
 
 namespace hisvid::cuda {
 
@@ -32,6 +46,13 @@ constexpr int kDirectThreads = kTileH * kTileW * (kBlockFilters / kThreadFilters
 constexpr size_t kSharedBytes = 48 * 1024;
 
 static_assert(kDirectThreads == 256, "one thread per (pixel, filter group)");
+
+// Input channels the tiled forward kernel stages at a time (0: not even one fits).
+int64_t tiled_channels(const Conv2dGeometry& g) {
+  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
+  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
+  return int64_t(kSharedBytes / sizeof(float)) / per_channel;
+}
 
 // out (N,HO,WO,F) from inp (N,H,W,C), weight (KH,KW,C,F), bias (F) or null. Grid: x the
 // output tiles of an image, y the groups of 16 filters, z images (looping when N > gridDim.z).
@@ -135,20 +156,19 @@ __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const f
   }
 }
 
-}  // namespace
-
-void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream) {
-  float* out = k.out;
-  const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
-  const Conv2dGeometry& g = k.g;
+void check_geometry(const Conv2dGeometry& g, const char* op) {
   if (g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1 || g.F < 1 || g.KH < 1 || g.KW < 1 || g.SH < 1 || g.SW < 1 ||
       g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0) {
-    throw std::runtime_error("hisvid::cuda::conv2d_forward_direct_v1: invalid geometry");
+    throw std::runtime_error(std::string("hisvid::cuda::") + op + ": invalid geometry");
   }
+}
+
+// Launches the forward kernels: tiled when a channel's window fits in shared memory, else plain.
+void launch_forward(float* out, const float* inp, const float* weight, const float* bias,
+                    const Conv2dGeometry& g, cudaStream_t stream, const char* op) {
+  check_geometry(g, op);
   if (g.N == 0) return;
-  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
-  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
-  const int64_t fit = int64_t(kSharedBytes / sizeof(float)) / per_channel;
+  const int64_t fit = tiled_channels(g);
   if (fit < 1) {
     const int64_t total = int64_t(g.N) * g.HO * g.WO * g.F;
     conv2d_direct_plain_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(out, inp, weight, bias,
@@ -156,16 +176,219 @@ void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream
     HISVID_CHECK_LAUNCH();
     return;
   }
+  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
+  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
   const int CC = static_cast<int>(std::min<int64_t>(fit, g.C));
   const int64_t tiles = int64_t((g.HO + kTileH - 1) / kTileH) * ((g.WO + kTileW - 1) / kTileW);
-  if (tiles > 0x7fffffff)
-    throw std::runtime_error("hisvid::cuda::conv2d_forward_direct_v1: output too large");
+  if (tiles > 0x7fffffff) throw std::runtime_error(std::string("hisvid::cuda::") + op + ": output too large");
   const dim3 grid(static_cast<unsigned int>(tiles), (g.F + kBlockFilters - 1) / kBlockFilters,
                   static_cast<unsigned int>(std::min(g.N, 65535)));
-  if (grid.y > 65535) throw std::runtime_error("hisvid::cuda::conv2d_forward_direct_v1: too many filters");
+  if (grid.y > 65535) throw std::runtime_error(std::string("hisvid::cuda::") + op + ": too many filters");
   const size_t shared = sizeof(float) * size_t(CC) * size_t(per_channel);
   conv2d_direct_tiled_kernel<<<grid, kDirectThreads, shared, stream>>>(out, inp, weight, bias, g, CC);
   HISVID_CHECK_LAUNCH();
+}
+
+// --- backward data ------------------------------------------------------------------------
+
+// flipped (KH,KW,F,C)[kh][kw][f][c] = weight (KH,KW,C,F)[KH-1-kh][KW-1-kw][c][f]
+__global__ void flip_kernel_kernel(float* flipped, const float* weight, int KH, int KW, int C, int F) {
+  const int64_t total = int64_t(KH) * KW * C * F;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % C);
+    const int64_t rest = i / C;
+    const int f = static_cast<int>(rest % F);
+    const int tap = static_cast<int>(rest / F);
+    const int kh = tap / KW, kw = tap % KW;
+    const int source = (KH - 1 - kh) * KW + (KW - 1 - kw);
+    flipped[i] = weight[(int64_t(source) * C + c) * F + f];
+  }
+}
+
+// dinp (N,H,W,C) = sum over the taps (kh,kw) and filters f of dout[n][ho][wo][f] *
+// weight[kh][kw][c][f], where ho*SH - pad_top + kh = h (and likewise for w). One thread per
+// element of dinp; any stride.
+__global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout, const float* weight,
+                                                  Conv2dGeometry g) {
+  const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % g.C);
+    int64_t rest = i / g.C;
+    const int w = static_cast<int>(rest % g.W);
+    rest /= g.W;
+    const int h = static_cast<int>(rest % g.H);
+    const int64_t n = rest / g.H;
+    float acc = 0.0f;
+    for (int kh = 0; kh < g.KH; ++kh) {
+      const int th = h + g.pad_top - kh;
+      if (th < 0 || th % g.SH != 0 || th / g.SH >= g.HO) continue;
+      const int ho = th / g.SH;
+      for (int kw = 0; kw < g.KW; ++kw) {
+        const int tw = w + g.pad_left - kw;
+        if (tw < 0 || tw % g.SW != 0 || tw / g.SW >= g.WO) continue;
+        const int wo = tw / g.SW;
+        const float* d = dout + ((n * g.HO + ho) * g.WO + wo) * g.F;
+        const float* k = weight + ((int64_t(kh) * g.KW + kw) * g.C + c) * g.F;
+        for (int f = 0; f < g.F; ++f) acc += d[f] * k[f];
+      }
+    }
+    dinp[i] = acc;
+  }
+}
+
+// --- backward filter ----------------------------------------------------------------------
+
+constexpr int kFilterTile = 32;  // rows of the result (KH*KW*C), its columns (F), and of M, per step
+
+// partial (chunks, R, F) with R = KH*KW*C: partial[z][r][f] = the sum over m in chunk z of
+// im2col(inp)[m][r] * dout[m][f]. Grid: x tiles of R, y tiles of F, z chunks of M.
+__global__ void __launch_bounds__(256)
+    conv2d_filter_partial_kernel(float* partial, const float* dout, const float* inp, Conv2dGeometry g,
+                                 int64_t chunk_m) {
+  __shared__ float s_col[kFilterTile][kFilterTile + 1];
+  __shared__ float s_dout[kFilterTile][kFilterTile + 1];
+  const int R = g.KH * g.KW * g.C;
+  const int64_t M = int64_t(g.N) * g.HO * g.WO;
+  const int r0 = blockIdx.x * kFilterTile, f0 = blockIdx.y * kFilterTile;
+  const int64_t m_begin = blockIdx.z * chunk_m, m_end = min(M, m_begin + chunk_m);
+  const int tr = threadIdx.x / 16,
+            tf = threadIdx.x % 16;  // this thread's rows 2tr, 2tr+1; columns 2tf, 2tf+1
+  float acc[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += kFilterTile) {
+    for (int i = threadIdx.x; i < kFilterTile * kFilterTile; i += blockDim.x) {
+      const int mm = i / kFilterTile, j = i % kFilterTile;
+      const int64_t m = m0 + mm;
+      float col = 0.0f, d = 0.0f;
+      if (m < m_end) {
+        const int wo = static_cast<int>(m % g.WO);
+        const int64_t rest = m / g.WO;
+        const int ho = static_cast<int>(rest % g.HO);
+        const int64_t n = rest / g.HO;
+        const int r = r0 + j;
+        if (r < R) {
+          const int c = r % g.C, tap = r / g.C;
+          const int ih = ho * g.SH - g.pad_top + tap / g.KW, iw = wo * g.SW - g.pad_left + tap % g.KW;
+          if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) col = inp[((n * g.H + ih) * g.W + iw) * g.C + c];
+        }
+        const int f = f0 + j;
+        if (f < g.F) d = dout[m * g.F + f];
+      }
+      s_col[mm][j] = col;
+      s_dout[mm][j] = d;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int mm = 0; mm < kFilterTile; ++mm) {
+      const float a0 = s_col[mm][2 * tr], a1 = s_col[mm][2 * tr + 1];
+      const float b0 = s_dout[mm][2 * tf], b1 = s_dout[mm][2 * tf + 1];
+      acc[0][0] += a0 * b0;
+      acc[0][1] += a0 * b1;
+      acc[1][0] += a1 * b0;
+      acc[1][1] += a1 * b1;
+    }
+    __syncthreads();
+  }
+  float* dst = partial + int64_t(blockIdx.z) * R * g.F;
+#pragma unroll
+  for (int a = 0; a < 2; ++a) {
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      const int r = r0 + 2 * tr + a, f = f0 + 2 * tf + b;
+      if (r < R && f < g.F) dst[int64_t(r) * g.F + f] = acc[a][b];
+    }
+  }
+}
+
+// dweight (n) += the sum of partial (chunks, n) over its chunks, in chunk order.
+__global__ void sum_chunks_kernel(float* dweight, const float* partial, int chunks, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float s = 0.0f;
+    for (int z = 0; z < chunks; ++z) s += partial[z * n + i];
+    dweight[i] += s;
+  }
+}
+
+// The current device's multiprocessor count (asked once per thread and device).
+int multiprocessors() {
+  thread_local int cached_device = -1, cached_count = 1;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (device != cached_device) {
+    int count = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    cached_device = device, cached_count = std::max(count, 1);
+  }
+  return cached_count;
+}
+
+}  // namespace
+
+bool conv2d_direct_v1_tiles(const Conv2dGeometry& g) { return tiled_channels(g) >= 1; }
+
+void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream) {
+  launch_forward(k.out, k.inp, k.weight, k.bias, k.g, stream, "conv2d_forward_direct_v1");
+}
+
+void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_backward_data_direct_v1");
+  if (g.N == 0) return;
+  if (g.SH != 1 || g.SW != 1) {
+    const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+    conv2d_backward_data_plain_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout,
+                                                                                             k.weight, g);
+    HISVID_CHECK_LAUNCH();
+    return;
+  }
+  Context& ctx = context_for_stream(stream, "conv2d_backward_data_direct_v1");
+  const int64_t taps = int64_t(g.KH) * g.KW * g.C * g.F;
+  float* flipped = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(taps)));  // (KH,KW,F,C)
+  flip_kernel_kernel<<<grid_blocks(taps, kThreads), kThreads, 0, stream>>>(flipped, k.weight, g.KH, g.KW, g.C,
+                                                                           g.F);
+  HISVID_CHECK_LAUNCH();
+  // The forward convolution of dout that gives dinp: (N,HO,WO,F) -> (N,H,W,C).
+  const Conv2dGeometry t{
+      g.N, g.HO, g.WO, g.F, g.C, g.KH, g.KW, 1, 1, g.H, g.W, g.KH - 1 - g.pad_top, g.KW - 1 - g.pad_left};
+  launch_forward(k.dinp, k.dout, flipped, nullptr, t, stream, "conv2d_backward_data_direct_v1");
+}
+
+void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_backward_filter_direct_v1");
+  if (g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_filter_direct_v1");
+  const int R = g.KH * g.KW * g.C;
+  const int64_t M = int64_t(g.N) * g.HO * g.WO;
+  const int64_t tiles =
+      int64_t((R + kFilterTile - 1) / kFilterTile) * ((g.F + kFilterTile - 1) / kFilterTile);
+  // Enough chunks of M for two blocks per multiprocessor, each at least one step of 32 rows.
+  const int64_t steps = (M + kFilterTile - 1) / kFilterTile;
+  int64_t chunks =
+      std::min<int64_t>(std::max<int64_t>(1, (2 * multiprocessors() + tiles - 1) / tiles), steps);
+  chunks = std::min<int64_t>(chunks, 65535);
+  const int64_t chunk_m = ((steps + chunks - 1) / chunks) * kFilterTile;
+  chunks = (M + chunk_m - 1) / chunk_m;
+  const int64_t n = int64_t(R) * g.F;
+  float* partial = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(chunks * n)));  // (chunks, R, F)
+  const dim3 grid(static_cast<unsigned int>((R + kFilterTile - 1) / kFilterTile),
+                  static_cast<unsigned int>((g.F + kFilterTile - 1) / kFilterTile),
+                  static_cast<unsigned int>(chunks));
+  if (grid.y > 65535)
+    throw std::runtime_error("hisvid::cuda::conv2d_backward_filter_direct_v1: too many filters");
+  conv2d_filter_partial_kernel<<<grid, 256, 0, stream>>>(partial, k.dout, k.inp, g, chunk_m);
+  HISVID_CHECK_LAUNCH();
+  sum_chunks_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(k.dweight, partial,
+                                                                       static_cast<int>(chunks), n);
+  HISVID_CHECK_LAUNCH();
+  // Asks for workspace again, after every use of the partials has been enqueued.
+  if (k.dbias != nullptr) {
+    BiasAddBackward<float> sum_columns;
+    sum_columns.dbias = k.dbias, sum_columns.dout = k.dout, sum_columns.M = M, sum_columns.C = g.F;
+    bias_add_backward(sum_columns, stream);
+  }
 }
 
 }  // namespace hisvid::cuda

@@ -40,7 +40,12 @@ const bool avx2_rows =
 const bool cuda_rows =
     register_rows(cuda_row<cuda::conv2d_forward>("cuda"), cuda_row<cuda::conv2d_backward_data>("cuda"),
                   cuda_row<cuda::conv2d_backward_filter>("cuda"),
-                  cuda_row<cuda::conv2d_forward_direct_v1>("cuda.direct_v1", Role::Alternative));
+                  cuda_row<cuda::conv2d_forward_cudnn>("cuda.cudnn", Role::Alternative),
+                  cuda_row<cuda::conv2d_backward_data_cudnn>("cuda.cudnn", Role::Alternative),
+                  cuda_row<cuda::conv2d_backward_filter_cudnn>("cuda.cudnn", Role::Alternative),
+                  cuda_row<cuda::conv2d_forward_direct_v1>("cuda.direct_v1", Role::Alternative),
+                  cuda_row<cuda::conv2d_backward_data_direct_v1>("cuda.direct_v1", Role::Alternative),
+                  cuda_row<cuda::conv2d_backward_filter_direct_v1>("cuda.direct_v1", Role::Alternative));
 #endif
 
 struct Shape {
