@@ -1,10 +1,10 @@
 #include "bench/step.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <map>
-
-#include <fmt/format.h>
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -84,22 +84,25 @@ std::string layer_name(const layers::Layer& layer) {
 LayerProfile profile_training_step(StepRunner& runner, int steps, int warmup) {
   for (int i = 0; i < warmup; ++i) runner.train_step();
   const std::vector<layers::Layer*> layers = runner.model().layers();
-  const int loss_label = static_cast<int>(layers.size());
+  const Device device = runner.input().device();
+  // The steps forward runs (a fused Conv2D + MaxPooling2D is one), then the last layer.
+  const std::vector<models::Sequential::Step> steps_run = runner.model().steps(device);
+  const int last_label = static_cast<int>(steps_run.size()), loss_label = last_label + 1;
   std::map<int, std::vector<double>> forward_ms, backward_ms;
   std::vector<double> optimizer_ms;
   std::unique_ptr<Optimizer> adam = make_optimizer("adam");
   const std::vector<Tensor> weights = runner.model().trainable_weights();
-  const Device device = runner.input().device();
   for (int step = 0; step < steps; ++step) {
     runner.sync();
     Tensor y = runner.input();
-    for (size_t i = 0; i < layers.size(); ++i) {
-      const TapeLabel label(static_cast<int>(i));
+    const layers::ForwardContext ctx{true, &runner.rng()};
+    for (int i = 0; i <= last_label; ++i) {
+      const TapeLabel label(i);
       const Clock::time_point t0 = Clock::now();
-      const layers::ForwardContext ctx{true, &runner.rng()};
-      y = i + 1 == layers.size() ? layers[i]->forward_logits(y, ctx) : layers[i]->forward(y, ctx);
+      y = i == last_label ? layers.back()->forward_logits(y, ctx)
+                          : runner.model().run_step(steps_run[static_cast<size_t>(i)], y, ctx);
       runner.sync();
-      forward_ms[static_cast<int>(i)].push_back(ms_between(t0, Clock::now()));
+      forward_ms[i].push_back(ms_between(t0, Clock::now()));
     }
     Tensor loss;
     {
@@ -125,25 +128,33 @@ LayerProfile profile_training_step(StepRunner& runner, int steps, int warmup) {
   profile.batch = runner.batch();
   profile.steps = steps;
   profile.device = device;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    profile.rows.push_back({layer_name(*layers[i]), median(forward_ms[static_cast<int>(i)]),
-                            median(backward_ms[static_cast<int>(i)])});
+  for (int i = 0; i <= last_label; ++i) {
+    std::string name = layer_name(*layers.back());
+    if (i < last_label) {
+      const models::Sequential::Step& s = steps_run[static_cast<size_t>(i)];
+      name = layer_name(*layers[s.first]);
+      if (s.count == 2) name += " + " + layer_name(*layers[s.first + 1]);
+    }
+    profile.rows.push_back({name, median(forward_ms[i]), median(backward_ms[i])});
   }
-  profile.rows.push_back({"softmax cross-entropy", median(forward_ms[loss_label]), median(backward_ms[loss_label])});
+  profile.rows.push_back(
+      {"softmax cross-entropy", median(forward_ms[loss_label]), median(backward_ms[loss_label])});
   profile.rows.push_back({"Adam step", median(optimizer_ms), 0.0});
   for (const LayerTime& row : profile.rows) profile.total_ms += row.forward_ms + row.backward_ms;
   return profile;
 }
 
 std::string format_layer_profile(const LayerProfile& profile) {
-  std::string out = fmt::format("per layer, training step at batch {} on {} (median of {} steps):\n", profile.batch,
-                                profile.device.str(), profile.steps);
-  out += fmt::format("{:<44}{:>12}{:>12}{:>9}\n", "layer", "forward ms", "backward ms", "share");
+  std::string out = fmt::format("per layer, training step at batch {} on {} (median of {} steps):\n",
+                                profile.batch, profile.device.str(), profile.steps);
+  out += fmt::format("{:<64}{:>12}{:>12}{:>9}\n", "layer", "forward ms", "backward ms", "share");
   for (const LayerTime& row : profile.rows) {
-    const double share = profile.total_ms > 0.0 ? 100.0 * (row.forward_ms + row.backward_ms) / profile.total_ms : 0.0;
-    out += fmt::format("{:<44}{:>12.3f}{:>12.3f}{:>8.1f}%\n", row.name, row.forward_ms, row.backward_ms, share);
+    const double share =
+        profile.total_ms > 0.0 ? 100.0 * (row.forward_ms + row.backward_ms) / profile.total_ms : 0.0;
+    out +=
+        fmt::format("{:<64}{:>12.3f}{:>12.3f}{:>8.1f}%\n", row.name, row.forward_ms, row.backward_ms, share);
   }
-  out += fmt::format("{:<44}{:>24.3f}", "total (synchronised per layer)", profile.total_ms);
+  out += fmt::format("{:<64}{:>24.3f}", "total (synchronised per layer)", profile.total_ms);
   return out;
 }
 

@@ -52,6 +52,19 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
               Padding padding);
 // x (N,H,W,C) -> (N,HO,WO,C).
 Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int stride_w, Padding padding);
+// A Keras Conv2D with its activation followed by a MaxPooling2D, as one kernel
+// (kernels/conv2d_pool.h): the values of max_pool2d(activation(conv2d(x, weight, bias, conv),
+// act), pool), with a backward that visits only the pooled maxima.
+struct ConvSpec {
+  int stride_h = 1, stride_w = 1;
+  Padding padding = Padding::Valid;
+};
+struct PoolSpec {
+  int pool_h = 2, pool_w = 2, stride_h = 2, stride_w = 2;
+  Padding padding = Padding::Valid;
+};
+Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvSpec& conv,
+                       Activation act, const PoolSpec& pool);
 // Inverted dropout with the Philox mask of draw; identity when rate == 0.
 Tensor dropout(const Tensor& x, float rate, RandomDraw draw);
 // A mask of the given shape holding 1/(1-rate) where kept and 0 elsewhere (not differentiable).

@@ -4,6 +4,7 @@
 #include "engine/ops.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv2d_pool.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/lstm.h"
@@ -53,33 +54,59 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
 
 // --- conv2d --------------------------------------------------------------------------------
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride_h, int stride_w,
-              Padding padding) {
-  detail::require_compatible("conv2d", "input", x, "kernel", weight);
+namespace {
+
+// The geometry of conv2d(x, weight, bias) after checking the three fit; `op` names the caller.
+Conv2dGeometry checked_conv_geometry(const char* op, const Tensor& x, const Tensor& weight,
+                                     const Tensor& bias, int stride_h, int stride_w, Padding padding) {
+  detail::require_compatible(op, "input", x, "kernel", weight);
   if (x.rank() != 4 || weight.rank() != 4) {
-    fail("conv2d: input {} must be (N,H,W,C) and kernel {} (KH,KW,C,F)", x.shape().str(),
+    fail("{}: input {} must be (N,H,W,C) and kernel {} (KH,KW,C,F)", op, x.shape().str(),
          weight.shape().str());
   }
   if (x.dim(3) != weight.dim(2)) {
-    fail("conv2d: input {} and kernel {} disagree on channels ({} vs {})", x.shape().str(),
+    fail("{}: input {} and kernel {} disagree on channels ({} vs {})", op, x.shape().str(),
          weight.shape().str(), x.dim(3), weight.dim(2));
   }
   if (bias.defined()) {
-    detail::require_compatible("conv2d", "input", x, "bias", bias);
+    detail::require_compatible(op, "input", x, "bias", bias);
     if (bias.rank() != 1 || bias.dim(0) != weight.dim(3)) {
-      fail("conv2d: bias {} does not match the {} filters of kernel {}", bias.shape().str(), weight.dim(3),
+      fail("{}: bias {} does not match the {} filters of kernel {}", op, bias.shape().str(), weight.dim(3),
            weight.shape().str());
     }
   }
-  if (stride_h < 1 || stride_w < 1) fail("conv2d: strides ({}, {}) must be >= 1", stride_h, stride_w);
+  if (stride_h < 1 || stride_w < 1) fail("{}: strides ({}, {}) must be >= 1", op, stride_h, stride_w);
   const Conv2dGeometry geom = conv2d_geometry(
       static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)),
       static_cast<int>(x.dim(3)), static_cast<int>(weight.dim(3)), static_cast<int>(weight.dim(0)),
       static_cast<int>(weight.dim(1)), stride_h, stride_w, padding);
   if (geom.HO <= 0 || geom.WO <= 0) {
-    fail("conv2d: input {} is smaller than kernel {} with valid padding", x.shape().str(),
+    fail("{}: input {} is smaller than kernel {} with valid padding", op, x.shape().str(),
          weight.shape().str());
   }
+  return geom;
+}
+
+// The geometry of max_pool2d over (N,H,W,C) after checking the pool fits; `op` names the caller.
+Pool2dGeometry checked_pool_geometry(const char* op, const Shape& in, int pool_h, int pool_w, int stride_h,
+                                     int stride_w, Padding padding) {
+  if (pool_h < 1 || pool_w < 1 || stride_h < 1 || stride_w < 1) {
+    fail("{}: pool ({}, {}) and strides ({}, {}) must be >= 1", op, pool_h, pool_w, stride_h, stride_w);
+  }
+  const Pool2dGeometry geom =
+      pool2d_geometry(static_cast<int>(in[0]), static_cast<int>(in[1]), static_cast<int>(in[2]),
+                      static_cast<int>(in[3]), pool_h, pool_w, stride_h, stride_w, padding);
+  if (geom.HO <= 0 || geom.WO <= 0) {
+    fail("{}: input {} is smaller than the pool ({}, {}) with valid padding", op, in.str(), pool_h, pool_w);
+  }
+  return geom;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride_h, int stride_w,
+              Padding padding) {
+  const Conv2dGeometry geom = checked_conv_geometry("conv2d", x, weight, bias, stride_h, stride_w, padding);
   Tensor out = empty_as(Shape{geom.N, geom.HO, geom.WO, geom.F}, x);
   with_dtype(x, [&](auto tag) {
     using T = decltype(tag);
@@ -120,16 +147,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
 
 Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int stride_w, Padding padding) {
   detail::require_rank("max_pool2d", "input", x, 4);
-  if (pool_h < 1 || pool_w < 1 || stride_h < 1 || stride_w < 1) {
-    fail("max_pool2d: pool ({}, {}) and strides ({}, {}) must be >= 1", pool_h, pool_w, stride_h, stride_w);
-  }
   const Pool2dGeometry geom =
-      pool2d_geometry(static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), static_cast<int>(x.dim(2)),
-                      static_cast<int>(x.dim(3)), pool_h, pool_w, stride_h, stride_w, padding);
-  if (geom.HO <= 0 || geom.WO <= 0) {
-    fail("max_pool2d: input {} is smaller than the pool ({}, {}) with valid padding", x.shape().str(),
-         pool_h, pool_w);
-  }
+      checked_pool_geometry("max_pool2d", x.shape(), pool_h, pool_w, stride_h, stride_w, padding);
   Tensor out = empty_as(Shape{geom.N, geom.HO, geom.WO, geom.C}, x);
   auto argmax = std::make_shared<Storage>(static_cast<size_t>(out.numel()) * sizeof(int32_t), x.device());
   with_dtype(x, [&](auto tag) {
@@ -150,6 +169,49 @@ Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int str
       });
       return std::vector<Tensor>{dx};
     });
+  }
+  return out;
+}
+
+Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvSpec& conv,
+                       Activation act, const PoolSpec& pool) {
+  const Conv2dGeometry g =
+      checked_conv_geometry("conv2d_act_pool", x, weight, bias, conv.stride_h, conv.stride_w, conv.padding);
+  const Pool2dGeometry p = checked_pool_geometry("conv2d_act_pool", Shape{g.N, g.HO, g.WO, g.F}, pool.pool_h,
+                                                 pool.pool_w, pool.stride_h, pool.stride_w, pool.padding);
+  Tensor out = empty_as(Shape{p.N, p.HO, p.WO, p.C}, x);
+  const bool record_backward = should_record({x, weight, bias});
+  // Where each maximum sat: only a backward needs it.
+  std::shared_ptr<Storage> argmax;
+  if (record_backward)
+    argmax = std::make_shared<Storage>(static_cast<size_t>(out.numel()) * sizeof(int32_t), x.device());
+  with_dtype(x, [&](auto tag) {
+    using T = decltype(tag);
+    Conv2dActPoolForward<T> k;
+    k.out = out.data<T>(), k.argmax = argmax ? static_cast<int32_t*>(argmax->data) : nullptr;
+    k.inp = x.data<T>(), k.weight = weight.data<T>(), k.bias = data_or_null<T>(bias);
+    k.g = g, k.p = p, k.act = act;
+    run_kernel(k, x.device());
+  });
+  if (record_backward) {
+    const bool need_x = x.requires_grad();
+    record("conv2d_act_pool", {x, weight, bias}, {out},
+           [x, weight, bias, out, argmax, g, p, act, need_x](const std::vector<Tensor>& grads) {
+             Tensor dx, dw = zeros_as(weight.shape(), weight), db;
+             if (bias.defined()) db = zeros_as(bias.shape(), bias);
+             if (need_x) dx = empty_like(x);
+             with_dtype(x, [&](auto tag) {
+               using T = decltype(tag);
+               Conv2dActPoolBackward<T> k;
+               k.dinp = need_x ? dx.data<T>() : nullptr, k.dweight = dw.data<T>(),
+               k.dbias = data_or_null<T>(db);
+               k.dout = grads[0].data<T>(), k.out = out.data<T>();
+               k.argmax = static_cast<const int32_t*>(argmax->data);
+               k.inp = x.data<T>(), k.weight = weight.data<T>(), k.g = g, k.p = p, k.act = act;
+               run_kernel(k, x.device());
+             });
+             return std::vector<Tensor>{dx, dw, db};
+           });
   }
   return out;
 }
@@ -281,21 +343,22 @@ LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activ
   });
   if (should_record({z, c_prev})) {
     const bool need_c_prev = c_prev.requires_grad();
-    record("lstm_cell", {z, c_prev}, {h, c},
-           [gates, saved_c = c.detach(), c_prev, M, U, act, rec_act, need_c_prev](const std::vector<Tensor>& g) {
-             Tensor dh = g[0].defined() ? g[0] : zeros_as(Shape{M, U}, gates);
-             Tensor dz = empty_like(gates);
-             Tensor dc_prev = need_c_prev ? empty_like(c_prev) : Tensor();
-             with_dtype(dz, [&](auto tag) {
-               using T = decltype(tag);
-               LstmCellBackward<T> k;
-               k.dz = dz.data<T>(), k.dc_prev = data_or_null<T>(dc_prev), k.dh = dh.data<T>();
-               k.dc = data_or_null<T>(g[1]), k.gates = gates.data<T>(), k.c = saved_c.data<T>();
-               k.c_prev = data_or_null<T>(c_prev), k.M = M, k.U = U, k.act = act, k.rec_act = rec_act;
-               run_kernel(k, dz.device());
-             });
-             return std::vector<Tensor>{dz, dc_prev};
-           });
+    record(
+        "lstm_cell", {z, c_prev}, {h, c},
+        [gates, saved_c = c.detach(), c_prev, M, U, act, rec_act, need_c_prev](const std::vector<Tensor>& g) {
+          Tensor dh = g[0].defined() ? g[0] : zeros_as(Shape{M, U}, gates);
+          Tensor dz = empty_like(gates);
+          Tensor dc_prev = need_c_prev ? empty_like(c_prev) : Tensor();
+          with_dtype(dz, [&](auto tag) {
+            using T = decltype(tag);
+            LstmCellBackward<T> k;
+            k.dz = dz.data<T>(), k.dc_prev = data_or_null<T>(dc_prev), k.dh = dh.data<T>();
+            k.dc = data_or_null<T>(g[1]), k.gates = gates.data<T>(), k.c = saved_c.data<T>();
+            k.c_prev = data_or_null<T>(c_prev), k.M = M, k.U = U, k.act = act, k.rec_act = rec_act;
+            run_kernel(k, dz.device());
+          });
+          return std::vector<Tensor>{dz, dc_prev};
+        });
   }
   return {h, c};
 }
@@ -378,15 +441,16 @@ Tensor column_sums(const Tensor& x, int64_t M, int64_t C) {
 
 Tensor batch_norm_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& moving_mean,
                         const Tensor& moving_var, float eps) {
-  const auto [M, C] = batch_norm_view("batch_norm_infer", x,
-                                      {{"gamma", gamma}, {"beta", beta}, {"moving_mean", moving_mean},
-                                       {"moving_var", moving_var}});
+  const auto [M, C] = batch_norm_view(
+      "batch_norm_infer", x,
+      {{"gamma", gamma}, {"beta", beta}, {"moving_mean", moving_mean}, {"moving_var", moving_var}});
   Tensor out = batch_norm_affine(x, gamma, beta, moving_mean, moving_var, M, C, eps);
   if (should_record({x, gamma, beta})) {
     // With fixed statistics the layer is affine per channel: y = gamma * xhat + beta.
     record("batch_norm_infer", {x, gamma, beta}, {out},
            [x, gamma, moving_mean, moving_var, M = M, C = C, eps](const std::vector<Tensor>& g) {
-             const Tensor zero = zeros_as(Shape{C}, x), one = Tensor::full(Shape{C}, 1.0, x.dtype(), x.device());
+             const Tensor zero = zeros_as(Shape{C}, x),
+                          one = Tensor::full(Shape{C}, 1.0, x.dtype(), x.device());
              Tensor dx = batch_norm_affine(g[0], gamma, zero, zero, moving_var, M, C, eps);
              Tensor xhat = batch_norm_affine(x, one, zero, moving_mean, moving_var, M, C, eps);
              Tensor dgamma = column_sums(mul(g[0], xhat), M, C);
@@ -401,7 +465,8 @@ void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_va
                               const Tensor& var, int64_t rows, float momentum) {
   const int64_t C = mean.numel();
   for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"moving_mean", moving_mean},
-                                {"moving_var", moving_var}, {"var", var}}) {
+                                {"moving_var", moving_var},
+                                {"var", var}}) {
     detail::require_compatible("batch_norm_update_moving", "mean", mean, name, t);
     detail::require_shape("batch_norm_update_moving", name, t, Shape{C});
   }

@@ -151,9 +151,9 @@ Conv2D::Conv2D(std::string name, ConfigReader& c) : Layer(std::move(name)) {
 
 Shape Conv2D::build(const Shape& in, Generator& init) {
   if (in.rank() != 3) fail("{}: expects (H, W, C) frames, got input shape {}", where(), in.str());
-  const Conv2dGeometry g = conv2d_geometry(1, static_cast<int>(in[0]), static_cast<int>(in[1]),
-                                           static_cast<int>(in[2]), filters_, kernel_size_[0], kernel_size_[1],
-                                           strides_[0], strides_[1], padding_);
+  const Conv2dGeometry g =
+      conv2d_geometry(1, static_cast<int>(in[0]), static_cast<int>(in[1]), static_cast<int>(in[2]), filters_,
+                      kernel_size_[0], kernel_size_[1], strides_[0], strides_[1], padding_);
   if (g.HO <= 0 || g.WO <= 0) fail("{}: input {} is smaller than the kernel", where(), in.str());
   input_shape_ = in;
   weights_.clear();
@@ -167,6 +167,11 @@ Tensor Conv2D::forward(const Tensor& x, const ForwardContext&) {
   const Tensor y = ops::conv2d(x, weights_[0].value, use_bias_ ? weights_[1].value : Tensor(), strides_[0],
                                strides_[1], padding_);
   return activation_.elementwise == Activation::Linear ? y : ops::activation(y, activation_.elementwise);
+}
+
+Tensor Conv2D::forward_pooled(const Tensor& x, const MaxPooling& pool) const {
+  return ops::conv2d_act_pool(x, weights_[0].value, use_bias_ ? weights_[1].value : Tensor(),
+                              {strides_[0], strides_[1], padding_}, activation_.elementwise, pool.spec());
 }
 
 nlohmann::json Conv2D::config() const {
@@ -185,7 +190,8 @@ nlohmann::json Conv2D::config() const {
 
 // --- MaxPooling2D / MaxPooling3D -----------------------------------------------------------
 
-MaxPooling::MaxPooling(std::string name, ConfigReader& c, bool three_d) : Layer(std::move(name)), three_d_(three_d) {
+MaxPooling::MaxPooling(std::string name, ConfigReader& c, bool three_d)
+    : Layer(std::move(name)), three_d_(three_d) {
   read_common(c);
   c.require_default("data_format", {"channels_last"});
   padding_ = c.padding("padding", "valid");
@@ -196,8 +202,9 @@ MaxPooling::MaxPooling(std::string name, ConfigReader& c, bool three_d) : Layer(
     if (pool[i] < 1 || strides[i] < 1) c.error("pool_size and strides must be >= 1");
   }
   if (three_d && (pool[0] != 1 || strides[0] != 1)) {
-    c.error("MaxPooling3D pools over time only with pool_size and strides of 1 on the time axis (got {} and {})",
-            pool[0], strides[0]);
+    c.error(
+        "MaxPooling3D pools over time only with pool_size and strides of 1 on the time axis (got {} and {})",
+        pool[0], strides[0]);
   }
   pool_ = {pool[n - 2], pool[n - 1]};
   strides_ = {strides[n - 2], strides[n - 1]};
@@ -209,9 +216,9 @@ Shape MaxPooling::build(const Shape& in, Generator&) {
     fail("{}: expects {} input, got {}", where(), three_d_ ? "(T, H, W, C)" : "(H, W, C)", in.str());
   }
   const int h = in.rank() - 3;
-  const Pool2dGeometry g = pool2d_geometry(1, static_cast<int>(in[h]), static_cast<int>(in[h + 1]),
-                                           static_cast<int>(in[h + 2]), pool_[0], pool_[1], strides_[0],
-                                           strides_[1], padding_);
+  const Pool2dGeometry g =
+      pool2d_geometry(1, static_cast<int>(in[h]), static_cast<int>(in[h + 1]), static_cast<int>(in[h + 2]),
+                      pool_[0], pool_[1], strides_[0], strides_[1], padding_);
   if (g.HO <= 0 || g.WO <= 0) fail("{}: input {} is smaller than the pool", where(), in.str());
   input_shape_ = in;
   Shape out = in;
@@ -223,7 +230,8 @@ Shape MaxPooling::build(const Shape& in, Generator&) {
 Tensor MaxPooling::forward(const Tensor& x, const ForwardContext&) {
   if (!three_d_) return ops::max_pool2d(x, pool_[0], pool_[1], strides_[0], strides_[1], padding_);
   if (x.rank() != 5) fail("{}: expects (N, T, H, W, C), got {}", where(), x.shape().str());
-  const Tensor y = ops::max_pool2d(ops::merge_time(x), pool_[0], pool_[1], strides_[0], strides_[1], padding_);
+  const Tensor y =
+      ops::max_pool2d(ops::merge_time(x), pool_[0], pool_[1], strides_[0], strides_[1], padding_);
   return ops::split_time(y, x.dim(1));
 }
 
@@ -295,7 +303,8 @@ BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Laye
   read_common(c);
   const nlohmann::json axis = c.raw("axis");
   // The channel axis only: -1, or Keras's saved form [rank - 1] (checked again in build).
-  if (!(axis.is_null() || axis == -1 || (axis.is_array() && axis.size() == 1 && axis[0].is_number_integer()))) {
+  if (!(axis.is_null() || axis == -1 ||
+        (axis.is_array() && axis.size() == 1 && axis[0].is_number_integer()))) {
     c.error("axis {} is not supported (only the last axis)", brief(axis));
   }
   axis_ = axis.is_array() ? static_cast<int>(std::clamp<int64_t>(axis[0].get<int64_t>(), -1, 64)) : -1;
@@ -404,7 +413,8 @@ Shape Dense::build(const Shape& in, Generator& init) {
 
 Tensor Dense::forward_logits(const Tensor& x, const ForwardContext&) {
   const int64_t D = weights_[0].value.dim(0);
-  if (x.rank() < 2 || x.dim(-1) != D) fail("{}: expects (..., {}) input, got {}", where(), D, x.shape().str());
+  if (x.rank() < 2 || x.dim(-1) != D)
+    fail("{}: expects (..., {}) input, got {}", where(), D, x.shape().str());
   std::vector<int64_t> out_dims = x.shape().vec();
   out_dims.back() = units_;
   Tensor y = ops::matmul(ops::reshape(x, {-1, D}), weights_[0].value);
@@ -540,6 +550,29 @@ nlohmann::json TimeDistributed::config() const {
   nlohmann::json c = common_config();
   c["layer"] = {{"class_name", inner_->class_name()}, {"config", inner_->config()}};
   return c;
+}
+
+// --- Conv2D + MaxPooling2D as one kernel ----------------------------------------------------
+
+ConvPool conv_pool_pair(const Layer& first, const Layer& second) {
+  const auto* td_first = dynamic_cast<const TimeDistributed*>(&first);
+  const auto* td_second = dynamic_cast<const TimeDistributed*>(&second);
+  if ((td_first == nullptr) != (td_second == nullptr)) return {};
+  const Layer& a = td_first != nullptr ? td_first->inner() : first;
+  const Layer& b = td_second != nullptr ? td_second->inner() : second;
+  const auto* conv = dynamic_cast<const Conv2D*>(&a);
+  const auto* pool = dynamic_cast<const MaxPooling*>(&b);
+  if (conv == nullptr || pool == nullptr || pool->three_d()) return {};
+  for (const Layer* layer : {&first, &second, &a, &b}) {
+    if (layer->has_activity_regularizer()) return {};
+  }
+  return {conv, pool, td_first != nullptr};
+}
+
+Tensor forward_conv_pool(const ConvPool& pair, const Tensor& x) {
+  if (!pair.time_distributed) return pair.conv->forward_pooled(x, *pair.pool);
+  if (x.rank() < 3) fail("{}: expects (N, T, ...) input, got {}", pair.conv->name(), x.shape().str());
+  return ops::split_time(pair.conv->forward_pooled(ops::merge_time(x), *pair.pool), x.dim(1));
 }
 
 }  // namespace hisvid::layers

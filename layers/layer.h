@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "layers/config.h"
@@ -76,6 +77,7 @@ class Layer {
   // Moves every weight to device, or converts it to dtype (float64 for gradient checks).
   void to(Device device);
   void to(DType dtype);
+  bool has_activity_regularizer() const { return activity_regularizer_.active(); }
 
  protected:
   // `where` for errors: "layer 'conv2d_1' (Conv2D)".
@@ -98,6 +100,8 @@ class Layer {
   bool built_ = false;
 };
 
+class MaxPooling;
+
 class Conv2D final : public Layer {
  public:
   Conv2D(std::string name, ConfigReader& config);
@@ -105,6 +109,8 @@ class Conv2D final : public Layer {
   Shape build(const Shape& input_shape, Generator& init) override;
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
+  // pool.forward(forward(x)) as one kernel (ops::conv2d_act_pool), for a MaxPooling2D.
+  Tensor forward_pooled(const Tensor& x, const MaxPooling& pool) const;
 
  private:
   int filters_;
@@ -124,6 +130,9 @@ class MaxPooling final : public Layer {
   Shape build(const Shape& input_shape, Generator& init) override;
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
+  bool three_d() const { return three_d_; }
+  // The pool over (H, W) as ops::conv2d_act_pool takes it.
+  ops::PoolSpec spec() const { return {pool_[0], pool_[1], strides_[0], strides_[1], padding_}; }
 
  private:
   bool three_d_;
@@ -262,5 +271,18 @@ class TimeDistributed final : public Layer {
  private:
   std::unique_ptr<Layer> inner_;
 };
+
+// A Conv2D directly followed by a MaxPooling2D, both bare or both inside TimeDistributed, with
+// no activity regularizer on the way (its penalty would need the convolution's output): the
+// pair can run as one kernel, with the values of the two layers one after the other.
+struct ConvPool {
+  const Conv2D* conv = nullptr;
+  const MaxPooling* pool = nullptr;
+  bool time_distributed = false;
+};
+// The pair that `first` then `second` form, or conv == nullptr when they form none.
+ConvPool conv_pool_pair(const Layer& first, const Layer& second);
+// The two layers' output for x, (N, H, W, C) or (N, T, H, W, C) under TimeDistributed.
+Tensor forward_conv_pool(const ConvPool& pair, const Tensor& x);
 
 }  // namespace hisvid::layers

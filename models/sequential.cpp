@@ -1,5 +1,6 @@
 #include "models/sequential.h"
 
+#include <cstdlib>
 #include <limits>
 
 #include "engine/error.h"
@@ -121,8 +122,10 @@ Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& 
   } else if (spec.is_object() && spec.contains("layers")) {
     config = spec;
   } else {
-    fail("{}: expected a Keras Sequential spec (an object with class_name/config or layers, or a list of layers)",
-         source);
+    fail(
+        "{}: expected a Keras Sequential spec (an object with class_name/config or layers, or a list of "
+        "layers)",
+        source);
   }
   if (!config.is_null()) {
     layers::ConfigReader reader(config, source + " (Sequential)", model.version_);
@@ -166,8 +169,12 @@ nlohmann::json Sequential::to_json() const {
     nlohmann::json shape = nlohmann::json::array({nullptr});
     for (int i = 0; i < input_shape_.rank(); ++i) shape.push_back(input_shape_[i]);
     layer_list.push_back({{"class_name", "InputLayer"},
-                          {"config", {{"batch_input_shape", shape}, {"dtype", "float32"}, {"sparse", false},
-                                      {"ragged", false}, {"name", name_ + "_input"}}}});
+                          {"config",
+                           {{"batch_input_shape", shape},
+                            {"dtype", "float32"},
+                            {"sparse", false},
+                            {"ragged", false},
+                            {"name", name_ + "_input"}}}});
   }
   for (const auto& layer : layers_) {
     layer_list.push_back({{"class_name", layer->class_name()}, {"config", layer->config()}});
@@ -200,7 +207,8 @@ bool Sequential::binary() const {
 
 void Sequential::set_num_classes(int classes) {
   layers::Dense* dense = final_dense(layers_);
-  if (dense == nullptr) fail("model '{}': the number of classes is set on a final Dense layer, which it lacks", name_);
+  if (dense == nullptr)
+    fail("model '{}': the number of classes is set on a final Dense layer, which it lacks", name_);
   if (built_) fail("model '{}': cannot change the number of classes after build", name_);
   if (classes < 2) fail("model '{}': needs at least 2 classes, got {}", name_, classes);
   if (binary()) {
@@ -252,13 +260,40 @@ Tensor Sequential::forward(const Tensor& x, const layers::ForwardContext& ctx, O
         name_, last.name());
   }
   Tensor y = x;
-  for (size_t i = 0; i + 1 < layers_.size(); ++i) y = layers_[i]->apply(y, ctx);
+  for (const Step& step : steps(x.device())) y = run_step(step, y, ctx);
   if (output == Output::Probabilities) return last.apply(y, ctx);
   const Tensor logits = last.forward_logits(y, ctx);
   if (ctx.losses != nullptr) {  // the activity regularizer sees the layer's output, not its logits
     last.add_activity_loss(head() == Head::Softmax ? ops::softmax(logits) : ops::sigmoid(logits), ctx);
   }
   return logits;
+}
+
+bool Sequential::fuse_conv_pool_by_default() {
+  static const bool fuse = [] {
+    const char* v = std::getenv("HISVID_FUSE_CONV_POOL");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return fuse;
+}
+
+std::vector<Sequential::Step> Sequential::steps(Device device) const {
+  std::vector<Step> out;
+  const size_t body = layers_.empty() ? 0 : layers_.size() - 1;  // the last layer runs apart
+  for (size_t i = 0; i < body; ++i) {
+    Step step{i, 1, {}};
+    if (fuse_conv_pool_ && device.is_cpu() && i + 1 < body) {
+      step.pair = layers::conv_pool_pair(*layers_[i], *layers_[i + 1]);
+      if (step.pair.conv != nullptr) step.count = 2;
+    }
+    out.push_back(step);
+    i += step.count - 1;
+  }
+  return out;
+}
+
+Tensor Sequential::run_step(const Step& step, const Tensor& x, const layers::ForwardContext& ctx) {
+  return step.count == 2 ? layers::forward_conv_pool(step.pair, x) : layers_[step.first]->apply(x, ctx);
 }
 
 std::vector<Tensor> Sequential::weight_penalties() const {
@@ -312,8 +347,9 @@ std::string Sequential::summary() const {
     out += (i + 1 < layers_.size() ? "\n" : "");
   }
   const ParamCounts c = count_params();
-  out += fmt::format("{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n", double_rule,
-                     with_commas(c.total), with_commas(c.trainable), with_commas(c.non_trainable), rule);
+  out +=
+      fmt::format("{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n", double_rule,
+                  with_commas(c.total), with_commas(c.trainable), with_commas(c.non_trainable), rule);
   return out;
 }
 

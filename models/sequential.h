@@ -14,10 +14,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/tensor.h"
 #include "layers/layer.h"
@@ -70,6 +69,21 @@ class Sequential {
   // and returns what it would map to probabilities. With ctx.losses set, every activity
   // regularizer's penalty is appended there.
   Tensor forward(const Tensor& x, const layers::ForwardContext& ctx, Output output = Output::Probabilities);
+
+  // The layers before the last as forward runs them: each step one layer, or a Conv2D and the
+  // MaxPooling2D after it as one kernel (layers::conv_pool_pair). Pairs fuse on the CPU, where
+  // the fused kernel measured faster (bench/RESULTS.md); its CUDA rows have not run on a GPU
+  // yet, so CUDA runs the layers one by one. set_fuse_conv_pool(false), or the environment
+  // variable HISVID_FUSE_CONV_POOL=0 at start, turns fusion off (the values are the same
+  // within rounding; the backward sums in another order).
+  struct Step {
+    size_t first = 0, count = 1;
+    layers::ConvPool pair;  // pair.conv set when count == 2
+  };
+  std::vector<Step> steps(Device device) const;
+  Tensor run_step(const Step& step, const Tensor& x, const layers::ForwardContext& ctx);
+  void set_fuse_conv_pool(bool fuse) { fuse_conv_pool_ = fuse; }
+  bool fuse_conv_pool() const { return fuse_conv_pool_; }
   // The weight regularizers' penalties, each a () tensor on the tape (Keras's weight losses).
   std::vector<Tensor> weight_penalties() const;
 
@@ -92,6 +106,9 @@ class Sequential {
   std::vector<std::unique_ptr<layers::Layer>> layers_;
   bool built_ = false;
   Device device_ = Device::cpu();
+  bool fuse_conv_pool_ = fuse_conv_pool_by_default();
+
+  static bool fuse_conv_pool_by_default();
 };
 
 // A number with thousands separators, as Keras prints parameter counts: 73,060.

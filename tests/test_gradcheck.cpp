@@ -1,8 +1,11 @@
 // Float64 gradient checks of every engine op, on inputs and weights, odd sizes included.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <fmt/format.h>
+#include <algorithm>
+#include <cmath>
 
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "tests/gradcheck.h"
 
@@ -25,7 +28,8 @@ TEST(GradCheck, Scale) {
 
 TEST(GradCheck, BiasAdd) {
   const Tensor x = random_input({2, 3, 5}, 4), b = random_input({5}, 5);
-  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::bias_add(in[0], in[1]); }, {x, b}));
+  EXPECT_GRAD_OK(
+      grad_check([](const std::vector<Tensor>& in) { return ops::bias_add(in[0], in[1]); }, {x, b}));
 }
 
 TEST(GradCheck, Activations) {
@@ -34,7 +38,8 @@ TEST(GradCheck, Activations) {
   for (Activation act : {Activation::Linear, Activation::Relu, Activation::Tanh, Activation::Sigmoid,
                          Activation::HardSigmoid, Activation::HardSigmoidKeras3}) {
     SCOPED_TRACE(static_cast<int>(act));
-    EXPECT_GRAD_OK(grad_check([act](const std::vector<Tensor>& in) { return ops::activation(in[0], act); }, {x}));
+    EXPECT_GRAD_OK(
+        grad_check([act](const std::vector<Tensor>& in) { return ops::activation(in[0], act); }, {x}));
   }
 }
 
@@ -50,7 +55,11 @@ TEST(GradCheck, SliceConcat) {
   const Tensor a = random_input({2, 5, 3}, 8), b = random_input({2, 2, 3}, 9);
   EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::slice(in[0], 1, 1, 3); }, {a}));
   EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::slice(in[0], -1, 2, 1); }, {a}));
-  EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::concat({in[0], in[1]}, 1); }, {a, b}));
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) {
+        return ops::concat({in[0], in[1]}, 1);
+      },
+      {a, b}));
 }
 
 TEST(GradCheck, Unstack) {
@@ -98,7 +107,9 @@ TEST(GradCheck, Conv2d) {
     const Tensor x = random_input(c.input, 12), w = random_input(c.kernel, 13);
     const Tensor b = c.bias ? random_input({c.kernel[3]}, 14) : Tensor();
     EXPECT_GRAD_OK(grad_check(
-        [&](const std::vector<Tensor>& in) { return ops::conv2d(in[0], in[1], in[2], c.stride_h, c.stride_w, c.padding); },
+        [&](const std::vector<Tensor>& in) {
+          return ops::conv2d(in[0], in[1], in[2], c.stride_h, c.stride_w, c.padding);
+        },
         {x, w, b}));
   }
 }
@@ -119,15 +130,135 @@ TEST(GradCheck, MaxPool2d) {
     SCOPED_TRACE(c.input.str());
     const Tensor x = random_input(c.input, 15);
     EXPECT_GRAD_OK(grad_check(
-        [&](const std::vector<Tensor>& in) { return ops::max_pool2d(in[0], c.ph, c.pw, c.sh, c.sw, c.padding); },
+        [&](const std::vector<Tensor>& in) {
+          return ops::max_pool2d(in[0], c.ph, c.pw, c.sh, c.sw, c.padding);
+        },
         {x}));
+  }
+}
+
+// The fused Conv2D + activation + MaxPooling2D (kernels/conv2d_pool.h).
+struct ConvPoolCase {
+  Shape input, kernel;
+  ops::ConvSpec conv;
+  Activation act;
+  ops::PoolSpec pool;
+  bool bias;
+};
+
+const std::vector<ConvPoolCase>& conv_pool_cases() {
+  static const std::vector<ConvPoolCase> cases = {
+      {{2, 8, 8, 3},
+       {3, 3, 3, 4},
+       {1, 1, Padding::Same},
+       Activation::Relu,
+       {4, 4, 4, 4, Padding::Valid},
+       true},
+      {{1, 7, 6, 2},
+       {3, 3, 2, 3},
+       {1, 1, Padding::Valid},
+       Activation::Tanh,
+       {2, 2, 2, 2, Padding::Same},
+       true},
+      {{2, 7, 7, 2},
+       {3, 3, 2, 3},
+       {1, 1, Padding::Same},
+       Activation::Relu,
+       {3, 3, 2, 2, Padding::Same},
+       false},
+      {{1, 9, 8, 2},
+       {3, 2, 2, 3},
+       {2, 2, Padding::Same},
+       Activation::Sigmoid,
+       {2, 2, 1, 1, Padding::Valid},
+       true},
+      {{2, 4, 4, 3},
+       {3, 3, 3, 2},
+       {1, 1, Padding::Same},
+       Activation::Linear,
+       {2, 2, 2, 2, Padding::Valid},
+       true},
+  };
+  return cases;
+}
+
+TEST(GradCheck, Conv2dActPool) {
+  for (const ConvPoolCase& c : conv_pool_cases()) {
+    SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act));
+    const Tensor x = random_input(c.input, 41), w = random_input(c.kernel, 42);
+    const Tensor b = c.bias ? random_input({c.kernel[3]}, 43) : Tensor();
+    EXPECT_GRAD_OK(grad_check(
+        [&](const std::vector<Tensor>& in) {
+          return ops::conv2d_act_pool(in[0], in[1], in[2], c.conv, c.act, c.pool);
+        },
+        {x, w, b}));
+  }
+}
+
+// |a - b| <= tol * max(|b|, rms of b) everywhere; NaN fails.
+void expect_near_values(const Tensor& a, const Tensor& b, double tol) {
+  const std::vector<double> x = a.to_vector(), y = b.to_vector();
+  ASSERT_EQ(x.size(), y.size());
+  double ss = 0.0;
+  for (double v : y) ss += v * v;
+  const double rms = y.empty() ? 0.0 : std::sqrt(ss / double(y.size()));
+  int bad = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!(std::fabs(x[i] - y[i]) <= tol * std::max(std::fabs(y[i]), rms)) && ++bad <= 3) {
+      ADD_FAILURE() << "element " << i << ": " << x[i] << " against " << y[i] << " (tol " << tol << ")";
+    }
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+// The fused op against the three ops it replaces, values and gradients, in float64 (where only
+// the order of a few additions differs) and float32 (where the CPU convolution may also pick
+// another algorithm for a chunk of images than for the whole batch).
+TEST(FusedConvPool, MatchesTheThreeOps) {
+  // float64: the same naive kernels, composed in another order; float32: rounding of sums of
+  // up to 27 products, and of the gradients' sums over up to 2*8*8 positions.
+  constexpr double kFloat64 = 1e-12, kFloat32 = 2e-5;
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const double tol = dtype == DType::Float64 ? kFloat64 : kFloat32;
+    for (const ConvPoolCase& c : conv_pool_cases()) {
+      SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act) + " " +
+                   dtype_name(dtype));
+      std::vector<Tensor> fused_in, plain_in;
+      for (const Tensor& t : {random_input(c.input, 51), random_input(c.kernel, 52),
+                              c.bias ? random_input({c.kernel[3]}, 53) : Tensor()}) {
+        fused_in.push_back(t.defined() ? t.detach().to(dtype).set_requires_grad(true) : Tensor());
+        plain_in.push_back(t.defined() ? t.detach().to(dtype).set_requires_grad(true) : Tensor());
+      }
+      Tape::current().clear();
+      const Tensor fused = ops::conv2d_act_pool(fused_in[0], fused_in[1], fused_in[2], c.conv, c.act, c.pool);
+      const Tensor probe = random_input(fused.shape(), 54).to(dtype);
+      backward(ops::sum(ops::mul(fused, probe)));
+      Tape::current().clear();
+      const Tensor plain =
+          ops::max_pool2d(ops::activation(ops::conv2d(plain_in[0], plain_in[1], plain_in[2], c.conv.stride_h,
+                                                      c.conv.stride_w, c.conv.padding),
+                                          c.act),
+                          c.pool.pool_h, c.pool.pool_w, c.pool.stride_h, c.pool.stride_w, c.pool.padding);
+      backward(ops::sum(ops::mul(plain, probe)));
+      Tape::current().clear();
+      ASSERT_EQ(fused.shape(), plain.shape());
+      expect_near_values(fused, plain, tol);
+      for (size_t i = 0; i < fused_in.size(); ++i) {
+        if (!fused_in[i].defined()) continue;
+        SCOPED_TRACE("gradient of input " + std::to_string(i));
+        expect_near_values(fused_in[i].grad(), plain_in[i].grad(), tol);
+      }
+    }
   }
 }
 
 TEST(GradCheck, Dropout) {
   const Tensor x = random_input({3, 4, 5}, 16);
   EXPECT_GRAD_OK(grad_check(
-      [](const std::vector<Tensor>& in) { return ops::dropout(in[0], 0.4f, RandomDraw{7, 3}); }, {x}));
+      [](const std::vector<Tensor>& in) {
+        return ops::dropout(in[0], 0.4f, RandomDraw{7, 3});
+      },
+      {x}));
 }
 
 TEST(GradCheck, LstmCell) {
@@ -143,7 +274,9 @@ TEST(GradCheck, LstmCell) {
         {z, c_prev}));
     // Zero initial state (c_prev undefined), only h used.
     EXPECT_GRAD_OK(grad_check(
-        [rec](const std::vector<Tensor>& in) { return ops::lstm_cell(in[0], Tensor(), Activation::Tanh, rec).h; },
+        [rec](const std::vector<Tensor>& in) {
+          return ops::lstm_cell(in[0], Tensor(), Activation::Tanh, rec).h;
+        },
         {z}));
   }
 }
@@ -167,13 +300,14 @@ TEST(GradCheck, BatchNorm) {
 TEST(GradCheck, SoftmaxAndCrossEntropy) {
   const Tensor logits = random_input({4, 5}, 23, -3.0, 3.0);
   EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::softmax(in[0]); }, {logits}));
-  const Tensor onehot = Tensor::from_vector(std::vector<double>{0, 1, 0, 0, 0,  //
-                                                                0, 0, 0, 0, 1,  //
-                                                                1, 0, 0, 0, 0,  //
+  const Tensor onehot = Tensor::from_vector(std::vector<double>{0, 1, 0,   0,   0,  //
+                                                                0, 0, 0,   0,   1,  //
+                                                                1, 0, 0,   0,   0,  //
                                                                 0, 0, 0.5, 0.5, 0},
                                             {4, 5}, DType::Float64);
   EXPECT_GRAD_OK(grad_check(
-      [&](const std::vector<Tensor>& in) { return ops::softmax_cross_entropy(in[0], onehot).loss; }, {logits}));
+      [&](const std::vector<Tensor>& in) { return ops::softmax_cross_entropy(in[0], onehot).loss; },
+      {logits}));
 }
 
 TEST(GradCheck, SigmoidCrossEntropy) {

@@ -3,6 +3,7 @@
 // layer and argument, and float64 gradient checks through every layer type.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/autograd.h"
@@ -36,22 +37,34 @@ std::string batch_shape(const Shape& s) {
 
 TEST(Zoo, ParameterCountsAndOutputShapesOfTheSeeds) {
   const std::vector<ZooCase> cases = {
-      {"lrcn", 4, 73060, 0,
-       {"(None, 20, 64, 64, 16)", "(None, 20, 16, 16, 16)", "(None, 20, 16, 16, 16)", "(None, 20, 16, 16, 32)",
-        "(None, 20, 4, 4, 32)", "(None, 20, 4, 4, 32)", "(None, 20, 4, 4, 64)", "(None, 20, 2, 2, 64)",
-        "(None, 20, 2, 2, 64)", "(None, 20, 2, 2, 64)", "(None, 20, 1, 1, 64)", "(None, 20, 64)", "(None, 32)",
-        "(None, 4)"}},
-      {"convlstm", 4, 44524, 0,
+      {"lrcn",
+       4,
+       73060,
+       0,
+       {"(None, 20, 64, 64, 16)", "(None, 20, 16, 16, 16)", "(None, 20, 16, 16, 16)",
+        "(None, 20, 16, 16, 32)", "(None, 20, 4, 4, 32)", "(None, 20, 4, 4, 32)", "(None, 20, 4, 4, 64)",
+        "(None, 20, 2, 2, 64)", "(None, 20, 2, 2, 64)", "(None, 20, 2, 2, 64)", "(None, 20, 1, 1, 64)",
+        "(None, 20, 64)", "(None, 32)", "(None, 4)"}},
+      {"convlstm",
+       4,
+       44524,
+       0,
        {"(None, 20, 62, 62, 4)", "(None, 20, 31, 31, 4)", "(None, 20, 31, 31, 4)", "(None, 20, 29, 29, 8)",
         "(None, 20, 15, 15, 8)", "(None, 20, 15, 15, 8)", "(None, 20, 13, 13, 14)", "(None, 20, 7, 7, 14)",
         "(None, 20, 7, 7, 14)", "(None, 20, 5, 5, 16)", "(None, 20, 3, 3, 16)", "(None, 2880)", "(None, 4)"}},
       {"lrcn_bn", 10, 783818, 704, {}},
-      {"convlstm_deep", 4, 368324, 0,
+      {"convlstm_deep",
+       4,
+       368324,
+       0,
        {"(None, 20, 62, 62, 8)", "(None, 20, 31, 31, 8)", "(None, 20, 31, 31, 8)", "(None, 20, 29, 29, 16)",
         "(None, 20, 15, 15, 16)", "(None, 20, 15, 15, 16)", "(None, 20, 13, 13, 32)", "(None, 20, 7, 7, 32)",
         "(None, 20, 7, 7, 32)", "(None, 5, 5, 64)", "(None, 3, 3, 64)", "(None, 3, 3, 64)", "(None, 576)",
         "(None, 128)", "(None, 128)", "(None, 4)"}},
-      {"lrcn_small", 50, 2103474, 0,
+      {"lrcn_small",
+       50,
+       2103474,
+       0,
        {"(None, 20, 64, 64, 16)", "(None, 20, 32, 32, 16)", "(None, 20, 32, 32, 16)", "(None, 20, 16384)",
         "(None, 32)", "(None, 50)"}},
       // Not printed by seed 002: 1,024 + 3,488 + (20*15*15*8 = 36,000) * 50 + 50.
@@ -69,7 +82,8 @@ TEST(Zoo, ParameterCountsAndOutputShapesOfTheSeeds) {
     if (c.shapes.empty()) continue;
     const std::vector<layers::Layer*> layers = model.layers();
     ASSERT_EQ(layers.size(), c.shapes.size());
-    for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(batch_shape(layers[i]->output_shape()), c.shapes[i]) << i;
+    for (size_t i = 0; i < layers.size(); ++i)
+      EXPECT_EQ(batch_shape(layers[i]->output_shape()), c.shapes[i]) << i;
   }
 }
 
@@ -163,7 +177,8 @@ TEST(Initializers, SameSeedSameWeights) {
   a.build(11);
   b.build(11);
   c.build(12);
-  const std::vector<Tensor> wa = a.trainable_weights(), wb = b.trainable_weights(), wc = c.trainable_weights();
+  const std::vector<Tensor> wa = a.trainable_weights(), wb = b.trainable_weights(),
+                            wc = c.trainable_weights();
   for (size_t i = 0; i < wa.size(); ++i) EXPECT_EQ(wa[i].to_vector(), wb[i].to_vector());
   EXPECT_NE(wa[0].to_vector(), wc[0].to_vector());
 }
@@ -184,6 +199,56 @@ TEST(Forward, ZooModelsProduceProbabilities) {
   }
 }
 
+// Conv2D + MaxPooling2D pairs run as one kernel on the CPU (Sequential::steps): the LRCN's four
+// blocks fuse, the ConvLSTM has no pair, CUDA and set_fuse_conv_pool(false) fuse nothing; and
+// the fused model computes what the unfused one does, forward and gradients.
+TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
+  const auto fused_steps = [](const std::vector<Sequential::Step>& steps) {
+    int pairs = 0;
+    for (const Sequential::Step& s : steps) pairs += s.count == 2 ? 1 : 0;
+    return pairs;
+  };
+  Sequential fused = load_spec("lrcn", 5), plain = load_spec("lrcn", 5);
+  fused.build(3);
+  plain.build(3);
+  plain.set_fuse_conv_pool(false);
+  EXPECT_EQ(fused_steps(fused.steps(Device::cpu())), 4);
+  EXPECT_EQ(fused_steps(fused.steps(Device::cuda(0))), 0);
+  EXPECT_EQ(fused_steps(plain.steps(Device::cpu())), 0);
+  Sequential convlstm = load_spec("convlstm", 5);
+  convlstm.build(3);
+  EXPECT_EQ(fused_steps(convlstm.steps(Device::cpu())), 0);
+
+  // float32: sums of up to 576 products in another order (chunked convolution, sparse
+  // backward), then the LSTM and Dense on top; measured (2026-11-26): probabilities within
+  // 1e-7, gradients within 7e-9.
+  constexpr double kStepTol = 1e-4;
+  Generator rng(5);
+  const Tensor x = rng.uniform({2, 20, 64, 64, 3}, 0.0, 1.0);
+  const Tensor y = Tensor::from_vector(std::vector<double>{0, 1, 0, 0, 0, 0, 0, 0, 1, 0}, {2, 5});
+  std::vector<std::vector<double>> grads[2];
+  std::vector<double> probs[2];
+  Sequential* models[2] = {&fused, &plain};
+  for (int m = 0; m < 2; ++m) {
+    Tape::current().clear();
+    const Tensor logits = models[m]->forward(x, {}, Output::Logits);
+    probs[m] = ops::softmax(logits).to_vector();
+    backward(ops::softmax_cross_entropy(logits, y).loss);
+    Tape::current().clear();
+    for (const Tensor& w : models[m]->trainable_weights()) grads[m].push_back(w.grad().to_vector());
+  }
+  for (size_t i = 0; i < probs[0].size(); ++i) EXPECT_NEAR(probs[0][i], probs[1][i], kStepTol);
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t w = 0; w < grads[0].size(); ++w) {
+    double scale = 0.0;
+    for (double g : grads[1][w]) scale = std::max(scale, std::fabs(g));
+    for (size_t i = 0; i < grads[0][w].size(); ++i) {
+      ASSERT_NEAR(grads[0][w][i], grads[1][w][i], kStepTol * std::max(scale, 1e-3))
+          << "weight " << w << " element " << i;
+    }
+  }
+}
+
 // Runs f and checks that the Error it throws mentions every fragment.
 void expect_spec_error(const std::string& spec_text, const std::vector<std::string>& fragments) {
   try {
@@ -192,13 +257,15 @@ void expect_spec_error(const std::string& spec_text, const std::vector<std::stri
     ADD_FAILURE() << "expected an error for " << spec_text;
   } catch (const Error& e) {
     for (const std::string& f : fragments) {
-      EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << "'" << f << "' missing from: " << e.what();
+      EXPECT_NE(std::string(e.what()).find(f), std::string::npos)
+          << "'" << f << "' missing from: " << e.what();
     }
   }
 }
 
 TEST(Spec, ErrorsNameTheLayerAndArgument) {
-  const std::string input = R"({"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 8, 8, 3]}})";
+  const std::string input =
+      R"({"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 8, 8, 3]}})";
   expect_spec_error("[" + input + R"(, {"class_name": "Flatten"}, {"class_name": "Conv3D", "config": {}}])",
                     {"spec.json", "layer 3", "unknown layer class 'Conv3D'"});
   expect_spec_error("[" + input + R"(, {"class_name": "TimeDistributed", "config": {"layer":
@@ -214,9 +281,11 @@ TEST(Spec, ErrorsNameTheLayerAndArgument) {
                     {"layer 2", "dilation_rate", "not supported"});
   expect_spec_error("[" + input + R"(, {"class_name": "LSTM", "config": {"units": 3, "stateful": true}}])",
                     {"layer 2", "stateful"});
-  expect_spec_error("[" + input + R"(, {"class_name": "Dense", "config": {"units": 3, "activation": "swish"}}])",
-                    {"layer 2", "unknown activation 'swish'"});
-  expect_spec_error(R"([{"class_name": "Flatten"}, )" + input + "]", {"layer 2", "InputLayer must come first"});
+  expect_spec_error(
+      "[" + input + R"(, {"class_name": "Dense", "config": {"units": 3, "activation": "swish"}}])",
+      {"layer 2", "unknown activation 'swish'"});
+  expect_spec_error(R"([{"class_name": "Flatten"}, )" + input + "]",
+                    {"layer 2", "InputLayer must come first"});
   // An input that does not fit a layer: named at build.
   expect_spec_error("[" + input + R"(, {"class_name": "LSTM", "config": {"units": 3}}])",
                     {"layer 'lstm' (LSTM)", "(T, features)", "(4, 8, 8, 3)"});

@@ -1,0 +1,118 @@
+// kernels/conv2d_pool.h — Conv2D (+ bias) + activation + MaxPooling2D as one kernel: what a
+// Keras Conv2D layer followed by a MaxPooling2D layer computes (TimeDistributed or not), with
+// the same arithmetic as the three kernels one after the other:
+//   z[n,ho,wo,f]   = bias[f] + sum_{kh,kw,c} inp[n, ho*SH - pad_top + kh, wo*SW - pad_left + kw, c]
+//                                             * weight[kh,kw,c,f]          (kernels/conv2d.h)
+//   y              = act(z)                                                (kernels/common.h)
+//   out[n,po,qo,f] = the first maximum of y over the pool window of (po,qo) (kernels/pool.h)
+// Backward needs only what forward kept: the pooled outputs and the position of each maximum.
+// The gradient reaches z at those positions alone, dz = dout * act'(out) (act' from the
+// output, as TensorFlow takes it), so the convolution's backward passes run on a dz that is
+// nonzero at one position in PH*PW: the CPU row does 1/(PH*PW) of the work of the unfused
+// backward (1/16 under the LRCN's 4x4 pools).
+//
+// Rows: naive (the three definitions composed), cpu (forward: convolution of a chunk of images
+// into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse
+// sums), cuda (one thread per pooled output forward; backward per weight, per filter and per
+// input element, no atomics).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/conv2d.h"
+#include "kernels/pool.h"
+
+#ifdef HISVID_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace hisvid {
+
+// The pool's geometry over the convolution's output: p.N, p.H, p.W, p.C are g.N, g.HO, g.WO,
+// g.F; the pooled output is (N, p.HO, p.WO, F).
+HISVID_HD Pool2dGeometry pool_over(const Conv2dGeometry& g, int PH, int PW, int SH, int SW, Padding padding) {
+  return pool2d_geometry(g.N, g.HO, g.WO, g.F, PH, PW, SH, SW, padding);
+}
+
+// out (N,PO,QO,F) = maxpool(act(conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F)));
+// argmax (N,PO,QO,F) = the flat index ho*WO + wo of each window's first maximum in the
+// convolution's output, or null when no backward follows. bias may be null.
+template <typename T>
+struct Conv2dActPoolForward {
+  static constexpr const char* kName = "conv2d_act_pool_forward";
+  T* out = nullptr;
+  int32_t* argmax = nullptr;
+  const T* inp = nullptr;
+  const T* weight = nullptr;
+  const T* bias = nullptr;
+  Conv2dGeometry g{};
+  Pool2dGeometry p{};
+  Activation act = Activation::Linear;
+  template <typename V>
+  void buffers(V& v) {
+    const int64_t pooled = int64_t(p.N) * p.HO * p.WO * p.C;
+    v.out("out", out, pooled);
+    v.out("argmax", argmax, pooled);
+    v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
+    v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.in("bias", bias, g.F);
+  }
+};
+
+// From dout (N,PO,QO,F) and what forward kept (out, argmax): dinp (N,H,W,C) (=, may be null
+// when the input needs no gradient), dweight (KH,KW,C,F) (+=), dbias (F) (+=, may be null).
+template <typename T>
+struct Conv2dActPoolBackward {
+  static constexpr const char* kName = "conv2d_act_pool_backward";
+  T* dinp = nullptr;
+  T* dweight = nullptr;
+  T* dbias = nullptr;
+  const T* dout = nullptr;
+  const T* out = nullptr;
+  const int32_t* argmax = nullptr;
+  const T* inp = nullptr;
+  const T* weight = nullptr;
+  Conv2dGeometry g{};
+  Pool2dGeometry p{};
+  Activation act = Activation::Linear;
+  template <typename V>
+  void buffers(V& v) {
+    const int64_t pooled = int64_t(p.N) * p.HO * p.WO * p.C;
+    v.out("dinp", dinp, int64_t(g.N) * g.H * g.W * g.C);
+    v.inout("dweight", dweight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.inout("dbias", dbias, g.F);
+    v.in("dout", dout, pooled);
+    v.in("out", out, pooled);
+    v.in("argmax", argmax, pooled);
+    v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
+    v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
+  }
+};
+
+}  // namespace hisvid
+
+namespace hisvid::naive {
+
+template <typename T>
+void conv2d_act_pool_forward(const Conv2dActPoolForward<T>& k);
+template <typename T>
+void conv2d_act_pool_backward(const Conv2dActPoolBackward<T>& k);
+
+}  // namespace hisvid::naive
+
+namespace hisvid::cpu {
+
+void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k);
+void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k);
+
+}  // namespace hisvid::cpu
+
+#ifdef HISVID_WITH_CUDA
+namespace hisvid::cuda {
+
+void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream);
+void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream);
+
+}  // namespace hisvid::cuda
+#endif
