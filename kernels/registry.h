@@ -1,7 +1,7 @@
 // kernels/registry.h — the kernel table. A kernel is named by its argument struct (one per
-// kernel, declared with the kernel in kernels/<family>.h and shared by every backend): for
-// example LstmCellForward<T>, whose kName is "lstm_cell_forward". Each implementation of it
-// is one row of KernelTable<Args>, registered once, in kernels/<family>_table.cpp:
+// kernel, declared with the kernel in kernels/<family>.h and shared by every backend), whose
+// static kName is the kernel's name in the table, the lab and the tests. Each implementation
+// of it is one row of KernelTable<Args>, registered once, in kernels/<family>_table.cpp:
 //
 //   naive  the definition: plain loop nests, float and double, on host memory. The gradient
 //          checks run on it and every other row is checked against it (kernels/harness.h).
