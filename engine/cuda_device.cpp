@@ -150,6 +150,7 @@ class CachingAllocator final : public CountingAllocator {
   }
 
   void* malloc_device(size_t cls, size_t bytes) {
+    note_system_allocation();
     cuda::DeviceGuard guard(device_);
     void* ptr = nullptr;
     cudaError_t status = cudaMalloc(&ptr, cls);
@@ -160,8 +161,8 @@ class CachingAllocator final : public CountingAllocator {
     }
     if (status != cudaSuccess) {
       (void)cudaGetLastError();
-      fail("CUDA out of memory on cuda:{} allocating {} bytes ({} in use): {}", device_, bytes, in_use_locked(),
-           cudaGetErrorString(status));
+      fail("CUDA out of memory on cuda:{} allocating {} bytes ({} in use): {}", device_, bytes,
+           in_use_locked(), cudaGetErrorString(status));
     }
     return ptr;
   }

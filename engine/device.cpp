@@ -14,9 +14,7 @@
 
 namespace hisvid {
 
-std::string Device::str() const {
-  return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
-}
+std::string Device::str() const { return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index); }
 
 Device parse_device(const std::string& text) {
   if (text == "cpu") return Device::cpu();
@@ -33,17 +31,24 @@ Device parse_device(const std::string& text) {
 
 namespace {
 
-// Host memory, 64-byte aligned. Blocks of 64 KiB and more are kept on free lists by size when
-// released and handed out again: a training step allocates the same sizes every step, and a
-// fresh large block would come from mmap and page-fault on first touch every time. At most a
-// quarter of physical memory (8 GiB at most) is kept: a released block that does not fit
-// evicts the cached blocks of
-// other sizes first, so the cache follows the current working set (one model after another
-// in a benchmark run) instead of holding on to the first one's.
+// Host memory, 64-byte aligned. Released blocks are kept on free lists by size and handed out
+// again: a training step allocates the same sizes every step, so from its second step on it
+// takes every block from the lists and calls the system allocator no more (a fresh large block
+// would also come from mmap and page-fault on first touch every time). At most a quarter of
+// physical memory (8 GiB at most) is kept: a released block that does not fit evicts the
+// cached blocks of other sizes first, so the cache follows the current working set (one model
+// after another in a benchmark run) instead of holding on to the first one's.
 class CpuAllocator final : public CountingAllocator {
  public:
   static constexpr size_t kAlignment = 64;
-  static constexpr size_t kCachedMinBytes = size_t(64) << 10;
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer every block goes back to the system, so that a use after free is
+  // caught rather than served from the cache.
+  static constexpr bool kCacheBlocks = false;
+#else
+  static constexpr bool kCacheBlocks = true;
+#endif
+  static constexpr size_t kPageRoundedBytes = size_t(64) << 10;  // from here on, sizes round to pages
 
   CpuAllocator() {
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
@@ -70,6 +75,7 @@ class CpuAllocator final : public CountingAllocator {
         cached_ -= rounded;
       }
       note_allocated(bytes);
+      if (ptr == nullptr) note_system_allocation();
     }
     if (ptr == nullptr) ptr = std::aligned_alloc(kAlignment, rounded);
     if (ptr == nullptr) fail("out of host memory allocating {} bytes", bytes);
@@ -82,7 +88,7 @@ class CpuAllocator final : public CountingAllocator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       note_freed(bytes);
-      if (rounded >= kCachedMinBytes && rounded <= max_cached_) {
+      if (kCacheBlocks && rounded <= max_cached_) {
         for (auto it = free_.begin(); cached_ + rounded > max_cached_ && it != free_.end(); ++it) {
           if (it->first == rounded) continue;
           while (!it->second.empty() && cached_ + rounded > max_cached_) {
@@ -104,7 +110,7 @@ class CpuAllocator final : public CountingAllocator {
  private:
   // Small blocks to the alignment, large ones to 4 KiB pages (fewer distinct sizes to cache).
   static size_t round_up(size_t bytes) {
-    const size_t unit = bytes >= kCachedMinBytes ? 4096 : kAlignment;
+    const size_t unit = bytes >= kPageRoundedBytes ? 4096 : kAlignment;
     return (bytes + unit - 1) / unit * unit;
   }
 

@@ -40,6 +40,9 @@ class Allocator {
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes_in_use() const = 0;
   virtual void reset_peak() = 0;
+  // How many allocations went to the system (aligned_alloc, cudaMalloc) rather than to a
+  // cached block: constant once a training loop has reached its steady state.
+  virtual size_t system_allocations() const = 0;
 };
 
 // The bookkeeping both caching allocators share: one mutex guarding the allocator's state
@@ -59,6 +62,10 @@ class CountingAllocator : public Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     peak_ = in_use_;
   }
+  size_t system_allocations() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return system_allocations_;
+  }
 
  protected:
   void note_allocated(size_t bytes) {
@@ -66,12 +73,13 @@ class CountingAllocator : public Allocator {
     peak_ = std::max(peak_, in_use_);
   }
   void note_freed(size_t bytes) { in_use_ -= bytes; }
+  void note_system_allocation() { ++system_allocations_; }
   size_t in_use_locked() const { return in_use_; }
 
   mutable std::mutex mutex_;
 
  private:
-  size_t in_use_ = 0, peak_ = 0;
+  size_t in_use_ = 0, peak_ = 0, system_allocations_ = 0;
 };
 
 Allocator& allocator_for(Device device);

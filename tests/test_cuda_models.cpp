@@ -9,6 +9,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -276,6 +277,46 @@ TEST(CudaModelParity, TinyConvLstmTrainingRun) {
   std::printf("tiny convlstm: GPU vs CPU over %d steps %.3g (tolerance %.3g; loss %.4f -> %.4f)\n", kRunSteps,
               difference, kTrainingRun, cpu.losses.front(), cpu.losses.back());
   EXPECT_LE(difference, kTrainingRun);
+}
+
+// From their third step on, the tiny models' training steps take every block of the device's
+// allocator from its cache (no cudaMalloc, no aligned_alloc), on the CPU and on the GPU.
+size_t steady_state_system_allocations(Device device) {
+  size_t after_two = 0;
+  Allocator& memory = allocator_for(device);
+  for (auto [model, loss_of] : {std::pair{tiny_lrcn(), LossFunction(tiny_lrcn_loss)},
+                                std::pair{tiny_convlstm(), LossFunction(tiny_convlstm_loss)}}) {
+    const Tensor x = model.inputs[0].detach().to(DType::Float32).to(device);
+    const Tensor targets = model.targets.to(DType::Float32).to(device);
+    std::vector<Tensor> params;
+    for (size_t i = 1; i < model.inputs.size(); ++i) {
+      params.push_back(model.inputs[i].detach().to(DType::Float32).to(device).set_requires_grad(true));
+    }
+    Adam adam(1e-2, 0.9, 0.999, kStepEpsilon);
+    for (int step = 0; step < 5; ++step) {
+      std::vector<Tensor> inputs{x};
+      inputs.insert(inputs.end(), params.begin(), params.end());
+      for (Tensor& p : params) p.zero_grad();
+      Tape::current().clear();
+      backward(loss_of(inputs, targets, uint64_t(step)));
+      Tape::current().clear();
+      adam.step(params);
+      if (step == 1) after_two = memory.system_allocations();
+    }
+    synchronize(device);
+    if (memory.system_allocations() != after_two) return memory.system_allocations() - after_two;
+  }
+  return 0;
+}
+
+TEST(SteadyState, TinyTrainingStepsAllocateNothingFromTheSystemOnTheCpu) {
+  EXPECT_EQ(steady_state_system_allocations(Device::cpu()), 0u);
+}
+
+TEST(SteadyState, TinyTrainingStepsAllocateNothingFromTheSystemOnTheGpu) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  EXPECT_EQ(steady_state_system_allocations(Device::cuda(0)), 0u);
 }
 
 // Blocks come back from the pool once warm: the same size class reuses the freed block, and

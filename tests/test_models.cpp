@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/optimizer.h"
 #include "layers/regularizers.h"
 #include "models/inference.h"
 #include "models/sequential.h"
@@ -246,6 +248,33 @@ TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
       ASSERT_NEAR(grads[0][w][i], grads[1][w][i], kStepTol * std::max(scale, 1e-3))
           << "weight " << w << " element " << i;
     }
+  }
+}
+
+// From its third step on, a training step (forward in training mode, loss, backward, Adam)
+// takes every block from the allocator's cache: no call reaches the system allocator.
+TEST(SteadyState, TrainingStepsAllocateNothingFromTheSystem) {
+  for (const char* name : {"lrcn", "convlstm"}) {
+    SCOPED_TRACE(name);
+    Sequential model = load_spec(name, 4);
+    model.build(9);
+    Generator rng(10);
+    const Tensor x = rng.uniform({2, 20, 64, 64, 3}, 0.0, 1.0);
+    const Tensor y = Tensor::from_vector(std::vector<double>{0, 1, 0, 0, 0, 0, 1, 0}, {2, 4});
+    const std::vector<Tensor> weights = model.trainable_weights();
+    std::unique_ptr<Optimizer> adam = make_optimizer("adam");
+    Allocator& memory = allocator_for(Device::cpu());
+    size_t after_two = 0;
+    for (int step = 1; step <= 5; ++step) {
+      Tape::current().clear();
+      const layers::ForwardContext ctx{true, &rng};
+      backward(ops::softmax_cross_entropy(model.forward(x, ctx, Output::Logits), y).loss);
+      Tape::current().clear();
+      adam->step(weights);
+      zero_grad(weights);
+      if (step == 2) after_two = memory.system_allocations();
+    }
+    EXPECT_EQ(memory.system_allocations(), after_two) << "steps 3 to 5 went to the system allocator";
   }
 }
 
