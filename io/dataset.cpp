@@ -47,10 +47,12 @@
 #include <set>
 #include <thread>
 
+#include "engine/dispatch.h"
 #include "engine/error.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "io/isolated.h"
+#include "kernels/clips.h"
 #include "kernels/philox.h"
 
 namespace hisvid::io {
@@ -396,7 +398,8 @@ std::string write_cache(const std::string& path, const std::string& key, const s
     if (!parent.empty() && !fs::create_directories(parent, error) && error) {
       fail("cannot create the directory {}: {}", parent.string(), error.message());
     }
-    write_atomically(path, [&](const std::string& temp) { write_cache_file(temp, key, dataset_root, clips); });
+    write_atomically(path,
+                     [&](const std::string& temp) { write_cache_file(temp, key, dataset_root, clips); });
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -662,39 +665,6 @@ Split split_clips(size_t count, double test_fraction, double validation_fraction
   return split;
 }
 
-namespace {
-
-// philox_normal(seed, offset, 2k) and (2k + 1) from the one Philox block they share: the same
-// expressions as kernels/philox.h, half the Philox rounds.
-void philox_normal_pair(uint64_t seed, uint64_t offset, uint64_t k, float& z0, float& z1) {
-  const float kTwoPi = 6.28318530717958647692f;
-  const float kScale = 1.0f / 16777216.0f;
-  const Philox4x32 r = philox_block(seed, offset, 4 * k);
-  const float u1a = 1.0f - static_cast<float>(r.v[0] >> 8) * kScale;
-  const float u2a = static_cast<float>(r.v[1] >> 8) * kScale;
-  const float u1b = 1.0f - static_cast<float>(r.v[2] >> 8) * kScale;
-  const float u2b = static_cast<float>(r.v[3] >> 8) * kScale;
-  z0 = sqrtf(-2.0f * logf(u1a)) * cosf(kTwoPi * u2a);
-  z1 = sqrtf(-2.0f * logf(u1b)) * cosf(kTwoPi * u2b);
-}
-
-// x (E,) += sigma * N(0,1) for elements [first, first + E) of the noise draw.
-void add_noise(float* x, size_t elements, uint64_t first, float sigma, RandomDraw draw) {
-  size_t e = 0;
-  if (first % 2 == 1 && elements > 0) {
-    x[e++] += sigma * philox_normal(draw.seed, draw.offset, first);
-  }
-  for (; e + 1 < elements; e += 2) {
-    float z0, z1;
-    philox_normal_pair(draw.seed, draw.offset, (first + e) / 2, z0, z1);
-    x[e] += sigma * z0;
-    x[e + 1] += sigma * z1;
-  }
-  if (e < elements) x[e] += sigma * philox_normal(draw.seed, draw.offset, first + e);
-}
-
-}  // namespace
-
 Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const Augmentation& augmentation,
                  Generator* rng, Device device) {
   if (clips.size() == 0) fail("make_batch: the clip set is empty");
@@ -722,60 +692,44 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
          augmentation.brightness, augmentation.contrast, augmentation.noise);
   }
 
-  // p / 255 in float division: equal, for every p in 0..255, to numpy's np.float32(p / 255)
-  // (float64 division rounded to float32); multiplying by 1/255 is not (p = 251..254 differ).
-  float scale[256];
-  for (int p = 0; p < 256; ++p) scale[p] = static_cast<float>(p) / 255.0f;
-
+  // The clips' uint8 values side by side (B, T*H*W*C), moved to the batch's device as they
+  // are; kernels/clips.h scales and augments them there (a GPU receives a quarter of the bytes
+  // floats would take).
   const int64_t batch = static_cast<int64_t>(indices.size());
   const ExtractionSettings& s = clips.extraction;
-  Tensor x = Tensor::empty(Shape{batch, s.sequence_length, s.height, s.width, s.channels});  // (B,T,H,W,C)
-  Tensor y = Tensor::zeros(Shape{batch, static_cast<int64_t>(classes)});            // (B,K)
-  float* xs = x.data<float>();
-  float* ys = y.data<float>();
-  const RandomDraw choices = augmentation.any() ? rng->next() : RandomDraw{};
-  const RandomDraw noise = augmentation.any() ? rng->next() : RandomDraw{};
-  const size_t rows = static_cast<size_t>(s.sequence_length) * s.height;  // (T*H) rows of W pixels
-  const size_t width = static_cast<size_t>(s.width), C = static_cast<size_t>(s.channels);
-
-#pragma omp parallel for schedule(static)
+  std::vector<uint8_t> gathered(static_cast<size_t>(batch) * elements);
   for (int64_t b = 0; b < batch; ++b) {
-    const uint8_t* src = clips.clip(indices[static_cast<size_t>(b)]);  // (T,H,W,C)
-    float* dst = xs + static_cast<size_t>(b) * elements;               // (T,H,W,C)
-    const uint64_t slot = 4 * static_cast<uint64_t>(b);
-    const bool flip = augmentation.flip && philox_uniform(choices.seed, choices.offset, slot) < 0.5f;
-    for (size_t row = 0; row < rows; ++row) {
-      for (size_t w = 0; w < width; ++w) {
-        const uint8_t* pixel = src + (row * width + (flip ? width - 1 - w : w)) * C;
-        float* out = dst + (row * width + w) * C;
-        for (size_t c = 0; c < C; ++c) out[c] = scale[pixel[c]];
-      }
-    }
-    if (augmentation.brightness > 0) {
-      const double u = philox_uniform(choices.seed, choices.offset, slot + 1);
-      const float delta = static_cast<float>(augmentation.brightness * (2.0 * u - 1.0));
-      for (size_t e = 0; e < elements; ++e) dst[e] += delta;
-    }
-    if (augmentation.contrast > 0) {
-      const double u = philox_uniform(choices.seed, choices.offset, slot + 2);
-      const float factor = static_cast<float>(1.0 + augmentation.contrast * (2.0 * u - 1.0));
-      double sum = 0;
-      for (size_t e = 0; e < elements; ++e) sum += dst[e];
-      const float mean = static_cast<float>(sum / static_cast<double>(elements));
-      for (size_t e = 0; e < elements; ++e) dst[e] = (dst[e] - mean) * factor + mean;
-    }
-    if (augmentation.noise > 0) {
-      add_noise(dst, elements, static_cast<uint64_t>(b) * elements, static_cast<float>(augmentation.noise),
-                noise);
-    }
-    if (augmentation.any()) {
-      for (size_t e = 0; e < elements; ++e) dst[e] = std::min(std::max(dst[e], 0.0f), 1.0f);
-    }
+    std::memcpy(gathered.data() + static_cast<size_t>(b) * elements,
+                clips.clip(indices[static_cast<size_t>(b)]), elements);
+  }
+  Tensor x = Tensor::empty(Shape{batch, s.sequence_length, s.height, s.width, s.channels}, DType::Float32,
+                           device);  // (B,T,H,W,C)
+  ClipsToBatch<float> k;
+  k.out = x.data<float>(), k.B = batch, k.E = static_cast<int64_t>(elements), k.W = s.width, k.C = s.channels;
+  k.flip = augmentation.flip, k.brightness = augmentation.brightness, k.contrast = augmentation.contrast;
+  k.noise = augmentation.noise;
+  if (augmentation.any()) {
+    const RandomDraw choices = rng->next(), noise = rng->next();
+    k.choice_seed = choices.seed, k.choice_offset = choices.offset;
+    k.noise_seed = noise.seed, k.noise_offset = noise.offset;
+  }
+  Tensor staged;  // the uint8 values on the device (in a float tensor's storage)
+  if (device.is_cpu()) {
+    k.inp = gathered.data();
+  } else {
+    staged = Tensor::empty(Shape{static_cast<int64_t>((gathered.size() + 3) / 4)}, DType::Float32, device);
+    copy_bytes(staged.data<float>(), device, gathered.data(), Device::cpu(), gathered.size());
+    k.inp = reinterpret_cast<const uint8_t*>(staged.data<float>());
+  }
+  run_kernel(k, device);
+
+  Tensor y = Tensor::zeros(Shape{batch, static_cast<int64_t>(classes)});  // (B,K) one-hot
+  float* ys = y.data<float>();
+  for (int64_t b = 0; b < batch; ++b) {
     ys[static_cast<size_t>(b) * classes +
        static_cast<size_t>(clips.labels[indices[static_cast<size_t>(b)]])] = 1.0f;
   }
-  if (device.is_cpu()) return Batch{x, y};
-  return Batch{x.to(device), y.to(device)};
+  return Batch{x, device.is_cpu() ? y : y.to(device)};
 }
 
 std::vector<std::vector<size_t>> epoch_batches(const std::vector<size_t>& indices, size_t batch_size,

@@ -109,8 +109,16 @@ double rms_of_finite(const std::vector<double>& v) {
   return count == 0 ? 0.0 : std::sqrt(s / double(count));
 }
 
+// Bytes of an integer element (0 for reals, whose size is the row's float or double).
+size_t integer_size(Element e) {
+  return e == Element::Int32 ? 4 : e == Element::Int64 ? 8 : e == Element::UInt8 ? 1 : 0;
+}
+
 const char* element_name(Element e) {
-  return e == Element::Int32 ? "int32" : e == Element::Int64 ? "int64" : "real";
+  return e == Element::Int32   ? "int32"
+         : e == Element::Int64 ? "int64"
+         : e == Element::UInt8 ? "uint8"
+                               : "real";
 }
 
 std::vector<std::unique_ptr<KernelSpec>>& spec_store() {
@@ -150,9 +158,7 @@ std::unique_ptr<Memory> memory_for(Backend backend) {
 // Storage.
 // ---------------------------------------------------------------------------------------
 
-size_t Storage::element_size(Element e) const {
-  return e == Element::Int32 ? sizeof(int32_t) : e == Element::Int64 ? sizeof(int64_t) : real_size_;
-}
+size_t Storage::element_size(Element e) const { return integer_size(e) != 0 ? integer_size(e) : real_size_; }
 
 Storage::~Storage() {
   for (size_t b = 0; b < pointers_.size(); ++b) {
@@ -169,7 +175,7 @@ namespace {
 
 // values -> bytes of the element type, and back.
 std::vector<unsigned char> encode(const std::vector<double>& values, Element e, size_t real_size) {
-  const size_t size = e == Element::Int32 ? 4 : e == Element::Int64 ? 8 : real_size;
+  const size_t size = integer_size(e) != 0 ? integer_size(e) : real_size;
   std::vector<unsigned char> bytes(values.size() * size);
   for (size_t i = 0; i < values.size(); ++i) {
     unsigned char* at = bytes.data() + i * size;
@@ -179,6 +185,8 @@ std::vector<unsigned char> encode(const std::vector<double>& values, Element e, 
     } else if (e == Element::Int64) {
       const int64_t v = static_cast<int64_t>(values[i]);
       std::memcpy(at, &v, size);
+    } else if (e == Element::UInt8) {
+      *at = static_cast<uint8_t>(values[i]);
     } else if (size == sizeof(float)) {
       const float v = static_cast<float>(values[i]);
       std::memcpy(at, &v, size);
@@ -190,7 +198,7 @@ std::vector<unsigned char> encode(const std::vector<double>& values, Element e, 
 }
 
 std::vector<double> decode(const unsigned char* bytes, size_t n, Element e, size_t real_size) {
-  const size_t size = e == Element::Int32 ? 4 : e == Element::Int64 ? 8 : real_size;
+  const size_t size = integer_size(e) != 0 ? integer_size(e) : real_size;
   std::vector<double> values(n);
   for (size_t i = 0; i < n; ++i) {
     const unsigned char* at = bytes + i * size;
@@ -202,6 +210,8 @@ std::vector<double> decode(const unsigned char* bytes, size_t n, Element e, size
       int64_t v;
       std::memcpy(&v, at, size);
       values[i] = static_cast<double>(v);
+    } else if (e == Element::UInt8) {
+      values[i] = *at;
     } else if (size == sizeof(float)) {
       float v;
       std::memcpy(&v, at, size);
@@ -325,9 +335,7 @@ double bytes_moved(const std::vector<Buffer>& buffers, size_t real_size) {
   double bytes = 0.0;
   for (const Buffer& b : buffers) {
     if (!b.present) continue;
-    const double size = b.element == Element::Int32   ? 4.0
-                        : b.element == Element::Int64 ? 8.0
-                                                      : double(real_size);
+    const double size = integer_size(b.element) != 0 ? double(integer_size(b.element)) : double(real_size);
     bytes += double(b.n) * size * (b.access == Access::InOut ? 2.0 : 1.0);
   }
   return bytes;

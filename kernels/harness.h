@@ -66,7 +66,7 @@ inline double conv_tolerance(int64_t terms) { return 4e-6 * std::sqrt(double(std
 // ---------------------------------------------------------------------------------------
 
 enum class Access { In, Out, InOut, HostOut };  // HostOut: host memory on every backend
-enum class Element { Real, Int32, Int64 };
+enum class Element { Real, Int32, Int64, UInt8 };
 
 struct Buffer {
   std::string name;
@@ -153,8 +153,8 @@ class Visitor {
   void visit(const char* name, Access access, P& p, int64_t n) {
     using E = std::remove_const_t<std::remove_pointer_t<P>>;
     static_assert(std::is_same_v<E, float> || std::is_same_v<E, double> || std::is_same_v<E, int32_t> ||
-                      std::is_same_v<E, int64_t>,
-                  "kernel buffers hold float, double, int32 or int64");
+                      std::is_same_v<E, int64_t> || std::is_same_v<E, uint8_t>,
+                  "kernel buffers hold float, double, int32, int64 or uint8");
     if (mode_ == Mode::Mark) {
       p = reinterpret_cast<P>(&sentinel_);
     } else if (mode_ == Mode::Describe) {
@@ -163,6 +163,7 @@ class Visitor {
       b.access = access;
       b.element = std::is_same_v<E, int32_t>   ? Element::Int32
                   : std::is_same_v<E, int64_t> ? Element::Int64
+                  : std::is_same_v<E, uint8_t> ? Element::UInt8
                                                : Element::Real;
       b.n = std::max<int64_t>(n, 0);
       b.present = p != nullptr;

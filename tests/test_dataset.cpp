@@ -702,6 +702,30 @@ TEST(MakeBatch, AugmentationIsDeterministicBySeedAndStaysInRange) {
   EXPECT_NE(make_batch(clips, indices, all, &a, Device::cpu()).x.to_vector(), xa);
 }
 
+// On a GPU the batch is made there (kernels/clips.h) from the clips' uint8 values: the same
+// values as on the CPU within the kernel table's elementwise tolerance (the device's logf and
+// cosf in the noise, the contrast mean summed in another order).
+TEST(MakeBatch, OnTheGpuMatchesTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  constexpr double kTol = 1e-6;
+  const ClipSet clips = patterned_clips(8, 3, 6, 6, 2);
+  const std::vector<size_t> indices = {7, 0, 3, 3, 5};
+  Augmentation all;
+  all.flip = true;
+  all.brightness = 0.3;
+  all.contrast = 0.4;
+  all.noise = 0.2;
+  for (const Augmentation& augmentation : {Augmentation{}, all}) {
+    Generator a(21), b(21);
+    const Batch cpu = make_batch(clips, indices, augmentation, &a, Device::cpu());
+    const Batch gpu = make_batch(clips, indices, augmentation, &b, Device::cuda(0));
+    const std::vector<double> x = cpu.x.to_vector(), xg = gpu.x.to_vector();
+    ASSERT_EQ(x.size(), xg.size());
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(xg[i], x[i], kTol) << "value " << i;
+    EXPECT_EQ(gpu.y.to_vector(), cpu.y.to_vector());
+  }
+}
+
 // Noise is sigma * philox_normal(seed, offset, b * E + e) of the batch's second draw; an odd
 // clip size (1 x 1 x 3 x 3 = 9 values) exercises the pairs that straddle two clips.
 TEST(MakeBatch, NoiseIsPhiloxNormal) {
