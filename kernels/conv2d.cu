@@ -448,11 +448,12 @@ ConvChoice forced_choice() {
   return choice;
 }
 
-// The multiply-adds x 2 of a convolution producing an (N, HO, WO, F) output from (KH, KW, C)
-// windows; with `tiled`, HO and WO rounded up to the forward kernel's 8x8 tiles.
-double conv_flops(const Conv2dGeometry& g, bool tiled) {
-  const double ho = tiled ? (g.HO + 7) / 8 * 8 : g.HO, wo = tiled ? (g.WO + 7) / 8 * 8 : g.WO;
-  return 2.0 * g.N * ho * wo * double(g.F) * g.KH * g.KW * g.C;
+// The multiply-adds x 2 of a convolution producing rows x cols output pixels per image from
+// (KH, KW, C) windows, F values each; with `tiled`, rows and cols rounded up to the forward
+// kernel's 8x8 tiles.
+double conv_flops(const Conv2dGeometry& g, int rows, int cols, bool tiled) {
+  const double r = tiled ? (rows + 7) / 8 * 8 : rows, c = tiled ? (cols + 7) / 8 * 8 : cols;
+  return 2.0 * g.N * r * c * double(g.F) * g.KH * g.KW * g.C;
 }
 
 enum class Pass { Forward, BackwardData, BackwardFilter };
@@ -469,11 +470,12 @@ bool direct_v1_suits(const Conv2dGeometry& g, Pass pass) {
   if (!conv2d_direct_v1_tiles(g)) return false;
   switch (pass) {
     case Pass::Forward:
-      return conv_flops(g, true) <= kDirectMaxFlops;
-    case Pass::BackwardData:  // stride 1 runs tiled; other strides the plain kernel (not measured)
-      return g.SH == 1 && g.SW == 1 && conv_flops(g, true) <= kDirectMaxFlops;
+      return conv_flops(g, g.HO, g.WO, true) <= kDirectMaxFlops;
+    case Pass::BackwardData:  // stride 1 runs the tiled forward kernel over the input's H x W;
+                              // other strides the plain kernel (not measured)
+      return g.SH == 1 && g.SW == 1 && conv_flops(g, g.H, g.W, true) <= kDirectMaxFlops;
     case Pass::BackwardFilter:
-      return conv_flops(g, false) <= kDirectMaxFlops;
+      return conv_flops(g, g.HO, g.WO, false) <= kDirectMaxFlops;
   }
   return false;
 }

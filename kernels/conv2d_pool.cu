@@ -127,7 +127,9 @@ __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, co
       const int th = h + g.pad_top - kh;
       if (th < 0 || th % g.SH != 0 || th / g.SH >= g.HO) continue;
       const int ho = th / g.SH;
-      // Pool rows po with po*PSH - pad_top <= ho < po*PSH - pad_top + PH.
+      // Pool rows po with po*PSH - pad_top <= ho < po*PSH - pad_top + PH. The lower bound
+      // divides a possibly negative numerator, which C++ rounds toward zero: wrong as a floor,
+      // but then the true bound is <= 0 too, and max(0, .) gives the right 0.
       const int po_lo = max(0, (ho + p.pad_top - p.PH + p.SH) / p.SH),
                 po_hi = min(p.HO - 1, (ho + p.pad_top) / p.SH);
       for (int kw = 0; kw < g.KW; ++kw) {
