@@ -42,6 +42,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <opencv2/core/version.hpp>
 #include <set>
@@ -713,13 +714,13 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
     k.choice_seed = choices.seed, k.choice_offset = choices.offset;
     k.noise_seed = noise.seed, k.noise_offset = noise.offset;
   }
-  Tensor staged;  // the uint8 values on the device (in a float tensor's storage)
+  std::unique_ptr<Storage> staged;  // the uint8 values on the device
   if (device.is_cpu()) {
     k.inp = gathered.data();
   } else {
-    staged = Tensor::empty(Shape{static_cast<int64_t>((gathered.size() + 3) / 4)}, DType::Float32, device);
-    copy_bytes(staged.data<float>(), device, gathered.data(), Device::cpu(), gathered.size());
-    k.inp = reinterpret_cast<const uint8_t*>(staged.data<float>());
+    staged = std::make_unique<Storage>(gathered.size(), device);
+    copy_bytes(staged->data, device, gathered.data(), Device::cpu(), gathered.size());
+    k.inp = static_cast<const uint8_t*>(staged->data);
   }
   run_kernel(k, device);
 

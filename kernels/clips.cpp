@@ -12,6 +12,35 @@
 
 namespace hisvid {
 
+namespace {
+
+// Clip b's brightness shift and contrast stretch, in place on its E scaled values.
+template <typename T>
+void brighten_and_stretch(T* dst, const ClipsToBatch<T>& k, uint64_t slot) {
+  if (k.brightness > 0) {
+    const double u = philox_uniform(k.choice_seed, k.choice_offset, slot + 1);
+    const T delta = static_cast<T>(k.brightness * (2.0 * u - 1.0));
+    for (int64_t e = 0; e < k.E; ++e) dst[e] += delta;
+  }
+  if (k.contrast > 0) {
+    const double u = philox_uniform(k.choice_seed, k.choice_offset, slot + 2);
+    const T factor = static_cast<T>(1.0 + k.contrast * (2.0 * u - 1.0));
+    double sum = 0;
+    for (int64_t e = 0; e < k.E; ++e) sum += dst[e];
+    const T mean = static_cast<T>(sum / static_cast<double>(k.E));
+    for (int64_t e = 0; e < k.E; ++e) dst[e] = (dst[e] - mean) * factor + mean;
+  }
+}
+
+// Every value of the clip into [0, 1], when any augmentation is on.
+template <typename T>
+void clip_to_unit(T* dst, const ClipsToBatch<T>& k) {
+  if (!k.any()) return;
+  for (int64_t e = 0; e < k.E; ++e) dst[e] = std::min(std::max(dst[e], T(0)), T(1));
+}
+
+}  // namespace
+
 namespace naive {
 
 template <typename T>
@@ -28,28 +57,14 @@ void clips_to_batch(const ClipsToBatch<T>& k) {
       const int64_t from = r * row + (flip ? k.W - 1 - w : w) * k.C + c;
       dst[e] = static_cast<T>(src[from]) / static_cast<T>(255);
     }
-    if (k.brightness > 0) {
-      const double u = philox_uniform(k.choice_seed, k.choice_offset, slot + 1);
-      const T delta = static_cast<T>(k.brightness * (2.0 * u - 1.0));
-      for (int64_t e = 0; e < k.E; ++e) dst[e] += delta;
-    }
-    if (k.contrast > 0) {
-      const double u = philox_uniform(k.choice_seed, k.choice_offset, slot + 2);
-      const T factor = static_cast<T>(1.0 + k.contrast * (2.0 * u - 1.0));
-      double sum = 0;
-      for (int64_t e = 0; e < k.E; ++e) sum += dst[e];
-      const T mean = static_cast<T>(sum / static_cast<double>(k.E));
-      for (int64_t e = 0; e < k.E; ++e) dst[e] = (dst[e] - mean) * factor + mean;
-    }
+    brighten_and_stretch(dst, k, slot);
     if (k.noise > 0) {
       const T sigma = static_cast<T>(k.noise);
       for (int64_t e = 0; e < k.E; ++e) {
         dst[e] += sigma * static_cast<T>(philox_normal(k.noise_seed, k.noise_offset, uint64_t(b * k.E + e)));
       }
     }
-    if (k.any()) {
-      for (int64_t e = 0; e < k.E; ++e) dst[e] = std::min(std::max(dst[e], T(0)), T(1));
-    }
+    clip_to_unit(dst, k);
   }
 }
 
@@ -108,26 +123,12 @@ void clips_to_batch(const ClipsToBatch<float>& k) {
         for (int64_t c = 0; c < k.C; ++c) out[c] = scale[pixel[c]];
       }
     }
-    if (k.brightness > 0) {
-      const double u = philox_uniform(k.choice_seed, k.choice_offset, slot + 1);
-      const float delta = static_cast<float>(k.brightness * (2.0 * u - 1.0));
-      for (int64_t e = 0; e < k.E; ++e) dst[e] += delta;
-    }
-    if (k.contrast > 0) {
-      const double u = philox_uniform(k.choice_seed, k.choice_offset, slot + 2);
-      const float factor = static_cast<float>(1.0 + k.contrast * (2.0 * u - 1.0));
-      double sum = 0;
-      for (int64_t e = 0; e < k.E; ++e) sum += dst[e];
-      const float mean = static_cast<float>(sum / static_cast<double>(k.E));
-      for (int64_t e = 0; e < k.E; ++e) dst[e] = (dst[e] - mean) * factor + mean;
-    }
+    brighten_and_stretch(dst, k, slot);
     if (k.noise > 0) {
       add_noise(dst, k.E, static_cast<uint64_t>(b) * uint64_t(k.E), static_cast<float>(k.noise), k.noise_seed,
                 k.noise_offset);
     }
-    if (k.any()) {
-      for (int64_t e = 0; e < k.E; ++e) dst[e] = std::min(std::max(dst[e], 0.0f), 1.0f);
-    }
+    clip_to_unit(dst, k);
   }
 }
 

@@ -31,18 +31,11 @@ __global__ void scale_kernel(ClipsToBatch<float> k) {
 
 // mean[b] = the mean of out's clip b, summed in double. Grid: B blocks.
 __global__ void __launch_bounds__(kMeanThreads) mean_kernel(float* mean, const float* out, int64_t E) {
-  __shared__ double partial[kMeanThreads / 32];
   const float* x = out + int64_t(blockIdx.x) * E;
   double s = 0.0;
   for (int64_t e = threadIdx.x; e < E; e += blockDim.x) s += x[e];
-  s = device::warp_sum(s);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double total = 0.0;
-    for (int w = 0; w < kMeanThreads / 32; ++w) total += partial[w];
-    mean[blockIdx.x] = static_cast<float>(total / static_cast<double>(E));
-  }
+  s = device::block_sum(s);
+  if (threadIdx.x == 0) mean[blockIdx.x] = static_cast<float>(s / static_cast<double>(E));
 }
 
 __global__ void finish_kernel(ClipsToBatch<float> k, const float* mean) {

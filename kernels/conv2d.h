@@ -32,6 +32,26 @@ HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int 
   return Conv2dGeometry{N, H, W, C, F, KH, KW, SH, SW, h.out, w.out, h.pad_before, w.pad_before};
 }
 
+// One output value of the convolution, the definition: bias[f] (0 when bias is null) plus the
+// products of the window under (ho, wo) in (kh, kw, c) order, the padding skipped.
+template <typename T>
+HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2dGeometry& g, int64_t n,
+                      int ho, int wo, int f) {
+  T sum = bias != nullptr ? bias[f] : T(0);
+  for (int kh = 0; kh < g.KH; ++kh) {
+    const int ih = ho * g.SH - g.pad_top + kh;
+    if (ih < 0 || ih >= g.H) continue;
+    for (int kw = 0; kw < g.KW; ++kw) {
+      const int iw = wo * g.SW - g.pad_left + kw;
+      if (iw < 0 || iw >= g.W) continue;
+      const T* x = inp + ((n * g.H + ih) * g.W + iw) * g.C;
+      const T* w = weight + (int64_t(kh) * g.KW + kw) * g.C * g.F + f;
+      for (int c = 0; c < g.C; ++c) sum += x[c] * w[int64_t(c) * g.F];
+    }
+  }
+  return sum;
+}
+
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F); bias may be null.
 template <typename T>
 struct Conv2dForward {

@@ -140,19 +140,7 @@ __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const f
     rest /= g.WO;
     const int ho = static_cast<int>(rest % g.HO);
     const int64_t n = rest / g.HO;
-    float acc = bias != nullptr ? bias[f] : 0.0f;
-    for (int kh = 0; kh < g.KH; ++kh) {
-      const int ih = ho * g.SH - g.pad_top + kh;
-      if (ih < 0 || ih >= g.H) continue;
-      for (int kw = 0; kw < g.KW; ++kw) {
-        const int iw = wo * g.SW - g.pad_left + kw;
-        if (iw < 0 || iw >= g.W) continue;
-        const float* x = inp + ((n * g.H + ih) * g.W + iw) * g.C;
-        const float* w = weight + (int64_t(kh) * g.KW + kw) * g.C * g.F + f;
-        for (int c = 0; c < g.C; ++c) acc += x[c] * w[int64_t(c) * g.F];
-      }
-    }
-    out[i] = acc;
+    out[i] = conv2d_at(inp, weight, bias, g, n, ho, wo, f);
   }
 }
 

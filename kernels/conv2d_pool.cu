@@ -37,18 +37,7 @@ __global__ void forward_kernel(float* out, int32_t* argmax, const float* inp, co
       for (int pw = 0; pw < p.PW; ++pw) {
         const int wo = qo * p.SW - p.pad_left + pw;
         if (wo < 0 || wo >= g.WO) continue;
-        float z = bias != nullptr ? bias[f] : 0.0f;
-        for (int kh = 0; kh < g.KH; ++kh) {
-          const int ih = ho * g.SH - g.pad_top + kh;
-          if (ih < 0 || ih >= g.H) continue;
-          for (int kw = 0; kw < g.KW; ++kw) {
-            const int iw = wo * g.SW - g.pad_left + kw;
-            if (iw < 0 || iw >= g.W) continue;
-            const float* x = inp + ((n * g.H + ih) * g.W + iw) * g.C;
-            const float* w = weight + (int64_t(kh) * g.KW + kw) * g.C * g.F + f;
-            for (int c = 0; c < g.C; ++c) z += x[c] * w[int64_t(c) * g.F];
-          }
-        }
+        const float z = conv2d_at(inp, weight, bias, g, n, ho, wo, f);
         const float y = activate(z, act);
         if (best_at < 0 || y > best) best = y, best_at = ho * g.WO + wo;
       }
@@ -56,18 +45,6 @@ __global__ void forward_kernel(float* out, int32_t* argmax, const float* inp, co
     out[i] = best;
     if (argmax != nullptr) argmax[i] = best_at;
   }
-}
-
-// Sum of v over the block (every thread gets it). shared: kReduceThreads / 32 floats.
-__device__ float block_sum(float v, float* shared) {
-  v = device::warp_sum(v);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float s = 0.0f;
-  for (int w = 0; w < int(blockDim.x / 32); ++w) s += shared[w];
-  __syncthreads();
-  return s;
 }
 
 __device__ float pooled_grad(const float* dout, const float* out, int64_t i, Activation act) {
@@ -78,11 +55,10 @@ __device__ float pooled_grad(const float* dout, const float* out, int64_t i, Act
 __global__ void __launch_bounds__(kReduceThreads)
     dbias_kernel(float* dbias, const float* dout, const float* out, int64_t positions, int F,
                  Activation act) {
-  __shared__ float shared[kReduceThreads / 32];
   const int f = blockIdx.x;
   float s = 0.0f;
   for (int64_t m = threadIdx.x; m < positions; m += blockDim.x) s += pooled_grad(dout, out, m * F + f, act);
-  s = block_sum(s, shared);
+  s = device::block_sum(s);
   if (threadIdx.x == 0) dbias[f] += s;
 }
 
@@ -91,7 +67,6 @@ __global__ void __launch_bounds__(kReduceThreads)
 __global__ void __launch_bounds__(kReduceThreads)
     dweight_kernel(float* dweight, const float* dout, const float* out, const int32_t* argmax,
                    const float* inp, Conv2dGeometry g, Pool2dGeometry p, Activation act) {
-  __shared__ float shared[kReduceThreads / 32];
   const int f = static_cast<int>(blockIdx.x % g.F);
   const int r = static_cast<int>(blockIdx.x / g.F);
   const int c = r % g.C, tap = r / g.C, kh = tap / g.KW, kw = tap % g.KW;
@@ -105,7 +80,7 @@ __global__ void __launch_bounds__(kReduceThreads)
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
     s += pooled_grad(dout, out, i, act) * inp[((n * g.H + ih) * g.W + iw) * g.C + c];
   }
-  s = block_sum(s, shared);
+  s = device::block_sum(s);
   if (threadIdx.x == 0) dweight[blockIdx.x] += s;  // blockIdx.x = r * F + f
 }
 

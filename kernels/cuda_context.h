@@ -236,6 +236,22 @@ __device__ __forceinline__ T warp_sum(T value) {
   return value;
 }
 
+// Sum of v over the threads of a one-dimensional block (blockDim.x a multiple of 32), valid in
+// thread 0: each warp's sum, then thread 0 adds the warps' sums in warp order (the same bits on
+// every run). Once per kernel, or with a __syncthreads() between two calls.
+template <typename T>
+__device__ T block_sum(T v) {
+  __shared__ T per_warp[32];
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = v;
+  __syncthreads();
+  T total = T(0);
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < int(blockDim.x / 32); ++w) total += per_warp[w];
+  }
+  return total;
+}
+
 __device__ __forceinline__ float warp_max(float value) {
   for (int offset = 16; offset > 0; offset >>= 1)
     value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));

@@ -10,19 +10,6 @@ namespace {
 
 constexpr int kMaxSumBlocks = 1024;
 
-// Sum of v over the threads of the block, valid in thread 0. blockDim.x == kThreads.
-__device__ double block_sum(double v) {
-  __shared__ double per_warp[kThreads / 32];
-  v = device::warp_sum(v);
-  if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = v;
-  __syncthreads();
-  double total = 0.0;
-  if (threadIdx.x == 0) {
-    for (int w = 0; w < kThreads / 32; ++w) total += per_warp[w];
-  }
-  return total;
-}
-
 // partials (gridDim.x) = sums of inp (n) over each block's grid-stride share
 __global__ void sum_partial_kernel(double* partials, const float* inp, int64_t n) {
   double acc = 0.0;
@@ -30,7 +17,7 @@ __global__ void sum_partial_kernel(double* partials, const float* inp, int64_t n
        i += int64_t(gridDim.x) * blockDim.x) {
     acc += inp[i];
   }
-  const double total = block_sum(acc);
+  const double total = device::block_sum(acc);
   if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
@@ -38,7 +25,7 @@ __global__ void sum_partial_kernel(double* partials, const float* inp, int64_t n
 __global__ void sum_finalize_kernel(float* out, const double* partials, int count) {
   double acc = 0.0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
-  const double total = block_sum(acc);
+  const double total = device::block_sum(acc);
   if (threadIdx.x == 0) out[0] = static_cast<float>(total);
 }
 
