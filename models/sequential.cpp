@@ -272,7 +272,13 @@ Tensor Sequential::forward(const Tensor& x, const layers::ForwardContext& ctx, O
 bool Sequential::fuse_conv_pool_by_default() {
   static const bool fuse = [] {
     const char* v = std::getenv("HISVID_FUSE_CONV_POOL");
-    return v == nullptr || std::string(v) != "0";
+    const std::string value = v == nullptr ? "" : v;
+    if (value.empty() || value == "1") return true;
+    if (value == "0") return false;
+    fail(
+        "environment variable HISVID_FUSE_CONV_POOL='{}': expected 0 (layers one by one) or 1 (fused, the "
+        "default)",
+        value);
   }();
   return fuse;
 }

@@ -112,7 +112,9 @@ void expect_refused(const fs::path& dir, const std::vector<std::string>& args,
   }
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 std::string file_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -126,16 +128,17 @@ class Cli : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("hisvid_cli_" + std::to_string(getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    const Result made = run(dir_, {"make-dataset", "--out", "data", "--clips-per-class", "5", "--frames", "24",
-                                   "--size", "64", "--classes", "MoveLeft,MoveRight,Grow,Shrink"});
+    const Result made = run(dir_, {"make-dataset", "--out", "data", "--clips-per-class", "5", "--frames",
+                                   "24", "--size", "64", "--classes", "MoveLeft,MoveRight,Grow,Shrink"});
     ASSERT_EQ(made.status, 0) << made.output;
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
   // Trains lrcn for `epochs` on the dataset (no early stopping) into out.
   static Result train(const std::string& out, int epochs, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"train", "--model", "lrcn", "--data", "data", "--epochs", std::to_string(epochs),
-                                     "--out", out, "--cache", "clips.h5", "--patience", "-1"};
+    std::vector<std::string> args = {
+        "train", "--model", "lrcn",    "--data",   "data",       "--epochs", std::to_string(epochs),
+        "--out", out,       "--cache", "clips.h5", "--patience", "-1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return run(dir_, args);
   }
@@ -163,7 +166,8 @@ TEST_F(Cli, TrainEvaluatePredictAndTheCache) {
   ASSERT_EQ(second.status, 0) << second.output;
   EXPECT_TRUE(contains(second.output, "read from the clip cache")) << second.output;
 
-  const Result evaluated = run(dir_, {"evaluate", "--weights", "run/model.h5", "--split", "test", "--out", "eval"});
+  const Result evaluated =
+      run(dir_, {"evaluate", "--weights", "run/model.h5", "--split", "test", "--out", "eval"});
   ASSERT_EQ(evaluated.status, 0) << evaluated.output;
   EXPECT_TRUE(contains(evaluated.output, "weighted avg")) << evaluated.output;
   EXPECT_TRUE(fs::exists(dir_ / "eval/confusion.png"));
@@ -207,11 +211,13 @@ TEST_F(Cli, MissingEmptyAndUnusableData) {
   fs::create_directories(dir_ / "bad/Broken");
   fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "bad/Good/a.avi");
   std::ofstream(dir_ / "bad/Broken/notes.avi") << "not a video\n";
-  const Result unusable = run(dir_, {"train", "--data", "bad", "--out", "x", "--epochs", "1", "--cache", "none"});
+  const Result unusable =
+      run(dir_, {"train", "--data", "bad", "--out", "x", "--epochs", "1", "--cache", "none"});
   EXPECT_EQ(unusable.status, 1);
   EXPECT_TRUE(contains(unusable.output, "Broken")) << unusable.output;
 
-  const Result one_class = run(dir_, {"train", "--data", "data", "--classes", "Grow", "--out", "x", "--epochs", "1"});
+  const Result one_class =
+      run(dir_, {"train", "--data", "data", "--classes", "Grow", "--out", "x", "--epochs", "1"});
   EXPECT_EQ(one_class.status, 1);
   EXPECT_TRUE(contains(one_class.output, "at least 2")) << one_class.output;
 }
@@ -227,7 +233,8 @@ TEST_F(Cli, CorruptAndShortVideosAreSkippedAndNamed) {
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     std::ofstream(dir_ / "mixed/Shrink/truncated.avi", std::ios::binary).write(head.data(), 1024);
   }
-  const Result r = run(dir_, {"train", "--data", "mixed", "--epochs", "1", "--out", "mixed_run", "--cache", "none"});
+  const Result r =
+      run(dir_, {"train", "--data", "mixed", "--epochs", "1", "--out", "mixed_run", "--cache", "none"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "skipped 2 files")) << r.output;
   EXPECT_TRUE(contains(r.output, "fake.avi")) << r.output;
@@ -263,8 +270,8 @@ TEST_F(Cli, CacheNeverReplacesAFileItDidNotWrite) {
 }
 
 TEST_F(Cli, CtrlCKeepsTheLastCompleteCheckpointAndResumes) {
-  Process training(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "200", "--out", "interrupted",
-                          "--cache", "clips.h5", "--patience", "-1"});
+  Process training(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "200", "--out",
+                          "interrupted", "--cache", "clips.h5", "--patience", "-1"});
   const fs::path last = dir_ / "interrupted/last.h5";
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
   while (!fs::exists(last) && std::chrono::steady_clock::now() < deadline) {
@@ -280,10 +287,12 @@ TEST_F(Cli, CtrlCKeepsTheLastCompleteCheckpointAndResumes) {
   const int epochs_done = saved.extras.training_state["epoch"].get<int>();
   EXPECT_GE(epochs_done, 1);
 
-  const Result resumed = run(dir_, {"train", "--resume", "interrupted", "--epochs", std::to_string(epochs_done + 1)});
+  const Result resumed =
+      run(dir_, {"train", "--resume", "interrupted", "--epochs", std::to_string(epochs_done + 1)});
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_TRUE(contains(resumed.output, "resuming")) << resumed.output;
-  EXPECT_TRUE(contains(resumed.output, fmt::format("Epoch {}/{}", epochs_done + 1, epochs_done + 1))) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, fmt::format("Epoch {}/{}", epochs_done + 1, epochs_done + 1)))
+      << resumed.output;
 }
 
 TEST_F(Cli, DiskFullWhileCheckpointingKeepsThePreviousCheckpoint) {
@@ -310,6 +319,15 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   const Result bad_model = run(dir_, {"summary", "--model", "lrcnn"});
   EXPECT_EQ(bad_model.status, 1);
   EXPECT_TRUE(contains(bad_model.output, "hisvid: error: ")) << bad_model.output;
+}
+
+// A switch in the environment that is neither 0 nor 1 is an error naming it, not "on".
+TEST_F(Cli, MisreadEnvironmentSwitchIsRefused) {
+  ::setenv("HISVID_FUSE_CONV_POOL", "off", 1);
+  const Result fused = run(dir_, {"summary", "--model", "lrcn", "--classes", "4"});
+  ::unsetenv("HISVID_FUSE_CONV_POOL");
+  EXPECT_EQ(fused.status, 1) << fused.output;
+  EXPECT_TRUE(contains(fused.output, "HISVID_FUSE_CONV_POOL='off'")) << fused.output;
 }
 
 // Keras files of every version through the binary, as users with a model of their own run it:
