@@ -1,13 +1,12 @@
 #include "io/plots.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-
-#include <fmt/format.h>
 
 #include "engine/error.h"
 #include "io/atomic_file.h"
@@ -40,7 +39,8 @@ void put_vertical_text(cv::Mat& img, const std::string& text, cv::Point at, doub
   cv::rotate(strip, rotated, cv::ROTATE_90_COUNTERCLOCKWISE);
   const cv::Rect roi(at.x, at.y - rotated.rows, rotated.cols, rotated.rows);
   const cv::Rect inside = roi & cv::Rect(0, 0, img.cols, img.rows);
-  if (inside.area() > 0) rotated(cv::Rect(inside.x - roi.x, inside.y - roi.y, inside.width, inside.height)).copyTo(img(inside));
+  if (inside.area() > 0)
+    rotated(cv::Rect(inside.x - roi.x, inside.y - roi.y, inside.width, inside.height)).copyTo(img(inside));
 }
 
 // A "nice" tick step near span / 5: 1, 2 or 5 times a power of ten.
@@ -84,7 +84,8 @@ void write_confusion_png(const std::string& path, const std::vector<std::vector<
   }
   const int cell = std::max(36, std::min(90, 720 / K));
   int label_width = 0;
-  for (const std::string& name : class_names) label_width = std::max(label_width, text_size(name, 0.45).width);
+  for (const std::string& name : class_names)
+    label_width = std::max(label_width, text_size(name, 0.45).width);
   const int left = label_width + 60, top = 60, bottom = label_width + 60, right = 30;
   cv::Mat img(top + K * cell + bottom, left + K * cell + right, CV_8UC3, kWhite);
   int64_t peak = 1;
@@ -104,8 +105,8 @@ void write_confusion_png(const std::string& path, const std::vector<std::vector<
     }
     const cv::Size s = text_size(class_names[t], 0.45);
     put_text(img, class_names[t], {left - s.width - 8, top + t * cell + (cell + s.height) / 2}, 0.45, kBlack);
-    put_vertical_text(img, class_names[t], {left + t * cell + (cell - s.height) / 2 - 3, top + K * cell + 8 + s.width},
-                      0.45);
+    put_vertical_text(img, class_names[t],
+                      {left + t * cell + (cell - s.height) / 2 - 3, top + K * cell + 8 + s.width}, 0.45);
   }
   put_text(img, title, {left, 35}, 0.6, kBlack, 1);
   put_text(img, "predicted", {left + K * cell / 2 - 40, img.rows - 15}, 0.5, kBlack);
@@ -113,8 +114,8 @@ void write_confusion_png(const std::string& path, const std::vector<std::vector<
   write_png(path, img);
 }
 
-void write_curves_png(const std::string& path, const std::vector<Curve>& loss, const std::vector<Curve>& accuracy,
-                      const std::string& title) {
+void write_curves_png(const std::string& path, const std::vector<Curve>& loss,
+                      const std::vector<Curve>& accuracy, const std::string& title) {
   const int panel_w = 520, panel_h = 380, margin = 60;
   cv::Mat img(panel_h + 2 * margin, 2 * (panel_w + margin) + margin, CV_8UC3, kWhite);
   // fixed_range: the accuracy panel spans [0, 1] whatever the values, and its legend goes to the
@@ -153,7 +154,8 @@ void write_curves_png(const std::string& path, const std::vector<Curve>& loss, c
                        margin + panel_h - 1 - static_cast<int>((v - lo) / (hi - lo) * (panel_h - 1)));
     };
     const double y_step = nice_step(hi - lo);
-    for (double v = std::ceil(lo / y_step - 1e-9) * y_step; v <= hi + 1e-9 * y_step; v += y_step) {  // grid, y labels
+    for (double v = std::ceil(lo / y_step - 1e-9) * y_step; v <= hi + 1e-9 * y_step;
+         v += y_step) {  // grid, y labels
       const cv::Point p = to_px(1, v);
       cv::line(img, {x0 + 1, p.y}, {x0 + panel_w - 2, p.y}, kGrid, 1);
       put_text(img, format_tick(v, y_step), {x0 - 45, p.y + 4}, 0.4, kBlack);
@@ -169,12 +171,14 @@ void write_curves_png(const std::string& path, const std::vector<Curve>& loss, c
       for (size_t e = 1; e < curves[c].values.size(); ++e) {
         const double a = curves[c].values[e - 1], b = curves[c].values[e];
         if (std::isfinite(a) && std::isfinite(b)) {
-          cv::line(img, to_px(static_cast<double>(e), a), to_px(static_cast<double>(e + 1), b), colour, 2, cv::LINE_AA);
+          cv::line(img, to_px(static_cast<double>(e), a), to_px(static_cast<double>(e + 1), b), colour, 2,
+                   cv::LINE_AA);
         }
       }
       for (size_t e = 0; e < curves[c].values.size(); ++e) {
         if (std::isfinite(curves[c].values[e])) {
-          cv::circle(img, to_px(static_cast<double>(e + 1), curves[c].values[e]), 3, colour, cv::FILLED, cv::LINE_AA);
+          cv::circle(img, to_px(static_cast<double>(e + 1), curves[c].values[e]), 3, colour, cv::FILLED,
+                     cv::LINE_AA);
         }
       }
       const int ly = fixed_range ? margin + panel_h - 12 - static_cast<int>(curves.size() - 1 - c) * 18
@@ -186,6 +190,80 @@ void write_curves_png(const std::string& path, const std::vector<Curve>& loss, c
   draw_panel(loss, margin, "loss", false);
   draw_panel(accuracy, 2 * margin + panel_w, "accuracy", true);
   put_text(img, title, {margin, 25}, 0.6, kBlack);
+  write_png(path, img);
+}
+
+void write_explanation_png(const std::string& path, const std::vector<std::vector<uint8_t>>& frames,
+                           int height, int width, const std::vector<std::string>& captions,
+                           const std::vector<double>& weights, const std::vector<double>& drops,
+                           const std::string& title) {
+  const size_t T = frames.size();
+  if (T == 0 || captions.size() != T || weights.size() != T || drops.size() != T) {
+    fail("{}: {} frames with {} captions, {} weights and {} drops", path, T, captions.size(), weights.size(),
+         drops.size());
+  }
+  // Cells 180 pixels on their longer side, keeping the frames' aspect; about as many columns as rows.
+  const double zoom = 180.0 / std::max(height, width);
+  const int cell_w = std::max(1, static_cast<int>(width * zoom)),
+            cell_h = std::max(1, static_cast<int>(height * zoom));
+  const int columns = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(T) * cell_h / cell_w)));
+  const int rows = static_cast<int>((T + static_cast<size_t>(columns) - 1) / static_cast<size_t>(columns));
+  const int gap = 8, caption_h = 18, margin = 60, top = 40;
+  const int grid_w = columns * (cell_w + gap) - gap, grid_h = rows * (cell_h + caption_h + gap);
+  const int chart_w = std::max(grid_w, 400), chart_h = 120, chart_gap = 50;
+  cv::Mat img(top + grid_h + 2 * (chart_h + chart_gap) + 20,
+              std::max(margin + chart_w + 30, margin + text_size(title, 0.55).width + 20), CV_8UC3, kWhite);
+  put_text(img, title, {margin, 25}, 0.55, kBlack);
+  for (size_t t = 0; t < T; ++t) {
+    if (frames[t].size() != static_cast<size_t>(height) * width * 3) {
+      fail("{}: frame {} holds {} bytes, not {}x{}x3", path, t, frames[t].size(), height, width);
+    }
+    const cv::Mat frame(height, width, CV_8UC3, const_cast<uint8_t*>(frames[t].data()));
+    const int x = margin + static_cast<int>(t % static_cast<size_t>(columns)) * (cell_w + gap);
+    const int y = top + static_cast<int>(t / static_cast<size_t>(columns)) * (cell_h + caption_h + gap);
+    cv::Mat cell;
+    cv::resize(frame, cell, cv::Size(cell_w, cell_h), 0, 0, zoom < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    cell.copyTo(img(cv::Rect(x, y, cell_w, cell_h)));
+    put_text(img, captions[t], {x, y + cell_h + 13}, 0.38, kBlack);
+  }
+  // One bar per frame from a zero line; the range always includes 0.
+  auto chart = [&](const std::vector<double>& values, int y0, const std::string& name,
+                   const cv::Scalar& colour) {
+    double lo = 0.0, hi = 0.0;
+    for (double v : values) {
+      if (std::isfinite(v)) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+    }
+    if (hi - lo < 1e-12) hi = lo + 1.0;
+    const cv::Rect area(margin, y0, chart_w, chart_h);
+    cv::rectangle(img, area, kBlack, 1);
+    put_text(img, name, {margin, y0 - 8}, 0.45, kBlack);
+    auto to_y = [&](double v) {
+      return y0 + chart_h - 1 - static_cast<int>((v - lo) / (hi - lo) * (chart_h - 1));
+    };
+    const double step = nice_step(hi - lo);
+    for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + 1e-9 * step; v += step) {
+      cv::line(img, {margin + 1, to_y(v)}, {margin + chart_w - 2, to_y(v)}, kGrid, 1);
+      put_text(img, format_tick(v, step), {margin - 50, to_y(v) + 4}, 0.38, kBlack);
+    }
+    const double slot = static_cast<double>(chart_w) / static_cast<double>(T);
+    for (size_t t = 0; t < T; ++t) {
+      const int x0 = margin + static_cast<int>(t * slot + 0.15 * slot),
+                x1 = margin + static_cast<int>((t + 1) * slot - 0.15 * slot);
+      if (std::isfinite(values[t])) {
+        cv::rectangle(img, cv::Point(x0, to_y(0.0)), cv::Point(std::max(x0, x1 - 1), to_y(values[t])), colour,
+                      cv::FILLED);
+      }
+      if (T <= 40 || t % 5 == 0) put_text(img, std::to_string(t), {x0, y0 + chart_h + 14}, 0.35, kBlack);
+    }
+    cv::line(img, {margin + 1, to_y(0.0)}, {margin + chart_w - 2, to_y(0.0)}, kBlack, 1);
+  };
+  const int charts_top = top + grid_h + chart_gap - 10;
+  chart(weights, charts_top, "Grad-CAM weight of each frame (its share of the heat)", kPalette[0]);
+  chart(drops, charts_top + chart_h + chart_gap,
+        "occlusion: drop of the class's probability with the frame black", kPalette[1]);
   write_png(path, img);
 }
 

@@ -19,7 +19,16 @@ struct Curve {
 };
 
 // Two panels side by side: loss curves and accuracy curves, x = epoch.
-void write_curves_png(const std::string& path, const std::vector<Curve>& loss, const std::vector<Curve>& accuracy,
-                      const std::string& title);
+void write_curves_png(const std::string& path, const std::vector<Curve>& loss,
+                      const std::vector<Curve>& accuracy, const std::string& title);
+
+// hisvid explain's figure: the frames (each (height, width, 3) BGR, heatmaps already laid
+// over them) in a grid, each captioned with captions[t], then two bar charts, one bar per
+// frame: `weights` (the Grad-CAM share of each frame, >= 0) and `drops` (the fall of the class's
+// probability when the frame is blacked out; negative when it rises).
+void write_explanation_png(const std::string& path, const std::vector<std::vector<uint8_t>>& frames,
+                           int height, int width, const std::vector<std::string>& captions,
+                           const std::vector<double>& weights, const std::vector<double>& drops,
+                           const std::string& title);
 
 }  // namespace hisvid::io

@@ -370,14 +370,24 @@ Scene make_scene(uint64_t seed, int pair, int clip, Motion motion, int width, in
   return scene;
 }
 
+// The object's outline at forward frame t of `frames`, in pixel coordinates (render_frame draws
+// the same vertices shifted by half a pixel: fillPoly puts pixel centres on integers).
+std::vector<cv::Point2d> outline(const Scene& scene, int t, int frames) {
+  const Pose pose = scene.path.at(static_cast<double>(t) / (frames - 1));
+  std::vector<cv::Point2d> points;
+  for (const cv::Point2d& p : scene.shape)
+    points.emplace_back(pose.x + pose.radius * p.x, pose.y + pose.radius * p.y);
+  return points;
+}
+
 // Forward frame t of `frames` into `out` (H,W) BGR uint8.
 void render_frame(const Scene& scene, int t, int frames, cv::Mat3b& out) {
   const int height = scene.background.rows, width = scene.background.cols;
-  const Pose pose = scene.path.at(static_cast<double>(t) / (frames - 1));
 
   // Coverage of the object, anti-aliased, vertices with 8 fractional bits.
   constexpr int kShift = 8;
   const double scale = 1 << kShift;
+  const Pose pose = scene.path.at(static_cast<double>(t) / (frames - 1));
   std::vector<cv::Point> vertices;
   for (const cv::Point2d& p : scene.shape) {
     vertices.emplace_back(static_cast<int>(std::lround((pose.x - 0.5 + pose.radius * p.x) * scale)),
@@ -656,6 +666,33 @@ const std::vector<std::string>& synthetic_class_names() {
     return all;
   }();
   return names;
+}
+
+std::vector<ObjectBox> synthetic_object_boxes(const SyntheticSpec& spec, const std::string& class_name,
+                                              int clip) {
+  validate(spec);
+  SyntheticSpec one = spec;
+  one.classes = {class_name};
+  const int index = resolve_classes(one)[0];
+  if (clip < 0 || clip >= spec.clips_per_class) {
+    fail("synthetic_object_boxes: clip {} of class '{}' does not exist (clips_per_class {})", clip,
+         class_name, spec.clips_per_class);
+  }
+  const ClassInfo& info = kClasses[index];
+  const Scene scene = make_scene(spec.seed, index / 2, clip, info.motion, spec.width, spec.height);
+  std::vector<ObjectBox> boxes;
+  for (int t = 0; t < spec.frames_per_clip; ++t) {
+    const int forward = info.reversed ? spec.frames_per_clip - 1 - t : t;
+    ObjectBox box{1e300, 1e300, -1e300, -1e300};
+    for (const cv::Point2d& p : outline(scene, forward, spec.frames_per_clip)) {
+      box.x0 = std::min(box.x0, p.x);
+      box.y0 = std::min(box.y0, p.y);
+      box.x1 = std::max(box.x1, p.x);
+      box.y1 = std::max(box.y1, p.y);
+    }
+    boxes.push_back(box);
+  }
+  return boxes;
 }
 
 std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {

@@ -30,8 +30,20 @@ struct SyntheticSpec {
 // Every class the generator knows, partners adjacent: {"MoveLeft", "MoveRight", ...}.
 const std::vector<std::string>& synthetic_class_names();
 
+// Where the moving object is in each frame of clip `clip` (0-based, as in the file names'
+// order) of class `class_name` of the dataset `spec` describes: the axis-aligned bounding box of
+// its outline in pixels of the written frames, [x0, x1) x [y0, y1), frame by frame in file order
+// (frames_per_clip boxes). The generator's own geometry, so a test can ask where a model should
+// look; no file is read or written.
+struct ObjectBox {
+  double x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+std::vector<ObjectBox> synthetic_object_boxes(const SyntheticSpec& spec, const std::string& class_name,
+                                              int clip);
+
 // Writes the dataset; returns the files written. An existing non-empty out_dir that was not
 // written by make_synthetic_dataset is an error (nothing is overwritten by surprise).
-std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const ProgressFn& progress = nullptr);
+std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec,
+                                                const ProgressFn& progress = nullptr);
 
 }  // namespace hisvid::io

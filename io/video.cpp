@@ -108,20 +108,35 @@ void resize_into(const cv::Mat& frame, int height, int width, int channels, uint
   for (int y = 0; y < height; ++y) std::memcpy(out + y * row_bytes, resized.ptr<uint8_t>(y), row_bytes);
 }
 
+// Frame i of the clip: resized into clip.pixels, its stream index noted, and its original kept
+// when the clip keeps originals.
+void take_frame(const cv::Mat& frame, int i, int64_t index, const ExtractionSettings& s, bool keep_originals,
+                Clip& clip) {
+  resize_into(frame, s.height, s.width, s.channels, clip.pixels.data() + i * s.frame_bytes());
+  clip.frame_indices[static_cast<size_t>(i)] = index;
+  if (!keep_originals) return;
+  if (clip.original_height == 0) {
+    clip.original_height = frame.rows;
+    clip.original_width = frame.cols;
+  }
+  std::vector<uint8_t>& original = clip.originals[static_cast<size_t>(i)];
+  original.resize(static_cast<size_t>(clip.original_height) * clip.original_width * 3);
+  resize_into(frame, clip.original_height, clip.original_width, 3, original.data());
+}
+
 // The seeds' path; false when any seek or read fails, OpenCV exceptions included (the fallback
 // then overwrites whatever frames were written).
 bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const ExtractionSettings& s,
-                        Clip& clip) {
+                        bool keep_originals, Clip& clip) {
   if (!(frame_count > 0) || !std::isfinite(frame_count)) return false;
   const auto count = static_cast<int64_t>(std::floor(frame_count));
   const int64_t skip = std::max<int64_t>(count / s.sequence_length, 1);
-  const size_t frame_bytes = s.frame_bytes();
   cv::Mat frame;
   try {
     for (int i = 0; i < s.sequence_length; ++i) {
       if (!capture.set(cv::CAP_PROP_POS_FRAMES, static_cast<double>(i * skip))) return false;
       if (!read_bgr(capture, frame)) return false;
-      resize_into(frame, s.height, s.width, s.channels, clip.pixels.data() + i * frame_bytes);
+      take_frame(frame, i, i * skip, s, keep_originals, clip);
     }
   } catch (const cv::Exception&) {
     return false;
@@ -129,7 +144,8 @@ bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const Ext
   return true;
 }
 
-void extract_sequentially(const std::string& path, const ExtractionSettings& s, Clip& clip) {
+void extract_sequentially(const std::string& path, const ExtractionSettings& s, bool keep_originals,
+                          Clip& clip) {
   int64_t decodable = 0;
   {
     cv::VideoCapture capture = open_capture(path);
@@ -141,7 +157,6 @@ void extract_sequentially(const std::string& path, const ExtractionSettings& s, 
                                  decodable == 1 ? "" : "s", s.sequence_length));
   }
   cv::VideoCapture capture = open_capture(path);
-  const size_t frame_bytes = s.frame_bytes();
   cv::Mat frame;
   int64_t index = -1;  // of the frame last read
   for (int i = 0; i < s.sequence_length; ++i) {
@@ -153,7 +168,7 @@ void extract_sequentially(const std::string& path, const ExtractionSettings& s, 
       }
       ++index;
     }
-    resize_into(frame, s.height, s.width, s.channels, clip.pixels.data() + i * frame_bytes);
+    take_frame(frame, i, wanted, s, keep_originals, clip);
   }
 }
 
@@ -169,7 +184,7 @@ void check_settings(const std::string& path, const ExtractionSettings& s) {
 
 }  // namespace
 
-Clip extract_clip(const std::string& path, const ExtractionSettings& settings) {
+Clip extract_clip(const std::string& path, const ExtractionSettings& settings, bool keep_originals) {
   check_settings(path, settings);
   check_readable(path);
   Clip clip;
@@ -178,16 +193,21 @@ Clip extract_clip(const std::string& path, const ExtractionSettings& settings) {
   clip.width = settings.width;
   clip.channels = settings.channels;
   clip.pixels.resize(settings.clip_bytes());  // (T,H,W,C)
+  clip.frame_indices.assign(static_cast<size_t>(settings.sequence_length), 0);
+  if (keep_originals) clip.originals.assign(static_cast<size_t>(settings.sequence_length), {});
   try {
     bool seeked = false;
     {
       cv::VideoCapture capture = open_capture(path);
-      seeked = extract_by_seeking(capture, capture.get(cv::CAP_PROP_FRAME_COUNT), settings, clip);
+      const double fps = capture.get(cv::CAP_PROP_FPS);
+      if (fps > 0 && std::isfinite(fps)) clip.fps = fps;
+      seeked =
+          extract_by_seeking(capture, capture.get(cv::CAP_PROP_FRAME_COUNT), settings, keep_originals, clip);
     }
     if (seeked) {
       clip.method = "seek";
     } else {
-      extract_sequentially(path, settings, clip);
+      extract_sequentially(path, settings, keep_originals, clip);
       clip.method = "sequential";
     }
   } catch (const cv::Exception& e) {

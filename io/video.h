@@ -38,14 +38,21 @@ struct Clip {
   int frames = 0, height = 0, width = 0, channels = 3;
   // How the frames were obtained: "seek" (the seeds' path) or "sequential" (the fallback).
   std::string method;
+  double fps = 25.0;  // the container's (25 when it reports none)
+  // The index in the decoded stream of each of the T frames.
+  std::vector<int64_t> frame_indices;
+  // With keep_originals: the T frames at the video's own size, BGR (original_height,
+  // original_width, 3) each (a stream changing resolution midway keeps its first frame's size).
+  std::vector<std::vector<uint8_t>> originals;
+  int original_height = 0, original_width = 0;
 };
 
-Clip extract_clip(const std::string& path, const ExtractionSettings& settings);
+Clip extract_clip(const std::string& path, const ExtractionSettings& settings, bool keep_originals = false);
 
 // Every decodable frame of a video, resized to H x W (BGR uint8, or gray when channels is 1),
 // for per-frame prediction; fps is the container's (25 when it reports none).
 struct DecodedVideo {
-  std::vector<std::vector<uint8_t>> frames;  // each (H,W,C)
+  std::vector<std::vector<uint8_t>> frames;     // each (H,W,C)
   std::vector<std::vector<uint8_t>> originals;  // each full size BGR, when keep_originals
   int height = 0, width = 0, channels = 3;      // of `frames`
   int original_height = 0, original_width = 0;

@@ -10,6 +10,22 @@ namespace hisvid::models {
 
 namespace {
 
+// A ClipSet of `count` unlabelled clips of settings' shape, pixels zero (to be filled).
+io::ClipSet unlabelled_clips(const io::ExtractionSettings& settings, size_t count) {
+  io::ClipSet set;
+  set.extraction = settings;
+  set.pixels.resize(count * settings.clip_bytes());
+  set.labels.assign(count, 0);
+  set.paths.assign(count, "");
+  return set;
+}
+
+std::vector<size_t> all_indices(size_t count) {
+  std::vector<size_t> indices(count);
+  for (size_t i = 0; i < count; ++i) indices[i] = i;
+  return indices;
+}
+
 // The probabilities of clips [begin, end) given by `fill(i, out)` writing clip i's pixels.
 template <typename Fill>
 std::vector<std::vector<double>> classify_range(Sequential& model, size_t count,
@@ -20,25 +36,30 @@ std::vector<std::vector<double>> classify_range(Sequential& model, size_t count,
   std::vector<std::vector<double>> rows;
   for (size_t begin = 0; begin < count; begin += batch_size) {
     const size_t end = std::min(count, begin + batch_size);
-    io::ClipSet set;
-    set.extraction = settings;
+    io::ClipSet set = unlabelled_clips(settings, end - begin);
     set.class_names.assign(static_cast<size_t>(K), "");
-    set.pixels.resize((end - begin) * settings.clip_bytes());
-    std::vector<size_t> indices;
-    for (size_t i = begin; i < end; ++i) {
-      fill(i, set.pixels.data() + (i - begin) * settings.clip_bytes());
-      set.labels.push_back(0);
-      set.paths.push_back("");
-      indices.push_back(i - begin);
-    }
-    const io::Batch batch = io::make_batch(set, indices, {}, nullptr, Device::cpu());
+    for (size_t i = begin; i < end; ++i) fill(i, set.pixels.data() + (i - begin) * settings.clip_bytes());
+    const io::Batch batch = io::make_batch(set, all_indices(end - begin), {}, nullptr, Device::cpu());
     const std::vector<double> p = predict(model, batch.x, batch_size).to_vector();
-    for (size_t i = 0; i < indices.size(); ++i) rows.emplace_back(p.begin() + i * K, p.begin() + (i + 1) * K);
+    for (size_t i = 0; i < end - begin; ++i) rows.emplace_back(p.begin() + i * K, p.begin() + (i + 1) * K);
   }
   return rows;
 }
 
 }  // namespace
+
+Tensor clip_batch(const std::vector<std::vector<uint8_t>>& clips, const io::ExtractionSettings& settings,
+                  Device device) {
+  io::ClipSet set = unlabelled_clips(settings, clips.size());
+  set.class_names.assign(1, "");
+  for (size_t i = 0; i < clips.size(); ++i) {
+    if (clips[i].size() != settings.clip_bytes()) {
+      fail("a clip holds {} bytes, the model takes {}", clips[i].size(), settings.clip_bytes());
+    }
+    std::copy(clips[i].begin(), clips[i].end(), set.pixels.begin() + i * settings.clip_bytes());
+  }
+  return io::make_batch(set, all_indices(clips.size()), {}, nullptr, device).x;
+}
 
 std::vector<std::vector<double>> classify_clips(Sequential& model,
                                                 const std::vector<std::vector<uint8_t>>& clips,

@@ -10,6 +10,11 @@
 
 namespace hisvid::models {
 
+// Clips (each (T,H,W,C) uint8 of `settings`' shape) as a model's input (N,T,H,W,C) float32,
+// pixels / 255, on device.
+Tensor clip_batch(const std::vector<std::vector<uint8_t>>& clips, const io::ExtractionSettings& settings,
+                  Device device);
+
 // Class probabilities (one row of num_classes per clip) of clips of `settings`' shape (each
 // (T,H,W,C) uint8), in batches of batch_size, in inference mode.
 std::vector<std::vector<double>> classify_clips(Sequential& model,

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 #include <sstream>
 #include <thread>
@@ -333,6 +334,59 @@ TEST_F(Cli, MisreadEnvironmentSwitchIsRefused) {
 // Keras files of every version through the binary, as users with a model of their own run it:
 // summary of each, a Keras 3 .keras file trained one more epoch (with its own Adam state), a
 // binary (one sigmoid unit) model classifying, evaluated and trained.
+// hisvid explain on a model hisvid trained and on the tutorial's Keras 2.8 files (LRCN and
+// ConvLSTM): the explained video holds the model's 20 frames at the video's size, the grid PNG
+// is written, every frame gets a row; and its misuses are refused by name.
+TEST_F(Cli, ExplainWritesTheHeatmapVideoAndTheGrid) {
+  const Result trained = train("explain_run", 1);
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  const std::string video = "data/MoveLeft/v_MoveLeft_g01_c01.avi";
+  const fs::path keras = fs::path(HISVID_FIXTURES_DIR) / "keras";
+  std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"explain_run/model.h5", {"--class", "MoveRight"}}};
+  if (fs::exists(keras)) {
+    cases.push_back({(keras / "tutorial_lrcn_keras2.8.h5").string(), {}});
+    cases.push_back({(keras / "tutorial_convlstm_keras2.8.h5").string(), {"--layer", "conv_lstm2d_1"}});
+  }
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const auto& [weights, extra] = cases[c];
+    SCOPED_TRACE(weights);
+    const std::string out = "explained" + std::to_string(c) + ".avi";
+    std::vector<std::string> args = {"explain", "--weights", weights, video, "--out", out};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Result r = run(dir_, args);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "Grad-CAM")) << r.output;
+    EXPECT_TRUE(contains(r.output, "\n   19 ")) << r.output;  // the row of the last of 20 frames
+    if (c == 0) {
+      EXPECT_TRUE(contains(r.output, "explaining MoveRight")) << r.output;
+    }
+    cv::VideoCapture capture((dir_ / out).string());
+    ASSERT_TRUE(capture.isOpened());
+    int frames = 0;
+    for (cv::Mat frame; capture.read(frame);) {
+      EXPECT_EQ(frame.rows, 64);
+      ++frames;
+    }
+    EXPECT_EQ(frames, 20);
+    const cv::Mat grid = cv::imread((dir_ / fs::path(out).replace_extension(".png")).string());
+    EXPECT_GT(grid.rows, 4 * 64);
+  }
+  expect_refused(dir_, {"explain", "--weights", "explain_run/model.h5", video, "--out", "explained0.avi"},
+                 {"explained0.avi", "exists"});
+  expect_refused(dir_, {"explain", "--weights", "explain_run/model.h5", video, "--out", "e.mp4"},
+                 {"--out e.mp4", ".avi"});
+  expect_refused(dir_,
+                 {"explain", "--weights", "explain_run/model.h5", video, "--out", "e.avi", "--layer", "lstm"},
+                 {"--layer lstm", "time_distributed_9"});
+  expect_refused(dir_,
+                 {"explain", "--weights", "explain_run/model.h5", video, "--out", "e.avi", "--class", "Jump"},
+                 {"--class Jump", "MoveLeft"});
+  expect_refused(dir_, {"explain", "--weights", "explain_run/model.h5", video, "--out", video},
+                 {video, "input"});
+  EXPECT_FALSE(fs::exists(dir_ / "e.avi"));
+}
+
 TEST_F(Cli, KerasFilesOfEveryVersion) {
   const fs::path fixtures = fs::path(HISVID_FIXTURES_DIR) / "keras-versions";
   if (!fs::exists(fixtures)) GTEST_SKIP() << "fixtures not found at " << fixtures;

@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_support.h"
 #include "engine/error.h"
 #include "io/synthetic.h"
+#include "tests/test_support.h"
 
 namespace hisvid::io {
 namespace {
@@ -35,9 +35,6 @@ using hisvid::testing::error_of;
 using hisvid::testing::file_bytes;
 
 namespace fs = std::filesystem;
-
-
-
 
 fs::path fresh_directory() {
   static std::atomic<int> counter{0};
@@ -194,6 +191,63 @@ TEST_F(SyntheticTest, WritesTheUcf50Layout) {
       EXPECT_EQ(frame.type(), CV_8UC3);
     }
   }
+}
+
+// synthetic_object_boxes says where the object is: between two frames of a clip (the
+// background is static), every pixel that changed by more than kChanged levels lies in the union
+// of the two frames' boxes grown by kBoxSlack pixels, and changed pixels exist in every pair.
+// kChanged = 40: camera noise (sigma <= 2 levels, at most ~5 per frame) and MJPG error (a few
+// levels, ~20 at worst on sharp edges) stay below it; the object differs from every background
+// pixel by >= 0.30 * 255 = 77 levels. kBoxSlack = 2: anti-aliasing touches the pixel beyond an
+// edge, and JPEG's 8x8 blocks smear an edge by a pixel or two.
+TEST_F(SyntheticTest, ObjectBoxesHoldTheMovingObject) {
+  constexpr int kChanged = 40;
+  constexpr double kBoxSlack = 2.0;
+  SyntheticSpec spec = small_spec(directory_ / "boxes");
+  spec.frames_per_clip = 24;
+  spec.width = 80;
+  spec.height = 64;
+  const std::vector<std::string> files = make_synthetic_dataset(spec);
+  const std::vector<std::string>& classes = synthetic_class_names();
+  for (size_t c = 0; c < classes.size(); ++c) {
+    for (int clip = 0; clip < spec.clips_per_class; ++clip) {
+      const std::string& file =
+          files[c * static_cast<size_t>(spec.clips_per_class) + static_cast<size_t>(clip)];
+      SCOPED_TRACE(file);
+      const std::vector<ObjectBox> boxes = synthetic_object_boxes(spec, classes[c], clip);
+      const std::vector<cv::Mat> frames = decode(file);
+      ASSERT_EQ(boxes.size(), frames.size());
+      for (const ObjectBox& box : boxes) {
+        EXPECT_GE(box.x0, 0.0);
+        EXPECT_GE(box.y0, 0.0);
+        EXPECT_LE(box.x1, spec.width);
+        EXPECT_LE(box.y1, spec.height);
+      }
+      for (size_t a = 0; a + 8 < frames.size(); a += 4) {
+        const size_t b = a + 8;
+        int changed = 0, stray = 0;
+        for (int y = 0; y < spec.height; ++y) {
+          for (int x = 0; x < spec.width; ++x) {
+            const cv::Vec3b p = frames[a].at<cv::Vec3b>(y, x), q = frames[b].at<cv::Vec3b>(y, x);
+            int most = 0;
+            for (int k = 0; k < 3; ++k) most = std::max(most, std::abs(p[k] - q[k]));
+            if (most <= kChanged) continue;
+            ++changed;
+            auto near = [&](const ObjectBox& box) {
+              return x + 0.5 >= box.x0 - kBoxSlack && x + 0.5 < box.x1 + kBoxSlack &&
+                     y + 0.5 >= box.y0 - kBoxSlack && y + 0.5 < box.y1 + kBoxSlack;
+            };
+            if (!near(boxes[a]) && !near(boxes[b])) ++stray;
+          }
+        }
+        EXPECT_GT(changed, 0) << "frames " << a << " and " << b;
+        EXPECT_EQ(stray, 0) << "frames " << a << " and " << b;
+      }
+    }
+  }
+  hisvid::testing::expect_error([&] { synthetic_object_boxes(spec, "Jump", 0); }, {"unknown class 'Jump'"});
+  hisvid::testing::expect_error([&] { synthetic_object_boxes(spec, "Grow", 2); },
+                                {"clip 2", "clips_per_class 2"});
 }
 
 TEST_F(SyntheticTest, DeterministicBySeed) {

@@ -14,5 +14,6 @@ void add_predict_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_explain_command(CLI::App& app);
 
 }  // namespace hisvid::tools

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   hisvid::tools::add_train_command(app);
   hisvid::tools::add_evaluate_command(app);
   hisvid::tools::add_predict_command(app);
+  hisvid::tools::add_explain_command(app);
   hisvid::tools::add_summary_command(app);
   hisvid::tools::add_convert_command(app);
   hisvid::tools::add_make_dataset_command(app);
