@@ -45,6 +45,7 @@
 #include <memory>
 #include <mutex>
 #include <opencv2/core/version.hpp>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -347,47 +348,77 @@ CacheRead read_cache(const std::string& file, const std::string& key, const std:
   return CacheRead::Loaded;
 }
 
-// Paths are stored relative to the dataset root, so a cache found again through the same
-// absolute root from another working directory names the files as the caller does.
-void write_cache_file(const std::string& path, const std::string& key, const std::string& dataset_root,
-                      const ClipSet& clips) {
-  const auto relative = [&dataset_root](const std::string& file) {
-    return fs::path(file).lexically_relative(dataset_root).string();
-  };
-  h5::File file = h5::File::create(path, kCacheUserBlock);
-  {
-    h5::Group root = file.root();
-    const ExtractionSettings& s = clips.extraction;
-    const std::vector<int64_t> shape = {static_cast<int64_t>(clips.size()), s.sequence_length, s.height,
-                                        s.width, s.channels};
+// A cache file being written: the clips appended block by block (a streamed load never holds
+// more than a block), everything else by finish(). Paths are stored relative to the dataset
+// root, so a cache found again through the same absolute root from another working directory
+// names the files as the caller does.
+class CacheWriter {
+ public:
+  CacheWriter(const std::string& path, const ExtractionSettings& s)
+      : path_(path), file_(h5::File::create(path, kCacheUserBlock)) {
     h5::DatasetOptions options;
     options.chunk = {1, s.sequence_length, s.height, s.width, s.channels};
     options.gzip_level = kCacheGzipLevel;
-    root.write_array<uint8_t>("clips", clips.pixels.data(), shape, options);
-    const std::vector<int64_t> labels(clips.labels.begin(), clips.labels.end());
-    root.write_array<int64_t>("labels", labels.data(), {static_cast<int64_t>(labels.size())});
-    std::vector<std::string> skipped;
-    for (const SkippedFile& file_skipped : clips.skipped) {
-      skipped.push_back(relative(file_skipped.path) + "\t" + file_skipped.reason);
-    }
-    std::vector<std::string> paths;
-    for (const std::string& clip_path : clips.paths) paths.push_back(relative(clip_path));
-    root.write_int64_attribute("format", kCacheFormat);
-    root.write_string_attribute("key", key);
-    root.write_string_list_attribute("class_names", clips.class_names);
-    root.write_string_list_attribute("paths", paths);
-    root.write_string_list_attribute("skipped", skipped);
-    root.write_int64_attribute("sequence_length", s.sequence_length);
-    root.write_int64_attribute("height", s.height);
-    root.write_int64_attribute("width", s.width);
-    root.write_int64_attribute("channels", s.channels);
-    root.write_string_attribute("opencv_version", CV_VERSION);
+    clips_.emplace(file_.root().create_dataset(
+        "clips", h5::ElementType::UInt8, {0, s.sequence_length, s.height, s.width, s.channels}, options));
   }
-  file.close();
-  std::fstream marker(path, std::ios::in | std::ios::out | std::ios::binary);
-  marker.write(kCacheMarker, sizeof kCacheMarker - 1);
-  marker.flush();
-  if (!marker) fail("{}: cannot write the cache marker", path);
+  // count clips of (T,H,W,C) after those already written.
+  void append(const uint8_t* pixels, size_t count) {
+    if (count == 0) return;
+    clips_->resize_rows(rows_ + static_cast<int64_t>(count));
+    clips_->write_rows(rows_, static_cast<int64_t>(count), pixels);
+    rows_ += static_cast<int64_t>(count);
+  }
+  // Labels and attributes of `clips` (whose clips were appended, in order), then the marker.
+  void finish(const std::string& key, const std::string& dataset_root, const ClipSet& clips) {
+    if (rows_ != static_cast<int64_t>(clips.size())) {
+      fail("{}: {} clips written for {} listed", path_, rows_, clips.size());
+    }
+    const auto relative = [&dataset_root](const std::string& file) {
+      return fs::path(file).lexically_relative(dataset_root).string();
+    };
+    {
+      h5::Group root = file_.root();
+      const ExtractionSettings& s = clips.extraction;
+      const std::vector<int64_t> labels(clips.labels.begin(), clips.labels.end());
+      root.write_array<int64_t>("labels", labels.data(), {static_cast<int64_t>(labels.size())});
+      std::vector<std::string> skipped;
+      for (const SkippedFile& file_skipped : clips.skipped) {
+        skipped.push_back(relative(file_skipped.path) + "\t" + file_skipped.reason);
+      }
+      std::vector<std::string> paths;
+      for (const std::string& clip_path : clips.paths) paths.push_back(relative(clip_path));
+      root.write_int64_attribute("format", kCacheFormat);
+      root.write_string_attribute("key", key);
+      root.write_string_list_attribute("class_names", clips.class_names);
+      root.write_string_list_attribute("paths", paths);
+      root.write_string_list_attribute("skipped", skipped);
+      root.write_int64_attribute("sequence_length", s.sequence_length);
+      root.write_int64_attribute("height", s.height);
+      root.write_int64_attribute("width", s.width);
+      root.write_int64_attribute("channels", s.channels);
+      root.write_string_attribute("opencv_version", CV_VERSION);
+    }
+    clips_.reset();
+    file_.close();
+    std::fstream marker(path_, std::ios::in | std::ios::out | std::ios::binary);
+    marker.write(kCacheMarker, sizeof kCacheMarker - 1);
+    marker.flush();
+    if (!marker) fail("{}: cannot write the cache marker", path_);
+  }
+
+ private:
+  std::string path_;
+  h5::File file_;
+  std::optional<h5::Dataset> clips_;
+  int64_t rows_ = 0;
+};
+
+void write_cache_file(const std::string& path, const std::string& key, const std::string& dataset_root,
+                      const ClipSet& clips) {
+  CacheWriter writer(path, clips.extraction);
+  writer.append(clips.pixels.data(), clips.size());
+  writer.finish(key, dataset_root, clips);
 }
 
 // Writes the cache atomically; returns "" or why it could not be written.
@@ -533,7 +564,155 @@ void require_every_class(const ClipSet& clips, const std::string& root) {
   }
 }
 
+// Decodes the candidates block by block (kStreamBlockBytes of clips at a time) into the cache at
+// clips.cache_file, written atomically, and fills clips' paths, labels and skipped files: memory
+// holds one block whatever the dataset's size.
+void build_cache_streamed(const std::vector<Candidate>& candidates, const std::string& key,
+                          const DatasetSpec& spec, const ProgressFn& progress, ClipSet& clips) {
+  const size_t clip_bytes = clips.clip_elements();
+  const size_t block = std::max<size_t>(1, kStreamBlockBytes / std::max<size_t>(clip_bytes, 1));
+  const fs::path parent = fs::path(clips.cache_file).parent_path();
+  std::error_code error;
+  if (!parent.empty() && !fs::create_directories(parent, error) && error) {
+    fail("--cache {}: cannot create the directory {}: {}", clips.cache_file, parent.string(),
+         error.message());
+  }
+  write_atomically(clips.cache_file, [&](const std::string& temp) {
+    CacheWriter writer(temp, clips.extraction);
+    for (size_t begin = 0; begin < candidates.size(); begin += block) {
+      const std::vector<Candidate> part(
+          candidates.begin() + static_cast<std::ptrdiff_t>(begin),
+          candidates.begin() + static_cast<std::ptrdiff_t>(std::min(candidates.size(), begin + block)));
+      ProgressFn shifted;
+      if (progress) {
+        shifted = [&](const Progress& p) {
+          progress(Progress{begin + p.done, candidates.size(), p.current});
+        };
+      }
+      ClipSet decoded;
+      gather(part, decode_all(part, clips.extraction, spec.workers, shifted), clip_bytes, decoded);
+      writer.append(decoded.pixels.data(), decoded.size());
+      clips.paths.insert(clips.paths.end(), decoded.paths.begin(), decoded.paths.end());
+      clips.labels.insert(clips.labels.end(), decoded.labels.begin(), decoded.labels.end());
+      clips.skipped.insert(clips.skipped.end(), decoded.skipped.begin(), decoded.skipped.end());
+    }
+    require_every_class(clips, spec.root);
+    writer.finish(key, spec.root, clips);
+  });
+}
+
 }  // namespace
+
+struct ClipStream {
+  explicit ClipStream(h5::File f) : file(std::move(f)), clips(file.root().open_dataset("clips")) {}
+  std::mutex mutex;  // one reader at a time (libhdf5 serialises its calls anyway)
+  h5::File file;
+  h5::Dataset clips;
+};
+
+namespace {
+
+// The cache's clips, opened for reading batch by batch; checks they are the clips listed.
+std::shared_ptr<ClipStream> open_stream(const ClipSet& clips) {
+  auto stream = std::make_shared<ClipStream>(h5::File::open(clips.cache_file));
+  const std::vector<int64_t> shape = stream->clips.shape();
+  if (shape.empty() || shape[0] != static_cast<int64_t>(clips.size()) ||
+      stream->clips.row_numel() != static_cast<int64_t>(clips.clip_elements())) {
+    fail("{}: /clips has shape {}, not the {} clips of {} values listed", clips.cache_file, shape_text(shape),
+         clips.size(), clips.clip_elements());
+  }
+  return stream;
+}
+
+}  // namespace
+
+void ClipSet::read_clips(const std::vector<size_t>& indices, uint8_t* out) const {
+  const size_t elements = clip_elements();
+  for (const size_t index : indices) {
+    if (index >= size()) fail("clip index {} is out of range (the set has {} clips)", index, size());
+  }
+  if (!stream) {
+    if (pixels.size() != size() * elements) {
+      fail("the clip set holds {} bytes of pixels for {} clips of {} values", pixels.size(), size(),
+           elements);
+    }
+    for (size_t k = 0; k < indices.size(); ++k) std::memcpy(out + k * elements, clip(indices[k]), elements);
+    return;
+  }
+  const std::lock_guard<std::mutex> lock(stream->mutex);
+  for (size_t k = 0; k < indices.size(); ++k) {
+    stream->clips.read_rows(static_cast<int64_t>(indices[k]), 1, out + k * elements);
+  }
+}
+
+struct BatchReader::State {
+  State(const ClipSet& c, std::vector<std::vector<size_t>> b, size_t d)
+      : clips(c), batches(std::move(b)), depth(d) {}
+  const ClipSet& clips;
+  std::vector<std::vector<size_t>> batches;
+  size_t depth;
+  size_t returned = 0;  // batches handed out by next()
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::deque<std::vector<uint8_t>> ready;
+  bool stop = false;
+  std::exception_ptr error;
+  std::thread thread;
+
+  std::vector<uint8_t> read(size_t b) const {
+    std::vector<uint8_t> pixels(batches[b].size() * clips.clip_elements());
+    clips.read_clips(batches[b], pixels.data());
+    return pixels;
+  }
+  void run() {
+    try {
+      for (size_t b = 0; b < batches.size(); ++b) {
+        {
+          std::unique_lock<std::mutex> lock(mutex);
+          changed.wait(lock, [&] { return stop || ready.size() < depth; });
+          if (stop) return;
+        }
+        std::vector<uint8_t> pixels = read(b);
+        const std::lock_guard<std::mutex> lock(mutex);
+        ready.push_back(std::move(pixels));
+        changed.notify_all();
+      }
+    } catch (...) {
+      const std::lock_guard<std::mutex> lock(mutex);
+      error = std::current_exception();
+      changed.notify_all();
+    }
+  }
+};
+
+BatchReader::BatchReader(const ClipSet& clips, std::vector<std::vector<size_t>> batches, size_t depth)
+    : state_(std::make_unique<State>(clips, std::move(batches), std::max<size_t>(depth, 1))) {
+  if (clips.streamed()) state_->thread = std::thread([state = state_.get()] { state->run(); });
+}
+
+BatchReader::~BatchReader() {
+  if (!state_->thread.joinable()) return;
+  {
+    const std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->stop = true;
+  }
+  state_->changed.notify_all();
+  state_->thread.join();
+}
+
+std::vector<uint8_t> BatchReader::next() {
+  State& s = *state_;
+  if (s.returned >= s.batches.size()) fail("BatchReader: all {} batches were read", s.batches.size());
+  if (!s.thread.joinable()) return s.read(s.returned++);
+  std::unique_lock<std::mutex> lock(s.mutex);
+  s.changed.wait(lock, [&] { return !s.ready.empty() || s.error; });
+  if (s.ready.empty()) std::rethrow_exception(s.error);
+  std::vector<uint8_t> pixels = std::move(s.ready.front());
+  s.ready.pop_front();
+  ++s.returned;
+  s.changed.notify_all();
+  return pixels;
+}
 
 size_t ClipSet::clip_elements() const { return extraction.clip_bytes(); }
 
@@ -572,6 +751,10 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
                            ? default_cache_path(absolute_root, classes, settings, clips.cache_note)
                            : spec.cache_path;
   }
+  if (spec.stream && clips.cache_file.empty()) {
+    fail("{}: streaming reads the clips from the clip cache, and there is none ({}): give --cache FILE",
+         spec.root, spec.cache_path == "none" ? "--cache none" : clips.cache_note);
+  }
   if (!clips.cache_file.empty()) require_replaceable_cache(clips.cache_file, spec.cache_path.empty());
   if (!clips.cache_file.empty()) {
     try {
@@ -583,9 +766,11 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
           read_cache(clips.cache_file, key, spec.root, classes, settings, probe, /*pixels=*/false);
         });
       }
-      switch (read_cache(clips.cache_file, key, spec.root, classes, settings, clips)) {
+      switch (
+          read_cache(clips.cache_file, key, spec.root, classes, settings, clips, /*pixels=*/!spec.stream)) {
         case CacheRead::Loaded:
           clips.from_cache = true;
+          if (spec.stream) clips.stream = open_stream(clips);
           return clips;
         case CacheRead::Missing:
           clips.cache_note = fmt::format("no clip cache at {} yet; built it", clips.cache_file);
@@ -603,6 +788,11 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
     }
   }
 
+  if (spec.stream) {
+    build_cache_streamed(candidates, key, spec, progress, clips);
+    clips.stream = open_stream(clips);
+    return clips;
+  }
   gather(candidates, decode_all(candidates, settings, spec.workers, progress), clips.clip_elements(), clips);
   require_every_class(clips, spec.root);
 
@@ -670,10 +860,23 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
                  Generator* rng, Device device) {
   if (clips.size() == 0) fail("make_batch: the clip set is empty");
   if (indices.empty()) fail("make_batch: no clip indices given");
+  for (const size_t index : indices) {
+    if (index >= clips.size()) {
+      fail("make_batch: clip index {} is out of range (the set has {} clips)", index, clips.size());
+    }
+  }
+  std::vector<uint8_t> pixels(indices.size() * clips.clip_elements());
+  clips.read_clips(indices, pixels.data());
+  return make_batch(clips, indices, pixels, augmentation, rng, device);
+}
+
+Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const std::vector<uint8_t>& pixels,
+                 const Augmentation& augmentation, Generator* rng, Device device) {
+  if (clips.size() == 0) fail("make_batch: the clip set is empty");
+  if (indices.empty()) fail("make_batch: no clip indices given");
   const size_t elements = clips.clip_elements();
-  if (clips.pixels.size() != clips.size() * elements) {
-    fail("make_batch: the clip set holds {} bytes of pixels for {} clips of {} values", clips.pixels.size(),
-         clips.size(), elements);
+  if (pixels.size() != indices.size() * elements) {
+    fail("make_batch: {} bytes of pixels for {} clips of {} values", pixels.size(), indices.size(), elements);
   }
   const size_t classes = clips.class_names.size();
   for (const size_t index : indices) {
@@ -698,11 +901,7 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
   // floats would take).
   const int64_t batch = static_cast<int64_t>(indices.size());
   const ExtractionSettings& s = clips.extraction;
-  std::vector<uint8_t> gathered(static_cast<size_t>(batch) * elements);
-  for (int64_t b = 0; b < batch; ++b) {
-    std::memcpy(gathered.data() + static_cast<size_t>(b) * elements,
-                clips.clip(indices[static_cast<size_t>(b)]), elements);
-  }
+  const std::vector<uint8_t>& gathered = pixels;
   Tensor x = Tensor::empty(Shape{batch, s.sequence_length, s.height, s.width, s.channels}, DType::Float32,
                            device);  // (B,T,H,W,C)
   ClipsToBatch<float> k;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,14 @@ struct DatasetSpec {
   // ($XDG_CACHE_HOME honoured). "none" disables the cache.
   std::string cache_path;
   int workers = 0;  // decoding threads; 0 = hardware concurrency
+  // Leave the clips in the cache file and read each batch's clips when it is needed (training
+  // and evaluation then hold a few batches, whatever the dataset's size); a cache that must be
+  // built is decoded and written block by block (kStreamBlockBytes at a time). Needs a cache.
+  bool stream = false;
 };
+
+// The most clip bytes a streamed load decodes before writing them to the cache.
+constexpr size_t kStreamBlockBytes = size_t(32) << 20;
 
 struct SkippedFile {
   std::string path;
@@ -42,21 +50,48 @@ struct Progress {
 // an exception thrown from it stops the workers and propagates.
 using ProgressFn = std::function<void(const Progress&)>;
 
+// The open cache file a streamed ClipSet reads its clips from (io/dataset.cpp).
+struct ClipStream;
+
 class ClipSet {
  public:
   std::vector<std::string> class_names;  // label i is class_names[i]
   std::vector<std::string> paths;        // one per clip
   std::vector<int> labels;               // one per clip
   ExtractionSettings extraction;
-  std::vector<uint8_t> pixels;           // (N,T,H,W,3) BGR
-  std::vector<SkippedFile> skipped;      // files that gave no clip, with the reason
+  std::vector<uint8_t> pixels;       // (N,T,H,W,C) BGR or gray; empty when streamed
+  std::vector<SkippedFile> skipped;  // files that gave no clip, with the reason
   bool from_cache = false;
-  std::string cache_file;                // the cache used ("" when disabled)
-  std::string cache_note;                // why the cache was (re)built, if it was
+  std::string cache_file;  // the cache used ("" when disabled)
+  std::string cache_note;  // why the cache was (re)built, if it was
+
+  std::shared_ptr<ClipStream> stream;  // set when the clips stay in cache_file
 
   size_t size() const { return labels.size(); }
-  size_t clip_elements() const;  // T*H*W*3
+  size_t clip_elements() const;  // T*H*W*C
+  bool streamed() const { return stream != nullptr; }
+  // In memory only.
   const uint8_t* clip(size_t i) const { return pixels.data() + i * clip_elements(); }
+  // Copies the clips `indices`, one after the other, into out (indices.size() * clip_elements()
+  // bytes): from memory, or read from the cache file when streamed (any thread; reads are
+  // serialised).
+  void read_clips(const std::vector<size_t>& indices, uint8_t* out) const;
+};
+
+// The clips of each batch of `batches`, in order. For a streamed set a background thread reads
+// ahead, holding at most `depth` batches besides the one returned; in memory, next() copies.
+class BatchReader {
+ public:
+  BatchReader(const ClipSet& clips, std::vector<std::vector<size_t>> batches, size_t depth = 2);
+  ~BatchReader();
+  BatchReader(const BatchReader&) = delete;
+  BatchReader& operator=(const BatchReader&) = delete;
+  // The pixels of the next batch (B * clip_elements() bytes); rethrows a read error.
+  std::vector<uint8_t> next();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // Scans the root, decodes every video (workers in parallel) or reads the cache, and returns the
@@ -91,10 +126,13 @@ struct Batch {
 // The batch of the given clips on `device`; augmentation draws come from rng.
 Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const Augmentation& augmentation,
                  Generator* rng, Device device);
+// The same from the clips' pixels already read (what BatchReader::next() returns).
+Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const std::vector<uint8_t>& pixels,
+                 const Augmentation& augmentation, Generator* rng, Device device);
 
 // Each epoch's batches: `indices` shuffled with rng (when shuffle), cut into batch_size pieces
 // (the last one smaller, as Keras does).
-std::vector<std::vector<size_t>> epoch_batches(const std::vector<size_t>& indices, size_t batch_size, bool shuffle,
-                                               Generator& rng);
+std::vector<std::vector<size_t>> epoch_batches(const std::vector<size_t>& indices, size_t batch_size,
+                                               bool shuffle, Generator& rng);
 
 }  // namespace hisvid::io

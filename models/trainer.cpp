@@ -92,8 +92,8 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
       seed_(seed) {
   if (!model_.built()) fail("fit: model '{}' is not built", model_.name());
   if (static_cast<size_t>(model_.num_classes()) != clips_.class_names.size()) {
-    fail("fit: model '{}' has {} output classes but the data has {} classes", model_.name(), model_.num_classes(),
-         clips_.class_names.size());
+    fail("fit: model '{}' has {} output classes but the data has {} classes", model_.name(),
+         model_.num_classes(), clips_.class_names.size());
   }
   if (split_.train.empty()) fail("fit: no training clips");
   if (options_.batch_size < 1) fail("fit: batch size must be >= 1");
@@ -144,7 +144,8 @@ nlohmann::json Trainer::training_state() const {
 void Trainer::resume(const nlohmann::json& state) {
   if (!state.is_object() || !state.contains("epoch")) fail("resume: the checkpoint holds no training state");
   if (state.value("seed", seed_) != seed_) {
-    fail("resume: the checkpoint was trained with seed {}, this run uses {}", state["seed"].get<uint64_t>(), seed_);
+    fail("resume: the checkpoint was trained with seed {}, this run uses {}", state["seed"].get<uint64_t>(),
+         seed_);
   }
   rng_.set_offset(state.at("rng_offset").get<uint64_t>());
   optimizer_.set_learning_rate(state.at("learning_rate").get<double>());
@@ -170,7 +171,8 @@ void Trainer::resume(const nlohmann::json& state) {
 }
 
 void Trainer::save_checkpoint(const std::string& file) const {
-  save_model(options_.checkpoint_dir + "/" + file, model_, options_.class_names, &optimizer_, training_state());
+  save_model(options_.checkpoint_dir + "/" + file, model_, options_.class_names, &optimizer_,
+             training_state());
 }
 
 FitResult Trainer::result() const {
@@ -203,13 +205,15 @@ FitResult Trainer::fit(const FitProgress& progress) {
     log.steps = static_cast<int>(batches.size());
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0;
+    io::BatchReader reader(clips_, batches);  // reads ahead when the clips stream from disk
     for (size_t step = 0; step < batches.size(); ++step) {
       if (progress.should_stop && progress.should_stop()) {
         FitResult r = result();
         r.interrupted = true;
         return r;
       }
-      const io::Batch batch = io::make_batch(clips_, batches[step], options_.augmentation, &rng_, model_.device());
+      const io::Batch batch =
+          io::make_batch(clips_, batches[step], reader.next(), options_.augmentation, &rng_, model_.device());
       const LossTerms terms = model_loss(model_, batch.x, batch.y, {true, &rng_});
       const double loss = terms.loss.item();
       for (const auto& callback : callbacks_) {
@@ -256,8 +260,10 @@ FitResult Trainer::fit(const FitProgress& progress) {
 Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vector<size_t>& indices,
                     size_t batch_size, const std::vector<int>& label_map) {
   if (indices.empty()) fail("evaluate: no clips to evaluate");
+  if (batch_size < 1) fail("evaluate: batch size must be >= 1");
   if (label_map.size() != clips.class_names.size()) {
-    fail("evaluate: the label map has {} entries for {} data classes", label_map.size(), clips.class_names.size());
+    fail("evaluate: the label map has {} entries for {} data classes", label_map.size(),
+         clips.class_names.size());
   }
   NoGradGuard no_grad;
   Evaluation ev;
@@ -265,10 +271,15 @@ Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vect
   double loss_sum = 0.0;
   int64_t correct = 0;
   const Clock::time_point start = Clock::now();
+  std::vector<std::vector<size_t>> chunks;
   for (size_t begin = 0; begin < indices.size(); begin += batch_size) {
-    const std::vector<size_t> chunk(indices.begin() + static_cast<std::ptrdiff_t>(begin),
-                                    indices.begin() + static_cast<std::ptrdiff_t>(std::min(begin + batch_size, indices.size())));
-    const io::Batch batch = io::make_batch(clips, chunk, {}, nullptr, model.device());
+    chunks.emplace_back(
+        indices.begin() + static_cast<std::ptrdiff_t>(begin),
+        indices.begin() + static_cast<std::ptrdiff_t>(std::min(begin + batch_size, indices.size())));
+  }
+  io::BatchReader reader(clips, chunks);
+  for (const std::vector<size_t>& chunk : chunks) {
+    const io::Batch batch = io::make_batch(clips, chunk, reader.next(), {}, nullptr, model.device());
     std::vector<int> classes;
     for (size_t i : chunk) classes.push_back(label_map[clips.labels[i]]);
     const Tensor targets = one_hot(classes, K, model.device());

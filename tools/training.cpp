@@ -85,8 +85,8 @@ TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) 
   a.shuffle_validation = run.at("shuffle_validation").get<bool>();
   a.seed = run.at("seed").get<uint64_t>();
   const nlohmann::json& aug = run.at("augmentation");
-  a.augmentation = {aug.at("flip").get<bool>(), aug.at("brightness").get<double>(), aug.at("contrast").get<double>(),
-                    aug.at("noise").get<double>()};
+  a.augmentation = {aug.at("flip").get<bool>(), aug.at("brightness").get<double>(),
+                    aug.at("contrast").get<double>(), aug.at("noise").get<double>()};
   if (!given.epochs_given) a.epochs = run.at("epochs").get<int>();
   return a;
 }
@@ -113,7 +113,8 @@ std::vector<std::string> split_list(const std::string& text) {
   size_t start = 0;
   while (start <= text.size()) {
     const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const std::string item =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (!item.empty()) items.push_back(item);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -149,17 +150,22 @@ io::ClipSet load_data(const DataArgs& args, Console& console) {
   spec.extraction = args.extraction();
   spec.cache_path = args.cache;
   spec.workers = args.workers;
+  spec.stream = args.stream;
   double started = -1.0;
   const auto t0 = std::chrono::steady_clock::now();
   io::ClipSet clips = io::load_clips(spec, [&](const io::Progress& p) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (started < 0) started = seconds;
     console.progress(static_cast<int>(p.done), static_cast<int>(p.total), seconds, "decoding " + p.current);
-    if (p.done == p.total) console.finish(static_cast<int>(p.total), seconds, 1000.0 * seconds / p.total, "decoded");
+    if (p.done == p.total)
+      console.finish(static_cast<int>(p.total), seconds, 1000.0 * seconds / p.total, "decoded");
   });
   if (!clips.cache_note.empty()) console.note(clips.cache_note);
-  console.note(fmt::format("{} clips of {} classes from {}{}", clips.size(), clips.class_names.size(), args.root,
-                           clips.from_cache ? " (read from the clip cache " + clips.cache_file + ")" : ""));
+  console.note(fmt::format("{} clips of {} classes from {}{}", clips.size(), clips.class_names.size(),
+                           args.root,
+                           clips.streamed()   ? " (streamed from the clip cache " + clips.cache_file + ")"
+                           : clips.from_cache ? " (read from the clip cache " + clips.cache_file + ")"
+                                              : ""));
   if (!clips.skipped.empty()) {
     console.note(fmt::format("skipped {} files:", clips.skipped.size()));
     for (const io::SkippedFile& s : clips.skipped) console.note("  " + s.path + ": " + s.reason);
@@ -359,7 +365,8 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       console.line(fmt::format("Epoch {}/{}", epoch, args.epochs));
       epoch_start = std::chrono::steady_clock::now();
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     console.progress(step, steps, seconds, fmt::format("loss: {:.4f} - accuracy: {:.4f}", loss, accuracy));
   };
   std::vector<models::EpochLog> history;
@@ -387,7 +394,8 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
         done > 0 ? fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir)
                  : std::string("no epoch was completed, nothing was saved"));
   }
-  models::save_model(args.out_dir + "/model.h5", model, clips.class_names, optimizer.get(), trainer.training_state());
+  models::save_model(args.out_dir + "/model.h5", model, clips.class_names, optimizer.get(),
+                     trainer.training_state());
 
   TrainOutcome outcome;
   outcome.model_name = model.name();
@@ -406,11 +414,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     std::vector<int> identity(static_cast<size_t>(K));
     for (int k = 0; k < K; ++k) identity[k] = k;
     outcome.test = models::evaluate(model, clips, split.test, args.eval_batch_size, identity);
-    outcome.report = models::classification_report(outcome.test.truth, outcome.test.predicted, clips.class_names);
-    console.finish(outcome.test.steps, outcome.test.ms_per_step * outcome.test.steps / 1000.0, outcome.test.ms_per_step,
+    outcome.report =
+        models::classification_report(outcome.test.truth, outcome.test.predicted, clips.class_names);
+    console.finish(outcome.test.steps, outcome.test.ms_per_step * outcome.test.steps / 1000.0,
+                   outcome.test.ms_per_step,
                    fmt::format("loss: {:.4f} - accuracy: {:.4f}", outcome.test.loss, outcome.test.accuracy));
-    write_reports(args.out_dir, fmt::format("{} on {} test clips", model.name(), split.test.size()), outcome.test,
-                  outcome.report, fit.history);
+    write_reports(args.out_dir, fmt::format("{} on {} test clips", model.name(), split.test.size()),
+                  outcome.test, outcome.report, fit.history);
     console.line(outcome.report.text());
   }
   return outcome;

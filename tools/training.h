@@ -20,6 +20,7 @@ struct DataArgs {
   int num_classes = 0;
   std::string cache;  // "" default location, "none" off
   int workers = 0;
+  bool stream = false;  // --stream: batches read from the cache on disk (io::DatasetSpec::stream)
   // How clips are extracted: by default what the model takes (its input shape (T, H, W, C));
   // --frames / --size set them for a model that declares no input shape, and must agree with
   // one that does.
@@ -45,7 +46,7 @@ struct TrainArgs {
   bool overwrite = false;      // replace the run an --out directory holds
   double learning_rate = 0.0;  // when lr_given; else the optimizer's Keras default
   bool rmsprop_epsilon_inside = false;
-  int patience = 15;            // EarlyStopping patience; < 0 disables early stopping
+  int patience = 15;  // EarlyStopping patience; < 0 disables early stopping
   bool restore_best = true;
   std::string monitor = "val_loss";
   double reduce_lr_factor = 0.0;  // 0 disables ReduceLROnPlateau
