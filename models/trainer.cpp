@@ -26,6 +26,29 @@ Tensor one_hot(const std::vector<int>& classes, int K, Device device) {
   return Tensor::from_vector(v, {static_cast<int64_t>(classes.size()), K}, DType::Float32, device);
 }
 
+// Rank r's part of a global batch: the contiguous slice [r B / N, (r + 1) B / N), possibly empty
+// when the batch has fewer clips than there are ranks.
+std::vector<size_t> shard_of(const std::vector<size_t>& global, const Communicator& comm) {
+  const size_t B = global.size(), N = static_cast<size_t>(comm.size()), r = static_cast<size_t>(comm.rank());
+  return {global.begin() + static_cast<std::ptrdiff_t>(r * B / N),
+          global.begin() + static_cast<std::ptrdiff_t>((r + 1) * B / N)};
+}
+
+// FNV-1a 64 of every weight's bytes: equal on every rank exactly when the weights are.
+uint64_t weights_fingerprint(const std::vector<Tensor>& weights) {
+  uint64_t hash = 1469598103934665603ull;
+  for (const Tensor& w : weights) {
+    const Tensor host = w.device().is_cpu() ? w : w.to(Device::cpu());
+    const auto* bytes = static_cast<const unsigned char*>(host.data_ptr());
+    for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  }
+  return hash;
+}
+
+// Draws per training step of a rank's dropout and augmentation stream: far more than any model
+// takes (a few per layer and timestep).
+constexpr uint64_t kDrawsPerStep = uint64_t(1) << 24;
+
 }  // namespace
 
 LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
@@ -90,6 +113,7 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
       options_(std::move(options)),
       rng_(seed),
       seed_(seed) {
+  if (options_.communicator != nullptr && options_.communicator->size() > 1) comm_ = options_.communicator;
   if (!model_.built()) fail("fit: model '{}' is not built", model_.name());
   if (static_cast<size_t>(model_.num_classes()) != clips_.class_names.size()) {
     fail("fit: model '{}' has {} output classes but the data has {} classes", model_.name(),
@@ -117,7 +141,7 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
     needs_validation(options_.reduce_lr->monitor, "ReduceLROnPlateau");
     callbacks_.push_back(std::make_unique<ReduceLROnPlateau>(*options_.reduce_lr));
   }
-  if (!options_.checkpoint_dir.empty()) {
+  if (!options_.checkpoint_dir.empty() && (comm_ == nullptr || comm_->rank() == 0)) {  // rank 0 writes
     callbacks_.push_back(std::make_unique<CSVLogger>(options_.checkpoint_dir + "/history.csv"));
     const std::string monitor = options_.early_stopping     ? options_.early_stopping->monitor
                                 : split_.validation.empty() ? "loss"
@@ -205,17 +229,52 @@ FitResult Trainer::fit(const FitProgress& progress) {
     log.steps = static_cast<int>(batches.size());
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0;
-    io::BatchReader reader(clips_, batches);  // reads ahead when the clips stream from disk
+    // With several ranks: this rank's shard of each global batch, and its own stream of dropout
+    // and augmentation draws (rng_ only shuffles, identically on every rank).
+    std::vector<std::vector<size_t>> shards;
+    for (const std::vector<size_t>& global : batches)
+      shards.push_back(comm_ ? shard_of(global, *comm_) : global);
+    std::vector<std::vector<size_t>> to_read;
+    for (const std::vector<size_t>& shard : shards) {
+      if (!shard.empty()) to_read.push_back(shard);
+    }
+    io::BatchReader reader(clips_, to_read);  // reads ahead when the clips stream from disk
+    uint64_t steps_before = 0;
+    for (const EpochLog& done : history_) steps_before += static_cast<uint64_t>(done.steps);
     for (size_t step = 0; step < batches.size(); ++step) {
-      if (progress.should_stop && progress.should_stop()) {
+      bool stop = progress.should_stop && progress.should_stop();
+      if (comm_) {  // a stop (Ctrl-C reaches the ranks at different moments) is decided together
+        std::vector<double> flag = {stop ? 1.0 : 0.0};
+        comm_->sum(flag);
+        stop = flag[0] > 0.0;
+      }
+      if (stop) {
         FitResult r = result();
         r.interrupted = true;
         return r;
       }
-      const io::Batch batch =
-          io::make_batch(clips_, batches[step], reader.next(), options_.augmentation, &rng_, model_.device());
-      const LossTerms terms = model_loss(model_, batch.x, batch.y, {true, &rng_});
-      const double loss = terms.loss.item();
+      const std::vector<size_t>& shard = shards[step];
+      const double B = static_cast<double>(batches[step].size()), n = static_cast<double>(shard.size());
+      Generator shard_rng(
+          seed_ ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm_ ? comm_->rank() + 1 : 0)),
+          (steps_before + step) * kDrawsPerStep);
+      Generator* draws = comm_ ? &shard_rng : &rng_;
+      LossTerms terms;
+      double loss = 0.0;
+      int64_t step_correct = 0;
+      if (!shard.empty()) {
+        const io::Batch batch =
+            io::make_batch(clips_, shard, reader.next(), options_.augmentation, draws, model_.device());
+        terms = model_loss(model_, batch.x, batch.y, {true, draws});
+        loss = terms.loss.item();
+        step_correct = correct_count(model_, terms, batch.y);
+      }
+      if (comm_) {  // the global batch's mean loss and its correct count, the same on every rank
+        std::vector<double> totals = {loss * n, static_cast<double>(step_correct)};
+        comm_->sum(totals);
+        loss = totals[0] / B;
+        step_correct = static_cast<int64_t>(totals[1]);
+      }
       for (const auto& callback : callbacks_) {
         if (callback->on_batch_loss(epoch, static_cast<int>(step) + 1, loss)) {
           message(
@@ -223,17 +282,32 @@ FitResult Trainer::fit(const FitProgress& progress) {
           return result();
         }
       }
-      backward(terms.loss);
+      if (comm_) {
+        // d(global mean)/dw = sum over ranks of (n_r / B) d(shard mean)/dw; the penalties, added
+        // on every rank, come back whole (sum of n_r / B = 1).
+        if (!shard.empty()) backward(ops::scale(terms.loss, n / B));
+        std::vector<Tensor> grads;
+        for (Tensor w : weights) {
+          if (!w.grad().defined()) w.set_grad(Tensor::zeros(w.shape(), w.dtype(), w.device()));
+          grads.push_back(w.grad());
+        }
+        comm_->sum(grads);
+      } else {
+        backward(terms.loss);
+      }
       optimizer_.step(weights);
       zero_grad(weights);
-      const int64_t B = batch.x.dim(0);
-      loss_sum += loss * static_cast<double>(B);
-      correct += correct_count(model_, terms, batch.y);
-      seen += B;
+      loss_sum += loss * B;
+      correct += step_correct;
+      seen += static_cast<int64_t>(B);
       if (progress.on_batch) {
         progress.on_batch(epoch, static_cast<int>(step) + 1, log.steps, loss_sum / static_cast<double>(seen),
                           static_cast<double>(correct) / static_cast<double>(seen));
       }
+    }
+    if (comm_ && !same_on_every_rank(*comm_, weights_fingerprint(weights))) {
+      fail("epoch {}: the ranks' weights differ (rank {} of {}); the run cannot go on", epoch, comm_->rank(),
+           comm_->size());
     }
     log.loss = loss_sum / static_cast<double>(seen);
     log.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
@@ -241,9 +315,22 @@ FitResult Trainer::fit(const FitProgress& progress) {
     if (!split_.validation.empty()) {
       std::vector<int> identity(clips_.class_names.size());
       for (size_t k = 0; k < identity.size(); ++k) identity[k] = static_cast<int>(k);
-      const Evaluation val = evaluate(model_, clips_, split_.validation, options_.batch_size, identity);
-      log.val_loss = val.loss;
-      log.val_accuracy = val.accuracy;
+      if (comm_) {  // each rank its slice of the validation clips, the sums shared
+        const std::vector<size_t> mine = shard_of(split_.validation, *comm_);
+        std::vector<double> totals = {0.0, 0.0};
+        if (!mine.empty()) {
+          const Evaluation part = evaluate(model_, clips_, mine, options_.batch_size, identity);
+          totals = {part.loss * static_cast<double>(mine.size()),
+                    part.accuracy * static_cast<double>(mine.size())};
+        }
+        comm_->sum(totals);
+        log.val_loss = totals[0] / static_cast<double>(split_.validation.size());
+        log.val_accuracy = totals[1] / static_cast<double>(split_.validation.size());
+      } else {
+        const Evaluation val = evaluate(model_, clips_, split_.validation, options_.batch_size, identity);
+        log.val_loss = val.loss;
+        log.val_accuracy = val.accuracy;
+      }
     }
     log.seconds = seconds_since(epoch_start);
     history_.push_back(log);

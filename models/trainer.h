@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/distributed.h"
 #include "engine/optimizer.h"
 #include "engine/random.h"
 #include "io/dataset.h"
@@ -41,6 +42,10 @@ struct FitOptions {
   std::string checkpoint_dir;
   std::vector<std::string> class_names;  // saved in checkpoints
   nlohmann::json run_info;               // saved in checkpoints (data root, split, model name...)
+  // Data-parallel training (engine/distributed.h): with several ranks, each takes its shard of
+  // every global batch of batch_size clips, the gradients are summed across ranks, and rank 0
+  // alone writes files. Null or one rank: one process, as ever.
+  Communicator* communicator = nullptr;
 };
 
 // What the caller shows and how it interrupts: called by fit, never deciding anything.
@@ -95,13 +100,14 @@ class Trainer {
   TerminateOnNaN* terminate_ = nullptr;
   EarlyStopping* early_stopping_ = nullptr;
   ModelCheckpoint* checkpoint_ = nullptr;
+  Communicator* comm_ = nullptr;  // set when there are several ranks
 };
 
 struct Evaluation {
   double loss = 0.0, accuracy = 0.0;
-  std::vector<int> truth, predicted;       // model class indices
-  std::vector<std::vector<float>> probs;   // one row per clip: the probability of every model class
-  std::vector<std::string> paths;          // the video of each clip
+  std::vector<int> truth, predicted;      // model class indices
+  std::vector<std::vector<float>> probs;  // one row per clip: the probability of every model class
+  std::vector<std::string> paths;         // the video of each clip
   int steps = 0;
   double ms_per_step = 0.0;
 };

@@ -1,11 +1,10 @@
 #include "tools/console.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
-
-#include <fmt/format.h>
 
 namespace hisvid::tools {
 
@@ -27,20 +26,26 @@ std::string bar(int done, int total) {
 }
 
 std::string duration(double seconds) {
-  if (seconds >= 3600) return fmt::format("{}:{:02d}:{:02d}", int(seconds) / 3600, int(seconds) / 60 % 60, int(seconds) % 60);
+  if (seconds >= 3600)
+    return fmt::format("{}:{:02d}:{:02d}", int(seconds) / 3600, int(seconds) / 60 % 60, int(seconds) % 60);
   if (seconds >= 60) return fmt::format("{}:{:02d}", int(seconds) / 60, int(seconds) % 60);
   return fmt::format("{}s", static_cast<int>(seconds + 0.5));
 }
 
+std::atomic<bool> g_quiet{false};
+
 }  // namespace
+
+void Console::set_quiet(bool quiet) { g_quiet = quiet; }
 
 Console::Console() : interactive_(isatty(STDOUT_FILENO) != 0) {}
 
 void Console::progress(int done, int total, double seconds, const std::string& metrics) {
-  if (!interactive_) return;
+  if (!interactive_ || g_quiet) return;
   const double eta = done > 0 ? seconds / done * (total - done) : 0.0;
   const int digits = static_cast<int>(std::to_string(total).size());
-  std::string text = fmt::format("{:>{}}/{} {} - ETA: {} - {}", done, digits, total, bar(done, total), duration(eta), metrics);
+  std::string text = fmt::format("{:>{}}/{} {} - ETA: {} - {}", done, digits, total, bar(done, total),
+                                 duration(eta), metrics);
   const size_t width = text.size();
   if (width < last_width_) text += std::string(last_width_ - width, ' ');
   last_width_ = width;
@@ -49,9 +54,10 @@ void Console::progress(int done, int total, double seconds, const std::string& m
 }
 
 void Console::finish(int total, double seconds, double ms_per_step, const std::string& metrics) {
+  if (g_quiet) return;
   const int digits = static_cast<int>(std::to_string(total).size());
-  std::string text = fmt::format("{:>{}}/{} {} - {} {:.0f}ms/step - {}", total, digits, total, bar(total, total),
-                                 duration(seconds), ms_per_step, metrics);
+  std::string text = fmt::format("{:>{}}/{} {} - {} {:.0f}ms/step - {}", total, digits, total,
+                                 bar(total, total), duration(seconds), ms_per_step, metrics);
   if (interactive_) {
     if (text.size() < last_width_) text += std::string(last_width_ - text.size(), ' ');
     std::fprintf(stdout, "\r");
@@ -62,11 +68,13 @@ void Console::finish(int total, double seconds, double ms_per_step, const std::s
 }
 
 void Console::line(const std::string& text) {
+  if (g_quiet) return;
   std::fprintf(stdout, "%s\n", text.c_str());
   std::fflush(stdout);
 }
 
 void Console::note(const std::string& text) {
+  if (g_quiet) return;
   std::fprintf(stderr, "%s\n", text.c_str());
   std::fflush(stderr);
 }

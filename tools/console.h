@@ -18,6 +18,9 @@ class Console {
   void finish(int total, double seconds, double ms_per_step, const std::string& metrics);
   void line(const std::string& text);  // stdout
   void note(const std::string& text);  // stderr
+  // Every Console of the process prints nothing (the ranks of a data-parallel run but rank 0;
+  // errors still reach stderr through main).
+  static void set_quiet(bool quiet);
 
  private:
   bool interactive_;

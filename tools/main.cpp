@@ -1,11 +1,12 @@
 // hisvid — the command-line tool. Each subcommand lives in its own tools/cmd_*.cpp; this file
 // parses the command line and turns any error into one message on stderr and exit status 1.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 
-#include <CLI/CLI.hpp>
-
+#include "engine/distributed.h"
 #include "tools/commands.h"
+#include "tools/console.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"hisvid: video classification with the seeds' LRCN and ConvLSTM, from scratch in C++/CUDA"};
@@ -20,11 +21,39 @@ int main(int argc, char** argv) {
   hisvid::tools::add_make_dataset_command(app);
   hisvid::tools::add_demo_command(app);
   hisvid::tools::add_bench_command(app);
+  // Under an MPI launcher every rank runs this: `train` is data-parallel (tools/training.cpp);
+  // nothing else is, and running it once per rank would have the ranks write the same files.
+  const bool ranks = hisvid::started_by_mpi_launcher();
+  if (ranks) {
+    std::string command;
+    for (int i = 1; i < argc && command.empty(); ++i) {
+      if (argv[i][0] != '-') command = argv[i];
+    }
+    if (command != "train") {
+      std::fprintf(
+          stderr,
+          "hisvid: error: started by an MPI launcher: only `hisvid train` runs across processes (data "
+          "parallel); run `hisvid %s` without mpirun\n",
+          command.c_str());
+      return 1;
+    }
+    try {
+      hisvid::tools::Console::set_quiet(hisvid::world().rank() != 0);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hisvid: error: %s\n", e.what());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
+    if (ranks && hisvid::world().size() > 1) {
+      std::fprintf(stderr, "hisvid: error (rank %d of %d): %s\n", hisvid::world().rank(),
+                   hisvid::world().size(), e.what());
+      hisvid::world().abort(1);  // the other ranks may be waiting for this one
+    }
     std::fprintf(stderr, "hisvid: error: %s\n", e.what());
     return 1;
   }

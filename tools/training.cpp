@@ -10,8 +10,10 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "engine/device.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/optimizer.h"
 #include "io/atomic_file.h"
@@ -264,8 +266,16 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   if (args.out_dir.empty()) fail("train: no output directory (--out)");
   if (args.epochs < 1) fail("train: --epochs must be >= 1, got {}", args.epochs);
-  const RunDirectory run_directory(args.out_dir, !resuming, args.overwrite);
-  const Device device = parse_device(args.device);
+  // A data-parallel run (mpirun): rank 0 owns the run directory and writes every file.
+  Communicator& comm = world();
+  const bool lead = comm.rank() == 0;
+  std::optional<RunDirectory> run_directory;
+  if (lead) run_directory.emplace(args.out_dir, !resuming, args.overwrite);
+  comm.barrier();
+  Device device = parse_device(args.device);
+  if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
+    device = Device::cuda(comm.local_rank());  // one GPU per rank of a machine
+  }
 
   // The model first: its input shape says how to extract the clips; its class count is set from
   // the data afterwards.
@@ -296,7 +306,14 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   args.data.follow_model(model);
 
+  // Rank 0 first: it builds the clip cache when there is none, which the others then read.
+  if (!lead) comm.barrier();
   const io::ClipSet clips = load_data(args.data, console);
+  if (lead) comm.barrier();
+  if (comm.size() > 1) {
+    console.note(fmt::format("data parallel: {}; each rank takes 1/{} of every batch of {}", comm.describe(),
+                             comm.size(), args.batch_size));
+  }
   const io::Split split = io::split_clips(clips.size(), args.test_split, args.validation_split, args.seed,
                                           args.shuffle_validation);
   console.note(fmt::format("split: {} training, {} validation, {} test clips (seed {})", split.train.size(),
@@ -348,6 +365,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.checkpoint_dir = args.out_dir;
   options.class_names = clips.class_names;
   options.run_info = to_json(args);
+  options.communicator = &comm;
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
   if (resuming) {
     try {
@@ -394,10 +412,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
         done > 0 ? fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir)
                  : std::string("no epoch was completed, nothing was saved"));
   }
+  TrainOutcome outcome;
+  if (!lead) return outcome;  // rank 0 saves and reports
   models::save_model(args.out_dir + "/model.h5", model, clips.class_names, optimizer.get(),
                      trainer.training_state());
 
-  TrainOutcome outcome;
   outcome.model_name = model.name();
   outcome.params = model.count_params();
   outcome.fit = fit;
