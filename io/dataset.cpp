@@ -567,8 +567,10 @@ void require_every_class(const ClipSet& clips, const std::string& root) {
 // Decodes the candidates block by block (kStreamBlockBytes of clips at a time) into the cache at
 // clips.cache_file, written atomically, and fills clips' paths, labels and skipped files: memory
 // holds one block whatever the dataset's size.
+// A part (whole == false) may lack classes: the whole cache is checked when the parts are joined.
 void build_cache_streamed(const std::vector<Candidate>& candidates, const std::string& key,
-                          const DatasetSpec& spec, const ProgressFn& progress, ClipSet& clips) {
+                          const DatasetSpec& spec, const ProgressFn& progress, ClipSet& clips,
+                          bool whole = true) {
   const size_t clip_bytes = clips.clip_elements();
   const size_t block = std::max<size_t>(1, kStreamBlockBytes / std::max<size_t>(clip_bytes, 1));
   const fs::path parent = fs::path(clips.cache_file).parent_path();
@@ -596,9 +598,83 @@ void build_cache_streamed(const std::vector<Candidate>& candidates, const std::s
       clips.labels.insert(clips.labels.end(), decoded.labels.begin(), decoded.labels.end());
       clips.skipped.insert(clips.skipped.end(), decoded.skipped.begin(), decoded.skipped.end());
     }
-    require_every_class(clips, spec.root);
+    if (whole) require_every_class(clips, spec.root);
     writer.finish(key, spec.root, clips);
   });
+}
+
+std::string part_path(const std::string& cache, int rank, int ranks) {
+  return fmt::format("{}.part-{}-of-{}", cache, rank, ranks);
+}
+std::string part_key(const std::string& key, int rank) { return fmt::format("{} part {}", key, rank); }
+
+// True when the cache at `file` holds this dataset (its metadata read in a child process first).
+bool cache_serves(const std::string& file, const std::string& key, const std::string& root,
+                  const std::vector<std::string>& classes, const ExtractionSettings& settings) {
+  std::error_code error;
+  if (!fs::exists(file, error)) return false;
+  try {
+    ClipSet probe;
+    probe_in_child(file, [&] { read_cache(file, key, root, classes, settings, probe, /*pixels=*/false); });
+    return read_cache(file, key, root, classes, settings, probe, /*pixels=*/false) == CacheRead::Loaded;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// Every rank decodes its contiguous share of the candidates into its part file (block by block),
+// then rank 0 joins the parts, in rank order, into the cache (clips copied a block at a time)
+// and removes them. Every rank returns once the cache is written.
+void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::string& key,
+                          const DatasetSpec& spec, const ProgressFn& progress, const ClipSet& like,
+                          Communicator& comm) {
+  const size_t n = candidates.size(), N = static_cast<size_t>(comm.size()),
+               r = static_cast<size_t>(comm.rank());
+  const std::vector<Candidate> mine(candidates.begin() + static_cast<std::ptrdiff_t>(r * n / N),
+                                    candidates.begin() + static_cast<std::ptrdiff_t>((r + 1) * n / N));
+  ClipSet part;
+  part.class_names = like.class_names;
+  part.extraction = like.extraction;
+  part.cache_file = part_path(like.cache_file, comm.rank(), comm.size());
+  build_cache_streamed(mine, part_key(key, comm.rank()), spec, progress, part, /*whole=*/false);
+  comm.barrier();
+  if (r == 0) {
+    ClipSet all;
+    all.class_names = like.class_names;
+    all.extraction = like.extraction;
+    const size_t clip_bytes = all.clip_elements();
+    const size_t block = std::max<size_t>(1, kStreamBlockBytes / std::max<size_t>(clip_bytes, 1));
+    write_atomically(like.cache_file, [&](const std::string& temp) {
+      CacheWriter writer(temp, all.extraction);
+      std::vector<uint8_t> buffer;
+      for (int q = 0; q < comm.size(); ++q) {
+        const std::string file = part_path(like.cache_file, q, comm.size());
+        ClipSet listed;
+        if (read_cache(file, part_key(key, q), spec.root, all.class_names, all.extraction, listed,
+                       /*pixels=*/false) != CacheRead::Loaded) {
+          fail("{}: the part of rank {} is missing or was written for other data", file, q);
+        }
+        const h5::File h5file = h5::File::open(file);
+        const h5::Dataset rows = h5file.root().open_dataset("clips");
+        for (size_t begin = 0; begin < listed.size(); begin += block) {
+          const size_t count = std::min(block, listed.size() - begin);
+          buffer.resize(count * clip_bytes);
+          rows.read_rows(static_cast<int64_t>(begin), static_cast<int64_t>(count), buffer.data());
+          writer.append(buffer.data(), count);
+        }
+        all.paths.insert(all.paths.end(), listed.paths.begin(), listed.paths.end());
+        all.labels.insert(all.labels.end(), listed.labels.begin(), listed.labels.end());
+        all.skipped.insert(all.skipped.end(), listed.skipped.begin(), listed.skipped.end());
+      }
+      require_every_class(all, spec.root);
+      writer.finish(key, spec.root, all);
+    });
+    for (int q = 0; q < comm.size(); ++q) {
+      std::error_code ignored;
+      fs::remove(part_path(like.cache_file, q, comm.size()), ignored);
+    }
+  }
+  comm.barrier();
 }
 
 }  // namespace
@@ -756,6 +832,21 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
          spec.root, spec.cache_path == "none" ? "--cache none" : clips.cache_note);
   }
   if (!clips.cache_file.empty()) require_replaceable_cache(clips.cache_file, spec.cache_path.empty());
+  // Ranks of a data-parallel run build a missing cache together; rank 0 says whether it is missing.
+  const bool by_ranks =
+      spec.communicator != nullptr && spec.communicator->size() > 1 && !clips.cache_file.empty();
+  if (by_ranks) {
+    Communicator& comm = *spec.communicator;
+    std::string verdict = "serves";
+    if (comm.rank() == 0 && !cache_serves(clips.cache_file, key, spec.root, classes, settings))
+      verdict = "build";
+    comm.broadcast(verdict, 0);
+    if (verdict == "build") {
+      build_cache_by_ranks(candidates, key, spec, progress, clips, comm);
+      clips.cache_note = fmt::format("built the clip cache {} with {} ranks, each decoding 1/{} of the files",
+                                     clips.cache_file, comm.size(), comm.size());
+    }
+  }
   if (!clips.cache_file.empty()) {
     try {
       // Everything but the clips is read first in a child process: a damaged file that would
@@ -766,8 +857,15 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
           read_cache(clips.cache_file, key, spec.root, classes, settings, probe, /*pixels=*/false);
         });
       }
-      switch (
-          read_cache(clips.cache_file, key, spec.root, classes, settings, clips, /*pixels=*/!spec.stream)) {
+      const CacheRead read =
+          read_cache(clips.cache_file, key, spec.root, classes, settings, clips, /*pixels=*/!spec.stream);
+      if (by_ranks && read != CacheRead::Loaded) {
+        fail(
+            "--cache {}: rank {} finds no cache of this dataset there after rank 0 wrote it (every rank must "
+            "see the same file: put it on a filesystem all machines share)",
+            clips.cache_file, spec.communicator->rank());
+      }
+      switch (read) {
         case CacheRead::Loaded:
           clips.from_cache = true;
           if (spec.stream) clips.stream = open_stream(clips);
@@ -780,6 +878,7 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
           break;
       }
     } catch (const std::exception& e) {
+      if (by_ranks) throw;  // the ranks would rebuild it one against the other
       clips.paths.clear();
       clips.labels.clear();
       clips.pixels.clear();

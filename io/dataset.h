@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/distributed.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "io/video.h"
@@ -32,6 +33,11 @@ struct DatasetSpec {
   // and evaluation then hold a few batches, whatever the dataset's size); a cache that must be
   // built is decoded and written block by block (kStreamBlockBytes at a time). Needs a cache.
   bool stream = false;
+  // The ranks of a data-parallel run (engine/distributed.h), all loading the same dataset: when
+  // the cache must be built, each rank decodes its contiguous share of the files into a part
+  // file beside it and rank 0 joins the parts into the cache, which every rank then reads (on a
+  // filesystem they all share). Null or one rank: this process decodes everything.
+  Communicator* communicator = nullptr;
 };
 
 // The most clip bytes a streamed load decodes before writing them to the cache.

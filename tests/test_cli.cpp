@@ -552,10 +552,18 @@ TEST_F(Cli, TwoRanksTrainAsOneProcessOnTheGlobalBatch) {
                                            out};
     return Process(dir_, args, 0, ranks ? mpirun : std::vector<std::string>{}).wait();
   };
-  const Result one = train("one_process", 3, false);
-  ASSERT_EQ(one.status, 0) << one.output;
+  // The ranks build the clip cache together (each decodes half the files), and one process
+  // then reads the cache they wrote.
   const Result two = train("two_ranks", 3, true);
   ASSERT_EQ(two.status, 0) << two.output;
+  EXPECT_TRUE(contains(two.output, "built the clip cache ranks.h5 with 2 ranks")) << two.output;
+  EXPECT_FALSE(fs::exists(dir_ / "ranks.h5.part-0-of-2"));
+  EXPECT_FALSE(fs::exists(dir_ / "ranks.h5.part-1-of-2"));
+  const Result one = train("one_process", 3, false);
+  ASSERT_EQ(one.status, 0) << one.output;
+  EXPECT_TRUE(
+      contains(one.output, "18 clips of 3 classes from ranks_data (read from the clip cache ranks.h5)"))
+      << one.output;
   EXPECT_TRUE(contains(two.output, "data parallel: Open MPI")) << two.output;
   EXPECT_TRUE(contains(two.output, "2 ranks")) << two.output;
   // Rank 0 alone prints: one report, one epoch line per epoch.

@@ -144,7 +144,7 @@ void DataArgs::follow_model(const models::Sequential& model) {
   channels = static_cast<int>(in[3]);
 }
 
-io::ClipSet load_data(const DataArgs& args, Console& console) {
+io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm) {
   io::DatasetSpec spec;
   spec.root = args.root;
   spec.classes = args.classes;
@@ -153,6 +153,7 @@ io::ClipSet load_data(const DataArgs& args, Console& console) {
   spec.cache_path = args.cache;
   spec.workers = args.workers;
   spec.stream = args.stream;
+  spec.communicator = comm;
   double started = -1.0;
   const auto t0 = std::chrono::steady_clock::now();
   io::ClipSet clips = io::load_clips(spec, [&](const io::Progress& p) {
@@ -306,10 +307,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   args.data.follow_model(model);
 
-  // Rank 0 first: it builds the clip cache when there is none, which the others then read.
-  if (!lead) comm.barrier();
-  const io::ClipSet clips = load_data(args.data, console);
-  if (lead) comm.barrier();
+  const io::ClipSet clips = load_data(args.data, console, &comm);
   if (comm.size() > 1) {
     console.note(fmt::format("data parallel: {}; each rank takes 1/{} of every batch of {}", comm.describe(),
                              comm.size(), args.batch_size));

@@ -69,8 +69,9 @@ struct TrainOutcome {
   std::string out_dir;
 };
 
-// Loads (or reads from the cache) the clips, drawing a progress bar and naming skipped files.
-io::ClipSet load_data(const DataArgs& args, Console& console);
+// Loads (or reads from the cache) the clips, drawing a progress bar and naming skipped files;
+// the ranks of a data-parallel run (comm) decode a missing cache together.
+io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm = nullptr);
 
 TrainOutcome run_training(const TrainArgs& args, Console& console);
 
