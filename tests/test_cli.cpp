@@ -531,25 +531,15 @@ TEST_F(Cli, TwoRanksTrainAsOneProcessOnTheGlobalBatch) {
   ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);  // CI runs as root
   ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
   const auto train = [&](const std::string& out, int epochs, bool ranks) {
-    const std::vector<std::string> args = {"train",
-                                           "--model",
-                                           "ranks_model.json",
-                                           "--data",
-                                           "ranks_data",
-                                           "--frames",
-                                           "20",
-                                           "--size",
-                                           "32",
-                                           "--cache",
-                                           "ranks.h5",
-                                           "--epochs",
-                                           std::to_string(epochs),
-                                           "--batch-size",
-                                           "6",
-                                           "--patience",
-                                           "-1",
-                                           "--out",
-                                           out};
+    // Early stopping and a learning-rate schedule on the validation accuracy: decisions every rank
+    // must take alike (the learning rate is in the compared history).
+    const std::string options =
+        "--model ranks_model.json --data ranks_data --frames 20 --size 32 --cache ranks.h5 "
+        "--batch-size 6 --patience 2 --monitor val_accuracy --reduce-lr-factor 0.5 "
+        "--reduce-lr-patience 0";
+    std::vector<std::string> args = {"train", "--epochs", std::to_string(epochs), "--out", out};
+    std::stringstream words(options);
+    for (std::string word; words >> word;) args.push_back(word);
     return Process(dir_, args, 0, ranks ? mpirun : std::vector<std::string>{}).wait();
   };
   // The ranks build the clip cache together (each decodes half the files), and one process
@@ -618,6 +608,15 @@ TEST_F(Cli, TwoRanksTrainAsOneProcessOnTheGlobalBatch) {
     std::cout << run_dir << ": largest weight difference from one process " << largest << "\n";
     EXPECT_LE(largest, kRanksTolerance);
   }
+  // The schedule acted at least once, so the histories compared its decisions.
+  EXPECT_TRUE(contains(one.output, "ReduceLROnPlateau reducing learning rate")) << one.output;
+  // A rank that fails ends the job with its message instead of leaving the other waiting: rank 0
+  // refuses an --out that holds a run, while rank 1 goes on to the first collective.
+  const auto started = std::chrono::steady_clock::now();
+  const Result refused = train("two_ranks", 3, true);
+  EXPECT_NE(refused.status, 0);
+  EXPECT_TRUE(contains(refused.output, "two_ranks")) << refused.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
   // Only train runs across processes.
   const Result other = Process(dir_, {"summary", "--model", "lrcn"}, 0, mpirun).wait();
   EXPECT_NE(other.status, 0);

@@ -21,9 +21,9 @@
 #include <thread>
 #include <vector>
 
-#include "tests/test_support.h"
 #include "io/dataset.h"
 #include "kernels/philox.h"
+#include "tests/test_support.h"
 
 namespace hisvid::io {
 namespace {
@@ -38,7 +38,6 @@ constexpr int kRed = 200;
 constexpr int kJpegTolerance = 6;  // MJPG's error on a flat frame, well below the steps above
 constexpr int kFrameSize = 32;     // written frames, 32x32
 constexpr int kFramesPerVideo = 12;
-
 
 ::testing::AssertionResult contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
@@ -340,6 +339,52 @@ TEST_F(DatasetTest, SecondLoadComesFromTheCacheWithoutDecoding) {
   EXPECT_EQ(second.skipped[0].reason, "cannot be opened as a video");
   EXPECT_EQ(second.extraction.sequence_length, 4);
   RecordProperty("cache_load_seconds", std::to_string(seconds));
+}
+
+// A streamed set holds no pixels and reads the same clips from the cache, whether it built the
+// cache (block by block, skipped files listed) or found it; BatchReader hands out each batch's
+// clips in order, read ahead or copied, and says when there are no more.
+TEST_F(DatasetTest, StreamedClipsAreTheCachedClips) {
+  make_dataset();
+  write_text((root_ / "Alpha" / "broken.avi").string(), "text, not a video");
+  DatasetSpec s = spec("clips.h5");
+  s.stream = true;
+  const ClipSet built = load_clips(s);
+  ASSERT_TRUE(built.streamed());
+  EXPECT_TRUE(built.pixels.empty());
+  ASSERT_EQ(built.size(), 7u);
+  ASSERT_EQ(built.skipped.size(), 1u);
+  s.stream = false;
+  const ClipSet in_memory = load_clips(s);
+  ASSERT_FALSE(in_memory.streamed());
+  EXPECT_TRUE(in_memory.from_cache);
+  EXPECT_EQ(in_memory.paths, built.paths);
+  s.stream = true;
+  const ClipSet found = load_clips(s);
+  ASSERT_TRUE(found.streamed());
+  EXPECT_TRUE(found.from_cache);
+
+  const std::vector<std::vector<size_t>> batches = {{6, 0}, {3}, {1, 2, 5, 4}};
+  for (const ClipSet* set : {&built, &found, &in_memory}) {
+    BatchReader reader(*set, batches, 1);
+    for (const std::vector<size_t>& batch : batches) {
+      const std::vector<uint8_t> pixels = reader.next();
+      ASSERT_EQ(pixels.size(), batch.size() * set->clip_elements());
+      for (size_t k = 0; k < batch.size(); ++k) {
+        EXPECT_TRUE(std::equal(pixels.begin() + static_cast<std::ptrdiff_t>(k * set->clip_elements()),
+                               pixels.begin() + static_cast<std::ptrdiff_t>((k + 1) * set->clip_elements()),
+                               in_memory.clip(batch[k])))
+            << "clip " << batch[k];
+      }
+    }
+    EXPECT_TRUE(contains(error_of([&] { reader.next(); }), "all 3 batches were read"));
+  }
+  // A reader dropped with batches unread stops its thread.
+  { BatchReader abandoned(found, batches, 2); }
+  std::vector<uint8_t> out(found.clip_elements());
+  EXPECT_TRUE(contains(error_of([&] { found.read_clips({7}, out.data()); }), "out of range"));
+  s.cache_path = "none";
+  EXPECT_TRUE(contains(error_of([&] { load_clips(s); }), "--cache none"));
 }
 
 TEST_F(DatasetTest, CacheOfOtherSettingsIsRebuilt) {
