@@ -636,6 +636,7 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
   part.class_names = like.class_names;
   part.extraction = like.extraction;
   part.cache_file = part_path(like.cache_file, comm.rank(), comm.size());
+  require_replaceable_cache(part.cache_file, /*default_location=*/false);  // only a part of ours is replaced
   build_cache_streamed(mine, part_key(key, comm.rank()), spec, progress, part, /*whole=*/false);
   comm.barrier();
   if (r == 0) {
