@@ -20,6 +20,10 @@ const bool rows = register_rows(host_row<naive::dropout_forward<float>>(Backend:
                                 host_row<naive::spatial_dropout_forward<double>>(Backend::Naive, "naive"),
                                 host_row<naive::spatial_dropout_backward<float>>(Backend::Naive, "naive"),
                                 host_row<naive::spatial_dropout_backward<double>>(Backend::Naive, "naive"));
+const bool cpu_rows =
+    !cpu::dropout_cpu_available() || register_rows(host_row<cpu::dropout_forward>(Backend::Cpu, "cpu"),
+                                                   host_row<cpu::dropout_backward>(Backend::Cpu, "cpu"),
+                                                   host_row<cpu::dropout_mask>(Backend::Cpu, "cpu"));
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows =
     register_rows(cuda_row<cuda::dropout_forward>("cuda"), cuda_row<cuda::dropout_backward>("cuda"),
@@ -39,7 +43,9 @@ const bool cases = [] {
   Cases<DropoutForward> forward;
   Cases<DropoutBackward> backward;
   Cases<DropoutMask> mask;
-  for (int64_t n : {1, 3, 4, 5, 1000, 4099}) {  // around the blocks of four uniforms
+  // Around the blocks of four uniforms and the AVX2 row's steps of 32; 327,680 is the LRCN's
+  // first dropout at batch 4 (4 x 20 x 16 x 16 x 16), where the rows are timed.
+  for (int64_t n : {1, 3, 4, 5, 31, 33, 1000, 4099, 327680}) {
     for (float rate : {0.0f, 0.1f, 0.5f, 0.9f}) {
       const std::string name = "n" + std::to_string(n) + rate_name(rate);
       auto setup = [n, rate](auto& a) { a.n = n, a.rate = rate, a.seed = kSeed, a.offset = kOffset; };
