@@ -115,8 +115,10 @@ void add_explain_command(CLI::App& app) {
             e.map_height, e.map_width, finer));
       }
     }
-    console.line(
-        fmt::format("{:>5} {:>7} {:>10} {:>14} {:>8}", "t", "frame", "Grad-CAM", "p if blacked", "drop"));
+    // The table is printed after the files are written: a reader that stops reading early (a
+    // pipe into head) cannot cost the outputs.
+    std::vector<std::string> table = {
+        fmt::format("{:>5} {:>7} {:>10} {:>14} {:>8}", "t", "frame", "Grad-CAM", "p if blacked", "drop")};
 
     double peak = 0.0;
     for (const std::vector<double>& map : e.maps)
@@ -132,8 +134,8 @@ void add_explain_command(CLI::App& app) {
       frames.push_back(io::overlay_heatmap(clip.originals[i], clip.original_height, clip.original_width, map,
                                            e.map_height, e.map_width));
       drops.push_back(p - e.occluded[i]);
-      console.line(fmt::format("{:>5} {:>7} {:>10.4f} {:>14.4f} {:>+8.4f}", t, clip.frame_indices[i],
-                               e.frame_weights[i], e.occluded[i], drops.back()));
+      table.push_back(fmt::format("{:>5} {:>7} {:>10.4f} {:>14.4f} {:>+8.4f}", t, clip.frame_indices[i],
+                                  e.frame_weights[i], e.occluded[i], drops.back()));
       labels.push_back(fmt::format("{} {:.2f} | t {} weight {:.3f}",
                                    names[static_cast<size_t>(e.class_index)], p, t, e.frame_weights[i]));
       captions.push_back(
@@ -149,6 +151,7 @@ void add_explain_command(CLI::App& app) {
         fmt::format("{}: Grad-CAM of {} ({:.3f}) on {}", fs::path(args->video).filename().string(),
                     names[static_cast<size_t>(e.class_index)], p, e.layer));
     console.note(fmt::format("wrote {} ({} frames) and {}", args->out, e.frames, grid));
+    for (const std::string& row : table) console.line(row);
   });
 }
 
