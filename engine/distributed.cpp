@@ -1,5 +1,5 @@
 // engine/distributed.cpp — the single-process communicator, and the one that drives the MPI
-// plugin (engine/mpi_plugin.h) loaded with dlopen.
+// plugin (engine/mpi_plugin.h) loaded with dlopen, with NCCL (engine/nccl.h) for CUDA tensors.
 #include "engine/distributed.h"
 
 #include <dlfcn.h>
@@ -10,10 +10,10 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/mpi_plugin.h"
+#include "engine/nccl.h"
 
 namespace hisvid {
 
@@ -66,6 +66,7 @@ class Mpi final : public Communicator {
     }
   }
   ~Mpi() override {
+    nccl_.reset();  // before MPI goes
     if (api_.finalize != nullptr) api_.finalize();
   }
   int rank() const override { return api_.rank; }
@@ -97,12 +98,16 @@ class Mpi final : public Communicator {
     if (device.is_cpu()) {
       check(api_.sum_host(flat.data_ptr(), count, type, error_.data(), error_.size()), "summing gradients");
     } else {
-      if (api_.sum_cuda == nullptr) {
-        fail("summing CUDA tensors across ranks needs NCCL: this hisvid's MPI plugin was built without it");
+      if (nccl_ == nullptr) {  // rank 0's unique id, through MPI; one group for the run's device
+        std::string id = rank() == 0 ? nccl_unique_id() : std::string();
+        broadcast(id, 0);
+        nccl_ = std::make_unique<NcclGroup>(id, size(), rank(), device);
       }
-      check(api_.sum_cuda(flat.data_ptr(), count, type, device.index, cuda_stream(device), error_.data(),
-                          error_.size()),
-            "summing gradients with NCCL");
+      if (nccl_->device() != device) {
+        fail("summing across ranks: NCCL was set up on {}, these tensors are on {}", nccl_->device().str(),
+             device.str());
+      }
+      nccl_->sum(flat.data_ptr(), count, dtype);
     }
     at = 0;
     for (const Tensor& t : tensors) {
@@ -133,6 +138,7 @@ class Mpi final : public Communicator {
 
   void* handle_ = nullptr;  // never closed: MPI's libraries stay loaded until exit
   HisvidMpi api_;
+  std::unique_ptr<NcclGroup> nccl_;  // set up on the first sum of CUDA tensors
   std::array<char, 512> error_{};
 };
 

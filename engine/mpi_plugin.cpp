@@ -1,6 +1,5 @@
-// engine/mpi_plugin.cpp — libhisvid_mpi.so: MPI (and NCCL for CUDA ranks) behind the C
-// interface of engine/mpi_plugin.h. Built only when CMake finds MPI; loaded by hisvid only under
-// an MPI launcher.
+// engine/mpi_plugin.cpp — libhisvid_mpi.so: MPI behind the C interface of engine/mpi_plugin.h.
+// Built only when CMake finds MPI; loaded by hisvid only under an MPI launcher.
 //
 // Host sums: MPI_Reduce to rank 0, then MPI_Bcast. An MPI_Allreduce may add in a different order
 // on different ranks (recursive doubling), and ranks whose weights drift apart by one bit train
@@ -10,17 +9,13 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
-
-#ifdef HISVID_MPI_WITH_NCCL
-#include <cuda_runtime.h>
-#include <nccl.h>
-#endif
 
 namespace {
 
@@ -82,44 +77,7 @@ int barrier(char* error, size_t size) {
 
 void abort_job(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 
-#ifdef HISVID_MPI_WITH_NCCL
-ncclComm_t nccl = nullptr;
-int nccl_device = -1;
-
-int sum_cuda(void* data, size_t count, int type, int device, void* stream, char* error, size_t size) {
-  if (nccl == nullptr) {
-    int rank = 0, ranks = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-    ncclUniqueId id;
-    if (rank == 0) {
-      const ncclResult_t made = ncclGetUniqueId(&id);
-      if (made != ncclSuccess)
-        return report(error, size, std::string("ncclGetUniqueId: ") + ncclGetErrorString(made));
-    }
-    if (broadcast(&id, sizeof id, 0, error, size) != 0) return 1;
-    if (cudaSetDevice(device) != cudaSuccess) return report(error, size, "cudaSetDevice failed");
-    const ncclResult_t joined = ncclCommInitRank(&nccl, ranks, id, rank);
-    if (joined != ncclSuccess)
-      return report(error, size, std::string("ncclCommInitRank: ") + ncclGetErrorString(joined));
-    nccl_device = device;
-  }
-  if (device != nccl_device)
-    return report(error, size, "NCCL was set up for another CUDA device of this rank");
-  const ncclResult_t summed =
-      ncclAllReduce(data, data, count, type == kHisvidMpiFloat64 ? ncclFloat64 : ncclFloat32, ncclSum, nccl,
-                    static_cast<cudaStream_t>(stream));
-  if (summed != ncclSuccess)
-    return report(error, size, std::string("ncclAllReduce: ") + ncclGetErrorString(summed));
-  return 0;
-}
-#endif
-
 void finalize() {
-#ifdef HISVID_MPI_WITH_NCCL
-  if (nccl != nullptr) ncclCommDestroy(nccl);
-  nccl = nullptr;
-#endif
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
@@ -147,19 +105,10 @@ extern "C" __attribute__((visibility("default"))) int hisvid_mpi_init(HisvidMpi*
   MPI_Get_library_version(version, &length);
   std::string library(version);
   library = library.substr(0, library.find_first_of(",\n"));
-  std::snprintf(out->description, sizeof out->description, "%s, %d ranks (%d on this machine)%s",
-                library.c_str(), out->size, local_size,
-#ifdef HISVID_MPI_WITH_NCCL
-                "; NCCL for CUDA tensors"
-#else
-                ""
-#endif
-  );
+  std::snprintf(out->description, sizeof out->description, "%s, %d ranks (%d on this machine)",
+                library.c_str(), out->size, local_size);
   out->abi = kHisvidMpiAbi;
   out->sum_host = sum_host;
-#ifdef HISVID_MPI_WITH_NCCL
-  out->sum_cuda = sum_cuda;
-#endif
   out->broadcast = broadcast;
   out->barrier = barrier;
   out->abort = abort_job;

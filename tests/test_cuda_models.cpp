@@ -15,6 +15,7 @@
 #include "engine/autograd.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
+#include "engine/nccl.h"
 #include "engine/optimizer.h"
 #include "tests/tiny_models.h"
 
@@ -134,6 +135,27 @@ void expect_same_step(const TinyModel& model, LossFunction loss_of) {
   }
 }
 #endif  // HISVID_WITH_CUDA
+
+// NCCL as a data-parallel run uses it (engine/nccl.h), on a group of one rank: the library
+// loads, the group forms on the device, and a sum over one rank leaves float32 and float64
+// values exactly as they were (an all-reduce of one contribution adds nothing). Multi-rank runs
+// go through the same calls with the id sent through MPI (engine/distributed.cpp).
+TEST(Nccl, OneRankGroupSumsInPlace) {
+  const std::string reason = cuda_unavailable_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const std::string missing = nccl_unavailable_reason();
+  ASSERT_EQ(missing, "") << "with a GPU present, NCCL must load for data-parallel CUDA runs";
+  const Device gpu = Device::cuda(0);
+  NcclGroup group(nccl_unique_id(), 1, 0, gpu);
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    std::vector<double> values(1000);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37 * static_cast<double>(i)) * 1e3;
+    Tensor t = Tensor::from_vector(values, Shape{10, 100}, dtype, gpu);
+    const std::vector<double> before = t.to_vector();
+    group.sum(t.data_ptr(), static_cast<size_t>(t.numel()), dtype);
+    EXPECT_EQ(t.to_vector(), before) << dtype_name(dtype);
+  }
+}
 
 TEST(CudaModelParity, TinyLrcnTrainingStep) {
   const std::string reason = skip_reason();
