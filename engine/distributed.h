@@ -43,6 +43,15 @@ Communicator& world();
 // True when an MPI launcher started this process.
 bool started_by_mpi_launcher();
 
+// This rank's contiguous share of `all`: [r n / N, (r + 1) n / N), possibly empty when there
+// are fewer items than ranks. The shares of all ranks, in rank order, are `all`.
+template <typename T>
+std::vector<T> share_of(const std::vector<T>& all, const Communicator& comm) {
+  const size_t n = all.size(), N = static_cast<size_t>(comm.size()), r = static_cast<size_t>(comm.rank());
+  return {all.begin() + static_cast<std::ptrdiff_t>(r * n / N),
+          all.begin() + static_cast<std::ptrdiff_t>((r + 1) * n / N)};
+}
+
 // True when `value` is the same on every rank.
 bool same_on_every_rank(Communicator& comm, uint64_t value);
 

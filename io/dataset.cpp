@@ -51,6 +51,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/error.h"
+#include "engine/hash.h"
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "io/isolated.h"
@@ -132,14 +133,7 @@ void shuffle_with(std::vector<T>& values, RandomDraw draw) {
   }
 }
 
-uint64_t fnv1a64(const std::string& text) {
-  uint64_t hash = 14695981039346656037ull;
-  for (const char c : text) {
-    hash ^= static_cast<unsigned char>(c);
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
+uint64_t fnv1a64(const std::string& text) { return hisvid::fnv1a64(text.data(), text.size()); }
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::vector<std::string> dims;
@@ -564,6 +558,18 @@ void require_every_class(const ClipSet& clips, const std::string& root) {
   }
 }
 
+// Clips of clip_bytes each that make one block of a streamed build or join (at least one).
+size_t clips_per_block(size_t clip_bytes) {
+  return std::max<size_t>(1, kStreamBlockBytes / std::max<size_t>(clip_bytes, 1));
+}
+
+// Appends what `part` lists (paths, labels, skipped files) to `clips`, in order.
+void append_listing(ClipSet& clips, const ClipSet& part) {
+  clips.paths.insert(clips.paths.end(), part.paths.begin(), part.paths.end());
+  clips.labels.insert(clips.labels.end(), part.labels.begin(), part.labels.end());
+  clips.skipped.insert(clips.skipped.end(), part.skipped.begin(), part.skipped.end());
+}
+
 // Decodes the candidates block by block (kStreamBlockBytes of clips at a time) into the cache at
 // clips.cache_file, written atomically, and fills clips' paths, labels and skipped files: memory
 // holds one block whatever the dataset's size.
@@ -572,7 +578,7 @@ void build_cache_streamed(const std::vector<Candidate>& candidates, const std::s
                           const DatasetSpec& spec, const ProgressFn& progress, ClipSet& clips,
                           bool whole = true) {
   const size_t clip_bytes = clips.clip_elements();
-  const size_t block = std::max<size_t>(1, kStreamBlockBytes / std::max<size_t>(clip_bytes, 1));
+  const size_t block = clips_per_block(clip_bytes);
   const fs::path parent = fs::path(clips.cache_file).parent_path();
   std::error_code error;
   if (!parent.empty() && !fs::create_directories(parent, error) && error) {
@@ -594,9 +600,7 @@ void build_cache_streamed(const std::vector<Candidate>& candidates, const std::s
       ClipSet decoded;
       gather(part, decode_all(part, clips.extraction, spec.workers, shifted), clip_bytes, decoded);
       writer.append(decoded.pixels.data(), decoded.size());
-      clips.paths.insert(clips.paths.end(), decoded.paths.begin(), decoded.paths.end());
-      clips.labels.insert(clips.labels.end(), decoded.labels.begin(), decoded.labels.end());
-      clips.skipped.insert(clips.skipped.end(), decoded.skipped.begin(), decoded.skipped.end());
+      append_listing(clips, decoded);
     }
     if (whole) require_every_class(clips, spec.root);
     writer.finish(key, spec.root, clips);
@@ -628,10 +632,7 @@ bool cache_serves(const std::string& file, const std::string& key, const std::st
 void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::string& key,
                           const DatasetSpec& spec, const ProgressFn& progress, const ClipSet& like,
                           Communicator& comm) {
-  const size_t n = candidates.size(), N = static_cast<size_t>(comm.size()),
-               r = static_cast<size_t>(comm.rank());
-  const std::vector<Candidate> mine(candidates.begin() + static_cast<std::ptrdiff_t>(r * n / N),
-                                    candidates.begin() + static_cast<std::ptrdiff_t>((r + 1) * n / N));
+  const std::vector<Candidate> mine = share_of(candidates, comm);
   ClipSet part;
   part.class_names = like.class_names;
   part.extraction = like.extraction;
@@ -639,12 +640,12 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
   require_replaceable_cache(part.cache_file, /*default_location=*/false);  // only a part of ours is replaced
   build_cache_streamed(mine, part_key(key, comm.rank()), spec, progress, part, /*whole=*/false);
   comm.barrier();
-  if (r == 0) {
+  if (comm.rank() == 0) {
     ClipSet all;
     all.class_names = like.class_names;
     all.extraction = like.extraction;
     const size_t clip_bytes = all.clip_elements();
-    const size_t block = std::max<size_t>(1, kStreamBlockBytes / std::max<size_t>(clip_bytes, 1));
+    const size_t block = clips_per_block(clip_bytes);
     write_atomically(like.cache_file, [&](const std::string& temp) {
       CacheWriter writer(temp, all.extraction);
       std::vector<uint8_t> buffer;
@@ -663,9 +664,7 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
           rows.read_rows(static_cast<int64_t>(begin), static_cast<int64_t>(count), buffer.data());
           writer.append(buffer.data(), count);
         }
-        all.paths.insert(all.paths.end(), listed.paths.begin(), listed.paths.end());
-        all.labels.insert(all.labels.end(), listed.labels.begin(), listed.labels.end());
-        all.skipped.insert(all.skipped.end(), listed.skipped.begin(), listed.skipped.end());
+        append_listing(all, listed);
       }
       require_every_class(all, spec.root);
       writer.finish(key, spec.root, all);

@@ -84,6 +84,12 @@ cv::VideoCapture open_capture(const std::string& path) {
   return capture;
 }
 
+// The frame rate the container reports, or `fallback` when it reports none (or nonsense).
+double container_fps(cv::VideoCapture& capture, double fallback) {
+  const double fps = capture.get(cv::CAP_PROP_FPS);
+  return fps > 0 && std::isfinite(fps) ? fps : fallback;
+}
+
 // One decoded frame as 8-bit BGR; false when the read fails or gives nothing.
 bool read_bgr(cv::VideoCapture& capture, cv::Mat& frame) {
   if (!capture.read(frame) || frame.empty()) return false;
@@ -199,8 +205,7 @@ Clip extract_clip(const std::string& path, const ExtractionSettings& settings, b
     bool seeked = false;
     {
       cv::VideoCapture capture = open_capture(path);
-      const double fps = capture.get(cv::CAP_PROP_FPS);
-      if (fps > 0 && std::isfinite(fps)) clip.fps = fps;
+      clip.fps = container_fps(capture, clip.fps);
       seeked =
           extract_by_seeking(capture, capture.get(cv::CAP_PROP_FRAME_COUNT), settings, keep_originals, clip);
     }
@@ -228,8 +233,7 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
   video.channels = channels;
   try {
     cv::VideoCapture capture = open_capture(path);
-    const double fps = capture.get(cv::CAP_PROP_FPS);
-    if (fps > 0 && std::isfinite(fps)) video.fps = fps;
+    video.fps = container_fps(capture, video.fps);
     cv::Mat frame;
     while (read_bgr(capture, frame)) {
       if (video.frames.empty()) {

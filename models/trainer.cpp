@@ -6,6 +6,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/hash.h"
 #include "engine/ops.h"
 #include "models/model_file.h"
 
@@ -26,21 +27,12 @@ Tensor one_hot(const std::vector<int>& classes, int K, Device device) {
   return Tensor::from_vector(v, {static_cast<int64_t>(classes.size()), K}, DType::Float32, device);
 }
 
-// Rank r's part of a global batch: the contiguous slice [r B / N, (r + 1) B / N), possibly empty
-// when the batch has fewer clips than there are ranks.
-std::vector<size_t> shard_of(const std::vector<size_t>& global, const Communicator& comm) {
-  const size_t B = global.size(), N = static_cast<size_t>(comm.size()), r = static_cast<size_t>(comm.rank());
-  return {global.begin() + static_cast<std::ptrdiff_t>(r * B / N),
-          global.begin() + static_cast<std::ptrdiff_t>((r + 1) * B / N)};
-}
-
 // FNV-1a 64 of every weight's bytes: equal on every rank exactly when the weights are.
 uint64_t weights_fingerprint(const std::vector<Tensor>& weights) {
-  uint64_t hash = 1469598103934665603ull;
+  uint64_t hash = kFnv1a64Basis;
   for (const Tensor& w : weights) {
     const Tensor host = w.device().is_cpu() ? w : w.to(Device::cpu());
-    const auto* bytes = static_cast<const unsigned char*>(host.data_ptr());
-    for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+    hash = fnv1a64(host.data_ptr(), host.nbytes(), hash);
   }
   return hash;
 }
@@ -233,7 +225,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
     // and augmentation draws (rng_ only shuffles, identically on every rank).
     std::vector<std::vector<size_t>> shards;
     for (const std::vector<size_t>& global : batches)
-      shards.push_back(comm_ ? shard_of(global, *comm_) : global);
+      shards.push_back(comm_ ? share_of(global, *comm_) : global);
     std::vector<std::vector<size_t>> to_read;
     for (const std::vector<size_t>& shard : shards) {
       if (!shard.empty()) to_read.push_back(shard);
@@ -316,7 +308,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
       std::vector<int> identity(clips_.class_names.size());
       for (size_t k = 0; k < identity.size(); ++k) identity[k] = static_cast<int>(k);
       if (comm_) {  // each rank its slice of the validation clips, the sums shared
-        const std::vector<size_t> mine = shard_of(split_.validation, *comm_);
+        const std::vector<size_t> mine = share_of(split_.validation, *comm_);
         std::vector<double> totals = {0.0, 0.0};
         if (!mine.empty()) {
           const Evaluation part = evaluate(model_, clips_, mine, options_.batch_size, identity);

@@ -69,9 +69,7 @@ ExtractionSettings small_settings(int frames = 4) { return ExtractionSettings{fr
 class DatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    directory_ = fs::temp_directory_path() /
-                 ("hisvid_dataset_tests-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    directory_ = testing::fresh_directory("hisvid_dataset_tests");
     root_ = directory_ / "data";
     fs::create_directories(root_);
   }

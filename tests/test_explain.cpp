@@ -160,12 +160,6 @@ TEST(Explain, OnTheGpuMatchesTheCpu) {
   }
 }
 
-fs::path fresh_directory() {
-  static std::atomic<int> counter{0};
-  return fs::temp_directory_path() /
-         ("hisvid_explain_tests-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-}
-
 // Heat per pixel inside the moving shape's box against the background, over every frame of
 // every held-out clip of a trained LRCN (maps enlarged to the video as hisvid explain draws them).
 //
@@ -182,7 +176,7 @@ fs::path fresh_directory() {
 constexpr int kLocatingLayer = 3;
 constexpr double kMinHeatRatio = 1.5;
 TEST(Explain, TrainedLrcnLooksAtTheMovingShape) {
-  const fs::path root = fresh_directory();
+  const fs::path root = testing::fresh_directory("hisvid_explain_tests");
   io::SyntheticSpec spec;
   spec.out_dir = (root / "data").string();
   spec.clips_per_class = 28;

@@ -39,16 +39,11 @@ std::string missing_fixture(const std::string& path) {
   return "fixture " + path + " not found (HISVID_FIXTURES_DIR=" + HISVID_FIXTURES_DIR + ")";
 }
 
-
-
-
 // A fresh directory per test, removed afterwards.
 class Hdf5Test : public ::testing::Test {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    directory_ = fs::temp_directory_path() /
-                 ("hisvid_io_tests-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    directory_ = testing::fresh_directory("hisvid_io_tests");
     fs::create_directories(directory_);
   }
   void TearDown() override {

@@ -2,8 +2,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -34,6 +36,14 @@ void expect_error(Action&& action, const std::vector<std::string>& fragments) {
   for (const std::string& fragment : fragments) {
     EXPECT_NE(message.find(fragment), std::string::npos) << "'" << fragment << "' missing from: " << message;
   }
+}
+
+// A path in the temporary directory that no other test, of this run or another, uses:
+// <prefix>-<pid>-<n>. Not created.
+inline std::filesystem::path fresh_directory(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  return std::filesystem::temp_directory_path() /
+         (prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
 }
 
 inline std::string file_bytes(const std::filesystem::path& path) {

@@ -36,11 +36,7 @@ using hisvid::testing::file_bytes;
 
 namespace fs = std::filesystem;
 
-fs::path fresh_directory() {
-  static std::atomic<int> counter{0};
-  return fs::temp_directory_path() /
-         ("hisvid_synthetic_tests-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-}
+fs::path fresh_directory() { return hisvid::testing::fresh_directory("hisvid_synthetic_tests"); }
 
 // Every frame of a video, decoded in order.
 std::vector<cv::Mat> decode(const std::string& path) {

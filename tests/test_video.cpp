@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "tests/test_support.h"
 #include "io/video.h"
+#include "tests/test_support.h"
 
 namespace hisvid::io {
 namespace {
@@ -92,9 +92,7 @@ std::vector<int> clip_indices(const Clip& clip) {
 class VideoTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    directory_ = fs::temp_directory_path() /
-                 ("hisvid_video_tests-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    directory_ = testing::fresh_directory("hisvid_video_tests");
     fs::create_directories(directory_);
   }
   void TearDown() override {

@@ -66,14 +66,7 @@ void add_explain_command(CLI::App& app) {
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     models::Sequential& model = loaded.model;
-    std::vector<std::string> names = loaded.extras.class_names;
-    if (!args->model_classes.empty()) names = split_list(args->model_classes);
-    const int K = model.num_classes();
-    if (names.empty()) {
-      for (int k = 0; k < K; ++k) names.push_back("class_" + std::to_string(k));
-    }
-    if (static_cast<int>(names.size()) != K)
-      fail("{} has {} outputs but {} class names", args->weights, K, names.size());
+    const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     int class_index = -1;
     if (!args->class_name.empty()) {
       const auto found = std::find(names.begin(), names.end(), args->class_name);

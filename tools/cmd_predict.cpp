@@ -73,12 +73,16 @@ void add_predict_command(CLI::App& app) {
     bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
+  CLI::App* cmd =
+      app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
   cmd->add_option("videos", args->videos, "Video files or folders of videos")->required();
   cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)");
-  cmd->add_option("--top-k", args->top_k, "How many classes to print per video")->capture_default_str()->check(CLI::Range(1, 1000));
-  cmd->add_option("--out", args->out, "Write the video with its label drawn on every frame (one input video)");
+  cmd->add_option("--top-k", args->top_k, "How many classes to print per video")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--out", args->out,
+                  "Write the video with its label drawn on every frame (one input video)");
   cmd->add_option("--rolling", args->rolling,
                   "Label each frame with the mean of the last K predictions of the sliding frames window")
       ->check(CLI::Range(1, 100000));
@@ -92,13 +96,8 @@ void add_predict_command(CLI::App& app) {
     Console console;
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
-    std::vector<std::string> names = loaded.extras.class_names;
-    if (!args->model_classes.empty()) names = split_list(args->model_classes);
+    const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     const int K = loaded.model.num_classes();
-    if (names.empty()) {
-      for (int k = 0; k < K; ++k) names.push_back("class_" + std::to_string(k));
-    }
-    if (static_cast<int>(names.size()) != K) fail("{} has {} outputs but {} class names", args->weights, K, names.size());
     loaded.model.to(parse_device(args->device));
     DataArgs data;
     data.follow_model(loaded.model);
@@ -153,8 +152,8 @@ void add_predict_command(CLI::App& app) {
         }
       }
       if (!args->out.empty()) {
-        io::write_annotated_video(args->out, video.originals, video.original_height, video.original_width, video.fps,
-                                  labels);
+        io::write_annotated_video(args->out, video.originals, video.original_height, video.original_width,
+                                  video.fps, labels);
         console.note(fmt::format("wrote {} ({} frames)", args->out, n));
       }
       return;

@@ -110,6 +110,19 @@ std::string csv_field(const std::string& text) {
   return quoted + "\"";
 }
 
+std::vector<std::string> output_names(const models::LoadedModel& loaded, const std::string& weights,
+                                      const std::string& model_classes) {
+  std::vector<std::string> names = loaded.extras.class_names;
+  if (!model_classes.empty()) names = split_list(model_classes);
+  const int K = loaded.model.num_classes();
+  if (names.empty()) {
+    for (int k = 0; k < K; ++k) names.push_back("class_" + std::to_string(k));
+  }
+  if (static_cast<int>(names.size()) != K)
+    fail("{} has {} outputs but {} class names", weights, K, names.size());
+  return names;
+}
+
 std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
   size_t start = 0;

@@ -8,6 +8,7 @@
 
 #include "io/dataset.h"
 #include "models/metrics.h"
+#include "models/model_file.h"
 #include "models/sequential.h"
 #include "models/trainer.h"
 #include "tools/console.h"
@@ -83,6 +84,12 @@ std::string csv_field(const std::string& text);
 // (and curves.png when a history is given) in out_dir.
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history);
+
+// The names of a loaded model's outputs, for predict and explain: --model-classes when given,
+// else the file's own, else class_0 .. class_{K-1} (a Keras file names none); fails, naming the
+// file, when their count is not the model's.
+std::vector<std::string> output_names(const models::LoadedModel& loaded, const std::string& weights,
+                                      const std::string& model_classes);
 
 // "a,b,c" -> {"a", "b", "c"}
 std::vector<std::string> split_list(const std::string& text);
