@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -234,23 +235,23 @@ FitResult Trainer::fit(const FitProgress& progress) {
     uint64_t steps_before = 0;
     for (const EpochLog& done : history_) steps_before += static_cast<uint64_t>(done.steps);
     for (size_t step = 0; step < batches.size(); ++step) {
-      bool stop = progress.should_stop && progress.should_stop();
-      if (comm_) {  // a stop (Ctrl-C reaches the ranks at different moments) is decided together
-        std::vector<double> flag = {stop ? 1.0 : 0.0};
-        comm_->sum(flag);
-        stop = flag[0] > 0.0;
-      }
-      if (stop) {
+      const auto interrupted = [&] {
         FitResult r = result();
         r.interrupted = true;
         return r;
-      }
+      };
+      // Ctrl-C reaches the ranks at different moments: with several ranks the stop is summed
+      // with the step's metrics below and decided together, before any update.
+      const bool stop = progress.should_stop && progress.should_stop();
+      if (stop && !comm_) return interrupted();
       const std::vector<size_t>& shard = shards[step];
       const double B = static_cast<double>(batches[step].size()), n = static_cast<double>(shard.size());
-      Generator shard_rng(
-          seed_ ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm_ ? comm_->rank() + 1 : 0)),
-          (steps_before + step) * kDrawsPerStep);
-      Generator* draws = comm_ ? &shard_rng : &rng_;
+      std::optional<Generator> shard_rng;
+      if (comm_) {
+        shard_rng.emplace(seed_ ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(comm_->rank() + 1)),
+                          (steps_before + step) * kDrawsPerStep);
+      }
+      Generator* draws = comm_ ? &*shard_rng : &rng_;
       LossTerms terms;
       double loss = 0.0;
       int64_t step_correct = 0;
@@ -261,9 +262,10 @@ FitResult Trainer::fit(const FitProgress& progress) {
         loss = terms.loss.item();
         step_correct = correct_count(model_, terms, batch.y);
       }
-      if (comm_) {  // the global batch's mean loss and its correct count, the same on every rank
-        std::vector<double> totals = {loss * n, static_cast<double>(step_correct)};
+      if (comm_) {  // the global batch's mean loss, its correct count and the stop, the same on every rank
+        std::vector<double> totals = {loss * n, static_cast<double>(step_correct), stop ? 1.0 : 0.0};
         comm_->sum(totals);
+        if (totals[2] > 0.0) return interrupted();
         loss = totals[0] / B;
         step_correct = static_cast<int64_t>(totals[1]);
       }
