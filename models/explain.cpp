@@ -16,6 +16,10 @@ namespace hisvid::models {
 
 namespace {
 
+// Clips per forward of the occlusion check: its memory stays a few clips whatever T is (the
+// seeds' 20 frames of 64 x 64, or a Keras model's 160).
+constexpr size_t kOcclusionBatch = 8;
+
 bool is_convolution(const layers::Layer& layer) {
   const std::string name = layer.class_name();
   if (name == "Conv2D" || name == "ConvLSTM2D") return true;
@@ -167,7 +171,16 @@ Explanation explain_clip(Sequential& model, const std::vector<uint8_t>& clip,
   if (layer < 0) layer = default_explain_layer(model);
   Explanation out;
   out.layer = model.layers()[static_cast<size_t>(layer)]->name();
-  out.probabilities = classify_clips(model, {clip}, settings, 1)[0];
+  // One pass classifies the clip and, for the occlusion check, the clip with frame t black for
+  // every t, kOcclusionBatch clips at a time.
+  const size_t frame_bytes = settings.frame_bytes();
+  std::vector<std::vector<uint8_t>> clips(static_cast<size_t>(settings.sequence_length) + 1, clip);
+  for (size_t t = 0; t + 1 < clips.size(); ++t) {
+    std::fill_n(clips[t + 1].begin() + static_cast<std::ptrdiff_t>(t * frame_bytes), frame_bytes, uint8_t{0});
+  }
+  const std::vector<std::vector<double>> probabilities =
+      classify_clips(model, clips, settings, kOcclusionBatch);
+  out.probabilities = probabilities[0];
   if (class_index < 0) {
     class_index = static_cast<int>(std::max_element(out.probabilities.begin(), out.probabilities.end()) -
                                    out.probabilities.begin());
@@ -190,14 +203,8 @@ Explanation explain_clip(Sequential& model, const std::vector<uint8_t>& clip,
   }
   for (double& v : out.frame_weights) v = total > 0.0 ? v / total : 0.0;
 
-  // Occlusion: clip t has frame t black, the other frames as they are.
-  const size_t frame_bytes = settings.frame_bytes();
-  std::vector<std::vector<uint8_t>> occluded(static_cast<size_t>(settings.sequence_length), clip);
-  for (size_t t = 0; t < occluded.size(); ++t) {
-    std::fill_n(occluded[t].begin() + static_cast<std::ptrdiff_t>(t * frame_bytes), frame_bytes, uint8_t{0});
-  }
-  for (const std::vector<double>& p : classify_clips(model, occluded, settings, occluded.size())) {
-    out.occluded.push_back(p[static_cast<size_t>(class_index)]);
+  for (size_t t = 1; t < probabilities.size(); ++t) {
+    out.occluded.push_back(probabilities[t][static_cast<size_t>(class_index)]);
   }
   return out;
 }
