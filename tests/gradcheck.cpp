@@ -1,9 +1,9 @@
 #include "tests/gradcheck.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-
-#include <fmt/format.h>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -17,6 +17,38 @@ Tensor random_input(const Shape& shape, uint64_t seed, double low, double high) 
   Tensor t = rng.uniform(shape, low, high, DType::Float64);
   t.set_requires_grad(true);
   return t;
+}
+
+void compare_with_differences(const std::function<double()>& value, const Tensor& x, const Tensor& analytic,
+                              int max_elements, const std::string& label, GradCheckResult& result) {
+  const int64_t n = x.numel();
+  const int64_t probes = max_elements > 0 ? std::min<int64_t>(n, max_elements) : n;
+  double* data = x.data<double>();
+  for (int64_t p = 0; p < probes; ++p) {
+    const int64_t e = probes == n ? p : p * n / probes;
+    const double original = data[e];
+    data[e] = original + kGradStep;
+    const double plus = value();
+    data[e] = original - kGradStep;
+    const double minus = value();
+    data[e] = original;
+    const double center = value();
+    const double numeric = (plus - minus) / (2 * kGradStep);
+    const double forward_diff = (plus - center) / kGradStep, backward_diff = (center - minus) / kGradStep;
+    const double derivative = analytic.defined() ? analytic.data<double>()[e] : 0.0;
+    const double scale = std::max({std::fabs(derivative), std::fabs(numeric), 1.0});
+    if (std::fabs(forward_diff - backward_diff) / scale > kKinkThreshold) {
+      ++result.kinks;
+      continue;
+    }
+    ++result.checked;
+    const double error = std::fabs(derivative - numeric) / scale;
+    if (error > result.max_error) {
+      result.max_error = error;
+      result.worst =
+          fmt::format("{} element {}: analytic {:.12g}, numeric {:.12g}", label, e, derivative, numeric);
+    }
+  }
 }
 
 GradCheckResult grad_check(const TensorFunction& f, const std::vector<Tensor>& inputs, int max_elements) {
@@ -52,34 +84,7 @@ GradCheckResult grad_check(const TensorFunction& f, const std::vector<Tensor>& i
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
     if (!x.defined() || !x.requires_grad()) continue;
-    const Tensor grad = x.grad();
-    const int64_t n = x.numel();
-    const int64_t probes = max_elements > 0 ? std::min<int64_t>(n, max_elements) : n;
-    double* data = x.data<double>();
-    for (int64_t p = 0; p < probes; ++p) {
-      const int64_t e = probes == n ? p : p * n / probes;
-      const double original = data[e];
-      data[e] = original + kGradStep;
-      const double plus = value();
-      data[e] = original - kGradStep;
-      const double minus = value();
-      data[e] = original;
-      const double center = value();
-      const double numeric = (plus - minus) / (2 * kGradStep);
-      const double forward_diff = (plus - center) / kGradStep, backward_diff = (center - minus) / kGradStep;
-      const double analytic = grad.defined() ? grad.data<double>()[e] : 0.0;
-      const double scale = std::max({std::fabs(analytic), std::fabs(numeric), 1.0});
-      if (std::fabs(forward_diff - backward_diff) / scale > kKinkThreshold) {
-        ++result.kinks;
-        continue;
-      }
-      ++result.checked;
-      const double error = std::fabs(analytic - numeric) / scale;
-      if (error > result.max_error) {
-        result.max_error = error;
-        result.worst = fmt::format("input {} element {}: analytic {:.12g}, numeric {:.12g}", i, e, analytic, numeric);
-      }
-    }
+    compare_with_differences(value, x, x.grad(), max_elements, fmt::format("input {}", i), result);
   }
   for (const Tensor& t : inputs) {
     if (t.defined()) t.impl()->grad.reset();

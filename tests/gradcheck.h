@@ -41,15 +41,22 @@ using TensorFunction = std::function<Tensor(const std::vector<Tensor>& inputs)>;
 // are probed (chosen evenly), 0 meaning all.
 GradCheckResult grad_check(const TensorFunction& f, const std::vector<Tensor>& inputs, int max_elements = 0);
 
+// The probe grad_check makes of one input, for gradients computed another way: central
+// differences of value() at the probed elements of x (float64 on the CPU, perturbed in place
+// and restored) against `analytic` (x's shape; undefined means zeros), with the kink guard.
+// Adds to `result`; `label` names x in result.worst ("input 1", "activation").
+void compare_with_differences(const std::function<double()>& value, const Tensor& x, const Tensor& analytic,
+                              int max_elements, const std::string& label, GradCheckResult& result);
+
 // A float64 CPU tensor of the given shape with uniform values in [low, high), requiring grad.
 Tensor random_input(const Shape& shape, uint64_t seed, double low = -1.0, double high = 1.0);
 
 }  // namespace hisvid::testing
 
 // gtest assertion: the check probed something and stayed within kGradTolerance.
-#define EXPECT_GRAD_OK(result)                                         \
-  do {                                                                 \
-    const hisvid::testing::GradCheckResult r_ = (result);                               \
-    EXPECT_GT(r_.checked, 0);                                          \
-    EXPECT_LE(r_.max_error, hisvid::testing::kGradTolerance) << "worst: " << r_.worst;  \
+#define EXPECT_GRAD_OK(result)                                                         \
+  do {                                                                                 \
+    const hisvid::testing::GradCheckResult r_ = (result);                              \
+    EXPECT_GT(r_.checked, 0);                                                          \
+    EXPECT_LE(r_.max_error, hisvid::testing::kGradTolerance) << "worst: " << r_.worst; \
   } while (0)
