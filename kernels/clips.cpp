@@ -44,7 +44,8 @@ void clip_to_unit(T* dst, const ClipsToBatch<T>& k) {
 namespace naive {
 
 template <typename T>
-void clips_to_batch(const ClipsToBatch<T>& k) {
+void clips_to_batch(const ClipsToBatch<T>& args) {
+  const ClipsToBatch<T> k = args.with_base();
   const int64_t row = k.W * k.C;  // values per row of pixels
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < k.B; ++b) {
@@ -106,7 +107,8 @@ void add_noise(float* x, int64_t n, uint64_t first, float sigma, uint64_t seed, 
 
 }  // namespace
 
-void clips_to_batch(const ClipsToBatch<float>& k) {
+void clips_to_batch(const ClipsToBatch<float>& args) {
+  const ClipsToBatch<float> k = args.with_base();
   float scale[256];
   for (int p = 0; p < 256; ++p) scale[p] = static_cast<float>(p) / 255.0f;
   const int64_t rows = k.E / (k.W * k.C);

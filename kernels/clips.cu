@@ -12,7 +12,8 @@ namespace {
 
 constexpr int kMeanThreads = 256;
 
-__global__ void scale_kernel(ClipsToBatch<float> k) {
+__global__ void scale_kernel(ClipsToBatch<float> args) {
+  const ClipsToBatch<float> k = args.with_base();
   const int64_t total = k.B * k.E, row = k.W * k.C;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -38,7 +39,8 @@ __global__ void __launch_bounds__(kMeanThreads) mean_kernel(float* mean, const f
   if (threadIdx.x == 0) mean[blockIdx.x] = static_cast<float>(s / static_cast<double>(E));
 }
 
-__global__ void finish_kernel(ClipsToBatch<float> k, const float* mean) {
+__global__ void finish_kernel(ClipsToBatch<float> args, const float* mean) {
+  const ClipsToBatch<float> k = args.with_base();
   const int64_t total = k.B * k.E;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {

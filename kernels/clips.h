@@ -35,9 +35,19 @@ struct ClipsToBatch {
   double brightness = 0.0, contrast = 0.0, noise = 0.0;
   uint64_t choice_seed = 0, choice_offset = 0;  // the per-clip draws
   uint64_t noise_seed = 0, noise_offset = 0;    // the per-value draws
-  bool any() const { return flip || brightness > 0 || contrast > 0 || noise > 0; }
+  const int64_t* offset_base = nullptr;         // (1) optional, added to both offsets
+  HISVID_HD bool any() const { return flip || brightness > 0 || contrast > 0 || noise > 0; }
+  // These arguments with offset_base added to the offsets (read where the kernel runs).
+  HISVID_HD ClipsToBatch with_base() const {
+    ClipsToBatch k = *this;
+    k.choice_offset = based_offset(choice_offset, offset_base);
+    k.noise_offset = based_offset(noise_offset, offset_base);
+    k.offset_base = nullptr;
+    return k;
+  }
   template <typename V>
   void buffers(V& v) {
+    v.in("offset_base", offset_base, 1);
     v.out("out", out, B * E);
     v.in("inp", inp, B * E);
   }

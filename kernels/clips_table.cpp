@@ -62,6 +62,21 @@ const bool cases = [] {
           }
         });
   }
+  // Offsets relative to a base in memory (a captured step's): both draws move with it.
+  to_batch
+      .add("everything_based",
+           [](auto& a) {
+             a.B = 6, a.E = 3 * 5 * 9 * 3, a.W = 9, a.C = 3, a.flip = true;
+             a.brightness = 0.2, a.contrast = 0.3, a.noise = 0.05;
+             a.choice_seed = 11, a.choice_offset = 3, a.noise_seed = 12, a.noise_offset = 5;
+           })
+      .tol(harness::kElementwise)
+      .prepare_with([](ClipsToBatch<double>& a) {
+        for (int64_t i = 0; i < a.B * a.E; ++i) {
+          harness::writable(a.inp)[i] = static_cast<uint8_t>(philox_uniform(0xC11B, 0, uint64_t(i)) * 256.0f);
+        }
+        harness::writable(a.offset_base)[0] = 977;
+      });
   return harness::add_cases(to_batch);
 }();
 

@@ -39,6 +39,14 @@ enum class Activation : int { Linear = 0, Relu, Tanh, Sigmoid, HardSigmoid, Hard
 // smaller half before and the larger half after (TensorFlow's rule).
 enum class Padding : int { Valid = 0, Same };
 
+// The Philox offset a random kernel draws at: its own offset plus, when base is given, the
+// value at base, read where the kernel runs (host memory for a host row, device memory on
+// CUDA). A step captured into a CUDA graph passes offsets relative to a base that is staged
+// before every replay, so that each replay draws new masks (engine/random.h).
+HISVID_HD uint64_t based_offset(uint64_t offset, const int64_t* base) {
+  return base == nullptr ? offset : offset + static_cast<uint64_t>(*base);
+}
+
 // exp in the element type's own precision on host and device (a plain exp(float) on the host
 // would call the double function).
 HISVID_HD float exp_of(float x) { return expf(x); }
@@ -108,13 +116,18 @@ inline const char* activation_label(Activation act) {
 template <typename T>
 HISVID_HD T activate(T x, Activation act) {
   switch (act) {
-    case Activation::Relu: return x > T(0) ? x : T(0);
-    case Activation::Tanh: return tanh_of(x);
-    case Activation::Sigmoid: return sigmoid(x);
-    case Activation::HardSigmoid: return hard_sigmoid(x);
+    case Activation::Relu:
+      return x > T(0) ? x : T(0);
+    case Activation::Tanh:
+      return tanh_of(x);
+    case Activation::Sigmoid:
+      return sigmoid(x);
+    case Activation::HardSigmoid:
+      return hard_sigmoid(x);
     case Activation::HardSigmoidKeras3:
       return hard_sigmoid_keras3(x);
-    case Activation::Linear: break;
+    case Activation::Linear:
+      break;
   }
   return x;
 }
@@ -125,13 +138,18 @@ HISVID_HD T activate(T x, Activation act) {
 template <typename T>
 HISVID_HD T activation_grad_from_output(T y, Activation act) {
   switch (act) {
-    case Activation::Relu: return y > T(0) ? T(1) : T(0);
-    case Activation::Tanh: return T(1) - y * y;
-    case Activation::Sigmoid: return y * (T(1) - y);
-    case Activation::HardSigmoid: return (y > T(0) && y < T(1)) ? T(0.2) : T(0);
+    case Activation::Relu:
+      return y > T(0) ? T(1) : T(0);
+    case Activation::Tanh:
+      return T(1) - y * y;
+    case Activation::Sigmoid:
+      return y * (T(1) - y);
+    case Activation::HardSigmoid:
+      return (y > T(0) && y < T(1)) ? T(0.2) : T(0);
     case Activation::HardSigmoidKeras3:
       return (y > T(0) && y < T(1)) ? T(1) / T(6) : T(0);
-    case Activation::Linear: break;
+    case Activation::Linear:
+      break;
   }
   return T(1);
 }
@@ -143,13 +161,18 @@ HISVID_HD T activation_grad_from_output(T y, Activation act) {
 template <typename Body>
 void with_activation(Activation act, Body&& body) {
   switch (act) {
-    case Activation::Relu: return body(std::integral_constant<Activation, Activation::Relu>{});
-    case Activation::Tanh: return body(std::integral_constant<Activation, Activation::Tanh>{});
-    case Activation::Sigmoid: return body(std::integral_constant<Activation, Activation::Sigmoid>{});
-    case Activation::HardSigmoid: return body(std::integral_constant<Activation, Activation::HardSigmoid>{});
+    case Activation::Relu:
+      return body(std::integral_constant<Activation, Activation::Relu>{});
+    case Activation::Tanh:
+      return body(std::integral_constant<Activation, Activation::Tanh>{});
+    case Activation::Sigmoid:
+      return body(std::integral_constant<Activation, Activation::Sigmoid>{});
+    case Activation::HardSigmoid:
+      return body(std::integral_constant<Activation, Activation::HardSigmoid>{});
     case Activation::HardSigmoidKeras3:
       return body(std::integral_constant<Activation, Activation::HardSigmoidKeras3>{});
-    case Activation::Linear: return body(std::integral_constant<Activation, Activation::Linear>{});
+    case Activation::Linear:
+      return body(std::integral_constant<Activation, Activation::Linear>{});
   }
 }
 

@@ -53,18 +53,18 @@ void copy(T* out, const T* in, int64_t n) {
 template <typename T>
 void dropout_forward(const DropoutForward<T>& k) {
   if (k.rate == 0.0f) return copy(k.out, k.inp, k.n);
-  apply_mask(k.out, k.inp, k.n, k.rate, k.seed, k.offset);
+  apply_mask(k.out, k.inp, k.n, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
 template <typename T>
 void dropout_backward(const DropoutBackward<T>& k) {
   if (k.rate == 0.0f) return copy(k.dinp, k.dout, k.n);
-  apply_mask(k.dinp, k.dout, k.n, k.rate, k.seed, k.offset);
+  apply_mask(k.dinp, k.dout, k.n, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
 template <typename T>
 void dropout_mask(const DropoutMask<T>& k) {
-  apply_mask<T>(k.mask, nullptr, k.n, k.rate, k.seed, k.offset);
+  apply_mask<T>(k.mask, nullptr, k.n, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
 // out (N,S,C) = in (N,S,C) * mask (N,C), the mask drawn once per (n, c).
@@ -86,13 +86,13 @@ void apply_channel_mask(T* out, const T* in, int64_t N, int64_t S, int64_t C, fl
 template <typename T>
 void spatial_dropout_forward(const SpatialDropoutForward<T>& k) {
   if (k.rate == 0.0f) return copy(k.out, k.inp, k.N * k.S * k.C);
-  apply_channel_mask(k.out, k.inp, k.N, k.S, k.C, k.rate, k.seed, k.offset);
+  apply_channel_mask(k.out, k.inp, k.N, k.S, k.C, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
 template <typename T>
 void spatial_dropout_backward(const SpatialDropoutBackward<T>& k) {
   if (k.rate == 0.0f) return copy(k.dinp, k.dout, k.N * k.S * k.C);
-  apply_channel_mask(k.dinp, k.dout, k.N, k.S, k.C, k.rate, k.seed, k.offset);
+  apply_channel_mask(k.dinp, k.dout, k.N, k.S, k.C, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
 #define HISVID_INSTANTIATE(T)                                                \
@@ -205,14 +205,16 @@ bool dropout_cpu_available() { return __builtin_cpu_supports("avx2"); }
 
 void dropout_forward(const DropoutForward<float>& k) {
   if (k.rate == 0.0f) return copy(k.out, k.inp, k.n);
-  apply_mask(k.out, k.inp, k.n, k.rate, k.seed, k.offset);
+  apply_mask(k.out, k.inp, k.n, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
 void dropout_backward(const DropoutBackward<float>& k) {
   if (k.rate == 0.0f) return copy(k.dinp, k.dout, k.n);
-  apply_mask(k.dinp, k.dout, k.n, k.rate, k.seed, k.offset);
+  apply_mask(k.dinp, k.dout, k.n, k.rate, k.seed, based_offset(k.offset, k.offset_base));
 }
 
-void dropout_mask(const DropoutMask<float>& k) { apply_mask(k.mask, nullptr, k.n, k.rate, k.seed, k.offset); }
+void dropout_mask(const DropoutMask<float>& k) {
+  apply_mask(k.mask, nullptr, k.n, k.rate, k.seed, based_offset(k.offset, k.offset_base));
+}
 
 }  // namespace hisvid::cpu

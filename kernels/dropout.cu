@@ -12,7 +12,8 @@ namespace {
 // out (n) = inp (n) * mask; used for forward (inp) and backward (dout). inp == nullptr
 // writes the mask itself.
 __global__ void dropout_kernel(float* out, const float* inp, int64_t n, float rate, float keep_scale,
-                               uint64_t seed, uint64_t offset) {
+                               uint64_t seed, uint64_t offset, const int64_t* base) {
+  offset = based_offset(offset, base);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(i)) >= rate;
@@ -26,7 +27,9 @@ __global__ void dropout_kernel(float* out, const float* inp, int64_t n, float ra
 
 // out (N,S,C) = inp (N,S,C) * mask(n, c), mask(n, c) = the draw of element n*C + c.
 __global__ void spatial_dropout_kernel(float* out, const float* inp, int64_t N, int64_t S, int64_t C,
-                                       float rate, float keep_scale, uint64_t seed, uint64_t offset) {
+                                       float rate, float keep_scale, uint64_t seed, uint64_t offset,
+                                       const int64_t* base) {
+  offset = based_offset(offset, base);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * S * C;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t c = i % C, n = i / (S * C);
@@ -36,7 +39,7 @@ __global__ void spatial_dropout_kernel(float* out, const float* inp, int64_t N, 
 }
 
 void launch_spatial(float* out, const float* inp, int64_t N, int64_t S, int64_t C, float rate, uint64_t seed,
-                    uint64_t offset, cudaStream_t stream) {
+                    uint64_t offset, const int64_t* base, cudaStream_t stream) {
   const int64_t n = N * S * C;
   if (n <= 0) return;
   if (rate == 0.0f) {
@@ -46,39 +49,39 @@ void launch_spatial(float* out, const float* inp, int64_t N, int64_t S, int64_t 
   }
   const float keep_scale = 1.0f / (1.0f - rate);
   spatial_dropout_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, N, S, C, rate,
-                                                                            keep_scale, seed, offset);
+                                                                            keep_scale, seed, offset, base);
   HISVID_CHECK_LAUNCH();
 }
 
 void launch(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
-            cudaStream_t stream) {
+            const int64_t* base, cudaStream_t stream) {
   if (n <= 0) return;
   const float keep_scale = 1.0f / (1.0f - rate);
   dropout_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, n, rate, keep_scale, seed,
-                                                                    offset);
+                                                                    offset, base);
   HISVID_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void dropout_forward(const DropoutForward<float>& k, cudaStream_t stream) {
-  launch(k.out, k.inp, k.n, k.rate, k.seed, k.offset, stream);
+  launch(k.out, k.inp, k.n, k.rate, k.seed, k.offset, k.offset_base, stream);
 }
 
 void dropout_backward(const DropoutBackward<float>& k, cudaStream_t stream) {
-  launch(k.dinp, k.dout, k.n, k.rate, k.seed, k.offset, stream);
+  launch(k.dinp, k.dout, k.n, k.rate, k.seed, k.offset, k.offset_base, stream);
 }
 
 void dropout_mask(const DropoutMask<float>& k, cudaStream_t stream) {
-  launch(k.mask, nullptr, k.n, k.rate, k.seed, k.offset, stream);
+  launch(k.mask, nullptr, k.n, k.rate, k.seed, k.offset, k.offset_base, stream);
 }
 
 void spatial_dropout_forward(const SpatialDropoutForward<float>& k, cudaStream_t stream) {
-  launch_spatial(k.out, k.inp, k.N, k.S, k.C, k.rate, k.seed, k.offset, stream);
+  launch_spatial(k.out, k.inp, k.N, k.S, k.C, k.rate, k.seed, k.offset, k.offset_base, stream);
 }
 
 void spatial_dropout_backward(const SpatialDropoutBackward<float>& k, cudaStream_t stream) {
-  launch_spatial(k.dinp, k.dout, k.N, k.S, k.C, k.rate, k.seed, k.offset, stream);
+  launch_spatial(k.dinp, k.dout, k.N, k.S, k.C, k.rate, k.seed, k.offset, k.offset_base, stream);
 }
 
 }  // namespace hisvid::cuda

@@ -1,10 +1,13 @@
 // kernels/dropout.h — inverted dropout (Keras): an element is kept when its Philox uniform
 // u(seed, offset, i) >= rate, and kept elements are scaled by 1 / (1 - rate). The mask is a
 // pure function of (seed, offset, i), so backward regenerates it instead of storing it, and
-// the CPU and CUDA masks are the same bits.
+// the CPU and CUDA masks are the same bits. offset_base (optional, one int64 in the memory the
+// kernel runs on) is added to offset: kernels/common.h based_offset.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/common.h"
 
 #ifdef HISVID_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -21,8 +24,10 @@ struct DropoutForward {
   int64_t n = 0;
   float rate = 0.0f;
   uint64_t seed = 0, offset = 0;
+  const int64_t* offset_base = nullptr;  // (1)
   template <typename V>
   void buffers(V& v) {
+    v.in("offset_base", offset_base, 1);
     v.out("out", out, n);
     v.in("inp", inp, n);
   }
@@ -37,8 +42,10 @@ struct DropoutBackward {
   int64_t n = 0;
   float rate = 0.0f;
   uint64_t seed = 0, offset = 0;
+  const int64_t* offset_base = nullptr;  // (1)
   template <typename V>
   void buffers(V& v) {
+    v.in("offset_base", offset_base, 1);
     v.out("dinp", dinp, n);
     v.in("dout", dout, n);
   }
@@ -53,8 +60,10 @@ struct DropoutMask {
   int64_t n = 0;
   float rate = 0.0f;
   uint64_t seed = 0, offset = 0;
+  const int64_t* offset_base = nullptr;  // (1)
   template <typename V>
   void buffers(V& v) {
+    v.in("offset_base", offset_base, 1);
     v.out("mask", mask, n);
   }
 };
@@ -69,8 +78,10 @@ struct SpatialDropoutForward {
   int64_t N = 0, S = 0, C = 0;
   float rate = 0.0f;
   uint64_t seed = 0, offset = 0;
+  const int64_t* offset_base = nullptr;  // (1)
   template <typename V>
   void buffers(V& v) {
+    v.in("offset_base", offset_base, 1);
     v.out("out", out, N * S * C);
     v.in("inp", inp, N * S * C);
   }
@@ -85,8 +96,10 @@ struct SpatialDropoutBackward {
   int64_t N = 0, S = 0, C = 0;
   float rate = 0.0f;
   uint64_t seed = 0, offset = 0;
+  const int64_t* offset_base = nullptr;  // (1)
   template <typename V>
   void buffers(V& v) {
+    v.in("offset_base", offset_base, 1);
     v.out("dinp", dinp, N * S * C);
     v.in("dout", dout, N * S * C);
   }

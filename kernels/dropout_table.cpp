@@ -34,6 +34,7 @@ const bool cuda_rows =
 // Both words of the seed and of the offset in use.
 constexpr uint64_t kSeed = 0x9E3779B97F4A7C15ull;
 constexpr uint64_t kOffset = (uint64_t(1) << 32) + 12345;
+constexpr int64_t kBase = (int64_t(1) << 33) + 77;  // a staged base: high bits too
 
 std::string rate_name(float rate) { return "_rate" + std::to_string(std::lround(rate * 100)) + "pct"; }
 
@@ -54,6 +55,18 @@ const bool cases = [] {
       mask.add(name, setup).tol(harness::kElementwise);
     }
   }
+  // Offsets relative to a base in memory (a captured step's): the draws at offset + base.
+  const auto based = [](const int64_t* base) { harness::writable(base)[0] = kBase; };
+  auto based_setup = [](auto& a) { a.n = 4099, a.rate = 0.5f, a.seed = kSeed, a.offset = 2; };
+  forward.add("n4099_rate50pct_based", based_setup).tol(harness::kElementwise).prepare_with([based](auto& a) {
+    based(a.offset_base);
+  });
+  backward.add("n4099_rate50pct_based", based_setup)
+      .tol(harness::kElementwise)
+      .prepare_with([based](auto& a) { based(a.offset_base); });
+  mask.add("n4099_rate50pct_based", based_setup).tol(harness::kElementwise).prepare_with([based](auto& a) {
+    based(a.offset_base);
+  });
   Cases<SpatialDropoutForward> spatial_forward;
   Cases<SpatialDropoutBackward> spatial_backward;
   struct Sizes {
@@ -70,6 +83,15 @@ const bool cases = [] {
     spatial_forward.add(name, setup).tol(harness::kElementwise);
     spatial_backward.add(name, setup).tol(harness::kElementwise);
   }
+  auto spatial_based = [](auto& a) {
+    a.N = 3, a.S = 7, a.C = 5, a.rate = 0.2f, a.seed = kSeed, a.offset = 2;
+  };
+  spatial_forward.add("N3_S7_C5_based", spatial_based)
+      .tol(harness::kElementwise)
+      .prepare_with([based](auto& a) { based(a.offset_base); });
+  spatial_backward.add("N3_S7_C5_based", spatial_based)
+      .tol(harness::kElementwise)
+      .prepare_with([based](auto& a) { based(a.offset_base); });
   return harness::add_cases(forward) && harness::add_cases(backward) && harness::add_cases(mask) &&
          harness::add_cases(spatial_forward) && harness::add_cases(spatial_backward);
 }();

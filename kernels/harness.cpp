@@ -109,16 +109,20 @@ double rms_of_finite(const std::vector<double>& v) {
   return count == 0 ? 0.0 : std::sqrt(s / double(count));
 }
 
-// Bytes of an integer element (0 for reals, whose size is the row's float or double).
-size_t integer_size(Element e) {
-  return e == Element::Int32 ? 4 : e == Element::Int64 ? 8 : e == Element::UInt8 ? 1 : 0;
+// Bytes of an element of a fixed type (0 for reals, whose size is the row's float or double).
+size_t fixed_size(Element e) {
+  return e == Element::Int32                              ? 4
+         : (e == Element::Int64 || e == Element::Float64) ? 8
+         : e == Element::UInt8                            ? 1
+                                                          : 0;
 }
 
 const char* element_name(Element e) {
-  return e == Element::Int32   ? "int32"
-         : e == Element::Int64 ? "int64"
-         : e == Element::UInt8 ? "uint8"
-                               : "real";
+  return e == Element::Int32     ? "int32"
+         : e == Element::Int64   ? "int64"
+         : e == Element::UInt8   ? "uint8"
+         : e == Element::Float64 ? "float64"
+                                 : "real";
 }
 
 std::vector<std::unique_ptr<KernelSpec>>& spec_store() {
@@ -158,7 +162,7 @@ std::unique_ptr<Memory> memory_for(Backend backend) {
 // Storage.
 // ---------------------------------------------------------------------------------------
 
-size_t Storage::element_size(Element e) const { return integer_size(e) != 0 ? integer_size(e) : real_size_; }
+size_t Storage::element_size(Element e) const { return fixed_size(e) != 0 ? fixed_size(e) : real_size_; }
 
 Storage::~Storage() {
   for (size_t b = 0; b < pointers_.size(); ++b) {
@@ -175,7 +179,7 @@ namespace {
 
 // values -> bytes of the element type, and back.
 std::vector<unsigned char> encode(const std::vector<double>& values, Element e, size_t real_size) {
-  const size_t size = integer_size(e) != 0 ? integer_size(e) : real_size;
+  const size_t size = fixed_size(e) != 0 ? fixed_size(e) : real_size;
   std::vector<unsigned char> bytes(values.size() * size);
   for (size_t i = 0; i < values.size(); ++i) {
     unsigned char* at = bytes.data() + i * size;
@@ -198,7 +202,7 @@ std::vector<unsigned char> encode(const std::vector<double>& values, Element e, 
 }
 
 std::vector<double> decode(const unsigned char* bytes, size_t n, Element e, size_t real_size) {
-  const size_t size = integer_size(e) != 0 ? integer_size(e) : real_size;
+  const size_t size = fixed_size(e) != 0 ? fixed_size(e) : real_size;
   std::vector<double> values(n);
   for (size_t i = 0; i < n; ++i) {
     const unsigned char* at = bytes + i * size;
@@ -335,7 +339,7 @@ double bytes_moved(const std::vector<Buffer>& buffers, size_t real_size) {
   double bytes = 0.0;
   for (const Buffer& b : buffers) {
     if (!b.present) continue;
-    const double size = integer_size(b.element) != 0 ? double(integer_size(b.element)) : double(real_size);
+    const double size = fixed_size(b.element) != 0 ? double(fixed_size(b.element)) : double(real_size);
     bytes += double(b.n) * size * (b.access == Access::InOut ? 2.0 : 1.0);
   }
   return bytes;

@@ -66,7 +66,8 @@ inline double conv_tolerance(int64_t terms) { return 4e-6 * std::sqrt(double(std
 // ---------------------------------------------------------------------------------------
 
 enum class Access { In, Out, InOut, HostOut };  // HostOut: host memory on every backend
-enum class Element { Real, Int32, Int64, UInt8 };
+// Real: the row's float type (float or double); Float64: double in every row (running sums).
+enum class Element { Real, Float64, Int32, Int64, UInt8 };
 
 struct Buffer {
   std::string name;
@@ -145,12 +146,15 @@ class Visitor {
   void host_out(const char* name, E*& p, int64_t n) {
     visit(name, Access::HostOut, p, n);
   }
+  // double in the float rows as well: set by the case's prepare(), compared exactly.
+  void float64_in(const char* name, const double*& p, int64_t n) { visit(name, Access::In, p, n, true); }
+  void float64_inout(const char* name, double*& p, int64_t n) { visit(name, Access::InOut, p, n, true); }
 
   const std::vector<Buffer>& described() const { return described_; }
 
  private:
   template <typename P>
-  void visit(const char* name, Access access, P& p, int64_t n) {
+  void visit(const char* name, Access access, P& p, int64_t n, bool float64 = false) {
     using E = std::remove_const_t<std::remove_pointer_t<P>>;
     static_assert(std::is_same_v<E, float> || std::is_same_v<E, double> || std::is_same_v<E, int32_t> ||
                       std::is_same_v<E, int64_t> || std::is_same_v<E, uint8_t>,
@@ -161,7 +165,8 @@ class Visitor {
       Buffer b;
       b.name = name;
       b.access = access;
-      b.element = std::is_same_v<E, int32_t>   ? Element::Int32
+      b.element = float64                      ? Element::Float64
+                  : std::is_same_v<E, int32_t> ? Element::Int32
                   : std::is_same_v<E, int64_t> ? Element::Int64
                   : std::is_same_v<E, uint8_t> ? Element::UInt8
                                                : Element::Real;

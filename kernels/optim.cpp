@@ -11,16 +11,20 @@ namespace {
 // Below this many parameters the loops run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
+bool halted(const double* halt) { return halt != nullptr && *halt != 0.0; }
+
 }  // namespace
 
 // TensorFlow's ApplyAdam: m += (g - m) * (1 - beta1); v += (g*g - v) * (1 - beta2);
 // w -= (m * alpha) / (sqrt(v) + eps).
 template <typename T>
 void adam_update(const AdamUpdate<T>& k) {
+  if (halted(k.halt)) return;
   T *w = k.w, *m = k.m, *v = k.v;  // (n) each
   const T* g = k.g;                // (n)
   const int64_t n = k.n;
-  const T alpha = k.alpha, beta1 = k.beta1, beta2 = k.beta2, eps = k.eps;
+  const T alpha = k.scalar_at != nullptr ? *k.scalar_at : k.alpha, beta1 = k.beta1, beta2 = k.beta2,
+          eps = k.eps;
   const T one_minus_beta1 = T(1) - beta1, one_minus_beta2 = T(1) - beta2;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
@@ -35,10 +39,11 @@ void adam_update(const AdamUpdate<T>& k) {
 //   InsideSqrt  (Keras >= 2.11):  w = w - lr * (g * (1 / sqrt(v + eps)))
 template <typename T>
 void rmsprop_update(const RmspropUpdate<T>& k) {
+  if (halted(k.halt)) return;
   T *w = k.w, *v = k.v;  // (n) each
   const T* g = k.g;      // (n)
   const int64_t n = k.n;
-  const T lr = k.lr, rho = k.rho, eps = k.eps;
+  const T lr = k.scalar_at != nullptr ? *k.scalar_at : k.lr, rho = k.rho, eps = k.eps;
   const RmspropEpsilon form = k.form;
   const T one_minus_rho = T(1) - rho;
 #pragma omp parallel for if (n > kParallelMin)
@@ -54,10 +59,11 @@ void rmsprop_update(const RmspropUpdate<T>& k) {
 
 template <typename T>
 void sgd_update(const SgdUpdate<T>& k) {
+  if (halted(k.halt)) return;
   T* w = k.w;        // (n)
   const T* g = k.g;  // (n)
   const int64_t n = k.n;
-  const T lr = k.lr;
+  const T lr = k.scalar_at != nullptr ? *k.scalar_at : k.lr;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
 }

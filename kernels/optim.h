@@ -11,6 +11,14 @@
 // The step-dependent scalar alpha (and lr, which ReduceLROnPlateau changes) is computed by the
 // caller on the host and passed by value each step: a training step captured once into a CUDA
 // graph would replay step 1's values, so capture needs them read from device memory instead.
+//
+// scalar_at (optional, one T in the memory the kernel runs on): when present, the step scalar
+// (Adam's alpha, RMSprop's and SGD's lr) is read there instead of from the field: a step
+// captured into a CUDA graph replays with the value staged before each replay.
+// halt (optional, float64 in device memory): when present and not 0 the update does nothing.
+// The trainer points it at its step sums' failed step (kernels/softmax.h StepMetrics), so that
+// a step whose loss is not finite, and every step after it, leaves the weights and the slots
+// as they were, without the host reading the loss.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +45,12 @@ struct AdamUpdate {
   const T* g = nullptr;
   int64_t n = 0;
   T alpha = T(0), beta1 = T(0.9), beta2 = T(0.999), eps = T(1e-7);
+  const double* halt = nullptr;  // (1)
+  const T* scalar_at = nullptr;  // (1)
   template <typename V>
   void buffers(V& vis) {
+    vis.float64_in("halt", halt, 1);
+    vis.in("scalar_at", scalar_at, 1);
     vis.inout("w", w, n);
     vis.inout("m", m, n);
     vis.inout("v", v, n);
@@ -56,8 +68,12 @@ struct RmspropUpdate {
   int64_t n = 0;
   T lr = T(0.001), rho = T(0.9), eps = T(1e-7);
   RmspropEpsilon form = RmspropEpsilon::OutsideSqrt;
+  const double* halt = nullptr;  // (1)
+  const T* scalar_at = nullptr;  // (1)
   template <typename V>
   void buffers(V& vis) {
+    vis.float64_in("halt", halt, 1);
+    vis.in("scalar_at", scalar_at, 1);
     vis.inout("w", w, n);
     vis.inout("v", v, n);
     vis.in("g", g, n);
@@ -72,8 +88,12 @@ struct SgdUpdate {
   const T* g = nullptr;
   int64_t n = 0;
   T lr = T(0.01);
+  const double* halt = nullptr;  // (1)
+  const T* scalar_at = nullptr;  // (1)
   template <typename V>
   void buffers(V& vis) {
+    vis.float64_in("halt", halt, 1);
+    vis.in("scalar_at", scalar_at, 1);
     vis.inout("w", w, n);
     vis.in("g", g, n);
   }

@@ -42,7 +42,8 @@ const bool cases = [] {
     const std::string name = "n" + std::to_string(n);
     adam.add(name,
              [n, alpha](auto& a) {
-               a.n = n, a.alpha = alpha, a.beta1 = kBeta1, a.beta2 = kBeta2, a.eps = kEps;
+               a.n = n, a.alpha = alpha, a.beta1 = kBeta1, a.beta2 = kBeta2, a.eps = kEps,
+               a.scalar_at = nullptr;
              })
         .tol(harness::kFused)
         .with_flops(10.0 * n)
@@ -50,13 +51,44 @@ const bool cases = [] {
     for (RmspropEpsilon form : {RmspropEpsilon::OutsideSqrt, RmspropEpsilon::InsideSqrt}) {
       rmsprop
           .add(name + (form == RmspropEpsilon::OutsideSqrt ? "_eps_outside" : "_eps_inside"),
-               [n, form](auto& a) { a.n = n, a.lr = kLr, a.rho = kRho, a.eps = kEps, a.form = form; })
+               [n, form](auto& a) {
+                 a.n = n, a.lr = kLr, a.rho = kRho, a.eps = kEps, a.form = form, a.scalar_at = nullptr;
+               })
           .tol(harness::kFused)
           .with_flops(7.0 * n)
           .prepare_with([n](RmspropUpdate<double>& a) { moments(nullptr, a.v, n); });
     }
-    sgd.add(name, [n](auto& a) { a.n = n, a.lr = kLr; }).tol(harness::kElementwise).with_flops(2.0 * n);
+    sgd.add(name, [n](auto& a) { a.n = n, a.lr = kLr, a.scalar_at = nullptr; })
+        .tol(harness::kElementwise)
+        .with_flops(2.0 * n);
   }
+  // The step scalar read from memory (a captured step's), the field left wrong.
+  adam.add("n1000_scalar_in_memory", [](auto& a) { a.n = 1000, a.alpha = -1.0f; })
+      .tol(harness::kFused)
+      .prepare_with([alpha](AdamUpdate<double>& a) {
+        moments(a.m, a.v, 1000);
+        harness::writable(a.scalar_at)[0] = alpha;
+      });
+  rmsprop.add("n1000_scalar_in_memory", [](auto& a) { a.n = 1000, a.lr = -1.0f; })
+      .tol(harness::kFused)
+      .prepare_with([](RmspropUpdate<double>& a) {
+        moments(nullptr, a.v, 1000);
+        harness::writable(a.scalar_at)[0] = kLr;
+      });
+  sgd.add("n1000_scalar_in_memory", [](auto& a) { a.n = 1000, a.lr = -1.0f; })
+      .tol(harness::kElementwise)
+      .prepare_with([](SgdUpdate<double>& a) { harness::writable(a.scalar_at)[0] = kLr; });
+  // halt set (a step whose loss was not finite): nothing moves. Absent, as above, or 0: the
+  // update runs (the cases above leave it 0).
+  const auto halt = [](const double* flag) { harness::writable(flag)[0] = 3.0; };
+  adam.add("n1000_halted", [alpha](auto& a) { a.n = 1000, a.alpha = alpha, a.scalar_at = nullptr; })
+      .prepare_with([halt](AdamUpdate<double>& a) { halt(a.halt); });
+  rmsprop.add("n1000_halted", [](auto& a) { a.n = 1000, a.lr = kLr, a.scalar_at = nullptr; })
+      .prepare_with([halt](RmspropUpdate<double>& a) { halt(a.halt); });
+  sgd.add("n1000_halted", [](auto& a) { a.n = 1000, a.lr = kLr, a.scalar_at = nullptr; })
+      .prepare_with([halt](SgdUpdate<double>& a) { halt(a.halt); });
+  sgd.add("n7_no_halt", [](auto& a) { a.n = 7, a.lr = kLr, a.halt = nullptr, a.scalar_at = nullptr; })
+      .tol(harness::kElementwise);
   return harness::add_cases(adam) && harness::add_cases(rmsprop) && harness::add_cases(sgd);
 }();
 

@@ -38,6 +38,26 @@ int64_t argmax_row(const T* x, int64_t K) {
   return best;
 }
 
+// Rows n of scores (N,K) and targets (N,K) with the same argmax.
+template <typename T>
+int64_t argmax_matches(const T* scores, const T* targets, int64_t N, int64_t K) {
+  int64_t count = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    if (argmax_row(scores + n * K, K) == argmax_row(targets + n * K, K)) ++count;
+  }
+  return count;
+}
+
+// Elements i of probs (n) and targets (n) with (p > 0.5) == (y > 0.5).
+template <typename T>
+int64_t threshold_matches(const T* probs, const T* targets, int64_t n) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if ((probs[i] > T(0.5)) == (targets[i] > T(0.5))) ++count;
+  }
+  return count;
+}
+
 }  // namespace
 
 template <typename T>
@@ -101,12 +121,7 @@ template <typename T>
 void accuracy_count(const AccuracyCount<T>& args) {
   int64_t* correct = args.correct;                         // (1)
   const T *scores = args.scores, *targets = args.targets;  // (N,K), (N,K)
-  const int64_t N = args.N, K = args.K;
-  int64_t count = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    if (argmax_row(scores + n * K, K) == argmax_row(targets + n * K, K)) ++count;
-  }
-  *correct = count;
+  *correct = argmax_matches(scores, targets, args.N, args.K);
 }
 
 template <typename T>
@@ -141,12 +156,27 @@ template <typename T>
 void binary_accuracy_count(const BinaryAccuracyCount<T>& args) {
   int64_t* correct = args.correct;                       // (1)
   const T *probs = args.probs, *targets = args.targets;  // (N,K), (N,K)
+  *correct = threshold_matches(probs, targets, args.N * args.K);
+}
+
+template <typename T>
+void step_metrics(const StepMetrics<T>& args) {
+  double* sums = args.sums;                                                   // (kStepSums)
+  const T *loss = args.loss, *scores = args.scores, *targets = args.targets;  // (1), (N,K), (N,K)
   const int64_t N = args.N, K = args.K;
-  int64_t count = 0;
-  for (int64_t i = 0; i < N * K; ++i) {
-    if ((probs[i] > T(0.5)) == (targets[i] > T(0.5))) ++count;
+  sums[kStepCount] += 1.0;
+  if (sums[kStepFailed] != 0.0) return;
+  const double value = static_cast<double>(loss[0]);
+  if (!std::isfinite(value)) {
+    sums[kStepFailed] = sums[kStepCount];
+    sums[kStepFailedLoss] = value;
+    return;
   }
-  *correct = count;
+  const int64_t correct =
+      args.binary ? threshold_matches(scores, targets, N * K) : argmax_matches(scores, targets, N, K);
+  sums[kStepLossSum] += value * args.weight;
+  sums[kStepCorrect] += static_cast<double>(correct);
+  sums[kStepSamples] += args.weight;
 }
 
 #define HISVID_INSTANTIATE(T)                                            \
@@ -157,7 +187,8 @@ void binary_accuracy_count(const BinaryAccuracyCount<T>& args) {
   template void accuracy_count<T>(const AccuracyCount<T>&);              \
   template void sigmoid_xent_forward<T>(const SigmoidXentForward<T>&);   \
   template void sigmoid_xent_backward<T>(const SigmoidXentBackward<T>&); \
-  template void binary_accuracy_count<T>(const BinaryAccuracyCount<T>&);
+  template void binary_accuracy_count<T>(const BinaryAccuracyCount<T>&); \
+  template void step_metrics<T>(const StepMetrics<T>&);
 HISVID_INSTANTIATE(float)
 HISVID_INSTANTIATE(double)
 #undef HISVID_INSTANTIATE

@@ -1,6 +1,6 @@
 // CUDA versions of kernels/softmax.h: one warp per row (rows are class scores, K in the tens
-// to thousands), max-subtracted exponentials, warp-shuffle reductions. accuracy_count runs
-// in one block and writes the count (no atomics, no zeroing pass). The sigmoid loss is
+// to thousands), max-subtracted exponentials, warp-shuffle reductions. accuracy_count and
+// step_metrics run in one block and write the count (no atomics, no zeroing pass). The sigmoid loss is
 // elementwise: one thread per row (K is 1 for a binary head), as the CPU sums it.
 #include <cmath>
 
@@ -126,9 +126,9 @@ __device__ int64_t warp_argmax(const float* x, int64_t K, int lane) {
   return at;
 }
 
-// correct (1) = rows of scores (N,K) and targets (N,K) with the same argmax. One block.
-__global__ void accuracy_count_kernel(int64_t* correct, const float* scores, const float* targets, int64_t N,
-                                      int64_t K) {
+// Rows of scores (N,K) and targets (N,K) with the same argmax, valid in thread 0 of the one
+// block (kThreads threads, a warp per row), added in warp order: the same count on every run.
+__device__ int64_t block_argmax_matches(const float* scores, const float* targets, int64_t N, int64_t K) {
   __shared__ int64_t per_warp[kRowsPerBlock];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int64_t count = 0;
@@ -137,11 +137,35 @@ __global__ void accuracy_count_kernel(int64_t* correct, const float* scores, con
   }
   if (lane == 0) per_warp[warp] = count;
   __syncthreads();
+  int64_t total = 0;
   if (threadIdx.x == 0) {
-    int64_t total = 0;
     for (int w = 0; w < kRowsPerBlock; ++w) total += per_warp[w];
-    *correct = total;
   }
+  return total;
+}
+
+// Elements of probs (n) and targets (n) with (p > 0.5) == (y > 0.5), valid in thread 0 of the
+// one block (kThreads threads).
+__device__ int64_t block_threshold_matches(const float* probs, const float* targets, int64_t n) {
+  __shared__ int64_t per_thread[kThreads];
+  int64_t count = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    if ((probs[i] > 0.5f) == (targets[i] > 0.5f)) ++count;
+  }
+  per_thread[threadIdx.x] = count;
+  __syncthreads();
+  int64_t total = 0;
+  if (threadIdx.x == 0) {
+    for (int t = 0; t < kThreads; ++t) total += per_thread[t];
+  }
+  return total;
+}
+
+// correct (1) = rows of scores (N,K) and targets (N,K) with the same argmax. One block.
+__global__ void accuracy_count_kernel(int64_t* correct, const float* scores, const float* targets, int64_t N,
+                                      int64_t K) {
+  const int64_t total = block_argmax_matches(scores, targets, N, K);
+  if (threadIdx.x == 0) *correct = total;
 }
 
 // losses (N), probs (N,K) from logits (N,K), targets (N,K): one thread per row, k in order.
@@ -171,18 +195,33 @@ __global__ void sigmoid_xent_backward_kernel(float* dlogits, const float* dlosse
 // correct (1) = elements with (p > 0.5) == (y > 0.5). One block.
 __global__ void binary_accuracy_count_kernel(int64_t* correct, const float* probs, const float* targets,
                                              int64_t n) {
-  __shared__ int64_t per_thread[kThreads];
-  int64_t count = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    if ((probs[i] > 0.5f) == (targets[i] > 0.5f)) ++count;
+  const int64_t total = block_threshold_matches(probs, targets, n);
+  if (threadIdx.x == 0) *correct = total;
+}
+
+// sums (kStepSums) += one step (kernels/softmax.h StepMetrics). One block; every thread
+// reads the same halt state, so the block leaves or counts together.
+__global__ void step_metrics_kernel(double* sums, const float* loss, const float* scores,
+                                    const float* targets, int64_t N, int64_t K, bool binary, double weight) {
+  const bool halted = sums[kStepFailed] != 0.0;
+  const double value = static_cast<double>(loss[0]);
+  const bool finite = isfinite(value);
+  int64_t correct = 0;
+  if (!halted && finite) {
+    correct = binary ? block_threshold_matches(scores, targets, N * K)
+                     : block_argmax_matches(scores, targets, N, K);
   }
-  per_thread[threadIdx.x] = count;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t total = 0;
-    for (int t = 0; t < kThreads; ++t) total += per_thread[t];
-    *correct = total;
+  if (threadIdx.x != 0) return;
+  sums[kStepCount] += 1.0;
+  if (halted) return;
+  if (!finite) {
+    sums[kStepFailed] = sums[kStepCount];
+    sums[kStepFailedLoss] = value;
+    return;
   }
+  sums[kStepLossSum] += value * weight;
+  sums[kStepCorrect] += static_cast<double>(correct);
+  sums[kStepSamples] += weight;
 }
 
 // The count of a kernel that writes it to device memory (count(device_count) launches it),
@@ -259,6 +298,12 @@ void binary_accuracy_count(const BinaryAccuracyCount<float>& k, cudaStream_t str
     binary_accuracy_count_kernel<<<1, kThreads, 0, stream>>>(count, k.probs, k.targets, k.N * k.K);
     HISVID_CHECK_LAUNCH();
   });
+}
+
+void step_metrics(const StepMetrics<float>& k, cudaStream_t stream) {
+  step_metrics_kernel<<<1, kThreads, 0, stream>>>(k.sums, k.loss, k.scores, k.targets, k.N, k.K, k.binary,
+                                                  k.weight);
+  HISVID_CHECK_LAUNCH();
 }
 
 }  // namespace hisvid::cuda

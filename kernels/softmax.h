@@ -134,6 +134,44 @@ struct BinaryAccuracyCount {
   }
 };
 
+// The running sums of an epoch's training steps, kept in the model's device memory so that a
+// step reads nothing back to the host (float64, kStepSums values; integers exactly).
+enum StepSum : int {
+  kStepLossSum = 0,  // sum over the steps of loss * weight
+  kStepCorrect,      // rows (elements for a binary head) predicted right
+  kStepSamples,      // sum of the weights
+  kStepCount,        // steps run, the halted ones included
+  kStepFailed,       // the first step (1-based) whose loss was not finite; 0 while none
+  kStepFailedLoss,   // that loss
+  kStepSums
+};
+
+// One training step into sums (kStepSums): steps += 1; then, unless a step has already failed,
+// a loss that is not finite marks this step failed (sums[kStepFailed] = steps, its loss kept)
+// and a finite one adds loss * weight, the correct count (scores (N,K) against targets (N,K):
+// argmax rows as accuracy_count, or the binary rule of binary_accuracy_count) and weight.
+// Once failed, nothing more is added, and the optimizer kernels given sums + kStepFailed as
+// their halt flag skip their updates (kernels/optim.h): a non-finite loss stops training
+// before its update without the host looking at the loss.
+template <typename T>
+struct StepMetrics {
+  static constexpr const char* kName = "step_metrics";
+  double* sums = nullptr;      // (kStepSums) float64 on every backend
+  const T* loss = nullptr;     // (1)
+  const T* scores = nullptr;   // (N,K) logits, or probabilities for a binary head
+  const T* targets = nullptr;  // (N,K)
+  int64_t N = 0, K = 0;
+  bool binary = false;
+  double weight = 0.0;  // the samples the step stands for
+  template <typename V>
+  void buffers(V& v) {
+    v.float64_inout("sums", sums, kStepSums);
+    v.in("loss", loss, 1);
+    v.in("scores", scores, N * K);
+    v.in("targets", targets, N * K);
+  }
+};
+
 }  // namespace hisvid
 
 namespace hisvid::naive {
@@ -154,6 +192,8 @@ template <typename T>
 void sigmoid_xent_backward(const SigmoidXentBackward<T>& k);
 template <typename T>
 void binary_accuracy_count(const BinaryAccuracyCount<T>& k);
+template <typename T>
+void step_metrics(const StepMetrics<T>& k);
 
 }  // namespace hisvid::naive
 
@@ -169,6 +209,8 @@ void accuracy_count(const AccuracyCount<float>& k, cudaStream_t stream);
 void sigmoid_xent_forward(const SigmoidXentForward<float>& k, cudaStream_t stream);
 void sigmoid_xent_backward(const SigmoidXentBackward<float>& k, cudaStream_t stream);
 void binary_accuracy_count(const BinaryAccuracyCount<float>& k, cudaStream_t stream);
+// One block; reads nothing back to the host.
+void step_metrics(const StepMetrics<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

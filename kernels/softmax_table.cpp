@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "kernels/harness.h"
 #include "kernels/philox.h"
@@ -28,13 +29,16 @@ const bool rows = register_rows(host_row<naive::softmax_forward<float>>(Backend:
                                 host_row<naive::sigmoid_xent_backward<float>>(Backend::Naive, "naive"),
                                 host_row<naive::sigmoid_xent_backward<double>>(Backend::Naive, "naive"),
                                 host_row<naive::binary_accuracy_count<float>>(Backend::Naive, "naive"),
-                                host_row<naive::binary_accuracy_count<double>>(Backend::Naive, "naive"));
+                                host_row<naive::binary_accuracy_count<double>>(Backend::Naive, "naive"),
+                                host_row<naive::step_metrics<float>>(Backend::Naive, "naive"),
+                                host_row<naive::step_metrics<double>>(Backend::Naive, "naive"));
 #ifdef HISVID_WITH_CUDA
-const bool cuda_rows = register_rows(
-    cuda_row<cuda::softmax_forward>("cuda"), cuda_row<cuda::softmax_backward>("cuda"),
-    cuda_row<cuda::softmax_xent_forward>("cuda"), cuda_row<cuda::softmax_xent_backward>("cuda"),
-    cuda_row<cuda::accuracy_count>("cuda"), cuda_row<cuda::sigmoid_xent_forward>("cuda"),
-    cuda_row<cuda::sigmoid_xent_backward>("cuda"), cuda_row<cuda::binary_accuracy_count>("cuda"));
+const bool cuda_rows =
+    register_rows(cuda_row<cuda::softmax_forward>("cuda"), cuda_row<cuda::softmax_backward>("cuda"),
+                  cuda_row<cuda::softmax_xent_forward>("cuda"), cuda_row<cuda::softmax_xent_backward>("cuda"),
+                  cuda_row<cuda::accuracy_count>("cuda"), cuda_row<cuda::sigmoid_xent_forward>("cuda"),
+                  cuda_row<cuda::sigmoid_xent_backward>("cuda"),
+                  cuda_row<cuda::binary_accuracy_count>("cuda"), cuda_row<cuda::step_metrics>("cuda"));
 #endif
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -179,10 +183,47 @@ const bool cases = [] {
           binary_targets(a.targets);
         });
   }
+  // A step into running sums: categorical and binary heads, each from sums part-way through an
+  // epoch with a finite loss, a NaN and an infinite loss (the step fails), and after a failed
+  // step (only the count moves).
+  Cases<StepMetrics> step;
+  enum class State { Finite, NaN, Infinite, AfterFailure };
+  const std::pair<State, const char*> states[] = {
+      {State::Finite, ""}, {State::NaN, "_nan"}, {State::Infinite, "_inf"}, {State::AfterFailure, "_halted"}};
+  for (bool binary : {false, true}) {
+    for (Sizes z : {Sizes{1, 1}, Sizes{4, 5}, Sizes{17, 50}, Sizes{70, 11}, Sizes{300, 1}}) {
+      if (binary != (z.K == 1)) continue;
+      for (const auto& [state, suffix] : states) {
+        const int64_t N = z.N, K = z.K;
+        step.add(std::string(binary ? "binary_" : "") + sizes_name(z) + suffix,
+                 [N, K, binary](auto& a) { a.N = N, a.K = K, a.binary = binary, a.weight = double(N); })
+            .prepare_with([N, K, binary, state = state](StepMetrics<double>& a) {
+              double* sums = a.sums;
+              sums[kStepLossSum] = 7.25, sums[kStepCorrect] = 5.0, sums[kStepSamples] = 12.0;
+              sums[kStepCount] = 3.0, sums[kStepFailed] = 0.0, sums[kStepFailedLoss] = 0.0;
+              if (state == State::AfterFailure) sums[kStepFailed] = 2.0, sums[kStepFailedLoss] = kNaN;
+              harness::writable(a.loss)[0] = state == State::NaN ? kNaN
+                                             : state == State::Infinite
+                                                 ? std::numeric_limits<double>::infinity()
+                                                 : 0.5 + uniform(8, 0);
+              for (int64_t i = 0; i < N * K; ++i) {
+                harness::writable(a.scores)[i] =
+                    binary ? std::floor(uniform(9, i) * 8.0) / 8.0 : std::floor(uniform(4, i) * 8.0) / 8.0;
+              }
+              if (binary) {
+                for (int64_t i = 0; i < N; ++i)
+                  harness::writable(a.targets)[i] = uniform(5, i) < 0.5 ? 0.0 : 1.0;
+              } else {
+                target_rows(a.targets, N, K);
+              }
+            });
+      }
+    }
+  }
   return harness::add_cases(forward) && harness::add_cases(backward) && harness::add_cases(xent_forward) &&
          harness::add_cases(xent_backward) && harness::add_cases(accuracy) &&
          harness::add_cases(sigmoid_forward) && harness::add_cases(sigmoid_backward) &&
-         harness::add_cases(binary_accuracy);
+         harness::add_cases(binary_accuracy) && harness::add_cases(step);
 }();
 
 }  // namespace
