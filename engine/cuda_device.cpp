@@ -14,6 +14,16 @@
 // The allocator also provides the context's workspace (cuDNN / cuBLAS / reduction scratch):
 // one block it holds and grows, handed out again on every request.
 //
+// Graph pools. A CUDA graph replays its kernels on the very addresses they used when it was
+// captured, long after the tensors there were freed. So while a capture runs, the allocator
+// takes blocks from a pool of that graph (its own freed blocks first, then cudaMalloc) and
+// never from the general cache; a pool's block, freed, returns to its pool. The pool's blocks
+// are the graph's until the graph goes: then its free blocks join the general cache, and the
+// ones still held by tensors join it when they are freed. The workspace is shared: it is
+// scratch within one kernel call, ordered on the one stream like everything else; a workspace
+// replaced by a larger one while a graph lives is kept out of the cache until no graph is left
+// (the graph's kernels may still use it).
+//
 // Exit. Tensors may be destroyed during static destruction, in any order, so allocators are
 // created once and never destroyed; an exit hook, constructed after the CUDA runtime has
 // been initialised (so it runs before the runtime tears down), frees the cached blocks and
@@ -22,10 +32,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engine/error.h"
@@ -67,6 +79,15 @@ class CachingAllocator final : public CountingAllocator {
   void* workspace(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (workspace_bytes_ < bytes || workspace_ == nullptr) {
+      if (workspace_ != nullptr && !pools_.empty()) {
+        // A graph may have captured kernels using this block as scratch: it must never be
+        // handed out again while one lives (it joins the cache when the last pool goes).
+        const Block block = blocks_.at(workspace_);
+        retired_.emplace_back(block.class_bytes, workspace_);
+        note_freed(block.requested);
+        blocks_.erase(workspace_);
+        workspace_ = nullptr;
+      }
       if (workspace_ != nullptr) deallocate_locked(workspace_);
       workspace_ = nullptr;
       workspace_bytes_ = 0;
@@ -96,6 +117,14 @@ class CachingAllocator final : public CountingAllocator {
       for (void* ptr : entry.second) (void)cudaFree(ptr);
     }
     free_.clear();
+    for (auto& pool : pools_) {
+      for (auto& entry : pool.second) {
+        for (void* ptr : entry.second) (void)cudaFree(ptr);
+      }
+    }
+    pools_.clear();
+    for (const auto& retired : retired_) (void)cudaFree(retired.second);
+    retired_.clear();
     exiting_ = true;
   }
 
@@ -103,13 +132,16 @@ class CachingAllocator final : public CountingAllocator {
   struct Block {
     size_t class_bytes;  // what cudaMalloc gave
     size_t requested;    // what the caller asked for (counted in bytes_in_use)
+    int pool;            // the graph pool it belongs to; 0: the general cache
   };
+  using FreeLists = std::map<size_t, std::vector<void*>>;  // cached, by size, most recently freed last
 
   void* allocate_locked(size_t bytes) {
     const size_t cls = size_class(bytes);
-    Cached block = take_cached(cls);
+    FreeLists& cache = open_pool_ == 0 ? free_ : pools_[open_pool_];
+    Cached block = take_cached(cache, cls);
     if (block.ptr == nullptr) block = Cached{malloc_device(cls, bytes), cls};
-    blocks_[block.ptr] = Block{block.bytes, bytes};
+    blocks_[block.ptr] = Block{block.bytes, bytes, open_pool_};
     note_allocated(bytes);
     return block.ptr;
   }
@@ -128,9 +160,42 @@ class CachingAllocator final : public CountingAllocator {
       (void)cudaFree(ptr);
       return;
     }
-    free_[block.class_bytes].push_back(ptr);
+    auto pool = block.pool == 0 ? pools_.end() : pools_.find(block.pool);
+    FreeLists& cache = pool == pools_.end() ? free_ : pool->second;  // a released pool's: the cache
+    cache[block.class_bytes].push_back(ptr);
   }
 
+ public:
+  // Routes this allocator's allocations to a new graph pool until close_pool(); returns its id.
+  int open_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (open_pool_ != 0) fail("cuda:{}: a graph capture is already allocating", device_);
+    open_pool_ = next_pool_++;
+    pools_[open_pool_];
+    return open_pool_;
+  }
+  void close_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_pool_ = 0;
+  }
+  // The graph of pool `id` is gone: its free blocks join the cache, its held ones will.
+  void release_pool(int id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto pool = pools_.find(id);
+    if (pool == pools_.end()) return;
+    for (auto& [cls, ptrs] : pool->second) {
+      std::vector<void*>& into = free_[cls];
+      into.insert(into.end(), ptrs.begin(), ptrs.end());
+    }
+    pools_.erase(pool);
+    if (open_pool_ == id) open_pool_ = 0;
+    if (pools_.empty()) {
+      for (const auto& [cls, ptr] : retired_) free_[cls].push_back(ptr);
+      retired_.clear();
+    }
+  }
+
+ private:
   struct Cached {
     void* ptr;
     size_t bytes;
@@ -138,14 +203,14 @@ class CachingAllocator final : public CountingAllocator {
 
   // A cached block for class `cls` ({nullptr, 0} when none fits): exactly that class for
   // small blocks, at most 1/8 larger for large ones.
-  Cached take_cached(size_t cls) {
-    auto it = free_.lower_bound(cls);
-    if (it == free_.end()) return Cached{nullptr, 0};
+  Cached take_cached(FreeLists& free, size_t cls) {
+    auto it = free.lower_bound(cls);
+    if (it == free.end()) return Cached{nullptr, 0};
     const size_t limit = cls <= (size_t(1) << 20) ? cls : cls + cls / 8;
     if (it->first > limit) return Cached{nullptr, 0};
     const Cached block{it->second.back(), it->first};  // the most recently freed: still in L2
     it->second.pop_back();
-    if (it->second.empty()) free_.erase(it);
+    if (it->second.empty()) free.erase(it);
     return block;
   }
 
@@ -177,8 +242,11 @@ class CachingAllocator final : public CountingAllocator {
   }
 
   const int device_;
-  std::unordered_map<void*, Block> blocks_;    // handed out
-  std::map<size_t, std::vector<void*>> free_;  // cached, by size, most recently freed last
+  std::unordered_map<void*, Block> blocks_;  // handed out
+  FreeLists free_;                           // the general cache
+  std::map<int, FreeLists> pools_;           // the graph pools' free blocks, by pool id
+  int open_pool_ = 0, next_pool_ = 1;
+  std::vector<std::pair<size_t, void*>> retired_;  // workspaces replaced while a graph lived
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool exiting_ = false;
@@ -317,6 +385,65 @@ CUstream_st* cuda_stream(Device device) {
   AllocatorRegistry& r = registry();
   if (r.device_count() > 1) cuda_make_current(device);
   return r.stream(device.index);
+}
+
+// --- CUDA graphs ----------------------------------------------------------------------------
+
+struct CudaGraph::State {
+  Device device;
+  int pool = 0;
+  cudaGraphExec_t exec = nullptr;
+};
+
+CudaGraph::CudaGraph(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+CudaGraph::~CudaGraph() {
+  if (state_ == nullptr) return;
+  if (state_->exec != nullptr) (void)cudaGraphExecDestroy(state_->exec);
+  registry().get(state_->device.index).release_pool(state_->pool);
+}
+
+void CudaGraph::replay() const {
+  check(cudaGraphLaunch(state_->exec, stream_of(state_->device)), "replaying a CUDA graph");
+}
+
+std::unique_ptr<CudaGraph> cuda_capture(Device device, const std::function<void()>& record) {
+  if (!device.is_cuda()) fail("cuda_capture: {} is not a CUDA device", device.str());
+  CachingAllocator& allocator = registry().get(device.index);
+  cuda_make_current(device);
+  const cudaStream_t stream = stream_of(device);
+  auto state = std::make_unique<CudaGraph::State>();
+  state->device = device;
+  state->pool = allocator.open_pool();
+  // Relaxed: the allocator may cudaMalloc a block for the pool while the stream is captured.
+  cudaError_t status = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
+  if (status != cudaSuccess) {
+    allocator.close_pool();
+    allocator.release_pool(state->pool);
+    (void)cudaGetLastError();
+    fail("capturing a CUDA graph on {}: {}", device.str(), cudaGetErrorString(status));
+  }
+  std::string error;
+  try {
+    record();
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  status = cudaStreamEndCapture(stream, &graph);  // ends the capture even after an error
+  allocator.close_pool();
+  if (error.empty() && status != cudaSuccess) error = cudaGetErrorString(status);
+  if (error.empty()) {
+    status = cudaGraphInstantiate(&state->exec, graph, 0);
+    if (status != cudaSuccess) error = std::string("instantiating: ") + cudaGetErrorString(status);
+  }
+  if (graph != nullptr) (void)cudaGraphDestroy(graph);
+  if (!error.empty()) {
+    (void)cudaGetLastError();  // a failed capture leaves no sticky error; clear the last one
+    allocator.release_pool(state->pool);
+    fail("capturing a CUDA graph on {}: {}", device.str(), error);
+  }
+  return std::unique_ptr<CudaGraph>(new CudaGraph(std::move(state)));
 }
 
 }  // namespace hisvid

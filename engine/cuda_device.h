@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "engine/device.h"
@@ -21,5 +23,29 @@ void cuda_make_current(Device device);
 // The stream the kernels of `device` run on (its context's), with `device` made current where
 // there are several. Cheap enough for every launch: no device query with one GPU, no locking.
 CUstream_st* cuda_stream(Device device);
+
+// A CUDA graph: the work one call enqueued on a device's stream, replayed at will with the same
+// kernels, arguments and addresses. The memory the call allocated belongs to the graph's pool
+// (engine/cuda_device.cpp) until the graph is destroyed, so that replays never write over
+// tensors allocated since; what lives across replays (weights, optimizer slots, inputs staged
+// before each replay) must be allocated before the capture.
+class CudaGraph {
+ public:
+  struct State;
+  explicit CudaGraph(std::unique_ptr<State> state);
+  ~CudaGraph();
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  // Enqueues the graph on its device's stream (no host synchronisation).
+  void replay() const;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+// Captures the work record() enqueues on device's stream (nothing runs). Throws an Error with
+// the reason when the work cannot be captured (a host synchronisation or a copy from pageable
+// memory inside record, an exception from it); the stream is usable again after it.
+std::unique_ptr<CudaGraph> cuda_capture(Device device, const std::function<void()>& record);
 
 }  // namespace hisvid

@@ -6,8 +6,10 @@ namespace hisvid {
 
 namespace {
 [[noreturn]] void no_cuda(const char* what) {
-  fail("{}: this hisvid was built without CUDA (configure with HISVID_CUDA=ON on a machine with "
-       "nvcc and cuDNN)", what);
+  fail(
+      "{}: this hisvid was built without CUDA (configure with HISVID_CUDA=ON on a machine with "
+      "nvcc and cuDNN)",
+      what);
 }
 }  // namespace
 
@@ -18,5 +20,13 @@ void cuda_zero_bytes(void*, Device, size_t) { no_cuda("zeroing CUDA memory"); }
 void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
 void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
 CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
+
+struct CudaGraph::State {};
+CudaGraph::CudaGraph(std::unique_ptr<State> state) : state_(std::move(state)) {}
+CudaGraph::~CudaGraph() = default;
+void CudaGraph::replay() const { no_cuda("replaying a CUDA graph"); }
+std::unique_ptr<CudaGraph> cuda_capture(Device, const std::function<void()>&) {
+  no_cuda("capturing a CUDA graph");
+}
 
 }  // namespace hisvid

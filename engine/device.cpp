@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -131,8 +132,16 @@ Allocator& allocator_for(Device device) {
 
 bool cuda_available() { return cuda_unavailable_reason().empty(); }
 
+namespace {
+std::atomic<uint64_t> host_read_count{0};
+}  // namespace
+
+uint64_t host_reads() { return host_read_count.load(std::memory_order_relaxed); }
+void count_host_read() { host_read_count.fetch_add(1, std::memory_order_relaxed); }
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
+  if (dst_device.is_cpu() && !src_device.is_cpu()) count_host_read();
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     std::memcpy(dst, src, bytes);
     return;

@@ -96,4 +96,10 @@ void zero_bytes(void* dst, Device device, size_t bytes);
 // Waits until all work queued on the device has finished (no-op on the CPU).
 void synchronize(Device device);
 
+// How many times this process has read values back on the host: a copy from a device to the
+// host, or Tensor::to_vector() / item() of a host tensor. On a GPU each is a synchronisation;
+// tests count them around a training epoch (the loop reads once per epoch, not per step).
+uint64_t host_reads();
+void count_host_read();
+
 }  // namespace hisvid

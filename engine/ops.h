@@ -114,4 +114,14 @@ int64_t accuracy_count(const Tensor& scores, const Tensor& targets);
 // Number of elements where (probs > 0.5) == (targets > 0.5) (Keras's binary_accuracy).
 int64_t binary_accuracy_count(const Tensor& probs, const Tensor& targets);
 
+// The running sums of an epoch's training steps: float64 zeros (kStepSums) on `device`, their
+// layout and rule in kernels/softmax.h (StepMetrics). Read once, at the end, by the host.
+Tensor step_sums(Device device);
+// Adds one step to sums without reading anything on the host: its loss (), and its accuracy
+// from scores (N,K) against targets (N,K), argmax rows (binary = false: scores are logits or
+// probabilities) or thresholded elements (binary: scores are probabilities); weight is the
+// samples the step stands for. A loss that is not finite marks the step failed.
+void add_step_metrics(const Tensor& sums, const Tensor& loss, const Tensor& scores, const Tensor& targets,
+                      bool binary, double weight);
+
 }  // namespace hisvid::ops

@@ -157,4 +157,32 @@ int64_t binary_accuracy_count(const Tensor& probs, const Tensor& targets) {
   return correct;
 }
 
+Tensor step_sums(Device device) { return Tensor::zeros(Shape{kStepSums}, DType::Float64, device); }
+
+void add_step_metrics(const Tensor& sums, const Tensor& loss, const Tensor& scores, const Tensor& targets,
+                      bool binary, double weight) {
+  detail::require_defined("step_metrics", "sums", sums);
+  if (sums.dtype() != DType::Float64 || sums.numel() != kStepSums) {
+    fail("step_metrics: sums {} must be float64 ({}) from step_sums", sums.describe(), int(kStepSums));
+  }
+  require_rows("step_metrics", scores);
+  detail::require_same("step_metrics", "scores", scores, "targets", targets);
+  if (loss.numel() != 1 || loss.dtype() != scores.dtype()) {
+    fail("step_metrics: loss {} must be one value of the scores' type ({})", loss.describe(),
+         scores.describe());
+  }
+  if (sums.device() != scores.device() || loss.device() != scores.device()) {
+    fail("step_metrics: sums on {}, loss on {}, scores on {}: all must be on one device", sums.device().str(),
+         loss.device().str(), scores.device().str());
+  }
+  with_dtype(scores, [&](auto tag) {
+    using T = decltype(tag);
+    StepMetrics<T> k;
+    k.sums = sums.data<double>(), k.loss = loss.data<T>(), k.scores = scores.data<T>();
+    k.targets = targets.data<T>(), k.N = scores.dim(0), k.K = scores.dim(1), k.binary = binary;
+    k.weight = weight;
+    run_kernel(k, scores.device());
+  });
+}
+
 }  // namespace hisvid::ops

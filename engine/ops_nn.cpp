@@ -233,7 +233,7 @@ Tensor dropout(const Tensor& x, float rate, RandomDraw draw) {
     using T = decltype(tag);
     DropoutForward<T> k;
     k.out = out.data<T>(), k.inp = x.data<T>(), k.n = x.numel();
-    k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+    k.rate = rate, k.seed = draw.seed, k.offset = draw.offset, k.offset_base = draw.base;
     run_kernel(k, x.device());
   });
   if (should_record({x})) {
@@ -243,7 +243,7 @@ Tensor dropout(const Tensor& x, float rate, RandomDraw draw) {
         using T = decltype(tag);
         DropoutBackward<T> k;
         k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.n = dx.numel();
-        k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+        k.rate = rate, k.seed = draw.seed, k.offset = draw.offset, k.offset_base = draw.base;
         run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};
@@ -258,7 +258,8 @@ Tensor dropout_mask(const Shape& shape, float rate, RandomDraw draw, DType dtype
   with_dtype(mask, [&](auto tag) {
     using T = decltype(tag);
     DropoutMask<T> k;
-    k.mask = mask.data<T>(), k.n = mask.numel(), k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+    k.mask = mask.data<T>(), k.n = mask.numel(), k.rate = rate, k.seed = draw.seed, k.offset = draw.offset,
+    k.offset_base = draw.base;
     run_kernel(k, mask.device());
   });
   return mask;
@@ -275,7 +276,7 @@ Tensor spatial_dropout(const Tensor& x, float rate, RandomDraw draw) {
     using T = decltype(tag);
     SpatialDropoutForward<T> k;
     k.out = out.data<T>(), k.inp = x.data<T>(), k.N = N, k.S = S, k.C = C;
-    k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+    k.rate = rate, k.seed = draw.seed, k.offset = draw.offset, k.offset_base = draw.base;
     run_kernel(k, x.device());
   });
   if (should_record({x})) {
@@ -285,7 +286,7 @@ Tensor spatial_dropout(const Tensor& x, float rate, RandomDraw draw) {
         using T = decltype(tag);
         SpatialDropoutBackward<T> k;
         k.dinp = dx.data<T>(), k.dout = g[0].data<T>(), k.N = N, k.S = S, k.C = C;
-        k.rate = rate, k.seed = draw.seed, k.offset = draw.offset;
+        k.rate = rate, k.seed = draw.seed, k.offset = draw.offset, k.offset_base = draw.base;
         run_kernel(k, dx.device());
       });
       return std::vector<Tensor>{dx};

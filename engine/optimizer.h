@@ -19,8 +19,11 @@ class Optimizer {
   virtual ~Optimizer() = default;
 
   // Updates every parameter that holds a gradient, then counts one iteration. The parameter
-  // list must be the same (same order) at every step.
-  void step(const std::vector<Tensor>& params);
+  // list must be the same (same order) at every step. With step_sums (ops::step_sums, on the
+  // parameters' device), the update kernels skip their work once a step's loss was not finite:
+  // the device decides, the host never reads the loss (the iteration is counted all the same;
+  // the trainer sets the count back when it finds the failed step).
+  void step(const std::vector<Tensor>& params, const Tensor& step_sums = {});
 
   // Keras class name: "Adam", "RMSprop", "SGD".
   virtual std::string name() const = 0;
@@ -34,6 +37,13 @@ class Optimizer {
   int64_t iterations() const { return iterations_; }
   void set_iterations(int64_t iterations) { iterations_ = iterations; }
 
+  // For a step captured into a CUDA graph: the update kernels read the step scalar (Adam's
+  // alpha, the learning rate) from `at`, one value of the parameters' type on their device,
+  // instead of taking it by value; stage_scalar() writes there the value of the coming step
+  // (iterations() + 1), before each run of the step. An undefined tensor: by value again.
+  void read_scalar_from(Tensor at) { scalar_at_ = std::move(at); }
+  void stage_scalar();
+
   // Slot tensors of parameter i (created as zeros at the first step, or restored).
   const std::vector<std::vector<Tensor>>& slots() const { return slots_; }
   // Replaces all slots (restoring a checkpoint); shapes are checked at the next step.
@@ -43,8 +53,23 @@ class Optimizer {
   explicit Optimizer(double learning_rate) : learning_rate_(learning_rate) {}
   // One parameter's update; step is iterations() + 1.
   virtual void update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) = 0;
+  // The halt flag the update kernels take during step() (null: none).
+  const double* halt() const { return halt_; }
+  // The step scalar of step `step` (Adam's alpha, the learning rate) computed in dtype's
+  // precision, as update() passes it.
+  virtual double step_scalar(int64_t step, DType dtype) const {
+    (void)step, (void)dtype;
+    return learning_rate();
+  }
+  // Where update() points the kernels' scalar_at (null: by value).
+  template <typename T>
+  const T* scalar_at() const {
+    return scalar_at_.defined() ? scalar_at_.data<T>() : nullptr;
+  }
 
  private:
+  const double* halt_ = nullptr;
+  Tensor scalar_at_;
   double learning_rate_;
   int64_t iterations_ = 0;
   std::vector<std::vector<Tensor>> slots_;
@@ -52,13 +77,15 @@ class Optimizer {
 
 class Adam final : public Optimizer {
  public:
-  explicit Adam(double learning_rate = 1e-3, double beta_1 = 0.9, double beta_2 = 0.999, double epsilon = 1e-7);
+  explicit Adam(double learning_rate = 1e-3, double beta_1 = 0.9, double beta_2 = 0.999,
+                double epsilon = 1e-7);
   std::string name() const override { return "Adam"; }
   std::vector<std::string> slot_names() const override { return {"m", "v"}; }
   std::map<std::string, double> hyper_parameters() const override;
 
  protected:
   void update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) override;
+  double step_scalar(int64_t step, DType dtype) const override;
 
  private:
   double beta_1_, beta_2_, epsilon_;
@@ -94,7 +121,8 @@ class SGD final : public Optimizer {
 // Builds an optimizer from its Keras name ("adam", "rmsprop", "sgd", any case) and
 // hyper-parameters; missing ones take Keras defaults, unknown ones are an error. RMSprop's
 // "epsilon_inside_sqrt" (0 or 1) selects the Keras >= 2.11 form.
-std::unique_ptr<Optimizer> make_optimizer(const std::string& name, const std::map<std::string, double>& hyper = {});
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name,
+                                          const std::map<std::string, double>& hyper = {});
 
 // Drops the gradients of all parameters.
 void zero_grad(const std::vector<Tensor>& params);

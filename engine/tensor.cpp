@@ -64,8 +64,7 @@ Tensor Tensor::from_vector(const std::vector<double>& values, const Shape& shape
   return tensor_from_host(values, shape, dtype, device);
 }
 
-Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape, DType dtype,
-                           Device device) {
+Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape, DType dtype, Device device) {
   return tensor_from_host(values, shape, dtype, device);
 }
 
@@ -161,6 +160,7 @@ void Tensor::copy_from(const Tensor& src) {
 }
 
 std::vector<double> Tensor::to_vector() const {
+  if (device().is_cpu()) count_host_read();  // a device's values count as they are copied
   const Tensor host = to(Device::cpu());
   std::vector<double> values(static_cast<size_t>(numel()));
   with_dtype(host, [&](auto tag) {
