@@ -1,7 +1,8 @@
 // bench/bench_models.cpp — Google Benchmark: ms per training step (batch 4: forward, loss,
 // backward, Adam) and per evaluation step (batch 32, Keras's evaluate default) of each zoo
 // model, on the CPU and, when one is present, on CUDA (synchronised at the step boundary,
-// so the time is the GPU's). Beside each: clips/s and the seeds' claim.
+// so the time is the GPU's), where train_graph is the training step replayed from a CUDA
+// graph (models/training_step.h). Beside each: clips/s and the seeds' claim.
 // Each benchmark runs 5 repetitions of at least 0.5 s (0.2 s on CUDA); the median is the figure.
 //   build/bench/hisvid_bench --benchmark_out=results.json --benchmark_out_format=json
 // Instead of the benchmarks, the per-layer breakdown of a training step (as `hisvid bench
@@ -30,20 +31,34 @@ using hisvid::Device;
 // The seeds' claims, per Keras evaluate step (batch 32): seed 000.
 const std::map<std::string, double> kClaimedEvalMs = {{"lrcn", 40.0}, {"convlstm", 205.0}};
 
-void run(benchmark::State& state, const std::string& model, Device device, bool train) {
+enum class Step { Train, Eval, GraphTrain };
+
+void run(benchmark::State& state, const std::string& model, Device device, Step kind) {
   const int batch = static_cast<int>(state.range(0));
+  const bool train = kind != Step::Eval;
   hisvid::bench::StepRunner runner(model, 4, batch, device);
-  for (int i = 0; i < 2; ++i) train ? runner.train_step() : runner.eval_step();  // warm-up
+  const auto step = [&] {
+    if (kind == Step::Train) runner.train_step();
+    if (kind == Step::Eval) runner.eval_step();
+    if (kind == Step::GraphTrain) runner.graph_train_step();
+  };
+  try {
+    // Warm-up: 2 steps (a graph step: the 2 direct steps, then the capture and its replay).
+    for (int i = 0; i < (kind == Step::GraphTrain ? 3 : 2); ++i) step();
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
   runner.sync();
   hisvid::Allocator& memory = hisvid::allocator_for(device);
   memory.reset_peak();
   for (auto _ : state) {
-    train ? runner.train_step() : runner.eval_step();
+    step();
     runner.sync();
   }
   state.SetItemsProcessed(state.iterations() * batch);
-  state.counters["clips_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * batch),
-                                                     benchmark::Counter::kIsRate);
+  state.counters["clips_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);
   state.counters["peak_mem_mb"] = static_cast<double>(memory.peak_bytes_in_use()) / 1048576.0;
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
@@ -69,14 +84,16 @@ std::string take_flag(int& argc, char** argv, const char* name) {
 int per_layer(const std::string& models, const std::string& steps_flag, Device device) {
   const int steps = steps_flag.empty() ? 10 : std::atoi(steps_flag.c_str());
   if (steps < 1) {
-    std::fprintf(stderr, "hisvid_bench: --per_layer_steps=%s: expected a positive number\n", steps_flag.c_str());
+    std::fprintf(stderr, "hisvid_bench: --per_layer_steps=%s: expected a positive number\n",
+                 steps_flag.c_str());
     return 2;
   }
   std::stringstream list(models);
   for (std::string model; std::getline(list, model, ',');) {
     hisvid::bench::StepRunner runner(model, 4, 4, device);
-    std::printf("%s\n%s\n\n", model.c_str(),
-                hisvid::bench::format_layer_profile(hisvid::bench::profile_training_step(runner, steps, 2)).c_str());
+    std::printf(
+        "%s\n%s\n\n", model.c_str(),
+        hisvid::bench::format_layer_profile(hisvid::bench::profile_training_step(runner, steps, 2)).c_str());
   }
   return 0;
 }
@@ -98,9 +115,12 @@ int main(int argc, char** argv) {
   }
   for (const std::string& model : hisvid::models::zoo_names()) {
     for (const Device& device : devices) {
-      for (bool train : {true, false}) {
-        const std::string name = model + (train ? "/train" : "/eval") + "/" + device.str();
-        benchmark::RegisterBenchmark(name.c_str(), run, model, device, train)
+      for (Step kind : {Step::Train, Step::Eval, Step::GraphTrain}) {
+        if (kind == Step::GraphTrain && !device.is_cuda()) continue;
+        const bool train = kind != Step::Eval;
+        const char* step = kind == Step::Train ? "/train" : kind == Step::Eval ? "/eval" : "/train_graph";
+        const std::string name = model + step + "/" + device.str();
+        benchmark::RegisterBenchmark(name.c_str(), run, model, device, kind)
             ->Arg(train ? 4 : 32)
             ->ArgName("batch")
             ->Unit(benchmark::kMillisecond)

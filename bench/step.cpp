@@ -7,6 +7,7 @@
 #include <map>
 
 #include "engine/autograd.h"
+#include "engine/error.h"
 #include "engine/ops.h"
 #include "layers/layer.h"
 #include "models/zoo.h"
@@ -32,6 +33,23 @@ void StepRunner::train_step() {
   backward(ops::softmax_cross_entropy(logits, y_).loss);
   optimizer_->step(weights_);
   zero_grad(weights_);
+}
+
+void StepRunner::graph_train_step() {
+  if (graph_step_ == nullptr) {
+    const int classes = static_cast<int>(y_.dim(1));
+    graph_step_ = std::make_unique<models::TrainingStep>(
+        model_, *optimizer_, rng_, models::StepAugmentation{}, model_.input_shape(), classes, true);
+    const std::vector<double> x = x_.to_vector();  // the benchmark's clips, back to pixels
+    pixels_.resize(x.size());
+    for (size_t i = 0; i < x.size(); ++i) pixels_[i] = static_cast<uint8_t>(x[i] * 255.0);
+    for (int i = 0; i < batch_; ++i) labels_.push_back(i % classes);
+    graph_step_->run(pixels_, labels_);
+    return;
+  }
+  graph_step_->run_again();
+  const std::string& status = graph_step_->graph_status();
+  if (!status.empty() && status != "replaying") fail("{}", status);
 }
 
 void StepRunner::eval_step() {

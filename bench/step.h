@@ -10,6 +10,7 @@
 #include "engine/optimizer.h"
 #include "engine/random.h"
 #include "models/sequential.h"
+#include "models/training_step.h"
 
 namespace hisvid::bench {
 
@@ -25,6 +26,10 @@ class StepRunner {
 
   // forward (training mode) + softmax cross-entropy + backward + Adam step.
   void train_step();
+  // The step of models/training_step.h replayed from a CUDA graph: the same work from uint8
+  // clips already on the device (scaled there) plus the step's metrics; steps 1 and 2 run
+  // directly, step 3 is captured. Throws when the capture fails, with CUDA's reason.
+  void graph_train_step();
   // forward in inference mode, no tape.
   void eval_step();
   // Waits for the device (timing boundaries).
@@ -39,6 +44,9 @@ class StepRunner {
  private:
   models::Sequential model_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<models::TrainingStep> graph_step_;
+  std::vector<uint8_t> pixels_;  // graph_train_step's clips
+  std::vector<int> labels_;
   std::vector<Tensor> weights_;
   Tensor x_, y_;
   Generator rng_;

@@ -57,7 +57,9 @@ class Callback {
   virtual ~Callback() = default;
   // The key of its state in a checkpoint ("early_stopping", "reduce_lr", ...).
   virtual std::string key() const = 0;
-  // With each training batch's loss, before its update: true stops training at once.
+  // With a training batch's loss, before its update: true stops training at once. With several
+  // ranks every batch's loss comes here; in one process the losses stay on the device, which
+  // halts the updates itself at the first one that is not finite, and only that one comes here.
   virtual bool on_batch_loss(int /*epoch*/, int /*step*/, double /*loss*/) { return false; }
   virtual void on_epoch_end(EpochEnd& end) = 0;
   virtual nlohmann::json state() const { return nlohmann::json::object(); }

@@ -9,7 +9,9 @@
 #include "engine/error.h"
 #include "engine/hash.h"
 #include "engine/ops.h"
+#include "kernels/softmax.h"
 #include "models/model_file.h"
+#include "models/training_step.h"
 
 namespace hisvid::models {
 
@@ -38,46 +40,15 @@ uint64_t weights_fingerprint(const std::vector<Tensor>& weights) {
   return hash;
 }
 
+// Shortest interval between two progress reports of a one-process fit: each reads the step
+// sums back from the device (a synchronisation on a GPU).
+constexpr double kProgressSeconds = 0.25;
+
 // Draws per training step of a rank's dropout and augmentation stream: far more than any model
 // takes (a few per layer and timestep).
 constexpr uint64_t kDrawsPerStep = uint64_t(1) << 24;
 
 }  // namespace
-
-LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
-                     const layers::ForwardContext& ctx) {
-  std::vector<Tensor> activity;
-  layers::ForwardContext with_losses = ctx;
-  with_losses.losses = &activity;
-  LossTerms terms;
-  terms.logits = model.forward(x, with_losses, Output::Logits);
-  ops::CrossEntropy xe;
-  if (model.head() == Head::Sigmoid) {
-    if (!model.binary()) {
-      fail("model '{}': a sigmoid head trains as a binary classifier of one unit, this one has {}",
-           model.name(), terms.logits.dim(-1));
-    }
-    xe = ops::sigmoid_cross_entropy(terms.logits, ops::slice(targets, 1, 1, 1));
-  } else {
-    xe = ops::softmax_cross_entropy(terms.logits, targets);
-  }
-  terms.probs = xe.probs;
-  terms.loss = xe.loss;
-  for (const Tensor& penalty : model.weight_penalties()) terms.loss = ops::add(terms.loss, penalty);
-  for (const Tensor& penalty : activity) terms.loss = ops::add(terms.loss, penalty);
-  return terms;
-}
-
-int64_t correct_count(const Sequential& model, const LossTerms& terms, const Tensor& targets) {
-  if (model.binary()) return ops::binary_accuracy_count(terms.probs, ops::slice(targets, 1, 1, 1));
-  return ops::accuracy_count(terms.logits.detach(), targets);
-}
-
-Tensor class_probabilities(const Sequential& model, const Tensor& outputs) {
-  if (!model.binary()) return outputs;
-  const Tensor ones = Tensor::full(outputs.shape(), 1.0, outputs.dtype(), outputs.device());
-  return ops::concat({ops::sub(ones, outputs), outputs}, 1);
-}
 
 std::vector<int> match_classes(const std::vector<std::string>& data_classes,
                                const std::vector<std::string>& model_classes) {
@@ -211,6 +182,17 @@ FitResult Trainer::fit(const FitProgress& progress) {
     if (progress.on_message) progress.on_message(text);
   };
   const bool already_stopped = early_stopping_ != nullptr && early_stopping_->stopped();
+  // One process: each step on the device from the clips' pixels, nothing read back (several
+  // ranks sum every step's metrics on the host instead, below).
+  std::unique_ptr<TrainingStep> direct;
+  if (!comm_) {
+    const io::ExtractionSettings& e = clips_.extraction;
+    const io::Augmentation& a = options_.augmentation;
+    direct = std::make_unique<TrainingStep>(
+        model_, optimizer_, rng_, StepAugmentation{a.flip, a.brightness, a.contrast, a.noise},
+        Shape{e.sequence_length, e.height, e.width, e.channels}, model_.num_classes(), options_.cuda_graphs);
+  }
+  std::string graph_status;
   for (int epoch = static_cast<int>(history_.size()) + 1; epoch <= options_.epochs && !already_stopped;
        ++epoch) {
     const Clock::time_point epoch_start = Clock::now();
@@ -220,8 +202,39 @@ FitResult Trainer::fit(const FitProgress& progress) {
     const std::vector<std::vector<size_t>> batches =
         io::epoch_batches(split_.train, options_.batch_size, options_.shuffle, rng_);
     log.steps = static_cast<int>(batches.size());
+    // One process: the loss, the accuracy and a non-finite loss stay on the device (step_sums),
+    // read when progress is shown and once at the end of the epoch. Several ranks: each step's
+    // metrics are summed across ranks on the host (comm_), so they are read every step.
+    if (direct) direct->zero_sums();
+    const Tensor sums = direct ? direct->sums() : Tensor();
+    const int64_t iterations_before = optimizer_.iterations();
     double loss_sum = 0.0;
-    int64_t correct = 0, seen = 0;
+    int64_t correct = 0, seen = 0, failed_step = 0;
+    double failed_loss = 0.0;
+    const auto read_sums = [&] {
+      const std::vector<double> v = sums.to_vector();
+      loss_sum = v[kStepLossSum];
+      correct = static_cast<int64_t>(v[kStepCorrect]);
+      seen = static_cast<int64_t>(v[kStepSamples]);
+      failed_step = static_cast<int64_t>(v[kStepFailed]);
+      failed_loss = v[kStepFailedLoss];
+    };
+    // The callbacks' verdict on a batch loss (TerminateOnNaN); true stops the run.
+    const auto stops_on = [&](int step, double loss) {
+      for (const auto& callback : callbacks_) {
+        if (callback->on_batch_loss(epoch, step, loss)) {
+          message(fmt::format("Epoch {} batch {}: invalid loss {}, terminating training", epoch, step, loss));
+          return true;
+        }
+      }
+      return false;
+    };
+    // A failed step found in the sums: the optimizer counted the steps it skipped.
+    const auto failed = [&] {
+      if (failed_step == 0) return false;
+      optimizer_.set_iterations(iterations_before + failed_step - 1);
+      return stops_on(static_cast<int>(failed_step), failed_loss);
+    };
     // With several ranks: this rank's shard of each global batch, and its own stream of dropout
     // and augmentation draws (rng_ only shuffles, identically on every rank).
     std::vector<std::vector<size_t>> shards;
@@ -234,6 +247,8 @@ FitResult Trainer::fit(const FitProgress& progress) {
     io::BatchReader reader(clips_, to_read);  // reads ahead when the clips stream from disk
     uint64_t steps_before = 0;
     for (const EpochLog& done : history_) steps_before += static_cast<uint64_t>(done.steps);
+    if (progress.on_epoch_begin) progress.on_epoch_begin(epoch);
+    Clock::time_point last_report = Clock::now();
     for (size_t step = 0; step < batches.size(); ++step) {
       const auto interrupted = [&] {
         FitResult r = result();
@@ -243,7 +258,10 @@ FitResult Trainer::fit(const FitProgress& progress) {
       // Ctrl-C reaches the ranks at different moments: with several ranks the stop is summed
       // with the step's metrics below and decided together, before any update.
       const bool stop = progress.should_stop && progress.should_stop();
-      if (stop && !comm_) return interrupted();
+      if (stop && !comm_) {
+        read_sums();
+        return failed() ? result() : interrupted();
+      }
       const std::vector<size_t>& shard = shards[step];
       const double B = static_cast<double>(batches[step].size()), n = static_cast<double>(shard.size());
       std::optional<Generator> shard_rng;
@@ -255,7 +273,11 @@ FitResult Trainer::fit(const FitProgress& progress) {
       LossTerms terms;
       double loss = 0.0;
       int64_t step_correct = 0;
-      if (!shard.empty()) {
+      if (direct) {
+        std::vector<int> labels;
+        for (size_t i : shard) labels.push_back(clips_.labels[i]);
+        direct->run(reader.next(), labels);
+      } else if (!shard.empty()) {
         const io::Batch batch =
             io::make_batch(clips_, shard, reader.next(), options_.augmentation, draws, model_.device());
         terms = model_loss(model_, batch.x, batch.y, {true, draws});
@@ -268,15 +290,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
         if (totals[2] > 0.0) return interrupted();
         loss = totals[0] / B;
         step_correct = static_cast<int64_t>(totals[1]);
-      }
-      for (const auto& callback : callbacks_) {
-        if (callback->on_batch_loss(epoch, static_cast<int>(step) + 1, loss)) {
-          message(
-              fmt::format("Epoch {} batch {}: invalid loss {}, terminating training", epoch, step + 1, loss));
-          return result();
-        }
-      }
-      if (comm_) {
+        if (stops_on(static_cast<int>(step) + 1, loss)) return result();
         // d(global mean)/dw = sum over ranks of (n_r / B) d(shard mean)/dw; the penalties, added
         // on every rank, come back whole (sum of n_r / B = 1).
         if (!shard.empty()) backward(ops::scale(terms.loss, n / B));
@@ -286,15 +300,21 @@ FitResult Trainer::fit(const FitProgress& progress) {
           grads.push_back(w.grad());
         }
         comm_->sum(grads);
-      } else {
-        backward(terms.loss);
+        optimizer_.step(weights);
+        zero_grad(weights);
+        loss_sum += loss * B;
+        correct += step_correct;
+        seen += static_cast<int64_t>(B);
       }
-      optimizer_.step(weights);
-      zero_grad(weights);
-      loss_sum += loss * B;
-      correct += step_correct;
-      seen += static_cast<int64_t>(B);
-      if (progress.on_batch) {
+      bool report = comm_ != nullptr;  // the ranks' sums are on the host already
+      if (!comm_ && (step + 1 == batches.size() ||
+                     (progress.on_batch && seconds_since(last_report) >= kProgressSeconds))) {
+        read_sums();
+        if (failed()) return result();
+        last_report = Clock::now();
+        report = true;
+      }
+      if (report && progress.on_batch) {
         progress.on_batch(epoch, static_cast<int>(step) + 1, log.steps, loss_sum / static_cast<double>(seen),
                           static_cast<double>(correct) / static_cast<double>(seen));
       }
@@ -302,6 +322,12 @@ FitResult Trainer::fit(const FitProgress& progress) {
     if (comm_ && !same_on_every_rank(*comm_, weights_fingerprint(weights))) {
       fail("epoch {}: the ranks' weights differ (rank {} of {}); the run cannot go on", epoch, comm_->rank(),
            comm_->size());
+    }
+    if (direct && direct->graph_status() != graph_status) {
+      graph_status = direct->graph_status();
+      message(graph_status == "replaying"
+                  ? "CUDA graph: the training step is captured and replayed"
+                  : fmt::format("CUDA graph: not used ({}); the steps run directly", graph_status));
     }
     log.loss = loss_sum / static_cast<double>(seen);
     log.accuracy = static_cast<double>(correct) / static_cast<double>(seen);

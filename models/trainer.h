@@ -11,7 +11,10 @@
 // optimizer state, RNG offset, callback state and history. An interrupted run (should_stop)
 // returns after the current batch without writing a partial epoch: last.h5 stays the last
 // complete epoch. A batch whose loss is not a number (NaN or infinity) stops the run before
-// its update: the last checkpoint stays the last good epoch.
+// its update: the last checkpoint stays the last good epoch. In one process a step reads
+// nothing back on the host: loss, accuracy and the non-finite check accumulate in device
+// memory (ops::step_sums), the optimizer skips its updates there once a loss failed, and the
+// host reads the sums for progress and at the end of the epoch.
 #pragma once
 
 #include <functional>
@@ -26,6 +29,7 @@
 #include "engine/random.h"
 #include "io/dataset.h"
 #include "models/callbacks.h"
+#include "models/loss.h"
 #include "models/sequential.h"
 
 namespace hisvid::models {
@@ -46,11 +50,18 @@ struct FitOptions {
   // every global batch of batch_size clips, the gradients are summed across ranks, and rank 0
   // alone writes files. Null or one rank: one process, as ever.
   Communicator* communicator = nullptr;
+  // One process on a CUDA device: capture the training step into a CUDA graph and replay it
+  // (models/training_step.h); the results are the direct steps' bit for bit.
+  bool cuda_graphs = false;
 };
 
 // What the caller shows and how it interrupts: called by fit, never deciding anything.
 struct FitProgress {
-  // After every training batch: running means of the epoch so far.
+  // Before an epoch's first batch.
+  std::function<void(int epoch)> on_epoch_begin;
+  // Running means of the epoch so far, after a training batch: every batch with several ranks;
+  // in one process at most every 0.25 s and after the last batch (each call reads the loss
+  // and accuracy back from the device, which a GPU step otherwise never waits for).
   std::function<void(int epoch, int step, int steps, double loss, double accuracy)> on_batch;
   std::function<void(const EpochLog&)> on_epoch;
   // Messages such as "Epoch 00031: ReduceLROnPlateau reducing learning rate to 0.0002".
@@ -111,24 +122,6 @@ struct Evaluation {
   int steps = 0;
   double ms_per_step = 0.0;
 };
-
-// The loss Keras minimises and reports for a batch.
-struct LossTerms {
-  Tensor loss;    // () the head's cross-entropy (mean over the batch) + every regularization penalty
-  Tensor logits;  // (N, units) what the head's softmax / sigmoid maps
-  Tensor probs;   // (N, units) the head's output, no gradient
-};
-// Forward x (N, input...) with ctx and the loss against targets (N, num_classes) one-hot rows:
-// categorical cross-entropy for a softmax head; binary cross-entropy against column 1 for a
-// one-unit sigmoid head. Weight regularizers and activity regularizers add their penalties.
-LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
-                     const layers::ForwardContext& ctx);
-// Rows of `terms` whose prediction matches the targets (N, num_classes): argmax for a softmax
-// head, p > 0.5 for a binary one (Keras's categorical / binary accuracy).
-int64_t correct_count(const Sequential& model, const LossTerms& terms, const Tensor& targets);
-// Probabilities (N, num_classes) of the model's outputs (N, units): the outputs themselves, or
-// (1 - p, p) for a binary head.
-Tensor class_probabilities(const Sequential& model, const Tensor& outputs);
 
 // Inference over the given clips in batches. label_map[i] is the model's class index for the
 // clip set's label i (classes matched by name; see match_classes).

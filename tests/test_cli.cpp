@@ -872,6 +872,10 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
       {"--model", "--weights"});
   expect_refused(dir_, {"train", "--resume", "misread", "--data", "elsewhere"}, {"--resume", "--data"});
   expect_refused(dir_, {"train", "--resume", "misread", "--model", "convlstm"}, {"--resume", "--model"});
+  // CUDA graphs on the CPU: refused before the run directory exists.
+  expect_refused(dir_, {"train", "--data", "data", "--out", "g", "--cuda-graphs", "--device", "cpu"},
+                 {"--cuda-graphs", "CUDA device", "--device cpu"});
+  EXPECT_FALSE(fs::exists(dir_ / "g"));
 
   // Non-finite weights load with a warning naming the layer.
   hisvid::models::LoadedModel broken = hisvid::models::load_model((dir_ / "misread/model.h5").string());

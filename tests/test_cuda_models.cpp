@@ -17,6 +17,10 @@
 #include "engine/device.h"
 #include "engine/nccl.h"
 #include "engine/optimizer.h"
+#include "engine/random.h"
+#include "kernels/philox.h"
+#include "models/training_step.h"
+#include "models/zoo.h"
 #include "tests/tiny_models.h"
 
 namespace hisvid {
@@ -363,6 +367,65 @@ TEST(CudaAllocator, ReusesFreedBlocks) {
   EXPECT_EQ(allocator.bytes_in_use(), before);
   EXPECT_EQ(allocator.allocate(0), nullptr);
 #endif
+}
+
+// A step replayed from a CUDA graph is the direct step bit for bit (models/training_step.h):
+// the seeds' models, batch 4, every augmentation and dropout on, seven steps each way: two
+// direct ones, the capture (and its first replay), a replay, a direct step of 3 clips (another
+// size), two more replays. A tensor allocated between replays is left alone by them (the
+// graph's memory is its own pool).
+TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  constexpr int kClasses = 4;
+  const Shape clip{20, 64, 64, 3};
+  const std::vector<size_t> sizes = {4, 4, 4, 4, 3, 4, 4};
+  for (const char* name : {"lrcn", "convlstm"}) {
+    SCOPED_TRACE(name);
+    struct Run {
+      std::vector<std::vector<double>> weights;
+      std::vector<double> sums, kept;
+      uint64_t offset = 0;
+      int64_t iterations = 0;
+      std::string status;
+    };
+    const auto run = [&](bool graphs) {
+      models::Sequential model = models::load_spec(name, kClasses);
+      model.build(5);
+      model.to(Device::cuda(0));
+      Adam adam;
+      Generator rng(8);
+      models::TrainingStep step(model, adam, rng, {true, 0.1, 0.2, 0.02}, clip, kClasses, graphs);
+      Run r;
+      Tensor kept;
+      for (size_t s = 0; s < sizes.size(); ++s) {
+        std::vector<uint8_t> pixels(sizes[s] * static_cast<size_t>(clip.numel()));
+        for (size_t i = 0; i < pixels.size(); ++i)
+          pixels[i] = static_cast<uint8_t>(philox_uniform(0xC11B, s, i) * 256.0f);
+        std::vector<int> labels;
+        for (size_t b = 0; b < sizes[s]; ++b) labels.push_back(static_cast<int>((s + b) % kClasses));
+        step.run(pixels, labels);
+        if (s == 3) kept = Tensor::full(Shape{1 << 20}, 7.0, DType::Float32, Device::cuda(0));
+      }
+      for (const Tensor& w : model.trainable_weights()) r.weights.push_back(w.to_vector());
+      r.sums = step.sums().to_vector();
+      const std::vector<double> values = kept.to_vector();
+      r.kept = {*std::min_element(values.begin(), values.end()),
+                *std::max_element(values.begin(), values.end())};
+      r.offset = rng.offset();
+      r.iterations = adam.iterations();
+      r.status = step.graph_status();
+      return r;
+    };
+    const Run direct = run(false), replayed = run(true);
+    EXPECT_EQ(direct.status, "");
+    ASSERT_EQ(replayed.status, "replaying");
+    EXPECT_EQ(replayed.offset, direct.offset);
+    EXPECT_EQ(replayed.iterations, direct.iterations);
+    EXPECT_EQ(replayed.sums, direct.sums);
+    EXPECT_EQ(replayed.weights, direct.weights);
+    EXPECT_EQ(replayed.kept, (std::vector<double>{7.0, 7.0}));
+  }
 }
 
 }  // namespace

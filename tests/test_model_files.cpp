@@ -4,12 +4,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 #include <zip.h>
-#include <opencv2/imgproc.hpp>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <opencv2/imgproc.hpp>
 #include <set>
 #include <sstream>
 
@@ -18,9 +18,12 @@
 #include "engine/ops.h"
 #include "io/hdf5.h"
 #include "io/keras_archive.h"
+#include "kernels/philox.h"
+#include "kernels/softmax.h"
 #include "models/keras_format.h"
 #include "models/model_file.h"
 #include "models/trainer.h"
+#include "models/training_step.h"
 #include "models/zoo.h"
 #include "tests/test_support.h"
 
@@ -52,8 +55,9 @@ std::vector<std::vector<double>> read_expected(const std::string& path) {
 
 class TempDir {
  public:
-  TempDir() : path_(fs::temp_directory_path() / ("hisvid_test_" + std::to_string(::getpid()) + "_" +
-                                                  std::to_string(counter_++))) {
+  TempDir()
+      : path_(fs::temp_directory_path() /
+              ("hisvid_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++))) {
     fs::create_directories(path_);
   }
   ~TempDir() { fs::remove_all(path_); }
@@ -83,7 +87,8 @@ TEST_P(KerasFixtures, ReproduceTheExpectedSoftmaxOutputs) {
   double worst = 0.0;
   for (size_t clip = 0; clip < 3; ++clip) {
     ASSERT_EQ(expected[clip].size(), 4u);
-    for (size_t k = 0; k < 4; ++k) worst = std::max(worst, std::fabs(probs[clip * 4 + k] - expected[clip][k]));
+    for (size_t k = 0; k < 4; ++k)
+      worst = std::max(worst, std::fabs(probs[clip * 4 + k] - expected[clip][k]));
   }
   EXPECT_LE(worst, kKerasTolerance);
   RecordProperty("max_abs_difference", std::to_string(worst));
@@ -97,7 +102,8 @@ TEST_P(KerasFixtures, KeepTheirArchitectureAndOptimizer) {
   ASSERT_NE(loaded.extras.optimizer, nullptr);
   EXPECT_EQ(loaded.extras.optimizer->name(), "Adam");
   // Adam/iter:0 of each file: the user trained the two models for different numbers of steps.
-  EXPECT_EQ(loaded.extras.optimizer->iterations(), GetParam().find("lrcn") != std::string::npos ? 2652 : 1716);
+  EXPECT_EQ(loaded.extras.optimizer->iterations(),
+            GetParam().find("lrcn") != std::string::npos ? 2652 : 1716);
   EXPECT_EQ(loaded.extras.optimizer->slots().size(), loaded.model.trainable_weights().size());
 }
 
@@ -108,7 +114,8 @@ TEST_P(KerasFixtures, ContinueTrainingFromTheKerasFile) {
   Generator rng(1);
   const std::vector<Tensor> weights = loaded.model.trainable_weights();
   const std::vector<double> before = weights[0].to_vector();
-  backward(ops::softmax_cross_entropy(loaded.model.forward(clips, {true, &rng}, Output::Logits), targets).loss);
+  backward(
+      ops::softmax_cross_entropy(loaded.model.forward(clips, {true, &rng}, Output::Logits), targets).loss);
   const int64_t steps_before = loaded.extras.optimizer->iterations();
   loaded.extras.optimizer->step(weights);
   EXPECT_EQ(loaded.extras.optimizer->iterations(), steps_before + 1);
@@ -226,10 +233,14 @@ std::vector<VersionFixture> files_with_outputs() {
   return files;
 }
 
-std::string fixture_name(const ::testing::TestParamInfo<VersionFixture>& info) { return test_name(info.param.file); }
+std::string fixture_name(const ::testing::TestParamInfo<VersionFixture>& info) {
+  return test_name(info.param.file);
+}
 
-INSTANTIATE_TEST_SUITE_P(EveryVersion, KerasVersionFixtures, ::testing::ValuesIn(kVersionFiles), fixture_name);
-INSTANTIATE_TEST_SUITE_P(EveryVersion, KerasVersionOutputs, ::testing::ValuesIn(files_with_outputs()), fixture_name);
+INSTANTIATE_TEST_SUITE_P(EveryVersion, KerasVersionFixtures, ::testing::ValuesIn(kVersionFiles),
+                         fixture_name);
+INSTANTIATE_TEST_SUITE_P(EveryVersion, KerasVersionOutputs, ::testing::ValuesIn(files_with_outputs()),
+                         fixture_name);
 
 // The grayscale model (160 frames of 90x90x1) on the clips prepared as the fixtures' README
 // says: frames round(linspace(0, 19, 160)), resized bilinearly to 90x90, BGR to gray.
@@ -245,7 +256,8 @@ TEST(KerasVersionGray, GrayscaleModelRuns) {
       const int source = static_cast<int>(std::lround(19.0 * t / 159.0));
       cv::Mat frame(64, 64, CV_8UC3);
       for (int i = 0; i < 64 * 64 * 3; ++i) {
-        frame.data[i] = static_cast<uint8_t>(std::lround(clips[((size_t(n) * 20 + source) * 64 * 64 * 3) + i] * 255));
+        frame.data[i] =
+            static_cast<uint8_t>(std::lround(clips[((size_t(n) * 20 + source) * 64 * 64 * 3) + i] * 255));
       }
       cv::Mat resized, g;
       cv::resize(frame, resized, cv::Size(90, 90), 0, 0, cv::INTER_LINEAR);
@@ -255,7 +267,9 @@ TEST(KerasVersionGray, GrayscaleModelRuns) {
   }
   NoGradGuard no_grad;
   const std::vector<double> p =
-      loaded.model.forward(Tensor::from_vector(std::vector<double>(gray.begin(), gray.end()), {3, 160, 90, 90, 1}), {})
+      loaded.model
+          .forward(Tensor::from_vector(std::vector<double>(gray.begin(), gray.end()), {3, 160, 90, 90, 1}),
+                   {})
           .to_vector();
   ASSERT_EQ(p.size(), 6u);
   constexpr double kSoftmaxSum = 1e-6;  // float32 normalisation of two probabilities
@@ -371,7 +385,8 @@ TEST(ModelFiles, ResumeGivesBitwiseTheSameWeights) {
   Generator rng_first(9);
   train_epochs(first, adam_first, rng_first, 2);
   const std::string path = dir.file("checkpoint.h5");
-  save_model(path, first, {"left", "right"}, &adam_first, {{"rng_seed", 9}, {"rng_offset", rng_first.offset()}});
+  save_model(path, first, {"left", "right"}, &adam_first,
+             {{"rng_seed", 9}, {"rng_offset", rng_first.offset()}});
 
   LoadedModel resumed = load_model(path);
   Generator rng_resumed(resumed.extras.training_state["rng_seed"].get<uint64_t>(),
@@ -395,7 +410,7 @@ TEST(ModelFiles, WrongShapedWeightsNameLayerWeightAndShapes) {
   Sequential five = load_spec("lrcn", 5);
   five.build(1);
   expect_error([&] { load_weights(five, io::read_keras_model(path), path); },
-                        {path, "dense/kernel:0", "(32, 4)", "(32, 5)", "dense"});
+               {path, "dense/kernel:0", "(32, 4)", "(32, 5)", "dense"});
   Sequential other = load_spec("convlstm", 4);
   other.build(1);
   expect_error([&] { load_weights(other, io::read_keras_model(path), path); }, {path, "layers with weights"});
@@ -427,8 +442,158 @@ TEST(ModelFiles, FailedSaveKeepsThePreviousCheckpoint) {
   EXPECT_THROW(save_model(path, changed, {"a", "b", "c", "d"}, nullptr, nullptr, failing), Error);
   EXPECT_EQ(load_model(path).model.trainable_weights()[0].to_vector(), saved);
   int files = 0;
-  for (const auto& entry : fs::directory_iterator(fs::path(path).parent_path())) files += entry.is_regular_file();
+  for (const auto& entry : fs::directory_iterator(fs::path(path).parent_path()))
+    files += entry.is_regular_file();
   EXPECT_EQ(files, 1);  // no temporary file left behind
+}
+
+// An in-memory clip set for kTinyLrcn: `count` clips (4, 8, 8, 3) of Philox pixels, the label
+// alternating between the two classes.
+io::ClipSet tiny_clips(size_t count) {
+  io::ClipSet clips;
+  clips.class_names = {"left", "right"};
+  clips.extraction = {4, 8, 8};
+  clips.pixels.resize(count * clips.clip_elements());
+  for (size_t i = 0; i < clips.pixels.size(); ++i) {
+    clips.pixels[i] = static_cast<uint8_t>(255.0 * philox_uniform(5, 0, i));
+  }
+  for (size_t i = 0; i < count; ++i) {
+    clips.labels.push_back(static_cast<int>(i % 2));
+    clips.paths.push_back("clip" + std::to_string(i) + ".avi");
+  }
+  return clips;
+}
+
+// In one process the loss, the accuracy and the non-finite check stay where the step computed
+// them: the host reads them once per epoch (a GPU step never waits for the host). Reading each
+// step's loss and accuracy, as before, would make 12 reads an epoch.
+TEST(Training, StepsReadNothingBackOnTheHost) {
+  const io::ClipSet clips = tiny_clips(12);
+  Sequential model = Sequential::from_json(nlohmann::json::parse(kTinyLrcn), "tiny");
+  model.build(1);
+  Adam adam;
+  FitOptions options;
+  options.epochs = 2;
+  options.batch_size = 2;
+  io::Split split;
+  for (size_t i = 0; i < clips.size(); ++i) split.train.push_back(i);
+  Trainer trainer(model, adam, clips, split, options, 4);
+  const uint64_t before = host_reads();
+  const FitResult result = trainer.fit();
+  EXPECT_EQ(host_reads() - before, 2u) << "host reads in 2 epochs of 6 steps";
+  ASSERT_EQ(result.history.size(), 2u);
+  EXPECT_EQ(adam.iterations(), 12);
+  for (const EpochLog& log : result.history) {
+    EXPECT_TRUE(std::isfinite(log.loss) && log.loss > 0.0) << log.loss;
+    EXPECT_GE(log.accuracy, 0.0);
+    EXPECT_LE(log.accuracy, 1.0);
+    // 12 clips: the accuracy is a whole number of clips.
+    EXPECT_DOUBLE_EQ(log.accuracy * 12.0, std::round(log.accuracy * 12.0));
+  }
+}
+
+// A step whose loss is not finite stops the run before its update, though the host never looks
+// at a step's loss: the weights and the optimizer's count are those of the steps before it,
+// bit for bit those of the same run interrupted just before that step. SGD at a learning rate
+// of 3e38 makes the loss overflow within a few steps (at step 4 of epoch 2 on the dev machine).
+TEST(Training, ANonFiniteLossStopsBeforeItsUpdate) {
+  const io::ClipSet clips = tiny_clips(12);
+  io::Split split;
+  for (size_t i = 0; i < clips.size(); ++i) split.train.push_back(i);
+  FitOptions options;
+  options.epochs = 3;
+  options.batch_size = 2;
+  options.shuffle = false;
+  const auto run = [&](int stop_before_step, FitResult* result) {
+    Sequential model = Sequential::from_json(nlohmann::json::parse(kTinyLrcn), "tiny");
+    model.build(1);
+    SGD sgd(3e38);
+    Trainer trainer(model, sgd, clips, split, options, 4);
+    FitProgress progress;
+    int polls = 0;
+    progress.should_stop = [&] { return stop_before_step > 0 && ++polls == stop_before_step; };
+    *result = trainer.fit(progress);
+    std::vector<std::vector<double>> weights;
+    for (const Tensor& w : model.trainable_weights()) weights.push_back(w.to_vector());
+    return std::make_pair(weights, sgd.iterations());
+  };
+  FitResult failed;
+  const auto [failed_weights, failed_iterations] = run(0, &failed);
+  ASSERT_TRUE(failed.non_finite_loss) << "the loss never overflowed: raise the learning rate";
+  constexpr int kStepsPerEpoch = 6;
+  const int step = (failed.failed_epoch - 1) * kStepsPerEpoch + failed.failed_step;  // counted over the run
+  ASSERT_GE(failed.failed_step, 2) << "an epoch's first step failed: the halt inside an epoch was not tested";
+  EXPECT_EQ(failed.history.size(), static_cast<size_t>(failed.failed_epoch - 1));
+  EXPECT_EQ(failed_iterations, step - 1);
+
+  FitResult interrupted;
+  const auto [weights, iterations] = run(step, &interrupted);
+  ASSERT_TRUE(interrupted.interrupted);
+  EXPECT_EQ(iterations, failed_iterations);
+  ASSERT_EQ(weights.size(), failed_weights.size());
+  for (size_t w = 0; w < weights.size(); ++w) {
+    ASSERT_EQ(weights[w].size(), failed_weights[w].size());
+    for (size_t i = 0; i < weights[w].size(); ++i) {
+      // NaN-safe bitwise equality: the failed step and those after it changed nothing.
+      ASSERT_EQ(std::memcmp(&weights[w][i], &failed_weights[w][i], sizeof(double)), 0)
+          << "weight " << w << " element " << i << ": " << weights[w][i] << " against "
+          << failed_weights[w][i];
+    }
+  }
+}
+
+// The staged step (models/training_step.h: draws relative to a base in memory, the optimizer's
+// scalar read from memory, metrics kept on the device) trains exactly as the plain one: batch,
+// forward, loss, backward, update with every value passed directly. Both flips, brightness,
+// contrast and noise are on, and kTinyLrcn's dropout draws every step.
+TEST(Training, StagedStepsTrainAsPlainSteps) {
+  const io::ClipSet clips = tiny_clips(12);
+  io::Augmentation augmentation;
+  augmentation.flip = true, augmentation.brightness = 0.1, augmentation.contrast = 0.2,
+  augmentation.noise = 0.05;
+  const std::vector<std::vector<size_t>> batches = {{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9, 10}, {11, 0, 5, 6}};
+  const auto weights_of = [](Sequential& model) {
+    std::vector<std::vector<double>> values;
+    for (const Tensor& w : model.trainable_weights()) values.push_back(w.to_vector());
+    return values;
+  };
+
+  Sequential plain = Sequential::from_json(nlohmann::json::parse(kTinyLrcn), "tiny");
+  plain.build(1);
+  Adam plain_adam;
+  Generator plain_rng(21);
+  const std::vector<Tensor> weights = plain.trainable_weights();
+  double plain_loss = 0.0;
+  for (const std::vector<size_t>& batch : batches) {
+    const io::Batch b = io::make_batch(clips, batch, augmentation, &plain_rng, Device::cpu());
+    const LossTerms terms = model_loss(plain, b.x, b.y, {true, &plain_rng});
+    plain_loss += terms.loss.item() * static_cast<double>(batch.size());
+    backward(terms.loss);
+    plain_adam.step(weights);
+    zero_grad(weights);
+  }
+
+  Sequential staged = Sequential::from_json(nlohmann::json::parse(kTinyLrcn), "tiny");
+  staged.build(1);
+  Adam staged_adam;
+  Generator staged_rng(21);
+  TrainingStep step(staged, staged_adam, staged_rng, {true, 0.1, 0.2, 0.05}, Shape{4, 8, 8, 3}, 2, false);
+  for (const std::vector<size_t>& batch : batches) {
+    std::vector<uint8_t> pixels(batch.size() * clips.clip_elements());
+    clips.read_clips(batch, pixels.data());
+    std::vector<int> labels;
+    for (size_t i : batch) labels.push_back(clips.labels[i]);
+    step.run(pixels, labels);
+  }
+
+  EXPECT_EQ(staged_rng.offset(), plain_rng.offset());
+  EXPECT_EQ(staged_adam.iterations(), plain_adam.iterations());
+  EXPECT_EQ(weights_of(staged), weights_of(plain));
+  const std::vector<double> sums = step.sums().to_vector();
+  EXPECT_EQ(sums[kStepLossSum], plain_loss);
+  EXPECT_EQ(sums[kStepSamples], 15.0);
+  EXPECT_EQ(sums[kStepCount], 4.0);
+  EXPECT_EQ(sums[kStepFailed], 0.0);
 }
 
 TEST(Training, ModelAndDataMustAgreeOnClasses) {
@@ -441,8 +606,11 @@ TEST(Training, ModelAndDataMustAgreeOnClasses) {
   clips.labels = {0, 2};
   clips.paths = {"a.avi", "b.avi"};
   Adam adam;
-  expect_error([&] { Trainer(model, adam, clips, io::Split{{0, 1}, {}, {}}, FitOptions{}, 1); },
-               {"'tiny'", "2 output classes", "3 classes"});
+  expect_error(
+      [&] {
+        Trainer(model, adam, clips, io::Split{{0, 1}, {}, {}}, FitOptions{}, 1);
+      },
+      {"'tiny'", "2 output classes", "3 classes"});
   // Evaluation matches classes by name: one the model does not know is an error naming it.
   expect_error([&] { match_classes({"left", "up"}, {"left", "right"}); }, {"'up'", "left, right"});
   EXPECT_EQ(match_classes({"right", "left"}, {"left", "right"}), (std::vector<int>{1, 0}));
@@ -542,8 +710,11 @@ TEST(KerasFormat, RoundTripsBitExactOrRefusesWhatKeras3WouldReadDifferently) {
     const std::unique_ptr<Optimizer> opt = stepped_zoo_model(name, &model);
     const std::string path = dir.file(name + ".keras");
     if (name.find("convlstm") != std::string::npos) {
-      expect_error([&] { save_model(path, model, {"a", "b", "c"}, opt.get(), {{"epoch", 3}}); },
-                   {path, "hard_sigmoid", ".h5"});
+      expect_error(
+          [&] {
+            save_model(path, model, {"a", "b", "c"}, opt.get(), {{"epoch", 3}});
+          },
+          {path, "hard_sigmoid", ".h5"});
       EXPECT_FALSE(fs::exists(path));
       continue;
     }

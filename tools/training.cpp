@@ -283,6 +283,17 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   // A data-parallel run (mpirun): rank 0 owns the run directory and writes every file.
   Communicator& comm = world();
   const bool lead = comm.rank() == 0;
+  if (args.cuda_graphs) {  // refused before the run directory is made
+    if (comm.size() > 1) {
+      fail("--cuda-graphs trains in one process: with {} ranks every step's gradients are summed on the host",
+           comm.size());
+    }
+    const Device on = parse_device(args.device);
+    if (!on.is_cuda()) {
+      fail("--cuda-graphs needs a CUDA device, not --device {}{}", args.device,
+           args.device == on.str() ? "" : fmt::format(" ({} here)", on.str()));
+    }
+  }
   std::optional<RunDirectory> run_directory;
   if (lead) run_directory.emplace(args.out_dir, !resuming, args.overwrite);
   comm.barrier();
@@ -364,6 +375,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.epochs = args.epochs;
   options.batch_size = args.batch_size;
   options.augmentation = args.augmentation;
+  options.cuda_graphs = args.cuda_graphs;
   if (args.patience >= 0)
     options.early_stopping = models::EarlyStoppingConfig{args.monitor, args.patience, 0.0, args.restore_best};
   if (args.reduce_lr_factor > 0) {
@@ -389,11 +401,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   const int first_epoch = resuming ? checkpoint.extras.training_state["epoch"].get<int>() + 1 : 1;
   auto epoch_start = std::chrono::steady_clock::now();
   models::FitProgress callbacks;
-  callbacks.on_batch = [&](int epoch, int step, int steps, double loss, double accuracy) {
-    if (step == 1) {
-      console.line(fmt::format("Epoch {}/{}", epoch, args.epochs));
-      epoch_start = std::chrono::steady_clock::now();
-    }
+  callbacks.on_epoch_begin = [&](int epoch) {
+    console.line(fmt::format("Epoch {}/{}", epoch, args.epochs));
+    epoch_start = std::chrono::steady_clock::now();
+  };
+  callbacks.on_batch = [&](int, int step, int steps, double loss, double accuracy) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     console.progress(step, steps, seconds, fmt::format("loss: {:.4f} - accuracy: {:.4f}", loss, accuracy));

@@ -56,6 +56,7 @@ struct TrainArgs {
   bool shuffle_validation = false;
   uint64_t seed = 27;
   std::string device = "auto";
+  bool cuda_graphs = false;  // replay the training step from a CUDA graph (one process, a GPU)
   std::string out_dir;
   io::Augmentation augmentation;
 };

@@ -1,0 +1,53 @@
+// The loss, the accuracy and the class probabilities of models/loss.h.
+#include "models/loss.h"
+
+#include "engine/error.h"
+#include "engine/ops.h"
+
+namespace hisvid::models {
+
+LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
+                     const layers::ForwardContext& ctx) {
+  std::vector<Tensor> activity;
+  layers::ForwardContext with_losses = ctx;
+  with_losses.losses = &activity;
+  LossTerms terms;
+  terms.logits = model.forward(x, with_losses, Output::Logits);
+  ops::CrossEntropy xe;
+  if (model.head() == Head::Sigmoid) {
+    if (!model.binary()) {
+      fail("model '{}': a sigmoid head trains as a binary classifier of one unit, this one has {}",
+           model.name(), terms.logits.dim(-1));
+    }
+    xe = ops::sigmoid_cross_entropy(terms.logits, ops::slice(targets, 1, 1, 1));
+  } else {
+    xe = ops::softmax_cross_entropy(terms.logits, targets);
+  }
+  terms.probs = xe.probs;
+  terms.loss = xe.loss;
+  for (const Tensor& penalty : model.weight_penalties()) terms.loss = ops::add(terms.loss, penalty);
+  for (const Tensor& penalty : activity) terms.loss = ops::add(terms.loss, penalty);
+  return terms;
+}
+
+void add_step_metrics(const Sequential& model, const LossTerms& terms, const Tensor& targets,
+                      const Tensor& sums, double weight) {
+  if (model.binary()) {
+    ops::add_step_metrics(sums, terms.loss.detach(), terms.probs, ops::slice(targets, 1, 1, 1), true, weight);
+  } else {
+    ops::add_step_metrics(sums, terms.loss.detach(), terms.logits.detach(), targets, false, weight);
+  }
+}
+
+int64_t correct_count(const Sequential& model, const LossTerms& terms, const Tensor& targets) {
+  if (model.binary()) return ops::binary_accuracy_count(terms.probs, ops::slice(targets, 1, 1, 1));
+  return ops::accuracy_count(terms.logits.detach(), targets);
+}
+
+Tensor class_probabilities(const Sequential& model, const Tensor& outputs) {
+  if (!model.binary()) return outputs;
+  const Tensor ones = Tensor::full(outputs.shape(), 1.0, outputs.dtype(), outputs.device());
+  return ops::concat({ops::sub(ones, outputs), outputs}, 1);
+}
+
+}  // namespace hisvid::models
