@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -15,7 +16,9 @@
 #include "engine/autograd.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
+#include "engine/error.h"
 #include "engine/nccl.h"
+#include "engine/ops.h"
 #include "engine/optimizer.h"
 #include "engine/random.h"
 #include "kernels/philox.h"
@@ -367,6 +370,46 @@ TEST(CudaAllocator, ReusesFreedBlocks) {
   EXPECT_EQ(allocator.bytes_in_use(), before);
   EXPECT_EQ(allocator.allocate(0), nullptr);
 #endif
+}
+
+// A graph's memory is its own: a block allocated during the capture and freed there is not
+// handed out afterwards while the graph lives (its replays write there), and the graph's
+// replay computes what the captured ops compute. Destroying the graph returns its blocks.
+TEST(CudaGraphs, CapturedBlocksStayTheGraphsAndReplaysCompute) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const Device gpu = Device::cuda(0);
+  const Tensor x = Tensor::full(Shape{1000}, 3.0, DType::Float32, gpu);
+  Tensor out = Tensor::zeros(Shape{1000}, DType::Float32, gpu);
+  void* scratch_address = nullptr;
+  std::unique_ptr<CudaGraph> graph = cuda_capture(gpu, [&] {
+    const Tensor scratch = ops::mul(x, x);  // 9, in a block of the graph's pool
+    scratch_address = scratch.data_ptr();
+    out.copy_from(ops::add(scratch, x));  // 12
+  });
+  EXPECT_EQ(out.to_vector()[0], 0.0) << "capturing ran the work";
+  const Tensor later = Tensor::empty(Shape{1000}, DType::Float32, gpu);  // the scratch's size class
+  EXPECT_NE(later.data_ptr(), scratch_address) << "a block of the graph was handed out while it lives";
+  graph->replay();
+  const std::vector<double> replayed = out.to_vector();
+  EXPECT_EQ(*std::min_element(replayed.begin(), replayed.end()), 12.0);
+  EXPECT_EQ(*std::max_element(replayed.begin(), replayed.end()), 12.0);
+}
+
+// What cannot be captured (here a host read of a device value inside the capture) is an
+// error naming the capture, and the device works as before after it.
+TEST(CudaGraphs, AnUncapturableStepIsAnErrorAndTheStreamRecovers) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const Device gpu = Device::cuda(0);
+  const Tensor x = Tensor::full(Shape{10}, 2.0, DType::Float32, gpu);
+  try {
+    cuda_capture(gpu, [&] { (void)ops::sum(x).item(); });
+    ADD_FAILURE() << "a host read inside a capture was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("capturing a CUDA graph"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(ops::sum(x).item(), 20.0);
 }
 
 // A step replayed from a CUDA graph is the direct step bit for bit (models/training_step.h):
