@@ -399,6 +399,8 @@ CudaGraph::CudaGraph(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 CudaGraph::~CudaGraph() {
   if (state_ == nullptr) return;
+  // Replays may still be queued: they finish before the graph and its pool go.
+  (void)cudaStreamSynchronize(stream_of(state_->device));
   if (state_->exec != nullptr) (void)cudaGraphExecDestroy(state_->exec);
   registry().get(state_->device.index).release_pool(state_->pool);
 }

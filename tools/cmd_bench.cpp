@@ -3,15 +3,17 @@
 // broken down per layer like Caffe's `caffe time`: forward and backward of every layer, the
 // loss and the optimizer step. Per-layer timing synchronises the device around every layer and
 // every backward node, so its total exceeds the plain step time on a GPU.
+#include <fmt/format.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "bench/step.h"
 #include "engine/device.h"
+#include "engine/error.h"
 #include "models/sequential.h"
+#include "models/training_step.h"
 #include "tools/commands.h"
 #include "tools/console.h"
 
@@ -22,40 +24,71 @@ void add_bench_command(CLI::App& app) {
     std::string model = "lrcn", device = "auto";
     int train_batch = 4, eval_batch = 32, classes = 4, steps = 10, warmup = 2;
     bool per_layer = false;
+    bool cuda_graphs = false;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("bench", "ms/step of a model's training and evaluation steps, optionally per layer");
+  CLI::App* cmd =
+      app.add_subcommand("bench", "ms/step of a model's training and evaluation steps, optionally per layer");
   cmd->add_option("--model", args->model, "Zoo model or JSON spec")->capture_default_str();
-  cmd->add_option("--batch", args->train_batch, "Training batch size")->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--eval-batch", args->eval_batch, "Evaluation batch size")->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--classes", args->classes, "Classes of the final layer")->capture_default_str()->check(CLI::Range(2, 100000));
-  cmd->add_option("--steps", args->steps, "Timed steps (median reported)")->capture_default_str()->check(CLI::Range(1, 100000));
-  cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str()->check(CLI::Range(0, 100000));
+  cmd->add_option("--batch", args->train_batch, "Training batch size")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--eval-batch", args->eval_batch, "Evaluation batch size")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--classes", args->classes, "Classes of the final layer")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
+  cmd->add_option("--steps", args->steps, "Timed steps (median reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--warmup", args->warmup, "Untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
-  cmd->add_flag("--per-layer", args->per_layer, "Forward and backward time of every layer of a training step");
+  cmd->add_flag("--per-layer", args->per_layer,
+                "Forward and backward time of every layer of a training step");
+  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
+                "Time the training step replayed from a CUDA graph (a GPU; 3 warm-up steps at least)");
   cmd->callback([args] {
     Console console;
     const Device device = parse_device(args->device);
-    console.line(fmt::format("{} on {}: {} timed steps after {} warm-up steps, median", args->model, device.str(),
-                             args->steps, args->warmup));
+    if (args->cuda_graphs && !device.is_cuda()) {
+      fail("--cuda-graphs needs a CUDA device, not --device {}", args->device);
+    }
+    // A graph step needs its 2 direct steps and the capture before it is timed.
+    const int graph_warmup = std::max(args->warmup, models::TrainingStep::kWarmupSteps + 1);
+    console.line(fmt::format("{} on {}: {} timed steps after {} warm-up steps, median", args->model,
+                             device.str(), args->steps, args->warmup));
     Allocator& memory = allocator_for(device);
     for (bool train : {true, false}) {
       const int batch = train ? args->train_batch : args->eval_batch;
       bench::StepRunner runner(args->model, args->classes, batch, device);
-      for (int i = 0; i < args->warmup; ++i) train ? runner.train_step() : runner.eval_step();
+      const bool graph = train && args->cuda_graphs;
+      const auto step = [&] {
+        if (graph) {
+          runner.graph_train_step();
+        } else {
+          train ? runner.train_step() : runner.eval_step();
+        }
+      };
+      for (int i = 0; i < (graph ? graph_warmup : args->warmup); ++i) step();
       runner.sync();
       memory.reset_peak();
       std::vector<double> times;
       for (int i = 0; i < args->steps; ++i) {
         const bench::Clock::time_point t0 = bench::Clock::now();
-        train ? runner.train_step() : runner.eval_step();
+        step();
         runner.sync();
         times.push_back(bench::ms_between(t0, bench::Clock::now()));
       }
       const double ms = bench::median(times);
-      console.line(fmt::format("{:<6} batch {:>3}: {:9.2f} ms/step {:10.1f} clips/s   peak {} memory {:.1f} MiB",
-                               train ? "train" : "eval", batch, ms, 1000.0 * batch / ms, device.str(),
-                               memory.peak_bytes_in_use() / 1048576.0));
+      console.line(
+          fmt::format("{:<6} batch {:>3}: {:9.2f} ms/step {:10.1f} clips/s   peak {} memory {:.1f} MiB",
+                      graph   ? "train (CUDA graph)"
+                      : train ? "train"
+                              : "eval",
+                      batch, ms, 1000.0 * batch / ms, device.str(), memory.peak_bytes_in_use() / 1048576.0));
     }
     struct rusage usage {};
     getrusage(RUSAGE_SELF, &usage);
@@ -65,7 +98,8 @@ void add_bench_command(CLI::App& app) {
 
     bench::StepRunner runner(args->model, args->classes, args->train_batch, device);
     console.line("");
-    console.line(bench::format_layer_profile(bench::profile_training_step(runner, args->steps, args->warmup)));
+    console.line(
+        bench::format_layer_profile(bench::profile_training_step(runner, args->steps, args->warmup)));
   });
 }
 
