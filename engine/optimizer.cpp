@@ -50,13 +50,49 @@ void Optimizer::step(const std::vector<Tensor>& params, const Tensor& step_sums)
       if (slot.device() != params[i].device()) slot = slot.to(params[i].device());
     }
   }
+  // The parameters with a gradient, in groups of one dtype and device: one call each (one
+  // launch on CUDA for up to MultiTensorUpdate::kMaxTensors parameters).
   const int64_t step_number = iterations_ + 1;
+  std::vector<size_t> group;
+  const auto flush = [&] {
+    if (!group.empty()) update(params, group, step_number);
+    group.clear();
+  };
   for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor g = params[i].grad();
-    if (!g.defined()) continue;
-    update(params[i], g, slots_[i], step_number);
+    if (!params[i].grad().defined()) continue;
+    if (!group.empty()) {
+      const Tensor& first = params[group.front()];
+      if (first.dtype() != params[i].dtype() || first.device() != params[i].device() ||
+          group.size() == static_cast<size_t>(MultiTensorUpdate<float>::kMaxTensors)) {
+        flush();
+      }
+    }
+    group.push_back(i);
   }
+  flush();
   iterations_ = step_number;
+}
+
+void Optimizer::update(const std::vector<Tensor>& params, const std::vector<size_t>& which, int64_t step) {
+  const Rule r = update_rule();
+  const Tensor& first = params[which.front()];
+  with_dtype(first, [&](auto tag) {
+    using T = decltype(tag);
+    MultiTensorUpdate<T> k;
+    k.rule = r.rule, k.count = static_cast<int>(which.size());
+    for (size_t j = 0; j < which.size(); ++j) {
+      const size_t i = which[j];
+      k.w[j] = params[i].data<T>(), k.g[j] = params[i].grad().template data<T>(), k.n[j] = params[i].numel();
+      if (r.rule == UpdateRule::Adam) k.m[j] = slots_[i][0].data<T>(), k.v[j] = slots_[i][1].data<T>();
+      if (r.rule == UpdateRule::Rmsprop) k.v[j] = slots_[i][0].data<T>();
+    }
+    // Computed in the parameters' precision, as TensorFlow does for float32 variables.
+    k.scalar = static_cast<T>(step_scalar(step, first.dtype()));
+    k.beta1 = static_cast<T>(r.beta_1), k.beta2 = static_cast<T>(r.beta_2), k.rho = static_cast<T>(r.rho);
+    k.eps = static_cast<T>(r.epsilon), k.form = r.form;
+    k.halt = halt_, k.scalar_at = scalar_at_.defined() ? scalar_at_.data<T>() : nullptr;
+    run_kernel(k, first.device());
+  });
 }
 
 void Optimizer::stage_scalar() {
@@ -90,16 +126,10 @@ double Adam::step_scalar(int64_t step, DType dtype) const {
   return dtype == DType::Float64 ? alpha(double{}) : alpha(float{});
 }
 
-void Adam::update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) {
-  with_dtype(w, [&](auto tag) {
-    using T = decltype(tag);
-    AdamUpdate<T> k;
-    k.w = w.data<T>(), k.m = slots[0].data<T>(), k.v = slots[1].data<T>(), k.g = g.data<T>(), k.n = w.numel();
-    k.alpha = static_cast<T>(step_scalar(step, w.dtype())), k.beta1 = static_cast<T>(beta_1_);
-    k.beta2 = static_cast<T>(beta_2_), k.eps = static_cast<T>(epsilon_), k.halt = halt();
-    k.scalar_at = scalar_at<T>();
-    run_kernel(k, w.device());
-  });
+Optimizer::Rule Adam::update_rule() const {
+  Rule r;
+  r.rule = UpdateRule::Adam, r.beta_1 = beta_1_, r.beta_2 = beta_2_, r.epsilon = epsilon_;
+  return r;
 }
 
 // --- RMSprop -------------------------------------------------------------------------------
@@ -114,30 +144,17 @@ std::map<std::string, double> RMSprop::hyper_parameters() const {
           {"epsilon_inside_sqrt", form_ == RmspropEpsilon::InsideSqrt ? 1.0 : 0.0}};
 }
 
-void RMSprop::update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t) {
-  with_dtype(w, [&](auto tag) {
-    using T = decltype(tag);
-    RmspropUpdate<T> k;
-    k.w = w.data<T>(), k.v = slots[0].data<T>(), k.g = g.data<T>(), k.n = w.numel();
-    k.lr = static_cast<T>(learning_rate()), k.rho = static_cast<T>(rho_), k.eps = static_cast<T>(epsilon_);
-    k.form = form_, k.halt = halt(), k.scalar_at = scalar_at<T>();
-    run_kernel(k, w.device());
-  });
+Optimizer::Rule RMSprop::update_rule() const {
+  Rule r;
+  r.rule = UpdateRule::Rmsprop, r.rho = rho_, r.epsilon = epsilon_, r.form = form_;
+  return r;
 }
 
 // --- SGD -----------------------------------------------------------------------------------
 
 std::map<std::string, double> SGD::hyper_parameters() const { return {{"learning_rate", learning_rate()}}; }
 
-void SGD::update(const Tensor& w, const Tensor& g, std::vector<Tensor>&, int64_t) {
-  with_dtype(w, [&](auto tag) {
-    using T = decltype(tag);
-    SgdUpdate<T> k;
-    k.w = w.data<T>(), k.g = g.data<T>(), k.n = w.numel(), k.lr = static_cast<T>(learning_rate());
-    k.halt = halt(), k.scalar_at = scalar_at<T>();
-    run_kernel(k, w.device());
-  });
-}
+Optimizer::Rule SGD::update_rule() const { return Rule{}; }
 
 // --- factory -------------------------------------------------------------------------------
 

@@ -51,23 +51,26 @@ class Optimizer {
 
  protected:
   explicit Optimizer(double learning_rate) : learning_rate_(learning_rate) {}
-  // One parameter's update; step is iterations() + 1.
-  virtual void update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) = 0;
-  // The halt flag the update kernels take during step() (null: none).
-  const double* halt() const { return halt_; }
+  // How the update kernels (kernels/optim.h MultiTensorUpdate) update: the rule and its
+  // step-independent hyper-parameters, as doubles (cast to the parameters' type).
+  struct Rule {
+    UpdateRule rule = UpdateRule::Sgd;
+    double beta_1 = 0.0, beta_2 = 0.0, rho = 0.0, epsilon = 0.0;
+    RmspropEpsilon form = RmspropEpsilon::OutsideSqrt;
+  };
+  virtual Rule update_rule() const = 0;
   // The step scalar of step `step` (Adam's alpha, the learning rate) computed in dtype's
-  // precision, as update() passes it.
+  // precision, as the kernels take it.
   virtual double step_scalar(int64_t step, DType dtype) const {
     (void)step, (void)dtype;
     return learning_rate();
   }
-  // Where update() points the kernels' scalar_at (null: by value).
-  template <typename T>
-  const T* scalar_at() const {
-    return scalar_at_.defined() ? scalar_at_.data<T>() : nullptr;
-  }
 
  private:
+  // Launches the update of parameters `which` (one dtype, one device, at most
+  // MultiTensorUpdate::kMaxTensors of them) for step `step`.
+  void update(const std::vector<Tensor>& params, const std::vector<size_t>& which, int64_t step);
+
   const double* halt_ = nullptr;
   Tensor scalar_at_;
   double learning_rate_;
@@ -84,7 +87,7 @@ class Adam final : public Optimizer {
   std::map<std::string, double> hyper_parameters() const override;
 
  protected:
-  void update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) override;
+  Rule update_rule() const override;
   double step_scalar(int64_t step, DType dtype) const override;
 
  private:
@@ -100,7 +103,7 @@ class RMSprop final : public Optimizer {
   std::map<std::string, double> hyper_parameters() const override;
 
  protected:
-  void update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) override;
+  Rule update_rule() const override;
 
  private:
   double rho_, epsilon_;
@@ -115,7 +118,7 @@ class SGD final : public Optimizer {
   std::map<std::string, double> hyper_parameters() const override;
 
  protected:
-  void update(const Tensor& w, const Tensor& g, std::vector<Tensor>& slots, int64_t step) override;
+  Rule update_rule() const override;
 };
 
 // Builds an optimizer from its Keras name ("adam", "rmsprop", "sgd", any case) and

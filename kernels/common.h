@@ -51,6 +51,8 @@ HISVID_HD uint64_t based_offset(uint64_t offset, const int64_t* base) {
 // would call the double function).
 HISVID_HD float exp_of(float x) { return expf(x); }
 HISVID_HD double exp_of(double x) { return exp(x); }
+HISVID_HD float sqrt_of(float x) { return sqrtf(x); }
+HISVID_HD double sqrt_of(double x) { return sqrt(x); }
 
 // float tanh as the 13/6-degree rational function TensorFlow's float32 CPU kernels evaluate
 // (Eigen's fast tanh): within a few ulp of tanh on [-9, 9], +-1 outside, no branches, so it

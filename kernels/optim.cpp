@@ -25,13 +25,8 @@ void adam_update(const AdamUpdate<T>& k) {
   const int64_t n = k.n;
   const T alpha = k.scalar_at != nullptr ? *k.scalar_at : k.alpha, beta1 = k.beta1, beta2 = k.beta2,
           eps = k.eps;
-  const T one_minus_beta1 = T(1) - beta1, one_minus_beta2 = T(1) - beta2;
 #pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    m[i] += (g[i] - m[i]) * one_minus_beta1;
-    v[i] += (g[i] * g[i] - v[i]) * one_minus_beta2;
-    w[i] -= (m[i] * alpha) / (std::sqrt(v[i]) + eps);
-  }
+  for (int64_t i = 0; i < n; ++i) adam_element(w[i], m[i], v[i], g[i], alpha, beta1, beta2, eps);
 }
 
 // Keras RMSprop without momentum: v = rho*v + (1-rho)*g*g, then
@@ -45,16 +40,8 @@ void rmsprop_update(const RmspropUpdate<T>& k) {
   const int64_t n = k.n;
   const T lr = k.scalar_at != nullptr ? *k.scalar_at : k.lr, rho = k.rho, eps = k.eps;
   const RmspropEpsilon form = k.form;
-  const T one_minus_rho = T(1) - rho;
 #pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    v[i] = rho * v[i] + one_minus_rho * g[i] * g[i];
-    if (form == RmspropEpsilon::OutsideSqrt) {
-      w[i] = w[i] - (lr * g[i]) / (std::sqrt(v[i]) + eps);
-    } else {
-      w[i] = w[i] - lr * (g[i] * (T(1) / std::sqrt(v[i] + eps)));
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) rmsprop_element(w[i], v[i], g[i], lr, rho, eps, form);
 }
 
 template <typename T>
@@ -65,7 +52,31 @@ void sgd_update(const SgdUpdate<T>& k) {
   const int64_t n = k.n;
   const T lr = k.scalar_at != nullptr ? *k.scalar_at : k.lr;
 #pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) w[i] -= lr * g[i];
+  for (int64_t i = 0; i < n; ++i) sgd_element(w[i], g[i], lr);
+}
+
+template <typename T>
+void multi_tensor_update(const MultiTensorUpdate<T>& k) {
+  for (int t = 0; t < k.count; ++t) {
+    if (k.rule == UpdateRule::Adam) {
+      AdamUpdate<T> one;
+      one.w = k.w[t], one.m = k.m[t], one.v = k.v[t], one.g = k.g[t], one.n = k.n[t];
+      one.alpha = k.scalar, one.beta1 = k.beta1, one.beta2 = k.beta2, one.eps = k.eps;
+      one.halt = k.halt, one.scalar_at = k.scalar_at;
+      adam_update(one);
+    } else if (k.rule == UpdateRule::Rmsprop) {
+      RmspropUpdate<T> one;
+      one.w = k.w[t], one.v = k.v[t], one.g = k.g[t], one.n = k.n[t];
+      one.lr = k.scalar, one.rho = k.rho, one.eps = k.eps, one.form = k.form;
+      one.halt = k.halt, one.scalar_at = k.scalar_at;
+      rmsprop_update(one);
+    } else {
+      SgdUpdate<T> one;
+      one.w = k.w[t], one.g = k.g[t], one.n = k.n[t], one.lr = k.scalar;
+      one.halt = k.halt, one.scalar_at = k.scalar_at;
+      sgd_update(one);
+    }
+  }
 }
 
 template void adam_update<float>(const AdamUpdate<float>&);
@@ -74,5 +85,7 @@ template void rmsprop_update<float>(const RmspropUpdate<float>&);
 template void rmsprop_update<double>(const RmspropUpdate<double>&);
 template void sgd_update<float>(const SgdUpdate<float>&);
 template void sgd_update<double>(const SgdUpdate<double>&);
+template void multi_tensor_update<float>(const MultiTensorUpdate<float>&);
+template void multi_tensor_update<double>(const MultiTensorUpdate<double>&);
 
 }  // namespace hisvid::naive

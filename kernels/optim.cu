@@ -1,6 +1,9 @@
-// CUDA versions of kernels/optim.h: one fused pass over the parameters, the formulas written
-// in the same order as the header (and the CPU). The step scalar is an argument, or read from
-// device memory (scalar_at) by a step captured into a graph.
+// CUDA version of kernels/optim.h: every parameter of an optimizer step in one launch
+// (multi_tensor_update), blockIdx.y the tensor and blockIdx.x striding over its values, each
+// element through the same formula as the host rows (adam_element, rmsprop_element,
+// sgd_element). The arguments, 16 tensors' pointers and sizes, travel as kernel parameters;
+// the step scalar is one of them, or read from device memory (scalar_at) by a step captured
+// into a graph.
 #include "kernels/cuda_context.h"
 #include "kernels/optim.h"
 
@@ -8,72 +11,33 @@ namespace hisvid::cuda {
 
 namespace {
 
-__device__ __forceinline__ bool halted(const double* halt) { return halt != nullptr && *halt != 0.0; }
-
-// w, m, v, g (n)
-__global__ void adam_kernel(float* w, float* m, float* v, const float* g, int64_t n, float alpha, float beta1,
-                            float beta2, float eps, const double* halt, const float* alpha_at) {
-  if (halted(halt)) return;
-  if (alpha_at != nullptr) alpha = *alpha_at;
+__global__ void multi_tensor_update_kernel(MultiTensorUpdate<float> k) {
+  if (k.halt != nullptr && *k.halt != 0.0) return;
+  const int t = static_cast<int>(blockIdx.y);
+  const float scalar = k.scalar_at != nullptr ? *k.scalar_at : k.scalar;
+  float *w = k.w[t], *m = k.m[t], *v = k.v[t];
+  const float* g = k.g[t];
+  const int64_t n = k.n[t];
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float gi = g[i];
-    const float mi = m[i] + (gi - m[i]) * (1.0f - beta1);
-    const float vi = v[i] + (gi * gi - v[i]) * (1.0f - beta2);
-    m[i] = mi;
-    v[i] = vi;
-    w[i] -= (mi * alpha) / (sqrtf(vi) + eps);
-  }
-}
-
-// w, v, g (n)
-__global__ void rmsprop_kernel(float* w, float* v, const float* g, int64_t n, float lr, float rho, float eps,
-                               RmspropEpsilon form, const double* halt, const float* lr_at) {
-  if (halted(halt)) return;
-  if (lr_at != nullptr) lr = *lr_at;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float gi = g[i];
-    const float vi = rho * v[i] + (1.0f - rho) * gi * gi;
-    v[i] = vi;
-    if (form == RmspropEpsilon::OutsideSqrt) {
-      w[i] = w[i] - (lr * gi) / (sqrtf(vi) + eps);
+    if (k.rule == UpdateRule::Adam) {
+      adam_element(w[i], m[i], v[i], g[i], scalar, k.beta1, k.beta2, k.eps);
+    } else if (k.rule == UpdateRule::Rmsprop) {
+      rmsprop_element(w[i], v[i], g[i], scalar, k.rho, k.eps, k.form);
     } else {
-      w[i] = w[i] - lr * (gi * (1.0f / sqrtf(vi + eps)));
+      sgd_element(w[i], g[i], scalar);
     }
-  }
-}
-
-// w, g (n)
-__global__ void sgd_kernel(float* w, const float* g, int64_t n, float lr, const double* halt,
-                           const float* lr_at) {
-  if (halted(halt)) return;
-  if (lr_at != nullptr) lr = *lr_at;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    w[i] -= lr * g[i];
   }
 }
 
 }  // namespace
 
-void adam_update(const AdamUpdate<float>& k, cudaStream_t stream) {
-  if (k.n <= 0) return;
-  adam_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.w, k.m, k.v, k.g, k.n, k.alpha, k.beta1,
-                                                                   k.beta2, k.eps, k.halt, k.scalar_at);
-  HISVID_CHECK_LAUNCH();
-}
-
-void rmsprop_update(const RmspropUpdate<float>& k, cudaStream_t stream) {
-  if (k.n <= 0) return;
-  rmsprop_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.w, k.v, k.g, k.n, k.lr, k.rho, k.eps,
-                                                                      k.form, k.halt, k.scalar_at);
-  HISVID_CHECK_LAUNCH();
-}
-
-void sgd_update(const SgdUpdate<float>& k, cudaStream_t stream) {
-  if (k.n <= 0) return;
-  sgd_kernel<<<grid_blocks(k.n, kThreads), kThreads, 0, stream>>>(k.w, k.g, k.n, k.lr, k.halt, k.scalar_at);
+void multi_tensor_update(const MultiTensorUpdate<float>& k, cudaStream_t stream) {
+  int64_t longest = 0;
+  for (int t = 0; t < k.count; ++t) longest = k.n[t] > longest ? k.n[t] : longest;
+  if (k.count <= 0 || longest <= 0) return;
+  const dim3 grid(grid_blocks(longest, kThreads), static_cast<unsigned int>(k.count));
+  multi_tensor_update_kernel<<<grid, kThreads, 0, stream>>>(k);
   HISVID_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,7 @@
 // kernels/optim_table.cpp — the rows of the optimizer updates and their harness cases.
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kernels/harness.h"
 #include "kernels/optim.h"
@@ -13,11 +14,11 @@ const bool rows = register_rows(host_row<naive::adam_update<float>>(Backend::Nai
                                 host_row<naive::rmsprop_update<float>>(Backend::Naive, "naive"),
                                 host_row<naive::rmsprop_update<double>>(Backend::Naive, "naive"),
                                 host_row<naive::sgd_update<float>>(Backend::Naive, "naive"),
-                                host_row<naive::sgd_update<double>>(Backend::Naive, "naive"));
+                                host_row<naive::sgd_update<double>>(Backend::Naive, "naive"),
+                                host_row<naive::multi_tensor_update<float>>(Backend::Naive, "naive"),
+                                host_row<naive::multi_tensor_update<double>>(Backend::Naive, "naive"));
 #ifdef HISVID_WITH_CUDA
-const bool cuda_rows =
-    register_rows(cuda_row<cuda::adam_update>("cuda"), cuda_row<cuda::rmsprop_update>("cuda"),
-                  cuda_row<cuda::sgd_update>("cuda"));
+const bool cuda_rows = register_rows(cuda_row<cuda::multi_tensor_update>("cuda"));
 #endif
 
 // The hyperparameters as float values, so that the float64 reference uses the very same ones.
@@ -89,7 +90,74 @@ const bool cases = [] {
       .prepare_with([halt](SgdUpdate<double>& a) { halt(a.halt); });
   sgd.add("n7_no_halt", [](auto& a) { a.n = 7, a.lr = kLr, a.halt = nullptr, a.scalar_at = nullptr; })
       .tol(harness::kElementwise);
-  return harness::add_cases(adam) && harness::add_cases(rmsprop) && harness::add_cases(sgd);
+  // Several tensors at once: sizes around the block size and the seeds' (a 1-value bias, a
+  // 100003-value kernel), the most tensors one call takes, each rule, halted, the scalar in memory.
+  harness::Cases<MultiTensorUpdate> multi;
+  const std::vector<int64_t> sizes = {1, 7, 1000, 100003, 256, 257, 33, 5, 64, 1, 2, 3, 4, 4099, 12, 300};
+  const auto tensors = [sizes](int count) {
+    return [sizes, count](auto& a) {
+      a.count = count;
+      for (int t = 0; t < count; ++t) a.n[t] = sizes[static_cast<size_t>(t)];
+    };
+  };
+  const auto prepared = [sizes](int count) {
+    return [sizes, count](MultiTensorUpdate<double>& a) {
+      for (int t = 0; t < count; ++t) {
+        moments(a.rule == UpdateRule::Adam ? a.m[t] : nullptr, a.rule == UpdateRule::Sgd ? nullptr : a.v[t],
+                sizes[static_cast<size_t>(t)]);
+      }
+    };
+  };
+  for (int count : {1, 4, MultiTensorUpdate<float>::kMaxTensors}) {
+    const std::string name = "tensors" + std::to_string(count);
+    multi
+        .add(name + "_adam",
+             [count, tensors, alpha](auto& a) {
+               tensors(count)(a);
+               a.rule = UpdateRule::Adam, a.scalar = alpha, a.beta1 = kBeta1, a.beta2 = kBeta2, a.eps = kEps;
+               a.scalar_at = nullptr;
+             })
+        .tol(harness::kFused)
+        .prepare_with(prepared(count));
+    for (RmspropEpsilon form : {RmspropEpsilon::OutsideSqrt, RmspropEpsilon::InsideSqrt}) {
+      multi
+          .add(name + (form == RmspropEpsilon::OutsideSqrt ? "_rmsprop_eps_outside" : "_rmsprop_eps_inside"),
+               [count, tensors, form](auto& a) {
+                 tensors(count)(a);
+                 a.rule = UpdateRule::Rmsprop, a.scalar = kLr, a.rho = kRho, a.eps = kEps, a.form = form;
+                 a.scalar_at = nullptr;
+               })
+          .tol(harness::kFused)
+          .prepare_with(prepared(count));
+    }
+    multi
+        .add(name + "_sgd",
+             [count, tensors](auto& a) {
+               tensors(count)(a);
+               a.rule = UpdateRule::Sgd, a.scalar = kLr, a.scalar_at = nullptr;
+             })
+        .tol(harness::kElementwise);
+  }
+  multi
+      .add("tensors4_adam_halted",
+           [tensors, alpha](auto& a) {
+             tensors(4)(a);
+             a.rule = UpdateRule::Adam, a.scalar = alpha, a.scalar_at = nullptr;
+           })
+      .prepare_with([halt](MultiTensorUpdate<double>& a) { halt(a.halt); });
+  multi
+      .add("tensors4_adam_scalar_in_memory",
+           [tensors](auto& a) {
+             tensors(4)(a);
+             a.rule = UpdateRule::Adam, a.scalar = -1.0f;
+           })
+      .tol(harness::kFused)
+      .prepare_with([prepared, alpha](MultiTensorUpdate<double>& a) {
+        prepared(4)(a);
+        harness::writable(a.scalar_at)[0] = alpha;
+      });
+  return harness::add_cases(adam) && harness::add_cases(rmsprop) && harness::add_cases(sgd) &&
+         harness::add_cases(multi);
 }();
 
 }  // namespace

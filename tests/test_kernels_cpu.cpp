@@ -1529,5 +1529,26 @@ TYPED_TEST(KernelsCpu, SgdStep) {
   expect_close(w, {0.75, 2.5}, 0.0);
 }
 
+// The multi-tensor update by hand: two tensors in one call, SGD as above with lr read from
+// memory (the by-value lr is wrong on purpose); then halted: nothing moves.
+TYPED_TEST(KernelsCpu, MultiTensorUpdateReadsItsScalarAndHalts) {
+  using T = TypeParam;
+  std::vector<T> a = vec<T>({1, 2}), b = vec<T>({3});
+  const std::vector<T> ga = vec<T>({0.5, -1}), gb = vec<T>({2});
+  const T lr = T(0.5);
+  double halt = 0.0;
+  MultiTensorUpdate<T> k;
+  k.rule = UpdateRule::Sgd, k.count = 2, k.scalar = T(100), k.scalar_at = &lr, k.halt = &halt;
+  k.w[0] = a.data(), k.g[0] = ga.data(), k.n[0] = 2;
+  k.w[1] = b.data(), k.g[1] = gb.data(), k.n[1] = 1;
+  naive::multi_tensor_update(k);
+  expect_close(a, {0.75, 2.5}, 0.0);
+  expect_close(b, {2.0}, 0.0);
+  halt = 4.0;  // step 4 of the epoch had a loss that was not finite
+  naive::multi_tensor_update(k);
+  expect_close(a, {0.75, 2.5}, 0.0);
+  expect_close(b, {2.0}, 0.0);
+}
+
 }  // namespace
 }  // namespace hisvid
