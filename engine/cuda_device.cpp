@@ -138,8 +138,10 @@ class CachingAllocator final : public CountingAllocator {
 
   void* allocate_locked(size_t bytes) {
     const size_t cls = size_class(bytes);
-    FreeLists& cache = open_pool_ == 0 ? free_ : pools_[open_pool_];
-    Cached block = take_cached(cache, cls);
+    // A capture takes its pool's blocks, then the general cache's (their earlier uses are all
+    // queued before the capture began), and they become the pool's.
+    Cached block = open_pool_ == 0 ? Cached{nullptr, 0} : take_cached(pools_[open_pool_], cls);
+    if (block.ptr == nullptr) block = take_cached(free_, cls);
     if (block.ptr == nullptr) block = Cached{malloc_device(cls, bytes), cls};
     blocks_[block.ptr] = Block{block.bytes, bytes, open_pool_};
     note_allocated(bytes);
@@ -160,8 +162,11 @@ class CachingAllocator final : public CountingAllocator {
       (void)cudaFree(ptr);
       return;
     }
-    auto pool = block.pool == 0 ? pools_.end() : pools_.find(block.pool);
-    FreeLists& cache = pool == pools_.end() ? free_ : pool->second;  // a released pool's: the cache
+    // Freed during a capture, a block joins the capture's pool whatever it was: the graph's
+    // replays may use it. A released pool's block joins the cache.
+    const int owner = open_pool_ != 0 ? open_pool_ : block.pool;
+    auto pool = owner == 0 ? pools_.end() : pools_.find(owner);
+    FreeLists& cache = pool == pools_.end() ? free_ : pool->second;
     cache[block.class_bytes].push_back(ptr);
   }
 
@@ -219,7 +224,9 @@ class CachingAllocator final : public CountingAllocator {
     cuda::DeviceGuard guard(device_);
     void* ptr = nullptr;
     cudaError_t status = cudaMalloc(&ptr, cls);
-    if (status == cudaErrorMemoryAllocation) {
+    // Releasing the cache synchronises the device, which a capture forbids: out of memory
+    // during a capture fails the capture (the steps then run directly).
+    if (status == cudaErrorMemoryAllocation && open_pool_ == 0) {
       (void)cudaGetLastError();  // clear the error so later launch checks do not report it
       release_cached();
       status = cudaMalloc(&ptr, cls);
@@ -406,6 +413,7 @@ CudaGraph::~CudaGraph() {
 }
 
 void CudaGraph::replay() const {
+  cuda_make_current(state_->device);
   check(cudaGraphLaunch(state_->exec, stream_of(state_->device)), "replaying a CUDA graph");
 }
 

@@ -97,7 +97,8 @@ void zero_bytes(void* dst, Device device, size_t bytes);
 void synchronize(Device device);
 
 // How many times this process has read values back on the host: a copy from a device to the
-// host, or Tensor::to_vector() / item() of a host tensor. On a GPU each is a synchronisation;
+// host, Tensor::to_vector() / item() of a host tensor, or an op whose result is a host value
+// (ops::accuracy_count). On a GPU each is a synchronisation;
 // tests count them around a training epoch (the loop reads once per epoch, not per step).
 uint64_t host_reads();
 void count_host_read();

@@ -131,6 +131,7 @@ Tensor mean(const Tensor& x) {
 
 int64_t accuracy_count(const Tensor& scores, const Tensor& targets) {
   require_rows("accuracy", scores);
+  count_host_read();  // the count comes back to the host
   detail::require_same("accuracy", "scores", scores, "targets", targets);
   int64_t correct = 0;
   with_dtype(scores, [&](auto tag) {
@@ -145,6 +146,7 @@ int64_t accuracy_count(const Tensor& scores, const Tensor& targets) {
 
 int64_t binary_accuracy_count(const Tensor& probs, const Tensor& targets) {
   require_rows("binary_accuracy", probs);
+  count_host_read();  // the count comes back to the host
   detail::require_same("binary_accuracy", "probs", probs, "targets", targets);
   int64_t correct = 0;
   with_dtype(probs, [&](auto tag) {

@@ -14,7 +14,10 @@
 // its update: the last checkpoint stays the last good epoch. In one process a step reads
 // nothing back on the host: loss, accuracy and the non-finite check accumulate in device
 // memory (ops::step_sums), the optimizer skips its updates there once a loss failed, and the
-// host reads the sums for progress and at the end of the epoch.
+// host reads the sums for progress and at the end of the epoch. The steps launched after the
+// failed one run halted: the weights and the optimizer's state and count are those before the
+// failed step; BatchNorm moving statistics and the random offset move on (a failed run is not
+// saved).
 #pragma once
 
 #include <functional>

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -22,6 +23,7 @@
 #include "engine/optimizer.h"
 #include "engine/random.h"
 #include "kernels/philox.h"
+#include "kernels/softmax.h"
 #include "models/training_step.h"
 #include "models/zoo.h"
 #include "tests/tiny_models.h"
@@ -372,12 +374,22 @@ TEST(CudaAllocator, ReusesFreedBlocks) {
 #endif
 }
 
+// Debug builds synchronise the device after every launch (HISVID_CHECK_LAUNCH), which a
+// capture forbids: graphs are tested in release builds.
+#ifdef NDEBUG
+constexpr bool graphs_capturable() { return true; }
+#else
+constexpr bool graphs_capturable() { return false; }
+#endif
+constexpr const char* kDebugCapture = "a debug build synchronises after every launch: no graph capture";
+
 // A graph's memory is its own: a block allocated during the capture and freed there is not
 // handed out afterwards while the graph lives (its replays write there), and the graph's
 // replay computes what the captured ops compute. Destroying the graph returns its blocks.
 TEST(CudaGraphs, CapturedBlocksStayTheGraphsAndReplaysCompute) {
   const std::string reason = skip_reason();
   if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
   const Device gpu = Device::cuda(0);
   const Tensor x = Tensor::full(Shape{1000}, 3.0, DType::Float32, gpu);
   Tensor out = Tensor::zeros(Shape{1000}, DType::Float32, gpu);
@@ -401,6 +413,7 @@ TEST(CudaGraphs, CapturedBlocksStayTheGraphsAndReplaysCompute) {
 TEST(CudaGraphs, AnUncapturableStepIsAnErrorAndTheStreamRecovers) {
   const std::string reason = skip_reason();
   if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
   const Device gpu = Device::cuda(0);
   const Tensor x = Tensor::full(Shape{10}, 2.0, DType::Float32, gpu);
   try {
@@ -416,10 +429,11 @@ TEST(CudaGraphs, AnUncapturableStepIsAnErrorAndTheStreamRecovers) {
 // the seeds' models, batch 4, every augmentation and dropout on, seven steps each way: two
 // direct ones, the capture (and its first replay), a replay, a direct step of 3 clips (another
 // size), two more replays. A tensor allocated between replays is left alone by them (the
-// graph's memory is its own pool).
+// graph's memory is its own pool), and so is an evaluation at batch 32 between them.
 TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
   const std::string reason = skip_reason();
   if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
   constexpr int kClasses = 4;
   const Shape clip{20, 64, 64, 3};
   const std::vector<size_t> sizes = {4, 4, 4, 4, 3, 4, 4};
@@ -448,7 +462,13 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
         std::vector<int> labels;
         for (size_t b = 0; b < sizes[s]; ++b) labels.push_back(static_cast<int>((s + b) % kClasses));
         step.run(pixels, labels);
-        if (s == 3) kept = Tensor::full(Shape{1 << 20}, 7.0, DType::Float32, Device::cuda(0));
+        if (s == 3) {
+          kept = Tensor::full(Shape{1 << 20}, 7.0, DType::Float32, Device::cuda(0));
+          // An evaluation between replays, at batch 32: the workspace may grow under the graph.
+          NoGradGuard no_grad;
+          (void)model.forward(Tensor::full(Shape{32, 20, 64, 64, 3}, 0.5, DType::Float32, Device::cuda(0)),
+                              {});
+        }
       }
       for (const Tensor& w : model.trainable_weights()) r.weights.push_back(w.to_vector());
       r.sums = step.sums().to_vector();
@@ -468,6 +488,41 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
     EXPECT_EQ(replayed.sums, direct.sums);
     EXPECT_EQ(replayed.weights, direct.weights);
     EXPECT_EQ(replayed.kept, (std::vector<double>{7.0, 7.0}));
+  }
+}
+
+// A NaN loss in a replayed step halts its update and those after it, on the device: a NaN
+// planted in the Dense bias after the capture; the weights stay those of that moment.
+TEST(CudaGraphs, ANonFiniteLossHaltsTheReplayedSteps) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
+  constexpr int kClasses = 4;
+  const Shape clip{20, 64, 64, 3};
+  models::Sequential model = models::load_spec("lrcn", kClasses);
+  model.build(5);
+  model.to(Device::cuda(0));
+  Adam adam;
+  Generator rng(8);
+  models::TrainingStep step(model, adam, rng, {}, clip, kClasses, true);
+  const std::vector<uint8_t> pixels(4 * static_cast<size_t>(clip.numel()), 100);
+  const std::vector<int> labels = {0, 1, 2, 3};
+  for (int s = 0; s < 4; ++s) step.run(pixels, labels);  // 2 direct, the capture, a replay
+  ASSERT_EQ(step.graph_status(), "replaying");
+  Tensor bias = model.trainable_weights().back();
+  std::vector<double> values = bias.to_vector();
+  values[0] = std::numeric_limits<double>::quiet_NaN();
+  bias.copy_from(Tensor::from_vector(values, bias.shape(), DType::Float32));
+  std::vector<std::vector<double>> planted;
+  for (const Tensor& w : model.trainable_weights()) planted.push_back(w.to_vector());
+  for (int s = 0; s < 2; ++s) step.run_again();
+  const std::vector<double> sums = step.sums().to_vector();
+  EXPECT_EQ(sums[kStepFailed], 5.0);
+  EXPECT_EQ(sums[kStepCount], 6.0);
+  const std::vector<Tensor> weights = model.trainable_weights();
+  for (size_t w = 0; w < weights.size(); ++w) {
+    const std::vector<double> now = weights[w].to_vector();
+    EXPECT_EQ(std::memcmp(now.data(), planted[w].data(), now.size() * sizeof(double)), 0) << "weight " << w;
   }
 }
 
