@@ -394,6 +394,64 @@ CUstream_st* cuda_stream(Device device) {
   return r.stream(device.index);
 }
 
+// --- staging for uploads ---------------------------------------------------------------------
+
+struct UploadStaging::State {
+  Device device;
+  size_t bytes = 0;
+  void* host[2] = {nullptr, nullptr};
+  cudaEvent_t copied[2] = {nullptr, nullptr};
+  bool pending[2] = {false, false};
+  int current = 1;
+};
+
+UploadStaging::UploadStaging(Device device, size_t bytes) : state_(std::make_unique<State>()) {
+  if (!device.is_cuda()) fail("UploadStaging: {} is not a CUDA device", device.str());
+  cuda_make_current(device);
+  state_->device = device;
+  state_->bytes = bytes;
+  for (int i = 0; i < 2; ++i) {
+    check(cudaHostAlloc(&state_->host[i], std::max<size_t>(bytes, 1), cudaHostAllocDefault),
+          "allocating pinned host memory");
+    check(cudaEventCreateWithFlags(&state_->copied[i], cudaEventDisableTiming), "creating a CUDA event");
+  }
+}
+
+UploadStaging::~UploadStaging() {
+  for (int i = 0; i < 2; ++i) {
+    if (state_->copied[i] != nullptr) {
+      (void)cudaEventSynchronize(state_->copied[i]);
+      (void)cudaEventDestroy(state_->copied[i]);
+    }
+    if (state_->host[i] != nullptr) (void)cudaFreeHost(state_->host[i]);
+  }
+}
+
+size_t UploadStaging::bytes() const { return state_->bytes; }
+
+uint8_t* UploadStaging::next() {
+  State& s = *state_;
+  s.current = 1 - s.current;
+  if (s.pending[s.current]) check(cudaEventSynchronize(s.copied[s.current]), "waiting for an upload");
+  s.pending[s.current] = false;
+  return static_cast<uint8_t*>(s.host[s.current]);
+}
+
+void UploadStaging::copy(void* device_dst, size_t offset, size_t bytes) {
+  const State& s = *state_;
+  if (offset + bytes > s.bytes)
+    fail("UploadStaging: bytes {}..{} of a {}-byte buffer", offset, offset + bytes, s.bytes);
+  check(cudaMemcpyAsync(device_dst, static_cast<const uint8_t*>(s.host[s.current]) + offset, bytes,
+                        cudaMemcpyHostToDevice, stream_of(s.device)),
+        "uploading to CUDA");
+}
+
+void UploadStaging::done() {
+  State& s = *state_;
+  check(cudaEventRecord(s.copied[s.current], stream_of(s.device)), "recording a CUDA event");
+  s.pending[s.current] = true;
+}
+
 // --- CUDA graphs ----------------------------------------------------------------------------
 
 struct CudaGraph::State {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +24,26 @@ void cuda_make_current(Device device);
 // The stream the kernels of `device` run on (its context's), with `device` made current where
 // there are several. Cheap enough for every launch: no device query with one GPU, no locking.
 CUstream_st* cuda_stream(Device device);
+
+// Uploads that do not make the host wait: two pinned host buffers (cudaHostAlloc) used in
+// turn. next() hands out the next one once the copies that last read it are done; copy()
+// enqueues an asynchronous copy from it to device memory on the device's stream; done() marks
+// the end of its copies. A copy from pageable memory, by contrast, may wait for the stream.
+class UploadStaging {
+ public:
+  struct State;
+  UploadStaging(Device device, size_t bytes);
+  ~UploadStaging();
+  UploadStaging(const UploadStaging&) = delete;
+  UploadStaging& operator=(const UploadStaging&) = delete;
+  size_t bytes() const;
+  uint8_t* next();
+  void copy(void* device_dst, size_t offset, size_t bytes);
+  void done();
+
+ private:
+  std::unique_ptr<State> state_;
+};
 
 // A CUDA graph: the work one call enqueued on a device's stream, replayed at will with the same
 // kernels, arguments and addresses. The memory the call allocated belongs to the graph's pool

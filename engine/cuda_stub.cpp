@@ -21,6 +21,14 @@ void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
 void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
 CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
 
+struct UploadStaging::State {};
+UploadStaging::UploadStaging(Device, size_t) { no_cuda("staging an upload"); }
+UploadStaging::~UploadStaging() = default;
+size_t UploadStaging::bytes() const { no_cuda("staging an upload"); }
+uint8_t* UploadStaging::next() { no_cuda("staging an upload"); }
+void UploadStaging::copy(void*, size_t, size_t) { no_cuda("staging an upload"); }
+void UploadStaging::done() { no_cuda("staging an upload"); }
+
 struct CudaGraph::State {};
 CudaGraph::CudaGraph(std::unique_ptr<State> state) : state_(std::move(state)) {}
 CudaGraph::~CudaGraph() = default;

@@ -41,4 +41,30 @@ void multi_tensor_update(const MultiTensorUpdate<float>& k, cudaStream_t stream)
   HISVID_CHECK_LAUNCH();
 }
 
+// The single-tensor kernels: the multi-tensor launch with one tensor.
+void adam_update(const AdamUpdate<float>& k, cudaStream_t stream) {
+  MultiTensorUpdate<float> one;
+  one.rule = UpdateRule::Adam, one.count = 1, one.w[0] = k.w, one.m[0] = k.m, one.v[0] = k.v, one.g[0] = k.g;
+  one.n[0] = k.n, one.scalar = k.alpha, one.beta1 = k.beta1, one.beta2 = k.beta2, one.eps = k.eps;
+  one.halt = k.halt, one.scalar_at = k.scalar_at;
+  multi_tensor_update(one, stream);
+}
+
+void rmsprop_update(const RmspropUpdate<float>& k, cudaStream_t stream) {
+  MultiTensorUpdate<float> one;
+  one.rule = UpdateRule::Rmsprop, one.count = 1, one.w[0] = k.w, one.v[0] = k.v, one.g[0] = k.g,
+  one.n[0] = k.n;
+  one.scalar = k.lr, one.rho = k.rho, one.eps = k.eps, one.form = k.form, one.halt = k.halt;
+  one.scalar_at = k.scalar_at;
+  multi_tensor_update(one, stream);
+}
+
+void sgd_update(const SgdUpdate<float>& k, cudaStream_t stream) {
+  MultiTensorUpdate<float> one;
+  one.rule = UpdateRule::Sgd, one.count = 1, one.w[0] = k.w, one.g[0] = k.g, one.n[0] = k.n,
+  one.scalar = k.lr;
+  one.halt = k.halt, one.scalar_at = k.scalar_at;
+  multi_tensor_update(one, stream);
+}
+
 }  // namespace hisvid::cuda

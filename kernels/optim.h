@@ -179,6 +179,10 @@ namespace hisvid::cuda {
 
 // One launch: blockIdx.y is the tensor, blockIdx.x strides over its values.
 void multi_tensor_update(const MultiTensorUpdate<float>& k, cudaStream_t stream);
+// The same launch with one tensor.
+void adam_update(const AdamUpdate<float>& k, cudaStream_t stream);
+void rmsprop_update(const RmspropUpdate<float>& k, cudaStream_t stream);
+void sgd_update(const SgdUpdate<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -18,7 +18,9 @@ const bool rows = register_rows(host_row<naive::adam_update<float>>(Backend::Nai
                                 host_row<naive::multi_tensor_update<float>>(Backend::Naive, "naive"),
                                 host_row<naive::multi_tensor_update<double>>(Backend::Naive, "naive"));
 #ifdef HISVID_WITH_CUDA
-const bool cuda_rows = register_rows(cuda_row<cuda::multi_tensor_update>("cuda"));
+const bool cuda_rows =
+    register_rows(cuda_row<cuda::adam_update>("cuda"), cuda_row<cuda::rmsprop_update>("cuda"),
+                  cuda_row<cuda::sgd_update>("cuda"), cuda_row<cuda::multi_tensor_update>("cuda"));
 #endif
 
 // The hyperparameters as float values, so that the float64 reference uses the very same ones.

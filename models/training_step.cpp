@@ -1,5 +1,7 @@
 #include "models/training_step.h"
 
+#include <cstring>
+
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/error.h"
@@ -68,8 +70,21 @@ void TrainingStep::run(const std::vector<uint8_t>& pixels, const std::vector<int
     one_hot[b * static_cast<size_t>(classes_) + static_cast<size_t>(labels[b])] = 1.0f;
   }
   Staged& staged = staged_for(batch);
-  copy_bytes(staged.pixels->data, device_, pixels.data(), Device::cpu(), pixels.size());
-  staged.targets.copy_from(Tensor::from_vector(one_hot, staged.targets.shape(), DType::Float32));
+  const size_t target_bytes = one_hot.size() * sizeof(float);
+  if (device_.is_cuda()) {  // through pinned memory: the host does not wait for the stream
+    if (uploads_ == nullptr || uploads_->bytes() < pixels.size() + target_bytes) {
+      uploads_ = std::make_unique<UploadStaging>(device_, pixels.size() + target_bytes);
+    }
+    uint8_t* host = uploads_->next();
+    std::memcpy(host, pixels.data(), pixels.size());
+    std::memcpy(host + pixels.size(), one_hot.data(), target_bytes);
+    uploads_->copy(staged.pixels->data, 0, pixels.size());
+    uploads_->copy(staged.targets.data_ptr(), pixels.size(), target_bytes);
+    uploads_->done();
+  } else {
+    copy_bytes(staged.pixels->data, device_, pixels.data(), Device::cpu(), pixels.size());
+    copy_bytes(staged.targets.data_ptr(), device_, one_hot.data(), Device::cpu(), target_bytes);
+  }
   last_batch_ = batch;
   step(batch);
 }

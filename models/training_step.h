@@ -1,7 +1,8 @@
 // models/training_step.h — one training step of a Sequential model from the clips' uint8
 // pixels, reading nothing back on the host; run directly, or replayed from a CUDA graph.
 //
-// A step: the clips' pixels and one-hot targets are staged into device memory; there the
+// A step: the clips' pixels and one-hot targets are staged into device memory (on CUDA from
+// pinned buffers used in turn: engine/cuda_device.h UploadStaging); there the
 // pixels are scaled and augmented (kernels/clips.h), the model runs forward in training mode,
 // the loss (models/loss.h) and its metrics go into the step sums (ops::step_sums: the loss,
 // the accuracy, the first step whose loss was not finite), backward, the optimizer's update
@@ -94,9 +95,10 @@ class TrainingStep {
   Device device_;
   std::vector<Tensor> weights_;
   Tensor sums_;
-  Tensor scalar_;                    // the optimizer's step scalar (1)
-  std::unique_ptr<Storage> base_;    // the step's random base (one int64)
-  std::map<size_t, Staged> staged_;  // by batch size
+  Tensor scalar_;                           // the optimizer's step scalar (1)
+  std::unique_ptr<Storage> base_;           // the step's random base (one int64)
+  std::map<size_t, Staged> staged_;         // by batch size
+  std::unique_ptr<UploadStaging> uploads_;  // on CUDA: the pinned buffers the inputs go up from
   size_t last_batch_ = 0;
   size_t graph_batch_ = 0;       // the batch size of the graph (the first one run)
   int direct_steps_ = 0;         // of graph_batch_, before the capture
