@@ -38,8 +38,8 @@ void StepRunner::train_step() {
 void StepRunner::graph_train_step() {
   if (graph_step_ == nullptr) {
     const int classes = static_cast<int>(y_.dim(1));
-    graph_step_ = std::make_unique<models::TrainingStep>(
-        model_, *optimizer_, rng_, models::StepAugmentation{}, model_.input_shape(), classes, true);
+    graph_step_ = std::make_unique<models::TrainingStep>(model_, *optimizer_, rng_, io::Augmentation{},
+                                                         model_.input_shape(), classes, true);
     const std::vector<double> x = x_.to_vector();  // the benchmark's clips, back to pixels
     pixels_.resize(x.size());
     for (size_t i = 0; i < x.size(); ++i) pixels_[i] = static_cast<uint8_t>(x[i] * 255.0);

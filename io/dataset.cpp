@@ -55,7 +55,6 @@
 #include "io/atomic_file.h"
 #include "io/hdf5.h"
 #include "io/isolated.h"
-#include "kernels/clips.h"
 #include "kernels/philox.h"
 
 namespace hisvid::io {
@@ -987,40 +986,22 @@ Batch make_batch(const ClipSet& clips, const std::vector<size_t>& indices, const
       fail("make_batch: clip {} has label {}, but there are {} classes", index, label, classes);
     }
   }
-  if (augmentation.any() && rng == nullptr) {
-    fail("make_batch: augmentation needs a random generator (rng is null)");
-  }
-  if (augmentation.brightness < 0 || augmentation.contrast < 0 || augmentation.noise < 0) {
-    fail("make_batch: augmentation strengths must be >= 0, got brightness {}, contrast {}, noise {}",
-         augmentation.brightness, augmentation.contrast, augmentation.noise);
-  }
+  augmentation.validate("make_batch", rng);
 
   // The clips' uint8 values side by side (B, T*H*W*C), moved to the batch's device as they
   // are; kernels/clips.h scales and augments them there (a GPU receives a quarter of the bytes
   // floats would take).
   const int64_t batch = static_cast<int64_t>(indices.size());
   const ExtractionSettings& s = clips.extraction;
-  const std::vector<uint8_t>& gathered = pixels;
-  Tensor x = Tensor::empty(Shape{batch, s.sequence_length, s.height, s.width, s.channels}, DType::Float32,
-                           device);  // (B,T,H,W,C)
-  ClipsToBatch<float> k;
-  k.out = x.data<float>(), k.B = batch, k.E = static_cast<int64_t>(elements), k.W = s.width, k.C = s.channels;
-  k.flip = augmentation.flip, k.brightness = augmentation.brightness, k.contrast = augmentation.contrast;
-  k.noise = augmentation.noise;
-  if (augmentation.any()) {
-    const RandomDraw choices = rng->next(), noise = rng->next();
-    k.choice_seed = choices.seed, k.choice_offset = choices.offset;
-    k.noise_seed = noise.seed, k.noise_offset = noise.offset;
-  }
   std::unique_ptr<Storage> staged;  // the uint8 values on the device
-  if (device.is_cpu()) {
-    k.inp = gathered.data();
-  } else {
-    staged = std::make_unique<Storage>(gathered.size(), device);
-    copy_bytes(staged->data, device, gathered.data(), Device::cpu(), gathered.size());
-    k.inp = static_cast<const uint8_t*>(staged->data);
+  const uint8_t* on_device = pixels.data();
+  if (!device.is_cpu()) {
+    staged = std::make_unique<Storage>(pixels.size(), device);
+    copy_bytes(staged->data, device, pixels.data(), Device::cpu(), pixels.size());
+    on_device = static_cast<const uint8_t*>(staged->data);
   }
-  run_kernel(k, device);
+  const Tensor x = clips_to_batch(on_device, Shape{batch, s.sequence_length, s.height, s.width, s.channels},
+                                  augmentation, rng, device);
 
   Tensor y = Tensor::zeros(Shape{batch, static_cast<int64_t>(classes)});  // (B,K) one-hot
   float* ys = y.data<float>();

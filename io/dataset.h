@@ -14,6 +14,7 @@
 #include "engine/distributed.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
+#include "io/batch.h"
 #include "io/video.h"
 
 namespace hisvid::io {
@@ -115,14 +116,6 @@ struct Split {
 // random part of it when shuffle_validation.
 Split split_clips(size_t count, double test_fraction, double validation_fraction, uint64_t seed,
                   bool shuffle_validation = false);
-
-struct Augmentation {
-  bool flip = false;        // horizontal flip with probability 1/2, per clip
-  double brightness = 0.0;  // add U(-b, b) to every pixel (after /255), per clip
-  double contrast = 0.0;    // scale around the clip mean by U(1-c, 1+c), per clip
-  double noise = 0.0;       // Gaussian noise of this standard deviation, per pixel
-  bool any() const { return flip || brightness > 0 || contrast > 0 || noise > 0; }
-};
 
 struct Batch {
   Tensor x;  // (B,T,H,W,3) float32, pixels / 255 (augmented, clipped to [0,1])

@@ -30,18 +30,38 @@ LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
   return terms;
 }
 
+namespace {
+
+// What a head's accuracy compares: the logits against the one-hot rows, or a binary head's
+// probabilities against the targets' column 1.
+struct AccuracyInputs {
+  Tensor scores, targets;
+  bool binary;
+};
+AccuracyInputs accuracy_inputs(const Sequential& model, const LossTerms& terms, const Tensor& targets) {
+  if (model.binary()) return {terms.probs, ops::slice(targets, 1, 1, 1), true};
+  return {terms.logits.detach(), targets, false};
+}
+
+}  // namespace
+
 void add_step_metrics(const Sequential& model, const LossTerms& terms, const Tensor& targets,
                       const Tensor& sums, double weight) {
-  if (model.binary()) {
-    ops::add_step_metrics(sums, terms.loss.detach(), terms.probs, ops::slice(targets, 1, 1, 1), true, weight);
-  } else {
-    ops::add_step_metrics(sums, terms.loss.detach(), terms.logits.detach(), targets, false, weight);
-  }
+  const AccuracyInputs in = accuracy_inputs(model, terms, targets);
+  ops::add_step_metrics(sums, terms.loss.detach(), in.scores, in.targets, in.binary, weight);
 }
 
 int64_t correct_count(const Sequential& model, const LossTerms& terms, const Tensor& targets) {
-  if (model.binary()) return ops::binary_accuracy_count(terms.probs, ops::slice(targets, 1, 1, 1));
-  return ops::accuracy_count(terms.logits.detach(), targets);
+  const AccuracyInputs in = accuracy_inputs(model, terms, targets);
+  return in.binary ? ops::binary_accuracy_count(in.scores, in.targets)
+                   : ops::accuracy_count(in.scores, in.targets);
+}
+
+std::vector<float> one_hot_rows(const std::vector<int>& classes, int K) {
+  std::vector<float> rows(classes.size() * static_cast<size_t>(K), 0.0f);
+  for (size_t i = 0; i < classes.size(); ++i)
+    rows[i * static_cast<size_t>(K) + static_cast<size_t>(classes[i])] = 1.0f;
+  return rows;
 }
 
 Tensor class_probabilities(const Sequential& model, const Tensor& outputs) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/tensor.h"
 #include "layers/layer.h"
@@ -28,6 +29,8 @@ int64_t correct_count(const Sequential& model, const LossTerms& terms, const Ten
 // and its correct count (as correct_count), weighing `weight` samples, read by no host.
 void add_step_metrics(const Sequential& model, const LossTerms& terms, const Tensor& targets,
                       const Tensor& sums, double weight);
+// One-hot rows (N, K) of the classes, row-major (classes in [0, K)).
+std::vector<float> one_hot_rows(const std::vector<int>& classes, int K);
 // Probabilities (N, num_classes) of the model's outputs (N, units): the outputs themselves, or
 // (1 - p, p) for a binary head.
 Tensor class_probabilities(const Sequential& model, const Tensor& outputs);

@@ -1,8 +1,8 @@
 #include "models/metrics.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "engine/error.h"
 
@@ -24,7 +24,8 @@ ClassificationReport classification_report(const std::vector<int>& truth, const 
   for (size_t i = 0; i < truth.size(); ++i) {
     if (truth[i] < 0 || static_cast<size_t>(truth[i]) >= K || predicted[i] < 0 ||
         static_cast<size_t>(predicted[i]) >= K) {
-      fail("classification_report: label {} or prediction {} outside the {} classes", truth[i], predicted[i], K);
+      fail("classification_report: label {} or prediction {} outside the {} classes", truth[i], predicted[i],
+           K);
     }
     ++r.confusion[truth[i]][predicted[i]];
   }
@@ -60,16 +61,16 @@ std::string ClassificationReport::text(int digits) const {
   size_t width = std::string("weighted avg").size();
   for (const std::string& name : class_names) width = std::max(width, name.size());
   const int w = static_cast<int>(width), col = std::max(digits + 3, 9);
-  std::string out = fmt::format("{:>{}}{:>{}}{:>{}}{:>{}}{:>{}}\n\n", "", w, "precision", col + 1, "recall", col + 1,
-                                "f1-score", col + 1, "support", col + 1);
+  std::string out = fmt::format("{:>{}}{:>{}}{:>{}}{:>{}}{:>{}}\n\n", "", w, "precision", col + 1, "recall",
+                                col + 1, "f1-score", col + 1, "support", col + 1);
   auto row = [&](const std::string& name, const ClassScores& s) {
-    return fmt::format("{:>{}}{:>{}.{}f}{:>{}.{}f}{:>{}.{}f}{:>{}}\n", name, w, s.precision, col + 1, digits, s.recall,
-                       col + 1, digits, s.f1, col + 1, digits, s.support, col + 1);
+    return fmt::format("{:>{}}{:>{}.{}f}{:>{}.{}f}{:>{}.{}f}{:>{}}\n", name, w, s.precision, col + 1, digits,
+                       s.recall, col + 1, digits, s.f1, col + 1, digits, s.support, col + 1);
   };
   for (size_t k = 0; k < class_names.size(); ++k) out += row(class_names[k], per_class[k]);
   out += "\n";
-  out += fmt::format("{:>{}}{:>{}}{:>{}}{:>{}.{}f}{:>{}}\n", "accuracy", w, "", col + 1, "", col + 1, accuracy, col + 1,
-                     digits, total, col + 1);
+  out += fmt::format("{:>{}}{:>{}}{:>{}}{:>{}.{}f}{:>{}}\n", "accuracy", w, "", col + 1, "", col + 1,
+                     accuracy, col + 1, digits, total, col + 1);
   out += row("macro avg", macro);
   out += row("weighted avg", weighted);
   return out;
@@ -77,13 +78,17 @@ std::string ClassificationReport::text(int digits) const {
 
 nlohmann::json ClassificationReport::to_json() const {
   auto scores = [](const ClassScores& s) {
-    return nlohmann::json{{"precision", s.precision}, {"recall", s.recall}, {"f1-score", s.f1}, {"support", s.support}};
+    return nlohmann::json{
+        {"precision", s.precision}, {"recall", s.recall}, {"f1-score", s.f1}, {"support", s.support}};
   };
   nlohmann::json classes = nlohmann::json::object();
   for (size_t k = 0; k < class_names.size(); ++k) classes[class_names[k]] = scores(per_class[k]);
-  return {{"classes", classes},       {"accuracy", accuracy},
-          {"macro avg", scores(macro)}, {"weighted avg", scores(weighted)},
-          {"class_names", class_names}, {"confusion_matrix", confusion},
+  return {{"classes", classes},
+          {"accuracy", accuracy},
+          {"macro avg", scores(macro)},
+          {"weighted avg", scores(weighted)},
+          {"class_names", class_names},
+          {"confusion_matrix", confusion},
           {"total", total}};
 }
 

@@ -191,8 +191,8 @@ std::vector<std::string> load_weights_mapped(Sequential& model, const io::KerasM
     if (!lw.weights.empty()) file_layers.push_back(&lw);
   }
   if (model_layers.size() != file_layers.size()) {
-    fail("{}: the file has {} layers with weights, the model '{}' has {}", path, file_layers.size(), model.name(),
-         model_layers.size());
+    fail("{}: the file has {} layers with weights, the model '{}' has {}", path, file_layers.size(),
+         model.name(), model_layers.size());
   }
   std::vector<std::string> trainable_names;
   NoGradGuard no_grad;
@@ -201,14 +201,14 @@ std::vector<std::string> load_weights_mapped(Sequential& model, const io::KerasM
     const io::LayerWeights& source = *file_layers[i];
     std::vector<layers::Weight>& weights = layer.weights();
     if (weights.size() != source.weights.size()) {
-      fail("{}: layer '{}' in the file has {} weights, the model's layer '{}' ({}) has {}", path, source.layer_name,
-           source.weights.size(), layer.name(), layer.class_name(), weights.size());
+      fail("{}: layer '{}' in the file has {} weights, the model's layer '{}' ({}) has {}", path,
+           source.layer_name, source.weights.size(), layer.name(), layer.class_name(), weights.size());
     }
     for (size_t w = 0; w < weights.size(); ++w) {
       const io::NamedTensor& src = source.weights[w];
       if (src.value.shape() != weights[w].value.shape()) {
-        fail("{}: weight '{}' of layer '{}' has shape {}, the model's layer '{}' ({}) expects {} for its {}", path,
-             src.name, source.layer_name, src.value.shape().str(), layer.name(), layer.class_name(),
+        fail("{}: weight '{}' of layer '{}' has shape {}, the model's layer '{}' ({}) expects {} for its {}",
+             path, src.name, source.layer_name, src.value.shape().str(), layer.name(), layer.class_name(),
              weights[w].value.shape().str(), weights[w].name);
       }
       Tensor value = src.value.to(weights[w].value.dtype()).to(weights[w].value.device());
@@ -267,10 +267,18 @@ nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3) {
   const std::map<std::string, double> h = opt.hyper_parameters();
   nlohmann::json config;
   if (keras3) {  // Keras 3's base keys, each at its "off" value
-    config = {{"name", opt.name() == "Adam" ? "adam" : opt.name() == "RMSprop" ? "rmsprop" : "SGD"},
-              {"learning_rate", h.at("learning_rate")}, {"weight_decay", nullptr}, {"clipnorm", nullptr},
-              {"global_clipnorm", nullptr}, {"clipvalue", nullptr}, {"use_ema", false}, {"ema_momentum", 0.99},
-              {"ema_overwrite_frequency", nullptr}, {"loss_scale_factor", nullptr},
+    config = {{"name", opt.name() == "Adam"      ? "adam"
+                       : opt.name() == "RMSprop" ? "rmsprop"
+                                                 : "SGD"},
+              {"learning_rate", h.at("learning_rate")},
+              {"weight_decay", nullptr},
+              {"clipnorm", nullptr},
+              {"global_clipnorm", nullptr},
+              {"clipvalue", nullptr},
+              {"use_ema", false},
+              {"ema_momentum", 0.99},
+              {"ema_overwrite_frequency", nullptr},
+              {"loss_scale_factor", nullptr},
               {"gradient_accumulation_steps", nullptr}};
   } else {
     config = {{"name", opt.name()}, {"learning_rate", h.at("learning_rate")}, {"decay", 0.0}};
@@ -382,7 +390,8 @@ void load_weights(Sequential& model, const io::KerasModelFile& file, const std::
 }
 
 void save_model(const std::string& path, const Sequential& model, const std::vector<std::string>& class_names,
-                const Optimizer* optimizer, const nlohmann::json& training_state, const io::WriteOptions& options) {
+                const Optimizer* optimizer, const nlohmann::json& training_state,
+                const io::WriteOptions& options) {
   if (!model.built()) fail("save_model {}: model '{}' is not built", path, model.name());
   io::KerasModelFile file;
   file.model_config = model.to_json().dump();
@@ -400,7 +409,8 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
     file.layers.push_back(std::move(lw));
   }
 
-  nlohmann::json meta = {{"format", kFormatVersion}, {"class_names", class_names}, {"training", training_state}};
+  nlohmann::json meta = {
+      {"format", kFormatVersion}, {"class_names", class_names}, {"training", training_state}};
   meta["input_shape"] = model.input_shape().vec();
   if (optimizer != nullptr) {
     nlohmann::json training_config = {
@@ -424,8 +434,8 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
     const auto& slots = optimizer->slots();
     if (!slots.empty()) {
       if (slots.size() != trainable_paths.size()) {
-        fail("save_model {}: the optimizer holds slots for {} weights, the model has {} trainable weights", path,
-             slots.size(), trainable_paths.size());
+        fail("save_model {}: the optimizer holds slots for {} weights, the model has {} trainable weights",
+             path, slots.size(), trainable_paths.size());
       }
       const std::vector<std::string> slot_names = optimizer->slot_names();
       for (size_t i = 0; i < slots.size(); ++i) {

@@ -25,9 +25,8 @@ double seconds_since(Clock::time_point start) {
 
 // One-hot (B,K) targets of model classes.
 Tensor one_hot(const std::vector<int>& classes, int K, Device device) {
-  std::vector<float> v(classes.size() * static_cast<size_t>(K), 0.0f);
-  for (size_t i = 0; i < classes.size(); ++i) v[i * K + classes[i]] = 1.0f;
-  return Tensor::from_vector(v, {static_cast<int64_t>(classes.size()), K}, DType::Float32, device);
+  return Tensor::from_vector(one_hot_rows(classes, K), {static_cast<int64_t>(classes.size()), K},
+                             DType::Float32, device);
 }
 
 // FNV-1a 64 of every weight's bytes: equal on every rank exactly when the weights are.
@@ -188,9 +187,9 @@ FitResult Trainer::fit(const FitProgress& progress) {
   if (!comm_) {
     const io::ExtractionSettings& e = clips_.extraction;
     const io::Augmentation& a = options_.augmentation;
-    direct = std::make_unique<TrainingStep>(
-        model_, optimizer_, rng_, StepAugmentation{a.flip, a.brightness, a.contrast, a.noise},
-        Shape{e.sequence_length, e.height, e.width, e.channels}, model_.num_classes(), options_.cuda_graphs);
+    direct = std::make_unique<TrainingStep>(model_, optimizer_, rng_, a,
+                                            Shape{e.sequence_length, e.height, e.width, e.channels},
+                                            model_.num_classes(), options_.cuda_graphs);
   }
   std::string graph_status;
   for (int epoch = static_cast<int>(history_.size()) + 1; epoch <= options_.epochs && !already_stopped;

@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "engine/autograd.h"
-#include "engine/dispatch.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "kernels/softmax.h"
@@ -12,7 +11,7 @@
 namespace hisvid::models {
 
 TrainingStep::TrainingStep(Sequential& model, Optimizer& optimizer, Generator& rng,
-                           const StepAugmentation& augmentation, const Shape& clip, int classes,
+                           const io::Augmentation& augmentation, const Shape& clip, int classes,
                            bool cuda_graphs)
     : model_(model),
       optimizer_(optimizer),
@@ -33,10 +32,7 @@ TrainingStep::TrainingStep(Sequential& model, Optimizer& optimizer, Generator& r
            model_.name(), dtype_name(weights_[0].dtype()), dtype_name(w.dtype()));
     }
   }
-  if (augmentation_.brightness < 0 || augmentation_.contrast < 0 || augmentation_.noise < 0) {
-    fail("training step: augmentation strengths must be >= 0, got brightness {}, contrast {}, noise {}",
-         augmentation_.brightness, augmentation_.contrast, augmentation_.noise);
-  }
+  augmentation_.validate("training step", &rng_);
   sums_ = ops::step_sums(device_);
   scalar_ = Tensor::zeros(Shape{1}, weights_[0].dtype(), device_);
   base_ = std::make_unique<Storage>(sizeof(int64_t), device_);
@@ -62,13 +58,12 @@ void TrainingStep::run(const std::vector<uint8_t>& pixels, const std::vector<int
   if (pixels.size() != batch * values) {
     fail("training step: {} bytes of pixels for {} clips of {} values", pixels.size(), batch, values);
   }
-  std::vector<float> one_hot(batch * static_cast<size_t>(classes_), 0.0f);
   for (size_t b = 0; b < batch; ++b) {
     if (labels[b] < 0 || labels[b] >= classes_) {
       fail("training step: clip {} has label {}, but the model has {} classes", b, labels[b], classes_);
     }
-    one_hot[b * static_cast<size_t>(classes_) + static_cast<size_t>(labels[b])] = 1.0f;
   }
+  const std::vector<float> one_hot = one_hot_rows(labels, classes_);
   Staged& staged = staged_for(batch);
   const size_t target_bytes = one_hot.size() * sizeof(float);
   if (device_.is_cuda()) {  // through pinned memory: the host does not wait for the stream
@@ -111,21 +106,10 @@ void TrainingStep::record(Staged& staged, size_t batch) {
   } relative{rng_};
   rng_.begin_relative(static_cast<const int64_t*>(base_->data));
 
-  const int64_t B = static_cast<int64_t>(batch);
-  Tensor x = Tensor::empty(Shape{B, clip_[0], clip_[1], clip_[2], clip_[3]}, DType::Float32,
-                           device_);  // (B,T,H,W,C)
-  ClipsToBatch<float> k;
-  k.out = x.data<float>(), k.inp = static_cast<const uint8_t*>(staged.pixels->data), k.B = B,
-  k.E = clip_.numel();
-  k.W = clip_[2], k.C = clip_[3];
-  k.flip = augmentation_.flip, k.brightness = augmentation_.brightness, k.contrast = augmentation_.contrast;
-  k.noise = augmentation_.noise;
-  if (augmentation_.any()) {  // as io::make_batch draws them: the per-clip choices, then the noise
-    const RandomDraw choices = rng_.next(), noise = rng_.next();
-    k.choice_seed = choices.seed, k.choice_offset = choices.offset;
-    k.noise_seed = noise.seed, k.noise_offset = noise.offset, k.offset_base = choices.base;
-  }
-  run_kernel(k, device_);
+  const Tensor x =
+      io::clips_to_batch(static_cast<const uint8_t*>(staged.pixels->data),
+                         Shape{static_cast<int64_t>(batch), clip_[0], clip_[1], clip_[2], clip_[3]},
+                         augmentation_, &rng_, device_);  // (B,T,H,W,C)
 
   const LossTerms terms = model_loss(model_, x, staged.targets, {true, &rng_});
   add_step_metrics(model_, terms, staged.targets, sums_, static_cast<double>(batch));

@@ -31,17 +31,10 @@
 #include "engine/optimizer.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "kernels/clips.h"
+#include "io/batch.h"
 #include "models/sequential.h"
 
 namespace hisvid::models {
-
-// What augments the clips of a step (io::Augmentation's fields, without depending on io/).
-struct StepAugmentation {
-  bool flip = false;
-  double brightness = 0.0, contrast = 0.0, noise = 0.0;
-  bool any() const { return flip || brightness > 0 || contrast > 0 || noise > 0; }
-};
 
 class TrainingStep {
  public:
@@ -51,7 +44,7 @@ class TrainingStep {
   static constexpr int kWarmupSteps = 2;
 
   // clip: the (T, H, W, C) of one clip; classes: the model's classes (the one-hot width).
-  TrainingStep(Sequential& model, Optimizer& optimizer, Generator& rng, const StepAugmentation& augmentation,
+  TrainingStep(Sequential& model, Optimizer& optimizer, Generator& rng, const io::Augmentation& augmentation,
                const Shape& clip, int classes, bool cuda_graphs);
   ~TrainingStep();
   TrainingStep(const TrainingStep&) = delete;
@@ -88,7 +81,7 @@ class TrainingStep {
   Sequential& model_;
   Optimizer& optimizer_;
   Generator& rng_;
-  StepAugmentation augmentation_;
+  io::Augmentation augmentation_;
   Shape clip_;
   int classes_;
   bool cuda_graphs_;

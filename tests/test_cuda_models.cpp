@@ -452,7 +452,8 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
       model.to(Device::cuda(0));
       Adam adam;
       Generator rng(8);
-      models::TrainingStep step(model, adam, rng, {true, 0.1, 0.2, 0.02}, clip, kClasses, graphs);
+      models::TrainingStep step(model, adam, rng, io::Augmentation{true, 0.1, 0.2, 0.02}, clip, kClasses,
+                                graphs);
       Run r;
       Tensor kept;
       for (size_t s = 0; s < sizes.size(); ++s) {
@@ -504,7 +505,7 @@ TEST(CudaGraphs, ANonFiniteLossHaltsTheReplayedSteps) {
   model.to(Device::cuda(0));
   Adam adam;
   Generator rng(8);
-  models::TrainingStep step(model, adam, rng, {}, clip, kClasses, true);
+  models::TrainingStep step(model, adam, rng, io::Augmentation{}, clip, kClasses, true);
   const std::vector<uint8_t> pixels(4 * static_cast<size_t>(clip.numel()), 100);
   const std::vector<int> labels = {0, 1, 2, 3};
   for (int s = 0; s < 4; ++s) step.run(pixels, labels);  // 2 direct, the capture, a replay

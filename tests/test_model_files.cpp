@@ -570,7 +570,7 @@ TEST(Training, StagedStepsTrainAsPlainSteps) {
   staged.build(1);
   Adam staged_adam;
   Generator staged_rng(21);
-  TrainingStep step(staged, staged_adam, staged_rng, {true, 0.1, 0.2, 0.05}, Shape{4, 8, 8, 3}, 2, false);
+  TrainingStep step(staged, staged_adam, staged_rng, augmentation, Shape{4, 8, 8, 3}, 2, false);
   for (const std::vector<size_t>& batch : batches) {
     std::vector<uint8_t> pixels(batch.size() * clips.clip_elements());
     clips.read_clips(batch, pixels.data());
