@@ -876,6 +876,8 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   expect_refused(dir_, {"train", "--data", "data", "--out", "g", "--cuda-graphs", "--device", "cpu"},
                  {"--cuda-graphs", "CUDA device", "--device cpu"});
   EXPECT_FALSE(fs::exists(dir_ / "g"));
+  expect_refused(dir_, {"bench", "--model", "lrcn", "--device", "cpu", "--cuda-graphs"},
+                 {"--cuda-graphs", "CUDA device", "--device cpu"});
 
   // Non-finite weights load with a warning naming the layer.
   hisvid::models::LoadedModel broken = hisvid::models::load_model((dir_ / "misread/model.h5").string());
