@@ -81,6 +81,14 @@ struct LstmState {
   Tensor c;  // (M,U)
 };
 LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activation rec_act);
+// The whole recurrence of an LSTM layer in one kernel per direction (kernels/lstm.h,
+// LstmSequenceForward): xz (N,T,G*U) the input products with the bias, R (U,G*U) the recurrent
+// kernel, masks (G,N,U) the recurrent dropout masks or undefined (no gradient). Returns every
+// h_t (N,T,U) with sequences, else h_{T-1} (N,U). U at most kLstmSequenceMaxUnits.
+Tensor lstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, Activation act,
+                       Activation rec_act, bool sequences);
+// m (N,...) repeated along a new time axis: (N,T,...). Not differentiable.
+Tensor repeat_steps(const Tensor& m, int64_t T);
 
 // Batch normalisation over the last axis of x (..., C).
 struct BatchNormBatch {

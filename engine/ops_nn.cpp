@@ -364,6 +364,77 @@ LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activ
   return {h, c};
 }
 
+Tensor repeat_steps(const Tensor& m, int64_t T) {
+  detail::require_defined("repeat_steps", "m", m);
+  if (m.rank() < 1 || T < 1) fail("repeat_steps: cannot repeat {} over {} steps", m.shape().str(), T);
+  std::vector<int64_t> one_step = m.shape().vec();
+  one_step.insert(one_step.begin() + 1, 1);
+  NoGradGuard no_grad;
+  return concat(std::vector<Tensor>(static_cast<size_t>(T), reshape(m, one_step)), 1);
+}
+
+Tensor lstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, Activation act,
+                       Activation rec_act, bool sequences) {
+  const char* op = "lstm_recurrence";
+  detail::require_rank(op, "xz", xz, 3);
+  detail::require_rank(op, "R", R, 2);
+  detail::require_compatible(op, "xz", xz, "R", R);
+  const int64_t N = xz.dim(0), S = xz.dim(1), U = R.dim(0);
+  detail::require_shape(op, "R", R, Shape{U, 4 * U});
+  detail::require_shape(op, "xz", xz, Shape{N, S, 4 * U});
+  if (S < 1) fail("{}: xz {} has no timesteps", op, xz.shape().str());
+  if (U > kLstmSequenceMaxUnits) fail("{}: {} units exceed the kernel's {}", op, U, kLstmSequenceMaxUnits);
+  if (masks.defined()) {
+    detail::require_compatible(op, "xz", xz, "masks", masks);
+    detail::require_shape(op, "masks", masks, Shape{4, N, U});
+  }
+  Tensor h_prev = empty_as(Shape{N, S, U}, xz), c = empty_as(Shape{N, S, U}, xz), gates = empty_like(xz);
+  Tensor out = sequences ? empty_as(Shape{N, S, U}, xz) : empty_as(Shape{N, U}, xz);
+  with_dtype(xz, [&](auto tag) {
+    using T = decltype(tag);
+    LstmSequenceForward<T> k;
+    k.h_prev = h_prev.data<T>(), k.c = c.data<T>(), k.gates = gates.data<T>();
+    (sequences ? k.h_seq : k.h_last) = out.data<T>();
+    k.xz = xz.data<T>(), k.R = R.data<T>(), k.masks = data_or_null<T>(masks);
+    k.N = N, k.steps = S, k.U = U, k.act = act, k.rec_act = rec_act;
+    run_kernel(k, xz.device());
+  });
+  if (should_record({xz, R})) {
+    const bool need_xz = xz.requires_grad(), need_R = R.requires_grad();
+    record(op, {xz, R}, {out},
+           [h_prev, c, gates, R, masks, N, S, U, act, rec_act, sequences, need_xz,
+            need_R](const std::vector<Tensor>& g) {
+             if (!g[0].defined()) return std::vector<Tensor>{Tensor(), Tensor()};
+             Tensor dz = empty_like(gates);  // (N,T,G*U), also xz's gradient
+             with_dtype(dz, [&](auto tag) {
+               using T = decltype(tag);
+               LstmSequenceBackward<T> k;
+               k.dz = dz.data<T>();
+               (sequences ? k.dh_seq : k.dh_last) = g[0].data<T>();
+               k.gates = gates.data<T>(), k.c = c.data<T>(), k.R = R.data<T>(),
+               k.masks = data_or_null<T>(masks);
+               k.N = N, k.steps = S, k.U = U, k.act = act, k.rec_act = rec_act;
+               run_kernel(k, dz.device());
+             });
+             // dR = sum over samples and steps of (h_{t-1} m_g)^T dz_g: one product of all rows.
+             Tensor dR;
+             if (need_R && !masks.defined()) {
+               dR = matmul(reshape(h_prev, {N * S, U}), reshape(dz, {N * S, 4 * U}), true, false);
+             } else if (need_R) {
+               std::vector<Tensor> per_gate;
+               for (int64_t gate = 0; gate < 4; ++gate) {
+                 const Tensor m = repeat_steps(reshape(slice(masks, 0, gate, 1), {N, U}), S);  // (N,T,U)
+                 per_gate.push_back(matmul(reshape(mul(h_prev, m), {N * S, U}),
+                                           reshape(slice(dz, 2, gate * U, U), {N * S, U}), true, false));
+               }
+               dR = concat(per_gate, 1);
+             }
+             return std::vector<Tensor>{need_xz ? dz : Tensor(), dR};
+           });
+  }
+  return out;
+}
+
 // --- batch normalisation -------------------------------------------------------------------
 
 namespace {

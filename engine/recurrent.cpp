@@ -5,6 +5,7 @@
 
 #include "engine/op_support.h"
 #include "engine/ops.h"
+#include "kernels/lstm.h"
 
 namespace hisvid {
 
@@ -66,35 +67,49 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
   if (T < 1) fail("{}: input {} has no timesteps", layer, x.shape().str());
   check_weights(layer, x, w, Shape{D, kGates * U}, Shape{U, kGates * U});
 
-  const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };
   const std::vector<Tensor> input_masks = gate_masks(layer, options.dropout, options, Shape{N, D}, x);
   const std::vector<Tensor> recurrent_masks =
       gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x);
-  const std::vector<Tensor> kernel_slices = input_masks.empty() ? std::vector<Tensor>() : gate_slices(w.kernel);
-  const std::vector<Tensor> recurrent_slices =
-      recurrent_masks.empty() ? std::vector<Tensor>() : gate_slices(w.recurrent_kernel);
 
-  // Without input masks, the input products of all timesteps are one matmul.
-  std::vector<Tensor> xz, xs;  // per timestep: (N,G*U) input products, or (N,D) inputs
+  // The input products of all timesteps: one matmul, or with input masks (shared by all
+  // timesteps) one per gate, of the masked inputs with the gate's slice of the kernel.
+  Tensor xz;  // (N*T,G*U)
   if (input_masks.empty()) {
-    Tensor all = ops::matmul(ops::reshape(x, {N * T, D}), w.kernel);
-    if (w.bias.defined()) all = ops::bias_add(all, w.bias);
-    xz = ops::unstack(ops::reshape(all, {N, T, kGates * U}), 1);
+    xz = ops::matmul(ops::reshape(x, {N * T, D}), w.kernel);
   } else {
-    xs = ops::unstack(x, 1);
+    const std::vector<Tensor> kernel_slices = gate_slices(w.kernel);
+    std::vector<Tensor> parts;
+    for (int g = 0; g < kGates; ++g) {
+      const Tensor masked = ops::mul(x, ops::repeat_steps(input_masks[g], T));
+      parts.push_back(ops::matmul(ops::reshape(masked, {N * T, D}), kernel_slices[g]));
+    }
+    xz = ops::concat(parts, -1);
+  }
+  if (w.bias.defined()) xz = ops::bias_add(xz, w.bias);
+  xz = ops::reshape(xz, {N, T, kGates * U});
+
+  if (U <= kLstmSequenceMaxUnits) {  // the whole recurrence in one kernel
+    Tensor masks;                    // (G,N,U)
+    if (!recurrent_masks.empty()) {
+      std::vector<Tensor> per_gate;
+      for (const Tensor& m : recurrent_masks) per_gate.push_back(ops::reshape(m, {1, N, U}));
+      masks = ops::concat(per_gate, 0);
+    }
+    return ops::lstm_recurrence(xz, w.recurrent_kernel, masks, options.activation,
+                                options.recurrent_activation, options.return_sequences);
   }
 
+  // More units than one CUDA block holds: step by step, of recorded ops.
+  const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };
+  const std::vector<Tensor> recurrent_slices =
+      recurrent_masks.empty() ? std::vector<Tensor>() : gate_slices(w.recurrent_kernel);
+  const std::vector<Tensor> xzs = ops::unstack(xz, 1);  // per timestep (N,G*U)
   Tensor h, c;
   std::vector<Tensor> sequence;
   for (int64_t t = 0; t < T; ++t) {
-    Tensor z;
-    if (input_masks.empty()) {
-      z = xz[t];
-    } else {
-      z = gated_product(xs[t], w.kernel, input_masks, kernel_slices, matmul);
-      if (w.bias.defined()) z = ops::bias_add(z, w.bias);
-    }
-    if (h.defined()) z = ops::add(z, gated_product(h, w.recurrent_kernel, recurrent_masks, recurrent_slices, matmul));
+    Tensor z = xzs[t];
+    if (h.defined())
+      z = ops::add(z, gated_product(h, w.recurrent_kernel, recurrent_masks, recurrent_slices, matmul));
     const ops::LstmState state = ops::lstm_cell(z, c, options.activation, options.recurrent_activation);
     h = state.h;
     c = state.c;
@@ -120,12 +135,14 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
     return ops::conv2d(v, k, Tensor(), 1, 1, Padding::Same);
   };
   const std::vector<Tensor> input_masks = gate_masks(layer, options.dropout, options, Shape{N, H, W, C}, x);
-  const std::vector<Tensor> kernel_slices = input_masks.empty() ? std::vector<Tensor>() : gate_slices(w.kernel);
+  const std::vector<Tensor> kernel_slices =
+      input_masks.empty() ? std::vector<Tensor>() : gate_slices(w.kernel);
 
   // Without input masks, the input convolutions of all timesteps are one convolution.
   std::vector<Tensor> xz, xs;  // per timestep: (N,HO,WO,G*F) input products, or (N,H,W,C) inputs
   if (input_masks.empty()) {
-    xz = ops::unstack(ops::split_time(ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, padding), T), 1);
+    xz =
+        ops::unstack(ops::split_time(ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, padding), T), 1);
   } else {
     xs = ops::unstack(x, 1);
   }
@@ -146,7 +163,8 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
       if (!recurrent_masks.empty()) recurrent_slices = gate_slices(w.recurrent_kernel);
     }
     if (h.defined()) {
-      z = ops::add(z, gated_product(h, w.recurrent_kernel, recurrent_masks, recurrent_slices, recurrent_conv));
+      z = ops::add(z,
+                   gated_product(h, w.recurrent_kernel, recurrent_masks, recurrent_slices, recurrent_conv));
     }
     const ops::LstmState state = ops::lstm_cell(ops::reshape(z, {N * HO * WO, kGates * F}), c,
                                                 options.activation, options.recurrent_activation);

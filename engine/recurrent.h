@@ -5,7 +5,9 @@
 //   z_t = x_t W + b + h_{t-1} R,  (h_t, c_t) = lstm_cell(z_t, c_{t-1}),  h_0 = c_0 = 0
 // ConvLSTM2D, x (N,T,H,W,C), kernel W (KH,KW,C,G*F), recurrent kernel R (KH,KW,F,G*F), b (G*F):
 //   z_t = conv(x_t, W, padding) + b + conv(h_{t-1}, R, same),  stride 1
-// The input products of all timesteps are one matmul / one convolution over (N*T, ...).
+// The input products of all timesteps are one matmul / one convolution over (N*T, ...). The
+// LSTM's recurrence is then one op, ops::lstm_recurrence (one kernel forward, one backward, up
+// to kLstmSequenceMaxUnits units; step by step beyond).
 //
 // Dropout (training only, Keras): `dropout` masks the input and `recurrent_dropout` masks
 // h_{t-1}, one mask per gate drawn once per sequence and shared by all timesteps; each gate's
@@ -31,7 +33,7 @@ struct RecurrentOptions {
   float dropout = 0.0f;
   float recurrent_dropout = 0.0f;
   bool training = false;
-  Generator* rng = nullptr;  // required when training with a dropout rate > 0
+  Generator* rng = nullptr;          // required when training with a dropout rate > 0
   Padding padding = Padding::Valid;  // ConvLSTM2D input convolution
 };
 

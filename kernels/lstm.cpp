@@ -21,6 +21,7 @@
 // unwanted outputs go to a scratch row, so no loop carries a branch.
 #include "kernels/lstm.h"
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -58,11 +59,11 @@ void forward_rows(T* h, T* c, T* gates, const T* z, const T* c_prev, int64_t M, 
     const SpareRows<T> spare(U);
 #pragma omp for
     for (int64_t m = 0; m < M; ++m) {
-      const T* __restrict zr = z + m * 4 * U;                                    // (G*U)
+      const T* __restrict zr = z + m * 4 * U;                                  // (G*U)
       const T* __restrict cp = c_prev ? c_prev + m * U : spare.zeros.data();   // (U)
-      T* __restrict gr = gates + m * 4 * U;                                      // (G*U)
-      T* __restrict cr = c + m * U;                                              // (U)
-      T* __restrict hr = h + m * U;                                              // (U)
+      T* __restrict gr = gates + m * 4 * U;                                    // (G*U)
+      T* __restrict cr = c + m * U;                                            // (U)
+      T* __restrict hr = h + m * U;                                            // (U)
       for (int64_t j = 0; j < 2 * U; ++j) gr[j] = activate(zr[j], rec());      // i, f
       for (int64_t j = 2 * U; j < 3 * U; ++j) gr[j] = activate(zr[j], act());  // g
       for (int64_t j = 3 * U; j < 4 * U; ++j) gr[j] = activate(zr[j], rec());  // o
@@ -87,13 +88,13 @@ void backward_rows(T* dz, T* dc_prev, const T* dh, const T* dc, const T* gates, 
     SpareRows<T> spare(U);
 #pragma omp for
     for (int64_t m = 0; m < M; ++m) {
-      const T* __restrict gr = gates + m * 4 * U;                                  // (G*U)
-      const T* __restrict cr = c + m * U;                                          // (U)
-      const T* __restrict dhr = dh + m * U;                                        // (U)
-      const T* __restrict dcr = dc ? dc + m * U : spare.zeros.data();            // (U)
-      const T* __restrict cpr = c_prev ? c_prev + m * U : spare.zeros.data();    // (U)
-      T* __restrict dcp = dc_prev ? dc_prev + m * U : spare.scratch.data();      // (U)
-      T* __restrict dzr = dz + m * 4 * U;                                          // (G*U)
+      const T* __restrict gr = gates + m * 4 * U;                              // (G*U)
+      const T* __restrict cr = c + m * U;                                      // (U)
+      const T* __restrict dhr = dh + m * U;                                    // (U)
+      const T* __restrict dcr = dc ? dc + m * U : spare.zeros.data();          // (U)
+      const T* __restrict cpr = c_prev ? c_prev + m * U : spare.zeros.data();  // (U)
+      T* __restrict dcp = dc_prev ? dc_prev + m * U : spare.scratch.data();    // (U)
+      T* __restrict dzr = dz + m * 4 * U;                                      // (G*U)
       const T* __restrict ig = gr;
       const T* __restrict fg = gr + U;
       const T* __restrict gg = gr + 2 * U;
@@ -119,19 +120,26 @@ void dispatch(int64_t U, Activation act, Activation rec, Run&& run) {
       (rec == Activation::Sigmoid || rec == Activation::HardSigmoid || rec == Activation::HardSigmoidKeras3);
   if (!specialised) return run(std::integral_constant<int, 0>{}, Runtime{act}, Runtime{rec});
   auto with_rec = [&](auto units) {
-    if (rec == Activation::Sigmoid) return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::Sigmoid>{});
+    if (rec == Activation::Sigmoid)
+      return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::Sigmoid>{});
     if (rec == Activation::HardSigmoidKeras3) {
       return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::HardSigmoidKeras3>{});
     }
     return run(units, Fixed<Activation::Tanh>{}, Fixed<Activation::HardSigmoid>{});
   };
   switch (U) {  // the unit counts of the seeds' LSTM and ConvLSTM2D layers
-    case 4: return with_rec(std::integral_constant<int, 4>{});
-    case 8: return with_rec(std::integral_constant<int, 8>{});
-    case 16: return with_rec(std::integral_constant<int, 16>{});
-    case 32: return with_rec(std::integral_constant<int, 32>{});
-    case 64: return with_rec(std::integral_constant<int, 64>{});
-    default: return with_rec(std::integral_constant<int, 0>{});
+    case 4:
+      return with_rec(std::integral_constant<int, 4>{});
+    case 8:
+      return with_rec(std::integral_constant<int, 8>{});
+    case 16:
+      return with_rec(std::integral_constant<int, 16>{});
+    case 32:
+      return with_rec(std::integral_constant<int, 32>{});
+    case 64:
+      return with_rec(std::integral_constant<int, 64>{});
+    default:
+      return with_rec(std::integral_constant<int, 0>{});
   }
 }
 
@@ -148,6 +156,84 @@ void lstm_cell_backward(const LstmCellBackward<float>& k) {
     backward_rows<decltype(units)::value>(k.dz, k.dc_prev, k.dh, k.dc, k.gates, k.c, k.c_prev, k.M, k.U, a,
                                           r);
   });
+}
+
+// The sequence rows run one sample per thread, over threads once the recurrent products of all
+// samples pass kParallelMin multiply-adds.
+void lstm_sequence_forward(const LstmSequenceForward<float>& k) {
+  const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U;
+  const Activation act = k.act, rec = k.rec_act;
+#pragma omp parallel for if (N * S * U * GU > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t t = 0; t < S; ++t) {
+      const int64_t row = n * S + t;
+      // The pre-activations go where the activated gates will be, and are activated in place.
+      float* __restrict z = k.gates + row * GU;  // (G*U)
+      float* h = k.h_prev + row * U;             // (U) written by step t-1
+      std::copy(k.xz + row * GU, k.xz + (row + 1) * GU, z);
+      if (t == 0) {
+        std::fill(h, h + U, 0.0f);
+      } else {
+        for (int64_t u = 0; u < U;
+             ++u) {  // row u of R at a time: the inner loop runs along the gate's columns
+          for (int64_t gate = 0; gate < 4; ++gate) {
+            const float hm = h[u] * (k.masks ? k.masks[(gate * N + n) * U + u] : 1.0f);
+            const float* __restrict r = k.R + u * GU + gate * U;
+            float* __restrict zg = z + gate * U;
+            for (int64_t v = 0; v < U; ++v) zg[v] += hm * r[v];
+          }
+        }
+      }
+      const float* c_prev = t > 0 ? k.c + (row - 1) * U : nullptr;
+      for (int64_t u = 0; u < U; ++u) {
+        const LstmUnit<float> s = lstm_unit_forward(z[u], z[U + u], z[2 * U + u], z[3 * U + u],
+                                                    c_prev ? c_prev[u] : 0.0f, act, rec);
+        z[u] = s.i, z[U + u] = s.f, z[2 * U + u] = s.g, z[3 * U + u] = s.o;
+        k.c[row * U + u] = s.c;
+        if (t + 1 < S) k.h_prev[(row + 1) * U + u] = s.h;
+        if (k.h_seq) k.h_seq[row * U + u] = s.h;
+        if (k.h_last && t == S - 1) k.h_last[n * U + u] = s.h;
+      }
+    }
+  }
+}
+
+void lstm_sequence_backward(const LstmSequenceBackward<float>& k) {
+  const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U;
+  const Activation act = k.act, rec = k.rec_act;
+#pragma omp parallel for if (N * S * U * GU > kParallelMin)
+  for (int64_t n = 0; n < N; ++n) {
+    thread_local std::vector<float> state;
+    state.assign(static_cast<size_t>(2 * U), 0.0f);
+    float* __restrict dh_next = state.data();  // (U) the gradient reaching h_t through z_{t+1}
+    float* __restrict dc = dh_next + U;        // (U) the gradient reaching c_t from c_{t+1}
+    for (int64_t t = S - 1; t >= 0; --t) {
+      const int64_t row = n * S + t;
+      const float* __restrict gates = k.gates + row * GU;
+      float* __restrict dz = k.dz + row * GU;
+      for (int64_t u = 0; u < U; ++u) {
+        const float from_above =
+            k.dh_seq ? k.dh_seq[row * U + u] : (t == S - 1 ? k.dh_last[n * U + u] : 0.0f);
+        const LstmUnit<float> s{gates[u],         gates[U + u],     gates[2 * U + u],
+                                gates[3 * U + u], k.c[row * U + u], 0.0f};
+        const float c_prev = t > 0 ? k.c[(row - 1) * U + u] : 0.0f;
+        const LstmUnitGrad<float> d = lstm_unit_backward(from_above + dh_next[u], dc[u], s, c_prev, act, rec);
+        dz[u] = d.dz_i, dz[U + u] = d.dz_f, dz[2 * U + u] = d.dz_c, dz[3 * U + u] = d.dz_o;
+        dc[u] = d.dc_prev;
+      }
+      if (t == 0) break;
+      for (int64_t u = 0; u < U; ++u) {  // dh_next[u] = sum over the gates of m_g[u] (dz_g . R_g[u, .])
+        const float* __restrict r = k.R + u * GU;
+        float acc = 0.0f;
+        for (int64_t gate = 0; gate < 4; ++gate) {
+          float dot = 0.0f;
+          for (int64_t v = 0; v < U; ++v) dot += dz[gate * U + v] * r[gate * U + v];
+          acc += k.masks ? dot * k.masks[(gate * N + n) * U + u] : dot;
+        }
+        dh_next[u] = acc;
+      }
+    }
+  }
 }
 
 }  // namespace hisvid::cpu
@@ -201,9 +287,89 @@ void lstm_cell_backward(const LstmCellBackward<T>& k) {
   }
 }
 
+// Sample by sample, step by step: z_t = xz_t + per gate (h_{t-1} m_g) R_g (nothing at t = 0),
+// then the gate step of every unit, as lstm_cell_forward writes it.
+template <typename T>
+void lstm_sequence_forward(const LstmSequenceForward<T>& k) {
+  const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U;
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<T> h(static_cast<size_t>(U), T(0)), c(static_cast<size_t>(U), T(0)),
+        z(static_cast<size_t>(GU));
+    for (int64_t t = 0; t < S; ++t) {
+      const int64_t row = n * S + t;
+      for (int64_t j = 0; j < GU; ++j) {
+        T acc = k.xz[row * GU + j];
+        if (t > 0) {
+          const int64_t gate = j / U;
+          for (int64_t u = 0; u < U; ++u) {
+            const T m = k.masks ? k.masks[(gate * N + n) * U + u] : T(1);
+            acc += (h[u] * m) * k.R[u * GU + j];
+          }
+        }
+        z[j] = acc;
+      }
+      for (int64_t u = 0; u < U; ++u) {
+        k.h_prev[row * U + u] = h[u];
+        const T i = activate(z[u], k.rec_act);
+        const T f = activate(z[U + u], k.rec_act);
+        const T g = activate(z[2 * U + u], k.act);
+        const T o = activate(z[3 * U + u], k.rec_act);
+        c[u] = f * c[u] + i * g;
+        h[u] = o * activate(c[u], k.act);
+        T* gates = k.gates + row * GU;
+        gates[u] = i, gates[U + u] = f, gates[2 * U + u] = g, gates[3 * U + u] = o;
+        k.c[row * U + u] = c[u];
+        if (k.h_seq) k.h_seq[row * U + u] = h[u];
+        if (k.h_last && t == S - 1) k.h_last[n * U + u] = h[u];
+      }
+    }
+  }
+}
+
+// Backpropagation through time, t = T-1 .. 0: the gradient reaching h_t is the one from above
+// plus the one through z_{t+1}, dh_t = sum_j dz_{t+1}[j] m_g(j) R[., j]; the gradient reaching c_t
+// comes from c_{t+1} (dc_prev of the step after).
+template <typename T>
+void lstm_sequence_backward(const LstmSequenceBackward<T>& k) {
+  const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U;
+  for (int64_t n = 0; n < N; ++n) {
+    std::vector<T> dh_next(static_cast<size_t>(U), T(0)), dc(static_cast<size_t>(U), T(0));
+    for (int64_t t = S - 1; t >= 0; --t) {
+      const int64_t row = n * S + t;
+      const T* gates = k.gates + row * GU;  // (G*U) [i | f | g | o]
+      T* dz = k.dz + row * GU;              // (G*U)
+      for (int64_t u = 0; u < U; ++u) {
+        const T from_above = k.dh_seq ? k.dh_seq[row * U + u] : (t == S - 1 ? k.dh_last[n * U + u] : T(0));
+        const T dh = from_above + dh_next[u];
+        const T i = gates[u], f = gates[U + u], g = gates[2 * U + u], o = gates[3 * U + u];
+        const T c_prev = t > 0 ? k.c[(row - 1) * U + u] : T(0);
+        const T a = activate(k.c[row * U + u], k.act);
+        const T dc_total = dc[u] + dh * o * activation_grad_from_output(a, k.act);
+        dz[u] = dc_total * g * activation_grad_from_output(i, k.rec_act);
+        dz[U + u] = dc_total * c_prev * activation_grad_from_output(f, k.rec_act);
+        dz[2 * U + u] = dc_total * i * activation_grad_from_output(g, k.act);
+        dz[3 * U + u] = dh * a * activation_grad_from_output(o, k.rec_act);
+        dc[u] = dc_total * f;
+      }
+      for (int64_t u = 0; u < U; ++u) {
+        T acc = T(0);
+        for (int64_t j = 0; j < GU; ++j) {
+          const T m = k.masks ? k.masks[(j / U * N + n) * U + u] : T(1);
+          acc += dz[j] * m * k.R[u * GU + j];
+        }
+        dh_next[u] = acc;
+      }
+    }
+  }
+}
+
 template void lstm_cell_forward<float>(const LstmCellForward<float>&);
 template void lstm_cell_forward<double>(const LstmCellForward<double>&);
 template void lstm_cell_backward<float>(const LstmCellBackward<float>&);
 template void lstm_cell_backward<double>(const LstmCellBackward<double>&);
+template void lstm_sequence_forward<float>(const LstmSequenceForward<float>&);
+template void lstm_sequence_forward<double>(const LstmSequenceForward<double>&);
+template void lstm_sequence_backward<float>(const LstmSequenceBackward<float>&);
+template void lstm_sequence_backward<double>(const LstmSequenceBackward<double>&);
 
 }  // namespace hisvid::naive

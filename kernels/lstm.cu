@@ -1,6 +1,12 @@
-// CUDA versions of kernels/lstm.h: one thread per (row, unit), the four gates of that unit
-// read from the four U-wide blocks of the row. Math through the shared helpers of
-// kernels/common.h (activate, activation_grad_from_output), so it is the CPU's math.
+// CUDA versions of kernels/lstm.h. The gate step: one thread per (row, unit), the four gates
+// of that unit read from the four U-wide blocks of the row. The sequence: one block per
+// sample for all T steps (persistent), its state and R in shared memory. Math through the
+// shared helpers of kernels/common.h and kernels/lstm.h (activate, lstm_unit_forward, ...), so
+// it is the CPU's math.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
 #include "kernels/cuda_context.h"
 #include "kernels/lstm.h"
 
@@ -58,7 +64,150 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
   }
 }
 
+// --- the whole sequence, one block per sample ---------------------------------------------
+
+// Shared memory a block may take without opting in; R joins the state there when both fit.
+constexpr size_t kSharedBytes = 48 * 1024;
+
+void check_units(const char* kernel, int64_t U) {
+  if (U > kLstmSequenceMaxUnits) {
+    throw std::invalid_argument(std::string(kernel) + ": " + std::to_string(U) +
+                                " units; one block's shared memory holds the state of at most " +
+                                std::to_string(kLstmSequenceMaxUnits));
+  }
+}
+
+// Threads of a sequence block: one per column of z (G*U), whole warps, at most 1024.
+unsigned sequence_threads(int64_t U) {
+  return static_cast<unsigned>(std::min<int64_t>(1024, (4 * U + 31) / 32 * 32));
+}
+
+// Per step, two phases between barriers: every column j of z_t = xz_t + (h_{t-1} m_g) R_g
+// (thread j, U multiply-adds with R read down column j), then every unit's gate step (thread u),
+// which also writes h_t times each gate's mask for the next step's columns.
+// Shared: hm (G*U), z (G*U), h (U), c (U), then R (U,G*U) when r_shared.
+__global__ void lstm_sequence_forward_kernel(LstmSequenceForward<float> k, bool r_shared) {
+  extern __shared__ float shared[];
+  const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U, n = blockIdx.x;
+  float* hm = shared;
+  float* z = hm + GU;
+  float* h = z + GU;
+  float* c = h + U;
+  float* Rs = c + U;
+  if (r_shared) {
+    for (int64_t i = threadIdx.x; i < U * GU; i += blockDim.x) Rs[i] = k.R[i];
+  }
+  for (int64_t u = threadIdx.x; u < U; u += blockDim.x) h[u] = 0.0f, c[u] = 0.0f;
+  const float* R = r_shared ? Rs : k.R;
+  __syncthreads();
+  for (int64_t t = 0; t < S; ++t) {
+    const int64_t row = n * S + t;
+    for (int64_t j = threadIdx.x; j < GU; j += blockDim.x) {
+      float acc = k.xz[row * GU + j];
+      if (t > 0) {
+        const float* hg = hm + (j / U) * U;  // (U) h_{t-1} times the mask of j's gate
+        const float* r = R + j;              // column j of R, stride G*U
+        for (int64_t u = 0; u < U; ++u, r += GU) acc += hg[u] * *r;
+      }
+      z[j] = acc;
+    }
+    __syncthreads();
+    for (int64_t u = threadIdx.x; u < U; u += blockDim.x) {
+      const LstmUnit<float> s =
+          lstm_unit_forward(z[u], z[U + u], z[2 * U + u], z[3 * U + u], c[u], k.act, k.rec_act);
+      float* gates = k.gates + row * GU;
+      gates[u] = s.i, gates[U + u] = s.f, gates[2 * U + u] = s.g, gates[3 * U + u] = s.o;
+      k.c[row * U + u] = s.c;
+      k.h_prev[row * U + u] = h[u];
+      if (k.h_seq != nullptr) k.h_seq[row * U + u] = s.h;
+      if (k.h_last != nullptr && t == S - 1) k.h_last[n * U + u] = s.h;
+      c[u] = s.c;
+      h[u] = s.h;
+      for (int64_t gate = 0; gate < 4; ++gate) {
+        hm[gate * U + u] = k.masks != nullptr ? s.h * k.masks[(gate * N + n) * U + u] : s.h;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Per step t = T-1 .. 0: every unit's gradients (thread u), taking the gradient reaching h_t
+// through z_{t+1} as the four gate partials of the step after, then every (gate, unit) partial
+// m_g[u] (dz_g . R_g[u, .]) for the step before (thread g*U + u, R read transposed so that a
+// warp's threads read consecutive words). Shared: dz (G*U), part (G*U), dc (U), then R
+// transposed (G*U,U+1) when r_shared, its rows padded by one word so that the transposing
+// stores of a warp fall in different banks too.
+__global__ void lstm_sequence_backward_kernel(LstmSequenceBackward<float> k, bool r_shared) {
+  extern __shared__ float shared[];
+  const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U, n = blockIdx.x;
+  float* dz = shared;
+  float* part = dz + GU;
+  float* dc = part + GU;
+  float* Rt = dc + U;
+  if (r_shared) {
+    for (int64_t i = threadIdx.x; i < U * GU; i += blockDim.x) Rt[(i % GU) * (U + 1) + i / GU] = k.R[i];
+  }
+  for (int64_t u = threadIdx.x; u < U; u += blockDim.x) dc[u] = 0.0f;
+  __syncthreads();
+  for (int64_t t = S - 1; t >= 0; --t) {
+    const int64_t row = n * S + t;
+    for (int64_t u = threadIdx.x; u < U; u += blockDim.x) {
+      float dh = k.dh_seq != nullptr ? k.dh_seq[row * U + u] : (t == S - 1 ? k.dh_last[n * U + u] : 0.0f);
+      if (t < S - 1) dh += part[u] + part[U + u] + part[2 * U + u] + part[3 * U + u];
+      const float* gates = k.gates + row * GU;
+      const LstmUnit<float> s{gates[u],         gates[U + u],     gates[2 * U + u],
+                              gates[3 * U + u], k.c[row * U + u], 0.0f};
+      const float c_prev = t > 0 ? k.c[(row - 1) * U + u] : 0.0f;
+      const LstmUnitGrad<float> d = lstm_unit_backward(dh, dc[u], s, c_prev, k.act, k.rec_act);
+      float* dzr = k.dz + row * GU;
+      dzr[u] = dz[u] = d.dz_i;
+      dzr[U + u] = dz[U + u] = d.dz_f;
+      dzr[2 * U + u] = dz[2 * U + u] = d.dz_c;
+      dzr[3 * U + u] = dz[3 * U + u] = d.dz_o;
+      dc[u] = d.dc_prev;
+    }
+    __syncthreads();
+    if (t == 0) break;  // the same t in every thread
+    for (int64_t idx = threadIdx.x; idx < GU; idx += blockDim.x) {
+      const int64_t gate = idx / U, u = idx - gate * U;
+      const float* dzg = dz + gate * U;
+      float dot = 0.0f;
+      if (r_shared) {
+        const float* r = Rt + gate * U * (U + 1) + u;  // R[u, gate*U + v] at Rt[(gate*U + v)*(U+1) + u]
+        for (int64_t v = 0; v < U; ++v, r += U + 1) dot += dzg[v] * *r;
+      } else {
+        const float* r = k.R + u * GU + gate * U;
+        for (int64_t v = 0; v < U; ++v) dot += dzg[v] * r[v];
+      }
+      part[idx] = k.masks != nullptr ? dot * k.masks[(gate * N + n) * U + u] : dot;
+    }
+    __syncthreads();
+  }
+}
+
+// One block per sample, with the state's bytes of shared memory and R's too where both fit.
+template <typename Args>
+void launch_sequence(void (*kernel)(Args, bool), const Args& k, const char* name, size_t state, size_t R,
+                     cudaStream_t stream) {
+  if (k.N <= 0 || k.steps <= 0 || k.U <= 0) return;
+  check_units(name, k.U);
+  const bool r_shared = state + R <= kSharedBytes;
+  kernel<<<static_cast<unsigned>(k.N), sequence_threads(k.U), r_shared ? state + R : state, stream>>>(
+      k, r_shared);
+  HISVID_CHECK_LAUNCH();
+}
+
 }  // namespace
+
+void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream) {
+  launch_sequence(lstm_sequence_forward_kernel, k, "lstm_sequence_forward",
+                  (2 * 4 * k.U + 2 * k.U) * sizeof(float), k.U * 4 * k.U * sizeof(float), stream);
+}
+
+void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream) {
+  launch_sequence(lstm_sequence_backward_kernel, k, "lstm_sequence_backward",
+                  (2 * 4 * k.U + k.U) * sizeof(float), (k.U + 1) * 4 * k.U * sizeof(float), stream);
+}
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {
   if (k.M <= 0 || k.U <= 0) return;

@@ -69,6 +69,117 @@ struct LstmCellBackward {
   }
 };
 
+// The whole recurrence of an LSTM layer, after the input products: for each sample n and
+// t = 0 .. T-1, with h_{-1} = c_{-1} = 0,
+//
+//   z_t = xz_t                                                     (t = 0)
+//   z_t = xz_t + [(h_{t-1} m_i) R_i | (h_{t-1} m_f) R_f | (h_{t-1} m_c) R_c | (h_{t-1} m_o) R_o]
+//   (h_t, c_t) = the gate step above, from z_t and c_{t-1}
+//
+// where R_g is gate g's U columns of the recurrent kernel R (U,G*U) and m_g the recurrent
+// dropout mask of gate g for the sample (all ones without masks). One call per layer and
+// direction instead of T matrix products and T gate steps: on CUDA one block per sample keeps
+// R and the state on chip for all T steps (a persistent RNN, Diamos et al. 2016). The weight
+// gradient of R is one matrix product of h_prev and dz, outside (engine/ops_nn.cpp).
+// The CUDA rows keep one sample's state (about 10 floats per unit) in 48 KiB of shared memory.
+constexpr int64_t kLstmSequenceMaxUnits = 1024;
+
+template <typename T>
+struct LstmSequenceForward {
+  static constexpr const char* kName = "lstm_sequence_forward";
+  T* h_prev = nullptr;              // (N,T,U) the h entering step t: zeros at t = 0
+  T* c = nullptr;                   // (N,T,U)
+  T* gates = nullptr;               // (N,T,G*U) activated [i | f | g | o]
+  T* h_seq = nullptr;               // (N,T,U) every h_t, skipped when null
+  T* h_last = nullptr;              // (N,U) h_{T-1}, skipped when null
+  const T* xz = nullptr;            // (N,T,G*U) x_t W + b
+  const T* R = nullptr;             // (U,G*U)
+  const T* masks = nullptr;         // (G,N,U) recurrent dropout masks, null: none
+  int64_t N = 0, steps = 0, U = 0;  // steps: T
+  Activation act = Activation::Tanh, rec_act = Activation::Sigmoid;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("h_prev", h_prev, N * steps * U);
+    v.out("c", c, N * steps * U);
+    v.out("gates", gates, N * steps * 4 * U);
+    v.out("h_seq", h_seq, N * steps * U);
+    v.out("h_last", h_last, N * U);
+    v.in("xz", xz, N * steps * 4 * U);
+    v.in("R", R, U * 4 * U);
+    v.in("masks", masks, 4 * N * U);
+  }
+};
+
+// dz (N,T,G*U) (=), the gradient of every z_t (and so of xz_t), from the gradient reaching the
+// layer's output from above: dh_seq (N,T,U) for every h_t, or dh_last (N,U) for h_{T-1} alone
+// (exactly one of them is given), with gates and c from forward.
+template <typename T>
+struct LstmSequenceBackward {
+  static constexpr const char* kName = "lstm_sequence_backward";
+  T* dz = nullptr;
+  const T* dh_seq = nullptr;
+  const T* dh_last = nullptr;
+  const T* gates = nullptr;
+  const T* c = nullptr;
+  const T* R = nullptr;
+  const T* masks = nullptr;
+  int64_t N = 0, steps = 0, U = 0;
+  Activation act = Activation::Tanh, rec_act = Activation::Sigmoid;
+  template <typename V>
+  void buffers(V& v) {
+    v.out("dz", dz, N * steps * 4 * U);
+    v.in("dh_seq", dh_seq, N * steps * U);
+    v.in("dh_last", dh_last, N * U);
+    v.in("gates", gates, N * steps * 4 * U);
+    v.in("c", c, N * steps * U);
+    v.in("R", R, U * 4 * U);
+    v.in("masks", masks, 4 * N * U);
+  }
+};
+
+// One unit of the gate step, the math the tuned rows and the CUDA rows of both kernels share.
+template <typename T>
+struct LstmUnit {
+  T i, f, g, o;  // activated gates
+  T c, h;
+};
+
+template <typename T>
+HISVID_HD LstmUnit<T> lstm_unit_forward(T z_i, T z_f, T z_c, T z_o, T c_prev, Activation act,
+                                        Activation rec_act) {
+  LstmUnit<T> s;
+  s.i = activate(z_i, rec_act);
+  s.f = activate(z_f, rec_act);
+  s.g = activate(z_c, act);
+  s.o = activate(z_o, rec_act);
+  s.c = s.f * c_prev + s.i * s.g;
+  s.h = s.o * activate(s.c, act);
+  return s;
+}
+
+// The unit's pre-activation gradients and the gradient reaching c_prev, from dh reaching h and
+// dc reaching c from the next step, with a = act(c):
+//   dc_total = dc + dh o act'(c),  dz_i = dc_total g rec'(i),  dz_f = dc_total c_prev rec'(f),
+//   dz_c = dc_total i act'(g),  dz_o = dh a rec'(o),  dc_prev = dc_total f
+template <typename T>
+struct LstmUnitGrad {
+  T dz_i, dz_f, dz_c, dz_o, dc_prev;
+};
+
+template <typename T>
+HISVID_HD LstmUnitGrad<T> lstm_unit_backward(T dh, T dc, const LstmUnit<T>& s, T c_prev, Activation act,
+                                             Activation rec_act) {
+  const T a = activate(s.c, act);
+  const T dc_total = dc + dh * s.o * activation_grad_from_output(a, act);
+  LstmUnitGrad<T> d;
+  d.dz_i = dc_total * s.g * activation_grad_from_output(s.i, rec_act);
+  d.dz_f = dc_total * c_prev * activation_grad_from_output(s.f, rec_act);
+  d.dz_c = dc_total * s.i * activation_grad_from_output(s.g, act);
+  d.dz_o = dh * a * activation_grad_from_output(s.o, rec_act);
+  d.dc_prev = dc_total * s.f;
+  return d;
+}
+
 }  // namespace hisvid
 
 namespace hisvid::naive {
@@ -77,6 +188,10 @@ template <typename T>
 void lstm_cell_forward(const LstmCellForward<T>& k);
 template <typename T>
 void lstm_cell_backward(const LstmCellBackward<T>& k);
+template <typename T>
+void lstm_sequence_forward(const LstmSequenceForward<T>& k);
+template <typename T>
+void lstm_sequence_backward(const LstmSequenceBackward<T>& k);
 
 }  // namespace hisvid::naive
 
@@ -86,6 +201,10 @@ namespace hisvid::cpu {
 
 void lstm_cell_forward(const LstmCellForward<float>& k);
 void lstm_cell_backward(const LstmCellBackward<float>& k);
+// One sample per thread, its steps in order; the recurrent product row by row of R, so that the
+// inner loop runs along the G*U columns.
+void lstm_sequence_forward(const LstmSequenceForward<float>& k);
+void lstm_sequence_backward(const LstmSequenceBackward<float>& k);
 
 }  // namespace hisvid::cpu
 
@@ -94,6 +213,11 @@ namespace hisvid::cuda {
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream);
 void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
+// Persistent: one block per sample runs all T steps, R and the state in shared memory
+// (R stays in global memory, cached, where it does not fit in 48 KiB beside the state: from 54
+// units backward, 55 forward).
+void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream);
+void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -1,4 +1,5 @@
 // kernels/lstm_table.cpp — the rows of the LSTM gate step and their harness cases.
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -15,11 +16,18 @@ const bool rows = register_rows(host_row<naive::lstm_cell_forward<float>>(Backen
                                 host_row<naive::lstm_cell_forward<double>>(Backend::Naive, "naive"),
                                 host_row<naive::lstm_cell_backward<float>>(Backend::Naive, "naive"),
                                 host_row<naive::lstm_cell_backward<double>>(Backend::Naive, "naive"),
+                                host_row<naive::lstm_sequence_forward<float>>(Backend::Naive, "naive"),
+                                host_row<naive::lstm_sequence_forward<double>>(Backend::Naive, "naive"),
+                                host_row<naive::lstm_sequence_backward<float>>(Backend::Naive, "naive"),
+                                host_row<naive::lstm_sequence_backward<double>>(Backend::Naive, "naive"),
                                 host_row<cpu::lstm_cell_forward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::lstm_cell_backward>(Backend::Cpu, "cpu"));
+                                host_row<cpu::lstm_cell_backward>(Backend::Cpu, "cpu"),
+                                host_row<cpu::lstm_sequence_forward>(Backend::Cpu, "cpu"),
+                                host_row<cpu::lstm_sequence_backward>(Backend::Cpu, "cpu"));
 #ifdef HISVID_WITH_CUDA
-const bool cuda_rows =
-    register_rows(cuda_row<cuda::lstm_cell_forward>("cuda"), cuda_row<cuda::lstm_cell_backward>("cuda"));
+const bool cuda_rows = register_rows(
+    cuda_row<cuda::lstm_cell_forward>("cuda"), cuda_row<cuda::lstm_cell_backward>("cuda"),
+    cuda_row<cuda::lstm_sequence_forward>("cuda"), cuda_row<cuda::lstm_sequence_backward>("cuda"));
 #endif
 
 // first_step: no c_prev (and no dc_prev); last_step: no dc from a next step.
@@ -85,6 +93,98 @@ const bool cases = [] {
           f.h = h.data(), f.c = harness::writable(a.c), f.gates = harness::writable(a.gates), f.z = z.data();
           f.c_prev = a.c_prev, f.M = s.M, f.U = s.U, f.act = s.act, f.rec_act = s.rec_act;
           naive::lstm_cell_forward(f);
+        });
+  }
+  return harness::add_cases(forward) && harness::add_cases(backward);
+}();
+
+// --- the whole sequence ---------------------------------------------------------------------
+
+struct SequenceShape {
+  int64_t N, steps, U;
+  Activation act, rec_act;
+  bool masks;      // recurrent dropout masks
+  bool sequences;  // h of every step (dh_seq), or the last h alone (dh_last)
+};
+
+// clang-format off
+const SequenceShape kSequenceShapes[] = {
+    {1, 1, 1, Activation::Tanh, Activation::Sigmoid, false, true},        // one step of one unit
+    {3, 4, 5, Activation::Tanh, Activation::Sigmoid, false, false},
+    {4, 20, 32, Activation::Tanh, Activation::Sigmoid, false, false},     // the LRCN's LSTM(32), batch 4
+    {32, 20, 32, Activation::Tanh, Activation::Sigmoid, false, false},    // ... and its evaluation batch
+    {2, 7, 33, Activation::Tanh, Activation::HardSigmoid, true, true},    // odd units, dropout masks
+    {3, 5, 64, Activation::Tanh, Activation::Sigmoid, true, false},       // R (64 KiB) outside shared memory
+    {2, 3, 54, Activation::Tanh, Activation::Sigmoid, false, false},      // R shared forward, not backward
+    {2, 3, 300, Activation::Tanh, Activation::Sigmoid, false, true},      // more columns (1200) than threads
+    {5, 6, 9, Activation::Tanh, Activation::HardSigmoidKeras3, true, false},
+    {3, 4, 3, Activation::Relu, Activation::Sigmoid, false, true},
+};
+// clang-format on
+
+std::string sequence_name(const SequenceShape& s) {
+  return "N" + std::to_string(s.N) + "_T" + std::to_string(s.steps) + "_U" + std::to_string(s.U) + "_" +
+         activation_label(s.act) + "_" + activation_label(s.rec_act) + (s.masks ? "_masks" : "") +
+         (s.sequences ? "_sequences" : "_last");
+}
+
+// Every step adds a gate step's rounding and a sum of up to G*U terms to the state, and the
+// later steps carry it on. With R scaled to a spectral radius below 1 (scale_recurrent) the
+// carried errors do not grow, so the error grows about linearly with T.
+double sequence_tolerance(const SequenceShape& s) {
+  return double(s.steps) * (harness::kFused + harness::sum_tolerance(4 * s.U));
+}
+
+// R uniform in [-1, 1) / sqrt(U), a trained LSTM's scale (Keras initialises R orthogonal), and
+// masks of recurrent dropout 0.25: 0 or 1/0.75.
+void scale_recurrent(const double* R, const double* masks, const SequenceShape& s) {
+  for (int64_t i = 0; i < s.U * 4 * s.U; ++i) harness::writable(R)[i] /= std::sqrt(double(s.U));
+  if (masks == nullptr) return;
+  for (int64_t i = 0; i < 4 * s.N * s.U; ++i) {
+    harness::writable(masks)[i] = philox_uniform(0x5EC, 2, uint64_t(i)) < 0.25 ? 0.0 : 1.0 / 0.75;
+  }
+}
+
+const bool sequence_cases = [] {
+  Cases<LstmSequenceForward> forward;
+  Cases<LstmSequenceBackward> backward;
+  for (const SequenceShape& s : kSequenceShapes) {
+    const double multiply_adds = double(s.N) * s.steps * s.U * 4 * s.U;
+    forward
+        .add(sequence_name(s),
+             [s](auto& a) {
+               a.N = s.N, a.steps = s.steps, a.U = s.U, a.act = s.act, a.rec_act = s.rec_act;
+               if (!s.masks) a.masks = nullptr;
+               if (s.sequences) a.h_last = nullptr;
+               if (!s.sequences) a.h_seq = nullptr;
+             })
+        .tol(sequence_tolerance(s))
+        .with_flops(2.0 * multiply_adds + 20.0 * s.N * s.steps * s.U)
+        .prepare_with([s](LstmSequenceForward<double>& a) {
+          scale_recurrent(a.R, a.masks, s);
+          spread_z(a.xz, s.N * s.steps * 4 * s.U);
+        });
+    // Backward from a forward pass's gates and c, so that they are consistent.
+    backward
+        .add(sequence_name(s),
+             [s](auto& a) {
+               a.N = s.N, a.steps = s.steps, a.U = s.U, a.act = s.act, a.rec_act = s.rec_act;
+               if (!s.masks) a.masks = nullptr;
+               if (s.sequences) a.dh_last = nullptr;
+               if (!s.sequences) a.dh_seq = nullptr;
+             })
+        .tol(sequence_tolerance(s))
+        .with_flops(2.0 * multiply_adds + 30.0 * s.N * s.steps * s.U)
+        .prepare_with([s](LstmSequenceBackward<double>& a) {
+          scale_recurrent(a.R, a.masks, s);
+          const size_t cells = static_cast<size_t>(s.N * s.steps * s.U);
+          std::vector<double> xz(4 * cells), h_prev(cells);
+          for (size_t i = 0; i < xz.size(); ++i) xz[i] = 6.0 * philox_uniform(0x5EC, 3, i) - 3.0;
+          LstmSequenceForward<double> f;
+          f.h_prev = h_prev.data(), f.c = harness::writable(a.c), f.gates = harness::writable(a.gates);
+          f.xz = xz.data(), f.R = a.R, f.masks = a.masks;
+          f.N = s.N, f.steps = s.steps, f.U = s.U, f.act = s.act, f.rec_act = s.rec_act;
+          naive::lstm_sequence_forward(f);
         });
   }
   return harness::add_cases(forward) && harness::add_cases(backward);

@@ -25,8 +25,11 @@ TEST(Errors, ElementwiseShapeMismatch) {
 
 TEST(Errors, DtypeMismatch) {
   expect_error([] { ops::add(f32({2}), Tensor::zeros({2}, DType::Float64)); }, {"add", "float32", "float64"});
-  expect_error([] { ops::matmul(f32({2, 2}), Tensor::zeros({2, 2}, DType::Float64)); },
-               {"matmul", "float32 (2, 2)", "float64 (2, 2)"});
+  expect_error(
+      [] {
+        ops::matmul(f32({2, 2}), Tensor::zeros({2, 2}, DType::Float64));
+      },
+      {"matmul", "float32 (2, 2)", "float64 (2, 2)"});
 }
 
 TEST(Errors, MatmulInnerDimensions) {
@@ -34,30 +37,70 @@ TEST(Errors, MatmulInnerDimensions) {
 }
 
 TEST(Errors, Conv2dShapes) {
-  expect_error([] { ops::conv2d(f32({1, 8, 8, 3}), f32({3, 3, 4, 16}), Tensor(), 1, 1, Padding::Same); },
-               {"conv2d", "(1, 8, 8, 3)", "(3, 3, 4, 16)", "channels"});
-  expect_error([] { ops::conv2d(f32({1, 2, 2, 3}), f32({3, 3, 3, 4}), Tensor(), 1, 1, Padding::Valid); },
-               {"conv2d", "(1, 2, 2, 3)", "smaller"});
-  expect_error([] { ops::conv2d(f32({1, 8, 8, 3}), f32({3, 3, 3, 4}), f32({5}), 1, 1, Padding::Same); },
-               {"conv2d", "bias", "(5,)"});
-  expect_error([] { ops::conv2d(f32({8, 8, 3}), f32({3, 3, 3, 4}), Tensor(), 1, 1, Padding::Same); },
-               {"conv2d", "(8, 8, 3)"});
+  expect_error(
+      [] {
+        ops::conv2d(f32({1, 8, 8, 3}), f32({3, 3, 4, 16}), Tensor(), 1, 1, Padding::Same);
+      },
+      {"conv2d", "(1, 8, 8, 3)", "(3, 3, 4, 16)", "channels"});
+  expect_error(
+      [] {
+        ops::conv2d(f32({1, 2, 2, 3}), f32({3, 3, 3, 4}), Tensor(), 1, 1, Padding::Valid);
+      },
+      {"conv2d", "(1, 2, 2, 3)", "smaller"});
+  expect_error(
+      [] {
+        ops::conv2d(f32({1, 8, 8, 3}), f32({3, 3, 3, 4}), f32({5}), 1, 1, Padding::Same);
+      },
+      {"conv2d", "bias", "(5,)"});
+  expect_error(
+      [] {
+        ops::conv2d(f32({8, 8, 3}), f32({3, 3, 3, 4}), Tensor(), 1, 1, Padding::Same);
+      },
+      {"conv2d", "(8, 8, 3)"});
 }
 
 TEST(Errors, PoolAndDropoutArguments) {
-  expect_error([] { ops::max_pool2d(f32({1, 3, 3, 1}), 4, 4, 4, 4, Padding::Valid); }, {"max_pool2d", "(1, 3, 3, 1)"});
+  expect_error(
+      [] {
+        ops::max_pool2d(f32({1, 3, 3, 1}), 4, 4, 4, 4, Padding::Valid);
+      },
+      {"max_pool2d", "(1, 3, 3, 1)"});
   expect_error([] { ops::dropout(f32({3}), 1.0f, RandomDraw{}); }, {"dropout", "rate"});
 }
 
 TEST(Errors, LstmAndLossShapes) {
-  expect_error([] { ops::lstm_cell(f32({2, 7}), Tensor(), Activation::Tanh, Activation::Sigmoid); },
-               {"lstm_cell", "(2, 7)"});
-  expect_error([] { ops::lstm_cell(f32({2, 8}), f32({2, 3}), Activation::Tanh, Activation::Sigmoid); },
-               {"lstm_cell", "c_prev", "(2, 2)", "(2, 3)"});
-  expect_error([] { ops::softmax_cross_entropy(f32({2, 4}), f32({2, 5})); },
-               {"softmax_cross_entropy", "(2, 4)", "(2, 5)"});
-  expect_error([] { lstm_sequence(f32({2, 3, 4}), {f32({5, 8}), f32({2, 8}), Tensor()}, RecurrentOptions()); },
-               {"lstm", "kernel", "(4, 8)", "(5, 8)"});
+  expect_error(
+      [] {
+        ops::lstm_cell(f32({2, 7}), Tensor(), Activation::Tanh, Activation::Sigmoid);
+      },
+      {"lstm_cell", "(2, 7)"});
+  expect_error(
+      [] {
+        ops::lstm_cell(f32({2, 8}), f32({2, 3}), Activation::Tanh, Activation::Sigmoid);
+      },
+      {"lstm_cell", "c_prev", "(2, 2)", "(2, 3)"});
+  expect_error(
+      [] {
+        ops::softmax_cross_entropy(f32({2, 4}), f32({2, 5}));
+      },
+      {"softmax_cross_entropy", "(2, 4)", "(2, 5)"});
+  expect_error(
+      [] {
+        lstm_sequence(f32({2, 3, 4}), {f32({5, 8}), f32({2, 8}), Tensor()}, RecurrentOptions());
+      },
+      {"lstm", "kernel", "(4, 8)", "(5, 8)"});
+  expect_error(
+      [] {
+        ops::lstm_recurrence(f32({2, 3, 12}), f32({2, 8}), Tensor(), Activation::Tanh, Activation::Sigmoid,
+                             false);
+      },
+      {"lstm_recurrence", "xz", "(2, 3, 8)", "(2, 3, 12)"});
+  expect_error(
+      [] {
+        ops::lstm_recurrence(f32({2, 3, 8}), f32({2, 8}), f32({4, 3, 2}), Activation::Tanh,
+                             Activation::Sigmoid, true);
+      },
+      {"lstm_recurrence", "masks", "(4, 2, 2)", "(4, 3, 2)"});
 }
 
 TEST(Errors, ShapeOps) {

@@ -281,6 +281,28 @@ TEST(GradCheck, LstmCell) {
   }
 }
 
+TEST(GradCheck, LstmRecurrence) {
+  const int64_t N = 3, T = 4, U = 5;
+  const Tensor xz = random_input({N, T, 4 * U}, 19, -2.0, 2.0), R = random_input({U, 4 * U}, 20, -0.5, 0.5);
+  std::vector<double> keep = random_input({4, N, U}, 21, 0.0, 1.0).to_vector();
+  for (double& m : keep) m = m < 0.3 ? 0.0 : 1.0 / 0.7;  // recurrent dropout 0.3
+  const Tensor masks = Tensor::from_vector(keep, {4, N, U}, DType::Float64);
+  for (Activation rec : {Activation::Sigmoid, Activation::HardSigmoid}) {
+    for (bool masked : {false, true}) {
+      for (bool sequences : {false, true}) {
+        SCOPED_TRACE(std::string(activation_label(rec)) + (masked ? " masks" : "") +
+                     (sequences ? " sequences" : " last"));
+        EXPECT_GRAD_OK(grad_check(
+            [&](const std::vector<Tensor>& in) {
+              return ops::lstm_recurrence(in[0], in[1], masked ? masks : Tensor(), Activation::Tanh, rec,
+                                          sequences);
+            },
+            {xz, R}));
+      }
+    }
+  }
+}
+
 TEST(GradCheck, BatchNorm) {
   const Tensor x = random_input({2, 3, 3, 4}, 19), gamma = random_input({4}, 20, 0.5, 1.5),
                beta = random_input({4}, 21);

@@ -3,10 +3,12 @@
 // every parameter.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/ops.h"
 #include "engine/recurrent.h"
+#include "kernels/lstm.h"
 #include "tests/gradcheck.h"
 #include "tests/tiny_models.h"
 
@@ -16,10 +18,11 @@ namespace {
 // float64 forward against float64 loops: only summation order differs.
 constexpr double kForwardTolerance = 1e-12;
 
-TEST(Recurrent, LstmForwardMatchesLoopReference) {
-  const int64_t N = 2, T = 4, D = 3, U = 5;
-  const Tensor x = random_input({N, T, D}, 1), W = random_input({D, 4 * U}, 2), R = random_input({U, 4 * U}, 3),
-               b = random_input({4 * U}, 4);
+// lstm_sequence (every h) of x (N,T,D) against plain loops, N = 2 and T = 4.
+void expect_lstm_matches_loops(int64_t D, int64_t U) {
+  const int64_t N = 2, T = 4;
+  const Tensor x = random_input({N, T, D}, 1), W = random_input({D, 4 * U}, 2),
+               R = random_input({U, 4 * U}, 3), b = random_input({4 * U}, 4);
   RecurrentOptions options;
   options.return_sequences = true;
   const std::vector<double> got = lstm_sequence(x, {W, R, b}, options).to_vector();
@@ -29,6 +32,7 @@ TEST(Recurrent, LstmForwardMatchesLoopReference) {
   const double* rs = R.data<double>();
   const double* bs = b.data<double>();
   auto sigmoid = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+  double worst = 0.0;
   for (int64_t n = 0; n < N; ++n) {
     std::vector<double> h(U, 0.0), c(U, 0.0);
     for (int64_t t = 0; t < T; ++t) {
@@ -44,10 +48,29 @@ TEST(Recurrent, LstmForwardMatchesLoopReference) {
                      o = sigmoid(z[3 * U + u]);
         c[u] = f * c[u] + i * g;
         h[u] = o * std::tanh(c[u]);
-        EXPECT_NEAR(got[(n * T + t) * U + u], h[u], kForwardTolerance) << "n=" << n << " t=" << t << " u=" << u;
+        worst = std::max(worst, std::abs(got[(n * T + t) * U + u] - h[u]));
       }
     }
   }
+  EXPECT_LE(worst, kForwardTolerance) << "D=" << D << " U=" << U;
+}
+
+TEST(Recurrent, LstmForwardMatchesLoopReference) { expect_lstm_matches_loops(3, 5); }
+
+// Beyond the units the one-kernel recurrence takes, the layer runs step by step.
+TEST(Recurrent, LstmBeyondTheRecurrenceKernelMatchesLoopReference) {
+  expect_lstm_matches_loops(2, kLstmSequenceMaxUnits + 1);
+}
+
+TEST(Recurrent, LstmBeyondTheRecurrenceKernelGradients) {
+  const int64_t U = kLstmSequenceMaxUnits + 1;
+  const Tensor x = random_input({1, 2, 2}, 21), W = random_input({2, 4 * U}, 22),
+               R = random_input({U, 4 * U}, 23, -0.05, 0.05), b = random_input({4 * U}, 24);
+  EXPECT_GRAD_OK(grad_check(
+      [](const std::vector<Tensor>& in) {
+        return lstm_sequence(in[0], {in[1], in[2], in[3]}, RecurrentOptions());
+      },
+      {x, W, R, b}, /*max_elements=*/12));
 }
 
 TEST(Recurrent, ConvLstmForwardMatchesLoopReference) {
