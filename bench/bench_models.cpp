@@ -2,7 +2,9 @@
 // backward, Adam) and per evaluation step (batch 32, Keras's evaluate default) of each zoo
 // model, on the CPU and, when one is present, on CUDA (synchronised at the step boundary,
 // so the time is the GPU's), where train_graph is the training step replayed from a CUDA
-// graph (models/training_step.h). Beside each: clips/s and the seeds' claim.
+// graph (models/training_step.h). Beside each: clips/s, the device operations queued per step
+// (engine/device.h, device_calls: what launch overhead grows with; a replayed graph step
+// counts only what runs outside the graph) and the seeds' claim.
 // Each benchmark runs 5 repetitions of at least 0.5 s (0.2 s on CUDA); the median is the figure.
 //   build/bench/hisvid_bench --benchmark_out=results.json --benchmark_out_format=json
 // Instead of the benchmarks, the per-layer breakdown of a training step (as `hisvid bench
@@ -52,10 +54,13 @@ void run(benchmark::State& state, const std::string& model, Device device, Step 
   runner.sync();
   hisvid::Allocator& memory = hisvid::allocator_for(device);
   memory.reset_peak();
+  const uint64_t calls_before = hisvid::device_calls();
   for (auto _ : state) {
     step();
     runner.sync();
   }
+  state.counters["calls_per_step"] =
+      static_cast<double>(hisvid::device_calls() - calls_before) / static_cast<double>(state.iterations());
   state.SetItemsProcessed(state.iterations() * batch);
   state.counters["clips_per_s"] =
       benchmark::Counter(static_cast<double>(state.iterations() * batch), benchmark::Counter::kIsRate);

@@ -134,13 +134,17 @@ bool cuda_available() { return cuda_unavailable_reason().empty(); }
 
 namespace {
 std::atomic<uint64_t> host_read_count{0};
+std::atomic<uint64_t> device_call_count{0};
 }  // namespace
 
 uint64_t host_reads() { return host_read_count.load(std::memory_order_relaxed); }
 void count_host_read() { host_read_count.fetch_add(1, std::memory_order_relaxed); }
+uint64_t device_calls() { return device_call_count.load(std::memory_order_relaxed); }
+void count_device_call() { device_call_count.fetch_add(1, std::memory_order_relaxed); }
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
+  count_device_call();
   if (dst_device.is_cpu() && !src_device.is_cpu()) count_host_read();
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     std::memcpy(dst, src, bytes);
@@ -151,6 +155,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 
 void zero_bytes(void* dst, Device device, size_t bytes) {
   if (bytes == 0) return;
+  count_device_call();
   if (device.is_cpu()) {
     std::memset(dst, 0, bytes);
     return;

@@ -103,4 +103,11 @@ void synchronize(Device device);
 uint64_t host_reads();
 void count_host_read();
 
+// How many device operations this process has queued: kernel-table calls (run_kernel), copies
+// and zero fills, counted alike on every device. On a GPU each is at least one launch (a cuBLAS
+// or cuDNN call may be a few), so a step's count is what its launch overhead grows with and
+// what a CUDA graph of the step replays; bench/bench_models.cpp reports it per step.
+uint64_t device_calls();
+void count_device_call();
+
 }  // namespace hisvid

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "engine/cuda_device.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
 #include "kernels/registry.h"
@@ -46,6 +47,7 @@ void run_kernel(const Args& args, Device device) {
     fail("{}: no kernel for {} on {} in this build", Args::kName,
          dtype_name(std::is_same_v<T, double> ? DType::Float64 : DType::Float32), device.str());
   }
+  count_device_call();
   row->run(args, launch);
 }
 

@@ -127,52 +127,35 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
   if (T < 1) fail("{}: input {} has no timesteps", layer, x.shape().str());
   check_weights(layer, x, w, Shape{KH, KW, C, kGates * F}, Shape{KH, KW, F, kGates * F});
 
-  const Padding padding = options.padding;
-  const Product input_conv = [padding](const Tensor& v, const Tensor& k) {
-    return ops::conv2d(v, k, Tensor(), 1, 1, padding);
-  };
-  const Product recurrent_conv = [](const Tensor& v, const Tensor& k) {
-    return ops::conv2d(v, k, Tensor(), 1, 1, Padding::Same);
-  };
+  // The input convolutions of all timesteps: one, or with input masks (shared by all
+  // timesteps) one per gate, of the masked inputs with the gate's slice of the kernel.
   const std::vector<Tensor> input_masks = gate_masks(layer, options.dropout, options, Shape{N, H, W, C}, x);
-  const std::vector<Tensor> kernel_slices =
-      input_masks.empty() ? std::vector<Tensor>() : gate_slices(w.kernel);
-
-  // Without input masks, the input convolutions of all timesteps are one convolution.
-  std::vector<Tensor> xz, xs;  // per timestep: (N,HO,WO,G*F) input products, or (N,H,W,C) inputs
+  Tensor xz;  // (N*T,HO,WO,G*F)
   if (input_masks.empty()) {
-    xz =
-        ops::unstack(ops::split_time(ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, padding), T), 1);
+    xz = ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, options.padding);
   } else {
-    xs = ops::unstack(x, 1);
+    const std::vector<Tensor> kernel_slices = gate_slices(w.kernel);
+    std::vector<Tensor> parts;
+    for (int g = 0; g < kGates; ++g) {
+      const Tensor masked = ops::merge_time(ops::mul(x, ops::repeat_steps(input_masks[g], T)));
+      parts.push_back(ops::conv2d(masked, kernel_slices[g], Tensor(), 1, 1, options.padding));
+    }
+    xz = ops::concat(parts, -1);
+    if (w.bias.defined()) xz = ops::bias_add(xz, w.bias);
   }
+  xz = ops::split_time(xz, T);  // (N,T,HO,WO,G*F)
 
-  Tensor h, c;
-  std::vector<Tensor> recurrent_masks, recurrent_slices, sequence;
-  for (int64_t t = 0; t < T; ++t) {
-    Tensor z;
-    if (input_masks.empty()) {
-      z = xz[t];
-    } else {
-      z = gated_product(xs[t], w.kernel, input_masks, kernel_slices, input_conv);
-      if (w.bias.defined()) z = ops::bias_add(z, w.bias);
-    }
-    const int64_t HO = z.dim(1), WO = z.dim(2);
-    if (t == 0) {
-      recurrent_masks = gate_masks(layer, options.recurrent_dropout, options, Shape{N, HO, WO, F}, x);
-      if (!recurrent_masks.empty()) recurrent_slices = gate_slices(w.recurrent_kernel);
-    }
-    if (h.defined()) {
-      z = ops::add(z,
-                   gated_product(h, w.recurrent_kernel, recurrent_masks, recurrent_slices, recurrent_conv));
-    }
-    const ops::LstmState state = ops::lstm_cell(ops::reshape(z, {N * HO * WO, kGates * F}), c,
-                                                options.activation, options.recurrent_activation);
-    h = ops::reshape(state.h, {N, HO, WO, F});
-    c = state.c;
-    if (options.return_sequences) sequence.push_back(ops::reshape(h, {N, 1, HO, WO, F}));
+  const int64_t HO = xz.dim(2), WO = xz.dim(3);
+  const std::vector<Tensor> recurrent_masks =
+      gate_masks(layer, options.recurrent_dropout, options, Shape{N, HO, WO, F}, x);
+  Tensor masks;  // (G,N,HO,WO,F)
+  if (!recurrent_masks.empty()) {
+    std::vector<Tensor> per_gate;
+    for (const Tensor& m : recurrent_masks) per_gate.push_back(ops::reshape(m, {1, N, HO, WO, F}));
+    masks = ops::concat(per_gate, 0);
   }
-  return options.return_sequences ? ops::concat(sequence, 1) : h;
+  return ops::convlstm_recurrence(xz, w.recurrent_kernel, masks, options.activation,
+                                  options.recurrent_activation, options.return_sequences);
 }
 
 }  // namespace hisvid

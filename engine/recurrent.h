@@ -6,8 +6,9 @@
 // ConvLSTM2D, x (N,T,H,W,C), kernel W (KH,KW,C,G*F), recurrent kernel R (KH,KW,F,G*F), b (G*F):
 //   z_t = conv(x_t, W, padding) + b + conv(h_{t-1}, R, same),  stride 1
 // The input products of all timesteps are one matmul / one convolution over (N*T, ...). The
-// LSTM's recurrence is then one op, ops::lstm_recurrence (one kernel forward, one backward, up
-// to kLstmSequenceMaxUnits units; step by step beyond).
+// recurrence is then one op: ops::lstm_recurrence (one kernel forward, one backward, up to
+// kLstmSequenceMaxUnits units; step by step beyond) and ops::convlstm_recurrence (per step one
+// convolution per gate and one step kernel each way).
 //
 // Dropout (training only, Keras): `dropout` masks the input and `recurrent_dropout` masks
 // h_{t-1}, one mask per gate drawn once per sequence and shared by all timesteps; each gate's

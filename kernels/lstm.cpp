@@ -158,6 +158,62 @@ void lstm_cell_backward(const LstmCellBackward<float>& k) {
   });
 }
 
+// A ConvLSTM step, pixel by pixel: the pre-activations gathered where the gates go, activated
+// in place in runs per gate, then the cell; filters and activations fixed at compile time for
+// the seeds' layers (as the gate step above).
+template <int kF, typename Act, typename Rec>
+void convlstm_step_rows(const ConvLstmStepForward<float>& k, Act act, Rec rec) {
+  const int64_t F = kF > 0 ? kF : k.F, M = k.N * k.P, S = k.steps, t = k.t;
+  const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
+#pragma omp parallel if (M * F > kParallelMin)
+  {
+    SpareRows<float> spare(F);
+#pragma omp for
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t n = m / k.P, sample_row = (n * S + t) * k.P + m % k.P;  // (n, t, p)
+      float* __restrict z = k.gates + (slot * M + m) * 4 * F;               // (G*F), activated in place
+      const float* __restrict xz = k.xz + sample_row * 4 * F;
+      for (int64_t j = 0; j < 4 * F; ++j) z[j] = xz[j];
+      if (k.rz && k.masks) {
+        for (int64_t q = 0; q < 4; ++q) {
+          const float* __restrict rz = k.rz + (q * M + m) * F;
+          for (int64_t f = 0; f < F; ++f) z[q * F + f] += rz[f];
+        }
+      } else if (k.rz) {
+        const float* __restrict rz = k.rz + m * 4 * F;
+        for (int64_t j = 0; j < 4 * F; ++j) z[j] += rz[j];
+      }
+      for (int64_t j = 0; j < 2 * F; ++j) z[j] = activate(z[j], rec());      // i, f
+      for (int64_t j = 2 * F; j < 3 * F; ++j) z[j] = activate(z[j], act());  // g
+      for (int64_t j = 3 * F; j < 4 * F; ++j) z[j] = activate(z[j], rec());  // o
+      const float* __restrict cp = t > 0 ? k.c + (prev * M + m) * F : spare.zeros.data();
+      float* __restrict cr = k.c + (slot * M + m) * F;
+      float* __restrict h = spare.scratch.data();
+      for (int64_t f = 0; f < F; ++f) {
+        cr[f] = z[F + f] * cp[f] + z[f] * z[2 * F + f];
+        h[f] = z[3 * F + f] * activate(cr[f], act());
+      }
+      if (k.masks) {
+        for (int64_t q = 0; q < 4; ++q) {
+          float* __restrict hm = k.hm + k.hm_at(q, slot, m, 0);
+          const float* __restrict mask = k.masks + (q * M + m) * F;
+          for (int64_t f = 0; f < F; ++f) hm[f] = h[f] * mask[f];
+        }
+      } else {
+        std::copy(h, h + F, k.hm + k.hm_at(0, slot, m, 0));
+      }
+      if (k.h_seq) std::copy(h, h + F, k.h_seq + sample_row * F);
+      if (k.h_last && t == S - 1) std::copy(h, h + F, k.h_last + m * F);
+    }
+  }
+}
+
+void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
+  dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
+    convlstm_step_rows<decltype(filters)::value>(k, a, r);
+  });
+}
+
 // The sequence rows run one sample per thread, over threads once the recurrent products of all
 // samples pass kParallelMin multiply-adds.
 void lstm_sequence_forward(const LstmSequenceForward<float>& k) {
@@ -363,6 +419,70 @@ void lstm_sequence_backward(const LstmSequenceBackward<T>& k) {
   }
 }
 
+template <typename T>
+void convlstm_step_forward(const ConvLstmStepForward<T>& k) {
+  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, slot = t % k.history;
+  const int64_t prev = (t + k.history - 1) % k.history;  // c_{t-1}'s slot
+#pragma omp parallel for if (M * F > (int64_t(1) << 15))
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t n = m / k.P, p = m % k.P, sample_row = (n * S + t) * k.P + p;  // (n, t, p)
+    const T* xz = k.xz + sample_row * 4 * F;                                     // (G*F)
+    T* gates = k.gates + (slot * M + m) * 4 * F;
+    for (int64_t f = 0; f < F; ++f) {
+      T z[4];
+      for (int64_t g = 0; g < 4; ++g) z[g] = xz[g * F + f] + (k.rz ? k.rz[k.rz_at(g, m, f)] : T(0));
+      const T i = activate(z[0], k.rec_act);
+      const T fg = activate(z[1], k.rec_act);
+      const T g = activate(z[2], k.act);
+      const T o = activate(z[3], k.rec_act);
+      const T c_prev = t > 0 ? k.c[(prev * M + m) * F + f] : T(0);
+      const T c = fg * c_prev + i * g;
+      const T h = o * activate(c, k.act);
+      gates[f] = i, gates[F + f] = fg, gates[2 * F + f] = g, gates[3 * F + f] = o;
+      k.c[(slot * M + m) * F + f] = c;
+      if (k.masks) {
+        for (int64_t q = 0; q < 4; ++q) k.hm[k.hm_at(q, slot, m, f)] = h * k.masks[(q * M + m) * F + f];
+      } else {
+        k.hm[k.hm_at(0, slot, m, f)] = h;
+      }
+      if (k.h_seq) k.h_seq[sample_row * F + f] = h;
+      if (k.h_last && t == S - 1) k.h_last[m * F + f] = h;
+    }
+  }
+}
+
+template <typename T>
+void convlstm_step_backward(const ConvLstmStepBackward<T>& k) {
+  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t;
+#pragma omp parallel for if (M * F > (int64_t(1) << 15))
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t n = m / k.P, p = m % k.P, sample_row = (n * S + t) * k.P + p;
+    const T* gates = k.gates + (t * M + m) * 4 * F;
+    T* dxz = k.dxz + sample_row * 4 * F;
+    for (int64_t f = 0; f < F; ++f) {
+      T dh = k.dh_seq ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[m * F + f] : T(0));
+      if (k.dhm && k.masks) {
+        for (int64_t q = 0; q < 4; ++q) dh += k.dhm[(q * M + m) * F + f] * k.masks[(q * M + m) * F + f];
+      } else if (k.dhm) {
+        dh += k.dhm[m * F + f];
+      }
+      const T i = gates[f], fg = gates[F + f], g = gates[2 * F + f], o = gates[3 * F + f];
+      const T c_prev = t > 0 ? k.c[((t - 1) * M + m) * F + f] : T(0);
+      const T a = activate(k.c[(t * M + m) * F + f], k.act);
+      const T dc_total = k.dc[m * F + f] + dh * o * activation_grad_from_output(a, k.act);
+      const T dz[4] = {dc_total * g * activation_grad_from_output(i, k.rec_act),
+                       dc_total * c_prev * activation_grad_from_output(fg, k.rec_act),
+                       dc_total * i * activation_grad_from_output(g, k.act),
+                       dh * a * activation_grad_from_output(o, k.rec_act)};
+      for (int64_t q = 0; q < 4; ++q) {
+        dxz[q * F + f] = dz[q];
+        k.dzg[k.dzg_at(q, t, m, f)] = dz[q];
+      }
+      k.dc[m * F + f] = dc_total * fg;
+    }
+  }
+}
+
 template void lstm_cell_forward<float>(const LstmCellForward<float>&);
 template void lstm_cell_forward<double>(const LstmCellForward<double>&);
 template void lstm_cell_backward<float>(const LstmCellBackward<float>&);
@@ -371,5 +491,9 @@ template void lstm_sequence_forward<float>(const LstmSequenceForward<float>&);
 template void lstm_sequence_forward<double>(const LstmSequenceForward<double>&);
 template void lstm_sequence_backward<float>(const LstmSequenceBackward<float>&);
 template void lstm_sequence_backward<double>(const LstmSequenceBackward<double>&);
+template void convlstm_step_forward<float>(const ConvLstmStepForward<float>&);
+template void convlstm_step_forward<double>(const ConvLstmStepForward<double>&);
+template void convlstm_step_backward<float>(const ConvLstmStepBackward<float>&);
+template void convlstm_step_backward<double>(const ConvLstmStepBackward<double>&);
 
 }  // namespace hisvid::naive

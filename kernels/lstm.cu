@@ -64,6 +64,57 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
   }
 }
 
+// --- one ConvLSTM2D step over its buffers, one thread per (pixel, filter) ------------------
+
+__global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
+  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, total = M * F;
+  const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
+    const float* xz = k.xz + sample_row * 4 * F + f;
+    float z[4];
+    for (int64_t q = 0; q < 4; ++q) z[q] = xz[q * F] + (k.rz != nullptr ? k.rz[k.rz_at(q, m, f)] : 0.0f);
+    const float c_prev = t > 0 ? k.c[prev * M * F + e] : 0.0f;
+    const LstmUnit<float> s = lstm_unit_forward(z[0], z[1], z[2], z[3], c_prev, k.act, k.rec_act);
+    float* gates = k.gates + (slot * M + m) * 4 * F + f;
+    gates[0] = s.i, gates[F] = s.f, gates[2 * F] = s.g, gates[3 * F] = s.o;
+    k.c[slot * M * F + e] = s.c;
+    if (k.masks != nullptr) {
+      for (int64_t q = 0; q < 4; ++q) k.hm[k.hm_at(q, slot, m, f)] = s.h * k.masks[q * M * F + e];
+    } else {
+      k.hm[k.hm_at(0, slot, m, f)] = s.h;
+    }
+    if (k.h_seq != nullptr) k.h_seq[sample_row * F + f] = s.h;
+    if (k.h_last != nullptr && t == S - 1) k.h_last[e] = s.h;
+  }
+}
+
+__global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
+  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, total = M * F;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
+    float dh = k.dh_seq != nullptr ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[e] : 0.0f);
+    if (k.dhm != nullptr && k.masks != nullptr) {
+      for (int64_t q = 0; q < 4; ++q) dh += k.dhm[q * M * F + e] * k.masks[q * M * F + e];
+    } else if (k.dhm != nullptr) {
+      dh += k.dhm[e];
+    }
+    const float* gates = k.gates + (t * M + m) * 4 * F + f;
+    const LstmUnit<float> s{gates[0], gates[F], gates[2 * F], gates[3 * F], k.c[t * M * F + e], 0.0f};
+    const float c_prev = t > 0 ? k.c[(t - 1) * M * F + e] : 0.0f;
+    const LstmUnitGrad<float> d = lstm_unit_backward(dh, k.dc[e], s, c_prev, k.act, k.rec_act);
+    const float dz[4] = {d.dz_i, d.dz_f, d.dz_c, d.dz_o};
+    float* dxz = k.dxz + sample_row * 4 * F + f;
+    for (int64_t q = 0; q < 4; ++q) {
+      dxz[q * F] = dz[q];
+      k.dzg[k.dzg_at(q, t, m, f)] = dz[q];
+    }
+    k.dc[e] = d.dc_prev;
+  }
+}
+
 // --- the whole sequence, one block per sample ---------------------------------------------
 
 // Shared memory a block may take without opting in; R joins the state there when both fit.
@@ -207,6 +258,20 @@ void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t str
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream) {
   launch_sequence(lstm_sequence_backward_kernel, k, "lstm_sequence_backward",
                   (2 * 4 * k.U + k.U) * sizeof(float), (k.U + 1) * 4 * k.U * sizeof(float), stream);
+}
+
+void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  const int64_t total = k.N * k.P * k.F;
+  if (total <= 0) return;
+  convlstm_step_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
+  HISVID_CHECK_LAUNCH();
+}
+
+void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  const int64_t total = k.N * k.P * k.F;
+  if (total <= 0) return;
+  convlstm_step_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
+  HISVID_CHECK_LAUNCH();
 }
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {

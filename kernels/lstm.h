@@ -137,6 +137,91 @@ struct LstmSequenceBackward {
   }
 };
 
+// Step t of a ConvLSTM2D layer after its convolutions, over the M = N*P pixels of the step
+// (P = HO*WO per sample, F filters), on the layer's whole-sequence buffers:
+//
+//   z = xz_t + rz          rz = the recurrent convolution of h_{t-1}, absent at t = 0
+//   (h_t, c_t) = the gate step from z and c_{t-1}
+//
+// The recurrent convolutions run between the steps (engine/ops_nn.cpp, convlstm_recurrence).
+// Without masks they are one, of h_{t-1} with R: rz (M,G*F), and hm_t is h_t itself (M,F).
+// With recurrent dropout masks m_g they are one per gate, of h_{t-1} m_g with gate g's output
+// channels of R: rz (G,M,F), and hm_t (G,M,F) holds h_t m_g. gates, c and hm keep `history`
+// time slots, step t in slot t % history: T while backward will need every step, else 2.
+// Writes only step t's slot of gates, c and hm and step t of h_seq.
+template <typename T>
+struct ConvLstmStepForward {
+  static constexpr const char* kName = "convlstm_step_forward";
+  T* gates = nullptr;        // (history,M,G*F) activated [i | f | g | o]
+  T* c = nullptr;            // (history,M,F), c_{t-1} read at t > 0
+  T* hm = nullptr;           // (G,history,M,F) with masks, (history,M,F) without
+  T* h_seq = nullptr;        // (N,T,P,F) every h_t, skipped when null
+  T* h_last = nullptr;       // (N,P,F) h_{T-1}, written at t = T-1, skipped when null
+  const T* xz = nullptr;     // (N,T,P,G*F) the input convolution with the bias
+  const T* rz = nullptr;     // (G,M,F) with masks, (M,G*F) without; null at t = 0
+  const T* masks = nullptr;  // (G,M,F) recurrent dropout masks, null: none
+  int64_t N = 0, steps = 0, P = 0, F = 0, t = 0, history = 0;  // steps: T
+  Activation act = Activation::Tanh, rec_act = Activation::HardSigmoid;
+  template <typename V>
+  void buffers(V& v) {
+    const int64_t M = N * P, copies = masks ? 4 : 1;
+    v.inout("gates", gates, history * M * 4 * F);
+    v.inout("c", c, history * M * F);
+    v.inout("hm", hm, copies * history * M * F);
+    v.inout("h_seq", h_seq, steps * M * F);
+    v.out("h_last", h_last, M * F);
+    v.in("xz", xz, steps * M * 4 * F);
+    v.in("rz", rz, 4 * M * F);
+    v.in("masks", masks, 4 * M * F);
+  }
+  // Element (gate, pixel m, filter f) of rz, and of hm in time slot `slot`.
+  HISVID_HD int64_t rz_at(int64_t gate, int64_t m, int64_t f) const {
+    return masks ? (gate * N * P + m) * F + f : m * 4 * F + gate * F + f;
+  }
+  HISVID_HD int64_t hm_at(int64_t gate, int64_t slot, int64_t m, int64_t f) const {
+    return ((gate * history + slot) * N * P + m) * F + f;
+  }
+};
+
+// Step t of the backward pass (t = T-1 .. 0, history = T). The gradient reaching h_t: from above
+// (dh_seq (N,T,P,F) at every step, or dh_last (N,P,F) at T-1: exactly one is given) plus what
+// the convolutions of step t+1 sent back to hm_t (dhm, hm_t's layout; null at T-1), times the
+// masks and summed over the gates. The one reaching c_t: dc (M,F), replaced by the one reaching
+// c_{t-1}. Writes dz_t twice: into dxz (N,T,P,G*F), the gradient of xz_t, and into dzg, rz's
+// layout per step ((G,T,M,F) with masks, (T,M,G*F) without) for the convolutions' backward.
+template <typename T>
+struct ConvLstmStepBackward {
+  static constexpr const char* kName = "convlstm_step_backward";
+  T* dxz = nullptr;
+  T* dzg = nullptr;
+  T* dc = nullptr;
+  const T* dh_seq = nullptr;
+  const T* dh_last = nullptr;
+  const T* dhm = nullptr;    // (G,M,F) with masks, (M,F) without
+  const T* gates = nullptr;  // (T,M,G*F)
+  const T* c = nullptr;      // (T,M,F)
+  const T* masks = nullptr;  // (G,M,F) or null
+  int64_t N = 0, steps = 0, P = 0, F = 0, t = 0;
+  Activation act = Activation::Tanh, rec_act = Activation::HardSigmoid;
+  template <typename V>
+  void buffers(V& v) {
+    const int64_t M = N * P, copies = masks ? 4 : 1;
+    v.inout("dxz", dxz, steps * M * 4 * F);
+    v.inout("dzg", dzg, 4 * steps * M * F);
+    v.inout("dc", dc, M * F);
+    v.in("dh_seq", dh_seq, steps * M * F);
+    v.in("dh_last", dh_last, M * F);
+    v.in("dhm", dhm, copies * M * F);
+    v.in("gates", gates, steps * M * 4 * F);
+    v.in("c", c, steps * M * F);
+    v.in("masks", masks, 4 * M * F);
+  }
+  // Element (gate, step, pixel m, filter f) of dzg.
+  HISVID_HD int64_t dzg_at(int64_t gate, int64_t step, int64_t m, int64_t f) const {
+    return masks ? ((gate * steps + step) * N * P + m) * F + f : (step * N * P + m) * 4 * F + gate * F + f;
+  }
+};
+
 // One unit of the gate step, the math the tuned rows and the CUDA rows of both kernels share.
 template <typename T>
 struct LstmUnit {
@@ -192,6 +277,10 @@ template <typename T>
 void lstm_sequence_forward(const LstmSequenceForward<T>& k);
 template <typename T>
 void lstm_sequence_backward(const LstmSequenceBackward<T>& k);
+template <typename T>
+void convlstm_step_forward(const ConvLstmStepForward<T>& k);
+template <typename T>
+void convlstm_step_backward(const ConvLstmStepBackward<T>& k);
 
 }  // namespace hisvid::naive
 
@@ -205,6 +294,7 @@ void lstm_cell_backward(const LstmCellBackward<float>& k);
 // inner loop runs along the G*U columns.
 void lstm_sequence_forward(const LstmSequenceForward<float>& k);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k);
+void convlstm_step_forward(const ConvLstmStepForward<float>& k);
 
 }  // namespace hisvid::cpu
 
@@ -218,6 +308,9 @@ void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
 // units backward, 55 forward).
 void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
+// One thread per (pixel, filter).
+void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream);
+void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -20,14 +20,20 @@ const bool rows = register_rows(host_row<naive::lstm_cell_forward<float>>(Backen
                                 host_row<naive::lstm_sequence_forward<double>>(Backend::Naive, "naive"),
                                 host_row<naive::lstm_sequence_backward<float>>(Backend::Naive, "naive"),
                                 host_row<naive::lstm_sequence_backward<double>>(Backend::Naive, "naive"),
+                                host_row<naive::convlstm_step_forward<float>>(Backend::Naive, "naive"),
+                                host_row<naive::convlstm_step_forward<double>>(Backend::Naive, "naive"),
+                                host_row<naive::convlstm_step_backward<float>>(Backend::Naive, "naive"),
+                                host_row<naive::convlstm_step_backward<double>>(Backend::Naive, "naive"),
                                 host_row<cpu::lstm_cell_forward>(Backend::Cpu, "cpu"),
                                 host_row<cpu::lstm_cell_backward>(Backend::Cpu, "cpu"),
                                 host_row<cpu::lstm_sequence_forward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::lstm_sequence_backward>(Backend::Cpu, "cpu"));
+                                host_row<cpu::lstm_sequence_backward>(Backend::Cpu, "cpu"),
+                                host_row<cpu::convlstm_step_forward>(Backend::Cpu, "cpu"));
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows = register_rows(
     cuda_row<cuda::lstm_cell_forward>("cuda"), cuda_row<cuda::lstm_cell_backward>("cuda"),
-    cuda_row<cuda::lstm_sequence_forward>("cuda"), cuda_row<cuda::lstm_sequence_backward>("cuda"));
+    cuda_row<cuda::lstm_sequence_forward>("cuda"), cuda_row<cuda::lstm_sequence_backward>("cuda"),
+    cuda_row<cuda::convlstm_step_forward>("cuda"), cuda_row<cuda::convlstm_step_backward>("cuda"));
 #endif
 
 // first_step: no c_prev (and no dc_prev); last_step: no dc from a next step.
@@ -185,6 +191,92 @@ const bool sequence_cases = [] {
           f.xz = xz.data(), f.R = a.R, f.masks = a.masks;
           f.N = s.N, f.steps = s.steps, f.U = s.U, f.act = s.act, f.rec_act = s.rec_act;
           naive::lstm_sequence_forward(f);
+        });
+  }
+  return harness::add_cases(forward) && harness::add_cases(backward);
+}();
+
+// --- one ConvLSTM2D step ---------------------------------------------------------------------
+
+struct StepShape {
+  int64_t N, steps, P, F, t;
+  Activation rec_act;
+  bool masks, sequences;
+  int64_t history;  // forward: time slots of gates, c and hm (steps, or 2 without backward)
+};
+
+// clang-format off
+const StepShape kStepShapes[] = {
+    {2, 3, 5, 4, 0, Activation::HardSigmoid, false, true, 3},         // the first step: no recurrent products
+    {2, 3, 6, 3, 1, Activation::HardSigmoid, true, false, 3},         // a middle step
+    {1, 4, 7, 16, 3, Activation::HardSigmoidKeras3, true, true, 4},   // the last step
+    {3, 2, 9, 8, 1, Activation::Sigmoid, false, false, 2},            // the last step, h_{T-1} alone
+    {2, 5, 4, 5, 3, Activation::HardSigmoid, false, true, 2},         // two slots: step 3 in slot 1
+    {2, 5, 4, 5, 4, Activation::HardSigmoid, true, false, 2},         // ... step 4 in slot 0, c_3 in slot 1
+    {4, 3, 62 * 62, 4, 1, Activation::HardSigmoid, true, true, 3},    // the ConvLSTM's first layer at batch 4
+};
+// clang-format on
+
+std::string step_name(const StepShape& s) {
+  return "N" + std::to_string(s.N) + "_T" + std::to_string(s.steps) + "_P" + std::to_string(s.P) + "_F" +
+         std::to_string(s.F) + "_t" + std::to_string(s.t) + "_" + activation_label(s.rec_act) +
+         (s.masks ? "_masks" : "") + (s.sequences ? "_sequences" : "_last");
+}
+
+// Masks of recurrent dropout 0.2: 0 or 1/0.8.
+void step_masks(const double* masks, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    harness::writable(masks)[i] = philox_uniform(0x57E9, 1, uint64_t(i)) < 0.2 ? 0.0 : 1.25;
+}
+
+const bool step_cases = [] {
+  Cases<ConvLstmStepForward> forward;
+  Cases<ConvLstmStepBackward> backward;
+  for (const StepShape& s : kStepShapes) {
+    const int64_t cells = s.N * s.P * s.F;
+    forward
+        .add(step_name(s),
+             [s](auto& a) {
+               a.N = s.N, a.steps = s.steps, a.P = s.P, a.F = s.F, a.t = s.t, a.rec_act = s.rec_act;
+               a.history = s.history;
+               if (s.t == 0) a.rz = nullptr;
+               if (!s.masks) a.masks = nullptr;
+               if (s.sequences) a.h_last = nullptr;
+               if (!s.sequences) a.h_seq = nullptr;
+             })
+        .tol(harness::kFused)
+        .with_flops(24.0 * cells)
+        .prepare_with([s, cells](ConvLstmStepForward<double>& a) {
+          spread_z(a.xz, s.steps * cells * 4);
+          if (a.masks) step_masks(a.masks, 4 * cells);
+        });
+    // gates and c from forward steps, so that they are consistent.
+    backward
+        .add(step_name(s),
+             [s](auto& a) {
+               a.N = s.N, a.steps = s.steps, a.P = s.P, a.F = s.F, a.t = s.t, a.rec_act = s.rec_act;
+               if (s.t == s.steps - 1) a.dhm = nullptr;
+               if (!s.masks) a.masks = nullptr;
+               if (s.sequences) a.dh_last = nullptr;
+               if (!s.sequences) a.dh_seq = nullptr;
+             })
+        .tol(harness::kFused)
+        .with_flops(34.0 * cells)
+        .prepare_with([s, cells](ConvLstmStepBackward<double>& a) {
+          if (a.masks) step_masks(a.masks, 4 * cells);
+          std::vector<double> xz(static_cast<size_t>(s.steps * cells * 4)),
+              rz(static_cast<size_t>(4 * cells)), hm(static_cast<size_t>(4 * s.steps * cells));
+          for (size_t i = 0; i < xz.size(); ++i) xz[i] = 6.0 * philox_uniform(0x57E9, 2, i) - 3.0;
+          for (size_t i = 0; i < rz.size(); ++i) rz[i] = philox_uniform(0x57E9, 3, i) - 0.5;
+          ConvLstmStepForward<double> f;
+          f.gates = harness::writable(a.gates), f.c = harness::writable(a.c), f.hm = hm.data();
+          f.xz = xz.data(), f.masks = a.masks;
+          f.N = s.N, f.steps = s.steps, f.P = s.P, f.F = s.F, f.history = s.steps, f.act = a.act;
+          f.rec_act = s.rec_act;
+          for (f.t = 0; f.t < s.steps; ++f.t) {
+            f.rz = f.t > 0 ? rz.data() : nullptr;
+            naive::convlstm_step_forward(f);
+          }
         });
   }
   return harness::add_cases(forward) && harness::add_cases(backward);

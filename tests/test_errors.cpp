@@ -101,6 +101,12 @@ TEST(Errors, LstmAndLossShapes) {
                              Activation::Sigmoid, true);
       },
       {"lstm_recurrence", "masks", "(4, 2, 2)", "(4, 3, 2)"});
+  expect_error(
+      [] {
+        ops::convlstm_recurrence(f32({1, 2, 3, 3, 8}), f32({3, 3, 2, 4}), Tensor(), Activation::Tanh,
+                                 Activation::HardSigmoid, true);
+      },
+      {"convlstm_recurrence", "R", "(3, 3, 2, 8)", "(3, 3, 2, 4)"});
 }
 
 TEST(Errors, ShapeOps) {

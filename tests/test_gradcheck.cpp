@@ -303,6 +303,26 @@ TEST(GradCheck, LstmRecurrence) {
   }
 }
 
+TEST(GradCheck, ConvLstmRecurrence) {
+  const int64_t N = 2, T = 3, H = 3, W = 4, F = 2;
+  const Tensor xz = random_input({N, T, H, W, 4 * F}, 22, -2.0, 2.0),
+               R = random_input({3, 3, F, 4 * F}, 23, -0.5, 0.5);
+  std::vector<double> keep = random_input({4, N, H, W, F}, 24, 0.0, 1.0).to_vector();
+  for (double& m : keep) m = m < 0.2 ? 0.0 : 1.25;  // recurrent dropout 0.2
+  const Tensor masks = Tensor::from_vector(keep, {4, N, H, W, F}, DType::Float64);
+  for (bool masked : {false, true}) {
+    for (bool sequences : {false, true}) {
+      SCOPED_TRACE(std::string(masked ? "masks" : "no masks") + (sequences ? ", sequences" : ", last"));
+      EXPECT_GRAD_OK(grad_check(
+          [&](const std::vector<Tensor>& in) {
+            return ops::convlstm_recurrence(in[0], in[1], masked ? masks : Tensor(), Activation::Tanh,
+                                            Activation::HardSigmoid, sequences);
+          },
+          {xz, R}));
+    }
+  }
+}
+
 TEST(GradCheck, BatchNorm) {
   const Tensor x = random_input({2, 3, 3, 4}, 19), gamma = random_input({4}, 20, 0.5, 1.5),
                beta = random_input({4}, 21);
