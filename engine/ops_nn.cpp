@@ -365,15 +365,6 @@ LstmState lstm_cell(const Tensor& z, const Tensor& c_prev, Activation act, Activ
   return {h, c};
 }
 
-Tensor repeat_steps(const Tensor& m, int64_t T) {
-  detail::require_defined("repeat_steps", "m", m);
-  if (m.rank() < 1 || T < 1) fail("repeat_steps: cannot repeat {} over {} steps", m.shape().str(), T);
-  std::vector<int64_t> one_step = m.shape().vec();
-  one_step.insert(one_step.begin() + 1, 1);
-  NoGradGuard no_grad;
-  return concat(std::vector<Tensor>(static_cast<size_t>(T), reshape(m, one_step)), 1);
-}
-
 Tensor lstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, Activation act,
                        Activation rec_act, bool sequences) {
   const char* op = "lstm_recurrence";

@@ -32,6 +32,22 @@ void copy_along(const Tensor& dst, int64_t dst_start, const Tensor& src, int64_t
 
 }  // namespace
 
+Tensor repeat_steps(const Tensor& m, int64_t T) {
+  detail::require_defined("repeat_steps", "m", m);
+  if (m.rank() < 1 || T < 1) fail("repeat_steps: cannot repeat {} over {} steps", m.shape().str(), T);
+  std::vector<int64_t> dims = m.shape().vec();
+  dims.insert(dims.begin() + 1, T);
+  Tensor out = detail::empty_as(Shape(dims), m);
+  with_dtype(m, [&](auto tag) {
+    using E = decltype(tag);
+    CopyBlock<E> k;  // (N, 1, rest) repeated into (N, T, rest)
+    k.dst = out.data<E>(), k.src = m.data<E>(), k.outer = m.dim(0), k.len = T, k.inner = m.numel() / m.dim(0);
+    k.dst_dim = T, k.src_dim = 1, k.repeat = true;
+    run_kernel(k, m.device());
+  });
+  return out;
+}
+
 Tensor reshape(const Tensor& x, std::vector<int64_t> dims) {
   detail::require_defined("reshape", "x", x);
   int infer = -1;

@@ -137,7 +137,8 @@ unsigned sequence_threads(int64_t U) {
 // (thread j, U multiply-adds with R read down column j), then every unit's gate step (thread u),
 // which also writes h_t times each gate's mask for the next step's columns.
 // Shared: hm (G*U), z (G*U), h (U), c (U), then R (U,G*U) when r_shared.
-__global__ void lstm_sequence_forward_kernel(LstmSequenceForward<float> k, bool r_shared) {
+__global__ void __launch_bounds__(1024)
+    lstm_sequence_forward_kernel(LstmSequenceForward<float> k, bool r_shared) {
   extern __shared__ float shared[];
   const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U, n = blockIdx.x;
   float* hm = shared;
@@ -186,17 +187,19 @@ __global__ void lstm_sequence_forward_kernel(LstmSequenceForward<float> k, bool 
 // through z_{t+1} as the four gate partials of the step after, then every (gate, unit) partial
 // m_g[u] (dz_g . R_g[u, .]) for the step before (thread g*U + u, R read transposed so that a
 // warp's threads read consecutive words). Shared: dz (G*U), part (G*U), dc (U), then R
-// transposed (G*U,U+1) when r_shared, its rows padded by one word so that the transposing
-// stores of a warp fall in different banks too.
-__global__ void lstm_sequence_backward_kernel(LstmSequenceBackward<float> k, bool r_shared) {
+// transposed (G*U, U|1) when r_shared: rows of an odd number of words (U+1 for even U), so
+// that the transposing stores of a warp fall in different banks too.
+__global__ void __launch_bounds__(1024)
+    lstm_sequence_backward_kernel(LstmSequenceBackward<float> k, bool r_shared) {
   extern __shared__ float shared[];
   const int64_t N = k.N, S = k.steps, U = k.U, GU = 4 * U, n = blockIdx.x;
   float* dz = shared;
   float* part = dz + GU;
   float* dc = part + GU;
   float* Rt = dc + U;
+  const int64_t ld = U | 1;  // Rt's row length
   if (r_shared) {
-    for (int64_t i = threadIdx.x; i < U * GU; i += blockDim.x) Rt[(i % GU) * (U + 1) + i / GU] = k.R[i];
+    for (int64_t i = threadIdx.x; i < U * GU; i += blockDim.x) Rt[(i % GU) * ld + i / GU] = k.R[i];
   }
   for (int64_t u = threadIdx.x; u < U; u += blockDim.x) dc[u] = 0.0f;
   __syncthreads();
@@ -224,8 +227,8 @@ __global__ void lstm_sequence_backward_kernel(LstmSequenceBackward<float> k, boo
       const float* dzg = dz + gate * U;
       float dot = 0.0f;
       if (r_shared) {
-        const float* r = Rt + gate * U * (U + 1) + u;  // R[u, gate*U + v] at Rt[(gate*U + v)*(U+1) + u]
-        for (int64_t v = 0; v < U; ++v, r += U + 1) dot += dzg[v] * *r;
+        const float* r = Rt + gate * U * ld + u;  // R[u, gate*U + v] at Rt[(gate*U + v)*ld + u]
+        for (int64_t v = 0; v < U; ++v, r += ld) dot += dzg[v] * *r;
       } else {
         const float* r = k.R + u * GU + gate * U;
         for (int64_t v = 0; v < U; ++v) dot += dzg[v] * r[v];
@@ -257,7 +260,7 @@ void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t str
 
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream) {
   launch_sequence(lstm_sequence_backward_kernel, k, "lstm_sequence_backward",
-                  (2 * 4 * k.U + k.U) * sizeof(float), (k.U + 1) * 4 * k.U * sizeof(float), stream);
+                  (2 * 4 * k.U + k.U) * sizeof(float), (k.U | 1) * 4 * k.U * sizeof(float), stream);
 }
 
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {

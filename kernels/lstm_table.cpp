@@ -123,6 +123,8 @@ const SequenceShape kSequenceShapes[] = {
     {3, 5, 64, Activation::Tanh, Activation::Sigmoid, true, false},       // R (64 KiB) outside shared memory
     {2, 3, 54, Activation::Tanh, Activation::Sigmoid, false, false},      // R shared forward, not backward
     {2, 3, 300, Activation::Tanh, Activation::Sigmoid, false, true},      // more columns (1200) than threads
+    {2, 2, 1024, Activation::Tanh, Activation::Sigmoid, true, false},     // the most units, 1024 threads
+    {2, 4, 31, Activation::Tanh, Activation::Sigmoid, false, true},       // odd units, R in shared memory
     {5, 6, 9, Activation::Tanh, Activation::HardSigmoidKeras3, true, false},
     {3, 4, 3, Activation::Relu, Activation::Sigmoid, false, true},
 };

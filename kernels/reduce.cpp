@@ -31,12 +31,11 @@ void copy_block(const CopyBlock<T>& k) {
   const int64_t run = len * inner;  // contiguous elements per outer index
 #pragma omp parallel for if (outer * run > kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
-    const T* s = src + (o * src_dim + src_start) * inner;  // (len, inner)
+    const T* s = src + (o * src_dim + src_start) * inner;  // (len, inner), or (1, inner) repeated
     T* d = dst + (o * dst_dim + dst_start) * inner;        // (len, inner)
-    if (accumulate) {
-      for (int64_t i = 0; i < run; ++i) d[i] += s[i];
-    } else {
-      for (int64_t i = 0; i < run; ++i) d[i] = s[i];
+    for (int64_t i = 0; i < run; ++i) {
+      const T v = s[k.repeat ? i % inner : i];
+      d[i] = accumulate ? d[i] + v : v;
     }
   }
 }

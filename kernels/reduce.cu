@@ -30,16 +30,16 @@ __global__ void sum_finalize_kernel(float* out, const double* partials, int coun
 }
 
 // dst (outer, dst_dim, inner)[:, dst_start : dst_start + len, :] (= or +=)
-// src (outer, src_dim, inner)[:, src_start : src_start + len, :]
+// src (outer, src_dim, inner)[:, src_start : src_start + len, :], or [:, src_start, :] repeated
 __global__ void copy_block_kernel(float* dst, int64_t dst_dim, int64_t dst_start, const float* src,
                                   int64_t src_dim, int64_t src_start, int64_t outer, int64_t len,
-                                  int64_t inner, bool accumulate) {
+                                  int64_t inner, bool accumulate, bool repeat) {
   const int64_t block = len * inner, total = outer * block;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t o = i / block, r = i - o * block;  // r = l * inner + k
     float* d = dst + (o * dst_dim + dst_start) * inner + r;
-    const float v = src[(o * src_dim + src_start) * inner + r];
+    const float v = src[(o * src_dim + src_start) * inner + (repeat ? r % inner : r)];
     *d = accumulate ? *d + v : v;
   }
 }
@@ -64,7 +64,8 @@ void copy_block(const CopyBlock<float>& k, cudaStream_t stream) {
   const int64_t total = k.outer * k.len * k.inner;
   if (total <= 0) return;
   copy_block_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(
-      k.dst, k.dst_dim, k.dst_start, k.src, k.src_dim, k.src_start, k.outer, k.len, k.inner, k.accumulate);
+      k.dst, k.dst_dim, k.dst_start, k.src, k.src_dim, k.src_start, k.outer, k.len, k.inner, k.accumulate,
+      k.repeat);
   HISVID_CHECK_LAUNCH();
 }
 

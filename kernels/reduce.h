@@ -25,7 +25,9 @@ struct SumAll {
 
 // Views src as (outer, src_dim, inner) and dst as (outer, dst_dim, inner) and copies the
 // block src[:, src_start : src_start + len, :] to dst[:, dst_start : dst_start + len, :];
-// adds instead of copying when accumulate. Slice, concat and their gradients are all this.
+// adds instead of copying when accumulate. With repeat, the single slice src[:, src_start, :]
+// goes to each of the len slices of the dst block. Slice, concat, their gradients and
+// repeat_steps are all this.
 template <typename T>
 struct CopyBlock {
   static constexpr const char* kName = "copy_block";
@@ -35,6 +37,7 @@ struct CopyBlock {
   int64_t dst_dim = 0, dst_start = 0;
   int64_t src_dim = 0, src_start = 0;
   bool accumulate = false;
+  bool repeat = false;
   template <typename V>
   void buffers(V& v) {
     v.inout("dst", dst, outer * dst_dim * inner);  // outside the block: untouched

@@ -18,6 +18,7 @@ const bool cuda_rows = register_rows(cuda_row<cuda::sum_all>("cuda"), cuda_row<c
 struct Block {
   int64_t outer, src_dim, src_start, dst_dim, dst_start, len, inner;
   bool accumulate;
+  bool repeat = false;  // src[:, src_start, :] to every slice of the block
 };
 
 const bool cases = [] {
@@ -32,15 +33,17 @@ const bool cases = [] {
   // clang-format off
   for (Block b : {Block{1, 1, 0, 1, 0, 1, 1, false},    Block{3, 10, 2, 7, 4, 3, 5, false},
                   Block{3, 10, 2, 7, 4, 3, 5, true},    Block{4, 6, 0, 20, 14, 6, 33, false},
-                  Block{2, 20, 5, 5, 0, 5, 1, true},    Block{20, 3, 1, 3, 1, 1, 64, false}}) {
+                  Block{2, 20, 5, 5, 0, 5, 1, true},    Block{20, 3, 1, 3, 1, 1, 64, false},
+                  Block{3, 1, 0, 7, 0, 7, 5, false, true},  Block{2, 4, 2, 9, 3, 5, 3, true, true}}) {
     // clang-format on
     const std::string name = "outer" + std::to_string(b.outer) + "_src" + std::to_string(b.src_dim) + "at" +
                              std::to_string(b.src_start) + "_dst" + std::to_string(b.dst_dim) + "at" +
                              std::to_string(b.dst_start) + "_len" + std::to_string(b.len) + "_inner" +
-                             std::to_string(b.inner) + (b.accumulate ? "_acc" : "");
+                             std::to_string(b.inner) + (b.accumulate ? "_acc" : "") +
+                             (b.repeat ? "_repeat" : "");
     // A copy is exact; an accumulation is one add of two floats, correctly rounded.
     copy.add(name, [b](auto& a) {
-      a.outer = b.outer, a.len = b.len, a.inner = b.inner, a.accumulate = b.accumulate;
+      a.outer = b.outer, a.len = b.len, a.inner = b.inner, a.accumulate = b.accumulate, a.repeat = b.repeat;
       a.src_dim = b.src_dim, a.src_start = b.src_start, a.dst_dim = b.dst_dim, a.dst_start = b.dst_start;
     });
   }

@@ -183,6 +183,77 @@ TEST(CudaModelParity, TinyConvLstmTrainingStep) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The recurrence ops alone (ops::lstm_recurrence, ops::convlstm_recurrence) on odd shapes, with
+// and without recurrent dropout masks, every h or the last: output and the gradients of xz and
+// R on the GPU against the CPU. The odd shapes put the per-gate and per-step blocks the ops hand
+// to cuDNN at addresses that are not 16-byte aligned; U = 64 keeps the LSTM's R outside shared
+// memory. Each value is a few steps of float32 sums (at most 9*F*4 terms) in other orders on the
+// two devices: kModelStep's reasoning holds.
+// ---------------------------------------------------------------------------------------
+
+#ifdef HISVID_WITH_CUDA
+using RecurrenceOp = Tensor (*)(const Tensor& xz, const Tensor& R, const Tensor& masks, bool sequences);
+
+Tensor lstm_op(const Tensor& xz, const Tensor& R, const Tensor& masks, bool sequences) {
+  return ops::lstm_recurrence(xz, R, masks, Activation::Tanh, Activation::Sigmoid, sequences);
+}
+Tensor convlstm_op(const Tensor& xz, const Tensor& R, const Tensor& masks, bool sequences) {
+  return ops::convlstm_recurrence(xz, R, masks, Activation::Tanh, Activation::HardSigmoid, sequences);
+}
+
+// Values in [-scale, scale) from sin, the same on every machine.
+Tensor wave(const Shape& shape, double phase, double scale, Device device) {
+  std::vector<double> v(static_cast<size_t>(shape.numel()));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = scale * std::sin(phase + 0.731 * static_cast<double>(i));
+  return Tensor::from_vector(v, shape, DType::Float32, device);
+}
+
+// Output, then the gradients of xz and R of sum(op(...) * projection).
+std::vector<std::vector<float>> run_recurrence(RecurrenceOp op, const Shape& xz_shape, const Shape& R_shape,
+                                               const Shape& mask_shape, bool masked, bool sequences,
+                                               Device device) {
+  Tensor xz = wave(xz_shape, 0.1, 2.0, device), R = wave(R_shape, 0.2, 0.4, device);
+  xz.set_requires_grad(true);
+  R.set_requires_grad(true);
+  Tensor masks;
+  if (masked) {
+    std::vector<double> m(static_cast<size_t>(mask_shape.numel()));
+    for (size_t i = 0; i < m.size(); ++i) m[i] = philox_uniform(0x3A5C, 1, i) < 0.2f ? 0.0 : 1.25;
+    masks = Tensor::from_vector(m, mask_shape, DType::Float32, device);
+  }
+  Tape::current().clear();
+  const Tensor out = op(xz, R, masks, sequences);
+  backward(ops::sum(ops::mul(out, wave(out.shape(), 0.3, 1.0, device))));
+  Tape::current().clear();
+  return {host_floats(out), host_floats(xz.grad()), host_floats(R.grad())};
+}
+
+void expect_same_recurrence(const std::string& name, RecurrenceOp op, const Shape& xz_shape,
+                            const Shape& R_shape, const Shape& mask_shape) {
+  const char* parts[] = {"output", "gradient of xz", "gradient of R"};
+  for (bool masked : {false, true}) {
+    for (bool sequences : {false, true}) {
+      const std::string what = name + (masked ? ", masks" : "") + (sequences ? ", every h" : ", last h");
+      const auto cpu = run_recurrence(op, xz_shape, R_shape, mask_shape, masked, sequences, Device::cpu());
+      const auto gpu = run_recurrence(op, xz_shape, R_shape, mask_shape, masked, sequences, Device::cuda(0));
+      for (size_t i = 0; i < cpu.size(); ++i)
+        expect_close(what + ": " + parts[i], gpu[i], cpu[i], kModelStep);
+    }
+  }
+}
+#endif  // HISVID_WITH_CUDA
+
+TEST(CudaRecurrence, OpsMatchTheCpuOnOddShapes) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+#ifdef HISVID_WITH_CUDA
+  expect_same_recurrence("lstm U=5", lstm_op, {3, 4, 20}, {5, 20}, {4, 3, 5});
+  expect_same_recurrence("lstm U=64", lstm_op, {3, 5, 256}, {64, 256}, {4, 3, 64});
+  expect_same_recurrence("convlstm F=3", convlstm_op, {3, 4, 3, 5, 12}, {3, 3, 3, 12}, {4, 3, 3, 5, 3});
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
 // A short training run: 30 Adam steps of each tiny model from the same weights and data, with
 // fresh dropout masks every step (the same bits on both devices), on the GPU and on the CPU.
 // The loss curves and the final weights must agree within kTrainingRun.

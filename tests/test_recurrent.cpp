@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/autograd.h"
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/recurrent.h"
 #include "kernels/lstm.h"
@@ -158,6 +160,53 @@ TEST(Recurrent, ConvLstmGradients) {
           return convlstm2d_sequence(in[0], {in[1], in[2], in[3]}, options);
         },
         {x, K, R, b}));
+  }
+}
+
+// Device operations (engine/device.h) of a float32 forward and backward of `layer` on x.
+template <typename Layer>
+uint64_t operations_of_a_step(const Tensor& x, const RecurrentWeights& w, const RecurrentOptions& options,
+                              Layer layer) {
+  for (Tensor t : {w.kernel, w.recurrent_kernel, w.bias}) t.zero_grad();  // the same first accumulation
+  const uint64_t before = device_calls();
+  backward(ops::sum(layer(x, w, options)));
+  return device_calls() - before;
+}
+
+RecurrentWeights float_weights(const Shape& kernel, const Shape& recurrent, int64_t units) {
+  RecurrentWeights w;
+  w.kernel = Tensor::full(kernel, 0.1);
+  w.recurrent_kernel = Tensor::full(recurrent, 0.05);
+  w.bias = Tensor::zeros({4 * units});
+  for (Tensor* t : {&w.kernel, &w.recurrent_kernel, &w.bias}) t->set_requires_grad(true);
+  return w;
+}
+
+// A GPU launches every operation a step queues, so the recurrence must not queue a chain of ops
+// per timestep: the LSTM queues the same operations for any T, the ConvLSTM a convolution and a
+// step kernel each way per timestep, with recurrent dropout a convolution per gate.
+TEST(Recurrent, TimestepsAddAFixedNumberOfOperations) {
+  const int64_t N = 2, D = 3, U = 4, H = 5, W = 4, C = 2, F = 3;
+  const RecurrentWeights lstm = float_weights({D, 4 * U}, {U, 4 * U}, U);
+  const RecurrentWeights conv = float_weights({3, 3, C, 4 * F}, {3, 3, F, 4 * F}, F);
+  for (bool dropout : {false, true}) {
+    SCOPED_TRACE(dropout ? "recurrent dropout" : "no dropout");
+    Generator rng(3);
+    RecurrentOptions options;
+    options.training = dropout;
+    options.recurrent_dropout = dropout ? 0.2f : 0.0f;
+    options.rng = &rng;
+    options.padding = Padding::Same;
+    auto lstm_ops = [&](int64_t T) {
+      return operations_of_a_step(Tensor::full({N, T, D}, 0.5), lstm, options, lstm_sequence);
+    };
+    auto conv_ops = [&](int64_t T) {
+      return operations_of_a_step(Tensor::full({N, T, H, W, C}, 0.5), conv, options, convlstm2d_sequence);
+    };
+    EXPECT_EQ(lstm_ops(7), lstm_ops(3));
+    const uint64_t per_step =
+        dropout ? 2 * (4 + 1) : 2 * (1 + 1);  // convolutions and a step kernel, each way
+    EXPECT_EQ(conv_ops(7) - conv_ops(3), 4 * per_step);
   }
 }
 
