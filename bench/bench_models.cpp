@@ -11,6 +11,7 @@
 // --per-layer`) of some models, on CUDA when present, else on the CPU; it needs no video or
 // HDF5 library, so it runs from the GPU kit of scripts/device-kit:
 //   build/bench/hisvid_bench --per_layer=lrcn,convlstm [--per_layer_steps=10]
+// With --throughput, every step on CUDA runs at batch 256 as well (clips/s at scale).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -34,6 +35,9 @@ using hisvid::Device;
 const std::map<std::string, double> kClaimedEvalMs = {{"lrcn", 40.0}, {"convlstm", 205.0}};
 
 enum class Step { Train, Eval, GraphTrain };
+
+// The batch of the throughput steps (`--throughput`, CUDA only), bench/pytorch_reference.py's too.
+constexpr int64_t kThroughputBatch = 256;
 
 void run(benchmark::State& state, const std::string& model, Device device, Step kind) {
   const int batch = static_cast<int>(state.range(0));
@@ -86,6 +90,19 @@ std::string take_flag(int& argc, char** argv, const char* name) {
   return "";
 }
 
+// Removes a plain `--name` switch from argv and says whether it was there.
+bool take_switch(int& argc, char** argv, const char* name) {
+  const std::string flag = std::string("--") + name;
+  for (int i = 1; i < argc; ++i) {
+    if (flag == argv[i]) {
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      return true;
+    }
+  }
+  return false;
+}
+
 int per_layer(const std::string& models, const std::string& steps_flag, Device device) {
   const int steps = steps_flag.empty() ? 10 : std::atoi(steps_flag.c_str());
   if (steps < 1) {
@@ -118,6 +135,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // --throughput: every step on CUDA also at batch 256 (the clips/s comparison).
+  const bool throughput = take_switch(argc, argv, "throughput");
   for (const std::string& model : hisvid::models::zoo_names()) {
     for (const Device& device : devices) {
       for (Step kind : {Step::Train, Step::Eval, Step::GraphTrain}) {
@@ -125,8 +144,10 @@ int main(int argc, char** argv) {
         const bool train = kind != Step::Eval;
         const char* step = kind == Step::Train ? "/train" : kind == Step::Eval ? "/eval" : "/train_graph";
         const std::string name = model + step + "/" + device.str();
+        std::vector<int64_t> batches = {train ? 4 : 32};
+        if (throughput && device.is_cuda()) batches.push_back(kThroughputBatch);
         benchmark::RegisterBenchmark(name.c_str(), run, model, device, kind)
-            ->Arg(train ? 4 : 32)
+            ->ArgsProduct({batches})
             ->ArgName("batch")
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime()

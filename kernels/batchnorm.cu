@@ -61,8 +61,7 @@ __global__ void moments_finalize_kernel(float* mean, float* var, float* invstd, 
 __global__ void normalize_kernel(float* out, const float* inp, const float* gamma, const float* beta,
                                  const float* mean, const float* invstd, int64_t M, int64_t C) {
   const int64_t total = M * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int64_t c = i % C;
     out[i] = gamma[c] * (inp[i] - mean[c]) * invstd[c] + beta[c];
   }
@@ -73,8 +72,7 @@ __global__ void normalize_infer_kernel(float* out, const float* inp, const float
                                        const float* moving_mean, const float* moving_var, int64_t M,
                                        int64_t C, float eps) {
   const int64_t total = M * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int64_t c = i % C;
     const float invstd = 1.0f / sqrtf(moving_var[c] + eps);
     out[i] = gamma[c] * (inp[i] - moving_mean[c]) * invstd + beta[c];
@@ -88,8 +86,8 @@ __global__ void grad_moments_partial_kernel(double* partials, const float* dout,
 }
 
 // dbeta (C) += sum dout, dgamma (C) += sum dout * xhat; coef (2,C) = those sums / M
-__global__ void grad_moments_finalize_kernel(float* dgamma, float* dbeta, double* coef, const double* partials,
-                                             int row_blocks, int64_t M, int64_t C) {
+__global__ void grad_moments_finalize_kernel(float* dgamma, float* dbeta, double* coef,
+                                             const double* partials, int row_blocks, int64_t M, int64_t C) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   double sums[2];
@@ -107,8 +105,7 @@ __global__ void batchnorm_dinp_kernel(float* dinp, const float* dout, const floa
                                       const float* invstd, const float* gamma, const double* coef, int64_t M,
                                       int64_t C) {
   const int64_t total = M * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int64_t c = i % C;
     const double xhat = (double(inp[i]) - double(mean[c])) * double(invstd[c]);
     dinp[i] = static_cast<float>(double(gamma[c]) * double(invstd[c]) *

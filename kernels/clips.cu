@@ -15,8 +15,7 @@ constexpr int kMeanThreads = 256;
 __global__ void scale_kernel(ClipsToBatch<float> args) {
   const ClipsToBatch<float> k = args.with_base();
   const int64_t total = k.B * k.E, row = k.W * k.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int64_t b = i / k.E, e = i % k.E;
     const uint64_t slot = 4 * static_cast<uint64_t>(b);
     const bool flip = k.flip && philox_uniform(k.choice_seed, k.choice_offset, slot) < 0.5f;
@@ -42,8 +41,7 @@ __global__ void __launch_bounds__(kMeanThreads) mean_kernel(float* mean, const f
 __global__ void finish_kernel(ClipsToBatch<float> args, const float* mean) {
   const ClipsToBatch<float> k = args.with_base();
   const int64_t total = k.B * k.E;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int64_t b = i / k.E;
     float v = k.out[i];
     if (k.contrast > 0) {

@@ -72,8 +72,7 @@ __global__ void transpose_kernel(float* out, const float* in, int rows, int cols
 __global__ void resize_hw_kernel(float* dst, const float* src, int64_t N, int HD, int WD, int HS, int WS,
                                  int64_t C) {
   const int64_t n_total = N * HD * WD * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n_total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n_total)) {
     const int64_t c = i % C;
     int64_t rest = i / C;
     const int w = static_cast<int>(rest % WD);

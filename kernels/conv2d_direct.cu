@@ -132,8 +132,7 @@ __global__ void __launch_bounds__(kDirectThreads)
 __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const float* weight,
                                            const float* bias, Conv2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int f = static_cast<int>(i % g.F);
     int64_t rest = i / g.F;
     const int wo = static_cast<int>(rest % g.WO);
@@ -182,8 +181,7 @@ void launch_forward(float* out, const float* inp, const float* weight, const flo
 // flipped (KH,KW,F,C)[kh][kw][f][c] = weight (KH,KW,C,F)[KH-1-kh][KW-1-kw][c][f]
 __global__ void flip_kernel_kernel(float* flipped, const float* weight, int KH, int KW, int C, int F) {
   const int64_t total = int64_t(KH) * KW * C * F;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int c = static_cast<int>(i % C);
     const int64_t rest = i / C;
     const int f = static_cast<int>(rest % F);
@@ -200,8 +198,7 @@ __global__ void flip_kernel_kernel(float* flipped, const float* weight, int KH, 
 __global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout, const float* weight,
                                                   Conv2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int c = static_cast<int>(i % g.C);
     int64_t rest = i / g.C;
     const int w = static_cast<int>(rest % g.W);
@@ -291,8 +288,7 @@ __global__ void __launch_bounds__(256)
 
 // dweight (n) += the sum of partial (chunks, n) over its chunks, in chunk order.
 __global__ void sum_chunks_kernel(float* dweight, const float* partial, int chunks, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     float s = 0.0f;
     for (int z = 0; z < chunks; ++z) s += partial[z * n + i];
     dweight[i] += s;

@@ -21,8 +21,7 @@ constexpr int kReduceThreads = 256;
 __global__ void forward_kernel(float* out, int32_t* argmax, const float* inp, const float* weight,
                                const float* bias, Conv2dGeometry g, Pool2dGeometry p, Activation act) {
   const int64_t total = int64_t(p.N) * p.HO * p.WO * p.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int f = static_cast<int>(i % p.C);
     int64_t rest = i / p.C;
     const int qo = static_cast<int>(rest % p.WO);
@@ -89,8 +88,7 @@ __global__ void __launch_bounds__(kReduceThreads)
 __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, const int32_t* argmax,
                             const float* weight, Conv2dGeometry g, Pool2dGeometry p, Activation act) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int c = static_cast<int>(i % g.C);
     int64_t rest = i / g.C;
     const int w = static_cast<int>(rest % g.W);

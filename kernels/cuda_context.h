@@ -230,6 +230,31 @@ inline constexpr int kThreads = 256;  // threads per block of the 1-D kernels
 // Device helpers shared by the .cu files (header-only: no relocatable device code needed).
 namespace hisvid::cuda::device {
 
+// The indices of [0, n) a thread takes in a 1-D grid-stride loop: its global index, then steps
+// of the whole grid's threads. Every 1-D kernel loops this way:
+//   for (const int64_t i : device::grid_stride(n)) out[i] = ...;
+class GridStride {
+ public:
+  struct Index {
+    int64_t i, step;
+    __device__ int64_t operator*() const { return i; }
+    __device__ Index& operator++() {
+      i += step;
+      return *this;
+    }
+    __device__ bool operator!=(const Index& end) const { return i < end.i; }
+  };
+  __device__ explicit GridStride(int64_t n) : n_(n) {}
+  __device__ Index begin() const {
+    return {blockIdx.x * int64_t(blockDim.x) + threadIdx.x, int64_t(gridDim.x) * blockDim.x};
+  }
+  __device__ Index end() const { return {n_, 0}; }
+
+ private:
+  int64_t n_;
+};
+__device__ __forceinline__ GridStride grid_stride(int64_t n) { return GridStride(n); }
+
 template <typename T>
 __device__ __forceinline__ T warp_sum(T value) {
   for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(0xffffffffu, value, offset);

@@ -14,8 +14,7 @@ namespace {
 __global__ void dropout_kernel(float* out, const float* inp, int64_t n, float rate, float keep_scale,
                                uint64_t seed, uint64_t offset, const int64_t* base) {
   offset = based_offset(offset, base);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(i)) >= rate;
     if (inp == nullptr) {
       out[i] = keep ? keep_scale : 0.0f;
@@ -30,8 +29,7 @@ __global__ void spatial_dropout_kernel(float* out, const float* inp, int64_t N, 
                                        float rate, float keep_scale, uint64_t seed, uint64_t offset,
                                        const int64_t* base) {
   offset = based_offset(offset, base);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * S * C;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(N * S * C)) {
     const int64_t c = i % C, n = i / (S * C);
     const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(n * C + c)) >= rate;
     out[i] = keep ? inp[i] * keep_scale : 0.0f;

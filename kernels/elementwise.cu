@@ -9,8 +9,7 @@ namespace hisvid::cuda {
 namespace {
 
 __global__ void fill_kernel(float* out, float value, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     out[i] = value;
   }
 }
@@ -19,23 +18,20 @@ enum class Binary : int { Add, Sub, Mul };
 
 // out (n) = a (n) op b (n); out may alias a or b (each element is read before it is written).
 __global__ void binary_kernel(float* out, const float* a, const float* b, int64_t n, Binary op) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     const float x = a[i], y = b[i];
     out[i] = op == Binary::Add ? x + y : (op == Binary::Sub ? x - y : x * y);
   }
 }
 
 __global__ void scale_kernel(float* out, const float* a, float alpha, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     out[i] = alpha * a[i];
   }
 }
 
 __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     y[i] += alpha * x[i];
   }
 }
@@ -44,8 +40,7 @@ __global__ void axpy_kernel(float* y, float alpha, const float* x, int64_t n) {
 __global__ void bias_add_forward_kernel(float* out, const float* inp, const float* bias, int64_t M,
                                         int64_t C) {
   const int64_t n = M * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     out[i] = inp[i] + bias[i % C];
   }
 }
@@ -73,8 +68,7 @@ __global__ void bias_finalize_kernel(float* dbias, const double* partials, int r
 
 // out (n) = act(inp (n))
 __global__ void activation_forward_kernel(float* out, const float* inp, int64_t n, Activation act) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     out[i] = activate(inp[i], act);
   }
 }
@@ -82,8 +76,7 @@ __global__ void activation_forward_kernel(float* out, const float* inp, int64_t 
 // dinp (n) = dout (n) * act'(x), taken from the forward output out (n)
 __global__ void activation_backward_kernel(float* dinp, const float* dout, const float* out, int64_t n,
                                            Activation act) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     dinp[i] = dout[i] * activation_grad_from_output(out[i], act);
   }
 }

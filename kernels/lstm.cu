@@ -19,8 +19,7 @@ __global__ void lstm_cell_forward_kernel(float* h, float* c, float* gates, const
                                          const float* c_prev, int64_t M, int64_t U, Activation act,
                                          Activation rec_act) {
   const int64_t total = M * U;
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t k : device::grid_stride(total)) {
     const int64_t m = k / U, u = k - m * U;
     const float* zr = z + m * 4 * U + u;
     float* gr = gates + m * 4 * U + u;
@@ -45,8 +44,7 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
                                           const float* gates, const float* c, const float* c_prev, int64_t M,
                                           int64_t U, Activation act, Activation rec_act) {
   const int64_t total = M * U;
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t k : device::grid_stride(total)) {
     const int64_t m = k / U, u = k - m * U;
     const float* gr = gates + m * 4 * U + u;
     float* dzr = dz + m * 4 * U + u;
@@ -69,8 +67,7 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
 __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
   const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, total = M * F;
   const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t e : device::grid_stride(total)) {
     const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
     const float* xz = k.xz + sample_row * 4 * F + f;
     float z[4];
@@ -92,8 +89,7 @@ __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
 
 __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
   const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, total = M * F;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t e : device::grid_stride(total)) {
     const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
     float dh = k.dh_seq != nullptr ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[e] : 0.0f);
     if (k.dhm != nullptr && k.masks != nullptr) {

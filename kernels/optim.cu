@@ -18,8 +18,7 @@ __global__ void multi_tensor_update_kernel(MultiTensorUpdate<float> k) {
   float *w = k.w[t], *m = k.m[t], *v = k.v[t];
   const float* g = k.g[t];
   const int64_t n = k.n[t];
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     if (k.rule == UpdateRule::Adam) {
       adam_element(w[i], m[i], v[i], g[i], scalar, k.beta1, k.beta2, k.eps);
     } else if (k.rule == UpdateRule::Rmsprop) {

@@ -12,8 +12,7 @@ namespace {
 // out (N,HO,WO,C), argmax (N,HO,WO,C) from inp (N,H,W,C)
 __global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const float* inp, Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int c = static_cast<int>(i % g.C);
     int64_t rest = i / g.C;
     const int wo = static_cast<int>(rest % g.WO);
@@ -45,8 +44,7 @@ __global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const floa
 __global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const int32_t* argmax,
                                           Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int c = static_cast<int>(i % g.C);
     int64_t rest = i / g.C;
     const int w = static_cast<int>(rest % g.W);
@@ -73,8 +71,7 @@ __global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const 
 
 // out (N,C): one thread per (n, c), the sum over S in double in s order, as the CPU.
 __global__ void global_avgpool_forward_kernel(float* out, const float* inp, int64_t N, int64_t S, int64_t C) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * C;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(N * C)) {
     const int64_t n = i / C, c = i % C;
     double sum = 0.0;
     for (int64_t s = 0; s < S; ++s) sum += inp[(n * S + s) * C + c];
@@ -85,8 +82,7 @@ __global__ void global_avgpool_forward_kernel(float* out, const float* inp, int6
 // dinp (N,S,C): one thread per element.
 __global__ void global_avgpool_backward_kernel(float* dinp, const float* dout, int64_t N, int64_t S,
                                                int64_t C) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * S * C;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(N * S * C)) {
     const int64_t c = i % C, n = i / (S * C);
     dinp[i] = dout[n * C + c] / static_cast<float>(S);
   }

@@ -13,8 +13,7 @@ constexpr int kMaxSumBlocks = 1024;
 // partials (gridDim.x) = sums of inp (n) over each block's grid-stride share
 __global__ void sum_partial_kernel(double* partials, const float* inp, int64_t n) {
   double acc = 0.0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(n)) {
     acc += inp[i];
   }
   const double total = device::block_sum(acc);
@@ -35,8 +34,7 @@ __global__ void copy_block_kernel(float* dst, int64_t dst_dim, int64_t dst_start
                                   int64_t src_dim, int64_t src_start, int64_t outer, int64_t len,
                                   int64_t inner, bool accumulate, bool repeat) {
   const int64_t block = len * inner, total = outer * block;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(total)) {
     const int64_t o = i / block, r = i - o * block;  // r = l * inner + k
     float* d = dst + (o * dst_dim + dst_start) * inner + r;
     const float v = src[(o * src_dim + src_start) * inner + (repeat ? r % inner : r)];

@@ -171,8 +171,7 @@ __global__ void accuracy_count_kernel(int64_t* correct, const float* scores, con
 // losses (N), probs (N,K) from logits (N,K), targets (N,K): one thread per row, k in order.
 __global__ void sigmoid_xent_forward_kernel(float* losses, float* probs, const float* logits,
                                             const float* targets, int64_t N, int64_t K) {
-  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N;
-       n += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t n : device::grid_stride(N)) {
     float sum = 0.0f;
     for (int64_t k = 0; k < K; ++k) {
       const float z = logits[n * K + k], y = targets[n * K + k];
@@ -186,8 +185,7 @@ __global__ void sigmoid_xent_forward_kernel(float* losses, float* probs, const f
 // dlogits (N,K) = dlosses_n * (p - y) / K
 __global__ void sigmoid_xent_backward_kernel(float* dlogits, const float* dlosses, const float* probs,
                                              const float* targets, int64_t N, int64_t K) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < N * K;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (const int64_t i : device::grid_stride(N * K)) {
     dlogits[i] = dlosses[i / K] * (probs[i] - targets[i]) / static_cast<float>(K);
   }
 }
