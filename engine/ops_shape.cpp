@@ -38,6 +38,7 @@ Tensor repeat_steps(const Tensor& m, int64_t T) {
   std::vector<int64_t> dims = m.shape().vec();
   dims.insert(dims.begin() + 1, T);
   Tensor out = detail::empty_as(Shape(dims), m);
+  if (m.numel() == 0) return out;
   with_dtype(m, [&](auto tag) {
     using E = decltype(tag);
     CopyBlock<E> k;  // (N, 1, rest) repeated into (N, T, rest)
