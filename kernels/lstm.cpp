@@ -208,6 +208,55 @@ void convlstm_step_rows(const ConvLstmStepForward<float>& k, Act act, Rec rec) {
   }
 }
 
+template <int kF, typename Act, typename Rec>
+void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, Act act, Rec rec) {
+  const int64_t F = kF > 0 ? kF : k.F, M = k.N * k.P, S = k.steps, t = k.t;
+#pragma omp parallel if (M * F > kParallelMin)
+  {
+    const SpareRows<float> spare(F);
+#pragma omp for
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t n = m / k.P, sample_row = (n * S + t) * k.P + m % k.P;  // (n, t, p)
+      const float* __restrict gates = k.gates + (t * M + m) * 4 * F;
+      const float* __restrict ig = gates;
+      const float* __restrict fg = gates + F;
+      const float* __restrict gg = gates + 2 * F;
+      const float* __restrict og = gates + 3 * F;
+      const float* __restrict cr = k.c + (t * M + m) * F;
+      const float* __restrict cp = t > 0 ? k.c + ((t - 1) * M + m) * F : spare.zeros.data();
+      const float* __restrict above = k.dh_seq     ? k.dh_seq + sample_row * F
+                                      : t == S - 1 ? k.dh_last + m * F
+                                                   : spare.zeros.data();
+      float* __restrict dc = k.dc + m * F;
+      float* __restrict dxz = k.dxz + sample_row * 4 * F;
+      float* dz[4];
+      for (int64_t q = 0; q < 4; ++q) dz[q] = k.dzg + k.dzg_at(q, t, m, 0);
+      for (int64_t f = 0; f < F; ++f) {
+        float dh = above[f];
+        if (k.dhm && k.masks) {
+          for (int64_t q = 0; q < 4; ++q) dh += k.dhm[(q * M + m) * F + f] * k.masks[(q * M + m) * F + f];
+        } else if (k.dhm) {
+          dh += k.dhm[m * F + f];
+        }
+        const float a = activate(cr[f], act());
+        const float dc_total = dc[f] + dh * og[f] * activation_grad_from_output(a, act());
+        const float d[4] = {dc_total * gg[f] * activation_grad_from_output(ig[f], rec()),
+                            dc_total * cp[f] * activation_grad_from_output(fg[f], rec()),
+                            dc_total * ig[f] * activation_grad_from_output(gg[f], act()),
+                            dh * a * activation_grad_from_output(og[f], rec())};
+        for (int64_t q = 0; q < 4; ++q) dxz[q * F + f] = dz[q][f] = d[q];
+        dc[f] = dc_total * fg[f];
+      }
+    }
+  }
+}
+
+void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
+  dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
+    convlstm_step_backward_rows<decltype(filters)::value>(k, a, r);
+  });
+}
+
 void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
   dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
     convlstm_step_rows<decltype(filters)::value>(k, a, r);

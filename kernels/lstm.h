@@ -295,6 +295,7 @@ void lstm_cell_backward(const LstmCellBackward<float>& k);
 void lstm_sequence_forward(const LstmSequenceForward<float>& k);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k);
 void convlstm_step_forward(const ConvLstmStepForward<float>& k);
+void convlstm_step_backward(const ConvLstmStepBackward<float>& k);
 
 }  // namespace hisvid::cpu
 

@@ -28,7 +28,8 @@ const bool rows = register_rows(host_row<naive::lstm_cell_forward<float>>(Backen
                                 host_row<cpu::lstm_cell_backward>(Backend::Cpu, "cpu"),
                                 host_row<cpu::lstm_sequence_forward>(Backend::Cpu, "cpu"),
                                 host_row<cpu::lstm_sequence_backward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::convlstm_step_forward>(Backend::Cpu, "cpu"));
+                                host_row<cpu::convlstm_step_forward>(Backend::Cpu, "cpu"),
+                                host_row<cpu::convlstm_step_backward>(Backend::Cpu, "cpu"));
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows = register_rows(
     cuda_row<cuda::lstm_cell_forward>("cuda"), cuda_row<cuda::lstm_cell_backward>("cuda"),
