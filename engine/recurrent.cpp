@@ -45,6 +45,31 @@ Tensor gated_product(const Tensor& value, const Tensor& kernel, const std::vecto
   return ops::concat(parts, -1);
 }
 
+// The input products of all T timesteps as one product over (N*T, ...) rows of merge_time(x);
+// with input masks (one per gate, the same at every timestep) gated_product's gate-wise
+// products of the masked copies.
+Tensor input_products(const Tensor& x, const Tensor& kernel, const std::vector<Tensor>& masks,
+                      const Product& product) {
+  const int64_t T = x.dim(1);
+  std::vector<Tensor> per_row;  // each mask over every timestep, (N*T, ...)
+  for (const Tensor& m : masks) per_row.push_back(ops::merge_time(ops::repeat_steps(m, T)));
+  return gated_product(ops::merge_time(x), kernel, per_row,
+                       masks.empty() ? std::vector<Tensor>() : gate_slices(kernel), product);
+}
+
+// The recurrent masks of the gates stacked as (G, N, ...), what the recurrence ops take;
+// undefined without masks.
+Tensor stack_gates(const std::vector<Tensor>& masks) {
+  if (masks.empty()) return Tensor();
+  std::vector<Tensor> per_gate;
+  for (const Tensor& m : masks) {
+    std::vector<int64_t> dims = m.shape().vec();
+    dims.insert(dims.begin(), 1);
+    per_gate.push_back(ops::reshape(m, dims));
+  }
+  return ops::concat(per_gate, 0);
+}
+
 void check_weights(const char* layer, const Tensor& x, const RecurrentWeights& w, const Shape& kernel,
                    const Shape& recurrent) {
   detail::require_compatible(layer, "input", x, "kernel", w.kernel);
@@ -71,36 +96,17 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
   const std::vector<Tensor> recurrent_masks =
       gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x);
 
-  // The input products of all timesteps: one matmul, or with input masks (shared by all
-  // timesteps) one per gate, of the masked inputs with the gate's slice of the kernel.
-  Tensor xz;  // (N*T,G*U)
-  if (input_masks.empty()) {
-    xz = ops::matmul(ops::reshape(x, {N * T, D}), w.kernel);
-  } else {
-    const std::vector<Tensor> kernel_slices = gate_slices(w.kernel);
-    std::vector<Tensor> parts;
-    for (int g = 0; g < kGates; ++g) {
-      const Tensor masked = ops::mul(x, ops::repeat_steps(input_masks[g], T));
-      parts.push_back(ops::matmul(ops::reshape(masked, {N * T, D}), kernel_slices[g]));
-    }
-    xz = ops::concat(parts, -1);
-  }
+  const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };
+  Tensor xz = input_products(x, w.kernel, input_masks, matmul);  // (N*T,G*U)
   if (w.bias.defined()) xz = ops::bias_add(xz, w.bias);
   xz = ops::reshape(xz, {N, T, kGates * U});
 
   if (U <= kLstmSequenceMaxUnits) {  // the whole recurrence in one kernel
-    Tensor masks;                    // (G,N,U)
-    if (!recurrent_masks.empty()) {
-      std::vector<Tensor> per_gate;
-      for (const Tensor& m : recurrent_masks) per_gate.push_back(ops::reshape(m, {1, N, U}));
-      masks = ops::concat(per_gate, 0);
-    }
-    return ops::lstm_recurrence(xz, w.recurrent_kernel, masks, options.activation,
+    return ops::lstm_recurrence(xz, w.recurrent_kernel, stack_gates(recurrent_masks), options.activation,
                                 options.recurrent_activation, options.return_sequences);
   }
 
   // More units than one CUDA block holds: step by step, of recorded ops.
-  const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };
   const std::vector<Tensor> recurrent_slices =
       recurrent_masks.empty() ? std::vector<Tensor>() : gate_slices(w.recurrent_kernel);
   const std::vector<Tensor> xzs = ops::unstack(xz, 1);  // per timestep (N,G*U)
@@ -127,20 +133,17 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
   if (T < 1) fail("{}: input {} has no timesteps", layer, x.shape().str());
   check_weights(layer, x, w, Shape{KH, KW, C, kGates * F}, Shape{KH, KW, F, kGates * F});
 
-  // The input convolutions of all timesteps: one, or with input masks (shared by all
-  // timesteps) one per gate, of the masked inputs with the gate's slice of the kernel.
+  // Without input masks the bias goes with the one convolution.
   const std::vector<Tensor> input_masks = gate_masks(layer, options.dropout, options, Shape{N, H, W, C}, x);
+  const Padding padding = options.padding;
   Tensor xz;  // (N*T,HO,WO,G*F)
   if (input_masks.empty()) {
-    xz = ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, options.padding);
+    xz = ops::conv2d(ops::merge_time(x), w.kernel, w.bias, 1, 1, padding);
   } else {
-    const std::vector<Tensor> kernel_slices = gate_slices(w.kernel);
-    std::vector<Tensor> parts;
-    for (int g = 0; g < kGates; ++g) {
-      const Tensor masked = ops::merge_time(ops::mul(x, ops::repeat_steps(input_masks[g], T)));
-      parts.push_back(ops::conv2d(masked, kernel_slices[g], Tensor(), 1, 1, options.padding));
-    }
-    xz = ops::concat(parts, -1);
+    const Product input_conv = [padding](const Tensor& v, const Tensor& k) {
+      return ops::conv2d(v, k, Tensor(), 1, 1, padding);
+    };
+    xz = input_products(x, w.kernel, input_masks, input_conv);
     if (w.bias.defined()) xz = ops::bias_add(xz, w.bias);
   }
   xz = ops::split_time(xz, T);  // (N,T,HO,WO,G*F)
@@ -148,13 +151,7 @@ Tensor convlstm2d_sequence(const Tensor& x, const RecurrentWeights& w, const Rec
   const int64_t HO = xz.dim(2), WO = xz.dim(3);
   const std::vector<Tensor> recurrent_masks =
       gate_masks(layer, options.recurrent_dropout, options, Shape{N, HO, WO, F}, x);
-  Tensor masks;  // (G,N,HO,WO,F)
-  if (!recurrent_masks.empty()) {
-    std::vector<Tensor> per_gate;
-    for (const Tensor& m : recurrent_masks) per_gate.push_back(ops::reshape(m, {1, N, HO, WO, F}));
-    masks = ops::concat(per_gate, 0);
-  }
-  return ops::convlstm_recurrence(xz, w.recurrent_kernel, masks, options.activation,
+  return ops::convlstm_recurrence(xz, w.recurrent_kernel, stack_gates(recurrent_masks), options.activation,
                                   options.recurrent_activation, options.return_sequences);
 }
 
