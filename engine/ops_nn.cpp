@@ -427,26 +427,6 @@ Tensor lstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, A
   return out;
 }
 
-namespace {
-
-// Gate g's output channels of R (KH,KW,F,G*F) copied to or from the contiguous kernel Rg + g
-// (KH,KW,F,F) of a (G,KH,KW,F,F) buffer.
-template <typename T>
-void copy_gate_kernel(T* R, T* Rg, int64_t taps, int64_t F, int64_t gate, bool to_gates, Device device) {
-  CopyBlock<T> k;
-  k.outer = taps, k.len = F, k.inner = 1;  // taps = KH*KW*F rows of R
-  if (to_gates) {
-    k.dst = Rg + gate * taps * F, k.dst_dim = F, k.dst_start = 0;
-    k.src = R, k.src_dim = 4 * F, k.src_start = gate * F;
-  } else {
-    k.dst = R, k.dst_dim = 4 * F, k.dst_start = gate * F;
-    k.src = Rg + gate * taps * F, k.src_dim = F, k.src_start = 0;
-  }
-  run_kernel(k, device);
-}
-
-}  // namespace
-
 Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, Activation act,
                            Activation rec_act, bool sequences) {
   const char* op = "convlstm_recurrence";
@@ -454,7 +434,7 @@ Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& mask
   detail::require_rank(op, "R", R, 4);
   detail::require_compatible(op, "xz", xz, "R", R);
   const int64_t N = xz.dim(0), S = xz.dim(1), HO = xz.dim(2), WO = xz.dim(3);
-  const int64_t KH = R.dim(0), KW = R.dim(1), F = R.dim(2), P = HO * WO, M = N * P, MF = M * F;
+  const int64_t KH = R.dim(0), KW = R.dim(1), F = R.dim(2), P = HO * WO, M = N * P;
   detail::require_shape(op, "R", R, Shape{KH, KW, F, 4 * F});
   detail::require_shape(op, "xz", xz, Shape{N, S, HO, WO, 4 * F});
   if (S < 1) fail("{}: xz {} has no timesteps", op, xz.shape().str());
@@ -463,35 +443,33 @@ Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& mask
     detail::require_compatible(op, "xz", xz, "masks", masks);
     detail::require_shape(op, "masks", masks, Shape{4, N, HO, WO, F});
   }
-  // Without masks one convolution of h with R (F -> G*F channels), with masks one per gate of
-  // h m_g with gate g's kernel Rg[g] (F -> F).
-  const int64_t taps = KH * KW * F;  // rows of R
-  const Conv2dGeometry geometry = conv2d_geometry(
-      static_cast<int>(N), static_cast<int>(HO), static_cast<int>(WO), static_cast<int>(F),
-      static_cast<int>(masked ? F : 4 * F), static_cast<int>(KH), static_cast<int>(KW), 1, 1, Padding::Same);
-  const int64_t convs = masked ? 4 : 1, out_size = M * geometry.F, weight_size = taps * geometry.F;
+  // One convolution per step of hm_{t-1} with R (F -> G*F channels): without masks hm is h
+  // itself; with masks it holds the G masked states h m_g side by side (G*F channels) and the
+  // convolution has G groups, so that gate g's output channels of R read h m_g only. R's
+  // layout (KH,KW,F,G*F) is the grouped kernel's (KH,KW,G*F/G,G*F) as it stands.
+  const int64_t copies = masked ? 4 : 1, hm_channels = copies * F;
+  const Conv2dGeometry geometry =
+      conv2d_geometry(static_cast<int>(N), static_cast<int>(HO), static_cast<int>(WO),
+                      static_cast<int>(hm_channels), static_cast<int>(4 * F), static_cast<int>(KH),
+                      static_cast<int>(KW), 1, 1, Padding::Same, static_cast<int>(copies));
   const Device device = xz.device();
   const bool keep = should_record({xz, R});  // backward needs every step; otherwise two slots do
   const int64_t history = keep ? S : std::min<int64_t>(S, 2);
-  Tensor Rg = masked ? empty_as(Shape{4, KH, KW, F, F}, R) : R;
   Tensor gates = empty_as(Shape{history, M, 4 * F}, xz), c = empty_as(Shape{history, M, F}, xz);
-  Tensor hm = empty_as(Shape{convs, history, M, F}, xz), rz = empty_as(Shape{4, M, F}, xz);
+  Tensor hm = empty_as(Shape{history, M, hm_channels}, xz), rz = empty_as(Shape{M, 4 * F}, xz);
   Tensor out = sequences ? empty_as(Shape{N, S, HO, WO, F}, xz) : empty_as(Shape{N, HO, WO, F}, xz);
   with_dtype(xz, [&](auto tag) {
     using T = decltype(tag);
-    for (int64_t gate = 0; gate < 4 && masked; ++gate) {
-      copy_gate_kernel<T>(R.data<T>(), Rg.data<T>(), taps, F, gate, true, device);
-    }
     ConvLstmStepForward<T> k;
     k.gates = gates.data<T>(), k.c = c.data<T>(), k.hm = hm.data<T>();
     (sequences ? k.h_seq : k.h_last) = out.data<T>();
     k.xz = xz.data<T>(), k.masks = data_or_null<T>(masks);
     k.N = N, k.steps = S, k.P = P, k.F = F, k.history = history, k.act = act, k.rec_act = rec_act;
     for (int64_t t = 0; t < S; ++t) {
-      for (int64_t i = 0; i < convs && t > 0; ++i) {  // rz = conv(hm_{t-1}, R), per gate with masks
+      if (t > 0) {  // rz = conv(hm_{t-1}, R)
         Conv2dForward<T> conv;
-        conv.out = rz.data<T>() + i * out_size, conv.inp = hm.data<T>() + k.hm_at(i, (t - 1) % history, 0, 0);
-        conv.weight = Rg.data<T>() + i * weight_size, conv.g = geometry;
+        conv.out = rz.data<T>(), conv.inp = hm.data<T>() + k.hm_at(0, (t - 1) % history, 0, 0);
+        conv.weight = R.data<T>(), conv.g = geometry;
         run_kernel(conv, device);
       }
       k.t = t, k.rz = t > 0 ? rz.data<T>() : nullptr;
@@ -500,56 +478,46 @@ Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& mask
   });
   if (keep) {
     const bool need_xz = xz.requires_grad(), need_R = R.requires_grad();
-    record(
-        op, {xz, R}, {out},
-        [Rg, gates, c, hm, masks, xz_shape = xz.shape(), R_shape = R.shape(), N, S, P, F, M, MF, taps, convs,
-         weight_size, geometry, act, rec_act, sequences, need_xz, need_R](const std::vector<Tensor>& g) {
-          if (!g[0].defined()) return std::vector<Tensor>{Tensor(), Tensor()};
-          const Device device = gates.device();
-          const bool masked = masks.defined();
-          Tensor dxz = empty_as(xz_shape, gates), dzg = empty_as(Shape{4, S, M, F}, gates);
-          Tensor dc = zeros_as(Shape{M, F}, gates), dhm = empty_as(Shape{convs, M, F}, gates), dR;
-          with_dtype(gates, [&](auto tag) {
-            using T = decltype(tag);
-            ConvLstmStepBackward<T> k;
-            k.dxz = dxz.data<T>(), k.dzg = dzg.data<T>(), k.dc = dc.data<T>();
-            (sequences ? k.dh_seq : k.dh_last) = g[0].data<T>();
-            k.gates = gates.data<T>(), k.c = c.data<T>(), k.masks = data_or_null<T>(masks);
-            k.N = N, k.steps = S, k.P = P, k.F = F, k.act = act, k.rec_act = rec_act;
-            for (int64_t t = S - 1; t >= 0; --t) {
-              k.t = t, k.dhm = t < S - 1 ? dhm.data<T>() : nullptr;
-              run_kernel(k, device);
-              for (int64_t i = 0; i < convs && t > 0; ++i) {  // what step t's products send back to hm_{t-1}
-                Conv2dBackwardData<T> conv;
-                conv.dinp = dhm.data<T>() + i * MF, conv.dout = dzg.data<T>() + k.dzg_at(i, t, 0, 0);
-                conv.weight = Rg.data<T>() + i * weight_size, conv.g = geometry;
-                run_kernel(conv, device);
-              }
-            }
-            if (!need_R) return;
-            // R's gradient: the products of every step t >= 1, dz_t against hm_{t-1}, as one
-            // convolution (per gate with masks) over (T-1)*N images.
-            Tensor dRg = zeros_as(masked ? Shape{4, R_shape[0], R_shape[1], F, F} : R_shape, gates);
-            Conv2dGeometry all_steps = geometry;
-            all_steps.N = static_cast<int>((S - 1) * N);
-            for (int64_t i = 0; i < convs && S > 1; ++i) {
-              Conv2dBackwardFilter<T> conv;
-              conv.dweight = dRg.data<T>() + i * weight_size, conv.dbias = nullptr;
-              conv.dout = dzg.data<T>() + k.dzg_at(i, 1, 0, 0), conv.inp = hm.data<T>() + i * S * MF;
-              conv.g = all_steps;
-              run_kernel(conv, device);
-            }
-            if (!masked) {
-              dR = dRg;
-              return;
-            }
-            dR = empty_as(R_shape, gates);
-            for (int64_t gate = 0; gate < 4; ++gate) {
-              copy_gate_kernel<T>(dR.data<T>(), dRg.data<T>(), taps, F, gate, false, device);
-            }
-          });
-          return std::vector<Tensor>{need_xz ? dxz : Tensor(), dR};
-        });
+    record(op, {xz, R}, {out},
+           [R, gates, c, hm, masks, xz_shape = xz.shape(), N, S, P, F, M, hm_channels, geometry, act, rec_act,
+            sequences, need_xz, need_R](const std::vector<Tensor>& g) {
+             if (!g[0].defined()) return std::vector<Tensor>{Tensor(), Tensor()};
+             const Device device = gates.device();
+             Tensor dxz = empty_as(xz_shape, gates), dzg = empty_as(Shape{S, M, 4 * F}, gates);
+             Tensor dc = zeros_as(Shape{M, F}, gates), dhm = empty_as(Shape{M, hm_channels}, gates), dR;
+             with_dtype(gates, [&](auto tag) {
+               using T = decltype(tag);
+               ConvLstmStepBackward<T> k;
+               k.dxz = dxz.data<T>(), k.dzg = dzg.data<T>(), k.dc = dc.data<T>();
+               (sequences ? k.dh_seq : k.dh_last) = g[0].data<T>();
+               k.gates = gates.data<T>(), k.c = c.data<T>(), k.masks = data_or_null<T>(masks);
+               k.N = N, k.steps = S, k.P = P, k.F = F, k.act = act, k.rec_act = rec_act;
+               for (int64_t t = S - 1; t >= 0; --t) {
+                 k.t = t, k.dhm = t < S - 1 ? dhm.data<T>() : nullptr;
+                 run_kernel(k, device);
+                 if (t > 0) {  // what step t's products send back to hm_{t-1}
+                   Conv2dBackwardData<T> conv;
+                   conv.dinp = dhm.data<T>(), conv.dout = dzg.data<T>() + k.dzg_at(0, t, 0, 0);
+                   conv.weight = R.data<T>(), conv.g = geometry;
+                   run_kernel(conv, device);
+                 }
+               }
+               if (!need_R) return;
+               // R's gradient: the products of every step t >= 1, dz_t against hm_{t-1}, as one
+               // convolution over (T-1)*N images.
+               dR = zeros_as(R.shape(), gates);
+               Conv2dGeometry all_steps = geometry;
+               all_steps.N = static_cast<int>((S - 1) * N);
+               if (S > 1) {
+                 Conv2dBackwardFilter<T> conv;
+                 conv.dweight = dR.data<T>(), conv.dbias = nullptr;
+                 conv.dout = dzg.data<T>() + k.dzg_at(0, 1, 0, 0), conv.inp = hm.data<T>();
+                 conv.g = all_steps;
+                 run_kernel(conv, device);
+               }
+             });
+             return std::vector<Tensor>{need_xz ? dxz : Tensor(), dR};
+           });
   }
   return out;
 }

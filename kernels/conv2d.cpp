@@ -378,6 +378,115 @@ void backward_filter_direct(T* dweight,     // (KH,KW,C,F)
   }
 }
 
+// --- groups: one group at a time through the G = 1 code ------------------------------------
+//
+// With G > 1 every CPU row runs group by group on group-major copies: the input channels,
+// kernel columns and output gradient are split by group in one pass each ((rows, G*n) to
+// (G, rows, n)), the G = 1 row computes on each group's contiguous block, and the results are
+// joined back in one pass. The kernel's gradient is split from dweight first and joined back
+// whole, which keeps its += contract.
+
+// to (G, rows, n) from (rows, G*n): the split by group of a channels-last array; or back.
+void split_groups(float* to, const float* from, int64_t rows, int64_t G, int64_t n) {
+#pragma omp parallel for if (rows * G * n > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t group = 0; group < G; ++group) {  // runs of a few floats: a loop, not memmove
+      const float* __restrict src = from + (r * G + group) * n;
+      float* __restrict dst = to + (group * rows + r) * n;
+      for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
+    }
+  }
+}
+void join_groups(float* to, const float* from, int64_t rows, int64_t G, int64_t n) {
+#pragma omp parallel for if (rows * G * n > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t group = 0; group < G; ++group) {
+      const float* __restrict src = from + (group * rows + r) * n;
+      float* __restrict dst = to + (r * G + group) * n;
+      for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
+    }
+  }
+}
+
+// The geometry of one group on its own: C/G input and F/G output channels.
+Conv2dGeometry one_group(const Conv2dGeometry& g) {
+  Conv2dGeometry s = g;
+  s.C = g.group_channels(), s.F = g.group_filters(), s.G = 1;
+  return s;
+}
+
+// Buffer `which` (0..2) of the calling thread, at least n floats, kept between calls.
+float* group_buffer(int which, int64_t n) {
+  thread_local std::vector<float> buffers[3];
+  std::vector<float>& buffer = buffers[which];
+  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
+// Rows of the (rows, channels) views: input pixels, output pixels, kernel taps x C/G.
+int64_t input_rows(const Conv2dGeometry& g) { return int64_t(g.N) * g.H * g.W; }
+int64_t output_rows(const Conv2dGeometry& g) { return int64_t(g.N) * g.HO * g.WO; }
+int64_t kernel_rows(const Conv2dGeometry& g) { return int64_t(g.KH) * g.KW * g.group_channels(); }
+
+template <typename Row>
+void forward_per_group(const Conv2dForward<float>& k, Row row) {
+  const Conv2dGeometry& g = k.g;
+  Conv2dForward<float> one;
+  one.g = one_group(g);
+  const int64_t CG = one.g.C, FG = one.g.F, G = g.G;
+  float* inp = group_buffer(0, input_rows(g) * g.C);
+  float* weight = group_buffer(1, kernel_rows(g) * g.F);
+  float* out = group_buffer(2, output_rows(g) * g.F);
+  split_groups(inp, k.inp, input_rows(g), G, CG);
+  split_groups(weight, k.weight, kernel_rows(g), G, FG);
+  for (int64_t group = 0; group < G; ++group) {
+    one.inp = inp + group * input_rows(g) * CG, one.weight = weight + group * kernel_rows(g) * FG;
+    one.out = out + group * output_rows(g) * FG, one.bias = k.bias != nullptr ? k.bias + group * FG : nullptr;
+    row(one);
+  }
+  join_groups(k.out, out, output_rows(g), G, FG);
+}
+
+template <typename Row>
+void backward_data_per_group(const Conv2dBackwardData<float>& k, Row row) {
+  const Conv2dGeometry& g = k.g;
+  Conv2dBackwardData<float> one;
+  one.g = one_group(g);
+  const int64_t CG = one.g.C, FG = one.g.F, G = g.G;
+  float* dout = group_buffer(0, output_rows(g) * g.F);
+  float* weight = group_buffer(1, kernel_rows(g) * g.F);
+  float* dinp = group_buffer(2, input_rows(g) * g.C);
+  split_groups(dout, k.dout, output_rows(g), G, FG);
+  split_groups(weight, k.weight, kernel_rows(g), G, FG);
+  for (int64_t group = 0; group < G; ++group) {
+    one.dout = dout + group * output_rows(g) * FG, one.weight = weight + group * kernel_rows(g) * FG;
+    one.dinp = dinp + group * input_rows(g) * CG;
+    row(one);
+  }
+  join_groups(k.dinp, dinp, input_rows(g), G, CG);
+}
+
+template <typename Row>
+void backward_filter_per_group(const Conv2dBackwardFilter<float>& k, Row row) {
+  const Conv2dGeometry& g = k.g;
+  Conv2dBackwardFilter<float> one;
+  one.g = one_group(g);
+  const int64_t CG = one.g.C, FG = one.g.F, G = g.G;
+  float* dout = group_buffer(0, output_rows(g) * g.F);
+  float* inp = group_buffer(1, input_rows(g) * g.C);
+  float* dweight = group_buffer(2, kernel_rows(g) * g.F);
+  split_groups(dout, k.dout, output_rows(g), G, FG);
+  split_groups(inp, k.inp, input_rows(g), G, CG);
+  split_groups(dweight, k.dweight, kernel_rows(g), G, FG);  // the rows add onto it
+  for (int64_t group = 0; group < G; ++group) {
+    one.dout = dout + group * output_rows(g) * FG, one.inp = inp + group * input_rows(g) * CG;
+    one.dweight = dweight + group * kernel_rows(g) * FG;
+    one.dbias = k.dbias != nullptr ? k.dbias + group * FG : nullptr;
+    row(one);
+  }
+  join_groups(k.dweight, dweight, kernel_rows(g), G, FG);
+}
+
 }  // namespace
 
 // The thresholds come from the kernel lab (bench/kernel_lab) on the seeds' layers (2-core
@@ -403,54 +512,68 @@ Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass) {
   return direct ? Conv2dAlgorithm::Direct : Conv2dAlgorithm::Gemm;
 }
 
-void conv2d_forward_gemm(const Conv2dForward<float>& k) { forward_gemm(k.out, k.inp, k.weight, k.bias, k.g); }
+void conv2d_forward_gemm(const Conv2dForward<float>& k) {
+  if (k.g.G > 1) return forward_per_group(k, conv2d_forward_gemm);
+  forward_gemm(k.out, k.inp, k.weight, k.bias, k.g);
+}
 void conv2d_backward_data_gemm(const Conv2dBackwardData<float>& k) {
+  if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data_gemm);
   backward_data_gemm(k.dinp, k.dout, k.weight, k.g);
 }
 void conv2d_backward_filter_gemm(const Conv2dBackwardFilter<float>& k) {
+  if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter_gemm);
   backward_filter_gemm(k.dweight, k.dbias, k.dout, k.inp, k.g);
 }
 
 // The direct loops hold one output pixel's F accumulators on the stack: wider layers run GEMM.
 void conv2d_forward_direct(const Conv2dForward<float>& k) {
+  if (k.g.G > 1) return forward_per_group(k, conv2d_forward_direct);
   if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);
   forward_direct(k.out, k.inp, k.weight, k.bias, k.g);
 }
 void conv2d_backward_data_direct(const Conv2dBackwardData<float>& k) {
+  if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data_direct);
   if (k.g.F > kDirectMaxFilters) return conv2d_backward_data_gemm(k);
   backward_data_direct(k.dinp, k.dout, k.weight, k.g);
 }
 void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k) {
+  if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter_direct);
   if (k.g.F > kDirectMaxFilters) return conv2d_backward_filter_gemm(k);
   backward_filter_direct(k.dweight, k.dbias, k.dout, k.inp, k.g);
 }
 
 void conv2d_forward_avx2(const Conv2dForward<float>& k) {
+  if (k.g.G > 1) return forward_per_group(k, conv2d_forward_avx2);
   if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);
   avx2::forward(k.out, k.inp, k.weight, k.bias, k.g);
 }
 void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k) {
+  if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data_avx2);
   if (k.g.SH != 1 || k.g.SW != 1) return conv2d_backward_data_direct(k);
   if (k.g.F > kDirectMaxFilters) return conv2d_backward_data_gemm(k);
   avx2::backward_data(k.dinp, k.dout, k.weight, k.g);
 }
 void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k) {
+  if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter_avx2);
   if (k.g.F > kDirectMaxFilters) return conv2d_backward_filter_gemm(k);
   avx2::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k) {
+  if (k.g.G > 1) return forward_per_group(k, conv2d_forward);
   if (conv2d_cpu_algorithm(k.g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct)
     return conv2d_forward_avx2(k);
   conv2d_forward_gemm(k);
 }
 void conv2d_backward_data(const Conv2dBackwardData<float>& k) {
+  if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data);
   if (conv2d_cpu_algorithm(k.g, Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
     return conv2d_backward_data_avx2(k);
   }
   conv2d_backward_data_gemm(k);
 }
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k) {
+  if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter);
   if (conv2d_cpu_algorithm(k.g, Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
     return conv2d_backward_filter_avx2(k);
   }
@@ -461,9 +584,9 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k) {
 
 namespace hisvid::naive {
 
-// out[n,ho,wo,f] = bias[f] + sum over kh, kw, c of inp[n,ih,iw,c] * weight[kh,kw,c,f], with
-// ih = ho*SH - pad_top + kh and iw = wo*SW - pad_left + kw; positions outside the image are
-// the zero padding.
+// out[n,ho,wo,f] = bias[f] + sum over kh, kw, c of inp[n,ih,iw,c'] * weight[kh,kw,c,f], with
+// ih = ho*SH - pad_top + kh and iw = wo*SW - pad_left + kw, c' = input channel c of f's group
+// (conv2d_at); positions outside the image are the zero padding.
 template <typename T>
 void conv2d_forward(const Conv2dForward<T>& k) {
   const Conv2dGeometry& g = k.g;
@@ -480,12 +603,13 @@ void conv2d_forward(const Conv2dForward<T>& k) {
   }
 }
 
-// dinp[n,ih,iw,c] = sum over every (ho, wo, kh, kw) that reads it of
-// dout[n,ho,wo,f] * weight[kh,kw,c,f]: the forward's products, scattered back (one image per
-// thread, so no two threads write one element).
+// dinp[n,ih,iw,c] = sum over every (ho, wo, kh, kw) that reads it and every filter f of c's
+// group of dout[n,ho,wo,f] * weight[kh,kw,c mod C/G,f]: the forward's products, scattered back
+// (one image per thread, so no two threads write one element).
 template <typename T>
 void conv2d_backward_data(const Conv2dBackwardData<T>& k) {
   const Conv2dGeometry& g = k.g;
+  const int CG = g.group_channels(), FG = g.group_filters();
 #pragma omp parallel for
   for (int n = 0; n < g.N; ++n) {
     T* dimg = k.dinp + int64_t(n) * g.H * g.W * g.C;  // (H,W,C)
@@ -499,10 +623,11 @@ void conv2d_backward_data(const Conv2dBackwardData<T>& k) {
             const int iw = wo * g.SW - g.pad_left + kw;
             if (iw < 0 || iw >= g.W) continue;
             for (int c = 0; c < g.C; ++c) {
-              for (int f = 0; f < g.F; ++f) {
+              const int group = c / CG;
+              for (int f = group * FG; f < (group + 1) * FG; ++f) {
                 dimg[(int64_t(ih) * g.W + iw) * g.C + c] +=
                     k.dout[((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F + f] *
-                    k.weight[((int64_t(kh) * g.KW + kw) * g.C + c) * g.F + f];
+                    k.weight[((int64_t(kh) * g.KW + kw) * CG + c % CG) * g.F + f];
               }
             }
           }
@@ -512,16 +637,18 @@ void conv2d_backward_data(const Conv2dBackwardData<T>& k) {
   }
 }
 
-// dweight[kh,kw,c,f] += sum over n, ho, wo of inp[n,ih,iw,c] * dout[n,ho,wo,f];
-// dbias[f] += sum over n, ho, wo of dout[n,ho,wo,f].
+// dweight[kh,kw,c,f] += sum over n, ho, wo of inp[n,ih,iw,c'] * dout[n,ho,wo,f], c' = input
+// channel c of f's group; dbias[f] += sum over n, ho, wo of dout[n,ho,wo,f].
 template <typename T>
 void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k) {
   const Conv2dGeometry& g = k.g;
+  const int CG = g.group_channels(), FG = g.group_filters();
 #pragma omp parallel for collapse(2)
   for (int kh = 0; kh < g.KH; ++kh) {
     for (int kw = 0; kw < g.KW; ++kw) {
-      for (int c = 0; c < g.C; ++c) {
+      for (int c = 0; c < CG; ++c) {
         for (int f = 0; f < g.F; ++f) {
+          const int channel = f / FG * CG + c;
           T sum = T(0);
           for (int n = 0; n < g.N; ++n) {
             for (int ho = 0; ho < g.HO; ++ho) {
@@ -530,12 +657,12 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k) {
               for (int wo = 0; wo < g.WO; ++wo) {
                 const int iw = wo * g.SW - g.pad_left + kw;
                 if (iw < 0 || iw >= g.W) continue;
-                sum += k.inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c] *
+                sum += k.inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + channel] *
                        k.dout[((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F + f];
               }
             }
           }
-          k.dweight[((int64_t(kh) * g.KW + kw) * g.C + c) * g.F + f] += sum;
+          k.dweight[((int64_t(kh) * g.KW + kw) * CG + c) * g.F + f] += sum;
         }
       }
     }

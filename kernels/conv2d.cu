@@ -1,11 +1,12 @@
 // CUDA version of kernels/conv2d.h through cuDNN (legacy convolution API), channels-last.
 //
 // Layouts. Activations are NHWC, which cuDNN describes directly (CUDNN_TENSOR_NHWC). The
-// Keras kernel (KH,KW,C,F) is not a cuDNN filter layout: cuDNN's NHWC filter is (F,KH,KW,C).
-// Viewing the kernel as a row-major (KH*KW*C, F) matrix, cuDNN's filter is its transpose
-// (F, KH*KW*C), so forward and backward-data transpose the kernel into the workspace, and
-// backward-filter lets cuDNN write the (F,KH,KW,C) gradient into the workspace and adds its
-// transpose into dweight (which keeps the += contract of parameter gradients).
+// Keras kernel (KH,KW,C/G,F) is not a cuDNN filter layout: cuDNN's NHWC filter is
+// (F,KH,KW,C/G). Viewing the kernel as a row-major (KH*KW*C/G, F) matrix, cuDNN's filter is its
+// transpose (F, KH*KW*C/G), so forward and backward-data transpose the kernel into the
+// workspace, and backward-filter lets cuDNN write the (F,KH,KW,C/G) gradient into the workspace
+// and adds its transpose into dweight (which keeps the += contract of parameter gradients).
+// Groups are cuDNN's group count on the convolution descriptors, the same layouts.
 //
 // Padding. cuDNN pads symmetrically: pad rows above and the same number below. TensorFlow's
 // 'same' puts the odd row of an odd total padding below (pad_bottom = pad_top + 1), and
@@ -100,14 +101,15 @@ void resize_hw(float* dst, const float* src, int64_t N, int HD, int WD, int HS, 
 std::string describe(const Conv2dGeometry& g) {
   return "input (" + std::to_string(g.N) + "," + std::to_string(g.H) + "," + std::to_string(g.W) + "," +
          std::to_string(g.C) + "), kernel (" + std::to_string(g.KH) + "," + std::to_string(g.KW) + "," +
-         std::to_string(g.C) + "," + std::to_string(g.F) + "), strides (" + std::to_string(g.SH) + "," +
-         std::to_string(g.SW) + "), output (" + std::to_string(g.HO) + "," + std::to_string(g.WO) +
-         "), pad top/left (" + std::to_string(g.pad_top) + "," + std::to_string(g.pad_left) + ")";
+         std::to_string(g.group_channels()) + "," + std::to_string(g.F) + "), groups " + std::to_string(g.G) +
+         ", strides (" + std::to_string(g.SH) + "," + std::to_string(g.SW) + "), output (" +
+         std::to_string(g.HO) + "," + std::to_string(g.WO) + "), pad top/left (" + std::to_string(g.pad_top) +
+         "," + std::to_string(g.pad_left) + ")";
 }
 
 void validate(const Conv2dGeometry& g, const char* op) {
   if (g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1 || g.F < 1 || g.KH < 1 || g.KW < 1 || g.SH < 1 || g.SW < 1 ||
-      g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0) {
+      g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0 || !conv2d_groups_valid(g)) {
     throw std::runtime_error(std::string("hisvid::cuda::") + op + ": invalid geometry, " + describe(g));
   }
 }
@@ -200,6 +202,7 @@ ConvolutionDescriptor make_conv(const ConvPlan& plan, cudnnMathType_t math) {
   CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), plan.g.pad_top, plan.g.pad_left, plan.g.SH,
                                               plan.g.SW, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   CUDNN_CHECK(cudnnSetConvolutionMathType(conv.get(), math));
+  CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv.get(), plan.g.G));
   return conv;
 }
 
@@ -215,8 +218,8 @@ std::unique_ptr<ConvPlan> make_plan(const Conv2dGeometry& g, cudnnMathType_t mat
   CUDNN_CHECK(
       cudnnSetTensor4dDescriptor(plan->y.get(), CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g.N, g.F, g.HO, g.WO));
   plan->w = make_filter_descriptor();
-  CUDNN_CHECK(
-      cudnnSetFilter4dDescriptor(plan->w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, g.F, g.C, g.KH, g.KW));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, g.F,
+                                         g.group_channels(), g.KH, g.KW));
   plan->forward_conv = make_conv(*plan, math);
   plan->backward_data_conv = make_conv(*plan, math);
   plan->backward_filter_conv = make_conv(*plan, math);
@@ -290,10 +293,10 @@ enum class Direction { Forward, BackwardData, BackwardFilter };
 // exit; a training run meets a handful of geometries.
 ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
   static std::mutex mutex;
-  static std::map<std::array<int, 15>, std::unique_ptr<ConvPlan>> plans;
+  static std::map<std::array<int, 16>, std::unique_ptr<ConvPlan>> plans;
   const bool tf32 = ctx.allow_tf32();
-  const std::array<int, 15> key{ctx.device(), tf32 ? 1 : 0, g.N,  g.H,  g.W,  g.C,       g.F,       g.KH,
-                                g.KW,         g.SH,         g.SW, g.HO, g.WO, g.pad_top, g.pad_left};
+  const std::array<int, 16> key{ctx.device(), tf32 ? 1 : 0, g.N,  g.H,  g.W,  g.C,       g.F,        g.KH,
+                                g.KW,         g.SH,         g.SW, g.HO, g.WO, g.pad_top, g.pad_left, g.G};
   std::lock_guard<std::mutex> lock(mutex);
   std::unique_ptr<ConvPlan>& plan = plans[key];
   if (!plan) plan = make_plan(g, ctx.cudnn_math_type());
@@ -313,7 +316,7 @@ ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
 
 }  // namespace
 
-// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F) (bias may be null)
+// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C/G,F)) + bias (F) (bias may be null)
 void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
   float* out = k.out;
   const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
@@ -323,13 +326,13 @@ void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
   Context& ctx = context_for_stream(stream, "conv2d_forward");
   ConvPlan& plan = plan_for(ctx, g, Direction::Forward);
 
-  const int R = g.KH * g.KW * g.C;  // rows of the kernel viewed as (KH*KW*C, F)
+  const int R = g.KH * g.KW * g.group_channels();  // rows of the kernel viewed as (KH*KW*C/G, F)
   WorkspaceLayout layout;
   const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
   const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
   const size_t scratch_at = layout.add(plan.forward.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
-  float* w_t = reinterpret_cast<float*>(ws + w_at);  // (F,KH,KW,C)
+  float* w_t = reinterpret_cast<float*>(ws + w_at);  // (F,KH,KW,C/G)
 
   transpose(w_t, weight, R, g.F, false, stream);
   const float* x = inp;
@@ -350,7 +353,7 @@ void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
   }
 }
 
-// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F)
+// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C/G,F)
 void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   float* dinp = k.dinp;
   const float *dout = k.dout, *weight = k.weight;
@@ -360,14 +363,14 @@ void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t
   Context& ctx = context_for_stream(stream, "conv2d_backward_data");
   ConvPlan& plan = plan_for(ctx, g, Direction::BackwardData);
 
-  const int R = g.KH * g.KW * g.C;
+  const int R = g.KH * g.KW * g.group_channels();
   WorkspaceLayout layout;
   const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
   const size_t dx_at =
       plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
   const size_t scratch_at = layout.add(plan.backward_data.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
-  float* w_t = reinterpret_cast<float*>(ws + w_at);                           // (F,KH,KW,C)
+  float* w_t = reinterpret_cast<float*>(ws + w_at);                           // (F,KH,KW,C/G)
   float* dx = plan.extended() ? reinterpret_cast<float*>(ws + dx_at) : dinp;  // (N,HP,WP,C)
 
   transpose(w_t, weight, R, g.F, false, stream);
@@ -378,7 +381,7 @@ void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t
   if (plan.extended()) resize_hw(dinp, dx, g.N, g.H, g.W, plan.HP, plan.WP, g.C, stream);
 }
 
-// dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C)
+// dweight (KH,KW,C/G,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C)
 void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
   float *dweight = k.dweight, *dbias = k.dbias;
   const float *dout = k.dout, *inp = k.inp;
@@ -388,13 +391,13 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
   Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
   ConvPlan& plan = plan_for(ctx, g, Direction::BackwardFilter);
 
-  const int R = g.KH * g.KW * g.C;
+  const int R = g.KH * g.KW * g.group_channels();
   WorkspaceLayout layout;
   const size_t dw_at = layout.add(sizeof(float) * size_t(R) * g.F);
   const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
   const size_t scratch_at = layout.add(plan.backward_filter.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
-  float* dw_t = reinterpret_cast<float*>(ws + dw_at);  // (F,KH,KW,C)
+  float* dw_t = reinterpret_cast<float*>(ws + dw_at);  // (F,KH,KW,C/G)
 
   const float* x = inp;
   if (plan.extended()) {
@@ -448,11 +451,11 @@ ConvChoice forced_choice() {
 }
 
 // The multiply-adds x 2 of a convolution producing rows x cols output pixels per image from
-// (KH, KW, C) windows, F values each; with `tiled`, rows and cols rounded up to the forward
+// (KH, KW, C/G) windows, F values each; with `tiled`, rows and cols rounded up to the forward
 // kernel's 8x8 tiles.
 double conv_flops(const Conv2dGeometry& g, int rows, int cols, bool tiled) {
   const double r = tiled ? (rows + 7) / 8 * 8 : rows, c = tiled ? (cols + 7) / 8 * 8 : cols;
-  return 2.0 * g.N * r * c * double(g.F) * g.KH * g.KW * g.C;
+  return 2.0 * g.N * r * c * double(g.F) * g.KH * g.KW * g.group_channels();
 }
 
 enum class Pass { Forward, BackwardData, BackwardFilter };

@@ -17,26 +17,44 @@
 namespace hisvid {
 
 // Everything that fixes the arithmetic of one convolution.
+//
+// Groups (Keras's `groups`, cuDNN's group count): the C input and F output channels fall into G
+// groups of C/G and F/G consecutive channels, and output channel f reads only the input
+// channels of its group, f / (F/G). The kernel then holds C/G input channels, (KH,KW,C/G,F):
+// weight[kh][kw][c][f] multiplies input channel (f / (F/G)) * (C/G) + c. G = 1 is the ordinary
+// convolution; the ConvLSTM's recurrent convolution with dropout masks is G = 4 (one group per
+// gate, engine/ops_nn.cpp).
 struct Conv2dGeometry {
   int N, H, W, C;  // input (N,H,W,C); N counts images (batch * time under TimeDistributed)
-  int F, KH, KW;   // kernel (KH,KW,C,F)
+  int F, KH, KW;   // kernel (KH,KW,C/G,F)
   int SH, SW;      // strides
   int HO, WO;      // output (N,HO,WO,F)
   int pad_top, pad_left;
+  int G = 1;  // groups; divides C and F
+
+  HISVID_HD int group_channels() const { return C / G; }  // C/G: input channels per group
+  HISVID_HD int group_filters() const { return F / G; }   // F/G: output channels per group
 };
 
 // Output size and padding of a Keras Conv2D; HO or WO <= 0 means the input is too small.
 HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int KH, int KW, int SH, int SW,
-                                         Padding padding) {
+                                         Padding padding, int groups = 1) {
   const Window1d h = window_1d(H, KH, SH, padding), w = window_1d(W, KW, SW, padding);
-  return Conv2dGeometry{N, H, W, C, F, KH, KW, SH, SW, h.out, w.out, h.pad_before, w.pad_before};
+  return Conv2dGeometry{N, H, W, C, F, KH, KW, SH, SW, h.out, w.out, h.pad_before, w.pad_before, groups};
+}
+
+// Whether the channel counts split into the groups (every row assumes it).
+HISVID_HD bool conv2d_groups_valid(const Conv2dGeometry& g) {
+  return g.G >= 1 && g.C % g.G == 0 && g.F % g.G == 0;
 }
 
 // One output value of the convolution, the definition: bias[f] (0 when bias is null) plus the
-// products of the window under (ho, wo) in (kh, kw, c) order, the padding skipped.
+// products of the window under (ho, wo) in (kh, kw, c) order over f's group of input channels,
+// the padding skipped.
 template <typename T>
 HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2dGeometry& g, int64_t n,
                       int ho, int wo, int f) {
+  const int CG = g.group_channels(), c0 = f / g.group_filters() * CG;  // f's group of input channels
   T sum = bias != nullptr ? bias[f] : T(0);
   for (int kh = 0; kh < g.KH; ++kh) {
     const int ih = ho * g.SH - g.pad_top + kh;
@@ -44,15 +62,15 @@ HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2d
     for (int kw = 0; kw < g.KW; ++kw) {
       const int iw = wo * g.SW - g.pad_left + kw;
       if (iw < 0 || iw >= g.W) continue;
-      const T* x = inp + ((n * g.H + ih) * g.W + iw) * g.C;
-      const T* w = weight + (int64_t(kh) * g.KW + kw) * g.C * g.F + f;
-      for (int c = 0; c < g.C; ++c) sum += x[c] * w[int64_t(c) * g.F];
+      const T* x = inp + ((n * g.H + ih) * g.W + iw) * g.C + c0;
+      const T* w = weight + (int64_t(kh) * g.KW + kw) * CG * g.F + f;
+      for (int c = 0; c < CG; ++c) sum += x[c] * w[int64_t(c) * g.F];
     }
   }
   return sum;
 }
 
-// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F); bias may be null.
+// out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C/G,F)) + bias (F); bias may be null.
 template <typename T>
 struct Conv2dForward {
   static constexpr const char* kName = "conv2d_forward";
@@ -65,12 +83,12 @@ struct Conv2dForward {
   void buffers(V& v) {
     v.out("out", out, int64_t(g.N) * g.HO * g.WO * g.F);
     v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
-    v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.in("weight", weight, int64_t(g.KH) * g.KW * g.group_channels() * g.F);
     v.in("bias", bias, g.F);
   }
 };
 
-// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C,F).
+// dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C/G,F).
 template <typename T>
 struct Conv2dBackwardData {
   static constexpr const char* kName = "conv2d_backward_data";
@@ -82,11 +100,11 @@ struct Conv2dBackwardData {
   void buffers(V& v) {
     v.out("dinp", dinp, int64_t(g.N) * g.H * g.W * g.C);
     v.in("dout", dout, int64_t(g.N) * g.HO * g.WO * g.F);
-    v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.in("weight", weight, int64_t(g.KH) * g.KW * g.group_channels() * g.F);
   }
 };
 
-// dweight (KH,KW,C,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C).
+// dweight (KH,KW,C/G,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C).
 template <typename T>
 struct Conv2dBackwardFilter {
   static constexpr const char* kName = "conv2d_backward_filter";
@@ -97,7 +115,7 @@ struct Conv2dBackwardFilter {
   Conv2dGeometry g{};
   template <typename V>
   void buffers(V& v) {
-    v.inout("dweight", dweight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.inout("dweight", dweight, int64_t(g.KH) * g.KW * g.group_channels() * g.F);
     v.inout("dbias", dbias, g.F);
     v.in("dout", dout, int64_t(g.N) * g.HO * g.WO * g.F);
     v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
@@ -124,6 +142,8 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k);
 // values per pixel for a GEMM too thin to be efficient), with AVX2 + FMA intrinsics where the
 // processor has them (kernels/conv2d_avx2.h). The default row picks per pass and shape
 // (conv2d_cpu_algorithm); the fixed-algorithm rows are there for the harness and the lab.
+// With groups (G > 1) every row runs one group at a time through its G = 1 code, over copies of
+// the group's channels.
 namespace hisvid::cpu {
 
 enum class Conv2dAlgorithm { Gemm, Direct };
@@ -153,7 +173,8 @@ void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k);
 namespace hisvid::cuda {
 
 // The default rows: each pass runs the direct kernels below where the lab measured them faster
-// than cuDNN, else cuDNN (see direct_v1_suits in conv2d.cu). The environment variable
+// than cuDNN, else cuDNN (see direct_v1_suits in conv2d.cu). Both take groups: cuDNN through its
+// group count, the direct kernels with tiles of filters that stay within one group. The environment variable
 // HISVID_CUDA_CONV=cudnn or =direct_v1 forces one of the two for every convolution (to
 // measure one against the other in the same run); unset or `auto`, the rule decides.
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream);

@@ -11,6 +11,8 @@
 //   channel so that neighbouring pixels read neighbouring words, zeros where it falls in
 //   the padding (so the larger bottom/right padding of 'same' needs no special case);
 //   the weights of the chunk for the block's 16 filters, (KH*KW*CC, 16), read as float4.
+// With groups a block's 16 filters stay within one group (the last tile of a group may be
+// short), so it stages only that group's input channels.
 // The channel chunk CC is the largest that fits in 48 KiB. When not even one channel fits
 // (kernels of several dozen pixels a side), a plain kernel without shared memory, one
 // thread per output element, computes the same sums.
@@ -54,8 +56,9 @@ int64_t tiled_channels(const Conv2dGeometry& g) {
   return int64_t(kSharedBytes / sizeof(float)) / per_channel;
 }
 
-// out (N,HO,WO,F) from inp (N,H,W,C), weight (KH,KW,C,F), bias (F) or null. Grid: x the
-// output tiles of an image, y the groups of 16 filters, z images (looping when N > gridDim.z).
+// out (N,HO,WO,F) from inp (N,H,W,C), weight (KH,KW,C/G,F), bias (F) or null. Grid: x the
+// output tiles of an image, y the tiles of 16 filters (filter_tiles(g) per group, group-major),
+// z images (looping when N > gridDim.z).
 // Dynamic shared memory: weights (KH*KW*CC, 16) then input planes (CC, TIH, TIW).
 __global__ void __launch_bounds__(kDirectThreads)
     conv2d_direct_tiled_kernel(float* out, const float* inp, const float* weight, const float* bias,
@@ -67,7 +70,10 @@ __global__ void __launch_bounds__(kDirectThreads)
 
   const int tiles_w = (g.WO + kTileW - 1) / kTileW;
   const int tile_y = blockIdx.x / tiles_w, tile_x = blockIdx.x % tiles_w;
-  const int f0 = blockIdx.y * kBlockFilters;
+  const int CG = g.group_channels(), FG = g.group_filters(),
+            per_group = (FG + kBlockFilters - 1) / kBlockFilters;
+  const int conv_group = blockIdx.y / per_group, c_base = conv_group * CG;  // the block's input channels
+  const int f0 = conv_group * FG + (blockIdx.y % per_group) * kBlockFilters, f_end = (conv_group + 1) * FG;
   const int group = threadIdx.x % (kBlockFilters / kThreadFilters);  // which 4 filters
   const int pixel = threadIdx.x / (kBlockFilters / kThreadFilters);
   const int py = pixel / kTileW, px = pixel % kTileW;
@@ -80,25 +86,26 @@ __global__ void __launch_bounds__(kDirectThreads)
 #pragma unroll
     for (int j = 0; j < kThreadFilters; ++j) {
       const int f = f0 + group * kThreadFilters + j;
-      acc[j] = (bias != nullptr && f < g.F) ? bias[f] : 0.0f;
+      acc[j] = (bias != nullptr && f < f_end) ? bias[f] : 0.0f;
     }
-    for (int c0 = 0; c0 < g.C; c0 += CC) {
-      const int cn = min(CC, g.C - c0);
+    for (int c0 = 0; c0 < CG; c0 += CC) {
+      const int cn = min(CC, CG - c0);
       __syncthreads();  // the previous chunk (or image) is no longer being read
       for (int i = threadIdx.x; i < taps * cn * kBlockFilters; i += blockDim.x) {
         const int fl = i % kBlockFilters, rest = i / kBlockFilters;
         const int cc = rest % cn, tap = rest / cn;
         const int f = f0 + fl;
         s_w[(tap * CC + cc) * kBlockFilters + fl] =
-            f < g.F ? weight[(int64_t(tap) * g.C + c0 + cc) * g.F + f] : 0.0f;
+            f < f_end ? weight[(int64_t(tap) * CG + c0 + cc) * g.F + f] : 0.0f;
       }
       for (int i = threadIdx.x; i < TIH * TIW * cn; i += blockDim.x) {
         const int cc = i % cn, rest = i / cn;
         const int col = rest % TIW, row = rest / TIW;
         const int ih = ih0 + row, iw = iw0 + col;
-        s_in[(cc * TIH + row) * TIW + col] = (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
-                                                 ? inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c0 + cc]
-                                                 : 0.0f;
+        s_in[(cc * TIH + row) * TIW + col] =
+            (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
+                ? inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c_base + c0 + cc]
+                : 0.0f;
       }
       __syncthreads();
       if (ho < g.HO && wo < g.WO) {
@@ -122,7 +129,7 @@ __global__ void __launch_bounds__(kDirectThreads)
 #pragma unroll
       for (int j = 0; j < kThreadFilters; ++j) {
         const int f = f0 + group * kThreadFilters + j;
-        if (f < g.F) dst[f] = acc[j];
+        if (f < f_end) dst[f] = acc[j];
       }
     }
   }
@@ -145,7 +152,7 @@ __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const f
 
 void check_geometry(const Conv2dGeometry& g, const char* op) {
   if (g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1 || g.F < 1 || g.KH < 1 || g.KW < 1 || g.SH < 1 || g.SW < 1 ||
-      g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0) {
+      g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0 || !conv2d_groups_valid(g)) {
     throw std::runtime_error(std::string("hisvid::cuda::") + op + ": invalid geometry");
   }
 }
@@ -165,10 +172,11 @@ void launch_forward(float* out, const float* inp, const float* weight, const flo
   }
   const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
   const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
-  const int CC = static_cast<int>(std::min<int64_t>(fit, g.C));
+  const int CC = static_cast<int>(std::min<int64_t>(fit, g.group_channels()));
   const int64_t tiles = int64_t((g.HO + kTileH - 1) / kTileH) * ((g.WO + kTileW - 1) / kTileW);
   if (tiles > 0x7fffffff) throw std::runtime_error(std::string("hisvid::cuda::") + op + ": output too large");
-  const dim3 grid(static_cast<unsigned int>(tiles), (g.F + kBlockFilters - 1) / kBlockFilters,
+  const int filter_tiles = g.G * ((g.group_filters() + kBlockFilters - 1) / kBlockFilters);
+  const dim3 grid(static_cast<unsigned int>(tiles), static_cast<unsigned int>(filter_tiles),
                   static_cast<unsigned int>(std::min(g.N, 65535)));
   if (grid.y > 65535) throw std::runtime_error(std::string("hisvid::cuda::") + op + ": too many filters");
   const size_t shared = sizeof(float) * size_t(CC) * size_t(per_channel);
@@ -178,23 +186,26 @@ void launch_forward(float* out, const float* inp, const float* weight, const flo
 
 // --- backward data ------------------------------------------------------------------------
 
-// flipped (KH,KW,F,C)[kh][kw][f][c] = weight (KH,KW,C,F)[KH-1-kh][KW-1-kw][c][f]
-__global__ void flip_kernel_kernel(float* flipped, const float* weight, int KH, int KW, int C, int F) {
-  const int64_t total = int64_t(KH) * KW * C * F;
+// flipped (KH,KW,F/G,C)[kh][kw][f][c] = weight (KH,KW,C/G,F)[KH-1-kh][KW-1-kw][c mod C/G][f'],
+// f' = filter f of c's group: the kernel of the grouped forward convolution (F -> C channels,
+// same G) that computes the input's gradient.
+__global__ void flip_kernel_kernel(float* flipped, const float* weight, Conv2dGeometry g) {
+  const int CG = g.group_channels(), FG = g.group_filters();
+  const int64_t total = int64_t(g.KH) * g.KW * FG * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const int c = static_cast<int>(i % C);
-    const int64_t rest = i / C;
-    const int f = static_cast<int>(rest % F);
-    const int tap = static_cast<int>(rest / F);
-    const int kh = tap / KW, kw = tap % KW;
-    const int source = (KH - 1 - kh) * KW + (KW - 1 - kw);
-    flipped[i] = weight[(int64_t(source) * C + c) * F + f];
+    const int c = static_cast<int>(i % g.C);
+    const int64_t rest = i / g.C;
+    const int f = static_cast<int>(rest % FG);
+    const int tap = static_cast<int>(rest / FG);
+    const int kh = tap / g.KW, kw = tap % g.KW;
+    const int source = (g.KH - 1 - kh) * g.KW + (g.KW - 1 - kw);
+    flipped[i] = weight[(int64_t(source) * CG + c % CG) * g.F + c / CG * FG + f];
   }
 }
 
-// dinp (N,H,W,C) = sum over the taps (kh,kw) and filters f of dout[n][ho][wo][f] *
-// weight[kh][kw][c][f], where ho*SH - pad_top + kh = h (and likewise for w). One thread per
-// element of dinp; any stride.
+// dinp (N,H,W,C) = sum over the taps (kh,kw) and the filters f of c's group of
+// dout[n][ho][wo][f] * weight[kh][kw][c mod C/G][f], where ho*SH - pad_top + kh = h (and likewise
+// for w). One thread per element of dinp; any stride.
 __global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout, const float* weight,
                                                   Conv2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
@@ -205,6 +216,7 @@ __global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout
     rest /= g.W;
     const int h = static_cast<int>(rest % g.H);
     const int64_t n = rest / g.H;
+    const int CG = g.group_channels(), FG = g.group_filters(), f_begin = c / CG * FG;
     float acc = 0.0f;
     for (int kh = 0; kh < g.KH; ++kh) {
       const int th = h + g.pad_top - kh;
@@ -215,8 +227,8 @@ __global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout
         if (tw < 0 || tw % g.SW != 0 || tw / g.SW >= g.WO) continue;
         const int wo = tw / g.SW;
         const float* d = dout + ((n * g.HO + ho) * g.WO + wo) * g.F;
-        const float* k = weight + ((int64_t(kh) * g.KW + kw) * g.C + c) * g.F;
-        for (int f = 0; f < g.F; ++f) acc += d[f] * k[f];
+        const float* k = weight + ((int64_t(kh) * g.KW + kw) * CG + c % CG) * g.F;
+        for (int f = f_begin; f < f_begin + FG; ++f) acc += d[f] * k[f];
       }
     }
     dinp[i] = acc;
@@ -225,18 +237,26 @@ __global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout
 
 // --- backward filter ----------------------------------------------------------------------
 
-constexpr int kFilterTile = 32;  // rows of the result (KH*KW*C), its columns (F), and of M, per step
+constexpr int kFilterTile = 32;  // rows of the result (KH*KW*C/G), its columns (F), and of M, per step
 
-// partial (chunks, R, F) with R = KH*KW*C: partial[z][r][f] = the sum over m in chunk z of
-// im2col(inp)[m][r] * dout[m][f]. Grid: x tiles of R, y tiles of F, z chunks of M.
+// Tiles of kFilterTile columns per group (a group's last tile may be short).
+HISVID_HD int filter_column_tiles(const Conv2dGeometry& g) {
+  return (g.group_filters() + kFilterTile - 1) / kFilterTile;
+}
+
+// partial (chunks, R, F) with R = KH*KW*C/G: partial[z][r][f] = the sum over m in chunk z of
+// im2col(inp)[m][r] * dout[m][f], im2col over f's group of input channels. Grid: x tiles of R,
+// y tiles of F (filter_column_tiles per group, group-major), z chunks of M.
 __global__ void __launch_bounds__(256)
     conv2d_filter_partial_kernel(float* partial, const float* dout, const float* inp, Conv2dGeometry g,
                                  int64_t chunk_m) {
   __shared__ float s_col[kFilterTile][kFilterTile + 1];
   __shared__ float s_dout[kFilterTile][kFilterTile + 1];
-  const int R = g.KH * g.KW * g.C;
+  const int CG = g.group_channels(), FG = g.group_filters(), R = g.KH * g.KW * CG;
   const int64_t M = int64_t(g.N) * g.HO * g.WO;
-  const int r0 = blockIdx.x * kFilterTile, f0 = blockIdx.y * kFilterTile;
+  const int per_group = filter_column_tiles(g), conv_group = blockIdx.y / per_group;
+  const int r0 = blockIdx.x * kFilterTile, f0 = conv_group * FG + (blockIdx.y % per_group) * kFilterTile;
+  const int f_end = (conv_group + 1) * FG, c_base = conv_group * CG;
   const int64_t m_begin = blockIdx.z * chunk_m, m_end = min(M, m_begin + chunk_m);
   const int tr = threadIdx.x / 16,
             tf = threadIdx.x % 16;  // this thread's rows 2tr, 2tr+1; columns 2tf, 2tf+1
@@ -253,12 +273,12 @@ __global__ void __launch_bounds__(256)
         const int64_t n = rest / g.HO;
         const int r = r0 + j;
         if (r < R) {
-          const int c = r % g.C, tap = r / g.C;
+          const int c = c_base + r % CG, tap = r / CG;
           const int ih = ho * g.SH - g.pad_top + tap / g.KW, iw = wo * g.SW - g.pad_left + tap % g.KW;
           if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) col = inp[((n * g.H + ih) * g.W + iw) * g.C + c];
         }
         const int f = f0 + j;
-        if (f < g.F) d = dout[m * g.F + f];
+        if (f < f_end) d = dout[m * g.F + f];
       }
       s_col[mm][j] = col;
       s_dout[mm][j] = d;
@@ -281,7 +301,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
       const int r = r0 + 2 * tr + a, f = f0 + 2 * tf + b;
-      if (r < R && f < g.F) dst[int64_t(r) * g.F + f] = acc[a][b];
+      if (r < R && f < f_end) dst[int64_t(r) * g.F + f] = acc[a][b];
     }
   }
 }
@@ -328,14 +348,14 @@ void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStre
     return;
   }
   Context& ctx = context_for_stream(stream, "conv2d_backward_data_direct_v1");
-  const int64_t taps = int64_t(g.KH) * g.KW * g.C * g.F;
-  float* flipped = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(taps)));  // (KH,KW,F,C)
-  flip_kernel_kernel<<<grid_blocks(taps, kThreads), kThreads, 0, stream>>>(flipped, k.weight, g.KH, g.KW, g.C,
-                                                                           g.F);
+  const int64_t taps = int64_t(g.KH) * g.KW * g.group_filters() * g.C;
+  float* flipped = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(taps)));  // (KH,KW,F/G,C)
+  flip_kernel_kernel<<<grid_blocks(taps, kThreads), kThreads, 0, stream>>>(flipped, k.weight, g);
   HISVID_CHECK_LAUNCH();
-  // The forward convolution of dout that gives dinp: (N,HO,WO,F) -> (N,H,W,C).
+  // The forward convolution of dout that gives dinp: (N,HO,WO,F) -> (N,H,W,C), same groups.
   const Conv2dGeometry t{
-      g.N, g.HO, g.WO, g.F, g.C, g.KH, g.KW, 1, 1, g.H, g.W, g.KH - 1 - g.pad_top, g.KW - 1 - g.pad_left};
+      g.N, g.HO, g.WO, g.F, g.C, g.KH, g.KW, 1, 1, g.H, g.W, g.KH - 1 - g.pad_top, g.KW - 1 - g.pad_left,
+      g.G};
   launch_forward(k.dinp, k.dout, flipped, nullptr, t, stream, "conv2d_backward_data_direct_v1");
 }
 
@@ -344,10 +364,10 @@ void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cuda
   check_geometry(g, "conv2d_backward_filter_direct_v1");
   if (g.N == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_backward_filter_direct_v1");
-  const int R = g.KH * g.KW * g.C;
+  const int R = g.KH * g.KW * g.group_channels();
   const int64_t M = int64_t(g.N) * g.HO * g.WO;
-  const int64_t tiles =
-      int64_t((R + kFilterTile - 1) / kFilterTile) * ((g.F + kFilterTile - 1) / kFilterTile);
+  const int column_tiles = g.G * filter_column_tiles(g);
+  const int64_t tiles = int64_t((R + kFilterTile - 1) / kFilterTile) * column_tiles;
   // Enough chunks of M for two blocks per multiprocessor, each at least one step of 32 rows.
   const int64_t steps = (M + kFilterTile - 1) / kFilterTile;
   int64_t chunks =
@@ -358,8 +378,7 @@ void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cuda
   const int64_t n = int64_t(R) * g.F;
   float* partial = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(chunks * n)));  // (chunks, R, F)
   const dim3 grid(static_cast<unsigned int>((R + kFilterTile - 1) / kFilterTile),
-                  static_cast<unsigned int>((g.F + kFilterTile - 1) / kFilterTile),
-                  static_cast<unsigned int>(chunks));
+                  static_cast<unsigned int>(column_tiles), static_cast<unsigned int>(chunks));
   if (grid.y > 65535)
     throw std::runtime_error("hisvid::cuda::conv2d_backward_filter_direct_v1: too many filters");
   conv2d_filter_partial_kernel<<<grid, 256, 0, stream>>>(partial, k.dout, k.inp, g, chunk_m);

@@ -53,6 +53,7 @@ struct Shape {
   Padding padding;
   bool bias;
   const char* why;
+  int G = 1;  // groups
 };
 
 // clang-format off
@@ -82,6 +83,13 @@ const Shape kShapes[] = {
     {2, 10, 7, 2, 24, 3, 3, 2, 2, Padding::Same, true, "AVX2 with strides (backward data runs direct)"},
     {1, 3, 3, 6, 8, 3, 3, 1, 1, Padding::Same, true, "AVX2: narrower than one pixel tile"},
     {4, 13, 13, 14, 56, 3, 3, 1, 1, Padding::Same, true, "a ConvLSTM recurrent convolution"},
+    {2, 7, 6, 8, 12, 3, 3, 1, 1, Padding::Same, true, "2 groups", 2},
+    {1, 9, 8, 6, 9, 3, 2, 2, 2, Padding::Valid, false, "3 groups, strides (plain backward data), odd groups", 3},
+    {2, 6, 7, 20, 20, 3, 3, 1, 1, Padding::Same, false, "4 groups of 5: a masked ConvLSTM(5) recurrence", 4},
+    {1, 10, 9, 6, 40, 3, 3, 1, 1, Padding::Same, true, "2 groups of 20 filters: a short second tile of 16", 2},
+    {1, 6, 6, 4, 70, 3, 3, 1, 1, Padding::Same, true, "2 groups of 35 filters: short column tiles of 32", 2},
+    {1, 40, 40, 4, 2, 40, 40, 1, 1, Padding::Valid, true, "groups with a kernel too large for the tiles", 2},
+    {3, 5, 5, 4, 4, 3, 3, 1, 1, Padding::Same, true, "one channel and one filter per group", 4},
 };
 // clang-format on
 
@@ -102,6 +110,11 @@ const Shape kSeedShapes[] = {
     {4, 13, 13, 14, 56, 3, 3, 1, 1, Padding::Same, false, "seed_convlstm3_recurrent"},
     {80, 7, 7, 14, 64, 3, 3, 1, 1, Padding::Valid, true, "seed_convlstm4_input"},
     {4, 5, 5, 16, 64, 3, 3, 1, 1, Padding::Same, false, "seed_convlstm4_recurrent"},
+    // With recurrent dropout (training): the 4 gates' masked states as one convolution of 4 groups.
+    {4, 62, 62, 16, 16, 3, 3, 1, 1, Padding::Same, false, "seed_convlstm1_recurrent_masked", 4},
+    {4, 29, 29, 32, 32, 3, 3, 1, 1, Padding::Same, false, "seed_convlstm2_recurrent_masked", 4},
+    {4, 13, 13, 56, 56, 3, 3, 1, 1, Padding::Same, false, "seed_convlstm3_recurrent_masked", 4},
+    {4, 5, 5, 64, 64, 3, 3, 1, 1, Padding::Same, false, "seed_convlstm4_recurrent_masked", 4},
 };
 // clang-format on
 
@@ -110,7 +123,8 @@ std::string shape_name(const Shape& s) {
   return "N" + std::to_string(s.N) + "_H" + std::to_string(s.H) + "_W" + std::to_string(s.W) + "_C" +
          std::to_string(s.C) + "_F" + std::to_string(s.F) + "_K" + std::to_string(s.KH) + "x" +
          std::to_string(s.KW) + "_S" + std::to_string(s.SH) + "x" + std::to_string(s.SW) +
-         (s.padding == Padding::Same ? "_same" : "_valid") + (s.bias ? "_bias" : "");
+         (s.padding == Padding::Same ? "_same" : "_valid") + (s.bias ? "_bias" : "") +
+         (s.G > 1 ? "_G" + std::to_string(s.G) : "");
 }
 
 const bool cases = [] {
@@ -120,9 +134,9 @@ const bool cases = [] {
   std::vector<Shape> shapes(std::begin(kShapes), std::end(kShapes));
   shapes.insert(shapes.end(), std::begin(kSeedShapes), std::end(kSeedShapes));
   for (const Shape& s : shapes) {
-    const Conv2dGeometry g = conv2d_geometry(s.N, s.H, s.W, s.C, s.F, s.KH, s.KW, s.SH, s.SW, s.padding);
+    const Conv2dGeometry g = conv2d_geometry(s.N, s.H, s.W, s.C, s.F, s.KH, s.KW, s.SH, s.SW, s.padding, s.G);
     const int64_t outputs = int64_t(g.N) * g.HO * g.WO * g.F;
-    const double flops = 2.0 * double(outputs) * g.KH * g.KW * g.C;
+    const double flops = 2.0 * double(outputs) * g.KH * g.KW * g.group_channels();
     const bool bias = s.bias;
     forward
         .add(shape_name(s),
@@ -130,10 +144,10 @@ const bool cases = [] {
                a.g = g;
                if (!bias) a.bias = nullptr;
              })
-        .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.C + 1))
+        .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.group_channels() + 1))
         .with_flops(flops);
     backward_data.add(shape_name(s), [g](auto& a) { a.g = g; })
-        .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.F))
+        .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.group_filters()))
         .with_flops(flops);
     const int64_t positions = int64_t(g.N) * g.HO * g.WO;
     backward_filter

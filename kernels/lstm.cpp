@@ -174,12 +174,7 @@ void convlstm_step_rows(const ConvLstmStepForward<float>& k, Act act, Rec rec) {
       float* __restrict z = k.gates + (slot * M + m) * 4 * F;               // (G*F), activated in place
       const float* __restrict xz = k.xz + sample_row * 4 * F;
       for (int64_t j = 0; j < 4 * F; ++j) z[j] = xz[j];
-      if (k.rz && k.masks) {
-        for (int64_t q = 0; q < 4; ++q) {
-          const float* __restrict rz = k.rz + (q * M + m) * F;
-          for (int64_t f = 0; f < F; ++f) z[q * F + f] += rz[f];
-        }
-      } else if (k.rz) {
+      if (k.rz) {
         const float* __restrict rz = k.rz + m * 4 * F;
         for (int64_t j = 0; j < 4 * F; ++j) z[j] += rz[j];
       }
@@ -234,7 +229,7 @@ void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, Act act, 
       for (int64_t f = 0; f < F; ++f) {
         float dh = above[f];
         if (k.dhm && k.masks) {
-          for (int64_t q = 0; q < 4; ++q) dh += k.dhm[(q * M + m) * F + f] * k.masks[(q * M + m) * F + f];
+          for (int64_t q = 0; q < 4; ++q) dh += k.dhm[k.dhm_at(q, m, f)] * k.masks[(q * M + m) * F + f];
         } else if (k.dhm) {
           dh += k.dhm[m * F + f];
         }
@@ -511,7 +506,7 @@ void convlstm_step_backward(const ConvLstmStepBackward<T>& k) {
     for (int64_t f = 0; f < F; ++f) {
       T dh = k.dh_seq ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[m * F + f] : T(0));
       if (k.dhm && k.masks) {
-        for (int64_t q = 0; q < 4; ++q) dh += k.dhm[(q * M + m) * F + f] * k.masks[(q * M + m) * F + f];
+        for (int64_t q = 0; q < 4; ++q) dh += k.dhm[k.dhm_at(q, m, f)] * k.masks[(q * M + m) * F + f];
       } else if (k.dhm) {
         dh += k.dhm[m * F + f];
       }

@@ -93,7 +93,7 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
     const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
     float dh = k.dh_seq != nullptr ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[e] : 0.0f);
     if (k.dhm != nullptr && k.masks != nullptr) {
-      for (int64_t q = 0; q < 4; ++q) dh += k.dhm[q * M * F + e] * k.masks[q * M * F + e];
+      for (int64_t q = 0; q < 4; ++q) dh += k.dhm[k.dhm_at(q, m, f)] * k.masks[q * M * F + e];
     } else if (k.dhm != nullptr) {
       dh += k.dhm[e];
     }

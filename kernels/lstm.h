@@ -143,22 +143,23 @@ struct LstmSequenceBackward {
 //   z = xz_t + rz          rz = the recurrent convolution of h_{t-1}, absent at t = 0
 //   (h_t, c_t) = the gate step from z and c_{t-1}
 //
-// The recurrent convolutions run between the steps (engine/ops_nn.cpp, convlstm_recurrence).
-// Without masks they are one, of h_{t-1} with R: rz (M,G*F), and hm_t is h_t itself (M,F).
-// With recurrent dropout masks m_g they are one per gate, of h_{t-1} m_g with gate g's output
-// channels of R: rz (G,M,F), and hm_t (G,M,F) holds h_t m_g. gates, c and hm keep `history`
-// time slots, step t in slot t % history: T while backward will need every step, else 2.
+// The recurrent convolution runs between the steps (engine/ops_nn.cpp, convlstm_recurrence), one
+// per step: rz (M,G*F). Without masks it convolves h_{t-1} with R, and hm_t is h_t itself (M,F).
+// With recurrent dropout masks m_g, hm_t (M,G*F) holds the G masked states h_t m_g side by side
+// and the convolution has G groups: gate g's output channels of R read h_{t-1} m_g. gates, c
+// and hm keep `history` time slots, step t in slot t % history: T while backward will need
+// every step, else 2.
 // Writes only step t's slot of gates, c and hm and step t of h_seq.
 template <typename T>
 struct ConvLstmStepForward {
   static constexpr const char* kName = "convlstm_step_forward";
   T* gates = nullptr;        // (history,M,G*F) activated [i | f | g | o]
   T* c = nullptr;            // (history,M,F), c_{t-1} read at t > 0
-  T* hm = nullptr;           // (G,history,M,F) with masks, (history,M,F) without
+  T* hm = nullptr;           // (history,M,G*F) with masks, (history,M,F) without
   T* h_seq = nullptr;        // (N,T,P,F) every h_t, skipped when null
   T* h_last = nullptr;       // (N,P,F) h_{T-1}, written at t = T-1, skipped when null
   const T* xz = nullptr;     // (N,T,P,G*F) the input convolution with the bias
-  const T* rz = nullptr;     // (G,M,F) with masks, (M,G*F) without; null at t = 0
+  const T* rz = nullptr;     // (M,G*F); null at t = 0
   const T* masks = nullptr;  // (G,M,F) recurrent dropout masks, null: none
   int64_t N = 0, steps = 0, P = 0, F = 0, t = 0, history = 0;  // steps: T
   Activation act = Activation::Tanh, rec_act = Activation::HardSigmoid;
@@ -174,12 +175,10 @@ struct ConvLstmStepForward {
     v.in("rz", rz, 4 * M * F);
     v.in("masks", masks, 4 * M * F);
   }
-  // Element (gate, pixel m, filter f) of rz, and of hm in time slot `slot`.
-  HISVID_HD int64_t rz_at(int64_t gate, int64_t m, int64_t f) const {
-    return masks ? (gate * N * P + m) * F + f : m * 4 * F + gate * F + f;
-  }
+  // Element (gate, pixel m, filter f) of rz, and of hm in time slot `slot` (gate 0 without masks).
+  HISVID_HD int64_t rz_at(int64_t gate, int64_t m, int64_t f) const { return (m * 4 + gate) * F + f; }
   HISVID_HD int64_t hm_at(int64_t gate, int64_t slot, int64_t m, int64_t f) const {
-    return ((gate * history + slot) * N * P + m) * F + f;
+    return ((slot * N * P + m) * (masks ? 4 : 1) + gate) * F + f;
   }
 };
 
@@ -187,8 +186,8 @@ struct ConvLstmStepForward {
 // (dh_seq (N,T,P,F) at every step, or dh_last (N,P,F) at T-1: exactly one is given) plus what
 // the convolutions of step t+1 sent back to hm_t (dhm, hm_t's layout; null at T-1), times the
 // masks and summed over the gates. The one reaching c_t: dc (M,F), replaced by the one reaching
-// c_{t-1}. Writes dz_t twice: into dxz (N,T,P,G*F), the gradient of xz_t, and into dzg, rz's
-// layout per step ((G,T,M,F) with masks, (T,M,G*F) without) for the convolutions' backward.
+// c_{t-1}. Writes dz_t twice: into dxz (N,T,P,G*F), the gradient of xz_t, and into dzg
+// (T,M,G*F), rz's layout per step, for the convolution's backward.
 template <typename T>
 struct ConvLstmStepBackward {
   static constexpr const char* kName = "convlstm_step_backward";
@@ -197,7 +196,7 @@ struct ConvLstmStepBackward {
   T* dc = nullptr;
   const T* dh_seq = nullptr;
   const T* dh_last = nullptr;
-  const T* dhm = nullptr;    // (G,M,F) with masks, (M,F) without
+  const T* dhm = nullptr;    // (M,G*F) with masks, (M,F) without
   const T* gates = nullptr;  // (T,M,G*F)
   const T* c = nullptr;      // (T,M,F)
   const T* masks = nullptr;  // (G,M,F) or null
@@ -216,9 +215,13 @@ struct ConvLstmStepBackward {
     v.in("c", c, steps * M * F);
     v.in("masks", masks, 4 * M * F);
   }
-  // Element (gate, step, pixel m, filter f) of dzg.
+  // Element (gate, step, pixel m, filter f) of dzg, and (gate, pixel m, filter f) of dhm (gate 0
+  // without masks).
   HISVID_HD int64_t dzg_at(int64_t gate, int64_t step, int64_t m, int64_t f) const {
-    return masks ? ((gate * steps + step) * N * P + m) * F + f : (step * N * P + m) * 4 * F + gate * F + f;
+    return ((step * N * P + m) * 4 + gate) * F + f;
+  }
+  HISVID_HD int64_t dhm_at(int64_t gate, int64_t m, int64_t f) const {
+    return (m * (masks ? 4 : 1) + gate) * F + f;
   }
 };
 

@@ -110,6 +110,63 @@ TEST(Recurrent, ConvLstmForwardMatchesLoopReference) {
   }
 }
 
+// With recurrent dropout (Keras: h_{t-1} * mask_g, then gate g's recurrent convolution) the op
+// runs one grouped convolution per step over the 4 masked states; this checks it against the
+// definition written out: a 3x3 'same' convolution per gate of the masked state, every step.
+TEST(Recurrent, ConvLstmRecurrentDropoutMatchesMaskedConvolutionsPerGate) {
+  const int64_t N = 2, T = 3, H = 3, W = 4, F = 3;
+  const Tensor xz = random_input({N, T, H, W, 4 * F}, 31, -1.0, 1.0), R = random_input({3, 3, F, 4 * F}, 32);
+  std::vector<double> keep = random_input({4, N, H, W, F}, 33, 0.0, 1.0).to_vector();
+  for (double& m : keep) m = m < 0.3 ? 0.0 : 1.0 / 0.7;  // every gate its own mask
+  const Tensor masks = Tensor::from_vector(keep, {4, N, H, W, F}, DType::Float64);
+  const std::vector<double> got =
+      ops::convlstm_recurrence(xz, R, masks, Activation::Tanh, Activation::Sigmoid, true).to_vector();
+
+  const double* xs = xz.data<double>();
+  const double* rs = R.data<double>();
+  auto sigmoid = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+  auto at = [&](int64_t n, int64_t y, int64_t x) { return (n * H + y) * W + x; };  // pixel index
+  std::vector<double> h(N * H * W * F, 0.0), c(N * H * W * F, 0.0);
+  double worst = 0.0;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> z(N * H * W * 4 * F);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t y = 0; y < H; ++y) {
+        for (int64_t x = 0; x < W; ++x) {
+          for (int64_t j = 0; j < 4 * F; ++j) {
+            const int64_t gate = j / F;
+            double acc = xs[((n * T + t) * H * W + y * W + x) * 4 * F + j];
+            for (int64_t kh = 0; kh < 3; ++kh) {
+              for (int64_t kw = 0; kw < 3; ++kw) {
+                const int64_t yy = y + kh - 1, xx = x + kw - 1;
+                if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+                for (int64_t u = 0; u < F; ++u) {
+                  const double masked =
+                      h[at(n, yy, xx) * F + u] * keep[(gate * N * H * W + at(n, yy, xx)) * F + u];
+                  acc += masked * rs[((kh * 3 + kw) * F + u) * 4 * F + j];
+                }
+              }
+            }
+            z[at(n, y, x) * 4 * F + j] = acc;
+          }
+        }
+      }
+    }
+    for (int64_t p = 0; p < N * H * W; ++p) {
+      for (int64_t u = 0; u < F; ++u) {
+        const double* zp = &z[p * 4 * F];
+        const double i = sigmoid(zp[u]), f = sigmoid(zp[F + u]), g = std::tanh(zp[2 * F + u]),
+                     o = sigmoid(zp[3 * F + u]);
+        c[p * F + u] = f * c[p * F + u] + i * g;
+        h[p * F + u] = o * std::tanh(c[p * F + u]);
+        const int64_t n = p / (H * W), row = (n * T + t) * H * W + p % (H * W);  // (n, t, pixel)
+        worst = std::max(worst, std::abs(got[row * F + u] - h[p * F + u]));
+      }
+    }
+  }
+  EXPECT_LE(worst, kForwardTolerance);
+}
+
 TEST(Recurrent, LstmGradients) {
   const Tensor x = random_input({2, 3, 4}, 9), W = random_input({4, 12}, 10), R = random_input({3, 12}, 11),
                b = random_input({12}, 12);
@@ -184,7 +241,8 @@ RecurrentWeights float_weights(const Shape& kernel, const Shape& recurrent, int6
 
 // A GPU launches every operation a step queues, so the recurrence must not queue a chain of ops
 // per timestep: the LSTM queues the same operations for any T, the ConvLSTM a convolution and a
-// step kernel each way per timestep, with recurrent dropout a convolution per gate.
+// step kernel each way per timestep, with or without recurrent dropout (the gates' masked states
+// then go through one convolution of 4 groups).
 TEST(Recurrent, TimestepsAddAFixedNumberOfOperations) {
   const int64_t N = 2, D = 3, U = 4, H = 5, W = 4, C = 2, F = 3;
   const RecurrentWeights lstm = float_weights({D, 4 * U}, {U, 4 * U}, U);
@@ -204,8 +262,7 @@ TEST(Recurrent, TimestepsAddAFixedNumberOfOperations) {
       return operations_of_a_step(Tensor::full({N, T, H, W, C}, 0.5), conv, options, convlstm2d_sequence);
     };
     EXPECT_EQ(lstm_ops(7), lstm_ops(3));
-    const uint64_t per_step =
-        dropout ? 2 * (4 + 1) : 2 * (1 + 1);  // convolutions and a step kernel, each way
+    const uint64_t per_step = 2 * (1 + 1);  // a convolution and a step kernel, each way
     EXPECT_EQ(conv_ops(7) - conv_ops(3), 4 * per_step);
   }
 }
