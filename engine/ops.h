@@ -90,9 +90,9 @@ Tensor lstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, A
 // The whole recurrence of a ConvLSTM2D layer (kernels/lstm.h, ConvLstmStepForward): xz
 // (N,T,HO,WO,G*F) the input convolution with the bias, R (KH,KW,F,G*F) the recurrent kernel
 // ('same' padding, stride 1), masks (G,N,HO,WO,F) the recurrent dropout masks or undefined (no
-// gradient). Per step one convolution (of 4 groups, one per gate's masked state, with masks) and
-// one step kernel each way; R's gradient one convolution over every step. Returns every h_t
-// (N,T,HO,WO,F) with sequences, else h_{T-1} (N,HO,WO,F).
+// gradient). Per step one kernel each way, the recurrent convolution included (of 4 groups, one
+// per gate's masked state, with masks); R's gradient one convolution over every step. Returns
+// every h_t (N,T,HO,WO,F) with sequences, else h_{T-1} (N,HO,WO,F).
 Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& masks, Activation act,
                            Activation rec_act, bool sequences);
 // m (N,...) repeated along a new time axis: (N,T,...). Not differentiable.

@@ -443,79 +443,58 @@ Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& mask
     detail::require_compatible(op, "xz", xz, "masks", masks);
     detail::require_shape(op, "masks", masks, Shape{4, N, HO, WO, F});
   }
-  // One convolution per step of hm_{t-1} with R (F -> G*F channels): without masks hm is h
-  // itself; with masks it holds the G masked states h m_g side by side (G*F channels) and the
-  // convolution has G groups, so that gate g's output channels of R read h m_g only. R's
-  // layout (KH,KW,F,G*F) is the grouped kernel's (KH,KW,G*F/G,G*F) as it stands.
-  const int64_t copies = masked ? 4 : 1, hm_channels = copies * F;
-  const Conv2dGeometry geometry =
-      conv2d_geometry(static_cast<int>(N), static_cast<int>(HO), static_cast<int>(WO),
-                      static_cast<int>(hm_channels), static_cast<int>(4 * F), static_cast<int>(KH),
-                      static_cast<int>(KW), 1, 1, Padding::Same, static_cast<int>(copies));
+  // One kernel per step each way, the recurrent convolution of hm_{t-1} with R included
+  // (kernels/lstm.h): without masks hm is h itself; with masks it holds the G masked states
+  // h m_g side by side (G*F channels) and the convolution has G groups, so that gate g's output
+  // channels of R read h m_g only. R's layout (KH,KW,F,G*F) is the grouped kernel's as it stands.
+  const int64_t hm_channels = (masked ? 4 : 1) * F;
   const Device device = xz.device();
   const bool keep = should_record({xz, R});  // backward needs every step; otherwise two slots do
   const int64_t history = keep ? S : std::min<int64_t>(S, 2);
   Tensor gates = empty_as(Shape{history, M, 4 * F}, xz), c = empty_as(Shape{history, M, F}, xz);
-  Tensor hm = empty_as(Shape{history, M, hm_channels}, xz), rz = empty_as(Shape{M, 4 * F}, xz);
+  Tensor hm = empty_as(Shape{history, M, hm_channels}, xz);
   Tensor out = sequences ? empty_as(Shape{N, S, HO, WO, F}, xz) : empty_as(Shape{N, HO, WO, F}, xz);
   with_dtype(xz, [&](auto tag) {
     using T = decltype(tag);
     ConvLstmStepForward<T> k;
     k.gates = gates.data<T>(), k.c = c.data<T>(), k.hm = hm.data<T>();
     (sequences ? k.h_seq : k.h_last) = out.data<T>();
-    k.xz = xz.data<T>(), k.masks = data_or_null<T>(masks);
-    k.N = N, k.steps = S, k.P = P, k.F = F, k.history = history, k.act = act, k.rec_act = rec_act;
-    for (int64_t t = 0; t < S; ++t) {
-      if (t > 0) {  // rz = conv(hm_{t-1}, R)
-        Conv2dForward<T> conv;
-        conv.out = rz.data<T>(), conv.inp = hm.data<T>() + k.hm_at(0, (t - 1) % history, 0, 0);
-        conv.weight = R.data<T>(), conv.g = geometry;
-        run_kernel(conv, device);
-      }
-      k.t = t, k.rz = t > 0 ? rz.data<T>() : nullptr;
-      run_kernel(k, device);
-    }
+    k.xz = xz.data<T>(), k.R = R.data<T>(), k.masks = data_or_null<T>(masks);
+    k.N = N, k.steps = S, k.H = HO, k.W = WO, k.F = F, k.KH = KH, k.KW = KW, k.history = history;
+    k.act = act, k.rec_act = rec_act;
+    for (k.t = 0; k.t < S; ++k.t) run_kernel(k, device);
   });
   if (keep) {
     const bool need_xz = xz.requires_grad(), need_R = R.requires_grad();
     record(op, {xz, R}, {out},
-           [R, gates, c, hm, masks, xz_shape = xz.shape(), N, S, P, F, M, hm_channels, geometry, act, rec_act,
+           [R, gates, c, hm, masks, xz_shape = xz.shape(), N, S, HO, WO, F, KH, KW, M, act, rec_act,
             sequences, need_xz, need_R](const std::vector<Tensor>& g) {
              if (!g[0].defined()) return std::vector<Tensor>{Tensor(), Tensor()};
              const Device device = gates.device();
              Tensor dxz = empty_as(xz_shape, gates), dzg = empty_as(Shape{S, M, 4 * F}, gates);
-             Tensor dc = zeros_as(Shape{M, F}, gates), dhm = empty_as(Shape{M, hm_channels}, gates), dR;
+             Tensor dc = zeros_as(Shape{M, F}, gates), dR;
              with_dtype(gates, [&](auto tag) {
                using T = decltype(tag);
                ConvLstmStepBackward<T> k;
                k.dxz = dxz.data<T>(), k.dzg = dzg.data<T>(), k.dc = dc.data<T>();
                (sequences ? k.dh_seq : k.dh_last) = g[0].data<T>();
-               k.gates = gates.data<T>(), k.c = c.data<T>(), k.masks = data_or_null<T>(masks);
-               k.N = N, k.steps = S, k.P = P, k.F = F, k.act = act, k.rec_act = rec_act;
-               for (int64_t t = S - 1; t >= 0; --t) {
-                 k.t = t, k.dhm = t < S - 1 ? dhm.data<T>() : nullptr;
-                 run_kernel(k, device);
-                 if (t > 0) {  // what step t's products send back to hm_{t-1}
-                   Conv2dBackwardData<T> conv;
-                   conv.dinp = dhm.data<T>(), conv.dout = dzg.data<T>() + k.dzg_at(0, t, 0, 0);
-                   conv.weight = R.data<T>(), conv.g = geometry;
-                   run_kernel(conv, device);
-                 }
-               }
-               if (!need_R) return;
+               k.gates = gates.data<T>(), k.c = c.data<T>(), k.R = R.data<T>(),
+               k.masks = data_or_null<T>(masks);
+               k.N = N, k.steps = S, k.H = HO, k.W = WO, k.F = F, k.KH = KH, k.KW = KW;
+               k.act = act, k.rec_act = rec_act;
+               for (k.t = S - 1; k.t >= 0; --k.t) run_kernel(k, device);
+               if (!need_R || S < 2) return;
                // R's gradient: the products of every step t >= 1, dz_t against hm_{t-1}, as one
                // convolution over (T-1)*N images.
+               Conv2dBackwardFilter<T> conv;
+               conv.g = k.recurrent_conv();
+               conv.g.N = static_cast<int>((S - 1) * N);
                dR = zeros_as(R.shape(), gates);
-               Conv2dGeometry all_steps = geometry;
-               all_steps.N = static_cast<int>((S - 1) * N);
-               if (S > 1) {
-                 Conv2dBackwardFilter<T> conv;
-                 conv.dweight = dR.data<T>(), conv.dbias = nullptr;
-                 conv.dout = dzg.data<T>() + k.dzg_at(0, 1, 0, 0), conv.inp = hm.data<T>();
-                 conv.g = all_steps;
-                 run_kernel(conv, device);
-               }
+               conv.dweight = dR.data<T>(), conv.dbias = nullptr;
+               conv.dout = dzg.data<T>() + k.dzg_at(0, 1, 0, 0), conv.inp = hm.data<T>();
+               run_kernel(conv, device);
              });
+             if (need_R && !dR.defined()) dR = zeros_as(R.shape(), gates);  // one step: no recurrent term
              return std::vector<Tensor>{need_xz ? dxz : Tensor(), dR};
            });
   }

@@ -8,8 +8,8 @@
 // The input products of all timesteps are one matmul / one convolution over (N*T, ...). The
 // recurrence is then one op: ops::lstm_recurrence (one kernel forward, one backward, up to
 // kLstmSequenceMaxUnits units; step by step beyond) and ops::convlstm_recurrence (per step one
-// convolution and one step kernel each way; with recurrent dropout the convolution has a group
-// per gate).
+// kernel each way, its recurrent convolution included; with recurrent dropout that convolution
+// has a group per gate).
 //
 // Dropout (training only, Keras): `dropout` masks the input and `recurrent_dropout` masks
 // h_{t-1}, one mask per gate drawn once per sequence and shared by all timesteps; each gate's

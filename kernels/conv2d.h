@@ -70,6 +70,29 @@ HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2d
   return sum;
 }
 
+// One element of the input's gradient, gathered: the sum over the taps (kh, kw) whose output
+// pixel (ho, wo) reads input pixel (h, w), and over the filters f of c's group, of
+// dout[n,ho,wo,f] * weight[kh,kw,c mod C/G,f]. The same sums as the naive backward-data loops,
+// for rows that need one element at a time.
+template <typename T>
+HISVID_HD T conv2d_input_grad_at(const T* dout, const T* weight, const Conv2dGeometry& g, int64_t n, int h,
+                                 int w, int c) {
+  const int CG = g.group_channels(), FG = g.group_filters(), f0 = c / CG * FG;
+  T sum = T(0);
+  for (int kh = 0; kh < g.KH; ++kh) {
+    const int th = h + g.pad_top - kh;
+    if (th < 0 || th % g.SH != 0 || th / g.SH >= g.HO) continue;
+    for (int kw = 0; kw < g.KW; ++kw) {
+      const int tw = w + g.pad_left - kw;
+      if (tw < 0 || tw % g.SW != 0 || tw / g.SW >= g.WO) continue;
+      const T* d = dout + ((n * g.HO + th / g.SH) * g.WO + tw / g.SW) * g.F;
+      const T* k = weight + ((int64_t(kh) * g.KW + kw) * CG + c % CG) * g.F;
+      for (int f = f0; f < f0 + FG; ++f) sum += d[f] * k[f];
+    }
+  }
+  return sum;
+}
+
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C/G,F)) + bias (F); bias may be null.
 template <typename T>
 struct Conv2dForward {

@@ -216,22 +216,7 @@ __global__ void conv2d_backward_data_plain_kernel(float* dinp, const float* dout
     rest /= g.W;
     const int h = static_cast<int>(rest % g.H);
     const int64_t n = rest / g.H;
-    const int CG = g.group_channels(), FG = g.group_filters(), f_begin = c / CG * FG;
-    float acc = 0.0f;
-    for (int kh = 0; kh < g.KH; ++kh) {
-      const int th = h + g.pad_top - kh;
-      if (th < 0 || th % g.SH != 0 || th / g.SH >= g.HO) continue;
-      const int ho = th / g.SH;
-      for (int kw = 0; kw < g.KW; ++kw) {
-        const int tw = w + g.pad_left - kw;
-        if (tw < 0 || tw % g.SW != 0 || tw / g.SW >= g.WO) continue;
-        const int wo = tw / g.SW;
-        const float* d = dout + ((n * g.HO + ho) * g.WO + wo) * g.F;
-        const float* k = weight + ((int64_t(kh) * g.KW + kw) * CG + c % CG) * g.F;
-        for (int f = f_begin; f < f_begin + FG; ++f) acc += d[f] * k[f];
-      }
-    }
-    dinp[i] = acc;
+    dinp[i] = conv2d_input_grad_at(dout, weight, g, n, h, w, c);
   }
 }
 

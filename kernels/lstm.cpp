@@ -158,24 +158,34 @@ void lstm_cell_backward(const LstmCellBackward<float>& k) {
   });
 }
 
-// A ConvLSTM step, pixel by pixel: the pre-activations gathered where the gates go, activated
-// in place in runs per gate, then the cell; filters and activations fixed at compile time for
-// the seeds' layers (as the gate step above).
+// A ConvLSTM step on the CPU: the recurrent convolution through the convolution's own CPU row
+// (kernels/conv2d.h) into a per-thread buffer rz (M,G*F), then, pixel by pixel, the
+// pre-activations gathered where the gates go, activated in place in runs per gate, then the
+// cell; filters and activations fixed at compile time for the seeds' layers (as the gate step
+// above).
+
+// The calling thread's scratch buffer of at least n floats, kept between steps.
+float* step_scratch(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
 template <int kF, typename Act, typename Rec>
-void convlstm_step_rows(const ConvLstmStepForward<float>& k, Act act, Rec rec) {
-  const int64_t F = kF > 0 ? kF : k.F, M = k.N * k.P, S = k.steps, t = k.t;
+void convlstm_step_rows(const ConvLstmStepForward<float>& k, const float* rz_all, Act act, Rec rec) {
+  const int64_t F = kF > 0 ? kF : k.F, P = k.P(), M = k.N * P, S = k.steps, t = k.t;
   const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
 #pragma omp parallel if (M * F > kParallelMin)
   {
     SpareRows<float> spare(F);
 #pragma omp for
     for (int64_t m = 0; m < M; ++m) {
-      const int64_t n = m / k.P, sample_row = (n * S + t) * k.P + m % k.P;  // (n, t, p)
-      float* __restrict z = k.gates + (slot * M + m) * 4 * F;               // (G*F), activated in place
+      const int64_t n = m / P, sample_row = (n * S + t) * P + m % P;  // (n, t, p)
+      float* __restrict z = k.gates + (slot * M + m) * 4 * F;         // (G*F), activated in place
       const float* __restrict xz = k.xz + sample_row * 4 * F;
       for (int64_t j = 0; j < 4 * F; ++j) z[j] = xz[j];
-      if (k.rz) {
-        const float* __restrict rz = k.rz + m * 4 * F;
+      if (rz_all) {
+        const float* __restrict rz = rz_all + m * 4 * F;
         for (int64_t j = 0; j < 4 * F; ++j) z[j] += rz[j];
       }
       for (int64_t j = 0; j < 2 * F; ++j) z[j] = activate(z[j], rec());      // i, f
@@ -203,15 +213,16 @@ void convlstm_step_rows(const ConvLstmStepForward<float>& k, Act act, Rec rec) {
   }
 }
 
+// dhm (M,G*F or F): the gradient reaching hm_t from step t+1, null at T-1.
 template <int kF, typename Act, typename Rec>
-void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, Act act, Rec rec) {
-  const int64_t F = kF > 0 ? kF : k.F, M = k.N * k.P, S = k.steps, t = k.t;
+void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, const float* dhm, Act act, Rec rec) {
+  const int64_t F = kF > 0 ? kF : k.F, P = k.P(), M = k.N * P, S = k.steps, t = k.t;
 #pragma omp parallel if (M * F > kParallelMin)
   {
     const SpareRows<float> spare(F);
 #pragma omp for
     for (int64_t m = 0; m < M; ++m) {
-      const int64_t n = m / k.P, sample_row = (n * S + t) * k.P + m % k.P;  // (n, t, p)
+      const int64_t n = m / P, sample_row = (n * S + t) * P + m % P;  // (n, t, p)
       const float* __restrict gates = k.gates + (t * M + m) * 4 * F;
       const float* __restrict ig = gates;
       const float* __restrict fg = gates + F;
@@ -228,10 +239,10 @@ void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, Act act, 
       for (int64_t q = 0; q < 4; ++q) dz[q] = k.dzg + k.dzg_at(q, t, m, 0);
       for (int64_t f = 0; f < F; ++f) {
         float dh = above[f];
-        if (k.dhm && k.masks) {
-          for (int64_t q = 0; q < 4; ++q) dh += k.dhm[k.dhm_at(q, m, f)] * k.masks[(q * M + m) * F + f];
-        } else if (k.dhm) {
-          dh += k.dhm[m * F + f];
+        if (dhm && k.masks) {
+          for (int64_t q = 0; q < 4; ++q) dh += dhm[k.dhm_at(q, m, f)] * k.masks[(q * M + m) * F + f];
+        } else if (dhm) {
+          dh += dhm[m * F + f];
         }
         const float a = activate(cr[f], act());
         const float dc_total = dc[f] + dh * og[f] * activation_grad_from_output(a, act());
@@ -247,14 +258,30 @@ void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, Act act, 
 }
 
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
+  float* dhm = nullptr;
+  if (k.t < k.steps - 1) {  // dhm = the input gradient of step t+1's recurrent convolution
+    Conv2dBackwardData<float> conv;
+    conv.g = k.recurrent_conv();
+    conv.dinp = dhm = step_scratch(int64_t(conv.g.N) * conv.g.H * conv.g.W * conv.g.C);
+    conv.dout = k.dzg + k.dzg_at(0, k.t + 1, 0, 0), conv.weight = k.R;
+    conv2d_backward_data(conv);
+  }
   dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
-    convlstm_step_backward_rows<decltype(filters)::value>(k, a, r);
+    convlstm_step_backward_rows<decltype(filters)::value>(k, dhm, a, r);
   });
 }
 
 void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
+  float* rz = nullptr;
+  if (k.t > 0) {  // rz = conv(hm_{t-1}, R)
+    Conv2dForward<float> conv;
+    conv.g = k.recurrent_conv();
+    conv.out = rz = step_scratch(int64_t(conv.g.N) * conv.g.HO * conv.g.WO * conv.g.F);
+    conv.inp = k.hm + k.hm_at(0, (k.t + k.history - 1) % k.history, 0, 0), conv.weight = k.R;
+    conv2d_forward(conv);
+  }
   dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
-    convlstm_step_rows<decltype(filters)::value>(k, a, r);
+    convlstm_step_rows<decltype(filters)::value>(k, rz, a, r);
   });
 }
 
@@ -465,16 +492,24 @@ void lstm_sequence_backward(const LstmSequenceBackward<T>& k) {
 
 template <typename T>
 void convlstm_step_forward(const ConvLstmStepForward<T>& k) {
-  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, slot = t % k.history;
-  const int64_t prev = (t + k.history - 1) % k.history;  // c_{t-1}'s slot
+  const int64_t P = k.P(), M = k.N * P, F = k.F, S = k.steps, t = k.t, slot = t % k.history;
+  const int64_t prev = (t + k.history - 1) % k.history;  // c_{t-1}'s and hm_{t-1}'s slot
+  const Conv2dGeometry conv = k.recurrent_conv();
+  const T* hm_prev = k.hm + k.hm_at(0, prev, 0, 0);
 #pragma omp parallel for if (M * F > (int64_t(1) << 15))
   for (int64_t m = 0; m < M; ++m) {
-    const int64_t n = m / k.P, p = m % k.P, sample_row = (n * S + t) * k.P + p;  // (n, t, p)
-    const T* xz = k.xz + sample_row * 4 * F;                                     // (G*F)
+    const int64_t n = m / P, p = m % P, sample_row = (n * S + t) * P + p;  // (n, t, p)
+    const int y = static_cast<int>(p / k.W), x = static_cast<int>(p % k.W);
+    const T* xz = k.xz + sample_row * 4 * F;  // (G*F)
     T* gates = k.gates + (slot * M + m) * 4 * F;
     for (int64_t f = 0; f < F; ++f) {
       T z[4];
-      for (int64_t g = 0; g < 4; ++g) z[g] = xz[g * F + f] + (k.rz ? k.rz[k.rz_at(g, m, f)] : T(0));
+      for (int64_t g = 0; g < 4; ++g) {
+        const int channel = static_cast<int>(g * F + f);  // recurrent term: none at t = 0
+        z[g] =
+            xz[g * F + f] +
+            (t > 0 ? conv2d_at(hm_prev, k.R, static_cast<const T*>(nullptr), conv, n, y, x, channel) : T(0));
+      }
       const T i = activate(z[0], k.rec_act);
       const T fg = activate(z[1], k.rec_act);
       const T g = activate(z[2], k.act);
@@ -497,18 +532,21 @@ void convlstm_step_forward(const ConvLstmStepForward<T>& k) {
 
 template <typename T>
 void convlstm_step_backward(const ConvLstmStepBackward<T>& k) {
-  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t;
+  const int64_t P = k.P(), M = k.N * P, F = k.F, S = k.steps, t = k.t;
+  const Conv2dGeometry conv = k.recurrent_conv();
+  const T* dz_next = t < S - 1 ? k.dzg + k.dzg_at(0, t + 1, 0, 0) : nullptr;  // dz_{t+1} (M,G*F)
 #pragma omp parallel for if (M * F > (int64_t(1) << 15))
   for (int64_t m = 0; m < M; ++m) {
-    const int64_t n = m / k.P, p = m % k.P, sample_row = (n * S + t) * k.P + p;
+    const int64_t n = m / P, p = m % P, sample_row = (n * S + t) * P + p;
+    const int y = static_cast<int>(p / k.W), x = static_cast<int>(p % k.W);
     const T* gates = k.gates + (t * M + m) * 4 * F;
     T* dxz = k.dxz + sample_row * 4 * F;
     for (int64_t f = 0; f < F; ++f) {
       T dh = k.dh_seq ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[m * F + f] : T(0));
-      if (k.dhm && k.masks) {
-        for (int64_t q = 0; q < 4; ++q) dh += k.dhm[k.dhm_at(q, m, f)] * k.masks[(q * M + m) * F + f];
-      } else if (k.dhm) {
-        dh += k.dhm[m * F + f];
+      // What step t+1's recurrent convolution sends back to h_t: through each gate's masked copy.
+      for (int64_t q = 0; q < (k.masks ? 4 : 1) && dz_next; ++q) {
+        const T back = conv2d_input_grad_at(dz_next, k.R, conv, n, y, x, static_cast<int>(q * F + f));
+        dh += k.masks ? back * k.masks[(q * M + m) * F + f] : back;
       }
       const T i = gates[f], fg = gates[F + f], g = gates[2 * F + f], o = gates[3 * F + f];
       const T c_prev = t > 0 ? k.c[((t - 1) * M + m) * F + f] : T(0);

@@ -64,14 +64,23 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
 
 // --- one ConvLSTM2D step over its buffers, one thread per (pixel, filter) ------------------
 
+// The recurrent convolution is computed in place, each thread its 4 gates' sums over the window
+// (conv2d_at: hm_{t-1} and R through the caches), so one launch makes the whole step.
 __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
-  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, total = M * F;
+  const int64_t P = k.P(), M = k.N * P, F = k.F, S = k.steps, t = k.t, total = M * F;
   const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
+  const Conv2dGeometry conv = k.recurrent_conv();
+  const float* hm_prev = k.hm + k.hm_at(0, prev, 0, 0);
   for (const int64_t e : device::grid_stride(total)) {
-    const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
+    const int64_t m = e / F, f = e - m * F, n = m / P, p = m - n * P, sample_row = (n * S + t) * P + p;
+    const int y = static_cast<int>(p / k.W), x = static_cast<int>(p - y * k.W);
     const float* xz = k.xz + sample_row * 4 * F + f;
     float z[4];
-    for (int64_t q = 0; q < 4; ++q) z[q] = xz[q * F] + (k.rz != nullptr ? k.rz[k.rz_at(q, m, f)] : 0.0f);
+    for (int64_t q = 0; q < 4; ++q) {
+      z[q] = xz[q * F] + (t > 0 ? conv2d_at(hm_prev, k.R, static_cast<const float*>(nullptr), conv, n, y, x,
+                                            int(q * F + f))
+                                : 0.0f);
+    }
     const float c_prev = t > 0 ? k.c[prev * M * F + e] : 0.0f;
     const LstmUnit<float> s = lstm_unit_forward(z[0], z[1], z[2], z[3], c_prev, k.act, k.rec_act);
     float* gates = k.gates + (slot * M + m) * 4 * F + f;
@@ -87,15 +96,20 @@ __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
   }
 }
 
+// What step t+1's recurrent convolution sends back to h_t is gathered in place from dz_{t+1}
+// (conv2d_input_grad_at), so one launch makes the whole step.
 __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
-  const int64_t M = k.N * k.P, F = k.F, S = k.steps, t = k.t, total = M * F;
+  const int64_t P = k.P(), M = k.N * P, F = k.F, S = k.steps, t = k.t, total = M * F;
+  const Conv2dGeometry conv = k.recurrent_conv();
+  const float* dz_next = t < S - 1 ? k.dzg + k.dzg_at(0, t + 1, 0, 0) : nullptr;
+  const int copies = k.masks != nullptr ? 4 : 1;
   for (const int64_t e : device::grid_stride(total)) {
-    const int64_t m = e / F, f = e - m * F, n = m / k.P, sample_row = (n * S + t) * k.P + (m - n * k.P);
+    const int64_t m = e / F, f = e - m * F, n = m / P, p = m - n * P, sample_row = (n * S + t) * P + p;
+    const int y = static_cast<int>(p / k.W), x = static_cast<int>(p - y * k.W);
     float dh = k.dh_seq != nullptr ? k.dh_seq[sample_row * F + f] : (t == S - 1 ? k.dh_last[e] : 0.0f);
-    if (k.dhm != nullptr && k.masks != nullptr) {
-      for (int64_t q = 0; q < 4; ++q) dh += k.dhm[k.dhm_at(q, m, f)] * k.masks[q * M * F + e];
-    } else if (k.dhm != nullptr) {
-      dh += k.dhm[e];
+    for (int q = 0; q < copies && dz_next != nullptr; ++q) {
+      const float back = conv2d_input_grad_at(dz_next, k.R, conv, n, y, x, int(q * F + f));
+      dh += k.masks != nullptr ? back * k.masks[q * M * F + e] : back;
     }
     const float* gates = k.gates + (t * M + m) * 4 * F + f;
     const LstmUnit<float> s{gates[0], gates[F], gates[2 * F], gates[3 * F], k.c[t * M * F + e], 0.0f};
@@ -260,14 +274,14 @@ void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t s
 }
 
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
-  const int64_t total = k.N * k.P * k.F;
+  const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
   convlstm_step_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
   HISVID_CHECK_LAUNCH();
 }
 
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
-  const int64_t total = k.N * k.P * k.F;
+  const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
   convlstm_step_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
   HISVID_CHECK_LAUNCH();

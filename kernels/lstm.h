@@ -1,6 +1,8 @@
 // kernels/lstm.h — the fused LSTM gate step, shared by LSTM (rows M = N) and ConvLSTM2D
-// (rows M = N*H*W, units U = filters F). The matrix products that make the pre-activations
-// z = x W + h_prev U + b are done outside (matmul / conv2d); this is everything after them:
+// (rows M = N*H*W, units U = filters F). The input products of the pre-activations
+// z = x W + h_prev U + b are done outside (matmul / conv2d); the recurrent ones h_prev U too for
+// the single step (lstm_cell), inside for the sequence kernels and the ConvLSTM step below.
+// After the products:
 //
 //   i = rec_act(z_i)     f = rec_act(z_f)     g = act(z_c)     o = rec_act(z_o)
 //   c = f * c_prev + i * g
@@ -14,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/common.h"
+#include "kernels/conv2d.h"
 
 #ifdef HISVID_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -137,19 +140,30 @@ struct LstmSequenceBackward {
   }
 };
 
-// Step t of a ConvLSTM2D layer after its convolutions, over the M = N*P pixels of the step
-// (P = HO*WO per sample, F filters), on the layer's whole-sequence buffers:
+// A ConvLSTM2D layer's recurrent convolution of hm (N,H,W,F), or with masks of the 4 masked
+// states (N,H,W,4F) in 4 groups, with R (KH,KW,F,4F): 'same' padding, stride 1.
+HISVID_HD Conv2dGeometry convlstm_recurrent_conv(int64_t N, int64_t H, int64_t W, int64_t F, int64_t KH,
+                                                 int64_t KW, bool masked) {
+  const int groups = masked ? 4 : 1;
+  return conv2d_geometry(static_cast<int>(N), static_cast<int>(H), static_cast<int>(W),
+                         static_cast<int>(groups * F), static_cast<int>(4 * F), static_cast<int>(KH),
+                         static_cast<int>(KW), 1, 1, Padding::Same, groups);
+}
+
+// Step t of a ConvLSTM2D layer, its recurrent convolution included, over the M = N*P pixels
+// of the step (P = H*W per sample, F filters), on the layer's whole-sequence buffers:
 //
-//   z = xz_t + rz          rz = the recurrent convolution of h_{t-1}, absent at t = 0
+//   z = xz_t + conv(hm_{t-1}, R)     (no recurrent term at t = 0)
 //   (h_t, c_t) = the gate step from z and c_{t-1}
 //
-// The recurrent convolution runs between the steps (engine/ops_nn.cpp, convlstm_recurrence), one
-// per step: rz (M,G*F). Without masks it convolves h_{t-1} with R, and hm_t is h_t itself (M,F).
-// With recurrent dropout masks m_g, hm_t (M,G*F) holds the G masked states h_t m_g side by side
-// and the convolution has G groups: gate g's output channels of R read h_{t-1} m_g. gates, c
-// and hm keep `history` time slots, step t in slot t % history: T while backward will need
-// every step, else 2.
-// Writes only step t's slot of gates, c and hm and step t of h_seq.
+// R (KH,KW,F,G*F) is the recurrent kernel: 'same' padding, stride 1 (recurrent_conv below).
+// Without masks hm_t is h_t itself (M,F). With recurrent dropout masks m_g, hm_t (M,G*F) holds
+// the G masked states h_t m_g side by side and the convolution has G groups: gate g's output
+// channels of R read h_{t-1} m_g (Keras: each gate's recurrent convolution of its masked copy).
+// gates, c and hm keep `history` time slots, step t in slot t % history: T while backward will
+// need every step, else 2. Writes only step t's slot of gates, c and hm and step t of h_seq.
+// One call per step runs the whole step: on CUDA one kernel (the GPU's per-step launches are
+// what the fusion saves), on the CPU the convolution's row then the gate step.
 template <typename T>
 struct ConvLstmStepForward {
   static constexpr const char* kName = "convlstm_step_forward";
@@ -159,69 +173,78 @@ struct ConvLstmStepForward {
   T* h_seq = nullptr;        // (N,T,P,F) every h_t, skipped when null
   T* h_last = nullptr;       // (N,P,F) h_{T-1}, written at t = T-1, skipped when null
   const T* xz = nullptr;     // (N,T,P,G*F) the input convolution with the bias
-  const T* rz = nullptr;     // (M,G*F); null at t = 0
+  const T* R = nullptr;      // (KH,KW,F,G*F) the recurrent kernel
   const T* masks = nullptr;  // (G,M,F) recurrent dropout masks, null: none
-  int64_t N = 0, steps = 0, P = 0, F = 0, t = 0, history = 0;  // steps: T
+  int64_t N = 0, steps = 0, H = 0, W = 0, F = 0, t = 0, history = 0;  // steps: T; (H,W) the image
+  int64_t KH = 0, KW = 0;                                             // R's window
   Activation act = Activation::Tanh, rec_act = Activation::HardSigmoid;
   template <typename V>
   void buffers(V& v) {
-    const int64_t M = N * P, copies = masks ? 4 : 1;
+    const int64_t M = N * P(), copies = masks ? 4 : 1;
     v.inout("gates", gates, history * M * 4 * F);
     v.inout("c", c, history * M * F);
     v.inout("hm", hm, copies * history * M * F);
     v.inout("h_seq", h_seq, steps * M * F);
     v.out("h_last", h_last, M * F);
     v.in("xz", xz, steps * M * 4 * F);
-    v.in("rz", rz, 4 * M * F);
+    v.in("R", R, KH * KW * F * 4 * F);
     v.in("masks", masks, 4 * M * F);
   }
-  // Element (gate, pixel m, filter f) of rz, and of hm in time slot `slot` (gate 0 without masks).
-  HISVID_HD int64_t rz_at(int64_t gate, int64_t m, int64_t f) const { return (m * 4 + gate) * F + f; }
+  HISVID_HD int64_t P() const { return H * W; }
+  // Element (gate, pixel m, filter f) of hm in time slot `slot` (gate 0 without masks).
   HISVID_HD int64_t hm_at(int64_t gate, int64_t slot, int64_t m, int64_t f) const {
-    return ((slot * N * P + m) * (masks ? 4 : 1) + gate) * F + f;
+    return ((slot * N * P() + m) * (masks ? 4 : 1) + gate) * F + f;
+  }
+  // The recurrent convolution of one time slot of hm: (N,H,W,G*F or F) -> (N,H,W,G*F).
+  HISVID_HD Conv2dGeometry recurrent_conv() const {
+    return convlstm_recurrent_conv(N, H, W, F, KH, KW, masks != nullptr);
   }
 };
 
 // Step t of the backward pass (t = T-1 .. 0, history = T). The gradient reaching h_t: from above
-// (dh_seq (N,T,P,F) at every step, or dh_last (N,P,F) at T-1: exactly one is given) plus what
-// the convolutions of step t+1 sent back to hm_t (dhm, hm_t's layout; null at T-1), times the
-// masks and summed over the gates. The one reaching c_t: dc (M,F), replaced by the one reaching
-// c_{t-1}. Writes dz_t twice: into dxz (N,T,P,G*F), the gradient of xz_t, and into dzg
-// (T,M,G*F), rz's layout per step, for the convolution's backward.
+// (dh_seq (N,T,P,F) at every step, or dh_last (N,P,F) at T-1: exactly one is given) plus, at
+// t < T-1, what step t+1's recurrent convolution sends back to hm_t (the input gradient of
+// recurrent_conv from dz_{t+1}, read from dzg), times the masks and summed over the gates. The
+// one reaching c_t: dc (M,F), replaced by the one reaching c_{t-1}. Writes dz_t twice: into dxz
+// (N,T,P,G*F), the gradient of xz_t, and into dzg (T,M,G*F), for step t-1 and R's gradient.
 template <typename T>
 struct ConvLstmStepBackward {
   static constexpr const char* kName = "convlstm_step_backward";
   T* dxz = nullptr;
-  T* dzg = nullptr;
+  T* dzg = nullptr;  // step t written, step t+1 read
   T* dc = nullptr;
   const T* dh_seq = nullptr;
   const T* dh_last = nullptr;
-  const T* dhm = nullptr;    // (M,G*F) with masks, (M,F) without
   const T* gates = nullptr;  // (T,M,G*F)
   const T* c = nullptr;      // (T,M,F)
+  const T* R = nullptr;      // (KH,KW,F,G*F)
   const T* masks = nullptr;  // (G,M,F) or null
-  int64_t N = 0, steps = 0, P = 0, F = 0, t = 0;
+  int64_t N = 0, steps = 0, H = 0, W = 0, F = 0, t = 0, KH = 0, KW = 0;
   Activation act = Activation::Tanh, rec_act = Activation::HardSigmoid;
   template <typename V>
   void buffers(V& v) {
-    const int64_t M = N * P, copies = masks ? 4 : 1;
+    const int64_t M = N * P();
     v.inout("dxz", dxz, steps * M * 4 * F);
     v.inout("dzg", dzg, 4 * steps * M * F);
     v.inout("dc", dc, M * F);
     v.in("dh_seq", dh_seq, steps * M * F);
     v.in("dh_last", dh_last, M * F);
-    v.in("dhm", dhm, copies * M * F);
     v.in("gates", gates, steps * M * 4 * F);
     v.in("c", c, steps * M * F);
+    v.in("R", R, KH * KW * F * 4 * F);
     v.in("masks", masks, 4 * M * F);
   }
-  // Element (gate, step, pixel m, filter f) of dzg, and (gate, pixel m, filter f) of dhm (gate 0
-  // without masks).
+  HISVID_HD int64_t P() const { return H * W; }
+  // Element (gate, step, pixel m, filter f) of dzg, and (gate, pixel m, filter f) of the
+  // gradient reaching hm_t, laid out as hm_t (gate 0 without masks).
   HISVID_HD int64_t dzg_at(int64_t gate, int64_t step, int64_t m, int64_t f) const {
-    return ((step * N * P + m) * 4 + gate) * F + f;
+    return ((step * N * P() + m) * 4 + gate) * F + f;
   }
   HISVID_HD int64_t dhm_at(int64_t gate, int64_t m, int64_t f) const {
     return (m * (masks ? 4 : 1) + gate) * F + f;
+  }
+  HISVID_HD Conv2dGeometry recurrent_conv() const {
+    return convlstm_recurrent_conv(N, H, W, F, KH, KW, masks != nullptr);
   }
 };
 

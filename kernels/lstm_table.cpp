@@ -202,7 +202,8 @@ const bool sequence_cases = [] {
 // --- one ConvLSTM2D step ---------------------------------------------------------------------
 
 struct StepShape {
-  int64_t N, steps, P, F, t;
+  int64_t N, steps, H, W, F, t;
+  int64_t KH, KW;  // the recurrent kernel
   Activation rec_act;
   bool masks, sequences;
   int64_t history;  // forward: time slots of gates, c and hm (steps, or 2 without backward)
@@ -210,76 +211,85 @@ struct StepShape {
 
 // clang-format off
 const StepShape kStepShapes[] = {
-    {2, 3, 5, 4, 0, Activation::HardSigmoid, false, true, 3},         // the first step: no recurrent products
-    {2, 3, 6, 3, 1, Activation::HardSigmoid, true, false, 3},         // a middle step
-    {1, 4, 7, 16, 3, Activation::HardSigmoidKeras3, true, true, 4},   // the last step
-    {3, 2, 9, 8, 1, Activation::Sigmoid, false, false, 2},            // the last step, h_{T-1} alone
-    {2, 5, 4, 5, 3, Activation::HardSigmoid, false, true, 2},         // two slots: step 3 in slot 1
-    {2, 5, 4, 5, 4, Activation::HardSigmoid, true, false, 2},         // ... step 4 in slot 0, c_3 in slot 1
-    {4, 3, 62 * 62, 4, 1, Activation::HardSigmoid, true, true, 3},    // the ConvLSTM's first layer at batch 4
+    {2, 3, 1, 5, 4, 0, 3, 3, Activation::HardSigmoid, false, true, 3},        // the first step: no recurrent products
+    {2, 3, 2, 3, 3, 1, 3, 3, Activation::HardSigmoid, true, false, 3},        // a middle step
+    {1, 4, 7, 1, 16, 3, 3, 3, Activation::HardSigmoidKeras3, true, true, 4},  // the last step, one column
+    {3, 2, 3, 3, 8, 1, 2, 3, Activation::Sigmoid, false, false, 2},           // the last step, h_{T-1} alone; even kernel
+    {2, 5, 2, 2, 5, 3, 1, 1, Activation::HardSigmoid, false, true, 2},        // two slots: step 3 in slot 1; 1x1 kernel
+    {2, 5, 2, 2, 5, 4, 3, 3, Activation::HardSigmoid, true, false, 2},        // ... step 4 in slot 0, c_3 in slot 1
+    {2, 4, 4, 5, 3, 2, 2, 2, Activation::HardSigmoid, true, true, 4},         // masks with an even kernel
+    {4, 3, 62, 62, 4, 1, 3, 3, Activation::HardSigmoid, true, true, 3},       // the ConvLSTM's first layer at batch 4
 };
 // clang-format on
 
 std::string step_name(const StepShape& s) {
-  return "N" + std::to_string(s.N) + "_T" + std::to_string(s.steps) + "_P" + std::to_string(s.P) + "_F" +
-         std::to_string(s.F) + "_t" + std::to_string(s.t) + "_" + activation_label(s.rec_act) +
+  return "N" + std::to_string(s.N) + "_T" + std::to_string(s.steps) + "_H" + std::to_string(s.H) + "_W" +
+         std::to_string(s.W) + "_F" + std::to_string(s.F) + "_K" + std::to_string(s.KH) + "x" +
+         std::to_string(s.KW) + "_t" + std::to_string(s.t) + "_" + activation_label(s.rec_act) +
          (s.masks ? "_masks" : "") + (s.sequences ? "_sequences" : "_last");
 }
 
-// Masks of recurrent dropout 0.2: 0 or 1/0.8.
-void step_masks(const double* masks, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
+// Masks of recurrent dropout 0.2: 0 or 1/0.8; R scaled to Keras's initial scale (uniform
+// over +-1/sqrt(fan-in)), so that the gates are not all saturated.
+void step_masks_and_kernel(const double* masks, const double* R, const StepShape& s) {
+  const int64_t cells = s.N * s.H * s.W * s.F, fan_in = s.KH * s.KW * s.F;
+  for (int64_t i = 0; i < s.KH * s.KW * s.F * 4 * s.F; ++i)
+    harness::writable(R)[i] /= std::sqrt(double(fan_in));
+  for (int64_t i = 0; i < 4 * cells && masks != nullptr; ++i)
     harness::writable(masks)[i] = philox_uniform(0x57E9, 1, uint64_t(i)) < 0.2 ? 0.0 : 1.25;
+}
+
+// The step's rounding plus the recurrent convolution's sum (of up to KH*KW*4F terms backward).
+double step_tolerance(const StepShape& s) {
+  return harness::kFused + harness::conv_tolerance(s.KH * s.KW * 4 * s.F);
 }
 
 const bool step_cases = [] {
   Cases<ConvLstmStepForward> forward;
   Cases<ConvLstmStepBackward> backward;
   for (const StepShape& s : kStepShapes) {
-    const int64_t cells = s.N * s.P * s.F;
+    const int64_t cells = s.N * s.H * s.W * s.F;
+    const double conv_flops = 2.0 * cells * 4 * s.KH * s.KW * s.F;  // per step, t > 0
     forward
         .add(step_name(s),
              [s](auto& a) {
-               a.N = s.N, a.steps = s.steps, a.P = s.P, a.F = s.F, a.t = s.t, a.rec_act = s.rec_act;
-               a.history = s.history;
-               if (s.t == 0) a.rz = nullptr;
+               a.N = s.N, a.steps = s.steps, a.H = s.H, a.W = s.W, a.F = s.F, a.t = s.t,
+               a.rec_act = s.rec_act;
+               a.KH = s.KH, a.KW = s.KW, a.history = s.history;
                if (!s.masks) a.masks = nullptr;
                if (s.sequences) a.h_last = nullptr;
                if (!s.sequences) a.h_seq = nullptr;
              })
-        .tol(harness::kFused)
-        .with_flops(24.0 * cells)
+        .tol(step_tolerance(s))
+        .with_flops(24.0 * cells + (s.t > 0 ? conv_flops : 0.0))
         .prepare_with([s, cells](ConvLstmStepForward<double>& a) {
           spread_z(a.xz, s.steps * cells * 4);
-          if (a.masks) step_masks(a.masks, 4 * cells);
+          step_masks_and_kernel(a.masks, a.R, s);
         });
     // gates and c from forward steps, so that they are consistent.
     backward
         .add(step_name(s),
              [s](auto& a) {
-               a.N = s.N, a.steps = s.steps, a.P = s.P, a.F = s.F, a.t = s.t, a.rec_act = s.rec_act;
-               if (s.t == s.steps - 1) a.dhm = nullptr;
+               a.N = s.N, a.steps = s.steps, a.H = s.H, a.W = s.W, a.F = s.F, a.t = s.t,
+               a.rec_act = s.rec_act;
+               a.KH = s.KH, a.KW = s.KW;
                if (!s.masks) a.masks = nullptr;
                if (s.sequences) a.dh_last = nullptr;
                if (!s.sequences) a.dh_seq = nullptr;
              })
-        .tol(harness::kFused)
-        .with_flops(34.0 * cells)
+        .tol(step_tolerance(s))
+        .with_flops(34.0 * cells + (s.t < s.steps - 1 ? conv_flops : 0.0))
         .prepare_with([s, cells](ConvLstmStepBackward<double>& a) {
-          if (a.masks) step_masks(a.masks, 4 * cells);
+          step_masks_and_kernel(a.masks, a.R, s);
           std::vector<double> xz(static_cast<size_t>(s.steps * cells * 4)),
-              rz(static_cast<size_t>(4 * cells)), hm(static_cast<size_t>(4 * s.steps * cells));
+              hm(static_cast<size_t>(4 * s.steps * cells));
           for (size_t i = 0; i < xz.size(); ++i) xz[i] = 6.0 * philox_uniform(0x57E9, 2, i) - 3.0;
-          for (size_t i = 0; i < rz.size(); ++i) rz[i] = philox_uniform(0x57E9, 3, i) - 0.5;
           ConvLstmStepForward<double> f;
           f.gates = harness::writable(a.gates), f.c = harness::writable(a.c), f.hm = hm.data();
-          f.xz = xz.data(), f.masks = a.masks;
-          f.N = s.N, f.steps = s.steps, f.P = s.P, f.F = s.F, f.history = s.steps, f.act = a.act;
-          f.rec_act = s.rec_act;
-          for (f.t = 0; f.t < s.steps; ++f.t) {
-            f.rz = f.t > 0 ? rz.data() : nullptr;
-            naive::convlstm_step_forward(f);
-          }
+          f.xz = xz.data(), f.R = a.R, f.masks = a.masks;
+          f.N = s.N, f.steps = s.steps, f.H = s.H, f.W = s.W, f.F = s.F, f.KH = s.KH, f.KW = s.KW;
+          f.history = s.steps, f.act = a.act, f.rec_act = s.rec_act;
+          for (f.t = 0; f.t < s.steps; ++f.t) naive::convlstm_step_forward(f);
         });
   }
   return harness::add_cases(forward) && harness::add_cases(backward);

@@ -240,9 +240,8 @@ RecurrentWeights float_weights(const Shape& kernel, const Shape& recurrent, int6
 }
 
 // A GPU launches every operation a step queues, so the recurrence must not queue a chain of ops
-// per timestep: the LSTM queues the same operations for any T, the ConvLSTM a convolution and a
-// step kernel each way per timestep, with or without recurrent dropout (the gates' masked states
-// then go through one convolution of 4 groups).
+// per timestep: the LSTM queues the same operations for any T, the ConvLSTM one step kernel each
+// way per timestep, its recurrent convolution included, with or without recurrent dropout.
 TEST(Recurrent, TimestepsAddAFixedNumberOfOperations) {
   const int64_t N = 2, D = 3, U = 4, H = 5, W = 4, C = 2, F = 3;
   const RecurrentWeights lstm = float_weights({D, 4 * U}, {U, 4 * U}, U);
@@ -262,7 +261,7 @@ TEST(Recurrent, TimestepsAddAFixedNumberOfOperations) {
       return operations_of_a_step(Tensor::full({N, T, H, W, C}, 0.5), conv, options, convlstm2d_sequence);
     };
     EXPECT_EQ(lstm_ops(7), lstm_ops(3));
-    const uint64_t per_step = 2 * (1 + 1);  // a convolution and a step kernel, each way
+    const uint64_t per_step = 2;  // one step kernel (its convolution included) each way
     EXPECT_EQ(conv_ops(7) - conv_ops(3), 4 * per_step);
   }
 }
