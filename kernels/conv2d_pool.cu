@@ -130,6 +130,7 @@ __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, co
 }  // namespace
 
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
+  require_ungrouped(k.g, "cuda::conv2d_act_pool_forward");
   const int64_t total = int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C;
   if (total == 0) return;
   forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, k.weight,
@@ -138,6 +139,7 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t 
 }
 
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
+  require_ungrouped(k.g, "cuda::conv2d_act_pool_backward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   if (g.N == 0) return;

@@ -15,9 +15,13 @@
 // into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse
 // sums), cuda (one thread per pooled output forward; backward per weight, per filter and per
 // input element, no atomics).
+// Ungrouped convolutions only (G = 1, what the engine's Conv2D layer makes): every row throws
+// std::invalid_argument on a grouped geometry rather than read its kernel as (KH,KW,C,F).
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/common.h"
 #include "kernels/conv2d.h"
@@ -28,6 +32,14 @@
 #endif
 
 namespace hisvid {
+
+// Throws unless the convolution of a fused row is ungrouped.
+inline void require_ungrouped(const Conv2dGeometry& g, const char* row) {
+  if (g.G != 1) {
+    throw std::invalid_argument(std::string(row) +
+                                ": the fused convolution takes no groups, got G = " + std::to_string(g.G));
+  }
+}
 
 // The pool's geometry over the convolution's output: p.N, p.H, p.W, p.C are g.N, g.HO, g.WO,
 // g.F; the pooled output is (N, p.HO, p.WO, F).

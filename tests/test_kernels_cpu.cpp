@@ -15,6 +15,7 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv2d_pool.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/lstm.h"
@@ -1548,6 +1549,19 @@ TYPED_TEST(KernelsCpu, MultiTensorUpdateReadsItsScalarAndHalts) {
   naive::multi_tensor_update(k);
   expect_close(a, {0.75, 2.5}, 0.0);
   expect_close(b, {2.0}, 0.0);
+}
+
+// The fused conv + pool rows read the kernel as (KH,KW,C,F): a grouped geometry is refused,
+// not miscomputed.
+TEST(Conv2dPool, RefusesGroupedConvolutions) {
+  Conv2dActPoolForward<float> forward;
+  forward.g = conv2d_geometry(1, 4, 4, 4, 4, 3, 3, 1, 1, Padding::Same, 2);
+  EXPECT_THROW(cpu::conv2d_act_pool_forward(forward), std::invalid_argument);
+  EXPECT_THROW(naive::conv2d_act_pool_forward(forward), std::invalid_argument);
+  Conv2dActPoolBackward<float> backward;
+  backward.g = forward.g;
+  EXPECT_THROW(cpu::conv2d_act_pool_backward(backward), std::invalid_argument);
+  EXPECT_THROW(naive::conv2d_act_pool_backward(backward), std::invalid_argument);
 }
 
 }  // namespace
