@@ -483,18 +483,18 @@ Tensor convlstm_recurrence(const Tensor& xz, const Tensor& R, const Tensor& mask
                k.N = N, k.steps = S, k.H = HO, k.W = WO, k.F = F, k.KH = KH, k.KW = KW;
                k.act = act, k.rec_act = rec_act;
                for (k.t = S - 1; k.t >= 0; --k.t) run_kernel(k, device);
-               if (!need_R || S < 2) return;
+               if (!need_R) return;
+               dR = zeros_as(R.shape(), gates);
+               if (S < 2) return;  // one step: no recurrent term
                // R's gradient: the products of every step t >= 1, dz_t against hm_{t-1}, as one
                // convolution over (T-1)*N images.
                Conv2dBackwardFilter<T> conv;
                conv.g = k.recurrent_conv();
                conv.g.N = static_cast<int>((S - 1) * N);
-               dR = zeros_as(R.shape(), gates);
                conv.dweight = dR.data<T>(), conv.dbias = nullptr;
                conv.dout = dzg.data<T>() + k.dzg_at(0, 1, 0, 0), conv.inp = hm.data<T>();
                run_kernel(conv, device);
              });
-             if (need_R && !dR.defined()) dR = zeros_as(R.shape(), gates);  // one step: no recurrent term
              return std::vector<Tensor>{need_xz ? dxz : Tensor(), dR};
            });
   }

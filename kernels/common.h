@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #if defined(__CUDACC__)
 #define HISVID_HD __host__ __device__ __forceinline__
@@ -190,6 +191,16 @@ HISVID_HD Window1d window_1d(int in, int kernel, int stride, Padding padding) {
   int pad_total = (out - 1) * stride + kernel - in;
   if (pad_total < 0) pad_total = 0;
   return {out, pad_total / 2};
+}
+
+// A buffer of at least n elements owned by the calling thread and kept between calls: the CPU
+// rows' scratch, allocated and page-faulted once rather than on every call. Tag, any type,
+// tells apart the buffers that are in use at the same time.
+template <typename T, typename Tag>
+T* thread_buffer(int64_t n) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
 }
 
 }  // namespace hisvid

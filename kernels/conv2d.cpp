@@ -49,14 +49,11 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 // Patches up to this many values (KH*KW*C) are convolved directly in the forward pass.
 constexpr int64_t kDirectMaxPatch = 160;
 
-// One buffer per thread and type, kept between calls, so the chunk buffer is allocated
-// and page-faulted once rather than on every convolution.
-template <typename T>
-T* col_buffer(int64_t n) {
-  thread_local std::vector<T> buffer;
-  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
-  return buffer.data();
-}
+// The tags of this file's per-thread buffers (thread_buffer): the im2col chunk, and the group
+// copies of a grouped convolution (its inputs, kernel and result at once).
+struct Im2colBuffer;
+template <int I>
+struct GroupBuffer;
 
 bool is_pointwise(const Conv2dGeometry& g) {
   return g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.pad_top == 0 && g.pad_left == 0 &&
@@ -179,7 +176,7 @@ void forward_gemm(T* out,           // (N,HO,WO,F)
     return;
   }
   const int64_t chunk = images_per_chunk<T>(g);
-  T* col = col_buffer<T>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
+  T* col = thread_buffer<T, Im2colBuffer>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, g.N - n0);
     const int64_t rows = nb * rows_per_image;
@@ -202,7 +199,7 @@ void backward_data_gemm(T* dinp,          // (N,H,W,C)
     return;
   }
   const int64_t chunk = images_per_chunk<T>(g);
-  T* dcol = col_buffer<T>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
+  T* dcol = thread_buffer<T, Im2colBuffer>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, g.N - n0);
     gemm(dcol, dout + n0 * rows_per_image * F, weight, nb * rows_per_image, KK, F, false, true, false);
@@ -224,7 +221,7 @@ void backward_filter_gemm(T* dweight,     // (KH,KW,C,F), as (KK,F)
     return;
   }
   const int64_t chunk = images_per_chunk<T>(g);
-  T* col = col_buffer<T>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
+  T* col = thread_buffer<T, Im2colBuffer>(chunk * rows_per_image * KK);  // (chunk*HO*WO, KK)
   for (int64_t n0 = 0; n0 < g.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, g.N - n0);
     const int64_t rows = nb * rows_per_image;
@@ -386,26 +383,23 @@ void backward_filter_direct(T* dweight,     // (KH,KW,C,F)
 // joined back in one pass. The kernel's gradient is split from dweight first and joined back
 // whole, which keeps its += contract.
 
-// to (G, rows, n) from (rows, G*n): the split by group of a channels-last array; or back.
-void split_groups(float* to, const float* from, int64_t rows, int64_t G, int64_t n) {
-#pragma omp parallel for if (rows * G * n > kParallelMin)
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t group = 0; group < G; ++group) {  // runs of a few floats: a loop, not memmove
-      const float* __restrict src = from + (r * G + group) * n;
-      float* __restrict dst = to + (group * rows + r) * n;
+// to (B, A, n) = from (A, B, n) with its two outer axes swapped: (rows, G, n) -> (G, rows, n)
+// splits a channels-last array by group, (G, rows, n) -> (rows, G, n) joins it back.
+void swap_outer_axes(float* to, const float* from, int64_t A, int64_t B, int64_t n) {
+#pragma omp parallel for collapse(2) if (A * B * n > kParallelMin)
+  for (int64_t a = 0; a < A; ++a) {
+    for (int64_t b = 0; b < B; ++b) {  // runs of a few floats: a loop, not memmove
+      const float* __restrict src = from + (a * B + b) * n;
+      float* __restrict dst = to + (b * A + a) * n;
       for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
     }
   }
 }
+void split_groups(float* to, const float* from, int64_t rows, int64_t G, int64_t n) {
+  swap_outer_axes(to, from, rows, G, n);
+}
 void join_groups(float* to, const float* from, int64_t rows, int64_t G, int64_t n) {
-#pragma omp parallel for if (rows * G * n > kParallelMin)
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t group = 0; group < G; ++group) {
-      const float* __restrict src = from + (group * rows + r) * n;
-      float* __restrict dst = to + (r * G + group) * n;
-      for (int64_t j = 0; j < n; ++j) dst[j] = src[j];
-    }
-  }
+  swap_outer_axes(to, from, G, rows, n);
 }
 
 // The geometry of one group on its own: C/G input and F/G output channels.
@@ -413,14 +407,6 @@ Conv2dGeometry one_group(const Conv2dGeometry& g) {
   Conv2dGeometry s = g;
   s.C = g.group_channels(), s.F = g.group_filters(), s.G = 1;
   return s;
-}
-
-// Buffer `which` (0..2) of the calling thread, at least n floats, kept between calls.
-float* group_buffer(int which, int64_t n) {
-  thread_local std::vector<float> buffers[3];
-  std::vector<float>& buffer = buffers[which];
-  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
-  return buffer.data();
 }
 
 // Rows of the (rows, channels) views: input pixels, output pixels, kernel taps x C/G.
@@ -434,9 +420,9 @@ void forward_per_group(const Conv2dForward<float>& k, Row row) {
   Conv2dForward<float> one;
   one.g = one_group(g);
   const int64_t CG = one.g.C, FG = one.g.F, G = g.G;
-  float* inp = group_buffer(0, input_rows(g) * g.C);
-  float* weight = group_buffer(1, kernel_rows(g) * g.F);
-  float* out = group_buffer(2, output_rows(g) * g.F);
+  float* inp = thread_buffer<float, GroupBuffer<0>>(input_rows(g) * g.C);
+  float* weight = thread_buffer<float, GroupBuffer<1>>(kernel_rows(g) * g.F);
+  float* out = thread_buffer<float, GroupBuffer<2>>(output_rows(g) * g.F);
   split_groups(inp, k.inp, input_rows(g), G, CG);
   split_groups(weight, k.weight, kernel_rows(g), G, FG);
   for (int64_t group = 0; group < G; ++group) {
@@ -453,9 +439,9 @@ void backward_data_per_group(const Conv2dBackwardData<float>& k, Row row) {
   Conv2dBackwardData<float> one;
   one.g = one_group(g);
   const int64_t CG = one.g.C, FG = one.g.F, G = g.G;
-  float* dout = group_buffer(0, output_rows(g) * g.F);
-  float* weight = group_buffer(1, kernel_rows(g) * g.F);
-  float* dinp = group_buffer(2, input_rows(g) * g.C);
+  float* dout = thread_buffer<float, GroupBuffer<0>>(output_rows(g) * g.F);
+  float* weight = thread_buffer<float, GroupBuffer<1>>(kernel_rows(g) * g.F);
+  float* dinp = thread_buffer<float, GroupBuffer<2>>(input_rows(g) * g.C);
   split_groups(dout, k.dout, output_rows(g), G, FG);
   split_groups(weight, k.weight, kernel_rows(g), G, FG);
   for (int64_t group = 0; group < G; ++group) {
@@ -472,9 +458,9 @@ void backward_filter_per_group(const Conv2dBackwardFilter<float>& k, Row row) {
   Conv2dBackwardFilter<float> one;
   one.g = one_group(g);
   const int64_t CG = one.g.C, FG = one.g.F, G = g.G;
-  float* dout = group_buffer(0, output_rows(g) * g.F);
-  float* inp = group_buffer(1, input_rows(g) * g.C);
-  float* dweight = group_buffer(2, kernel_rows(g) * g.F);
+  float* dout = thread_buffer<float, GroupBuffer<0>>(output_rows(g) * g.F);
+  float* inp = thread_buffer<float, GroupBuffer<1>>(input_rows(g) * g.C);
+  float* dweight = thread_buffer<float, GroupBuffer<2>>(kernel_rows(g) * g.F);
   split_groups(dout, k.dout, output_rows(g), G, FG);
   split_groups(inp, k.inp, input_rows(g), G, CG);
   split_groups(dweight, k.dweight, kernel_rows(g), G, FG);  // the rows add onto it
@@ -603,34 +589,19 @@ void conv2d_forward(const Conv2dForward<T>& k) {
   }
 }
 
-// dinp[n,ih,iw,c] = sum over every (ho, wo, kh, kw) that reads it and every filter f of c's
-// group of dout[n,ho,wo,f] * weight[kh,kw,c mod C/G,f]: the forward's products, scattered back
-// (one image per thread, so no two threads write one element).
+// dinp[n,h,w,c] = the sum over every (ho, wo, kh, kw) whose window reads (h, w) and every filter
+// f of c's group of dout[n,ho,wo,f] * weight[kh,kw,c mod C/G,f]: the forward's products, sent
+// back (conv2d_input_grad_at).
 template <typename T>
 void conv2d_backward_data(const Conv2dBackwardData<T>& k) {
   const Conv2dGeometry& g = k.g;
-  const int CG = g.group_channels(), FG = g.group_filters();
-#pragma omp parallel for
+#pragma omp parallel for collapse(2)
   for (int n = 0; n < g.N; ++n) {
-    T* dimg = k.dinp + int64_t(n) * g.H * g.W * g.C;  // (H,W,C)
-    for (int64_t i = 0; i < int64_t(g.H) * g.W * g.C; ++i) dimg[i] = T(0);
-    for (int ho = 0; ho < g.HO; ++ho) {
-      for (int wo = 0; wo < g.WO; ++wo) {
-        for (int kh = 0; kh < g.KH; ++kh) {
-          const int ih = ho * g.SH - g.pad_top + kh;
-          if (ih < 0 || ih >= g.H) continue;
-          for (int kw = 0; kw < g.KW; ++kw) {
-            const int iw = wo * g.SW - g.pad_left + kw;
-            if (iw < 0 || iw >= g.W) continue;
-            for (int c = 0; c < g.C; ++c) {
-              const int group = c / CG;
-              for (int f = group * FG; f < (group + 1) * FG; ++f) {
-                dimg[(int64_t(ih) * g.W + iw) * g.C + c] +=
-                    k.dout[((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F + f] *
-                    k.weight[((int64_t(kh) * g.KW + kw) * CG + c % CG) * g.F + f];
-              }
-            }
-          }
+    for (int h = 0; h < g.H; ++h) {
+      for (int w = 0; w < g.W; ++w) {
+        for (int c = 0; c < g.C; ++c) {
+          k.dinp[((int64_t(n) * g.H + h) * g.W + w) * g.C + c] =
+              conv2d_input_grad_at(k.dout, k.weight, g, n, h, w, c);
         }
       }
     }

@@ -43,9 +43,12 @@ HISVID_HD Conv2dGeometry conv2d_geometry(int N, int H, int W, int C, int F, int 
   return Conv2dGeometry{N, H, W, C, F, KH, KW, SH, SW, h.out, w.out, h.pad_before, w.pad_before, groups};
 }
 
-// Whether the channel counts split into the groups (every row assumes it).
-HISVID_HD bool conv2d_groups_valid(const Conv2dGeometry& g) {
-  return g.G >= 1 && g.C % g.G == 0 && g.F % g.G == 0;
+// Whether every row can run g: positive extents, strides and output, padding >= 0, and channel
+// counts that split into the groups.
+HISVID_HD bool conv2d_geometry_valid(const Conv2dGeometry& g) {
+  return g.N >= 0 && g.H >= 1 && g.W >= 1 && g.C >= 1 && g.F >= 1 && g.KH >= 1 && g.KW >= 1 && g.SH >= 1 &&
+         g.SW >= 1 && g.HO >= 1 && g.WO >= 1 && g.pad_top >= 0 && g.pad_left >= 0 && g.G >= 1 &&
+         g.C % g.G == 0 && g.F % g.G == 0;
 }
 
 // One output value of the convolution, the definition: bias[f] (0 when bias is null) plus the

@@ -31,7 +31,7 @@ constexpr int kTilePixels = 4;  // output pixels per micro-kernel tile
 constexpr int64_t kParallelMin = int64_t(1) << 16;
 
 struct Padded {
-  int HP, WP;                   // padded extent
+  int HP, WP;  // padded extent
   int pad_top, pad_left;
 };
 
@@ -45,10 +45,11 @@ void pad_image(float* dst, const float* image, const Conv2dGeometry& g, const Pa
   for (int hp = 0; hp < p.HP; ++hp) {
     const int h = hp - p.pad_top;
     if (h < 0 || h >= g.H) continue;
-    const int w0 = std::max(0, p.pad_left), w1 = std::min(p.WP, p.pad_left + g.W);  // padded columns holding data
+    const int w0 = std::max(0, p.pad_left),
+              w1 = std::min(p.WP, p.pad_left + g.W);  // padded columns holding data
     if (w1 <= w0) continue;
-    std::copy(image + (int64_t(h) * g.W + (w0 - p.pad_left)) * g.C, image + (int64_t(h) * g.W + (w1 - p.pad_left)) * g.C,
-              dst + (int64_t(hp) * p.WP + w0) * g.C);
+    std::copy(image + (int64_t(h) * g.W + (w0 - p.pad_left)) * g.C,
+              image + (int64_t(h) * g.W + (w1 - p.pad_left)) * g.C, dst + (int64_t(hp) * p.WP + w0) * g.C);
   }
 }
 
@@ -64,8 +65,9 @@ __attribute__((target("avx2"))) __m256i lane_mask(int count) {
 // V vectors goes through `last` (a lane mask).
 template <int P, int V>
 __attribute__((target("avx2,fma"))) inline void forward_tile(float* out, const float* x, int64_t pixel_stride,
-                                                            int64_t row_stride, const float* w, const float* bias,
-                                                            int KH, int KW, int C, int F, __m256i last) {
+                                                             int64_t row_stride, const float* w,
+                                                             const float* bias, int KH, int KW, int C, int F,
+                                                             __m256i last) {
   __m256 acc[P][V];
   for (int v = 0; v < V; ++v) {
     const __m256 b = bias == nullptr ? _mm256_setzero_ps()
@@ -104,8 +106,9 @@ __attribute__((target("avx2,fma"))) inline void forward_tile(float* out, const f
 
 // One output row (WO pixels x F filters) of one image from its padded copy.
 template <int P>
-__attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float* padded, int ho, int wo0, const float* weight,
-                                                       const float* bias, const Conv2dGeometry& g, const Padded& p) {
+__attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float* padded, int ho, int wo0,
+                                                        const float* weight, const float* bias,
+                                                        const Conv2dGeometry& g, const Padded& p) {
   const int64_t pixel_stride = int64_t(g.SW) * g.C, row_stride = int64_t(p.WP) * g.C;
   const float* x = padded + (int64_t(ho) * g.SH * p.WP + int64_t(wo0) * g.SW) * g.C;
   for (int f0 = 0; f0 < g.F; f0 += 2 * kLanes) {
@@ -114,7 +117,8 @@ __attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float*
     const float* b = bias == nullptr ? nullptr : bias + f0;
     float* o = out + f0;
     if (left > kLanes) {
-      forward_tile<P, 2>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F, lane_mask(std::min(left - kLanes, kLanes)));
+      forward_tile<P, 2>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F,
+                         lane_mask(std::min(left - kLanes, kLanes)));
     } else {
       forward_tile<P, 1>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F, lane_mask(left));
     }
@@ -126,16 +130,16 @@ __attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float*
 // dw[kh, kw, c0 : c0+CB, f0 : f0 + 8V] += the sum over every output pixel of one image of
 // x[pixel][kh, kw, c0 + j] * dout[pixel][f0 + 8v ...]; the last vector through `last`.
 template <int CB, int V>
-__attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* padded, const float* dout, int kh,
-                                                    int kw, int c0, int f0, const Conv2dGeometry& g, const Padded& p,
-                                                    __m256i last) {
+__attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* padded, const float* dout,
+                                                     int kh, int kw, int c0, int f0, const Conv2dGeometry& g,
+                                                     const Padded& p, __m256i last) {
   __m256 acc[CB][V];
   for (int j = 0; j < CB; ++j) {
     for (int v = 0; v < V; ++v) acc[j][v] = _mm256_setzero_ps();
   }
   for (int ho = 0; ho < g.HO; ++ho) {
     const float* x = padded + ((int64_t(ho) * g.SH + kh) * p.WP + kw) * g.C + c0;  // pixel (ho, 0)
-    const float* d = dout + int64_t(ho) * g.WO * g.F + f0;                        // (WO,F)
+    const float* d = dout + int64_t(ho) * g.WO * g.F + f0;                         // (WO,F)
     for (int wo = 0; wo < g.WO; ++wo, x += int64_t(g.SW) * g.C, d += g.F) {
       __m256 dv[V];
       for (int v = 0; v < V; ++v) {
@@ -161,23 +165,31 @@ __attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* pad
 }
 
 template <int V>
-void filter_tiles(float* dw, const float* padded, const float* dout, int kh, int kw, int f0, const Conv2dGeometry& g,
-                  const Padded& p, __m256i last) {
+void filter_tiles(float* dw, const float* padded, const float* dout, int kh, int kw, int f0,
+                  const Conv2dGeometry& g, const Padded& p, __m256i last) {
   constexpr int kMaxChannels = 4;  // CB x V accumulators + V gradients + 1 input within 16 registers
   int c0 = 0;
-  for (; c0 + kMaxChannels <= g.C; c0 += kMaxChannels) filter_tile<4, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
+  for (; c0 + kMaxChannels <= g.C; c0 += kMaxChannels)
+    filter_tile<4, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
   switch (g.C - c0) {
-    case 3: filter_tile<3, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last); break;
-    case 2: filter_tile<2, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last); break;
-    case 1: filter_tile<1, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last); break;
-    default: break;
+    case 3:
+      filter_tile<3, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
+      break;
+    case 2:
+      filter_tile<2, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
+      break;
+    case 1:
+      filter_tile<1, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
+      break;
+    default:
+      break;
   }
 }
 
 // One image's contribution to dw (KH,KW,C,F) and db (F).
 __attribute__((target("avx2,fma"))) void accumulate_filter_image(float* dw, float* db, const float* padded,
-                                                                const float* dout, const Conv2dGeometry& g,
-                                                                const Padded& p) {
+                                                                 const float* dout, const Conv2dGeometry& g,
+                                                                 const Padded& p) {
   for (int f0 = 0; f0 < g.F; f0 += 2 * kLanes) {
     const int left = g.F - f0;
     for (int kh = 0; kh < g.KH; ++kh) {
@@ -207,12 +219,8 @@ void forward_row(float* row, const float* padded, int ho, const float* weight, c
   }
 }
 
-// Per-thread scratch, kept between calls.
-std::vector<float>& scratch(size_t n) {
-  thread_local std::vector<float> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer;
-}
+// The tag of the per-thread padded copy of an image (thread_buffer).
+struct PaddedImage;
 
 }  // namespace
 
@@ -228,16 +236,17 @@ void forward(float* out,           // (N,HO,WO,F)
   const int64_t work = int64_t(g.N) * g.HO * g.WO * g.KH * g.KW * g.C * g.F;
 #pragma omp parallel for schedule(static) if (work > kParallelMin)
   for (int64_t n = 0; n < g.N; ++n) {
-    std::vector<float>& padded = scratch(size_t(p.HP) * p.WP * g.C);  // (HP,WP,C)
-    pad_image(padded.data(), inp + n * image, g, p);
+    float* padded = thread_buffer<float, PaddedImage>(int64_t(p.HP) * p.WP * g.C);  // (HP,WP,C)
+    pad_image(padded, inp + n * image, g, p);
     for (int ho = 0; ho < g.HO; ++ho) {
       float* row = out + n * out_image + int64_t(ho) * g.WO * g.F;  // (WO,F)
-      if (g.F <= kLanes && g.WO >= 2 * kTilePixels) {  // one vector of filters: a wider tile fills the registers
-        forward_row<2 * kTilePixels>(row, padded.data(), ho, weight, bias, g, p);
+      if (g.F <= kLanes &&
+          g.WO >= 2 * kTilePixels) {  // one vector of filters: a wider tile fills the registers
+        forward_row<2 * kTilePixels>(row, padded, ho, weight, bias, g, p);
       } else if (g.WO >= kTilePixels) {
-        forward_row<kTilePixels>(row, padded.data(), ho, weight, bias, g, p);
+        forward_row<kTilePixels>(row, padded, ho, weight, bias, g, p);
       } else {
-        forward_row<1>(row, padded.data(), ho, weight, bias, g, p);
+        forward_row<1>(row, padded, ho, weight, bias, g, p);
       }
     }
   }
@@ -293,11 +302,11 @@ void backward_filter(float* dweight,     // (KH,KW,C,F)
     const int t = omp_get_thread_num();
     float* dw = partial.data() + t * stride;  // (KH,KW,C,F)
     float* db = dw + KKF;                     // (F)
-    std::vector<float>& padded = scratch(size_t(p.HP) * p.WP * g.C);
+    float* padded = thread_buffer<float, PaddedImage>(int64_t(p.HP) * p.WP * g.C);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.N; ++n) {
-      pad_image(padded.data(), inp + n * image, g, p);
-      accumulate_filter_image(dw, db, padded.data(), dout + n * out_image, g, p);
+      pad_image(padded, inp + n * image, g, p);
+      accumulate_filter_image(dw, db, padded, dout + n * out_image, g, p);
     }
   }
   for (int t = 0; t < threads; ++t) {

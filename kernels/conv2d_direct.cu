@@ -151,8 +151,7 @@ __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const f
 }
 
 void check_geometry(const Conv2dGeometry& g, const char* op) {
-  if (g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1 || g.F < 1 || g.KH < 1 || g.KW < 1 || g.SH < 1 || g.SW < 1 ||
-      g.HO < 1 || g.WO < 1 || g.pad_top < 0 || g.pad_left < 0 || !conv2d_groups_valid(g)) {
+  if (!conv2d_geometry_valid(g)) {
     throw std::runtime_error(std::string("hisvid::cuda::") + op + ": invalid geometry");
   }
 }

@@ -164,12 +164,8 @@ void lstm_cell_backward(const LstmCellBackward<float>& k) {
 // cell; filters and activations fixed at compile time for the seeds' layers (as the gate step
 // above).
 
-// The calling thread's scratch buffer of at least n floats, kept between steps.
-float* step_scratch(int64_t n) {
-  thread_local std::vector<float> buffer;
-  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
-  return buffer.data();
-}
+// The tag of the per-thread buffer of the recurrent convolution's result (thread_buffer).
+struct RecurrentConvBuffer;
 
 template <int kF, typename Act, typename Rec>
 void convlstm_step_rows(const ConvLstmStepForward<float>& k, const float* rz_all, Act act, Rec rec) {
@@ -262,7 +258,8 @@ void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
   if (k.t < k.steps - 1) {  // dhm = the input gradient of step t+1's recurrent convolution
     Conv2dBackwardData<float> conv;
     conv.g = k.recurrent_conv();
-    conv.dinp = dhm = step_scratch(int64_t(conv.g.N) * conv.g.H * conv.g.W * conv.g.C);
+    conv.dinp = dhm =
+        thread_buffer<float, RecurrentConvBuffer>(int64_t(conv.g.N) * conv.g.H * conv.g.W * conv.g.C);
     conv.dout = k.dzg + k.dzg_at(0, k.t + 1, 0, 0), conv.weight = k.R;
     conv2d_backward_data(conv);
   }
@@ -276,7 +273,8 @@ void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
   if (k.t > 0) {  // rz = conv(hm_{t-1}, R)
     Conv2dForward<float> conv;
     conv.g = k.recurrent_conv();
-    conv.out = rz = step_scratch(int64_t(conv.g.N) * conv.g.HO * conv.g.WO * conv.g.F);
+    conv.out = rz =
+        thread_buffer<float, RecurrentConvBuffer>(int64_t(conv.g.N) * conv.g.HO * conv.g.WO * conv.g.F);
     conv.inp = k.hm + k.hm_at(0, (k.t + k.history - 1) % k.history, 0, 0), conv.weight = k.R;
     conv2d_forward(conv);
   }
