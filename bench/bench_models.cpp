@@ -10,7 +10,7 @@
 // Instead of the benchmarks, the per-layer breakdown of a training step (as `hisvid bench
 // --per-layer`) of some models, on CUDA when present, else on the CPU; it needs no video or
 // HDF5 library, so it runs from the GPU kit of scripts/device-kit:
-//   build/bench/hisvid_bench --per_layer=lrcn,convlstm [--per_layer_steps=10]
+//   build/bench/hisvid_bench --per_layer=lrcn,convlstm [--per_layer_steps=10] [--per_layer_batch=4]
 // With --throughput, every step on CUDA runs at batch 256 as well (clips/s at scale).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
@@ -103,16 +103,27 @@ bool take_switch(int& argc, char** argv, const char* name) {
   return false;
 }
 
-int per_layer(const std::string& models, const std::string& steps_flag, Device device) {
-  const int steps = steps_flag.empty() ? 10 : std::atoi(steps_flag.c_str());
-  if (steps < 1) {
-    std::fprintf(stderr, "hisvid_bench: --per_layer_steps=%s: expected a positive number\n",
-                 steps_flag.c_str());
-    return 2;
+// The value of a --per_layer_* flag: a positive number, `fallback` when the flag is absent,
+// 0 (after naming the flag) when it is not a positive number.
+int positive_flag(const char* name, const std::string& value, int fallback) {
+  if (value.empty()) return fallback;
+  char* end = nullptr;
+  const long n = std::strtol(value.c_str(), &end, 10);
+  if (*end != '\0' || n < 1 || n > 1 << 20) {
+    std::fprintf(stderr, "hisvid_bench: --%s=%s: expected a positive number\n", name, value.c_str());
+    return 0;
   }
+  return int(n);
+}
+
+int per_layer(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
+              Device device) {
+  const int steps = positive_flag("per_layer_steps", steps_flag, 10);
+  const int batch = positive_flag("per_layer_batch", batch_flag, 4);
+  if (steps == 0 || batch == 0) return 2;
   std::stringstream list(models);
   for (std::string model; std::getline(list, model, ',');) {
-    hisvid::bench::StepRunner runner(model, 4, 4, device);
+    hisvid::bench::StepRunner runner(model, 4, batch, device);
     std::printf(
         "%s\n%s\n\n", model.c_str(),
         hisvid::bench::format_layer_profile(hisvid::bench::profile_training_step(runner, steps, 2)).c_str());
@@ -127,9 +138,10 @@ int main(int argc, char** argv) {
   if (hisvid::cuda_available()) devices.push_back(Device::cuda(0));
   const std::string per_layer_models = take_flag(argc, argv, "per_layer");
   const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps");
+  const std::string per_layer_batch = take_flag(argc, argv, "per_layer_batch");
   if (!per_layer_models.empty()) {
     try {
-      return per_layer(per_layer_models, per_layer_steps, devices.back());
+      return per_layer(per_layer_models, per_layer_steps, per_layer_batch, devices.back());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hisvid_bench: %s\n", e.what());
       return 1;
