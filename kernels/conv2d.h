@@ -53,12 +53,14 @@ HISVID_HD bool conv2d_geometry_valid(const Conv2dGeometry& g) {
 
 // One output value of the convolution, the definition: bias[f] (0 when bias is null) plus the
 // products of the window under (ho, wo) in (kh, kw, c) order over f's group of input channels,
-// the padding skipped.
+// the padding skipped. With parts > 1, only the channels c = part, part + parts, ... of each
+// tap (and the bias in part 0): the parts, summed, are the value (rows that split one output's
+// sum over several threads).
 template <typename T>
 HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2dGeometry& g, int64_t n,
-                      int ho, int wo, int f) {
+                      int ho, int wo, int f, int part = 0, int parts = 1) {
   const int CG = g.group_channels(), c0 = f / g.group_filters() * CG;  // f's group of input channels
-  T sum = bias != nullptr ? bias[f] : T(0);
+  T sum = bias != nullptr && part == 0 ? bias[f] : T(0);
   for (int kh = 0; kh < g.KH; ++kh) {
     const int ih = ho * g.SH - g.pad_top + kh;
     if (ih < 0 || ih >= g.H) continue;
@@ -67,7 +69,7 @@ HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2d
       if (iw < 0 || iw >= g.W) continue;
       const T* x = inp + ((n * g.H + ih) * g.W + iw) * g.C + c0;
       const T* w = weight + (int64_t(kh) * g.KW + kw) * CG * g.F + f;
-      for (int c = 0; c < CG; ++c) sum += x[c] * w[int64_t(c) * g.F];
+      for (int c = part; c < CG; c += parts) sum += x[c] * w[int64_t(c) * g.F];
     }
   }
   return sum;
@@ -76,10 +78,11 @@ HISVID_HD T conv2d_at(const T* inp, const T* weight, const T* bias, const Conv2d
 // One element of the input's gradient, gathered: the sum over the taps (kh, kw) whose output
 // pixel (ho, wo) reads input pixel (h, w), and over the filters f of c's group, of
 // dout[n,ho,wo,f] * weight[kh,kw,c mod C/G,f]. The same sums as the naive backward-data loops,
-// for rows that need one element at a time.
+// for rows that need one element at a time. With parts > 1, only the filters part, part + parts,
+// ... of c's group (counted from the group's first), as conv2d_at's parts.
 template <typename T>
 HISVID_HD T conv2d_input_grad_at(const T* dout, const T* weight, const Conv2dGeometry& g, int64_t n, int h,
-                                 int w, int c) {
+                                 int w, int c, int part = 0, int parts = 1) {
   const int CG = g.group_channels(), FG = g.group_filters(), f0 = c / CG * FG;
   T sum = T(0);
   for (int kh = 0; kh < g.KH; ++kh) {
@@ -90,7 +93,7 @@ HISVID_HD T conv2d_input_grad_at(const T* dout, const T* weight, const Conv2dGeo
       if (tw < 0 || tw % g.SW != 0 || tw / g.SW >= g.WO) continue;
       const T* d = dout + ((n * g.HO + th / g.SH) * g.WO + tw / g.SW) * g.F;
       const T* k = weight + ((int64_t(kh) * g.KW + kw) * CG + c % CG) * g.F;
-      for (int f = f0; f < f0 + FG; ++f) sum += d[f] * k[f];
+      for (int f = f0 + part; f < f0 + FG; f += parts) sum += d[f] * k[f];
     }
   }
   return sum;

@@ -4,6 +4,7 @@
 // shared helpers of kernels/common.h and kernels/lstm.h (activate, lstm_unit_forward, ...), so
 // it is the CPU's math.
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -123,6 +124,146 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
     }
     k.dc[e] = d.dc_prev;
   }
+}
+
+// --- one ConvLSTM2D step, a group of lanes per (pixel, filter) (lanes_v2) -----------------
+//
+// The v1 kernels above give each thread a serial chain of 4 x KH x KW x F multiply-adds and run
+// N*H*W*F threads: with the seed's last layers (14 and 16 filters on 12x12 and 4x4 pixels) that
+// is a few blocks of long chains (1.37 ms forward over 20 steps for the last layer at batch 4 on
+// an H100, 2026-11-27). Here 4*S consecutive lanes of a warp share one (pixel, filter): lane
+// l = q*S + s. Forward, lane (q, s) sums gate q's recurrent products over the input channels
+// s, s + S, ...; backward, the lanes split the filters the gradient reaching hm gathers. The
+// parts meet through warp shuffles; every lane of the group then holds the whole sums, runs the
+// (cheap) unit math, and writes its own part of the results. S = 1 computes v1's sums in v1's
+// order.
+
+// The channel parts S per gate for F filters: F/2 rounded down to a power of two, 1 to 8, so
+// each part keeps at least 2 channels and a group fits in a warp (4*S <= 32).
+int convlstm_step_parts(int64_t F) {
+  int S = 1;
+  while (S < 8 && 2 * (2 * S) <= F) S *= 2;
+  return S;
+}
+
+// The lanes of this thread's group of L in its warp, for the shuffles.
+template <int L>
+__device__ unsigned group_lanes() {
+  if constexpr (L == 32) {
+    return 0xffffffffu;
+  } else {
+    const unsigned first = (threadIdx.x % 32) / L * L;
+    return ((1u << L) - 1) << first;
+  }
+}
+
+// Sums v over the L lanes of the group (every lane gets the sum).
+template <int L>
+__device__ float group_sum(float v, unsigned lanes) {
+  for (int offset = L / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(lanes, v, offset, L);
+  return v;
+}
+
+// Sums v over the lanes s = 0..S-1 of each gate's block of the group (lane l = q*S + s).
+template <int S>
+__device__ float gate_sum(float v, unsigned lanes) {
+  for (int offset = S / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(lanes, v, offset, 4 * S);
+  return v;
+}
+
+template <int S>
+__global__ void convlstm_step_forward_lanes_kernel(ConvLstmStepForward<float> k) {
+  constexpr int L = 4 * S;
+  const int64_t P = k.P(), M = k.N * P, F = k.F, steps = k.steps, t = k.t, total = M * F;
+  const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
+  const Conv2dGeometry conv = k.recurrent_conv();
+  const float* hm_prev = k.hm + k.hm_at(0, prev, 0, 0);
+  const int l = static_cast<int>(threadIdx.x % L), q = l / S, s = l % S;
+  const unsigned lanes = group_lanes<L>();
+  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x / L;
+  for (int64_t e = first; e < total; e += stride) {  // the same e, hence trips, for the group
+    const int64_t m = e / F, f = e - m * F, n = m / P, p = m - n * P, sample_row = (n * steps + t) * P + p;
+    const int y = static_cast<int>(p / k.W), x = static_cast<int>(p - y * k.W);
+    float z = t > 0 ? conv2d_at(hm_prev, k.R, static_cast<const float*>(nullptr), conv, n, y, x,
+                                int(q * F + f), s, S)
+                    : 0.0f;
+    z = k.xz[sample_row * 4 * F + q * F + f] + gate_sum<S>(z, lanes);
+    const float z_i = __shfl_sync(lanes, z, 0 * S, L), z_f = __shfl_sync(lanes, z, 1 * S, L);
+    const float z_c = __shfl_sync(lanes, z, 2 * S, L), z_o = __shfl_sync(lanes, z, 3 * S, L);
+    const float c_prev = t > 0 ? k.c[prev * M * F + e] : 0.0f;
+    const LstmUnit<float> u = lstm_unit_forward(z_i, z_f, z_c, z_o, c_prev, k.act, k.rec_act);
+    if (s == 0) {  // lane (q, 0): gate q, and hm's masked copy q
+      k.gates[(slot * M + m) * 4 * F + q * F + f] = q == 0 ? u.i : q == 1 ? u.f : q == 2 ? u.g : u.o;
+      if (k.masks != nullptr) k.hm[k.hm_at(q, slot, m, f)] = u.h * k.masks[q * M * F + e];
+    }
+    if (l == 0) {
+      k.c[slot * M * F + e] = u.c;
+      if (k.masks == nullptr) k.hm[k.hm_at(0, slot, m, f)] = u.h;
+      if (k.h_seq != nullptr) k.h_seq[sample_row * F + f] = u.h;
+      if (k.h_last != nullptr && t == steps - 1) k.h_last[e] = u.h;
+    }
+  }
+}
+
+template <int S>
+__global__ void convlstm_step_backward_lanes_kernel(ConvLstmStepBackward<float> k) {
+  constexpr int L = 4 * S;
+  const int64_t P = k.P(), M = k.N * P, F = k.F, steps = k.steps, t = k.t, total = M * F;
+  const Conv2dGeometry conv = k.recurrent_conv();
+  const float* dz_next = t < steps - 1 ? k.dzg + k.dzg_at(0, t + 1, 0, 0) : nullptr;
+  const int l = static_cast<int>(threadIdx.x % L), q = l / S, s = l % S;
+  const unsigned lanes = group_lanes<L>();
+  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x / L;
+  for (int64_t e = first; e < total; e += stride) {
+    const int64_t m = e / F, f = e - m * F, n = m / P, p = m - n * P, sample_row = (n * steps + t) * P + p;
+    const int y = static_cast<int>(p / k.W), x = static_cast<int>(p - y * k.W);
+    const float dc = k.dc[e];  // read by every lane before lane 0 replaces it (below)
+    float back = 0.0f;
+    if (dz_next != nullptr && k.masks != nullptr) {  // lane (q, s): masked copy q, filters s, s + S, ...
+      back = conv2d_input_grad_at(dz_next, k.R, conv, n, y, x, int(q * F + f), s, S) * k.masks[q * M * F + e];
+    } else if (dz_next != nullptr) {  // one copy: its 4F filters split over the L lanes
+      back = conv2d_input_grad_at(dz_next, k.R, conv, n, y, x, int(f), l, L);
+    }
+    const float dh =
+        (k.dh_seq != nullptr ? k.dh_seq[sample_row * F + f] : (t == steps - 1 ? k.dh_last[e] : 0.0f)) +
+        group_sum<L>(back, lanes);
+    const float* gates = k.gates + (t * M + m) * 4 * F + f;
+    const LstmUnit<float> u{gates[0], gates[F], gates[2 * F], gates[3 * F], k.c[t * M * F + e], 0.0f};
+    const float c_prev = t > 0 ? k.c[(t - 1) * M * F + e] : 0.0f;
+    const LstmUnitGrad<float> d = lstm_unit_backward(dh, dc, u, c_prev, k.act, k.rec_act);
+    if (s == 0) {  // lane (q, 0): gate q's dz
+      const float dz = q == 0 ? d.dz_i : q == 1 ? d.dz_f : q == 2 ? d.dz_c : d.dz_o;
+      k.dxz[sample_row * 4 * F + q * F + f] = dz;
+      k.dzg[k.dzg_at(q, t, m, f)] = dz;
+    }
+    __syncwarp(lanes);
+    if (l == 0) k.dc[e] = d.dc_prev;
+  }
+}
+
+template <typename Step, typename Kernel1, typename Kernel2, typename Kernel4, typename Kernel8>
+void launch_lanes(const Step& k, Kernel1 k1, Kernel2 k2, Kernel4 k4, Kernel8 k8, cudaStream_t stream) {
+  const int64_t total = k.N * k.P() * k.F;
+  if (total <= 0) return;
+  const int S = convlstm_step_parts(k.F);
+  const unsigned blocks = grid_blocks(total * 4 * S, kThreads);
+  switch (S) {
+    case 1:
+      k1<<<blocks, kThreads, 0, stream>>>(k);
+      break;
+    case 2:
+      k2<<<blocks, kThreads, 0, stream>>>(k);
+      break;
+    case 4:
+      k4<<<blocks, kThreads, 0, stream>>>(k);
+      break;
+    default:
+      k8<<<blocks, kThreads, 0, stream>>>(k);
+      break;
+  }
+  HISVID_CHECK_LAUNCH();
 }
 
 // --- the whole sequence, one block per sample ---------------------------------------------
@@ -273,18 +414,52 @@ void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t s
                   (2 * 4 * k.U + k.U) * sizeof(float), (k.U | 1) * 4 * k.U * sizeof(float), stream);
 }
 
-void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
   const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
   convlstm_step_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
   HISVID_CHECK_LAUNCH();
 }
 
-void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+void convlstm_step_backward_v1(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
   const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
   convlstm_step_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
   HISVID_CHECK_LAUNCH();
+}
+
+void convlstm_step_forward_lanes_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  launch_lanes(k, convlstm_step_forward_lanes_kernel<1>, convlstm_step_forward_lanes_kernel<2>,
+               convlstm_step_forward_lanes_kernel<4>, convlstm_step_forward_lanes_kernel<8>, stream);
+}
+
+void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  launch_lanes(k, convlstm_step_backward_lanes_kernel<1>, convlstm_step_backward_lanes_kernel<2>,
+               convlstm_step_backward_lanes_kernel<4>, convlstm_step_backward_lanes_kernel<8>, stream);
+}
+
+namespace {
+
+// HISVID_CUDA_CONVLSTM_STEP: which version the `cuda` rows run (v1 unless set).
+bool lanes_chosen() {
+  static const bool lanes = [] {
+    const char* v = std::getenv("HISVID_CUDA_CONVLSTM_STEP");
+    const std::string s = v == nullptr ? "" : v;
+    if (s.empty() || s == "v1") return false;
+    if (s == "lanes_v2") return true;
+    throw std::invalid_argument("HISVID_CUDA_CONVLSTM_STEP='" + s + "': expected v1 or lanes_v2");
+  }();
+  return lanes;
+}
+
+}  // namespace
+
+void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  lanes_chosen() ? convlstm_step_forward_lanes_v2(k, stream) : convlstm_step_forward_v1(k, stream);
+}
+
+void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  lanes_chosen() ? convlstm_step_backward_lanes_v2(k, stream) : convlstm_step_backward_v1(k, stream);
 }
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {

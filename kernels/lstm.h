@@ -335,9 +335,17 @@ void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
 // units backward, 55 forward).
 void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
-// One thread per (pixel, filter).
+// The `cuda` rows run v1 unless HISVID_CUDA_CONVLSTM_STEP=lanes_v2 (measured against each other
+// with gpu-check's GPU_CHECK_BASELINE before either becomes the only default).
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
+// v1: one thread per (pixel, filter), its four gates' recurrent sums in one serial chain.
+void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream);
+void convlstm_step_backward_v1(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
+// lanes_v2: 4*S lanes of a warp per (pixel, filter), S = 1..8 channel (backward: filter) parts
+// per gate, met through warp shuffles.
+void convlstm_step_forward_lanes_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream);
+void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

@@ -34,7 +34,11 @@ const bool rows = register_rows(host_row<naive::lstm_cell_forward<float>>(Backen
 const bool cuda_rows = register_rows(
     cuda_row<cuda::lstm_cell_forward>("cuda"), cuda_row<cuda::lstm_cell_backward>("cuda"),
     cuda_row<cuda::lstm_sequence_forward>("cuda"), cuda_row<cuda::lstm_sequence_backward>("cuda"),
-    cuda_row<cuda::convlstm_step_forward>("cuda"), cuda_row<cuda::convlstm_step_backward>("cuda"));
+    cuda_row<cuda::convlstm_step_forward>("cuda"), cuda_row<cuda::convlstm_step_backward>("cuda"),
+    cuda_row<cuda::convlstm_step_forward_v1>("cuda.v1", Role::Alternative),
+    cuda_row<cuda::convlstm_step_backward_v1>("cuda.v1", Role::Alternative),
+    cuda_row<cuda::convlstm_step_forward_lanes_v2>("cuda.lanes_v2", Role::Alternative),
+    cuda_row<cuda::convlstm_step_backward_lanes_v2>("cuda.lanes_v2", Role::Alternative));
 #endif
 
 // first_step: no c_prev (and no dc_prev); last_step: no dc from a next step.
@@ -219,6 +223,8 @@ const StepShape kStepShapes[] = {
     {2, 5, 2, 2, 5, 4, 3, 3, Activation::HardSigmoid, true, false, 2},        // ... step 4 in slot 0, c_3 in slot 1
     {2, 4, 4, 5, 3, 2, 2, 2, Activation::HardSigmoid, true, true, 4},         // masks with an even kernel
     {4, 3, 62, 62, 4, 1, 3, 3, Activation::HardSigmoid, true, true, 3},       // the ConvLSTM's first layer at batch 4
+    {2, 3, 4, 3, 14, 1, 3, 3, Activation::HardSigmoid, false, true, 3},       // 14 filters: parts of 4 and 3 channels
+    {4, 3, 4, 4, 16, 1, 3, 3, Activation::HardSigmoid, false, false, 3},      // the last layer at batch 4, no masks
 };
 // clang-format on
 
