@@ -127,12 +127,13 @@ class WorkspaceLayout {
   size_t total_ = 0;
 };
 
-// A direction's algorithm and its workspace size.
+// A direction's algorithm, its workspace size and the math type it runs with.
 template <typename Algo>
 struct Choice {
   bool found = false;
   Algo algo{};
   size_t bytes = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
 };
 
 // Algorithms needing more scratch than this are passed over.
@@ -164,23 +165,28 @@ std::vector<const Perf*> ranked(const Perf* perf, int count, bool allow_tf32) {
   return order;
 }
 
-// Sets `choice` to the first ranked result whose workspace query succeeds under the math type
-// it will run with (a DEFAULT_MATH result may not support FMA math: it is passed over then).
-// workspace_of(algo, &bytes) returns the query's status. Returns whether one was found.
+// The first `most` ranked results whose workspace query succeeds under the math type each will
+// run with (a DEFAULT_MATH result may not support FMA math: it is passed over then), all of the
+// first one's math type, which the descriptor keeps. workspace_of(algo, &bytes) returns the
+// query's status.
 template <typename Perf, typename Algo, typename WorkspaceQuery>
-bool choose(Choice<Algo>& choice, cudnnConvolutionDescriptor_t conv, const Perf* perf, int count,
-            bool allow_tf32, WorkspaceQuery workspace_of) {
+std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* perf, int count,
+                                 bool allow_tf32, size_t most, WorkspaceQuery workspace_of) {
+  std::vector<Choice<Algo>> found;
   for (const Perf* p : ranked(perf, count, allow_tf32)) {
-    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, allow_tf32 ? p->mathType : CUDNN_FMA_MATH));
+    if (found.size() == most) break;
+    const cudnnMathType_t math = allow_tf32 ? p->mathType : CUDNN_FMA_MATH;
+    if (!found.empty() && math != found.front().math) continue;
+    CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
     size_t bytes = 0;
     if (workspace_of(p->algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
-    choice.algo = p->algo;
-    choice.bytes = bytes;
-    choice.found = true;
-    return true;
+    found.push_back(Choice<Algo>{true, p->algo, bytes, math});
   }
-  return false;
+  if (!found.empty()) CUDNN_CHECK(cudnnSetConvolutionMathType(conv, found.front().math));
+  return found;
 }
+
+enum class Path { Undecided, Direct, Cudnn };
 
 // Descriptors and chosen algorithms of one convolution geometry on one device.
 struct ConvPlan {
@@ -192,6 +198,13 @@ struct ConvPlan {
   Choice<cudnnConvolutionFwdAlgo_t> forward;
   Choice<cudnnConvolutionBwdDataAlgo_t> backward_data;
   Choice<cudnnConvolutionBwdFilterAlgo_t> backward_filter;
+  // What the timed rows chose per pass (conv2d_*_timed): the direct kernels, or cuDNN with
+  // the algorithm below; Undecided until timed.
+  Path timed_forward_path = Path::Undecided, timed_backward_data_path = Path::Undecided,
+       timed_backward_filter_path = Path::Undecided;
+  Choice<cudnnConvolutionFwdAlgo_t> timed_forward;
+  Choice<cudnnConvolutionBwdDataAlgo_t> timed_backward_data;
+  Choice<cudnnConvolutionBwdFilterAlgo_t> timed_backward_filter;
 
   bool extended() const { return HP != g.H || WP != g.W; }
 };
@@ -233,57 +246,64 @@ std::unique_ptr<ConvPlan> make_plan(const Conv2dGeometry& g, cudnnMathType_t mat
   return plan;
 }
 
-void choose_forward(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
+// The heuristics' usable algorithms of each direction, best first, at most `most`.
+std::vector<Choice<cudnnConvolutionFwdAlgo_t>> forward_candidates(ConvPlan& plan, cudnnHandle_t handle,
+                                                                  bool allow_tf32, size_t most) {
   std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> perf{};
   int count = 0;
   CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, plan.x.get(), plan.w.get(),
                                                      plan.forward_conv.get(), plan.y.get(),
                                                      static_cast<int>(perf.size()), &count, perf.data()));
-  const bool found =
-      choose(plan.forward, plan.forward_conv.get(), perf.data(), count, allow_tf32,
-             [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
-               return cudnnGetConvolutionForwardWorkspaceSize(
-                   handle, plan.x.get(), plan.w.get(), plan.forward_conv.get(), plan.y.get(), algo, bytes);
-             });
-  if (!found) {
-    throw std::runtime_error("hisvid::cuda::conv2d_forward: no cuDNN algorithm for " + describe(plan.g));
-  }
+  return usable<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
+      plan.forward_conv.get(), perf.data(), count, allow_tf32, most,
+      [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(handle, plan.x.get(), plan.w.get(),
+                                                       plan.forward_conv.get(), plan.y.get(), algo, bytes);
+      });
 }
 
-void choose_backward_data(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
+std::vector<Choice<cudnnConvolutionBwdDataAlgo_t>> backward_data_candidates(ConvPlan& plan,
+                                                                            cudnnHandle_t handle,
+                                                                            bool allow_tf32, size_t most) {
   std::array<cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT> perf{};
   int count = 0;
   CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       handle, plan.w.get(), plan.y.get(), plan.backward_data_conv.get(), plan.x.get(),
       static_cast<int>(perf.size()), &count, perf.data()));
-  const bool found = choose(plan.backward_data, plan.backward_data_conv.get(), perf.data(), count, allow_tf32,
-                            [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
-                              return cudnnGetConvolutionBackwardDataWorkspaceSize(
-                                  handle, plan.w.get(), plan.y.get(), plan.backward_data_conv.get(),
-                                  plan.x.get(), algo, bytes);
-                            });
-  if (!found) {
-    throw std::runtime_error("hisvid::cuda::conv2d_backward_data: no cuDNN algorithm for " +
-                             describe(plan.g));
-  }
+  return usable<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
+      plan.backward_data_conv.get(), perf.data(), count, allow_tf32, most,
+      [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(
+            handle, plan.w.get(), plan.y.get(), plan.backward_data_conv.get(), plan.x.get(), algo, bytes);
+      });
 }
 
-void choose_backward_filter(ConvPlan& plan, cudnnHandle_t handle, bool allow_tf32) {
+std::vector<Choice<cudnnConvolutionBwdFilterAlgo_t>> backward_filter_candidates(ConvPlan& plan,
+                                                                                cudnnHandle_t handle,
+                                                                                bool allow_tf32,
+                                                                                size_t most) {
   std::array<cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT> perf{};
   int count = 0;
   CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       handle, plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(), plan.w.get(),
       static_cast<int>(perf.size()), &count, perf.data()));
-  const bool found = choose(plan.backward_filter, plan.backward_filter_conv.get(), perf.data(), count,
-                            allow_tf32, [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
-                              return cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                                  handle, plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(),
-                                  plan.w.get(), algo, bytes);
-                            });
-  if (!found) {
-    throw std::runtime_error("hisvid::cuda::conv2d_backward_filter: no cuDNN algorithm for " +
+  return usable<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
+      plan.backward_filter_conv.get(), perf.data(), count, allow_tf32, most,
+      [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(
+            handle, plan.x.get(), plan.y.get(), plan.backward_filter_conv.get(), plan.w.get(), algo, bytes);
+      });
+}
+
+// The heuristics' first usable algorithm into `choice`; `op` names the pass in the error.
+template <typename Algo>
+void take_first(Choice<Algo>& choice, std::vector<Choice<Algo>> candidates, const ConvPlan& plan,
+                const char* op) {
+  if (candidates.empty()) {
+    throw std::runtime_error(std::string("hisvid::cuda::") + op + ": no cuDNN algorithm for " +
                              describe(plan.g));
   }
+  choice = candidates.front();
 }
 
 enum class Direction { Forward, BackwardData, BackwardFilter };
@@ -301,35 +321,40 @@ ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
   if (!plan) plan = make_plan(g, ctx.cudnn_math_type());
   switch (direction) {
     case Direction::Forward:
-      if (!plan->forward.found) choose_forward(*plan, ctx.cudnn(), tf32);
+      if (!plan->forward.found) {
+        take_first(plan->forward, forward_candidates(*plan, ctx.cudnn(), tf32, 1), *plan, "conv2d_forward");
+      }
       break;
     case Direction::BackwardData:
-      if (!plan->backward_data.found) choose_backward_data(*plan, ctx.cudnn(), tf32);
+      if (!plan->backward_data.found) {
+        take_first(plan->backward_data, backward_data_candidates(*plan, ctx.cudnn(), tf32, 1), *plan,
+                   "conv2d_backward_data");
+      }
       break;
     case Direction::BackwardFilter:
-      if (!plan->backward_filter.found) choose_backward_filter(*plan, ctx.cudnn(), tf32);
+      if (!plan->backward_filter.found) {
+        take_first(plan->backward_filter, backward_filter_candidates(*plan, ctx.cudnn(), tf32, 1), *plan,
+                   "conv2d_backward_filter");
+      }
       break;
   }
   return *plan;
 }
 
-}  // namespace
+// --- the three passes on cuDNN, with a given algorithm ---------------------------------------
 
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C/G,F)) + bias (F) (bias may be null)
-void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
+void forward_cudnn(const Conv2dForward<float>& k, Context& ctx, const ConvPlan& plan,
+                   const Choice<cudnnConvolutionFwdAlgo_t>& algo, cudaStream_t stream) {
   float* out = k.out;
   const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
   const Conv2dGeometry& g = k.g;
-  validate(g, "conv2d_forward");
-  if (g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_forward");
-  ConvPlan& plan = plan_for(ctx, g, Direction::Forward);
 
   const int R = g.KH * g.KW * g.group_channels();  // rows of the kernel viewed as (KH*KW*C/G, F)
   WorkspaceLayout layout;
   const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
   const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
-  const size_t scratch_at = layout.add(plan.forward.bytes);
+  const size_t scratch_at = layout.add(algo.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
   float* w_t = reinterpret_cast<float*>(ws + w_at);  // (F,KH,KW,C/G)
 
@@ -342,8 +367,8 @@ void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
   }
   const float one = 1.0f, zero = 0.0f;
   CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan.x.get(), x, plan.w.get(), w_t,
-                                      plan.forward_conv.get(), plan.forward.algo, ws + scratch_at,
-                                      plan.forward.bytes, &zero, plan.y.get(), out));
+                                      plan.forward_conv.get(), algo.algo, ws + scratch_at, algo.bytes, &zero,
+                                      plan.y.get(), out));
   if (bias != nullptr) {
     BiasAddForward<float> add_bias;
     add_bias.out = out, add_bias.inp = out, add_bias.bias = bias;
@@ -353,48 +378,42 @@ void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
 }
 
 // dinp (N,H,W,C) (=) from dout (N,HO,WO,F) and weight (KH,KW,C/G,F)
-void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+void backward_data_cudnn(const Conv2dBackwardData<float>& k, Context& ctx, const ConvPlan& plan,
+                         const Choice<cudnnConvolutionBwdDataAlgo_t>& algo, cudaStream_t stream) {
   float* dinp = k.dinp;
   const float *dout = k.dout, *weight = k.weight;
   const Conv2dGeometry& g = k.g;
-  validate(g, "conv2d_backward_data");
-  if (g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_backward_data");
-  ConvPlan& plan = plan_for(ctx, g, Direction::BackwardData);
 
   const int R = g.KH * g.KW * g.group_channels();
   WorkspaceLayout layout;
   const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
   const size_t dx_at =
       plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
-  const size_t scratch_at = layout.add(plan.backward_data.bytes);
+  const size_t scratch_at = layout.add(algo.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
   float* w_t = reinterpret_cast<float*>(ws + w_at);                           // (F,KH,KW,C/G)
   float* dx = plan.extended() ? reinterpret_cast<float*>(ws + dx_at) : dinp;  // (N,HP,WP,C)
 
   transpose(w_t, weight, R, g.F, false, stream);
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnConvolutionBackwardData(
-      ctx.cudnn(), &one, plan.w.get(), w_t, plan.y.get(), dout, plan.backward_data_conv.get(),
-      plan.backward_data.algo, ws + scratch_at, plan.backward_data.bytes, &zero, plan.x.get(), dx));
+  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, plan.w.get(), w_t, plan.y.get(), dout,
+                                           plan.backward_data_conv.get(), algo.algo, ws + scratch_at,
+                                           algo.bytes, &zero, plan.x.get(), dx));
   if (plan.extended()) resize_hw(dinp, dx, g.N, g.H, g.W, plan.HP, plan.WP, g.C, stream);
 }
 
 // dweight (KH,KW,C/G,F) (+=) and dbias (F) (+=, may be null) from dout (N,HO,WO,F), inp (N,H,W,C)
-void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+void backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, Context& ctx, const ConvPlan& plan,
+                           const Choice<cudnnConvolutionBwdFilterAlgo_t>& algo, cudaStream_t stream) {
   float *dweight = k.dweight, *dbias = k.dbias;
   const float *dout = k.dout, *inp = k.inp;
   const Conv2dGeometry& g = k.g;
-  validate(g, "conv2d_backward_filter");
-  if (g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
-  ConvPlan& plan = plan_for(ctx, g, Direction::BackwardFilter);
 
   const int R = g.KH * g.KW * g.group_channels();
   WorkspaceLayout layout;
   const size_t dw_at = layout.add(sizeof(float) * size_t(R) * g.F);
   const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
-  const size_t scratch_at = layout.add(plan.backward_filter.bytes);
+  const size_t scratch_at = layout.add(algo.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
   float* dw_t = reinterpret_cast<float*>(ws + dw_at);  // (F,KH,KW,C/G)
 
@@ -405,9 +424,9 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
     x = x_ext;
   }
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      ctx.cudnn(), &one, plan.x.get(), x, plan.y.get(), dout, plan.backward_filter_conv.get(),
-      plan.backward_filter.algo, ws + scratch_at, plan.backward_filter.bytes, &zero, plan.w.get(), dw_t));
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, plan.x.get(), x, plan.y.get(), dout,
+                                             plan.backward_filter_conv.get(), algo.algo, ws + scratch_at,
+                                             algo.bytes, &zero, plan.w.get(), dw_t));
   transpose(dweight, dw_t, g.F, R, true, stream);
   // Asks for workspace again, after every use of ws above has been enqueued.
   if (dbias != nullptr) {
@@ -420,31 +439,39 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
 
 // --- which implementation runs -------------------------------------------------------------
 //
-// Measured on an H100 (bench/results/2026-11-26-h100*.md: kernel_lab with CUDA events, and
-// hisvid_bench with HISVID_CUDA_CONV=cudnn against the rule below in one run). A cuDNN
+// Measured on an H100. Small convolutions (bench/results/2026-11-26-h100*.md: kernel_lab with
+// CUDA events, and hisvid_bench with HISVID_CUDA_CONV=cudnn against the rule in one run): a cuDNN
 // convolution costs at least ~30 us per call whatever its size (the legacy API's host work and
-// the kernel transposes around it); the direct kernels ran the harness's small cases in 3-50
-// us and beat cuDNN in every pass of every seed layer at batch 4 (e.g. backward filter of the
-// LRCN's second layer 0.064 ms against 0.605). They lose where the work is large and the
-// output small: at evaluation batch 32 (640 frames), the LRCN's 4x4 and 2x2 layers ran slower
-// direct than on cuDNN (0.25 ms over the whole step), because the forward kernel's 8x8 tiles
-// leave most threads idle on such outputs. And the plain one-thread-per-output path (kernels
-// too large for the tiles) lost to cuDNN (0.43 ms against 0.13 for a 40x40 kernel).
-// So: the direct kernels where the tiled path applies and the work, counting the idle part
-// of the tiles for the forward and backward-data kernels, is at most kDirectMaxFlops (twice
-// the largest seed layer at batch 4, 0.28 GFLOP); cuDNN otherwise.
+// the kernel transposes around it); the direct kernels ran the harness's small cases in 3-50 us
+// and beat cuDNN in every pass of every seed layer at batch 4 (e.g. backward filter of the
+// LRCN's second layer 0.064 ms against 0.605). Large ones (bench/results/2026-11-27-h100.md,
+// per-layer times at batch 32 and 256 under each path): neither path wins them all. cuDNN's
+// heuristic-first algorithm took 43.5 ms for the backward pass of the LRCN's first layer at
+// batch 256 where the direct kernels took 13.3, and 236 ms against 48 for the second ConvLSTM
+// layer's; the direct kernels lost the LRCN's third and fourth layers there (0.70 / 1.58 ms
+// against 0.32 / 0.75), their tiles idle on small outputs.
+// So, by default: the direct kernels where the tiled path applies and the work, counting the
+// idle part of the tiles for the forward and backward-data kernels, is at most kDirectMaxFlops
+// (twice the largest seed layer at batch 4, 0.28 GFLOP); above that, or where the tiles do not
+// apply, a choice made by timing (conv2d_*_timed below).
 constexpr double kDirectMaxFlops = 6e8;
 
-enum class ConvChoice { Auto, Cudnn, Direct };
+// HISVID_CUDA_CONV: auto (or unset) as above; `rule` the fixed rule of commit c872e8d (direct up
+// to kDirectMaxFlops, cuDNN's heuristic-first algorithm above: no timing, the same choice in
+// every run); `timed` times every convolution; `cudnn` or `direct_v1` forces one path.
+enum class ConvChoice { Auto, Rule, Timed, Cudnn, Direct };
 
 ConvChoice forced_choice() {
   static const ConvChoice choice = [] {
     const char* v = std::getenv("HISVID_CUDA_CONV");
     const std::string s = v == nullptr ? "" : v;
     if (s.empty() || s == "auto") return ConvChoice::Auto;
+    if (s == "rule") return ConvChoice::Rule;
+    if (s == "timed") return ConvChoice::Timed;
     if (s == "cudnn") return ConvChoice::Cudnn;
     if (s == "direct_v1") return ConvChoice::Direct;
-    throw std::invalid_argument("HISVID_CUDA_CONV='" + s + "': expected auto, cudnn or direct_v1");
+    throw std::invalid_argument("HISVID_CUDA_CONV='" + s +
+                                "': expected auto, rule, timed, cudnn or direct_v1");
   }();
   return choice;
 }
@@ -457,42 +484,275 @@ double conv_flops(const Conv2dGeometry& g, int rows, int cols, bool tiled) {
   return 2.0 * g.N * r * c * double(g.F) * g.KH * g.KW * g.group_channels();
 }
 
-enum class Pass { Forward, BackwardData, BackwardFilter };
+// Whether the direct kernels run g's pass on their tiled path (backward data: stride 1 runs the
+// tiled forward kernel over the input's H x W; other strides the plain kernel), and the work
+// they do there.
+bool direct_tiled(const Conv2dGeometry& g, Direction pass) {
+  return conv2d_direct_v1_tiles(g) && (pass != Direction::BackwardData || (g.SH == 1 && g.SW == 1));
+}
 
-bool direct_v1_suits(const Conv2dGeometry& g, Pass pass) {
+double direct_flops(const Conv2dGeometry& g, Direction pass) {
+  switch (pass) {
+    case Direction::Forward:
+      return conv_flops(g, g.HO, g.WO, true);
+    case Direction::BackwardData:
+      return conv_flops(g, g.H, g.W, true);
+    case Direction::BackwardFilter:
+      return conv_flops(g, g.HO, g.WO, false);
+  }
+  return 0.0;
+}
+
+// The fixed rule: the direct kernels where tiled and small, cuDNN otherwise.
+Path rule_path(const Conv2dGeometry& g, Direction pass) {
+  return direct_tiled(g, pass) && direct_flops(g, pass) <= kDirectMaxFlops ? Path::Direct : Path::Cudnn;
+}
+
+// Which path the default rows take without timing: forced, or the rule; Undecided where the
+// choice is left to timing.
+Path untimed_path(const Conv2dGeometry& g, Direction pass) {
   switch (forced_choice()) {
     case ConvChoice::Cudnn:
-      return false;
+      return Path::Cudnn;
     case ConvChoice::Direct:
-      return true;
+      return Path::Direct;
+    case ConvChoice::Rule:
+      return rule_path(g, pass);
+    case ConvChoice::Timed:
+      return Path::Undecided;
     case ConvChoice::Auto:
       break;
   }
-  if (!conv2d_direct_v1_tiles(g)) return false;
-  switch (pass) {
-    case Pass::Forward:
-      return conv_flops(g, g.HO, g.WO, true) <= kDirectMaxFlops;
-    case Pass::BackwardData:  // stride 1 runs the tiled forward kernel over the input's H x W;
-                              // other strides the plain kernel (not measured)
-      return g.SH == 1 && g.SW == 1 && conv_flops(g, g.H, g.W, true) <= kDirectMaxFlops;
-    case Pass::BackwardFilter:
-      return conv_flops(g, g.HO, g.WO, false) <= kDirectMaxFlops;
+  return rule_path(g, pass) == Path::Direct ? Path::Direct : Path::Undecided;
+}
+
+// --- the choice made by timing ----------------------------------------------------------------
+//
+// At the first call of a geometry and pass (per device, per process), outside a graph capture:
+// each candidate (the direct kernels where tiled, and cuDNN's first kTimedAlgorithms usable
+// algorithms in heuristic order, deterministic ones first as always) runs once to warm up, then
+// kTimedRuns times between CUDA events; the fastest run counts. The rule's path stays unless a
+// candidate beats it by kClearWin, so that noise between near-equal paths rarely changes the
+// choice from one process to the next; still, a timed choice may differ between runs and with it
+// the result's last bits (HISVID_CUDA_CONV=rule fixes the choice). The timing runs write the
+// call's own output (forward, backward data: overwritten by the chosen path's call that follows)
+// or scratch memory (backward filter accumulates into dweight). Inside a capture nothing can be
+// timed: the call takes the rule's path and the choice waits for a call outside.
+constexpr size_t kTimedAlgorithms = 4;
+constexpr int kTimedRuns = 3;
+constexpr float kClearWin = 0.95f;
+
+class Event {
+ public:
+  Event() { CUDA_CHECK(cudaEventCreate(&event_)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+// The fastest of kTimedRuns runs of run() on `stream`, in ms, after one to warm up.
+template <typename Run>
+float fastest_ms(const Run& run, cudaStream_t stream) {
+  run();
+  Event start, stop;
+  float best = 0.0f;
+  for (int i = 0; i < kTimedRuns; ++i) {
+    CUDA_CHECK(cudaEventRecord(start.get(), stream));
+    run();
+    CUDA_CHECK(cudaEventRecord(stop.get(), stream));
+    CUDA_CHECK(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    if (i == 0 || ms < best) best = ms;
   }
-  return false;
+  return best;
+}
+
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Times the candidates of one pass and records the choice in path and chosen. run_direct() and
+// run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics.
+template <typename Algo, typename RunDirect, typename RunCudnn>
+void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choice<Algo>>& candidates,
+                const RunDirect& run_direct, const RunCudnn& run_cudnn, cudaStream_t stream, Path& path,
+                Choice<Algo>& chosen) {
+  const bool direct = direct_tiled(g, pass);
+  // The rule's path first: it stays unless beaten by kClearWin.
+  Path best_path = Path::Undecided;
+  float best_ms = 0.0f, rule_ms = 0.0f;
+  const auto consider = [&](Path p, const Choice<Algo>* algo, float ms) {
+    const bool is_rule = best_path == Path::Undecided;
+    if (is_rule) rule_ms = ms;
+    if (is_rule || (ms < best_ms && ms < kClearWin * rule_ms)) {
+      best_path = p, best_ms = ms;
+      if (algo != nullptr) chosen = *algo;
+    }
+  };
+  const bool rule_direct = rule_path(g, pass) == Path::Direct;
+  if (rule_direct) consider(Path::Direct, nullptr, fastest_ms(run_direct, stream));
+  for (const Choice<Algo>& algo : candidates) {
+    consider(Path::Cudnn, &algo, fastest_ms([&] { run_cudnn(algo); }, stream));
+  }
+  if (direct && !rule_direct) consider(Path::Direct, nullptr, fastest_ms(run_direct, stream));
+  if (best_path == Path::Undecided) {
+    throw std::runtime_error("hisvid::cuda::conv2d: neither cuDNN nor the direct kernels can run " +
+                             describe(g));
+  }
+  path = best_path;
+}
+
+std::mutex& timing_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+}  // namespace
+
+void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
+  validate(k.g, "conv2d_forward");
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_forward");
+  const ConvPlan& plan = plan_for(ctx, k.g, Direction::Forward);
+  forward_cudnn(k, ctx, plan, plan.forward, stream);
+}
+
+void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  validate(k.g, "conv2d_backward_data");
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_data");
+  const ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardData);
+  backward_data_cudnn(k, ctx, plan, plan.backward_data, stream);
+}
+
+void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  validate(k.g, "conv2d_backward_filter");
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
+  const ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardFilter);
+  backward_filter_cudnn(k, ctx, plan, plan.backward_filter, stream);
+}
+
+void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
+  validate(k.g, "conv2d_forward");
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_forward");
+  ConvPlan& plan = plan_for(ctx, k.g, Direction::Forward);
+  Path path;
+  Choice<cudnnConvolutionFwdAlgo_t> algo;
+  {
+    std::lock_guard<std::mutex> lock(timing_mutex());
+    if (plan.timed_forward_path == Path::Undecided && !capturing(stream)) {
+      time_paths(
+          k.g, Direction::Forward, forward_candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
+          [&] { conv2d_forward_direct_v1(k, stream); },
+          [&](const Choice<cudnnConvolutionFwdAlgo_t>& a) { forward_cudnn(k, ctx, plan, a, stream); }, stream,
+          plan.timed_forward_path, plan.timed_forward);
+    }
+    path = plan.timed_forward_path, algo = plan.timed_forward;
+  }
+  if (path == Path::Undecided) path = rule_path(k.g, Direction::Forward), algo = plan.forward;
+  path == Path::Direct ? conv2d_forward_direct_v1(k, stream) : forward_cudnn(k, ctx, plan, algo, stream);
+}
+
+void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  validate(k.g, "conv2d_backward_data");
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_data");
+  ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardData);
+  Path path;
+  Choice<cudnnConvolutionBwdDataAlgo_t> algo;
+  {
+    std::lock_guard<std::mutex> lock(timing_mutex());
+    if (plan.timed_backward_data_path == Path::Undecided && !capturing(stream)) {
+      time_paths(
+          k.g, Direction::BackwardData,
+          backward_data_candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
+          [&] { conv2d_backward_data_direct_v1(k, stream); },
+          [&](const Choice<cudnnConvolutionBwdDataAlgo_t>& a) {
+            backward_data_cudnn(k, ctx, plan, a, stream);
+          },
+          stream, plan.timed_backward_data_path, plan.timed_backward_data);
+    }
+    path = plan.timed_backward_data_path, algo = plan.timed_backward_data;
+  }
+  if (path == Path::Undecided) path = rule_path(k.g, Direction::BackwardData), algo = plan.backward_data;
+  path == Path::Direct ? conv2d_backward_data_direct_v1(k, stream)
+                       : backward_data_cudnn(k, ctx, plan, algo, stream);
+}
+
+void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  validate(k.g, "conv2d_backward_filter");
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
+  ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardFilter);
+  Path path;
+  Choice<cudnnConvolutionBwdFilterAlgo_t> algo;
+  {
+    std::lock_guard<std::mutex> lock(timing_mutex());
+    if (plan.timed_backward_filter_path == Path::Undecided && !capturing(stream)) {
+      // The timing runs accumulate into scratch, not into the call's gradients.
+      const size_t weights = size_t(k.g.KH) * k.g.KW * k.g.group_channels() * k.g.F;
+      DeviceBuffer scratch(sizeof(float) * (weights + k.g.F));
+      CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, scratch.bytes(), stream));
+      Conv2dBackwardFilter<float> trial = k;
+      trial.dweight = static_cast<float*>(scratch.get());
+      trial.dbias = k.dbias != nullptr ? trial.dweight + weights : nullptr;
+      time_paths(
+          k.g, Direction::BackwardFilter,
+          backward_filter_candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
+          [&] { conv2d_backward_filter_direct_v1(trial, stream); },
+          [&](const Choice<cudnnConvolutionBwdFilterAlgo_t>& a) {
+            backward_filter_cudnn(trial, ctx, plan, a, stream);
+          },
+          stream, plan.timed_backward_filter_path, plan.timed_backward_filter);
+      CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
+    }
+    path = plan.timed_backward_filter_path, algo = plan.timed_backward_filter;
+  }
+  if (path == Path::Undecided) path = rule_path(k.g, Direction::BackwardFilter), algo = plan.backward_filter;
+  path == Path::Direct ? conv2d_backward_filter_direct_v1(k, stream)
+                       : backward_filter_cudnn(k, ctx, plan, algo, stream);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
-  direct_v1_suits(k.g, Pass::Forward) ? conv2d_forward_direct_v1(k, stream) : conv2d_forward_cudnn(k, stream);
+  switch (untimed_path(k.g, Direction::Forward)) {
+    case Path::Direct:
+      return conv2d_forward_direct_v1(k, stream);
+    case Path::Cudnn:
+      return conv2d_forward_cudnn(k, stream);
+    case Path::Undecided:
+      return conv2d_forward_timed(k, stream);
+  }
 }
 
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
-  direct_v1_suits(k.g, Pass::BackwardData) ? conv2d_backward_data_direct_v1(k, stream)
-                                           : conv2d_backward_data_cudnn(k, stream);
+  switch (untimed_path(k.g, Direction::BackwardData)) {
+    case Path::Direct:
+      return conv2d_backward_data_direct_v1(k, stream);
+    case Path::Cudnn:
+      return conv2d_backward_data_cudnn(k, stream);
+    case Path::Undecided:
+      return conv2d_backward_data_timed(k, stream);
+  }
 }
 
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
-  direct_v1_suits(k.g, Pass::BackwardFilter) ? conv2d_backward_filter_direct_v1(k, stream)
-                                             : conv2d_backward_filter_cudnn(k, stream);
+  switch (untimed_path(k.g, Direction::BackwardFilter)) {
+    case Path::Direct:
+      return conv2d_backward_filter_direct_v1(k, stream);
+    case Path::Cudnn:
+      return conv2d_backward_filter_cudnn(k, stream);
+    case Path::Undecided:
+      return conv2d_backward_filter_timed(k, stream);
+  }
 }
 
 }  // namespace hisvid::cuda

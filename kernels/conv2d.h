@@ -202,13 +202,22 @@ void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k);
 namespace hisvid::cuda {
 
 // The default rows: each pass runs the direct kernels below where the lab measured them faster
-// than cuDNN, else cuDNN (see direct_v1_suits in conv2d.cu). Both take groups: cuDNN through its
-// group count, the direct kernels with tiles of filters that stay within one group. The environment variable
-// HISVID_CUDA_CONV=cudnn or =direct_v1 forces one of the two for every convolution (to
-// measure one against the other in the same run); unset or `auto`, the rule decides.
+// than cuDNN (small work on their tiled path), else the timed choice (see "which implementation
+// runs" in conv2d.cu). Both paths take groups: cuDNN through its group count, the direct kernels
+// with tiles of filters that stay within one group. The environment variable HISVID_CUDA_CONV
+// changes the choice for every convolution: `rule` the fixed rule without timing, `timed` the
+// timed choice everywhere, `cudnn` or `direct_v1` one path (to measure one against the other in
+// the same run); unset or `auto`, as above.
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
+
+// The timed choice: at a geometry's first call outside a graph capture, the direct kernels and
+// cuDNN's first few algorithms are timed with CUDA events on the call's own buffers (scratch for
+// the accumulated filter gradient); the fastest is kept for that geometry and pass.
+void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
 
 // cuDNN (NHWC), legacy convolution API.
 void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream);
