@@ -2,6 +2,10 @@
 // neighbouring threads read neighbouring channels. Backward: one thread per input element
 // gathers the dout of every window whose argmax names it, in row-major window order: no
 // atomics, the same sum in the same order on every run (and as the CPU's scatter adds it).
+// The element's coordinates come from its flat index by division, in 32 bits where the tensor
+// allows: 64-bit division is a long software sequence on the GPU, and it dominated the backward
+// pass of the LRCN's first pooling at batch 256 (3.9 ms for 315M elements on an H100, against
+// 0.66 ms forward over 16x fewer; bench/results/2026-11-27-h100.md).
 #include "kernels/cuda_context.h"
 #include "kernels/pool.h"
 
@@ -9,16 +13,20 @@ namespace hisvid::cuda {
 
 namespace {
 
-// out (N,HO,WO,C), argmax (N,HO,WO,C) from inp (N,H,W,C)
+// out (N,HO,WO,C), argmax (N,HO,WO,C) from inp (N,H,W,C); Index: uint32_t where the output's
+// element count fits, else int64_t.
+template <typename Index>
 __global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const float* inp, Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const int c = static_cast<int>(i % g.C);
-    int64_t rest = i / g.C;
-    const int wo = static_cast<int>(rest % g.WO);
-    rest /= g.WO;
-    const int ho = static_cast<int>(rest % g.HO);
-    const int64_t n = rest / g.HO;
+    const Index flat = static_cast<Index>(i), C = g.C, WO = g.WO, HO = g.HO;
+    Index rest = flat / C;
+    const int c = static_cast<int>(flat - rest * C);
+    Index next = rest / WO;
+    const int wo = static_cast<int>(rest - next * WO);
+    rest = next / HO;
+    const int ho = static_cast<int>(next - rest * HO);
+    const int64_t n = rest;
     const float* image = inp + n * g.H * g.W * g.C + c;
     float best = 0.0f;
     int32_t best_at = -1;  // padded positions are skipped: they never win
@@ -40,17 +48,21 @@ __global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const floa
   }
 }
 
-// dinp (N,H,W,C) from dout (N,HO,WO,C) and argmax (N,HO,WO,C)
+// dinp (N,H,W,C) from dout (N,HO,WO,C) and argmax (N,HO,WO,C); Index as the forward's, for
+// the input's element count.
+template <typename Index>
 __global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const int32_t* argmax,
                                           Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const int c = static_cast<int>(i % g.C);
-    int64_t rest = i / g.C;
-    const int w = static_cast<int>(rest % g.W);
-    rest /= g.W;
-    const int h = static_cast<int>(rest % g.H);
-    const int64_t n = rest / g.H;
+    const Index flat = static_cast<Index>(i), C = g.C, W = g.W, H = g.H;
+    Index rest = flat / C;
+    const int c = static_cast<int>(flat - rest * C);
+    Index next = rest / W;
+    const int w = static_cast<int>(rest - next * W);
+    rest = next / H;
+    const int h = static_cast<int>(next - rest * H);
+    const int64_t n = rest;
     // Windows covering (h, w): ho*SH - pad_top <= h <= ho*SH - pad_top + PH - 1.
     const int h_low = h + g.pad_top - g.PH + 1, w_low = w + g.pad_left - g.PW + 1;
     const int ho_begin = h_low <= 0 ? 0 : (h_low + g.SH - 1) / g.SH;
@@ -88,13 +100,21 @@ __global__ void global_avgpool_backward_kernel(float* dinp, const float* dout, i
   }
 }
 
+// Element counts whose flat indices fit in uint32_t.
+constexpr int64_t kUint32Elements = 0xffffffff;
+
 }  // namespace
 
 void maxpool2d_forward(const Maxpool2dForward<float>& k, cudaStream_t stream) {
   const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   if (total <= 0) return;
-  maxpool2d_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
+  const unsigned blocks = grid_blocks(total, kThreads);
+  if (total <= kUint32Elements) {
+    maxpool2d_forward_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
+  } else {
+    maxpool2d_forward_kernel<int64_t><<<blocks, kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
+  }
   HISVID_CHECK_LAUNCH();
 }
 
@@ -102,8 +122,12 @@ void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream) 
   const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total <= 0) return;
-  maxpool2d_backward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax,
-                                                                                   g);
+  const unsigned blocks = grid_blocks(total, kThreads);
+  if (total <= kUint32Elements) {
+    maxpool2d_backward_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
+  } else {
+    maxpool2d_backward_kernel<int64_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
+  }
   HISVID_CHECK_LAUNCH();
 }
 
