@@ -2,10 +2,14 @@
 // neighbouring threads read neighbouring channels. Backward: one thread per input element
 // gathers the dout of every window whose argmax names it, in row-major window order: no
 // atomics, the same sum in the same order on every run (and as the CPU's scatter adds it).
-// The element's coordinates come from its flat index by division, in 32 bits where the tensor
-// allows: 64-bit division is a long software sequence on the GPU, and it dominated the backward
-// pass of the LRCN's first pooling at batch 256 (3.9 ms for 315M elements on an H100, against
-// 0.66 ms forward over 16x fewer; bench/results/2026-11-27-h100.md).
+// Where the windows do not overlap (strides >= the window, as in the seeds' models), one
+// thread per output element instead writes its window's band of the input (the window and the
+// rows and columns up to the next window's, or to the edge), the dout at the argmax and zeros
+// elsewhere: the same values with 1/(PH*PW) of the index arithmetic. That arithmetic was the
+// cost: the gather took 3.9 ms for the LRCN's first pooling at batch 256 on an H100 (315M input
+// elements, each decomposed by division and its window range by four more), against 0.66 ms
+// forward (bench/results/2026-11-27-h100.md). Coordinates come from flat indices by division
+// in 32 bits where the tensor allows (64-bit division is a long software sequence on the GPU).
 #include "kernels/cuda_context.h"
 #include "kernels/pool.h"
 
@@ -100,6 +104,37 @@ __global__ void global_avgpool_backward_kernel(float* dinp, const float* dout, i
   }
 }
 
+// dinp (N,H,W,C) from dout (N,HO,WO,C) and argmax (N,HO,WO,C) where windows do not overlap
+// (SH >= PH, SW >= PW): the thread of output (n, ho, wo, c) writes input rows
+// [ho*SH - pad_top, (ho+1)*SH - pad_top), the first band from row 0 and the last to row H (so
+// the bands tile the input), columns likewise: dout where the argmax is, zeros elsewhere.
+template <typename Index>
+__global__ void maxpool2d_backward_bands_kernel(float* dinp, const float* dout, const int32_t* argmax,
+                                                Pool2dGeometry g) {
+  const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
+  for (const int64_t i : device::grid_stride(total)) {
+    const Index flat = static_cast<Index>(i), C = g.C, WO = g.WO, HO = g.HO;
+    Index rest = flat / C;
+    const int c = static_cast<int>(flat - rest * C);
+    Index next = rest / WO;
+    const int wo = static_cast<int>(rest - next * WO);
+    rest = next / HO;
+    const int ho = static_cast<int>(next - rest * HO);
+    const int64_t n = rest;
+    const int h_begin = ho == 0 ? 0 : ho * g.SH - g.pad_top,
+              h_end = ho == g.HO - 1 ? g.H : (ho + 1) * g.SH - g.pad_top;
+    const int w_begin = wo == 0 ? 0 : wo * g.SW - g.pad_left,
+              w_end = wo == g.WO - 1 ? g.W : (wo + 1) * g.SW - g.pad_left;
+    const float d = 0.0f + dout[i];  // as the gather's sum of one term
+    const int32_t at = argmax[i];
+    float* image = dinp + n * g.H * g.W * g.C + c;
+    for (int h = h_begin; h < h_end; ++h) {
+      for (int w = w_begin; w < w_end; ++w)
+        image[(int64_t(h) * g.W + w) * g.C] = h * g.W + w == at ? d : 0.0f;
+    }
+  }
+}
+
 // Element counts whose flat indices fit in uint32_t.
 constexpr int64_t kUint32Elements = 0xffffffff;
 
@@ -122,6 +157,17 @@ void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream) 
   const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total <= 0) return;
+  if (g.SH >= g.PH && g.SW >= g.PW) {
+    const int64_t outputs = int64_t(g.N) * g.HO * g.WO * g.C;
+    const unsigned blocks = grid_blocks(outputs, kThreads);
+    if (outputs <= kUint32Elements) {
+      maxpool2d_backward_bands_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
+    } else {
+      maxpool2d_backward_bands_kernel<int64_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
+    }
+    HISVID_CHECK_LAUNCH();
+    return;
+  }
   const unsigned blocks = grid_blocks(total, kThreads);
   if (total <= kUint32Elements) {
     maxpool2d_backward_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);

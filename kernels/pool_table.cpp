@@ -44,6 +44,10 @@ const Shape kShapes[] = {
     {2, 9, 8, 5, 3, 3, 2, 2, Padding::Same},    {1, 5, 5, 17, 3, 3, 1, 1, Padding::Same},
     {2, 6, 7, 4, 3, 2, 3, 1, Padding::Valid},   {3, 64, 64, 16, 2, 2, 2, 2, Padding::Valid},
     {1, 1, 1, 2, 1, 1, 1, 1, Padding::Valid},
+    // windows that do not overlap (the CUDA backward's bands): rows and columns left over at the
+    // end, strides longer than the window, padding on both sides
+    {2, 11, 10, 3, 4, 4, 4, 4, Padding::Valid}, {1, 9, 7, 2, 2, 2, 3, 3, Padding::Valid},
+    {2, 4, 7, 3, 3, 3, 3, 3, Padding::Same},
 };
 // clang-format on
 
