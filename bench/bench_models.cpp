@@ -48,6 +48,9 @@ void run(benchmark::State& state, const std::string& model, Device device, Step 
     if (kind == Step::Eval) runner.eval_step();
     if (kind == Step::GraphTrain) runner.graph_train_step();
   };
+  // What this model's steps hold, its workspace included, and not the largest workspace of the
+  // models benchmarked before it.
+  hisvid::allocator_for(device).release_workspace();
   try {
     // Warm-up: 2 steps (a graph step: the 2 direct steps, then the capture and its replay).
     for (int i = 0; i < (kind == Step::GraphTrain ? 3 : 2); ++i) step();

@@ -97,6 +97,16 @@ class CachingAllocator final : public CountingAllocator {
     return workspace_;
   }
 
+  // The workspace back to the cache (safe in stream order, as when a larger one replaces it),
+  // unless a graph lives: its kernels may use the block (workspace() then retires it).
+  void release_workspace() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (workspace_ == nullptr || !pools_.empty()) return;
+    deallocate_locked(workspace_);
+    workspace_ = nullptr;
+    workspace_bytes_ = 0;
+  }
+
   // At exit: wait for the device, free the cached blocks and the workspace, and from now on
   // free blocks as they are returned. Errors are ignored (the process is ending).
   void release_at_exit() {

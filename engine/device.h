@@ -40,6 +40,12 @@ class Allocator {
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes_in_use() const = 0;
   virtual void reset_peak() = 0;
+  // Gives back the scratch block the allocator holds for the device's kernels (CUDA: the
+  // context's workspace, as large as the largest request so far) to its cache, so that what is
+  // in use from here on is the next work's own; a no-op where there is none, or while a CUDA
+  // graph may still use it. Benchmarks call it before each model, whose peak would otherwise
+  // count an earlier model's workspace.
+  virtual void release_workspace() {}
   // How many allocations went to the system (aligned_alloc, cudaMalloc) rather than to a
   // cached block: constant once a training loop has reached its steady state.
   virtual size_t system_allocations() const = 0;
