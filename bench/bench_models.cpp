@@ -11,7 +11,8 @@
 // --per-layer`) of some models, on CUDA when present, else on the CPU; it needs no video or
 // HDF5 library, so it runs from the GPU kit of scripts/device-kit:
 //   build/bench/hisvid_bench --per_layer=lrcn,convlstm [--per_layer_steps=10] [--per_layer_batch=4]
-// With --throughput, every step on CUDA runs at batch 256 as well (clips/s at scale).
+// With --throughput, every step on CUDA runs at batch 256 as well (clips/s at scale); with
+// --tf32, cuBLAS and cuDNN on the GPU may use TF32 tensor cores (off: full float32).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "bench/step.h"
+#include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "models/zoo.h"
 
@@ -139,6 +141,14 @@ int per_layer(const std::string& models, const std::string& steps_flag, const st
 int main(int argc, char** argv) {
   std::vector<Device> devices = {Device::cpu()};
   if (hisvid::cuda_available()) devices.push_back(Device::cuda(0));
+  if (take_switch(argc, argv, "tf32")) {
+    if (devices.size() < 2) {
+      std::fprintf(stderr, "hisvid_bench: --tf32 needs a CUDA device (%s)\n",
+                   hisvid::cuda_unavailable_reason().c_str());
+      return 2;
+    }
+    hisvid::cuda_set_allow_tf32(devices.back(), true);
+  }
   const std::string per_layer_models = take_flag(argc, argv, "per_layer");
   const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps");
   const std::string per_layer_batch = take_flag(argc, argv, "per_layer_batch");

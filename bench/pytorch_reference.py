@@ -659,13 +659,14 @@ def fmt(v, spec):
     return "-".rjust(int(spec.split(".")[0]))
 
 
-def configure_cuda():
-    """TF32 off (a fair FP32 comparison) and cuDNN autotuning; returns the settings read back."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def configure_cuda(tf32=False):
+    """TF32 off (a fair FP32 comparison; on with --tf32, as hisvid's --tf32) and cuDNN
+    autotuning; returns the settings read back."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
     if hasattr(torch, "set_float32_matmul_precision"):
-        torch.set_float32_matmul_precision("highest")
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
     return {"matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
@@ -758,6 +759,7 @@ def main(argv=None):
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--classes", type=int, default=4, help="output classes (default 4, as hisvid_bench)")
     ap.add_argument("--throughput", action="store_true", help=f"also batch {THROUGHPUT_BATCH} train and eval (CUDA)")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 tensor cores for matmuls and cuDNN (default off)")
     ap.add_argument("--check", action="store_true", help="self-check parameter counts and shapes, then exit")
     ap.add_argument("--in-process", action="store_true",
                     help="run CUDA variants in this process (default: one child process per CUDA variant)")
@@ -788,7 +790,7 @@ def main(argv=None):
         (["cpu", "cuda"] if cuda_ok else ["cpu"])
     if args.device in ("auto", "all") and not cuda_ok:
         notes.append("no CUDA device: GPU runs and GPU-only variants (compile_*, cuda_graphs) skipped")
-    cuda_settings = configure_cuda() if cuda_ok else None
+    cuda_settings = configure_cuda(args.tf32) if cuda_ok else None
     configure_dynamo()
 
     # Skipped variants are reported once per device, not per model.

@@ -392,6 +392,11 @@ void cuda_synchronize(Device device) {
   check(cudaStreamSynchronize(stream_of(device)), "synchronizing a CUDA device");
 }
 
+void cuda_set_allow_tf32(Device device, bool allow) {
+  cuda_make_current(device);
+  cuda::context(device.index).set_allow_tf32(allow);
+}
+
 void cuda_make_current(Device device) {
   int current = -1;
   check(cudaGetDevice(&current), "selecting a CUDA device");  // a runtime lookup, no driver call

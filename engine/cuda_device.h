@@ -21,6 +21,10 @@ void cuda_zero_bytes(void* dst, Device device, size_t bytes);
 void cuda_synchronize(Device device);
 // Makes `device` the calling thread's current CUDA device.
 void cuda_make_current(Device device);
+// TF32 tensor cores for the float32 GEMMs (cuBLAS) and the cuDNN convolutions of `device`: off
+// (full float32) unless a run opts in (`--tf32`). Products then round their inputs to 10
+// mantissa bits (about 5e-4 relative); the hand-written kernels stay float32 either way.
+void cuda_set_allow_tf32(Device device, bool allow);
 // The stream the kernels of `device` run on (its context's), with `device` made current where
 // there are several. Cheap enough for every launch: no device query with one GPU, no locking.
 CUstream_st* cuda_stream(Device device);

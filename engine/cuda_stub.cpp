@@ -19,6 +19,7 @@ void cuda_copy_bytes(void*, Device, const void*, Device, size_t) { no_cuda("copy
 void cuda_zero_bytes(void*, Device, size_t) { no_cuda("zeroing CUDA memory"); }
 void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
 void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
+void cuda_set_allow_tf32(Device, bool) { no_cuda("allowing TF32"); }
 CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
 
 struct UploadStaging::State {};

@@ -878,6 +878,12 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   EXPECT_FALSE(fs::exists(dir_ / "g"));
   expect_refused(dir_, {"bench", "--model", "lrcn", "--device", "cpu", "--cuda-graphs"},
                  {"--cuda-graphs", "CUDA device", "--device cpu"});
+  // TF32 likewise.
+  expect_refused(dir_, {"train", "--data", "data", "--out", "t", "--tf32", "--device", "cpu"},
+                 {"--tf32", "CUDA device", "--device cpu"});
+  EXPECT_FALSE(fs::exists(dir_ / "t"));
+  expect_refused(dir_, {"bench", "--model", "lrcn", "--device", "cpu", "--tf32"},
+                 {"--tf32", "CUDA device", "--device cpu"});
 
   // Non-finite weights load with a warning naming the layer.
   hisvid::models::LoadedModel broken = hisvid::models::load_model((dir_ / "misread/model.h5").string());

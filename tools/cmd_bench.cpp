@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "bench/step.h"
+#include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "models/sequential.h"
@@ -25,6 +26,7 @@ void add_bench_command(CLI::App& app) {
     int train_batch = 4, eval_batch = 32, classes = 4, steps = 10, warmup = 2;
     bool per_layer = false;
     bool cuda_graphs = false;
+    bool tf32 = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
@@ -50,11 +52,16 @@ void add_bench_command(CLI::App& app) {
                 "Forward and backward time of every layer of a training step");
   cmd->add_flag("--cuda-graphs", args->cuda_graphs,
                 "Time the training step replayed from a CUDA graph (a GPU; 3 warm-up steps at least)");
+  cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args] {
     Console console;
     const Device device = parse_device(args->device);
     if (args->cuda_graphs && !device.is_cuda()) {
       fail("--cuda-graphs needs a CUDA device, not --device {}", args->device);
+    }
+    if (args->tf32) {
+      if (!device.is_cuda()) fail("--tf32 needs a CUDA device, not --device {}", args->device);
+      cuda_set_allow_tf32(device, true);
     }
     // A graph step needs its 2 direct steps and the capture before it is timed.
     const int graph_warmup = std::max(args->warmup, models::TrainingStep::kWarmupSteps + 1);

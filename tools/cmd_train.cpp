@@ -87,6 +87,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--cuda-graphs", args->cuda_graphs,
                 "On a GPU: capture the training step into a CUDA graph and replay it (the same results)");
+  cmd->add_flag("--tf32", args->tf32,
+                "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions (inputs of each product "
+                "rounded to 10 mantissa bits); off: full float32");
   cmd->add_flag("--flip", args->augmentation.flip, "Augment: random horizontal flips");
   cmd->add_option("--brightness", args->augmentation.brightness,
                   "Augment: brightness shift up to this (pixels in [0,1])");

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
@@ -294,6 +295,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
            args.device == on.str() ? "" : fmt::format(" ({} here)", on.str()));
     }
   }
+  if (args.tf32) {  // refused before the run directory is made, like --cuda-graphs
+    const Device on = parse_device(args.device);
+    if (!on.is_cuda()) {
+      fail("--tf32 needs a CUDA device, not --device {}{}", args.device,
+           args.device == on.str() ? "" : fmt::format(" ({} here)", on.str()));
+    }
+  }
   std::optional<RunDirectory> run_directory;
   if (lead) run_directory.emplace(args.out_dir, !resuming, args.overwrite);
   comm.barrier();
@@ -301,6 +309,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
     device = Device::cuda(comm.local_rank());  // one GPU per rank of a machine
   }
+  if (args.tf32) cuda_set_allow_tf32(device, true);
 
   // The model first: its input shape says how to extract the clips; its class count is set from
   // the data afterwards.

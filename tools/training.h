@@ -57,6 +57,7 @@ struct TrainArgs {
   uint64_t seed = 27;
   std::string device = "auto";
   bool cuda_graphs = false;  // replay the training step from a CUDA graph (one process, a GPU)
+  bool tf32 = false;         // TF32 tensor cores for cuBLAS and cuDNN on the GPU (this invocation)
   std::string out_dir;
   io::Augmentation augmentation;
 };
