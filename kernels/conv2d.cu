@@ -167,19 +167,22 @@ std::vector<const Perf*> ranked(const Perf* perf, int count, bool allow_tf32) {
 
 // The first `most` ranked results whose workspace query succeeds under the math type each will
 // run with (a DEFAULT_MATH result may not support FMA math: it is passed over then), all of the
-// first one's math type, which the descriptor keeps. workspace_of(algo, &bytes) returns the
-// query's status.
+// first one's math type, which the descriptor keeps, and of its determinism (so that a timed
+// choice never trades a deterministic algorithm for one that is not). workspace_of(algo, &bytes)
+// returns the query's status.
 template <typename Perf, typename Algo, typename WorkspaceQuery>
 std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* perf, int count,
                                  bool allow_tf32, size_t most, WorkspaceQuery workspace_of) {
   std::vector<Choice<Algo>> found;
+  cudnnDeterminism_t determinism = CUDNN_DETERMINISTIC;
   for (const Perf* p : ranked(perf, count, allow_tf32)) {
     if (found.size() == most) break;
     const cudnnMathType_t math = allow_tf32 ? p->mathType : CUDNN_FMA_MATH;
-    if (!found.empty() && math != found.front().math) continue;
+    if (!found.empty() && (math != found.front().math || p->determinism != determinism)) continue;
     CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
     size_t bytes = 0;
     if (workspace_of(p->algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    if (found.empty()) determinism = p->determinism;
     found.push_back(Choice<Algo>{true, p->algo, bytes, math});
   }
   if (!found.empty()) CUDNN_CHECK(cudnnSetConvolutionMathType(conv, found.front().math));
@@ -531,16 +534,21 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
 // At the first call of a geometry and pass (per device, per process), outside a graph capture:
 // each candidate (the direct kernels where tiled, and cuDNN's first kTimedAlgorithms usable
 // algorithms in heuristic order, deterministic ones first as always) runs once to warm up, then
-// kTimedRuns times between CUDA events; the fastest run counts. The rule's path stays unless a
-// candidate beats it by kClearWin, so that noise between near-equal paths rarely changes the
-// choice from one process to the next; still, a timed choice may differ between runs and with it
-// the result's last bits (HISVID_CUDA_CONV=rule fixes the choice). The timing runs write the
-// call's own output (forward, backward data: overwritten by the chosen path's call that follows)
-// or scratch memory (backward filter accumulates into dweight). Inside a capture nothing can be
-// timed: the call takes the rule's path and the choice waits for a call outside.
+// kTimedRuns times between CUDA events; the fastest run counts. Only algorithms as deterministic
+// as the heuristics' first, and with at most kTimedExtraWorkspace more workspace, are timed.
+// The rule's path stays unless a candidate beats it by kClearWin, so that noise between
+// near-equal paths rarely changes the choice from one process to the next; still, a timed
+// choice may differ between runs and with it the result's last bits (HISVID_CUDA_CONV=rule
+// fixes the choice). The timing runs write the call's own output (forward, backward data:
+// overwritten by the chosen path's call that follows) or scratch memory (backward filter
+// accumulates into dweight). Inside a capture nothing can be timed: the call takes the rule's
+// path and the choice waits for a call outside.
 constexpr size_t kTimedAlgorithms = 4;
 constexpr int kTimedRuns = 3;
 constexpr float kClearWin = 0.95f;
+// The workspace is one block that keeps the largest size asked for: a timed candidate may ask
+// for up to this much more than the rule's algorithm, no more.
+constexpr size_t kTimedExtraWorkspace = size_t(64) << 20;
 
 class Event {
  public:
@@ -579,32 +587,45 @@ bool capturing(cudaStream_t stream) {
 }
 
 // Times the candidates of one pass and records the choice in path and chosen. run_direct() and
-// run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics.
+// run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics. A
+// candidate that fails (its workspace cannot be had, cuDNN refuses it) is passed over, unless
+// the failure left the device unusable; the first that runs is the baseline (normally the
+// rule's path), kept unless another beats it by kClearWin.
 template <typename Algo, typename RunDirect, typename RunCudnn>
 void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choice<Algo>>& candidates,
                 const RunDirect& run_direct, const RunCudnn& run_cudnn, cudaStream_t stream, Path& path,
                 Choice<Algo>& chosen) {
-  const bool direct = direct_tiled(g, pass);
-  // The rule's path first: it stays unless beaten by kClearWin.
   Path best_path = Path::Undecided;
-  float best_ms = 0.0f, rule_ms = 0.0f;
-  const auto consider = [&](Path p, const Choice<Algo>* algo, float ms) {
-    const bool is_rule = best_path == Path::Undecided;
-    if (is_rule) rule_ms = ms;
-    if (is_rule || (ms < best_ms && ms < kClearWin * rule_ms)) {
+  float best_ms = 0.0f, baseline_ms = 0.0f;
+  std::string failures;
+  const auto consider = [&](Path p, const Choice<Algo>* algo, const auto& run) {
+    float ms = 0.0f;
+    try {
+      ms = fastest_ms(run, stream);
+    } catch (const std::exception& e) {
+      (void)cudaGetLastError();  // a launch error is not sticky; a device fault is, and
+      if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
+      failures += std::string(failures.empty() ? "" : "; ") + e.what();
+      return;
+    }
+    const bool baseline = best_path == Path::Undecided;
+    if (baseline) baseline_ms = ms;
+    if (baseline || (ms < best_ms && ms < kClearWin * baseline_ms)) {
       best_path = p, best_ms = ms;
       if (algo != nullptr) chosen = *algo;
     }
   };
-  const bool rule_direct = rule_path(g, pass) == Path::Direct;
-  if (rule_direct) consider(Path::Direct, nullptr, fastest_ms(run_direct, stream));
+  const bool direct = direct_tiled(g, pass), rule_direct = rule_path(g, pass) == Path::Direct;
+  if (rule_direct) consider(Path::Direct, nullptr, run_direct);
+  const size_t most_bytes = candidates.empty() ? 0 : candidates.front().bytes + kTimedExtraWorkspace;
   for (const Choice<Algo>& algo : candidates) {
-    consider(Path::Cudnn, &algo, fastest_ms([&] { run_cudnn(algo); }, stream));
+    if (algo.bytes > most_bytes) continue;
+    consider(Path::Cudnn, &algo, [&] { run_cudnn(algo); });
   }
-  if (direct && !rule_direct) consider(Path::Direct, nullptr, fastest_ms(run_direct, stream));
+  if (direct && !rule_direct) consider(Path::Direct, nullptr, run_direct);
   if (best_path == Path::Undecided) {
-    throw std::runtime_error("hisvid::cuda::conv2d: neither cuDNN nor the direct kernels can run " +
-                             describe(g));
+    throw std::runtime_error("hisvid::cuda::conv2d: no path could run " + describe(g) +
+                             (failures.empty() ? "" : ": " + failures));
   }
   path = best_path;
 }

@@ -135,8 +135,8 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
 // l = q*S + s. Forward, lane (q, s) sums gate q's recurrent products over the input channels
 // s, s + S, ...; backward, the lanes split the filters the gradient reaching hm gathers. The
 // parts meet through warp shuffles; every lane of the group then holds the whole sums, runs the
-// (cheap) unit math, and writes its own part of the results. S = 1 computes v1's sums in v1's
-// order.
+// (cheap) unit math, and writes its own part of the results. Forward with S = 1 computes v1's
+// sums in v1's order; backward adds the lanes' parts by a tree, so its last bits may differ.
 
 // The channel parts S per gate for F filters: F/2 rounded down to a power of two, 1 to 8, so
 // each part keeps at least 2 channels and a group fits in a warp (4*S <= 32).

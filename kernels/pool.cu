@@ -157,8 +157,8 @@ void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream) 
   const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total <= 0) return;
-  if (g.SH >= g.PH && g.SW >= g.PW) {
-    const int64_t outputs = int64_t(g.N) * g.HO * g.WO * g.C;
+  const int64_t outputs = int64_t(g.N) * g.HO * g.WO * g.C;
+  if (g.SH >= g.PH && g.SW >= g.PW && outputs > 0) {  // no output: the gather writes the zeros
     const unsigned blocks = grid_blocks(outputs, kThreads);
     if (outputs <= kUint32Elements) {
       maxpool2d_backward_bands_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
