@@ -635,6 +635,39 @@ std::mutex& timing_mutex() {
   return mutex;
 }
 
+// One pass of a timed row: at the first call outside a capture, time_paths over the pass's
+// candidates, on the arguments with_trial hands to its callback (the call's own, or with
+// scratch for an accumulated output); then the chosen path runs the call. The plan's members
+// timed_path and timed_algo hold the choice, rule_algo cuDNN's heuristic-first algorithm.
+template <typename Args, typename Algo, typename Candidates, typename Direct, typename Cudnn,
+          typename WithTrial>
+void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pass, Path ConvPlan::*timed_path,
+               Choice<Algo> ConvPlan::*timed_algo, Choice<Algo> ConvPlan::*rule_algo,
+               const Candidates& candidates, const Direct& direct, const Cudnn& cudnn,
+               const WithTrial& with_trial) {
+  validate(k.g, op);
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, op);
+  ConvPlan& plan = plan_for(ctx, k.g, pass);
+  Path path;
+  Choice<Algo> algo;
+  {
+    std::lock_guard<std::mutex> lock(timing_mutex());
+    if (plan.*timed_path == Path::Undecided && !capturing(stream)) {
+      with_trial([&](const Args& trial) {
+        time_paths(
+            k.g, pass, candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
+            [&] { direct(trial, stream); },
+            [&](const Choice<Algo>& a) { cudnn(trial, ctx, plan, a, stream); }, stream, plan.*timed_path,
+            plan.*timed_algo);
+      });
+    }
+    path = plan.*timed_path, algo = plan.*timed_algo;
+  }
+  if (path == Path::Undecided) path = rule_path(k.g, pass), algo = plan.*rule_algo;
+  path == Path::Direct ? direct(k, stream) : cudnn(k, ctx, plan, algo, stream);
+}
+
 }  // namespace
 
 void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -662,85 +695,34 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
 }
 
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
-  validate(k.g, "conv2d_forward");
-  if (k.g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_forward");
-  ConvPlan& plan = plan_for(ctx, k.g, Direction::Forward);
-  Path path;
-  Choice<cudnnConvolutionFwdAlgo_t> algo;
-  {
-    std::lock_guard<std::mutex> lock(timing_mutex());
-    if (plan.timed_forward_path == Path::Undecided && !capturing(stream)) {
-      time_paths(
-          k.g, Direction::Forward, forward_candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
-          [&] { conv2d_forward_direct_v1(k, stream); },
-          [&](const Choice<cudnnConvolutionFwdAlgo_t>& a) { forward_cudnn(k, ctx, plan, a, stream); }, stream,
-          plan.timed_forward_path, plan.timed_forward);
-    }
-    path = plan.timed_forward_path, algo = plan.timed_forward;
-  }
-  if (path == Path::Undecided) path = rule_path(k.g, Direction::Forward), algo = plan.forward;
-  path == Path::Direct ? conv2d_forward_direct_v1(k, stream) : forward_cudnn(k, ctx, plan, algo, stream);
+  run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::timed_forward_path,
+            &ConvPlan::timed_forward, &ConvPlan::forward, forward_candidates, conv2d_forward_direct_v1,
+            forward_cudnn, [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
-  validate(k.g, "conv2d_backward_data");
-  if (k.g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_backward_data");
-  ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardData);
-  Path path;
-  Choice<cudnnConvolutionBwdDataAlgo_t> algo;
-  {
-    std::lock_guard<std::mutex> lock(timing_mutex());
-    if (plan.timed_backward_data_path == Path::Undecided && !capturing(stream)) {
-      time_paths(
-          k.g, Direction::BackwardData,
-          backward_data_candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
-          [&] { conv2d_backward_data_direct_v1(k, stream); },
-          [&](const Choice<cudnnConvolutionBwdDataAlgo_t>& a) {
-            backward_data_cudnn(k, ctx, plan, a, stream);
-          },
-          stream, plan.timed_backward_data_path, plan.timed_backward_data);
-    }
-    path = plan.timed_backward_data_path, algo = plan.timed_backward_data;
-  }
-  if (path == Path::Undecided) path = rule_path(k.g, Direction::BackwardData), algo = plan.backward_data;
-  path == Path::Direct ? conv2d_backward_data_direct_v1(k, stream)
-                       : backward_data_cudnn(k, ctx, plan, algo, stream);
+  run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::timed_backward_data_path,
+            &ConvPlan::timed_backward_data, &ConvPlan::backward_data, backward_data_candidates,
+            conv2d_backward_data_direct_v1, backward_data_cudnn,
+            [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
-  validate(k.g, "conv2d_backward_filter");
-  if (k.g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
-  ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardFilter);
-  Path path;
-  Choice<cudnnConvolutionBwdFilterAlgo_t> algo;
-  {
-    std::lock_guard<std::mutex> lock(timing_mutex());
-    if (plan.timed_backward_filter_path == Path::Undecided && !capturing(stream)) {
-      // The timing runs accumulate into scratch, not into the call's gradients.
-      const size_t weights = size_t(k.g.KH) * k.g.KW * k.g.group_channels() * k.g.F;
-      DeviceBuffer scratch(sizeof(float) * (weights + k.g.F));
-      CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, scratch.bytes(), stream));
-      Conv2dBackwardFilter<float> trial = k;
-      trial.dweight = static_cast<float*>(scratch.get());
-      trial.dbias = k.dbias != nullptr ? trial.dweight + weights : nullptr;
-      time_paths(
-          k.g, Direction::BackwardFilter,
-          backward_filter_candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
-          [&] { conv2d_backward_filter_direct_v1(trial, stream); },
-          [&](const Choice<cudnnConvolutionBwdFilterAlgo_t>& a) {
-            backward_filter_cudnn(trial, ctx, plan, a, stream);
-          },
-          stream, plan.timed_backward_filter_path, plan.timed_backward_filter);
-      CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
-    }
-    path = plan.timed_backward_filter_path, algo = plan.timed_backward_filter;
-  }
-  if (path == Path::Undecided) path = rule_path(k.g, Direction::BackwardFilter), algo = plan.backward_filter;
-  path == Path::Direct ? conv2d_backward_filter_direct_v1(k, stream)
-                       : backward_filter_cudnn(k, ctx, plan, algo, stream);
+  // The timing runs accumulate into scratch, not into the call's gradients.
+  const auto with_scratch = [&](const auto& time_with) {
+    const size_t weights = size_t(k.g.KH) * k.g.KW * k.g.group_channels() * k.g.F;
+    DeviceBuffer scratch(sizeof(float) * (weights + k.g.F));
+    CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, scratch.bytes(), stream));
+    Conv2dBackwardFilter<float> trial = k;
+    trial.dweight = static_cast<float*>(scratch.get());
+    trial.dbias = k.dbias != nullptr ? trial.dweight + weights : nullptr;
+    time_with(trial);
+    CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
+  };
+  run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter,
+            &ConvPlan::timed_backward_filter_path, &ConvPlan::timed_backward_filter,
+            &ConvPlan::backward_filter, backward_filter_candidates, conv2d_backward_filter_direct_v1,
+            backward_filter_cudnn, with_scratch);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {

@@ -17,20 +17,29 @@ namespace hisvid::cuda {
 
 namespace {
 
+// The coordinates (n, y, x, c) of element i of an (N,Y,X,C) tensor, by division in Index.
+struct Coordinates {
+  int64_t n;
+  int y, x, c;
+};
+
+template <typename Index>
+__device__ Coordinates coordinates(int64_t i, int Y, int X, int C) {
+  const Index flat = static_cast<Index>(i), channels = C, columns = X, rows = Y;
+  const Index pixel = flat / channels, row = pixel / columns, n = row / rows;
+  return {int64_t(n), static_cast<int>(row - n * rows), static_cast<int>(pixel - row * columns),
+          static_cast<int>(flat - pixel * channels)};
+}
+
 // out (N,HO,WO,C), argmax (N,HO,WO,C) from inp (N,H,W,C); Index: uint32_t where the output's
 // element count fits, else int64_t.
 template <typename Index>
 __global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const float* inp, Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const Index flat = static_cast<Index>(i), C = g.C, WO = g.WO, HO = g.HO;
-    Index rest = flat / C;
-    const int c = static_cast<int>(flat - rest * C);
-    Index next = rest / WO;
-    const int wo = static_cast<int>(rest - next * WO);
-    rest = next / HO;
-    const int ho = static_cast<int>(next - rest * HO);
-    const int64_t n = rest;
+    const Coordinates place = coordinates<Index>(i, g.HO, g.WO, g.C);
+    const int64_t n = place.n;
+    const int ho = place.y, wo = place.x, c = place.c;
     const float* image = inp + n * g.H * g.W * g.C + c;
     float best = 0.0f;
     int32_t best_at = -1;  // padded positions are skipped: they never win
@@ -59,14 +68,9 @@ __global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const 
                                           Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const Index flat = static_cast<Index>(i), C = g.C, W = g.W, H = g.H;
-    Index rest = flat / C;
-    const int c = static_cast<int>(flat - rest * C);
-    Index next = rest / W;
-    const int w = static_cast<int>(rest - next * W);
-    rest = next / H;
-    const int h = static_cast<int>(next - rest * H);
-    const int64_t n = rest;
+    const Coordinates place = coordinates<Index>(i, g.H, g.W, g.C);
+    const int64_t n = place.n;
+    const int h = place.y, w = place.x, c = place.c;
     // Windows covering (h, w): ho*SH - pad_top <= h <= ho*SH - pad_top + PH - 1.
     const int h_low = h + g.pad_top - g.PH + 1, w_low = w + g.pad_left - g.PW + 1;
     const int ho_begin = h_low <= 0 ? 0 : (h_low + g.SH - 1) / g.SH;
@@ -113,14 +117,9 @@ __global__ void maxpool2d_backward_bands_kernel(float* dinp, const float* dout, 
                                                 Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const Index flat = static_cast<Index>(i), C = g.C, WO = g.WO, HO = g.HO;
-    Index rest = flat / C;
-    const int c = static_cast<int>(flat - rest * C);
-    Index next = rest / WO;
-    const int wo = static_cast<int>(rest - next * WO);
-    rest = next / HO;
-    const int ho = static_cast<int>(next - rest * HO);
-    const int64_t n = rest;
+    const Coordinates place = coordinates<Index>(i, g.HO, g.WO, g.C);
+    const int64_t n = place.n;
+    const int ho = place.y, wo = place.x, c = place.c;
     const int h_begin = ho == 0 ? 0 : ho * g.SH - g.pad_top,
               h_end = ho == g.HO - 1 ? g.H : (ho + 1) * g.SH - g.pad_top;
     const int w_begin = wo == 0 ? 0 : wo * g.SW - g.pad_left,
