@@ -167,6 +167,13 @@ void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream) 
     HISVID_CHECK_LAUNCH();
     return;
   }
+  maxpool2d_backward_gather(k, stream);
+}
+
+void maxpool2d_backward_gather(const Maxpool2dBackward<float>& k, cudaStream_t stream) {
+  const Pool2dGeometry& g = k.g;
+  const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+  if (total <= 0) return;
   const unsigned blocks = grid_blocks(total, kThreads);
   if (total <= kUint32Elements) {
     maxpool2d_backward_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);

@@ -113,7 +113,10 @@ void maxpool2d_forward(const Maxpool2dForward<float>& k);
 namespace hisvid::cuda {
 
 void maxpool2d_forward(const Maxpool2dForward<float>& k, cudaStream_t stream);
+// Where windows do not overlap, one thread per output writes its band of the input; else (and in
+// the `cuda.gather` row always) one thread per input element gathers from its windows.
 void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream);
+void maxpool2d_backward_gather(const Maxpool2dBackward<float>& k, cudaStream_t stream);
 void global_avgpool_forward(const GlobalAvgpoolForward<float>& k, cudaStream_t stream);
 void global_avgpool_backward(const GlobalAvgpoolBackward<float>& k, cudaStream_t stream);
 

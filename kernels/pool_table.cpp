@@ -25,6 +25,7 @@ const bool rows = register_rows(host_row<naive::maxpool2d_forward<float>>(Backen
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows = register_rows(
     cuda_row<cuda::maxpool2d_forward>("cuda"), cuda_row<cuda::maxpool2d_backward>("cuda"),
+    cuda_row<cuda::maxpool2d_backward_gather>("cuda.gather", Role::Alternative),
     cuda_row<cuda::global_avgpool_forward>("cuda"), cuda_row<cuda::global_avgpool_backward>("cuda"));
 #endif
 
