@@ -381,6 +381,46 @@ TEST(CudaModelParity, TinyConvLstmTrainingRun) {
   EXPECT_LE(difference, kTrainingRun);
 }
 
+// The same runs with TF32 allowed (--tf32): cuBLAS's GEMMs (the Dense layers and the LSTM's
+// input projection) and cuDNN's convolutions round each product's inputs to 10 mantissa bits,
+// 2^-11 against float32's 2^-24, so the drift from the exact run may grow by up to 2^13 against
+// float32's (kMeasuredDrift); the run must still learn. The drift is printed: it is the mode's
+// accuracy on these models (the hand-written kernels stay float32, so it is smaller where they
+// do most of the work).
+constexpr double kTf32Drift = kMeasuredDrift * 8192.0 * 2.0;  // 0.043
+
+class AllowTf32 {  // for one scope, so that the other tests run in float32
+ public:
+  explicit AllowTf32(Device device) : device_(device) { cuda_set_allow_tf32(device_, true); }
+  ~AllowTf32() { cuda_set_allow_tf32(device_, false); }
+  AllowTf32(const AllowTf32&) = delete;
+  AllowTf32& operator=(const AllowTf32&) = delete;
+
+ private:
+  Device device_;
+};
+
+TEST(CudaModelParity, TinyTrainingRunsUnderTf32) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  for (const auto& [name, model, loss_of] :
+       {std::tuple{"lrcn", tiny_lrcn(), LossFunction(tiny_lrcn_loss)},
+        std::tuple{"convlstm", tiny_convlstm(), LossFunction(tiny_convlstm_loss)}}) {
+    const TrainingRun exact = training_run(model, loss_of, Device::cpu(), DType::Float64);
+    TrainingRun tf32;
+    {
+      const AllowTf32 allow(Device::cuda(0));
+      tf32 = training_run(model, loss_of, Device::cuda(0), DType::Float32);
+    }
+    expect_learns(tf32);
+    const double drift = run_difference(tf32, exact);
+    std::printf(
+        "tiny %s: TF32 on the GPU vs float64 over %d steps %.3g (tolerance %.3g; loss %.4f -> %.4f)\n", name,
+        kRunSteps, drift, kTf32Drift, tf32.losses.front(), tf32.losses.back());
+    EXPECT_LE(drift, kTf32Drift) << name;
+  }
+}
+
 // From their third step on, the tiny models' training steps take every block of the device's
 // allocator from its cache (no cudaMalloc, no aligned_alloc), on the CPU and on the GPU.
 size_t steady_state_system_allocations(Device device) {
