@@ -32,12 +32,14 @@
 // allowed.
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/conv2d.h"
@@ -189,7 +191,7 @@ std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* 
   return found;
 }
 
-enum class Path { Undecided, Direct, Cudnn };
+enum class Path { Undecided, Direct, Cudnn, Lanes };
 
 // Descriptors and chosen algorithms of one convolution geometry on one device.
 struct ConvPlan {
@@ -201,8 +203,8 @@ struct ConvPlan {
   Choice<cudnnConvolutionFwdAlgo_t> forward;
   Choice<cudnnConvolutionBwdDataAlgo_t> backward_data;
   Choice<cudnnConvolutionBwdFilterAlgo_t> backward_filter;
-  // What the timed rows chose per pass (conv2d_*_timed): the direct kernels, or cuDNN with
-  // the algorithm below; Undecided until timed.
+  // What the timed rows chose per pass (conv2d_*_timed): the direct kernels (tiled or lanes),
+  // or cuDNN with the algorithm below; Undecided until timed.
   Path timed_forward_path = Path::Undecided, timed_backward_data_path = Path::Undecided,
        timed_backward_filter_path = Path::Undecided;
   Choice<cudnnConvolutionFwdAlgo_t> timed_forward;
@@ -511,6 +513,19 @@ Path rule_path(const Conv2dGeometry& g, Direction pass) {
   return direct_tiled(g, pass) && direct_flops(g, pass) <= kDirectMaxFlops ? Path::Direct : Path::Cudnn;
 }
 
+// The share of the tiled kernel's threads that compute an output of g's pass: the forward
+// kernel's 8x8 tiles over HO x WO, or over H x W for backward data; 1 for backward filter.
+double tile_use(const Conv2dGeometry& g, Direction pass) {
+  if (pass == Direction::BackwardFilter) return 1.0;
+  const int rows = pass == Direction::Forward ? g.HO : g.H, cols = pass == Direction::Forward ? g.WO : g.W;
+  return double(rows) * cols / (double((rows + 7) / 8 * 8) * ((cols + 7) / 8 * 8));
+}
+
+// Below this share of busy tile threads the default rows time the tiled kernels against the
+// lanes kernels (and cuDNN): the LRCN's 4x4 and 2x2 layers (1/4, 1/16), not its 64x64 and
+// 16x16 ones nor the ConvLSTM's 62x62, 29x29 and 13x13 ones (0.94, 0.82, 0.66).
+constexpr double kTimedBelowTileUse = 0.5;
+
 // Which path the default rows take without timing: forced, or the rule; Undecided where the
 // choice is left to timing.
 Path untimed_path(const Conv2dGeometry& g, Direction pass) {
@@ -526,7 +541,10 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
     case ConvChoice::Auto:
       break;
   }
-  return rule_path(g, pass) == Path::Direct ? Path::Direct : Path::Undecided;
+  // Small work goes to the tiled direct kernels untimed, unless their tiles would mostly idle
+  // (then the lanes kernels may win: timed).
+  return rule_path(g, pass) == Path::Direct && tile_use(g, pass) >= kTimedBelowTileUse ? Path::Direct
+                                                                                       : Path::Undecided;
 }
 
 // --- the choice made by timing ----------------------------------------------------------------
@@ -591,10 +609,10 @@ bool capturing(cudaStream_t stream) {
 // candidate that fails (its workspace cannot be had, cuDNN refuses it) is passed over, unless
 // the failure left the device unusable; the first that runs is the baseline (normally the
 // rule's path), kept unless another beats it by kClearWin.
-template <typename Algo, typename RunDirect, typename RunCudnn>
+template <typename Algo, typename RunDirect, typename RunCudnn, typename RunLanes>
 void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choice<Algo>>& candidates,
-                const RunDirect& run_direct, const RunCudnn& run_cudnn, cudaStream_t stream, Path& path,
-                Choice<Algo>& chosen) {
+                const RunDirect& run_direct, const RunCudnn& run_cudnn, const RunLanes& run_lanes,
+                cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
   std::string failures;
@@ -623,6 +641,7 @@ void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choic
     consider(Path::Cudnn, &algo, [&] { run_cudnn(algo); });
   }
   if (direct && !rule_direct) consider(Path::Direct, nullptr, run_direct);
+  if constexpr (!std::is_same_v<RunLanes, std::nullptr_t>) consider(Path::Lanes, nullptr, run_lanes);
   if (best_path == Path::Undecided) {
     throw std::runtime_error("hisvid::cuda::conv2d: no path could run " + describe(g) +
                              (failures.empty() ? "" : ": " + failures));
@@ -635,15 +654,26 @@ std::mutex& timing_mutex() {
   return mutex;
 }
 
+// The lanes candidate of time_paths: a call of `lanes` on args, or nullptr where there is none.
+template <typename Args, typename Lanes>
+auto lanes_of(const Args& args, const Lanes& lanes, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Lanes, std::nullptr_t>) {
+    return nullptr;
+  } else {
+    return [&args, &lanes, stream] { lanes(args, stream); };
+  }
+}
+
 // One pass of a timed row: at the first call outside a capture, time_paths over the pass's
 // candidates, on the arguments with_trial hands to its callback (the call's own, or with
 // scratch for an accumulated output); then the chosen path runs the call. The plan's members
 // timed_path and timed_algo hold the choice, rule_algo cuDNN's heuristic-first algorithm.
-template <typename Args, typename Algo, typename Candidates, typename Direct, typename Cudnn,
+// lanes: the pass's lanes kernel, or nullptr where it has none.
+template <typename Args, typename Algo, typename Candidates, typename Direct, typename Cudnn, typename Lanes,
           typename WithTrial>
 void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pass, Path ConvPlan::*timed_path,
                Choice<Algo> ConvPlan::*timed_algo, Choice<Algo> ConvPlan::*rule_algo,
-               const Candidates& candidates, const Direct& direct, const Cudnn& cudnn,
+               const Candidates& candidates, const Direct& direct, const Cudnn& cudnn, const Lanes& lanes,
                const WithTrial& with_trial) {
   validate(k.g, op);
   if (k.g.N == 0) return;
@@ -658,13 +688,16 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
         time_paths(
             k.g, pass, candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
             [&] { direct(trial, stream); },
-            [&](const Choice<Algo>& a) { cudnn(trial, ctx, plan, a, stream); }, stream, plan.*timed_path,
-            plan.*timed_algo);
+            [&](const Choice<Algo>& a) { cudnn(trial, ctx, plan, a, stream); },
+            lanes_of(trial, lanes, stream), stream, plan.*timed_path, plan.*timed_algo);
       });
     }
     path = plan.*timed_path, algo = plan.*timed_algo;
   }
   if (path == Path::Undecided) path = rule_path(k.g, pass), algo = plan.*rule_algo;
+  if constexpr (!std::is_same_v<Lanes, std::nullptr_t>) {
+    if (path == Path::Lanes) return lanes(k, stream);
+  }
   path == Path::Direct ? direct(k, stream) : cudnn(k, ctx, plan, algo, stream);
 }
 
@@ -697,13 +730,13 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::timed_forward_path,
             &ConvPlan::timed_forward, &ConvPlan::forward, forward_candidates, conv2d_forward_direct_v1,
-            forward_cudnn, [&](const auto& time_with) { time_with(k); });
+            forward_cudnn, conv2d_forward_lanes, [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::timed_backward_data_path,
             &ConvPlan::timed_backward_data, &ConvPlan::backward_data, backward_data_candidates,
-            conv2d_backward_data_direct_v1, backward_data_cudnn,
+            conv2d_backward_data_direct_v1, backward_data_cudnn, conv2d_backward_data_lanes,
             [&](const auto& time_with) { time_with(k); });
 }
 
@@ -722,7 +755,7 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
   run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter,
             &ConvPlan::timed_backward_filter_path, &ConvPlan::timed_backward_filter,
             &ConvPlan::backward_filter, backward_filter_candidates, conv2d_backward_filter_direct_v1,
-            backward_filter_cudnn, with_scratch);
+            backward_filter_cudnn, nullptr, with_scratch);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -732,6 +765,7 @@ void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
     case Path::Cudnn:
       return conv2d_forward_cudnn(k, stream);
     case Path::Undecided:
+    case Path::Lanes:  // (only ever chosen by timing)
       return conv2d_forward_timed(k, stream);
   }
 }
@@ -743,6 +777,7 @@ void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t strea
     case Path::Cudnn:
       return conv2d_backward_data_cudnn(k, stream);
     case Path::Undecided:
+    case Path::Lanes:  // (only ever chosen by timing)
       return conv2d_backward_data_timed(k, stream);
   }
 }
@@ -754,6 +789,7 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t s
     case Path::Cudnn:
       return conv2d_backward_filter_cudnn(k, stream);
     case Path::Undecided:
+    case Path::Lanes:  // (only ever chosen by timing)
       return conv2d_backward_filter_timed(k, stream);
   }
 }

@@ -230,6 +230,10 @@ void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStre
 void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
 // Whether the forward pass of g runs the shared-memory tiled kernel (else one thread per output).
 bool conv2d_direct_v1_tiles(const Conv2dGeometry& g);
+// Small outputs: S lanes of a warp per output element, splitting its channels (backward data:
+// its filters), every geometry (kernels/conv2d_direct.cu).
+void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data_lanes(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

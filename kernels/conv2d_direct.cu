@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/conv2d.h"
 #include "kernels/cuda_context.h"
@@ -312,6 +313,73 @@ __global__ void sum_chunks_kernel(float* dweight, const float* partial, int chun
   }
 }
 
+// --- lanes: S lanes of a warp per output element ------------------------------------------
+//
+// The tiled forward kernel's 8x8 tiles idle on small outputs: a 4x4 output keeps a quarter of
+// their threads busy, 2x2 a sixteenth (the LRCN's third and fourth layers took 0.021 and
+// 0.033 ms forward at batch 4 on an H100, 2.4 and 1.2 MFLOP: bench/results/2026-11-27-h100.md).
+// Here S lanes share one output element, lane s summing the input channels s, s + S, ... of
+// every tap (conv2d_at's parts); the parts meet through warp shuffles. Backward data likewise,
+// each element of dinp from the filters s, s + S, ... (conv2d_input_grad_at's parts), any stride.
+// S: a power of two up to 32 that leaves each lane at least two channels (filters) per tap.
+
+// out (N,HO,WO,F) as conv2d_forward_direct_v1.
+template <int S, typename Index>
+__global__ void conv2d_forward_lanes_kernel(float* out, const float* inp, const float* weight,
+                                            const float* bias, Conv2dGeometry g) {
+  const int s = static_cast<int>(threadIdx.x % S);
+  const unsigned lanes = device::lane_group_mask<S>();
+  for (const int64_t e : device::group_stride<S>(int64_t(g.N) * g.HO * g.WO * g.F)) {
+    const device::Coordinates o = device::coordinates<Index>(e, g.HO, g.WO, g.F);
+    const float v =
+        device::lane_group_sum<S>(conv2d_at(inp, weight, bias, g, o.n, o.y, o.x, o.c, s, S), lanes);
+    if (s == 0) out[e] = v;
+  }
+}
+
+// dinp (N,H,W,C) (=) as conv2d_backward_data_direct_v1.
+template <int S, typename Index>
+__global__ void conv2d_backward_data_lanes_kernel(float* dinp, const float* dout, const float* weight,
+                                                  Conv2dGeometry g) {
+  const int s = static_cast<int>(threadIdx.x % S);
+  const unsigned lanes = device::lane_group_mask<S>();
+  for (const int64_t e : device::group_stride<S>(int64_t(g.N) * g.H * g.W * g.C)) {
+    const device::Coordinates i = device::coordinates<Index>(e, g.H, g.W, g.C);
+    const float v =
+        device::lane_group_sum<S>(conv2d_input_grad_at(dout, weight, g, i.n, i.y, i.x, i.c, s, S), lanes);
+    if (s == 0) dinp[e] = v;
+  }
+}
+
+int lanes_for(int per_tap) {
+  int S = 1;
+  while (S < 32 && 2 * (2 * S) <= per_tap) S *= 2;
+  return S;
+}
+
+// Calls launch(std::integral_constant<int, S>, Index{}) for lanes S (1..32) and the index type
+// that `elements` needs.
+template <typename Launch>
+void with_lanes(int S, int64_t elements, const Launch& launch) {
+  const auto index = [&](auto lanes) {
+    elements <= int64_t(UINT32_MAX) ? launch(lanes, uint32_t{}) : launch(lanes, int64_t{});
+  };
+  switch (S) {
+    case 1:
+      return index(std::integral_constant<int, 1>{});
+    case 2:
+      return index(std::integral_constant<int, 2>{});
+    case 4:
+      return index(std::integral_constant<int, 4>{});
+    case 8:
+      return index(std::integral_constant<int, 8>{});
+    case 16:
+      return index(std::integral_constant<int, 16>{});
+    default:
+      return index(std::integral_constant<int, 32>{});
+  }
+}
+
 // The current device's multiprocessor count (asked once per thread and device).
 int multiprocessors() {
   thread_local int cached_device = -1, cached_count = 1;
@@ -354,6 +422,32 @@ void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStre
       g.N, g.HO, g.WO, g.F, g.C, g.KH, g.KW, 1, 1, g.H, g.W, g.KH - 1 - g.pad_top, g.KW - 1 - g.pad_left,
       g.G};
   launch_forward(k.dinp, k.dout, flipped, nullptr, t, stream, "conv2d_backward_data_direct_v1");
+}
+
+void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_forward_lanes");
+  const int64_t total = int64_t(g.N) * g.HO * g.WO * g.F;
+  if (total == 0) return;
+  const int S = lanes_for(g.group_channels());
+  with_lanes(S, total, [&](auto lanes, auto index) {
+    conv2d_forward_lanes_kernel<decltype(lanes)::value, decltype(index)>
+        <<<grid_blocks(total * S, kThreads), kThreads, 0, stream>>>(k.out, k.inp, k.weight, k.bias, g);
+  });
+  HISVID_CHECK_LAUNCH();
+}
+
+void conv2d_backward_data_lanes(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_backward_data_lanes");
+  const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+  if (total == 0) return;
+  const int S = lanes_for(g.group_filters());
+  with_lanes(S, total, [&](auto lanes, auto index) {
+    conv2d_backward_data_lanes_kernel<decltype(lanes)::value, decltype(index)>
+        <<<grid_blocks(total * S, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.weight, g);
+  });
+  HISVID_CHECK_LAUNCH();
 }
 
 void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {

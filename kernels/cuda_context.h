@@ -244,16 +244,62 @@ class GridStride {
     }
     __device__ bool operator!=(const Index& end) const { return i < end.i; }
   };
-  __device__ explicit GridStride(int64_t n) : n_(n) {}
+  // lanes > 1: groups of `lanes` consecutive threads take the same indices (see group_stride).
+  __device__ explicit GridStride(int64_t n, int lanes = 1) : n_(n), lanes_(lanes) {}
   __device__ Index begin() const {
-    return {blockIdx.x * int64_t(blockDim.x) + threadIdx.x, int64_t(gridDim.x) * blockDim.x};
+    return {(blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / lanes_,
+            int64_t(gridDim.x) * blockDim.x / lanes_};
   }
   __device__ Index end() const { return {n_, 0}; }
 
  private:
   int64_t n_;
+  int lanes_;
 };
 __device__ __forceinline__ GridStride grid_stride(int64_t n) { return GridStride(n); }
+
+// Groups of L consecutive lanes of a warp (L a power of two, at most 32; blockDim.x a multiple
+// of 32) sharing one item of [0, n): every lane of a group takes the same items, hence the same
+// number of trips, so the group's shuffles always find all its lanes.
+template <int L>
+__device__ __forceinline__ GridStride group_stride(int64_t n) {
+  static_assert(L >= 1 && L <= 32 && (L & (L - 1)) == 0, "a power of two up to a warp");
+  return GridStride(n, L);
+}
+
+// The coordinates (n, y, x, c) of element i of an (N,Y,X,C) tensor, by division in Index:
+// uint32_t where the element count fits (64-bit division is a long software sequence), else
+// int64_t.
+struct Coordinates {
+  int64_t n;
+  int y, x, c;
+};
+
+template <typename Index>
+__device__ __forceinline__ Coordinates coordinates(int64_t i, int Y, int X, int C) {
+  const Index flat = static_cast<Index>(i), channels = C, columns = X, rows = Y;
+  const Index pixel = flat / channels, row = pixel / columns, n = row / rows;
+  return {int64_t(n), static_cast<int>(row - n * rows), static_cast<int>(pixel - row * columns),
+          static_cast<int>(flat - pixel * channels)};
+}
+
+// The mask of this thread's group of L lanes, for the shuffles below.
+template <int L>
+__device__ __forceinline__ unsigned lane_group_mask() {
+  if constexpr (L == 32) {
+    return 0xffffffffu;
+  } else {
+    return ((1u << L) - 1) << ((threadIdx.x % 32) / L * L);
+  }
+}
+
+// The sum of v over each aligned run of W lanes inside the group `mask` (W <= the group's
+// size), every lane of the run getting it: an xor tree, the same order on every run.
+template <int W>
+__device__ __forceinline__ float lane_group_sum(float v, unsigned mask) {
+  for (int offset = W / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(mask, v, offset, W);
+  return v;
+}
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T value) {

@@ -146,31 +146,6 @@ int convlstm_step_parts(int64_t F) {
   return S;
 }
 
-// The lanes of this thread's group of L in its warp, for the shuffles.
-template <int L>
-__device__ unsigned group_lanes() {
-  if constexpr (L == 32) {
-    return 0xffffffffu;
-  } else {
-    const unsigned first = (threadIdx.x % 32) / L * L;
-    return ((1u << L) - 1) << first;
-  }
-}
-
-// Sums v over the L lanes of the group (every lane gets the sum).
-template <int L>
-__device__ float group_sum(float v, unsigned lanes) {
-  for (int offset = L / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(lanes, v, offset, L);
-  return v;
-}
-
-// Sums v over the lanes s = 0..S-1 of each gate's block of the group (lane l = q*S + s).
-template <int S>
-__device__ float gate_sum(float v, unsigned lanes) {
-  for (int offset = S / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(lanes, v, offset, 4 * S);
-  return v;
-}
-
 template <int S>
 __global__ void convlstm_step_forward_lanes_kernel(ConvLstmStepForward<float> k) {
   constexpr int L = 4 * S;
@@ -179,16 +154,14 @@ __global__ void convlstm_step_forward_lanes_kernel(ConvLstmStepForward<float> k)
   const Conv2dGeometry conv = k.recurrent_conv();
   const float* hm_prev = k.hm + k.hm_at(0, prev, 0, 0);
   const int l = static_cast<int>(threadIdx.x % L), q = l / S, s = l % S;
-  const unsigned lanes = group_lanes<L>();
-  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x / L;
-  for (int64_t e = first; e < total; e += stride) {  // the same e, hence trips, for the group
+  const unsigned lanes = device::lane_group_mask<L>();
+  for (const int64_t e : device::group_stride<L>(total)) {
     const int64_t m = e / F, f = e - m * F, n = m / P, p = m - n * P, sample_row = (n * steps + t) * P + p;
     const int y = static_cast<int>(p / k.W), x = static_cast<int>(p - y * k.W);
     float z = t > 0 ? conv2d_at(hm_prev, k.R, static_cast<const float*>(nullptr), conv, n, y, x,
                                 int(q * F + f), s, S)
                     : 0.0f;
-    z = k.xz[sample_row * 4 * F + q * F + f] + gate_sum<S>(z, lanes);
+    z = k.xz[sample_row * 4 * F + q * F + f] + device::lane_group_sum<S>(z, lanes);
     const float z_i = __shfl_sync(lanes, z, 0 * S, L), z_f = __shfl_sync(lanes, z, 1 * S, L);
     const float z_c = __shfl_sync(lanes, z, 2 * S, L), z_o = __shfl_sync(lanes, z, 3 * S, L);
     const float c_prev = t > 0 ? k.c[prev * M * F + e] : 0.0f;
@@ -213,10 +186,8 @@ __global__ void convlstm_step_backward_lanes_kernel(ConvLstmStepBackward<float> 
   const Conv2dGeometry conv = k.recurrent_conv();
   const float* dz_next = t < steps - 1 ? k.dzg + k.dzg_at(0, t + 1, 0, 0) : nullptr;
   const int l = static_cast<int>(threadIdx.x % L), q = l / S, s = l % S;
-  const unsigned lanes = group_lanes<L>();
-  const int64_t first = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / L;
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x / L;
-  for (int64_t e = first; e < total; e += stride) {
+  const unsigned lanes = device::lane_group_mask<L>();
+  for (const int64_t e : device::group_stride<L>(total)) {
     const int64_t m = e / F, f = e - m * F, n = m / P, p = m - n * P, sample_row = (n * steps + t) * P + p;
     const int y = static_cast<int>(p / k.W), x = static_cast<int>(p - y * k.W);
     const float dc = k.dc[e];  // read by every lane before lane 0 replaces it (below)
@@ -228,7 +199,7 @@ __global__ void convlstm_step_backward_lanes_kernel(ConvLstmStepBackward<float> 
     }
     const float dh =
         (k.dh_seq != nullptr ? k.dh_seq[sample_row * F + f] : (t == steps - 1 ? k.dh_last[e] : 0.0f)) +
-        group_sum<L>(back, lanes);
+        device::lane_group_sum<L>(back, lanes);
     const float* gates = k.gates + (t * M + m) * 4 * F + f;
     const LstmUnit<float> u{gates[0], gates[F], gates[2 * F], gates[3 * F], k.c[t * M * F + e], 0.0f};
     const float c_prev = t > 0 ? k.c[(t - 1) * M * F + e] : 0.0f;

@@ -17,27 +17,13 @@ namespace hisvid::cuda {
 
 namespace {
 
-// The coordinates (n, y, x, c) of element i of an (N,Y,X,C) tensor, by division in Index.
-struct Coordinates {
-  int64_t n;
-  int y, x, c;
-};
-
-template <typename Index>
-__device__ Coordinates coordinates(int64_t i, int Y, int X, int C) {
-  const Index flat = static_cast<Index>(i), channels = C, columns = X, rows = Y;
-  const Index pixel = flat / channels, row = pixel / columns, n = row / rows;
-  return {int64_t(n), static_cast<int>(row - n * rows), static_cast<int>(pixel - row * columns),
-          static_cast<int>(flat - pixel * channels)};
-}
-
 // out (N,HO,WO,C), argmax (N,HO,WO,C) from inp (N,H,W,C); Index: uint32_t where the output's
 // element count fits, else int64_t.
 template <typename Index>
 __global__ void maxpool2d_forward_kernel(float* out, int32_t* argmax, const float* inp, Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const Coordinates place = coordinates<Index>(i, g.HO, g.WO, g.C);
+    const device::Coordinates place = device::coordinates<Index>(i, g.HO, g.WO, g.C);
     const int64_t n = place.n;
     const int ho = place.y, wo = place.x, c = place.c;
     const float* image = inp + n * g.H * g.W * g.C + c;
@@ -68,7 +54,7 @@ __global__ void maxpool2d_backward_kernel(float* dinp, const float* dout, const 
                                           Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const Coordinates place = coordinates<Index>(i, g.H, g.W, g.C);
+    const device::Coordinates place = device::coordinates<Index>(i, g.H, g.W, g.C);
     const int64_t n = place.n;
     const int h = place.y, w = place.x, c = place.c;
     // Windows covering (h, w): ho*SH - pad_top <= h <= ho*SH - pad_top + PH - 1.
@@ -117,7 +103,7 @@ __global__ void maxpool2d_backward_bands_kernel(float* dinp, const float* dout, 
                                                 Pool2dGeometry g) {
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   for (const int64_t i : device::grid_stride(total)) {
-    const Coordinates place = coordinates<Index>(i, g.HO, g.WO, g.C);
+    const device::Coordinates place = device::coordinates<Index>(i, g.HO, g.WO, g.C);
     const int64_t n = place.n;
     const int ho = place.y, wo = place.x, c = place.c;
     const int h_begin = ho == 0 ? 0 : ho * g.SH - g.pad_top,
