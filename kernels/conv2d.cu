@@ -203,13 +203,6 @@ struct ConvPlan {
   Choice<cudnnConvolutionFwdAlgo_t> forward;
   Choice<cudnnConvolutionBwdDataAlgo_t> backward_data;
   Choice<cudnnConvolutionBwdFilterAlgo_t> backward_filter;
-  // What the timed rows chose per pass (conv2d_*_timed): the direct kernels (tiled or lanes),
-  // or cuDNN with the algorithm below; Undecided until timed.
-  Path timed_forward_path = Path::Undecided, timed_backward_data_path = Path::Undecided,
-       timed_backward_filter_path = Path::Undecided;
-  Choice<cudnnConvolutionFwdAlgo_t> timed_forward;
-  Choice<cudnnConvolutionBwdDataAlgo_t> timed_backward_data;
-  Choice<cudnnConvolutionBwdFilterAlgo_t> timed_backward_filter;
 
   bool extended() const { return HP != g.H || WP != g.W; }
 };
@@ -313,16 +306,28 @@ void take_first(Choice<Algo>& choice, std::vector<Choice<Algo>> candidates, cons
 
 enum class Direction { Forward, BackwardData, BackwardFilter };
 
+// What plans (and timed choices) are kept by: the device, the TF32 flag and the geometry.
+using PlanKey = std::array<int, 16>;
+
+PlanKey plan_key(const Context& ctx, const Conv2dGeometry& g) {
+  return {ctx.device(), ctx.allow_tf32() ? 1 : 0,
+          g.N,          g.H,
+          g.W,          g.C,
+          g.F,          g.KH,
+          g.KW,         g.SH,
+          g.SW,         g.HO,
+          g.WO,         g.pad_top,
+          g.pad_left,   g.G};
+}
+
 // The plan of g on ctx's device, with the algorithm of `direction` chosen. Plans live until
 // exit; a training run meets a handful of geometries.
 ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
   static std::mutex mutex;
-  static std::map<std::array<int, 16>, std::unique_ptr<ConvPlan>> plans;
+  static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
   const bool tf32 = ctx.allow_tf32();
-  const std::array<int, 16> key{ctx.device(), tf32 ? 1 : 0, g.N,  g.H,  g.W,  g.C,       g.F,        g.KH,
-                                g.KW,         g.SH,         g.SW, g.HO, g.WO, g.pad_top, g.pad_left, g.G};
   std::lock_guard<std::mutex> lock(mutex);
-  std::unique_ptr<ConvPlan>& plan = plans[key];
+  std::unique_ptr<ConvPlan>& plan = plans[plan_key(ctx, g)];
   if (!plan) plan = make_plan(g, ctx.cudnn_math_type());
   switch (direction) {
     case Direction::Forward:
@@ -550,10 +555,12 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
 // --- the choice made by timing ----------------------------------------------------------------
 //
 // At the first call of a geometry and pass (per device, per process), outside a graph capture:
-// each candidate (the direct kernels where tiled, and cuDNN's first kTimedAlgorithms usable
-// algorithms in heuristic order, deterministic ones first as always) runs once to warm up, then
-// kTimedRuns times between CUDA events; the fastest run counts. Only algorithms as deterministic
-// as the heuristics' first, and with at most kTimedExtraWorkspace more workspace, are timed.
+// each candidate runs once to warm up, then kTimedRuns times between CUDA events; the fastest
+// run counts. The candidates: the tiled direct kernels where they apply; the lanes kernels where
+// the tiles would be under half busy; cuDNN's first kTimedAlgorithms usable algorithms in
+// heuristic order (deterministic ones first as always) where the rule would run cuDNN (large
+// work, no tiles) or under HISVID_CUDA_CONV=timed, so that small layers need no cuDNN. Only algorithms as
+// deterministic as the heuristics' first, and with at most kTimedExtraWorkspace more workspace, are timed.
 // The rule's path stays unless a candidate beats it by kClearWin, so that noise between
 // near-equal paths rarely changes the choice from one process to the next; still, a timed
 // choice may differ between runs and with it the result's last bits (HISVID_CUDA_CONV=rule
@@ -612,7 +619,7 @@ bool capturing(cudaStream_t stream) {
 template <typename Algo, typename RunDirect, typename RunCudnn, typename RunLanes>
 void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choice<Algo>>& candidates,
                 const RunDirect& run_direct, const RunCudnn& run_cudnn, const RunLanes& run_lanes,
-                cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
+                bool try_lanes, cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
   std::string failures;
@@ -641,7 +648,9 @@ void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choic
     consider(Path::Cudnn, &algo, [&] { run_cudnn(algo); });
   }
   if (direct && !rule_direct) consider(Path::Direct, nullptr, run_direct);
-  if constexpr (!std::is_same_v<RunLanes, std::nullptr_t>) consider(Path::Lanes, nullptr, run_lanes);
+  if constexpr (!std::is_same_v<RunLanes, std::nullptr_t>) {
+    if (try_lanes) consider(Path::Lanes, nullptr, run_lanes);
+  }
   if (best_path == Path::Undecided) {
     throw std::runtime_error("hisvid::cuda::conv2d: no path could run " + describe(g) +
                              (failures.empty() ? "" : ": " + failures));
@@ -664,41 +673,70 @@ auto lanes_of(const Args& args, const Lanes& lanes, cudaStream_t stream) {
   }
 }
 
+// What timing chose for one geometry and pass (Algo says which pass): the tiled direct
+// kernels, the lanes kernels, or cuDNN with `algo`; Undecided until timed.
+template <typename Algo>
+struct Timed {
+  Path path = Path::Undecided;
+  Choice<Algo> algo;
+};
+
+// The timed choice of g's pass on ctx's device (guarded by timing_mutex). Kept apart from the
+// cuDNN plans: small geometries are timed between the direct kernels alone, with no cuDNN.
+template <typename Algo>
+Timed<Algo>& timed_choice(const Context& ctx, const Conv2dGeometry& g) {
+  static std::map<PlanKey, Timed<Algo>> choices;
+  return choices[plan_key(ctx, g)];
+}
+
 // One pass of a timed row: at the first call outside a capture, time_paths over the pass's
 // candidates, on the arguments with_trial hands to its callback (the call's own, or with
-// scratch for an accumulated output); then the chosen path runs the call. The plan's members
-// timed_path and timed_algo hold the choice, rule_algo cuDNN's heuristic-first algorithm.
-// lanes: the pass's lanes kernel, or nullptr where it has none.
+// scratch for an accumulated output); then the chosen path runs the call. cuDNN is among the
+// candidates where the rule would run it (large work, or no tiles), or everywhere under
+// HISVID_CUDA_CONV=timed; the lanes kernel (`lanes`, nullptr where the pass has none) where the
+// tiles would be under half busy. rule_algo: cuDNN's heuristic-first algorithm in the plan.
 template <typename Args, typename Algo, typename Candidates, typename Direct, typename Cudnn, typename Lanes,
           typename WithTrial>
-void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pass, Path ConvPlan::*timed_path,
-               Choice<Algo> ConvPlan::*timed_algo, Choice<Algo> ConvPlan::*rule_algo,
-               const Candidates& candidates, const Direct& direct, const Cudnn& cudnn, const Lanes& lanes,
-               const WithTrial& with_trial) {
+void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pass,
+               Choice<Algo> ConvPlan::*rule_algo, const Candidates& candidates, const Direct& direct,
+               const Cudnn& cudnn, const Lanes& lanes, const WithTrial& with_trial) {
   validate(k.g, op);
   if (k.g.N == 0) return;
   Context& ctx = context_for_stream(stream, op);
-  ConvPlan& plan = plan_for(ctx, k.g, pass);
-  Path path;
-  Choice<Algo> algo;
+  const bool rule_direct = rule_path(k.g, pass) == Path::Direct;
+  Timed<Algo> chosen;
   {
     std::lock_guard<std::mutex> lock(timing_mutex());
-    if (plan.*timed_path == Path::Undecided && !capturing(stream)) {
+    Timed<Algo>& timed = timed_choice<Algo>(ctx, k.g);
+    if (timed.path == Path::Undecided && !capturing(stream)) {
+      ConvPlan* plan = nullptr;
+      std::vector<Choice<Algo>> algos;
+      if (!rule_direct || forced_choice() == ConvChoice::Timed) {
+        try {
+          plan = &plan_for(ctx, k.g, pass);
+          algos = candidates(*plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms);
+        } catch (const std::exception&) {
+          if (!rule_direct) throw;  // the rule's own path is cuDNN: nothing to time without it
+          algos.clear();
+        }
+      }
       with_trial([&](const Args& trial) {
         time_paths(
-            k.g, pass, candidates(plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms),
-            [&] { direct(trial, stream); },
-            [&](const Choice<Algo>& a) { cudnn(trial, ctx, plan, a, stream); },
-            lanes_of(trial, lanes, stream), stream, plan.*timed_path, plan.*timed_algo);
+            k.g, pass, algos, [&] { direct(trial, stream); },
+            [&](const Choice<Algo>& a) { cudnn(trial, ctx, *plan, a, stream); },
+            lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, timed.path,
+            timed.algo);
       });
     }
-    path = plan.*timed_path, algo = plan.*timed_algo;
+    chosen = timed;
   }
-  if (path == Path::Undecided) path = rule_path(k.g, pass), algo = plan.*rule_algo;
+  if (chosen.path == Path::Undecided) chosen.path = rule_path(k.g, pass);  // inside a capture
   if constexpr (!std::is_same_v<Lanes, std::nullptr_t>) {
-    if (path == Path::Lanes) return lanes(k, stream);
+    if (chosen.path == Path::Lanes) return lanes(k, stream);
   }
-  path == Path::Direct ? direct(k, stream) : cudnn(k, ctx, plan, algo, stream);
+  if (chosen.path == Path::Direct) return direct(k, stream);
+  const ConvPlan& plan = plan_for(ctx, k.g, pass);
+  cudnn(k, ctx, plan, chosen.algo.found ? chosen.algo : plan.*rule_algo, stream);
 }
 
 }  // namespace
@@ -728,16 +766,15 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
 }
 
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
-  run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::timed_forward_path,
-            &ConvPlan::timed_forward, &ConvPlan::forward, forward_candidates, conv2d_forward_direct_v1,
-            forward_cudnn, conv2d_forward_lanes, [&](const auto& time_with) { time_with(k); });
+  run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::forward, forward_candidates,
+            conv2d_forward_direct_v1, forward_cudnn, conv2d_forward_lanes,
+            [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
-  run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::timed_backward_data_path,
-            &ConvPlan::timed_backward_data, &ConvPlan::backward_data, backward_data_candidates,
-            conv2d_backward_data_direct_v1, backward_data_cudnn, conv2d_backward_data_lanes,
-            [&](const auto& time_with) { time_with(k); });
+  run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::backward_data,
+            backward_data_candidates, conv2d_backward_data_direct_v1, backward_data_cudnn,
+            conv2d_backward_data_lanes, [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
@@ -752,10 +789,9 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
     time_with(trial);
     CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
   };
-  run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter,
-            &ConvPlan::timed_backward_filter_path, &ConvPlan::timed_backward_filter,
-            &ConvPlan::backward_filter, backward_filter_candidates, conv2d_backward_filter_direct_v1,
-            backward_filter_cudnn, nullptr, with_scratch);
+  run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
+            backward_filter_candidates, conv2d_backward_filter_direct_v1, backward_filter_cudnn, nullptr,
+            with_scratch);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
