@@ -1551,6 +1551,55 @@ TYPED_TEST(KernelsCpu, MultiTensorUpdateReadsItsScalarAndHalts) {
   expect_close(b, {2.0}, 0.0);
 }
 
+// The parts that the CUDA lanes kernels (conv2d forward and backward data, the ConvLSTM step)
+// split one sum into: conv2d_at and conv2d_input_grad_at over parts s = 0..S-1 of S add up to
+// the whole value (the bias once), for any S, grouped or not. In float64 the only difference is
+// the order of the additions.
+TEST(Conv2dParts, PartsSumToTheWholeValue) {
+  constexpr double kOrderOnly = 1e-12;  // relative: float64 sums of at most a few hundred terms
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  const Conv2dGeometry geometries[] = {
+      conv2d_geometry(2, 5, 4, 6, 8, 3, 3, 1, 1, Padding::Same),
+      conv2d_geometry(1, 7, 6, 12, 8, 3, 2, 2, 1, Padding::Same, 4),   // groups, an even kernel, a stride
+      conv2d_geometry(2, 4, 4, 16, 64, 3, 3, 1, 1, Padding::Same, 4),  // the masked recurrent shape
+      conv2d_geometry(1, 6, 5, 3, 5, 2, 2, 1, 2, Padding::Valid),
+  };
+  for (const Conv2dGeometry& g : geometries) {
+    std::vector<double> x(size_t(g.N) * g.H * g.W * g.C), w(size_t(g.KH) * g.KW * g.group_channels() * g.F),
+        bias(size_t(g.F)), dout(size_t(g.N) * g.HO * g.WO * g.F);
+    for (std::vector<double>* v : {&x, &w, &bias, &dout}) {
+      for (double& e : *v) e = uniform(gen);
+    }
+    for (const int S : {1, 2, 3, 4, 8, 32}) {
+      for (int n = 0; n < g.N; ++n) {
+        for (int ho = 0; ho < g.HO; ++ho) {
+          for (int wo = 0; wo < g.WO; ++wo) {
+            for (int f = 0; f < g.F; ++f) {
+              const double whole = conv2d_at(x.data(), w.data(), bias.data(), g, n, ho, wo, f);
+              double parts = 0.0;
+              for (int s = 0; s < S; ++s)
+                parts += conv2d_at(x.data(), w.data(), bias.data(), g, n, ho, wo, f, s, S);
+              ASSERT_NEAR(parts, whole, kOrderOnly * (1.0 + std::fabs(whole))) << "S " << S << " f " << f;
+            }
+          }
+        }
+        for (int h = 0; h < g.H; ++h) {
+          for (int wi = 0; wi < g.W; ++wi) {
+            for (int c = 0; c < g.C; ++c) {
+              const double whole = conv2d_input_grad_at(dout.data(), w.data(), g, n, h, wi, c);
+              double parts = 0.0;
+              for (int s = 0; s < S; ++s)
+                parts += conv2d_input_grad_at(dout.data(), w.data(), g, n, h, wi, c, s, S);
+              ASSERT_NEAR(parts, whole, kOrderOnly * (1.0 + std::fabs(whole))) << "S " << S << " c " << c;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // The fused conv + pool rows read the kernel as (KH,KW,C,F): a grouped geometry is refused,
 // not miscomputed.
 TEST(Conv2dPool, RefusesGroupedConvolutions) {
