@@ -884,6 +884,14 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   EXPECT_FALSE(fs::exists(dir_ / "t"));
   expect_refused(dir_, {"bench", "--model", "lrcn", "--device", "cpu", "--tf32"},
                  {"--tf32", "CUDA device", "--device cpu"});
+  expect_refused(dir_,
+                 {"evaluate", "--weights", "misread/model.h5", "--data", "data", "--device", "cpu", "--tf32"},
+                 {"--tf32", "CUDA device", "--device cpu"});
+  expect_refused(
+      dir_,
+      {"predict", "--weights", "misread/model.h5", "data", "--device", "cpu", "--tf32", "--csv", "tf32.csv"},
+      {"--tf32", "CUDA device", "--device cpu"});
+  EXPECT_FALSE(fs::exists(dir_ / "tf32.csv"));
 
   // Non-finite weights load with a warning naming the layer.
   hisvid::models::LoadedModel broken = hisvid::models::load_model((dir_ / "misread/model.h5").string());

@@ -10,13 +10,13 @@
 #include <memory>
 
 #include "bench/step.h"
-#include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "models/sequential.h"
 #include "models/training_step.h"
 #include "tools/commands.h"
 #include "tools/console.h"
+#include "tools/training.h"
 
 namespace hisvid::tools {
 
@@ -59,10 +59,7 @@ void add_bench_command(CLI::App& app) {
     if (args->cuda_graphs && !device.is_cuda()) {
       fail("--cuda-graphs needs a CUDA device, not --device {}", args->device);
     }
-    if (args->tf32) {
-      if (!device.is_cuda()) fail("--tf32 needs a CUDA device, not --device {}", args->device);
-      cuda_set_allow_tf32(device, true);
-    }
+    if (args->tf32) tf32_on(args->device);
     // A graph step needs its 2 direct steps and the capture before it is timed.
     const int graph_warmup = std::max(args->warmup, models::TrainingStep::kWarmupSteps + 1);
     console.line(fmt::format("{} on {}: {} timed steps after {} warm-up steps, median", args->model,

@@ -15,6 +15,7 @@ void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string
 void add_evaluate_command(CLI::App& app) {
   struct Args {
     std::string weights, split = "all", model_classes, out_dir, device = "auto";
+    bool tf32 = false;
     size_t batch_size = 32;
     DataArgs data;
   };
@@ -33,8 +34,10 @@ void add_evaluate_command(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--out", args->out_dir, "Write report.txt, report.json and confusion.png here");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args, classes] {
     Console console;
+    if (args->tf32) tf32_on(args->device);
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     std::vector<std::string> model_classes = loaded.extras.class_names;

@@ -67,6 +67,7 @@ std::vector<int> top_k(const std::vector<double>& probs, int k) {
 void add_predict_command(CLI::App& app) {
   struct Args {
     std::string weights, model_classes, out, csv, device = "auto";
+    bool tf32 = false;
     std::vector<std::string> videos;
     int top_k = 3, rolling = 0;
     size_t batch_size = 32;
@@ -92,8 +93,10 @@ void add_predict_command(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   cmd->add_flag("--overwrite", args->overwrite, "Replace the --out or --csv file when it exists");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args] {
     Console console;
+    if (args->tf32) tf32_on(args->device);
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);

@@ -295,13 +295,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
            args.device == on.str() ? "" : fmt::format(" ({} here)", on.str()));
     }
   }
-  if (args.tf32) {  // refused before the run directory is made, like --cuda-graphs
-    const Device on = parse_device(args.device);
-    if (!on.is_cuda()) {
-      fail("--tf32 needs a CUDA device, not --device {}{}", args.device,
-           args.device == on.str() ? "" : fmt::format(" ({} here)", on.str()));
-    }
-  }
+  if (args.tf32) tf32_on(args.device, false);  // refused before the run directory is made
   std::optional<RunDirectory> run_directory;
   if (lead) run_directory.emplace(args.out_dir, !resuming, args.overwrite);
   comm.barrier();
@@ -475,6 +469,15 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     console.line(outcome.report.text());
   }
   return outcome;
+}
+
+void tf32_on(const std::string& device_arg, bool enable) {
+  const Device on = parse_device(device_arg);
+  if (!on.is_cuda()) {
+    fail("--tf32 needs a CUDA device, not --device {}{}", device_arg,
+         device_arg == on.str() ? "" : fmt::format(" ({} here)", on.str()));
+  }
+  if (enable) cuda_set_allow_tf32(on, true);
 }
 
 }  // namespace hisvid::tools

@@ -96,4 +96,8 @@ std::vector<std::string> output_names(const models::LoadedModel& loaded, const s
 // "a,b,c" -> {"a", "b", "c"}
 std::vector<std::string> split_list(const std::string& text);
 
+// --tf32 on --device `device_arg`: fails, naming both, unless it is a CUDA device (called before
+// anything is written); then, with `enable`, lets that device's cuBLAS and cuDNN use TF32.
+void tf32_on(const std::string& device_arg, bool enable = true);
+
 }  // namespace hisvid::tools
