@@ -739,30 +739,47 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
   cudnn(k, ctx, plan, chosen.algo.found ? chosen.algo : plan.*rule_algo, stream);
 }
 
+// One pass of a cudnn row: cuDNN with the plan's heuristic-first algorithm (its member `algo`).
+template <typename Args, typename Algo, typename Cudnn>
+void run_cudnn(const Args& k, cudaStream_t stream, const char* op, Direction pass,
+               Choice<Algo> ConvPlan::*algo, const Cudnn& cudnn) {
+  validate(k.g, op);
+  if (k.g.N == 0) return;
+  Context& ctx = context_for_stream(stream, op);
+  const ConvPlan& plan = plan_for(ctx, k.g, pass);
+  cudnn(k, ctx, plan, plan.*algo, stream);
+}
+
+// One pass of a default row: the path chosen without timing where there is one, else the
+// pass's timed row (Lanes is only ever chosen by timing).
+template <typename Args, typename Direct, typename CudnnRow, typename TimedRow>
+void run_default(const Args& k, cudaStream_t stream, Direction pass, const Direct& direct,
+                 const CudnnRow& cudnn, const TimedRow& timed) {
+  switch (untimed_path(k.g, pass)) {
+    case Path::Direct:
+      return direct(k, stream);
+    case Path::Cudnn:
+      return cudnn(k, stream);
+    case Path::Undecided:
+    case Path::Lanes:
+      return timed(k, stream);
+  }
+}
+
 }  // namespace
 
 void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream) {
-  validate(k.g, "conv2d_forward");
-  if (k.g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_forward");
-  const ConvPlan& plan = plan_for(ctx, k.g, Direction::Forward);
-  forward_cudnn(k, ctx, plan, plan.forward, stream);
+  run_cudnn(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::forward, forward_cudnn);
 }
 
 void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
-  validate(k.g, "conv2d_backward_data");
-  if (k.g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_backward_data");
-  const ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardData);
-  backward_data_cudnn(k, ctx, plan, plan.backward_data, stream);
+  run_cudnn(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::backward_data,
+            backward_data_cudnn);
 }
 
 void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
-  validate(k.g, "conv2d_backward_filter");
-  if (k.g.N == 0) return;
-  Context& ctx = context_for_stream(stream, "conv2d_backward_filter");
-  const ConvPlan& plan = plan_for(ctx, k.g, Direction::BackwardFilter);
-  backward_filter_cudnn(k, ctx, plan, plan.backward_filter, stream);
+  run_cudnn(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
+            backward_filter_cudnn);
 }
 
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -795,39 +812,18 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
-  switch (untimed_path(k.g, Direction::Forward)) {
-    case Path::Direct:
-      return conv2d_forward_direct_v1(k, stream);
-    case Path::Cudnn:
-      return conv2d_forward_cudnn(k, stream);
-    case Path::Undecided:
-    case Path::Lanes:  // (only ever chosen by timing)
-      return conv2d_forward_timed(k, stream);
-  }
+  run_default(k, stream, Direction::Forward, conv2d_forward_direct_v1, conv2d_forward_cudnn,
+              conv2d_forward_timed);
 }
 
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
-  switch (untimed_path(k.g, Direction::BackwardData)) {
-    case Path::Direct:
-      return conv2d_backward_data_direct_v1(k, stream);
-    case Path::Cudnn:
-      return conv2d_backward_data_cudnn(k, stream);
-    case Path::Undecided:
-    case Path::Lanes:  // (only ever chosen by timing)
-      return conv2d_backward_data_timed(k, stream);
-  }
+  run_default(k, stream, Direction::BackwardData, conv2d_backward_data_direct_v1, conv2d_backward_data_cudnn,
+              conv2d_backward_data_timed);
 }
 
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
-  switch (untimed_path(k.g, Direction::BackwardFilter)) {
-    case Path::Direct:
-      return conv2d_backward_filter_direct_v1(k, stream);
-    case Path::Cudnn:
-      return conv2d_backward_filter_cudnn(k, stream);
-    case Path::Undecided:
-    case Path::Lanes:  // (only ever chosen by timing)
-      return conv2d_backward_filter_timed(k, stream);
-  }
+  run_default(k, stream, Direction::BackwardFilter, conv2d_backward_filter_direct_v1,
+              conv2d_backward_filter_cudnn, conv2d_backward_filter_timed);
 }
 
 }  // namespace hisvid::cuda

@@ -351,35 +351,6 @@ __global__ void conv2d_backward_data_lanes_kernel(float* dinp, const float* dout
   }
 }
 
-int lanes_for(int per_tap) {
-  int S = 1;
-  while (S < 32 && 2 * (2 * S) <= per_tap) S *= 2;
-  return S;
-}
-
-// Calls launch(std::integral_constant<int, S>, Index{}) for lanes S (1..32) and the index type
-// that `elements` needs.
-template <typename Launch>
-void with_lanes(int S, int64_t elements, const Launch& launch) {
-  const auto index = [&](auto lanes) {
-    elements <= int64_t(UINT32_MAX) ? launch(lanes, uint32_t{}) : launch(lanes, int64_t{});
-  };
-  switch (S) {
-    case 1:
-      return index(std::integral_constant<int, 1>{});
-    case 2:
-      return index(std::integral_constant<int, 2>{});
-    case 4:
-      return index(std::integral_constant<int, 4>{});
-    case 8:
-      return index(std::integral_constant<int, 8>{});
-    case 16:
-      return index(std::integral_constant<int, 16>{});
-    default:
-      return index(std::integral_constant<int, 32>{});
-  }
-}
-
 // The current device's multiprocessor count (asked once per thread and device).
 int multiprocessors() {
   thread_local int cached_device = -1, cached_count = 1;
@@ -429,10 +400,12 @@ void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream) {
   check_geometry(g, "conv2d_forward_lanes");
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.F;
   if (total == 0) return;
-  const int S = lanes_for(g.group_channels());
-  with_lanes(S, total, [&](auto lanes, auto index) {
-    conv2d_forward_lanes_kernel<decltype(lanes)::value, decltype(index)>
-        <<<grid_blocks(total * S, kThreads), kThreads, 0, stream>>>(k.out, k.inp, k.weight, k.bias, g);
+  const int S = lane_parts(g.group_channels(), 32);
+  with_power_of_two<32>(S, [&](auto lanes) {
+    with_index_type(total, [&](auto index) {
+      conv2d_forward_lanes_kernel<decltype(lanes)::value, decltype(index)>
+          <<<grid_blocks(total * S, kThreads), kThreads, 0, stream>>>(k.out, k.inp, k.weight, k.bias, g);
+    });
   });
   HISVID_CHECK_LAUNCH();
 }
@@ -442,10 +415,12 @@ void conv2d_backward_data_lanes(const Conv2dBackwardData<float>& k, cudaStream_t
   check_geometry(g, "conv2d_backward_data_lanes");
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total == 0) return;
-  const int S = lanes_for(g.group_filters());
-  with_lanes(S, total, [&](auto lanes, auto index) {
-    conv2d_backward_data_lanes_kernel<decltype(lanes)::value, decltype(index)>
-        <<<grid_blocks(total * S, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.weight, g);
+  const int S = lane_parts(g.group_filters(), 32);
+  with_power_of_two<32>(S, [&](auto lanes) {
+    with_index_type(total, [&](auto index) {
+      conv2d_backward_data_lanes_kernel<decltype(lanes)::value, decltype(index)>
+          <<<grid_blocks(total * S, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.weight, g);
+    });
   });
   HISVID_CHECK_LAUNCH();
 }
@@ -472,13 +447,10 @@ void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cuda
                   static_cast<unsigned int>(column_tiles), static_cast<unsigned int>(chunks));
   if (grid.y > 65535)
     throw std::runtime_error("hisvid::cuda::conv2d_backward_filter_direct_v1: too many filters");
-  if (M <= int64_t(UINT32_MAX)) {
-    conv2d_filter_partial_kernel<uint32_t>
+  with_index_type(M, [&](auto index) {
+    conv2d_filter_partial_kernel<decltype(index)>
         <<<grid, kFilterThreads, 0, stream>>>(partial, k.dout, k.inp, g, chunk_m);
-  } else {
-    conv2d_filter_partial_kernel<int64_t>
-        <<<grid, kFilterThreads, 0, stream>>>(partial, k.dout, k.inp, g, chunk_m);
-  }
+  });
   HISVID_CHECK_LAUNCH();
   sum_chunks_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(k.dweight, partial,
                                                                        static_cast<int>(chunks), n);

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 #include <utility>
 
 namespace hisvid::cuda {
@@ -223,6 +224,36 @@ inline unsigned int grid_blocks(int64_t n, int threads) {
 }
 
 inline constexpr int kThreads = 256;  // threads per block of the 1-D kernels
+
+// Calls launch(Index{}) with the index type of a kernel over `elements` elements: uint32_t
+// where their flat indices fit (64-bit division is a long software sequence on the GPU, and
+// kernels that find coordinates by division pay it per element), else int64_t.
+template <typename Launch>
+void with_index_type(int64_t elements, const Launch& launch) {
+  if (elements <= int64_t(UINT32_MAX)) {
+    launch(uint32_t{});
+  } else {
+    launch(int64_t{});
+  }
+}
+
+// The parts a sum of `terms` terms per tap splits into across warp lanes: a power of two up to
+// `most` (at most 32) that leaves each part at least two terms.
+inline int lane_parts(int64_t terms, int most) {
+  int parts = 1;
+  while (parts < most && 2 * (2 * parts) <= terms) parts *= 2;
+  return parts;
+}
+
+// Calls f(std::integral_constant<int, P>{}) for P == value, a power of two up to Max: the
+// run-time part count as a template argument of the kernel f launches.
+template <int Max, typename F>
+void with_power_of_two(int value, const F& f) {
+  if constexpr (Max > 1) {
+    if (value < Max) return with_power_of_two<Max / 2>(value, f);
+  }
+  f(std::integral_constant<int, Max>{});
+}
 
 }  // namespace hisvid::cuda
 

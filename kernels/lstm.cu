@@ -138,14 +138,6 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
 // (cheap) unit math, and writes its own part of the results. Forward with S = 1 computes v1's
 // sums in v1's order; backward adds the lanes' parts by a tree, so its last bits may differ.
 
-// The channel parts S per gate for F filters: F/2 rounded down to a power of two, 1 to 8, so
-// each part keeps at least 2 channels and a group fits in a warp (4*S <= 32).
-int convlstm_step_parts(int64_t F) {
-  int S = 1;
-  while (S < 8 && 2 * (2 * S) <= F) S *= 2;
-  return S;
-}
-
 template <int S>
 __global__ void convlstm_step_forward_lanes_kernel(ConvLstmStepForward<float> k) {
   constexpr int L = 4 * S;
@@ -214,27 +206,11 @@ __global__ void convlstm_step_backward_lanes_kernel(ConvLstmStepBackward<float> 
   }
 }
 
-template <typename Step, typename Kernel1, typename Kernel2, typename Kernel4, typename Kernel8>
-void launch_lanes(const Step& k, Kernel1 k1, Kernel2 k2, Kernel4 k4, Kernel8 k8, cudaStream_t stream) {
-  const int64_t total = k.N * k.P() * k.F;
-  if (total <= 0) return;
-  const int S = convlstm_step_parts(k.F);
-  const unsigned blocks = grid_blocks(total * 4 * S, kThreads);
-  switch (S) {
-    case 1:
-      k1<<<blocks, kThreads, 0, stream>>>(k);
-      break;
-    case 2:
-      k2<<<blocks, kThreads, 0, stream>>>(k);
-      break;
-    case 4:
-      k4<<<blocks, kThreads, 0, stream>>>(k);
-      break;
-    default:
-      k8<<<blocks, kThreads, 0, stream>>>(k);
-      break;
-  }
-  HISVID_CHECK_LAUNCH();
+// The channel (backward: filter) parts S per gate for F filters: at most 8, so that a group of
+// 4*S lanes fits in a warp.
+template <typename Step>
+int step_parts(const Step& k) {
+  return lane_parts(k.F, 8);
 }
 
 // --- the whole sequence, one block per sample ---------------------------------------------
@@ -400,13 +376,25 @@ void convlstm_step_backward_v1(const ConvLstmStepBackward<float>& k, cudaStream_
 }
 
 void convlstm_step_forward_lanes_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
-  launch_lanes(k, convlstm_step_forward_lanes_kernel<1>, convlstm_step_forward_lanes_kernel<2>,
-               convlstm_step_forward_lanes_kernel<4>, convlstm_step_forward_lanes_kernel<8>, stream);
+  const int64_t total = k.N * k.P() * k.F;
+  if (total <= 0) return;
+  const int S = step_parts(k);
+  with_power_of_two<8>(S, [&](auto parts) {
+    convlstm_step_forward_lanes_kernel<decltype(parts)::value>
+        <<<grid_blocks(total * 4 * S, kThreads), kThreads, 0, stream>>>(k);
+  });
+  HISVID_CHECK_LAUNCH();
 }
 
 void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
-  launch_lanes(k, convlstm_step_backward_lanes_kernel<1>, convlstm_step_backward_lanes_kernel<2>,
-               convlstm_step_backward_lanes_kernel<4>, convlstm_step_backward_lanes_kernel<8>, stream);
+  const int64_t total = k.N * k.P() * k.F;
+  if (total <= 0) return;
+  const int S = step_parts(k);
+  with_power_of_two<8>(S, [&](auto parts) {
+    convlstm_step_backward_lanes_kernel<decltype(parts)::value>
+        <<<grid_blocks(total * 4 * S, kThreads), kThreads, 0, stream>>>(k);
+  });
+  HISVID_CHECK_LAUNCH();
 }
 
 namespace {

@@ -120,21 +120,16 @@ __global__ void maxpool2d_backward_bands_kernel(float* dinp, const float* dout, 
   }
 }
 
-// Element counts whose flat indices fit in uint32_t.
-constexpr int64_t kUint32Elements = 0xffffffff;
-
 }  // namespace
 
 void maxpool2d_forward(const Maxpool2dForward<float>& k, cudaStream_t stream) {
   const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.HO * g.WO * g.C;
   if (total <= 0) return;
-  const unsigned blocks = grid_blocks(total, kThreads);
-  if (total <= kUint32Elements) {
-    maxpool2d_forward_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
-  } else {
-    maxpool2d_forward_kernel<int64_t><<<blocks, kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
-  }
+  with_index_type(total, [&](auto index) {
+    maxpool2d_forward_kernel<decltype(index)>
+        <<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, g);
+  });
   HISVID_CHECK_LAUNCH();
 }
 
@@ -144,12 +139,10 @@ void maxpool2d_backward(const Maxpool2dBackward<float>& k, cudaStream_t stream) 
   if (total <= 0) return;
   const int64_t outputs = int64_t(g.N) * g.HO * g.WO * g.C;
   if (g.SH >= g.PH && g.SW >= g.PW && outputs > 0) {  // no output: the gather writes the zeros
-    const unsigned blocks = grid_blocks(outputs, kThreads);
-    if (outputs <= kUint32Elements) {
-      maxpool2d_backward_bands_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
-    } else {
-      maxpool2d_backward_bands_kernel<int64_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
-    }
+    with_index_type(outputs, [&](auto index) {
+      maxpool2d_backward_bands_kernel<decltype(index)>
+          <<<grid_blocks(outputs, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
+    });
     HISVID_CHECK_LAUNCH();
     return;
   }
@@ -160,12 +153,10 @@ void maxpool2d_backward_gather(const Maxpool2dBackward<float>& k, cudaStream_t s
   const Pool2dGeometry& g = k.g;
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   if (total <= 0) return;
-  const unsigned blocks = grid_blocks(total, kThreads);
-  if (total <= kUint32Elements) {
-    maxpool2d_backward_kernel<uint32_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
-  } else {
-    maxpool2d_backward_kernel<int64_t><<<blocks, kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
-  }
+  with_index_type(total, [&](auto index) {
+    maxpool2d_backward_kernel<decltype(index)>
+        <<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.argmax, g);
+  });
   HISVID_CHECK_LAUNCH();
 }
 
