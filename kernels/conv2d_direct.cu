@@ -4,18 +4,10 @@
 // loops and times them beside cuDNN; cuda::conv2d_* (kernels/conv2d.cu) runs them where the
 // lab measured them faster (see direct_v1_suits there).
 //
-// Forward. One block computes an 8x8 tile of output pixels of one image for 16 filters; each
-// of its 256 threads computes one pixel for 4 filters (the accumulators stay in registers).
-// The block stages in shared memory, a chunk of input channels at a time:
-//   the input window of the tile, (7*SH + KH) x (7*SW + KW) per channel, one plane per
-//   channel so that neighbouring pixels read neighbouring words, zeros where it falls in
-//   the padding (so the larger bottom/right padding of 'same' needs no special case);
-//   the weights of the chunk for the block's 16 filters, (KH*KW*CC, 16), read as float4.
-// With groups a block's 16 filters stay within one group (the last tile of a group may be
-// short), so it stages only that group's input channels.
-// The channel chunk CC is the largest that fits in 48 KiB. When not even one channel fits
-// (kernels of several dozen pixels a side), a plain kernel without shared memory, one
-// thread per output element, computes the same sums.
+// Forward. The tiled kernel of kernels/conv2d_tiled.cuh (8x8 output pixels x 16 filters per
+// block, the input window and weights of a chunk of channels in shared memory). When not even
+// one channel fits (kernels of several dozen pixels a side), a plain kernel without shared
+// memory, one thread per output element, computes the same sums.
 //
 // Backward data. With stride 1 the gradient of the input is itself a forward convolution: of
 // dout (N,HO,WO,F) with the kernel flipped in both spatial axes and its channel axes swapped,
@@ -36,6 +28,7 @@
 #include <type_traits>
 
 #include "kernels/conv2d.h"
+#include "kernels/conv2d_tiled.cuh"
 #include "kernels/cuda_context.h"
 #include "kernels/elementwise.h"
 
@@ -43,99 +36,7 @@ namespace hisvid::cuda {
 
 namespace {
 
-constexpr int kTileH = 8, kTileW = 8;  // output pixels per block
-constexpr int kBlockFilters = 16;      // filters per block
-constexpr int kThreadFilters = 4;      // filters per thread: 64 pixels x 4 groups = 256 threads
-constexpr int kDirectThreads = kTileH * kTileW * (kBlockFilters / kThreadFilters);
-constexpr size_t kSharedBytes = 48 * 1024;
-
-static_assert(kDirectThreads == 256, "one thread per (pixel, filter group)");
-
-// Input channels the tiled forward kernel stages at a time (0: not even one fits).
-int64_t tiled_channels(const Conv2dGeometry& g) {
-  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
-  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
-  return int64_t(kSharedBytes / sizeof(float)) / per_channel;
-}
-
-// out (N,HO,WO,F) from inp (N,H,W,C), weight (KH,KW,C/G,F), bias (F) or null. Grid: x the
-// output tiles of an image, y the tiles of 16 filters (filter_tiles(g) per group, group-major),
-// z images (looping when N > gridDim.z).
-// Dynamic shared memory: weights (KH*KW*CC, 16) then input planes (CC, TIH, TIW).
-__global__ void __launch_bounds__(kDirectThreads)
-    conv2d_direct_tiled_kernel(float* out, const float* inp, const float* weight, const float* bias,
-                               Conv2dGeometry g, int CC) {
-  extern __shared__ float4 shared4[];
-  float* s_w = reinterpret_cast<float*>(shared4);  // (KH*KW*CC, 16)
-  const int TIH = (kTileH - 1) * g.SH + g.KH, TIW = (kTileW - 1) * g.SW + g.KW;
-  float* s_in = s_w + g.KH * g.KW * CC * kBlockFilters;  // (CC, TIH, TIW)
-
-  const int tiles_w = (g.WO + kTileW - 1) / kTileW;
-  const int tile_y = blockIdx.x / tiles_w, tile_x = blockIdx.x % tiles_w;
-  const int CG = g.group_channels(), FG = g.group_filters(),
-            per_group = (FG + kBlockFilters - 1) / kBlockFilters;
-  const int conv_group = blockIdx.y / per_group, c_base = conv_group * CG;  // the block's input channels
-  const int f0 = conv_group * FG + (blockIdx.y % per_group) * kBlockFilters, f_end = (conv_group + 1) * FG;
-  const int group = threadIdx.x % (kBlockFilters / kThreadFilters);  // which 4 filters
-  const int pixel = threadIdx.x / (kBlockFilters / kThreadFilters);
-  const int py = pixel / kTileW, px = pixel % kTileW;
-  const int ho = tile_y * kTileH + py, wo = tile_x * kTileW + px;
-  const int ih0 = tile_y * kTileH * g.SH - g.pad_top, iw0 = tile_x * kTileW * g.SW - g.pad_left;
-  const int taps = g.KH * g.KW;
-
-  for (int n = blockIdx.z; n < g.N; n += gridDim.z) {
-    float acc[kThreadFilters];
-#pragma unroll
-    for (int j = 0; j < kThreadFilters; ++j) {
-      const int f = f0 + group * kThreadFilters + j;
-      acc[j] = (bias != nullptr && f < f_end) ? bias[f] : 0.0f;
-    }
-    for (int c0 = 0; c0 < CG; c0 += CC) {
-      const int cn = min(CC, CG - c0);
-      __syncthreads();  // the previous chunk (or image) is no longer being read
-      for (int i = threadIdx.x; i < taps * cn * kBlockFilters; i += blockDim.x) {
-        const int fl = i % kBlockFilters, rest = i / kBlockFilters;
-        const int cc = rest % cn, tap = rest / cn;
-        const int f = f0 + fl;
-        s_w[(tap * CC + cc) * kBlockFilters + fl] =
-            f < f_end ? weight[(int64_t(tap) * CG + c0 + cc) * g.F + f] : 0.0f;
-      }
-      for (int i = threadIdx.x; i < TIH * TIW * cn; i += blockDim.x) {
-        const int cc = i % cn, rest = i / cn;
-        const int col = rest % TIW, row = rest / TIW;
-        const int ih = ih0 + row, iw = iw0 + col;
-        s_in[(cc * TIH + row) * TIW + col] =
-            (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
-                ? inp[((int64_t(n) * g.H + ih) * g.W + iw) * g.C + c_base + c0 + cc]
-                : 0.0f;
-      }
-      __syncthreads();
-      if (ho < g.HO && wo < g.WO) {
-        for (int kh = 0; kh < g.KH; ++kh) {
-          for (int kw = 0; kw < g.KW; ++kw) {
-            const int tap = kh * g.KW + kw;
-            for (int cc = 0; cc < cn; ++cc) {
-              const float v = s_in[(cc * TIH + py * g.SH + kh) * TIW + px * g.SW + kw];
-              const float4 w = shared4[(tap * CC + cc) * (kBlockFilters / 4) + group];
-              acc[0] += v * w.x;
-              acc[1] += v * w.y;
-              acc[2] += v * w.z;
-              acc[3] += v * w.w;
-            }
-          }
-        }
-      }
-    }
-    if (ho < g.HO && wo < g.WO) {
-      float* dst = out + ((int64_t(n) * g.HO + ho) * g.WO + wo) * g.F;
-#pragma unroll
-      for (int j = 0; j < kThreadFilters; ++j) {
-        const int f = f0 + group * kThreadFilters + j;
-        if (f < f_end) dst[f] = acc[j];
-      }
-    }
-  }
-}
+using tiled::tiled_channels;
 
 // The same convolution without shared memory, one thread per output element (N,HO,WO,F).
 __global__ void conv2d_direct_plain_kernel(float* out, const float* inp, const float* weight,
@@ -171,25 +72,13 @@ void launch_forward(float* out, const float* inp, const float* weight, const flo
     HISVID_CHECK_LAUNCH();
     return;
   }
-  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
-  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
-  const int CC = static_cast<int>(std::min<int64_t>(fit, g.group_channels()));
-  const int64_t tiles = int64_t((g.HO + kTileH - 1) / kTileH) * ((g.WO + kTileW - 1) / kTileW);
-  if (tiles > 0x7fffffff) throw std::runtime_error(std::string("hisvid::cuda::") + op + ": output too large");
-  const int filter_tiles = g.G * ((g.group_filters() + kBlockFilters - 1) / kBlockFilters);
-  const dim3 grid(static_cast<unsigned int>(tiles), static_cast<unsigned int>(filter_tiles),
-                  static_cast<unsigned int>(std::min(g.N, 65535)));
-  if (grid.y > 65535) throw std::runtime_error(std::string("hisvid::cuda::") + op + ": too many filters");
-  const size_t shared = sizeof(float) * size_t(CC) * size_t(per_channel);
-  conv2d_direct_tiled_kernel<<<grid, kDirectThreads, shared, stream>>>(out, inp, weight, bias, g, CC);
-  HISVID_CHECK_LAUNCH();
+  tiled::launch_tiled(tiled::InputSource{inp, g.H, g.W, g.C}, tiled::StoreOutput{out}, weight, bias, g,
+                      stream, op);
 }
 
 // --- backward data ------------------------------------------------------------------------
 
-// flipped (KH,KW,F/G,C)[kh][kw][f][c] = weight (KH,KW,C/G,F)[KH-1-kh][KW-1-kw][c mod C/G][f'],
-// f' = filter f of c's group: the kernel of the grouped forward convolution (F -> C channels,
-// same G) that computes the input's gradient.
+// flipped (KH,KW,F/G,C) from weight (KH,KW,C/G,F): see tiled::flipped_weight.
 __global__ void flip_kernel_kernel(float* flipped, const float* weight, Conv2dGeometry g) {
   const int CG = g.group_channels(), FG = g.group_filters();
   const int64_t total = int64_t(g.KH) * g.KW * FG * g.C;
@@ -351,20 +240,17 @@ __global__ void conv2d_backward_data_lanes_kernel(float* dinp, const float* dout
   }
 }
 
-// The current device's multiprocessor count (asked once per thread and device).
-int multiprocessors() {
-  thread_local int cached_device = -1, cached_count = 1;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  if (device != cached_device) {
-    int count = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-    cached_device = device, cached_count = std::max(count, 1);
-  }
-  return cached_count;
-}
-
 }  // namespace
+
+float* tiled::flipped_weight(const float* weight, const Conv2dGeometry& g, cudaStream_t stream,
+                             const char* op) {
+  Context& ctx = context_for_stream(stream, op);
+  const int64_t taps = int64_t(g.KH) * g.KW * g.group_filters() * g.C;
+  float* flipped = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(taps)));  // (KH,KW,F/G,C)
+  flip_kernel_kernel<<<grid_blocks(taps, kThreads), kThreads, 0, stream>>>(flipped, weight, g);
+  HISVID_CHECK_LAUNCH();
+  return flipped;
+}
 
 bool conv2d_direct_v1_tiles(const Conv2dGeometry& g) { return tiled_channels(g) >= 1; }
 
@@ -383,16 +269,9 @@ void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStre
     HISVID_CHECK_LAUNCH();
     return;
   }
-  Context& ctx = context_for_stream(stream, "conv2d_backward_data_direct_v1");
-  const int64_t taps = int64_t(g.KH) * g.KW * g.group_filters() * g.C;
-  float* flipped = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(taps)));  // (KH,KW,F/G,C)
-  flip_kernel_kernel<<<grid_blocks(taps, kThreads), kThreads, 0, stream>>>(flipped, k.weight, g);
-  HISVID_CHECK_LAUNCH();
-  // The forward convolution of dout that gives dinp: (N,HO,WO,F) -> (N,H,W,C), same groups.
-  const Conv2dGeometry t{
-      g.N, g.HO, g.WO, g.F, g.C, g.KH, g.KW, 1, 1, g.H, g.W, g.KH - 1 - g.pad_top, g.KW - 1 - g.pad_left,
-      g.G};
-  launch_forward(k.dinp, k.dout, flipped, nullptr, t, stream, "conv2d_backward_data_direct_v1");
+  const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_backward_data_direct_v1");
+  launch_forward(k.dinp, k.dout, flipped, nullptr, tiled::transposed_geometry(g), stream,
+                 "conv2d_backward_data_direct_v1");
 }
 
 void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream) {

@@ -1,15 +1,37 @@
 // kernels/conv2d_pool.cu — the fused convolution + activation + max-pool on CUDA (see
-// kernels/conv2d_pool.h), version 1: plain kernels, no shared memory, no atomics.
+// kernels/conv2d_pool.h). Two versions, rows `cuda` (version 2) and `cuda.v1`.
+//
+// Version 2 (the `cuda` row):
+//   forward          the tiled direct convolution (kernels/conv2d_tiled.cuh) with a pooling
+//                    epilogue: each block's 8x8 output pixels hold whole pool windows, so the
+//                    block writes the activations of its tile to shared memory and pools them
+//                    there; the convolution's full-size output never reaches device memory.
+//                    For windows that straddle tiles (overlapping, padded before, or not
+//                    dividing 8), version 1.
+//   backward dweight the sparse sums: the gradient reaches one position per window, so the
+//   and dbias        weight's gradient sums over pooled positions only (1/(PH*PW) of the
+//                    unfused work). Blocks take a chunk of pooled positions and 256 (filter,
+//                    tap-channel) pairs, stage the chunk's gradients and maxima in shared
+//                    memory and write one partial per chunk; a second kernel adds the
+//                    partials in chunk order.
+//   backward dinp    with stride 1, the tiled kernel over the transposed geometry (the flipped
+//                    kernel, as conv2d_backward_data_direct_v1), reading the output's gradient
+//                    straight from the pooled gradients and the maxima (PooledGradSource):
+//                    dz is never stored. Other strides: version 1's kernel.
+// Version 1 (`cuda.v1`): plain kernels, no shared memory, no atomics.
 //   forward          one thread per pooled element: the convolution at every position of its
 //                    window, the activation, the first maximum
 //   backward dbias   one block per filter, summing the pooled gradients g = dout * act'(out)
 //   backward dweight one block per weight (r, f), summing g * the input under r at each maximum
 //   backward dinp    one thread per input element, over the taps and filters whose maximum
 //                    sat on an output pixel that reads it
-// Block sums reduce in a fixed order, so every run gives the same bits.
+// Every sum reduces in a fixed order, so every run gives the same bits.
+#include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 
 #include "kernels/conv2d_pool.h"
+#include "kernels/conv2d_tiled.cuh"
 #include "kernels/cuda_context.h"
 
 namespace hisvid::cuda {
@@ -83,6 +105,17 @@ __global__ void __launch_bounds__(kReduceThreads)
   if (threadIdx.x == 0) dweight[blockIdx.x] += s;  // blockIdx.x = r * F + f
 }
 
+// The pool windows (along one axis) that hold position x of the convolution's output: lo..hi,
+// empty when lo > hi. Window o covers o*S - pad .. o*S - pad + P - 1. The lower bound divides
+// a possibly negative numerator, which C++ rounds toward zero: wrong as a floor, but then the
+// true bound is <= 0 too, and max(0, .) gives the right 0.
+struct WindowSpan {
+  int lo, hi;
+};
+__device__ WindowSpan windows_over(int x, int pad, int P, int S, int windows) {
+  return {max(0, (x + pad - P + S) / S), min(windows - 1, (x + pad) / S)};
+}
+
 // dinp[n,h,w,c] = sum over taps (kh,kw) whose output pixel (ho,wo) reads (h,w), over the pool
 // windows holding (ho,wo) and the filters f whose maximum there is (ho,wo), of g * weight.
 __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, const int32_t* argmax,
@@ -100,21 +133,16 @@ __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, co
       const int th = h + g.pad_top - kh;
       if (th < 0 || th % g.SH != 0 || th / g.SH >= g.HO) continue;
       const int ho = th / g.SH;
-      // Pool rows po with po*PSH - pad_top <= ho < po*PSH - pad_top + PH. The lower bound
-      // divides a possibly negative numerator, which C++ rounds toward zero: wrong as a floor,
-      // but then the true bound is <= 0 too, and max(0, .) gives the right 0.
-      const int po_lo = max(0, (ho + p.pad_top - p.PH + p.SH) / p.SH),
-                po_hi = min(p.HO - 1, (ho + p.pad_top) / p.SH);
+      const WindowSpan rows = windows_over(ho, p.pad_top, p.PH, p.SH, p.HO);
       for (int kw = 0; kw < g.KW; ++kw) {
         const int tw = w + g.pad_left - kw;
         if (tw < 0 || tw % g.SW != 0 || tw / g.SW >= g.WO) continue;
         const int wo = tw / g.SW;
-        const int qo_lo = max(0, (wo + p.pad_left - p.PW + p.SW) / p.SW),
-                  qo_hi = min(p.WO - 1, (wo + p.pad_left) / p.SW);
+        const WindowSpan cols = windows_over(wo, p.pad_left, p.PW, p.SW, p.WO);
         const int32_t at = ho * g.WO + wo;
         const float* k = weight + ((int64_t(kh) * g.KW + kw) * g.C + c) * g.F;
-        for (int po = po_lo; po <= po_hi; ++po) {
-          for (int qo = qo_lo; qo <= qo_hi; ++qo) {
+        for (int po = rows.lo; po <= rows.hi; ++po) {
+          for (int qo = cols.lo; qo <= cols.hi; ++qo) {
             const int64_t j0 = ((n * p.HO + po) * p.WO + qo) * g.F;
             for (int f = 0; f < g.F; ++f) {
               if (argmax[j0 + f] == at) acc += pooled_grad(dout, out, j0 + f, act) * k[f];
@@ -127,10 +155,183 @@ __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, co
   }
 }
 
+// --- version 2 ------------------------------------------------------------------------------
+
+using tiled::kBlockFilters;
+using tiled::kThreadFilters;
+using tiled::kTileH;
+using tiled::kTileW;
+
+// The tiled kernel's blocks hold whole pool windows: windows side by side (strides equal to
+// the window), none starting before the output (no padding before them; padding after, from
+// 'same', only cuts the last windows short) and dividing the 8x8 tile.
+bool windows_tile(const Pool2dGeometry& p) {
+  return p.SH == p.PH && p.SW == p.PW && p.pad_top == 0 && p.pad_left == 0 && kTileH % p.PH == 0 &&
+         kTileW % p.PW == 0;
+}
+
+// The tiled kernel's epilogue for the fused forward: the block's activations go to shared
+// memory, (8, 8, 16) floats, and each of the tile's (8/PH) x (8/PW) windows for each of the
+// block's filters is pooled by one thread, in row-major window order (the first maximum).
+struct PoolTile {
+  float* out;       // (N,PO,QO,F)
+  int32_t* argmax;  // (N,PO,QO,F) or null
+  Pool2dGeometry p;
+  Activation act;
+  static constexpr int kSharedFloats = kTileH * kTileW * kBlockFilters;
+  __device__ void operator()(const Conv2dGeometry& g, const tiled::TileAt& at,
+                             const float (&acc)[kThreadFilters], float* shared) const {
+    __syncthreads();        // every thread is done with the staged input and weights
+    float* s_act = shared;  // (kTileH, kTileW, kBlockFilters)
+    const int pixel = at.py * kTileW + at.px;
+#pragma unroll
+    for (int j = 0; j < kThreadFilters; ++j) {
+      s_act[pixel * kBlockFilters + at.group * kThreadFilters + j] = activate(acc[j], act);
+    }
+    __syncthreads();
+    const int across = kTileW / p.PW, windows = (kTileH / p.PH) * across;
+    for (int i = threadIdx.x; i < windows * kBlockFilters; i += blockDim.x) {
+      const int fl = i % kBlockFilters, w = i / kBlockFilters, wy = w / across, wx = w % across;
+      const int po = at.tile_y * (kTileH / p.PH) + wy, qo = at.tile_x * across + wx, f = at.f0 + fl;
+      if (f >= at.f_end || po >= p.HO || qo >= p.WO) continue;
+      float best = 0.0f;
+      int32_t best_at = -1;
+      for (int ph = 0; ph < p.PH; ++ph) {
+        const int ty = wy * p.PH + ph, ho = at.tile_y * kTileH + ty;  // = po*PH + ph
+        if (ho >= g.HO) break;
+        for (int pw = 0; pw < p.PW; ++pw) {
+          const int tx = wx * p.PW + pw, wo = at.tile_x * kTileW + tx;
+          if (wo >= g.WO) break;
+          const float y = s_act[(ty * kTileW + tx) * kBlockFilters + fl];
+          if (best_at < 0 || y > best) best = y, best_at = ho * g.WO + wo;
+        }
+      }
+      const int64_t o = ((at.n * p.HO + po) * p.WO + qo) * p.C + f;
+      out[o] = best;
+      if (argmax != nullptr) argmax[o] = best_at;
+    }
+  }
+};
+
+// dz (N,HO,WO,F), the gradient of the convolution's output, at (n, ho, wo, f): the sum of the
+// pooled gradients g = dout * act'(out) of the windows whose maximum sat there, in row-major
+// window order (the naive row's order).
+struct PooledGradSource {
+  const float* dout;
+  const float* out;
+  const int32_t* argmax;
+  Pool2dGeometry p;
+  int WO;
+  Activation act;
+  __device__ float operator()(int64_t n, int ho, int wo, int f) const {
+    const WindowSpan rows = windows_over(ho, p.pad_top, p.PH, p.SH, p.HO),
+                     cols = windows_over(wo, p.pad_left, p.PW, p.SW, p.WO);
+    const int32_t here = ho * WO + wo;
+    float s = 0.0f;
+#pragma unroll 1
+    for (int po = rows.lo; po <= rows.hi; ++po) {
+#pragma unroll 1
+      for (int qo = cols.lo; qo <= cols.hi; ++qo) {
+        const int64_t i = ((n * p.HO + po) * p.WO + qo) * p.C + f;
+        if (argmax[i] == here) s += pooled_grad(dout, out, i, act);
+      }
+    }
+    return s;
+  }
+};
+
+constexpr int kPairThreads = 256;  // (filter, tap-channel) pairs per block of the sparse sums
+constexpr int kStaged = 1024;      // (pooled position, filter) entries staged at a time
+
+// partial (chunks, F, R+1), R = KH*KW*C: for the pooled positions m of chunk z,
+//   partial[z][f][r] = sum over m of g[m,f] * inp under tap-channel r (r = (kh*KW + kw)*C + c)
+//                      of the output pixel where (m,f)'s maximum sat, r < R;
+//   partial[z][f][R] = sum over m of g[m,f] (the bias's gradient).
+// Grid: x chunks of chunk_m positions, y tiles of 256 pairs j = f*(R+1) + r (consecutive
+// threads take neighbouring taps and channels of one filter: one input patch, one staged
+// gradient). The chunk's gradients and maxima' input corners are staged kStaged / F positions
+// at a time. Zero gradients (relu's zeros, dropout's) are skipped, as the cpu row does.
+template <typename Index>
+__global__ void __launch_bounds__(kPairThreads)
+    sparse_filter_partial_kernel(float* partial, const float* dout, const float* out, const int32_t* argmax,
+                                 const float* inp, Conv2dGeometry g, Pool2dGeometry p, Activation act,
+                                 int64_t chunk_m) {
+  __shared__ float s_g[kStaged];
+  __shared__ int s_ih[kStaged], s_iw[kStaged];  // the maximum's input corner (may lie in the padding)
+  __shared__ int64_t s_image[kStaged];          // where the position's image starts in inp
+  const int F = g.F, R = g.KH * g.KW * g.C, pairs = F * (R + 1);
+  const int j = blockIdx.y * kPairThreads + threadIdx.x;
+  const bool active = j < pairs;
+  const int f = active ? j / (R + 1) : 0, r = active ? j % (R + 1) : R;
+  const int c = r % g.C, tap = r / g.C, kh = tap / g.KW, kw = tap % g.KW;
+  const Index per_image = static_cast<Index>(p.HO) * static_cast<Index>(p.WO);
+  const int64_t M = int64_t(p.N) * p.HO * p.WO, image_floats = int64_t(g.H) * g.W * g.C;
+  const int64_t m_begin = int64_t(blockIdx.x) * chunk_m, m_end = min(M, m_begin + chunk_m);
+  const int step = kStaged / F;
+  float s = 0.0f;
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += step) {
+    const int count = static_cast<int>(min(int64_t(step), m_end - m0));
+    __syncthreads();  // the previous positions are no longer being read
+    for (int e = threadIdx.x; e < count * F; e += blockDim.x) {
+      const int64_t i = m0 * F + e;
+      const int32_t at = argmax[i];
+      const int ho = at / g.WO, wo = at - ho * g.WO;
+      s_g[e] = pooled_grad(dout, out, i, act);
+      s_ih[e] = ho * g.SH - g.pad_top;
+      s_iw[e] = wo * g.SW - g.pad_left;
+    }
+    for (int mm = threadIdx.x; mm < count; mm += blockDim.x) {
+      s_image[mm] = int64_t(static_cast<Index>(m0 + mm) / per_image) * image_floats;
+    }
+    __syncthreads();
+    if (!active) continue;
+    if (r == R) {
+      for (int mm = 0; mm < count; ++mm) s += s_g[mm * F + f];
+      continue;
+    }
+    for (int mm = 0; mm < count; ++mm) {
+      const int e = mm * F + f;
+      const float gv = s_g[e];
+      if (gv == 0.0f) continue;
+      const int ih = s_ih[e] + kh, iw = s_iw[e] + kw;
+      if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
+      s += gv * inp[s_image[mm] + (int64_t(ih) * g.W + iw) * g.C + c];
+    }
+  }
+  if (active) partial[int64_t(blockIdx.x) * pairs + j] = s;
+}
+
+constexpr int kSumColumns = 32, kSumLanes = 8;  // block of the partials' sum
+
+// dweight (R,F) += and dbias (F) += (when not null) the sums of partial (chunks, F, R+1) over
+// its chunks, in a fixed order: block (32, 8) for 32 consecutive pairs, lane y adding chunks
+// y, y+8, ..., then lane 0 the 8 sums in lane order.
+__global__ void __launch_bounds__(kSumColumns* kSumLanes)
+    sum_partials_kernel(float* dweight, float* dbias, const float* partial, int64_t chunks, int F, int R) {
+  __shared__ float sums[kSumLanes][kSumColumns + 1];
+  const int pairs = F * (R + 1);
+  const int j = blockIdx.x * kSumColumns + threadIdx.x;
+  float s = 0.0f;
+  if (j < pairs) {
+    for (int64_t z = threadIdx.y; z < chunks; z += kSumLanes) s += partial[z * pairs + j];
+  }
+  sums[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || j >= pairs) return;
+  float total = 0.0f;
+  for (int y = 0; y < kSumLanes; ++y) total += sums[y][threadIdx.x];
+  const int f = j / (R + 1), r = j % (R + 1);
+  if (r < R) {
+    dweight[int64_t(r) * F + f] += total;
+  } else if (dbias != nullptr) {
+    dbias[f] += total;
+  }
+}
+
 }  // namespace
 
-void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
-  require_ungrouped(k.g, "cuda::conv2d_act_pool_forward");
+void conv2d_act_pool_forward_v1(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
+  require_ungrouped(k.g, "cuda::conv2d_act_pool_forward_v1");
   const int64_t total = int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C;
   if (total == 0) return;
   forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, k.weight,
@@ -138,14 +339,14 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t 
   HISVID_CHECK_LAUNCH();
 }
 
-void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
-  require_ungrouped(k.g, "cuda::conv2d_act_pool_backward");
+void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
+  require_ungrouped(k.g, "cuda::conv2d_act_pool_backward_v1");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   if (g.N == 0) return;
   const int64_t R = int64_t(g.KH) * g.KW * g.C;
   if (R * g.F > 0x7fffffff)
-    throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward: kernel too large");
+    throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward_v1: kernel too large");
   if (k.dbias != nullptr) {
     dbias_kernel<<<g.F, kReduceThreads, 0, stream>>>(k.dbias, k.dout, k.out, int64_t(p.N) * p.HO * p.WO, g.F,
                                                      k.act);
@@ -160,6 +361,62 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
                                                                        k.weight, g, p, k.act);
     HISVID_CHECK_LAUNCH();
   }
+}
+
+void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
+  require_ungrouped(k.g, "cuda::conv2d_act_pool_forward");
+  const Conv2dGeometry& g = k.g;
+  if (int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C == 0) return;
+  if (!windows_tile(k.p) || tiled::tiled_channels(g) < 1) return conv2d_act_pool_forward_v1(k, stream);
+  tiled::launch_tiled(tiled::InputSource{k.inp, g.H, g.W, g.C}, PoolTile{k.out, k.argmax, k.p, k.act},
+                      k.weight, k.bias, g, stream, "conv2d_act_pool_forward");
+}
+
+void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
+  require_ungrouped(k.g, "cuda::conv2d_act_pool_backward");
+  const Conv2dGeometry& g = k.g;
+  const Pool2dGeometry& p = k.p;
+  const int64_t M = int64_t(p.N) * p.HO * p.WO;  // pooled positions
+  const int64_t R = int64_t(g.KH) * g.KW * g.C, pairs = g.F * (R + 1);
+  if (g.F > kStaged || pairs > 0x7fffffff) return conv2d_act_pool_backward_v1(k, stream);
+  if (M > 0) {
+    Context& ctx = context_for_stream(stream, "conv2d_act_pool_backward");
+    const int64_t pair_tiles = (pairs + kPairThreads - 1) / kPairThreads;
+    // About 8 blocks per multiprocessor, each chunk at least one position.
+    int64_t chunks =
+        std::min<int64_t>(M, std::max<int64_t>(1, (8 * multiprocessors() + pair_tiles - 1) / pair_tiles));
+    const int64_t chunk_m = (M + chunks - 1) / chunks;
+    chunks = (M + chunk_m - 1) / chunk_m;
+    if (pair_tiles > 65535 || chunks > 0x7fffffff)
+      throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward: kernel too large");
+    float* partial =
+        static_cast<float*>(ctx.workspace(sizeof(float) * size_t(chunks * pairs)));  // (chunks, F, R+1)
+    const dim3 grid(static_cast<unsigned int>(chunks), static_cast<unsigned int>(pair_tiles));
+    with_index_type(M, [&](auto index) {
+      sparse_filter_partial_kernel<decltype(index)>
+          <<<grid, kPairThreads, 0, stream>>>(partial, k.dout, k.out, k.argmax, k.inp, g, p, k.act, chunk_m);
+    });
+    HISVID_CHECK_LAUNCH();
+    sum_partials_kernel<<<static_cast<unsigned int>((pairs + kSumColumns - 1) / kSumColumns),
+                          dim3(kSumColumns, kSumLanes), 0, stream>>>(k.dweight, k.dbias, partial, chunks, g.F,
+                                                                     static_cast<int>(R));
+    HISVID_CHECK_LAUNCH();
+  }
+  if (k.dinp == nullptr) return;
+  const Conv2dGeometry t = tiled::transposed_geometry(g);
+  if (g.SH != 1 || g.SW != 1 || tiled::tiled_channels(t) < 1) {
+    const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
+    if (total == 0) return;
+    dinp_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.out, k.argmax,
+                                                                       k.weight, g, p, k.act);
+    HISVID_CHECK_LAUNCH();
+    return;
+  }
+  if (g.N == 0) return;
+  // Asks for workspace after every use of the partials has been enqueued.
+  const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_act_pool_backward");
+  tiled::launch_tiled(PooledGradSource{k.dout, k.out, k.argmax, p, g.WO, k.act}, tiled::StoreOutput{k.dinp},
+                      flipped, nullptr, t, stream, "conv2d_act_pool_backward");
 }
 
 }  // namespace hisvid::cuda

@@ -13,8 +13,10 @@
 //
 // Rows: naive (the three definitions composed), cpu (forward: convolution of a chunk of images
 // into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse
-// sums), cuda (one thread per pooled output forward; backward per weight, per filter and per
-// input element, no atomics).
+// sums), cuda (the tiled direct convolution pooling its tiles in shared memory; backward the
+// sparse sums per chunk of pooled positions, and the input's gradient as the tiled transposed
+// convolution reading dz from the pooled gradients), cuda.v1 (one thread per pooled output
+// forward; backward per weight, per filter and per input element). No atomics anywhere.
 // Ungrouped convolutions only (G = 1, what the engine's Conv2D layer makes): every row throws
 // std::invalid_argument on a grouped geometry rather than read its kernel as (KH,KW,C,F).
 #pragma once
@@ -123,8 +125,11 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k);
 #ifdef HISVID_WITH_CUDA
 namespace hisvid::cuda {
 
+// Version 2, the `cuda` rows (see kernels/conv2d_pool.cu), and version 1, rows `cuda.v1`.
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream);
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream);
+void conv2d_act_pool_forward_v1(const Conv2dActPoolForward<float>& k, cudaStream_t stream);
+void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif

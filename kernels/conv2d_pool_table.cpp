@@ -26,8 +26,10 @@ const bool rows = register_rows(host_row<naive::conv2d_act_pool_forward<float>>(
                                 host_row<cpu::conv2d_act_pool_forward>(Backend::Cpu, "cpu"),
                                 host_row<cpu::conv2d_act_pool_backward>(Backend::Cpu, "cpu"));
 #ifdef HISVID_WITH_CUDA
-const bool cuda_rows = register_rows(cuda_row<cuda::conv2d_act_pool_forward>("cuda"),
-                                     cuda_row<cuda::conv2d_act_pool_backward>("cuda"));
+const bool cuda_rows = register_rows(
+    cuda_row<cuda::conv2d_act_pool_forward>("cuda"), cuda_row<cuda::conv2d_act_pool_backward>("cuda"),
+    cuda_row<cuda::conv2d_act_pool_forward_v1>("cuda.v1", Role::Alternative),
+    cuda_row<cuda::conv2d_act_pool_backward_v1>("cuda.v1", Role::Alternative));
 #endif
 
 double on_grid(uint64_t stream, int64_t i) {

@@ -177,4 +177,16 @@ Context& context_for_stream(cudaStream_t stream, const char* op) {
   return ctx;
 }
 
+int multiprocessors() {
+  thread_local int cached_device = -1, cached_count = 1;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (device != cached_device) {
+    int count = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    cached_device = device, cached_count = count > 1 ? count : 1;
+  }
+  return cached_count;
+}
+
 }  // namespace hisvid::cuda

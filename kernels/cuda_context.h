@@ -225,6 +225,9 @@ inline unsigned int grid_blocks(int64_t n, int threads) {
 
 inline constexpr int kThreads = 256;  // threads per block of the 1-D kernels
 
+// The current device's multiprocessor count (asked once per thread and device).
+int multiprocessors();
+
 // Calls launch(Index{}) with the index type of a kernel over `elements` elements: uint32_t
 // where their flat indices fit (64-bit division is a long software sequence on the GPU, and
 // kernels that find coordinates by division pay it per element), else int64_t.

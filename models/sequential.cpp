@@ -269,18 +269,19 @@ Tensor Sequential::forward(const Tensor& x, const layers::ForwardContext& ctx, O
   return logits;
 }
 
-bool Sequential::fuse_conv_pool_by_default() {
-  static const bool fuse = [] {
+Sequential::Fusion Sequential::fusion_by_default() {
+  static const Fusion fusion = [] {
     const char* v = std::getenv("HISVID_FUSE_CONV_POOL");
     const std::string value = v == nullptr ? "" : v;
-    if (value.empty() || value == "1") return true;
-    if (value == "0") return false;
+    if (value.empty() || value == "1") return Fusion::Cpu;
+    if (value == "all") return Fusion::Everywhere;
+    if (value == "0") return Fusion::None;
     fail(
-        "environment variable HISVID_FUSE_CONV_POOL='{}': expected 0 (layers one by one) or 1 (fused, the "
-        "default)",
+        "environment variable HISVID_FUSE_CONV_POOL='{}': expected 0 (layers one by one), 1 (fused on the "
+        "CPU, the default) or all (fused on every device)",
         value);
   }();
-  return fuse;
+  return fusion;
 }
 
 std::vector<Sequential::Step> Sequential::steps(Device device) const {
@@ -288,7 +289,8 @@ std::vector<Sequential::Step> Sequential::steps(Device device) const {
   const size_t body = layers_.empty() ? 0 : layers_.size() - 1;  // the last layer runs apart
   for (size_t i = 0; i < body; ++i) {
     Step step{i, 1, {}};
-    if (fuse_conv_pool_ && device.is_cpu() && i + 1 < body) {
+    const bool fuse = fusion_ == Fusion::Everywhere || (fusion_ == Fusion::Cpu && device.is_cpu());
+    if (fuse && i + 1 < body) {
       step.pair = layers::conv_pool_pair(*layers_[i], *layers_[i + 1]);
       if (step.pair.conv != nullptr) step.count = 2;
     }

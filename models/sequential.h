@@ -71,19 +71,24 @@ class Sequential {
   Tensor forward(const Tensor& x, const layers::ForwardContext& ctx, Output output = Output::Probabilities);
 
   // The layers before the last as forward runs them: each step one layer, or a Conv2D and the
-  // MaxPooling2D after it as one kernel (layers::conv_pool_pair). Pairs fuse on the CPU, where
-  // the fused kernel measured faster (bench/RESULTS.md); its CUDA rows have not run on a GPU
-  // yet, so CUDA runs the layers one by one. set_fuse_conv_pool(false), or the environment
-  // variable HISVID_FUSE_CONV_POOL=0 at start, turns fusion off (the values are the same
-  // within rounding; the backward sums in another order).
+  // MaxPooling2D after it as one kernel (layers::conv_pool_pair). Where pairs fuse:
+  //   Fusion::Cpu (the default)  on the CPU, where the fused kernel measured faster
+  //                              (bench/RESULTS.md); CUDA runs the layers one by one until
+  //                              the fused CUDA rows (version 2) measure faster on a GPU
+  //   Fusion::Everywhere         on every device (to measure the CUDA rows in the model)
+  //   Fusion::None               nowhere
+  // The environment variable HISVID_FUSE_CONV_POOL at start gives the default: 1 (Cpu), all
+  // (Everywhere) or 0 (None). The values are the same within rounding either way: the backward
+  // sums in another order.
+  enum class Fusion { None, Cpu, Everywhere };
   struct Step {
     size_t first = 0, count = 1;
     layers::ConvPool pair;  // pair.conv set when count == 2
   };
   std::vector<Step> steps(Device device) const;
   Tensor run_step(const Step& step, const Tensor& x, const layers::ForwardContext& ctx);
-  void set_fuse_conv_pool(bool fuse) { fuse_conv_pool_ = fuse; }
-  bool fuse_conv_pool() const { return fuse_conv_pool_; }
+  void set_fuse_conv_pool(Fusion fusion) { fusion_ = fusion; }
+  Fusion fuse_conv_pool() const { return fusion_; }
   // The weight regularizers' penalties, each a () tensor on the tape (Keras's weight losses).
   std::vector<Tensor> weight_penalties() const;
 
@@ -106,9 +111,9 @@ class Sequential {
   std::vector<std::unique_ptr<layers::Layer>> layers_;
   bool built_ = false;
   Device device_ = Device::cpu();
-  bool fuse_conv_pool_ = fuse_conv_pool_by_default();
+  Fusion fusion_ = fusion_by_default();
 
-  static bool fuse_conv_pool_by_default();
+  static Fusion fusion_by_default();
 };
 
 // A number with thousands separators, as Keras prints parameter counts: 73,060.

@@ -182,6 +182,56 @@ TEST(CudaModelParity, TinyConvLstmTrainingStep) {
 #endif
 }
 
+// The seed LRCN with its four Conv2D + MaxPooling2D blocks fused on the GPU
+// (Fusion::Everywhere: ops::conv2d_act_pool's cuda rows, version 2) against the same model
+// layer by layer on the GPU: a training step's probabilities and every weight's gradient (batch
+// 2, dropout on, the same masks), then an evaluation at batch 5 (no tape: the fused forward
+// keeps no maxima). The fused blocks sum in other orders (the sparse weight gradients, the
+// transposed convolution from the pooled gradients): float32 roundings of sums of up to 576
+// products, as in the CPU test Fusion.LrcnBlocksFuseAndComputeTheSameStep, whose tolerance
+// this takes.
+TEST(CudaModelParity, FusedLrcnBlocksMatchTheLayers) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+#ifdef HISVID_WITH_CUDA
+  constexpr double kStepTol = 1e-4;
+  const Device gpu = Device::cuda(0);
+  models::Sequential fused = models::load_spec("lrcn", 5), plain = models::load_spec("lrcn", 5);
+  fused.build(3);
+  plain.build(3);
+  fused.set_fuse_conv_pool(models::Sequential::Fusion::Everywhere);
+  plain.set_fuse_conv_pool(models::Sequential::Fusion::None);
+  fused.to(gpu);
+  plain.to(gpu);
+  Generator data(5);
+  const Tensor x = data.uniform({2, 20, 64, 64, 3}, 0.0, 1.0).to(DType::Float32).to(gpu);
+  const Tensor y =
+      Tensor::from_vector(std::vector<double>{0, 1, 0, 0, 0, 0, 0, 0, 1, 0}, {2, 5}, DType::Float32, gpu);
+  const Tensor x_eval = data.uniform({5, 20, 64, 64, 3}, 0.0, 1.0).to(DType::Float32).to(gpu);
+  std::vector<std::vector<float>> grads[2];
+  std::vector<float> probs[2], eval[2];
+  models::Sequential* models[2] = {&fused, &plain};
+  for (int m = 0; m < 2; ++m) {
+    Generator masks(11);  // the same dropout masks in both models
+    const layers::ForwardContext ctx{true, &masks};
+    Tape::current().clear();
+    const Tensor logits = models[m]->forward(x, ctx, models::Output::Logits);
+    probs[m] = host_floats(ops::softmax(logits));
+    backward(ops::softmax_cross_entropy(logits, y).loss);
+    Tape::current().clear();
+    for (const Tensor& w : models[m]->trainable_weights()) grads[m].push_back(host_floats(w.grad()));
+    NoGradGuard no_grad;
+    eval[m] = host_floats(models[m]->forward(x_eval, {}));
+  }
+  expect_close("training probabilities", probs[0], probs[1], kStepTol);
+  expect_close("evaluation probabilities", eval[0], eval[1], kStepTol);
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t w = 0; w < grads[0].size(); ++w) {
+    expect_close("gradient of weight " + std::to_string(w), grads[0][w], grads[1][w], kStepTol);
+  }
+#endif
+}
+
 // ---------------------------------------------------------------------------------------
 // The recurrence ops alone (ops::lstm_recurrence, ops::convlstm_recurrence) on odd shapes, with
 // and without recurrent dropout masks, every h or the last: output and the gradients of xz and

@@ -201,9 +201,10 @@ TEST(Forward, ZooModelsProduceProbabilities) {
   }
 }
 
-// Conv2D + MaxPooling2D pairs run as one kernel on the CPU (Sequential::steps): the LRCN's four
-// blocks fuse, the ConvLSTM has no pair, CUDA and set_fuse_conv_pool(false) fuse nothing; and
-// the fused model computes what the unfused one does, forward and gradients.
+// Conv2D + MaxPooling2D pairs run as one kernel on the CPU by default (Sequential::steps): the
+// LRCN's four blocks fuse, the ConvLSTM has no pair, CUDA fuses only under Fusion::Everywhere,
+// Fusion::None nowhere; and the fused model computes what the unfused one does, forward and
+// gradients.
 TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
   const auto fused_steps = [](const std::vector<Sequential::Step>& steps) {
     int pairs = 0;
@@ -213,10 +214,16 @@ TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
   Sequential fused = load_spec("lrcn", 5), plain = load_spec("lrcn", 5);
   fused.build(3);
   plain.build(3);
-  plain.set_fuse_conv_pool(false);
+  plain.set_fuse_conv_pool(Sequential::Fusion::None);
   EXPECT_EQ(fused_steps(fused.steps(Device::cpu())), 4);
   EXPECT_EQ(fused_steps(fused.steps(Device::cuda(0))), 0);
   EXPECT_EQ(fused_steps(plain.steps(Device::cpu())), 0);
+  EXPECT_EQ(fused_steps(plain.steps(Device::cuda(0))), 0);
+  Sequential everywhere = load_spec("lrcn", 5);
+  everywhere.build(3);
+  everywhere.set_fuse_conv_pool(Sequential::Fusion::Everywhere);
+  EXPECT_EQ(fused_steps(everywhere.steps(Device::cpu())), 4);
+  EXPECT_EQ(fused_steps(everywhere.steps(Device::cuda(0))), 4);
   Sequential convlstm = load_spec("convlstm", 5);
   convlstm.build(3);
   EXPECT_EQ(fused_steps(convlstm.steps(Device::cpu())), 0);
