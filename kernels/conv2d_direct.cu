@@ -247,7 +247,7 @@ float* tiled::flipped_weight(const float* weight, const Conv2dGeometry& g, cudaS
   Context& ctx = context_for_stream(stream, op);
   const int64_t taps = int64_t(g.KH) * g.KW * g.group_filters() * g.C;
   float* flipped = static_cast<float*>(ctx.workspace(sizeof(float) * size_t(taps)));  // (KH,KW,F/G,C)
-  flip_kernel_kernel<<<grid_blocks(taps, kThreads), kThreads, 0, stream>>>(flipped, weight, g);
+  flip_kernel_kernel<<<grid_blocks(taps, cuda::kThreads), cuda::kThreads, 0, stream>>>(flipped, weight, g);
   HISVID_CHECK_LAUNCH();
   return flipped;
 }

@@ -166,8 +166,8 @@ using tiled::kTileW;
 // the window), none starting before the output (no padding before them; padding after, from
 // 'same', only cuts the last windows short) and dividing the 8x8 tile.
 bool windows_tile(const Pool2dGeometry& p) {
-  return p.SH == p.PH && p.SW == p.PW && p.pad_top == 0 && p.pad_left == 0 && kTileH % p.PH == 0 &&
-         kTileW % p.PW == 0;
+  return p.PH >= 1 && p.PW >= 1 && p.SH == p.PH && p.SW == p.PW && p.pad_top == 0 && p.pad_left == 0 &&
+         kTileH % p.PH == 0 && kTileW % p.PW == 0;
 }
 
 // The tiled kernel's epilogue for the fused forward: the block's activations go to shared
@@ -184,10 +184,8 @@ struct PoolTile {
     __syncthreads();        // every thread is done with the staged input and weights
     float* s_act = shared;  // (kTileH, kTileW, kBlockFilters)
     const int pixel = at.py * kTileW + at.px;
-#pragma unroll
-    for (int j = 0; j < kThreadFilters; ++j) {
-      s_act[pixel * kBlockFilters + at.group * kThreadFilters + j] = activate(acc[j], act);
-    }
+    reinterpret_cast<float4*>(s_act)[pixel * (kBlockFilters / 4) + at.group] = make_float4(
+        activate(acc[0], act), activate(acc[1], act), activate(acc[2], act), activate(acc[3], act));
     __syncthreads();
     const int across = kTileW / p.PW, windows = (kTileH / p.PH) * across;
     for (int i = threadIdx.x; i < windows * kBlockFilters; i += blockDim.x) {
@@ -247,10 +245,12 @@ constexpr int kStaged = 1024;      // (pooled position, filter) entries staged a
 //   partial[z][f][r] = sum over m of g[m,f] * inp under tap-channel r (r = (kh*KW + kw)*C + c)
 //                      of the output pixel where (m,f)'s maximum sat, r < R;
 //   partial[z][f][R] = sum over m of g[m,f] (the bias's gradient).
-// Grid: x chunks of chunk_m positions, y tiles of 256 pairs j = f*(R+1) + r (consecutive
+// Grid: x tiles of 256 pairs j = f*(R+1) + r, y chunks of chunk_m positions (consecutive
 // threads take neighbouring taps and channels of one filter: one input patch, one staged
 // gradient). The chunk's gradients and maxima' input corners are staged kStaged / F positions
-// at a time. Zero gradients (relu's zeros, dropout's) are skipped, as the cpu row does.
+// at a time. Zero gradients (relu's zeros, dropout's) are skipped, as the cpu row does (the
+// naive row's dense sums would turn 0 * an infinite input into NaN; these, like the cpu row's,
+// leave it out).
 template <typename Index>
 __global__ void __launch_bounds__(kPairThreads)
     sparse_filter_partial_kernel(float* partial, const float* dout, const float* out, const int32_t* argmax,
@@ -260,13 +260,13 @@ __global__ void __launch_bounds__(kPairThreads)
   __shared__ int s_ih[kStaged], s_iw[kStaged];  // the maximum's input corner (may lie in the padding)
   __shared__ int64_t s_image[kStaged];          // where the position's image starts in inp
   const int F = g.F, R = g.KH * g.KW * g.C, pairs = F * (R + 1);
-  const int j = blockIdx.y * kPairThreads + threadIdx.x;
+  const int j = blockIdx.x * kPairThreads + threadIdx.x;
   const bool active = j < pairs;
   const int f = active ? j / (R + 1) : 0, r = active ? j % (R + 1) : R;
   const int c = r % g.C, tap = r / g.C, kh = tap / g.KW, kw = tap % g.KW;
   const Index per_image = static_cast<Index>(p.HO) * static_cast<Index>(p.WO);
   const int64_t M = int64_t(p.N) * p.HO * p.WO, image_floats = int64_t(g.H) * g.W * g.C;
-  const int64_t m_begin = int64_t(blockIdx.x) * chunk_m, m_end = min(M, m_begin + chunk_m);
+  const int64_t m_begin = int64_t(blockIdx.y) * chunk_m, m_end = min(M, m_begin + chunk_m);
   const int step = kStaged / F;
   float s = 0.0f;
   for (int64_t m0 = m_begin; m0 < m_end; m0 += step) {
@@ -298,7 +298,7 @@ __global__ void __launch_bounds__(kPairThreads)
       s += gv * inp[s_image[mm] + (int64_t(ih) * g.W + iw) * g.C + c];
     }
   }
-  if (active) partial[int64_t(blockIdx.x) * pairs + j] = s;
+  if (active) partial[int64_t(blockIdx.y) * pairs + j] = s;
 }
 
 constexpr int kSumColumns = 32, kSumLanes = 8;  // block of the partials' sum
@@ -366,6 +366,8 @@ void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStre
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
   require_ungrouped(k.g, "cuda::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
+  if (!conv2d_geometry_valid(g))
+    throw std::invalid_argument("cuda::conv2d_act_pool_forward: invalid geometry");
   if (int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C == 0) return;
   if (!windows_tile(k.p) || tiled::tiled_channels(g) < 1) return conv2d_act_pool_forward_v1(k, stream);
   tiled::launch_tiled(tiled::InputSource{k.inp, g.H, g.W, g.C}, PoolTile{k.out, k.argmax, k.p, k.act},
@@ -375,6 +377,8 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t 
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
   require_ungrouped(k.g, "cuda::conv2d_act_pool_backward");
   const Conv2dGeometry& g = k.g;
+  if (!conv2d_geometry_valid(g))
+    throw std::invalid_argument("cuda::conv2d_act_pool_backward: invalid geometry");
   const Pool2dGeometry& p = k.p;
   const int64_t M = int64_t(p.N) * p.HO * p.WO;  // pooled positions
   const int64_t R = int64_t(g.KH) * g.KW * g.C, pairs = g.F * (R + 1);
@@ -387,11 +391,11 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
         std::min<int64_t>(M, std::max<int64_t>(1, (8 * multiprocessors() + pair_tiles - 1) / pair_tiles));
     const int64_t chunk_m = (M + chunks - 1) / chunks;
     chunks = (M + chunk_m - 1) / chunk_m;
-    if (pair_tiles > 65535 || chunks > 0x7fffffff)
-      throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward: kernel too large");
+    // At most 8 chunks per multiprocessor: far under the grid's 65535 rows.
+    if (chunks > 65535) throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward: too many chunks");
     float* partial =
         static_cast<float*>(ctx.workspace(sizeof(float) * size_t(chunks * pairs)));  // (chunks, F, R+1)
-    const dim3 grid(static_cast<unsigned int>(chunks), static_cast<unsigned int>(pair_tiles));
+    const dim3 grid(static_cast<unsigned int>(pair_tiles), static_cast<unsigned int>(chunks));
     with_index_type(M, [&](auto index) {
       sparse_filter_partial_kernel<decltype(index)>
           <<<grid, kPairThreads, 0, stream>>>(partial, k.dout, k.out, k.argmax, k.inp, g, p, k.act, chunk_m);

@@ -58,6 +58,12 @@ const Shape kShapes[] = {
     {2, 8, 8, 3, 5, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Linear, true, "linear"},
     {2, 8, 8, 3, 5, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::HardSigmoid, true, "hard_sigmoid"},
     {1, 3, 3, 33, 17, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "odd_channels_one_window"},
+    // Two tiles a side, the second partial (the CUDA rows' 8x8 tiles), cut-short last windows.
+    {2, 13, 13, 3, 6, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "partial_last_tile"},
+    // A kernel too large for the CUDA rows' shared-memory tiles (their plain fallbacks).
+    {1, 27, 27, 1, 2, 27, 27, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "kernel_too_large_to_tile"},
+    // No pooled output at all: the convolution's 1x1 output is smaller than the window.
+    {1, 3, 3, 2, 3, 3, 3, 1, 1, Padding::Valid, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "no_pooled_output"},
     // The LRCN's four blocks at training batch 4 (4 x 20 frames).
     {80, 64, 64, 3, 16, 3, 3, 1, 1, Padding::Same, 4, 4, 4, 4, Padding::Valid, Activation::Relu, true, "seed_lrcn_block1"},
     {80, 16, 16, 16, 32, 3, 3, 1, 1, Padding::Same, 4, 4, 4, 4, Padding::Valid, Activation::Relu, true, "seed_lrcn_block2"},

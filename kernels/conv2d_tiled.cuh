@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) conv2d_tiled_kernel(Source source, S
 }
 
 // Launches conv2d_tiled_kernel over g (tiled_channels(g) >= 1, else std::runtime_error): the
-// sink's Sink::kSharedFloats floats of shared memory are at least what the block has.
+// block has at least the sink's Sink::kSharedFloats floats of shared memory.
 template <typename Source, typename Sink>
 void launch_tiled(const Source& source, const Sink& sink, const float* weight, const float* bias,
                   const Conv2dGeometry& g, cudaStream_t stream, const char* op) {

@@ -343,7 +343,8 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   EXPECT_TRUE(contains(bad_model.output, "hisvid: error: ")) << bad_model.output;
 }
 
-// A switch in the environment that is neither 0 nor 1 is an error naming it, not "on".
+// A switch in the environment that is none of its values (0, 1, all) is an error naming it,
+// not "on".
 TEST_F(Cli, MisreadEnvironmentSwitchIsRefused) {
   ::setenv("HISVID_FUSE_CONV_POOL", "off", 1);
   const Result fused = run(dir_, {"summary", "--model", "lrcn", "--classes", "4"});
