@@ -468,8 +468,9 @@ constexpr double kDirectMaxFlops = 6e8;
 
 // HISVID_CUDA_CONV: auto (or unset) as above; `rule` the fixed rule of commit c872e8d (direct up
 // to kDirectMaxFlops, cuDNN's heuristic-first algorithm above: no timing, the same choice in
-// every run); `timed` times every convolution; `cudnn` or `direct_v1` forces one path.
-enum class ConvChoice { Auto, Rule, Timed, Cudnn, Direct };
+// every run); `timed` times every convolution; `cudnn` or `direct_v1` forces one path;
+// `direct_v2` the direct path with version 2's forward and backward data.
+enum class ConvChoice { Auto, Rule, Timed, Cudnn, Direct, DirectV2 };
 
 ConvChoice forced_choice() {
   static const ConvChoice choice = [] {
@@ -480,10 +481,23 @@ ConvChoice forced_choice() {
     if (s == "timed") return ConvChoice::Timed;
     if (s == "cudnn") return ConvChoice::Cudnn;
     if (s == "direct_v1") return ConvChoice::Direct;
+    if (s == "direct_v2") return ConvChoice::DirectV2;
     throw std::invalid_argument("HISVID_CUDA_CONV='" + s +
-                                "': expected auto, rule, timed, cudnn or direct_v1");
+                                "': expected auto, rule, timed, cudnn, direct_v1 or direct_v2");
   }();
   return choice;
+}
+
+// The direct path's kernels: version 2's forward and backward data under
+// HISVID_CUDA_CONV=direct_v2 (version 1's elsewhere it does not apply), else version 1.
+void direct_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
+  forced_choice() == ConvChoice::DirectV2 ? conv2d_forward_direct_v2(k, stream)
+                                          : conv2d_forward_direct_v1(k, stream);
+}
+
+void direct_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  forced_choice() == ConvChoice::DirectV2 ? conv2d_backward_data_direct_v2(k, stream)
+                                          : conv2d_backward_data_direct_v1(k, stream);
 }
 
 // The multiply-adds x 2 of a convolution producing rows x cols output pixels per image from
@@ -538,6 +552,7 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
     case ConvChoice::Cudnn:
       return Path::Cudnn;
     case ConvChoice::Direct:
+    case ConvChoice::DirectV2:
       return Path::Direct;
     case ConvChoice::Rule:
       return rule_path(g, pass);
@@ -784,14 +799,14 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
 
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::forward, forward_candidates,
-            conv2d_forward_direct_v1, forward_cudnn, conv2d_forward_lanes,
+            direct_forward, forward_cudnn, conv2d_forward_lanes,
             [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::backward_data,
-            backward_data_candidates, conv2d_backward_data_direct_v1, backward_data_cudnn,
-            conv2d_backward_data_lanes, [&](const auto& time_with) { time_with(k); });
+            backward_data_candidates, direct_backward_data, backward_data_cudnn, conv2d_backward_data_lanes,
+            [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
@@ -812,12 +827,11 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
-  run_default(k, stream, Direction::Forward, conv2d_forward_direct_v1, conv2d_forward_cudnn,
-              conv2d_forward_timed);
+  run_default(k, stream, Direction::Forward, direct_forward, conv2d_forward_cudnn, conv2d_forward_timed);
 }
 
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
-  run_default(k, stream, Direction::BackwardData, conv2d_backward_data_direct_v1, conv2d_backward_data_cudnn,
+  run_default(k, stream, Direction::BackwardData, direct_backward_data, conv2d_backward_data_cudnn,
               conv2d_backward_data_timed);
 }
 

@@ -7,7 +7,8 @@
 // Forward. The tiled kernel of kernels/conv2d_tiled.cuh (8x8 output pixels x 16 filters per
 // block, the input window and weights of a chunk of channels in shared memory). When not even
 // one channel fits (kernels of several dozen pixels a side), a plain kernel without shared
-// memory, one thread per output element, computes the same sums.
+// memory, one thread per output element, computes the same sums. Version 2 (rows
+// `cuda.direct_v2`): the strips kernel of the same header for 3x3 stride-1 convolutions.
 //
 // Backward data. With stride 1 the gradient of the input is itself a forward convolution: of
 // dout (N,HO,WO,F) with the kernel flipped in both spatial axes and its channel axes swapped,
@@ -272,6 +273,26 @@ void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStre
   const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_backward_data_direct_v1");
   launch_forward(k.dinp, k.dout, flipped, nullptr, tiled::transposed_geometry(g), stream,
                  "conv2d_backward_data_direct_v1");
+}
+
+void conv2d_forward_direct_v2(const Conv2dForward<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_forward_direct_v2");
+  if (!tiled::strips_apply(g)) return conv2d_forward_direct_v1(k, stream);
+  if (g.N == 0) return;
+  tiled::launch_strips(tiled::InputSource{k.inp, g.H, g.W, g.C}, tiled::StoreOutput{k.out}, k.weight, k.bias,
+                       g, stream, "conv2d_forward_direct_v2");
+}
+
+void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_backward_data_direct_v2");
+  const Conv2dGeometry t = tiled::transposed_geometry(g);
+  if (g.SH != 1 || g.SW != 1 || !tiled::strips_apply(t)) return conv2d_backward_data_direct_v1(k, stream);
+  if (g.N == 0) return;
+  const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_backward_data_direct_v2");
+  tiled::launch_strips(tiled::InputSource{k.dout, t.H, t.W, t.C}, tiled::StoreOutput{k.dinp}, flipped,
+                       nullptr, t, stream, "conv2d_backward_data_direct_v2");
 }
 
 void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream) {

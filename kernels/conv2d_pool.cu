@@ -2,22 +2,24 @@
 // kernels/conv2d_pool.h). Two versions, rows `cuda` (version 2) and `cuda.v1`.
 //
 // Version 2 (the `cuda` row):
-//   forward          the tiled direct convolution (kernels/conv2d_tiled.cuh) with a pooling
-//                    epilogue: each block's 8x8 output pixels hold whole pool windows, so the
-//                    block writes the activations of its tile to shared memory and pools them
-//                    there; the convolution's full-size output never reaches device memory.
-//                    For windows that straddle tiles (overlapping, padded before, or not
-//                    dividing 8), version 1.
+//   forward          a direct convolution of kernels/conv2d_tiled.cuh (the strips kernel's
+//                    16x16 tiles for 3x3 stride-1 layers of at least half a tile, else the tiled
+//                    kernel's 8x8) with a pooling epilogue: each block's tile holds whole pool
+//                    windows, so the block writes the activations of its tile to shared memory
+//                    and pools them there; the convolution's full-size output never reaches
+//                    device memory. For windows that straddle tiles (overlapping, padded
+//                    before, or not dividing the tile), version 1.
 //   backward dweight the sparse sums: the gradient reaches one position per window, so the
 //   and dbias        weight's gradient sums over pooled positions only (1/(PH*PW) of the
 //                    unfused work). Blocks take a chunk of pooled positions and 256 (filter,
 //                    tap-channel) pairs, stage the chunk's gradients and maxima in shared
 //                    memory and write one partial per chunk; a second kernel adds the
 //                    partials in chunk order.
-//   backward dinp    with stride 1, the tiled kernel over the transposed geometry (the flipped
-//                    kernel, as conv2d_backward_data_direct_v1), reading the output's gradient
-//                    straight from the pooled gradients and the maxima (PooledGradSource):
-//                    dz is never stored. Other strides: version 1's kernel.
+//   backward dinp    with stride 1, the strips or the tiled kernel (chosen as forward) over
+//                    the transposed geometry (the flipped kernel, as
+//                    conv2d_backward_data_direct_v1), reading the output's gradient straight
+//                    from the pooled gradients and the maxima (PooledGradSource): dz is never
+//                    stored. Other strides: version 1's kernel.
 // Version 1 (`cuda.v1`): plain kernels, no shared memory, no atomics.
 //   forward          one thread per pooled element: the convolution at every position of its
 //                    window, the activation, the first maximum
@@ -68,7 +70,7 @@ __global__ void forward_kernel(float* out, int32_t* argmax, const float* inp, co
   }
 }
 
-__device__ float pooled_grad(const float* dout, const float* out, int64_t i, Activation act) {
+__device__ __forceinline__ float pooled_grad(const float* dout, const float* out, int64_t i, Activation act) {
   return dout[i] * activation_grad_from_output(out[i], act);
 }
 
@@ -112,7 +114,7 @@ __global__ void __launch_bounds__(kReduceThreads)
 struct WindowSpan {
   int lo, hi;
 };
-__device__ WindowSpan windows_over(int x, int pad, int P, int S, int windows) {
+__device__ __forceinline__ WindowSpan windows_over(int x, int pad, int P, int S, int windows) {
   return {max(0, (x + pad - P + S) / S), min(windows - 1, (x + pad) / S)};
 }
 
@@ -160,47 +162,59 @@ __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, co
 using tiled::kBlockFilters;
 using tiled::kThreadFilters;
 using tiled::kTileH;
-using tiled::kTileW;
 
-// The tiled kernel's blocks hold whole pool windows: windows side by side (strides equal to
-// the window), none starting before the output (no padding before them; padding after, from
-// 'same', only cuts the last windows short) and dividing the 8x8 tile.
-bool windows_tile(const Pool2dGeometry& p) {
+// The blocks' tile x tile outputs hold whole pool windows: windows side by side (strides equal
+// to the window), none starting before the output (no padding before them; padding after, from
+// 'same', only cuts the last windows short) and dividing the tile.
+bool windows_tile(const Pool2dGeometry& p, int tile) {
   return p.PH >= 1 && p.PW >= 1 && p.SH == p.PH && p.SW == p.PW && p.pad_top == 0 && p.pad_left == 0 &&
-         kTileH % p.PH == 0 && kTileW % p.PW == 0;
+         tile % p.PH == 0 && tile % p.PW == 0;
 }
 
-// The tiled kernel's epilogue for the fused forward: the block's activations go to shared
-// memory, (8, 8, 16) floats, and each of the tile's (8/PH) x (8/PW) windows for each of the
-// block's filters is pooled by one thread, in row-major window order (the first maximum).
+// The strips kernel (16x16 tiles) runs where it applies and at least half its threads have
+// pixels (the LRCN's 64x64 and 16x16 layers, not its 4x4 and 2x2 ones); else the tiled one.
+constexpr double kStripsFromTileUse = 0.5;
+bool strips_suit(const Conv2dGeometry& g) {
+  return tiled::strips_apply(g) && tiled::strip_tile_use(g) >= kStripsFromTileUse;
+}
+
+// The epilogue of the fused forward: the block's activations go to shared memory, (tile_h,
+// tile_w, 16) floats, and each of the tile's windows for each of the block's filters is pooled
+// by one thread, in row-major window order (the first maximum).
 struct PoolTile {
   float* out;       // (N,PO,QO,F)
   int32_t* argmax;  // (N,PO,QO,F) or null
   Pool2dGeometry p;
   Activation act;
-  static constexpr int kSharedFloats = kTileH * kTileW * kBlockFilters;
+  static constexpr int kSharedFloats =
+      tiled::kStripTile * tiled::kStripTile * kBlockFilters;  // the larger tile
+  template <int Rows>
   __device__ void operator()(const Conv2dGeometry& g, const tiled::TileAt& at,
-                             const float (&acc)[kThreadFilters], float* shared) const {
-    __syncthreads();        // every thread is done with the staged input and weights
-    float* s_act = shared;  // (kTileH, kTileW, kBlockFilters)
-    const int pixel = at.py * kTileW + at.px;
-    reinterpret_cast<float4*>(s_act)[pixel * (kBlockFilters / 4) + at.group] = make_float4(
-        activate(acc[0], act), activate(acc[1], act), activate(acc[2], act), activate(acc[3], act));
+                             const float (&acc)[Rows][kThreadFilters], float* shared) const {
+    __syncthreads();  // every thread is done with the staged input and weights
+    float4* s_act4 = reinterpret_cast<float4*>(shared);  // (tile_h, tile_w, kBlockFilters)
+#pragma unroll
+    for (int r = 0; r < Rows; ++r) {
+      s_act4[((at.py + r) * at.tile_w + at.px) * (kBlockFilters / 4) + at.group] =
+          make_float4(activate(acc[r][0], act), activate(acc[r][1], act), activate(acc[r][2], act),
+                      activate(acc[r][3], act));
+    }
     __syncthreads();
-    const int across = kTileW / p.PW, windows = (kTileH / p.PH) * across;
-    for (int i = threadIdx.x; i < windows * kBlockFilters; i += blockDim.x) {
+    const float* s_act = shared;
+    const int down = at.tile_h / p.PH, across = at.tile_w / p.PW;
+    for (int i = threadIdx.x; i < down * across * kBlockFilters; i += blockDim.x) {
       const int fl = i % kBlockFilters, w = i / kBlockFilters, wy = w / across, wx = w % across;
-      const int po = at.tile_y * (kTileH / p.PH) + wy, qo = at.tile_x * across + wx, f = at.f0 + fl;
+      const int po = at.tile_y * down + wy, qo = at.tile_x * across + wx, f = at.f0 + fl;
       if (f >= at.f_end || po >= p.HO || qo >= p.WO) continue;
       float best = 0.0f;
       int32_t best_at = -1;
       for (int ph = 0; ph < p.PH; ++ph) {
-        const int ty = wy * p.PH + ph, ho = at.tile_y * kTileH + ty;  // = po*PH + ph
+        const int ty = wy * p.PH + ph, ho = at.tile_y * at.tile_h + ty;  // = po*PH + ph
         if (ho >= g.HO) break;
         for (int pw = 0; pw < p.PW; ++pw) {
-          const int tx = wx * p.PW + pw, wo = at.tile_x * kTileW + tx;
+          const int tx = wx * p.PW + pw, wo = at.tile_x * at.tile_w + tx;
           if (wo >= g.WO) break;
-          const float y = s_act[(ty * kTileW + tx) * kBlockFilters + fl];
+          const float y = s_act[(ty * at.tile_w + tx) * kBlockFilters + fl];
           if (best_at < 0 || y > best) best = y, best_at = ho * g.WO + wo;
         }
       }
@@ -221,7 +235,7 @@ struct PooledGradSource {
   Pool2dGeometry p;
   int WO;
   Activation act;
-  __device__ float operator()(int64_t n, int ho, int wo, int f) const {
+  __device__ __forceinline__ float operator()(int64_t n, int ho, int wo, int f) const {
     const WindowSpan rows = windows_over(ho, p.pad_top, p.PH, p.SH, p.HO),
                      cols = windows_over(wo, p.pad_left, p.PW, p.SW, p.WO);
     const int32_t here = ho * WO + wo;
@@ -369,9 +383,15 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t 
   if (!conv2d_geometry_valid(g))
     throw std::invalid_argument("cuda::conv2d_act_pool_forward: invalid geometry");
   if (int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C == 0) return;
-  if (!windows_tile(k.p) || tiled::tiled_channels(g) < 1) return conv2d_act_pool_forward_v1(k, stream);
-  tiled::launch_tiled(tiled::InputSource{k.inp, g.H, g.W, g.C}, PoolTile{k.out, k.argmax, k.p, k.act},
-                      k.weight, k.bias, g, stream, "conv2d_act_pool_forward");
+  const tiled::InputSource source{k.inp, g.H, g.W, g.C};
+  const PoolTile pool{k.out, k.argmax, k.p, k.act};
+  if (strips_suit(g) && windows_tile(k.p, tiled::kStripTile)) {
+    tiled::launch_strips(source, pool, k.weight, k.bias, g, stream, "conv2d_act_pool_forward");
+  } else if (tiled::tiled_channels(g) >= 1 && windows_tile(k.p, kTileH)) {
+    tiled::launch_tiled(source, pool, k.weight, k.bias, g, stream, "conv2d_act_pool_forward");
+  } else {
+    conv2d_act_pool_forward_v1(k, stream);
+  }
 }
 
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
@@ -419,8 +439,14 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
   if (g.N == 0) return;
   // Asks for workspace after every use of the partials has been enqueued.
   const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_act_pool_backward");
-  tiled::launch_tiled(PooledGradSource{k.dout, k.out, k.argmax, p, g.WO, k.act}, tiled::StoreOutput{k.dinp},
-                      flipped, nullptr, t, stream, "conv2d_act_pool_backward");
+  const PooledGradSource dz{k.dout, k.out, k.argmax, p, g.WO, k.act};
+  if (strips_suit(t)) {
+    tiled::launch_strips(dz, tiled::StoreOutput{k.dinp}, flipped, nullptr, t, stream,
+                         "conv2d_act_pool_backward");
+  } else {
+    tiled::launch_tiled(dz, tiled::StoreOutput{k.dinp}, flipped, nullptr, t, stream,
+                        "conv2d_act_pool_backward");
+  }
 }
 
 }  // namespace hisvid::cuda
