@@ -189,8 +189,8 @@ struct PoolTile {
   static constexpr int kSharedFloats =
       tiled::kStripTile * tiled::kStripTile * kBlockFilters;  // the larger tile
   template <int Rows>
-  __device__ void operator()(const Conv2dGeometry& g, const tiled::TileAt& at,
-                             const float (&acc)[Rows][kThreadFilters], float* shared) const {
+  __device__ __forceinline__ void operator()(const Conv2dGeometry& g, const tiled::TileAt& at,
+                                             const float (&acc)[Rows][kThreadFilters], float* shared) const {
     __syncthreads();  // every thread is done with the staged input and weights
     float4* s_act4 = reinterpret_cast<float4*>(shared);  // (tile_h, tile_w, kBlockFilters)
 #pragma unroll

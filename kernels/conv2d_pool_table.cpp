@@ -58,8 +58,10 @@ const Shape kShapes[] = {
     {2, 8, 8, 3, 5, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Linear, true, "linear"},
     {2, 8, 8, 3, 5, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::HardSigmoid, true, "hard_sigmoid"},
     {1, 3, 3, 33, 17, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "odd_channels_one_window"},
-    // Two tiles a side, the second partial (the CUDA rows' 8x8 tiles), cut-short last windows.
-    {2, 13, 13, 3, 6, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "partial_last_tile"},
+    // Partial last tiles with cut-short last windows: 11x11 (two of the CUDA rows' 8x8 tiles a
+    // side, under half a 16x16 tile), 29x29 (two 16x16 strips tiles a side).
+    {2, 11, 11, 3, 6, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "partial_last_tile"},
+    {2, 29, 29, 3, 6, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "partial_last_strips_tile"},
     // A kernel too large for the CUDA rows' shared-memory tiles (their plain fallbacks).
     {1, 27, 27, 1, 2, 27, 27, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "kernel_too_large_to_tile"},
     // No pooled output at all: the convolution's 1x1 output is smaller than the window.
