@@ -11,6 +11,9 @@
 // --per-layer`) of some models, on CUDA when present, else on the CPU; it needs no video or
 // HDF5 library, so it runs from the GPU kit of scripts/device-kit:
 //   build/bench/hisvid_bench --per_layer=lrcn,convlstm [--per_layer_steps=10] [--per_layer_batch=4]
+// or kernel by kernel (engine/kernel_profile.h), the training step at --per_layer_batch and the
+// evaluation step at 8 times that, nothing synchronised between the calls:
+//   build/bench/hisvid_bench --per_kernel=lrcn,convlstm [--per_layer_steps=10] [--per_layer_batch=4]
 // With --throughput, every step on CUDA runs at batch 256 as well (clips/s at scale); with
 // --tf32, cuBLAS and cuDNN on the GPU may use TF32 tensor cores (off: full float32).
 #include <benchmark/benchmark.h>
@@ -136,6 +139,26 @@ int per_layer(const std::string& models, const std::string& steps_flag, const st
   return 0;
 }
 
+// --per_kernel: each model's training step at the --per_layer_batch (default 4) and its
+// evaluation step at 8 times that (32), kernel by kernel.
+int per_kernel(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
+               Device device) {
+  const int steps = positive_flag("per_layer_steps", steps_flag, 10);
+  const int batch = positive_flag("per_layer_batch", batch_flag, 4);
+  if (steps == 0 || batch == 0) return 2;
+  std::stringstream list(models);
+  for (std::string model; std::getline(list, model, ',');) {
+    for (bool train : {true, false}) {
+      hisvid::bench::StepRunner runner(model, 4, train ? batch : 8 * batch, device);
+      std::printf(
+          "%s\n%s\n\n", model.c_str(),
+          hisvid::bench::format_kernel_profile(hisvid::bench::profile_kernels(runner, train, steps, 2))
+              .c_str());
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +175,15 @@ int main(int argc, char** argv) {
   const std::string per_layer_models = take_flag(argc, argv, "per_layer");
   const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps");
   const std::string per_layer_batch = take_flag(argc, argv, "per_layer_batch");
+  const std::string per_kernel_models = take_flag(argc, argv, "per_kernel");
+  if (!per_kernel_models.empty()) {
+    try {
+      return per_kernel(per_kernel_models, per_layer_steps, per_layer_batch, devices.back());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hisvid_bench: %s\n", e.what());
+      return 1;
+    }
+  }
   if (!per_layer_models.empty()) {
     try {
       return per_layer(per_layer_models, per_layer_steps, per_layer_batch, devices.back());

@@ -176,4 +176,39 @@ std::string format_layer_profile(const LayerProfile& profile) {
   return out;
 }
 
+KernelTimes profile_kernels(StepRunner& runner, bool train, int steps, int warmup) {
+  for (int i = 0; i < warmup; ++i) train ? runner.train_step() : runner.eval_step();
+  const Device device = runner.input().device();
+  runner.sync();
+  KernelTimes times;
+  {
+    KernelProfile profile(device);
+    for (int i = 0; i < steps; ++i) train ? runner.train_step() : runner.eval_step();
+    times.rows = profile.rows();
+  }
+  for (KernelProfile::Row& row : times.rows) {
+    row.calls /= steps;
+    row.ms /= steps;
+    times.total_ms += row.ms;
+  }
+  times.batch = runner.batch();
+  times.steps = steps;
+  times.train = train;
+  times.device = device;
+  return times;
+}
+
+std::string format_kernel_profile(const KernelTimes& times) {
+  std::string out =
+      fmt::format("per kernel, {} step at batch {} on {} (mean of {} steps):\n",
+                  times.train ? "training" : "evaluation", times.batch, times.device.str(), times.steps);
+  out += fmt::format("{:<40}{:>12}{:>12}{:>9}\n", "kernel", "calls/step", "ms/step", "share");
+  for (const KernelProfile::Row& row : times.rows) {
+    const double share = times.total_ms > 0.0 ? 100.0 * row.ms / times.total_ms : 0.0;
+    out += fmt::format("{:<40}{:>12}{:>12.3f}{:>8.1f}%\n", row.kernel, row.calls, row.ms, share);
+  }
+  out += fmt::format("{:<40}{:>24.3f}", "total (each call between two events)", times.total_ms);
+  return out;
+}
+
 }  // namespace hisvid::bench

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernel_profile.h"
 #include "engine/optimizer.h"
 #include "engine/random.h"
 #include "models/sequential.h"
@@ -73,5 +74,20 @@ struct LayerProfile {
 LayerProfile profile_training_step(StepRunner& runner, int steps, int warmup);
 // The profile as a table with each row's share of the total.
 std::string format_layer_profile(const LayerProfile& profile);
+
+// Where a step's device time goes kernel by kernel (engine/kernel_profile.h): `steps` training
+// steps (train) or evaluation steps of runner's model after `warmup` unprofiled ones, each
+// kernel's calls and milliseconds per step, the most time first. Unlike the per-layer profile
+// nothing is synchronised between calls: the steps run as they do unprofiled, plus the events.
+struct KernelTimes {
+  std::vector<KernelProfile::Row> rows;  // per step
+  double total_ms = 0.0;                 // the rows' sum, per step
+  int batch = 0, steps = 0;
+  bool train = true;
+  Device device;
+};
+KernelTimes profile_kernels(StepRunner& runner, bool train, int steps, int warmup);
+// The profile as a table: kernel, calls per step, ms per step, share.
+std::string format_kernel_profile(const KernelTimes& times);
 
 }  // namespace hisvid::bench

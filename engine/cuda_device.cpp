@@ -392,6 +392,29 @@ void cuda_synchronize(Device device) {
   check(cudaStreamSynchronize(stream_of(device)), "synchronizing a CUDA device");
 }
 
+void* cuda_mark(Device device) {
+  cudaEvent_t event = nullptr;
+  check(cudaEventCreate(&event), "creating a CUDA event");
+  const cudaError_t status = cudaEventRecord(event, stream_of(device));
+  if (status != cudaSuccess) {
+    cudaEventDestroy(event);
+    check(status, "recording a CUDA event");
+  }
+  return event;
+}
+
+float cuda_ms_between(void* start, void* stop) {
+  check(cudaEventSynchronize(static_cast<cudaEvent_t>(stop)), "waiting for a CUDA event");
+  float ms = 0.0f;
+  check(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(stop)),
+        "timing between CUDA events");
+  return ms;
+}
+
+void cuda_release_mark(void* mark) noexcept {
+  if (mark != nullptr) (void)cudaEventDestroy(static_cast<cudaEvent_t>(mark));
+}
+
 void cuda_set_allow_tf32(Device device, bool allow) {
   cuda_make_current(device);
   cuda::context(device.index).set_allow_tf32(allow);

@@ -29,6 +29,13 @@ void cuda_set_allow_tf32(Device device, bool allow);
 // there are several. Cheap enough for every launch: no device query with one GPU, no locking.
 CUstream_st* cuda_stream(Device device);
 
+// Timing marks for the kernel profile (engine/kernel_profile.h): a CUDA event recorded now on
+// device's stream; the milliseconds from one mark to a later one (waits for the later one);
+// and a mark's release.
+void* cuda_mark(Device device);
+float cuda_ms_between(void* start, void* stop);
+void cuda_release_mark(void* mark) noexcept;
+
 // Uploads that do not make the host wait: two pinned host buffers (cudaHostAlloc) used in
 // turn. next() hands out the next one once the copies that last read it are done; copy()
 // enqueues an asynchronous copy from it to device memory on the device's stream; done() marks

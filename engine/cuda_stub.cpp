@@ -21,6 +21,9 @@ void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
 void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
 void cuda_set_allow_tf32(Device, bool) { no_cuda("allowing TF32"); }
 CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
+void* cuda_mark(Device) { no_cuda("timing a CUDA kernel"); }
+float cuda_ms_between(void*, void*) { no_cuda("timing a CUDA kernel"); }
+void cuda_release_mark(void*) noexcept {}
 
 struct UploadStaging::State {};
 UploadStaging::UploadStaging(Device, size_t) { no_cuda("staging an upload"); }

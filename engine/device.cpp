@@ -12,6 +12,7 @@
 
 #include "engine/cuda_device.h"
 #include "engine/error.h"
+#include "engine/kernel_profile.h"
 
 namespace hisvid {
 
@@ -145,6 +146,7 @@ void count_device_call() { device_call_count.fetch_add(1, std::memory_order_rela
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   count_device_call();
+  const ProfiledCall timing("copy", dst_device.is_cpu() ? src_device : dst_device);
   if (dst_device.is_cpu() && !src_device.is_cpu()) count_host_read();
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     std::memcpy(dst, src, bytes);
@@ -156,6 +158,7 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 void zero_bytes(void* dst, Device device, size_t bytes) {
   if (bytes == 0) return;
   count_device_call();
+  const ProfiledCall timing("fill", device);
   if (device.is_cpu()) {
     std::memset(dst, 0, bytes);
     return;

@@ -16,6 +16,7 @@
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/kernel_profile.h"
 #include "engine/tensor.h"
 #include "kernels/registry.h"
 
@@ -48,6 +49,7 @@ void run_kernel(const Args& args, Device device) {
          dtype_name(std::is_same_v<T, double> ? DType::Float64 : DType::Float32), device.str());
   }
   count_device_call();
+  const ProfiledCall timing(Args::kName, device);
   row->run(args, launch);
 }
 

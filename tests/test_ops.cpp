@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "engine/error.h"
+#include "engine/kernel_profile.h"
 #include "engine/ops.h"
 
 namespace hisvid {
@@ -11,7 +13,9 @@ namespace {
 // float64 ops against hand arithmetic: only the last few ulps may differ.
 constexpr double kExact = 1e-12;
 
-Tensor d(std::vector<double> values, const Shape& shape) { return Tensor::from_vector(values, shape, DType::Float64); }
+Tensor d(std::vector<double> values, const Shape& shape) {
+  return Tensor::from_vector(values, shape, DType::Float64);
+}
 
 void expect_values(const Tensor& t, const std::vector<double>& expected, double tolerance = kExact) {
   const std::vector<double> got = t.to_vector();
@@ -33,8 +37,8 @@ TEST(Ops, Activations) {
   expect_values(ops::relu(x), {0, 0, 0, 1, 3});
   // hard_sigmoid = clip(0.2x + 0.5, 0, 1): -3 -> 0 (clipped), -1 -> 0.3, 0 -> 0.5, 1 -> 0.7, 3 -> 1
   expect_values(ops::hard_sigmoid(x), {0, 0.3, 0.5, 0.7, 1});
-  expect_values(ops::sigmoid(x), {1 / (1 + std::exp(3.0)), 1 / (1 + std::exp(1.0)), 0.5, 1 / (1 + std::exp(-1.0)),
-                                  1 / (1 + std::exp(-3.0))});
+  expect_values(ops::sigmoid(x), {1 / (1 + std::exp(3.0)), 1 / (1 + std::exp(1.0)), 0.5,
+                                  1 / (1 + std::exp(-1.0)), 1 / (1 + std::exp(-3.0))});
   expect_values(ops::tanh(x), {std::tanh(-3.0), std::tanh(-1.0), 0, std::tanh(1.0), std::tanh(3.0)});
 }
 
@@ -53,8 +57,7 @@ TEST(Ops, Conv2dSamePaddingByHand) {
   // its 3x3 neighbourhood. Corners: 1+2+4+5 = 12, centre: 45. Bias 1.
   const Tensor x = d({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 3, 3, 1});
   const Tensor w = d(std::vector<double>(9, 1.0), {3, 3, 1, 1});
-  expect_values(ops::conv2d(x, w, d({1}, {1}), 1, 1, Padding::Same),
-                {13, 22, 17, 28, 46, 34, 25, 40, 29});
+  expect_values(ops::conv2d(x, w, d({1}, {1}), 1, 1, Padding::Same), {13, 22, 17, 28, 46, 34, 25, 40, 29});
   // Valid: only the centre.
   expect_values(ops::conv2d(x, w, Tensor(), 1, 1, Padding::Valid), {45});
 }
@@ -93,8 +96,8 @@ TEST(Ops, DropoutMaskAndIdentity) {
   const Tensor x = Tensor::full({1000}, 1.0, DType::Float64);
   expect_values(ops::dropout(x, 0.0f, RandomDraw{1, 2}), std::vector<double>(1000, 1.0));
   const std::vector<double> out = ops::dropout(x, 0.25f, RandomDraw{1, 2}).to_vector();
-  const std::vector<double> mask = ops::dropout_mask({1000}, 0.25f, RandomDraw{1, 2}, DType::Float64, Device::cpu())
-                                       .to_vector();
+  const std::vector<double> mask =
+      ops::dropout_mask({1000}, 0.25f, RandomDraw{1, 2}, DType::Float64, Device::cpu()).to_vector();
   int kept = 0;
   for (size_t i = 0; i < out.size(); ++i) {
     EXPECT_EQ(out[i], mask[i]);
@@ -138,7 +141,8 @@ TEST(Ops, TimeMergeAndFlatten) {
 TEST(Ops, LstmCellOneRowByHand) {
   // U = 1, z = [z_i, z_f, z_c, z_o] = [0, 0, 0, 0], c_prev = 2:
   // i = f = o = 0.5, g = tanh(0) = 0 -> c = 0.5 * 2 = 1, h = 0.5 * tanh(1).
-  const ops::LstmState s = ops::lstm_cell(d({0, 0, 0, 0}, {1, 4}), d({2}, {1, 1}), Activation::Tanh, Activation::Sigmoid);
+  const ops::LstmState s =
+      ops::lstm_cell(d({0, 0, 0, 0}, {1, 4}), d({2}, {1, 1}), Activation::Tanh, Activation::Sigmoid);
   expect_values(s.c, {1.0});
   expect_values(s.h, {0.5 * std::tanh(1.0)});
   // hard_sigmoid gates with z = [5, -5, 1, 0]: i = 1, f = 0, g = tanh(1), o = 0.5
@@ -190,6 +194,33 @@ TEST(Ops, ReductionsAndAccuracy) {
   // Row 0 predicts class 2 (target 2), row 1 predicts class 0 (target 1); ties take the first.
   const Tensor scores = d({0.1, 0.2, 0.7, 0.5, 0.5, 0.0}, {2, 3}), targets = d({0, 0, 1, 0, 1, 0}, {2, 3});
   EXPECT_EQ(ops::accuracy_count(scores, targets), 1);
+}
+
+// The kernel profile (engine/kernel_profile.h) times each kernel-table call and each fill on its
+// device while it is active: one row per kernel with its call count, the calls made before it
+// started left out, then starting over after rows(). One profile per thread at a time.
+TEST(KernelProfile, CountsEachKernelCallWhileActive) {
+  const Tensor x = Tensor::full({2, 8, 8, 3}, 0.5), w = Tensor::full({3, 3, 3, 4}, 0.1),
+               b = Tensor::zeros({4});
+  (void)ops::conv2d(x, w, b, 1, 1, Padding::Same);  // before the profile: not counted
+  KernelProfile profile(Device::cpu());
+  EXPECT_EQ(KernelProfile::active(Device::cpu()), &profile);
+  EXPECT_EQ(KernelProfile::active(Device::cuda(0)), nullptr);
+  for (int i = 0; i < 3; ++i) (void)ops::conv2d(x, w, b, 1, 1, Padding::Same);
+  (void)Tensor::zeros({100});
+  const std::vector<KernelProfile::Row> rows = profile.rows();
+  const auto find = [&rows](const std::string& kernel) {
+    for (const KernelProfile::Row& row : rows) {
+      if (row.kernel == kernel) return row;
+    }
+    return KernelProfile::Row{};
+  };
+  EXPECT_EQ(find("conv2d_forward").calls, 3);
+  EXPECT_GT(find("conv2d_forward").ms, 0.0);
+  EXPECT_GE(find("fill").calls, 1);
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_GE(rows[i - 1].ms, rows[i].ms) << "the most time first";
+  EXPECT_TRUE(profile.rows().empty()) << "rows() starts over";
+  EXPECT_THROW(KernelProfile second(Device::cpu()), Error);
 }
 
 }  // namespace
