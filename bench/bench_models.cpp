@@ -124,39 +124,43 @@ int positive_flag(const char* name, const std::string& value, int fallback) {
   return int(n);
 }
 
-int per_layer(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
-              Device device) {
+// The breakdowns instead of the benchmarks: report(model, steps, batch) for each model of the
+// comma-separated list, with the --per_layer_steps (default 10) and --per_layer_batch (default 4)
+// values; 2 when one of those is not a positive number.
+template <typename Report>
+int for_each_model(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
+                   const Report& report) {
   const int steps = positive_flag("per_layer_steps", steps_flag, 10);
   const int batch = positive_flag("per_layer_batch", batch_flag, 4);
   if (steps == 0 || batch == 0) return 2;
   std::stringstream list(models);
-  for (std::string model; std::getline(list, model, ',');) {
-    hisvid::bench::StepRunner runner(model, 4, batch, device);
-    std::printf(
-        "%s\n%s\n\n", model.c_str(),
-        hisvid::bench::format_layer_profile(hisvid::bench::profile_training_step(runner, steps, 2)).c_str());
-  }
+  for (std::string model; std::getline(list, model, ',');) report(model, steps, batch);
   return 0;
 }
 
-// --per_kernel: each model's training step at the --per_layer_batch (default 4) and its
-// evaluation step at 8 times that (32), kernel by kernel.
+// --per_layer: each model's training step, layer by layer.
+int per_layer(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
+              Device device) {
+  return for_each_model(
+      models, steps_flag, batch_flag, [device](const std::string& model, int steps, int batch) {
+        hisvid::bench::StepRunner runner(model, 4, batch, device);
+        const auto profile = hisvid::bench::profile_training_step(runner, steps, 2);
+        std::printf("%s\n%s\n\n", model.c_str(), hisvid::bench::format_layer_profile(profile).c_str());
+      });
+}
+
+// --per_kernel: each model's training step at the batch and its evaluation step at 8 times it
+// (32 by default), kernel by kernel.
 int per_kernel(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
                Device device) {
-  const int steps = positive_flag("per_layer_steps", steps_flag, 10);
-  const int batch = positive_flag("per_layer_batch", batch_flag, 4);
-  if (steps == 0 || batch == 0) return 2;
-  std::stringstream list(models);
-  for (std::string model; std::getline(list, model, ',');) {
-    for (bool train : {true, false}) {
-      hisvid::bench::StepRunner runner(model, 4, train ? batch : 8 * batch, device);
-      std::printf(
-          "%s\n%s\n\n", model.c_str(),
-          hisvid::bench::format_kernel_profile(hisvid::bench::profile_kernels(runner, train, steps, 2))
-              .c_str());
-    }
-  }
-  return 0;
+  return for_each_model(
+      models, steps_flag, batch_flag, [device](const std::string& model, int steps, int batch) {
+        for (bool train : {true, false}) {
+          hisvid::bench::StepRunner runner(model, 4, train ? batch : 8 * batch, device);
+          const auto times = hisvid::bench::profile_kernels(runner, train, steps, 2);
+          std::printf("%s\n%s\n\n", model.c_str(), hisvid::bench::format_kernel_profile(times).c_str());
+        }
+      });
 }
 
 }  // namespace
