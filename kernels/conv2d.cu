@@ -469,7 +469,7 @@ constexpr double kDirectMaxFlops = 6e8;
 // HISVID_CUDA_CONV: auto (or unset) as above; `rule` the fixed rule of commit c872e8d (direct up
 // to kDirectMaxFlops, cuDNN's heuristic-first algorithm above: no timing, the same choice in
 // every run); `timed` times every convolution; `cudnn` or `direct_v1` forces one path;
-// `direct_v2` the direct path with version 2's forward and backward data.
+// `direct_v2` the direct path with version 2's kernels.
 enum class ConvChoice { Auto, Rule, Timed, Cudnn, Direct, DirectV2 };
 
 ConvChoice forced_choice() {
@@ -488,8 +488,8 @@ ConvChoice forced_choice() {
   return choice;
 }
 
-// The direct path's kernels: version 2's forward and backward data under
-// HISVID_CUDA_CONV=direct_v2 (version 1's elsewhere it does not apply), else version 1.
+// The direct path's kernels: version 2's under HISVID_CUDA_CONV=direct_v2 (version 1's
+// where version 2's do not apply), else version 1.
 void direct_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
   forced_choice() == ConvChoice::DirectV2 ? conv2d_forward_direct_v2(k, stream)
                                           : conv2d_forward_direct_v1(k, stream);
@@ -498,6 +498,11 @@ void direct_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
 void direct_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   forced_choice() == ConvChoice::DirectV2 ? conv2d_backward_data_direct_v2(k, stream)
                                           : conv2d_backward_data_direct_v1(k, stream);
+}
+
+void direct_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  forced_choice() == ConvChoice::DirectV2 ? conv2d_backward_filter_direct_v2(k, stream)
+                                          : conv2d_backward_filter_direct_v1(k, stream);
 }
 
 // The multiply-adds x 2 of a convolution producing rows x cols output pixels per image from
@@ -822,8 +827,7 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
     CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
   };
   run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
-            backward_filter_candidates, conv2d_backward_filter_direct_v1, backward_filter_cudnn, nullptr,
-            with_scratch);
+            backward_filter_candidates, direct_backward_filter, backward_filter_cudnn, nullptr, with_scratch);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -836,8 +840,8 @@ void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t strea
 }
 
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
-  run_default(k, stream, Direction::BackwardFilter, conv2d_backward_filter_direct_v1,
-              conv2d_backward_filter_cudnn, conv2d_backward_filter_timed);
+  run_default(k, stream, Direction::BackwardFilter, direct_backward_filter, conv2d_backward_filter_cudnn,
+              conv2d_backward_filter_timed);
 }
 
 }  // namespace hisvid::cuda

@@ -207,8 +207,8 @@ namespace hisvid::cuda {
 // with tiles of filters that stay within one group. The environment variable HISVID_CUDA_CONV
 // changes the choice for every convolution: `rule` the fixed rule without timing, `timed` the
 // timed choice everywhere, `cudnn` or `direct_v1` one path (to measure one against the other in
-// the same run), `direct_v2` the direct path with version 2's forward and backward data (version
-// 1's filter gradient); unset or `auto`, as above.
+// the same run), `direct_v2` the direct path with version 2's kernels (version
+// 1's filter gradient where version 2's does not apply); unset or `auto`, as above.
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
@@ -233,9 +233,12 @@ void conv2d_backward_filter_direct_v1(const Conv2dBackwardFilter<float>& k, cuda
 bool conv2d_direct_v1_tiles(const Conv2dGeometry& g);
 // Version 2 (kernels/conv2d_direct.cu): the strips kernel of kernels/conv2d_tiled.cuh (16x16
 // tiles, 4 x 4 sums per thread) for 3x3 kernels at stride 1 (backward data: its transposed
-// convolution); version 1 for every other geometry.
+// convolution); version 1 for every other geometry. Backward filter:
 void conv2d_forward_direct_v2(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+// One block per chunk of positions computing the whole (R+1) x F result (the bias as row R),
+// for ungrouped layers with R = KH*KW*C < 256 and F <= 64; version 1 elsewhere.
+void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
 // Small outputs: S lanes of a warp per output element, splitting its channels (backward data:
 // its filters), every geometry (kernels/conv2d_direct.cu).
 void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream);

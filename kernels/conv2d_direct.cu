@@ -8,7 +8,8 @@
 // block, the input window and weights of a chunk of channels in shared memory). When not even
 // one channel fits (kernels of several dozen pixels a side), a plain kernel without shared
 // memory, one thread per output element, computes the same sums. Version 2 (rows
-// `cuda.direct_v2`): the strips kernel of the same header for 3x3 stride-1 convolutions.
+// `cuda.direct_v2`): the strips kernel of the same header for 3x3 stride-1 convolutions (and
+// backward data through it), and for backward filter the small-result kernel below.
 //
 // Backward data. With stride 1 the gradient of the input is itself a forward convolution: of
 // dout (N,HO,WO,F) with the kernel flipped in both spatial axes and its channel axes swapped,
@@ -203,6 +204,133 @@ __global__ void sum_chunks_kernel(float* dweight, const float* partial, int chun
   }
 }
 
+// --- backward filter, version 2: small results --------------------------------------------
+//
+// The seeds' first layers and recurrent kernels have small results (R = KH*KW*C = 27..144 rows,
+// F = 16..64 columns), where version 1's 32x32 tiles leave threads idle (27 x 16 fills 42% of
+// one tile, 36 x 16 28% of two). Here one block computes the whole result over a chunk of M:
+// its threads are T 4x4 output tiles (T = ceil((R+1)/4) x ceil(F/4) <= 256) times S = 256 / T
+// slices of the staged rows of M. Row R is a column of ones in im2col, so the bias's gradient
+// comes out as row R of the result, with no kernel of its own. Per staged row a thread adds the
+// outer product of 4 im2col values and 4 dout values: two 16-byte shared loads per 16
+// multiply-adds (version 1: four 4-byte loads per 4). The slices meet in shared memory in
+// slice order, the chunks' partials in a fixed order (device::sum_rows_kernel): the same sum on
+// every run. Ungrouped, R + 1 <= 256, F <= 64; version 1 elsewhere.
+
+constexpr int kSmallRows = 16;                       // rows of M staged at a time
+constexpr int kSmallMaxCols = 256, kSmallMaxF = 64;  // R+1 and F, each rounded up to 4
+
+HISVID_HD int round4(int x) { return (x + 3) / 4 * 4; }
+
+bool filter_small_applies(const Conv2dGeometry& g) {
+  const int64_t R = int64_t(g.KH) * g.KW * g.C;
+  return g.G == 1 && R + 1 <= kSmallMaxCols && g.F <= kSmallMaxF &&
+         (round4(int(R) + 1) / 4) * (round4(g.F) / 4) <= kFilterThreads;
+}
+
+// partial (chunks, R+1, F): rows r < R the chunk's share of dweight, row R of dbias. Grid: one
+// block per chunk of chunk_m rows of M.
+template <typename Index>
+__global__ void __launch_bounds__(kFilterThreads)
+    conv2d_filter_small_kernel(float* partial, const float* dout, const float* inp, Conv2dGeometry g,
+                               int64_t chunk_m) {
+  __shared__ float4 s_stage4[kSmallRows * (kSmallMaxCols + kSmallMaxF) / 4];
+  __shared__ int s_kh[kSmallMaxCols], s_kw[kSmallMaxCols], s_c[kSmallMaxCols];  // column r's tap, channel
+  __shared__ int64_t s_image[kSmallRows];                                       // row's image in inp
+  __shared__ int s_ih0[kSmallRows], s_iw0[kSmallRows];                          // row's window corner
+  const int R = g.KH * g.KW * g.C, F = g.F, RP = round4(R + 1), FP = round4(F);
+  const int tiles_f = FP / 4, tiles = (RP / 4) * tiles_f, slices = kFilterThreads / tiles;
+  const int tile = threadIdx.x % tiles, slice = threadIdx.x / tiles;
+  const int tr = tile / tiles_f, tf = tile % tiles_f;
+  float* s_col = reinterpret_cast<float*>(s_stage4);  // (kSmallRows, RP)
+  float* s_dout = s_col + kSmallRows * RP;            // (kSmallRows, FP), 16-byte aligned: RP % 4 == 0
+  for (int r = threadIdx.x; r < RP; r += blockDim.x) {
+    const int tap = r / g.C;
+    s_kh[r] = r < R ? tap / g.KW : (r == R ? -1 : -2);  // -1: the ones of the bias, -2: padding
+    s_kw[r] = tap % g.KW;
+    s_c[r] = r % g.C;
+  }
+  float acc[4][4] = {};
+  const int64_t M = int64_t(g.N) * g.HO * g.WO;
+  const int64_t m_begin = int64_t(blockIdx.x) * chunk_m, m_end = min(M, m_begin + chunk_m);
+  const Index WO = g.WO, HO = g.HO;
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += kSmallRows) {
+    const int rows = static_cast<int>(min(int64_t(kSmallRows), m_end - m0));
+    __syncthreads();  // the previous rows are no longer read (first time: the column table is written)
+    if (threadIdx.x < rows) {
+      const Index pixel = static_cast<Index>(m0 + threadIdx.x), image_row = pixel / WO;
+      const Index n = image_row / HO;
+      s_image[threadIdx.x] = int64_t(n) * g.H * g.W * g.C;
+      s_ih0[threadIdx.x] = static_cast<int>(image_row - n * HO) * g.SH - g.pad_top;
+      s_iw0[threadIdx.x] = static_cast<int>(pixel - image_row * WO) * g.SW - g.pad_left;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kSmallRows * RP; i += blockDim.x) {
+      const int mm = i / RP, r = i - mm * RP;
+      float v = 0.0f;
+      if (mm < rows) {
+        const int kh = s_kh[r];
+        if (kh >= 0) {
+          const int ih = s_ih0[mm] + kh, iw = s_iw0[mm] + s_kw[r];
+          if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W)
+            v = inp[s_image[mm] + (int64_t(ih) * g.W + iw) * g.C + s_c[r]];
+        } else if (kh == -1) {
+          v = 1.0f;
+        }
+      }
+      s_col[i] = v;
+    }
+    for (int i = threadIdx.x; i < kSmallRows * FP; i += blockDim.x) {
+      const int mm = i / FP, f = i - mm * FP;
+      s_dout[i] = mm < rows && f < F ? dout[(m0 + mm) * F + f] : 0.0f;
+    }
+    __syncthreads();
+    if (slice < slices) {
+      for (int mm = slice; mm < rows; mm += slices) {
+        const float4 a = reinterpret_cast<const float4*>(s_col + mm * RP)[tr];
+        const float4 b = reinterpret_cast<const float4*>(s_dout + mm * FP)[tf];
+        const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+#pragma unroll
+          for (int y = 0; y < 4; ++y) acc[x][y] += av[x] * bv[y];
+        }
+      }
+    }
+  }
+  __syncthreads();        // the staged rows are no longer read: their memory takes the slices' sums
+  float* s_sums = s_col;  // (slices, tiles, 16) <= 256 * 16 floats
+  if (slice < slices) {
+#pragma unroll
+    for (int e = 0; e < 16; ++e) s_sums[(slice * tiles + tile) * 16 + e] = acc[e / 4][e % 4];
+  }
+  __syncthreads();
+  float* dst = partial + int64_t(blockIdx.x) * (R + 1) * F;
+  for (int o = threadIdx.x; o < tiles * 16; o += blockDim.x) {
+    const int t = o / 16, e = o % 16;
+    const int r = (t / tiles_f) * 4 + e / 4, f = (t % tiles_f) * 4 + e % 4;
+    if (r > R || f >= F) continue;
+    float s = 0.0f;
+    for (int z = 0; z < slices; ++z) s += s_sums[(z * tiles + t) * 16 + e];
+    dst[int64_t(r) * F + f] = s;
+  }
+}
+
+// Adds column j of the chunks' sum (partial (chunks, R+1, F)) into dweight (R,F) (j < R*F) or
+// dbias (F) (row R, when not null).
+struct AddFilterSum {
+  float* dweight;
+  float* dbias;
+  int64_t weights;  // R*F
+  __device__ void operator()(int64_t j, float total) const {
+    if (j < weights) {
+      dweight[j] += total;
+    } else if (dbias != nullptr) {
+      dbias[j - weights] += total;
+    }
+  }
+};
+
 // --- lanes: S lanes of a warp per output element ------------------------------------------
 //
 // The tiled forward kernel's 8x8 tiles idle on small outputs: a 4x4 output keeps a quarter of
@@ -293,6 +421,33 @@ void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStre
   const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_backward_data_direct_v2");
   tiled::launch_strips(tiled::InputSource{k.dout, t.H, t.W, t.C}, tiled::StoreOutput{k.dinp}, flipped,
                        nullptr, t, stream, "conv2d_backward_data_direct_v2");
+}
+
+void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  const Conv2dGeometry& g = k.g;
+  check_geometry(g, "conv2d_backward_filter_direct_v2");
+  if (!filter_small_applies(g)) return conv2d_backward_filter_direct_v1(k, stream);
+  const int64_t M = int64_t(g.N) * g.HO * g.WO;
+  if (M == 0) return;
+  Context& ctx = context_for_stream(stream, "conv2d_backward_filter_direct_v2");
+  // About 4 blocks per multiprocessor, each at least one staging of rows.
+  const int64_t steps = (M + kSmallRows - 1) / kSmallRows;
+  int64_t chunks = std::min<int64_t>(4 * int64_t(multiprocessors()), steps);
+  const int64_t chunk_m = (steps + chunks - 1) / chunks * kSmallRows;
+  chunks = (M + chunk_m - 1) / chunk_m;
+  const int64_t n = (int64_t(g.KH) * g.KW * g.C + 1) * g.F;
+  float* partial =
+      static_cast<float*>(ctx.workspace(sizeof(float) * size_t(chunks * n)));  // (chunks, R+1, F)
+  with_index_type(M, [&](auto index) {
+    conv2d_filter_small_kernel<decltype(index)>
+        <<<static_cast<unsigned int>(chunks), kFilterThreads, 0, stream>>>(partial, k.dout, k.inp, g,
+                                                                           chunk_m);
+  });
+  HISVID_CHECK_LAUNCH();
+  const int64_t weights = n - g.F;
+  device::sum_rows_kernel<<<device::sum_rows_blocks(n), dim3(device::kSumRowsColumns, device::kSumRowsLanes),
+                            0, stream>>>(partial, chunks, n, AddFilterSum{k.dweight, k.dbias, weights});
+  HISVID_CHECK_LAUNCH();
 }
 
 void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream) {

@@ -14,7 +14,7 @@
 //                    unfused work). Blocks take a chunk of pooled positions and 256 (filter,
 //                    tap-channel) pairs, stage the chunk's gradients and maxima in shared
 //                    memory and write one partial per chunk; a second kernel adds the
-//                    partials in chunk order.
+//                    partials in a fixed order (device::sum_rows_kernel).
 //   backward dinp    with stride 1, the strips or the tiled kernel (chosen as forward) over
 //                    the transposed geometry (the flipped kernel, as
 //                    conv2d_backward_data_direct_v1), reading the output's gradient straight
@@ -315,32 +315,21 @@ __global__ void __launch_bounds__(kPairThreads)
   if (active) partial[int64_t(blockIdx.y) * pairs + j] = s;
 }
 
-constexpr int kSumColumns = 32, kSumLanes = 8;  // block of the partials' sum
-
-// dweight (R,F) += and dbias (F) += (when not null) the sums of partial (chunks, F, R+1) over
-// its chunks, in a fixed order: block (32, 8) for 32 consecutive pairs, lane y adding chunks
-// y, y+8, ..., then lane 0 the 8 sums in lane order.
-__global__ void __launch_bounds__(kSumColumns* kSumLanes)
-    sum_partials_kernel(float* dweight, float* dbias, const float* partial, int64_t chunks, int F, int R) {
-  __shared__ float sums[kSumLanes][kSumColumns + 1];
-  const int pairs = F * (R + 1);
-  const int j = blockIdx.x * kSumColumns + threadIdx.x;
-  float s = 0.0f;
-  if (j < pairs) {
-    for (int64_t z = threadIdx.y; z < chunks; z += kSumLanes) s += partial[z * pairs + j];
+// Adds column j of the partials' sum (partial (chunks, F, R+1)) into dweight (R,F) (r < R) or
+// dbias (F) (r = R, when not null).
+struct AddPairSum {
+  float* dweight;
+  float* dbias;
+  int F, R;
+  __device__ void operator()(int64_t j, float total) const {
+    const int f = static_cast<int>(j / (R + 1)), r = static_cast<int>(j % (R + 1));
+    if (r < R) {
+      dweight[int64_t(r) * F + f] += total;
+    } else if (dbias != nullptr) {
+      dbias[f] += total;
+    }
   }
-  sums[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y != 0 || j >= pairs) return;
-  float total = 0.0f;
-  for (int y = 0; y < kSumLanes; ++y) total += sums[y][threadIdx.x];
-  const int f = j / (R + 1), r = j % (R + 1);
-  if (r < R) {
-    dweight[int64_t(r) * F + f] += total;
-  } else if (dbias != nullptr) {
-    dbias[f] += total;
-  }
-}
+};
 
 }  // namespace
 
@@ -421,9 +410,9 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
           <<<grid, kPairThreads, 0, stream>>>(partial, k.dout, k.out, k.argmax, k.inp, g, p, k.act, chunk_m);
     });
     HISVID_CHECK_LAUNCH();
-    sum_partials_kernel<<<static_cast<unsigned int>((pairs + kSumColumns - 1) / kSumColumns),
-                          dim3(kSumColumns, kSumLanes), 0, stream>>>(k.dweight, k.dbias, partial, chunks, g.F,
-                                                                     static_cast<int>(R));
+    device::sum_rows_kernel<<<device::sum_rows_blocks(pairs),
+                              dim3(device::kSumRowsColumns, device::kSumRowsLanes), 0, stream>>>(
+        partial, chunks, pairs, AddPairSum{k.dweight, k.dbias, g.F, int(R)});
     HISVID_CHECK_LAUNCH();
   }
   if (k.dinp == nullptr) return;

@@ -48,6 +48,7 @@ const bool cuda_rows =
                   cuda_row<cuda::conv2d_backward_filter_direct_v1>("cuda.direct_v1", Role::Alternative),
                   cuda_row<cuda::conv2d_forward_direct_v2>("cuda.direct_v2", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_direct_v2>("cuda.direct_v2", Role::Alternative),
+                  cuda_row<cuda::conv2d_backward_filter_direct_v2>("cuda.direct_v2", Role::Alternative),
                   cuda_row<cuda::conv2d_forward_lanes>("cuda.lanes", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_lanes>("cuda.lanes", Role::Alternative),
                   cuda_row<cuda::conv2d_forward_timed>("cuda.timed", Role::Alternative),

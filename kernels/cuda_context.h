@@ -436,5 +436,31 @@ __device__ void column_total(double sums[kValues], const double* partials, int r
   }
 }
 
+// Column sums of partial (rows, n), in a fixed order (the same bits on every run): blocks of
+// (kSumRowsColumns, kSumRowsLanes) threads take 32 consecutive columns, lane y adds rows y,
+// y+8, ..., then lane 0 the 8 sums in lane order; store(j, total) receives column j's sum.
+// Launch: sum_rows_blocks(n) blocks of dim3(kSumRowsColumns, kSumRowsLanes).
+constexpr int kSumRowsColumns = 32, kSumRowsLanes = 8;
+inline unsigned int sum_rows_blocks(int64_t n) {
+  return static_cast<unsigned int>((n + kSumRowsColumns - 1) / kSumRowsColumns);
+}
+
+template <typename Store>
+__global__ void __launch_bounds__(kSumRowsColumns* kSumRowsLanes)
+    sum_rows_kernel(const float* partial, int64_t rows, int64_t n, Store store) {
+  __shared__ float sums[kSumRowsLanes][kSumRowsColumns + 1];
+  const int64_t j = int64_t(blockIdx.x) * kSumRowsColumns + threadIdx.x;
+  float s = 0.0f;
+  if (j < n) {
+    for (int64_t z = threadIdx.y; z < rows; z += kSumRowsLanes) s += partial[z * n + j];
+  }
+  sums[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || j >= n) return;
+  float total = 0.0f;
+  for (int y = 0; y < kSumRowsLanes; ++y) total += sums[y][threadIdx.x];
+  store(j, total);
+}
+
 }  // namespace hisvid::cuda::device
 #endif
