@@ -191,7 +191,7 @@ std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* 
   return found;
 }
 
-enum class Path { Undecided, Direct, Cudnn, Lanes };
+enum class Path { Undecided, Direct, Cudnn, Lanes, DirectV2 };
 
 // Descriptors and chosen algorithms of one convolution geometry on one device.
 struct ConvPlan {
@@ -463,7 +463,9 @@ void backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, Context& ctx, c
 // So, by default: the direct kernels where the tiled path applies and the work, counting the
 // idle part of the tiles for the forward and backward-data kernels, is at most kDirectMaxFlops
 // (twice the largest seed layer at batch 4, 0.28 GFLOP); above that, or where the tiles do not
-// apply, a choice made by timing (conv2d_*_timed below).
+// apply, a choice made by timing (conv2d_*_timed below). Where version 2's direct kernels apply
+// (3x3 stride 1; small filter gradients) the choice is timed too, version 1 against version 2
+// (written after that run, not yet measured: timing decides until a run does).
 constexpr double kDirectMaxFlops = 6e8;
 
 // HISVID_CUDA_CONV: auto (or unset) as above; `rule` the fixed rule of commit c872e8d (direct up
@@ -550,6 +552,13 @@ double tile_use(const Conv2dGeometry& g, Direction pass) {
 // 16x16 ones nor the ConvLSTM's 62x62, 29x29 and 13x13 ones (0.94, 0.82, 0.66).
 constexpr double kTimedBelowTileUse = 0.5;
 
+// Whether version 2's direct kernel of g's pass applies (else its row runs version 1): the
+// strips kernel for 3x3 stride-1 forward and backward data (whose transposed convolution is
+// 3x3 stride 1 too), the small-result kernel for the filter gradient.
+bool v2_applies(const Conv2dGeometry& g, Direction pass) {
+  return pass == Direction::BackwardFilter ? conv2d_filter_small_applies(g) : conv2d_strips_apply(g);
+}
+
 // Which path the default rows take without timing: forced, or the rule; Undecided where the
 // choice is left to timing.
 Path untimed_path(const Conv2dGeometry& g, Direction pass) {
@@ -567,18 +576,19 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
       break;
   }
   // Small work goes to the tiled direct kernels untimed, unless their tiles would mostly idle
-  // (then the lanes kernels may win: timed).
-  return rule_path(g, pass) == Path::Direct && tile_use(g, pass) >= kTimedBelowTileUse ? Path::Direct
-                                                                                       : Path::Undecided;
+  // (then the lanes kernels may win: timed) or version 2's kernels apply (timed against them).
+  return rule_path(g, pass) == Path::Direct && tile_use(g, pass) >= kTimedBelowTileUse && !v2_applies(g, pass)
+             ? Path::Direct
+             : Path::Undecided;
 }
 
 // --- the choice made by timing ----------------------------------------------------------------
 //
 // At the first call of a geometry and pass (per device, per process), outside a graph capture:
 // each candidate runs once to warm up, then kTimedRuns times between CUDA events; the fastest
-// run counts. The candidates: the tiled direct kernels where they apply; the lanes kernels where
-// the tiles would be under half busy; cuDNN's first kTimedAlgorithms usable algorithms in
-// heuristic order (deterministic ones first as always) where the rule would run cuDNN (large
+// run counts. The candidates: the tiled direct kernels where they apply; version 2's where they
+// apply; the lanes kernels where the tiles would be under half busy; cuDNN's first kTimedAlgorithms usable
+// algorithms in heuristic order (deterministic ones first as always) where the rule would run cuDNN (large
 // work, no tiles) or under HISVID_CUDA_CONV=timed, so that small layers need no cuDNN. Only algorithms as
 // deterministic as the heuristics' first, and with at most kTimedExtraWorkspace more workspace, are timed.
 // The rule's path stays unless a candidate beats it by kClearWin, so that noise between
@@ -636,10 +646,11 @@ bool capturing(cudaStream_t stream) {
 // candidate that fails (its workspace cannot be had, cuDNN refuses it) is passed over, unless
 // the failure left the device unusable; the first that runs is the baseline (normally the
 // rule's path), kept unless another beats it by kClearWin.
-template <typename Algo, typename RunDirect, typename RunCudnn, typename RunLanes>
+template <typename Algo, typename RunDirect, typename RunDirectV2, typename RunCudnn, typename RunLanes>
 void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choice<Algo>>& candidates,
-                const RunDirect& run_direct, const RunCudnn& run_cudnn, const RunLanes& run_lanes,
-                bool try_lanes, cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
+                const RunDirect& run_direct, const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn,
+                const RunLanes& run_lanes, bool try_lanes, cudaStream_t stream, Path& path,
+                Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
   std::string failures;
@@ -668,6 +679,7 @@ void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choic
     consider(Path::Cudnn, &algo, [&] { run_cudnn(algo); });
   }
   if (direct && !rule_direct) consider(Path::Direct, nullptr, run_direct);
+  if (v2_applies(g, pass)) consider(Path::DirectV2, nullptr, run_direct_v2);
   if constexpr (!std::is_same_v<RunLanes, std::nullptr_t>) {
     if (try_lanes) consider(Path::Lanes, nullptr, run_lanes);
   }
@@ -715,11 +727,12 @@ Timed<Algo>& timed_choice(const Context& ctx, const Conv2dGeometry& g) {
 // candidates where the rule would run it (large work, or no tiles), or everywhere under
 // HISVID_CUDA_CONV=timed; the lanes kernel (`lanes`, nullptr where the pass has none) where the
 // tiles would be under half busy. rule_algo: cuDNN's heuristic-first algorithm in the plan.
-template <typename Args, typename Algo, typename Candidates, typename Direct, typename Cudnn, typename Lanes,
-          typename WithTrial>
+template <typename Args, typename Algo, typename Candidates, typename Direct, typename DirectV2,
+          typename Cudnn, typename Lanes, typename WithTrial>
 void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pass,
                Choice<Algo> ConvPlan::*rule_algo, const Candidates& candidates, const Direct& direct,
-               const Cudnn& cudnn, const Lanes& lanes, const WithTrial& with_trial) {
+               const DirectV2& direct_v2, const Cudnn& cudnn, const Lanes& lanes,
+               const WithTrial& with_trial) {
   validate(k.g, op);
   if (k.g.N == 0) return;
   Context& ctx = context_for_stream(stream, op);
@@ -742,7 +755,7 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
       }
       with_trial([&](const Args& trial) {
         time_paths(
-            k.g, pass, algos, [&] { direct(trial, stream); },
+            k.g, pass, algos, [&] { direct(trial, stream); }, [&] { direct_v2(trial, stream); },
             [&](const Choice<Algo>& a) { cudnn(trial, ctx, *plan, a, stream); },
             lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, timed.path,
             timed.algo);
@@ -755,6 +768,7 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
     if (chosen.path == Path::Lanes) return lanes(k, stream);
   }
   if (chosen.path == Path::Direct) return direct(k, stream);
+  if (chosen.path == Path::DirectV2) return direct_v2(k, stream);
   const ConvPlan& plan = plan_for(ctx, k.g, pass);
   cudnn(k, ctx, plan, chosen.algo.found ? chosen.algo : plan.*rule_algo, stream);
 }
@@ -782,6 +796,7 @@ void run_default(const Args& k, cudaStream_t stream, Direction pass, const Direc
       return cudnn(k, stream);
     case Path::Undecided:
     case Path::Lanes:
+    case Path::DirectV2:
       return timed(k, stream);
   }
 }
@@ -804,14 +819,14 @@ void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStre
 
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::forward, forward_candidates,
-            direct_forward, forward_cudnn, conv2d_forward_lanes,
+            direct_forward, conv2d_forward_direct_v2, forward_cudnn, conv2d_forward_lanes,
             [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::backward_data,
-            backward_data_candidates, direct_backward_data, backward_data_cudnn, conv2d_backward_data_lanes,
-            [&](const auto& time_with) { time_with(k); });
+            backward_data_candidates, direct_backward_data, conv2d_backward_data_direct_v2,
+            backward_data_cudnn, conv2d_backward_data_lanes, [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
@@ -827,7 +842,8 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
     CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
   };
   run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
-            backward_filter_candidates, direct_backward_filter, backward_filter_cudnn, nullptr, with_scratch);
+            backward_filter_candidates, direct_backward_filter, conv2d_backward_filter_direct_v2,
+            backward_filter_cudnn, nullptr, with_scratch);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {

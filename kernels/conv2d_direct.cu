@@ -206,23 +206,26 @@ __global__ void sum_chunks_kernel(float* dweight, const float* partial, int chun
 
 // --- backward filter, version 2: small results --------------------------------------------
 //
-// The seeds' first layers and recurrent kernels have small results (R = KH*KW*C = 27..144 rows,
-// F = 16..64 columns), where version 1's 32x32 tiles leave threads idle (27 x 16 fills 42% of
-// one tile, 36 x 16 28% of two). Here one block computes the whole result over a chunk of M:
-// its threads are T 4x4 output tiles (T = ceil((R+1)/4) x ceil(F/4) <= 256) times S = 256 / T
-// slices of the staged rows of M. Row R is a column of ones in im2col, so the bias's gradient
-// comes out as row R of the result, with no kernel of its own. Per staged row a thread adds the
-// outer product of 4 im2col values and 4 dout values: two 16-byte shared loads per 16
-// multiply-adds (version 1: four 4-byte loads per 4). The slices meet in shared memory in
-// slice order, the chunks' partials in a fixed order (device::sum_rows_kernel): the same sum on
-// every run. Ungrouped, R + 1 <= 256, F <= 64; version 1 elsewhere.
+// The seeds' first layers and the first two ConvLSTM layers' kernels have small results (R =
+// KH*KW*C = 27, 36 or 72 rows, F = 16 or 32 columns), where version 1's 32x32 tiles leave
+// threads idle (27 x 16 fills 42% of one tile, 36 x 16 28% of two). Here one block computes the whole result
+// over a chunk of M: its threads are T 4x4 output tiles (T = ceil((R+1)/4) x ceil(F/4) <= 256) times S = 256
+// / T slices of the staged rows of M. Row R is a column of ones in im2col, so the bias's gradient comes out
+// as row R of the result, with no kernel of its own. Per staged row a thread adds the outer product of 4
+// im2col values and 4 dout values: two 16-byte shared loads per 16 multiply-adds (version 1: four 4-byte
+// loads per 4). The slices meet in shared memory in slice order, the chunks' partials in a fixed order
+// (device::sum_rows_kernel): the same sum on every run. Ungrouped, R + 1 <= 256, F <= 64 and at most 256
+// tiles; version 1 elsewhere (the LRCN's other layers, the ConvLSTM's last two, every grouped recurrent
+// kernel).
 
-constexpr int kSmallRows = 16;                       // rows of M staged at a time
+constexpr int kSmallRows = 16;     // rows of M staged at a time
+constexpr int kSmallMinSteps = 4;  // stagings per chunk at least, where M allows
+
 constexpr int kSmallMaxCols = 256, kSmallMaxF = 64;  // R+1 and F, each rounded up to 4
 
 HISVID_HD int round4(int x) { return (x + 3) / 4 * 4; }
 
-bool filter_small_applies(const Conv2dGeometry& g) {
+bool small_result(const Conv2dGeometry& g) {
   const int64_t R = int64_t(g.KH) * g.KW * g.C;
   return g.G == 1 && R + 1 <= kSmallMaxCols && g.F <= kSmallMaxF &&
          (round4(int(R) + 1) / 4) * (round4(g.F) / 4) <= kFilterThreads;
@@ -382,6 +385,8 @@ float* tiled::flipped_weight(const float* weight, const Conv2dGeometry& g, cudaS
 }
 
 bool conv2d_direct_v1_tiles(const Conv2dGeometry& g) { return tiled_channels(g) >= 1; }
+bool conv2d_strips_apply(const Conv2dGeometry& g) { return tiled::strips_apply(g); }
+bool conv2d_filter_small_applies(const Conv2dGeometry& g) { return small_result(g); }
 
 void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream) {
   launch_forward(k.out, k.inp, k.weight, k.bias, k.g, stream, "conv2d_forward_direct_v1");
@@ -426,13 +431,15 @@ void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStre
 void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
   const Conv2dGeometry& g = k.g;
   check_geometry(g, "conv2d_backward_filter_direct_v2");
-  if (!filter_small_applies(g)) return conv2d_backward_filter_direct_v1(k, stream);
+  if (!small_result(g)) return conv2d_backward_filter_direct_v1(k, stream);
   const int64_t M = int64_t(g.N) * g.HO * g.WO;
   if (M == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_backward_filter_direct_v2");
-  // About 4 blocks per multiprocessor, each at least one staging of rows.
+  // About 4 blocks per multiprocessor, each at least kSmallMinSteps stagings of rows (fewer
+  // would write more partials than they read).
   const int64_t steps = (M + kSmallRows - 1) / kSmallRows;
-  int64_t chunks = std::min<int64_t>(4 * int64_t(multiprocessors()), steps);
+  int64_t chunks =
+      std::min<int64_t>(4 * int64_t(multiprocessors()), (steps + kSmallMinSteps - 1) / kSmallMinSteps);
   const int64_t chunk_m = (steps + chunks - 1) / chunks * kSmallRows;
   chunks = (M + chunk_m - 1) / chunk_m;
   const int64_t n = (int64_t(g.KH) * g.KW * g.C + 1) * g.F;

@@ -106,6 +106,7 @@ const Shape kShapes[] = {
 // conv2d_cpu_algorithm come from them).
 // clang-format off
 const Shape kSeedShapes[] = {
+    {17, 31, 31, 3, 16, 3, 3, 1, 1, Padding::Same, true, "positions not a multiple of 16: chunks of several stagings, the last short"},
     {80, 64, 64, 3, 16, 3, 3, 1, 1, Padding::Same, true, "seed_lrcn_conv1"},
     {80, 16, 16, 16, 32, 3, 3, 1, 1, Padding::Same, true, "seed_lrcn_conv2"},
     {80, 4, 4, 32, 64, 3, 3, 1, 1, Padding::Same, true, "seed_lrcn_conv3"},
