@@ -235,6 +235,9 @@ unsigned sequence_threads(int64_t U) {
 // (thread j, U multiply-adds with R read down column j), then every unit's gate step (thread u),
 // which also writes h_t times each gate's mask for the next step's columns.
 // Shared: hm (G*U), z (G*U), h (U), c (U), then R (U,G*U) when r_shared.
+// Where every column has its thread (G*U <= blockDim.x, always up to 256 units), the thread
+// loads its column of xz one step ahead: the load's device-memory latency then overlaps a step's
+// work instead of opening each step's chain of dependent work.
 __global__ void __launch_bounds__(1024)
     lstm_sequence_forward_kernel(LstmSequenceForward<float> k, bool r_shared) {
   extern __shared__ float shared[];
@@ -249,11 +252,14 @@ __global__ void __launch_bounds__(1024)
   }
   for (int64_t u = threadIdx.x; u < U; u += blockDim.x) h[u] = 0.0f, c[u] = 0.0f;
   const float* R = r_shared ? Rs : k.R;
+  const bool ahead = GU <= int64_t(blockDim.x);
+  float xz_ahead = ahead && int64_t(threadIdx.x) < GU ? k.xz[n * S * GU + threadIdx.x] : 0.0f;
   __syncthreads();
   for (int64_t t = 0; t < S; ++t) {
     const int64_t row = n * S + t;
     for (int64_t j = threadIdx.x; j < GU; j += blockDim.x) {
-      float acc = k.xz[row * GU + j];
+      float acc = ahead ? xz_ahead : k.xz[row * GU + j];
+      if (ahead && t + 1 < S) xz_ahead = k.xz[(row + 1) * GU + j];  // one j per thread
       if (t > 0) {
         const float* hg = hm + (j / U) * U;  // (U) h_{t-1} times the mask of j's gate
         const float* r = R + j;              // column j of R, stride G*U
@@ -281,12 +287,32 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
+// What the backward step of unit u at row `row` (= n*T + t) reads from device memory: the
+// gradient from above, the step's activated gates, c_t and c_{t-1}.
+struct UnitInputs {
+  float dh, i, f, g, o, c, c_prev;
+};
+
+__device__ UnitInputs unit_inputs(const LstmSequenceBackward<float>& k, int64_t n, int64_t t, int64_t u) {
+  const int64_t S = k.steps, U = k.U, row = n * S + t;
+  const float* gates = k.gates + row * 4 * U;
+  return UnitInputs{k.dh_seq != nullptr ? k.dh_seq[row * U + u] : (t == S - 1 ? k.dh_last[n * U + u] : 0.0f),
+                    gates[u],
+                    gates[U + u],
+                    gates[2 * U + u],
+                    gates[3 * U + u],
+                    k.c[row * U + u],
+                    t > 0 ? k.c[(row - 1) * U + u] : 0.0f};
+}
+
 // Per step t = T-1 .. 0: every unit's gradients (thread u), taking the gradient reaching h_t
 // through z_{t+1} as the four gate partials of the step after, then every (gate, unit) partial
 // m_g[u] (dz_g . R_g[u, .]) for the step before (thread g*U + u, R read transposed so that a
 // warp's threads read consecutive words). Shared: dz (G*U), part (G*U), dc (U), then R
 // transposed (G*U, U|1) when r_shared: rows of an odd number of words (U+1 for even U), so
-// that the transposing stores of a warp fall in different banks too.
+// that the transposing stores of a warp fall in different banks too. Where every unit has its
+// thread (U <= blockDim.x, always), the thread loads its unit's inputs of step t-1 while step t
+// runs (UnitInputs), as the forward kernel loads xz.
 __global__ void __launch_bounds__(1024)
     lstm_sequence_backward_kernel(LstmSequenceBackward<float> k, bool r_shared) {
   extern __shared__ float shared[];
@@ -300,17 +326,19 @@ __global__ void __launch_bounds__(1024)
     for (int64_t i = threadIdx.x; i < U * GU; i += blockDim.x) Rt[(i % GU) * ld + i / GU] = k.R[i];
   }
   for (int64_t u = threadIdx.x; u < U; u += blockDim.x) dc[u] = 0.0f;
+  const bool ahead = U <= int64_t(blockDim.x);
+  UnitInputs in_ahead{};
+  if (ahead && int64_t(threadIdx.x) < U) in_ahead = unit_inputs(k, n, S - 1, threadIdx.x);
   __syncthreads();
   for (int64_t t = S - 1; t >= 0; --t) {
     const int64_t row = n * S + t;
     for (int64_t u = threadIdx.x; u < U; u += blockDim.x) {
-      float dh = k.dh_seq != nullptr ? k.dh_seq[row * U + u] : (t == S - 1 ? k.dh_last[n * U + u] : 0.0f);
+      const UnitInputs in = ahead ? in_ahead : unit_inputs(k, n, t, u);
+      if (ahead && t > 0) in_ahead = unit_inputs(k, n, t - 1, u);  // one u per thread
+      float dh = in.dh;
       if (t < S - 1) dh += part[u] + part[U + u] + part[2 * U + u] + part[3 * U + u];
-      const float* gates = k.gates + row * GU;
-      const LstmUnit<float> s{gates[u],         gates[U + u],     gates[2 * U + u],
-                              gates[3 * U + u], k.c[row * U + u], 0.0f};
-      const float c_prev = t > 0 ? k.c[(row - 1) * U + u] : 0.0f;
-      const LstmUnitGrad<float> d = lstm_unit_backward(dh, dc[u], s, c_prev, k.act, k.rec_act);
+      const LstmUnit<float> s{in.i, in.f, in.g, in.o, in.c, 0.0f};
+      const LstmUnitGrad<float> d = lstm_unit_backward(dh, dc[u], s, in.c_prev, k.act, k.rec_act);
       float* dzr = k.dz + row * GU;
       dzr[u] = dz[u] = d.dz_i;
       dzr[U + u] = dz[U + u] = d.dz_f;
