@@ -65,11 +65,31 @@ __global__ void lstm_cell_backward_kernel(float* dz, float* dc_prev, const float
 
 // --- one ConvLSTM2D step over its buffers, one thread per (pixel, filter) ------------------
 
+// The unit step of (pixel m, filter f) once its 4 gate sums z (xz included) are known: the
+// activated gates, c_t, hm_t (times each gate's mask), h_seq and h_last.
+__device__ __forceinline__ void finish_step_forward(const ConvLstmStepForward<float>& k, int64_t m, int64_t f,
+                                                    int64_t sample_row, const float (&z)[4]) {
+  const int64_t M = k.N * k.P(), F = k.F, t = k.t, e = m * F + f;
+  const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
+  const float c_prev = t > 0 ? k.c[prev * M * F + e] : 0.0f;
+  const LstmUnit<float> s = lstm_unit_forward(z[0], z[1], z[2], z[3], c_prev, k.act, k.rec_act);
+  float* gates = k.gates + (slot * M + m) * 4 * F + f;
+  gates[0] = s.i, gates[F] = s.f, gates[2 * F] = s.g, gates[3 * F] = s.o;
+  k.c[slot * M * F + e] = s.c;
+  if (k.masks != nullptr) {
+    for (int64_t q = 0; q < 4; ++q) k.hm[k.hm_at(q, slot, m, f)] = s.h * k.masks[q * M * F + e];
+  } else {
+    k.hm[k.hm_at(0, slot, m, f)] = s.h;
+  }
+  if (k.h_seq != nullptr) k.h_seq[sample_row * F + f] = s.h;
+  if (k.h_last != nullptr && t == k.steps - 1) k.h_last[e] = s.h;
+}
+
 // The recurrent convolution is computed in place, each thread its 4 gates' sums over the window
 // (conv2d_at: hm_{t-1} and R through the caches), so one launch makes the whole step.
 __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
   const int64_t P = k.P(), M = k.N * P, F = k.F, S = k.steps, t = k.t, total = M * F;
-  const int64_t slot = t % k.history, prev = (t + k.history - 1) % k.history;
+  const int64_t prev = (t + k.history - 1) % k.history;
   const Conv2dGeometry conv = k.recurrent_conv();
   const float* hm_prev = k.hm + k.hm_at(0, prev, 0, 0);
   for (const int64_t e : device::grid_stride(total)) {
@@ -82,18 +102,7 @@ __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
                                             int(q * F + f))
                                 : 0.0f);
     }
-    const float c_prev = t > 0 ? k.c[prev * M * F + e] : 0.0f;
-    const LstmUnit<float> s = lstm_unit_forward(z[0], z[1], z[2], z[3], c_prev, k.act, k.rec_act);
-    float* gates = k.gates + (slot * M + m) * 4 * F + f;
-    gates[0] = s.i, gates[F] = s.f, gates[2 * F] = s.g, gates[3 * F] = s.o;
-    k.c[slot * M * F + e] = s.c;
-    if (k.masks != nullptr) {
-      for (int64_t q = 0; q < 4; ++q) k.hm[k.hm_at(q, slot, m, f)] = s.h * k.masks[q * M * F + e];
-    } else {
-      k.hm[k.hm_at(0, slot, m, f)] = s.h;
-    }
-    if (k.h_seq != nullptr) k.h_seq[sample_row * F + f] = s.h;
-    if (k.h_last != nullptr && t == S - 1) k.h_last[e] = s.h;
+    finish_step_forward(k, m, f, sample_row, z);
   }
 }
 
@@ -124,6 +133,85 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
     }
     k.dc[e] = d.dc_prev;
   }
+}
+
+// --- one ConvLSTM2D step forward, tiles in shared memory (tiles) -----------------------------
+//
+// The v1 and lanes_v2 kernels read hm_{t-1}'s window and R through the caches, KH*KW*F words of
+// each per gate per thread. Here a block takes an 8x8 tile of one sample's pixels and all F
+// units (64*F threads, F <= 16), thread (pixel, unit f). Gate by gate it stages in shared memory
+// hm_{t-1}'s window of the tile, (8+KH-1) x (8+KW-1) x F (gate q's masked copy with masks; the
+// one copy, staged once, without) and gate q's F x F columns of R per tap, then each thread adds
+// its pixel's gate-q sum from there; then the unit step as v1 (finish_step_forward). Layers
+// with more than 16 filters, or whose window and R do not fit in 48 KiB, run v1.
+
+constexpr int kStepTile = 8, kStepTileMaxF = 16;
+
+size_t step_tile_floats(const ConvLstmStepForward<float>& k) {
+  return size_t(k.F) * (kStepTile + k.KH - 1) * (kStepTile + k.KW - 1) + size_t(k.KH) * k.KW * k.F * k.F;
+}
+
+bool step_tiles_apply(const ConvLstmStepForward<float>& k) {
+  return k.F <= kStepTileMaxF && k.N <= 65535 && step_tile_floats(k) * sizeof(float) <= 48 * 1024;
+}
+
+// Grid: x the 8x8 tiles of an image, y samples. Dynamic shared memory: the window (F, TIH, TIW),
+// then gate q's columns of R (KH*KW, F, F).
+__global__ void __launch_bounds__(64 * kStepTileMaxF)
+    convlstm_step_forward_tiles_kernel(ConvLstmStepForward<float> k) {
+  extern __shared__ float step_shared[];
+  const int64_t P = k.P(), t = k.t, n = blockIdx.y;
+  const int F = static_cast<int>(k.F), KH = static_cast<int>(k.KH), KW = static_cast<int>(k.KW),
+            H = static_cast<int>(k.H), W = static_cast<int>(k.W);
+  const int TIH = kStepTile + KH - 1, TIW = kStepTile + KW - 1;
+  float* s_win = step_shared;          // (F, TIH, TIW)
+  float* s_r = s_win + F * TIH * TIW;  // (KH*KW, F, F)
+  const int tiles_w = (W + kStepTile - 1) / kStepTile;
+  const int tile_y = static_cast<int>(blockIdx.x) / tiles_w, tile_x = static_cast<int>(blockIdx.x) % tiles_w;
+  const int f = static_cast<int>(threadIdx.x) % F, pixel = static_cast<int>(threadIdx.x) / F;
+  const int py = pixel / kStepTile, px = pixel % kStepTile;
+  const int y = tile_y * kStepTile + py, x = tile_x * kStepTile + px;
+  const bool inside = y < H && x < W;
+  float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (t > 0) {
+    const Conv2dGeometry conv = k.recurrent_conv();
+    const float* hm_prev = k.hm + k.hm_at(0, (t + k.history - 1) % k.history, 0, 0);
+    const int copies = k.masks != nullptr ? 4 : 1;
+    const int y0 = tile_y * kStepTile - conv.pad_top, x0 = tile_x * kStepTile - conv.pad_left;
+    for (int q = 0; q < 4; ++q) {
+      __syncthreads();  // the previous gate's window and R are no longer read
+      if (q < copies) {
+        for (int i = threadIdx.x; i < F * TIH * TIW; i += blockDim.x) {
+          const int cin = i % F, rest = i / F, col = rest % TIW, row = rest / TIW;
+          const int ih = y0 + row, iw = x0 + col;
+          s_win[(cin * TIH + row) * TIW + col] =
+              ih >= 0 && ih < H && iw >= 0 && iw < W
+                  ? hm_prev[((n * P + int64_t(ih) * W + iw) * copies + q) * F + cin]
+                  : 0.0f;
+        }
+      }
+      for (int i = threadIdx.x; i < KH * KW * F * F; i += blockDim.x) {
+        const int out = i % F, rest = i / F;  // rest = tap * F + cin
+        s_r[i] = k.R[int64_t(rest) * 4 * F + q * F + out];
+      }
+      __syncthreads();
+      if (inside) {
+        float acc = 0.0f;
+        for (int kh = 0; kh < KH; ++kh) {
+          for (int kw = 0; kw < KW; ++kw) {
+            const float* win = s_win + (py + kh) * TIW + px + kw;
+            const float* r = s_r + (kh * KW + kw) * F * F + f;
+            for (int cin = 0; cin < F; ++cin) acc += win[cin * TIH * TIW] * r[cin * F];
+          }
+        }
+        z[q] = acc;
+      }
+    }
+  }
+  if (!inside) return;  // after the block's last barrier
+  const int64_t m = n * P + int64_t(y) * W + x, sample_row = (n * k.steps + t) * P + int64_t(y) * W + x;
+  for (int q = 0; q < 4; ++q) z[q] = k.xz[sample_row * 4 * F + q * F + f] + z[q];
+  finish_step_forward(k, m, f, sample_row, z);
 }
 
 // --- one ConvLSTM2D step, a group of lanes per (pixel, filter) (lanes_v2) -----------------
@@ -389,6 +477,18 @@ void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t s
                   (2 * 4 * k.U + k.U) * sizeof(float), (k.U | 1) * 4 * k.U * sizeof(float), stream);
 }
 
+void convlstm_step_forward_tiles(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  if (k.N * k.P() * k.F <= 0) return;
+  if (!step_tiles_apply(k)) return convlstm_step_forward_v1(k, stream);
+  const int64_t tiles = ((k.H + kStepTile - 1) / kStepTile) * ((k.W + kStepTile - 1) / kStepTile);
+  if (tiles > 0x7fffffff)
+    throw std::runtime_error("hisvid::cuda::convlstm_step_forward_tiles: image too large");
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
+  convlstm_step_forward_tiles_kernel<<<grid, static_cast<unsigned>(64 * k.F),
+                                       sizeof(float) * step_tile_floats(k), stream>>>(k);
+  HISVID_CHECK_LAUNCH();
+}
+
 void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
   const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
@@ -428,25 +528,38 @@ void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaS
 namespace {
 
 // HISVID_CUDA_CONVLSTM_STEP: which version the `cuda` rows run (v1 unless set).
-bool lanes_chosen() {
-  static const bool lanes = [] {
+// HISVID_CUDA_CONVLSTM_STEP: v1 (or unset), lanes_v2, or tiles (forward tiles, backward v1).
+enum class StepChoice { V1, LanesV2, Tiles };
+
+StepChoice step_choice() {
+  static const StepChoice choice = [] {
     const char* v = std::getenv("HISVID_CUDA_CONVLSTM_STEP");
     const std::string s = v == nullptr ? "" : v;
-    if (s.empty() || s == "v1") return false;
-    if (s == "lanes_v2") return true;
-    throw std::invalid_argument("HISVID_CUDA_CONVLSTM_STEP='" + s + "': expected v1 or lanes_v2");
+    if (s.empty() || s == "v1") return StepChoice::V1;
+    if (s == "lanes_v2") return StepChoice::LanesV2;
+    if (s == "tiles") return StepChoice::Tiles;
+    throw std::invalid_argument("HISVID_CUDA_CONVLSTM_STEP='" + s + "': expected v1, lanes_v2 or tiles");
   }();
-  return lanes;
+  return choice;
 }
 
 }  // namespace
 
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
-  lanes_chosen() ? convlstm_step_forward_lanes_v2(k, stream) : convlstm_step_forward_v1(k, stream);
+  switch (step_choice()) {
+    case StepChoice::LanesV2:
+      return convlstm_step_forward_lanes_v2(k, stream);
+    case StepChoice::Tiles:
+      return convlstm_step_forward_tiles(k, stream);
+    case StepChoice::V1:
+      break;
+  }
+  convlstm_step_forward_v1(k, stream);
 }
 
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
-  lanes_chosen() ? convlstm_step_backward_lanes_v2(k, stream) : convlstm_step_backward_v1(k, stream);
+  step_choice() == StepChoice::LanesV2 ? convlstm_step_backward_lanes_v2(k, stream)
+                                       : convlstm_step_backward_v1(k, stream);
 }
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {

@@ -38,6 +38,7 @@ const bool cuda_rows = register_rows(
     cuda_row<cuda::convlstm_step_forward_v1>("cuda.v1", Role::Alternative),
     cuda_row<cuda::convlstm_step_backward_v1>("cuda.v1", Role::Alternative),
     cuda_row<cuda::convlstm_step_forward_lanes_v2>("cuda.lanes_v2", Role::Alternative),
+    cuda_row<cuda::convlstm_step_forward_tiles>("cuda.tiles", Role::Alternative),
     cuda_row<cuda::convlstm_step_backward_lanes_v2>("cuda.lanes_v2", Role::Alternative));
 #endif
 
