@@ -106,6 +106,24 @@ __global__ void convlstm_step_forward_kernel(ConvLstmStepForward<float> k) {
   }
 }
 
+// The unit step's gradients of (pixel m, filter f) once dh, the whole gradient reaching h_t, is
+// known: dz_t into dxz and dzg, and the gradient reaching c_{t-1} into dc.
+__device__ __forceinline__ void finish_step_backward(const ConvLstmStepBackward<float>& k, int64_t m,
+                                                     int64_t f, int64_t sample_row, float dh) {
+  const int64_t M = k.N * k.P(), F = k.F, t = k.t, e = m * F + f;
+  const float* gates = k.gates + (t * M + m) * 4 * F + f;
+  const LstmUnit<float> s{gates[0], gates[F], gates[2 * F], gates[3 * F], k.c[t * M * F + e], 0.0f};
+  const float c_prev = t > 0 ? k.c[(t - 1) * M * F + e] : 0.0f;
+  const LstmUnitGrad<float> d = lstm_unit_backward(dh, k.dc[e], s, c_prev, k.act, k.rec_act);
+  const float dz[4] = {d.dz_i, d.dz_f, d.dz_c, d.dz_o};
+  float* dxz = k.dxz + sample_row * 4 * F + f;
+  for (int64_t q = 0; q < 4; ++q) {
+    dxz[q * F] = dz[q];
+    k.dzg[k.dzg_at(q, t, m, f)] = dz[q];
+  }
+  k.dc[e] = d.dc_prev;
+}
+
 // What step t+1's recurrent convolution sends back to h_t is gathered in place from dz_{t+1}
 // (conv2d_input_grad_at), so one launch makes the whole step.
 __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
@@ -121,17 +139,7 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
       const float back = conv2d_input_grad_at(dz_next, k.R, conv, n, y, x, int(q * F + f));
       dh += k.masks != nullptr ? back * k.masks[q * M * F + e] : back;
     }
-    const float* gates = k.gates + (t * M + m) * 4 * F + f;
-    const LstmUnit<float> s{gates[0], gates[F], gates[2 * F], gates[3 * F], k.c[t * M * F + e], 0.0f};
-    const float c_prev = t > 0 ? k.c[(t - 1) * M * F + e] : 0.0f;
-    const LstmUnitGrad<float> d = lstm_unit_backward(dh, k.dc[e], s, c_prev, k.act, k.rec_act);
-    const float dz[4] = {d.dz_i, d.dz_f, d.dz_c, d.dz_o};
-    float* dxz = k.dxz + sample_row * 4 * F + f;
-    for (int64_t q = 0; q < 4; ++q) {
-      dxz[q * F] = dz[q];
-      k.dzg[k.dzg_at(q, t, m, f)] = dz[q];
-    }
-    k.dc[e] = d.dc_prev;
+    finish_step_backward(k, m, f, sample_row, dh);
   }
 }
 
@@ -147,12 +155,79 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
 
 constexpr int kStepTile = 8, kStepTileMaxF = 16;
 
-size_t step_tile_floats(const ConvLstmStepForward<float>& k) {
+template <typename Step>
+size_t step_tile_floats(const Step& k) {
   return size_t(k.F) * (kStepTile + k.KH - 1) * (kStepTile + k.KW - 1) + size_t(k.KH) * k.KW * k.F * k.F;
 }
 
-bool step_tiles_apply(const ConvLstmStepForward<float>& k) {
+template <typename Step>
+bool step_tiles_apply(const Step& k) {
   return k.F <= kStepTileMaxF && k.N <= 65535 && step_tile_floats(k) * sizeof(float) <= 48 * 1024;
+}
+
+// Launches a tiles kernel over k's images, or returns false where it does not apply.
+template <typename Step>
+bool launch_step_tiles(void (*kernel)(Step), const Step& k, cudaStream_t stream) {
+  if (!step_tiles_apply(k)) return false;
+  const int64_t tiles = ((k.H + kStepTile - 1) / kStepTile) * ((k.W + kStepTile - 1) / kStepTile);
+  if (tiles > 0x7fffffff) throw std::runtime_error("hisvid::cuda::convlstm step tiles: image too large");
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
+  kernel<<<grid, static_cast<unsigned>(64 * k.F), sizeof(float) * step_tile_floats(k), stream>>>(k);
+  HISVID_CHECK_LAUNCH();
+  return true;
+}
+
+// A tiles kernel's block and thread: sample n, the block's tile (tile_y, tile_x) of 8x8
+// pixels, the thread's pixel (y, x) (py, px in the tile) and unit f, whether the pixel is in the
+// image, the window's extent TIH x TIW, and the two parts of the shared memory: the window
+// (F, TIH, TIW) and gate q's columns of R (KH*KW, F, F).
+struct StepTile {
+  int64_t n;
+  int F, KH, KW, H, W, TIH, TIW, tile_y, tile_x, f, py, px, y, x;
+  bool inside;
+  float* window;
+  float* r;
+};
+
+template <typename Step>
+__device__ __forceinline__ StepTile step_tile(const Step& k, float* shared) {
+  StepTile s;
+  s.n = blockIdx.y;
+  s.F = static_cast<int>(k.F), s.KH = static_cast<int>(k.KH), s.KW = static_cast<int>(k.KW);
+  s.H = static_cast<int>(k.H), s.W = static_cast<int>(k.W);
+  s.TIH = kStepTile + s.KH - 1, s.TIW = kStepTile + s.KW - 1;
+  const int tiles_w = (s.W + kStepTile - 1) / kStepTile;
+  s.tile_y = static_cast<int>(blockIdx.x) / tiles_w, s.tile_x = static_cast<int>(blockIdx.x) % tiles_w;
+  s.f = static_cast<int>(threadIdx.x) % s.F;
+  const int pixel = static_cast<int>(threadIdx.x) / s.F;
+  s.py = pixel / kStepTile, s.px = pixel % kStepTile;
+  s.y = s.tile_y * kStepTile + s.py, s.x = s.tile_x * kStepTile + s.px;
+  s.inside = s.y < s.H && s.x < s.W;
+  s.window = shared;
+  s.r = shared + s.F * s.TIH * s.TIW;
+  return s;
+}
+
+// Stages into s.window the window of rows y0.., columns x0.. of copy q of a (N,H,W,copies,F)
+// tensor for sample s.n (zeros outside the image), and gate q's columns of R (KH,KW,F,4F) into
+// s.r. The caller synchronises before and after.
+__device__ __forceinline__ void stage_gate(const StepTile& s, const float* src, int copies, int q, int y0,
+                                           int x0, bool window, const float* R) {
+  const int64_t P = int64_t(s.H) * s.W;
+  if (window) {
+    for (int i = threadIdx.x; i < s.F * s.TIH * s.TIW; i += blockDim.x) {
+      const int c = i % s.F, rest = i / s.F, col = rest % s.TIW, row = rest / s.TIW;
+      const int ih = y0 + row, iw = x0 + col;
+      s.window[(c * s.TIH + row) * s.TIW + col] =
+          ih >= 0 && ih < s.H && iw >= 0 && iw < s.W
+              ? src[((s.n * P + int64_t(ih) * s.W + iw) * copies + q) * s.F + c]
+              : 0.0f;
+    }
+  }
+  for (int i = threadIdx.x; i < s.KH * s.KW * s.F * s.F; i += blockDim.x) {
+    const int out = i % s.F, rest = i / s.F;  // rest = tap * F + cin
+    s.r[i] = R[int64_t(rest) * 4 * s.F + q * s.F + out];
+  }
 }
 
 // Grid: x the 8x8 tiles of an image, y samples. Dynamic shared memory: the window (F, TIH, TIW),
@@ -160,58 +235,82 @@ bool step_tiles_apply(const ConvLstmStepForward<float>& k) {
 __global__ void __launch_bounds__(64 * kStepTileMaxF)
     convlstm_step_forward_tiles_kernel(ConvLstmStepForward<float> k) {
   extern __shared__ float step_shared[];
-  const int64_t P = k.P(), t = k.t, n = blockIdx.y;
-  const int F = static_cast<int>(k.F), KH = static_cast<int>(k.KH), KW = static_cast<int>(k.KW),
-            H = static_cast<int>(k.H), W = static_cast<int>(k.W);
-  const int TIH = kStepTile + KH - 1, TIW = kStepTile + KW - 1;
-  float* s_win = step_shared;          // (F, TIH, TIW)
-  float* s_r = s_win + F * TIH * TIW;  // (KH*KW, F, F)
-  const int tiles_w = (W + kStepTile - 1) / kStepTile;
-  const int tile_y = static_cast<int>(blockIdx.x) / tiles_w, tile_x = static_cast<int>(blockIdx.x) % tiles_w;
-  const int f = static_cast<int>(threadIdx.x) % F, pixel = static_cast<int>(threadIdx.x) / F;
-  const int py = pixel / kStepTile, px = pixel % kStepTile;
-  const int y = tile_y * kStepTile + py, x = tile_x * kStepTile + px;
-  const bool inside = y < H && x < W;
+  const StepTile s = step_tile(k, step_shared);
+  const int64_t P = k.P(), t = k.t;
   float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   if (t > 0) {
     const Conv2dGeometry conv = k.recurrent_conv();
     const float* hm_prev = k.hm + k.hm_at(0, (t + k.history - 1) % k.history, 0, 0);
     const int copies = k.masks != nullptr ? 4 : 1;
-    const int y0 = tile_y * kStepTile - conv.pad_top, x0 = tile_x * kStepTile - conv.pad_left;
+    const int y0 = s.tile_y * kStepTile - conv.pad_top, x0 = s.tile_x * kStepTile - conv.pad_left;
     for (int q = 0; q < 4; ++q) {
       __syncthreads();  // the previous gate's window and R are no longer read
-      if (q < copies) {
-        for (int i = threadIdx.x; i < F * TIH * TIW; i += blockDim.x) {
-          const int cin = i % F, rest = i / F, col = rest % TIW, row = rest / TIW;
-          const int ih = y0 + row, iw = x0 + col;
-          s_win[(cin * TIH + row) * TIW + col] =
-              ih >= 0 && ih < H && iw >= 0 && iw < W
-                  ? hm_prev[((n * P + int64_t(ih) * W + iw) * copies + q) * F + cin]
-                  : 0.0f;
-        }
-      }
-      for (int i = threadIdx.x; i < KH * KW * F * F; i += blockDim.x) {
-        const int out = i % F, rest = i / F;  // rest = tap * F + cin
-        s_r[i] = k.R[int64_t(rest) * 4 * F + q * F + out];
-      }
+      stage_gate(s, hm_prev, copies, q, y0, x0, q < copies, k.R);
       __syncthreads();
-      if (inside) {
+      if (s.inside) {
         float acc = 0.0f;
-        for (int kh = 0; kh < KH; ++kh) {
-          for (int kw = 0; kw < KW; ++kw) {
-            const float* win = s_win + (py + kh) * TIW + px + kw;
-            const float* r = s_r + (kh * KW + kw) * F * F + f;
-            for (int cin = 0; cin < F; ++cin) acc += win[cin * TIH * TIW] * r[cin * F];
+        for (int kh = 0; kh < s.KH; ++kh) {
+          for (int kw = 0; kw < s.KW; ++kw) {
+            const float* win = s.window + (s.py + kh) * s.TIW + s.px + kw;
+            const float* r = s.r + (kh * s.KW + kw) * s.F * s.F + s.f;
+            for (int cin = 0; cin < s.F; ++cin) acc += win[cin * s.TIH * s.TIW] * r[cin * s.F];
           }
         }
         z[q] = acc;
       }
     }
   }
-  if (!inside) return;  // after the block's last barrier
-  const int64_t m = n * P + int64_t(y) * W + x, sample_row = (n * k.steps + t) * P + int64_t(y) * W + x;
-  for (int q = 0; q < 4; ++q) z[q] = k.xz[sample_row * 4 * F + q * F + f] + z[q];
-  finish_step_forward(k, m, f, sample_row, z);
+  if (!s.inside) return;  // after the block's last barrier
+  const int64_t pixel = int64_t(s.y) * s.W + s.x, m = s.n * P + pixel,
+                sample_row = (s.n * k.steps + t) * P + pixel;
+  for (int q = 0; q < 4; ++q) z[q] = k.xz[sample_row * 4 * s.F + q * s.F + s.f] + z[q];
+  finish_step_forward(k, m, s.f, sample_row, z);
+}
+
+// Backward likewise: a block per 8x8 tile of one sample and all F units, thread (pixel, unit f).
+// Gate by gate it stages dz_{t+1}'s gate-q outputs over the tile's window of the transposed
+// convolution ((8+KH-1) x (8+KW-1) x F, offset by KH-1-pad_top and KW-1-pad_left) and gate q's
+// columns of R (the forward kernel's layout), and each thread adds its pixel's share of the
+// gradient reaching h_t through gate q (times gate q's mask with masks: copy q of hm); then the
+// unit step as v1 (finish_step_backward). Without masks the sum over R's 4F columns is taken
+// gate by gate, in another order than v1's.
+
+// Grid and shared memory as convlstm_step_forward_tiles_kernel's: dz_{t+1}'s window (F, TIH,
+// TIW), then gate q's columns of R (KH*KW, F, F).
+__global__ void __launch_bounds__(64 * kStepTileMaxF)
+    convlstm_step_backward_tiles_kernel(ConvLstmStepBackward<float> k) {
+  extern __shared__ float step_shared[];
+  const StepTile s = step_tile(k, step_shared);
+  const int64_t P = k.P(), M = k.N * P, t = k.t;
+  const int64_t pixel = int64_t(s.y) * s.W + s.x, m = s.n * P + pixel, e = m * s.F + s.f,
+                sample_row = (s.n * k.steps + t) * P + pixel;
+  float dh = 0.0f;
+  if (s.inside)
+    dh = k.dh_seq != nullptr ? k.dh_seq[sample_row * s.F + s.f] : (t == k.steps - 1 ? k.dh_last[e] : 0.0f);
+  if (t < k.steps - 1) {
+    const Conv2dGeometry conv = k.recurrent_conv();
+    const float* dz_next = k.dzg + k.dzg_at(0, t + 1, 0, 0);  // (M, 4, F)
+    const int y0 = s.tile_y * kStepTile - (s.KH - 1 - conv.pad_top),
+              x0 = s.tile_x * kStepTile - (s.KW - 1 - conv.pad_left);
+    for (int q = 0; q < 4; ++q) {
+      __syncthreads();  // the previous gate's window and R are no longer read
+      stage_gate(s, dz_next, 4, q, y0, x0, true, k.R);
+      __syncthreads();
+      if (s.inside) {
+        float acc = 0.0f;  // over taps and gate q's outputs o: dz_{t+1} * R[tap][f][q*F + o]
+        for (int kh = 0; kh < s.KH; ++kh) {
+          for (int kw = 0; kw < s.KW; ++kw) {
+            const float* d = s.window + (s.py + s.KH - 1 - kh) * s.TIW + s.px + s.KW - 1 - kw;
+            const float* r = s.r + ((kh * s.KW + kw) * s.F + s.f) * s.F;
+            for (int o = 0; o < s.F; ++o) acc += d[o * s.TIH * s.TIW] * r[o];
+          }
+        }
+        dh += k.masks != nullptr ? acc * k.masks[q * M * s.F + e] : acc;
+      }
+    }
+  }
+  if (!s.inside) return;  // after the block's last barrier
+  finish_step_backward(k, m, s.f, sample_row, dh);
 }
 
 // --- one ConvLSTM2D step, a group of lanes per (pixel, filter) (lanes_v2) -----------------
@@ -479,14 +578,13 @@ void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t s
 
 void convlstm_step_forward_tiles(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
   if (k.N * k.P() * k.F <= 0) return;
-  if (!step_tiles_apply(k)) return convlstm_step_forward_v1(k, stream);
-  const int64_t tiles = ((k.H + kStepTile - 1) / kStepTile) * ((k.W + kStepTile - 1) / kStepTile);
-  if (tiles > 0x7fffffff)
-    throw std::runtime_error("hisvid::cuda::convlstm_step_forward_tiles: image too large");
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
-  convlstm_step_forward_tiles_kernel<<<grid, static_cast<unsigned>(64 * k.F),
-                                       sizeof(float) * step_tile_floats(k), stream>>>(k);
-  HISVID_CHECK_LAUNCH();
+  if (!launch_step_tiles(convlstm_step_forward_tiles_kernel, k, stream)) convlstm_step_forward_v1(k, stream);
+}
+
+void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  if (k.N * k.P() * k.F <= 0) return;
+  if (!launch_step_tiles(convlstm_step_backward_tiles_kernel, k, stream))
+    convlstm_step_backward_v1(k, stream);
 }
 
 void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
@@ -528,7 +626,7 @@ void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaS
 namespace {
 
 // HISVID_CUDA_CONVLSTM_STEP: which version the `cuda` rows run (v1 unless set).
-// HISVID_CUDA_CONVLSTM_STEP: v1 (or unset), lanes_v2, or tiles (forward tiles, backward v1).
+// HISVID_CUDA_CONVLSTM_STEP: v1 (or unset), lanes_v2 or tiles, both directions.
 enum class StepChoice { V1, LanesV2, Tiles };
 
 StepChoice step_choice() {
@@ -558,8 +656,15 @@ void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t str
 }
 
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
-  step_choice() == StepChoice::LanesV2 ? convlstm_step_backward_lanes_v2(k, stream)
-                                       : convlstm_step_backward_v1(k, stream);
+  switch (step_choice()) {
+    case StepChoice::LanesV2:
+      return convlstm_step_backward_lanes_v2(k, stream);
+    case StepChoice::Tiles:
+      return convlstm_step_backward_tiles(k, stream);
+    case StepChoice::V1:
+      break;
+  }
+  convlstm_step_backward_v1(k, stream);
 }
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {

@@ -335,8 +335,8 @@ void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
 // units backward, 55 forward).
 void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
-// The `cuda` rows run v1 unless HISVID_CUDA_CONVLSTM_STEP=lanes_v2 (both directions) or =tiles
-// (forward tiles, backward v1): measured against each other with gpu-check's
+// The `cuda` rows run v1 unless HISVID_CUDA_CONVLSTM_STEP=lanes_v2 or =tiles (both
+// directions): measured against each other with gpu-check's
 // GPU_CHECK_BASELINE before one becomes the default.
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
@@ -346,9 +346,10 @@ void convlstm_step_backward_v1(const ConvLstmStepBackward<float>& k, cudaStream_
 // lanes_v2: 4*S lanes of a warp per (pixel, filter), S = 1..8 channel (backward: filter) parts
 // per gate, met through warp shuffles.
 void convlstm_step_forward_lanes_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream);
-// tiles: an 8x8 tile of one sample's pixels per block, hm_{t-1}'s window and each gate's columns
-// of R staged in shared memory (forward only; layers of up to 16 filters, else v1).
+// tiles: an 8x8 tile of one sample's pixels per block, hm_{t-1}'s window (backward: dz_{t+1}'s)
+// and each gate's columns of R staged in shared memory; layers of up to 16 filters, else v1.
 void convlstm_step_forward_tiles(const ConvLstmStepForward<float>& k, cudaStream_t stream);
+void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda

@@ -39,6 +39,7 @@ const bool cuda_rows = register_rows(
     cuda_row<cuda::convlstm_step_backward_v1>("cuda.v1", Role::Alternative),
     cuda_row<cuda::convlstm_step_forward_lanes_v2>("cuda.lanes_v2", Role::Alternative),
     cuda_row<cuda::convlstm_step_forward_tiles>("cuda.tiles", Role::Alternative),
+    cuda_row<cuda::convlstm_step_backward_tiles>("cuda.tiles", Role::Alternative),
     cuda_row<cuda::convlstm_step_backward_lanes_v2>("cuda.lanes_v2", Role::Alternative));
 #endif
 
@@ -226,6 +227,8 @@ const StepShape kStepShapes[] = {
     {4, 3, 62, 62, 4, 1, 3, 3, Activation::HardSigmoid, true, true, 3},       // the ConvLSTM's first layer at batch 4
     {2, 3, 4, 3, 14, 1, 3, 3, Activation::HardSigmoid, false, true, 3},       // 14 filters: parts of 4 and 3 channels
     {4, 3, 4, 4, 16, 1, 3, 3, Activation::HardSigmoid, false, false, 3},      // the last layer at batch 4, no masks
+    {2, 3, 9, 17, 5, 1, 2, 3, Activation::HardSigmoid, false, true, 3},       // 2x3 of the tiles rows' 8x8 tiles, no masks
+    {2, 3, 9, 17, 6, 0, 3, 3, Activation::HardSigmoid, true, false, 3},       // the first step with masks, over tiles
 };
 // clang-format on
 
