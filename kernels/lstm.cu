@@ -143,15 +143,16 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
   }
 }
 
-// --- one ConvLSTM2D step forward, tiles in shared memory (tiles) -----------------------------
+// --- one ConvLSTM2D step, tiles in shared memory (tiles) -------------------------------------
 //
 // The v1 and lanes_v2 kernels read hm_{t-1}'s window and R through the caches, KH*KW*F words of
 // each per gate per thread. Here a block takes an 8x8 tile of one sample's pixels and all F
 // units (64*F threads, F <= 16), thread (pixel, unit f). Gate by gate it stages in shared memory
 // hm_{t-1}'s window of the tile, (8+KH-1) x (8+KW-1) x F (gate q's masked copy with masks; the
 // one copy, staged once, without) and gate q's F x F columns of R per tap, then each thread adds
-// its pixel's gate-q sum from there; then the unit step as v1 (finish_step_forward). Layers
-// with more than 16 filters, or whose window and R do not fit in 48 KiB, run v1.
+// its pixel's gate-q sum from there; then the unit step as v1 (finish_step_forward). The
+// backward kernel (below) works the same way over dz_{t+1}. Layers with more than 16 filters, or
+// whose window and R do not fit in 48 KiB, run v1.
 
 constexpr int kStepTile = 8, kStepTileMaxF = 16;
 
@@ -210,9 +211,11 @@ __device__ __forceinline__ StepTile step_tile(const Step& k, float* shared) {
 
 // Stages into s.window the window of rows y0.., columns x0.. of copy q of a (N,H,W,copies,F)
 // tensor for sample s.n (zeros outside the image), and gate q's columns of R (KH,KW,F,4F) into
-// s.r. The caller synchronises before and after.
+// s.r: (KH*KW, F in, F out), or (KH*KW, F out, F in) when `transposed` (the backward kernel's
+// reads then walk consecutive words across a warp's units, as the forward kernel's do). The
+// caller synchronises before and after.
 __device__ __forceinline__ void stage_gate(const StepTile& s, const float* src, int copies, int q, int y0,
-                                           int x0, bool window, const float* R) {
+                                           int x0, bool window, const float* R, bool transposed) {
   const int64_t P = int64_t(s.H) * s.W;
   if (window) {
     for (int i = threadIdx.x; i < s.F * s.TIH * s.TIW; i += blockDim.x) {
@@ -225,8 +228,9 @@ __device__ __forceinline__ void stage_gate(const StepTile& s, const float* src, 
     }
   }
   for (int i = threadIdx.x; i < s.KH * s.KW * s.F * s.F; i += blockDim.x) {
-    const int out = i % s.F, rest = i / s.F;  // rest = tap * F + cin
-    s.r[i] = R[int64_t(rest) * 4 * s.F + q * s.F + out];
+    const int b = i % s.F, rest = i / s.F, a = rest % s.F, tap = rest / s.F;  // i = (tap*F + a)*F + b
+    const int cin = transposed ? b : a, out = transposed ? a : b;
+    s.r[i] = R[(int64_t(tap) * s.F + cin) * 4 * s.F + q * s.F + out];
   }
 }
 
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(64 * kStepTileMaxF)
     const int y0 = s.tile_y * kStepTile - conv.pad_top, x0 = s.tile_x * kStepTile - conv.pad_left;
     for (int q = 0; q < 4; ++q) {
       __syncthreads();  // the previous gate's window and R are no longer read
-      stage_gate(s, hm_prev, copies, q, y0, x0, q < copies, k.R);
+      stage_gate(s, hm_prev, copies, q, y0, x0, q < copies, k.R, false);
       __syncthreads();
       if (s.inside) {
         float acc = 0.0f;
@@ -270,7 +274,7 @@ __global__ void __launch_bounds__(64 * kStepTileMaxF)
 // Backward likewise: a block per 8x8 tile of one sample and all F units, thread (pixel, unit f).
 // Gate by gate it stages dz_{t+1}'s gate-q outputs over the tile's window of the transposed
 // convolution ((8+KH-1) x (8+KW-1) x F, offset by KH-1-pad_top and KW-1-pad_left) and gate q's
-// columns of R (the forward kernel's layout), and each thread adds its pixel's share of the
+// columns of R (transposed: (KH*KW, F out, F in)), and each thread adds its pixel's share of the
 // gradient reaching h_t through gate q (times gate q's mask with masks: copy q of hm); then the
 // unit step as v1 (finish_step_backward). Without masks the sum over R's 4F columns is taken
 // gate by gate, in another order than v1's.
@@ -294,15 +298,15 @@ __global__ void __launch_bounds__(64 * kStepTileMaxF)
               x0 = s.tile_x * kStepTile - (s.KW - 1 - conv.pad_left);
     for (int q = 0; q < 4; ++q) {
       __syncthreads();  // the previous gate's window and R are no longer read
-      stage_gate(s, dz_next, 4, q, y0, x0, true, k.R);
+      stage_gate(s, dz_next, 4, q, y0, x0, true, k.R, true);
       __syncthreads();
       if (s.inside) {
         float acc = 0.0f;  // over taps and gate q's outputs o: dz_{t+1} * R[tap][f][q*F + o]
         for (int kh = 0; kh < s.KH; ++kh) {
           for (int kw = 0; kw < s.KW; ++kw) {
             const float* d = s.window + (s.py + s.KH - 1 - kh) * s.TIW + s.px + s.KW - 1 - kw;
-            const float* r = s.r + ((kh * s.KW + kw) * s.F + s.f) * s.F;
-            for (int o = 0; o < s.F; ++o) acc += d[o * s.TIH * s.TIW] * r[o];
+            const float* r = s.r + (kh * s.KW + kw) * s.F * s.F + s.f;  // R[tap][f][q*F + o] at r[o*F]
+            for (int o = 0; o < s.F; ++o) acc += d[o * s.TIH * s.TIW] * r[o * s.F];
           }
         }
         dh += k.masks != nullptr ? acc * k.masks[q * M * s.F + e] : acc;
