@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda_context.h"
 #include "kernels/lstm.h"
@@ -150,20 +151,41 @@ __global__ void convlstm_step_backward_kernel(ConvLstmStepBackward<float> k) {
 // units (64*F threads, F <= 16), thread (pixel, unit f). Gate by gate it stages in shared memory
 // hm_{t-1}'s window of the tile, (8+KH-1) x (8+KW-1) x F (gate q's masked copy with masks; the
 // one copy, staged once, without) and gate q's F x F columns of R per tap, then each thread adds
-// its pixel's gate-q sum from there; then the unit step as v1 (finish_step_forward). The
+// its pixel's gate-q sum from there (without masks, where they fit, the window and all of R at
+// once, every gate in one pass: step_all_gates); then the unit step as v1 (finish_step_forward). The
 // backward kernel (below) works the same way over dz_{t+1}. Layers with more than 16 filters, or
 // whose window and R do not fit in 48 KiB, run v1.
 
 constexpr int kStepTile = 8, kStepTileMaxF = 16;
 
+constexpr size_t kStepSharedBytes = 48 * 1024;
+
+// Floats of a tiles kernel's shared memory: the window, then gate q's columns of R (gates = 1)
+// or all of R (gates = 4).
 template <typename Step>
-size_t step_tile_floats(const Step& k) {
-  return size_t(k.F) * (kStepTile + k.KH - 1) * (kStepTile + k.KW - 1) + size_t(k.KH) * k.KW * k.F * k.F;
+HISVID_HD size_t step_tile_floats(const Step& k, int gates) {
+  return size_t(k.F) * (kStepTile + k.KH - 1) * (kStepTile + k.KW - 1) +
+         size_t(k.KH) * k.KW * k.F * gates * k.F;
+}
+
+// The forward kernel takes all four gates from one staging of the window and all of R where
+// there are no masks (one copy of hm) and both fit: 4 multiply-adds per 5 shared loads and 2
+// barriers per step, against gate by gate's 1 per 2 and 8.
+HISVID_HD bool step_all_gates(const ConvLstmStepForward<float>& k) {
+  return k.masks == nullptr && step_tile_floats(k, 4) * sizeof(float) <= kStepSharedBytes;
+}
+
+template <typename Step>
+size_t step_shared_bytes(const Step& k) {
+  if constexpr (std::is_same_v<Step, ConvLstmStepForward<float>>) {
+    if (step_all_gates(k)) return sizeof(float) * step_tile_floats(k, 4);
+  }
+  return sizeof(float) * step_tile_floats(k, 1);
 }
 
 template <typename Step>
 bool step_tiles_apply(const Step& k) {
-  return k.F <= kStepTileMaxF && k.N <= 65535 && step_tile_floats(k) * sizeof(float) <= 48 * 1024;
+  return k.F <= kStepTileMaxF && k.N <= 65535 && step_tile_floats(k, 1) * sizeof(float) <= kStepSharedBytes;
 }
 
 // Launches a tiles kernel over k's images, or returns false where it does not apply.
@@ -173,7 +195,7 @@ bool launch_step_tiles(void (*kernel)(Step), const Step& k, cudaStream_t stream)
   const int64_t tiles = ((k.H + kStepTile - 1) / kStepTile) * ((k.W + kStepTile - 1) / kStepTile);
   if (tiles > 0x7fffffff) throw std::runtime_error("hisvid::cuda::convlstm step tiles: image too large");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
-  kernel<<<grid, static_cast<unsigned>(64 * k.F), sizeof(float) * step_tile_floats(k), stream>>>(k);
+  kernel<<<grid, static_cast<unsigned>(64 * k.F), step_shared_bytes(k), stream>>>(k);
   HISVID_CHECK_LAUNCH();
   return true;
 }
@@ -210,23 +232,25 @@ __device__ __forceinline__ StepTile step_tile(const Step& k, float* shared) {
 }
 
 // Stages into s.window the window of rows y0.., columns x0.. of copy q of a (N,H,W,copies,F)
-// tensor for sample s.n (zeros outside the image), and gate q's columns of R (KH,KW,F,4F) into
-// s.r: (KH*KW, F in, F out), or (KH*KW, F out, F in) when `transposed` (the backward kernel's
-// reads then walk consecutive words across a warp's units, as the forward kernel's do). The
-// caller synchronises before and after.
-__device__ __forceinline__ void stage_gate(const StepTile& s, const float* src, int copies, int q, int y0,
-                                           int x0, bool window, const float* R, bool transposed) {
+// tensor for sample s.n, zeros outside the image. The caller synchronises before and after.
+__device__ __forceinline__ void stage_window(const StepTile& s, const float* src, int copies, int q, int y0,
+                                             int x0) {
   const int64_t P = int64_t(s.H) * s.W;
-  if (window) {
-    for (int i = threadIdx.x; i < s.F * s.TIH * s.TIW; i += blockDim.x) {
-      const int c = i % s.F, rest = i / s.F, col = rest % s.TIW, row = rest / s.TIW;
-      const int ih = y0 + row, iw = x0 + col;
-      s.window[(c * s.TIH + row) * s.TIW + col] =
-          ih >= 0 && ih < s.H && iw >= 0 && iw < s.W
-              ? src[((s.n * P + int64_t(ih) * s.W + iw) * copies + q) * s.F + c]
-              : 0.0f;
-    }
+  for (int i = threadIdx.x; i < s.F * s.TIH * s.TIW; i += blockDim.x) {
+    const int c = i % s.F, rest = i / s.F, col = rest % s.TIW, row = rest / s.TIW;
+    const int ih = y0 + row, iw = x0 + col;
+    s.window[(c * s.TIH + row) * s.TIW + col] =
+        ih >= 0 && ih < s.H && iw >= 0 && iw < s.W
+            ? src[((s.n * P + int64_t(ih) * s.W + iw) * copies + q) * s.F + c]
+            : 0.0f;
   }
+}
+
+// Stages gate q's columns of R (KH,KW,F,4F) into s.r: (KH*KW, F in, F out), or (KH*KW, F out,
+// F in) when `transposed` (the backward kernel's reads then walk consecutive words across a
+// warp's units, as the forward kernel's do). The caller synchronises before and after.
+__device__ __forceinline__ void stage_gate_columns(const StepTile& s, const float* R, int q,
+                                                   bool transposed) {
   for (int i = threadIdx.x; i < s.KH * s.KW * s.F * s.F; i += blockDim.x) {
     const int b = i % s.F, rest = i / s.F, a = rest % s.F, tap = rest / s.F;  // i = (tap*F + a)*F + b
     const int cin = transposed ? b : a, out = transposed ? a : b;
@@ -247,9 +271,32 @@ __global__ void __launch_bounds__(64 * kStepTileMaxF)
     const float* hm_prev = k.hm + k.hm_at(0, (t + k.history - 1) % k.history, 0, 0);
     const int copies = k.masks != nullptr ? 4 : 1;
     const int y0 = s.tile_y * kStepTile - conv.pad_top, x0 = s.tile_x * kStepTile - conv.pad_left;
-    for (int q = 0; q < 4; ++q) {
+    const bool all_gates = step_all_gates(k);
+    if (all_gates) {  // the window once, all of R (KH,KW,F,4F) as it is
+      stage_window(s, hm_prev, 1, 0, y0, x0);
+      for (int i = threadIdx.x; i < s.KH * s.KW * s.F * 4 * s.F; i += blockDim.x) s.r[i] = k.R[i];
+      __syncthreads();
+      if (s.inside) {
+        for (int kh = 0; kh < s.KH; ++kh) {
+          for (int kw = 0; kw < s.KW; ++kw) {
+            const float* win = s.window + (s.py + kh) * s.TIW + s.px + kw;
+            const float* r = s.r + (kh * s.KW + kw) * s.F * 4 * s.F + s.f;
+            for (int cin = 0; cin < s.F; ++cin) {
+              const float v = win[cin * s.TIH * s.TIW];
+              const float* rc = r + cin * 4 * s.F;
+              z[0] += v * rc[0];
+              z[1] += v * rc[s.F];
+              z[2] += v * rc[2 * s.F];
+              z[3] += v * rc[3 * s.F];
+            }
+          }
+        }
+      }
+    }
+    for (int q = 0; q < 4 && !all_gates; ++q) {
       __syncthreads();  // the previous gate's window and R are no longer read
-      stage_gate(s, hm_prev, copies, q, y0, x0, q < copies, k.R, false);
+      if (q < copies) stage_window(s, hm_prev, copies, q, y0, x0);
+      stage_gate_columns(s, k.R, q, false);
       __syncthreads();
       if (s.inside) {
         float acc = 0.0f;
@@ -298,7 +345,8 @@ __global__ void __launch_bounds__(64 * kStepTileMaxF)
               x0 = s.tile_x * kStepTile - (s.KW - 1 - conv.pad_left);
     for (int q = 0; q < 4; ++q) {
       __syncthreads();  // the previous gate's window and R are no longer read
-      stage_gate(s, dz_next, 4, q, y0, x0, true, k.R, true);
+      stage_window(s, dz_next, 4, q, y0, x0);
+      stage_gate_columns(s, k.R, q, true);
       __syncthreads();
       if (s.inside) {
         float acc = 0.0f;  // over taps and gate q's outputs o: dz_{t+1} * R[tap][f][q*F + o]
