@@ -203,7 +203,8 @@ bool launch_step_tiles(void (*kernel)(Step), const Step& k, cudaStream_t stream)
 // A tiles kernel's block and thread: sample n, the block's tile (tile_y, tile_x) of 8x8
 // pixels, the thread's pixel (y, x) (py, px in the tile) and unit f, whether the pixel is in the
 // image, the window's extent TIH x TIW, and the two parts of the shared memory: the window
-// (F, TIH, TIW) and gate q's columns of R (KH*KW, F, F).
+// (F, TIH, TIW), then gate q's columns of R (KH*KW, F, F), or all of R (KH,KW,F,4F) on the
+// forward kernel's all-gates path.
 struct StepTile {
   int64_t n;
   int F, KH, KW, H, W, TIH, TIW, tile_y, tile_x, f, py, px, y, x;
@@ -259,7 +260,7 @@ __device__ __forceinline__ void stage_gate_columns(const StepTile& s, const floa
 }
 
 // Grid: x the 8x8 tiles of an image, y samples. Dynamic shared memory: the window (F, TIH, TIW),
-// then gate q's columns of R (KH*KW, F, F).
+// then gate q's columns of R (KH*KW, F, F), or all of R (KH,KW,F,4F) where step_all_gates.
 __global__ void __launch_bounds__(64 * kStepTileMaxF)
     convlstm_step_forward_tiles_kernel(ConvLstmStepForward<float> k) {
   extern __shared__ float step_shared[];

@@ -229,6 +229,7 @@ const StepShape kStepShapes[] = {
     {4, 3, 4, 4, 16, 1, 3, 3, Activation::HardSigmoid, false, false, 3},      // the last layer at batch 4, no masks
     {2, 3, 9, 17, 5, 1, 2, 3, Activation::HardSigmoid, false, true, 3},       // 2x3 of the tiles rows' 8x8 tiles, no masks
     {2, 3, 9, 17, 6, 0, 3, 3, Activation::HardSigmoid, true, false, 3},       // the first step with masks, over tiles
+    {2, 3, 9, 17, 16, 1, 5, 5, Activation::HardSigmoid, false, true, 3},      // no masks, all of R too large: gate by gate
 };
 // clang-format on
 
