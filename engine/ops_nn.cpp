@@ -198,8 +198,9 @@ Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias
     const bool need_x = x.requires_grad();
     record("conv2d_act_pool", {x, weight, bias}, {out},
            [x, weight, bias, out, argmax, g, p, act, need_x](const std::vector<Tensor>& grads) {
-             Tensor dx, dw = zeros_as(weight.shape(), weight), db;
-             if (bias.defined()) db = zeros_as(bias.shape(), bias);
+             // The rows write every element of dw and db (no fill first).
+             Tensor dx, dw = empty_like(weight), db;
+             if (bias.defined()) db = empty_like(bias);
              if (need_x) dx = empty_like(x);
              with_dtype(x, [&](auto tag) {
                using T = decltype(tag);

@@ -59,6 +59,8 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<T>& k) {
     dz[static_cast<size_t>((n * g.HO * g.WO + k.argmax[i]) * g.F + f)] +=
         pooled_grad(k.dout, k.out, i, k.act);
   }
+  std::fill(k.dweight, k.dweight + int64_t(g.KH) * g.KW * g.C * g.F, T(0));  // the filter gradient adds
+  if (k.dbias != nullptr) std::fill(k.dbias, k.dbias + g.F, T(0));
   Conv2dBackwardFilter<T> filter;
   filter.dweight = k.dweight, filter.dbias = k.dbias, filter.dout = dz.data(), filter.inp = k.inp,
   filter.g = g;
@@ -203,6 +205,7 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
       }
     }
   }
+  std::fill(k.dweight, k.dweight + R * F, 0.0f);
   for (int t = 0; t < threads; ++t) {
     const float* dw = dweight.data() + t * F * R;
     for (int64_t r = 0; r < R; ++r) {
@@ -213,7 +216,7 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
     for (int64_t f = 0; f < F; ++f) {
       double s = 0.0;
       for (int t = 0; t < threads; ++t) s += dbias[size_t(t * F + f)];
-      k.dbias[f] += static_cast<float>(s);
+      k.dbias[f] = static_cast<float>(s);
     }
   }
 }

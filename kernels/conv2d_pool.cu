@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kReduceThreads)
   float s = 0.0f;
   for (int64_t m = threadIdx.x; m < positions; m += blockDim.x) s += pooled_grad(dout, out, m * F + f, act);
   s = device::block_sum(s);
-  if (threadIdx.x == 0) dbias[f] += s;
+  if (threadIdx.x == 0) dbias[f] = s;
 }
 
 // dweight[r, f] += sum over pooled positions m of g[m, f] * inp under tap r of the maximum's
@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kReduceThreads)
     s += pooled_grad(dout, out, i, act) * inp[((n * g.H + ih) * g.W + iw) * g.C + c];
   }
   s = device::block_sum(s);
-  if (threadIdx.x == 0) dweight[blockIdx.x] += s;  // blockIdx.x = r * F + f
+  if (threadIdx.x == 0) dweight[blockIdx.x] = s;  // blockIdx.x = r * F + f
 }
 
 // The pool windows (along one axis) that hold position x of the convolution's output: lo..hi,
@@ -315,8 +315,8 @@ __global__ void __launch_bounds__(kPairThreads)
   if (active) partial[int64_t(blockIdx.y) * pairs + j] = s;
 }
 
-// Adds column j of the partials' sum (partial (chunks, F, R+1)) into dweight (R,F) (r < R) or
-// dbias (F) (r = R, when not null).
+// Column j of the partials' sum (partial (chunks, F, R+1)) is dweight (R,F)'s element (r, f)
+// (r < R) or dbias (F)'s f (r = R, when not null).
 struct AddPairSum {
   float* dweight;
   float* dbias;
@@ -324,12 +324,20 @@ struct AddPairSum {
   __device__ void operator()(int64_t j, float total) const {
     const int f = static_cast<int>(j / (R + 1)), r = static_cast<int>(j % (R + 1));
     if (r < R) {
-      dweight[int64_t(r) * F + f] += total;
+      dweight[int64_t(r) * F + f] = total;
     } else if (dbias != nullptr) {
-      dbias[f] += total;
+      dbias[f] = total;
     }
   }
 };
+
+// The weight and bias gradients of a call with no pooled position: zeros (the rows write them,
+// they do not add to them).
+void zero_filter_grads(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
+  const size_t weights = size_t(k.g.KH) * k.g.KW * k.g.C * k.g.F;
+  CUDA_CHECK(cudaMemsetAsync(k.dweight, 0, sizeof(float) * weights, stream));
+  if (k.dbias != nullptr) CUDA_CHECK(cudaMemsetAsync(k.dbias, 0, sizeof(float) * size_t(k.g.F), stream));
+}
 
 }  // namespace
 
@@ -346,7 +354,7 @@ void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStre
   require_ungrouped(k.g, "cuda::conv2d_act_pool_backward_v1");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
-  if (g.N == 0) return;
+  if (g.N == 0) return zero_filter_grads(k, stream);
   const int64_t R = int64_t(g.KH) * g.KW * g.C;
   if (R * g.F > 0x7fffffff)
     throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward_v1: kernel too large");
@@ -414,6 +422,8 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
                               dim3(device::kSumRowsColumns, device::kSumRowsLanes), 0, stream>>>(
         partial, chunks, pairs, AddPairSum{k.dweight, k.dbias, g.F, int(R)});
     HISVID_CHECK_LAUNCH();
+  } else {
+    zero_filter_grads(k, stream);
   }
   if (k.dinp == nullptr) return;
   const Conv2dGeometry t = tiled::transposed_geometry(g);

@@ -75,7 +75,8 @@ struct Conv2dActPoolForward {
 };
 
 // From dout (N,PO,QO,F) and what forward kept (out, argmax): dinp (N,H,W,C) (=, may be null
-// when the input needs no gradient), dweight (KH,KW,C,F) (+=), dbias (F) (+=, may be null).
+// when the input needs no gradient), dweight (KH,KW,C,F) (=), dbias (F) (=, may be null): every
+// element written, so the op hands the rows fresh buffers with no fill before them.
 template <typename T>
 struct Conv2dActPoolBackward {
   static constexpr const char* kName = "conv2d_act_pool_backward";
@@ -94,8 +95,8 @@ struct Conv2dActPoolBackward {
   void buffers(V& v) {
     const int64_t pooled = int64_t(p.N) * p.HO * p.WO * p.C;
     v.out("dinp", dinp, int64_t(g.N) * g.H * g.W * g.C);
-    v.inout("dweight", dweight, int64_t(g.KH) * g.KW * g.C * g.F);
-    v.inout("dbias", dbias, g.F);
+    v.out("dweight", dweight, int64_t(g.KH) * g.KW * g.C * g.F);
+    v.out("dbias", dbias, g.F);
     v.in("dout", dout, pooled);
     v.in("out", out, pooled);
     v.in("argmax", argmax, pooled);
