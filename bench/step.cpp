@@ -187,7 +187,6 @@ KernelTimes profile_kernels(StepRunner& runner, bool train, int steps, int warmu
     times.rows = profile.rows();
   }
   for (KernelProfile::Row& row : times.rows) {
-    row.calls /= steps;
     row.ms /= steps;
     times.total_ms += row.ms;
   }
@@ -205,7 +204,8 @@ std::string format_kernel_profile(const KernelTimes& times) {
   out += fmt::format("{:<40}{:>12}{:>12}{:>9}\n", "kernel", "calls/step", "ms/step", "share");
   for (const KernelProfile::Row& row : times.rows) {
     const double share = times.total_ms > 0.0 ? 100.0 * row.ms / times.total_ms : 0.0;
-    out += fmt::format("{:<40}{:>12}{:>12.3f}{:>8.1f}%\n", row.kernel, row.calls, row.ms, share);
+    out += fmt::format("{:<40}{:>12.1f}{:>12.3f}{:>8.1f}%\n", row.kernel, double(row.calls) / times.steps,
+                       row.ms, share);
   }
   out += fmt::format("{:<40}{:>24.3f}", "total (each call between two events)", times.total_ms);
   return out;

@@ -80,7 +80,7 @@ std::string format_layer_profile(const LayerProfile& profile);
 // kernel's calls and milliseconds per step, the most time first. Unlike the per-layer profile
 // nothing is synchronised between calls: the steps run as they do unprofiled, plus the events.
 struct KernelTimes {
-  std::vector<KernelProfile::Row> rows;  // per step
+  std::vector<KernelProfile::Row> rows;  // calls over all the steps, ms per step
   double total_ms = 0.0;                 // the rows' sum, per step
   int batch = 0, steps = 0;
   bool train = true;

@@ -393,6 +393,7 @@ void cuda_synchronize(Device device) {
 }
 
 void* cuda_mark(Device device) {
+  cuda_make_current(device);
   cudaEvent_t event = nullptr;
   check(cudaEventCreate(&event), "creating a CUDA event");
   const cudaError_t status = cudaEventRecord(event, stream_of(device));
@@ -409,6 +410,12 @@ float cuda_ms_between(void* start, void* stop) {
   check(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(stop)),
         "timing between CUDA events");
   return ms;
+}
+
+bool cuda_capturing(Device device) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream_of(device), &status), "asking whether a CUDA stream is captured");
+  return status != cudaStreamCaptureStatusNone;
 }
 
 void cuda_release_mark(void* mark) noexcept {

@@ -33,6 +33,8 @@ CUstream_st* cuda_stream(Device device);
 // device's stream; the milliseconds from one mark to a later one (waits for the later one);
 // and a mark's release.
 void* cuda_mark(Device device);
+// Whether the device's stream is being captured into a CUDA graph.
+bool cuda_capturing(Device device);
 float cuda_ms_between(void* start, void* stop);
 void cuda_release_mark(void* mark) noexcept;
 

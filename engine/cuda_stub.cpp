@@ -24,6 +24,7 @@ CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
 void* cuda_mark(Device) { no_cuda("timing a CUDA kernel"); }
 float cuda_ms_between(void*, void*) { no_cuda("timing a CUDA kernel"); }
 void cuda_release_mark(void*) noexcept {}
+bool cuda_capturing(Device) { return false; }
 
 struct UploadStaging::State {};
 UploadStaging::UploadStaging(Device, size_t) { no_cuda("staging an upload"); }

@@ -28,18 +28,21 @@ KernelProfile* KernelProfile::active(Device device) {
 }
 
 size_t KernelProfile::begin(const char* kernel) {
-  Call call;
+  // Inside a graph capture an event would become a node of the graph: such calls go untimed.
+  if (device_.is_cuda() && cuda_capturing(device_)) return kUntimed;
+  calls_.emplace_back();
+  Call& call = calls_.back();
   call.kernel = kernel;
   if (device_.is_cuda()) {
-    call.start = cuda_mark(device_);
+    call.start = cuda_mark(device_);  // on failure the call stays without events: rows() skips it
   } else {
     call.t0 = std::chrono::steady_clock::now();
   }
-  calls_.push_back(call);
   return calls_.size() - 1;
 }
 
 void KernelProfile::end(size_t index) noexcept {
+  if (index == kUntimed) return;
   Call& call = calls_[index];
   if (device_.is_cuda()) {
     try {
@@ -56,7 +59,7 @@ void KernelProfile::end(size_t index) noexcept {
 std::vector<KernelProfile::Row> KernelProfile::rows() {
   std::map<std::string, Row> by_kernel;
   for (const Call& call : calls_) {
-    if (device_.is_cuda() && (call.start == nullptr || call.stop == nullptr)) continue;
+    if (device_.is_cuda() && (call.start == nullptr || call.stop == nullptr)) continue;  // failed or untimed
     Row& row = by_kernel[call.kernel];
     row.kernel = call.kernel;
     row.calls += 1;

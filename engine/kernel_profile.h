@@ -6,10 +6,11 @@
 //   CUDA  a CUDA event recorded on the device's stream before the call and one after, read
 //         when the rows are asked for (one synchronisation). On a GPU that has drained its
 //         queue, a call's time includes its own launch latency (a few microseconds): the
-//         event before it completes at once, the kernel starts when the launch arrives.
+//         event before it completes at once, the kernel starts when the launch arrives. Calls
+//         queued while the stream is captured into a CUDA graph go untimed (their events would
+//         become nodes of the graph).
 // The per-layer profile (bench/step.h) says which layer costs; this says which kernel inside
-// it (the ConvLSTM's step kernels against its convolutions, the fused block's passes). Not
-// inside a CUDA graph capture: its events would become nodes of the graph.
+// it (the ConvLSTM's step kernels against its convolutions, the fused block's passes).
 #pragma once
 
 #include <chrono>
@@ -42,13 +43,15 @@ class KernelProfile {
 
   // The thread's active profile when it profiles `device`, else null.
   static KernelProfile* active(Device device);
-  // Timing of one call, for run_kernel, copy_bytes and zero_bytes.
+  // Timing of one call, for run_kernel, copy_bytes and zero_bytes: begin's index goes to end
+  // (kUntimed for a call that is not timed).
+  static constexpr size_t kUntimed = ~size_t(0);
   size_t begin(const char* kernel);
   void end(size_t call) noexcept;
 
  private:
   struct Call {
-    const char* kernel;
+    const char* kernel = nullptr;
     void* start = nullptr;  // CUDA events (engine/cuda_device.h), or null on the CPU
     void* stop = nullptr;
     std::chrono::steady_clock::time_point t0;

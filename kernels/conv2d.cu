@@ -596,8 +596,8 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
 // choice may differ between runs and with it the result's last bits (HISVID_CUDA_CONV=rule
 // fixes the choice). The timing runs write the call's own output (forward, backward data:
 // overwritten by the chosen path's call that follows) or scratch memory (backward filter
-// accumulates into dweight). Inside a capture nothing can be timed: the call takes the rule's
-// path and the choice waits for a call outside.
+// accumulates into dweight). Inside a capture nothing can be timed: a geometry first met there
+// keeps the rule's path (the graph's), in that capture and every call after it.
 constexpr size_t kTimedAlgorithms = 4;
 constexpr int kTimedRuns = 3;
 constexpr float kClearWin = 0.95f;
@@ -761,9 +761,11 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
             timed.algo);
       });
     }
+    // Inside a capture nothing is timed: the geometry keeps the rule's path from then on, so that
+    // the direct calls after it compute what the graph's replays do.
+    if (timed.path == Path::Undecided) timed.path = rule_path(k.g, pass);
     chosen = timed;
   }
-  if (chosen.path == Path::Undecided) chosen.path = rule_path(k.g, pass);  // inside a capture
   if constexpr (!std::is_same_v<Lanes, std::nullptr_t>) {
     if (chosen.path == Path::Lanes) return lanes(k, stream);
   }

@@ -598,8 +598,12 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
   constexpr int kClasses = 4;
   const Shape clip{20, 64, 64, 3};
   const std::vector<size_t> sizes = {4, 4, 4, 4, 3, 4, 4};
-  for (const char* name : {"lrcn", "convlstm"}) {
-    SCOPED_TRACE(name);
+  using Fusion = models::Sequential::Fusion;
+  // The LRCN also with its blocks fused on the GPU (the fused rows' workspace, fills and sums
+  // inside a capture).
+  for (const auto& [name, fusion] : {std::pair{"lrcn", Fusion::Cpu}, std::pair{"lrcn", Fusion::Everywhere},
+                                     std::pair{"convlstm", Fusion::Cpu}}) {
+    SCOPED_TRACE(std::string(name) + (fusion == Fusion::Everywhere ? ", fused on the GPU" : ""));
     struct Run {
       std::vector<std::vector<double>> weights;
       std::vector<double> sums, kept;
@@ -610,6 +614,7 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
     const auto run = [&](bool graphs) {
       models::Sequential model = models::load_spec(name, kClasses);
       model.build(5);
+      model.set_fuse_conv_pool(fusion);
       model.to(Device::cuda(0));
       Adam adam;
       Generator rng(8);
