@@ -180,17 +180,11 @@ int main(int argc, char** argv) {
   const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps");
   const std::string per_layer_batch = take_flag(argc, argv, "per_layer_batch");
   const std::string per_kernel_models = take_flag(argc, argv, "per_kernel");
-  if (!per_kernel_models.empty()) {
+  if (!per_kernel_models.empty() || !per_layer_models.empty()) {
     try {
-      return per_kernel(per_kernel_models, per_layer_steps, per_layer_batch, devices.back());
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "hisvid_bench: %s\n", e.what());
-      return 1;
-    }
-  }
-  if (!per_layer_models.empty()) {
-    try {
-      return per_layer(per_layer_models, per_layer_steps, per_layer_batch, devices.back());
+      return per_kernel_models.empty()
+                 ? per_layer(per_layer_models, per_layer_steps, per_layer_batch, devices.back())
+                 : per_kernel(per_kernel_models, per_layer_steps, per_layer_batch, devices.back());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hisvid_bench: %s\n", e.what());
       return 1;

@@ -46,11 +46,15 @@ constexpr size_t kSharedBytes = 48 * 1024;
 
 static_assert(kThreads == 256, "one thread per (pixel, filter group)");
 
+// The tiled kernel's shared floats per staged channel: its input window and its weights.
+inline int64_t tiled_channel_floats(const Conv2dGeometry& g) {
+  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
+  return TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;
+}
+
 // Input channels the kernel stages at a time (0: not even one fits).
 inline int64_t tiled_channels(const Conv2dGeometry& g) {
-  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
-  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
-  return int64_t(kSharedBytes / sizeof(float)) / per_channel;
+  return int64_t(kSharedBytes / sizeof(float)) / tiled_channel_floats(g);
 }
 
 // Where a thread's sums belong: image n, the block's tile (tile_y, tile_x) of tile_h x tile_w
@@ -222,8 +226,7 @@ void launch_tiled(const Source& source, const Sink& sink, const float* weight, c
   const int64_t fit = tiled_channels(g);
   if (fit < 1)
     throw std::runtime_error(std::string("hisvid::cuda::") + op + ": the kernel is too large to tile");
-  const int64_t TIH = int64_t(kTileH - 1) * g.SH + g.KH, TIW = int64_t(kTileW - 1) * g.SW + g.KW;
-  const int64_t per_channel = TIH * TIW + int64_t(g.KH) * g.KW * kBlockFilters;  // floats
+  const int64_t per_channel = tiled_channel_floats(g);
   const int CC = static_cast<int>(std::min<int64_t>(fit, g.group_channels()));
   const dim3 grid = tile_grid(g, kTileH, kTileW, op);
   const size_t floats = std::max<size_t>(size_t(CC) * size_t(per_channel), size_t(Sink::kSharedFloats));
