@@ -1,4 +1,5 @@
-// io/synthetic.cpp — the synthetic action dataset of io/synthetic.h, written with OpenCV.
+// io/synthetic.cpp — the generator of the built-in dataset (io/synthetic.h): scenes, frames, and
+// the clips a model samples from them. The files are written by io/synthetic_files.cpp.
 //
 // Classes and the pair property. Four pairs; each pair has one generator of "forward" clips
 // (MoveRight, MoveDown, Grow, OrbitClockwise) and its partner (MoveLeft, MoveUp, Shrink,
@@ -29,53 +30,25 @@
 // - Camera noise: triangular (the sum of two uniform bytes, rescaled), sigma 0.5-2.0 of 255
 //   levels, independent per pixel, channel and frame.
 //
-// Files: OUT/<Class>/v_<Class>_g<GG>_c<CC>.avi, four clips per group like UCF50's groups (the
-// group means nothing else here), MJPG in AVI through OpenCV's FFmpeg writer (byte-identical
-// output for the same frames and FFmpeg version; ~47 KB for 40 frames of 96 x 96). OpenCV's
-// built-in Motion-JPEG writer (CAP_OPENCV_MJPEG) is not used: OpenCV 4.6's emits JPEG data that
-// libjpeg reports as truncated on some frames (opencv/opencv#24171). Each clip is written to
-// OUT/<Class>/.partial-<name> and renamed when complete, so a final name always holds a whole
-// clip; the writer picks the container by the .avi ending, hence a prefix rather than a suffix.
-//
-// The marker OUT/.hisvid-synthetic.json holds the generator format, the spec (classes in the
-// canonical order, sizes, fps, seed; not out_dir, so a dataset can be moved) and the clip list.
-// A call finding its own marker with the same format and spec keeps every clip already present
-// (clips are complete by the rename rule and deterministic by seed) and writes only the missing
-// ones: a repeated call is nearly free and an interrupted run resumes. With a different spec or
-// format, the clips the marker lists are deleted first (other files are left alone), then the
-// new marker is written and every clip generated. A non-empty OUT without a marker is refused.
-// The returned list is every clip of the dataset (class by class, clip by clip), whether this
-// call wrote it or found it.
+// The clips a model samples (synthetic_clip_set): the frames the files would hold, sampled and
+// resized as frames_extraction does (io/frames.h), without the files' MJPG encoding and decoding.
 #include "io/synthetic.h"
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
+#include <cstring>
 #include <iterator>
-#include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
-#include <opencv2/videoio.hpp>
-#include <system_error>
 
 #include "engine/error.h"
 #include "engine/random.h"
+#include "io/frames.h"
 #include "kernels/philox.h"
 
 namespace hisvid::io {
 
 namespace {
-
-namespace fs = std::filesystem;
-using json = nlohmann::json;
-
-constexpr const char* kMarkerName = ".hisvid-synthetic.json";
-constexpr const char* kGeneratorName = "hisvid make_synthetic_dataset";
-constexpr const char* kPartialPrefix = ".partial-";
-// Bumped whenever a change to this file changes the pixels of a clip: a dataset written by an
-// older format is then regenerated instead of being resumed with mixed clips.
-constexpr int kFormat = 1;
 
 constexpr int kMinFrames = 20;  // the SEQUENCE_LENGTH a model samples
 constexpr int kMinSide = 32, kMaxSide = 4096;
@@ -427,7 +400,15 @@ void render_frame(const Scene& scene, int t, int frames, cv::Mat3b& out) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Files
+// The spec
+
+// The generator's index of class `name`; -1 when it has none of that name.
+int class_index(const std::string& name) {
+  for (int i = 0; i < kClassCount; ++i) {
+    if (name == kClasses[i].name) return i;
+  }
+  return -1;
+}
 
 std::vector<int> resolve_classes(const SyntheticSpec& spec) {
   std::vector<int> chosen;
@@ -436,17 +417,14 @@ std::vector<int> resolve_classes(const SyntheticSpec& spec) {
     return chosen;
   }
   for (const std::string& name : spec.classes) {
-    int index = -1;
-    for (int i = 0; i < kClassCount; ++i) {
-      if (name == kClasses[i].name) index = i;
-    }
+    const int index = class_index(name);
     if (index < 0) {
       std::string known;
       for (const ClassInfo& info : kClasses) known += (known.empty() ? "" : ", ") + std::string(info.name);
-      fail("make_synthetic_dataset: unknown class '{}' (known: {})", name, known);
+      fail("built-in dataset: unknown class '{}' (known: {})", name, known);
     }
     if (std::find(chosen.begin(), chosen.end(), index) != chosen.end()) {
-      fail("make_synthetic_dataset: class '{}' is listed twice", name);
+      fail("built-in dataset: class '{}' is listed twice", name);
     }
     chosen.push_back(index);
   }
@@ -455,27 +433,26 @@ std::vector<int> resolve_classes(const SyntheticSpec& spec) {
 }
 
 void validate(const SyntheticSpec& spec) {
-  if (spec.out_dir.empty()) fail("make_synthetic_dataset: out_dir is empty");
   if (spec.clips_per_class < 1 || spec.clips_per_class > kMaxClipsPerClass) {
-    fail("make_synthetic_dataset: clips_per_class must be between 1 and {} (got {})", kMaxClipsPerClass,
+    fail("built-in dataset: clips_per_class must be between 1 and {} (got {})", kMaxClipsPerClass,
          spec.clips_per_class);
   }
   if (spec.frames_per_clip < kMinFrames || spec.frames_per_clip > kMaxFrames) {
     fail(
-        "make_synthetic_dataset: frames_per_clip must be between {} (the frames a model samples) and {} "
+        "built-in dataset: frames_per_clip must be between {} (the frames a model samples) and {} "
         "(got {})",
         kMinFrames, kMaxFrames, spec.frames_per_clip);
   }
   if (spec.width < kMinSide || spec.height < kMinSide || spec.width > kMaxSide || spec.height > kMaxSide) {
-    fail("make_synthetic_dataset: width and height must be between {} and {} pixels (got {} x {})", kMinSide,
+    fail("built-in dataset: width and height must be between {} and {} pixels (got {} x {})", kMinSide,
          kMaxSide, spec.width, spec.height);
   }
   if (spec.width % 2 != 0 || spec.height % 2 != 0) {
     // FFmpeg's MJPG encoder subsamples chroma 2x2 and OpenCV's writer silently crops odd sides.
-    fail("make_synthetic_dataset: width and height must be even (got {} x {})", spec.width, spec.height);
+    fail("built-in dataset: width and height must be even (got {} x {})", spec.width, spec.height);
   }
   if (!std::isfinite(spec.fps) || spec.fps <= 0 || spec.fps > 1000) {
-    fail("make_synthetic_dataset: fps must be in (0, 1000] (got {})", spec.fps);
+    fail("built-in dataset: fps must be in (0, 1000] (got {})", spec.fps);
   }
 }
 
@@ -484,177 +461,26 @@ std::string clip_name(const std::string& class_name, int clip) {
                      clip % kClipsPerGroup + 1);
 }
 
-json spec_json(const SyntheticSpec& spec, const std::vector<int>& classes) {
-  json names = json::array();
-  for (int index : classes) names.push_back(kClasses[index].name);
-  return json{{"classes", names},
-              {"clips_per_class", spec.clips_per_class},
-              {"frames_per_clip", spec.frames_per_clip},
-              {"width", spec.width},
-              {"height", spec.height},
-              {"fps", spec.fps},
-              {"seed", spec.seed}};
-}
-
-// A path from the marker, relative and inside the dataset directory.
-fs::path inside(const fs::path& out, const fs::path& marker, const json& entry) {
-  if (!entry.is_string()) fail("{}: holds a path that is not a string: {}", marker.string(), entry.dump());
-  const fs::path relative(entry.get<std::string>());
-  bool ok = !relative.empty() && relative.is_relative();
-  for (const fs::path& part : relative) {
-    if (part == ".." || part == ".") ok = false;
-  }
-  if (!ok) {
-    fail("{}: holds the path '{}', which is not inside the dataset directory", marker.string(),
-         relative.string());
-  }
-  return out / relative;
-}
-
-void remove_partials(const fs::path& directory) {
-  if (!fs::is_directory(directory)) return;
-  std::vector<fs::path> partials;
-  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
-    if (entry.path().filename().string().rfind(kPartialPrefix, 0) == 0) partials.push_back(entry.path());
-  }
-  for (const fs::path& path : partials) fs::remove(path);
-}
-
-// Reads the marker. Returns null when there is none; throws when it is not ours or unreadable.
-json read_marker(const fs::path& marker) {
-  if (!fs::exists(marker)) return nullptr;
-  std::ifstream in(marker);
-  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (!in) fail("{}: cannot read the marker", marker.string());
-  json parsed = json::parse(text, nullptr, false);
-  if (parsed.is_discarded() || !parsed.is_object() || parsed.value("generator", "") != kGeneratorName ||
-      !parsed.contains("spec") || !parsed["spec"].is_object() || !parsed.contains("clips") ||
-      !parsed["clips"].is_array()) {
-    fail("{}: not a marker written by {}; remove the directory or choose another out_dir", marker.string(),
-         kGeneratorName);
-  }
-  return parsed;
-}
-
-// Deletes what the previous marker lists: its clips, partial clips in its class folders, and
-// those folders when that leaves them empty. Anything else stays.
-void remove_previous(const fs::path& out, const fs::path& marker, const json& previous) {
-  for (const json& entry : previous["clips"]) fs::remove(inside(out, marker, entry));
-  const json classes = previous["spec"].value("classes", json::array());
-  for (const json& name : classes) {
-    const fs::path folder = inside(out, marker, name);
-    remove_partials(folder);
-    if (fs::is_directory(folder) && fs::is_empty(folder)) fs::remove(folder);
-  }
-}
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path partial = path.parent_path() / (kPartialPrefix + path.filename().string());
-  {
-    std::ofstream file(partial, std::ios::binary | std::ios::trunc);
-    file << text;
-    file.close();
-    if (!file) {
-      fs::remove(partial);
-      fail("{}: cannot write the file", partial.string());
-    }
-  }
-  fs::rename(partial, path);
-}
-
-// Writes one clip to `.partial-<name>` beside `path`, then renames it to `path`.
-void write_clip(const fs::path& path, const Scene& scene, const ClassInfo& info, const SyntheticSpec& spec) {
-  const fs::path partial = path.parent_path() / (kPartialPrefix + path.filename().string());
-  try {
-    cv::VideoWriter writer;
-    if (!writer.open(partial.string(), cv::CAP_FFMPEG, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), spec.fps,
-                     cv::Size(spec.width, spec.height), true)) {
-      fail("{}: OpenCV's FFmpeg writer cannot open it for MJPG in AVI", partial.string());
-    }
-    cv::Mat3b frame;
-    for (int t = 0; t < spec.frames_per_clip; ++t) {
-      render_frame(scene, info.reversed ? spec.frames_per_clip - 1 - t : t, spec.frames_per_clip, frame);
-      writer.write(frame);
-    }
-    writer.release();
-    std::error_code error;
-    if (!fs::is_regular_file(partial, error) || fs::file_size(partial, error) == 0) {
-      fail("{}: OpenCV's FFmpeg writer left no data", partial.string());
-    }
-    fs::rename(partial, path);
-  } catch (const cv::Exception& e) {
-    std::error_code ignored;
-    fs::remove(partial, ignored);
-    fail("{}: OpenCV: {}", partial.string(), e.what());
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove(partial, ignored);
-    throw;
-  }
-}
-
-std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {
+// The class index of clip `clip` of `class_name`, after checking the spec and that the clip exists.
+int class_of_clip(const SyntheticSpec& spec, const std::string& class_name, int clip, const char* who) {
   validate(spec);
-  const std::vector<int> classes = resolve_classes(spec);
-  const fs::path out(spec.out_dir);
-  const fs::path marker = out / kMarkerName;
-
-  if (fs::exists(out) && !fs::is_directory(out)) fail("{}: exists and is not a directory", out.string());
-  // A marker whose writing was interrupted is ours too: it does not make the directory foreign.
-  fs::remove(out / (kPartialPrefix + std::string(kMarkerName)));
-  const bool had_content = fs::exists(out) && !fs::is_empty(out);
-  const json previous = fs::exists(out) ? read_marker(marker) : json(nullptr);
-  if (had_content && previous.is_null()) {
-    fail(
-        "{}: the directory is not empty and holds no {}, so make_synthetic_dataset did not write it; "
-        "refusing to write into it (choose a new or empty out_dir)",
-        out.string(), kMarkerName);
+  SyntheticSpec one = spec;
+  one.classes = {class_name};
+  const int index = resolve_classes(one)[0];
+  if (clip < 0 || clip >= spec.clips_per_class) {
+    fail("{}: clip {} of class '{}' does not exist (clips_per_class {})", who, clip, class_name,
+         spec.clips_per_class);
   }
+  return index;
+}
 
-  const json spec_now = spec_json(spec, classes);
-  std::vector<fs::path> paths;
-  json clip_list = json::array();
-  for (int index : classes) {
-    for (int clip = 0; clip < spec.clips_per_class; ++clip) {
-      const std::string relative =
-          std::string(kClasses[index].name) + "/" + clip_name(kClasses[index].name, clip);
-      paths.push_back(out / relative);
-      clip_list.push_back(relative);
-    }
-  }
+Scene scene_of(const SyntheticSpec& spec, int index, int clip) {
+  return make_scene(spec.seed, index / 2, clip, kClasses[index].motion, spec.width, spec.height);
+}
 
-  const bool resume =
-      !previous.is_null() && previous.value("format", 0) == kFormat && previous["spec"] == spec_now;
-  if (!previous.is_null() && !resume) remove_previous(out, marker, previous);
-  fs::create_directories(out);
-  if (!resume) {
-    const json marker_now{
-        {"generator", kGeneratorName}, {"format", kFormat}, {"spec", spec_now}, {"clips", clip_list}};
-    write_text_atomically(marker, marker_now.dump(2) + "\n");
-  }
-
-  std::vector<std::string> written;
-  Progress state;
-  state.total = paths.size();
-  size_t next = 0;
-  for (int index : classes) {
-    const ClassInfo& info = kClasses[index];
-    const fs::path folder = out / info.name;
-    fs::create_directories(folder);
-    remove_partials(folder);
-    for (int clip = 0; clip < spec.clips_per_class; ++clip, ++next) {
-      const fs::path& path = paths[next];
-      if (!resume || !fs::exists(path)) {
-        write_clip(path, make_scene(spec.seed, index / 2, clip, info.motion, spec.width, spec.height), info,
-                   spec);
-      }
-      written.push_back(path.string());
-      state.done = written.size();
-      state.current = path.string();
-      if (progress) progress(state);
-    }
-  }
-  return written;
+// The forward frame shown as frame t of a clip of class `info`.
+int forward_frame(const SyntheticSpec& spec, const ClassInfo& info, int t) {
+  return info.reversed ? spec.frames_per_clip - 1 - t : t;
 }
 
 }  // namespace
@@ -668,21 +494,94 @@ const std::vector<std::string>& synthetic_class_names() {
   return names;
 }
 
+std::vector<std::string> synthetic_classes(const SyntheticSpec& spec) {
+  validate(spec);
+  std::vector<std::string> names;
+  for (int index : resolve_classes(spec)) names.push_back(kClasses[index].name);
+  return names;
+}
+
+std::string synthetic_clip_name(const std::string& class_name, int clip) {
+  return clip_name(class_name, clip);
+}
+
+std::vector<uint8_t> synthetic_clip_frames(const SyntheticSpec& spec, const std::string& class_name,
+                                           int clip) {
+  const int index = class_of_clip(spec, class_name, clip, "synthetic_clip_frames");
+  const Scene scene = scene_of(spec, index, clip);
+  const size_t frame_bytes = static_cast<size_t>(spec.height) * spec.width * 3;
+  std::vector<uint8_t> frames(static_cast<size_t>(spec.frames_per_clip) * frame_bytes);
+  cv::Mat3b frame;
+  for (int t = 0; t < spec.frames_per_clip; ++t) {
+    render_frame(scene, forward_frame(spec, kClasses[index], t), spec.frames_per_clip, frame);
+    std::memcpy(frames.data() + t * frame_bytes, frame.ptr<uint8_t>(), frame_bytes);
+  }
+  return frames;
+}
+
+ClipSet synthetic_clip_set(const SyntheticSpec& spec, const ExtractionSettings& extraction,
+                           const ProgressFn& progress) {
+  const ExtractionSettings& s = extraction;
+  if (s.sequence_length < 1 || s.height < 1 || s.width < 1 || (s.channels != 1 && s.channels != 3)) {
+    fail(
+        "built-in dataset: clips are sampled with a positive length and size and 1 or 3 channels, not {} "
+        "frames of {} x {} x {}",
+        s.sequence_length, s.height, s.width, s.channels);
+  }
+  if (spec.frames_per_clip < s.sequence_length) {
+    fail("built-in dataset: its clips have {} frames, fewer than the {} a clip samples", spec.frames_per_clip,
+         s.sequence_length);
+  }
+  // As load_clips lists the files: class folders, then each folder's files, by name.
+  std::vector<std::string> classes = synthetic_classes(spec);
+  std::sort(classes.begin(), classes.end());
+  ClipSet clips;
+  clips.class_names = classes;
+  clips.extraction = extraction;
+  std::vector<int> clip_of;  // the generator's clip number of each clip
+  for (size_t label = 0; label < classes.size(); ++label) {
+    std::vector<std::pair<std::string, int>> files;  // name, clip
+    for (int clip = 0; clip < spec.clips_per_class; ++clip)
+      files.emplace_back(clip_name(classes[label], clip), clip);
+    std::sort(files.begin(), files.end());
+    for (const auto& [name, clip] : files) {
+      const std::string relative = classes[label] + "/" + name;
+      clips.paths.push_back(spec.out_dir.empty() ? relative : spec.out_dir + "/" + relative);
+      clips.labels.push_back(static_cast<int>(label));
+      clip_of.push_back(clip);
+    }
+  }
+
+  // Frame i * skip of each file, rendered alone: the frames of a clip do not depend on each other.
+  const int64_t skip = sampling_stride(spec.frames_per_clip, s.sequence_length);
+  clips.pixels.resize(clips.size() * s.clip_bytes());
+  Progress state;
+  state.total = clips.size();
+  cv::Mat3b frame;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    const int index = class_index(classes[static_cast<size_t>(clips.labels[i])]);
+    const Scene scene = scene_of(spec, index, clip_of[i]);
+    uint8_t* out = clips.pixels.data() + i * s.clip_bytes();
+    for (int f = 0; f < s.sequence_length; ++f) {
+      const int t = static_cast<int>(f * skip);
+      render_frame(scene, forward_frame(spec, kClasses[index], t), spec.frames_per_clip, frame);
+      resize_frame(frame, s.height, s.width, s.channels, out + f * s.frame_bytes());
+    }
+    state.done = i + 1;
+    state.current = clips.paths[i];
+    if (progress) progress(state);
+  }
+  return clips;
+}
+
 std::vector<ObjectBox> synthetic_object_boxes(const SyntheticSpec& spec, const std::string& class_name,
                                               int clip) {
-  validate(spec);
-  SyntheticSpec one = spec;
-  one.classes = {class_name};
-  const int index = resolve_classes(one)[0];
-  if (clip < 0 || clip >= spec.clips_per_class) {
-    fail("synthetic_object_boxes: clip {} of class '{}' does not exist (clips_per_class {})", clip,
-         class_name, spec.clips_per_class);
-  }
+  const int index = class_of_clip(spec, class_name, clip, "synthetic_object_boxes");
   const ClassInfo& info = kClasses[index];
-  const Scene scene = make_scene(spec.seed, index / 2, clip, info.motion, spec.width, spec.height);
+  const Scene scene = scene_of(spec, index, clip);
   std::vector<ObjectBox> boxes;
   for (int t = 0; t < spec.frames_per_clip; ++t) {
-    const int forward = info.reversed ? spec.frames_per_clip - 1 - t : t;
+    const int forward = forward_frame(spec, info, t);
     ObjectBox box{1e300, 1e300, -1e300, -1e300};
     for (const cv::Point2d& p : outline(scene, forward, spec.frames_per_clip)) {
       box.x0 = std::min(box.x0, p.x);
@@ -693,16 +592,6 @@ std::vector<ObjectBox> synthetic_object_boxes(const SyntheticSpec& spec, const s
     boxes.push_back(box);
   }
   return boxes;
-}
-
-std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {
-  try {
-    return make_dataset(spec, progress);
-  } catch (const fs::filesystem_error& e) {
-    fail("make_synthetic_dataset: {}: {}", spec.out_dir, e.what());
-  } catch (const json::exception& e) {
-    fail("make_synthetic_dataset: {}/{}: unexpected content: {}", spec.out_dir, kMarkerName, e.what());
-  }
 }
 
 }  // namespace hisvid::io

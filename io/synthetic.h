@@ -6,6 +6,10 @@
 // speeds and start positions: any single frame of one class is as likely under its partner, so
 // classifying frames one by one cannot beat chance within a pair, and what is measured is the
 // temporal model.
+//
+// The generator (io/synthetic.cpp) needs OpenCV's core and imgproc only; the files
+// (make_synthetic_dataset, io/synthetic_files.cpp) need its video I/O as well. A program that
+// trains on the dataset without any video library takes its clips from synthetic_clip_set.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +31,37 @@ struct SyntheticSpec {
   std::vector<std::string> classes;
 };
 
+// The generator's format: bumped whenever a change to the generator changes the pixels of a clip,
+// so that a dataset written by an older format is regenerated instead of being resumed with
+// mixed clips.
+constexpr int kSyntheticFormat = 1;
+
 // Every class the generator knows, partners adjacent: {"MoveLeft", "MoveRight", ...}.
 const std::vector<std::string>& synthetic_class_names();
+
+// The classes `spec` asks for, in synthetic_class_names()'s order, after checking the spec: an
+// unknown or repeated class, and sizes, frame counts or fps out of range, are errors naming the
+// field. (out_dir is not looked at.)
+std::vector<std::string> synthetic_classes(const SyntheticSpec& spec);
+
+// The file name of clip `clip` (0-based) of `class_name`: v_<Class>_g<GG>_c<CC>.avi, four clips
+// per group as in UCF50.
+std::string synthetic_clip_name(const std::string& class_name, int clip);
+
+// The frames of clip `clip` of class `class_name`, as make_synthetic_dataset encodes them into its
+// file: (frames_per_clip, height, width, 3) BGR uint8, in file order. No file is read or written.
+std::vector<uint8_t> synthetic_clip_frames(const SyntheticSpec& spec, const std::string& class_name,
+                                           int clip);
+
+// The dataset `spec` describes as load_clips gives it from the files (class folders and files in
+// name order, label i = class_names[i], paths out_dir/<Class>/<file>, or <Class>/<file> when
+// out_dir is empty), straight from the generator: each clip's frames sampled as frames_extraction
+// samples the file (skip = max(frames_per_clip / T, 1)) and resized by the same code (io/frames.h).
+// The one difference from the files' clips is the MJPG encoding and decoding they go through:
+// a few levels per pixel (tests/test_synthetic.cpp measures it). Nothing is read or written;
+// progress is called after each clip.
+ClipSet synthetic_clip_set(const SyntheticSpec& spec, const ExtractionSettings& extraction,
+                           const ProgressFn& progress = nullptr);
 
 // Where the moving object is in each frame of clip `clip` (0-based, as in the file names'
 // order) of class `class_name` of the dataset `spec` describes: the axis-aligned bounding box of

@@ -29,6 +29,8 @@
 #include <opencv2/videoio.hpp>
 #include <opencv2/videoio/registry.hpp>
 
+#include "io/frames.h"
+
 namespace hisvid::io {
 
 namespace {
@@ -104,21 +106,11 @@ bool read_bgr(cv::VideoCapture& capture, cv::Mat& frame) {
   return true;
 }
 
-// Resizes `frame` (any size, BGR) to H x W with INTER_LINEAR into out (H,W,C), converted to
-// gray with COLOR_BGR2GRAY when channels is 1.
-void resize_into(const cv::Mat& frame, int height, int width, int channels, uint8_t* out) {
-  cv::Mat resized;
-  cv::resize(frame, resized, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
-  if (channels == 1) cv::cvtColor(resized, resized, cv::COLOR_BGR2GRAY);
-  const size_t row_bytes = static_cast<size_t>(width) * channels;
-  for (int y = 0; y < height; ++y) std::memcpy(out + y * row_bytes, resized.ptr<uint8_t>(y), row_bytes);
-}
-
 // Frame i of the clip: resized into clip.pixels, its stream index noted, and its original kept
 // when the clip keeps originals.
 void take_frame(const cv::Mat& frame, int i, int64_t index, const ExtractionSettings& s, bool keep_originals,
                 Clip& clip) {
-  resize_into(frame, s.height, s.width, s.channels, clip.pixels.data() + i * s.frame_bytes());
+  resize_frame(frame, s.height, s.width, s.channels, clip.pixels.data() + i * s.frame_bytes());
   clip.frame_indices[static_cast<size_t>(i)] = index;
   if (!keep_originals) return;
   if (clip.original_height == 0) {
@@ -127,7 +119,7 @@ void take_frame(const cv::Mat& frame, int i, int64_t index, const ExtractionSett
   }
   std::vector<uint8_t>& original = clip.originals[static_cast<size_t>(i)];
   original.resize(static_cast<size_t>(clip.original_height) * clip.original_width * 3);
-  resize_into(frame, clip.original_height, clip.original_width, 3, original.data());
+  resize_frame(frame, clip.original_height, clip.original_width, 3, original.data());
 }
 
 // The seeds' path; false when any seek or read fails, OpenCV exceptions included (the fallback
@@ -136,7 +128,7 @@ bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const Ext
                         bool keep_originals, Clip& clip) {
   if (!(frame_count > 0) || !std::isfinite(frame_count)) return false;
   const auto count = static_cast<int64_t>(std::floor(frame_count));
-  const int64_t skip = std::max<int64_t>(count / s.sequence_length, 1);
+  const int64_t skip = sampling_stride(count, s.sequence_length);
   cv::Mat frame;
   try {
     for (int i = 0; i < s.sequence_length; ++i) {
@@ -241,12 +233,12 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
         video.original_width = frame.cols;
       }
       std::vector<uint8_t> small(static_cast<size_t>(height) * width * channels);  // (H,W,C)
-      resize_into(frame, height, width, channels, small.data());
+      resize_frame(frame, height, width, channels, small.data());
       video.frames.push_back(std::move(small));
       if (keep_originals) {
         // A stream that changes resolution midway keeps the first frame's size throughout.
         std::vector<uint8_t> original(static_cast<size_t>(video.original_height) * video.original_width * 3);
-        resize_into(frame, video.original_height, video.original_width, 3, original.data());
+        resize_frame(frame, video.original_height, video.original_width, 3, original.data());
         video.originals.push_back(std::move(original));
       }
     }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "io/dataset.h"
 #include "io/synthetic.h"
 #include "tests/test_support.h"
 
@@ -349,6 +350,76 @@ TEST_F(SyntheticTest, AcceptsAnEmptyDirectoryOrOneWithAnInterruptedMarker) {
   std::ofstream(directory_ / "interrupted" / ".partial-.hisvid-synthetic.json") << "{\"gener";
   EXPECT_EQ(make_synthetic_dataset(small_spec(directory_ / "interrupted")).size(), 16u);
   EXPECT_FALSE(fs::exists(directory_ / "interrupted" / ".partial-.hisvid-synthetic.json"));
+}
+
+// synthetic_clip_set is what load_clips decodes from the files, less the MJPG round trip: the
+// same classes, paths and labels in the same order (the classes here are listed out of name
+// order, and 5 clips per class make a second group), and each clip's pixels within the codec's
+// error of the decoded ones, in BGR and in gray; the wrong frames would be far outside it.
+// Tolerances (measured 2026-11-27 on this test's 15 clips in brackets). MJPG at FFmpeg's default
+// quality moves a value by 1-2 levels on average, after the bilinear resize to 64 x 64:
+// kCodecMeanLevels = 3 per clip (at most 2.5 BGR, 1.1 gray). Values more than kChanged = 40
+// levels apart (the object differs from every background pixel by >= 77): none in gray, a few
+// in BGR, where the 2x2 chroma subsampling smears a saturated edge (at most 7 of 245,760 per
+// clip): kCodecFarValues = 16. A frame off by one, generator frame f against file frame f + 1,
+// has the object's moving edge apart by that much: kLeastMoved = 100 values per clip (at least
+// 1,106 BGR, 257 gray).
+TEST_F(SyntheticTest, ClipSetIsTheFilesClipsWithoutTheCodec) {
+  constexpr double kCodecMeanLevels = 3.0;
+  constexpr int kChanged = 40;
+  constexpr size_t kCodecFarValues = 16, kLeastMoved = 100;
+  SyntheticSpec spec;
+  spec.out_dir = directory_.string();
+  spec.clips_per_class = 5;
+  spec.classes = {"Shrink", "MoveLeft", "Grow"};
+  make_synthetic_dataset(spec);
+  for (int channels : {3, 1}) {
+    const ExtractionSettings extraction{20, 64, 64, channels};
+    DatasetSpec data;
+    data.root = spec.out_dir;
+    data.cache_path = "none";
+    data.extraction = extraction;
+    const ClipSet decoded = load_clips(data);
+    std::vector<Progress> reports;
+    const ClipSet generated =
+        synthetic_clip_set(spec, extraction, [&](const Progress& progress) { reports.push_back(progress); });
+    ASSERT_EQ(generated.class_names, (std::vector<std::string>{"Grow", "MoveLeft", "Shrink"}));
+    EXPECT_EQ(generated.class_names, decoded.class_names);
+    EXPECT_EQ(generated.paths, decoded.paths);
+    EXPECT_EQ(generated.labels, decoded.labels);
+    ASSERT_EQ(generated.pixels.size(), decoded.pixels.size());
+    ASSERT_EQ(reports.size(), generated.size());
+    EXPECT_EQ(reports.back().done, generated.size());
+    EXPECT_EQ(reports.back().current, generated.paths.back());
+
+    const size_t clip_bytes = extraction.clip_bytes(), frame_bytes = extraction.frame_bytes();
+    double worst = 0;
+    size_t most_far = 0, least_far_shifted = clip_bytes;
+    for (size_t i = 0; i < generated.size(); ++i) {
+      const uint8_t* g = generated.clip(i);
+      const uint8_t* d = decoded.clip(i);
+      double same = 0;
+      size_t far = 0, far_shifted = 0;
+      for (size_t b = 0; b < clip_bytes; ++b) {
+        same += std::abs(g[b] - d[b]);
+        far += std::abs(g[b] - d[b]) > kChanged;
+      }
+      // Sampled frame f of the generator against sampled frame f + 1 of the file.
+      for (size_t b = 0; b + frame_bytes < clip_bytes; ++b)
+        far_shifted += std::abs(g[b] - d[b + frame_bytes]) > kChanged;
+      same /= static_cast<double>(clip_bytes);
+      worst = std::max(worst, same);
+      most_far = std::max(most_far, far);
+      least_far_shifted = std::min(least_far_shifted, far_shifted);
+      EXPECT_LE(same, kCodecMeanLevels) << generated.paths[i] << " (" << channels << " channels)";
+      EXPECT_LE(far, kCodecFarValues) << generated.paths[i] << " (" << channels << " channels)";
+      EXPECT_GE(far_shifted, kLeastMoved) << generated.paths[i] << " (" << channels << " channels)";
+    }
+    std::printf(
+        "[ measured ] %d channels: mean |generated - decoded| at most %.3f levels, at most %zu values "
+        "apart by more than %d; shifted by a frame, at least %zu\n",
+        channels, worst, most_far, kChanged, least_far_shifted);
+  }
 }
 
 TEST_F(SyntheticTest, RejectsBadSpecs) {
