@@ -151,7 +151,7 @@ LayerProfile profile_training_step(StepRunner& runner, int steps, int warmup) {
     if (i < last_label) {
       const models::Sequential::Step& s = steps_run[static_cast<size_t>(i)];
       name = layer_name(*layers[s.first]);
-      if (s.count == 2) name += " + " + layer_name(*layers[s.first + 1]);
+      for (size_t k = 1; k < s.count; ++k) name += " + " + layer_name(*layers[s.first + k]);
     }
     profile.rows.push_back({name, median(forward_ms[i]), median(backward_ms[i])});
   }

@@ -63,8 +63,11 @@ struct PoolSpec {
   int pool_h = 2, pool_w = 2, stride_h = 2, stride_w = 2;
   Padding padding = Padding::Valid;
 };
+// With dropout_rate > 0 (relu or linear only), also the Dropout layer after the pool, drawing
+// dropout_draw as dropout() would: out is the dropped output.
 Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvSpec& conv,
-                       Activation act, const PoolSpec& pool);
+                       Activation act, const PoolSpec& pool, float dropout_rate = 0.0f,
+                       RandomDraw dropout_draw = {});
 // Inverted dropout with the Philox mask of draw; identity when rate == 0.
 Tensor dropout(const Tensor& x, float rate, RandomDraw draw);
 // A mask of the given shape holding 1/(1-rate) where kept and 0 elsewhere (not differentiable).

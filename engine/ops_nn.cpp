@@ -174,8 +174,20 @@ Tensor max_pool2d(const Tensor& x, int pool_h, int pool_w, int stride_h, int str
   return out;
 }
 
+namespace {
+void require_rate(const char* op, float rate) {
+  if (!(rate >= 0.0f && rate < 1.0f)) fail("{}: rate {} must be in [0, 1)", op, rate);
+}
+}  // namespace
+
 Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvSpec& conv,
-                       Activation act, const PoolSpec& pool) {
+                       Activation act, const PoolSpec& pool, float dropout_rate, RandomDraw dropout_draw) {
+  require_rate("conv2d_act_pool", dropout_rate);
+  if (dropout_rate != 0.0f && act != Activation::Relu && act != Activation::Linear) {
+    fail("conv2d_act_pool: a dropout folds in after a relu or linear activation only, not {}",
+         activation_label(act));
+  }
+  const PoolDropout dropout{dropout_rate, dropout_draw.seed, dropout_draw.offset, dropout_draw.base};
   const Conv2dGeometry g =
       checked_conv_geometry("conv2d_act_pool", x, weight, bias, conv.stride_h, conv.stride_w, conv.padding);
   const Pool2dGeometry p = checked_pool_geometry("conv2d_act_pool", Shape{g.N, g.HO, g.WO, g.F}, pool.pool_h,
@@ -191,13 +203,13 @@ Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias
     Conv2dActPoolForward<T> k;
     k.out = out.data<T>(), k.argmax = argmax ? static_cast<int32_t*>(argmax->data) : nullptr;
     k.inp = x.data<T>(), k.weight = weight.data<T>(), k.bias = data_or_null<T>(bias);
-    k.g = g, k.p = p, k.act = act;
+    k.g = g, k.p = p, k.act = act, k.dropout = dropout;
     run_kernel(k, x.device());
   });
   if (record_backward) {
     const bool need_x = x.requires_grad();
     record("conv2d_act_pool", {x, weight, bias}, {out},
-           [x, weight, bias, out, argmax, g, p, act, need_x](const std::vector<Tensor>& grads) {
+           [x, weight, bias, out, argmax, g, p, act, dropout, need_x](const std::vector<Tensor>& grads) {
              // The rows write every element of dw and db (no fill first).
              Tensor dx, dw = empty_like(weight), db;
              if (bias.defined()) db = empty_like(bias);
@@ -210,6 +222,7 @@ Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias
                k.dout = grads[0].data<T>(), k.out = out.data<T>();
                k.argmax = static_cast<const int32_t*>(argmax->data);
                k.inp = x.data<T>(), k.weight = weight.data<T>(), k.g = g, k.p = p, k.act = act;
+               k.dropout = dropout;
                run_kernel(k, x.device());
              });
              return std::vector<Tensor>{dx, dw, db};
@@ -219,12 +232,6 @@ Tensor conv2d_act_pool(const Tensor& x, const Tensor& weight, const Tensor& bias
 }
 
 // --- dropout -------------------------------------------------------------------------------
-
-namespace {
-void require_rate(const char* op, float rate) {
-  if (!(rate >= 0.0f && rate < 1.0f)) fail("{}: rate {} must be in [0, 1)", op, rate);
-}
-}  // namespace
 
 Tensor dropout(const Tensor& x, float rate, RandomDraw draw) {
   detail::require_defined("dropout", "x", x);

@@ -6,8 +6,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 
 namespace hisvid {
@@ -20,6 +22,21 @@ T pooled_grad(const T* dout, const T* out, int64_t i, Activation act) {
   return dout[i] * activation_grad_from_output(out[i], act);
 }
 
+// The folded dropout as the Dropout layer's kernel runs it, over the n pooled elements: out =
+// inp * mask, in place when out == inp. Backward sends dout through the same mask (the
+// Dropout layer's backward is its forward on the gradient). On the host, the cpu rows' AVX2
+// Philox where the processor has it, else the naive row: the same bits either way.
+template <typename T>
+void drop(T* out, const T* inp, int64_t n, const PoolDropout& d, bool tuned) {
+  DropoutForward<T> k;
+  k.out = out, k.inp = inp, k.n = n, k.rate = d.rate, k.seed = d.seed, k.offset = d.offset,
+  k.offset_base = d.offset_base;
+  if constexpr (std::is_same_v<T, float>) {
+    if (tuned && cpu::dropout_cpu_available()) return cpu::dropout_forward(k);
+  }
+  naive::dropout_forward(k);
+}
+
 }  // namespace
 
 // --- naive: the definitions composed ------------------------------------------------------
@@ -29,6 +46,7 @@ namespace naive {
 template <typename T>
 void conv2d_act_pool_forward(const Conv2dActPoolForward<T>& k) {
   require_ungrouped(k.g, "naive::conv2d_act_pool_forward");
+  require_droppable(k.act, k.dropout, "naive::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
   std::vector<T> z(static_cast<size_t>(int64_t(g.N) * g.HO * g.WO * g.F));  // (N,HO,WO,F)
   Conv2dForward<T> conv;
@@ -44,20 +62,29 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<T>& k) {
   pool.out = k.out, pool.argmax = k.argmax != nullptr ? k.argmax : unused.data(), pool.inp = z.data(),
   pool.g = k.p;
   maxpool2d_forward(pool);
+  if (k.dropout.rate != 0.0f) drop(k.out, k.out, int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C, k.dropout, false);
 }
 
 template <typename T>
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<T>& k) {
   require_ungrouped(k.g, "naive::conv2d_act_pool_backward");
+  require_droppable(k.act, k.dropout, "naive::conv2d_act_pool_backward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
+  const int64_t per_image = int64_t(p.HO) * p.WO * p.C, pooled = int64_t(p.N) * per_image;
+  // The dropout's backward first: the pool's output gradient.
+  std::vector<T> masked;
+  const T* dout = k.dout;
+  if (k.dropout.rate != 0.0f) {
+    masked.resize(static_cast<size_t>(pooled));
+    drop(masked.data(), k.dout, pooled, k.dropout, false);
+    dout = masked.data();
+  }
   // dz (N,HO,WO,F): the pooled gradients, through the activation, at their maxima.
   std::vector<T> dz(static_cast<size_t>(int64_t(g.N) * g.HO * g.WO * g.F), T(0));
-  const int64_t per_image = int64_t(p.HO) * p.WO * p.C;
-  for (int64_t i = 0; i < int64_t(p.N) * per_image; ++i) {
+  for (int64_t i = 0; i < pooled; ++i) {
     const int64_t n = i / per_image, f = i % p.C;
-    dz[static_cast<size_t>((n * g.HO * g.WO + k.argmax[i]) * g.F + f)] +=
-        pooled_grad(k.dout, k.out, i, k.act);
+    dz[static_cast<size_t>((n * g.HO * g.WO + k.argmax[i]) * g.F + f)] += pooled_grad(dout, k.out, i, k.act);
   }
   std::fill(k.dweight, k.dweight + int64_t(g.KH) * g.KW * g.C * g.F, T(0));  // the filter gradient adds
   if (k.dbias != nullptr) std::fill(k.dbias, k.dbias + g.F, T(0));
@@ -93,6 +120,7 @@ constexpr int64_t kChunkFloats = int64_t(1) << 20;
 
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
   require_ungrouped(k.g, "cpu::conv2d_act_pool_forward");
+  require_droppable(k.act, k.dropout, "cpu::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t z_per_image = int64_t(g.HO) * g.WO * g.F, pooled_per_image = int64_t(p.HO) * p.WO * p.C;
@@ -122,15 +150,16 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
     pool.inp = z.data(), pool.g = pc;
     maxpool2d_forward(pool);
   }
+  if (k.dropout.rate != 0.0f) drop(k.out, k.out, int64_t(g.N) * pooled_per_image, k.dropout, true);
 }
 
 // Only the maxima carry gradient, so the backward visits each pooled element once:
 //   dweight[kh,kw,c,f] += g * inp[n, ho*SH - pad_top + kh, wo*SW - pad_left + kw, c]
 //   dinp   [n, ih, iw, c] += g * weight[kh,kw,c,f]
 //   dbias[f] += g
-// for g = dout * act'(out) of pooled element (n,po,qo,f) whose maximum sat at (ho,wo): 1/(PH*PW)
-// of the unfused backward's work. Within one kernel row the in-image columns of the window are
-// KW*C consecutive floats of the input and of filter f's (transposed) weights alike
+// for g = dout (through the folded dropout's mask) * act'(out) of pooled element (n,po,qo,f) whose maximum
+// sat at (ho,wo): 1/(PH*PW) of the unfused backward's work. Within one kernel row the in-image columns of the
+// window are KW*C consecutive floats of the input and of filter f's (transposed) weights alike
 // (channels-last), so the inner loop runs over that whole span. Images are split among the
 // threads: each thread adds its images' dweight terms into a private (F, KH*KW*C) buffer, and
 // the buffers are added in thread order at the end (the result does not depend on
@@ -139,10 +168,19 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
 // first layer in the lab, 2026-11-26.)
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
   require_ungrouped(k.g, "cpu::conv2d_act_pool_backward");
+  require_droppable(k.act, k.dropout, "cpu::conv2d_act_pool_backward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t C = g.C, F = g.F, R = int64_t(g.KH) * g.KW * C;
   const int64_t image = int64_t(g.H) * g.W * C, pooled_per_image = int64_t(p.HO) * p.WO * F;
+  // The dropout's backward first (one vectorised pass): the pool's output gradient.
+  std::vector<float> masked;
+  const float* dout = k.dout;
+  if (k.dropout.rate != 0.0f) {
+    masked.resize(static_cast<size_t>(g.N * pooled_per_image));
+    drop(masked.data(), k.dout, g.N * pooled_per_image, k.dropout, true);
+    dout = masked.data();
+  }
   std::vector<float> weight_t;  // (F, R): filter f's weights contiguous
   if (k.dinp != nullptr) {
     weight_t.resize(static_cast<size_t>(F * R));
@@ -169,7 +207,7 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
         const int64_t i0 = n * pooled_per_image + pix * F;  // pooled element (n, pix, 0)
         bool any = false;
         for (int64_t f = 0; f < F; ++f) {
-          grads[size_t(f)] = pooled_grad(k.dout, k.out, i0 + f, k.act);
+          grads[size_t(f)] = pooled_grad(dout, k.out, i0 + f, k.act);
           db[f] += grads[size_t(f)];
           any = any || grads[size_t(f)] != 0.0f;
         }

@@ -24,9 +24,12 @@
 //   forward          one thread per pooled element: the convolution at every position of its
 //                    window, the activation, the first maximum
 //   backward dbias   one block per filter, summing the pooled gradients g = dout * act'(out)
+//                    (dout through the folded dropout's mask first, PooledGrad)
 //   backward dweight one block per weight (r, f), summing g * the input under r at each maximum
 //   backward dinp    one thread per input element, over the taps and filters whose maximum
 //                    sat on an output pixel that reads it
+// A folded dropout (PoolDropout) is applied where each version stores a pooled output, and to
+// dout wherever a backward reads a pooled gradient: no pass of its own either way.
 // Every sum reduces in a fixed order, so every run gives the same bits.
 #include <algorithm>
 #include <cstdint>
@@ -43,7 +46,8 @@ namespace {
 constexpr int kReduceThreads = 256;
 
 __global__ void forward_kernel(float* out, int32_t* argmax, const float* inp, const float* weight,
-                               const float* bias, Conv2dGeometry g, Pool2dGeometry p, Activation act) {
+                               const float* bias, Conv2dGeometry g, Pool2dGeometry p, Activation act,
+                               PoolDropout dropout) {
   const int64_t total = int64_t(p.N) * p.HO * p.WO * p.C;
   for (const int64_t i : device::grid_stride(total)) {
     const int f = static_cast<int>(i % p.C);
@@ -65,22 +69,28 @@ __global__ void forward_kernel(float* out, int32_t* argmax, const float* inp, co
         if (best_at < 0 || y > best) best = y, best_at = ho * g.WO + wo;
       }
     }
-    out[i] = best;
+    out[i] = dropout.apply(best, i);
     if (argmax != nullptr) argmax[i] = best_at;
   }
 }
 
-__device__ __forceinline__ float pooled_grad(const float* dout, const float* out, int64_t i, Activation act) {
-  return dout[i] * activation_grad_from_output(out[i], act);
-}
+// The gradient reaching z at the maximum of pooled element i: dout through the folded
+// dropout's mask (the Dropout layer's backward), times act'(out).
+struct PooledGrad {
+  Activation act;
+  PoolDropout dropout;
+  __device__ __forceinline__ float operator()(const float* dout, const float* out, int64_t i) const {
+    return dropout.apply(dout[i], i) * activation_grad_from_output(out[i], act);
+  }
+};
 
 // dbias[f] += sum over pooled positions m of g[m, f]. Grid: F blocks.
 __global__ void __launch_bounds__(kReduceThreads)
     dbias_kernel(float* dbias, const float* dout, const float* out, int64_t positions, int F,
-                 Activation act) {
+                 PooledGrad grad) {
   const int f = blockIdx.x;
   float s = 0.0f;
-  for (int64_t m = threadIdx.x; m < positions; m += blockDim.x) s += pooled_grad(dout, out, m * F + f, act);
+  for (int64_t m = threadIdx.x; m < positions; m += blockDim.x) s += grad(dout, out, m * F + f);
   s = device::block_sum(s);
   if (threadIdx.x == 0) dbias[f] = s;
 }
@@ -89,7 +99,7 @@ __global__ void __launch_bounds__(kReduceThreads)
 // window. Grid: R*F blocks, block b for r = b / F, f = b % F.
 __global__ void __launch_bounds__(kReduceThreads)
     dweight_kernel(float* dweight, const float* dout, const float* out, const int32_t* argmax,
-                   const float* inp, Conv2dGeometry g, Pool2dGeometry p, Activation act) {
+                   const float* inp, Conv2dGeometry g, Pool2dGeometry p, PooledGrad grad) {
   const int f = static_cast<int>(blockIdx.x % g.F);
   const int r = static_cast<int>(blockIdx.x / g.F);
   const int c = r % g.C, tap = r / g.C, kh = tap / g.KW, kw = tap % g.KW;
@@ -101,7 +111,7 @@ __global__ void __launch_bounds__(kReduceThreads)
     const int ho = argmax[i] / g.WO, wo = argmax[i] % g.WO;
     const int ih = ho * g.SH - g.pad_top + kh, iw = wo * g.SW - g.pad_left + kw;
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) continue;
-    s += pooled_grad(dout, out, i, act) * inp[((n * g.H + ih) * g.W + iw) * g.C + c];
+    s += grad(dout, out, i) * inp[((n * g.H + ih) * g.W + iw) * g.C + c];
   }
   s = device::block_sum(s);
   if (threadIdx.x == 0) dweight[blockIdx.x] = s;  // blockIdx.x = r * F + f
@@ -121,7 +131,7 @@ __device__ __forceinline__ WindowSpan windows_over(int x, int pad, int P, int S,
 // dinp[n,h,w,c] = sum over taps (kh,kw) whose output pixel (ho,wo) reads (h,w), over the pool
 // windows holding (ho,wo) and the filters f whose maximum there is (ho,wo), of g * weight.
 __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, const int32_t* argmax,
-                            const float* weight, Conv2dGeometry g, Pool2dGeometry p, Activation act) {
+                            const float* weight, Conv2dGeometry g, Pool2dGeometry p, PooledGrad grad) {
   const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
   for (const int64_t i : device::grid_stride(total)) {
     const int c = static_cast<int>(i % g.C);
@@ -147,7 +157,7 @@ __global__ void dinp_kernel(float* dinp, const float* dout, const float* out, co
           for (int qo = cols.lo; qo <= cols.hi; ++qo) {
             const int64_t j0 = ((n * p.HO + po) * p.WO + qo) * g.F;
             for (int f = 0; f < g.F; ++f) {
-              if (argmax[j0 + f] == at) acc += pooled_grad(dout, out, j0 + f, act) * k[f];
+              if (argmax[j0 + f] == at) acc += grad(dout, out, j0 + f) * k[f];
             }
           }
         }
@@ -186,6 +196,7 @@ struct PoolTile {
   int32_t* argmax;  // (N,PO,QO,F) or null
   Pool2dGeometry p;
   Activation act;
+  PoolDropout dropout;
   static constexpr int kSharedFloats =
       tiled::kStripTile * tiled::kStripTile * kBlockFilters;  // the larger tile
   template <int Rows>
@@ -219,22 +230,22 @@ struct PoolTile {
         }
       }
       const int64_t o = ((at.n * p.HO + po) * p.WO + qo) * p.C + f;
-      out[o] = best;
+      out[o] = dropout.apply(best, o);
       if (argmax != nullptr) argmax[o] = best_at;
     }
   }
 };
 
 // dz (N,HO,WO,F), the gradient of the convolution's output, at (n, ho, wo, f): the sum of the
-// pooled gradients g = dout * act'(out) of the windows whose maximum sat there, in row-major
-// window order (the naive row's order).
+// pooled gradients g (PooledGrad) of the windows whose maximum sat there, in row-major window
+// order (the naive row's order).
 struct PooledGradSource {
   const float* dout;
   const float* out;
   const int32_t* argmax;
   Pool2dGeometry p;
   int WO;
-  Activation act;
+  PooledGrad grad;
   __device__ __forceinline__ float operator()(int64_t n, int ho, int wo, int f) const {
     const WindowSpan rows = windows_over(ho, p.pad_top, p.PH, p.SH, p.HO),
                      cols = windows_over(wo, p.pad_left, p.PW, p.SW, p.WO);
@@ -245,7 +256,7 @@ struct PooledGradSource {
 #pragma unroll 1
       for (int qo = cols.lo; qo <= cols.hi; ++qo) {
         const int64_t i = ((n * p.HO + po) * p.WO + qo) * p.C + f;
-        if (argmax[i] == here) s += pooled_grad(dout, out, i, act);
+        if (argmax[i] == here) s += grad(dout, out, i);
       }
     }
     return s;
@@ -268,7 +279,7 @@ constexpr int kStaged = 1024;      // (pooled position, filter) entries staged a
 template <typename Index>
 __global__ void __launch_bounds__(kPairThreads)
     sparse_filter_partial_kernel(float* partial, const float* dout, const float* out, const int32_t* argmax,
-                                 const float* inp, Conv2dGeometry g, Pool2dGeometry p, Activation act,
+                                 const float* inp, Conv2dGeometry g, Pool2dGeometry p, PooledGrad grad,
                                  int64_t chunk_m) {
   __shared__ float s_g[kStaged];
   __shared__ int s_ih[kStaged], s_iw[kStaged];  // the maximum's input corner (may lie in the padding)
@@ -290,7 +301,7 @@ __global__ void __launch_bounds__(kPairThreads)
       const int64_t i = m0 * F + e;
       const int32_t at = argmax[i];
       const int ho = at / g.WO, wo = at - ho * g.WO;
-      s_g[e] = pooled_grad(dout, out, i, act);
+      s_g[e] = grad(dout, out, i);
       s_ih[e] = ho * g.SH - g.pad_top;
       s_iw[e] = wo * g.SW - g.pad_left;
     }
@@ -343,15 +354,18 @@ void zero_filter_grads(const Conv2dActPoolBackward<float>& k, cudaStream_t strea
 
 void conv2d_act_pool_forward_v1(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
   require_ungrouped(k.g, "cuda::conv2d_act_pool_forward_v1");
+  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_forward_v1");
   const int64_t total = int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C;
   if (total == 0) return;
   forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, k.weight,
-                                                                        k.bias, k.g, k.p, k.act);
+                                                                        k.bias, k.g, k.p, k.act, k.dropout);
   HISVID_CHECK_LAUNCH();
 }
 
 void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
   require_ungrouped(k.g, "cuda::conv2d_act_pool_backward_v1");
+  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_backward_v1");
+  const PooledGrad grad{k.act, k.dropout};
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   if (g.N == 0) return zero_filter_grads(k, stream);
@@ -360,28 +374,29 @@ void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStre
     throw std::runtime_error("hisvid::cuda::conv2d_act_pool_backward_v1: kernel too large");
   if (k.dbias != nullptr) {
     dbias_kernel<<<g.F, kReduceThreads, 0, stream>>>(k.dbias, k.dout, k.out, int64_t(p.N) * p.HO * p.WO, g.F,
-                                                     k.act);
+                                                     grad);
     HISVID_CHECK_LAUNCH();
   }
   dweight_kernel<<<static_cast<unsigned int>(R * g.F), kReduceThreads, 0, stream>>>(
-      k.dweight, k.dout, k.out, k.argmax, k.inp, g, p, k.act);
+      k.dweight, k.dout, k.out, k.argmax, k.inp, g, p, grad);
   HISVID_CHECK_LAUNCH();
   if (k.dinp != nullptr) {
     const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
     dinp_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.out, k.argmax,
-                                                                       k.weight, g, p, k.act);
+                                                                       k.weight, g, p, grad);
     HISVID_CHECK_LAUNCH();
   }
 }
 
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
   require_ungrouped(k.g, "cuda::conv2d_act_pool_forward");
+  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
   if (!conv2d_geometry_valid(g))
     throw std::invalid_argument("cuda::conv2d_act_pool_forward: invalid geometry");
   if (int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C == 0) return;
   const tiled::InputSource source{k.inp, g.H, g.W, g.C};
-  const PoolTile pool{k.out, k.argmax, k.p, k.act};
+  const PoolTile pool{k.out, k.argmax, k.p, k.act, k.dropout};
   if (strips_suit(g) && windows_tile(k.p, tiled::kStripTile)) {
     tiled::launch_strips(source, pool, k.weight, k.bias, g, stream, "conv2d_act_pool_forward");
   } else if (tiled::tiled_channels(g) >= 1 && windows_tile(k.p, kTileH)) {
@@ -393,6 +408,8 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t 
 
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
   require_ungrouped(k.g, "cuda::conv2d_act_pool_backward");
+  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_backward");
+  const PooledGrad grad{k.act, k.dropout};
   const Conv2dGeometry& g = k.g;
   if (!conv2d_geometry_valid(g))
     throw std::invalid_argument("cuda::conv2d_act_pool_backward: invalid geometry");
@@ -415,7 +432,7 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
     const dim3 grid(static_cast<unsigned int>(pair_tiles), static_cast<unsigned int>(chunks));
     with_index_type(M, [&](auto index) {
       sparse_filter_partial_kernel<decltype(index)>
-          <<<grid, kPairThreads, 0, stream>>>(partial, k.dout, k.out, k.argmax, k.inp, g, p, k.act, chunk_m);
+          <<<grid, kPairThreads, 0, stream>>>(partial, k.dout, k.out, k.argmax, k.inp, g, p, grad, chunk_m);
     });
     HISVID_CHECK_LAUNCH();
     device::sum_rows_kernel<<<device::sum_rows_blocks(pairs),
@@ -431,14 +448,14 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
     const int64_t total = int64_t(g.N) * g.H * g.W * g.C;
     if (total == 0) return;
     dinp_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.dinp, k.dout, k.out, k.argmax,
-                                                                       k.weight, g, p, k.act);
+                                                                       k.weight, g, p, grad);
     HISVID_CHECK_LAUNCH();
     return;
   }
   if (g.N == 0) return;
   // Asks for workspace after every use of the partials has been enqueued.
   const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_act_pool_backward");
-  const PooledGradSource dz{k.dout, k.out, k.argmax, p, g.WO, k.act};
+  const PooledGradSource dz{k.dout, k.out, k.argmax, p, g.WO, grad};
   if (strips_suit(t)) {
     tiled::launch_strips(dz, tiled::StoreOutput{k.dinp}, flipped, nullptr, t, stream,
                          "conv2d_act_pool_backward");

@@ -11,6 +11,14 @@
 // nonzero at one position in PH*PW: the CPU row does 1/(PH*PW) of the work of the unfused
 // backward (1/16 under the LRCN's 4x4 pools).
 //
+// A Keras Dropout right after the pool folds in (PoolDropout, rate 0: none): the pooled output
+// is dropped as kernels/dropout.h drops a tensor, element i of out (N,PO,QO,F) kept iff
+// philox_uniform(seed, offset, i) >= rate and then scaled by 1 / (1 - rate), the same bits as
+// the Dropout layer's kernel on the pooled tensor. Backward multiplies dout by the same mask
+// before the activation's derivative, which it takes from the dropped output: right for relu
+// and linear alone (a kept element keeps its sign, a dropped one carries no gradient), so a
+// rate > 0 with another activation is refused (std::invalid_argument), as is a grouped one.
+//
 // Rows: naive (the three definitions composed), cpu (forward: convolution of a chunk of images
 // into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse
 // sums), cuda (the tiled direct convolution pooling its tiles in shared memory; backward the
@@ -27,6 +35,7 @@
 
 #include "kernels/common.h"
 #include "kernels/conv2d.h"
+#include "kernels/philox.h"
 #include "kernels/pool.h"
 
 #ifdef HISVID_WITH_CUDA
@@ -43,6 +52,30 @@ inline void require_ungrouped(const Conv2dGeometry& g, const char* row) {
   }
 }
 
+// Inverted dropout of the pooled output (see above); rate 0 leaves it as it is.
+struct PoolDropout {
+  float rate = 0.0f;
+  uint64_t seed = 0, offset = 0;
+  const int64_t* offset_base = nullptr;  // (1), in the memory the row runs on: based_offset
+  // x as element i of the dropped tensor: x / (1 - rate) where kept, +0 where dropped; the
+  // arithmetic of kernels/dropout.cpp and .cu (the same float compare, the same scale).
+  template <typename T>
+  HISVID_HD T apply(T x, int64_t i) const {
+    if (rate == 0.0f) return x;
+    const bool keep =
+        philox_uniform(seed, based_offset(offset, offset_base), static_cast<uint64_t>(i)) >= rate;
+    return keep ? x * (T(1) / (T(1) - T(rate))) : T(0);
+  }
+};
+
+// Throws unless a fused row can drop its output after activation `act` (relu or linear).
+inline void require_droppable(Activation act, const PoolDropout& dropout, const char* row) {
+  if (dropout.rate != 0.0f && act != Activation::Relu && act != Activation::Linear) {
+    throw std::invalid_argument(std::string(row) +
+                                ": a dropout after the pool folds in after a relu or linear activation only");
+  }
+}
+
 // The pool's geometry over the convolution's output: p.N, p.H, p.W, p.C are g.N, g.HO, g.WO,
 // g.F; the pooled output is (N, p.HO, p.WO, F).
 HISVID_HD Pool2dGeometry pool_over(const Conv2dGeometry& g, int PH, int PW, int SH, int SW, Padding padding) {
@@ -51,7 +84,8 @@ HISVID_HD Pool2dGeometry pool_over(const Conv2dGeometry& g, int PH, int PW, int 
 
 // out (N,PO,QO,F) = maxpool(act(conv(inp (N,H,W,C), weight (KH,KW,C,F)) + bias (F)));
 // argmax (N,PO,QO,F) = the flat index ho*WO + wo of each window's first maximum in the
-// convolution's output, or null when no backward follows. bias may be null.
+// convolution's output, or null when no backward follows. bias may be null. With a dropout,
+// out is the dropped output (the Dropout layer's) and argmax stays the pool's.
 template <typename T>
 struct Conv2dActPoolForward {
   static constexpr const char* kName = "conv2d_act_pool_forward";
@@ -63,9 +97,11 @@ struct Conv2dActPoolForward {
   Conv2dGeometry g{};
   Pool2dGeometry p{};
   Activation act = Activation::Linear;
+  PoolDropout dropout{};
   template <typename V>
   void buffers(V& v) {
     const int64_t pooled = int64_t(p.N) * p.HO * p.WO * p.C;
+    v.in("dropout.offset_base", dropout.offset_base, 1);
     v.out("out", out, pooled);
     v.out("argmax", argmax, pooled);
     v.in("inp", inp, int64_t(g.N) * g.H * g.W * g.C);
@@ -91,9 +127,11 @@ struct Conv2dActPoolBackward {
   Conv2dGeometry g{};
   Pool2dGeometry p{};
   Activation act = Activation::Linear;
+  PoolDropout dropout{};  // forward's; out is then the dropped output
   template <typename V>
   void buffers(V& v) {
     const int64_t pooled = int64_t(p.N) * p.HO * p.WO * p.C;
+    v.in("dropout.offset_base", dropout.offset_base, 1);
     v.out("dinp", dinp, int64_t(g.N) * g.H * g.W * g.C);
     v.out("dweight", dweight, int64_t(g.KH) * g.KW * g.C * g.F);
     v.out("dbias", dbias, g.F);

@@ -8,6 +8,7 @@
 // the whole backward goes, can be compared exactly.
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/conv2d_pool.h"
@@ -74,27 +75,73 @@ const Shape kShapes[] = {
 };
 // clang-format on
 
+// A folded dropout: both words of the seed and the offset in use; the based cases draw at
+// offset + a base in memory (a captured step's), high bits included.
+constexpr uint64_t kDropSeed = 0x9E3779B97F4A7C15ull, kDropOffset = (uint64_t(1) << 32) + 12345;
+constexpr int64_t kDropBase = (int64_t(1) << 33) + 77;
+
+struct Drop {
+  const char* shape;  // a name of kShapes
+  float rate;
+  bool based;
+};
+// The LRCN's blocks with its Dropout(0.25) (block 4 has none in the seed; here it checks the
+// 2x2 tiles), the tiled kernel's and version 1's paths, linear, and a based offset.
+const Drop kDrops[] = {
+    {"seed_lrcn_block1", 0.25f, false},
+    {"seed_lrcn_block2", 0.25f, true},
+    {"seed_lrcn_block3", 0.25f, false},
+    {"seed_lrcn_block4", 0.5f, false},
+    {"lrcn_like_relu", 0.5f, true},
+    {"partial_last_tile", 0.25f, false},
+    {"partial_last_strips_tile", 0.1f, false},
+    {"overlapping_pools", 0.25f, false},
+    {"conv_stride2_no_bias", 0.9f, false},
+    {"linear", 0.5f, false},
+};
+
 const bool cases = [] {
   Cases<Conv2dActPoolForward> forward;
   Cases<Conv2dActPoolBackward> backward;
-  for (const Shape& s : kShapes) {
+  std::vector<std::pair<Shape, Drop>> all;
+  for (const Shape& s : kShapes) all.push_back({s, Drop{s.name, 0.0f, false}});
+  for (const Drop& d : kDrops) {
+    for (const Shape& s : kShapes) {
+      if (std::string(s.name) == d.shape) all.push_back({s, d});
+    }
+  }
+  for (const auto& [s, d] : all) {
     const Conv2dGeometry g = conv2d_geometry(s.N, s.H, s.W, s.C, s.F, s.KH, s.KW, s.SH, s.SW, s.padding);
     const Pool2dGeometry p = pool_over(g, s.PH, s.PW, s.PSH, s.PSW, s.pool_padding);
     const Activation act = s.act;
     const bool bias = s.bias;
+    const PoolDropout dropout{d.rate, kDropSeed, kDropOffset, nullptr};
+    const bool based = d.based;
+    const std::string name = std::string(s.name) +
+                             (d.rate == 0.0f ? "" : "_dropout" + std::to_string(std::lround(d.rate * 100))) +
+                             (based ? "_based" : "");
+    // The base, when used, staged where the row runs; otherwise no base.
+    const auto stage_base = [based](const int64_t* base) {
+      if (based) harness::writable(base)[0] = kDropBase;
+    };
     const int64_t in_n = int64_t(g.N) * g.H * g.W * g.C, w_n = int64_t(g.KH) * g.KW * g.C * g.F;
     const double pooled = double(p.N) * p.HO * p.WO * p.C;
     const double conv_flops = 2.0 * double(g.N) * g.HO * g.WO * g.F * g.KH * g.KW * g.C;
-    const auto set = [g, p, act](auto& a) { a.g = g, a.p = p, a.act = act; };
+    const auto set = [g, p, act, dropout, based](auto& a) {
+      const int64_t* base = a.dropout.offset_base;  // the harness's buffer
+      a.g = g, a.p = p, a.act = act, a.dropout = dropout;
+      a.dropout.offset_base = based ? base : nullptr;
+    };
     forward
-        .add(s.name,
+        .add(name,
              [set, bias](auto& a) {
                set(a);
                if (!bias) a.bias = nullptr;
              })
         .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.C + 1))
         .with_flops(conv_flops)
-        .prepare_with([in_n, w_n, g](Conv2dActPoolForward<double>& a) {
+        .prepare_with([in_n, w_n, g, stage_base](Conv2dActPoolForward<double>& a) {
+          stage_base(a.dropout.offset_base);
           for (int64_t i = 0; i < in_n; ++i) harness::writable(a.inp)[i] = on_grid(1, i);
           for (int64_t i = 0; i < w_n; ++i) harness::writable(a.weight)[i] = on_grid(2, i);
           if (a.bias != nullptr) {
@@ -106,7 +153,7 @@ const bool cases = [] {
     const int64_t positions = int64_t(g.N) * g.HO * g.WO;
     for (bool with_dinp : {true, false}) {
       backward
-          .add(std::string(s.name) + (with_dinp ? "" : "_no_dinp"),
+          .add(name + (with_dinp ? "" : "_no_dinp"),
                [set, bias, with_dinp](auto& a) {
                  set(a);
                  if (!bias) a.dbias = nullptr;
@@ -116,7 +163,8 @@ const bool cases = [] {
           .tol("dweight", harness::conv_tolerance(positions + 1))
           .tol("dbias", harness::sum_tolerance(positions + 1))
           .with_flops(4.0 * pooled * g.KH * g.KW * g.C)
-          .prepare_with([in_n, w_n, g, p, act, bias](Conv2dActPoolBackward<double>& a) {
+          .prepare_with([in_n, w_n, g, p, act, bias, stage_base](Conv2dActPoolBackward<double>& a) {
+            stage_base(a.dropout.offset_base);
             double* inp = harness::writable(a.inp);
             double* weight = harness::writable(a.weight);
             for (int64_t i = 0; i < in_n; ++i) inp[i] = on_grid(1, i);
@@ -126,6 +174,7 @@ const bool cases = [] {
             Conv2dActPoolForward<double> f;
             f.out = harness::writable(a.out), f.argmax = harness::writable(a.argmax), f.inp = inp,
             f.weight = weight, f.bias = bias ? b.data() : nullptr, f.g = g, f.p = p, f.act = act;
+            f.dropout = a.dropout;  // out: the dropped output, as the op keeps it
             naive::conv2d_act_pool_forward(f);
           });
     }

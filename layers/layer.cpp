@@ -169,9 +169,11 @@ Tensor Conv2D::forward(const Tensor& x, const ForwardContext&) {
   return activation_.elementwise == Activation::Linear ? y : ops::activation(y, activation_.elementwise);
 }
 
-Tensor Conv2D::forward_pooled(const Tensor& x, const MaxPooling& pool) const {
+Tensor Conv2D::forward_pooled(const Tensor& x, const MaxPooling& pool, float dropout_rate,
+                              RandomDraw dropout_draw) const {
   return ops::conv2d_act_pool(x, weights_[0].value, use_bias_ ? weights_[1].value : Tensor(),
-                              {strides_[0], strides_[1], padding_}, activation_.elementwise, pool.spec());
+                              {strides_[0], strides_[1], padding_}, activation_.elementwise, pool.spec(),
+                              dropout_rate, dropout_draw);
 }
 
 nlohmann::json Conv2D::config() const {
@@ -569,10 +571,31 @@ ConvPool conv_pool_pair(const Layer& first, const Layer& second) {
   return {conv, pool, td_first != nullptr};
 }
 
-Tensor forward_conv_pool(const ConvPool& pair, const Tensor& x) {
-  if (!pair.time_distributed) return pair.conv->forward_pooled(x, *pair.pool);
+ConvPool fold_dropout(ConvPool pair, const Layer& next) {
+  const auto* td = dynamic_cast<const TimeDistributed*>(&next);
+  const auto* dropout = dynamic_cast<const Dropout*>(td != nullptr ? &td->inner() : &next);
+  if (pair.conv == nullptr || dropout == nullptr || next.has_activity_regularizer() ||
+      dropout->has_activity_regularizer()) {
+    return pair;
+  }
+  const Activation act = pair.conv->activation();
+  if (act != Activation::Relu && act != Activation::Linear) return pair;  // act' from the dropped output
+  pair.dropout = dropout;
+  return pair;
+}
+
+Tensor forward_conv_pool(const ConvPool& pair, const Tensor& x, const ForwardContext& ctx) {
+  // The Dropout layer's own draw, at the same point of the generator's sequence.
+  float rate = 0.0f;
+  RandomDraw draw;
+  if (pair.dropout != nullptr && ctx.training && pair.dropout->rate() != 0.0) {
+    if (ctx.rng == nullptr) fail("{}: training needs a random generator", pair.dropout->name());
+    rate = static_cast<float>(pair.dropout->rate());
+    draw = ctx.rng->next();
+  }
+  if (!pair.time_distributed) return pair.conv->forward_pooled(x, *pair.pool, rate, draw);
   if (x.rank() < 3) fail("{}: expects (N, T, ...) input, got {}", pair.conv->name(), x.shape().str());
-  return ops::split_time(pair.conv->forward_pooled(ops::merge_time(x), *pair.pool), x.dim(1));
+  return ops::split_time(pair.conv->forward_pooled(ops::merge_time(x), *pair.pool, rate, draw), x.dim(1));
 }
 
 }  // namespace hisvid::layers

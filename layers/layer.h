@@ -110,7 +110,10 @@ class Conv2D final : public Layer {
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
   // pool.forward(forward(x)) as one kernel (ops::conv2d_act_pool), for a MaxPooling2D.
-  Tensor forward_pooled(const Tensor& x, const MaxPooling& pool) const;
+  // With dropout_rate > 0, the Dropout after the pool too (ops::conv2d_act_pool).
+  Tensor forward_pooled(const Tensor& x, const MaxPooling& pool, float dropout_rate = 0.0f,
+                        RandomDraw dropout_draw = {}) const;
+  Activation activation() const { return activation_.elementwise; }
 
  private:
   int filters_;
@@ -147,6 +150,7 @@ class Dropout final : public Layer {
   Shape build(const Shape& input_shape, Generator& init) override;
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
+  double rate() const { return rate_; }
 
  private:
   double rate_;  // kept as the config's number so the spec round-trips exactly
@@ -275,14 +279,21 @@ class TimeDistributed final : public Layer {
 // A Conv2D directly followed by a MaxPooling2D, both bare or both inside TimeDistributed, with
 // no activity regularizer on the way (its penalty would need the convolution's output): the
 // pair can run as one kernel, with the values of the two layers one after the other.
+// A Dropout right after the pair (TimeDistributed or not: it drops the same elements) folds in
+// as well when the convolution's activation is relu or linear (kernels/conv2d_pool.h).
 struct ConvPool {
   const Conv2D* conv = nullptr;
   const MaxPooling* pool = nullptr;
   bool time_distributed = false;
+  const Dropout* dropout = nullptr;  // set by fold_dropout
+  int layers() const { return conv == nullptr ? 0 : dropout != nullptr ? 3 : 2; }
 };
 // The pair that `first` then `second` form, or conv == nullptr when they form none.
 ConvPool conv_pool_pair(const Layer& first, const Layer& second);
-// The two layers' output for x, (N, H, W, C) or (N, T, H, W, C) under TimeDistributed.
-Tensor forward_conv_pool(const ConvPool& pair, const Tensor& x);
+// `pair` with `next` folded in when `next` is a Dropout that can be; else `pair` as it is.
+ConvPool fold_dropout(ConvPool pair, const Layer& next);
+// The layers' output for x, (N, H, W, C) or (N, T, H, W, C) under TimeDistributed; a folded
+// dropout draws from ctx.rng in training, as the Dropout layer would at that point.
+Tensor forward_conv_pool(const ConvPool& pair, const Tensor& x, const ForwardContext& ctx);
 
 }  // namespace hisvid::layers

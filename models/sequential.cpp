@@ -292,7 +292,9 @@ std::vector<Sequential::Step> Sequential::steps(Device device) const {
     const bool fuse = fusion_ == Fusion::Everywhere || (fusion_ == Fusion::Cpu && device.is_cpu());
     if (fuse && i + 1 < body) {
       step.pair = layers::conv_pool_pair(*layers_[i], *layers_[i + 1]);
-      if (step.pair.conv != nullptr) step.count = 2;
+      if (step.pair.conv != nullptr && i + 2 < body)
+        step.pair = layers::fold_dropout(step.pair, *layers_[i + 2]);
+      if (step.pair.conv != nullptr) step.count = static_cast<size_t>(step.pair.layers());
     }
     out.push_back(step);
     i += step.count - 1;
@@ -301,7 +303,7 @@ std::vector<Sequential::Step> Sequential::steps(Device device) const {
 }
 
 Tensor Sequential::run_step(const Step& step, const Tensor& x, const layers::ForwardContext& ctx) {
-  return step.count == 2 ? layers::forward_conv_pool(step.pair, x) : layers_[step.first]->apply(x, ctx);
+  return step.count > 1 ? layers::forward_conv_pool(step.pair, x, ctx) : layers_[step.first]->apply(x, ctx);
 }
 
 std::vector<Tensor> Sequential::weight_penalties() const {

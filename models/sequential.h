@@ -71,7 +71,9 @@ class Sequential {
   Tensor forward(const Tensor& x, const layers::ForwardContext& ctx, Output output = Output::Probabilities);
 
   // The layers before the last as forward runs them: each step one layer, or a Conv2D and the
-  // MaxPooling2D after it as one kernel (layers::conv_pool_pair). Where pairs fuse:
+  // MaxPooling2D after it as one kernel (layers::conv_pool_pair), with the Dropout after them
+  // folded in when there is one and the activation allows (layers::fold_dropout: it draws the
+  // same mask as the layer). Where pairs fuse:
   //   Fusion::Cpu (the default)  on the CPU, where the fused kernel measured faster
   //                              (bench/RESULTS.md); CUDA runs the layers one by one until
   //                              the fused CUDA rows (version 2) measure faster on a GPU
@@ -83,7 +85,7 @@ class Sequential {
   enum class Fusion { None, Cpu, Everywhere };
   struct Step {
     size_t first = 0, count = 1;
-    layers::ConvPool pair;  // pair.conv set when count == 2
+    layers::ConvPool pair;  // pair.conv set when count > 1 (2, or 3 with a folded Dropout)
   };
   std::vector<Step> steps(Device device) const;
   Tensor run_step(const Step& step, const Tensor& x, const layers::ForwardContext& ctx);

@@ -185,7 +185,8 @@ TEST(CudaModelParity, TinyConvLstmTrainingStep) {
 // The seed LRCN with its four Conv2D + MaxPooling2D blocks fused on the GPU
 // (Fusion::Everywhere: ops::conv2d_act_pool's cuda rows, version 2) against the same model
 // layer by layer on the GPU: a training step's probabilities and every weight's gradient (batch
-// 2, dropout on, the same masks), then an evaluation at batch 5 (no tape: the fused forward
+// 2, dropout on, the same masks: the fused blocks fold the three Dropout layers in, drawing them
+// in the kernels), then an evaluation at batch 5 (no tape: the fused forward
 // keeps no maxima). The fused blocks sum in other orders (the sparse weight gradients, the
 // transposed convolution from the pooled gradients): float32 roundings of sums of up to 576
 // products, as in the CPU test Fusion.LrcnBlocksFuseAndComputeTheSameStep, whose tolerance

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/error.h"
 #include "engine/ops.h"
 #include "tests/gradcheck.h"
 
@@ -137,14 +138,17 @@ TEST(GradCheck, MaxPool2d) {
   }
 }
 
-// The fused Conv2D + activation + MaxPooling2D (kernels/conv2d_pool.h).
+// The fused Conv2D + activation + MaxPooling2D (kernels/conv2d_pool.h), with a Dropout folded
+// in where dropout > 0 (drawing kConvPoolDraw).
 struct ConvPoolCase {
   Shape input, kernel;
   ops::ConvSpec conv;
   Activation act;
   ops::PoolSpec pool;
   bool bias;
+  float dropout = 0.0f;
 };
+const RandomDraw kConvPoolDraw{7, 3};
 
 const std::vector<ConvPoolCase>& conv_pool_cases() {
   static const std::vector<ConvPoolCase> cases = {
@@ -178,18 +182,33 @@ const std::vector<ConvPoolCase>& conv_pool_cases() {
        Activation::Linear,
        {2, 2, 2, 2, Padding::Valid},
        true},
+      {{2, 8, 8, 3},
+       {3, 3, 3, 4},
+       {1, 1, Padding::Same},
+       Activation::Relu,
+       {2, 2, 2, 2, Padding::Valid},
+       true,
+       0.4f},
+      {{2, 5, 6, 2},
+       {3, 3, 2, 3},
+       {1, 1, Padding::Same},
+       Activation::Linear,
+       {2, 2, 2, 2, Padding::Same},
+       false,
+       0.25f},
   };
   return cases;
 }
 
 TEST(GradCheck, Conv2dActPool) {
   for (const ConvPoolCase& c : conv_pool_cases()) {
-    SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act));
+    SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act) + " dropout " +
+                 std::to_string(c.dropout));
     const Tensor x = random_input(c.input, 41), w = random_input(c.kernel, 42);
     const Tensor b = c.bias ? random_input({c.kernel[3]}, 43) : Tensor();
     EXPECT_GRAD_OK(grad_check(
         [&](const std::vector<Tensor>& in) {
-          return ops::conv2d_act_pool(in[0], in[1], in[2], c.conv, c.act, c.pool);
+          return ops::conv2d_act_pool(in[0], in[1], in[2], c.conv, c.act, c.pool, c.dropout, kConvPoolDraw);
         },
         {x, w, b}));
   }
@@ -211,7 +230,8 @@ void expect_near_values(const Tensor& a, const Tensor& b, double tol) {
   EXPECT_EQ(bad, 0);
 }
 
-// The fused op against the three ops it replaces, values and gradients, in float64 (where only
+// The fused op against the three (four, with a dropout) ops it replaces, values and gradients,
+// in float64 (where only
 // the order of a few additions differs) and float32 (where the CPU convolution may also pick
 // another algorithm for a chunk of images than for the whole batch).
 TEST(FusedConvPool, MatchesTheThreeOps) {
@@ -221,8 +241,8 @@ TEST(FusedConvPool, MatchesTheThreeOps) {
   for (DType dtype : {DType::Float64, DType::Float32}) {
     const double tol = dtype == DType::Float64 ? kFloat64 : kFloat32;
     for (const ConvPoolCase& c : conv_pool_cases()) {
-      SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act) + " " +
-                   dtype_name(dtype));
+      SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act) + " dropout " +
+                   std::to_string(c.dropout) + " " + dtype_name(dtype));
       std::vector<Tensor> fused_in, plain_in;
       for (const Tensor& t : {random_input(c.input, 51), random_input(c.kernel, 52),
                               c.bias ? random_input({c.kernel[3]}, 53) : Tensor()}) {
@@ -230,15 +250,17 @@ TEST(FusedConvPool, MatchesTheThreeOps) {
         plain_in.push_back(t.defined() ? t.detach().to(dtype).set_requires_grad(true) : Tensor());
       }
       Tape::current().clear();
-      const Tensor fused = ops::conv2d_act_pool(fused_in[0], fused_in[1], fused_in[2], c.conv, c.act, c.pool);
+      const Tensor fused = ops::conv2d_act_pool(fused_in[0], fused_in[1], fused_in[2], c.conv, c.act, c.pool,
+                                                c.dropout, kConvPoolDraw);
       const Tensor probe = random_input(fused.shape(), 54).to(dtype);
       backward(ops::sum(ops::mul(fused, probe)));
       Tape::current().clear();
-      const Tensor plain =
+      const Tensor plain = ops::dropout(
           ops::max_pool2d(ops::activation(ops::conv2d(plain_in[0], plain_in[1], plain_in[2], c.conv.stride_h,
                                                       c.conv.stride_w, c.conv.padding),
                                           c.act),
-                          c.pool.pool_h, c.pool.pool_w, c.pool.stride_h, c.pool.stride_w, c.pool.padding);
+                          c.pool.pool_h, c.pool.pool_w, c.pool.stride_h, c.pool.stride_w, c.pool.padding),
+          c.dropout, kConvPoolDraw);
       backward(ops::sum(ops::mul(plain, probe)));
       Tape::current().clear();
       ASSERT_EQ(fused.shape(), plain.shape());
@@ -249,6 +271,18 @@ TEST(FusedConvPool, MatchesTheThreeOps) {
         expect_near_values(fused_in[i].grad(), plain_in[i].grad(), tol);
       }
     }
+  }
+}
+
+// The op refuses a dropout after an activation whose derivative the dropped output does not give.
+TEST(FusedConvPool, RefusesADropoutAfterOtherActivations) {
+  const Tensor x = random_input({1, 4, 4, 2}, 61), w = random_input({3, 3, 2, 2}, 62);
+  try {
+    ops::conv2d_act_pool(x, w, Tensor(), {1, 1, Padding::Same}, Activation::Tanh,
+                         {2, 2, 2, 2, Padding::Valid}, 0.5f, kConvPoolDraw);
+    ADD_FAILURE() << "a dropout after tanh was accepted";
+  } catch (const hisvid::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("relu or linear"), std::string::npos) << e.what();
   }
 }
 

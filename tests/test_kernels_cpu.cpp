@@ -1613,5 +1613,22 @@ TEST(Conv2dPool, RefusesGroupedConvolutions) {
   EXPECT_THROW(naive::conv2d_act_pool_backward(backward), std::invalid_argument);
 }
 
+// A dropout folds into the fused rows after relu or linear alone (backward takes act' from the
+// dropped output): the rows refuse it after any other activation (the op: FusedConvPool.*).
+TEST(Conv2dPool, RefusesADropoutAfterOtherActivations) {
+  Conv2dActPoolForward<float> forward;
+  forward.g = conv2d_geometry(1, 4, 4, 2, 2, 3, 3, 1, 1, Padding::Same);
+  forward.p = pool_over(forward.g, 2, 2, 2, 2, Padding::Valid);
+  forward.act = Activation::Tanh;
+  forward.dropout.rate = 0.5f;
+  EXPECT_THROW(cpu::conv2d_act_pool_forward(forward), std::invalid_argument);
+  EXPECT_THROW(naive::conv2d_act_pool_forward(forward), std::invalid_argument);
+  Conv2dActPoolBackward<float> backward;
+  backward.g = forward.g, backward.p = forward.p, backward.act = Activation::Sigmoid;
+  backward.dropout.rate = 0.5f;
+  EXPECT_THROW(cpu::conv2d_act_pool_backward(backward), std::invalid_argument);
+  EXPECT_THROW(naive::conv2d_act_pool_backward(backward), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace hisvid

@@ -202,13 +202,14 @@ TEST(Forward, ZooModelsProduceProbabilities) {
 }
 
 // Conv2D + MaxPooling2D pairs run as one kernel on the CPU by default (Sequential::steps): the
-// LRCN's four blocks fuse, the ConvLSTM has no pair, CUDA fuses only under Fusion::Everywhere,
-// Fusion::None nowhere; and the fused model computes what the unfused one does, forward and
-// gradients.
+// LRCN's four blocks fuse, the first three with the Dropout after them folded in, the ConvLSTM
+// has no pair, CUDA fuses only under Fusion::Everywhere, Fusion::None nowhere; and the fused
+// model computes what the unfused one does, forward and gradients, in inference and in
+// training (the folded dropouts draw the layers' own masks).
 TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
   const auto fused_steps = [](const std::vector<Sequential::Step>& steps) {
     int pairs = 0;
-    for (const Sequential::Step& s : steps) pairs += s.count == 2 ? 1 : 0;
+    for (const Sequential::Step& s : steps) pairs += s.count > 1 ? 1 : 0;
     return pairs;
   };
   Sequential fused = load_spec("lrcn", 5), plain = load_spec("lrcn", 5);
@@ -228,6 +229,12 @@ TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
   Sequential convlstm = load_spec("convlstm", 5);
   convlstm.build(3);
   EXPECT_EQ(fused_steps(convlstm.steps(Device::cpu())), 0);
+  std::vector<size_t> counts;
+  for (const Sequential::Step& s : fused.steps(Device::cpu())) {
+    if (s.count > 1) counts.push_back(s.count);
+  }
+  EXPECT_EQ(counts, (std::vector<size_t>{3, 3, 3, 2}))
+      << "blocks 1-3 fold their Dropout(0.25), block 4 has none";
 
   // float32: sums of up to 576 products in another order (chunked convolution, sparse
   // backward), then the LSTM and Dense on top; measured (2026-11-26): probabilities within
@@ -236,25 +243,30 @@ TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
   Generator rng(5);
   const Tensor x = rng.uniform({2, 20, 64, 64, 3}, 0.0, 1.0);
   const Tensor y = Tensor::from_vector(std::vector<double>{0, 1, 0, 0, 0, 0, 0, 0, 1, 0}, {2, 5});
-  std::vector<std::vector<double>> grads[2];
-  std::vector<double> probs[2];
-  Sequential* models[2] = {&fused, &plain};
-  for (int m = 0; m < 2; ++m) {
-    Tape::current().clear();
-    const Tensor logits = models[m]->forward(x, {}, Output::Logits);
-    probs[m] = ops::softmax(logits).to_vector();
-    backward(ops::softmax_cross_entropy(logits, y).loss);
-    Tape::current().clear();
-    for (const Tensor& w : models[m]->trainable_weights()) grads[m].push_back(w.grad().to_vector());
-  }
-  for (size_t i = 0; i < probs[0].size(); ++i) EXPECT_NEAR(probs[0][i], probs[1][i], kStepTol);
-  ASSERT_EQ(grads[0].size(), grads[1].size());
-  for (size_t w = 0; w < grads[0].size(); ++w) {
-    double scale = 0.0;
-    for (double g : grads[1][w]) scale = std::max(scale, std::fabs(g));
-    for (size_t i = 0; i < grads[0][w].size(); ++i) {
-      ASSERT_NEAR(grads[0][w][i], grads[1][w][i], kStepTol * std::max(scale, 1e-3))
-          << "weight " << w << " element " << i;
+  for (const bool training : {false, true}) {
+    SCOPED_TRACE(training ? "training (dropout on)" : "inference");
+    std::vector<std::vector<double>> grads[2];
+    std::vector<double> probs[2];
+    Sequential* models[2] = {&fused, &plain};
+    for (int m = 0; m < 2; ++m) {
+      Tape::current().clear();
+      zero_grad(models[m]->trainable_weights());  // the previous pass's gradients
+      Generator dropout_rng(6);                   // the same draws for both models
+      const Tensor logits = models[m]->forward(x, {training, &dropout_rng}, Output::Logits);
+      probs[m] = ops::softmax(logits).to_vector();
+      backward(ops::softmax_cross_entropy(logits, y).loss);
+      Tape::current().clear();
+      for (const Tensor& w : models[m]->trainable_weights()) grads[m].push_back(w.grad().to_vector());
+    }
+    for (size_t i = 0; i < probs[0].size(); ++i) EXPECT_NEAR(probs[0][i], probs[1][i], kStepTol);
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    for (size_t w = 0; w < grads[0].size(); ++w) {
+      double scale = 0.0;
+      for (double g : grads[1][w]) scale = std::max(scale, std::fabs(g));
+      for (size_t i = 0; i < grads[0][w].size(); ++i) {
+        ASSERT_NEAR(grads[0][w][i], grads[1][w][i], kStepTol * std::max(scale, 1e-3))
+            << "weight " << w << " element " << i;
+      }
     }
   }
 }
