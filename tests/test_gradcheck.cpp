@@ -274,6 +274,42 @@ TEST(FusedConvPool, MatchesTheThreeOps) {
   }
 }
 
+// A folded dropout is the Dropout op after the fused op, bit for bit, values and gradients: the
+// same mask bits and scale, the same products (the fused backward multiplies dout by the mask,
+// then by act', as the two ops do one after the other).
+TEST(FusedConvPool, FoldedDropoutIsTheDropoutOpBitForBit) {
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    for (const ConvPoolCase& c : conv_pool_cases()) {
+      if (c.dropout == 0.0f) continue;
+      SCOPED_TRACE(c.input.str() + " * " + c.kernel.str() + " " + activation_label(c.act) + " " +
+                   dtype_name(dtype));
+      std::vector<Tensor> folded_in, apart_in;
+      for (const Tensor& t : {random_input(c.input, 71), random_input(c.kernel, 72),
+                              c.bias ? random_input({c.kernel[3]}, 73) : Tensor()}) {
+        folded_in.push_back(t.defined() ? t.detach().to(dtype).set_requires_grad(true) : Tensor());
+        apart_in.push_back(t.defined() ? t.detach().to(dtype).set_requires_grad(true) : Tensor());
+      }
+      Tape::current().clear();
+      const Tensor folded = ops::conv2d_act_pool(folded_in[0], folded_in[1], folded_in[2], c.conv, c.act,
+                                                 c.pool, c.dropout, kConvPoolDraw);
+      const Tensor probe = random_input(folded.shape(), 74).to(dtype);
+      backward(ops::sum(ops::mul(folded, probe)));
+      Tape::current().clear();
+      const Tensor apart =
+          ops::dropout(ops::conv2d_act_pool(apart_in[0], apart_in[1], apart_in[2], c.conv, c.act, c.pool),
+                       c.dropout, kConvPoolDraw);
+      backward(ops::sum(ops::mul(apart, probe)));
+      Tape::current().clear();
+      EXPECT_EQ(folded.to_vector(), apart.to_vector());
+      for (size_t i = 0; i < folded_in.size(); ++i) {
+        if (!folded_in[i].defined()) continue;
+        EXPECT_EQ(folded_in[i].grad().to_vector(), apart_in[i].grad().to_vector())
+            << "gradient of input " << i;
+      }
+    }
+  }
+}
+
 // The op refuses a dropout after an activation whose derivative the dropped output does not give.
 TEST(FusedConvPool, RefusesADropoutAfterOtherActivations) {
   const Tensor x = random_input({1, 4, 4, 2}, 61), w = random_input({3, 3, 2, 2}, 62);
