@@ -23,12 +23,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// One-hot (B,K) targets of model classes.
-Tensor one_hot(const std::vector<int>& classes, int K, Device device) {
-  return Tensor::from_vector(one_hot_rows(classes, K), {static_cast<int64_t>(classes.size()), K},
-                             DType::Float32, device);
-}
-
 // FNV-1a 64 of every weight's bytes: equal on every rank exactly when the weights are.
 uint64_t weights_fingerprint(const std::vector<Tensor>& weights) {
   uint64_t hash = kFnv1a64Basis;
@@ -346,7 +340,11 @@ FitResult Trainer::fit(const FitProgress& progress) {
         log.val_loss = totals[0] / static_cast<double>(split_.validation.size());
         log.val_accuracy = totals[1] / static_cast<double>(split_.validation.size());
       } else {
-        const Evaluation val = evaluate(model_, clips_, split_.validation, options_.batch_size, identity);
+        if (validation_ == nullptr) {
+          validation_ = std::make_unique<InferenceStep>(model_, clip_shape(clips_), options_.cuda_graphs);
+        }
+        const Evaluation val =
+            evaluate(*validation_, clips_, split_.validation, options_.batch_size, identity);
         log.val_loss = val.loss;
         log.val_accuracy = val.accuracy;
       }
@@ -363,7 +361,18 @@ FitResult Trainer::fit(const FitProgress& progress) {
   return result();
 }
 
+Shape clip_shape(const io::ClipSet& clips) {
+  const io::ExtractionSettings& s = clips.extraction;
+  return Shape{s.sequence_length, s.height, s.width, s.channels};
+}
+
 Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vector<size_t>& indices,
+                    size_t batch_size, const std::vector<int>& label_map, bool cuda_graphs) {
+  InferenceStep step(model, clip_shape(clips), cuda_graphs);
+  return evaluate(step, clips, indices, batch_size, label_map);
+}
+
+Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::vector<size_t>& indices,
                     size_t batch_size, const std::vector<int>& label_map) {
   if (indices.empty()) fail("evaluate: no clips to evaluate");
   if (batch_size < 1) fail("evaluate: batch size must be >= 1");
@@ -371,11 +380,9 @@ Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vect
     fail("evaluate: the label map has {} entries for {} data classes", label_map.size(),
          clips.class_names.size());
   }
-  NoGradGuard no_grad;
+  Sequential& model = step.model();
   Evaluation ev;
   const int K = model.num_classes();
-  double loss_sum = 0.0;
-  int64_t correct = 0;
   const Clock::time_point start = Clock::now();
   std::vector<std::vector<size_t>> chunks;
   for (size_t begin = 0; begin < indices.size(); begin += batch_size) {
@@ -383,16 +390,12 @@ Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vect
         indices.begin() + static_cast<std::ptrdiff_t>(begin),
         indices.begin() + static_cast<std::ptrdiff_t>(std::min(begin + batch_size, indices.size())));
   }
+  step.zero_sums();
   io::BatchReader reader(clips, chunks);
   for (const std::vector<size_t>& chunk : chunks) {
-    const io::Batch batch = io::make_batch(clips, chunk, reader.next(), {}, nullptr, model.device());
     std::vector<int> classes;
     for (size_t i : chunk) classes.push_back(label_map[clips.labels[i]]);
-    const Tensor targets = one_hot(classes, K, model.device());
-    const LossTerms terms = model_loss(model, batch.x, targets, {});
-    loss_sum += terms.loss.item() * static_cast<double>(chunk.size());
-    correct += correct_count(model, terms, targets);
-    const std::vector<double> probs = class_probabilities(model, terms.probs).to_vector();
+    const std::vector<double> probs = step.run(reader.next(), classes).to_vector();
     for (size_t i = 0; i < chunk.size(); ++i) {
       std::vector<float> row(probs.begin() + static_cast<std::ptrdiff_t>(i * K),
                              probs.begin() + static_cast<std::ptrdiff_t>((i + 1) * K));
@@ -403,9 +406,20 @@ Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vect
     }
     ++ev.steps;
   }
+  const std::vector<double> sums = step.sums().to_vector();
   ev.ms_per_step = 1000.0 * seconds_since(start) / static_cast<double>(ev.steps);
-  ev.loss = loss_sum / static_cast<double>(indices.size());
-  ev.accuracy = static_cast<double>(correct) / static_cast<double>(indices.size());
+  const double samples = static_cast<double>(indices.size());
+  if (sums[kStepFailed] != 0.0) {
+    // A batch's loss was not finite: the sums stopped there (kernels/softmax.h StepMetrics), and
+    // the mean is that loss's kind; the accuracy comes from the predictions.
+    ev.loss = sums[kStepFailedLoss];
+    int64_t correct = 0;
+    for (size_t i = 0; i < ev.truth.size(); ++i) correct += ev.truth[i] == ev.predicted[i];
+    ev.accuracy = static_cast<double>(correct) / samples;
+  } else {
+    ev.loss = sums[kStepLossSum] / samples;
+    ev.accuracy = sums[kStepCorrect] / samples;
+  }
   return ev;
 }
 

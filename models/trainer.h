@@ -32,6 +32,7 @@
 #include "engine/random.h"
 #include "io/dataset.h"
 #include "models/callbacks.h"
+#include "models/inference_step.h"
 #include "models/loss.h"
 #include "models/sequential.h"
 
@@ -114,7 +115,8 @@ class Trainer {
   TerminateOnNaN* terminate_ = nullptr;
   EarlyStopping* early_stopping_ = nullptr;
   ModelCheckpoint* checkpoint_ = nullptr;
-  Communicator* comm_ = nullptr;  // set when there are several ranks
+  Communicator* comm_ = nullptr;               // set when there are several ranks
+  std::unique_ptr<InferenceStep> validation_;  // one process: the validation passes' step
 };
 
 struct Evaluation {
@@ -127,9 +129,17 @@ struct Evaluation {
 };
 
 // Inference over the given clips in batches. label_map[i] is the model's class index for the
-// clip set's label i (classes matched by name; see match_classes).
+// clip set's label i (classes matched by name; see match_classes). Each batch is one step of
+// models/inference_step.h: with cuda_graphs on a CUDA device, the batches of the first size
+// replay a CUDA graph after two direct ones (the same results). The loss and the correct count
+// are summed on the device; the host reads each batch's probabilities.
 Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vector<size_t>& indices,
+                    size_t batch_size, const std::vector<int>& label_map, bool cuda_graphs = false);
+// The same with a step that lives across calls (its graph kept: a run's validation passes).
+Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::vector<size_t>& indices,
                     size_t batch_size, const std::vector<int>& label_map);
+// The (T, H, W, C) of the clip set's clips.
+Shape clip_shape(const io::ClipSet& clips);
 
 // Maps each class of the data to the model's class of the same name; a data class the model
 // does not know is an error naming it and listing the model's classes.

@@ -1,7 +1,5 @@
 #include "models/training_step.h"
 
-#include <cstring>
-
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -21,7 +19,8 @@ TrainingStep::TrainingStep(Sequential& model, Optimizer& optimizer, Generator& r
       classes_(classes),
       cuda_graphs_(cuda_graphs),
       device_(model.device()),
-      weights_(model.trainable_weights()) {
+      weights_(model.trainable_weights()),
+      staging_(device_, static_cast<size_t>(clip.numel() > 0 ? clip.numel() : 0), classes) {
   if (clip_.rank() != 4 || clip_.numel() <= 0)
     fail("training step: a clip must be (T, H, W, C), got {}", clip_.str());
   if (classes_ < 1) fail("training step: {} classes", classes_);
@@ -43,15 +42,6 @@ TrainingStep::~TrainingStep() { optimizer_.read_scalar_from(Tensor()); }
 
 void TrainingStep::zero_sums() { sums_.zero_(); }
 
-TrainingStep::Staged& TrainingStep::staged_for(size_t batch) {
-  auto it = staged_.find(batch);
-  if (it != staged_.end()) return it->second;
-  Staged staged;
-  staged.pixels = std::make_unique<Storage>(batch * static_cast<size_t>(clip_.numel()), device_);
-  staged.targets = Tensor::zeros(Shape{static_cast<int64_t>(batch), classes_}, DType::Float32, device_);
-  return staged_.emplace(batch, std::move(staged)).first->second;
-}
-
 void TrainingStep::run(const std::vector<uint8_t>& pixels, const std::vector<int>& labels) {
   const size_t batch = labels.size(), values = static_cast<size_t>(clip_.numel());
   if (batch == 0) fail("training step: no clips");
@@ -63,23 +53,7 @@ void TrainingStep::run(const std::vector<uint8_t>& pixels, const std::vector<int
       fail("training step: clip {} has label {}, but the model has {} classes", b, labels[b], classes_);
     }
   }
-  const std::vector<float> one_hot = one_hot_rows(labels, classes_);
-  Staged& staged = staged_for(batch);
-  const size_t target_bytes = one_hot.size() * sizeof(float);
-  if (device_.is_cuda()) {  // through pinned memory: the host does not wait for the stream
-    if (uploads_ == nullptr || uploads_->bytes() < pixels.size() + target_bytes) {
-      uploads_ = std::make_unique<UploadStaging>(device_, pixels.size() + target_bytes);
-    }
-    uint8_t* host = uploads_->next();
-    std::memcpy(host, pixels.data(), pixels.size());
-    std::memcpy(host + pixels.size(), one_hot.data(), target_bytes);
-    uploads_->copy(staged.pixels->data, 0, pixels.size());
-    uploads_->copy(staged.targets.data_ptr(), pixels.size(), target_bytes);
-    uploads_->done();
-  } else {
-    copy_bytes(staged.pixels->data, device_, pixels.data(), Device::cpu(), pixels.size());
-    copy_bytes(staged.targets.data_ptr(), device_, one_hot.data(), Device::cpu(), target_bytes);
-  }
+  staging_.fill(batch, pixels, one_hot_rows(labels, classes_));
   last_batch_ = batch;
   step(batch);
 }
@@ -95,7 +69,7 @@ void TrainingStep::stage_step_scalars() {
   optimizer_.stage_scalar();
 }
 
-void TrainingStep::record(Staged& staged, size_t batch) {
+void TrainingStep::record(BatchStaging::Staged& staged, size_t batch) {
   // Draws relative to base_ from here to the end of the step, even when the step throws.
   struct Relative {
     Generator& rng;
@@ -139,7 +113,7 @@ void TrainingStep::step(size_t batch) {
     const uint64_t offset = rng_.offset();
     const int64_t iterations = optimizer_.iterations();
     try {
-      graph_ = cuda_capture(device_, [&] { record(staged_for(batch), batch); });
+      graph_ = cuda_capture(device_, [&] { record(staging_.at(batch), batch); });
       draws_per_step_ = rng_.offset() - offset;
       graph_status_ = "replaying";
     } catch (const std::exception& e) {
@@ -154,7 +128,7 @@ void TrainingStep::step(size_t batch) {
       return;
     }
   }
-  record(staged_for(batch), batch);
+  record(staging_.at(batch), batch);
   if (batch == graph_batch_) ++direct_steps_;
 }
 

@@ -2,7 +2,7 @@
 // pixels, reading nothing back on the host; run directly, or replayed from a CUDA graph.
 //
 // A step: the clips' pixels and one-hot targets are staged into device memory (on CUDA from
-// pinned buffers used in turn: engine/cuda_device.h UploadStaging); there the
+// pinned buffers used in turn: models/batch_staging.h); there the
 // pixels are scaled and augmented (kernels/clips.h), the model runs forward in training mode,
 // the loss (models/loss.h) and its metrics go into the step sums (ops::step_sums: the loss,
 // the accuracy, the first step whose loss was not finite), backward, the optimizer's update
@@ -22,7 +22,6 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +31,7 @@
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "io/batch.h"
+#include "models/batch_staging.h"
 #include "models/sequential.h"
 
 namespace hisvid::models {
@@ -65,16 +65,10 @@ class TrainingStep {
   const std::string& graph_status() const { return graph_status_; }
 
  private:
-  // What one batch size stages: the pixels (B * clip values, uint8) and the targets (B, K).
-  struct Staged {
-    std::unique_ptr<Storage> pixels;
-    Tensor targets;
-  };
-  Staged& staged_for(size_t batch);
   // Copies the base and the optimizer's scalar for the coming step.
   void stage_step_scalars();
   // The step's work on `staged` (recorded into the graph, or run directly).
-  void record(Staged& staged, size_t batch);
+  void record(BatchStaging::Staged& staged, size_t batch);
   // Runs the step of `batch` clips already staged: directly, by capturing, or by replaying.
   void step(size_t batch);
 
@@ -88,10 +82,9 @@ class TrainingStep {
   Device device_;
   std::vector<Tensor> weights_;
   Tensor sums_;
-  Tensor scalar_;                           // the optimizer's step scalar (1)
-  std::unique_ptr<Storage> base_;           // the step's random base (one int64)
-  std::map<size_t, Staged> staged_;         // by batch size
-  std::unique_ptr<UploadStaging> uploads_;  // on CUDA: the pinned buffers the inputs go up from
+  Tensor scalar_;                  // the optimizer's step scalar (1)
+  std::unique_ptr<Storage> base_;  // the step's random base (one int64)
+  BatchStaging staging_;           // the clips and targets, by batch size
   size_t last_batch_ = 0;
   size_t graph_batch_ = 0;       // the batch size of the graph (the first one run)
   int direct_steps_ = 0;         // of graph_batch_, before the capture

@@ -24,6 +24,7 @@
 #include "engine/random.h"
 #include "kernels/philox.h"
 #include "kernels/softmax.h"
+#include "models/inference_step.h"
 #include "models/training_step.h"
 #include "models/zoo.h"
 #include "tests/tiny_models.h"
@@ -656,6 +657,56 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
     EXPECT_EQ(replayed.sums, direct.sums);
     EXPECT_EQ(replayed.weights, direct.weights);
     EXPECT_EQ(replayed.kept, (std::vector<double>{7.0, 7.0}));
+  }
+}
+
+// An evaluation step replayed from a CUDA graph is the direct step bit for bit
+// (models/inference_step.h): the seeds' models (the LRCN also fused on the GPU), batch 32 with
+// labels (the loss and accuracy sums) and without, six steps: two direct, the capture (and its
+// first replay), a replay, a direct step of 5 clips (another size), a replay. Every step's
+// probabilities, and the sums, against the direct run's.
+TEST(CudaGraphs, ReplayedEvaluationStepsAreTheDirectStepsBitForBit) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
+  constexpr int kClasses = 4;
+  const Shape clip{20, 64, 64, 3};
+  const std::vector<size_t> sizes = {32, 32, 32, 32, 5, 32};
+  using Fusion = models::Sequential::Fusion;
+  for (const auto& [name, fusion] : {std::pair{"lrcn", Fusion::Cpu}, std::pair{"lrcn", Fusion::Everywhere},
+                                     std::pair{"convlstm", Fusion::Cpu}}) {
+    for (const bool labelled : {true, false}) {
+      SCOPED_TRACE(std::string(name) + (fusion == Fusion::Everywhere ? ", fused on the GPU" : "") +
+                   (labelled ? ", with labels" : ", without labels"));
+      const auto run = [&](bool graphs, std::string& status) {
+        models::Sequential model = models::load_spec(name, kClasses);
+        model.build(5);
+        model.set_fuse_conv_pool(fusion);
+        model.to(Device::cuda(0));
+        models::InferenceStep step(model, clip, graphs);
+        std::vector<std::vector<double>> out;
+        for (size_t s = 0; s < sizes.size(); ++s) {
+          std::vector<uint8_t> pixels(sizes[s] * static_cast<size_t>(clip.numel()));
+          for (size_t i = 0; i < pixels.size(); ++i)
+            pixels[i] = static_cast<uint8_t>(philox_uniform(0xE7A1, s, i) * 256.0f);
+          std::vector<int> labels;
+          if (labelled) {
+            for (size_t b = 0; b < sizes[s]; ++b) labels.push_back(static_cast<int>((s + b) % kClasses));
+          }
+          out.push_back(step.run(pixels, labels).to_vector());
+        }
+        out.push_back(step.sums().to_vector());
+        status = step.graph_status();
+        return out;
+      };
+      std::string direct_status, replayed_status;
+      const std::vector<std::vector<double>> direct = run(false, direct_status),
+                                             replayed = run(true, replayed_status);
+      EXPECT_EQ(direct_status, "");
+      ASSERT_EQ(replayed_status, "replaying");
+      ASSERT_EQ(replayed.size(), direct.size());
+      for (size_t s = 0; s < direct.size(); ++s) EXPECT_EQ(replayed[s], direct[s]) << "step " << s;
+    }
   }
 }
 

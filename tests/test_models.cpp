@@ -11,8 +11,12 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/optimizer.h"
+#include "io/batch.h"
+#include "kernels/softmax.h"
 #include "layers/regularizers.h"
 #include "models/inference.h"
+#include "models/inference_step.h"
+#include "models/loss.h"
 #include "models/sequential.h"
 #include "models/trainer.h"
 #include "models/zoo.h"
@@ -269,6 +273,49 @@ TEST(Fusion, LrcnBlocksFuseAndComputeTheSameStep) {
       }
     }
   }
+}
+
+// The evaluation step (models/inference_step.h) on the CPU: its probabilities are the model's
+// forward on the same clips scaled by clips_to_batch, bit for bit, with and without labels; with
+// labels, its sums are the batch loss times the batch and the correct count (kernels/softmax.h
+// StepSum); bad pixel and label counts and labels out of range are errors naming them.
+TEST(InferenceStep, IsTheForwardOnTheClipsAndSumsTheLoss) {
+  constexpr int kClasses = 3;
+  const Shape clip{20, 64, 64, 3};
+  Sequential model = load_spec("lrcn", kClasses);
+  model.build(4);
+  const size_t batch = 5, values = static_cast<size_t>(clip.numel());
+  std::vector<uint8_t> pixels(batch * values);
+  Generator draws(12);
+  const std::vector<double> u = draws.uniform({static_cast<int64_t>(pixels.size())}, 0.0, 256.0).to_vector();
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(u[i]);
+  const std::vector<int> labels = {0, 2, 1, 1, 0};
+
+  NoGradGuard no_grad;
+  const Tensor x = io::clips_to_batch(pixels.data(), Shape{5, 20, 64, 64, 3}, {}, nullptr, Device::cpu());
+  const std::vector<double> expected = class_probabilities(model, model.forward(x, {})).to_vector();
+  const Tensor targets = Tensor::from_vector(one_hot_rows(labels, kClasses), {5, kClasses});
+  const LossTerms terms = model_loss(model, x, targets, {});
+
+  InferenceStep step(model, clip, false);
+  EXPECT_EQ(step.run(pixels, {}).to_vector(), expected);
+  EXPECT_EQ(step.run(pixels, labels).to_vector(), expected);
+  EXPECT_EQ(step.run_again().to_vector(), expected);
+  const std::vector<double> sums = step.sums().to_vector();
+  EXPECT_EQ(sums[kStepLossSum], 2 * terms.loss.item() * static_cast<double>(batch));  // two labelled steps
+  EXPECT_EQ(sums[kStepCorrect], 2.0 * static_cast<double>(correct_count(model, terms, targets)));
+  EXPECT_EQ(sums[kStepSamples], 2.0 * static_cast<double>(batch));
+  EXPECT_EQ(sums[kStepFailed], 0.0);
+  EXPECT_EQ(step.graph_status(), "") << "no graph on the CPU";
+  step.zero_sums();
+  EXPECT_EQ(step.sums().to_vector()[kStepLossSum], 0.0);
+
+  const auto error = [&](const std::vector<uint8_t>& p, const std::vector<int>& l) {
+    return hisvid::testing::error_of([&] { step.run(p, l); });
+  };
+  EXPECT_NE(error(std::vector<uint8_t>(values + 1), {}).find("not whole clips"), std::string::npos);
+  EXPECT_NE(error(pixels, {0, 1}).find("2 labels for 5 clips"), std::string::npos);
+  EXPECT_NE(error(pixels, {0, 1, 2, 3, 0}).find("label 3"), std::string::npos);
 }
 
 // From its third step on, a training step (forward in training mode, loss, backward, Adam)
