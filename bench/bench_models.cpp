@@ -2,10 +2,11 @@
 // backward, Adam) and per evaluation step (batch 32, Keras's evaluate default) of each zoo
 // model, on the CPU and, when one is present, on CUDA (synchronised at the step boundary,
 // so the time is the GPU's), where train_graph is the training step replayed from a CUDA
-// graph (models/training_step.h). Beside each: clips/s, the device operations queued per step
-// (engine/device.h, device_calls: what launch overhead grows with; a replayed graph step
-// counts only what runs outside the graph) and the seeds' claim.
-// Each benchmark runs 5 repetitions of at least 0.5 s (0.2 s on CUDA); the median is the figure.
+// graph (models/training_step.h) and eval_graph the evaluation step (models/inference_step.h:
+// from the uint8 clips to the class probabilities). Beside each: clips/s, the device operations queued per
+// step (engine/device.h, device_calls: what launch overhead grows with; a replayed graph step counts only
+// what runs outside the graph) and the seeds' claim. Each benchmark runs 5 repetitions of at least 0.5 s (0.2
+// s on CUDA); the median is the figure.
 //   build/bench/hisvid_bench --benchmark_out=results.json --benchmark_out_format=json
 // Instead of the benchmarks, the per-layer breakdown of a training step (as `hisvid bench
 // --per-layer`) of some models, on CUDA when present, else on the CPU; it needs no video or
@@ -39,26 +40,28 @@ using hisvid::Device;
 // The seeds' claims, per Keras evaluate step (batch 32): seed 000.
 const std::map<std::string, double> kClaimedEvalMs = {{"lrcn", 40.0}, {"convlstm", 205.0}};
 
-enum class Step { Train, Eval, GraphTrain };
+enum class Step { Train, Eval, GraphTrain, GraphEval };
 
 // The batch of the throughput steps (`--throughput`, CUDA only), bench/pytorch_reference.py's too.
 constexpr int64_t kThroughputBatch = 256;
 
 void run(benchmark::State& state, const std::string& model, Device device, Step kind) {
   const int batch = static_cast<int>(state.range(0));
-  const bool train = kind != Step::Eval;
+  const bool train = kind == Step::Train || kind == Step::GraphTrain;
+  const bool graph = kind == Step::GraphTrain || kind == Step::GraphEval;
   hisvid::bench::StepRunner runner(model, 4, batch, device);
   const auto step = [&] {
     if (kind == Step::Train) runner.train_step();
     if (kind == Step::Eval) runner.eval_step();
     if (kind == Step::GraphTrain) runner.graph_train_step();
+    if (kind == Step::GraphEval) runner.graph_eval_step();
   };
   // What this model's steps hold, its workspace included, and not the largest workspace of the
   // models benchmarked before it.
   hisvid::allocator_for(device).release_workspace();
   try {
     // Warm-up: 2 steps (a graph step: the 2 direct steps, then the capture and its replay).
-    for (int i = 0; i < (kind == Step::GraphTrain ? 3 : 2); ++i) step();
+    for (int i = 0; i < (graph ? 3 : 2); ++i) step();
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;
@@ -194,10 +197,14 @@ int main(int argc, char** argv) {
   const bool throughput = take_switch(argc, argv, "throughput");
   for (const std::string& model : hisvid::models::zoo_names()) {
     for (const Device& device : devices) {
-      for (Step kind : {Step::Train, Step::Eval, Step::GraphTrain}) {
-        if (kind == Step::GraphTrain && !device.is_cuda()) continue;
-        const bool train = kind != Step::Eval;
-        const char* step = kind == Step::Train ? "/train" : kind == Step::Eval ? "/eval" : "/train_graph";
+      for (Step kind : {Step::Train, Step::Eval, Step::GraphTrain, Step::GraphEval}) {
+        const bool train = kind == Step::Train || kind == Step::GraphTrain;
+        const bool graph = kind == Step::GraphTrain || kind == Step::GraphEval;
+        if (graph && !device.is_cuda()) continue;
+        const char* step = kind == Step::Train        ? "/train"
+                           : kind == Step::Eval       ? "/eval"
+                           : kind == Step::GraphTrain ? "/train_graph"
+                                                      : "/eval_graph";
         const std::string name = model + step + "/" + device.str();
         std::vector<int64_t> batches = {train ? 4 : 32};
         if (throughput && device.is_cuda()) batches.push_back(kThroughputBatch);

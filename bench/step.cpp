@@ -35,16 +35,22 @@ void StepRunner::train_step() {
   zero_grad(weights_);
 }
 
+const std::vector<uint8_t>& StepRunner::pixels() {
+  if (pixels_.empty()) {
+    const std::vector<double> x = x_.to_vector();  // the benchmark's clips, back to pixels
+    pixels_.resize(x.size());
+    for (size_t i = 0; i < x.size(); ++i) pixels_[i] = static_cast<uint8_t>(x[i] * 255.0);
+  }
+  return pixels_;
+}
+
 void StepRunner::graph_train_step() {
   if (graph_step_ == nullptr) {
     const int classes = static_cast<int>(y_.dim(1));
     graph_step_ = std::make_unique<models::TrainingStep>(model_, *optimizer_, rng_, io::Augmentation{},
                                                          model_.input_shape(), classes, true);
-    const std::vector<double> x = x_.to_vector();  // the benchmark's clips, back to pixels
-    pixels_.resize(x.size());
-    for (size_t i = 0; i < x.size(); ++i) pixels_[i] = static_cast<uint8_t>(x[i] * 255.0);
     for (int i = 0; i < batch_; ++i) labels_.push_back(i % classes);
-    graph_step_->run(pixels_, labels_);
+    graph_step_->run(pixels(), labels_);
     return;
   }
   graph_step_->run_again();
@@ -55,6 +61,17 @@ void StepRunner::graph_train_step() {
 void StepRunner::eval_step() {
   NoGradGuard no_grad;
   model_.forward(x_, {});
+}
+
+void StepRunner::graph_eval_step() {
+  if (graph_eval_ == nullptr) {
+    graph_eval_ = std::make_unique<models::InferenceStep>(model_, model_.input_shape(), true);
+    graph_eval_->run(pixels(), {});
+    return;
+  }
+  graph_eval_->run_again();
+  const std::string& status = graph_eval_->graph_status();
+  if (!status.empty() && status != "replaying") fail("{}", status);
 }
 
 void StepRunner::sync() const { synchronize(device_); }

@@ -10,6 +10,7 @@
 #include "engine/kernel_profile.h"
 #include "engine/optimizer.h"
 #include "engine/random.h"
+#include "models/inference_step.h"
 #include "models/sequential.h"
 #include "models/training_step.h"
 
@@ -33,6 +34,10 @@ class StepRunner {
   void graph_train_step();
   // forward in inference mode, no tape.
   void eval_step();
+  // The step of models/inference_step.h replayed from a CUDA graph: the same forward from uint8
+  // clips already on the device (scaled there), to the class probabilities; steps 1 and 2 run
+  // directly, step 3 is captured. Throws when the capture fails, with CUDA's reason.
+  void graph_eval_step();
   // Waits for the device (timing boundaries).
   void sync() const;
 
@@ -43,10 +48,14 @@ class StepRunner {
   int batch() const { return batch_; }
 
  private:
+  // The benchmark's clips as uint8 pixels, what the graph steps stage (made once).
+  const std::vector<uint8_t>& pixels();
+
   models::Sequential model_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<models::TrainingStep> graph_step_;
-  std::vector<uint8_t> pixels_;  // graph_train_step's clips
+  std::unique_ptr<models::InferenceStep> graph_eval_;
+  std::vector<uint8_t> pixels_;  // the graph steps' clips
   std::vector<int> labels_;
   std::vector<Tensor> weights_;
   Tensor x_, y_;

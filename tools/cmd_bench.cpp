@@ -51,7 +51,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--per-layer", args->per_layer,
                 "Forward and backward time of every layer of a training step");
   cmd->add_flag("--cuda-graphs", args->cuda_graphs,
-                "Time the training step replayed from a CUDA graph (a GPU; 3 warm-up steps at least)");
+                "Time the training and evaluation steps replayed from CUDA graphs (a GPU; 3 warm-up steps "
+                "at least)");
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args] {
     Console console;
@@ -61,17 +62,18 @@ void add_bench_command(CLI::App& app) {
     }
     if (args->tf32) tf32_on(args->device);
     // A graph step needs its 2 direct steps and the capture before it is timed.
-    const int graph_warmup = std::max(args->warmup, models::TrainingStep::kWarmupSteps + 1);
+    const int graph_warmup = std::max(
+        args->warmup, std::max(models::TrainingStep::kWarmupSteps, models::InferenceStep::kWarmupSteps) + 1);
     console.line(fmt::format("{} on {}: {} timed steps after {} warm-up steps, median", args->model,
                              device.str(), args->steps, args->warmup));
     Allocator& memory = allocator_for(device);
     for (bool train : {true, false}) {
       const int batch = train ? args->train_batch : args->eval_batch;
       bench::StepRunner runner(args->model, args->classes, batch, device);
-      const bool graph = train && args->cuda_graphs;
+      const bool graph = args->cuda_graphs;
       const auto step = [&] {
         if (graph) {
-          runner.graph_train_step();
+          train ? runner.graph_train_step() : runner.graph_eval_step();
         } else {
           train ? runner.train_step() : runner.eval_step();
         }
@@ -89,7 +91,7 @@ void add_bench_command(CLI::App& app) {
       const double ms = bench::median(times);
       console.line(
           fmt::format("{:<6} batch {:>3}: {:9.2f} ms/step {:10.1f} clips/s   peak {} memory {:.1f} MiB",
-                      graph   ? "train (CUDA graph)"
+                      graph   ? (train ? "train (CUDA graph)" : "eval (CUDA graph)")
                       : train ? "train"
                               : "eval",
                       batch, ms, 1000.0 * batch / ms, device.str(), memory.peak_bytes_in_use() / 1048576.0));
