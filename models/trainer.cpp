@@ -178,6 +178,9 @@ FitResult Trainer::fit(const FitProgress& progress) {
   // One process: each step on the device from the clips' pixels, nothing read back (several
   // ranks sum every step's metrics on the host instead, below).
   std::unique_ptr<TrainingStep> direct;
+  // One process: the validation passes' step, kept across epochs (its graph with it), made at
+  // the first pass; released with the training step's when fit returns.
+  std::unique_ptr<InferenceStep> validation;
   if (!comm_) {
     const io::ExtractionSettings& e = clips_.extraction;
     const io::Augmentation& a = options_.augmentation;
@@ -340,11 +343,11 @@ FitResult Trainer::fit(const FitProgress& progress) {
         log.val_loss = totals[0] / static_cast<double>(split_.validation.size());
         log.val_accuracy = totals[1] / static_cast<double>(split_.validation.size());
       } else {
-        if (validation_ == nullptr) {
-          validation_ = std::make_unique<InferenceStep>(model_, clip_shape(clips_), options_.cuda_graphs);
+        if (validation == nullptr) {
+          validation = std::make_unique<InferenceStep>(model_, clip_shape(clips_), options_.cuda_graphs);
         }
         const Evaluation val =
-            evaluate(*validation_, clips_, split_.validation, options_.batch_size, identity);
+            evaluate(*validation, clips_, split_.validation, options_.batch_size, identity);
         log.val_loss = val.loss;
         log.val_accuracy = val.accuracy;
       }
@@ -390,11 +393,18 @@ Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::ve
         indices.begin() + static_cast<std::ptrdiff_t>(begin),
         indices.begin() + static_cast<std::ptrdiff_t>(std::min(begin + batch_size, indices.size())));
   }
+  for (const size_t i : indices) {
+    if (i >= clips.size())
+      fail("evaluate: clip index {} is out of range (the set has {} clips)", i, clips.size());
+    if (clips.labels[i] < 0 || static_cast<size_t>(clips.labels[i]) >= label_map.size()) {
+      fail("evaluate: clip {} has label {}, but there are {} classes", i, clips.labels[i], label_map.size());
+    }
+  }
   step.zero_sums();
   io::BatchReader reader(clips, chunks);
   for (const std::vector<size_t>& chunk : chunks) {
     std::vector<int> classes;
-    for (size_t i : chunk) classes.push_back(label_map[clips.labels[i]]);
+    for (size_t i : chunk) classes.push_back(label_map[static_cast<size_t>(clips.labels[i])]);
     const std::vector<double> probs = step.run(reader.next(), classes).to_vector();
     for (size_t i = 0; i < chunk.size(); ++i) {
       std::vector<float> row(probs.begin() + static_cast<std::ptrdiff_t>(i * K),

@@ -115,8 +115,7 @@ class Trainer {
   TerminateOnNaN* terminate_ = nullptr;
   EarlyStopping* early_stopping_ = nullptr;
   ModelCheckpoint* checkpoint_ = nullptr;
-  Communicator* comm_ = nullptr;               // set when there are several ranks
-  std::unique_ptr<InferenceStep> validation_;  // one process: the validation passes' step
+  Communicator* comm_ = nullptr;  // set when there are several ranks
 };
 
 struct Evaluation {
