@@ -879,6 +879,10 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   EXPECT_FALSE(fs::exists(dir_ / "g"));
   expect_refused(dir_, {"bench", "--model", "lrcn", "--device", "cpu", "--cuda-graphs"},
                  {"--cuda-graphs", "CUDA device", "--device cpu"});
+  expect_refused(
+      dir_,
+      {"evaluate", "--weights", "misread/model.h5", "--data", "data", "--device", "cpu", "--cuda-graphs"},
+      {"--cuda-graphs", "CUDA device", "--device cpu"});
   // TF32 likewise.
   expect_refused(dir_, {"train", "--data", "data", "--out", "t", "--tf32", "--device", "cpu"},
                  {"--tf32", "CUDA device", "--device cpu"});

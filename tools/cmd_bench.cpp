@@ -57,9 +57,7 @@ void add_bench_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     const Device device = parse_device(args->device);
-    if (args->cuda_graphs && !device.is_cuda()) {
-      fail("--cuda-graphs needs a CUDA device, not --device {}", args->device);
-    }
+    if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     if (args->tf32) tf32_on(args->device);
     // A graph step needs its 2 direct steps and the capture before it is timed.
     const int graph_warmup = std::max(

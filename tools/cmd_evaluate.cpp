@@ -1,8 +1,8 @@
 // hisvid evaluate: a model file on any UCF50-style folder (classes matched by name), or on the
 // held-out split of the run that trained it.
-#include <memory>
-
 #include <fmt/format.h>
+
+#include <memory>
 
 #include "models/model_file.h"
 #include "tools/commands.h"
@@ -15,35 +15,44 @@ void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string
 void add_evaluate_command(CLI::App& app) {
   struct Args {
     std::string weights, split = "all", model_classes, out_dir, device = "auto";
-    bool tf32 = false;
+    bool tf32 = false, cuda_graphs = false;
     size_t batch_size = 32;
     DataArgs data;
   };
   auto args = std::make_shared<Args>();
   auto classes = std::make_shared<std::string>();
-  CLI::App* cmd = app.add_subcommand("evaluate", "Loss, accuracy, per-class precision/recall/F1 and the confusion matrix");
+  CLI::App* cmd = app.add_subcommand(
+      "evaluate", "Loss, accuracy, per-class precision/recall/F1 and the confusion matrix");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
   add_data_options(cmd, args->data, classes);
   cmd->add_option("--split", args->split,
-                  "all: every clip of --data; test: the held-out split of the training run (same data, seed, fractions)")
-      ->capture_default_str()->check(CLI::IsMember({"all", "test"}));
-  cmd->add_option("--model-classes", args->model_classes,
-                  "Comma-separated class names of the model's outputs (for Keras files, which do not store them)");
+                  "all: every clip of --data; test: the held-out split of the training run (same data, seed, "
+                  "fractions)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"all", "test"}));
+  cmd->add_option(
+      "--model-classes", args->model_classes,
+      "Comma-separated class names of the model's outputs (for Keras files, which do not store them)");
   cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--out", args->out_dir, "Write report.txt, report.json and confusion.png here");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
+  cmd->add_flag("--cuda-graphs", args->cuda_graphs,
+                "On a GPU: replay the evaluation step from a CUDA graph after two direct batches (the same "
+                "results)");
   cmd->callback([args, classes] {
     Console console;
     if (args->tf32) tf32_on(args->device);
+    if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     std::vector<std::string> model_classes = loaded.extras.class_names;
     if (!args->model_classes.empty()) model_classes = split_list(args->model_classes);
     if (model_classes.empty()) {
-      fail("{} does not name its classes (a Keras file); give them with --model-classes A,B,...", args->weights);
+      fail("{} does not name its classes (a Keras file); give them with --model-classes A,B,...",
+           args->weights);
     }
     if (static_cast<int>(model_classes.size()) != loaded.model.num_classes()) {
       fail("{} has {} outputs but {} class names were given", args->weights, loaded.model.num_classes(),
@@ -90,13 +99,16 @@ void add_evaluate_command(CLI::App& app) {
                                model_classes[1]));
     }
     loaded.model.to(parse_device(args->device));
-    const models::Evaluation ev = models::evaluate(loaded.model, clips, indices, args->batch_size, label_map);
-    const models::ClassificationReport report = models::classification_report(ev.truth, ev.predicted, model_classes);
+    const models::Evaluation ev =
+        models::evaluate(loaded.model, clips, indices, args->batch_size, label_map, args->cuda_graphs);
+    const models::ClassificationReport report =
+        models::classification_report(ev.truth, ev.predicted, model_classes);
     console.finish(ev.steps, ev.ms_per_step * ev.steps / 1000.0, ev.ms_per_step,
                    fmt::format("loss: {:.4f} - accuracy: {:.4f}", ev.loss, ev.accuracy));
     console.line(report.text());
     if (!args->out_dir.empty()) {
-      write_reports(args->out_dir, fmt::format("{} on {} clips of {}", loaded.model.name(), indices.size(), data.root), ev,
+      write_reports(args->out_dir,
+                    fmt::format("{} on {} clips of {}", loaded.model.name(), indices.size(), data.root), ev,
                     report, {});
       console.note("wrote " + args->out_dir + "/report.txt, report.json, confusion.png");
     }

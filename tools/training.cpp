@@ -289,11 +289,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       fail("--cuda-graphs trains in one process: with {} ranks every step's gradients are summed on the host",
            comm.size());
     }
-    const Device on = parse_device(args.device);
-    if (!on.is_cuda()) {
-      fail("--cuda-graphs needs a CUDA device, not --device {}{}", args.device,
-           args.device == on.str() ? "" : fmt::format(" ({} here)", on.str()));
-    }
+    cuda_device_for("--cuda-graphs", args.device);
   }
   if (args.tf32) tf32_on(args.device, false);  // refused before the run directory is made
   std::optional<RunDirectory> run_directory;
@@ -471,12 +467,17 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   return outcome;
 }
 
-void tf32_on(const std::string& device_arg, bool enable) {
+Device cuda_device_for(const char* option, const std::string& device_arg) {
   const Device on = parse_device(device_arg);
   if (!on.is_cuda()) {
-    fail("--tf32 needs a CUDA device, not --device {}{}", device_arg,
+    fail("{} needs a CUDA device, not --device {}{}", option, device_arg,
          device_arg == on.str() ? "" : fmt::format(" ({} here)", on.str()));
   }
+  return on;
+}
+
+void tf32_on(const std::string& device_arg, bool enable) {
+  const Device on = cuda_device_for("--tf32", device_arg);
   if (enable) cuda_set_allow_tf32(on, true);
 }
 

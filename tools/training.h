@@ -99,5 +99,8 @@ std::vector<std::string> split_list(const std::string& text);
 // --tf32 on --device `device_arg`: fails, naming both, unless it is a CUDA device (called before
 // anything is written); then, with `enable`, lets that device's cuBLAS and cuDNN use TF32.
 void tf32_on(const std::string& device_arg, bool enable = true);
+// The device of --device `device_arg` for an option that needs a GPU: fails, naming `option` and
+// the device, unless it is a CUDA device.
+Device cuda_device_for(const char* option, const std::string& device_arg);
 
 }  // namespace hisvid::tools
