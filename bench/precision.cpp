@@ -131,7 +131,7 @@ Run train_once(const Args& args, const std::string& name, const std::string& pre
   run.train_ms_per_step = median(step_ms);
   std::vector<int> identity(clips.class_names.size());
   for (size_t k = 0; k < identity.size(); ++k) identity[k] = static_cast<int>(k);
-  run.test = models::evaluate(model, clips, split.test, 32, identity);
+  run.test = models::evaluate(model, clips, split.test, 32, identity, args.cuda_graphs);
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   run.report = models::classification_report(run.test.truth, run.test.predicted, clips.class_names);
   if (device.is_cuda()) cuda_set_allow_tf32(device, false);
@@ -182,8 +182,12 @@ int run_all(const Args& args) {
            device.str());
     }
   }
-  for (const std::string& name : model_names)
+  if (args.cuda_graphs && !device.is_cuda()) {
+    fail("--cuda-graphs needs a CUDA device, and --device {} is {}", args.device, device.str());
+  }
+  for (const std::string& name : model_names) {
     models::load_spec(name);  // an unknown name fails before any work
+  }
 
   io::SyntheticSpec spec;
   spec.clips_per_class = args.clips_per_class;
@@ -195,7 +199,7 @@ int run_all(const Args& args) {
       "device %s; training as hisvid demo: Adam, batch 4, EarlyStopping(val_loss, patience %d, "
       "restore_best_weights), seed %llu%s\n",
       device.str().c_str(), args.patience, static_cast<unsigned long long>(args.seed),
-      args.cuda_graphs ? ", training steps replayed from a CUDA graph" : "");
+      args.cuda_graphs ? ", steps replayed from CUDA graphs" : "");
 
   std::map<std::tuple<int, int, int, int>, io::ClipSet> clip_sets;  // by extraction (T, H, W, C)
   std::vector<Run> runs;
@@ -287,7 +291,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 10000));
   app.add_option("--seed", args.seed, "Seed of the split, the initial weights and training")
       ->capture_default_str();
-  app.add_flag("--cuda-graphs", args.cuda_graphs, "Replay each training step from a CUDA graph");
+  app.add_flag("--cuda-graphs", args.cuda_graphs,
+               "Replay the training, validation and test steps from CUDA graphs (a CUDA device)");
   app.add_option("--json", args.json, "Also write the runs here (JSON)");
   CLI11_PARSE(app, argc, argv);
   try {

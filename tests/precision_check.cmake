@@ -1,8 +1,8 @@
 # bench/precision.cpp end to end on the CPU (ctest: bench.precision_cpu): a short run of two
 # models, each trained twice in float32, must finish, write its JSON, and give the same
 # predictions twice (training on the CPU is deterministic: 100% of the test clips alike, a
-# largest probability difference of exactly 0); TF32 on the CPU and an unknown precision are
-# refused with a message naming the option.
+# largest probability difference of exactly 0); TF32 or CUDA graphs on the CPU and an unknown
+# precision are refused with a message naming the option.
 #   cmake -DPROGRAM=<hisvid_precision> -DWORK=<scratch dir> -P precision_check.cmake
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
@@ -43,14 +43,20 @@ foreach(i RANGE ${last})
   endif()
 endforeach()
 
-foreach(case "tf32;needs a CUDA device" "float16;is not a precision")
-  list(GET case 0 precision)
-  list(GET case 1 expected)
-  execute_process(COMMAND "${PROGRAM}" --device cpu --precisions ${precision} --models lrcn
+foreach(case "--precisions;tf32;needs a CUDA device" "--precisions;float16;is not a precision"
+             "--cuda-graphs;float32;needs a CUDA device")
+  list(GET case 0 option)
+  list(GET case 1 precision)
+  list(GET case 2 expected)
+  set(extra)
+  if(option STREQUAL "--cuda-graphs")
+    set(extra --cuda-graphs)
+  endif()
+  execute_process(COMMAND "${PROGRAM}" --device cpu --precisions ${precision} --models lrcn ${extra}
                   RESULT_VARIABLE status OUTPUT_VARIABLE output ERROR_VARIABLE output)
-  if(status EQUAL 0 OR NOT output MATCHES "--precisions.*${expected}")
-    message(FATAL_ERROR "--precisions ${precision} on the CPU: exit ${status}, expected a refusal naming "
-                        "--precisions ('${expected}'); got: ${output}")
+  if(status EQUAL 0 OR NOT output MATCHES "${option}.*${expected}")
+    message(FATAL_ERROR "${option} (--precisions ${precision}) on the CPU: exit ${status}, expected a refusal "
+                        "naming ${option} ('${expected}'); got: ${output}")
   endif()
 endforeach()
 file(REMOVE_RECURSE "${WORK}")
