@@ -5,7 +5,19 @@
 #include <cstring>
 #include <opencv2/imgproc.hpp>
 
+#include "engine/error.h"
+
 namespace hisvid::io {
+
+void check_extraction(const std::string& where, const ExtractionSettings& s) {
+  if (s.sequence_length < 1 || s.height < 1 || s.width < 1) {
+    fail("{}: extraction settings must be positive, got sequence_length {}, height {}, width {}", where,
+         s.sequence_length, s.height, s.width);
+  }
+  if (s.channels != 1 && s.channels != 3) {
+    fail("{}: frames are extracted with 1 (gray) or 3 (BGR) channels, not {}", where, s.channels);
+  }
+}
 
 int64_t sampling_stride(int64_t frame_count, int sequence_length) {
   return std::max<int64_t>(frame_count / sequence_length, 1);

@@ -5,8 +5,15 @@
 
 #include <cstdint>
 #include <opencv2/core.hpp>
+#include <string>
+
+#include "io/video.h"
 
 namespace hisvid::io {
+
+// Fails, naming `where`, unless the settings sample a positive number of frames of a positive
+// size with 1 (gray) or 3 (BGR) channels.
+void check_extraction(const std::string& where, const ExtractionSettings& s);
 
 // frames_extraction's stride (seeds 000-004): skip = max(floor(count / T), 1), and frame i * skip
 // is sampled for i in 0..T-1.

@@ -456,11 +456,6 @@ void validate(const SyntheticSpec& spec) {
   }
 }
 
-std::string clip_name(const std::string& class_name, int clip) {
-  return fmt::format("v_{}_g{:02d}_c{:02d}.avi", class_name, clip / kClipsPerGroup + 1,
-                     clip % kClipsPerGroup + 1);
-}
-
 // The class index of clip `clip` of `class_name`, after checking the spec and that the clip exists.
 int class_of_clip(const SyntheticSpec& spec, const std::string& class_name, int clip, const char* who) {
   validate(spec);
@@ -494,15 +489,16 @@ const std::vector<std::string>& synthetic_class_names() {
   return names;
 }
 
+std::string synthetic_clip_name(const std::string& class_name, int clip) {
+  return fmt::format("v_{}_g{:02d}_c{:02d}.avi", class_name, clip / kClipsPerGroup + 1,
+                     clip % kClipsPerGroup + 1);
+}
+
 std::vector<std::string> synthetic_classes(const SyntheticSpec& spec) {
   validate(spec);
   std::vector<std::string> names;
   for (int index : resolve_classes(spec)) names.push_back(kClasses[index].name);
   return names;
-}
-
-std::string synthetic_clip_name(const std::string& class_name, int clip) {
-  return clip_name(class_name, clip);
 }
 
 std::vector<uint8_t> synthetic_clip_frames(const SyntheticSpec& spec, const std::string& class_name,
@@ -522,12 +518,7 @@ std::vector<uint8_t> synthetic_clip_frames(const SyntheticSpec& spec, const std:
 ClipSet synthetic_clip_set(const SyntheticSpec& spec, const ExtractionSettings& extraction,
                            const ProgressFn& progress) {
   const ExtractionSettings& s = extraction;
-  if (s.sequence_length < 1 || s.height < 1 || s.width < 1 || (s.channels != 1 && s.channels != 3)) {
-    fail(
-        "built-in dataset: clips are sampled with a positive length and size and 1 or 3 channels, not {} "
-        "frames of {} x {} x {}",
-        s.sequence_length, s.height, s.width, s.channels);
-  }
+  check_extraction("built-in dataset", s);
   if (spec.frames_per_clip < s.sequence_length) {
     fail("built-in dataset: its clips have {} frames, fewer than the {} a clip samples", spec.frames_per_clip,
          s.sequence_length);
@@ -542,7 +533,7 @@ ClipSet synthetic_clip_set(const SyntheticSpec& spec, const ExtractionSettings& 
   for (size_t label = 0; label < classes.size(); ++label) {
     std::vector<std::pair<std::string, int>> files;  // name, clip
     for (int clip = 0; clip < spec.clips_per_class; ++clip)
-      files.emplace_back(clip_name(classes[label], clip), clip);
+      files.emplace_back(synthetic_clip_name(classes[label], clip), clip);
     std::sort(files.begin(), files.end());
     for (const auto& [name, clip] : files) {
       const std::string relative = classes[label] + "/" + name;

@@ -170,20 +170,10 @@ void extract_sequentially(const std::string& path, const ExtractionSettings& s, 
   }
 }
 
-void check_settings(const std::string& path, const ExtractionSettings& s) {
-  if (s.sequence_length < 1 || s.height < 1 || s.width < 1) {
-    fail("{}: extraction settings must be positive, got sequence_length {}, height {}, width {}", path,
-         s.sequence_length, s.height, s.width);
-  }
-  if (s.channels != 1 && s.channels != 3) {
-    fail("{}: frames are extracted with 1 (gray) or 3 (BGR) channels, not {}", path, s.channels);
-  }
-}
-
 }  // namespace
 
 Clip extract_clip(const std::string& path, const ExtractionSettings& settings, bool keep_originals) {
-  check_settings(path, settings);
+  check_extraction(path, settings);
   check_readable(path);
   Clip clip;
   clip.frames = settings.sequence_length;
