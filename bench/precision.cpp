@@ -37,6 +37,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bench/step.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -80,12 +81,6 @@ std::vector<std::string> split_list(const std::string& text, const char* option)
   }
   if (items.empty()) fail("{}: give at least one name (got '{}')", option, text);
   return items;
-}
-
-double median(std::vector<double> values) {
-  if (values.empty()) return 0.0;
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
 }
 
 int max_epochs(const Args& args, const std::string& model) {

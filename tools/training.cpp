@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "bench/step.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/distributed.h"
@@ -447,10 +448,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   for (const models::EpochLog& log : fit.history) {
     if (log.epoch >= first_epoch) step_times.push_back(log.ms_per_step);
   }
-  if (!step_times.empty()) {
-    std::sort(step_times.begin(), step_times.end());
-    outcome.train_ms_per_step = step_times[step_times.size() / 2];
-  }
+  outcome.train_ms_per_step = bench::median(step_times);  // 0 when no epoch ran here
   if (!split.test.empty()) {
     std::vector<int> identity(static_cast<size_t>(K));
     for (int k = 0; k < K; ++k) identity[k] = k;
