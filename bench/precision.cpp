@@ -52,10 +52,11 @@ namespace hisvid::bench {
 namespace {
 
 struct Args {
-  std::string models = "lrcn,convlstm";
-  std::string precisions = "float32,tf32";
+  std::vector<std::string> models = {"lrcn", "convlstm"};
+  std::vector<std::string> precisions = {"float32", "tf32"};
   std::string device = "auto";
-  std::string classes = "MoveLeft,MoveRight,MoveUp,MoveDown,Grow,Shrink";  // hisvid demo's
+  std::vector<std::string> classes = {"MoveLeft", "MoveRight", "MoveUp",
+                                      "MoveDown", "Grow",      "Shrink"};  // hisvid demo's
   int clips_per_class = 80, lrcn_epochs = 40, convlstm_epochs = 16, patience = 8;
   uint64_t seed = 27;
   bool cuda_graphs = false;
@@ -71,16 +72,11 @@ struct Run {
   double same_class = 1.0, largest_probability_difference = 0.0;  // against the model's first run
 };
 
-std::vector<std::string> split_list(const std::string& text, const char* option) {
-  std::vector<std::string> items;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    if (comma > start) items.push_back(text.substr(start, comma - start));
-    start = comma + 1;
-  }
-  if (items.empty()) fail("{}: give at least one name (got '{}')", option, text);
-  return items;
+// A list option's names (CLI11 splits them at commas): at least one, none empty.
+void check_names(const std::vector<std::string>& names, const char* option) {
+  if (names.empty() ||
+      std::any_of(names.begin(), names.end(), [](const std::string& n) { return n.empty(); }))
+    fail("{}: give comma-separated names, none empty (got '{}')", option, fmt::join(names, ","));
 }
 
 int max_epochs(const Args& args, const std::string& model) {
@@ -166,15 +162,18 @@ nlohmann::json to_json(const Run& run) {
 
 int run_all(const Args& args) {
   const Device device = parse_device(args.device);
-  const std::vector<std::string> model_names = split_list(args.models, "--models");
-  const std::vector<std::string> precisions = split_list(args.precisions, "--precisions");
+  check_names(args.models, "--models");
+  check_names(args.precisions, "--precisions");
+  check_names(args.classes, "--classes");
+  const std::vector<std::string>& model_names = args.models;
+  const std::vector<std::string>& precisions = args.precisions;
   for (const std::string& precision : precisions) {
     if (precision != "float32" && precision != "tf32") {
       fail("--precisions: '{}' is not a precision (float32 or tf32)", precision);
     }
     if (precision == "tf32" && !device.is_cuda()) {
-      fail("--precisions {}: tf32 needs a CUDA device, and --device {} is {}", args.precisions, args.device,
-           device.str());
+      fail("--precisions {}: tf32 needs a CUDA device, and --device {} is {}",
+           fmt::join(args.precisions, ","), args.device, device.str());
     }
   }
   if (args.cuda_graphs && !device.is_cuda()) {
@@ -186,10 +185,11 @@ int run_all(const Args& args) {
 
   io::SyntheticSpec spec;
   spec.clips_per_class = args.clips_per_class;
-  spec.classes = split_list(args.classes, "--classes");
+  spec.classes = args.classes;
   std::printf(
       "built-in dataset: %s, %d clips per class, seed %llu, generated in memory (no MJPG round trip)\n",
-      args.classes.c_str(), spec.clips_per_class, static_cast<unsigned long long>(spec.seed));
+      fmt::format("{}", fmt::join(args.classes, ",")).c_str(), spec.clips_per_class,
+      static_cast<unsigned long long>(spec.seed));
   std::printf(
       "device %s; training as hisvid demo: Adam, batch 4, EarlyStopping(val_loss, patience %d, "
       "restore_best_weights), seed %llu%s\n",
@@ -265,16 +265,21 @@ int run_all(const Args& args) {
 int main(int argc, char** argv) {
   hisvid::bench::Args args;
   CLI::App app{"hisvid_precision: float32 and TF32 training on the built-in dataset, accuracy and speed"};
-  app.add_option("--models", args.models, "Zoo models to train, comma-separated")->capture_default_str();
+  app.add_option("--models", args.models, "Zoo models to train, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--precisions", args.precisions,
                  "float32 and/or tf32, comma-separated; the first is the "
                  "reference of the comparison")
+      ->delimiter(',')
       ->capture_default_str();
   app.add_option("--device", args.device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   app.add_option("--clips-per-class", args.clips_per_class, "Clips per class")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  app.add_option("--classes", args.classes, "Classes of the built-in dataset")->capture_default_str();
+  app.add_option("--classes", args.classes, "Classes of the built-in dataset, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--lrcn-epochs", args.lrcn_epochs, "Most epochs of a model other than a ConvLSTM")
       ->capture_default_str()
       ->check(CLI::Range(1, 10000));

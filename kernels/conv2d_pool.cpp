@@ -45,8 +45,7 @@ namespace naive {
 
 template <typename T>
 void conv2d_act_pool_forward(const Conv2dActPoolForward<T>& k) {
-  require_ungrouped(k.g, "naive::conv2d_act_pool_forward");
-  require_droppable(k.act, k.dropout, "naive::conv2d_act_pool_forward");
+  require_fusable(k, "naive::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
   std::vector<T> z(static_cast<size_t>(int64_t(g.N) * g.HO * g.WO * g.F));  // (N,HO,WO,F)
   Conv2dForward<T> conv;
@@ -67,8 +66,7 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<T>& k) {
 
 template <typename T>
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<T>& k) {
-  require_ungrouped(k.g, "naive::conv2d_act_pool_backward");
-  require_droppable(k.act, k.dropout, "naive::conv2d_act_pool_backward");
+  require_fusable(k, "naive::conv2d_act_pool_backward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t per_image = int64_t(p.HO) * p.WO * p.C, pooled = int64_t(p.N) * per_image;
@@ -119,8 +117,7 @@ constexpr int64_t kChunkFloats = int64_t(1) << 20;
 }  // namespace
 
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
-  require_ungrouped(k.g, "cpu::conv2d_act_pool_forward");
-  require_droppable(k.act, k.dropout, "cpu::conv2d_act_pool_forward");
+  require_fusable(k, "cpu::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t z_per_image = int64_t(g.HO) * g.WO * g.F, pooled_per_image = int64_t(p.HO) * p.WO * p.C;
@@ -167,8 +164,7 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
 // F filters together instead, a loop over F per input, measured 2-5x slower on the LRCN's
 // first layer in the lab, 2026-11-26.)
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
-  require_ungrouped(k.g, "cpu::conv2d_act_pool_backward");
-  require_droppable(k.act, k.dropout, "cpu::conv2d_act_pool_backward");
+  require_fusable(k, "cpu::conv2d_act_pool_backward");
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t C = g.C, F = g.F, R = int64_t(g.KH) * g.KW * C;

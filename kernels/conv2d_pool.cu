@@ -353,8 +353,7 @@ void zero_filter_grads(const Conv2dActPoolBackward<float>& k, cudaStream_t strea
 }  // namespace
 
 void conv2d_act_pool_forward_v1(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
-  require_ungrouped(k.g, "cuda::conv2d_act_pool_forward_v1");
-  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_forward_v1");
+  require_fusable(k, "cuda::conv2d_act_pool_forward_v1");
   const int64_t total = int64_t(k.p.N) * k.p.HO * k.p.WO * k.p.C;
   if (total == 0) return;
   forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k.out, k.argmax, k.inp, k.weight,
@@ -363,8 +362,7 @@ void conv2d_act_pool_forward_v1(const Conv2dActPoolForward<float>& k, cudaStream
 }
 
 void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
-  require_ungrouped(k.g, "cuda::conv2d_act_pool_backward_v1");
-  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_backward_v1");
+  require_fusable(k, "cuda::conv2d_act_pool_backward_v1");
   const PooledGrad grad{k.act, k.dropout};
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
@@ -389,8 +387,7 @@ void conv2d_act_pool_backward_v1(const Conv2dActPoolBackward<float>& k, cudaStre
 }
 
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t stream) {
-  require_ungrouped(k.g, "cuda::conv2d_act_pool_forward");
-  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_forward");
+  require_fusable(k, "cuda::conv2d_act_pool_forward");
   const Conv2dGeometry& g = k.g;
   if (!conv2d_geometry_valid(g))
     throw std::invalid_argument("cuda::conv2d_act_pool_forward: invalid geometry");
@@ -407,8 +404,7 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k, cudaStream_t 
 }
 
 void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_t stream) {
-  require_ungrouped(k.g, "cuda::conv2d_act_pool_backward");
-  require_droppable(k.act, k.dropout, "cuda::conv2d_act_pool_backward");
+  require_fusable(k, "cuda::conv2d_act_pool_backward");
   const PooledGrad grad{k.act, k.dropout};
   const Conv2dGeometry& g = k.g;
   if (!conv2d_geometry_valid(g))
@@ -416,7 +412,9 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k, cudaStream_
   const Pool2dGeometry& p = k.p;
   const int64_t M = int64_t(p.N) * p.HO * p.WO;  // pooled positions
   const int64_t R = int64_t(g.KH) * g.KW * g.C, pairs = g.F * (R + 1);
-  if (g.F > kStaged || pairs > 0x7fffffff) return conv2d_act_pool_backward_v1(k, stream);
+  // The kernel's pair index j = blockIdx.x * kPairThreads + threadIdx.x is an int: the whole
+  // grid's threads must fit in one.
+  if (g.F > kStaged || pairs > 0x7fffffff - kPairThreads) return conv2d_act_pool_backward_v1(k, stream);
   if (M > 0) {
     Context& ctx = context_for_stream(stream, "conv2d_act_pool_backward");
     const int64_t pair_tiles = (pairs + kPairThreads - 1) / kPairThreads;

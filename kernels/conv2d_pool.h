@@ -35,6 +35,7 @@
 
 #include "kernels/common.h"
 #include "kernels/conv2d.h"
+#include "kernels/dropout.h"
 #include "kernels/philox.h"
 #include "kernels/pool.h"
 
@@ -57,14 +58,13 @@ struct PoolDropout {
   float rate = 0.0f;
   uint64_t seed = 0, offset = 0;
   const int64_t* offset_base = nullptr;  // (1), in the memory the row runs on: based_offset
-  // x as element i of the dropped tensor: x / (1 - rate) where kept, +0 where dropped; the
-  // arithmetic of kernels/dropout.cpp and .cu (the same float compare, the same scale).
+  // x as element i of the dropped tensor, as the Dropout rows drop it (kernels/dropout.h).
   template <typename T>
   HISVID_HD T apply(T x, int64_t i) const {
     if (rate == 0.0f) return x;
-    const bool keep =
-        philox_uniform(seed, based_offset(offset, offset_base), static_cast<uint64_t>(i)) >= rate;
-    return keep ? x * (T(1) / (T(1) - T(rate))) : T(0);
+    return dropout_element(x,
+                           philox_uniform(seed, based_offset(offset, offset_base), static_cast<uint64_t>(i)),
+                           rate, dropout_scale<T>(rate));
   }
 };
 
@@ -142,6 +142,32 @@ struct Conv2dActPoolBackward {
     v.in("weight", weight, int64_t(g.KH) * g.KW * g.C * g.F);
   }
 };
+
+// Throws unless a fused row can run k (Conv2dActPoolForward or Backward): an ungrouped
+// convolution, the pool over exactly the convolution's output (pool_over, 'valid' or 'same'), and
+// a dropout only after a relu or linear activation. Every row checks this before any work.
+template <typename Args>
+void require_fusable(const Args& k, const char* row) {
+  require_ungrouped(k.g, row);
+  require_droppable(k.act, k.dropout, row);
+  const Pool2dGeometry& p = k.p;
+  if (p.PH <= 0 || p.PW <= 0 || p.SH <= 0 || p.SW <= 0) {
+    throw std::invalid_argument(std::string(row) + ": the pool's window " + std::to_string(p.PH) + "x" +
+                                std::to_string(p.PW) + " and strides " + std::to_string(p.SH) + "x" +
+                                std::to_string(p.SW) + " must be positive");
+  }
+  for (const Padding padding : {Padding::Valid, Padding::Same}) {
+    const Pool2dGeometry q = pool_over(k.g, p.PH, p.PW, p.SH, p.SW, padding);
+    if (q.N == p.N && q.H == p.H && q.W == p.W && q.C == p.C && q.HO == p.HO && q.WO == p.WO &&
+        q.pad_top == p.pad_top && q.pad_left == p.pad_left)
+      return;
+  }
+  throw std::invalid_argument(
+      std::string(row) + ": the pool (input " + std::to_string(p.N) + "x" + std::to_string(p.H) + "x" +
+      std::to_string(p.W) + "x" + std::to_string(p.C) + ", output " + std::to_string(p.HO) + "x" +
+      std::to_string(p.WO) + ") is not a pooling of the convolution's output (" + std::to_string(k.g.N) +
+      "x" + std::to_string(k.g.HO) + "x" + std::to_string(k.g.WO) + "x" + std::to_string(k.g.F) + ")");
+}
 
 }  // namespace hisvid
 

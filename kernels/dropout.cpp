@@ -18,26 +18,20 @@ namespace {
 // Below this many elements the loops run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
-template <typename T>
-T keep_scale(float rate) {
-  return T(1) / (T(1) - T(rate));
-}
-
 // out (n) = in (n) * mask, mask = scale where kept and 0 elsewhere; in null means ones.
 // One Philox block yields the uniforms of four consecutive elements, so the loop walks
 // blocks of four instead of calling philox_uniform once per element (same numbers, a
 // quarter of the work); the conversion is philox_uniform's: 24 high bits times 2^-24.
 template <typename T>
 void apply_mask(T* out, const T* in, int64_t n, float rate, uint64_t seed, uint64_t offset) {
-  const T scale = keep_scale<T>(rate);
+  const T scale = dropout_scale<T>(rate);
   const int64_t blocks = (n + 3) / 4;
 #pragma omp parallel for if (n > kParallelMin)
   for (int64_t b = 0; b < blocks; ++b) {
     const Philox4x32 bits = philox_block(seed, offset, static_cast<uint64_t>(4 * b));
     for (int64_t i = 4 * b; i < 4 * b + 4 && i < n; ++i) {
       const float u = static_cast<float>(bits.v[i & 3] >> 8) * (1.0f / 16777216.0f);
-      const T x = in ? in[i] : T(1);
-      out[i] = u >= rate ? x * scale : T(0);
+      out[i] = dropout_element(in ? in[i] : T(1), u, rate, scale);
     }
   }
 }
@@ -165,7 +159,7 @@ __attribute__((target("avx2"))) void philox8(uint64_t seed, uint64_t offset, uin
 // kept when u >= rate, a kept element x * scale, a dropped one +0; in null means ones.
 __attribute__((target("avx2"))) void apply_mask(float* out, const float* in, int64_t n, float rate,
                                                 uint64_t seed, uint64_t offset) {
-  const float scale = 1.0f / (1.0f - rate);
+  const float scale = dropout_scale<float>(rate);
   constexpr int64_t kStep = 4 * kBlocks;
   const int64_t steps = (n + kStep - 1) / kStep;
   const __m256 vrate = _mm256_set1_ps(rate), vscale = _mm256_set1_ps(scale);
@@ -189,7 +183,7 @@ __attribute__((target("avx2"))) void apply_mask(float* out, const float* in, int
     for (int64_t i = base; i < n; ++i) {
       const float u = static_cast<float>(words[i - base] >> 8) * (1.0f / 16777216.0f);
       const float x = in ? in[i] : 1.0f;
-      out[i] = u >= rate ? x * scale : 0.0f;
+      out[i] = dropout_element(x, u, rate, scale);
     }
   }
 }

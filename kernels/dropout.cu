@@ -15,12 +15,8 @@ __global__ void dropout_kernel(float* out, const float* inp, int64_t n, float ra
                                uint64_t seed, uint64_t offset, const int64_t* base) {
   offset = based_offset(offset, base);
   for (const int64_t i : device::grid_stride(n)) {
-    const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(i)) >= rate;
-    if (inp == nullptr) {
-      out[i] = keep ? keep_scale : 0.0f;
-    } else {
-      out[i] = keep ? inp[i] * keep_scale : 0.0f;
-    }
+    out[i] = dropout_element(inp != nullptr ? inp[i] : 1.0f,
+                             philox_uniform(seed, offset, static_cast<uint64_t>(i)), rate, keep_scale);
   }
 }
 
@@ -31,8 +27,8 @@ __global__ void spatial_dropout_kernel(float* out, const float* inp, int64_t N, 
   offset = based_offset(offset, base);
   for (const int64_t i : device::grid_stride(N * S * C)) {
     const int64_t c = i % C, n = i / (S * C);
-    const bool keep = philox_uniform(seed, offset, static_cast<uint64_t>(n * C + c)) >= rate;
-    out[i] = keep ? inp[i] * keep_scale : 0.0f;
+    out[i] = dropout_element(inp[i], philox_uniform(seed, offset, static_cast<uint64_t>(n * C + c)), rate,
+                             keep_scale);
   }
 }
 
@@ -45,7 +41,7 @@ void launch_spatial(float* out, const float* inp, int64_t N, int64_t S, int64_t 
         cudaMemcpyAsync(out, inp, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  const float keep_scale = 1.0f / (1.0f - rate);
+  const float keep_scale = dropout_scale<float>(rate);
   spatial_dropout_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, N, S, C, rate,
                                                                             keep_scale, seed, offset, base);
   HISVID_CHECK_LAUNCH();
@@ -54,7 +50,7 @@ void launch_spatial(float* out, const float* inp, int64_t N, int64_t S, int64_t 
 void launch(float* out, const float* inp, int64_t n, float rate, uint64_t seed, uint64_t offset,
             const int64_t* base, cudaStream_t stream) {
   if (n <= 0) return;
-  const float keep_scale = 1.0f / (1.0f - rate);
+  const float keep_scale = dropout_scale<float>(rate);
   dropout_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(out, inp, n, rate, keep_scale, seed,
                                                                     offset, base);
   HISVID_CHECK_LAUNCH();

@@ -15,6 +15,19 @@
 
 namespace hisvid {
 
+// The factor of a kept element: 1 / (1 - rate), in T.
+template <typename T>
+HISVID_HD T dropout_scale(float rate) {
+  return T(1) / (T(1) - T(rate));
+}
+
+// x as an element of the dropped tensor, u its Philox uniform: x * scale where kept (u >= rate),
+// +0 where dropped. Every dropout row, and the fused rows that fold a dropout in, go through it.
+template <typename T>
+HISVID_HD T dropout_element(T x, float u, float rate, T scale) {
+  return u >= rate ? x * scale : T(0);
+}
+
 // out (n) = inp (n) * mask
 template <typename T>
 struct DropoutForward {

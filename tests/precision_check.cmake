@@ -1,8 +1,8 @@
 # bench/precision.cpp end to end on the CPU (ctest: bench.precision_cpu): a short run of two
 # models, each trained twice in float32, must finish, write its JSON, and give the same
 # predictions twice (training on the CPU is deterministic: 100% of the test clips alike, a
-# largest probability difference of exactly 0); TF32 or CUDA graphs on the CPU and an unknown
-# precision are refused with a message naming the option.
+# largest probability difference of exactly 0); TF32 or CUDA graphs on the CPU, an unknown
+# precision and a list of no names are refused with a message naming the option.
 #   cmake -DPROGRAM=<hisvid_precision> -DWORK=<scratch dir> -P precision_check.cmake
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
@@ -59,4 +59,12 @@ foreach(case "--precisions;tf32;needs a CUDA device" "--precisions;float16;is no
                         "naming ${option} ('${expected}'); got: ${output}")
   endif()
 endforeach()
+
+# A list of no names (CLI11 splits the lists at commas and drops empty names) is refused naming
+# the option.
+execute_process(COMMAND "${PROGRAM}" --device cpu --precisions float32 --models ,
+                RESULT_VARIABLE status OUTPUT_VARIABLE output ERROR_VARIABLE output)
+if(status EQUAL 0 OR NOT output MATCHES "--models")
+  message(FATAL_ERROR "--models ,: exit ${status}, expected a refusal naming --models; got: ${output}")
+endif()
 file(REMOVE_RECURSE "${WORK}")
