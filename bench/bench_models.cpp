@@ -141,29 +141,44 @@ int for_each_model(const std::string& models, const std::string& steps_flag, con
   return 0;
 }
 
+// After a profile on CUDA: what the kernels chose by timing on the way (the convolutions'
+// paths, the ConvLSTM step's versions), with each candidate's time.
+int print_timed_choices(int status, Device device) {
+  if (!device.is_cuda()) return status;
+  std::printf("choices made by timing in this process (kernels/conv2d.cu, kernels/lstm.cu):\n");
+  for (const std::string& line : hisvid::cuda_timed_choices()) std::printf("  %s\n", line.c_str());
+  return status;
+}
+
 // --per_layer: each model's training step, layer by layer.
 int per_layer(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
               Device device) {
-  return for_each_model(
-      models, steps_flag, batch_flag, [device](const std::string& model, int steps, int batch) {
-        hisvid::bench::StepRunner runner(model, 4, batch, device);
-        const auto profile = hisvid::bench::profile_training_step(runner, steps, 2);
-        std::printf("%s\n%s\n\n", model.c_str(), hisvid::bench::format_layer_profile(profile).c_str());
-      });
+  return print_timed_choices(
+      for_each_model(models, steps_flag, batch_flag,
+                     [device](const std::string& model, int steps, int batch) {
+                       hisvid::bench::StepRunner runner(model, 4, batch, device);
+                       const auto profile = hisvid::bench::profile_training_step(runner, steps, 2);
+                       std::printf("%s\n%s\n\n", model.c_str(),
+                                   hisvid::bench::format_layer_profile(profile).c_str());
+                     }),
+      device);
 }
 
 // --per_kernel: each model's training step at the batch and its evaluation step at 8 times it
 // (32 by default), kernel by kernel.
 int per_kernel(const std::string& models, const std::string& steps_flag, const std::string& batch_flag,
                Device device) {
-  return for_each_model(
-      models, steps_flag, batch_flag, [device](const std::string& model, int steps, int batch) {
-        for (bool train : {true, false}) {
-          hisvid::bench::StepRunner runner(model, 4, train ? batch : 8 * batch, device);
-          const auto times = hisvid::bench::profile_kernels(runner, train, steps, 2);
-          std::printf("%s\n%s\n\n", model.c_str(), hisvid::bench::format_kernel_profile(times).c_str());
-        }
-      });
+  return print_timed_choices(
+      for_each_model(models, steps_flag, batch_flag,
+                     [device](const std::string& model, int steps, int batch) {
+                       for (bool train : {true, false}) {
+                         hisvid::bench::StepRunner runner(model, 4, train ? batch : 8 * batch, device);
+                         const auto times = hisvid::bench::profile_kernels(runner, train, steps, 2);
+                         std::printf("%s\n%s\n\n", model.c_str(),
+                                     hisvid::bench::format_kernel_profile(times).c_str());
+                       }
+                     }),
+      device);
 }
 
 }  // namespace

@@ -30,6 +30,8 @@
 // the workspace and switches the allocators to freeing blocks directly as they come back.
 #include "engine/cuda_device.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
 #include <functional>
@@ -425,6 +427,18 @@ void cuda_release_mark(void* mark) noexcept {
 void cuda_set_allow_tf32(Device device, bool allow) {
   cuda_make_current(device);
   cuda::context(device.index).set_allow_tf32(allow);
+}
+
+std::vector<std::string> cuda_timed_choices() {
+  std::vector<std::string> lines;
+  for (const cuda::TimedChoice& choice : cuda::timed_choices()) {
+    std::string times;
+    for (const auto& [name, ms] : choice.candidates_ms)
+      times += fmt::format("{}{} {:.4f} ms", times.empty() ? "" : ", ", name, ms);
+    lines.push_back(fmt::format("{} on {}: {}; kept {}{}", choice.op, choice.shape, times, choice.kept,
+                                choice.failed.empty() ? "" : "; failed: " + choice.failed));
+  }
+  return lines;
 }
 
 void cuda_make_current(Device device) {

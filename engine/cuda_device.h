@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/device.h"
 #include "kernels/registry.h"
@@ -25,6 +26,10 @@ void cuda_make_current(Device device);
 // (full float32) unless a run opts in (`--tf32`). Products then round their inputs to 10
 // mantissa bits (about 5e-4 relative); the hand-written kernels stay float32 either way.
 void cuda_set_allow_tf32(Device device, bool allow);
+// The choices the CUDA kernels made by timing in this process so far (a convolution's path, the
+// ConvLSTM step's version; kernels/conv2d.cu, kernels/lstm.cu), one line each: the op, the shape,
+// each candidate's fastest time, the one kept. None in a build without CUDA.
+std::vector<std::string> cuda_timed_choices();
 // The stream the kernels of `device` run on (its context's), with `device` made current where
 // there are several. Cheap enough for every launch: no device query with one GPU, no locking.
 CUstream_st* cuda_stream(Device device);

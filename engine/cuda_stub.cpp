@@ -20,6 +20,7 @@ void cuda_zero_bytes(void*, Device, size_t) { no_cuda("zeroing CUDA memory"); }
 void cuda_synchronize(Device) { no_cuda("synchronizing a CUDA device"); }
 void cuda_make_current(Device) { no_cuda("selecting a CUDA device"); }
 void cuda_set_allow_tf32(Device, bool) { no_cuda("allowing TF32"); }
+std::vector<std::string> cuda_timed_choices() { return {}; }
 CUstream_st* cuda_stream(Device) { no_cuda("running a CUDA kernel"); }
 void* cuda_mark(Device) { no_cuda("timing a CUDA kernel"); }
 float cuda_ms_between(void*, void*) { no_cuda("timing a CUDA kernel"); }

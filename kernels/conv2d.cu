@@ -40,6 +40,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/conv2d.h"
@@ -599,47 +600,9 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
 // accumulates into dweight). Inside a capture nothing can be timed: a geometry first met there
 // keeps the rule's path (the graph's), in that capture and every call after it.
 constexpr size_t kTimedAlgorithms = 4;
-constexpr int kTimedRuns = 3;
-constexpr float kClearWin = 0.95f;
 // The workspace is one block that keeps the largest size asked for: a timed candidate may ask
 // for up to this much more than the rule's algorithm, no more.
 constexpr size_t kTimedExtraWorkspace = size_t(64) << 20;
-
-class Event {
- public:
-  Event() { CUDA_CHECK(cudaEventCreate(&event_)); }
-  ~Event() { cudaEventDestroy(event_); }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  cudaEvent_t get() const { return event_; }
-
- private:
-  cudaEvent_t event_ = nullptr;
-};
-
-// The fastest of kTimedRuns runs of run() on `stream`, in ms, after one to warm up.
-template <typename Run>
-float fastest_ms(const Run& run, cudaStream_t stream) {
-  run();
-  Event start, stop;
-  float best = 0.0f;
-  for (int i = 0; i < kTimedRuns; ++i) {
-    CUDA_CHECK(cudaEventRecord(start.get(), stream));
-    run();
-    CUDA_CHECK(cudaEventRecord(stop.get(), stream));
-    CUDA_CHECK(cudaEventSynchronize(stop.get()));
-    float ms = 0.0f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
-    if (i == 0 || ms < best) best = ms;
-  }
-  return best;
-}
-
-bool capturing(cudaStream_t stream) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
-  return status != cudaStreamCaptureStatusNone;
-}
 
 // Times the candidates of one pass and records the choice in path and chosen. run_direct() and
 // run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics. A
@@ -647,27 +610,33 @@ bool capturing(cudaStream_t stream) {
 // the failure left the device unusable; the first that runs is the baseline (normally the
 // rule's path), kept unless another beats it by kClearWin.
 template <typename Algo, typename RunDirect, typename RunDirectV2, typename RunCudnn, typename RunLanes>
-void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choice<Algo>>& candidates,
-                const RunDirect& run_direct, const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn,
-                const RunLanes& run_lanes, bool try_lanes, cudaStream_t stream, Path& path,
-                Choice<Algo>& chosen) {
+void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
+                const std::vector<Choice<Algo>>& candidates, const RunDirect& run_direct,
+                const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn, const RunLanes& run_lanes,
+                bool try_lanes, cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
-  std::string failures;
+  std::string failures, best_name;
+  TimedChoice record{op, describe(g), "", {}, ""};
   const auto consider = [&](Path p, const Choice<Algo>* algo, const auto& run) {
+    const std::string name = p == Path::Cudnn ? "cudnn algo " + std::to_string(static_cast<int>(algo->algo))
+                             : p == Path::DirectV2 ? "direct_v2"
+                             : p == Path::Lanes    ? "lanes"
+                                                   : "direct_v1";
     float ms = 0.0f;
     try {
       ms = fastest_ms(run, stream);
     } catch (const std::exception& e) {
       (void)cudaGetLastError();  // a launch error is not sticky; a device fault is, and
       if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
-      failures += std::string(failures.empty() ? "" : "; ") + e.what();
+      failures += (failures.empty() ? "" : "; ") + name + ": " + e.what();
       return;
     }
+    record.candidates_ms.emplace_back(name, ms);
     const bool baseline = best_path == Path::Undecided;
     if (baseline) baseline_ms = ms;
     if (baseline || (ms < best_ms && ms < kClearWin * baseline_ms)) {
-      best_path = p, best_ms = ms;
+      best_path = p, best_ms = ms, best_name = name;
       if (algo != nullptr) chosen = *algo;
     }
   };
@@ -688,6 +657,9 @@ void time_paths(const Conv2dGeometry& g, Direction pass, const std::vector<Choic
                              (failures.empty() ? "" : ": " + failures));
   }
   path = best_path;
+  record.kept = best_name;
+  record.failed = failures;
+  record_timed_choice(std::move(record));
 }
 
 std::mutex& timing_mutex() {
@@ -755,7 +727,7 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
       }
       with_trial([&](const Args& trial) {
         time_paths(
-            k.g, pass, algos, [&] { direct(trial, stream); }, [&] { direct_v2(trial, stream); },
+            op, k.g, pass, algos, [&] { direct(trial, stream); }, [&] { direct_v2(trial, stream); },
             [&](const Choice<Algo>& a) { cudnn(trial, ctx, *plan, a, stream); },
             lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, timed.path,
             timed.algo);

@@ -4,6 +4,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace hisvid::cuda {
@@ -187,6 +188,30 @@ int multiprocessors() {
     cached_device = device, cached_count = count > 1 ? count : 1;
   }
   return cached_count;
+}
+
+namespace {
+
+std::mutex& timed_choices_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+std::vector<TimedChoice>& timed_choice_record() {
+  static std::vector<TimedChoice> record;
+  return record;
+}
+
+}  // namespace
+
+void record_timed_choice(TimedChoice choice) {
+  std::lock_guard<std::mutex> lock(timed_choices_mutex());
+  timed_choice_record().push_back(std::move(choice));
+}
+
+std::vector<TimedChoice> timed_choices() {
+  std::lock_guard<std::mutex> lock(timed_choices_mutex());
+  return timed_choice_record();
 }
 
 }  // namespace hisvid::cuda

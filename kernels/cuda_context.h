@@ -25,8 +25,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace hisvid::cuda {
 
@@ -256,6 +258,65 @@ void with_power_of_two(int value, const F& f) {
     if (value < Max) return with_power_of_two<Max / 2>(value, f);
   }
   f(std::integral_constant<int, Max>{});
+}
+
+// --- choices made by timing (the convolutions' paths, the ConvLSTM step's version) ----------
+
+// A candidate replaces the baseline (the path that runs without timing) only when it runs in
+// under kClearWin of the baseline's time, so that noise between near-equal candidates rarely
+// changes the choice from one process to the next.
+inline constexpr float kClearWin = 0.95f;
+inline constexpr int kTimedRuns = 3;  // timed runs per candidate, after one to warm up
+
+// One CUDA event, destroyed with its owner.
+class Event {
+ public:
+  Event() { CUDA_CHECK(cudaEventCreate(&event_)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+// The fastest of kTimedRuns runs of run() on `stream`, in ms, after one to warm up.
+template <typename Run>
+float fastest_ms(const Run& run, cudaStream_t stream) {
+  run();
+  Event start, stop;
+  float best = 0.0f;
+  for (int i = 0; i < kTimedRuns; ++i) {
+    CUDA_CHECK(cudaEventRecord(start.get(), stream));
+    run();
+    CUDA_CHECK(cudaEventRecord(stop.get(), stream));
+    CUDA_CHECK(cudaEventSynchronize(stop.get()));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start.get(), stop.get()));
+    if (i == 0 || ms < best) best = ms;
+  }
+  return best;
+}
+
+// What one choice made by timing measured, for the record (hisvid_bench prints them): the op and
+// the shape timed, each candidate's fastest run in ms in the order tried (the baseline first),
+// the one kept, and the candidates that could not run, with why.
+struct TimedChoice {
+  std::string op, shape, kept;
+  std::vector<std::pair<std::string, float>> candidates_ms;
+  std::string failed;
+};
+// Adds a choice to the process's record (thread-safe).
+void record_timed_choice(TimedChoice choice);
+// Every choice recorded so far, in the order made.
+std::vector<TimedChoice> timed_choices();
+
+// Whether `stream` is being captured into a CUDA graph (where nothing can be timed).
+inline bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
 }
 
 }  // namespace hisvid::cuda

@@ -269,6 +269,7 @@ void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
 }
 
 void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
+  require_history(k, "cpu::convlstm_step_forward");
   float* rz = nullptr;
   if (k.t > 0) {  // rz = conv(hm_{t-1}, R)
     Conv2dForward<float> conv;
@@ -490,6 +491,7 @@ void lstm_sequence_backward(const LstmSequenceBackward<T>& k) {
 
 template <typename T>
 void convlstm_step_forward(const ConvLstmStepForward<T>& k) {
+  require_history(k, "naive::convlstm_step_forward");
   const int64_t P = k.P(), M = k.N * P, F = k.F, S = k.steps, t = k.t, slot = t % k.history;
   const int64_t prev = (t + k.history - 1) % k.history;  // c_{t-1}'s and hm_{t-1}'s slot
   const Conv2dGeometry conv = k.recurrent_conv();

@@ -5,9 +5,13 @@
 // it is the CPU's math.
 #include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/cuda_context.h"
 #include "kernels/lstm.h"
@@ -630,6 +634,7 @@ void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t s
 }
 
 void convlstm_step_forward_tiles(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  require_history(k, "cuda::convlstm_step_forward_tiles");
   if (k.N * k.P() * k.F <= 0) return;
   if (!launch_step_tiles(convlstm_step_forward_tiles_kernel, k, stream)) convlstm_step_forward_v1(k, stream);
 }
@@ -641,6 +646,7 @@ void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStre
 }
 
 void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  require_history(k, "cuda::convlstm_step_forward_v1");
   const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
   convlstm_step_forward_kernel<<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(k);
@@ -655,6 +661,7 @@ void convlstm_step_backward_v1(const ConvLstmStepBackward<float>& k, cudaStream_
 }
 
 void convlstm_step_forward_lanes_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  require_history(k, "cuda::convlstm_step_forward_lanes_v2");
   const int64_t total = k.N * k.P() * k.F;
   if (total <= 0) return;
   const int S = step_parts(k);
@@ -678,46 +685,168 @@ void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaS
 
 namespace {
 
-// HISVID_CUDA_CONVLSTM_STEP: which version the `cuda` rows run (v1 unless set).
-// HISVID_CUDA_CONVLSTM_STEP: v1 (or unset), lanes_v2 or tiles, both directions.
-enum class StepChoice { V1, LanesV2, Tiles };
+// HISVID_CUDA_CONVLSTM_STEP: timed (or unset), v1, lanes_v2 or tiles, both directions.
+enum class StepChoice { Timed, V1, LanesV2, Tiles };
 
-StepChoice step_choice() {
+StepChoice forced_step_choice() {
   static const StepChoice choice = [] {
     const char* v = std::getenv("HISVID_CUDA_CONVLSTM_STEP");
     const std::string s = v == nullptr ? "" : v;
-    if (s.empty() || s == "v1") return StepChoice::V1;
+    if (s.empty() || s == "timed") return StepChoice::Timed;
+    if (s == "v1") return StepChoice::V1;
     if (s == "lanes_v2") return StepChoice::LanesV2;
     if (s == "tiles") return StepChoice::Tiles;
-    throw std::invalid_argument("HISVID_CUDA_CONVLSTM_STEP='" + s + "': expected v1, lanes_v2 or tiles");
+    throw std::invalid_argument("HISVID_CUDA_CONVLSTM_STEP='" + s +
+                                "': expected timed, v1, lanes_v2 or tiles");
   }();
   return choice;
 }
 
-}  // namespace
+// The versions of one direction's step, in the order timing tries them (v1, the baseline, first).
+template <typename Step>
+struct StepVersions;
+template <>
+struct StepVersions<ConvLstmStepForward<float>> {
+  using Run = void (*)(const ConvLstmStepForward<float>&, cudaStream_t);
+  static constexpr Run v1 = convlstm_step_forward_v1, lanes_v2 = convlstm_step_forward_lanes_v2,
+                       tiles = convlstm_step_forward_tiles;
+  // Timed at the first step with a recurrence (t > 0; step 0 has no h_{t-1}).
+  static bool representative(const ConvLstmStepForward<float>& k) { return k.t > 0 && k.history >= 2; }
+};
+template <>
+struct StepVersions<ConvLstmStepBackward<float>> {
+  using Run = void (*)(const ConvLstmStepBackward<float>&, cudaStream_t);
+  static constexpr Run v1 = convlstm_step_backward_v1, lanes_v2 = convlstm_step_backward_lanes_v2,
+                       tiles = convlstm_step_backward_tiles;
+  // Timed at the first step that gathers dz_{t+1} (t < T-1).
+  static bool representative(const ConvLstmStepBackward<float>& k) { return k.t + 1 < k.steps; }
+};
 
-void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
-  switch (step_choice()) {
+template <typename Step>
+void run_step_version(StepChoice version, const Step& k, cudaStream_t stream) {
+  using V = StepVersions<Step>;
+  switch (version) {
     case StepChoice::LanesV2:
-      return convlstm_step_forward_lanes_v2(k, stream);
+      return V::lanes_v2(k, stream);
     case StepChoice::Tiles:
-      return convlstm_step_forward_tiles(k, stream);
+      return V::tiles(k, stream);
     case StepChoice::V1:
+    case StepChoice::Timed:
       break;
   }
-  convlstm_step_forward_v1(k, stream);
+  V::v1(k, stream);
 }
 
+// What a timed choice is kept by: the device, the direction and everything of the step's shape
+// that its kernels' speed depends on.
+using StepKey = std::tuple<int, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int, int>;
+
+template <typename Step>
+StepKey step_key(const Step& k) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  return {device,
+          std::is_same_v<Step, ConvLstmStepBackward<float>>,
+          k.N,
+          k.H,
+          k.W,
+          k.F,
+          k.KH,
+          k.KW,
+          k.masks != nullptr,
+          static_cast<int>(k.act),
+          static_cast<int>(k.rec_act)};
+}
+
+template <typename Step>
+std::string describe_step(const Step& k) {
+  return "batch " + std::to_string(k.N) + ", " + std::to_string(k.H) + "x" + std::to_string(k.W) +
+         " pixels, " + std::to_string(k.F) + " filters, recurrent kernel " + std::to_string(k.KH) + "x" +
+         std::to_string(k.KW) + (k.masks != nullptr ? ", recurrent dropout" : "") + ", " +
+         std::to_string(k.steps) + " steps";
+}
+
+// The arguments a timing run may write: the call's own for the forward (it writes time slot t
+// from slot t-1 and the inputs, so the chosen version's call that follows overwrites the same
+// values), a copy of dc for the backward (which reads and replaces dc in place; its dxz and dzg
+// at t are overwritten like the forward's slot).
+template <typename Trial>
+void with_trial(const ConvLstmStepForward<float>& k, cudaStream_t, const Trial& trial) {
+  trial(k);
+}
+template <typename Trial>
+void with_trial(const ConvLstmStepBackward<float>& k, cudaStream_t stream, const Trial& trial) {
+  const size_t bytes = sizeof(float) * static_cast<size_t>(k.N * k.P() * k.F);
+  DeviceBuffer dc(bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dc.get(), k.dc, bytes, cudaMemcpyDeviceToDevice, stream));
+  ConvLstmStepBackward<float> copy = k;
+  copy.dc = static_cast<float*>(dc.get());
+  trial(copy);
+  CUDA_CHECK(cudaStreamSynchronize(stream));  // before dc's copy goes
+}
+
+// The default (`timed`) choice, per shape: at the shape's first representative step outside a
+// graph capture, v1, lanes_v2 and tiles are each timed (kTimedRuns after a warm-up, CUDA events)
+// on the call's arguments, and the fastest is kept, v1 unless another beats it by kClearWin. The
+// steps before it (forward t = 0, backward t = T-1: no recurrent convolution) run v1, which
+// computes them bit for bit as the others do (the same unit step on the input's sums alone). A
+// shape whose first representative step is captured into a graph keeps v1 from then on, so that
+// direct calls compute what the replays do. The versions' sums agree to the harness's tolerance,
+// not bit for bit, so a choice may change the last bits from one process to the next
+// (HISVID_CUDA_CONVLSTM_STEP fixes it).
+template <typename Step>
+StepChoice timed_step_choice(const Step& k, cudaStream_t stream) {
+  if (!StepVersions<Step>::representative(k) || k.N * k.P() * k.F <= 0) return StepChoice::V1;
+  static std::mutex mutex;
+  static std::map<StepKey, StepChoice> choices;
+  const StepKey key = step_key(k);
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto found = choices.find(key);
+  if (found != choices.end()) return found->second;
+  if (capturing(stream)) return choices.emplace(key, StepChoice::V1).first->second;
+  StepChoice best = StepChoice::V1;
+  TimedChoice record{Step::kName, describe_step(k), "", {}, ""};
+  with_trial(k, stream, [&](const Step& trial) {
+    float baseline_ms = 0.0f, best_ms = 0.0f;
+    for (const auto& candidate : {std::pair{StepChoice::V1, "v1"}, std::pair{StepChoice::LanesV2, "lanes_v2"},
+                                  std::pair{StepChoice::Tiles, "tiles"}}) {
+      const StepChoice version = candidate.first;
+      const std::string name = candidate.second;
+      float ms = 0.0f;
+      try {
+        ms = fastest_ms([&] { run_step_version(version, trial, stream); }, stream);
+      } catch (const std::exception& e) {
+        if (version == StepChoice::V1) throw;  // the baseline runs untimed too: its failure is the call's
+        (void)cudaGetLastError();              // a launch error is not sticky; a device fault is, and
+        if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
+        record.failed += std::string(record.failed.empty() ? "" : "; ") + name + ": " + e.what();
+        continue;
+      }
+      record.candidates_ms.emplace_back(name, ms);
+      if (version == StepChoice::V1) {
+        baseline_ms = best_ms = ms, record.kept = name;
+      } else if (ms < best_ms && ms < kClearWin * baseline_ms) {
+        best = version, best_ms = ms, record.kept = name;
+      }
+    }
+  });
+  record_timed_choice(std::move(record));
+  choices.emplace(key, best);
+  return best;
+}
+
+template <typename Step>
+void run_step(const Step& k, cudaStream_t stream) {
+  const StepChoice forced = forced_step_choice();
+  run_step_version(forced == StepChoice::Timed ? timed_step_choice(k, stream) : forced, k, stream);
+}
+
+}  // namespace
+
+void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream) { run_step(k, stream); }
+
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
-  switch (step_choice()) {
-    case StepChoice::LanesV2:
-      return convlstm_step_backward_lanes_v2(k, stream);
-    case StepChoice::Tiles:
-      return convlstm_step_backward_tiles(k, stream);
-    case StepChoice::V1:
-      break;
-  }
-  convlstm_step_backward_v1(k, stream);
+  run_step(k, stream);
 }
 
 void lstm_cell_forward(const LstmCellForward<float>& k, cudaStream_t stream) {

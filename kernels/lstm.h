@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/common.h"
 #include "kernels/conv2d.h"
@@ -201,6 +203,17 @@ struct ConvLstmStepForward {
   }
 };
 
+// Throws unless step t can read time slot t-1 while it writes slot t: after the first step that
+// needs two slots (with one, other pixels' hm_{t-1} would be overwritten while still read). Every
+// row of convlstm_step_forward checks it before any work.
+template <typename T>
+void require_history(const ConvLstmStepForward<T>& k, const char* row) {
+  if (k.t > 0 && k.history < 2) {
+    throw std::invalid_argument(std::string(row) + ": step " + std::to_string(k.t) + " with " +
+                                std::to_string(k.history) + " time slot(s); steps after the first need 2");
+  }
+}
+
 // Step t of the backward pass (t = T-1 .. 0, history = T). The gradient reaching h_t: from above
 // (dh_seq (N,T,P,F) at every step, or dh_last (N,P,F) at T-1: exactly one is given) plus, at
 // t < T-1, what step t+1's recurrent convolution sends back to hm_t (the input gradient of
@@ -335,9 +348,9 @@ void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
 // units backward, 55 forward).
 void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
-// The `cuda` rows run v1 unless HISVID_CUDA_CONVLSTM_STEP=lanes_v2 or =tiles (both
-// directions): measured against each other with gpu-check's
-// GPU_CHECK_BASELINE before one becomes the default.
+// The `cuda` rows run the version timed fastest for the step's shape (v1, lanes_v2 or tiles, per
+// direction: kernels/lstm.cu, timed_step_choice), or the one HISVID_CUDA_CONVLSTM_STEP names
+// (v1, lanes_v2, tiles; `timed` is the default).
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 // v1: one thread per (pixel, filter), its four gates' recurrent sums in one serial chain.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -302,6 +303,42 @@ TEST(CudaRecurrence, OpsMatchTheCpuOnOddShapes) {
   expect_same_recurrence("lstm U=5", lstm_op, {3, 4, 20}, {5, 20}, {4, 3, 5});
   expect_same_recurrence("lstm U=64", lstm_op, {3, 5, 256}, {64, 256}, {4, 3, 64});
   expect_same_recurrence("convlstm F=3", convlstm_op, {3, 4, 3, 5, 12}, {3, 3, 3, 12}, {4, 3, 3, 5, 3});
+#endif
+}
+
+// By default the ConvLSTM step's version is chosen by timing (kernels/lstm.cu): once per shape
+// and direction, v1, lanes_v2 and tiles each timed and one kept, as the record of timed choices
+// says; running the same shape again times nothing more. (That the versions compute the same
+// steps is the harness's check, and the test above runs whichever timing kept.)
+TEST(CudaRecurrence, TheConvLstmStepIsTimedOncePerShapeAndDirection) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const char* forced = std::getenv("HISVID_CUDA_CONVLSTM_STEP");
+  if (forced != nullptr && *forced != '\0' && std::string(forced) != "timed")
+    GTEST_SKIP() << "HISVID_CUDA_CONVLSTM_STEP=" << forced << " fixes the version: nothing is timed";
+#ifdef HISVID_WITH_CUDA
+  for (int run = 0; run < 2; ++run) {
+    run_recurrence(convlstm_op, {2, 6, 7, 9, 20}, {3, 3, 5, 20}, {4, 2, 7, 9, 5}, true, true,
+                   Device::cuda(0));
+  }
+  const std::string shape =
+      " on batch 2, 7x9 pixels, 5 filters, recurrent kernel 3x3, recurrent dropout, 6 steps: ";
+  const std::vector<std::string> choices = cuda_timed_choices();
+  for (const std::string op : {"convlstm_step_forward", "convlstm_step_backward"}) {
+    std::vector<std::string> lines;
+    for (const std::string& line : choices)
+      if (line.rfind(op + shape, 0) == 0) lines.push_back(line);
+    ASSERT_EQ(lines.size(), 1u) << op << ": timed " << lines.size() << " times";
+    const std::string& line = lines[0];
+    EXPECT_EQ(line.find(shape + "v1 "), op.size()) << line;
+    EXPECT_NE(line.find(", lanes_v2 "), std::string::npos) << line;
+    EXPECT_NE(line.find(", tiles "), std::string::npos) << line;
+    const size_t kept_at = line.rfind("; kept ");
+    ASSERT_NE(kept_at, std::string::npos) << line;
+    const std::string kept = line.substr(kept_at + 7, line.find(';', kept_at + 7) - (kept_at + 7));
+    EXPECT_TRUE(kept == "v1" || kept == "lanes_v2" || kept == "tiles") << line;
+    EXPECT_EQ(line.find("failed"), std::string::npos) << line;
+  }
 #endif
 }
 

@@ -7,10 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/batchnorm.h"
@@ -1611,6 +1615,44 @@ TEST(Conv2dPool, RefusesGroupedConvolutions) {
   backward.g = forward.g;
   EXPECT_THROW(cpu::conv2d_act_pool_backward(backward), std::invalid_argument);
   EXPECT_THROW(naive::conv2d_act_pool_backward(backward), std::invalid_argument);
+}
+
+// A pool that is not over the convolution's output (another size, or a zero stride) is refused
+// with a message naming the row, before any buffer is touched (all of them are null here).
+TEST(Conv2dPool, RefusesAPoolNotOverTheConvolutionsOutput) {
+  Conv2dActPoolForward<float> forward;
+  forward.g = conv2d_geometry(1, 6, 6, 2, 3, 3, 3, 1, 1, Padding::Valid);  // output 4x4x3
+  forward.act = Activation::Relu;
+  for (const Pool2dGeometry& p : {pool2d_geometry(1, 6, 6, 3, 2, 2, 2, 2, Padding::Valid),
+                                  pool2d_geometry(1, 4, 4, 2, 2, 2, 2, 2, Padding::Valid),
+                                  Pool2dGeometry{1, 4, 4, 3, 2, 2, 0, 2, 2, 2, 0, 0}}) {
+    forward.p = p;
+    Conv2dActPoolBackward<float> backward;
+    backward.g = forward.g, backward.p = p, backward.act = forward.act;
+    for (const auto& [row, run] : std::vector<std::pair<std::string, std::function<void()>>>{
+             {"naive::conv2d_act_pool_forward", [&] { naive::conv2d_act_pool_forward(forward); }},
+             {"cpu::conv2d_act_pool_forward", [&] { cpu::conv2d_act_pool_forward(forward); }},
+             {"naive::conv2d_act_pool_backward", [&] { naive::conv2d_act_pool_backward(backward); }},
+             {"cpu::conv2d_act_pool_backward", [&] { cpu::conv2d_act_pool_backward(backward); }}}) {
+      try {
+        run();
+        ADD_FAILURE() << row << " ran a pool over " << p.H << "x" << p.W << "x" << p.C << " with strides "
+                      << p.SH;
+      } catch (const std::invalid_argument& e) {
+        EXPECT_EQ(std::string(e.what()).rfind(row + ": the pool", 0), 0u) << e.what();
+      }
+    }
+  }
+  forward.p = pool_over(forward.g, 2, 2, 2, 2, Padding::Same);  // the check passes what pool_over gives
+  EXPECT_NO_THROW(require_fusable(forward, "row"));
+}
+
+// Step t > 0 of a ConvLSTM with one time slot would overwrite h_{t-1} while reading it: refused.
+TEST(ConvLstmStep, RefusesOneTimeSlotAfterTheFirstStep) {
+  ConvLstmStepForward<float> k;
+  k.N = 1, k.steps = 3, k.H = 2, k.W = 2, k.F = 1, k.KH = 3, k.KW = 3, k.history = 1, k.t = 1;
+  EXPECT_THROW(naive::convlstm_step_forward(k), std::invalid_argument);
+  EXPECT_THROW(cpu::convlstm_step_forward(k), std::invalid_argument);
 }
 
 // A dropout folds into the fused rows after relu or linear alone (backward takes act' from the

@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "bench/step.h"
+#include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "models/sequential.h"
@@ -98,12 +101,18 @@ void add_bench_command(CLI::App& app) {
     getrusage(RUSAGE_SELF, &usage);
     console.line(fmt::format("peak host memory (max RSS): {:.1f} MiB", usage.ru_maxrss / 1024.0));
     console.line("seeds' claims (Keras evaluate, batch 32): lrcn 40 ms/step, convlstm 205 ms/step");
-    if (!args->per_layer) return;
-
-    bench::StepRunner runner(args->model, args->classes, args->train_batch, device);
-    console.line("");
-    console.line(
-        bench::format_layer_profile(bench::profile_training_step(runner, args->steps, args->warmup)));
+    if (args->per_layer) {
+      bench::StepRunner runner(args->model, args->classes, args->train_batch, device);
+      console.line("");
+      console.line(
+          bench::format_layer_profile(bench::profile_training_step(runner, args->steps, args->warmup)));
+    }
+    // What the CUDA kernels chose by timing during the warm-up (convolution paths, ConvLSTM step
+    // versions): each candidate's time, per layer shape and pass.
+    const std::vector<std::string> choices =
+        device.is_cuda() ? cuda_timed_choices() : std::vector<std::string>{};
+    if (!choices.empty()) console.line("\nchoices made by timing (kernels/conv2d.cu, kernels/lstm.cu):");
+    for (const std::string& line : choices) console.line("  " + line);
   });
 }
 
