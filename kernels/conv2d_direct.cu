@@ -206,17 +206,18 @@ __global__ void sum_chunks_kernel(float* dweight, const float* partial, int chun
 
 // --- backward filter, version 2: small results --------------------------------------------
 //
-// The seeds' first layers and the first two ConvLSTM layers' kernels have small results (R =
-// KH*KW*C = 27, 36 or 72 rows, F = 16 or 32 columns), where version 1's 32x32 tiles leave
-// threads idle (27 x 16 fills 42% of one tile, 36 x 16 28% of two). Here one block computes the whole result
-// over a chunk of M: its threads are T 4x4 output tiles (T = ceil((R+1)/4) x ceil(F/4) <= 256) times S = 256
-// / T slices of the staged rows of M. Row R is a column of ones in im2col, so the bias's gradient comes out
-// as row R of the result, with no kernel of its own. Per staged row a thread adds the outer product of 4
-// im2col values and 4 dout values: two 16-byte shared loads per 16 multiply-adds (version 1: four 4-byte
-// loads per 4). The slices meet in shared memory in slice order, the chunks' partials in a fixed order
-// (device::sum_rows_kernel): the same sum on every run. Ungrouped, R + 1 <= 256, F <= 64 and at most 256
-// tiles; version 1 elsewhere (the LRCN's other layers, the ConvLSTM's last two, every grouped recurrent
-// kernel).
+// The seeds' first layers and the ConvLSTM layers' kernels have small results (R = KH*KW*C/G =
+// 27, 36 or 72 rows, F/G = 16 or 32 columns; a recurrent kernel under recurrent dropout is 4
+// groups of 36 x 4 up to 144 x 16), where version 1's 32x32 tiles leave threads idle (27 x 16
+// fills 42% of one tile, 36 x 16 28% of two, a group's 36 x 4 7%). Here one block computes a
+// group's whole result over a chunk of M: its threads are T 4x4 output tiles (T = ceil((R+1)/4) x
+// ceil((F/G)/4) <= 256) times S = 256 / T slices of the staged rows of M. Row R is a column of ones
+// in im2col, so the bias's gradient comes out as row R of the result, with no kernel of its own.
+// Per staged row a thread adds the outer product of 4 im2col values and 4 dout values: two
+// 16-byte shared loads per 16 multiply-adds (version 1: four 4-byte loads per 4). The slices meet
+// in shared memory in slice order, the chunks' partials in a fixed order (device::sum_rows_kernel):
+// the same sum on every run. R + 1 <= 256, F/G <= 64 and at most 256 tiles; version 1 elsewhere
+// (the LRCN's other layers, the ConvLSTM's last two input kernels).
 
 constexpr int kSmallRows = 16;     // rows of M staged at a time
 constexpr int kSmallMinSteps = 4;  // stagings per chunk at least, where M allows
@@ -226,13 +227,15 @@ constexpr int kSmallMaxCols = 256, kSmallMaxF = 64;  // R+1 and F, each rounded 
 HISVID_HD int round4(int x) { return (x + 3) / 4 * 4; }
 
 bool small_result(const Conv2dGeometry& g) {
-  const int64_t R = int64_t(g.KH) * g.KW * g.C;
-  return g.G == 1 && R + 1 <= kSmallMaxCols && g.F <= kSmallMaxF &&
-         (round4(int(R) + 1) / 4) * (round4(g.F) / 4) <= kFilterThreads;
+  const int64_t R = int64_t(g.KH) * g.KW * g.group_channels();
+  const int FG = g.group_filters();
+  return g.G <= 65535 && R + 1 <= kSmallMaxCols && FG <= kSmallMaxF &&
+         (round4(int(R) + 1) / 4) * (round4(FG) / 4) <= kFilterThreads;
 }
 
-// partial (chunks, R+1, F): rows r < R the chunk's share of dweight, row R of dbias. Grid: one
-// block per chunk of chunk_m rows of M.
+// partial (chunks, R+1, F), R = KH*KW*C/G: rows r < R the chunk's share of dweight (KH,KW,C/G,F),
+// row R of dbias. Grid: x one block per chunk of chunk_m rows of M, y the groups (block y takes
+// its group's input channels and F/G filters: its columns of the result).
 template <typename Index>
 __global__ void __launch_bounds__(kFilterThreads)
     conv2d_filter_small_kernel(float* partial, const float* dout, const float* inp, Conv2dGeometry g,
@@ -241,17 +244,19 @@ __global__ void __launch_bounds__(kFilterThreads)
   __shared__ int s_kh[kSmallMaxCols], s_kw[kSmallMaxCols], s_c[kSmallMaxCols];  // column r's tap, channel
   __shared__ int64_t s_image[kSmallRows];                                       // row's image in inp
   __shared__ int s_ih0[kSmallRows], s_iw0[kSmallRows];                          // row's window corner
-  const int R = g.KH * g.KW * g.C, F = g.F, RP = round4(R + 1), FP = round4(F);
+  const int CG = g.group_channels(), FG = g.group_filters(), R = g.KH * g.KW * CG, F = g.F;
+  const int RP = round4(R + 1), FP = round4(FG);
+  const int c0 = static_cast<int>(blockIdx.y) * CG, f0 = static_cast<int>(blockIdx.y) * FG;  // the group's
   const int tiles_f = FP / 4, tiles = (RP / 4) * tiles_f, slices = kFilterThreads / tiles;
   const int tile = threadIdx.x % tiles, slice = threadIdx.x / tiles;
   const int tr = tile / tiles_f, tf = tile % tiles_f;
   float* s_col = reinterpret_cast<float*>(s_stage4);  // (kSmallRows, RP)
   float* s_dout = s_col + kSmallRows * RP;            // (kSmallRows, FP), 16-byte aligned: RP % 4 == 0
   for (int r = threadIdx.x; r < RP; r += blockDim.x) {
-    const int tap = r / g.C;
+    const int tap = r / CG;
     s_kh[r] = r < R ? tap / g.KW : (r == R ? -1 : -2);  // -1: the ones of the bias, -2: padding
     s_kw[r] = tap % g.KW;
-    s_c[r] = r % g.C;
+    s_c[r] = c0 + r % CG;
   }
   float acc[4][4] = {};
   const int64_t M = int64_t(g.N) * g.HO * g.WO;
@@ -285,7 +290,7 @@ __global__ void __launch_bounds__(kFilterThreads)
     }
     for (int i = threadIdx.x; i < kSmallRows * FP; i += blockDim.x) {
       const int mm = i / FP, f = i - mm * FP;
-      s_dout[i] = mm < rows && f < F ? dout[(m0 + mm) * F + f] : 0.0f;
+      s_dout[i] = mm < rows && f < FG ? dout[(m0 + mm) * F + f0 + f] : 0.0f;
     }
     __syncthreads();
     if (slice < slices) {
@@ -312,10 +317,10 @@ __global__ void __launch_bounds__(kFilterThreads)
   for (int o = threadIdx.x; o < tiles * 16; o += blockDim.x) {
     const int t = o / 16, e = o % 16;
     const int r = (t / tiles_f) * 4 + e / 4, f = (t % tiles_f) * 4 + e % 4;
-    if (r > R || f >= F) continue;
+    if (r > R || f >= FG) continue;
     float s = 0.0f;
     for (int z = 0; z < slices; ++z) s += s_sums[(z * tiles + t) * 16 + e];
-    dst[int64_t(r) * F + f] = s;
+    dst[int64_t(r) * F + f0 + f] = s;
   }
 }
 
@@ -435,20 +440,20 @@ void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cuda
   const int64_t M = int64_t(g.N) * g.HO * g.WO;
   if (M == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_backward_filter_direct_v2");
-  // About 4 blocks per multiprocessor, each at least kSmallMinSteps stagings of rows (fewer
-  // would write more partials than they read).
+  // About 4 blocks per multiprocessor over all groups, each at least kSmallMinSteps stagings of
+  // rows (fewer would write more partials than they read).
   const int64_t steps = (M + kSmallRows - 1) / kSmallRows;
-  int64_t chunks =
-      std::min<int64_t>(4 * int64_t(multiprocessors()), (steps + kSmallMinSteps - 1) / kSmallMinSteps);
+  int64_t chunks = std::min<int64_t>(std::max<int64_t>(1, 4 * int64_t(multiprocessors()) / g.G),
+                                     (steps + kSmallMinSteps - 1) / kSmallMinSteps);
   const int64_t chunk_m = (steps + chunks - 1) / chunks * kSmallRows;
   chunks = (M + chunk_m - 1) / chunk_m;
-  const int64_t n = (int64_t(g.KH) * g.KW * g.C + 1) * g.F;
+  const int64_t n = (int64_t(g.KH) * g.KW * g.group_channels() + 1) * g.F;
   float* partial =
       static_cast<float*>(ctx.workspace(sizeof(float) * size_t(chunks * n)));  // (chunks, R+1, F)
   with_index_type(M, [&](auto index) {
     conv2d_filter_small_kernel<decltype(index)>
-        <<<static_cast<unsigned int>(chunks), kFilterThreads, 0, stream>>>(partial, k.dout, k.inp, g,
-                                                                           chunk_m);
+        <<<dim3(static_cast<unsigned int>(chunks), static_cast<unsigned int>(g.G)), kFilterThreads, 0,
+           stream>>>(partial, k.dout, k.inp, g, chunk_m);
   });
   HISVID_CHECK_LAUNCH();
   const int64_t weights = n - g.F;
