@@ -832,6 +832,48 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_EQ(file_bytes(dir_ / "kept/model.h5"), model_bytes);
   expect_refused(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "kept/model.h5"},
                  {"model.h5", "not a directory"});
+  // --overwrite replaces an earlier run only when the new one saves its first epoch: a command
+  // refused before that (a typo) leaves the run whole, and a run never replaces its own --weights.
+  const std::string history_bytes = file_bytes(dir_ / "kept/history.csv");
+  expect_refused(dir_,
+                 {"train", "--model", "lrcn_smal", "--data", "data", "--epochs", "1", "--out", "kept",
+                  "--cache", "clips.h5", "--overwrite"},
+                 {"lrcn_smal"});
+  expect_refused(dir_,
+                 {"train", "--weights", "kept/model.h5", "--data", "data", "--epochs", "1", "--out", "kept",
+                  "--cache", "clips.h5", "--overwrite"},
+                 {"--out kept", "model.h5", "an input"});
+  EXPECT_EQ(file_bytes(dir_ / "kept/model.h5"), model_bytes);
+  EXPECT_EQ(file_bytes(dir_ / "kept/history.csv"), history_bytes);
+  for (const char* file :
+       {"last.h5", "best.h5", "report.txt", "predictions.csv", "confusion.png", "curves.png"})
+    EXPECT_TRUE(fs::exists(dir_ / "kept" / file)) << file;
+  // evaluate --out: reports already there are replaced only with --overwrite (a training run's own
+  // test report included); a model that names its classes refuses other names for its outputs.
+  fs::create_directories(dir_ / "notes");
+  std::ofstream(dir_ / "notes/report.txt") << "my report\n";
+  expect_refused(
+      dir_,
+      {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache", "clips.h5", "--out", "notes"},
+      {"notes/report.txt", "--overwrite"});
+  EXPECT_EQ(file_bytes(dir_ / "notes/report.txt"), "my report\n");
+  const std::string report_bytes = file_bytes(dir_ / "kept/report.txt");
+  expect_refused(
+      dir_,
+      {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache", "clips.h5", "--out", "kept"},
+      {"kept/report.txt", "--overwrite"});
+  EXPECT_EQ(file_bytes(dir_ / "kept/report.txt"), report_bytes);
+  const Result reported = run(dir_, {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache",
+                                     "clips.h5", "--out", "notes", "--overwrite"});
+  EXPECT_EQ(reported.status, 0) << reported.output;
+  EXPECT_NE(file_bytes(dir_ / "notes/report.txt"), "my report\n");
+  expect_refused(dir_,
+                 {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache", "clips.h5",
+                  "--model-classes", "Shrink,MoveLeft,MoveRight,Grow"},
+                 {"--model-classes", "names its outputs itself"});
+  expect_refused(dir_,
+                 {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--classes", "Grow,,Shrink"},
+                 {"--classes Grow,,Shrink", "empty"});
   // Two runs on one directory: the second is turned away while the first holds it.
   Process first(dir_, {"train", "--data", "data", "--epochs", "200", "--out", "shared", "--cache", "clips.h5",
                        "--patience", "-1"});
@@ -923,9 +965,13 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
 
 // Ctrl-C before the first epoch ends: nothing to resume, and the message says so.
 TEST_F(Cli, InterruptInTheFirstEpochSuggestsNoResume) {
+  // An earlier run in the directory, which --overwrite replaces only once the new run saves.
+  ASSERT_EQ(train("early", 1).status, 0);
+  const std::string earlier = file_bytes(dir_ / "early/last.h5");
   // A slow model (seconds per epoch on the CPU), interrupted as soon as training starts.
-  Process training(dir_, {"train", "--model", "convlstm_deep", "--data", "data", "--epochs", "5", "--out",
-                          "early", "--cache", "clips.h5", "--batch-size", "1", "--device", "cpu"});
+  Process training(dir_,
+                   {"train", "--model", "convlstm_deep", "--data", "data", "--epochs", "5", "--out", "early",
+                    "--cache", "clips.h5", "--batch-size", "1", "--device", "cpu", "--overwrite"});
   // "split: ..." is printed right before the first batch.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
   while (!contains(file_bytes(training.log()), "split:") && std::chrono::steady_clock::now() < deadline) {
@@ -936,9 +982,9 @@ TEST_F(Cli, InterruptInTheFirstEpochSuggestsNoResume) {
   EXPECT_EQ(r.status, 1) << r.output;
   if (!contains(r.output, "interrupted during epoch 1"))
     GTEST_SKIP() << "the interrupt came late: " << r.output;
-  EXPECT_TRUE(contains(r.output, "nothing was saved")) << r.output;
+  EXPECT_TRUE(contains(r.output, "nothing was saved (the earlier run in early is as it was)")) << r.output;
   EXPECT_FALSE(contains(r.output, "--resume")) << r.output;
-  EXPECT_FALSE(fs::exists(dir_ / "early/last.h5"));
+  EXPECT_EQ(file_bytes(dir_ / "early/last.h5"), earlier);
 }
 
 }  // namespace

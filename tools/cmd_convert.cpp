@@ -1,11 +1,11 @@
 // hisvid convert: a model file from one format to the other — Keras's .h5 layout or the native
 // .keras archive (chosen by the output's extension, as Keras's model.save does); weights,
 // optimizer state, class names and training state carried over.
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <iostream>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "engine/error.h"
 #include "models/model_file.h"
@@ -21,7 +21,8 @@ void add_convert_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("convert", "Rewrite a model file as .keras (Keras 3's format) or .h5");
   cmd->add_option("input", args->input, "Model file (.h5 or .keras, told apart by content)")->required();
-  cmd->add_option("output", args->output, "Output file: a name ending in .keras writes the .keras format, any other .h5")
+  cmd->add_option("output", args->output,
+                  "Output file: a name ending in .keras writes the .keras format, any other .h5")
       ->required();
   cmd->add_flag("--overwrite", args->overwrite, "Replace the output file when it exists");
   cmd->callback([args] {
@@ -34,7 +35,8 @@ void add_convert_command(CLI::App& app) {
       if (!args->overwrite) fail("convert: {} exists (add --overwrite to replace it)", args->output);
     }
     const models::LoadedModel loaded = models::load_model(args->input);
-    for (const std::string& warning : loaded.extras.warnings) std::cerr << "hisvid: warning: " << warning << "\n";
+    for (const std::string& warning : loaded.extras.warnings)
+      std::cerr << "hisvid: warning: " << warning << "\n";
     models::save_model(args->output, loaded.model, loaded.extras.class_names, loaded.extras.optimizer.get(),
                        loaded.extras.training_state);
     std::cerr << fmt::format("hisvid: wrote {} ({} format, Keras {})\n", args->output,

@@ -2,10 +2,10 @@
 // train the LRCN and the ConvLSTM with the tutorial's settings (Adam, batch 4, early stopping
 // on val_loss restoring the best weights), evaluate both on the held-out split and print the
 // seeds' comparison table.
+#include <fmt/format.h>
+
 #include <chrono>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "engine/device.h"
 #include "io/synthetic.h"
@@ -27,14 +27,19 @@ void add_demo_command(CLI::App& app) {
     uint64_t seed = 27;
   };
   auto args = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("demo", "Make the built-in dataset, train lrcn and convlstm, compare them");
+  CLI::App* cmd =
+      app.add_subcommand("demo", "Make the built-in dataset, train lrcn and convlstm, compare them");
   cmd->add_option("--out", args->out, "Working folder (dataset, runs, reports)")->capture_default_str();
-  cmd->add_option("--lrcn-epochs", args->lrcn_epochs, "Maximum epochs of the LRCN")->capture_default_str()->check(CLI::Range(1, 10000));
+  cmd->add_option("--lrcn-epochs", args->lrcn_epochs, "Maximum epochs of the LRCN")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   cmd->add_option("--convlstm-epochs", args->convlstm_epochs, "Maximum epochs of the ConvLSTM")
-      ->capture_default_str()->check(CLI::Range(1, 10000));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   cmd->add_option("--patience", args->patience, "EarlyStopping patience")->capture_default_str();
   cmd->add_option("--clips-per-class", args->clips_per_class, "Videos per class")->capture_default_str();
-  cmd->add_option("--classes", args->classes, "Classes of the built-in dataset to use")->capture_default_str();
+  cmd->add_option("--classes", args->classes, "Classes of the built-in dataset to use")
+      ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the split and of training")->capture_default_str();
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args] {
@@ -43,11 +48,11 @@ void add_demo_command(CLI::App& app) {
     io::SyntheticSpec spec;
     spec.out_dir = args->out + "/data";
     spec.clips_per_class = args->clips_per_class;
-    spec.classes = split_list(args->classes);
+    spec.classes = split_names(args->classes, "--classes");
     console.line(fmt::format("== built-in dataset: {}", spec.out_dir));
     const std::vector<std::string> files = io::make_synthetic_dataset(spec);
-    console.line(fmt::format("{} videos, {} classes in pairs that differ only in time direction", files.size(),
-                             spec.classes.size()));
+    console.line(fmt::format("{} videos, {} classes in pairs that differ only in time direction",
+                             files.size(), spec.classes.size()));
     std::vector<TrainOutcome> outcomes;
     for (const char* model : {"lrcn", "convlstm"}) {
       TrainArgs a;
@@ -60,26 +65,32 @@ void add_demo_command(CLI::App& app) {
       a.device = args->device;
       a.out_dir = args->out + "/" + model;
       a.overwrite = true;  // the demo's folder is its own: a new demo replaces the runs of the last one
-      console.line(fmt::format("\n== training {} on {} (Adam, batch 4, at most {} epochs, EarlyStopping(val_loss, "
-                               "patience {}, restore_best_weights))",
-                               model, parse_device(args->device).str(), a.epochs, args->patience));
+      console.line(
+          fmt::format("\n== training {} on {} (Adam, batch 4, at most {} epochs, EarlyStopping(val_loss, "
+                      "patience {}, restore_best_weights))",
+                      model, parse_device(args->device).str(), a.epochs, args->patience));
       outcomes.push_back(run_training(a, console));
     }
-    const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
-    console.line("\n== the seeds' comparison, on the built-in dataset (" + parse_device(args->device).str() + ")");
+    const double minutes =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
+    console.line("\n== the seeds' comparison, on the built-in dataset (" + parse_device(args->device).str() +
+                 ")");
     console.line(fmt::format("{:<10}{:>10}{:>8}{:>10}{:>10}{:>10}{:>16}{:>16}", "model", "params", "epochs",
                              "test loss", "accuracy", "macro F1", "train ms/step", "eval ms/step"));
     for (const TrainOutcome& o : outcomes) {
       console.line(fmt::format("{:<10}{:>10}{:>8}{:>10.4f}{:>9.2f}%{:>10.4f}{:>16.1f}{:>16.1f}", o.model_name,
                                models::with_commas(o.params.total), o.fit.history.size(), o.test.loss,
-                               100.0 * o.test.accuracy, o.report.macro.f1, o.train_ms_per_step, o.test.ms_per_step));
+                               100.0 * o.test.accuracy, o.report.macro.f1, o.train_ms_per_step,
+                               o.test.ms_per_step));
     }
-    console.line("(training: batch 4; evaluation: batch 32, as Keras's evaluate; ms/step measured in this run)");
-    console.line("seeds (UCF50, Keras, unnamed GPU): lrcn loss 0.1935, accuracy 95.08%, 40 ms/step; "
-                 "convlstm loss 0.3773, accuracy 87.70%, 205 ms/step");
+    console.line(
+        "(training: batch 4; evaluation: batch 32, as Keras's evaluate; ms/step measured in this run)");
+    console.line(
+        "seeds (UCF50, Keras, unnamed GPU): lrcn loss 0.1935, accuracy 95.08%, 40 ms/step; "
+        "convlstm loss 0.3773, accuracy 87.70%, 205 ms/step");
     for (const TrainOutcome& o : outcomes) {
-      console.line(fmt::format("{}: {}/report.txt, {}/confusion.png, {}/curves.png, {}/model.h5", o.model_name,
-                               o.out_dir, o.out_dir, o.out_dir, o.out_dir));
+      console.line(fmt::format("{}: {}/report.txt, {}/confusion.png, {}/curves.png, {}/model.h5",
+                               o.model_name, o.out_dir, o.out_dir, o.out_dir, o.out_dir));
     }
     console.line(fmt::format("demo finished in {:.1f} minutes", minutes));
   });

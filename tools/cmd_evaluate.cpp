@@ -6,6 +6,7 @@
 
 #include "models/model_file.h"
 #include "tools/commands.h"
+#include "tools/outputs.h"
 #include "tools/training.h"
 
 namespace hisvid::tools {
@@ -15,7 +16,7 @@ void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string
 void add_evaluate_command(CLI::App& app) {
   struct Args {
     std::string weights, split = "all", model_classes, out_dir, device = "auto";
-    bool tf32 = false, cuda_graphs = false;
+    bool tf32 = false, cuda_graphs = false, overwrite = false;
     size_t batch_size = 32;
     DataArgs data;
   };
@@ -36,7 +37,9 @@ void add_evaluate_command(CLI::App& app) {
   cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--out", args->out_dir, "Write report.txt, report.json and confusion.png here");
+  cmd->add_option("--out", args->out_dir,
+                  "Write report.txt, report.json, predictions.csv and confusion.png into this directory");
+  cmd->add_flag("--overwrite", args->overwrite, "Replace those reports when --out already holds them");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->add_flag("--cuda-graphs", args->cuda_graphs,
@@ -44,22 +47,16 @@ void add_evaluate_command(CLI::App& app) {
                 "results)");
   cmd->callback([args, classes] {
     Console console;
+    if (!args->out_dir.empty())
+      require_new_reports(args->out_dir, {args->weights, args->data.cache}, args->overwrite);
     if (args->tf32) tf32_on(args->device);
     if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
-    std::vector<std::string> model_classes = loaded.extras.class_names;
-    if (!args->model_classes.empty()) model_classes = split_list(args->model_classes);
-    if (model_classes.empty()) {
-      fail("{} does not name its classes (a Keras file); give them with --model-classes A,B,...",
-           args->weights);
-    }
-    if (static_cast<int>(model_classes.size()) != loaded.model.num_classes()) {
-      fail("{} has {} outputs but {} class names were given", args->weights, loaded.model.num_classes(),
-           model_classes.size());
-    }
+    const std::vector<std::string> model_classes =
+        output_names(loaded, args->weights, args->model_classes, /*numbered=*/false);
     DataArgs data = args->data;
-    data.classes = split_list(*classes);
+    data.classes = split_names(*classes, "--classes");
     data.follow_model(loaded.model);
     std::vector<size_t> indices;
     io::ClipSet clips;
@@ -110,7 +107,7 @@ void add_evaluate_command(CLI::App& app) {
       write_reports(args->out_dir,
                     fmt::format("{} on {} clips of {}", loaded.model.name(), indices.size(), data.root), ev,
                     report, {});
-      console.note("wrote " + args->out_dir + "/report.txt, report.json, confusion.png");
+      console.note("wrote " + args->out_dir + "/report.txt, report.json, predictions.csv, confusion.png");
     }
   });
 }

@@ -1,9 +1,9 @@
 // hisvid make-dataset: write the built-in synthetic action dataset as real video files.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <memory>
-
-#include <fmt/format.h>
 
 #include "io/synthetic.h"
 #include "tools/commands.h"
@@ -17,9 +17,13 @@ void add_make_dataset_command(CLI::App& app) {
   auto classes = std::make_shared<std::string>();
   auto size = std::make_shared<int>(spec->width);
   CLI::App* cmd = app.add_subcommand(
-      "make-dataset", "Write the built-in dataset: synthetic action videos in pairs that differ only in time direction");
-  cmd->add_option("--out", spec->out_dir, "Output folder (UCF50 layout: OUT/<Class>/<video>.avi)")->required();
-  cmd->add_option("--clips-per-class", spec->clips_per_class, "Videos per class")->capture_default_str()->check(CLI::Range(1, 100000));
+      "make-dataset",
+      "Write the built-in dataset: synthetic action videos in pairs that differ only in time direction");
+  cmd->add_option("--out", spec->out_dir, "Output folder (UCF50 layout: OUT/<Class>/<video>.avi)")
+      ->required();
+  cmd->add_option("--clips-per-class", spec->clips_per_class, "Videos per class")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--frames", spec->frames_per_clip, "Frames per video")->capture_default_str();
   cmd->add_option("--size", *size, "Frame width and height in pixels")->capture_default_str();
   cmd->add_option("--seed", spec->seed, "Seed")->capture_default_str();
@@ -28,15 +32,15 @@ void add_make_dataset_command(CLI::App& app) {
     Console console;
     io::SyntheticSpec s = *spec;
     s.width = s.height = *size;
-    s.classes = split_list(*classes);
+    s.classes = split_names(*classes, "--classes");
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<std::string> files = io::make_synthetic_dataset(s, [&](const io::Progress& p) {
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       console.progress(static_cast<int>(p.done), static_cast<int>(p.total), seconds, p.current);
     });
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    console.finish(static_cast<int>(files.size()), seconds, 1000.0 * seconds / std::max<size_t>(files.size(), 1),
-                   "videos written");
+    console.finish(static_cast<int>(files.size()), seconds,
+                   1000.0 * seconds / std::max<size_t>(files.size(), 1), "videos written");
     console.line(fmt::format("{} videos in {}", files.size(), s.out_dir));
   });
 }

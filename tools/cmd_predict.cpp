@@ -182,7 +182,7 @@ void add_predict_command(CLI::App& app) {
     const bool binary = loaded.model.binary();
     std::string csv = "video";
     for (int r = 1; r <= std::min(args->top_k, K); ++r) csv += fmt::format(",class_{},probability_{}", r, r);
-    if (binary) csv += ",p_" + csv_field(names[1]);
+    if (binary) csv += "," + csv_field("p_" + names[1]);
     csv += "\n";
     for (size_t i = 0; i < usable.size(); ++i) {
       const std::vector<int> best = top_k(probs[i], args->top_k);

@@ -18,14 +18,16 @@ void add_summary_command(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("summary", "Print a model's layers, output shapes and parameter counts");
-  cmd->add_option("--model", args->model, "Zoo model name (" + [] {
-    std::string names;
-    for (const std::string& n : models::zoo_names()) names += (names.empty() ? "" : ", ") + n;
-    return names;
-  }() + ") or a Keras-schema JSON spec file");
+  cmd->add_option(
+      "--model", args->model, "Zoo model name (" + [] {
+        std::string names;
+        for (const std::string& n : models::zoo_names()) names += (names.empty() ? "" : ", ") + n;
+        return names;
+      }() + ") or a Keras-schema JSON spec file");
   cmd->add_option("--classes", args->classes, "Number of classes (units of the final Dense layer)")
       ->check(CLI::Range(2, 100000));
-  cmd->add_option("--weights", args->weights, "A model file (.h5, hisvid's or Keras's); alone, its own architecture");
+  cmd->add_option("--weights", args->weights,
+                  "A model file (.h5, hisvid's or Keras's); alone, its own architecture");
   cmd->callback([args] {
     if (args->model.empty() && args->weights.empty()) fail("summary: give --model, --weights, or both");
     if (args->model.empty()) {

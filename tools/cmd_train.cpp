@@ -98,7 +98,7 @@ void add_train_command(CLI::App& app) {
   cmd->callback([cmd, args, classes] {
     Console console;
     TrainArgs a = *args;
-    a.data.classes = split_list(*classes);
+    a.data.classes = split_names(*classes, "--classes");
     a.optimizer_given =
         cmd->count("--optimizer") + cmd->count("--lr") + cmd->count("--rmsprop-epsilon-inside") > 0;
     a.model_given = cmd->count("--model") > 0;

@@ -39,6 +39,30 @@ const std::vector<std::string>& run_files() {
   return files;
 }
 
+const std::vector<std::string>& report_files() {
+  static const std::vector<std::string> files = {"report.txt", "report.json", "predictions.csv",
+                                                 "confusion.png"};
+  return files;
+}
+
+void require_new_reports(const std::string& dir, const std::vector<std::string>& inputs, bool overwrite) {
+  std::error_code error;
+  const fs::file_status status = fs::status(dir, error);
+  if (!fs::exists(status)) return;
+  if (!fs::is_directory(status))
+    fail("--out {}: is a file, not a directory (the reports go into a directory)", dir);
+  const std::string lock_path = (fs::path(dir) / ".hisvid-lock").string();
+  const int fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    ::close(fd);  // releases the shared lock when it was had
+    if (held) fail("--out {}: a hisvid training run is writing this directory; choose another --out", dir);
+  }
+  for (const std::string& file : report_files()) {
+    require_new_output((fs::path(dir) / file).string(), inputs, overwrite, "--out");
+  }
+}
+
 namespace {
 
 // <name>.tmp-<pid>-<n>[<extension>], as io::write_atomically names its temporary files.
@@ -57,7 +81,9 @@ void remove_stale_temporaries(const fs::path& directory) {
 
 }  // namespace
 
-RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite) {
+RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
+                           const std::vector<std::string>& inputs)
+    : path_(path) {
   std::error_code error;
   const fs::file_status status = fs::status(path, error);
   if (fs::exists(status) && !fs::is_directory(status)) {
@@ -88,11 +114,30 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite) 
     if (fs::exists(fs::path(path) / file, error)) held.push_back(file);
   }
   if (held.empty()) return;
+  for (const std::string& file : held) {
+    for (const std::string& input : inputs) {
+      if (!input.empty() && fs::equivalent(input, fs::path(path) / file, error)) {
+        fail(
+            "--out {}: its {} is {}, an input of this command; a new run there would replace it (choose "
+            "another --out)",
+            path, file, input);
+      }
+    }
+  }
   if (!overwrite) {
     fail("--out {}: holds an earlier run ({}); continue it with --resume {}, or replace it with --overwrite",
          path, fmt::format("{}", fmt::join(held, ", ")), path);
   }
-  for (const std::string& file : held) fs::remove(fs::path(path) / file, error);
+  earlier_ = held;
+}
+
+void RunDirectory::replace_earlier_run() {
+  std::error_code error;
+  for (const std::string& file : earlier_) {
+    fs::remove(fs::path(path_) / file, error);
+    if (error) fail("--out {}: cannot remove the earlier run's {}: {}", path_, file, error.message());
+  }
+  earlier_.clear();
 }
 
 RunDirectory::~RunDirectory() {

@@ -16,20 +16,41 @@ void require_new_output(const std::string& output, const std::vector<std::string
 // The files a training run writes into its directory.
 const std::vector<std::string>& run_files();
 
+// The files `hisvid evaluate --out DIR` writes: report.txt, report.json, predictions.csv and
+// confusion.png.
+const std::vector<std::string>& report_files();
+
+// Fails, naming --out, unless `dir` can take report_files(): not a file, not the directory of a
+// run in progress (its lock held), none of the reports one of `inputs`, and none existing while
+// `overwrite` is false. Called before any work, so that a refusal costs nothing.
+void require_new_reports(const std::string& dir, const std::vector<std::string>& inputs, bool overwrite);
+
 // A run directory held for the life of the object: created when missing, locked (flock on
 // <dir>/.hisvid-lock, released by the kernel when the process ends however it ends) so that a
 // second run on it fails at once, and cleared of the temporary files a killed run left
 // (<file>.tmp-<pid>-<n>... of processes no longer running).
 class RunDirectory {
  public:
-  // fresh: the directory must not hold a run (run_files()) unless `overwrite`, in which case
-  // those files are removed first; !fresh: continuing the run it holds (--resume).
-  RunDirectory(const std::string& path, bool fresh, bool overwrite);
+  // fresh: the directory must not hold a run (run_files()) unless `overwrite`; !fresh: continuing
+  // the run it holds (--resume). An earlier run's files stay until replace_earlier_run(), which
+  // the new run calls just before its first save: a command that fails before that (a typo, bad
+  // data, Ctrl-C or a NaN in the first epoch) leaves the earlier run as it was. `inputs` are the
+  // files the command reads (--weights, --cache): an earlier run's file among them is refused,
+  // overwrite or not, since the new run would replace it.
+  RunDirectory(const std::string& path, bool fresh, bool overwrite,
+               const std::vector<std::string>& inputs = {});
   ~RunDirectory();
   RunDirectory(const RunDirectory&) = delete;
   RunDirectory& operator=(const RunDirectory&) = delete;
 
+  // Whether the directory still holds an earlier run that this one will replace.
+  bool holds_earlier_run() const { return !earlier_.empty(); }
+  // Removes the earlier run's files (the first call; later ones do nothing).
+  void replace_earlier_run();
+
  private:
+  std::string path_;
+  std::vector<std::string> earlier_;  // the earlier run's files, while they are kept
   int lock_fd_ = -1;
 };
 

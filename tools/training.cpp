@@ -113,10 +113,20 @@ std::string csv_field(const std::string& text) {
 }
 
 std::vector<std::string> output_names(const models::LoadedModel& loaded, const std::string& weights,
-                                      const std::string& model_classes) {
+                                      const std::string& model_classes, bool numbered) {
   std::vector<std::string> names = loaded.extras.class_names;
-  if (!model_classes.empty()) names = split_list(model_classes);
+  const std::vector<std::string> given = split_names(model_classes, "--model-classes");
+  if (!given.empty() && !names.empty() && given != names) {
+    fail(
+        "--model-classes {}: {} names its outputs itself ({}); leave --model-classes out, or give exactly "
+        "those names in that order",
+        model_classes, weights, fmt::format("{}", fmt::join(names, ",")));
+  }
+  if (!given.empty()) names = given;
   const int K = loaded.model.num_classes();
+  if (names.empty() && !numbered) {
+    fail("{} does not name its classes (a Keras file); give them with --model-classes A,B,...", weights);
+  }
   if (names.empty()) {
     for (int k = 0; k < K; ++k) names.push_back("class_" + std::to_string(k));
   }
@@ -125,18 +135,21 @@ std::vector<std::string> output_names(const models::LoadedModel& loaded, const s
   return names;
 }
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  size_t start = 0;
-  while (start <= text.size()) {
+std::vector<std::string> split_names(const std::string& text, const std::string& option) {
+  std::vector<std::string> names;
+  for (size_t start = 0; !text.empty();) {
     const size_t comma = text.find(',', start);
-    const std::string item =
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    if (!item.empty()) items.push_back(item);
+    names.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
-  return items;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i].empty()) fail("{} {}: name {} of {} is empty", option, text, i + 1, names.size());
+    for (size_t j = 0; j < i; ++j) {
+      if (names[j] == names[i]) fail("{} {}: '{}' is named twice", option, text, names[i]);
+    }
+  }
+  return names;
 }
 
 void DataArgs::follow_model(const models::Sequential& model) {
@@ -208,7 +221,7 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
   j["ms_per_step"] = evaluation.ms_per_step;
   models::write_text_atomically(out_dir + "/report.json", j.dump(2) + "\n");
   std::string csv = "video,true_class,predicted_class";
-  for (const std::string& name : report.class_names) csv += ",p_" + csv_field(name);
+  for (const std::string& name : report.class_names) csv += "," + csv_field("p_" + name);
   csv += "\n";
   for (size_t i = 0; i < evaluation.paths.size(); ++i) {
     csv += csv_field(evaluation.paths[i]) + "," + csv_field(report.class_names[evaluation.truth[i]]) + "," +
@@ -294,7 +307,9 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   if (args.tf32) tf32_on(args.device, false);  // refused before the run directory is made
   std::optional<RunDirectory> run_directory;
-  if (lead) run_directory.emplace(args.out_dir, !resuming, args.overwrite);
+  if (lead)
+    run_directory.emplace(args.out_dir, !resuming, args.overwrite,
+                          std::vector<std::string>{args.init_weights, args.data.cache});
   comm.barrier();
   Device device = parse_device(args.device);
   if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
@@ -412,6 +427,8 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   };
   std::vector<models::EpochLog> history;
   callbacks.on_epoch = [&](const models::EpochLog& log) {
+    // The epoch's checkpoints follow: an earlier run that --overwrite replaces goes now, not before.
+    if (run_directory) run_directory->replace_earlier_run();
     console.finish(log.steps, log.seconds, log.ms_per_step, metrics_text(log));
     history.push_back(log);
   };
@@ -419,8 +436,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   callbacks.should_stop = [] { return interrupted(); };
   models::FitResult fit = trainer.fit(callbacks);
   const int done = static_cast<int>(fit.history.size());
+  const std::string kept = run_directory && run_directory->holds_earlier_run()
+                               ? fmt::format(" (the earlier run in {} is as it was)", args.out_dir)
+                               : std::string();
   if (fit.interrupted) {
-    if (done == 0) fail("interrupted during epoch 1: no epoch was completed, nothing was saved");
+    if (done == 0) fail("interrupted during epoch 1: no epoch was completed, nothing was saved{}", kept);
     fail(
         "interrupted during epoch {}: the last complete epoch ({}) is saved in {}/last.h5; resume with: "
         "hisvid "
@@ -433,7 +453,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
         "{}",
         fit.failed_epoch, fit.failed_step,
         done > 0 ? fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir)
-                 : std::string("no epoch was completed, nothing was saved"));
+                 : "no epoch was completed, nothing was saved" + kept);
   }
   TrainOutcome outcome;
   if (!lead) return outcome;  // rank 0 saves and reports

@@ -87,14 +87,17 @@ std::string csv_field(const std::string& text);
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history);
 
-// The names of a loaded model's outputs, for predict and explain: --model-classes when given,
-// else the file's own, else class_0 .. class_{K-1} (a Keras file names none); fails, naming the
-// file, when their count is not the model's.
+// The names of a loaded model's outputs, for predict, explain and evaluate: the file's own, or
+// --model-classes (`model_classes`) for a file that stores none (a Keras file), else with
+// `numbered` class_0 .. class_{K-1} and without it an error. Fails, naming the file, when their
+// count is not the model's, and when --model-classes differs from the names the file stores (it
+// would relabel the outputs).
 std::vector<std::string> output_names(const models::LoadedModel& loaded, const std::string& weights,
-                                      const std::string& model_classes);
+                                      const std::string& model_classes, bool numbered = true);
 
-// "a,b,c" -> {"a", "b", "c"}
-std::vector<std::string> split_list(const std::string& text);
+// "a,b,c" -> {"a", "b", "c"}; "" -> {} (not given). Fails, naming `option`, on an empty name or
+// one given twice.
+std::vector<std::string> split_names(const std::string& text, const std::string& option);
 
 // --tf32 on --device `device_arg`: fails, naming both, unless it is a CUDA device (called before
 // anything is written); then, with `enable`, lets that device's cuBLAS and cuDNN use TF32.
