@@ -29,6 +29,9 @@ struct SyntheticSpec {
   uint64_t seed = 1;
   // Class names to generate (each must be one of synthetic_class_names()); empty = all.
   std::vector<std::string> classes;
+  // A dataset already in out_dir made with other settings (or an older generator format) is
+  // replaced, its clips deleted, only when true; else that is an error naming the differences.
+  bool replace = false;
 };
 
 // The generator's format: bumped whenever a change to the generator changes the pixels of a clip,

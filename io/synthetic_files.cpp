@@ -14,17 +14,22 @@
 // A call finding its own marker with the same format and spec keeps every clip already present
 // (clips are complete by the rename rule and deterministic by seed) and writes only the missing
 // ones: a repeated call is nearly free and an interrupted run resumes. With a different spec or
-// format, the clips the marker lists are deleted first (other files are left alone), then the
-// new marker is written and every clip generated. A non-empty OUT without a marker is refused.
+// format the call is refused, naming the differences, unless spec.replace: then the clips the
+// marker lists are deleted first (other files are left alone), the new marker is written and
+// every clip generated. A non-empty OUT without a marker is refused.
 // The returned list is every clip of the dataset (class by class, clip by clip), whether this
 // call wrote it or found it.
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/videoio.hpp>
+#include <string>
 #include <system_error>
+#include <vector>
 
 #include "engine/error.h"
 #include "io/synthetic.h"
@@ -178,7 +183,24 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
 
   const bool resume =
       !previous.is_null() && previous.value("format", 0) == kSyntheticFormat && previous["spec"] == spec_now;
-  if (!previous.is_null() && !resume) remove_previous(out, marker, previous);
+  if (!previous.is_null() && !resume) {
+    if (!spec.replace) {
+      std::vector<std::string> changes;
+      const json& before = previous.contains("spec") ? previous["spec"] : json::object();
+      for (const auto& [key, value] : spec_now.items()) {
+        if (!before.contains(key) || before[key] != value)
+          changes.push_back(key + " " + (before.contains(key) ? before[key].dump() : "unset") + " -> " +
+                            value.dump());
+      }
+      if (previous.value("format", 0) != kSyntheticFormat) changes.push_back("an older generator format");
+      fail(
+          "{}: holds the built-in dataset made with other settings ({}); add --overwrite to replace it (its "
+          "{} "
+          "clips are deleted, other files kept), or choose another directory",
+          out.string(), fmt::format("{}", fmt::join(changes, ", ")), previous["clips"].size());
+    }
+    remove_previous(out, marker, previous);
+  }
   fs::create_directories(out);
   if (!resume) {
     const json marker_now{{"generator", kGeneratorName},

@@ -891,6 +891,38 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_FALSE(fs::exists(dir_ / "shared/last.h5.tmp-999999999-0.h5")) << resumed.output;
 }
 
+// A resumed run continues as it was defined (its settings cannot change) and never rewinds over
+// its later epochs; make-dataset does not replace a dataset made with other settings unasked.
+TEST_F(Cli, ResumeKeepsTheRunsSettingsAndItsLaterEpochs) {
+  ASSERT_EQ(train("rewind", 1).status, 0);
+  fs::copy_file(dir_ / "rewind/last.h5", dir_ / "rewind/epoch1.h5");
+  const Result on = run(dir_, {"train", "--resume", "rewind", "--epochs", "2"});
+  ASSERT_EQ(on.status, 0) << on.output;
+  const std::string history = file_bytes(dir_ / "rewind/history.csv");
+  const std::string last = file_bytes(dir_ / "rewind/last.h5");
+  expect_refused(dir_, {"train", "--resume", "rewind/epoch1.h5", "--epochs", "3"},
+                 {"epoch 1 of the run", "went on to epoch 2", "--resume", "--weights"});
+  for (const char* option : {"--lr", "--batch-size", "--seed", "--noise"}) {
+    expect_refused(dir_, {"train", "--resume", "rewind", "--epochs", "3", option, "1"},
+                   {std::string(option) + " with --resume", "keeps the settings"});
+  }
+  EXPECT_EQ(file_bytes(dir_ / "rewind/history.csv"), history);
+  EXPECT_EQ(file_bytes(dir_ / "rewind/last.h5"), last);
+
+  const std::vector<std::string> make = {
+      "make-dataset", "--out",  "remade", "--clips-per-class", "1",   "--frames",
+      "20",           "--size", "32",     "--classes",         "Grow"};
+  ASSERT_EQ(run(dir_, make).status, 0);
+  const std::string clip = file_bytes(dir_ / "remade/Grow/v_Grow_g01_c01.avi");
+  std::vector<std::string> other = make;
+  other[4] = "2";
+  expect_refused(dir_, other, {"remade", "other settings", "clips_per_class 1 -> 2", "--overwrite"});
+  EXPECT_EQ(file_bytes(dir_ / "remade/Grow/v_Grow_g01_c01.avi"), clip);
+  other.push_back("--overwrite");
+  EXPECT_EQ(run(dir_, other).status, 0);
+  EXPECT_TRUE(fs::exists(dir_ / "remade/Grow/v_Grow_g01_c02.avi"));
+}
+
 // Numbers and combinations that used to be misread: refused with the option named.
 TEST_F(Cli, MisreadArgumentsAreRefused) {
   for (const char* epochs : {"0", "-5"}) {

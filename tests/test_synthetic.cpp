@@ -301,6 +301,8 @@ TEST_F(SyntheticTest, SameSpecAgainKeepsItsClipsAndRestoresMissingOnes) {
   }
 }
 
+// Other settings replace a dataset only when asked (spec.replace, make-dataset --overwrite), and
+// then only its own clips.
 TEST_F(SyntheticTest, ChangedSpecReplacesOnlyItsOwnClips) {
   SyntheticSpec spec = small_spec(directory_);
   spec.clips_per_class = 3;
@@ -309,6 +311,15 @@ TEST_F(SyntheticTest, ChangedSpecReplacesOnlyItsOwnClips) {
 
   spec.clips_per_class = 2;
   spec.classes = {"MoveRight", "MoveLeft"};
+  // Not without being asked: the error names the differences, and every clip stays.
+  const std::vector<std::string> before = directory_entries(directory_ / "Grow");
+  const std::string message = error_of([&] { make_synthetic_dataset(spec); });
+  EXPECT_NE(message.find("other settings (classes "), std::string::npos) << message;
+  EXPECT_NE(message.find("clips_per_class 3 -> 2"), std::string::npos) << message;
+  EXPECT_NE(message.find("--overwrite"), std::string::npos) << message;
+  EXPECT_EQ(directory_entries(directory_ / "Grow"), before);
+  ASSERT_EQ(before.size(), 3u);
+  spec.replace = true;
   const std::vector<std::string> files = make_synthetic_dataset(spec);
   EXPECT_EQ(files.size(), 4u);
   EXPECT_EQ(directory_entries(directory_),

@@ -49,6 +49,7 @@ void add_demo_command(CLI::App& app) {
     spec.out_dir = args->out + "/data";
     spec.clips_per_class = args->clips_per_class;
     spec.classes = split_names(args->classes, "--classes");
+    spec.replace = true;  // the demo's folder is its own: other settings replace its dataset
     console.line(fmt::format("== built-in dataset: {}", spec.out_dir));
     const std::vector<std::string> files = io::make_synthetic_dataset(spec);
     console.line(fmt::format("{} videos, {} classes in pairs that differ only in time direction",

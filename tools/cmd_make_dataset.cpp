@@ -16,6 +16,7 @@ void add_make_dataset_command(CLI::App& app) {
   auto spec = std::make_shared<io::SyntheticSpec>();
   auto classes = std::make_shared<std::string>();
   auto size = std::make_shared<int>(spec->width);
+  spec->replace = false;
   CLI::App* cmd = app.add_subcommand(
       "make-dataset",
       "Write the built-in dataset: synthetic action videos in pairs that differ only in time direction");
@@ -28,6 +29,9 @@ void add_make_dataset_command(CLI::App& app) {
   cmd->add_option("--size", *size, "Frame width and height in pixels")->capture_default_str();
   cmd->add_option("--seed", spec->seed, "Seed")->capture_default_str();
   cmd->add_option("--classes", *classes, "Comma-separated subset of the classes (default: all)");
+  cmd->add_flag(
+      "--overwrite", spec->replace,
+      "Replace a dataset that --out holds when it was made with other settings (its clips are deleted)");
   cmd->callback([spec, classes, size] {
     Console console;
     io::SyntheticSpec s = *spec;

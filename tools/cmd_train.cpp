@@ -105,6 +105,22 @@ void add_train_command(CLI::App& app) {
     a.epochs_given = cmd->count("--epochs") > 0;
     a.lr_given = cmd->count("--lr") > 0;
     a.cache_given = cmd->count("--cache") > 0;
+    if (!a.resume.empty()) {
+      // A resumed run continues as it was defined; only where and how it runs may change.
+      for (const char* option :
+           {"--batch-size", "--optimizer", "--lr", "--rmsprop-epsilon-inside", "--patience", "--monitor",
+            "--no-restore-best", "--reduce-lr-factor", "--reduce-lr-patience", "--test-split",
+            "--validation-split", "--shuffle-validation", "--seed", "--flip", "--brightness", "--contrast",
+            "--noise", "--num-classes", "--overwrite"}) {
+        if (cmd->count(option) > 0) {
+          fail(
+              "{} with --resume: a resumed run keeps the settings it started with; only --epochs, --cache, "
+              "--device, --workers, --stream, --eval-batch-size, --cuda-graphs and --tf32 may change (start "
+              "a new run with --weights {} to train on with other settings)",
+              option, a.resume);
+        }
+      }
+    }
     if (a.resume.empty()) {
       if (a.data.root.empty()) fail("train: --data is required (or --resume)");
       if (a.out_dir.empty()) a.out_dir = "runs/" + std::filesystem::path(a.model).stem().string();

@@ -289,6 +289,27 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       fail("--resume {}: the record of its run is malformed ({})", path, e.what());
     }
     args.out_dir = fs::path(path).parent_path().string();
+    // From another checkpoint than the run's last.h5 (best.h5, say): refused where the run went on
+    // past it, since resuming would replace the later epochs' last.h5, history and model.
+    const int epoch = state.at("epoch").get<int>();
+    const fs::path last = fs::path(args.out_dir.empty() ? "." : args.out_dir) / "last.h5";
+    std::error_code error;
+    if (fs::exists(last, error) && !fs::equivalent(path, last, error)) {
+      const nlohmann::json later = models::load_model(last.string()).extras.training_state;
+      const int last_epoch =
+          later.is_object() && later.contains("epoch") && later["epoch"].is_number_integer()
+              ? later["epoch"].get<int>()
+              : 0;
+      if (last_epoch > epoch) {
+        fail(
+            "--resume {}: holds epoch {} of the run in {}, which went on to epoch {} ({}); resuming here "
+            "would "
+            "replace epochs {}-{}: resume {} to continue the run, or train a new one from this file with "
+            "--weights {} --out NEW_DIR",
+            path, epoch, args.out_dir.empty() ? "." : args.out_dir, last_epoch, last.string(), epoch + 1,
+            last_epoch, args.out_dir.empty() ? "." : args.out_dir, path);
+      }
+    }
     resuming = true;
     console.note(fmt::format("resuming {} from {} after epoch {}", args.model, path,
                              checkpoint.extras.training_state["epoch"].get<int>()));
