@@ -1,7 +1,9 @@
 #include "models/model_file.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <map>
 
@@ -306,7 +308,10 @@ nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3) {
 }
 
 bool is_keras_archive_path(const std::string& path) {
-  return path.size() >= 6 && path.compare(path.size() - 6, 6, ".keras") == 0;
+  static const std::string kEnding = ".keras";
+  if (path.size() < kEnding.size()) return false;
+  return std::equal(kEnding.begin(), kEnding.end(), path.end() - static_cast<std::ptrdiff_t>(kEnding.size()),
+                    [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
 }
 
 std::unique_ptr<Optimizer> optimizer_from_keras(const nlohmann::json& given,

@@ -57,7 +57,7 @@ LoadedModel load_model(const std::string& path);
 // form, or Keras 3's (its base keys at their "off" values, module and registered_name).
 nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3);
 
-// True when `path` names a .keras archive to write.
+// True when `path` names a .keras archive (the ending in any case: OUT.KERAS too).
 bool is_keras_archive_path(const std::string& path);
 
 // Copies the file's weights into an already built model, by layer order (Keras's rule): the

@@ -406,6 +406,13 @@ TEST_F(Cli, ExplainWritesTheHeatmapVideoAndTheGrid) {
                  {"--class Jump", "MoveLeft"});
   expect_refused(dir_, {"explain", "--weights", "explain_run/model.h5", video, "--out", video},
                  {video, "input"});
+  // An output whose directory does not exist is refused before any work, the video included.
+  expect_refused(
+      dir_,
+      {"explain", "--weights", "explain_run/model.h5", video, "--out", "e.avi", "--grid", "nodir/e.png"},
+      {"--grid nodir/e.png", "nodir does not exist"});
+  expect_refused(dir_, {"predict", "--weights", "explain_run/model.h5", video, "--out", "nodir/p.avi"},
+                 {"--out nodir/p.avi", "nodir does not exist"});
   EXPECT_FALSE(fs::exists(dir_ / "e.avi"));
 }
 

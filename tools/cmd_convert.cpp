@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "models/model_file.h"
 #include "tools/commands.h"
+#include "tools/outputs.h"
 
 namespace hisvid::tools {
 
@@ -28,6 +29,7 @@ void add_convert_command(CLI::App& app) {
   cmd->callback([args] {
     namespace fs = std::filesystem;
     std::error_code error;
+    require_output_directory(args->output, "convert: the output");
     if (fs::exists(args->output, error)) {
       if (fs::equivalent(args->input, args->output, error)) {
         fail("convert: the output {} is the input file itself", args->output);

@@ -139,10 +139,16 @@ void add_explain_command(CLI::App& app) {
     const double fps = std::max(
         1.0, clip.fps * static_cast<double>(e.frames) / static_cast<double>(std::max<int64_t>(span, 1)));
     io::write_annotated_video(args->out, frames, clip.original_height, clip.original_width, fps, labels);
-    io::write_explanation_png(
-        grid, frames, clip.original_height, clip.original_width, captions, e.frame_weights, drops,
-        fmt::format("{}: Grad-CAM of {} ({:.3f}) on {}", fs::path(args->video).filename().string(),
-                    names[static_cast<size_t>(e.class_index)], p, e.layer));
+    try {
+      io::write_explanation_png(
+          grid, frames, clip.original_height, clip.original_width, captions, e.frame_weights, drops,
+          fmt::format("{}: Grad-CAM of {} ({:.3f}) on {}", fs::path(args->video).filename().string(),
+                      names[static_cast<size_t>(e.class_index)], p, e.layer));
+    } catch (...) {
+      std::error_code ignored;
+      fs::remove(args->out, ignored);  // the command failed: no half of its result stays behind
+      throw;
+    }
     console.note(fmt::format("wrote {} ({} frames) and {}", args->out, e.frames, grid));
     for (const std::string& row : table) console.line(row);
   });

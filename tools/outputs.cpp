@@ -18,8 +18,18 @@ namespace hisvid::tools {
 
 namespace fs = std::filesystem;
 
+void require_output_directory(const std::string& output, const std::string& option) {
+  const fs::path parent = fs::path(output).parent_path();
+  if (parent.empty()) return;  // the working directory
+  std::error_code error;
+  const fs::file_status status = fs::status(parent, error);
+  if (!fs::exists(status)) fail("{} {}: the directory {} does not exist", option, output, parent.string());
+  if (!fs::is_directory(status)) fail("{} {}: {} is not a directory", option, output, parent.string());
+}
+
 void require_new_output(const std::string& output, const std::vector<std::string>& inputs, bool overwrite,
                         const std::string& option) {
+  require_output_directory(output, option);
   std::error_code error;
   const fs::file_status status = fs::status(output, error);
   if (!fs::exists(status)) return;

@@ -9,9 +9,14 @@
 namespace hisvid::tools {
 
 // Fails, naming `option` and the file, when `output` is one of `inputs` (through any path or
-// link: never allowed), is a directory or other non-file, or exists while `overwrite` is false.
+// link: never allowed), is a directory or other non-file, exists while `overwrite` is false, or
+// cannot be made because its directory does not exist (require_output_directory).
 void require_new_output(const std::string& output, const std::vector<std::string>& inputs, bool overwrite,
                         const std::string& option);
+
+// Fails, naming `option` and the file, unless the directory `output` goes into exists (checked
+// before any work, so that a command does not compute for minutes and then fail to write).
+void require_output_directory(const std::string& output, const std::string& option);
 
 // The files a training run writes into its directory.
 const std::vector<std::string>& run_files();
