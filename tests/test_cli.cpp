@@ -915,6 +915,19 @@ TEST_F(Cli, ResumeKeepsTheRunsSettingsAndItsLaterEpochs) {
   }
   EXPECT_EQ(file_bytes(dir_ / "rewind/history.csv"), history);
   EXPECT_EQ(file_bytes(dir_ / "rewind/last.h5"), last);
+  // The held-out split is re-created only from the clips the run was trained on: another class
+  // subset, or a video added since, is refused (the split would mix training clips into the test).
+  expect_refused(dir_,
+                 {"evaluate", "--weights", "rewind/model.h5", "--split", "test", "--classes", "Grow,Shrink"},
+                 {"--split test", "--classes"});
+  fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "data/Grow/v_Grow_g09_c01.avi");
+  expect_refused(dir_, {"evaluate", "--weights", "rewind/model.h5", "--split", "test", "--cache", "none"},
+                 {"--split test", "not those the run was trained on", "20 clips then, 21 now"});
+  expect_refused(dir_, {"train", "--resume", "rewind", "--epochs", "3", "--cache", "none"},
+                 {"--resume", "not those the run was trained on"});
+  fs::remove(dir_ / "data/Grow/v_Grow_g09_c01.avi");
+  const Result tested = run(dir_, {"evaluate", "--weights", "rewind/model.h5", "--split", "test"});
+  EXPECT_EQ(tested.status, 0) << tested.output;
 
   const std::vector<std::string> make = {
       "make-dataset", "--out",  "remade", "--clips-per-class", "1",   "--frames",

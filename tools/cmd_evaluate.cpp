@@ -61,6 +61,12 @@ void add_evaluate_command(CLI::App& app) {
     std::vector<size_t> indices;
     io::ClipSet clips;
     if (args->split == "test") {
+      if (!data.classes.empty() || data.num_classes != 0) {
+        fail(
+            "--split test: the held-out split is re-created from the classes of the run that trained {}; "
+            "leave out --classes and --num-classes",
+            args->weights);
+      }
       const nlohmann::json& state = loaded.extras.training_state;
       if (!state.is_object() || !state.contains("run") || !state["run"].is_object()) {
         fail(
@@ -84,6 +90,7 @@ void add_evaluate_command(CLI::App& app) {
         fail("--split test: {}: the record of its training run is malformed ({})", args->weights, e.what());
       }
       clips = load_data(data, console);
+      check_same_clips(run, clips, data.root, "--split test");
       indices = io::split_clips(clips.size(), test_split, validation_split, seed, shuffle_validation).test;
     } else {
       if (data.root.empty()) fail("evaluate: --data is required");

@@ -17,6 +17,7 @@
 #include "engine/device.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
+#include "engine/hash.h"
 #include "engine/optimizer.h"
 #include "io/atomic_file.h"
 #include "io/plots.h"
@@ -104,6 +105,28 @@ std::string metrics_text(const models::EpochLog& log) {
 }
 
 }  // namespace
+
+std::string clips_fingerprint(const io::ClipSet& clips) {
+  uint64_t hash = kFnv1a64Basis;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    const fs::path path(clips.paths[i]);  // <root>/<class folder>/<video>
+    const std::string entry = path.parent_path().filename().string() + '/' + path.filename().string() + '\n' +
+                              clips.class_names[static_cast<size_t>(clips.labels[i])] + '\n';
+    hash = fnv1a64(entry.data(), entry.size(), hash);
+  }
+  return fmt::format("{:016x}", hash);
+}
+
+void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const std::string& root,
+                      const std::string& what) {
+  const nlohmann::json& data = run.contains("data") ? run["data"] : nlohmann::json::object();
+  if (!data.contains("fingerprint") || !data["fingerprint"].is_string()) return;  // an older run
+  if (data["fingerprint"].get<std::string>() == clips_fingerprint(clips)) return;
+  fail(
+      "{}: the clips in {} are not those the run was trained on ({} clips then, {} now, or other files or "
+      "classes): its split cannot be re-created",
+      what, root, data.value("clips", 0), clips.size());
+}
 
 std::string csv_field(const std::string& text) {
   if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
@@ -380,6 +403,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   if (resuming && model_classes != clips.class_names) {
     fail("--resume: the checkpoint was trained on other classes than {} now holds", args.data.root);
   }
+  if (resuming) check_same_clips(checkpoint.extras.training_state["run"], clips, args.data.root, "--resume");
   if (!args.init_weights.empty()) {
     if (model.num_classes() != K) {
       fail("--weights {}: the model has {} output classes but the data has {} classes", args.init_weights,
@@ -424,6 +448,8 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.checkpoint_dir = args.out_dir;
   options.class_names = clips.class_names;
   options.run_info = to_json(args);
+  options.run_info["data"]["clips"] = clips.size();  // what the split was made from
+  options.run_info["data"]["fingerprint"] = clips_fingerprint(clips);
   options.communicator = &comm;
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
   if (resuming) {

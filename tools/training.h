@@ -95,6 +95,15 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
 std::vector<std::string> output_names(const models::LoadedModel& loaded, const std::string& weights,
                                       const std::string& model_classes, bool numbered = true);
 
+// What a run's split depends on, as 16 hex digits: the clips in order (each named by its class
+// folder and file, so that a moved dataset keeps it) with their classes. A training run records
+// it; --resume and evaluate --split test compare.
+std::string clips_fingerprint(const io::ClipSet& clips);
+// Fails, naming `what` and the root, when `run` (a checkpoint's record of its run) holds a
+// fingerprint other than that of `clips`; a record without one (an older run) passes.
+void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const std::string& root,
+                      const std::string& what);
+
 // "a,b,c" -> {"a", "b", "c"}; "" -> {} (not given). Fails, naming `option`, on an empty name or
 // one given twice.
 std::vector<std::string> split_names(const std::string& text, const std::string& option);
