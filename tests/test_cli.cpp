@@ -957,6 +957,22 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
     EXPECT_TRUE(contains(r.output, "lr") || contains(r.output, "learning_rate")) << r.output;
     EXPECT_FALSE(fs::exists(dir_ / "l/last.h5")) << "--lr " << lr;
   }
+  // Values CLI11's own checks let through or misread (NaN passes a range, -1 wraps to 2^64-1 for a
+  // seed, an empty path fell back to the default): each refused with status 1 and the option
+  // named, before any run directory is made.
+  const std::vector<std::pair<std::string, std::string>> misread = {
+      {"--noise", "nan"},      {"--brightness", "inf"}, {"--reduce-lr-factor", "-1"},
+      {"--patience", "-5"},    {"--seed", "-1"},        {"--seed", "18446744073709551616"},
+      {"--test-split", "nan"}, {"--batch-size", "4x"},  {"--out", ""}};
+  for (const auto& [option, value] : misread) {
+    const Result r = run(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "m", option, value});
+    EXPECT_EQ(r.status, 1) << option << " " << value << ": " << r.output;
+    EXPECT_TRUE(contains(r.output, option + ": ")) << option << " " << value << ": " << r.output;
+    EXPECT_FALSE(fs::exists(dir_ / "m")) << option << " " << value;
+  }
+  const Result unknown = run(dir_, {"trian", "--data", "data"});
+  EXPECT_EQ(unknown.status, 1) << unknown.output;
+  EXPECT_TRUE(contains(unknown.output, "'trian' is not a command (commands: train,")) << unknown.output;
   ASSERT_EQ(train("misread", 1).status, 0);
   const Result negative =
       run(dir_, {"evaluate", "--weights", "misread/model.h5", "--data", "data", "--batch-size", "-1"});

@@ -20,6 +20,7 @@
 #include "tools/commands.h"
 #include "tools/console.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -37,19 +38,19 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--model", args->model, "Zoo model or JSON spec")->capture_default_str();
   cmd->add_option("--batch", args->train_batch, "Training batch size")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--eval-batch", args->eval_batch, "Evaluation batch size")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--classes", args->classes, "Classes of the final layer")
       ->capture_default_str()
-      ->check(CLI::Range(2, 100000));
+      ->check(integer_in(2, 100000));
   cmd->add_option("--steps", args->steps, "Timed steps (median reported)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--warmup", args->warmup, "Untimed steps first")
       ->capture_default_str()
-      ->check(CLI::Range(0, 100000));
+      ->check(integer_in(0, 100000));
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--per-layer", args->per_layer,
                 "Forward and backward time of every layer of a training step");

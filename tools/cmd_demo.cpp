@@ -12,6 +12,7 @@
 #include "models/sequential.h"
 #include "tools/commands.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -32,15 +33,21 @@ void add_demo_command(CLI::App& app) {
   cmd->add_option("--out", args->out, "Working folder (dataset, runs, reports)")->capture_default_str();
   cmd->add_option("--lrcn-epochs", args->lrcn_epochs, "Maximum epochs of the LRCN")
       ->capture_default_str()
-      ->check(CLI::Range(1, 10000));
+      ->check(integer_in(1, 10000));
   cmd->add_option("--convlstm-epochs", args->convlstm_epochs, "Maximum epochs of the ConvLSTM")
       ->capture_default_str()
-      ->check(CLI::Range(1, 10000));
-  cmd->add_option("--patience", args->patience, "EarlyStopping patience")->capture_default_str();
-  cmd->add_option("--clips-per-class", args->clips_per_class, "Videos per class")->capture_default_str();
+      ->check(integer_in(1, 10000));
+  cmd->add_option("--patience", args->patience, "EarlyStopping patience")
+      ->capture_default_str()
+      ->check(integer_in(-1, 1000000));
+  cmd->add_option("--clips-per-class", args->clips_per_class, "Videos per class")
+      ->capture_default_str()
+      ->check(integer_in(1, 100000));
   cmd->add_option("--classes", args->classes, "Classes of the built-in dataset to use")
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "Seed of the split and of training")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed of the split and of training")
+      ->capture_default_str()
+      ->check(seed_value());
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args] {
     Console console;

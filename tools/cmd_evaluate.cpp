@@ -8,6 +8,7 @@
 #include "tools/commands.h"
 #include "tools/outputs.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -36,9 +37,10 @@ void add_evaluate_command(CLI::App& app) {
       "Comma-separated class names of the model's outputs (for Keras files, which do not store them)");
   cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--out", args->out_dir,
-                  "Write report.txt, report.json, predictions.csv and confusion.png into this directory");
+                  "Write report.txt, report.json, predictions.csv and confusion.png into this directory")
+      ->check(non_empty());
   cmd->add_flag("--overwrite", args->overwrite, "Replace those reports when --out already holds them");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");

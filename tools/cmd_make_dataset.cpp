@@ -9,6 +9,7 @@
 #include "tools/commands.h"
 #include "tools/console.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -24,10 +25,10 @@ void add_make_dataset_command(CLI::App& app) {
       ->required();
   cmd->add_option("--clips-per-class", spec->clips_per_class, "Videos per class")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--frames", spec->frames_per_clip, "Frames per video")->capture_default_str();
   cmd->add_option("--size", *size, "Frame width and height in pixels")->capture_default_str();
-  cmd->add_option("--seed", spec->seed, "Seed")->capture_default_str();
+  cmd->add_option("--seed", spec->seed, "Seed")->capture_default_str()->check(seed_value());
   cmd->add_option("--classes", *classes, "Comma-separated subset of the classes (default: all)");
   cmd->add_flag(
       "--overwrite", spec->replace,

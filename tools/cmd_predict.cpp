@@ -17,6 +17,7 @@
 #include "tools/commands.h"
 #include "tools/outputs.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -81,16 +82,17 @@ void add_predict_command(CLI::App& app) {
   cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)");
   cmd->add_option("--top-k", args->top_k, "How many classes to print per video")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
-  cmd->add_option("--out", args->out,
-                  "Write the video with its label drawn on every frame (one input video)");
+      ->check(integer_in(1, 1000));
+  cmd->add_option("--out", args->out, "Write the video with its label drawn on every frame (one input video)")
+      ->check(non_empty());
   cmd->add_option("--rolling", args->rolling,
                   "Label each frame with the mean of the last K predictions of the sliding frames window")
-      ->check(CLI::Range(1, 100000));
-  cmd->add_option("--csv", args->csv, "Write the predictions as CSV (default for folders: stdout)");
+      ->check(integer_in(1, 100000));
+  cmd->add_option("--csv", args->csv, "Write the predictions as CSV (default for folders: stdout)")
+      ->check(non_empty());
   cmd->add_option("--batch-size", args->batch_size, "Inference batch size")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_flag("--overwrite", args->overwrite, "Replace the --out or --csv file when it exists");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");

@@ -8,6 +8,7 @@
 #include "models/model_file.h"
 #include "models/zoo.h"
 #include "tools/commands.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -25,7 +26,7 @@ void add_summary_command(CLI::App& app) {
         return names;
       }() + ") or a Keras-schema JSON spec file");
   cmd->add_option("--classes", args->classes, "Number of classes (units of the final Dense layer)")
-      ->check(CLI::Range(2, 100000));
+      ->check(integer_in(2, 100000));
   cmd->add_option("--weights", args->weights,
                   "A model file (.h5, hisvid's or Keras's); alone, its own architecture");
   cmd->callback([args] {

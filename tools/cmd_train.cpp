@@ -5,6 +5,7 @@
 
 #include "tools/commands.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -12,21 +13,21 @@ void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string
   cmd->add_option("--data", data.root, "Dataset root: ROOT/<Class>/<video>");
   cmd->add_option("--classes", *classes, "Comma-separated class folders to use (default: all)");
   cmd->add_option("--num-classes", data.num_classes, "Use this many classes, chosen with the seed")
-      ->check(CLI::Range(2, 100000));
+      ->check(integer_in(2, 100000));
   cmd->add_option("--cache", data.cache, "Clip cache file (default ~/.cache/hisvid/...; 'none' disables it)");
   cmd->add_option("--workers", data.workers, "Decoding threads (default: all cores)")
-      ->check(CLI::Range(0, 256));
+      ->check(integer_in(0, 256));
   cmd->add_flag(
       "--stream", data.stream,
       "Leave the clips in the cache file and read each batch from disk (datasets larger than memory)");
   cmd->add_option_function<int>(
          "--frames", [&data](int frames) { data.frames = frames, data.shape_given = true; },
          "Frames per clip (the seeds' SEQUENCE_LENGTH; default: what the model takes, else 20)")
-      ->check(CLI::Range(1, 1000));
+      ->check(integer_in(1, 1000));
   cmd->add_option_function<int>(
          "--size", [&data](int size) { data.height = data.width = size, data.shape_given = true; },
          "Frame height and width after resizing (default: what the model takes, else 64)")
-      ->check(CLI::Range(8, 4096));
+      ->check(integer_in(8, 4096));
 }
 
 void add_train_command(CLI::App& app) {
@@ -39,51 +40,57 @@ void add_train_command(CLI::App& app) {
          "Zoo model (lrcn, convlstm, lrcn_bn, convlstm_deep, lrcn_small, convlstm_small) or a JSON spec")
       ->capture_default_str();
   add_data_options(cmd, args->data, classes);
-  cmd->add_option("--out", args->out_dir, "Output directory: checkpoints, history.csv, report, plots");
-  cmd->add_option("--weights", args->init_weights, "Start from this model file (hisvid's or a Keras .h5)");
-  cmd->add_option("--resume", args->resume,
-                  "Continue an interrupted run from its last.h5 (or its directory)");
+  cmd->add_option("--out", args->out_dir, "Output directory: checkpoints, history.csv, report, plots")
+      ->check(non_empty());
+  cmd->add_option("--weights", args->init_weights, "Start from this model file (hisvid's or a Keras .h5)")
+      ->check(non_empty());
+  cmd->add_option("--resume", args->resume, "Continue an interrupted run from its last.h5 (or its directory)")
+      ->check(non_empty());
   cmd->add_option("--epochs", args->epochs,
                   "Maximum epochs (default 70, the tutorial's; with --resume, the run's)")
-      ->check(CLI::Range(1, 1000000));
+      ->check(integer_in(1, 1000000));
   cmd->add_option("--batch-size", args->batch_size, "Training batch size")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_option("--eval-batch-size", args->eval_batch_size, "Evaluation batch size")
       ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
+      ->check(integer_in(1, 100000));
   cmd->add_flag("--overwrite", args->overwrite, "Replace the earlier run that --out holds");
   cmd->add_option("--optimizer", args->optimizer, "adam, rmsprop or sgd")
       ->capture_default_str()
       ->check(CLI::IsMember({"adam", "rmsprop", "sgd"}, CLI::ignore_case));
   cmd->add_option("--lr", args->learning_rate, "Learning rate (default: Keras's for the optimizer)")
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
   cmd->add_flag("--rmsprop-epsilon-inside", args->rmsprop_epsilon_inside,
                 "RMSprop with epsilon inside the square root (Keras >= 2.11; default: Keras <= 2.10)");
   cmd->add_option("--patience", args->patience, "EarlyStopping patience; -1 disables early stopping")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(-1, 1000000));
   cmd->add_option("--monitor", args->monitor, "Quantity the callbacks watch")
       ->capture_default_str()
       ->check(CLI::IsMember({"loss", "accuracy", "val_loss", "val_accuracy"}));
   cmd->add_flag("!--no-restore-best", args->restore_best,
                 "Keep the last weights when early stopping ends training");
   cmd->add_option("--reduce-lr-factor", args->reduce_lr_factor,
-                  "ReduceLROnPlateau factor (0: off; seed 001 uses 0.2)");
+                  "ReduceLROnPlateau factor (0: off; seed 001 uses 0.2)")
+      ->check(finite_in(0.0, 1.0));
   cmd->add_option("--reduce-lr-patience", args->reduce_lr_patience, "ReduceLROnPlateau patience")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, 1000000));
   cmd->add_option("--test-split", args->test_split,
                   "Held-out fraction (0.25 as the tutorial; 0.2 as seed 001)")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.95));
+      ->check(finite_in(0.0, 0.95));
   cmd->add_option("--validation-split", args->validation_split,
                   "Fraction of the training part used for validation")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.95));
+      ->check(finite_in(0.0, 0.95));
   cmd->add_flag("--shuffle-validation", args->shuffle_validation,
                 "Take a random validation part instead of the last one (Keras takes the last)");
   cmd->add_option("--seed", args->seed,
                   "Seed of the split, initial weights, dropout, shuffling, augmentation")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seed_value());
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--cuda-graphs", args->cuda_graphs,
                 "On a GPU: capture the training step into a CUDA graph and replay it (the same results)");
@@ -92,9 +99,12 @@ void add_train_command(CLI::App& app) {
                 "rounded to 10 mantissa bits); off: full float32");
   cmd->add_flag("--flip", args->augmentation.flip, "Augment: random horizontal flips");
   cmd->add_option("--brightness", args->augmentation.brightness,
-                  "Augment: brightness shift up to this (pixels in [0,1])");
-  cmd->add_option("--contrast", args->augmentation.contrast, "Augment: contrast factor within 1 +- this");
-  cmd->add_option("--noise", args->augmentation.noise, "Augment: Gaussian noise of this standard deviation");
+                  "Augment: brightness shift up to this (pixels in [0,1])")
+      ->check(finite_in(0.0, 1.0));
+  cmd->add_option("--contrast", args->augmentation.contrast, "Augment: contrast factor within 1 +- this")
+      ->check(finite_in(0.0, 1.0));
+  cmd->add_option("--noise", args->augmentation.noise, "Augment: Gaussian noise of this standard deviation")
+      ->check(finite_in(0.0, 1.0));
   cmd->callback([cmd, args, classes] {
     Console console;
     TrainArgs a = *args;

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "engine/distributed.h"
 #include "tools/commands.h"
@@ -44,10 +45,25 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // A first word that is no command (CLI11 would say only that a subcommand is required).
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+      found = found || sub->get_name() == argv[1];
+    }
+    if (!found) {
+      std::fprintf(stderr, "hisvid: error: '%s' is not a command (commands: %s; hisvid --help)\n", argv[1],
+                   known.c_str());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every misread command line exits 1, as every other error.
+    return app.exit(e) == 0 ? 0 : 1;
   } catch (const std::exception& e) {
     if (ranks && hisvid::world().size() > 1) {
       std::fprintf(stderr, "hisvid: error (rank %d of %d): %s\n", hisvid::world().rank(),
