@@ -12,9 +12,9 @@ namespace {
 
 std::atomic<bool> g_interrupted{false};
 
-void on_sigint(int) {
+void on_interrupt(int signal) {
   g_interrupted.store(true);
-  std::signal(SIGINT, SIG_DFL);  // the next Ctrl-C ends the process
+  std::signal(signal, SIG_DFL);  // the next one ends the process
 }
 
 std::string bar(int done, int total) {
@@ -79,7 +79,9 @@ void Console::note(const std::string& text) {
   std::fflush(stderr);
 }
 
-void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+void install_interrupt_handler() {
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, on_interrupt);
+}
 
 bool interrupted() { return g_interrupted.load(); }
 

@@ -27,8 +27,9 @@ class Console {
   size_t last_width_ = 0;
 };
 
-// Installs a SIGINT handler that raises the flag instead of killing the process; a second
-// Ctrl-C kills as usual.
+// Installs a handler of SIGINT (Ctrl-C), SIGTERM (kill, a batch system's time limit) and SIGHUP (a
+// closed terminal) that raises the flag instead of ending the process; a second such signal ends
+// it as usual.
 void install_interrupt_handler();
 bool interrupted();
 

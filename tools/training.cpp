@@ -208,6 +208,8 @@ io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm
   double started = -1.0;
   const auto t0 = std::chrono::steady_clock::now();
   io::ClipSet clips = io::load_clips(spec, [&](const io::Progress& p) {
+    // Thrown here, the error stops the decoding workers; a clip cache is written only when whole.
+    if (interrupted()) fail("interrupted while decoding the videos: nothing was saved");
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (started < 0) started = seconds;
     console.progress(static_cast<int>(p.done), static_cast<int>(p.total), seconds, "decoding " + p.current);
@@ -520,6 +522,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     std::vector<int> identity(static_cast<size_t>(K));
     for (int k = 0; k < K; ++k) identity[k] = k;
     outcome.test = models::evaluate(model, clips, split.test, args.eval_batch_size, identity);
+    if (interrupted()) {
+      fail(
+          "interrupted during the test evaluation: the trained model is saved in {}/model.h5; evaluate it "
+          "with: "
+          "hisvid evaluate --weights {}/model.h5 --split test",
+          args.out_dir, args.out_dir);
+    }
     outcome.report =
         models::classification_report(outcome.test.truth, outcome.test.predicted, clips.class_names);
     console.finish(outcome.test.steps, outcome.test.ms_per_step * outcome.test.steps / 1000.0,
