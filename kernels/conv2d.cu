@@ -623,15 +623,9 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
                              : p == Path::DirectV2 ? "direct_v2"
                              : p == Path::Lanes    ? "lanes"
                                                    : "direct_v1";
-    float ms = 0.0f;
-    try {
-      ms = fastest_ms(run, stream);
-    } catch (const std::exception& e) {
-      (void)cudaGetLastError();  // a launch error is not sticky; a device fault is, and
-      if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
-      failures += (failures.empty() ? "" : "; ") + name + ": " + e.what();
-      return;
-    }
+    const std::optional<float> timed = try_fastest_ms(run, stream, name, failures);
+    if (!timed) return;
+    const float ms = *timed;
     record.candidates_ms.emplace_back(name, ms);
     const bool baseline = best_path == Path::Undecided;
     if (baseline) baseline_ms = ms;

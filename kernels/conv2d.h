@@ -236,12 +236,12 @@ bool conv2d_direct_v1_tiles(const Conv2dGeometry& g);
 // convolution); version 1 for every other geometry. Backward filter:
 void conv2d_forward_direct_v2(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStream_t stream);
-// One block per chunk of positions computing the whole (R+1) x F result (the bias as row R),
-// for ungrouped layers with R = KH*KW*C < 256, F <= 64 and at most 256 4x4 tiles of the result;
+// One block per chunk of positions and group computing the group's whole (R+1) x F/G result (the
+// bias as row R), for layers with R = KH*KW*C/G < 256, F/G <= 64 and at most 256 4x4 tiles of it;
 // version 1 elsewhere.
 void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
 // Where version 2's kernels apply: the strips kernel (3x3, stride 1), the small-result filter
-// gradient (ungrouped, R = KH*KW*C < 256, F <= 64, at most 256 of its 4x4 tiles).
+// gradient (R = KH*KW*C/G < 256, F/G <= 64, at most 256 of its 4x4 tiles per group).
 bool conv2d_strips_apply(const Conv2dGeometry& g);
 bool conv2d_filter_small_applies(const Conv2dGeometry& g);
 // Small outputs: S lanes of a warp per output element, splitting its channels (backward data:

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -311,6 +312,22 @@ struct TimedChoice {
 void record_timed_choice(TimedChoice choice);
 // Every choice recorded so far, in the order made.
 std::vector<TimedChoice> timed_choices();
+
+// fastest_ms for one candidate of a timed choice: a candidate that cannot run (a launch it
+// cannot make, memory it cannot get) is passed over, its error added to `failed` as
+// "name: what", and nothing returned; a device left unusable (a fault) is rethrown.
+template <typename Run>
+std::optional<float> try_fastest_ms(const Run& run, cudaStream_t stream, const std::string& name,
+                                    std::string& failed) {
+  try {
+    return fastest_ms(run, stream);
+  } catch (const std::exception& e) {
+    (void)cudaGetLastError();  // a launch error is not sticky; a device fault is, and
+    if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
+    failed += (failed.empty() ? "" : "; ") + name + ": " + e.what();
+    return std::nullopt;
+  }
+}
 
 // Whether `stream` is being captured into a CUDA graph (where nothing can be timed).
 inline bool capturing(cudaStream_t stream) {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -770,17 +771,26 @@ std::string describe_step(const Step& k) {
 // from slot t-1 and the inputs, so the chosen version's call that follows overwrites the same
 // values), a copy of dc for the backward (which reads and replaces dc in place; its dxz and dzg
 // at t are overwritten like the forward's slot).
+// Without memory for that copy nothing is timed (the reason goes to `failed`).
 template <typename Trial>
-void with_trial(const ConvLstmStepForward<float>& k, cudaStream_t, const Trial& trial) {
+void with_trial(const ConvLstmStepForward<float>& k, cudaStream_t, std::string&, const Trial& trial) {
   trial(k);
 }
 template <typename Trial>
-void with_trial(const ConvLstmStepBackward<float>& k, cudaStream_t stream, const Trial& trial) {
+void with_trial(const ConvLstmStepBackward<float>& k, cudaStream_t stream, std::string& failed,
+                const Trial& trial) {
   const size_t bytes = sizeof(float) * static_cast<size_t>(k.N * k.P() * k.F);
-  DeviceBuffer dc(bytes);
-  CUDA_CHECK(cudaMemcpyAsync(dc.get(), k.dc, bytes, cudaMemcpyDeviceToDevice, stream));
+  std::optional<DeviceBuffer> dc;
+  try {
+    dc.emplace(bytes);
+  } catch (const std::exception& e) {
+    (void)cudaGetLastError();
+    failed = std::string("no memory for the timing runs' copy of dc: ") + e.what();
+    return;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(dc->get(), k.dc, bytes, cudaMemcpyDeviceToDevice, stream));
   ConvLstmStepBackward<float> copy = k;
-  copy.dc = static_cast<float*>(dc.get());
+  copy.dc = static_cast<float*>(dc->get());
   trial(copy);
   CUDA_CHECK(cudaStreamSynchronize(stream));  // before dc's copy goes
 }
@@ -806,26 +816,21 @@ StepChoice timed_step_choice(const Step& k, cudaStream_t stream) {
   if (capturing(stream)) return choices.emplace(key, StepChoice::V1).first->second;
   StepChoice best = StepChoice::V1;
   TimedChoice record{Step::kName, describe_step(k), "", {}, ""};
-  with_trial(k, stream, [&](const Step& trial) {
-    float baseline_ms = 0.0f, best_ms = 0.0f;
+  record.kept = "v1";
+  with_trial(k, stream, record.failed, [&](const Step& trial) {
+    std::optional<float> baseline_ms, best_ms;  // v1's: a candidate must beat it by kClearWin
     for (const auto& candidate : {std::pair{StepChoice::V1, "v1"}, std::pair{StepChoice::LanesV2, "lanes_v2"},
                                   std::pair{StepChoice::Tiles, "tiles"}}) {
       const StepChoice version = candidate.first;
       const std::string name = candidate.second;
-      float ms = 0.0f;
-      try {
-        ms = fastest_ms([&] { run_step_version(version, trial, stream); }, stream);
-      } catch (const std::exception& e) {
-        if (version == StepChoice::V1) throw;  // the baseline runs untimed too: its failure is the call's
-        (void)cudaGetLastError();              // a launch error is not sticky; a device fault is, and
-        if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
-        record.failed += std::string(record.failed.empty() ? "" : "; ") + name + ": " + e.what();
-        continue;
-      }
-      record.candidates_ms.emplace_back(name, ms);
+      if (version == StepChoice::Tiles && !step_tiles_apply(trial)) continue;  // it would run v1
+      const std::optional<float> ms =
+          try_fastest_ms([&] { run_step_version(version, trial, stream); }, stream, name, record.failed);
+      if (!ms) continue;  // v1 failing here fails the call itself next
+      record.candidates_ms.emplace_back(name, *ms);
       if (version == StepChoice::V1) {
-        baseline_ms = best_ms = ms, record.kept = name;
-      } else if (ms < best_ms && ms < kClearWin * baseline_ms) {
+        baseline_ms = best_ms = ms;
+      } else if (baseline_ms && *ms < *best_ms && *ms < kClearWin * *baseline_ms) {
         best = version, best_ms = ms, record.kept = name;
       }
     }

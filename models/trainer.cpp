@@ -370,13 +370,15 @@ Shape clip_shape(const io::ClipSet& clips) {
 }
 
 Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vector<size_t>& indices,
-                    size_t batch_size, const std::vector<int>& label_map, bool cuda_graphs) {
+                    size_t batch_size, const std::vector<int>& label_map, bool cuda_graphs,
+                    const std::function<bool()>& should_stop) {
   InferenceStep step(model, clip_shape(clips), cuda_graphs);
-  return evaluate(step, clips, indices, batch_size, label_map);
+  return evaluate(step, clips, indices, batch_size, label_map, should_stop);
 }
 
 Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::vector<size_t>& indices,
-                    size_t batch_size, const std::vector<int>& label_map) {
+                    size_t batch_size, const std::vector<int>& label_map,
+                    const std::function<bool()>& should_stop) {
   if (indices.empty()) fail("evaluate: no clips to evaluate");
   if (batch_size < 1) fail("evaluate: batch size must be >= 1");
   if (label_map.size() != clips.class_names.size()) {
@@ -403,6 +405,8 @@ Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::ve
   step.zero_sums();
   io::BatchReader reader(clips, chunks);
   for (const std::vector<size_t>& chunk : chunks) {
+    if (should_stop && should_stop())
+      fail("evaluate: stopped after {} of {} batches", ev.steps, chunks.size());
     std::vector<int> classes;
     for (size_t i : chunk) classes.push_back(label_map[static_cast<size_t>(clips.labels[i])]);
     const std::vector<double> probs = step.run(reader.next(), classes).to_vector();

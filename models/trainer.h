@@ -131,12 +131,15 @@ struct Evaluation {
 // clip set's label i (classes matched by name; see match_classes). Each batch is one step of
 // models/inference_step.h: with cuda_graphs on a CUDA device, the batches of the first size
 // replay a CUDA graph after two direct ones (the same results). The loss and the correct count
-// are summed on the device; the host reads each batch's probabilities.
+// are summed on the device; the host reads each batch's probabilities. `should_stop`, polled
+// before each batch, ends the evaluation with an error when it returns true (Ctrl-C).
 Evaluation evaluate(Sequential& model, const io::ClipSet& clips, const std::vector<size_t>& indices,
-                    size_t batch_size, const std::vector<int>& label_map, bool cuda_graphs = false);
+                    size_t batch_size, const std::vector<int>& label_map, bool cuda_graphs = false,
+                    const std::function<bool()>& should_stop = nullptr);
 // The same with a step that lives across calls (its graph kept: a run's validation passes).
 Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::vector<size_t>& indices,
-                    size_t batch_size, const std::vector<int>& label_map);
+                    size_t batch_size, const std::vector<int>& label_map,
+                    const std::function<bool()>& should_stop = nullptr);
 // The (T, H, W, C) of the clip set's clips.
 Shape clip_shape(const io::ClipSet& clips);
 

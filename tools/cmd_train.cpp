@@ -73,7 +73,7 @@ void add_train_command(CLI::App& app) {
                 "Keep the last weights when early stopping ends training");
   cmd->add_option("--reduce-lr-factor", args->reduce_lr_factor,
                   "ReduceLROnPlateau factor (0: off; seed 001 uses 0.2)")
-      ->check(finite_in(0.0, 1.0));
+      ->check(finite_in(0.0, 1.0, /*below_hi=*/true));
   cmd->add_option("--reduce-lr-patience", args->reduce_lr_patience, "ReduceLROnPlateau patience")
       ->capture_default_str()
       ->check(integer_in(0, 1000000));
@@ -115,21 +115,34 @@ void add_train_command(CLI::App& app) {
     a.epochs_given = cmd->count("--epochs") > 0;
     a.lr_given = cmd->count("--lr") > 0;
     a.cache_given = cmd->count("--cache") > 0;
-    if (!a.resume.empty()) {
-      // A resumed run continues as it was defined; only where and how it runs may change.
-      for (const char* option :
-           {"--batch-size", "--optimizer", "--lr", "--rmsprop-epsilon-inside", "--patience", "--monitor",
-            "--no-restore-best", "--reduce-lr-factor", "--reduce-lr-patience", "--test-split",
-            "--validation-split", "--shuffle-validation", "--seed", "--flip", "--brightness", "--contrast",
-            "--noise", "--num-classes", "--overwrite"}) {
-        if (cmd->count(option) > 0) {
-          fail(
-              "{} with --resume: a resumed run keeps the settings it started with; only --epochs, --cache, "
-              "--device, --workers, --stream, --eval-batch-size, --cuda-graphs and --tf32 may change (start "
-              "a new run with --weights {} to train on with other settings)",
-              option, a.resume);
-        }
-      }
+    // What defines a run (for --resume, which keeps them; tools/training.cpp check_combinations).
+    for (const char* option : {"--data",
+                               "--model",
+                               "--weights",
+                               "--out",
+                               "--overwrite",
+                               "--classes",
+                               "--num-classes",
+                               "--frames",
+                               "--size",
+                               "--batch-size",
+                               "--optimizer",
+                               "--lr",
+                               "--rmsprop-epsilon-inside",
+                               "--patience",
+                               "--monitor",
+                               "--no-restore-best",
+                               "--reduce-lr-factor",
+                               "--reduce-lr-patience",
+                               "--test-split",
+                               "--validation-split",
+                               "--shuffle-validation",
+                               "--seed",
+                               "--flip",
+                               "--brightness",
+                               "--contrast",
+                               "--noise"}) {
+      if (cmd->count(option) > 0) a.settings_given.push_back(option);
     }
     if (a.resume.empty()) {
       if (a.data.root.empty()) fail("train: --data is required (or --resume)");

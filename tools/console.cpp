@@ -80,7 +80,10 @@ void Console::note(const std::string& text) {
 }
 
 void install_interrupt_handler() {
-  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, on_interrupt);
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    // A signal the caller ignores stays ignored (nohup ignores SIGHUP, a shell's background job SIGINT).
+    if (std::signal(signal, on_interrupt) == SIG_IGN) std::signal(signal, SIG_IGN);
+  }
 }
 
 bool interrupted() { return g_interrupted.load(); }

@@ -28,8 +28,8 @@ class Console {
 };
 
 // Installs a handler of SIGINT (Ctrl-C), SIGTERM (kill, a batch system's time limit) and SIGHUP (a
-// closed terminal) that raises the flag instead of ending the process; a second such signal ends
-// it as usual.
+// closed terminal) that raises the flag instead of ending the process; the same signal a second
+// time ends it as usual. A signal the process inherited as ignored (nohup's SIGHUP) stays ignored.
 void install_interrupt_handler();
 bool interrupted();
 

@@ -42,16 +42,19 @@ void require_new_output(const std::string& output, const std::vector<std::string
   if (!overwrite) fail("{} {}: the file exists (add --overwrite to replace it)", option, output);
 }
 
-const std::vector<std::string>& run_files() {
-  static const std::vector<std::string> files = {"last.h5",         "best.h5",       "model.h5",
-                                                 "history.csv",     "report.txt",    "report.json",
-                                                 "predictions.csv", "confusion.png", "curves.png"};
-  return files;
-}
-
 const std::vector<std::string>& report_files() {
   static const std::vector<std::string> files = {"report.txt", "report.json", "predictions.csv",
                                                  "confusion.png"};
+  return files;
+}
+
+const std::vector<std::string>& run_files() {
+  static const std::vector<std::string> files = [] {
+    std::vector<std::string> all = {"last.h5", "best.h5", "model.h5", "history.csv"};
+    all.insert(all.end(), report_files().begin(), report_files().end());
+    all.push_back("curves.png");
+    return all;
+  }();
   return files;
 }
 

@@ -31,6 +31,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The checkpoint --resume names: the file, or a run directory's last.h5.
+std::string resume_checkpoint(const std::string& resume) {
+  return fs::is_directory(resume) ? (fs::path(resume) / "last.h5").string() : resume;
+}
+
 nlohmann::json to_json(const TrainArgs& a) {
   return {{"model", a.model},
           {"data",
@@ -273,17 +278,20 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
 // brings its own architecture.
 void check_combinations(const TrainArgs& given) {
   if (!given.resume.empty()) {
-    const std::pair<const char*, bool> defined_by_the_run[] = {
-        {"--data", !given.data.root.empty()},       {"--model", given.model_given},
-        {"--weights", !given.init_weights.empty()}, {"--out", !given.out_dir.empty()},
-        {"--classes", !given.data.classes.empty()}, {"--frames / --size", given.data.shape_given}};
-    for (const auto& [option, set] : defined_by_the_run) {
-      if (set) {
+    const std::string checkpoint = resume_checkpoint(given.resume);
+    for (const std::string& option : given.settings_given) {
+      if (option == "--overwrite") {
         fail(
-            "--resume {}: the run is continued with its own settings; {} cannot be changed (start a new run "
-            "with --weights {}/last.h5 for that)",
-            given.resume, option, given.resume);
+            "--overwrite with --resume: a resumed run goes on in its own directory, replacing only its own "
+            "files");
       }
+      fail(
+          "{} with --resume: a resumed run keeps the settings it started with; only --epochs, --cache, "
+          "--device, "
+          "--workers, --stream, --eval-batch-size, --cuda-graphs and --tf32 may change (to change {}, start "
+          "a "
+          "new run from the checkpoint: --weights {})",
+          option, option, checkpoint);
     }
   }
   if (!given.init_weights.empty() && given.model_given) {
@@ -300,7 +308,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   models::LoadedModel checkpoint;
   bool resuming = false;
   if (!given.resume.empty()) {
-    const std::string path = fs::is_directory(given.resume) ? given.resume + "/last.h5" : given.resume;
+    const std::string path = resume_checkpoint(given.resume);
     checkpoint = models::load_model(path);
     const nlohmann::json& state = checkpoint.extras.training_state;
     if (!state.is_object() || !state.contains("run") || !state.contains("epoch") ||
@@ -314,10 +322,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       fail("--resume {}: the record of its run is malformed ({})", path, e.what());
     }
     args.out_dir = fs::path(path).parent_path().string();
+    if (args.out_dir.empty()) args.out_dir = ".";  // --resume last.h5 inside the run directory
     // From another checkpoint than the run's last.h5 (best.h5, say): refused where the run went on
     // past it, since resuming would replace the later epochs' last.h5, history and model.
     const int epoch = state.at("epoch").get<int>();
-    const fs::path last = fs::path(args.out_dir.empty() ? "." : args.out_dir) / "last.h5";
+    const fs::path last = fs::path(args.out_dir) / "last.h5";
     std::error_code error;
     if (fs::exists(last, error) && !fs::equivalent(path, last, error)) {
       const nlohmann::json later = models::load_model(last.string()).extras.training_state;
@@ -331,8 +340,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
             "would "
             "replace epochs {}-{}: resume {} to continue the run, or train a new one from this file with "
             "--weights {} --out NEW_DIR",
-            path, epoch, args.out_dir.empty() ? "." : args.out_dir, last_epoch, last.string(), epoch + 1,
-            last_epoch, args.out_dir.empty() ? "." : args.out_dir, path);
+            path, epoch, args.out_dir, last_epoch, last.string(), epoch + 1, last_epoch, args.out_dir, path);
       }
     }
     resuming = true;
@@ -521,8 +529,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   if (!split.test.empty()) {
     std::vector<int> identity(static_cast<size_t>(K));
     for (int k = 0; k < K; ++k) identity[k] = k;
-    outcome.test = models::evaluate(model, clips, split.test, args.eval_batch_size, identity);
-    if (interrupted()) {
+    try {
+      outcome.test = models::evaluate(model, clips, split.test, args.eval_batch_size, identity, false,
+                                      [] { return interrupted(); });
+    } catch (const Error&) {
+      if (!interrupted()) throw;
       fail(
           "interrupted during the test evaluation: the trained model is saved in {}/model.h5; evaluate it "
           "with: "

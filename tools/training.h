@@ -33,9 +33,10 @@ struct DataArgs {
 };
 
 struct TrainArgs {
-  std::string model = "lrcn";  // zoo name or spec file
-  std::string init_weights;    // start from this model file (hisvid's or Keras's)
-  std::string resume;          // a checkpoint (last.h5) or the directory holding it
+  std::vector<std::string> settings_given;  // the options that define a run, as given (--resume refuses them)
+  std::string model = "lrcn";               // zoo name or spec file
+  std::string init_weights;                 // start from this model file (hisvid's or Keras's)
+  std::string resume;                       // a checkpoint (last.h5) or the directory holding it
   DataArgs data;
   int epochs = 70;
   size_t batch_size = 4;

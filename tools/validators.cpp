@@ -21,14 +21,16 @@ bool parse_number(const std::string& text, double& value) {
 
 }  // namespace
 
-CLI::Validator finite_in(double lo, double hi) {
+CLI::Validator finite_in(double lo, double hi, bool below_hi) {
   return CLI::Validator(
-      [lo, hi](std::string& text) {
+      [lo, hi, below_hi](std::string& text) {
         double v = 0;
-        if (parse_number(text, v) && std::isfinite(v) && v >= lo && v <= hi) return std::string();
-        return fmt::format("'{}' is not a number from {:g} to {:g}", text, lo, hi);
+        if (parse_number(text, v) && std::isfinite(v) && v >= lo && (below_hi ? v < hi : v <= hi))
+          return std::string();
+        return fmt::format("'{}' is not a number from {:g} to {}{:g}", text, lo, below_hi ? "below " : "",
+                           hi);
       },
-      fmt::format("NUMBER in [{:g}, {:g}]", lo, hi));
+      fmt::format("NUMBER in [{:g}, {:g}{}", lo, hi, below_hi ? ")" : "]"));
 }
 
 CLI::Validator finite_positive() {

@@ -8,8 +8,8 @@
 
 namespace hisvid::tools {
 
-// A finite number (NaN and infinity refused) in [lo, hi].
-CLI::Validator finite_in(double lo, double hi);
+// A finite number (NaN and infinity refused) in [lo, hi], or in [lo, hi) with `below_hi`.
+CLI::Validator finite_in(double lo, double hi, bool below_hi = false);
 // A finite number > 0.
 CLI::Validator finite_positive();
 // A whole number in [lo, hi] written in digits (an optional leading minus sign).
