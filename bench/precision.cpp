@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -179,8 +180,12 @@ int run_all(const Args& args) {
   if (args.cuda_graphs && !device.is_cuda()) {
     fail("--cuda-graphs needs a CUDA device, and --device {} is {}", args.device, device.str());
   }
-  for (const std::string& name : model_names) {
-    models::load_spec(name);  // an unknown name fails before any work
+  const std::vector<std::string> zoo = models::zoo_names();
+  for (const std::string& name : model_names) {  // an unknown name fails before any work
+    if (std::find(zoo.begin(), zoo.end(), name) == zoo.end() && !std::filesystem::is_regular_file(name)) {
+      fail("--models: '{}' is neither a zoo model ({}) nor a JSON spec file", name, fmt::join(zoo, ", "));
+    }
+    models::load_spec(name);  // a spec file's own errors name the file
   }
 
   io::SyntheticSpec spec;

@@ -175,9 +175,13 @@ std::vector<Candidate> list_videos(const std::string& root, const std::vector<st
   std::vector<Candidate> candidates;
   for (size_t label = 0; label < classes.size(); ++label) {
     const fs::path folder = fs::path(root) / classes[label];
+    // Video files, and broken links with a video's name: those are then skipped and named with
+    // the files that cannot be decoded, not passed over in silence. (Not FIFOs or devices, which a
+    // decoder could wait on forever.)
     const std::vector<std::string> files = sorted_entries(folder, [](const fs::directory_entry& entry) {
       std::error_code error;
-      return entry.is_regular_file(error) && has_video_extension(entry.path());
+      const bool broken_link = entry.is_symlink(error) && !fs::exists(entry.path(), error);
+      return (entry.is_regular_file(error) || broken_link) && has_video_extension(entry.path());
     });
     if (files.empty()) {
       fail("{}: class '{}' has no video files (looked for {})", folder.string(), classes[label],

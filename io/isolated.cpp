@@ -1,5 +1,6 @@
 #include "io/isolated.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,7 +22,11 @@ void probe_in_child(const std::string& what, const std::function<void()>& work, 
   const pid_t child = ::fork();
   if (child < 0) return;  // no process to spare: the caller's read runs unguarded, as before
   if (child == 0) {
-    // The child only reads: no exit handlers, no flushing of the parent's buffers.
+    // The child only reads: no exit handlers, no flushing of the parent's buffers. What a crash
+    // inside the library prints (glibc's "malloc(): memory corruption", HDF5's error stack) would
+    // reach the user beside the parent's one message: the child's stderr goes nowhere.
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null >= 0) ::dup2(null, STDERR_FILENO);
     int status = 0;
     try {
       work();

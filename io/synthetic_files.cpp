@@ -160,7 +160,8 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
 
   if (fs::exists(out) && !fs::is_directory(out)) fail("{}: exists and is not a directory", out.string());
   // A marker whose writing was interrupted is ours too: it does not make the directory foreign.
-  fs::remove(out / (kPartialPrefix + std::string(kMarkerName)));
+  const fs::path partial_marker = out / (kPartialPrefix + std::string(kMarkerName));
+  if (fs::exists(partial_marker)) fs::remove(partial_marker);  // (a read-only out is then named below)
   const bool had_content = fs::exists(out) && !fs::is_empty(out);
   const json previous = fs::exists(out) ? read_marker(marker) : json(nullptr);
   if (had_content && previous.is_null()) {

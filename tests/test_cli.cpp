@@ -255,12 +255,14 @@ TEST_F(Cli, CorruptAndShortVideosAreSkippedAndNamed) {
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     std::ofstream(dir_ / "mixed/Shrink/truncated.avi", std::ios::binary).write(head.data(), 1024);
   }
+  fs::create_symlink(dir_ / "no_such_video.avi", dir_ / "mixed/Grow/broken.avi");  // a dangling link
   const Result r =
       run(dir_, {"train", "--data", "mixed", "--epochs", "1", "--out", "mixed_run", "--cache", "none"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "skipped 2 files")) << r.output;
+  EXPECT_TRUE(contains(r.output, "skipped 3 files")) << r.output;
   EXPECT_TRUE(contains(r.output, "fake.avi")) << r.output;
   EXPECT_TRUE(contains(r.output, "truncated.avi")) << r.output;
+  EXPECT_TRUE(contains(r.output, "broken.avi: does not exist")) << r.output;
 }
 
 // A file at --cache that is not a clip cache is never replaced; a damaged cache of hisvid's own
