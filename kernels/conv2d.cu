@@ -801,13 +801,11 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
   // The timing runs accumulate into scratch, not into the call's gradients.
   const auto with_scratch = [&](const auto& time_with) {
     const size_t weights = size_t(k.g.KH) * k.g.KW * k.g.group_channels() * k.g.F;
-    DeviceBuffer scratch(sizeof(float) * (weights + k.g.F));
-    CUDA_CHECK(cudaMemsetAsync(scratch.get(), 0, scratch.bytes(), stream));
+    const TimingScratch scratch(sizeof(float) * (weights + k.g.F), nullptr, stream);
     Conv2dBackwardFilter<float> trial = k;
-    trial.dweight = static_cast<float*>(scratch.get());
+    trial.dweight = scratch.floats();
     trial.dbias = k.dbias != nullptr ? trial.dweight + weights : nullptr;
     time_with(trial);
-    CUDA_CHECK(cudaStreamSynchronize(stream));  // before scratch goes
   };
   run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
             backward_filter_candidates, direct_backward_filter, conv2d_backward_filter_direct_v2,

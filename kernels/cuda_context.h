@@ -329,6 +329,28 @@ std::optional<float> try_fastest_ms(const Run& run, cudaStream_t stream, const s
   }
 }
 
+// Device memory for the timing runs of a call whose own output they must not touch: `bytes`
+// holding a copy of `src`, or zeros where src is null, enqueued on `stream`; the stream is
+// synchronised before the memory goes. Throws (CUDA_CHECK) when the memory cannot be had.
+class TimingScratch {
+ public:
+  TimingScratch(size_t bytes, const void* src, cudaStream_t stream) : buffer_(bytes), stream_(stream) {
+    if (src != nullptr) {
+      CUDA_CHECK(cudaMemcpyAsync(buffer_.get(), src, bytes, cudaMemcpyDeviceToDevice, stream));
+    } else {
+      CUDA_CHECK(cudaMemsetAsync(buffer_.get(), 0, bytes, stream));
+    }
+  }
+  ~TimingScratch() { (void)cudaStreamSynchronize(stream_); }  // the timing runs are done with it
+  TimingScratch(const TimingScratch&) = delete;
+  TimingScratch& operator=(const TimingScratch&) = delete;
+  float* floats() const { return static_cast<float*>(buffer_.get()); }
+
+ private:
+  DeviceBuffer buffer_;
+  cudaStream_t stream_;
+};
+
 // Whether `stream` is being captured into a CUDA graph (where nothing can be timed).
 inline bool capturing(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;

@@ -779,20 +779,17 @@ void with_trial(const ConvLstmStepForward<float>& k, cudaStream_t, std::string&,
 template <typename Trial>
 void with_trial(const ConvLstmStepBackward<float>& k, cudaStream_t stream, std::string& failed,
                 const Trial& trial) {
-  const size_t bytes = sizeof(float) * static_cast<size_t>(k.N * k.P() * k.F);
-  std::optional<DeviceBuffer> dc;
+  std::optional<TimingScratch> dc;
   try {
-    dc.emplace(bytes);
+    dc.emplace(sizeof(float) * static_cast<size_t>(k.N * k.P() * k.F), k.dc, stream);
   } catch (const std::exception& e) {
     (void)cudaGetLastError();
     failed = std::string("no memory for the timing runs' copy of dc: ") + e.what();
     return;
   }
-  CUDA_CHECK(cudaMemcpyAsync(dc->get(), k.dc, bytes, cudaMemcpyDeviceToDevice, stream));
   ConvLstmStepBackward<float> copy = k;
-  copy.dc = static_cast<float*>(dc->get());
+  copy.dc = dc->floats();
   trial(copy);
-  CUDA_CHECK(cudaStreamSynchronize(stream));  // before dc's copy goes
 }
 
 // The default (`timed`) choice, per shape: at the shape's first representative step outside a
