@@ -143,6 +143,14 @@ std::string file_bytes(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// expect_refused, and the file `kept` (under dir) holds the same bytes after the refusal.
+void expect_refused_keeping(const fs::path& dir, const std::vector<std::string>& args,
+                            const std::vector<std::string>& fragments, const fs::path& kept) {
+  const std::string before = file_bytes(dir / kept);
+  expect_refused(dir, args, fragments);
+  EXPECT_EQ(file_bytes(dir / kept), before) << kept << " was changed by a refused command";
+}
+
 // A temporary directory holding a small generated dataset of 4 classes (two time-reversed pairs).
 class Cli : public ::testing::Test {
  protected:
@@ -278,12 +286,10 @@ TEST_F(Cli, CacheNeverReplacesAFileItDidNotWrite) {
   EXPECT_EQ(text, "definitely not HDF5");
 
   ASSERT_EQ(train("cache_run", 1).status, 0);  // writes clips.h5
-  const std::string before = file_bytes(dir_ / "cache_run/model.h5");
-  expect_refused(
+  expect_refused_keeping(
       dir_,
       {"train", "--data", "data", "--epochs", "1", "--out", "cache_run2", "--cache", "cache_run/model.h5"},
-      {"model.h5", "not a hisvid clip cache"});
-  EXPECT_EQ(file_bytes(dir_ / "cache_run/model.h5"), before);
+      {"model.h5", "not a hisvid clip cache"}, "cache_run/model.h5");
 
   // A hisvid cache cut in half keeps its marker: rebuilt.
   fs::resize_file(dir_ / "clips.h5", fs::file_size(dir_ / "clips.h5") / 2);
@@ -861,17 +867,14 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   // test report included); a model that names its classes refuses other names for its outputs.
   fs::create_directories(dir_ / "notes");
   std::ofstream(dir_ / "notes/report.txt") << "my report\n";
-  expect_refused(
+  expect_refused_keeping(
       dir_,
       {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache", "clips.h5", "--out", "notes"},
-      {"notes/report.txt", "--overwrite"});
-  EXPECT_EQ(file_bytes(dir_ / "notes/report.txt"), "my report\n");
-  const std::string report_bytes = file_bytes(dir_ / "kept/report.txt");
-  expect_refused(
+      {"notes/report.txt", "--overwrite"}, "notes/report.txt");
+  expect_refused_keeping(
       dir_,
       {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache", "clips.h5", "--out", "kept"},
-      {"kept/report.txt", "--overwrite"});
-  EXPECT_EQ(file_bytes(dir_ / "kept/report.txt"), report_bytes);
+      {"kept/report.txt", "--overwrite"}, "kept/report.txt");
   const Result reported = run(dir_, {"evaluate", "--weights", "kept/model.h5", "--data", "data", "--cache",
                                      "clips.h5", "--out", "notes", "--overwrite"});
   EXPECT_EQ(reported.status, 0) << reported.output;
