@@ -975,10 +975,23 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
     EXPECT_TRUE(contains(r.output, option + ": ")) << option << " " << value << ": " << r.output;
     EXPECT_FALSE(fs::exists(dir_ / "m")) << option << " " << value;
   }
+  // An unknown device is refused before the run directory or the data are touched.
+  expect_refused(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "dv", "--device", "gpu"},
+                 {"--device gpu", "unknown device"});
+  EXPECT_FALSE(fs::exists(dir_ / "dv"));
   const Result unknown = run(dir_, {"trian", "--data", "data"});
   EXPECT_EQ(unknown.status, 1) << unknown.output;
   EXPECT_TRUE(contains(unknown.output, "'trian' is not a command (commands: train,")) << unknown.output;
   ASSERT_EQ(train("misread", 1).status, 0);
+  // convert never replaces a pipe or a device, --overwrite or not; predict --csv - is stdout.
+  ASSERT_EQ(mkfifo((dir_ / "pipe.keras").c_str(), 0644), 0);
+  expect_refused(dir_, {"convert", "misread/model.h5", "pipe.keras", "--overwrite"},
+                 {"pipe.keras", "not a regular file"});
+  EXPECT_TRUE(fs::is_fifo(dir_ / "pipe.keras"));
+  const Result to_stdout = run(dir_, {"predict", "--weights", "misread/model.h5", "data/Grow", "--csv", "-"});
+  EXPECT_EQ(to_stdout.status, 0) << to_stdout.output;
+  EXPECT_TRUE(contains(to_stdout.output, "video,class_1,probability_1")) << to_stdout.output;
+  EXPECT_FALSE(fs::exists(dir_ / "-"));
   const Result negative =
       run(dir_, {"evaluate", "--weights", "misread/model.h5", "--data", "data", "--batch-size", "-1"});
   EXPECT_NE(negative.status, 0) << negative.output;

@@ -60,7 +60,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args] {
     Console console;
-    const Device device = parse_device(args->device);
+    const Device device = device_option(args->device);
     if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     if (args->tf32) tf32_on(args->device);
     // A graph step needs its 2 direct steps and the capture before it is timed.

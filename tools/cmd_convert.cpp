@@ -29,7 +29,7 @@ void add_convert_command(CLI::App& app) {
   cmd->callback([args] {
     namespace fs = std::filesystem;
     std::error_code error;
-    require_output_directory(args->output, "convert: the output");
+    require_writable_output(args->output, "convert: the output");
     if (fs::exists(args->output, error)) {
       if (fs::equivalent(args->input, args->output, error)) {
         fail("convert: the output {} is the input file itself", args->output);

@@ -88,7 +88,8 @@ void add_predict_command(CLI::App& app) {
   cmd->add_option("--rolling", args->rolling,
                   "Label each frame with the mean of the last K predictions of the sliding frames window")
       ->check(integer_in(1, 100000));
-  cmd->add_option("--csv", args->csv, "Write the predictions as CSV (default for folders: stdout)")
+  cmd->add_option("--csv", args->csv,
+                  "Write the predictions as CSV to this file, or '-' for stdout (the default for folders)")
       ->check(non_empty());
   cmd->add_option("--batch-size", args->batch_size, "Inference batch size")
       ->capture_default_str()
@@ -98,12 +99,15 @@ void add_predict_command(CLI::App& app) {
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args] {
     Console console;
+    (void)device_option(args->device);            // before any work
+    const bool csv_to_stdout = args->csv == "-";  // the usual name of standard output
+    if (csv_to_stdout) args->csv.clear();
     if (args->tf32) tf32_on(args->device);
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     const int K = loaded.model.num_classes();
-    loaded.model.to(parse_device(args->device));
+    loaded.model.to(device_option(args->device));
     DataArgs data;
     data.follow_model(loaded.model);
     const io::ExtractionSettings settings = data.extraction();
@@ -152,7 +156,7 @@ void add_predict_command(CLI::App& app) {
       if (args->rolling > 0) {
         if (!args->csv.empty()) {
           models::write_text_atomically(args->csv, csv);
-        } else if (args->out.empty()) {
+        } else if (args->out.empty() || csv_to_stdout) {
           std::cout << csv;
         }
       }
@@ -179,7 +183,7 @@ void add_predict_command(CLI::App& app) {
     if (clips.empty()) fail("none of the {} videos could be read", videos.size());
     const std::vector<std::vector<double>> probs =
         models::classify_clips(loaded.model, clips, settings, args->batch_size);
-    const bool as_csv = any_folder || !args->csv.empty() || usable.size() > 1;
+    const bool as_csv = any_folder || csv_to_stdout || !args->csv.empty() || usable.size() > 1;
     // A binary model's one output is the probability of its positive class (its second name).
     const bool binary = loaded.model.binary();
     std::string csv = "video";

@@ -18,6 +18,22 @@ namespace hisvid::tools {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// Fails, naming `option` and `what`, when `dir` is the directory of a training run in progress
+// (its .hisvid-lock held): that run rewrites its files at every epoch.
+void require_no_run_in_progress(const fs::path& dir, const std::string& option, const std::string& what) {
+  const std::string lock_path = (dir / ".hisvid-lock").string();
+  const int fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // releases the shared lock when it was had
+  if (held)
+    fail("{} {}: a hisvid training run is writing that directory; choose another place", option, what);
+}
+
+}  // namespace
+
 void require_output_directory(const std::string& output, const std::string& option) {
   const fs::path parent = fs::path(output).parent_path();
   if (parent.empty()) return;  // the working directory
@@ -27,9 +43,20 @@ void require_output_directory(const std::string& output, const std::string& opti
   if (!fs::is_directory(status)) fail("{} {}: {} is not a directory", option, output, parent.string());
 }
 
+void require_writable_output(const std::string& output, const std::string& option) {
+  require_output_directory(output, option);
+  const fs::path parent = fs::path(output).parent_path();
+  require_no_run_in_progress(parent.empty() ? fs::path(".") : parent, option, output);
+  std::error_code error;
+  const fs::file_status status = fs::status(output, error);
+  if (fs::exists(status) && !fs::is_regular_file(status))
+    fail("{} {}: exists and is not a regular file (a directory, device or pipe is never replaced)", option,
+         output);
+}
+
 void require_new_output(const std::string& output, const std::vector<std::string>& inputs, bool overwrite,
                         const std::string& option) {
-  require_output_directory(output, option);
+  require_writable_output(output, option);
   std::error_code error;
   const fs::file_status status = fs::status(output, error);
   if (!fs::exists(status)) return;
@@ -64,13 +91,7 @@ void require_new_reports(const std::string& dir, const std::vector<std::string>&
   if (!fs::exists(status)) return;
   if (!fs::is_directory(status))
     fail("--out {}: is a file, not a directory (the reports go into a directory)", dir);
-  const std::string lock_path = (fs::path(dir) / ".hisvid-lock").string();
-  const int fd = ::open(lock_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-    ::close(fd);  // releases the shared lock when it was had
-    if (held) fail("--out {}: a hisvid training run is writing this directory; choose another --out", dir);
-  }
+  require_no_run_in_progress(dir, "--out", dir);
   for (const std::string& file : report_files()) {
     require_new_output((fs::path(dir) / file).string(), inputs, overwrite, "--out");
   }

@@ -17,6 +17,9 @@ void require_new_output(const std::string& output, const std::vector<std::string
 // Fails, naming `option` and the file, unless the directory `output` goes into exists (checked
 // before any work, so that a command does not compute for minutes and then fail to write).
 void require_output_directory(const std::string& output, const std::string& option);
+// require_output_directory, and fails too when that directory is a training run's in progress
+// or `output` exists and is not a regular file (a directory, a device such as /dev/null, a FIFO).
+void require_writable_output(const std::string& output, const std::string& option);
 
 // The files a training run writes into its directory.
 const std::vector<std::string>& run_files();

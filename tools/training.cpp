@@ -227,6 +227,14 @@ io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm
                            clips.streamed()   ? " (streamed from the clip cache " + clips.cache_file + ")"
                            : clips.from_cache ? " (read from the clip cache " + clips.cache_file + ")"
                                               : ""));
+  for (const std::string& name : clips.class_names) {
+    if (name.find(',') != std::string::npos) {
+      console.note(fmt::format(
+          "warning: class '{}' has a comma in its name: --classes and --model-classes cannot name it (rename "
+          "its folder)",
+          name));
+    }
+  }
   if (!clips.skipped.empty()) {
     console.note(fmt::format("skipped {} files:", clips.skipped.size()));
     for (const io::SkippedFile& s : clips.skipped) console.note("  " + s.path + ": " + s.reason);
@@ -348,6 +356,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
                              checkpoint.extras.training_state["epoch"].get<int>()));
   }
   if (args.out_dir.empty()) fail("train: no output directory (--out)");
+  (void)device_option(args.device);  // before the run directory and the data
   if (args.epochs < 1) fail("train: --epochs must be >= 1, got {}", args.epochs);
   // A data-parallel run (mpirun): rank 0 owns the run directory and writes every file.
   Communicator& comm = world();
@@ -365,7 +374,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
                           std::vector<std::string>{args.init_weights, args.data.cache});
   comm.barrier();
-  Device device = parse_device(args.device);
+  Device device = device_option(args.device);
   if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
     device = Device::cuda(comm.local_rank());  // one GPU per rank of a machine
   }
@@ -552,8 +561,19 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   return outcome;
 }
 
+Device device_option(const std::string& device_arg) {
+  Device device = Device::cpu();
+  try {
+    device = parse_device(device_arg);
+  } catch (const Error& e) {
+    fail("--device {}: {}", device_arg, e.what());
+  }
+  if (device.is_cuda() && !cuda_available()) fail("--device {}: {}", device_arg, cuda_unavailable_reason());
+  return device;
+}
+
 Device cuda_device_for(const char* option, const std::string& device_arg) {
-  const Device on = parse_device(device_arg);
+  const Device on = device_option(device_arg);
   if (!on.is_cuda()) {
     fail("{} needs a CUDA device, not --device {}{}", option, device_arg,
          device_arg == on.str() ? "" : fmt::format(" ({} here)", on.str()));

@@ -115,5 +115,8 @@ void tf32_on(const std::string& device_arg, bool enable = true);
 // The device of --device `device_arg` for an option that needs a GPU: fails, naming `option` and
 // the device, unless it is a CUDA device.
 Device cuda_device_for(const char* option, const std::string& device_arg);
+// The device --device names (cpu, cuda, cuda:N, auto), checked before any work: an unknown name,
+// or CUDA where there is none, fails naming --device.
+Device device_option(const std::string& device_arg);
 
 }  // namespace hisvid::tools
