@@ -42,6 +42,14 @@ Sequential load_spec(const std::string& model, int classes) {
     // Only a regular file of a reasonable size: /dev/zero or a FIFO would be read forever.
     if (!std::filesystem::is_regular_file(status))
       fail("--model {}: not a regular file (a JSON spec is expected)", model);
+    {  // A model file (HDF5's signature, a .keras zip's) where a spec was expected: name its option.
+      std::ifstream probe(model, std::ios::binary);
+      char head[8] = {};
+      probe.read(head, sizeof head);
+      const std::string start(head, static_cast<size_t>(probe.gcount()));
+      if (start == std::string("\x89HDF\r\n\x1a\n", 8) || start.rfind("PK\x03\x04", 0) == 0)
+        fail("--model {}: a model file, not a JSON spec; give model files with --weights", model);
+    }
     const uintmax_t size = std::filesystem::file_size(model, error);
     if (error || size > kMaxSpecBytes) {
       fail("--model {}: {} bytes, more than a model spec may hold ({} bytes)", model, size, kMaxSpecBytes);

@@ -349,6 +349,9 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   const Result bad_model = run(dir_, {"summary", "--model", "lrcnn"});
   EXPECT_EQ(bad_model.status, 1);
   EXPECT_TRUE(contains(bad_model.output, "hisvid: error: ")) << bad_model.output;
+  // A model file where a spec goes: the option that takes it is named.
+  ASSERT_EQ(train("summarised", 1).status, 0);
+  expect_refused(dir_, {"summary", "--model", "summarised/model.h5"}, {"a model file", "--weights"});
 }
 
 // A switch in the environment that is none of its values (0, 1, all) is an error naming it,

@@ -535,6 +535,12 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     if (log.epoch >= first_epoch) step_times.push_back(log.ms_per_step);
   }
   outcome.train_ms_per_step = bench::median(step_times);  // 0 when no epoch ran here
+  if (split.test.empty()) {
+    console.note(fmt::format(
+        "no test clips (--test-split 0): {}/ holds the model and history.csv, but no report, predictions or "
+        "plots",
+        args.out_dir));
+  }
   if (!split.test.empty()) {
     std::vector<int> identity(static_cast<size_t>(K));
     for (int k = 0; k < K; ++k) identity[k] = k;
