@@ -29,7 +29,7 @@ nlohmann::json zoo_spec(const std::string& name) {
   return nlohmann::json::parse(it->second);
 }
 
-Sequential load_spec(const std::string& model, int classes) {
+Sequential load_spec(const std::string& model, int classes, const std::string& option) {
   Sequential net = [&] {
     if (zoo_texts().count(model) > 0) return Sequential::from_json(zoo_spec(model), "zoo model " + model);
     std::error_code error;
@@ -37,25 +37,25 @@ Sequential load_spec(const std::string& model, int classes) {
     if (!std::filesystem::exists(status)) {
       std::string known;
       for (const std::string& n : zoo_names()) known += (known.empty() ? "" : ", ") + n;
-      fail("--model '{}' is neither a zoo model ({}) nor a JSON spec file", model, known);
+      fail("{} '{}' is neither a zoo model ({}) nor a JSON spec file", option, model, known);
     }
     // Only a regular file of a reasonable size: /dev/zero or a FIFO would be read forever.
     if (!std::filesystem::is_regular_file(status))
-      fail("--model {}: not a regular file (a JSON spec is expected)", model);
+      fail("{} {}: not a regular file (a JSON spec is expected)", option, model);
     {  // A model file (HDF5's signature, a .keras zip's) where a spec was expected: name its option.
       std::ifstream probe(model, std::ios::binary);
       char head[8] = {};
       probe.read(head, sizeof head);
       const std::string start(head, static_cast<size_t>(probe.gcount()));
       if (start == std::string("\x89HDF\r\n\x1a\n", 8) || start.rfind("PK\x03\x04", 0) == 0)
-        fail("--model {}: a model file, not a JSON spec; give model files with --weights", model);
+        fail("{} {}: a model file, not a JSON spec; give model files with --weights", option, model);
     }
     const uintmax_t size = std::filesystem::file_size(model, error);
     if (error || size > kMaxSpecBytes) {
-      fail("--model {}: {} bytes, more than a model spec may hold ({} bytes)", model, size, kMaxSpecBytes);
+      fail("{} {}: {} bytes, more than a model spec may hold ({} bytes)", option, model, size, kMaxSpecBytes);
     }
     std::ifstream file(model, std::ios::binary);
-    if (!file) fail("--model {}: cannot be read", model);
+    if (!file) fail("{} {}: cannot be read", option, model);
     std::stringstream text;
     text << file.rdbuf();
     nlohmann::json spec;

@@ -19,8 +19,8 @@ nlohmann::json zoo_spec(const std::string& name);
 constexpr uintmax_t kMaxSpecBytes = uintmax_t(16) << 20;
 
 // Resolves a --model argument: a zoo name, or the path of a JSON spec file (a regular file of at
-// most kMaxSpecBytes). classes > 0 sets the units of the final Dense layer. The model is not
-// built.
-Sequential load_spec(const std::string& model, int classes = 0);
+// most kMaxSpecBytes). classes > 0 sets the units of the final Dense layer. Errors name `option`,
+// the argument the name came from. The model is not built.
+Sequential load_spec(const std::string& model, int classes = 0, const std::string& option = "--model");
 
 }  // namespace hisvid::models

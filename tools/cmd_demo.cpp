@@ -52,7 +52,7 @@ void add_demo_command(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args] {
     Console console;
-    (void)device_option(args->device);  // before any work
+    const Device device = device_option(args->device);  // before any work
     std::error_code error;
     for (const char* model : {"lrcn", "convlstm"}) {
       if (std::filesystem::exists(std::filesystem::path(args->out) / model / "model.h5", error)) {
@@ -88,13 +88,12 @@ void add_demo_command(CLI::App& app) {
       console.line(
           fmt::format("\n== training {} on {} (Adam, batch 4, at most {} epochs, EarlyStopping(val_loss, "
                       "patience {}, restore_best_weights))",
-                      model, device_option(args->device).str(), a.epochs, args->patience));
+                      model, device.str(), a.epochs, args->patience));
       outcomes.push_back(run_training(a, console));
     }
     const double minutes =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60.0;
-    console.line("\n== the seeds' comparison, on the built-in dataset (" + device_option(args->device).str() +
-                 ")");
+    console.line("\n== the seeds' comparison, on the built-in dataset (" + device.str() + ")");
     console.line(fmt::format("{:<10}{:>10}{:>8}{:>10}{:>10}{:>10}{:>16}{:>16}", "model", "params", "epochs",
                              "test loss", "accuracy", "macro F1", "train ms/step", "eval ms/step"));
     for (const TrainOutcome& o : outcomes) {

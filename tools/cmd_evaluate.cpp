@@ -49,7 +49,7 @@ void add_evaluate_command(CLI::App& app) {
                 "results)");
   cmd->callback([args, classes] {
     Console console;
-    (void)device_option(args->device);  // before any work
+    const Device device = device_option(args->device);  // before any work
     if (!args->out_dir.empty())
       require_new_reports(args->out_dir, {args->weights, args->data.cache}, args->overwrite);
     if (args->tf32) tf32_on(args->device);
@@ -105,7 +105,7 @@ void add_evaluate_command(CLI::App& app) {
       console.note(fmt::format("binary classifier: its output is the probability of the positive class '{}'",
                                model_classes[1]));
     }
-    loaded.model.to(device_option(args->device));
+    loaded.model.to(device);
     const models::Evaluation ev =
         models::evaluate(loaded.model, clips, indices, args->batch_size, label_map, args->cuda_graphs);
     const models::ClassificationReport report =

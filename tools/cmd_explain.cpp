@@ -49,7 +49,7 @@ void add_explain_command(CLI::App& app) {
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args] {
     Console console;
-    (void)device_option(args->device);  // before any work
+    const Device device = device_option(args->device);  // before any work
     if (fs::path(args->out).extension() != ".avi") {
       fail("--out {}: the explained video is written as MJPG in an AVI file: name it .avi", args->out);
     }
@@ -80,7 +80,7 @@ void add_explain_command(CLI::App& app) {
     }
     const int layer = args->layer.empty() ? models::default_explain_layer(model)
                                           : models::explain_layer_by_name(model, args->layer);
-    model.to(device_option(args->device));
+    model.to(device);
     DataArgs data;
     data.follow_model(model);
     const io::ExtractionSettings settings = data.extraction();

@@ -99,15 +99,15 @@ void add_predict_command(CLI::App& app) {
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
   cmd->callback([args] {
     Console console;
-    (void)device_option(args->device);            // before any work
-    const bool csv_to_stdout = args->csv == "-";  // the usual name of standard output
+    const Device device = device_option(args->device);  // before any work
+    const bool csv_to_stdout = args->csv == "-";        // the usual name of standard output
     if (csv_to_stdout) args->csv.clear();
     if (args->tf32) tf32_on(args->device);
     models::LoadedModel loaded = models::load_model(args->weights);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     const int K = loaded.model.num_classes();
-    loaded.model.to(device_option(args->device));
+    loaded.model.to(device);
     DataArgs data;
     data.follow_model(loaded.model);
     const io::ExtractionSettings settings = data.extraction();

@@ -91,7 +91,6 @@ void require_new_reports(const std::string& dir, const std::vector<std::string>&
   if (!fs::exists(status)) return;
   if (!fs::is_directory(status))
     fail("--out {}: is a file, not a directory (the reports go into a directory)", dir);
-  require_no_run_in_progress(dir, "--out", dir);
   for (const std::string& file : report_files()) {
     require_new_output((fs::path(dir) / file).string(), inputs, overwrite, "--out");
   }
