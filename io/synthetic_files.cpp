@@ -89,7 +89,7 @@ json read_marker(const fs::path& marker) {
   if (parsed.is_discarded() || !parsed.is_object() || parsed.value("generator", "") != kGeneratorName ||
       !parsed.contains("spec") || !parsed["spec"].is_object() || !parsed.contains("clips") ||
       !parsed["clips"].is_array()) {
-    fail("{}: not a marker written by {}; remove the directory or choose another out_dir", marker.string(),
+    fail("{}: not a marker written by {}; remove the directory or choose another one", marker.string(),
          kGeneratorName);
   }
   return parsed;
@@ -166,8 +166,8 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
   const json previous = fs::exists(out) ? read_marker(marker) : json(nullptr);
   if (had_content && previous.is_null()) {
     fail(
-        "{}: the directory is not empty and holds no {}, so make_synthetic_dataset did not write it; "
-        "refusing to write into it (choose a new or empty out_dir)",
+        "{}: the directory is not empty and holds no {}, so it is not a built-in dataset that hisvid "
+        "(make-dataset or demo) wrote; refusing to write into it (choose a new or empty directory)",
         out.string(), kMarkerName);
   }
 
@@ -239,9 +239,9 @@ std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const
   try {
     return make_dataset(spec, progress);
   } catch (const fs::filesystem_error& e) {
-    fail("make_synthetic_dataset: {}: {}", spec.out_dir, e.what());
+    fail("built-in dataset {}: {}", spec.out_dir, e.what());
   } catch (const json::exception& e) {
-    fail("make_synthetic_dataset: {}/{}: unexpected content: {}", spec.out_dir, kMarkerName, e.what());
+    fail("built-in dataset {}/{}: unexpected content: {}", spec.out_dir, kMarkerName, e.what());
   }
 }
 

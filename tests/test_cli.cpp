@@ -224,6 +224,12 @@ TEST_F(Cli, TrainEvaluatePredictAndTheCache) {
   int frames = 0;
   for (cv::Mat frame; capture.read(frame);) ++frames;
   EXPECT_EQ(frames, 24);
+  EXPECT_FALSE(contains(annotated.output, "--rolling 3:")) << annotated.output;  // 5 windows of 20 frames
+  // A rolling mean longer than the video's windows never fills: said, not silently shortened.
+  const Result long_mean = run(dir_, {"predict", "--weights", "run/model.h5", video, "--rolling", "9"});
+  ASSERT_EQ(long_mean.status, 0) << long_mean.output;
+  EXPECT_TRUE(contains(long_mean.output, "--rolling 9: " + video + " has 5 windows of 20 frames"))
+      << long_mean.output;
 }
 
 TEST_F(Cli, MissingEmptyAndUnusableData) {
@@ -352,6 +358,18 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   // A model file where a spec goes: the option that takes it is named.
   ASSERT_EQ(train("summarised", 1).status, 0);
   expect_refused(dir_, {"summary", "--model", "summarised/model.h5"}, {"a model file", "--weights"});
+  // bench names a bad --model before it prints anything.
+  const Result bad_bench = run(dir_, {"bench", "--model", "lrcnn", "--device", "cpu"});
+  EXPECT_EQ(bad_bench.status, 1) << bad_bench.output;
+  EXPECT_EQ(bad_bench.output.rfind("hisvid: error: --model 'lrcnn'", 0), 0u) << bad_bench.output;
+  // The demo's dataset folder holding someone else's files: refused in the user's words.
+  fs::create_directories(dir_ / "foreign_demo" / "data");
+  std::ofstream(dir_ / "foreign_demo" / "data" / "notes.txt") << "mine\n";
+  expect_refused_keeping(dir_, {"demo", "--out", "foreign_demo", "--device", "cpu"},
+                         {"foreign_demo/data", "not a built-in dataset that hisvid"},
+                         "foreign_demo/data/notes.txt");
+  const Result foreign = run(dir_, {"demo", "--out", "foreign_demo", "--device", "cpu"});
+  EXPECT_FALSE(contains(foreign.output, "make_synthetic_dataset")) << foreign.output;  // an internal name
 }
 
 // A switch in the environment that is none of its values (0, 1, all) is an error naming it,

@@ -17,6 +17,7 @@
 #include "engine/error.h"
 #include "models/sequential.h"
 #include "models/training_step.h"
+#include "models/zoo.h"
 #include "tools/commands.h"
 #include "tools/console.h"
 #include "tools/training.h"
@@ -61,6 +62,7 @@ void add_bench_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     const Device device = device_option(args->device);
+    models::load_spec(args->model, args->classes);  // a bad --model is named before any output
     if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     if (args->tf32) tf32_on(args->device);
     // A graph step needs its 2 direct steps and the capture before it is timed.

@@ -135,6 +135,14 @@ void add_predict_command(CLI::App& app) {
           io::decode_all_frames(path, settings.height, settings.width, !args->out.empty(), settings.channels);
       const size_t T = static_cast<size_t>(settings.sequence_length), n = video.frames.size();
       if (n < T) fail("{}: {} decodable frames, fewer than the {} the model needs", path, n, T);
+      const size_t windows = n - T + 1;
+      if (args->rolling > 0 && static_cast<size_t>(args->rolling) > windows) {
+        console.note(
+            fmt::format("note: --rolling {}: {} has {} windows of {} frames, so each frame's label is a mean "
+                        "of at most {} "
+                        "predictions",
+                        args->rolling, path, windows, T, windows));
+      }
       std::vector<std::string> labels(n);
       std::string csv = "frame,class,probability\n";
       if (args->rolling > 0) {
