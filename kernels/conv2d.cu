@@ -51,11 +51,14 @@ namespace hisvid::cuda {
 
 namespace {
 
-// out (cols, rows) (= or +=) the transpose of in (rows, cols), through 32x32 shared tiles.
-// Launched with blocks of (32, 8) threads over (ceil(cols/32), ceil(rows/32)) tiles.
+// out (z, cols, rows) (= or +=) the transpose of each of in (z, rows, cols), through 32x32 shared
+// tiles. Launched with blocks of (32, 8) threads over (ceil(cols/32), ceil(rows/32), matrices).
 __global__ void transpose_kernel(float* out, const float* in, int rows, int cols, bool accumulate) {
   __shared__ float tile[32][33];  // +1 column: the transposed reads hit 32 different banks
   const int r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  const int64_t matrix = int64_t(blockIdx.z) * rows * cols;
+  in += matrix;
+  out += matrix;
   for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
     const int r = r0 + dy, c = c0 + threadIdx.x;
     if (r < rows && c < cols) tile[dy][threadIdx.x] = in[int64_t(r) * cols + c];
@@ -87,11 +90,19 @@ __global__ void resize_hw_kernel(float* dst, const float* src, int64_t N, int HD
   }
 }
 
-void transpose(float* out, const float* in, int rows, int cols, bool accumulate, cudaStream_t stream) {
-  const dim3 grid((cols + 31) / 32, (rows + 31) / 32);
-  if (grid.y > 65535) throw std::runtime_error("hisvid::cuda::conv2d: kernel too large to transpose");
-  transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(out, in, rows, cols, accumulate);
-  HISVID_CHECK_LAUNCH();
+// out (batch, cols, rows) (= or +=) the transposes of in (batch, rows, cols).
+void transpose(float* out, const float* in, int rows, int cols, bool accumulate, cudaStream_t stream,
+               int64_t batch = 1) {
+  constexpr int64_t kMostMatrices = 65535;  // the grid's z extent
+  const unsigned tiles_y = (unsigned(rows) + 31) / 32;
+  if (tiles_y > 65535) throw std::runtime_error("hisvid::cuda::conv2d: matrix too large to transpose");
+  const int64_t size = int64_t(rows) * cols;
+  for (int64_t first = 0; first < batch; first += kMostMatrices) {
+    const dim3 grid((cols + 31) / 32, tiles_y, unsigned(std::min(kMostMatrices, batch - first)));
+    transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(out + first * size, in + first * size, rows, cols,
+                                                       accumulate);
+    HISVID_CHECK_LAUNCH();
+  }
 }
 
 void resize_hw(float* dst, const float* src, int64_t N, int HD, int WD, int HS, int WS, int64_t C,
@@ -192,11 +203,17 @@ std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* 
   return found;
 }
 
-enum class Path { Undecided, Direct, Cudnn, Lanes, DirectV2 };
+enum class Path { Undecided, Direct, Cudnn, Lanes, DirectV2, CudnnNchw };
 
-// Descriptors and chosen algorithms of one convolution geometry on one device.
+// The layout cuDNN is handed: hisvid's own NHWC (CUDNN_TENSOR_NHWC, filter (F,KH,KW,C/G)), or
+// NCHW copies made around the call (filter (F,C/G,KH,KW)), as TensorFlow does for FP32
+// convolutions on cuDNN: its NCHW kernels are the older and more complete set.
+enum class Layout { Nhwc, Nchw };
+
+// Descriptors and chosen algorithms of one convolution geometry on one device, in one layout.
 struct ConvPlan {
   Conv2dGeometry g{};
+  Layout layout = Layout::Nhwc;
   int HP = 0, WP = 0;  // input extent cuDNN sees: H, W plus the appended zero rows/columns
   TensorDescriptor x, y;
   FilterDescriptor w;
@@ -217,20 +234,21 @@ ConvolutionDescriptor make_conv(const ConvPlan& plan, cudnnMathType_t math) {
   return conv;
 }
 
-std::unique_ptr<ConvPlan> make_plan(const Conv2dGeometry& g, cudnnMathType_t math) {
+std::unique_ptr<ConvPlan> make_plan(const Conv2dGeometry& g, cudnnMathType_t math, Layout layout) {
   auto plan = std::make_unique<ConvPlan>();
   plan->g = g;
+  plan->layout = layout;
   plan->HP = g.H + std::max(0, (g.HO - 1) * g.SH + g.KH - g.H - 2 * g.pad_top);
   plan->WP = g.W + std::max(0, (g.WO - 1) * g.SW + g.KW - g.W - 2 * g.pad_left);
+  const cudnnTensorFormat_t format = layout == Layout::Nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
   plan->x = make_tensor_descriptor();
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x.get(), CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g.N, g.C,
-                                         plan->HP, plan->WP));
-  plan->y = make_tensor_descriptor();
   CUDNN_CHECK(
-      cudnnSetTensor4dDescriptor(plan->y.get(), CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, g.N, g.F, g.HO, g.WO));
+      cudnnSetTensor4dDescriptor(plan->x.get(), format, CUDNN_DATA_FLOAT, g.N, g.C, plan->HP, plan->WP));
+  plan->y = make_tensor_descriptor();
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y.get(), format, CUDNN_DATA_FLOAT, g.N, g.F, g.HO, g.WO));
   plan->w = make_filter_descriptor();
-  CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.get(), CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, g.F,
-                                         g.group_channels(), g.KH, g.KW));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w.get(), CUDNN_DATA_FLOAT, format, g.F, g.group_channels(),
+                                         g.KH, g.KW));
   plan->forward_conv = make_conv(*plan, math);
   plan->backward_data_conv = make_conv(*plan, math);
   plan->backward_filter_conv = make_conv(*plan, math);
@@ -321,15 +339,15 @@ PlanKey plan_key(const Context& ctx, const Conv2dGeometry& g) {
           g.pad_left,   g.G};
 }
 
-// The plan of g on ctx's device, with the algorithm of `direction` chosen. Plans live until
-// exit; a training run meets a handful of geometries.
-ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
+// The plan of g on ctx's device in `layout`, with the algorithm of `direction` chosen. Plans
+// live until exit; a training run meets a handful of geometries.
+ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction, Layout layout = Layout::Nhwc) {
   static std::mutex mutex;
-  static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
+  static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans[2];  // by layout
   const bool tf32 = ctx.allow_tf32();
   std::lock_guard<std::mutex> lock(mutex);
-  std::unique_ptr<ConvPlan>& plan = plans[plan_key(ctx, g)];
-  if (!plan) plan = make_plan(g, ctx.cudnn_math_type());
+  std::unique_ptr<ConvPlan>& plan = plans[layout == Layout::Nchw ? 1 : 0][plan_key(ctx, g)];
+  if (!plan) plan = make_plan(g, ctx.cudnn_math_type(), layout);
   switch (direction) {
     case Direction::Forward:
       if (!plan->forward.found) {
@@ -353,6 +371,21 @@ ConvPlan& plan_for(Context& ctx, const Conv2dGeometry& g, Direction direction) {
 }
 
 // --- the three passes on cuDNN, with a given algorithm ---------------------------------------
+//
+// In the NCHW layout each pass copies its activations and gradients in and out of NCHW in the
+// workspace around the call (a batched transpose per image: (H*W, C) <-> (C, H*W)), and the
+// filter (F,KH,KW,C/G) <-> (F,C/G,KH,KW) (a transpose per filter: (KH*KW, C/G) <-> (C/G, KH*KW)).
+
+// The Keras kernel (KH,KW,C/G,F) as the plan's cuDNN filter, in the workspace at w_t (and, for
+// NCHW, w_n, which is then returned): (F,KH,KW,C/G), or (F,C/G,KH,KW).
+const float* cudnn_filter(const float* weight, const ConvPlan& plan, float* w_t, float* w_n,
+                          cudaStream_t stream) {
+  const Conv2dGeometry& g = plan.g;
+  transpose(w_t, weight, g.KH * g.KW * g.group_channels(), g.F, false, stream);
+  if (plan.layout == Layout::Nhwc) return w_t;
+  transpose(w_n, w_t, g.KH * g.KW, g.group_channels(), false, stream, g.F);
+  return w_n;
+}
 
 // out (N,HO,WO,F) = conv(inp (N,H,W,C), weight (KH,KW,C/G,F)) + bias (F) (bias may be null)
 void forward_cudnn(const Conv2dForward<float>& k, Context& ctx, const ConvPlan& plan,
@@ -360,26 +393,37 @@ void forward_cudnn(const Conv2dForward<float>& k, Context& ctx, const ConvPlan& 
   float* out = k.out;
   const float *inp = k.inp, *weight = k.weight, *bias = k.bias;
   const Conv2dGeometry& g = k.g;
+  const bool nchw = plan.layout == Layout::Nchw;
 
   const int R = g.KH * g.KW * g.group_channels();  // rows of the kernel viewed as (KH*KW*C/G, F)
+  const size_t x_bytes = sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C;
+  const size_t y_bytes = sizeof(float) * size_t(g.N) * g.HO * g.WO * g.F;
   WorkspaceLayout layout;
   const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
-  const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
+  const size_t wn_at = nchw ? layout.add(sizeof(float) * size_t(R) * g.F) : 0;
+  const size_t x_at = plan.extended() ? layout.add(x_bytes) : 0;
+  const size_t xn_at = nchw ? layout.add(x_bytes) : 0;
+  const size_t yn_at = nchw ? layout.add(y_bytes) : 0;
   const size_t scratch_at = layout.add(algo.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
-  float* w_t = reinterpret_cast<float*>(ws + w_at);  // (F,KH,KW,C/G)
+  const auto at = [ws](size_t offset) { return reinterpret_cast<float*>(ws + offset); };
 
-  transpose(w_t, weight, R, g.F, false, stream);
+  const float* w = cudnn_filter(weight, plan, at(w_at), at(wn_at), stream);
   const float* x = inp;
   if (plan.extended()) {
-    float* x_ext = reinterpret_cast<float*>(ws + x_at);  // (N,HP,WP,C)
-    resize_hw(x_ext, inp, g.N, plan.HP, plan.WP, g.H, g.W, g.C, stream);
-    x = x_ext;
+    resize_hw(at(x_at), inp, g.N, plan.HP, plan.WP, g.H, g.W, g.C, stream);  // (N,HP,WP,C)
+    x = at(x_at);
   }
+  if (nchw) {
+    transpose(at(xn_at), x, plan.HP * plan.WP, g.C, false, stream, g.N);  // (N,C,HP,WP)
+    x = at(xn_at);
+  }
+  float* y = nchw ? at(yn_at) : out;
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan.x.get(), x, plan.w.get(), w_t,
+  CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan.x.get(), x, plan.w.get(), w,
                                       plan.forward_conv.get(), algo.algo, ws + scratch_at, algo.bytes, &zero,
-                                      plan.y.get(), out));
+                                      plan.y.get(), y));
+  if (nchw) transpose(out, y, g.F, g.HO * g.WO, false, stream, g.N);  // (N,F,HO,WO) -> (N,HO,WO,F)
   if (bias != nullptr) {
     BiasAddForward<float> add_bias;
     add_bias.out = out, add_bias.inp = out, add_bias.bias = bias;
@@ -394,22 +438,33 @@ void backward_data_cudnn(const Conv2dBackwardData<float>& k, Context& ctx, const
   float* dinp = k.dinp;
   const float *dout = k.dout, *weight = k.weight;
   const Conv2dGeometry& g = k.g;
+  const bool nchw = plan.layout == Layout::Nchw;
 
   const int R = g.KH * g.KW * g.group_channels();
+  const size_t x_bytes = sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C;
+  const size_t y_bytes = sizeof(float) * size_t(g.N) * g.HO * g.WO * g.F;
   WorkspaceLayout layout;
   const size_t w_at = layout.add(sizeof(float) * size_t(R) * g.F);
-  const size_t dx_at =
-      plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
+  const size_t wn_at = nchw ? layout.add(sizeof(float) * size_t(R) * g.F) : 0;
+  const size_t dx_at = plan.extended() ? layout.add(x_bytes) : 0;
+  const size_t dxn_at = nchw ? layout.add(x_bytes) : 0;
+  const size_t dyn_at = nchw ? layout.add(y_bytes) : 0;
   const size_t scratch_at = layout.add(algo.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
-  float* w_t = reinterpret_cast<float*>(ws + w_at);                           // (F,KH,KW,C/G)
-  float* dx = plan.extended() ? reinterpret_cast<float*>(ws + dx_at) : dinp;  // (N,HP,WP,C)
+  const auto at = [ws](size_t offset) { return reinterpret_cast<float*>(ws + offset); };
+  float* dx = plan.extended() ? at(dx_at) : dinp;  // (N,HP,WP,C)
 
-  transpose(w_t, weight, R, g.F, false, stream);
+  const float* w = cudnn_filter(weight, plan, at(w_at), at(wn_at), stream);
+  const float* dy = dout;
+  if (nchw) {
+    transpose(at(dyn_at), dout, g.HO * g.WO, g.F, false, stream, g.N);  // (N,F,HO,WO)
+    dy = at(dyn_at);
+  }
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, plan.w.get(), w_t, plan.y.get(), dout,
+  CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.cudnn(), &one, plan.w.get(), w, plan.y.get(), dy,
                                            plan.backward_data_conv.get(), algo.algo, ws + scratch_at,
-                                           algo.bytes, &zero, plan.x.get(), dx));
+                                           algo.bytes, &zero, plan.x.get(), nchw ? at(dxn_at) : dx));
+  if (nchw) transpose(dx, at(dxn_at), g.C, plan.HP * plan.WP, false, stream, g.N);  // back to (N,HP,WP,C)
   if (plan.extended()) resize_hw(dinp, dx, g.N, g.H, g.W, plan.HP, plan.WP, g.C, stream);
 }
 
@@ -419,25 +474,39 @@ void backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, Context& ctx, c
   float *dweight = k.dweight, *dbias = k.dbias;
   const float *dout = k.dout, *inp = k.inp;
   const Conv2dGeometry& g = k.g;
+  const bool nchw = plan.layout == Layout::Nchw;
 
   const int R = g.KH * g.KW * g.group_channels();
+  const size_t x_bytes = sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C;
+  const size_t y_bytes = sizeof(float) * size_t(g.N) * g.HO * g.WO * g.F;
   WorkspaceLayout layout;
   const size_t dw_at = layout.add(sizeof(float) * size_t(R) * g.F);
-  const size_t x_at = plan.extended() ? layout.add(sizeof(float) * size_t(g.N) * plan.HP * plan.WP * g.C) : 0;
+  const size_t dwn_at = nchw ? layout.add(sizeof(float) * size_t(R) * g.F) : 0;
+  const size_t x_at = plan.extended() ? layout.add(x_bytes) : 0;
+  const size_t xn_at = nchw ? layout.add(x_bytes) : 0;
+  const size_t dyn_at = nchw ? layout.add(y_bytes) : 0;
   const size_t scratch_at = layout.add(algo.bytes);
   char* ws = static_cast<char*>(ctx.workspace(layout.total()));
-  float* dw_t = reinterpret_cast<float*>(ws + dw_at);  // (F,KH,KW,C/G)
+  const auto at = [ws](size_t offset) { return reinterpret_cast<float*>(ws + offset); };
+  float* dw_t = at(dw_at);  // (F,KH,KW,C/G)
 
   const float* x = inp;
   if (plan.extended()) {
-    float* x_ext = reinterpret_cast<float*>(ws + x_at);  // (N,HP,WP,C)
-    resize_hw(x_ext, inp, g.N, plan.HP, plan.WP, g.H, g.W, g.C, stream);
-    x = x_ext;
+    resize_hw(at(x_at), inp, g.N, plan.HP, plan.WP, g.H, g.W, g.C, stream);  // (N,HP,WP,C)
+    x = at(x_at);
+  }
+  const float* dy = dout;
+  if (nchw) {
+    transpose(at(xn_at), x, plan.HP * plan.WP, g.C, false, stream, g.N);  // (N,C,HP,WP)
+    transpose(at(dyn_at), dout, g.HO * g.WO, g.F, false, stream, g.N);    // (N,F,HO,WO)
+    x = at(xn_at), dy = at(dyn_at);
   }
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, plan.x.get(), x, plan.y.get(), dout,
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn(), &one, plan.x.get(), x, plan.y.get(), dy,
                                              plan.backward_filter_conv.get(), algo.algo, ws + scratch_at,
-                                             algo.bytes, &zero, plan.w.get(), dw_t));
+                                             algo.bytes, &zero, plan.w.get(), nchw ? at(dwn_at) : dw_t));
+  // (F,C/G,KH,KW) -> (F,KH,KW,C/G)
+  if (nchw) transpose(dw_t, at(dwn_at), g.group_channels(), g.KH * g.KW, false, stream, g.F);
   transpose(dweight, dw_t, g.F, R, true, stream);
   // Asks for workspace again, after every use of ws above has been enqueued.
   if (dbias != nullptr) {
@@ -471,9 +540,9 @@ constexpr double kDirectMaxFlops = 6e8;
 
 // HISVID_CUDA_CONV: auto (or unset) as above; `rule` the fixed rule of commit c872e8d (direct up
 // to kDirectMaxFlops, cuDNN's heuristic-first algorithm above: no timing, the same choice in
-// every run); `timed` times every convolution; `cudnn` or `direct_v1` forces one path;
-// `direct_v2` the direct path with version 2's kernels.
-enum class ConvChoice { Auto, Rule, Timed, Cudnn, Direct, DirectV2 };
+// every run); `timed` times every convolution; `cudnn`, `cudnn_nchw` or `direct_v1` forces one
+// path; `direct_v2` the direct path with version 2's kernels.
+enum class ConvChoice { Auto, Rule, Timed, Cudnn, CudnnNchw, Direct, DirectV2 };
 
 ConvChoice forced_choice() {
   static const ConvChoice choice = [] {
@@ -483,10 +552,11 @@ ConvChoice forced_choice() {
     if (s == "rule") return ConvChoice::Rule;
     if (s == "timed") return ConvChoice::Timed;
     if (s == "cudnn") return ConvChoice::Cudnn;
+    if (s == "cudnn_nchw") return ConvChoice::CudnnNchw;
     if (s == "direct_v1") return ConvChoice::Direct;
     if (s == "direct_v2") return ConvChoice::DirectV2;
     throw std::invalid_argument("HISVID_CUDA_CONV='" + s +
-                                "': expected auto, rule, timed, cudnn, direct_v1 or direct_v2");
+                                "': expected auto, rule, timed, cudnn, cudnn_nchw, direct_v1 or direct_v2");
   }();
   return choice;
 }
@@ -566,6 +636,8 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
   switch (forced_choice()) {
     case ConvChoice::Cudnn:
       return Path::Cudnn;
+    case ConvChoice::CudnnNchw:
+      return Path::CudnnNchw;
     case ConvChoice::Direct:
     case ConvChoice::DirectV2:
       return Path::Direct;
@@ -589,9 +661,11 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
 // each candidate runs once to warm up, then kTimedRuns times between CUDA events; the fastest
 // run counts. The candidates: the tiled direct kernels where they apply; version 2's where they
 // apply; the lanes kernels where the tiles would be under half busy; cuDNN's first kTimedAlgorithms usable
-// algorithms in heuristic order (deterministic ones first as always) where the rule would run cuDNN (large
-// work, no tiles) or under HISVID_CUDA_CONV=timed, so that small layers need no cuDNN. Only algorithms as
-// deterministic as the heuristics' first, and with at most kTimedExtraWorkspace more workspace, are timed.
+// algorithms in heuristic order (deterministic ones first as always), in hisvid's NHWC layout and on NCHW
+// copies, where the rule would run cuDNN (large work, no tiles) or under HISVID_CUDA_CONV=timed, so that
+// small layers need no cuDNN. Only algorithms as deterministic as the heuristics' first, and with at most
+// kTimedExtraWorkspace more scratch than the NHWC one, are timed (the NCHW copies come on top: the
+// workspace keeps their size even where NCHW loses).
 // The rule's path stays unless a candidate beats it by kClearWin, so that noise between
 // near-equal paths rarely changes the choice from one process to the next; still, a timed
 // choice may differ between runs and with it the result's last bits (HISVID_CUDA_CONV=rule
@@ -605,21 +679,26 @@ constexpr size_t kTimedAlgorithms = 4;
 constexpr size_t kTimedExtraWorkspace = size_t(64) << 20;
 
 // Times the candidates of one pass and records the choice in path and chosen. run_direct() and
-// run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics. A
+// run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics, and
+// `nchw_candidates` its algorithms for the NCHW plan, run by run_cudnn_nchw(algo). A
 // candidate that fails (its workspace cannot be had, cuDNN refuses it) is passed over, unless
 // the failure left the device unusable; the first that runs is the baseline (normally the
 // rule's path), kept unless another beats it by kClearWin.
-template <typename Algo, typename RunDirect, typename RunDirectV2, typename RunCudnn, typename RunLanes>
+template <typename Algo, typename RunDirect, typename RunDirectV2, typename RunCudnn, typename RunCudnnNchw,
+          typename RunLanes>
 void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
-                const std::vector<Choice<Algo>>& candidates, const RunDirect& run_direct,
-                const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn, const RunLanes& run_lanes,
-                bool try_lanes, cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
+                const std::vector<Choice<Algo>>& candidates, const std::vector<Choice<Algo>>& nchw_candidates,
+                const RunDirect& run_direct, const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn,
+                const RunCudnnNchw& run_cudnn_nchw, const RunLanes& run_lanes, bool try_lanes,
+                cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
   std::string failures, best_name;
   TimedChoice record{op, describe(g), "", {}, ""};
   const auto consider = [&](Path p, const Choice<Algo>* algo, const auto& run) {
     const std::string name = p == Path::Cudnn ? "cudnn algo " + std::to_string(static_cast<int>(algo->algo))
+                             : p == Path::CudnnNchw
+                                 ? "cudnn_nchw algo " + std::to_string(static_cast<int>(algo->algo))
                              : p == Path::DirectV2 ? "direct_v2"
                              : p == Path::Lanes    ? "lanes"
                                                    : "direct_v1";
@@ -640,6 +719,10 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
   for (const Choice<Algo>& algo : candidates) {
     if (algo.bytes > most_bytes) continue;
     consider(Path::Cudnn, &algo, [&] { run_cudnn(algo); });
+  }
+  for (const Choice<Algo>& algo : nchw_candidates) {
+    if (algo.bytes > most_bytes) continue;
+    consider(Path::CudnnNchw, &algo, [&] { run_cudnn_nchw(algo); });
   }
   if (direct && !rule_direct) consider(Path::Direct, nullptr, run_direct);
   if (v2_applies(g, pass)) consider(Path::DirectV2, nullptr, run_direct_v2);
@@ -708,8 +791,8 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
     std::lock_guard<std::mutex> lock(timing_mutex());
     Timed<Algo>& timed = timed_choice<Algo>(ctx, k.g);
     if (timed.path == Path::Undecided && !capturing(stream)) {
-      ConvPlan* plan = nullptr;
-      std::vector<Choice<Algo>> algos;
+      ConvPlan *plan = nullptr, *nchw_plan = nullptr;
+      std::vector<Choice<Algo>> algos, nchw_algos;
       if (!rule_direct || forced_choice() == ConvChoice::Timed) {
         try {
           plan = &plan_for(ctx, k.g, pass);
@@ -718,11 +801,21 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
           if (!rule_direct) throw;  // the rule's own path is cuDNN: nothing to time without it
           algos.clear();
         }
+        if (!algos.empty()) {
+          try {  // an NCHW plan cuDNN cannot make leaves the NHWC candidates
+            nchw_plan = &plan_for(ctx, k.g, pass, Layout::Nchw);
+            nchw_algos = candidates(*nchw_plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms);
+          } catch (const std::exception&) {
+            nchw_algos.clear();
+          }
+        }
       }
       with_trial([&](const Args& trial) {
         time_paths(
-            op, k.g, pass, algos, [&] { direct(trial, stream); }, [&] { direct_v2(trial, stream); },
+            op, k.g, pass, algos, nchw_algos, [&] { direct(trial, stream); },
+            [&] { direct_v2(trial, stream); },
             [&](const Choice<Algo>& a) { cudnn(trial, ctx, *plan, a, stream); },
+            [&](const Choice<Algo>& a) { cudnn(trial, ctx, *nchw_plan, a, stream); },
             lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, timed.path,
             timed.algo);
       });
@@ -737,31 +830,35 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
   }
   if (chosen.path == Path::Direct) return direct(k, stream);
   if (chosen.path == Path::DirectV2) return direct_v2(k, stream);
-  const ConvPlan& plan = plan_for(ctx, k.g, pass);
+  const ConvPlan& plan =
+      plan_for(ctx, k.g, pass, chosen.path == Path::CudnnNchw ? Layout::Nchw : Layout::Nhwc);
   cudnn(k, ctx, plan, chosen.algo.found ? chosen.algo : plan.*rule_algo, stream);
 }
 
-// One pass of a cudnn row: cuDNN with the plan's heuristic-first algorithm (its member `algo`).
+// One pass of a cudnn row: cuDNN in `layout` with the plan's heuristic-first algorithm (its
+// member `algo`).
 template <typename Args, typename Algo, typename Cudnn>
 void run_cudnn(const Args& k, cudaStream_t stream, const char* op, Direction pass,
-               Choice<Algo> ConvPlan::*algo, const Cudnn& cudnn) {
+               Choice<Algo> ConvPlan::*algo, const Cudnn& cudnn, Layout layout = Layout::Nhwc) {
   validate(k.g, op);
   if (k.g.N == 0) return;
   Context& ctx = context_for_stream(stream, op);
-  const ConvPlan& plan = plan_for(ctx, k.g, pass);
+  const ConvPlan& plan = plan_for(ctx, k.g, pass, layout);
   cudnn(k, ctx, plan, plan.*algo, stream);
 }
 
 // One pass of a default row: the path chosen without timing where there is one, else the
 // pass's timed row (Lanes is only ever chosen by timing).
-template <typename Args, typename Direct, typename CudnnRow, typename TimedRow>
+template <typename Args, typename Direct, typename CudnnRow, typename CudnnNchwRow, typename TimedRow>
 void run_default(const Args& k, cudaStream_t stream, Direction pass, const Direct& direct,
-                 const CudnnRow& cudnn, const TimedRow& timed) {
+                 const CudnnRow& cudnn, const CudnnNchwRow& cudnn_nchw, const TimedRow& timed) {
   switch (untimed_path(k.g, pass)) {
     case Path::Direct:
       return direct(k, stream);
     case Path::Cudnn:
       return cudnn(k, stream);
+    case Path::CudnnNchw:
+      return cudnn_nchw(k, stream);
     case Path::Undecided:
     case Path::Lanes:
     case Path::DirectV2:
@@ -783,6 +880,20 @@ void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t
 void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
   run_cudnn(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
             backward_filter_cudnn);
+}
+
+void conv2d_forward_cudnn_nchw(const Conv2dForward<float>& k, cudaStream_t stream) {
+  run_cudnn(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::forward, forward_cudnn, Layout::Nchw);
+}
+
+void conv2d_backward_data_cudnn_nchw(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
+  run_cudnn(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::backward_data,
+            backward_data_cudnn, Layout::Nchw);
+}
+
+void conv2d_backward_filter_cudnn_nchw(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
+  run_cudnn(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
+            backward_filter_cudnn, Layout::Nchw);
 }
 
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -813,17 +924,18 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
-  run_default(k, stream, Direction::Forward, direct_forward, conv2d_forward_cudnn, conv2d_forward_timed);
+  run_default(k, stream, Direction::Forward, direct_forward, conv2d_forward_cudnn, conv2d_forward_cudnn_nchw,
+              conv2d_forward_timed);
 }
 
 void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   run_default(k, stream, Direction::BackwardData, direct_backward_data, conv2d_backward_data_cudnn,
-              conv2d_backward_data_timed);
+              conv2d_backward_data_cudnn_nchw, conv2d_backward_data_timed);
 }
 
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
   run_default(k, stream, Direction::BackwardFilter, direct_backward_filter, conv2d_backward_filter_cudnn,
-              conv2d_backward_filter_timed);
+              conv2d_backward_filter_cudnn_nchw, conv2d_backward_filter_timed);
 }
 
 }  // namespace hisvid::cuda

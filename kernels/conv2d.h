@@ -206,7 +206,7 @@ namespace hisvid::cuda {
 // runs" in conv2d.cu). Both paths take groups: cuDNN through its group count, the direct kernels
 // with tiles of filters that stay within one group. The environment variable HISVID_CUDA_CONV
 // changes the choice for every convolution: `rule` the fixed rule without timing, `timed` the
-// timed choice everywhere, `cudnn` or `direct_v1` one path (to measure one against the other in
+// timed choice everywhere, `cudnn`, `cudnn_nchw` or `direct_v1` one path (to measure one against the other in
 // the same run), `direct_v2` the direct path with version 2's kernels (version
 // 1's filter gradient where version 2's does not apply); unset or `auto`, as above.
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream);
@@ -214,8 +214,9 @@ void conv2d_backward_data(const Conv2dBackwardData<float>& k, cudaStream_t strea
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
 
 // The timed choice: at a geometry's first call outside a graph capture, the direct kernels and
-// cuDNN's first few algorithms are timed with CUDA events on the call's own buffers (scratch for
-// the accumulated filter gradient); the fastest is kept for that geometry and pass.
+// cuDNN's first few algorithms (in NHWC, and on NCHW copies) are timed with CUDA events on the
+// call's own buffers (scratch for the accumulated filter gradient); the fastest is kept for that
+// geometry and pass.
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
@@ -224,6 +225,11 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
 void conv2d_forward_cudnn(const Conv2dForward<float>& k, cudaStream_t stream);
 void conv2d_backward_data_cudnn(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 void conv2d_backward_filter_cudnn(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
+// cuDNN on NCHW copies of the activations and gradients (and an (F,C/G,KH,KW) filter), made in the
+// workspace around each call, as TensorFlow runs FP32 convolutions; heuristic-first algorithm.
+void conv2d_forward_cudnn_nchw(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data_cudnn_nchw(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+void conv2d_backward_filter_cudnn_nchw(const Conv2dBackwardFilter<float>& k, cudaStream_t stream);
 
 // Version 1 of hand-written direct convolutions (kernels/conv2d_direct.cu), every geometry.
 void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream);
