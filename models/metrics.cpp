@@ -44,13 +44,17 @@ ClassificationReport classification_report(const std::vector<int>& truth, const 
     s.f1 = ratio(2 * s.precision * s.recall, s.precision + s.recall);
     s.support = actual;
     correct += tp;
-    r.macro.precision += s.precision / static_cast<double>(K);
-    r.macro.recall += s.recall / static_cast<double>(K);
-    r.macro.f1 += s.f1 / static_cast<double>(K);
+    if (actual > 0 || guessed > 0) r.labels.push_back(k);
     const double w = ratio(static_cast<double>(actual), static_cast<double>(r.total));
     r.weighted.precision += w * s.precision;
     r.weighted.recall += w * s.recall;
     r.weighted.f1 += w * s.f1;
+  }
+  for (const size_t k : r.labels) {
+    const double share = 1.0 / static_cast<double>(r.labels.size());
+    r.macro.precision += share * r.per_class[k].precision;
+    r.macro.recall += share * r.per_class[k].recall;
+    r.macro.f1 += share * r.per_class[k].f1;
   }
   r.macro.support = r.weighted.support = r.total;
   r.accuracy = ratio(static_cast<double>(correct), static_cast<double>(r.total));
@@ -67,7 +71,7 @@ std::string ClassificationReport::text(int digits) const {
     return fmt::format("{:>{}}{:>{}.{}f}{:>{}.{}f}{:>{}.{}f}{:>{}}\n", name, w, s.precision, col + 1, digits,
                        s.recall, col + 1, digits, s.f1, col + 1, digits, s.support, col + 1);
   };
-  for (size_t k = 0; k < class_names.size(); ++k) out += row(class_names[k], per_class[k]);
+  for (const size_t k : labels) out += row(class_names[k], per_class[k]);
   out += "\n";
   out += fmt::format("{:>{}}{:>{}}{:>{}}{:>{}.{}f}{:>{}}\n", "accuracy", w, "", col + 1, "", col + 1,
                      accuracy, col + 1, digits, total, col + 1);
@@ -82,7 +86,7 @@ nlohmann::json ClassificationReport::to_json() const {
         {"precision", s.precision}, {"recall", s.recall}, {"f1-score", s.f1}, {"support", s.support}};
   };
   nlohmann::json classes = nlohmann::json::object();
-  for (size_t k = 0; k < class_names.size(); ++k) classes[class_names[k]] = scores(per_class[k]);
+  for (const size_t k : labels) classes[class_names[k]] = scores(per_class[k]);
   return {{"classes", classes},
           {"accuracy", accuracy},
           {"macro avg", scores(macro)},

@@ -20,6 +20,10 @@ struct ClassificationReport {
   std::vector<std::string> class_names;
   std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
   std::vector<ClassScores> per_class;
+  // The classes reported, as sklearn's default labels: those in the truth or the predictions. A
+  // model class neither in the data nor predicted (a 50-class model scored on 4 of its classes)
+  // has no row and does not dilute the macro average.
+  std::vector<size_t> labels;
   ClassScores macro, weighted;
   double accuracy = 0;
   int64_t total = 0;
@@ -30,7 +34,8 @@ struct ClassificationReport {
 };
 
 // Precision of a class nobody predicted is 0, recall of a class with no samples is 0, and F1
-// with precision + recall = 0 is 0 (sklearn's zero_division=0).
+// with precision + recall = 0 is 0 (sklearn's zero_division=0); the macro average is over
+// `labels`.
 ClassificationReport classification_report(const std::vector<int>& truth, const std::vector<int>& predicted,
                                            const std::vector<std::string>& class_names);
 

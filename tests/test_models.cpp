@@ -17,6 +17,7 @@
 #include "models/inference.h"
 #include "models/inference_step.h"
 #include "models/loss.h"
+#include "models/metrics.h"
 #include "models/sequential.h"
 #include "models/trainer.h"
 #include "models/zoo.h"
@@ -721,6 +722,29 @@ TEST(Inference, RollingPredictionsAverageTheLastKWindows) {
         rolling_predictions(model, {frames[0], frames[1]}, settings, 2, 2);
       },
       {"2 frames", "3"});
+}
+
+// sklearn.metrics.classification_report with its default labels (those in the truth or the
+// predictions), zero_division=0; the expected values worked by hand from the confusion matrices.
+TEST(ClassificationReport, AveragesOverTheClassesInTheTruthOrThePredictions) {
+  constexpr double kExact = 1e-12;  // a few divisions and sums of small integers
+  // C is a model class neither in the data nor predicted: no row, not in the macro average.
+  const ClassificationReport r = classification_report({0, 0, 1, 1, 1}, {0, 1, 1, 1, 0}, {"A", "B", "C"});
+  EXPECT_EQ(r.labels, (std::vector<size_t>{0, 1}));
+  EXPECT_NEAR(r.per_class[0].precision, 0.5, kExact);
+  EXPECT_NEAR(r.per_class[1].f1, 2.0 / 3.0, kExact);
+  EXPECT_NEAR(r.macro.precision, (0.5 + 2.0 / 3.0) / 2.0, kExact);
+  EXPECT_NEAR(r.weighted.recall, 0.4 * 0.5 + 0.6 * 2.0 / 3.0, kExact);
+  EXPECT_NEAR(r.accuracy, 0.6, kExact);
+  EXPECT_EQ(r.text().find("C "), std::string::npos) << r.text();
+  EXPECT_FALSE(r.to_json()["classes"].contains("C"));
+  EXPECT_EQ(r.confusion.size(), 3u);  // the matrix keeps every model class
+  // A class only predicted counts: precision 0, recall 0, in the average.
+  const ClassificationReport p = classification_report({0, 1}, {2, 1}, {"A", "B", "C"});
+  EXPECT_EQ(p.labels, (std::vector<size_t>{0, 1, 2}));
+  EXPECT_NEAR(p.macro.precision, 1.0 / 3.0, kExact);
+  EXPECT_NEAR(p.macro.f1, 1.0 / 3.0, kExact);
+  EXPECT_NE(p.text().find("C "), std::string::npos) << p.text();
 }
 
 }  // namespace
