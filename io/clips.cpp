@@ -139,14 +139,14 @@ Split split_clips(size_t count, double test_fraction, double validation_fraction
   std::vector<size_t> train(order.begin() + n_test, order.end());
 
   // Keras's validation_split: the first int(n * (1 - v)) train, the rest validation; both kept
-  // non-empty when v > 0 and there are at least 2 clips to train on.
+  // non-empty when v > 0 and there are at least 2 clips to train on; one clip is trained on.
   const size_t n_train_all = train.size();
   size_t split_at = static_cast<size_t>(
       std::floor(static_cast<double>(n_train_all) * (1.0 - validation_fraction) + kRoundingSlack));
   if (validation_fraction > 0 && n_train_all >= 2) {
     split_at = std::clamp<size_t>(split_at, 1, n_train_all - 1);
   }
-  split_at = std::min(split_at, n_train_all);
+  split_at = std::clamp<size_t>(split_at, std::min<size_t>(n_train_all, 1), n_train_all);
   if (shuffle_validation) {
     std::vector<size_t> positions(n_train_all);
     for (size_t i = 0; i < n_train_all; ++i) positions[i] = i;

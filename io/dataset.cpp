@@ -140,8 +140,8 @@ std::vector<std::string> select_classes(const DatasetSpec& spec, const std::vect
   std::vector<std::string> selected;
   if (!spec.classes.empty()) {
     if (spec.num_classes > 0 && static_cast<size_t>(spec.num_classes) != spec.classes.size()) {
-      fail("{}: num_classes {} contradicts the {} classes named ({})", root, spec.num_classes,
-           spec.classes.size(), join(spec.classes, ", "));
+      fail("{}: {} classes asked for, but {} named ({})", root, spec.num_classes, spec.classes.size(),
+           join(spec.classes, ", "));
     }
     std::set<std::string> seen;
     for (const std::string& name : spec.classes) {
@@ -153,7 +153,7 @@ std::vector<std::string> select_classes(const DatasetSpec& spec, const std::vect
     }
   } else if (spec.num_classes > 0) {
     if (static_cast<size_t>(spec.num_classes) > available.size()) {
-      fail("{}: num_classes is {} but there are only {} class folders ({})", root, spec.num_classes,
+      fail("{}: {} classes asked for, but there are only {} class folders ({})", root, spec.num_classes,
            available.size(), join(available, ", "));
     }
     std::vector<std::string> shuffled = available;
@@ -164,9 +164,9 @@ std::vector<std::string> select_classes(const DatasetSpec& spec, const std::vect
   } else {
     selected = available;
   }
-  if (selected.size() < 2) {
-    fail("{}: {} class selected ({}); at least 2 are needed to classify", root, selected.size(),
-         join(selected, ", "));
+  if (selected.size() < static_cast<size_t>(std::max(spec.min_classes, 1))) {
+    fail("{}: {} class selected ({}); at least {} are needed to classify", root, selected.size(),
+         join(selected, ", "), spec.min_classes);
   }
   return selected;
 }
@@ -184,8 +184,18 @@ std::vector<Candidate> list_videos(const std::string& root, const std::vector<st
       return (entry.is_regular_file(error) || broken_link) && has_video_extension(entry.path());
     });
     if (files.empty()) {
-      fail("{}: class '{}' has no video files (looked for {})", folder.string(), classes[label],
-           join(video_extensions(), " "));
+      const std::vector<std::string> subfolders =
+          sorted_entries(folder, [](const fs::directory_entry& entry) {
+            std::error_code error;
+            return entry.is_directory(error);
+          });
+      fail("{}: class '{}' has no video files (looked for {}){}", folder.string(), classes[label],
+           join(video_extensions(), " "),
+           subfolders.empty()
+               ? ""
+               : fmt::format("; its subfolders ({}) are not read: a class's videos lie directly "
+                             "in its folder (<root>/<Class>/<video>)",
+                             join(subfolders, ", ")));
     }
     for (const std::string& file : files) {
       candidates.push_back({(folder / file).string(), classes[label] + "/" + file, static_cast<int>(label)});
@@ -687,14 +697,8 @@ std::shared_ptr<ClipStream> open_stream(const ClipSet& clips) {
 
 }  // namespace
 
-ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
+std::vector<std::string> dataset_classes(const DatasetSpec& spec) {
   if (spec.root.empty()) fail("dataset root is not set (empty path)");
-  const ExtractionSettings& settings = spec.extraction;
-  if (settings.sequence_length < 1 || settings.height < 1 || settings.width < 1) {
-    fail("{}: extraction settings must be positive, got sequence_length {}, height {}, width {}", spec.root,
-         settings.sequence_length, settings.height, settings.width);
-  }
-  if (spec.workers < 0) fail("{}: workers must be >= 0, got {}", spec.root, spec.workers);
   std::error_code error;
   const fs::file_status status = fs::status(spec.root, error);
   if (status.type() == fs::file_type::not_found) fail("{}: dataset root does not exist", spec.root);
@@ -706,8 +710,19 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
     return entry.is_directory(is_dir_error);
   });
   if (available.empty()) fail("{}: no class folders (expected {}/<Class>/<video>)", spec.root, spec.root);
-  const std::vector<std::string> classes = select_classes(spec, available);
+  return select_classes(spec, available);
+}
+
+ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
+  const ExtractionSettings& settings = spec.extraction;
+  if (settings.sequence_length < 1 || settings.height < 1 || settings.width < 1) {
+    fail("{}: extraction settings must be positive, got sequence_length {}, height {}, width {}", spec.root,
+         settings.sequence_length, settings.height, settings.width);
+  }
+  if (spec.workers < 0) fail("{}: workers must be >= 0, got {}", spec.root, spec.workers);
+  const std::vector<std::string> classes = dataset_classes(spec);
   const std::vector<Candidate> candidates = list_videos(spec.root, classes);
+  std::error_code error;
 
   fs::path absolute_path = fs::weakly_canonical(fs::absolute(spec.root, error), error);
   if (error) absolute_path = fs::absolute(spec.root, error);

@@ -25,6 +25,8 @@ struct DatasetSpec {
   std::vector<std::string> classes;
   int num_classes = 0;  // > 0: that many classes chosen with `seed` from the sorted folder list
   uint64_t seed = 27;
+  // The fewest classes accepted: 2 to train a classifier; 1 to score a model on one class's videos.
+  int min_classes = 2;
   ExtractionSettings extraction;
   // The clip cache file; empty means the default, ~/.cache/hisvid/<hash of root and settings>.h5
   // ($XDG_CACHE_HOME honoured). "none" disables the cache.
@@ -101,9 +103,14 @@ class BatchReader {
   std::unique_ptr<State> state_;
 };
 
+// The classes load_clips would take from spec (sorted folder names, or those named, or
+// num_classes of them), found without decoding anything; the same errors about the root and the
+// class selection.
+std::vector<std::string> dataset_classes(const DatasetSpec& spec);
+
 // Scans the root, decodes every video (workers in parallel) or reads the cache, and returns the
 // clips. Errors (each naming the path): missing or empty root, an unknown class name, fewer than
-// 2 classes, a class with no usable video. Unusable individual files are skipped and listed.
+// min_classes classes, a class with no usable video. Unusable individual files are skipped and listed.
 ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress = nullptr);
 
 struct Split {

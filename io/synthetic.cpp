@@ -50,10 +50,6 @@ namespace hisvid::io {
 
 namespace {
 
-constexpr int kMinFrames = 20;  // the SEQUENCE_LENGTH a model samples
-constexpr int kMinSide = 32, kMaxSide = 4096;
-constexpr int kMaxClipsPerClass = 100000;
-constexpr int kMaxFrames = 100000;
 constexpr int kClipsPerGroup = 4;
 constexpr double kPi = 3.14159265358979323846;
 
@@ -434,18 +430,25 @@ std::vector<int> resolve_classes(const SyntheticSpec& spec) {
 
 void validate(const SyntheticSpec& spec) {
   if (spec.clips_per_class < 1 || spec.clips_per_class > kMaxClipsPerClass) {
-    fail("built-in dataset: clips_per_class must be between 1 and {} (got {})", kMaxClipsPerClass,
+    fail("built-in dataset: clips per class must be between 1 and {} (got {})", kMaxClipsPerClass,
          spec.clips_per_class);
   }
   if (spec.frames_per_clip < kMinFrames || spec.frames_per_clip > kMaxFrames) {
     fail(
-        "built-in dataset: frames_per_clip must be between {} (the frames a model samples) and {} "
+        "built-in dataset: frames per clip must be between {} (the frames a model samples) and {} "
         "(got {})",
         kMinFrames, kMaxFrames, spec.frames_per_clip);
   }
   if (spec.width < kMinSide || spec.height < kMinSide || spec.width > kMaxSide || spec.height > kMaxSide) {
     fail("built-in dataset: width and height must be between {} and {} pixels (got {} x {})", kMinSide,
          kMaxSide, spec.width, spec.height);
+  }
+  const double clip_bytes = 3.0 * spec.frames_per_clip * spec.width * spec.height;
+  if (clip_bytes > static_cast<double>(kMaxClipBytes)) {
+    fail(
+        "built-in dataset: a clip of {} frames of {} x {} pixels takes {:.1f} GiB in memory while it is "
+        "written; at most {} GiB (fewer frames or a smaller size)",
+        spec.frames_per_clip, spec.width, spec.height, clip_bytes / double(1 << 30), kMaxClipBytes >> 30);
   }
   if (spec.width % 2 != 0 || spec.height % 2 != 0) {
     // FFmpeg's MJPG encoder subsamples chroma 2x2 and OpenCV's writer silently crops odd sides.

@@ -12,6 +12,7 @@
 // trains on the dataset without any video library takes its clips from synthetic_clip_set.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,6 +20,14 @@
 #include "io/dataset.h"
 
 namespace hisvid::io {
+
+// The limits of a SyntheticSpec.
+constexpr int kMinFrames = 20;  // the SEQUENCE_LENGTH a model samples
+constexpr int kMinSide = 32, kMaxSide = 4096;
+constexpr int kMaxClipsPerClass = 100000;
+constexpr int kMaxFrames = 100000;
+// A clip's frames are drawn in memory before they are encoded: 4 GiB is 4,096 frames at 640x480.
+constexpr size_t kMaxClipBytes = size_t(4) << 30;
 
 struct SyntheticSpec {
   std::string out_dir;

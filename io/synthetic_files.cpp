@@ -153,7 +153,7 @@ void write_clip(const fs::path& path, const SyntheticSpec& spec, const std::stri
 }
 
 std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {
-  if (spec.out_dir.empty()) fail("make_synthetic_dataset: out_dir is empty");
+  if (spec.out_dir.empty()) fail("built-in dataset: no output directory given (an empty path)");
   const std::vector<std::string> classes = synthetic_classes(spec);
   const fs::path out(spec.out_dir);
   const fs::path marker = out / kMarkerName;

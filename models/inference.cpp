@@ -104,4 +104,12 @@ RollingPredictions rolling_predictions(Sequential& model, const std::vector<std:
   return out;
 }
 
+void fail_non_finite_outputs(size_t bad, size_t clips, const std::string& weights) {
+  fail(
+      "{}: the model's outputs are NaN or infinite for {} of {} clip{}: its weights have diverged (a "
+      "learning "
+      "rate too high?) or are damaged, so it predicts nothing",
+      weights, bad, clips, clips == 1 ? "" : "s");
+}
+
 }  // namespace hisvid::models

@@ -2,7 +2,9 @@
 // seed 003 (the mean of the last K predictions of a sliding window of T frames).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "io/video.h"
@@ -33,4 +35,22 @@ RollingPredictions rolling_predictions(Sequential& model, const std::vector<std:
                                        const io::ExtractionSettings& settings, int rolling,
                                        size_t batch_size);
 
+[[noreturn]] void fail_non_finite_outputs(size_t bad, size_t clips, const std::string& weights);
+// Fails when any row of a model's outputs (one clip's class probabilities each) holds a NaN or
+// an infinity, naming `weights` (the model file) and how many of the clips it gave them for: a
+// model whose weights diverged gives NaN for every input, and its "predicted" classes (the argmax
+// of NaN) would be made up.
+template <typename Row>
+void require_finite_outputs(const std::vector<Row>& rows, const std::string& weights) {
+  size_t bad = 0;
+  for (const Row& row : rows) {
+    for (const auto value : row) {
+      if (!std::isfinite(value)) {
+        ++bad;
+        break;
+      }
+    }
+  }
+  if (bad > 0) fail_non_finite_outputs(bad, rows.size(), weights);
+}
 }  // namespace hisvid::models

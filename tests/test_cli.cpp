@@ -1061,6 +1061,27 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   EXPECT_TRUE(contains(warned.output, "warning")) << warned.output;
   EXPECT_TRUE(contains(warned.output, "non-finite")) << warned.output;
   EXPECT_TRUE(contains(warned.output, broken.model.layers()[0]->name())) << warned.output;
+  // A model whose outputs are NaN (here through its last layer's kernel): no made-up class (the
+  // argmax of NaN) is reported, by any command.
+  {
+    hisvid::Tensor& w = broken.model.layers().back()->weights()[0].value;
+    std::vector<double> v = w.to_vector();
+    v[0] = std::nan("");
+    w.copy_from(hisvid::Tensor::from_vector(v, w.shape()));
+  }
+  hisvid::models::save_model((dir_ / "nan_out.h5").string(), broken.model, broken.extras.class_names, nullptr,
+                             nullptr);
+  expect_refused(dir_, {"predict", "--weights", "nan_out.h5", "data/Grow/v_Grow_g01_c01.avi"},
+                 {"nan_out.h5: the model's outputs are NaN or infinite for 1 of 1 clip"});
+  expect_refused(
+      dir_,
+      {"evaluate", "--weights", "nan_out.h5", "--data", "data", "--cache", "clips.h5", "--out", "nan_report"},
+      {"nan_out.h5", "NaN or infinite for 20 of 20 clips"});
+  EXPECT_FALSE(fs::exists(dir_ / "nan_report" / "report.txt"));
+  expect_refused(dir_,
+                 {"explain", "--weights", "nan_out.h5", "data/Grow/v_Grow_g01_c01.avi", "--out", "nan.avi"},
+                 {"nan_out.h5", "NaN or infinite"});
+  EXPECT_FALSE(fs::exists(dir_ / "nan.avi"));
 
   // CSV fields with a comma are quoted.
   fs::create_directories(dir_ / "odd/Grow");
@@ -1068,6 +1089,83 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   const Result csv = run(dir_, {"predict", "--weights", "misread/model.h5", "odd", "--top-k", "1"});
   ASSERT_EQ(csv.status, 0) << csv.output;
   EXPECT_TRUE(contains(csv.output, "\"odd/Grow/a,b.avi\",")) << csv.output;
+}
+
+// Splits, classes and folders that cannot work are named in the options' words, before the
+// videos are decoded where the folders' listing tells.
+TEST_F(Cli, SplitsClassesAndFoldersAreCheckedInTheUsersWords) {
+  // Callbacks that watch val_loss without validation clips; a test part that leaves one clip.
+  expect_refused(
+      dir_, {"train", "--data", "data", "--cache", "clips.h5", "--out", "v0", "--validation-split", "0"},
+      {"--validation-split 0", "EarlyStopping monitors val_loss", "--patience -1", "--monitor loss"});
+  EXPECT_FALSE(fs::exists(dir_ / "v0" / "history.csv"));
+  expect_refused(dir_,
+                 {"train", "--data", "data", "--cache", "clips.h5", "--out", "t95", "--test-split", "0.95"},
+                 {"20 clips leave 1 to train on", "--test-split 0.95", "--validation-split 0.2"});
+
+  // A model trained on the classes in another order: the order that works is given.
+  ASSERT_EQ(train("reordered", 1, {"--classes", "Shrink,Grow,MoveLeft,MoveRight"}).status, 0);
+  expect_refused(
+      dir_,
+      {"train", "--weights", "reordered/model.h5", "--data", "data", "--cache", "clips.h5", "--out", "w2"},
+      {"Shrink, Grow, MoveLeft, MoveRight in that order", "add --classes Shrink,Grow,MoveLeft,MoveRight"});
+  const Result ordered =
+      run(dir_, {"train", "--weights", "reordered/model.h5", "--data", "data", "--cache", "clips.h5", "--out",
+                 "w3", "--epochs", "1", "--classes", "Shrink,Grow,MoveLeft,MoveRight"});
+  EXPECT_EQ(ordered.status, 0) << ordered.output;
+
+  // evaluate scores a model on one class's videos; the report's averages are over the classes
+  // in the truth or the predictions (sklearn's), not the model's other classes.
+  const Result one = run(dir_, {"evaluate", "--weights", "reordered/model.h5", "--data", "data", "--cache",
+                                "one.h5", "--classes", "Grow"});
+  ASSERT_EQ(one.status, 0) << one.output;
+  EXPECT_TRUE(contains(one.output, "5 clips of 1 class from data")) << one.output;
+
+  // A run that held out no test clips has none to evaluate; the data folder moved away is named.
+  ASSERT_EQ(train("no_test", 1, {"--test-split", "0"}).status, 0);
+  expect_refused(dir_, {"evaluate", "--weights", "no_test/model.h5", "--split", "test"},
+                 {"held out no test clips", "--data DIR"});
+  fs::create_directories(dir_ / "moved");
+  fs::create_directory_symlink(fs::absolute(dir_ / "data"), dir_ / "moved" / "data");
+  ASSERT_EQ(run(dir_ / "moved", {"train", "--data", "data", "--cache", "none", "--out", "../moved_run",
+                                 "--epochs", "1", "--patience", "-1"})
+                .status,
+            0);
+  fs::remove_all(dir_ / "moved");
+  expect_refused(dir_, {"evaluate", "--weights", "moved_run/model.h5", "--split", "test"},
+                 {"moved/data, which no longer exists", "--data DIR"});
+
+  // A class folder holding its videos one level down.
+  fs::create_directories(dir_ / "nested/Grow/sub");
+  fs::create_directories(dir_ / "nested/Shrink");
+  fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "nested/Grow/sub/a.avi");
+  fs::copy_file(dir_ / "data/Shrink/v_Shrink_g01_c01.avi", dir_ / "nested/Shrink/b.avi");
+  expect_refused(dir_, {"train", "--data", "nested", "--cache", "none", "--out", "n"},
+                 {"class 'Grow' has no video files", "subfolders (sub) are not read"});
+  // predict walks a folder as train lists one: hidden files (make-dataset's leftovers) passed over.
+  std::ofstream(dir_ / "nested/Shrink/.partial-b.avi") << "";
+  fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "nested/Grow/.hidden.avi");
+  const Result walked = run(dir_, {"predict", "--weights", "reordered/model.h5", "nested", "--csv", "-"});
+  ASSERT_EQ(walked.status, 0) << walked.output;
+  EXPECT_TRUE(contains(walked.output, "nested/Grow/sub/a.avi,")) << walked.output;
+  EXPECT_FALSE(contains(walked.output, ".partial-b.avi")) << walked.output;
+  EXPECT_FALSE(contains(walked.output, ".hidden.avi")) << walked.output;
+
+  // Output names that say their format; sizes the machine cannot hold; a demo of one class.
+  expect_refused(dir_, {"convert", "reordered/model.h5", "reordered.zip"},
+                 {"reordered.zip", ".keras", ".h5"});
+  EXPECT_FALSE(fs::exists(dir_ / "reordered.zip"));
+  const Result short_clips =
+      run(dir_, {"make-dataset", "--out", "short", "--frames", "10"});  // CLI11's words
+  EXPECT_EQ(short_clips.status, 1) << short_clips.output;
+  EXPECT_TRUE(contains(short_clips.output, "--frames: '10' is not a whole number from 20"))
+      << short_clips.output;
+  expect_refused(dir_, {"make-dataset", "--out", "huge", "--frames", "100000", "--size", "4096"},
+                 {"GiB in memory", "fewer frames or a smaller size"});
+  EXPECT_FALSE(fs::exists(dir_ / "huge"));
+  expect_refused(dir_, {"demo", "--out", "one_class", "--classes", "Grow", "--device", "cpu"},
+                 {"--classes Grow", "at least 2 classes"});
+  EXPECT_FALSE(fs::exists(dir_ / "one_class"));
 }
 
 // Ctrl-C before the first epoch ends: nothing to resume, and the message says so.

@@ -176,7 +176,7 @@ TEST_F(DatasetTest, NumClasses) {
   EXPECT_GT(chosen.size(), 1u);
   s.classes = {"Alpha", "Beta", "Gamma"};
   s.num_classes = 2;
-  EXPECT_TRUE(contains(error_of([&] { load_clips(s); }), "contradicts"));
+  EXPECT_TRUE(contains(error_of([&] { load_clips(s); }), "2 classes asked for, but 3 named"));
 }
 
 TEST_F(DatasetTest, ClassWithNoVideoFiles) {
@@ -582,6 +582,11 @@ TEST(SplitClips, SizesAndEveryClipOnce) {
   EXPECT_EQ(odd.train.size(), 4u);  // int(5 * 0.8)
   EXPECT_EQ(odd.validation.size(), 1u);
   EXPECT_EQ(sorted_union(odd), iota_vector(7));
+  // Two clips: one held out for testing, the other trained on, none for validation.
+  const Split two = split_clips(2, 0.95, 0.2, 1);
+  EXPECT_EQ(two.test.size(), 1u);
+  EXPECT_EQ(two.train.size(), 1u);
+  EXPECT_TRUE(two.validation.empty());
 }
 
 TEST(SplitClips, DeterministicBySeed) {

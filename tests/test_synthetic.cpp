@@ -439,9 +439,14 @@ TEST_F(SyntheticTest, RejectsBadSpecs) {
     std::function<void(SyntheticSpec&)> change;
   };
   const std::vector<Case> cases = {
-      {"clips_per_class", [](SyntheticSpec& s) { s.clips_per_class = 0; }},
-      {"clips_per_class", [](SyntheticSpec& s) { s.clips_per_class = -3; }},
-      {"frames_per_clip", [](SyntheticSpec& s) { s.frames_per_clip = 19; }},
+      {"clips per class", [](SyntheticSpec& s) { s.clips_per_class = 0; }},
+      {"clips per class", [](SyntheticSpec& s) { s.clips_per_class = -3; }},
+      {"frames per clip", [](SyntheticSpec& s) { s.frames_per_clip = 19; }},
+      {"GiB in memory",  // 20,000 frames of 4096 x 4096: far more than a clip may hold
+       [](SyntheticSpec& s) {
+         s.frames_per_clip = 20000;
+         s.width = s.height = 4096;
+       }},
       {"width and height", [](SyntheticSpec& s) { s.width = 8; }},
       {"width and height", [](SyntheticSpec& s) { s.height = 30; }},
       {"even", [](SyntheticSpec& s) { s.width = 97; }},
@@ -456,7 +461,7 @@ TEST_F(SyntheticTest, RejectsBadSpecs) {
        [](SyntheticSpec& s) {
          s.classes.assign({"Grow", "Shrink", "Grow"});
        }},
-      {"out_dir is empty", [](SyntheticSpec& s) { s.out_dir.clear(); }},
+      {"no output directory given", [](SyntheticSpec& s) { s.out_dir.clear(); }},
   };
   for (const Case& c : cases) {
     SyntheticSpec spec = small_spec(directory_);

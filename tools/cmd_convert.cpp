@@ -3,6 +3,7 @@
 // optimizer state, class names and training state carried over.
 #include <fmt/format.h>
 
+#include <cctype>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -23,12 +24,21 @@ void add_convert_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("convert", "Rewrite a model file as .keras (Keras 3's format) or .h5");
   cmd->add_option("input", args->input, "Model file (.h5 or .keras, told apart by content)")->required();
   cmd->add_option("output", args->output,
-                  "Output file: a name ending in .keras writes the .keras format, any other .h5")
+                  "Output file: a name ending in .keras writes the .keras format, .h5 or .hdf5 the HDF5 one")
       ->required();
   cmd->add_flag("--overwrite", args->overwrite, "Replace the output file when it exists");
   cmd->callback([args] {
     namespace fs = std::filesystem;
     std::error_code error;
+    std::string extension = fs::path(args->output).extension().string();
+    for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (extension != ".keras" && extension != ".h5" && extension != ".hdf5") {
+      fail(
+          "convert: the output {}: name it .keras (Keras 3's format) or .h5 / .hdf5 (HDF5, Keras 2's), as "
+          "Keras "
+          "tells the formats apart",
+          args->output);
+    }
     require_writable_output(args->output, "convert: the output");
     if (fs::exists(args->output, error)) {
       if (fs::equivalent(args->input, args->output, error)) {

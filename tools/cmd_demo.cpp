@@ -68,6 +68,9 @@ void add_demo_command(CLI::App& app) {
     spec.out_dir = args->out + "/data";
     spec.clips_per_class = args->clips_per_class;
     spec.classes = split_names(args->classes, "--classes");
+    if (spec.classes.size() < 2) {
+      fail("--classes {}: the demo trains classifiers, which need at least 2 classes", args->classes);
+    }
     spec.replace = true;  // the demo's folder is its own: other settings replace its dataset
     console.line(fmt::format("== built-in dataset: {}", spec.out_dir));
     const std::vector<std::string> files = io::make_synthetic_dataset(spec);

@@ -2,8 +2,10 @@
 // held-out split of the run that trained it.
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <memory>
 
+#include "models/inference.h"
 #include "models/model_file.h"
 #include "tools/commands.h"
 #include "tools/outputs.h"
@@ -33,8 +35,9 @@ void add_evaluate_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"all", "test"}));
   cmd->add_option(
-      "--model-classes", args->model_classes,
-      "Comma-separated class names of the model's outputs (for Keras files, which do not store them)");
+         "--model-classes", args->model_classes,
+         "Comma-separated class names of the model's outputs (for Keras files, which do not store them)")
+      ->check(non_empty());
   cmd->add_option("--batch-size", args->batch_size, "Evaluation batch size (Keras's default 32)")
       ->capture_default_str()
       ->check(integer_in(1, 100000));
@@ -60,6 +63,7 @@ void add_evaluate_command(CLI::App& app) {
         output_names(loaded, args->weights, args->model_classes, /*numbered=*/false);
     DataArgs data = args->data;
     data.classes = split_names(*classes, "--classes");
+    data.min_classes = 1;  // a model may be scored on one class's videos
     data.follow_model(loaded.model);
     std::vector<size_t> indices;
     io::ClipSet clips;
@@ -92,6 +96,20 @@ void add_evaluate_command(CLI::App& app) {
       } catch (const nlohmann::json::exception& e) {
         fail("--split test: {}: the record of its training run is malformed ({})", args->weights, e.what());
       }
+      if (test_split == 0) {
+        fail(
+            "--split test: the run that trained {} held out no test clips (--test-split 0): evaluate it on a "
+            "folder with --data DIR",
+            args->weights);
+      }
+      std::error_code error;
+      if (args->data.root.empty() && !std::filesystem::exists(data.root, error)) {
+        fail(
+            "--split test: {} was trained on the videos in {}, which no longer exists: name where they are "
+            "now "
+            "with --data DIR",
+            args->weights, data.root);
+      }
       clips = load_data(data, console);
       check_same_clips(run, clips, data.root, "--split test");
       indices = io::split_clips(clips.size(), test_split, validation_split, seed, shuffle_validation).test;
@@ -108,6 +126,7 @@ void add_evaluate_command(CLI::App& app) {
     loaded.model.to(device);
     const models::Evaluation ev =
         models::evaluate(loaded.model, clips, indices, args->batch_size, label_map, args->cuda_graphs);
+    models::require_finite_outputs(ev.probs, args->weights);
     const models::ClassificationReport report =
         models::classification_report(ev.truth, ev.predicted, model_classes);
     console.finish(ev.steps, ev.ms_per_step * ev.steps / 1000.0, ev.ms_per_step,

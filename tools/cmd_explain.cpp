@@ -12,10 +12,12 @@
 #include "io/plots.h"
 #include "io/video.h"
 #include "models/explain.h"
+#include "models/inference.h"
 #include "models/model_file.h"
 #include "tools/commands.h"
 #include "tools/outputs.h"
 #include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
@@ -36,15 +38,18 @@ void add_explain_command(CLI::App& app) {
       app.add_subcommand("explain", "Show where and when a model looked in a video (Grad-CAM per frame)");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5 / .keras)")->required();
   cmd->add_option("video", args->video, "The video to explain")->required();
-  cmd->add_option("--class", args->class_name, "Explain this class (default: the predicted one)");
+  cmd->add_option("--class", args->class_name, "Explain this class (default: the predicted one)")
+      ->check(non_empty());
   cmd->add_option(
-      "--layer", args->layer,
-      "Convolutional layer to explain (default: the last Conv2D before the recurrent part, or the last "
-      "ConvLSTM2D returning sequences)");
+         "--layer", args->layer,
+         "Convolutional layer to explain (default: the last Conv2D before the recurrent part, or the last "
+         "ConvLSTM2D returning sequences)")
+      ->check(non_empty());
   cmd->add_option("--out", args->out, "The explained video (.avi): the model's frames with their heatmaps")
       ->required();
   cmd->add_option("--grid", args->grid, "The PNG of the frames and their weights (default: --out with .png)");
-  cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)");
+  cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)")
+      ->check(non_empty());
   cmd->add_flag("--overwrite", args->overwrite, "Replace the --out or --grid file when it exists");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->callback([args] {
@@ -59,7 +64,9 @@ void add_explain_command(CLI::App& app) {
       fail("--grid {}: the picture is written as PNG: name it .png", grid);
     const std::vector<std::string> inputs = {args->video, args->weights};
     require_new_output(args->out, inputs, args->overwrite, "--out");
-    require_new_output(grid, inputs, args->overwrite, "--grid");
+    // The default grid is named after --out: a clash is --out's to resolve.
+    require_new_output(grid, inputs, args->overwrite,
+                       args->grid.empty() ? "--grid (default: --out with .png)" : "--grid");
     if (fs::absolute(args->out).lexically_normal() == fs::absolute(grid).lexically_normal()) {
       fail("--out and --grid name the same file {}", grid);
     }
@@ -87,6 +94,7 @@ void add_explain_command(CLI::App& app) {
     const io::Clip clip = io::extract_clip(args->video, settings, /*keep_originals=*/true);
 
     const models::Explanation e = models::explain_clip(model, clip.pixels, settings, layer, class_index);
+    models::require_finite_outputs(std::vector<std::vector<double>>{e.probabilities}, args->weights);
     const int predicted = static_cast<int>(std::max_element(e.probabilities.begin(), e.probabilities.end()) -
                                            e.probabilities.begin());
     const double p = e.probabilities[static_cast<size_t>(e.class_index)];

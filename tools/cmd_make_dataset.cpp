@@ -22,12 +22,17 @@ void add_make_dataset_command(CLI::App& app) {
       "make-dataset",
       "Write the built-in dataset: synthetic action videos in pairs that differ only in time direction");
   cmd->add_option("--out", spec->out_dir, "Output folder (UCF50 layout: OUT/<Class>/<video>.avi)")
-      ->required();
+      ->required()
+      ->check(non_empty());
   cmd->add_option("--clips-per-class", spec->clips_per_class, "Videos per class")
       ->capture_default_str()
-      ->check(integer_in(1, 100000));
-  cmd->add_option("--frames", spec->frames_per_clip, "Frames per video")->capture_default_str();
-  cmd->add_option("--size", *size, "Frame width and height in pixels")->capture_default_str();
+      ->check(integer_in(1, io::kMaxClipsPerClass));
+  cmd->add_option("--frames", spec->frames_per_clip, "Frames per video")
+      ->capture_default_str()
+      ->check(integer_in(io::kMinFrames, io::kMaxFrames));
+  cmd->add_option("--size", *size, "Frame width and height in pixels (even)")
+      ->capture_default_str()
+      ->check(integer_in(io::kMinSide, io::kMaxSide));
   cmd->add_option("--seed", spec->seed, "Seed")->capture_default_str()->check(seed_value());
   cmd->add_option("--classes", *classes, "Comma-separated subset of the classes (default: all)");
   cmd->add_flag(

@@ -39,15 +39,32 @@ std::vector<std::string> collect_videos(const std::vector<std::string>& inputs, 
       continue;
     }
     any_folder = true;
+    // Every video below the folder, as train and evaluate list a class folder's: hidden files and
+    // folders (make-dataset's .partial-* leftovers among them) passed over, a broken link with a
+    // video's name kept (it is then skipped and named), a folder that cannot be listed named.
     std::vector<std::string> found;
-    for (const auto& entry : fs::recursive_directory_iterator(input)) {
-      std::string ext = entry.path().extension().string();
+    const auto& known = io::video_extensions();
+    fs::recursive_directory_iterator it(input, error);
+    fs::path last = input;  // what the walk reached last: where a listing error comes from
+    for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
+      const fs::path& path = it->path();
+      last = path;
+      const std::string name = path.filename().string();
+      if (name.empty() || name[0] == '.') {
+        std::error_code ignored;
+        if (it->is_directory(ignored)) it.disable_recursion_pending();
+        continue;
+      }
+      std::string ext = path.extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-      const auto& known = io::video_extensions();
-      if (entry.is_regular_file() && std::find(known.begin(), known.end(), ext) != known.end()) {
-        found.push_back(entry.path().string());
+      std::error_code kind;
+      const bool broken_link = it->is_symlink(kind) && !fs::exists(path, kind);
+      if ((it->is_regular_file(kind) || broken_link) &&
+          std::find(known.begin(), known.end(), ext) != known.end()) {
+        found.push_back(path.string());
       }
     }
+    if (error) fail("{}: cannot list the folder: {}", last.string(), error.message());
     if (found.empty()) fail("{}: a folder without videos", input);
     std::sort(found.begin(), found.end());
     videos.insert(videos.end(), found.begin(), found.end());
@@ -79,7 +96,8 @@ void add_predict_command(CLI::App& app) {
       app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
   cmd->add_option("videos", args->videos, "Video files or folders of videos")->required();
-  cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)");
+  cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)")
+      ->check(non_empty());
   cmd->add_option("--top-k", args->top_k, "How many classes to print per video")
       ->capture_default_str()
       ->check(integer_in(1, 1000));
@@ -148,6 +166,7 @@ void add_predict_command(CLI::App& app) {
       if (args->rolling > 0) {
         const models::RollingPredictions rolling = models::rolling_predictions(
             loaded.model, video.frames, settings, args->rolling, args->batch_size);
+        models::require_finite_outputs(rolling.windows, args->weights);
         for (size_t f = T - 1; f < n; ++f) {
           const std::vector<double>& mean = rolling.frames[f];
           const int best = top_k(mean, 1)[0];
@@ -157,6 +176,7 @@ void add_predict_command(CLI::App& app) {
       } else {
         const io::Clip clip = io::extract_clip(path, settings);
         const std::vector<double> p = models::classify_clips(loaded.model, {clip.pixels}, settings, 1)[0];
+        models::require_finite_outputs(std::vector<std::vector<double>>{p}, args->weights);
         const int best = top_k(p, 1)[0];
         std::fill(labels.begin(), labels.end(), fmt::format("{} {:.2f}", names[best], p[best]));
         console.line(fmt::format("{}: {} ({:.4f})", path, names[best], p[best]));
@@ -191,6 +211,7 @@ void add_predict_command(CLI::App& app) {
     if (clips.empty()) fail("none of the {} videos could be read", videos.size());
     const std::vector<std::vector<double>> probs =
         models::classify_clips(loaded.model, clips, settings, args->batch_size);
+    models::require_finite_outputs(probs, args->weights);
     const bool as_csv = any_folder || csv_to_stdout || !args->csv.empty() || usable.size() > 1;
     // A binary model's one output is the probability of its positive class (its second name).
     const bool binary = loaded.model.binary();

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 
 #include "engine/distributed.h"
@@ -65,12 +66,17 @@ int main(int argc, char** argv) {
     // --help and --version exit 0; every misread command line exits 1, as every other error.
     return app.exit(e) == 0 ? 0 : 1;
   } catch (const std::exception& e) {
+    // std::bad_alloc says only "std::bad_alloc": say what ran out.
+    const std::string what = dynamic_cast<const std::bad_alloc*>(&e) != nullptr
+                                 ? "out of host memory: the command asked for more memory than this machine "
+                                   "could give (a model, batch, clip or frame size too large?)"
+                                 : e.what();
     if (ranks && hisvid::world().size() > 1) {
       std::fprintf(stderr, "hisvid: error (rank %d of %d): %s\n", hisvid::world().rank(),
-                   hisvid::world().size(), e.what());
+                   hisvid::world().size(), what.c_str());
       hisvid::world().abort(1);  // the other ranks may be waiting for this one
     }
-    std::fprintf(stderr, "hisvid: error: %s\n", e.what());
+    std::fprintf(stderr, "hisvid: error: %s\n", what.c_str());
     return 1;
   }
   return 0;

@@ -21,6 +21,7 @@
 #include "engine/optimizer.h"
 #include "io/atomic_file.h"
 #include "io/plots.h"
+#include "models/inference.h"
 #include "models/model_file.h"
 #include "models/zoo.h"
 #include "tools/outputs.h"
@@ -101,10 +102,15 @@ TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) 
   return a;
 }
 
+// An epoch that validated has a validation accuracy (its loss may be NaN: outputs gone NaN).
+bool validated(const models::EpochLog& log) { return std::isfinite(log.val_accuracy); }
+
 std::string metrics_text(const models::EpochLog& log) {
-  std::string text = fmt::format("loss: {:.4f} - accuracy: {:.4f}", log.loss, log.accuracy);
-  if (std::isfinite(log.val_loss)) {
-    text += fmt::format(" - val_loss: {:.4f} - val_accuracy: {:.4f}", log.val_loss, log.val_accuracy);
+  // As Keras prints them: "nan" whatever the NaN's sign bit.
+  const auto value = [](double v) { return std::isnan(v) ? std::string("nan") : fmt::format("{:.4f}", v); };
+  std::string text = fmt::format("loss: {} - accuracy: {}", value(log.loss), value(log.accuracy));
+  if (validated(log)) {
+    text += fmt::format(" - val_loss: {} - val_accuracy: {}", value(log.val_loss), value(log.val_accuracy));
   }
   return text;
 }
@@ -200,16 +206,22 @@ void DataArgs::follow_model(const models::Sequential& model) {
   channels = static_cast<int>(in[3]);
 }
 
-io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm) {
+io::DatasetSpec DataArgs::spec(Communicator* comm) const {
   io::DatasetSpec spec;
-  spec.root = args.root;
-  spec.classes = args.classes;
-  spec.num_classes = args.num_classes;
-  spec.extraction = args.extraction();
-  spec.cache_path = args.cache;
-  spec.workers = args.workers;
-  spec.stream = args.stream;
+  spec.root = root;
+  spec.classes = classes;
+  spec.num_classes = num_classes;
+  spec.min_classes = min_classes;
+  spec.extraction = extraction();
+  spec.cache_path = cache;
+  spec.workers = workers;
+  spec.stream = stream;
   spec.communicator = comm;
+  return spec;
+}
+
+io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm) {
+  const io::DatasetSpec spec = args.spec(comm);
   double started = -1.0;
   const auto t0 = std::chrono::steady_clock::now();
   io::ClipSet clips = io::load_clips(spec, [&](const io::Progress& p) {
@@ -222,8 +234,8 @@ io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm
       console.finish(static_cast<int>(p.total), seconds, 1000.0 * seconds / p.total, "decoded");
   });
   if (!clips.cache_note.empty()) console.note(clips.cache_note);
-  console.note(fmt::format("{} clips of {} classes from {}{}", clips.size(), clips.class_names.size(),
-                           args.root,
+  console.note(fmt::format("{} clips of {} class{} from {}{}", clips.size(), clips.class_names.size(),
+                           clips.class_names.size() == 1 ? "" : "es", args.root,
                            clips.streamed()   ? " (streamed from the clip cache " + clips.cache_file + ")"
                            : clips.from_cache ? " (read from the clip cache " + clips.cache_file + ")"
                                               : ""));
@@ -308,6 +320,66 @@ void check_combinations(const TrainArgs& given) {
         "architecture; give one of them");
   }
 }
+
+namespace {
+
+// Whether the run's callbacks watch a validation quantity: EarlyStopping (unless --patience -1)
+// or ReduceLROnPlateau on --monitor val_*.
+bool monitors_validation(const TrainArgs& args) {
+  return args.monitor.rfind("val_", 0) == 0 && (args.patience >= 0 || args.reduce_lr_factor > 0);
+}
+
+std::string listed(const std::vector<std::string>& names) {
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+// What can be refused before the videos are decoded: the callbacks against the split, and the
+// data's classes (found by listing the class folders) against those of the model trained on.
+void check_before_decoding(const TrainArgs& args, bool resuming, const models::Sequential& model,
+                           const std::vector<std::string>& model_classes, Console& console) {
+  if (monitors_validation(args) && args.validation_split == 0) {
+    fail(
+        "--validation-split 0 holds no validation clips out, but {} monitors {}: train without it "
+        "(--patience -1{}) or monitor the training loss (--monitor loss)",
+        args.patience >= 0 ? "EarlyStopping" : "ReduceLROnPlateau", args.monitor,
+        args.reduce_lr_factor > 0 ? ", no --reduce-lr-factor" : "");
+  }
+  if (!resuming && args.init_weights.empty()) return;
+  const std::vector<std::string> data = io::dataset_classes(args.data.spec());
+  if (resuming) {
+    if (model_classes != data) {
+      fail("--resume: the checkpoint was trained on the classes {}; {} now gives {}", listed(model_classes),
+           args.data.root, listed(data));
+    }
+    return;
+  }
+  const std::string& weights = args.init_weights;
+  if (static_cast<size_t>(model.num_classes()) != data.size()) {
+    fail("--weights {}: the model has {} output classes but the data has {} ({})", weights,
+         model.num_classes(), data.size(), listed(data));
+  }
+  if (model_classes.empty()) {
+    console.note(
+        fmt::format("note: {} names no classes (a Keras file): its outputs are trained as the data's classes "
+                    "in this order: "
+                    "{} (--classes sets another)",
+                    weights, listed(data)));
+    return;
+  }
+  if (model_classes == data) return;
+  std::vector<std::string> sorted_model = model_classes, sorted_data = data;
+  std::sort(sorted_model.begin(), sorted_model.end());
+  std::sort(sorted_data.begin(), sorted_data.end());
+  if (sorted_model == sorted_data) {
+    fail(
+        "--weights {}: the model's outputs are the classes {} in that order, the data's {}: add --classes {}",
+        weights, listed(model_classes), listed(data), fmt::format("{}", fmt::join(model_classes, ",")));
+  }
+  fail("--weights {}: the model was trained on the classes {}, the data has {}", weights,
+       listed(model_classes), listed(data));
+}
+
+}  // namespace
 
 TrainOutcome run_training(const TrainArgs& given, Console& console) {
   install_interrupt_handler();
@@ -408,6 +480,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     }
   }
   args.data.follow_model(model);
+  check_before_decoding(args, resuming, model, model_classes, console);
 
   const io::ClipSet clips = load_data(args.data, console, &comm);
   if (comm.size() > 1) {
@@ -418,20 +491,16 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
                                           args.shuffle_validation);
   console.note(fmt::format("split: {} training, {} validation, {} test clips (seed {})", split.train.size(),
                            split.validation.size(), split.test.size(), args.seed));
+  if (monitors_validation(args) && split.validation.empty()) {
+    fail(
+        "{} clips leave {} to train on after the test part (--test-split {}): too few to hold validation "
+        "clips "
+        "out of (--validation-split {}); add clips, lower --test-split, or train without validation "
+        "(--validation-split 0 --patience -1)",
+        clips.size(), split.train.size() + split.validation.size(), args.test_split, args.validation_split);
+  }
   const int K = static_cast<int>(clips.class_names.size());
-  if (resuming && model_classes != clips.class_names) {
-    fail("--resume: the checkpoint was trained on other classes than {} now holds", args.data.root);
-  }
   if (resuming) check_same_clips(checkpoint.extras.training_state["run"], clips, args.data.root, "--resume");
-  if (!args.init_weights.empty()) {
-    if (model.num_classes() != K) {
-      fail("--weights {}: the model has {} output classes but the data has {} classes", args.init_weights,
-           model.num_classes(), K);
-    }
-    if (!model_classes.empty() && model_classes != clips.class_names) {
-      fail("--weights {}: the model was trained on other classes than the data's", args.init_weights);
-    }
-  }
   if (!model.built()) {
     model.set_num_classes(K);
     model.build(args.seed);
@@ -514,12 +583,34 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
         done + 1, done, args.out_dir, args.out_dir);
   }
   if (fit.non_finite_loss) {
+    // The epochs before the failure may have gone bad already: outputs NaN on the validation
+    // clips while the training loss was still a number.
+    int good = done;
+    while (good > 0 && validated(fit.history[static_cast<size_t>(good) - 1]) &&
+           !std::isfinite(fit.history[static_cast<size_t>(good) - 1].val_loss)) {
+      --good;
+    }
+    std::string saved = "no epoch was completed, nothing was saved" + kept;
+    if (done > 0 && good == done) {
+      saved = fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir);
+    } else if (good > 0 && fit.best_epoch > 0 && fit.best_epoch <= good) {
+      saved = fmt::format(
+          "epochs {}-{} already gave a NaN or infinite validation loss; {}/best.h5 holds epoch {}, from "
+          "before "
+          "them",
+          good + 1, done, args.out_dir, fit.best_epoch);
+    } else if (good > 0) {
+      saved = fmt::format(
+          "epochs {}-{} already gave a NaN or infinite validation loss: no saved file holds an earlier epoch",
+          good + 1, done);
+    } else if (done > 0) {
+      saved =
+          fmt::format("every epoch gave a NaN or infinite validation loss: no saved epoch is usable{}", kept);
+    }
     fail(
         "training stopped: the loss became NaN or infinite at epoch {} batch {} (a learning rate too high?); "
         "{}",
-        fit.failed_epoch, fit.failed_step,
-        done > 0 ? fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir)
-                 : "no epoch was completed, nothing was saved" + kept);
+        fit.failed_epoch, fit.failed_step, saved);
   }
   TrainOutcome outcome;
   if (!lead) return outcome;  // rank 0 saves and reports
@@ -554,6 +645,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
           "with: "
           "hisvid evaluate --weights {}/model.h5 --split test",
           args.out_dir, args.out_dir);
+    }
+    try {
+      models::require_finite_outputs(outcome.test.probs, "the trained model");
+    } catch (const Error& e) {
+      fail("{} on the test clips; it is saved in {}/model.h5, no report is written", e.what(), args.out_dir);
     }
     outcome.report =
         models::classification_report(outcome.test.truth, outcome.test.predicted, clips.class_names);

@@ -27,7 +27,10 @@ struct DataArgs {
   // one that does.
   int frames = 20, height = 64, width = 64, channels = 3;
   bool shape_given = false;  // --frames or --size on the command line
+  int min_classes = 2;       // evaluate scores a model on one class's videos too
   io::ExtractionSettings extraction() const { return {frames, height, width, channels}; }
+  // What io::load_clips is asked for (the ranks of `comm` share the decoding).
+  io::DatasetSpec spec(Communicator* comm = nullptr) const;
   // Extraction as the model's input (T, H, W, C) asks; errors name the model and the option.
   void follow_model(const models::Sequential& model);
 };
