@@ -51,26 +51,79 @@ namespace hisvid::cuda {
 
 namespace {
 
-// out (z, cols, rows) (= or +=) the transpose of each of in (z, rows, cols), through 32x32 shared
-// tiles. Launched with blocks of (32, 8) threads over (ceil(cols/32), ceil(rows/32), matrices).
-__global__ void transpose_kernel(float* out, const float* in, int rows, int cols, bool accumulate) {
+// The transposes around cuDNN. Each takes matrices in (z, rows, cols) to out (z, cols, rows),
+// out (= or +=) in's element, plus bias[r] for in's row r where bias is given (an NCHW output's
+// bias, added on its way back to NHWC). Three kernels, by the matrices' shape:
+//   - 32x32 shared tiles, blocks of (32, 8) threads over (ceil(cols/32), row tiles, matrices);
+//   - narrow columns (cols <= kNarrow, e.g. an image's (H*W, 3) pixels): a block reads kSpan
+//     whole rows as one contiguous span and writes each of the `cols` output rows' kSpan floats;
+//   - narrow rows (rows <= kNarrow, e.g. an NCHW output's (16, H*W)): the mirror image.
+// A 32x32 tile over 3 columns would load 12 bytes a warp and leave 29 of 32 threads idle.
+constexpr int kNarrow = 16;  // the widest side the narrow kernels take
+constexpr int kSpan = 256;   // rows (or columns) per narrow block, one per thread
+
+__device__ inline void put(float* dst, float value, bool accumulate) {
+  *dst = accumulate ? *dst + value : value;
+}
+
+__global__ void transpose_kernel(float* out, const float* in, int rows, int cols, bool accumulate,
+                                 const float* bias) {
   __shared__ float tile[32][33];  // +1 column: the transposed reads hit 32 different banks
-  const int r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
   const int64_t matrix = int64_t(blockIdx.z) * rows * cols;
   in += matrix;
   out += matrix;
-  for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
-    const int r = r0 + dy, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[dy][threadIdx.x] = in[int64_t(r) * cols + c];
+  const int c0 = blockIdx.x * 32;
+  for (int r0 = blockIdx.y * 32; r0 < rows; r0 += gridDim.y * 32) {  // rows beyond the grid's y extent
+    for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
+      const int r = r0 + dy, c = c0 + threadIdx.x;
+      if (r < rows && c < cols) tile[dy][threadIdx.x] = in[int64_t(r) * cols + c];
+    }
+    __syncthreads();
+    for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
+      const int c = c0 + dy, r = r0 + threadIdx.x;
+      if (c < cols && r < rows) {
+        put(out + int64_t(c) * rows + r, tile[threadIdx.x][dy] + (bias != nullptr ? bias[r] : 0.0f),
+            accumulate);
+      }
+    }
+    __syncthreads();  // the tile is refilled for the next rows
+  }
+}
+
+// cols <= kNarrow: block x takes rows [x * kSpan, x * kSpan + kSpan) of matrix z.
+__global__ void transpose_narrow_cols_kernel(float* out, const float* in, int rows, int cols, bool accumulate,
+                                             const float* bias) {
+  __shared__ float tile[kSpan][kNarrow + 1];
+  const int64_t matrix = int64_t(blockIdx.z) * rows * cols;
+  in += matrix;
+  out += matrix;
+  const int r0 = blockIdx.x * kSpan, count = min(kSpan, rows - r0);
+  const float* src = in + int64_t(r0) * cols;
+  for (int i = threadIdx.x; i < count * cols; i += blockDim.x) tile[i / cols][i % cols] = src[i];
+  __syncthreads();
+  for (int i = threadIdx.x; i < count * cols; i += blockDim.x) {
+    const int c = i / count, j = i % count;
+    put(out + int64_t(c) * rows + r0 + j, tile[j][c] + (bias != nullptr ? bias[r0 + j] : 0.0f), accumulate);
+  }
+}
+
+// rows <= kNarrow: block x takes columns [x * kSpan, x * kSpan + kSpan) of matrix z.
+__global__ void transpose_narrow_rows_kernel(float* out, const float* in, int rows, int cols, bool accumulate,
+                                             const float* bias) {
+  __shared__ float tile[kSpan][kNarrow + 1];
+  const int64_t matrix = int64_t(blockIdx.z) * rows * cols;
+  in += matrix;
+  out += matrix;
+  const int c0 = blockIdx.x * kSpan, count = min(kSpan, cols - c0);
+  for (int i = threadIdx.x; i < rows * count; i += blockDim.x) {
+    const int r = i / count, j = i % count;
+    tile[j][r] = in[int64_t(r) * cols + c0 + j];
   }
   __syncthreads();
-  for (int dy = threadIdx.y; dy < 32; dy += blockDim.y) {
-    const int c = c0 + dy, r = r0 + threadIdx.x;
-    if (c < cols && r < rows) {
-      const float value = tile[threadIdx.x][dy];
-      float* dst = out + int64_t(c) * rows + r;
-      *dst = accumulate ? *dst + value : value;
-    }
+  float* dst = out + int64_t(c0) * rows;
+  for (int i = threadIdx.x; i < count * rows; i += blockDim.x) {
+    const int j = i / rows, r = i % rows;
+    put(dst + i, tile[j][r] + (bias != nullptr ? bias[r] : 0.0f), accumulate);
   }
 }
 
@@ -90,17 +143,27 @@ __global__ void resize_hw_kernel(float* dst, const float* src, int64_t N, int HD
   }
 }
 
-// out (batch, cols, rows) (= or +=) the transposes of in (batch, rows, cols).
+// out (batch, cols, rows) (= or +=) the transposes of in (batch, rows, cols), plus bias (rows)
+// per row of in where given.
 void transpose(float* out, const float* in, int rows, int cols, bool accumulate, cudaStream_t stream,
-               int64_t batch = 1) {
-  constexpr int64_t kMostMatrices = 65535;  // the grid's z extent
-  const unsigned tiles_y = (unsigned(rows) + 31) / 32;
-  if (tiles_y > 65535) throw std::runtime_error("hisvid::cuda::conv2d: matrix too large to transpose");
+               int64_t batch = 1, const float* bias = nullptr) {
+  constexpr int64_t kMostMatrices = 65535;  // the grid's y and z extents
   const int64_t size = int64_t(rows) * cols;
   for (int64_t first = 0; first < batch; first += kMostMatrices) {
-    const dim3 grid((cols + 31) / 32, tiles_y, unsigned(std::min(kMostMatrices, batch - first)));
-    transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(out + first * size, in + first * size, rows, cols,
-                                                       accumulate);
+    const unsigned matrices = unsigned(std::min(kMostMatrices, batch - first));
+    float* o = out + first * size;
+    const float* i = in + first * size;
+    if (cols <= kNarrow && cols <= rows) {
+      const dim3 grid((rows + kSpan - 1) / kSpan, 1, matrices);
+      transpose_narrow_cols_kernel<<<grid, kSpan, 0, stream>>>(o, i, rows, cols, accumulate, bias);
+    } else if (rows <= kNarrow) {
+      const dim3 grid((cols + kSpan - 1) / kSpan, 1, matrices);
+      transpose_narrow_rows_kernel<<<grid, kSpan, 0, stream>>>(o, i, rows, cols, accumulate, bias);
+    } else {
+      const dim3 grid((cols + 31) / 32, unsigned(std::min<int64_t>((rows + 31) / 32, kMostMatrices)),
+                      matrices);
+      transpose_kernel<<<grid, dim3(32, 8), 0, stream>>>(o, i, rows, cols, accumulate, bias);
+    }
     HISVID_CHECK_LAUNCH();
   }
 }
@@ -141,13 +204,15 @@ class WorkspaceLayout {
   size_t total_ = 0;
 };
 
-// A direction's algorithm, its workspace size and the math type it runs with.
+// A direction's algorithm, its workspace size, the math type it runs with and whether it gives
+// the same bits on every run.
 template <typename Algo>
 struct Choice {
   bool found = false;
   Algo algo{};
   size_t bytes = 0;
   cudnnMathType_t math = CUDNN_FMA_MATH;
+  cudnnDeterminism_t determinism = CUDNN_DETERMINISTIC;
 };
 
 // Algorithms needing more scratch than this are passed over.
@@ -197,7 +262,7 @@ std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* 
     size_t bytes = 0;
     if (workspace_of(p->algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
     if (found.empty()) determinism = p->determinism;
-    found.push_back(Choice<Algo>{true, p->algo, bytes, math});
+    found.push_back(Choice<Algo>{true, p->algo, bytes, math, p->determinism});
   }
   if (!found.empty()) CUDNN_CHECK(cudnnSetConvolutionMathType(conv, found.front().math));
   return found;
@@ -423,8 +488,9 @@ void forward_cudnn(const Conv2dForward<float>& k, Context& ctx, const ConvPlan& 
   CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn(), &one, plan.x.get(), x, plan.w.get(), w,
                                       plan.forward_conv.get(), algo.algo, ws + scratch_at, algo.bytes, &zero,
                                       plan.y.get(), y));
-  if (nchw) transpose(out, y, g.F, g.HO * g.WO, false, stream, g.N);  // (N,F,HO,WO) -> (N,HO,WO,F)
-  if (bias != nullptr) {
+  if (nchw) {  // (N,F,HO,WO) -> (N,HO,WO,F), the bias added on the way
+    transpose(out, y, g.F, g.HO * g.WO, false, stream, g.N, bias);
+  } else if (bias != nullptr) {
     BiasAddForward<float> add_bias;
     add_bias.out = out, add_bias.inp = out, add_bias.bias = bias;
     add_bias.M = int64_t(g.N) * g.HO * g.WO, add_bias.C = g.F;
@@ -561,6 +627,19 @@ ConvChoice forced_choice() {
   return choice;
 }
 
+// HISVID_CUDA_CONV_NCHW=0 leaves cuDNN's NCHW candidates out of the timed choices (1 or unset:
+// timed beside the NHWC ones), as when its rows failed on a GPU.
+bool nchw_timed() {
+  static const bool timed = [] {
+    const char* v = std::getenv("HISVID_CUDA_CONV_NCHW");
+    const std::string s = v == nullptr ? "" : v;
+    if (s.empty() || s == "1") return true;
+    if (s == "0") return false;
+    throw std::invalid_argument("HISVID_CUDA_CONV_NCHW='" + s + "': expected 0 or 1");
+  }();
+  return timed;
+}
+
 // The direct path's kernels: version 2's under HISVID_CUDA_CONV=direct_v2 (version 1's
 // where version 2's do not apply), else version 1.
 void direct_forward(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -680,7 +759,8 @@ constexpr size_t kTimedExtraWorkspace = size_t(64) << 20;
 
 // Times the candidates of one pass and records the choice in path and chosen. run_direct() and
 // run_cudnn(algo) run one call each; `candidates` are cuDNN's, best first by its heuristics, and
-// `nchw_candidates` its algorithms for the NCHW plan, run by run_cudnn_nchw(algo). A
+// `nchw_candidates` its algorithms for the NCHW plan, run by run_cudnn_nchw(algo); `failures`
+// says why candidates are missing (a plan cuDNN refused), for the record. A
 // candidate that fails (its workspace cannot be had, cuDNN refuses it) is passed over, unless
 // the failure left the device unusable; the first that runs is the baseline (normally the
 // rule's path), kept unless another beats it by kClearWin.
@@ -690,10 +770,10 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
                 const std::vector<Choice<Algo>>& candidates, const std::vector<Choice<Algo>>& nchw_candidates,
                 const RunDirect& run_direct, const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn,
                 const RunCudnnNchw& run_cudnn_nchw, const RunLanes& run_lanes, bool try_lanes,
-                cudaStream_t stream, Path& path, Choice<Algo>& chosen) {
+                cudaStream_t stream, std::string failures, Path& path, Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
-  std::string failures, best_name;
+  std::string best_name;
   TimedChoice record{op, describe(g), "", {}, ""};
   const auto consider = [&](Path p, const Choice<Algo>* algo, const auto& run) {
     const std::string name = p == Path::Cudnn ? "cudnn algo " + std::to_string(static_cast<int>(algo->algo))
@@ -715,7 +795,8 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
   };
   const bool direct = direct_tiled(g, pass), rule_direct = rule_path(g, pass) == Path::Direct;
   if (rule_direct) consider(Path::Direct, nullptr, run_direct);
-  const size_t most_bytes = candidates.empty() ? 0 : candidates.front().bytes + kTimedExtraWorkspace;
+  const std::vector<Choice<Algo>>& first = candidates.empty() ? nchw_candidates : candidates;
+  const size_t most_bytes = first.empty() ? 0 : first.front().bytes + kTimedExtraWorkspace;
   for (const Choice<Algo>& algo : candidates) {
     if (algo.bytes > most_bytes) continue;
     consider(Path::Cudnn, &algo, [&] { run_cudnn(algo); });
@@ -770,6 +851,32 @@ Timed<Algo>& timed_choice(const Context& ctx, const Conv2dGeometry& g) {
   return choices[plan_key(ctx, g)];
 }
 
+// The NCHW candidates worth timing beside the NHWC ones: none where the NCHW copies of the
+// activations would take more than a quarter of the device's free memory (the workspace keeps
+// them, chosen or not), and only deterministic ones where the NHWC choice is (a timed choice never
+// trades reproducibility for speed). What is left out is said in `missing`.
+template <typename Algo>
+void trim_nchw_candidates(const ConvPlan& nchw, const std::vector<Choice<Algo>>& nhwc,
+                          std::vector<Choice<Algo>>& candidates, std::string& missing) {
+  if (candidates.empty()) return;
+  const Conv2dGeometry& g = nchw.g;
+  const double copies =
+      sizeof(float) * (double(g.N) * nchw.HP * nchw.WP * g.C + double(g.N) * g.HO * g.WO * g.F);
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess && copies > 0.25 * double(free_bytes)) {
+    missing += std::string(missing.empty() ? "" : "; ") + "cudnn_nchw: its copies (" +
+               std::to_string(static_cast<long long>(copies / 1048576.0)) + " MiB) exceed a quarter of the " +
+               std::to_string(free_bytes >> 20) + " MiB free";
+    candidates.clear();
+    return;
+  }
+  const bool deterministic = nhwc.empty() || nhwc.front().determinism == CUDNN_DETERMINISTIC;
+  if (!deterministic) return;
+  candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                  [](const Choice<Algo>& c) { return c.determinism != CUDNN_DETERMINISTIC; }),
+                   candidates.end());
+}
+
 // One pass of a timed row: at the first call outside a capture, time_paths over the pass's
 // candidates, on the arguments with_trial hands to its callback (the call's own, or with
 // scratch for an accumulated output); then the chosen path runs the call. cuDNN is among the
@@ -793,21 +900,28 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
     if (timed.path == Path::Undecided && !capturing(stream)) {
       ConvPlan *plan = nullptr, *nchw_plan = nullptr;
       std::vector<Choice<Algo>> algos, nchw_algos;
+      std::string missing;  // why a layout's candidates could not be had, for the record
       if (!rule_direct || forced_choice() == ConvChoice::Timed) {
         try {
           plan = &plan_for(ctx, k.g, pass);
           algos = candidates(*plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms);
-        } catch (const std::exception&) {
-          if (!rule_direct) throw;  // the rule's own path is cuDNN: nothing to time without it
+        } catch (const std::exception& e) {
+          missing = std::string("cudnn plan: ") + e.what();
           algos.clear();
         }
-        if (!algos.empty()) {
-          try {  // an NCHW plan cuDNN cannot make leaves the NHWC candidates
+        if (nchw_timed()) {
+          try {
             nchw_plan = &plan_for(ctx, k.g, pass, Layout::Nchw);
             nchw_algos = candidates(*nchw_plan, ctx.cudnn(), ctx.allow_tf32(), kTimedAlgorithms);
-          } catch (const std::exception&) {
+          } catch (const std::exception& e) {
+            missing += std::string(missing.empty() ? "" : "; ") + "cudnn_nchw plan: " + e.what();
             nchw_algos.clear();
           }
+          if (nchw_plan != nullptr) trim_nchw_candidates(*nchw_plan, algos, nchw_algos, missing);
+        }
+        if (!rule_direct && algos.empty() && nchw_algos.empty()) {  // the rule's own path is cuDNN
+          throw std::runtime_error(std::string("hisvid::cuda::") + op + ": no cuDNN algorithm for " +
+                                   describe(k.g) + ": " + missing);
         }
       }
       with_trial([&](const Args& trial) {
@@ -816,8 +930,8 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
             [&] { direct_v2(trial, stream); },
             [&](const Choice<Algo>& a) { cudnn(trial, ctx, *plan, a, stream); },
             [&](const Choice<Algo>& a) { cudnn(trial, ctx, *nchw_plan, a, stream); },
-            lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, timed.path,
-            timed.algo);
+            lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, missing,
+            timed.path, timed.algo);
       });
     }
     // Inside a capture nothing is timed: the geometry keeps the rule's path from then on, so that
