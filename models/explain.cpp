@@ -84,11 +84,14 @@ int explain_layer_by_name(const Sequential& model, const std::string& name) {
   std::string choices;
   for (int i : found) choices += (choices.empty() ? "" : ", ") + all[static_cast<size_t>(i)]->name();
   for (size_t i = 0; i < all.size(); ++i) {
-    if (all[i]->name() != name) continue;
+    // A TimeDistributed layer answers to its own name and to its inner layer's (Keras names both).
+    const auto* wrapper = dynamic_cast<const layers::TimeDistributed*>(all[i]);
+    if (all[i]->name() != name && (wrapper == nullptr || wrapper->inner().name() != name)) continue;
     if (std::find(found.begin(), found.end(), static_cast<int>(i)) != found.end()) return static_cast<int>(i);
     fail(
-        "--layer {}: a {} with output {}, not a convolution whose output keeps the frames apart (model '{}' "
-        "can explain: {})",
+        "--layer {}: a layer of class {} with output {}, not a convolution whose output keeps the frames "
+        "apart "
+        "(model '{}' can explain: {})",
         name, all[i]->class_name(), all[i]->output_shape().str(), model.name(),
         choices.empty() ? "none" : choices);
   }

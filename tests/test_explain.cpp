@@ -108,6 +108,9 @@ TEST(Explain, NamesTheLayersItCanExplain) {
   const std::string lstm = model.layers()[5]->name();
   testing::expect_error([&] { explain_layer_by_name(model, lstm); },
                         {"--layer " + lstm, "LSTM", "conv_a, conv_b"});
+  // The Conv2D inside TimeDistributed conv_b answers to its own name too, as Keras names both.
+  const auto& wrapper = dynamic_cast<const layers::TimeDistributed&>(*model.layers()[3]);
+  EXPECT_EQ(explain_layer_by_name(model, wrapper.inner().name()), 3);
   Sequential dense_only = built_model(R"([{"class_name": "Flatten", "config": {}},
     {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}])",
                                       Shape{2, 4, 4, 1}, 1);

@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // CLI11's own complaints (an unknown option, a value out of range) read like every other error.
+  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
+    return "hisvid: error: " + CLI::FailureMessage::simple(failed, e);
+  });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
