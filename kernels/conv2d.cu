@@ -34,6 +34,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -268,7 +269,14 @@ std::vector<Choice<Algo>> usable(cudnnConvolutionDescriptor_t conv, const Perf* 
   return found;
 }
 
-enum class Path { Undecided, Direct, Cudnn, Lanes, DirectV2, CudnnNchw };
+enum class Path { Undecided, Direct, Cudnn, Lanes, DirectV2, CudnnNchw, Const };
+
+// A hand-written candidate of a timed choice besides the tiled kernels (the lanes kernels, the
+// const kernel), where it applies to the call: which, and one call of it.
+struct Extra {
+  Path path;
+  std::function<void()> run;
+};
 
 // The layout cuDNN is handed: hisvid's own NHWC (CUDNN_TENSOR_NHWC, filter (F,KH,KW,C/G)), or
 // NCHW copies made around the call (filter (F,C/G,KH,KW)), as TensorFlow does for FP32
@@ -709,6 +717,19 @@ bool v2_applies(const Conv2dGeometry& g, Direction pass) {
   return pass == Direction::BackwardFilter ? conv2d_filter_small_applies(g) : conv2d_strips_apply(g);
 }
 
+// Whether the const kernel applies to g's pass (none for the filter gradient).
+bool const_applies(const Conv2dGeometry& g, Direction pass) {
+  switch (pass) {
+    case Direction::Forward:
+      return conv2d_const_applies(g);
+    case Direction::BackwardData:
+      return conv2d_backward_data_const_applies(g);
+    case Direction::BackwardFilter:
+      break;
+  }
+  return false;
+}
+
 // Which path the default rows take without timing: forced, or the rule; Undecided where the
 // choice is left to timing.
 Path untimed_path(const Conv2dGeometry& g, Direction pass) {
@@ -728,8 +749,10 @@ Path untimed_path(const Conv2dGeometry& g, Direction pass) {
       break;
   }
   // Small work goes to the tiled direct kernels untimed, unless their tiles would mostly idle
-  // (then the lanes kernels may win: timed) or version 2's kernels apply (timed against them).
-  return rule_path(g, pass) == Path::Direct && tile_use(g, pass) >= kTimedBelowTileUse && !v2_applies(g, pass)
+  // (then the lanes kernels may win: timed) or version 2's kernels or the const kernel apply
+  // (timed against them).
+  return rule_path(g, pass) == Path::Direct && tile_use(g, pass) >= kTimedBelowTileUse &&
+                 !v2_applies(g, pass) && !const_applies(g, pass)
              ? Path::Direct
              : Path::Undecided;
 }
@@ -764,13 +787,12 @@ constexpr size_t kTimedExtraWorkspace = size_t(64) << 20;
 // candidate that fails (its workspace cannot be had, cuDNN refuses it) is passed over, unless
 // the failure left the device unusable; the first that runs is the baseline (normally the
 // rule's path), kept unless another beats it by kClearWin.
-template <typename Algo, typename RunDirect, typename RunDirectV2, typename RunCudnn, typename RunCudnnNchw,
-          typename RunLanes>
+template <typename Algo, typename RunDirect, typename RunDirectV2, typename RunCudnn, typename RunCudnnNchw>
 void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
                 const std::vector<Choice<Algo>>& candidates, const std::vector<Choice<Algo>>& nchw_candidates,
                 const RunDirect& run_direct, const RunDirectV2& run_direct_v2, const RunCudnn& run_cudnn,
-                const RunCudnnNchw& run_cudnn_nchw, const RunLanes& run_lanes, bool try_lanes,
-                cudaStream_t stream, std::string failures, Path& path, Choice<Algo>& chosen) {
+                const RunCudnnNchw& run_cudnn_nchw, const std::vector<Extra>& extras, cudaStream_t stream,
+                std::string failures, Path& path, Choice<Algo>& chosen) {
   Path best_path = Path::Undecided;
   float best_ms = 0.0f, baseline_ms = 0.0f;
   std::string best_name;
@@ -781,6 +803,7 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
                                  ? "cudnn_nchw algo " + std::to_string(static_cast<int>(algo->algo))
                              : p == Path::DirectV2 ? "direct_v2"
                              : p == Path::Lanes    ? "lanes"
+                             : p == Path::Const    ? "const"
                                                    : "direct_v1";
     const std::optional<float> timed = try_fastest_ms(run, stream, name, failures);
     if (!timed) return;
@@ -807,9 +830,7 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
   }
   if (direct && !rule_direct) consider(Path::Direct, nullptr, run_direct);
   if (v2_applies(g, pass)) consider(Path::DirectV2, nullptr, run_direct_v2);
-  if constexpr (!std::is_same_v<RunLanes, std::nullptr_t>) {
-    if (try_lanes) consider(Path::Lanes, nullptr, run_lanes);
-  }
+  for (const Extra& extra : extras) consider(extra.path, nullptr, extra.run);
   if (best_path == Path::Undecided) {
     throw std::runtime_error("hisvid::cuda::conv2d: no path could run " + describe(g) +
                              (failures.empty() ? "" : ": " + failures));
@@ -823,16 +844,6 @@ void time_paths(const char* op, const Conv2dGeometry& g, Direction pass,
 std::mutex& timing_mutex() {
   static std::mutex mutex;
   return mutex;
-}
-
-// The lanes candidate of time_paths: a call of `lanes` on args, or nullptr where there is none.
-template <typename Args, typename Lanes>
-auto lanes_of(const Args& args, const Lanes& lanes, cudaStream_t stream) {
-  if constexpr (std::is_same_v<Lanes, std::nullptr_t>) {
-    return nullptr;
-  } else {
-    return [&args, &lanes, stream] { lanes(args, stream); };
-  }
 }
 
 // What timing chose for one geometry and pass (Algo says which pass): the tiled direct
@@ -882,12 +893,13 @@ void trim_nchw_candidates(const ConvPlan& nchw, const std::vector<Choice<Algo>>&
 // scratch for an accumulated output); then the chosen path runs the call. cuDNN is among the
 // candidates where the rule would run it (large work, or no tiles), or everywhere under
 // HISVID_CUDA_CONV=timed; the lanes kernel (`lanes`, nullptr where the pass has none) where the
-// tiles would be under half busy. rule_algo: cuDNN's heuristic-first algorithm in the plan.
+// tiles would be under half busy; the const kernel (`konst`, nullptr where the pass has none)
+// where its weights fit in constant memory. rule_algo: cuDNN's heuristic-first algorithm in the plan.
 template <typename Args, typename Algo, typename Candidates, typename Direct, typename DirectV2,
-          typename Cudnn, typename Lanes, typename WithTrial>
+          typename Cudnn, typename Lanes, typename Const, typename WithTrial>
 void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pass,
                Choice<Algo> ConvPlan::*rule_algo, const Candidates& candidates, const Direct& direct,
-               const DirectV2& direct_v2, const Cudnn& cudnn, const Lanes& lanes,
+               const DirectV2& direct_v2, const Cudnn& cudnn, const Lanes& lanes, const Const& konst,
                const WithTrial& with_trial) {
   validate(k.g, op);
   if (k.g.N == 0) return;
@@ -925,12 +937,19 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
         }
       }
       with_trial([&](const Args& trial) {
+        std::vector<Extra> extras;
+        if constexpr (!std::is_same_v<Lanes, std::nullptr_t>) {
+          if (tile_use(k.g, pass) < kTimedBelowTileUse)
+            extras.push_back({Path::Lanes, [&] { lanes(trial, stream); }});
+        }
+        if constexpr (!std::is_same_v<Const, std::nullptr_t>) {
+          if (const_applies(k.g, pass)) extras.push_back({Path::Const, [&] { konst(trial, stream); }});
+        }
         time_paths(
             op, k.g, pass, algos, nchw_algos, [&] { direct(trial, stream); },
             [&] { direct_v2(trial, stream); },
             [&](const Choice<Algo>& a) { cudnn(trial, ctx, *plan, a, stream); },
-            [&](const Choice<Algo>& a) { cudnn(trial, ctx, *nchw_plan, a, stream); },
-            lanes_of(trial, lanes, stream), tile_use(k.g, pass) < kTimedBelowTileUse, stream, missing,
+            [&](const Choice<Algo>& a) { cudnn(trial, ctx, *nchw_plan, a, stream); }, extras, stream, missing,
             timed.path, timed.algo);
       });
     }
@@ -941,6 +960,9 @@ void run_timed(const Args& k, cudaStream_t stream, const char* op, Direction pas
   }
   if constexpr (!std::is_same_v<Lanes, std::nullptr_t>) {
     if (chosen.path == Path::Lanes) return lanes(k, stream);
+  }
+  if constexpr (!std::is_same_v<Const, std::nullptr_t>) {
+    if (chosen.path == Path::Const) return konst(k, stream);
   }
   if (chosen.path == Path::Direct) return direct(k, stream);
   if (chosen.path == Path::DirectV2) return direct_v2(k, stream);
@@ -976,6 +998,7 @@ void run_default(const Args& k, cudaStream_t stream, Direction pass, const Direc
     case Path::Undecided:
     case Path::Lanes:
     case Path::DirectV2:
+    case Path::Const:
       return timed(k, stream);
   }
 }
@@ -1013,13 +1036,14 @@ void conv2d_backward_filter_cudnn_nchw(const Conv2dBackwardFilter<float>& k, cud
 void conv2d_forward_timed(const Conv2dForward<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_forward", Direction::Forward, &ConvPlan::forward, forward_candidates,
             direct_forward, conv2d_forward_direct_v2, forward_cudnn, conv2d_forward_lanes,
-            [&](const auto& time_with) { time_with(k); });
+            conv2d_forward_const, [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   run_timed(k, stream, "conv2d_backward_data", Direction::BackwardData, &ConvPlan::backward_data,
             backward_data_candidates, direct_backward_data, conv2d_backward_data_direct_v2,
-            backward_data_cudnn, conv2d_backward_data_lanes, [&](const auto& time_with) { time_with(k); });
+            backward_data_cudnn, conv2d_backward_data_lanes, conv2d_backward_data_const,
+            [&](const auto& time_with) { time_with(k); });
 }
 
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
@@ -1034,7 +1058,7 @@ void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStre
   };
   run_timed(k, stream, "conv2d_backward_filter", Direction::BackwardFilter, &ConvPlan::backward_filter,
             backward_filter_candidates, direct_backward_filter, conv2d_backward_filter_direct_v2,
-            backward_filter_cudnn, nullptr, with_scratch);
+            backward_filter_cudnn, nullptr, nullptr, with_scratch);
 }
 
 void conv2d_forward(const Conv2dForward<float>& k, cudaStream_t stream) {

@@ -253,6 +253,14 @@ bool conv2d_filter_small_applies(const Conv2dGeometry& g);
 // Small outputs: S lanes of a warp per output element, splitting its channels (backward data:
 // its filters), every geometry (kernels/conv2d_direct.cu).
 void conv2d_forward_lanes(const Conv2dForward<float>& k, cudaStream_t stream);
+// The whole kernel in constant memory, each thread every filter of one output pixel (backward
+// data: of one input pixel, stride 1, through the flipped kernel), for one group of F in
+// {8, 16, 32, 64} filters and at most 8192 weights (kernels/conv2d_direct.cu); version 1
+// elsewhere.
+void conv2d_forward_const(const Conv2dForward<float>& k, cudaStream_t stream);
+void conv2d_backward_data_const(const Conv2dBackwardData<float>& k, cudaStream_t stream);
+bool conv2d_const_applies(const Conv2dGeometry& g);
+bool conv2d_backward_data_const_applies(const Conv2dGeometry& g);
 void conv2d_backward_data_lanes(const Conv2dBackwardData<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda

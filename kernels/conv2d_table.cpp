@@ -54,6 +54,8 @@ const bool cuda_rows =
                   cuda_row<cuda::conv2d_backward_filter_direct_v2>("cuda.direct_v2", Role::Alternative),
                   cuda_row<cuda::conv2d_forward_lanes>("cuda.lanes", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_lanes>("cuda.lanes", Role::Alternative),
+                  cuda_row<cuda::conv2d_forward_const>("cuda.const", Role::Alternative),
+                  cuda_row<cuda::conv2d_backward_data_const>("cuda.const", Role::Alternative),
                   cuda_row<cuda::conv2d_forward_timed>("cuda.timed", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_timed>("cuda.timed", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_filter_timed>("cuda.timed", Role::Alternative));
@@ -101,6 +103,8 @@ const Shape kShapes[] = {
     {1, 6, 6, 4, 70, 3, 3, 1, 1, Padding::Same, true, "2 groups of 35 filters: short column tiles of 32", 2},
     {1, 40, 40, 4, 2, 40, 40, 1, 1, Padding::Valid, true, "groups with a kernel too large for the tiles", 2},
     {3, 5, 5, 4, 4, 3, 3, 1, 1, Padding::Same, true, "one channel and one filter per group", 4},
+    {3, 9, 11, 8, 8, 3, 3, 1, 1, Padding::Valid, true, "the CUDA const kernel both ways: 8 channels, 8 filters"},
+    {2, 7, 5, 16, 64, 2, 3, 1, 1, Padding::Same, false, "the CUDA const kernel's most filters, an even kernel"},
 };
 // clang-format on
 
