@@ -984,7 +984,7 @@ void run_cudnn(const Args& k, cudaStream_t stream, const char* op, Direction pas
 }
 
 // One pass of a default row: the path chosen without timing where there is one, else the
-// pass's timed row (Lanes is only ever chosen by timing).
+// pass's timed row (Lanes and Const are only ever chosen by timing).
 template <typename Args, typename Direct, typename CudnnRow, typename CudnnNchwRow, typename TimedRow>
 void run_default(const Args& k, cudaStream_t stream, Direction pass, const Direct& direct,
                  const CudnnRow& cudnn, const CudnnNchwRow& cudnn_nchw, const TimedRow& timed) {

@@ -384,45 +384,75 @@ __global__ void conv2d_backward_data_lanes_kernel(float* dinp, const float* dout
 //
 // Small layers at small batches are bound by latency, not arithmetic: the LRCN's 3x3 layers of
 // 3 -> 16 and 16 -> 32 channels took 0.081 and 0.041 ms forward at batch 4 on an H100 for 0.28 and
-// 0.19 GFLOP. Here the whole kernel (at most kConstWeights floats, one group) is copied into
-// constant memory before the launch, and each thread computes every filter of one output pixel:
-// the taps' C inputs are read once per pixel, and every multiply-add takes its weight from the
-// constant cache at an address the whole warp shares (a broadcast, an operand of the FMA itself).
-// F is a compile-time count (kConstFilters), so the F sums stay in registers. Backward data (stride
-// 1) runs the same kernel on the flipped weights of the transposed convolution.
+// 0.19 GFLOP. Here the whole kernel (at most kConstWeights floats, one group) and the bias are
+// copied into constant memory before the launch, and each thread computes every filter of one
+// output pixel: the taps' C inputs are read once per pixel, and every multiply-add takes its
+// weight from the constant cache at an address the whole warp shares (a broadcast). With the
+// shape known at compile time (3x3 kernels of the seeds' channel counts, KC > 0) every loop
+// unrolls and each weight is an immediate constant operand of its FMA; otherwise (KC == 0) the
+// taps and channels are loops and the weights come through constant loads. A block's outputs
+// are staged in shared memory and written as one contiguous run (F floats per pixel, pixels in
+// order). Backward data (stride 1) runs the same kernel on the flipped weights of the transposed
+// convolution. One launch at a time per device uses the symbols (the copies and the kernel are
+// enqueued together under a lock, on the device's one stream).
 constexpr int kConstWeights = 8192;  // 32 KB of the 64 KB constant space
+constexpr int kConstMaxFilters = 64;
 constexpr int kConstThreads = 128;
-__constant__ float c_conv_weight[kConstWeights];  // (KH,KW,C,F) of the call in flight
+__constant__ float c_conv_weight[kConstWeights];   // (KH,KW,C,F) of the call in flight
+__constant__ float c_conv_bias[kConstMaxFilters];  // (F), zeros without a bias
 
-// out (N,HO,WO,F) = conv(inp (N,H,W,C), c_conv_weight (KH,KW,C,F)) + bias (F), one pixel a thread.
-template <int F, typename Index>
-__global__ void __launch_bounds__(kConstThreads)
-    conv2d_forward_const_kernel(float* out, const float* inp, const float* bias, Conv2dGeometry g) {
-  for (const int64_t p : device::grid_stride(int64_t(g.N) * g.HO * g.WO)) {
-    const Index flat = static_cast<Index>(p), columns = g.WO, rows = g.HO;
-    const Index row = flat / columns, n = row / rows;
-    const int ho = static_cast<int>(row - n * rows), wo = static_cast<int>(flat - row * columns);
-    float sum[F];
+// The taps' multiply-adds of one pixel into sum (F): KC > 0 fixes a 3x3 kernel of KC channels.
+template <int F, int KC>
+__device__ __forceinline__ void const_taps(float (&sum)[F], const float* inp, const Conv2dGeometry& g,
+                                           int64_t n, int ho, int wo) {
+  constexpr int KK = KC > 0 ? 3 : 0;
+  const int KH = KC > 0 ? KK : g.KH, KW = KC > 0 ? KK : g.KW, C = KC > 0 ? KC : g.C;
 #pragma unroll
-    for (int f = 0; f < F; ++f) sum[f] = bias != nullptr ? __ldg(bias + f) : 0.0f;
-    for (int kh = 0; kh < g.KH; ++kh) {
-      const int ih = ho * g.SH - g.pad_top + kh;
-      if (ih < 0 || ih >= g.H) continue;
-      for (int kw = 0; kw < g.KW; ++kw) {
-        const int iw = wo * g.SW - g.pad_left + kw;
-        if (iw < 0 || iw >= g.W) continue;
-        const float* x = inp + ((int64_t(n) * g.H + ih) * g.W + iw) * g.C;
-        const float* w = c_conv_weight + (kh * g.KW + kw) * g.C * F;
-        for (int c = 0; c < g.C; ++c) {
-          const float v = __ldg(x + c);
+  for (int kh = 0; kh < (KC > 0 ? KK : KH); ++kh) {
+    const int ih = ho * g.SH - g.pad_top + kh;
+    if (ih < 0 || ih >= g.H) continue;
 #pragma unroll
-          for (int f = 0; f < F; ++f) sum[f] = fmaf(v, w[c * F + f], sum[f]);
-        }
+    for (int kw = 0; kw < (KC > 0 ? KK : KW); ++kw) {
+      const int iw = wo * g.SW - g.pad_left + kw;
+      if (iw < 0 || iw >= g.W) continue;
+      const float* x = inp + ((n * g.H + ih) * g.W + iw) * C;
+      const float* w = c_conv_weight + (kh * KW + kw) * C * F;
+#pragma unroll
+      for (int c = 0; c < (KC > 0 ? KC : C); ++c) {
+        const float v = __ldg(x + c);
+#pragma unroll
+        for (int f = 0; f < F; ++f) sum[f] = fmaf(v, w[c * F + f], sum[f]);
       }
     }
-    float* y = out + p * F;
+  }
+}
+
+// out (N,HO,WO,F) = conv(inp (N,H,W,C), c_conv_weight (KH,KW,C,F)) + c_conv_bias (F): block b takes
+// pixels [b * kConstThreads, ...) of each grid-wide round, one a thread.
+template <int F, int KC, typename Index>
+__global__ void __launch_bounds__(kConstThreads)
+    conv2d_forward_const_kernel(float* out, const float* inp, Conv2dGeometry g) {
+  __shared__ float staged[kConstThreads * (F + 1)];  // (pixel, F) with a pad: no bank conflicts
+  const int64_t pixels = int64_t(g.N) * g.HO * g.WO;
+  for (int64_t first = int64_t(blockIdx.x) * kConstThreads; first < pixels;
+       first += int64_t(gridDim.x) * kConstThreads) {
+    const int64_t p = first + threadIdx.x;
+    if (p < pixels) {
+      const Index flat = static_cast<Index>(p), columns = g.WO, rows = g.HO;
+      const Index row = flat / columns, n = row / rows;
+      float sum[F];
 #pragma unroll
-    for (int f = 0; f < F; ++f) y[f] = sum[f];
+      for (int f = 0; f < F; ++f) sum[f] = c_conv_bias[f];
+      const_taps<F, KC>(sum, inp, g, int64_t(n), static_cast<int>(row - n * rows),
+                        static_cast<int>(flat - row * columns));
+#pragma unroll
+      for (int f = 0; f < F; ++f) staged[threadIdx.x * (F + 1) + f] = sum[f];
+    }
+    __syncthreads();
+    const int count = static_cast<int>(min(int64_t(kConstThreads), pixels - first));
+    float* dst = out + first * F;
+    for (int i = threadIdx.x; i < count * F; i += kConstThreads) dst[i] = staged[i / F * (F + 1) + i % F];
+    __syncthreads();  // the stage is refilled next round
   }
 }
 
@@ -445,36 +475,72 @@ bool with_const_filters(int F, const Launch& launch) {
   }
 }
 
+// The (C, F) pairs of 3x3 kernels built with everything known at compile time: the seeds' LRCN
+// (3 -> 16, 16 -> 32, and 32 -> 16 for the second layer's backward data) and ConvLSTM input
+// convolutions (3 -> 16, 4 -> 32). Others, 14 -> 64 among them (it spilled), run the loops.
+template <int F, typename Launch>
+void with_const_channels(const Conv2dGeometry& g, const Launch& launch) {
+  const bool k3 = g.KH == 3 && g.KW == 3;
+  if constexpr (F == 16) {
+    if (k3 && g.C == 3) return launch(std::integral_constant<int, 3>{});
+    if (k3 && g.C == 32) return launch(std::integral_constant<int, 32>{});
+  } else if constexpr (F == 32) {
+    if (k3 && g.C == 16) return launch(std::integral_constant<int, 16>{});
+    if (k3 && g.C == 4) return launch(std::integral_constant<int, 4>{});
+  }
+  launch(std::integral_constant<int, 0>{});
+}
+
 bool const_applies(const Conv2dGeometry& g) {
   const bool built =
       std::find(std::begin(kConstFilters), std::end(kConstFilters), g.F) != std::end(kConstFilters);
   return g.G == 1 && built && int64_t(g.KH) * g.KW * g.C * g.F <= kConstWeights;
 }
 
-// The device address of c_conv_weight on the current device, looked up once per device (a first
-// lookup may load the module: never inside a graph capture, where timing has run the kernel first).
-void* const_weights_address() {
+// The device addresses of the constant symbols on the current device, looked up once per device
+// (outside any capture: timing runs the kernel before a graph can hold it).
+struct ConstSymbols {
+  void* weight = nullptr;
+  void* bias = nullptr;
+  std::mutex launch;  // held from the copies to the launch
+};
+
+ConstSymbols& const_symbols(int device) {
   static std::mutex mutex;
-  static std::map<int, void*> addresses;
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
+  static std::map<int, ConstSymbols> symbols;
   std::lock_guard<std::mutex> lock(mutex);
-  void*& address = addresses[device];
-  if (address == nullptr) CUDA_CHECK(cudaGetSymbolAddress(&address, c_conv_weight));
-  return address;
+  ConstSymbols& s = symbols[device];
+  if (s.weight == nullptr) {
+    CUDA_CHECK(cudaGetSymbolAddress(&s.weight, c_conv_weight));
+    CUDA_CHECK(cudaGetSymbolAddress(&s.bias, c_conv_bias));
+  }
+  return s;
 }
 
 // out (N,HO,WO,F) = conv(inp, weight (KH,KW,C,F), on the device) + bias, g as const_applies allows:
-// the weights go to constant memory in stream order (a copy node in a captured graph), then the kernel.
+// the weights and the bias go to constant memory in stream order (copy nodes in a captured
+// graph), then the kernel.
 void launch_const(float* out, const float* inp, const float* weight, const float* bias,
-                  const Conv2dGeometry& g, cudaStream_t stream) {
-  CUDA_CHECK(cudaMemcpyAsync(const_weights_address(), weight, sizeof(float) * size_t(g.KH) * g.KW * g.C * g.F,
+                  const Conv2dGeometry& g, cudaStream_t stream, const char* op) {
+  Context& ctx = context_for_stream(stream, op);  // the stream's device is the current one
+  ConstSymbols& symbols = const_symbols(ctx.device());
+  std::lock_guard<std::mutex> lock(symbols.launch);
+  CUDA_CHECK(cudaMemcpyAsync(symbols.weight, weight, sizeof(float) * size_t(g.KH) * g.KW * g.C * g.F,
                              cudaMemcpyDeviceToDevice, stream));
+  if (bias != nullptr) {
+    CUDA_CHECK(
+        cudaMemcpyAsync(symbols.bias, bias, sizeof(float) * size_t(g.F), cudaMemcpyDeviceToDevice, stream));
+  } else {
+    CUDA_CHECK(cudaMemsetAsync(symbols.bias, 0, sizeof(float) * size_t(g.F), stream));
+  }
   const int64_t pixels = int64_t(g.N) * g.HO * g.WO;
   with_const_filters(g.F, [&](auto filters) {
-    with_index_type(pixels, [&](auto index) {
-      conv2d_forward_const_kernel<decltype(filters)::value, decltype(index)>
-          <<<grid_blocks(pixels, kConstThreads), kConstThreads, 0, stream>>>(out, inp, bias, g);
+    constexpr int F = decltype(filters)::value;
+    with_const_channels<F>(g, [&](auto channels) {
+      with_index_type(pixels, [&](auto index) {
+        conv2d_forward_const_kernel<F, decltype(channels)::value, decltype(index)>
+            <<<grid_blocks(pixels, kConstThreads), kConstThreads, 0, stream>>>(out, inp, g);
+      });
     });
   });
   HISVID_CHECK_LAUNCH();
@@ -644,7 +710,7 @@ void conv2d_forward_const(const Conv2dForward<float>& k, cudaStream_t stream) {
   check_geometry(g, "conv2d_forward_const");
   if (!const_applies(g)) return conv2d_forward_direct_v1(k, stream);
   if (g.N == 0) return;
-  launch_const(k.out, k.inp, k.weight, k.bias, g, stream);
+  launch_const(k.out, k.inp, k.weight, k.bias, g, stream, "conv2d_forward_const");
 }
 
 void conv2d_backward_data_const(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
@@ -653,7 +719,8 @@ void conv2d_backward_data_const(const Conv2dBackwardData<float>& k, cudaStream_t
   if (!conv2d_backward_data_const_applies(g)) return conv2d_backward_data_direct_v1(k, stream);
   if (g.N == 0) return;
   const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_backward_data_const");
-  launch_const(k.dinp, k.dout, flipped, nullptr, tiled::transposed_geometry(g), stream);
+  launch_const(k.dinp, k.dout, flipped, nullptr, tiled::transposed_geometry(g), stream,
+               "conv2d_backward_data_const");
 }
 
 }  // namespace hisvid::cuda
