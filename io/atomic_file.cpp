@@ -1,11 +1,13 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -53,6 +55,35 @@ void write_atomically(const std::string& path, const std::function<void(const st
     throw;
   }
   sync_directory(std::filesystem::path(path).parent_path());
+}
+
+void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path directory = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = target.filename().string() + ".tmp-", extension = target.extension().string();
+  std::error_code error;
+  for (fs::directory_iterator it(directory, error); !error && it != fs::directory_iterator(); it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() + extension.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+        name.compare(name.size() - extension.size(), extension.size(), extension) != 0) {
+      continue;
+    }
+    // <pid>-<n> between the prefix and the extension, digits only.
+    const std::string middle = name.substr(prefix.size(), name.size() - prefix.size() - extension.size());
+    const size_t dash = middle.find('-');
+    if (dash == 0 || dash == std::string::npos || dash + 1 == middle.size() ||
+        middle.find_first_not_of("0123456789-") != std::string::npos || middle.find('-', dash + 1) != std::string::npos) {
+      continue;
+    }
+    const long pid = std::strtol(middle.substr(0, dash).c_str(), nullptr, 10);
+    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or unknown
+    std::error_code age_error;
+    const auto written = fs::last_write_time(it->path(), age_error);
+    if (age_error || fs::file_time_type::clock::now() - written < idle) continue;
+    std::error_code ignored;
+    fs::remove(it->path(), ignored);
+  }
 }
 
 }  // namespace hisvid::io

@@ -8,11 +8,18 @@
 // a crash, a full disk or Ctrl-C leaves the previous file as it was.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 
 namespace hisvid::io {
 
 void write_atomically(const std::string& path, const std::function<void(const std::string& temp)>& fill);
+
+// Removes the temporary files of `path` (`<path>.tmp-<pid>-<n><extension>`) that write_atomically
+// left behind in a process that no longer runs on this machine, and that nothing has written for
+// at least `idle` (a writer on another machine sharing the directory keeps its file fresh). Other
+// files are never touched.
+void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle = std::chrono::seconds(0));
 
 }  // namespace hisvid::io

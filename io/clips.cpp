@@ -37,7 +37,15 @@ void ClipSet::read_clips(const std::vector<size_t>& indices, uint8_t* out) const
   }
   const std::lock_guard<std::mutex> lock(stream->mutex);
   for (size_t k = 0; k < indices.size(); ++k) {
-    stream->clips.read_rows(static_cast<int64_t>(indices[k]), 1, out + k * elements);
+    try {
+      stream->clips.read_rows(static_cast<int64_t>(indices[k]), 1, out + k * elements);
+    } catch (const std::exception& e) {
+      // Streaming reads a clip only when a batch needs it: damage shows here, not when it opened.
+      fail(
+          "the clip cache {} is damaged: clip {} ({}) cannot be read ({}); delete the file, or give another "
+          "--cache, and run again (it is rebuilt from the videos)",
+          cache_file, indices[k], paths[indices[k]], e.what());
+    }
   }
 }
 

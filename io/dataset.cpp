@@ -683,9 +683,18 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
 
 namespace {
 
-// The cache's clips, opened for reading batch by batch; checks they are the clips listed.
-std::shared_ptr<ClipStream> open_stream(const ClipSet& clips) {
+// The cache's clips, opened for reading batch by batch; checks, on the handle that will stream
+// them, that they are the clips of `key` (the file may have been replaced since it was read, by a
+// run of other data sharing the --cache path) and the clips listed.
+std::shared_ptr<ClipStream> open_stream(const ClipSet& clips, const std::string& key) {
   auto stream = std::make_shared<ClipStream>(h5::File::open(clips.cache_file));
+  const h5::Group root = stream->file.root();
+  if (!root.has_attribute("key") || root.read_string_attribute("key") != key) {
+    fail(
+        "--cache {}: the clip cache was replaced while it was being opened (another run with other data "
+        "writing the same --cache?); run again, or give each dataset its own --cache",
+        clips.cache_file);
+  }
   const std::vector<int64_t> shape = stream->clips.shape();
   if (shape.empty() || shape[0] != static_cast<int64_t>(clips.size()) ||
       stream->clips.row_numel() != static_cast<int64_t>(clips.clip_elements())) {
@@ -741,7 +750,12 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
     fail("{}: streaming reads the clips from the clip cache, and there is none ({}): give --cache FILE",
          spec.root, spec.cache_path == "none" ? "--cache none" : clips.cache_note);
   }
-  if (!clips.cache_file.empty()) require_replaceable_cache(clips.cache_file, spec.cache_path.empty());
+  if (!clips.cache_file.empty()) {
+    require_replaceable_cache(clips.cache_file, spec.cache_path.empty());
+    // Half-written caches of killed runs (10 minutes idle: a build on another machine sharing the
+    // directory writes its file every block).
+    remove_stale_temporaries(clips.cache_file, std::chrono::minutes(10));
+  }
   // Ranks of a data-parallel run build a missing cache together; rank 0 says whether it is missing.
   const bool by_ranks =
       spec.communicator != nullptr && spec.communicator->size() > 1 && !clips.cache_file.empty();
@@ -778,13 +792,16 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
       switch (read) {
         case CacheRead::Loaded:
           clips.from_cache = true;
-          if (spec.stream) clips.stream = open_stream(clips);
+          if (spec.stream) clips.stream = open_stream(clips, key);
           return clips;
         case CacheRead::Missing:
           clips.cache_note = fmt::format("no clip cache at {} yet; built it", clips.cache_file);
           break;
         case CacheRead::OtherKey:
-          clips.cache_note = "cache was built from other files or settings; rebuilt";
+          clips.cache_note = fmt::format(
+              "the clip cache {} was built from other files or settings (a video added, removed or changed, "
+              "other classes, frames or size); rebuilt it",
+              clips.cache_file);
           break;
       }
     } catch (const std::exception& e) {
@@ -799,7 +816,7 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
 
   if (spec.stream) {
     build_cache_streamed(candidates, key, spec, progress, clips);
-    clips.stream = open_stream(clips);
+    clips.stream = open_stream(clips, key);
     return clips;
   }
   gather(candidates, decode_all(candidates, settings, spec.workers, progress), clips.clip_elements(), clips);

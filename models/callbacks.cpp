@@ -222,11 +222,11 @@ ModelCheckpoint::ModelCheckpoint(std::string directory, const std::string& monit
     : directory_(std::move(directory)), monitor_(monitor, 0.0, "ModelCheckpoint") {}
 
 void ModelCheckpoint::on_epoch_end(EpochEnd& end) {
-  if (monitor_.update(end.history.back())) {
-    best_epoch_ = end.history.back().epoch;
-    end.save("best.h5");
-  }
+  // last.h5 first: a disk that fills between the two files leaves the checkpoint --resume needs.
+  const bool better = monitor_.update(end.history.back());
+  if (better) best_epoch_ = end.history.back().epoch;
   end.save("last.h5");
+  if (better) end.save("best.h5");
 }
 
 nlohmann::json ModelCheckpoint::state() const {

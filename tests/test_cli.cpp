@@ -297,6 +297,26 @@ TEST_F(Cli, CacheNeverReplacesAFileItDidNotWrite) {
       {"train", "--data", "data", "--epochs", "1", "--out", "cache_run2", "--cache", "cache_run/model.h5"},
       {"model.h5", "not a hisvid clip cache"}, "cache_run/model.h5");
 
+  // evaluate --split test reads the run's own cache, not a new one in the default place.
+  const Result held_out = run(dir_, {"evaluate", "--weights", "cache_run/model.h5", "--split", "test"});
+  ASSERT_EQ(held_out.status, 0) << held_out.output;
+  EXPECT_TRUE(
+      contains(held_out.output, "(read from the clip cache " + fs::absolute(dir_ / "clips.h5").string()))
+      << held_out.output;
+
+  // Damage inside the clips shows only when a streamed batch reads them: named as the cache's,
+  // with the way out.
+  fs::copy_file(dir_ / "clips.h5", dir_ / "damaged.h5");
+  {
+    std::fstream f(dir_ / "damaged.h5", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(dir_ / "damaged.h5") / 2));
+    f.write(std::string(16, '\xff').data(), 16);
+  }
+  expect_refused(dir_,
+                 {"train", "--data", "data", "--epochs", "1", "--out", "damaged_run", "--cache", "damaged.h5",
+                  "--stream"},
+                 {"the clip cache damaged.h5 is damaged", "delete the file"});
+
   // A hisvid cache cut in half keeps its marker: rebuilt.
   fs::resize_file(dir_ / "clips.h5", fs::file_size(dir_ / "clips.h5") / 2);
   const Result r =
@@ -918,10 +938,15 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   expect_refused(dir_, {"train", "--resume", "shared", "--epochs", "300"}, {"shared", "another hisvid run"});
   first.interrupt();
   EXPECT_EQ(first.wait().status, 1);
-  // A temporary file left by a killed run (a pid that no longer runs) is removed by the next.
+  // A temporary file left by a killed run (a pid that no longer runs) is removed by the next;
+  // a user's file that merely looks like one (a date where the pid would be) is not hisvid's.
   std::ofstream(dir_ / "shared/last.h5.tmp-999999999-0.h5") << "half a checkpoint";
+  std::ofstream(dir_ / "shared/results.tmp-20261127-1.csv") << "mine";
   const Result resumed = run(dir_, {"train", "--resume", "shared", "--epochs", "1"});
   EXPECT_FALSE(fs::exists(dir_ / "shared/last.h5.tmp-999999999-0.h5")) << resumed.output;
+  EXPECT_EQ(file_bytes(dir_ / "shared/results.tmp-20261127-1.csv"), "mine");
+  // --epochs no more than the epochs done trains nothing, and says so.
+  EXPECT_TRUE(contains(resumed.output, "nothing is trained")) << resumed.output;
 }
 
 // A resumed run continues as it was defined (its settings cannot change) and never rewinds over

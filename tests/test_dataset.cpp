@@ -392,7 +392,7 @@ TEST_F(DatasetTest, CacheOfOtherSettingsIsRebuilt) {
   s.extraction = small_settings(5);
   const ClipSet rebuilt = load_clips(s);
   EXPECT_FALSE(rebuilt.from_cache);
-  EXPECT_EQ(rebuilt.cache_note, "cache was built from other files or settings; rebuilt");
+  EXPECT_NE(rebuilt.cache_note.find("was built from other files or settings"), std::string::npos) << rebuilt.cache_note;
   EXPECT_EQ(rebuilt.clip_elements(), 5u * 8 * 8 * 3);
   EXPECT_TRUE(load_clips(s).from_cache);
 }
@@ -404,7 +404,7 @@ TEST_F(DatasetTest, CacheOfOtherFilesIsRebuilt) {
   add_video("Gamma", "h.avi", 8);
   const ClipSet with_new_file = load_clips(s);
   EXPECT_FALSE(with_new_file.from_cache);
-  EXPECT_EQ(with_new_file.cache_note, "cache was built from other files or settings; rebuilt");
+  EXPECT_NE(with_new_file.cache_note.find("was built from other files or settings"), std::string::npos) << with_new_file.cache_note;
   EXPECT_EQ(with_new_file.size(), 8u);
   s.classes = {"Alpha", "Gamma"};
   EXPECT_FALSE(load_clips(s).from_cache) << "another class selection";

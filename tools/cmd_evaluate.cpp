@@ -89,6 +89,8 @@ void add_evaluate_command(CLI::App& app) {
         if (data.root.empty()) data.root = run.at("data").at("root").get<std::string>();
         if (data.classes.empty()) data.classes = run.at("data").at("classes").get<std::vector<std::string>>();
         if (data.num_classes == 0) data.num_classes = run.at("data").at("num_classes").get<int>();
+        // The run's clip cache (or none), not a new one beside it.
+        if (data.cache.empty()) data.cache = run.at("data").value("cache", std::string());
         test_split = run.at("test_split").get<double>();
         validation_split = run.at("validation_split").get<double>();
         seed = run.at("seed").get<uint64_t>();

@@ -2,6 +2,7 @@
 // parses the command line and turns any error into one message on stderr and exit status 1.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 #include <string>
@@ -31,12 +32,16 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc && command.empty(); ++i) {
       if (argv[i][0] != '-') command = argv[i];
     }
-    if (command != "train") {
-      std::fprintf(
-          stderr,
-          "hisvid: error: started by an MPI launcher: only `hisvid train` runs across processes (data "
-          "parallel); run `hisvid %s` without mpirun\n",
-          command.c_str());
+    // The launcher's process count where it says (Open MPI, PMI): one process is no crowd.
+    const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+    if (size == nullptr) size = std::getenv("PMI_SIZE");
+    const bool one_process = size != nullptr && std::string(size) == "1";
+    if (command != "train" && !one_process) {
+      const std::string what = command.empty() ? "other commands" : "`hisvid " + command + "`";
+      std::fprintf(stderr,
+                   "hisvid: error: started by an MPI launcher with several processes: only `hisvid train` runs "
+                   "across processes (data parallel); run %s without mpirun\n",
+                   what.c_str());
       return 1;
     }
     try {

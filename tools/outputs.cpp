@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <signal.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -10,9 +9,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 
 #include "engine/error.h"
+#include "io/atomic_file.h"
 
 namespace hisvid::tools {
 
@@ -98,18 +97,10 @@ void require_new_reports(const std::string& dir, const std::vector<std::string>&
 
 namespace {
 
-// <name>.tmp-<pid>-<n>[<extension>], as io::write_atomically names its temporary files.
+// The half-written files of a killed run: only its own files' temporaries (a user's file named
+// like one, say results.tmp-20261127-1.csv, is not hisvid's to remove).
 void remove_stale_temporaries(const fs::path& directory) {
-  static const std::regex temporary(R"(.*\.tmp-(\d+)-\d+(\.[A-Za-z0-9]+)?)");
-  std::error_code error;
-  for (const fs::directory_entry& entry : fs::directory_iterator(directory, error)) {
-    std::smatch match;
-    const std::string name = entry.path().filename().string();
-    if (!std::regex_match(name, match, temporary)) continue;
-    const long pid = std::stol(match[1].str());
-    // A process that no longer exists (kill(pid, 0) fails with ESRCH) left it behind.
-    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) fs::remove(entry.path(), error);
-  }
+  for (const std::string& file : run_files()) io::remove_stale_temporaries((directory / file).string());
 }
 
 }  // namespace

@@ -424,8 +424,23 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       }
     }
     resuming = true;
-    console.note(fmt::format("resuming {} from {} after epoch {}", args.model, path,
-                             checkpoint.extras.training_state["epoch"].get<int>()));
+    const int done = checkpoint.extras.training_state["epoch"].get<int>();
+    console.note(fmt::format("resuming {} from {} after epoch {}", args.model, path, done));
+    if (args.epochs <= done) {
+      console.note(fmt::format(
+          "note: --epochs {} asks for no more than the {} epochs done: nothing is trained, the model and its "
+          "reports are written again (give --epochs above {} to train on)",
+          args.epochs, done, done));
+    }
+    const nlohmann::json& run = checkpoint.extras.training_state["run"];
+    const int ranks_then = run.is_object() ? run.value("ranks", 1) : 1;
+    if (ranks_then != world().size()) {
+      console.note(fmt::format(
+          "note: the run trained with {} process{}, this resume has {}: every global batch is the same, but "
+          "its dropout and augmentation draws are split differently, so the numbers differ from an "
+          "uninterrupted run",
+          ranks_then, ranks_then == 1 ? "" : "es", world().size()));
+    }
   }
   if (args.out_dir.empty()) fail("train: no output directory (--out)");
   (void)device_option(args.device);  // before the run directory and the data
@@ -538,6 +553,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.run_info = to_json(args);
   options.run_info["data"]["clips"] = clips.size();  // what the split was made from
   options.run_info["data"]["fingerprint"] = clips_fingerprint(clips);
+  options.run_info["ranks"] = comm.size();  // a resume with another count is told it differs
   options.communicator = &comm;
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
   if (resuming) {
