@@ -389,9 +389,11 @@ __global__ void conv2d_backward_data_lanes_kernel(float* dinp, const float* dout
 // output pixel: the taps' C inputs are read once per pixel, and every multiply-add takes its
 // weight from the constant cache at an address the whole warp shares (a broadcast). With the
 // shape known at compile time (3x3 kernels of the seeds' channel counts, KC > 0) every loop
-// unrolls and each weight is an immediate constant operand of its FMA; otherwise (KC == 0) the
-// taps and channels are loops and the weights come through constant loads. A block's outputs
-// are staged in shared memory and written as one contiguous run (F floats per pixel, pixels in
+// unrolls and every weight's address is a compile-time constant, which the compiler can take as
+// a constant-bank operand of its FMA (to confirm in the SASS on a GPU machine: this one has no
+// disassembler); otherwise (KC == 0) the taps and channels are loops and the weights come
+// through constant loads with a run-time index (seen in an earlier build's SASS, decoded by hand). A block's
+// outputs are staged in shared memory and written as one contiguous run (F floats per pixel, pixels in
 // order). Backward data (stride 1) runs the same kernel on the flipped weights of the transposed
 // convolution. One launch at a time per device uses the symbols (the copies and the kernel are
 // enqueued together under a lock, on the device's one stream).
