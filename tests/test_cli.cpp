@@ -1045,7 +1045,9 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   expect_refused(
       dir_, {"train", "--model", "convlstm", "--weights", "misread/model.h5", "--data", "data", "--out", "w"},
       {"--model", "--weights"});
-  expect_refused(dir_, {"train", "--resume", "misread", "--data", "elsewhere"}, {"--resume", "--data"});
+  // --data with --resume names where the same videos are now: other videos are refused.
+  expect_refused(dir_, {"train", "--resume", "misread", "--data", "odd_data_for_resume"},
+                 {"odd_data_for_resume", "does not exist"});
   expect_refused(dir_, {"train", "--resume", "misread", "--model", "convlstm"}, {"--resume", "--model"});
   // CUDA graphs on the CPU: refused before the run directory exists.
   expect_refused(dir_, {"train", "--data", "data", "--out", "g", "--cuda-graphs", "--device", "cpu"},
@@ -1159,6 +1161,17 @@ TEST_F(Cli, SplitsClassesAndFoldersAreCheckedInTheUsersWords) {
   fs::remove_all(dir_ / "moved");
   expect_refused(dir_, {"evaluate", "--weights", "moved_run/model.h5", "--split", "test"},
                  {"moved/data, which no longer exists", "--data DIR"});
+  // --resume likewise, and --data names where the same videos are now; other videos are refused.
+  expect_refused(dir_, {"train", "--resume", "moved_run", "--epochs", "2"},
+                 {"moved/data, which no longer exists", "--data DIR"});
+  fs::copy(dir_ / "data", dir_ / "fewer_data", fs::copy_options::recursive);
+  fs::remove(dir_ / "fewer_data/Grow/v_Grow_g01_c01.avi");
+  expect_refused(
+      dir_, {"train", "--resume", "moved_run", "--epochs", "2", "--data", "fewer_data", "--cache", "none"},
+      {"are not those the run was trained on"});
+  const Result moved_on =
+      run(dir_, {"train", "--resume", "moved_run", "--epochs", "2", "--data", "data", "--cache", "none"});
+  EXPECT_EQ(moved_on.status, 0) << moved_on.output;
 
   // A class folder holding its videos one level down.
   fs::create_directories(dir_ / "nested/Grow/sub");

@@ -116,8 +116,7 @@ void add_train_command(CLI::App& app) {
     a.lr_given = cmd->count("--lr") > 0;
     a.cache_given = cmd->count("--cache") > 0;
     // What defines a run (for --resume, which keeps them; tools/training.cpp check_combinations).
-    for (const char* option : {"--data",
-                               "--model",
+    for (const char* option : {"--model",
                                "--weights",
                                "--out",
                                "--overwrite",

@@ -73,7 +73,8 @@ TrainArgs args_of_checkpoint(const nlohmann::json& run, const TrainArgs& given) 
   TrainArgs a = given;
   a.model = run.at("model").get<std::string>();
   const nlohmann::json& d = run.at("data");
-  a.data.root = d.at("root").get<std::string>();
+  // Where the run's videos are now, when this command says (the clips' fingerprint must match).
+  if (given.data.root.empty()) a.data.root = d.at("root").get<std::string>();
   a.data.classes = d.at("classes").get<std::vector<std::string>>();
   a.data.num_classes = d.at("num_classes").get<int>();
   a.data.frames = d.at("frames").get<int>();
@@ -307,10 +308,9 @@ void check_combinations(const TrainArgs& given) {
       }
       fail(
           "{} with --resume: a resumed run keeps the settings it started with; only --epochs, --cache, "
-          "--device, "
-          "--workers, --stream, --eval-batch-size, --cuda-graphs and --tf32 may change (to change {}, start "
-          "a "
-          "new run from the checkpoint: --weights {})",
+          "--data (where the same videos are now), --device, --workers, --stream, --eval-batch-size, "
+          "--cuda-graphs and --tf32 may change (to change {}, start a new run from the checkpoint: --weights "
+          "{})",
           option, option, checkpoint);
     }
   }
@@ -403,6 +403,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     }
     args.out_dir = fs::path(path).parent_path().string();
     if (args.out_dir.empty()) args.out_dir = ".";  // --resume last.h5 inside the run directory
+    std::error_code missing;
+    if (given.data.root.empty() && !fs::exists(args.data.root, missing)) {
+      fail(
+          "--resume {}: the run's videos were in {}, which no longer exists: name where they are now with "
+          "--data DIR",
+          path, args.data.root);
+    }
     // From another checkpoint than the run's last.h5 (best.h5, say): refused where the run went on
     // past it, since resuming would replace the later epochs' last.h5, history and model.
     const int epoch = state.at("epoch").get<int>();
