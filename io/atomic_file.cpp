@@ -39,7 +39,26 @@ void sync_directory(const std::filesystem::path& directory) {
 
 }  // namespace
 
-void write_atomically(const std::string& path, const std::function<void(const std::string& temp)>& fill) {
+namespace {
+
+// The file a path names: itself, or what its symbolic links lead to (a link stays a link, and
+// the file it points at, on whatever disk, is the one replaced).
+std::string link_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path current(path);
+  std::error_code error;
+  for (int hops = 0; hops < 16 && fs::is_symlink(current, error); ++hops) {
+    const fs::path next = fs::read_symlink(current, error);
+    if (error) break;
+    current = next.is_absolute() ? next : current.parent_path() / next;
+  }
+  return current.string();
+}
+
+}  // namespace
+
+void write_atomically(const std::string& given, const std::function<void(const std::string& temp)>& fill) {
+  const std::string path = link_target(given);
   static std::atomic<unsigned> counter{0};
   const std::string temp = fmt::format("{}.tmp-{}-{}{}", path, ::getpid(), counter++,
                                        std::filesystem::path(path).extension().string());
@@ -63,7 +82,8 @@ void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle
   const fs::path directory = target.parent_path().empty() ? fs::path(".") : target.parent_path();
   const std::string prefix = target.filename().string() + ".tmp-", extension = target.extension().string();
   std::error_code error;
-  for (fs::directory_iterator it(directory, error); !error && it != fs::directory_iterator(); it.increment(error)) {
+  for (fs::directory_iterator it(directory, error); !error && it != fs::directory_iterator();
+       it.increment(error)) {
     const std::string name = it->path().filename().string();
     if (name.size() <= prefix.size() + extension.size() || name.compare(0, prefix.size(), prefix) != 0 ||
         name.compare(name.size() - extension.size(), extension.size(), extension) != 0) {
@@ -73,7 +93,8 @@ void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle
     const std::string middle = name.substr(prefix.size(), name.size() - prefix.size() - extension.size());
     const size_t dash = middle.find('-');
     if (dash == 0 || dash == std::string::npos || dash + 1 == middle.size() ||
-        middle.find_first_not_of("0123456789-") != std::string::npos || middle.find('-', dash + 1) != std::string::npos) {
+        middle.find_first_not_of("0123456789-") != std::string::npos ||
+        middle.find('-', dash + 1) != std::string::npos) {
       continue;
     }
     const long pid = std::strtol(middle.substr(0, dash).c_str(), nullptr, 10);

@@ -5,7 +5,8 @@
 // (cv::imwrite, cv::VideoWriter) still see the right one. The temporary file is then fsynced,
 // renamed over the target, and the directory synced (best effort). If fill or any step throws,
 // the temporary file is removed and the exception propagates: the target is never touched, so
-// a crash, a full disk or Ctrl-C leaves the previous file as it was.
+// a crash, a full disk or Ctrl-C leaves the previous file as it was. A path that is a symbolic link
+// is written through: the file it leads to is replaced, and the link stays.
 #pragma once
 
 #include <chrono>

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "kernels/philox.h"
 #include "tests/test_support.h"
@@ -392,7 +393,8 @@ TEST_F(DatasetTest, CacheOfOtherSettingsIsRebuilt) {
   s.extraction = small_settings(5);
   const ClipSet rebuilt = load_clips(s);
   EXPECT_FALSE(rebuilt.from_cache);
-  EXPECT_NE(rebuilt.cache_note.find("was built from other files or settings"), std::string::npos) << rebuilt.cache_note;
+  EXPECT_NE(rebuilt.cache_note.find("was built from other files or settings"), std::string::npos)
+      << rebuilt.cache_note;
   EXPECT_EQ(rebuilt.clip_elements(), 5u * 8 * 8 * 3);
   EXPECT_TRUE(load_clips(s).from_cache);
 }
@@ -404,7 +406,8 @@ TEST_F(DatasetTest, CacheOfOtherFilesIsRebuilt) {
   add_video("Gamma", "h.avi", 8);
   const ClipSet with_new_file = load_clips(s);
   EXPECT_FALSE(with_new_file.from_cache);
-  EXPECT_NE(with_new_file.cache_note.find("was built from other files or settings"), std::string::npos) << with_new_file.cache_note;
+  EXPECT_NE(with_new_file.cache_note.find("was built from other files or settings"), std::string::npos)
+      << with_new_file.cache_note;
   EXPECT_EQ(with_new_file.size(), 8u);
   s.classes = {"Alpha", "Gamma"};
   EXPECT_FALSE(load_clips(s).from_cache) << "another class selection";
@@ -881,6 +884,49 @@ TEST(EpochBatches, ShuffleIsAPermutationDeterministicBySeed) {
   EXPECT_NE(all, indices);
   std::sort(all.begin(), all.end());
   EXPECT_EQ(all, indices);
+}
+
+// --- atomic writes -----------------------------------------------------------------------------
+
+std::string text_of(const fs::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(AtomicWrite, ThroughALinkReplacesWhatItLeadsToAndKeepsTheLink) {
+  const fs::path dir = fs::temp_directory_path() / ("hisvid_atomic_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "elsewhere");
+  std::ofstream(dir / "elsewhere" / "cache.h5") << "old";
+  fs::create_symlink(fs::path("elsewhere") / "cache.h5", dir / "link.h5");  // relative, as users write them
+  write_atomically((dir / "link.h5").string(), [](const std::string& temp) { std::ofstream(temp) << "new"; });
+  EXPECT_TRUE(fs::is_symlink(dir / "link.h5"));
+  EXPECT_EQ(text_of(dir / "elsewhere" / "cache.h5"), "new");
+  fs::remove_all(dir);
+}
+
+TEST(AtomicWrite, StaleTemporariesOfThePathGoAndNothingElse) {
+  const fs::path dir = fs::temp_directory_path() / ("hisvid_stale_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string dead = "999999999";  // above any pid_max: no such process
+  const std::string alive = std::to_string(::getpid());
+  for (const std::string& name :
+       {"c.h5.tmp-" + dead + "-0.h5", "c.h5.tmp-" + alive + "-1.h5", "c.h5.tmp-" + dead + "-x.h5",
+        "d.h5.tmp-" + dead + "-0.h5", "notes.tmp-" + dead + "-0.txt"}) {
+    std::ofstream(dir / name) << "x";
+  }
+  remove_stale_temporaries((dir / "c.h5").string());
+  EXPECT_FALSE(fs::exists(dir / ("c.h5.tmp-" + dead + "-0.h5")));   // a dead writer's: gone
+  EXPECT_TRUE(fs::exists(dir / ("c.h5.tmp-" + alive + "-1.h5")));   // a live writer's
+  EXPECT_TRUE(fs::exists(dir / ("c.h5.tmp-" + dead + "-x.h5")));    // not hisvid's naming
+  EXPECT_TRUE(fs::exists(dir / ("d.h5.tmp-" + dead + "-0.h5")));    // another file's
+  EXPECT_TRUE(fs::exists(dir / ("notes.tmp-" + dead + "-0.txt")));  // a user's
+  // Younger than `idle`: kept (a writer on another machine sharing the directory).
+  std::ofstream(dir / ("c.h5.tmp-" + dead + "-2.h5")) << "x";
+  remove_stale_temporaries((dir / "c.h5").string(), std::chrono::seconds(600));
+  EXPECT_TRUE(fs::exists(dir / ("c.h5.tmp-" + dead + "-2.h5")));
+  fs::remove_all(dir);
 }
 
 }  // namespace

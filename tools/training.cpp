@@ -463,6 +463,12 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     cuda_device_for("--cuda-graphs", args.device);
   }
   if (args.tf32) tf32_on(args.device, false);  // refused before the run directory is made
+  // A data folder that is missing, or holds no such classes, is named before --out is made.
+  try {
+    (void)io::dataset_classes(args.data.spec());
+  } catch (const Error& e) {
+    fail("--data {}", e.what());
+  }
   std::optional<RunDirectory> run_directory;
   if (lead)
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
