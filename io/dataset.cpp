@@ -609,8 +609,9 @@ void build_cache_streamed(const std::vector<Candidate>& candidates, const std::s
   });
 }
 
-std::string part_path(const std::string& cache, int rank, int ranks) {
-  return fmt::format("{}.part-{}-of-{}", cache, rank, ranks);
+// `job` tells this run's parts from another's building the same cache path at the same time.
+std::string part_path(const std::string& cache, const std::string& job, int rank, int ranks) {
+  return fmt::format("{}.part-{}-{}-of-{}", cache, job, rank, ranks);
 }
 std::string part_key(const std::string& key, int rank) { return fmt::format("{} part {}", key, rank); }
 
@@ -635,10 +636,16 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
                           const DatasetSpec& spec, const ProgressFn& progress, const ClipSet& like,
                           Communicator& comm) {
   const std::vector<Candidate> mine = share_of(candidates, comm);
+  // Rank 0's process id names this build's parts on every rank (host and pid: unique among the
+  // jobs sharing the directory).
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  std::string job = fmt::format("{}-{}", fnv1a64(std::string(host)) % 100000000, ::getpid());
+  comm.broadcast(job, 0);
   ClipSet part;
   part.class_names = like.class_names;
   part.extraction = like.extraction;
-  part.cache_file = part_path(like.cache_file, comm.rank(), comm.size());
+  part.cache_file = part_path(like.cache_file, job, comm.rank(), comm.size());
   require_replaceable_cache(part.cache_file, /*default_location=*/false);  // only a part of ours is replaced
   build_cache_streamed(mine, part_key(key, comm.rank()), spec, progress, part, /*whole=*/false);
   comm.barrier();
@@ -652,7 +659,7 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
       CacheWriter writer(temp, all.extraction);
       std::vector<uint8_t> buffer;
       for (int q = 0; q < comm.size(); ++q) {
-        const std::string file = part_path(like.cache_file, q, comm.size());
+        const std::string file = part_path(like.cache_file, job, q, comm.size());
         ClipSet listed;
         if (read_cache(file, part_key(key, q), spec.root, all.class_names, all.extraction, listed,
                        /*pixels=*/false) != CacheRead::Loaded) {
@@ -673,7 +680,7 @@ void build_cache_by_ranks(const std::vector<Candidate>& candidates, const std::s
     });
     for (int q = 0; q < comm.size(); ++q) {
       std::error_code ignored;
-      fs::remove(part_path(like.cache_file, q, comm.size()), ignored);
+      fs::remove(part_path(like.cache_file, job, q, comm.size()), ignored);
     }
   }
   comm.barrier();
