@@ -55,6 +55,24 @@ std::string link_target(const std::string& path) {
   return current.string();
 }
 
+// What a failed write's message says about the storage, in plain words; "" when it is something else.
+std::string storage_reason(const std::string& message) {
+  const struct {
+    const char* text;  // strerror's words, as the C library and HDF5 report them
+    const char* reason;
+  } known[] = {
+      {"No space left on device", "the disk is full"},
+      {"Disk quota exceeded", "the disk quota is used up"},
+      {"File too large", "the file size limit was reached (ulimit -f, or the file system's own)"},
+      {"Read-only file system", "the file system is read-only"},
+      {"Permission denied", "permission denied in its directory"},
+  };
+  for (const auto& k : known) {
+    if (message.find(k.text) != std::string::npos) return k.reason;
+  }
+  return "";
+}
+
 }  // namespace
 
 void write_atomically(const std::string& given, const std::function<void(const std::string& temp)>& fill) {
@@ -68,6 +86,15 @@ void write_atomically(const std::string& given, const std::function<void(const s
     if (std::rename(temp.c_str(), path.c_str()) != 0) {
       fail("renaming {} over it failed: {}", temp, std::strerror(errno));
     }
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    std::filesystem::remove(temp, ignored);
+    // The writers' own words for a full disk or a refusing directory bury the cause in library
+    // detail (HDF5's names the temporary file, its buffers and offsets): said plainly instead.
+    const std::string reason = storage_reason(e.what());
+    if (!reason.empty())
+      fail("{}: not written: {}; the earlier file, if there was one, is as it was", given, reason);
+    throw;
   } catch (...) {
     std::error_code ignored;
     std::filesystem::remove(temp, ignored);

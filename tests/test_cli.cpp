@@ -361,6 +361,9 @@ TEST_F(Cli, DiskFullWhileCheckpointingKeepsThePreviousCheckpoint) {
   const Result r = run(dir_, {"train", "--resume", "full", "--epochs", "2"}, before.size() / 2);
   EXPECT_EQ(r.status, 1);
   EXPECT_TRUE(contains(r.output, "last.h5") || contains(r.output, "best.h5")) << r.output;
+  // Said plainly, not in HDF5's buffers and offsets.
+  EXPECT_TRUE(contains(r.output, "not written: the file size limit was reached")) << r.output;
+  EXPECT_FALSE(contains(r.output, "bytes actually written")) << r.output;
   std::ifstream after_in(last, std::ios::binary);
   const std::string after((std::istreambuf_iterator<char>(after_in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(after, before);  // untouched, still the epoch-1 checkpoint
