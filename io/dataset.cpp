@@ -779,6 +779,7 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
     }
   }
   if (!clips.cache_file.empty()) {
+    bool reading = true;  // an error while the file is read, not one of the checks after it
     try {
       // Everything but the clips is read first in a child process: a damaged file that would
       // crash libhdf5 becomes an unreadable cache, rebuilt.
@@ -790,6 +791,7 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
       }
       const CacheRead read =
           read_cache(clips.cache_file, key, spec.root, classes, settings, clips, /*pixels=*/!spec.stream);
+      reading = false;
       if (by_ranks && read != CacheRead::Loaded) {
         fail(
             "--cache {}: rank {} finds no cache of this dataset there after rank 0 wrote it (every rank must "
@@ -812,7 +814,13 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
           break;
       }
     } catch (const std::exception& e) {
-      if (by_ranks) throw;  // the ranks would rebuild it one against the other
+      if (by_ranks) {  // the ranks would rebuild it one against the other
+        if (!reading) throw;
+        fail(
+            "--cache {}: the clip cache cannot be read ({}); delete it and run again (the ranks rebuild it "
+            "together)",
+            clips.cache_file, e.what());
+      }
       clips.paths.clear();
       clips.labels.clear();
       clips.pixels.clear();
