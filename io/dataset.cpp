@@ -84,20 +84,9 @@ struct Candidate {
   int label = 0;
 };
 
-std::string lower(std::string text) {
-  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
-}
-
 bool hidden(const fs::path& path) {
   const std::string name = path.filename().string();
   return name.empty() || name[0] == '.';
-}
-
-bool has_video_extension(const fs::path& path) {
-  const std::string extension = lower(path.extension().string());
-  const std::vector<std::string>& known = video_extensions();
-  return std::find(known.begin(), known.end(), extension) != known.end();
 }
 
 std::string join(const std::vector<std::string>& items, const std::string& separator) {
@@ -175,14 +164,7 @@ std::vector<Candidate> list_videos(const std::string& root, const std::vector<st
   std::vector<Candidate> candidates;
   for (size_t label = 0; label < classes.size(); ++label) {
     const fs::path folder = fs::path(root) / classes[label];
-    // Video files, and broken links with a video's name: those are then skipped and named with
-    // the files that cannot be decoded, not passed over in silence. (Not FIFOs or devices, which a
-    // decoder could wait on forever.)
-    const std::vector<std::string> files = sorted_entries(folder, [](const fs::directory_entry& entry) {
-      std::error_code error;
-      const bool broken_link = entry.is_symlink(error) && !fs::exists(entry.path(), error);
-      return (entry.is_regular_file(error) || broken_link) && has_video_extension(entry.path());
-    });
+    const std::vector<std::string> files = sorted_entries(folder, is_video_entry);
     if (files.empty()) {
       const std::vector<std::string> subfolders =
           sorted_entries(folder, [](const fs::directory_entry& entry) {

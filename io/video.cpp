@@ -245,4 +245,16 @@ const std::vector<std::string>& video_extensions() {
   return extensions;
 }
 
+bool is_video_entry(const std::filesystem::directory_entry& entry) {
+  const std::string name = entry.path().filename().string();
+  if (name.empty() || name[0] == '.') return false;
+  std::string extension = entry.path().extension().string();
+  for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::vector<std::string>& known = video_extensions();
+  if (std::find(known.begin(), known.end(), extension) == known.end()) return false;
+  std::error_code error;
+  const bool broken_link = entry.is_symlink(error) && !std::filesystem::exists(entry.path(), error);
+  return entry.is_regular_file(error) || broken_link;
+}
+
 }  // namespace hisvid::io

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -63,5 +64,11 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
 
 // File extensions treated as videos when scanning a dataset folder (lower case, with the dot).
 const std::vector<std::string>& video_extensions();
+
+// Whether a folder entry is one that a scan for videos takes: not hidden, a video extension (any
+// case), and a regular file or a broken link with a video's name (then skipped and named when it
+// is decoded, not passed over in silence). Never a FIFO or a device, which a decoder could wait on
+// forever.
+bool is_video_entry(const std::filesystem::directory_entry& entry);
 
 }  // namespace hisvid::io

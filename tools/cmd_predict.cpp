@@ -39,30 +39,18 @@ std::vector<std::string> collect_videos(const std::vector<std::string>& inputs, 
       continue;
     }
     any_folder = true;
-    // Every video below the folder, as train and evaluate list a class folder's: hidden files and
-    // folders (make-dataset's .partial-* leftovers among them) passed over, a broken link with a
-    // video's name kept (it is then skipped and named), a folder that cannot be listed named.
+    // Every video below the folder, taken as train and evaluate take a class folder's
+    // (io::is_video_entry); hidden folders (make-dataset's leftovers among them) are not entered,
+    // and a folder that cannot be listed is named.
     std::vector<std::string> found;
-    const auto& known = io::video_extensions();
     fs::recursive_directory_iterator it(input, error);
     fs::path last = input;  // what the walk reached last: where a listing error comes from
     for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
-      const fs::path& path = it->path();
-      last = path;
-      const std::string name = path.filename().string();
-      if (name.empty() || name[0] == '.') {
-        std::error_code ignored;
-        if (it->is_directory(ignored)) it.disable_recursion_pending();
-        continue;
-      }
-      std::string ext = path.extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      last = it->path();
+      const std::string name = last.filename().string();
       std::error_code kind;
-      const bool broken_link = it->is_symlink(kind) && !fs::exists(path, kind);
-      if ((it->is_regular_file(kind) || broken_link) &&
-          std::find(known.begin(), known.end(), ext) != known.end()) {
-        found.push_back(path.string());
-      }
+      if ((name.empty() || name[0] == '.') && it->is_directory(kind)) it.disable_recursion_pending();
+      if (io::is_video_entry(*it)) found.push_back(last.string());
     }
     if (error) fail("{}: cannot list the folder: {}", last.string(), error.message());
     if (found.empty()) fail("{}: a folder without videos", input);

@@ -334,9 +334,10 @@ std::string listed(const std::vector<std::string>& names) {
 }
 
 // What can be refused before the videos are decoded: the callbacks against the split, and the
-// data's classes (found by listing the class folders) against those of the model trained on.
+// data's classes (`data`, found by listing the class folders) against those of the model trained on.
 void check_before_decoding(const TrainArgs& args, bool resuming, const models::Sequential& model,
-                           const std::vector<std::string>& model_classes, Console& console) {
+                           const std::vector<std::string>& model_classes,
+                           const std::vector<std::string>& data, Console& console) {
   if (monitors_validation(args) && args.validation_split == 0) {
     fail(
         "--validation-split 0 holds no validation clips out, but {} monitors {}: train without it "
@@ -345,7 +346,6 @@ void check_before_decoding(const TrainArgs& args, bool resuming, const models::S
         args.reduce_lr_factor > 0 ? ", no --reduce-lr-factor" : "");
   }
   if (!resuming && args.init_weights.empty()) return;
-  const std::vector<std::string> data = io::dataset_classes(args.data.spec());
   if (resuming) {
     if (model_classes != data) {
       fail("--resume: the checkpoint was trained on the classes {}; {} now gives {}", listed(model_classes),
@@ -464,8 +464,9 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   if (args.tf32) tf32_on(args.device, false);  // refused before the run directory is made
   // A data folder that is missing, or holds no such classes, is named before --out is made.
+  std::vector<std::string> data_classes;
   try {
-    (void)io::dataset_classes(args.data.spec());
+    data_classes = io::dataset_classes(args.data.spec());
   } catch (const Error& e) {
     fail("--data {}", e.what());
   }
@@ -508,7 +509,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     }
   }
   args.data.follow_model(model);
-  check_before_decoding(args, resuming, model, model_classes, console);
+  check_before_decoding(args, resuming, model, model_classes, data_classes, console);
 
   const io::ClipSet clips = load_data(args.data, console, &comm);
   if (comm.size() > 1) {
