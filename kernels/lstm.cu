@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -371,6 +372,255 @@ __global__ void __launch_bounds__(64 * kStepTileMaxF)
   finish_step_backward(k, m, s.f, sample_row, dh);
 }
 
+// --- one ConvLSTM2D step, tiles with sums held in registers (tiles_v2) ----------------------
+//
+// The tiles kernels above load two shared words per multiply-add gate by gate (one per 1.25
+// with all gates at once), so shared memory's bandwidth, not the FMA units, sets their pace.
+// Here, for 3x3 recurrent kernels and F <= 16, a block stages the whole window of its tile for
+// every copy of hm_{t-1} (the 4 masked copies with masks) and all of R (KH,KW,F,4F) once, and
+// each thread sums all 4 gates of one unit f for PY pixels one above the other: per tap column
+// kw and input channel it loads PY+2 window words down the column (the 3 rows of each of its
+// PY pixels' windows overlap) and 3 words of R per gate, for 12*PY multiply-adds (without masks
+// the column serves all 4 gates: 12*PY per PY+14 loads; with masks, per gate: 3*PY per PY+5).
+// The tile is TH x TW pixels (step_v2_tile), a thread per (row group, column, unit):
+// F * TW * TH/PY threads, at most 512. The backward kernel does the same over dz_{t+1} (the
+// window of all 4 gates, R transposed) for the gradient reaching h_t.
+
+HISVID_HD constexpr int step_v2_tile_w(int64_t F) { return F <= 8 ? 16 : 8; }
+HISVID_HD constexpr int step_v2_tile_h(int64_t F) { return F <= 4 ? 16 : 8; }
+constexpr int kStepV2MaxF = 16, kStepV2MaxThreads = 512;
+
+// Pixels per thread, one above the other: 4 on images of 16 rows or more, else 2 (more threads
+// on the small images of the last layers).
+template <typename Step>
+int step_v2_rows(const Step& k) {
+  return k.H >= 16 ? 4 : 2;
+}
+
+// Floats of a tiles_v2 kernel's shared memory: the window of `copies` (F, TH+2, TW+2) planes,
+// then R (3*3*F*4F).
+HISVID_HD constexpr size_t step_v2_floats(int64_t F, int copies) {
+  return size_t(copies) * F * (step_v2_tile_h(F) + 2) * (step_v2_tile_w(F) + 2) + size_t(9) * F * 4 * F;
+}
+
+// The most any instance takes (F = 16, 4 copies: 61 KiB), opted into once per kernel and
+// device, so that a graph's replays never depend on when the attribute was set.
+constexpr size_t kStepV2MostSharedBytes = sizeof(float) * step_v2_floats(kStepV2MaxF, 4);
+
+template <typename Step>
+bool step_v2_apply(const Step& k) {
+  return k.KH == 3 && k.KW == 3 && k.F >= 1 && k.F <= kStepV2MaxF && k.N <= 65535;
+}
+
+template <typename Kernel>
+void allow_step_v2_shared(Kernel kernel) {
+  static std::mutex mutex;
+  static std::set<std::pair<int, const void*>> done;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  const std::pair<int, const void*> key{device, reinterpret_cast<const void*>(kernel)};
+  std::lock_guard<std::mutex> lock(mutex);
+  if (done.count(key) != 0) return;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kStepV2MostSharedBytes)));
+  done.insert(key);
+}
+
+// A tiles_v2 thread: sample n, the tile's first pixel (y_tile, x_tile) and extent TH x TW, the
+// window's TIH x TIW, the thread's unit f, column px and first row py0 in the tile.
+struct StepTileV2 {
+  int64_t n;
+  int F, H, W, TH, TW, TIH, TIW, y_tile, x_tile, f, px, py0;
+};
+
+template <int PY, typename Step>
+__device__ __forceinline__ StepTileV2 step_tile_v2(const Step& k) {
+  StepTileV2 s;
+  s.n = blockIdx.y;
+  s.F = static_cast<int>(k.F), s.H = static_cast<int>(k.H), s.W = static_cast<int>(k.W);
+  s.TH = step_v2_tile_h(s.F), s.TW = step_v2_tile_w(s.F), s.TIH = s.TH + 2, s.TIW = s.TW + 2;
+  const int tiles_w = (s.W + s.TW - 1) / s.TW;
+  s.y_tile = static_cast<int>(blockIdx.x) / tiles_w * s.TH;
+  s.x_tile = static_cast<int>(blockIdx.x) % tiles_w * s.TW;
+  s.f = static_cast<int>(threadIdx.x) % s.F;
+  const int rest = static_cast<int>(threadIdx.x) / s.F;
+  s.px = rest % s.TW, s.py0 = rest / s.TW * PY;
+  return s;
+}
+
+// Stages rows y0.., columns x0.. of all `channels` channels of a (N,H,W,channels) slice for
+// sample s.n into window (channels, TIH, TIW), zeros outside the image. The caller
+// synchronises after.
+__device__ __forceinline__ void stage_window_v2(const StepTileV2& s, const float* src, int channels, int y0,
+                                                int x0, float* window) {
+  const int64_t P = int64_t(s.H) * s.W;
+  for (int i = threadIdx.x; i < channels * s.TIH * s.TIW; i += blockDim.x) {
+    const int c = i % channels, rest = i / channels, col = rest % s.TIW, row = rest / s.TIW;
+    const int ih = y0 + row, iw = x0 + col;
+    window[(c * s.TIH + row) * s.TIW + col] = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W
+                                                  ? src[(s.n * P + int64_t(ih) * s.W + iw) * channels + c]
+                                                  : 0.0f;
+  }
+}
+
+// Grid: x the TH x TW tiles of an image, y samples; F * TW * TH/PY threads. Shared: the window
+// (copies*F, TIH, TIW) of hm_{t-1}, copies = 4 with masks, then R (3,3,F,4F) as it is.
+template <int PY, bool Masked>
+__global__ void __launch_bounds__(kStepV2MaxThreads)
+    convlstm_step_forward_tiles_v2_kernel(ConvLstmStepForward<float> k) {
+  extern __shared__ float step_shared[];
+  constexpr int copies = Masked ? 4 : 1;
+  const StepTileV2 s = step_tile_v2<PY>(k);
+  const int64_t P = k.P(), t = k.t;
+  const int F = s.F;
+  float acc[4][PY];
+  for (int q = 0; q < 4; ++q)
+    for (int p = 0; p < PY; ++p) acc[q][p] = 0.0f;
+  if (t > 0) {
+    const Conv2dGeometry conv = k.recurrent_conv();
+    float* window = step_shared;
+    float* Rs = window + copies * F * s.TIH * s.TIW;
+    stage_window_v2(s, k.hm + k.hm_at(0, (t + k.history - 1) % k.history, 0, 0), copies * F,
+                    s.y_tile - conv.pad_top, s.x_tile - conv.pad_left, window);
+    for (int i = threadIdx.x; i < 9 * F * 4 * F; i += blockDim.x) Rs[i] = k.R[i];
+    __syncthreads();
+    const int tap_row = 3 * F * 4 * F;  // R's floats from tap (kh, kw) to (kh+1, kw)
+    for (int kw = 0; kw < 3; ++kw) {
+      for (int cin = 0; cin < F; ++cin) {
+        const float* r = Rs + (kw * F + cin) * 4 * F + s.f;  // R[0][kw][cin][f], gate q at + q*F
+        float col[PY + 2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          if (q == 0 || Masked) {  // rows py0 .. py0+PY+1 of column px+kw of copy q (the one copy)
+            const float* w = window + ((q * F + cin) * s.TIH + s.py0) * s.TIW + s.px + kw;
+#pragma unroll
+            for (int i = 0; i < PY + 2; ++i) col[i] = w[i * s.TIW];
+          }
+          const float r0 = r[q * F], r1 = r[tap_row + q * F], r2 = r[2 * tap_row + q * F];
+#pragma unroll
+          for (int p = 0; p < PY; ++p) {
+            acc[q][p] = fmaf(col[p], r0, acc[q][p]);
+            acc[q][p] = fmaf(col[p + 1], r1, acc[q][p]);
+            acc[q][p] = fmaf(col[p + 2], r2, acc[q][p]);
+          }
+        }
+      }
+    }
+  }
+  const int x = s.x_tile + s.px;
+#pragma unroll
+  for (int p = 0; p < PY; ++p) {
+    const int y = s.y_tile + s.py0 + p;
+    if (y >= s.H || x >= s.W) continue;
+    const int64_t pixel = int64_t(y) * s.W + x, m = s.n * P + pixel,
+                  sample_row = (s.n * k.steps + t) * P + pixel;
+    const float* xz = k.xz + sample_row * 4 * F + s.f;
+    const float z[4] = {xz[0] + acc[0][p], xz[F] + acc[1][p], xz[2 * F] + acc[2][p], xz[3 * F] + acc[3][p]};
+    finish_step_forward(k, m, s.f, sample_row, z);
+  }
+}
+
+// Grid and threads as the forward kernel's. Shared: dz_{t+1}'s window (4F, TIH, TIW), offset
+// by 2-pad_top and 2-pad_left (the transposed convolution), then R transposed (3,3,4,F out,
+// F in), so that a warp's units read consecutive words.
+template <int PY, bool Masked>
+__global__ void __launch_bounds__(kStepV2MaxThreads)
+    convlstm_step_backward_tiles_v2_kernel(ConvLstmStepBackward<float> k) {
+  extern __shared__ float step_shared[];
+  constexpr int sums = Masked ? 4 : 1;  // with masks each gate's sum meets its mask
+  const StepTileV2 s = step_tile_v2<PY>(k);
+  const int64_t P = k.P(), M = k.N * P, t = k.t;
+  const int F = s.F, x = s.x_tile + s.px;
+  float acc[sums][PY];
+  for (int q = 0; q < sums; ++q)
+    for (int p = 0; p < PY; ++p) acc[q][p] = 0.0f;
+  const bool gather = t < k.steps - 1;
+  if (gather) {
+    const Conv2dGeometry conv = k.recurrent_conv();
+    float* window = step_shared;
+    float* Rt = window + 4 * F * s.TIH * s.TIW;
+    stage_window_v2(s, k.dzg + k.dzg_at(0, t + 1, 0, 0), 4 * F, s.y_tile - (2 - conv.pad_top),
+                    s.x_tile - (2 - conv.pad_left), window);
+    for (int i = threadIdx.x; i < 9 * 4 * F * F; i += blockDim.x) {  // i = ((tap*4 + q)*F + o)*F + fin
+      const int fin = i % F, rest = i / F, o = rest % F, q = (rest / F) % 4, tap = rest / F / 4;
+      Rt[i] = k.R[(int64_t(tap) * F + fin) * 4 * F + q * F + o];
+    }
+    __syncthreads();
+    const int tap_row = 3 * 4 * F * F;  // Rt's floats from tap (kh, kw) to (kh+1, kw)
+    for (int kw = 0; kw < 3; ++kw) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        for (int o = 0; o < F; ++o) {
+          // Pixel row py0+p, tap kh reads window row py0+p+2-kh, column px+2-kw.
+          const float* w = window + ((q * F + o) * s.TIH + s.py0) * s.TIW + s.px + 2 - kw;
+          float col[PY + 2];
+#pragma unroll
+          for (int i = 0; i < PY + 2; ++i) col[i] = w[i * s.TIW];
+          const float* r = Rt + ((kw * 4 + q) * F + o) * F + s.f;  // R[0][kw][f][q*F + o]
+          const float r0 = r[0], r1 = r[tap_row], r2 = r[2 * tap_row];
+          float* a = acc[Masked ? q : 0];
+#pragma unroll
+          for (int p = 0; p < PY; ++p) {
+            a[p] = fmaf(col[p + 2], r0, a[p]);
+            a[p] = fmaf(col[p + 1], r1, a[p]);
+            a[p] = fmaf(col[p], r2, a[p]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < PY; ++p) {
+    const int y = s.y_tile + s.py0 + p;
+    if (y >= s.H || x >= s.W) continue;
+    const int64_t pixel = int64_t(y) * s.W + x, m = s.n * P + pixel, e = m * F + s.f,
+                  sample_row = (s.n * k.steps + t) * P + pixel;
+    float dh =
+        k.dh_seq != nullptr ? k.dh_seq[sample_row * F + s.f] : (t == k.steps - 1 ? k.dh_last[e] : 0.0f);
+    if (gather) {
+      if constexpr (Masked) {
+        for (int q = 0; q < 4; ++q) dh += acc[q][p] * k.masks[q * M * F + e];
+      } else {
+        dh += acc[0][p];
+      }
+    }
+    finish_step_backward(k, m, s.f, sample_row, dh);
+  }
+}
+
+// Launches kernel<PY, masked> over k's images, or returns false where tiles_v2 does not apply.
+template <typename Step, template <int, bool> class Kernel>
+bool launch_step_tiles_v2(const Step& k, int copies, cudaStream_t stream) {
+  if (!step_v2_apply(k)) return false;
+  const int TH = step_v2_tile_h(k.F), TW = step_v2_tile_w(k.F), PY = step_v2_rows(k);
+  const int64_t tiles = ((k.H + TH - 1) / TH) * ((k.W + TW - 1) / TW);
+  if (tiles > 0x7fffffff) throw std::runtime_error("hisvid::cuda::convlstm step tiles_v2: image too large");
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
+  const unsigned threads = static_cast<unsigned>(k.F * TW * (TH / PY));
+  const size_t bytes = sizeof(float) * step_v2_floats(k.F, copies);
+  const auto launch = [&](auto kernel) {
+    allow_step_v2_shared(kernel);
+    kernel<<<grid, threads, bytes, stream>>>(k);
+  };
+  const bool masked = k.masks != nullptr;
+  if (PY == 4) {
+    masked ? launch(Kernel<4, true>::get()) : launch(Kernel<4, false>::get());
+  } else {
+    masked ? launch(Kernel<2, true>::get()) : launch(Kernel<2, false>::get());
+  }
+  HISVID_CHECK_LAUNCH();
+  return true;
+}
+
+template <int PY, bool Masked>
+struct ForwardTilesV2 {
+  static auto get() { return convlstm_step_forward_tiles_v2_kernel<PY, Masked>; }
+};
+template <int PY, bool Masked>
+struct BackwardTilesV2 {
+  static auto get() { return convlstm_step_backward_tiles_v2_kernel<PY, Masked>; }
+};
+
 // --- one ConvLSTM2D step, a group of lanes per (pixel, filter) (lanes_v2) -----------------
 //
 // The v1 kernels above give each thread a serial chain of 4 x KH x KW x F multiply-adds and run
@@ -646,6 +896,20 @@ void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStre
     convlstm_step_backward_v1(k, stream);
 }
 
+void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  require_history(k, "cuda::convlstm_step_forward_tiles_v2");
+  if (k.N * k.P() * k.F <= 0) return;
+  if (!launch_step_tiles_v2<ConvLstmStepForward<float>, ForwardTilesV2>(k, k.masks != nullptr ? 4 : 1,
+                                                                        stream))
+    convlstm_step_forward_v1(k, stream);
+}
+
+void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  if (k.N * k.P() * k.F <= 0) return;
+  if (!launch_step_tiles_v2<ConvLstmStepBackward<float>, BackwardTilesV2>(k, 4, stream))
+    convlstm_step_backward_v1(k, stream);
+}
+
 void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
   require_history(k, "cuda::convlstm_step_forward_v1");
   const int64_t total = k.N * k.P() * k.F;
@@ -686,8 +950,8 @@ void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaS
 
 namespace {
 
-// HISVID_CUDA_CONVLSTM_STEP: timed (or unset), v1, lanes_v2 or tiles, both directions.
-enum class StepChoice { Timed, V1, LanesV2, Tiles };
+// HISVID_CUDA_CONVLSTM_STEP: timed (or unset), v1, lanes_v2, tiles or tiles_v2, both directions.
+enum class StepChoice { Timed, V1, LanesV2, Tiles, TilesV2 };
 
 StepChoice forced_step_choice() {
   static const StepChoice choice = [] {
@@ -697,8 +961,9 @@ StepChoice forced_step_choice() {
     if (s == "v1") return StepChoice::V1;
     if (s == "lanes_v2") return StepChoice::LanesV2;
     if (s == "tiles") return StepChoice::Tiles;
+    if (s == "tiles_v2") return StepChoice::TilesV2;
     throw std::invalid_argument("HISVID_CUDA_CONVLSTM_STEP='" + s +
-                                "': expected timed, v1, lanes_v2 or tiles");
+                                "': expected timed, v1, lanes_v2, tiles or tiles_v2");
   }();
   return choice;
 }
@@ -710,7 +975,7 @@ template <>
 struct StepVersions<ConvLstmStepForward<float>> {
   using Run = void (*)(const ConvLstmStepForward<float>&, cudaStream_t);
   static constexpr Run v1 = convlstm_step_forward_v1, lanes_v2 = convlstm_step_forward_lanes_v2,
-                       tiles = convlstm_step_forward_tiles;
+                       tiles = convlstm_step_forward_tiles, tiles_v2 = convlstm_step_forward_tiles_v2;
   // Timed at the first step with a recurrence (t > 0; step 0 has no h_{t-1}).
   static bool representative(const ConvLstmStepForward<float>& k) { return k.t > 0 && k.history >= 2; }
 };
@@ -718,7 +983,7 @@ template <>
 struct StepVersions<ConvLstmStepBackward<float>> {
   using Run = void (*)(const ConvLstmStepBackward<float>&, cudaStream_t);
   static constexpr Run v1 = convlstm_step_backward_v1, lanes_v2 = convlstm_step_backward_lanes_v2,
-                       tiles = convlstm_step_backward_tiles;
+                       tiles = convlstm_step_backward_tiles, tiles_v2 = convlstm_step_backward_tiles_v2;
   // Timed at the first step that gathers dz_{t+1} (t < T-1).
   static bool representative(const ConvLstmStepBackward<float>& k) { return k.t + 1 < k.steps; }
 };
@@ -731,6 +996,8 @@ void run_step_version(StepChoice version, const Step& k, cudaStream_t stream) {
       return V::lanes_v2(k, stream);
     case StepChoice::Tiles:
       return V::tiles(k, stream);
+    case StepChoice::TilesV2:
+      return V::tiles_v2(k, stream);
     case StepChoice::V1:
     case StepChoice::Timed:
       break;
@@ -793,9 +1060,9 @@ void with_trial(const ConvLstmStepBackward<float>& k, cudaStream_t stream, std::
 }
 
 // The default (`timed`) choice, per shape: at the shape's first representative step outside a
-// graph capture, v1, lanes_v2 and tiles are each timed (kTimedRuns after a warm-up, CUDA events)
-// on the call's arguments, and the fastest is kept, v1 unless another beats it by kClearWin. The
-// steps before it (forward t = 0, backward t = T-1: no recurrent convolution) run v1, which
+// graph capture, v1, lanes_v2, tiles and tiles_v2 (where they apply) are each timed (kTimedRuns after a
+// warm-up, CUDA events) on the call's arguments, and the fastest is kept, v1 unless another beats it by
+// kClearWin. The steps before it (forward t = 0, backward t = T-1: no recurrent convolution) run v1, which
 // computes them bit for bit as the others do (the same unit step on the input's sums alone). A
 // shape whose first representative step is captured into a graph keeps v1 from then on, so that
 // direct calls compute what the replays do. The versions' sums agree to the harness's tolerance,
@@ -816,11 +1083,13 @@ StepChoice timed_step_choice(const Step& k, cudaStream_t stream) {
   record.kept = "v1";
   with_trial(k, stream, record.failed, [&](const Step& trial) {
     std::optional<float> baseline_ms, best_ms;  // v1's: a candidate must beat it by kClearWin
-    for (const auto& candidate : {std::pair{StepChoice::V1, "v1"}, std::pair{StepChoice::LanesV2, "lanes_v2"},
-                                  std::pair{StepChoice::Tiles, "tiles"}}) {
+    for (const auto& candidate :
+         {std::pair{StepChoice::V1, "v1"}, std::pair{StepChoice::LanesV2, "lanes_v2"},
+          std::pair{StepChoice::Tiles, "tiles"}, std::pair{StepChoice::TilesV2, "tiles_v2"}}) {
       const StepChoice version = candidate.first;
       const std::string name = candidate.second;
       if (version == StepChoice::Tiles && !step_tiles_apply(trial)) continue;  // it would run v1
+      if (version == StepChoice::TilesV2 && !step_v2_apply(trial)) continue;
       const std::optional<float> ms =
           try_fastest_ms([&] { run_step_version(version, trial, stream); }, stream, name, record.failed);
       if (!ms) continue;  // v1 failing here fails the call itself next

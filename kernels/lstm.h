@@ -350,7 +350,7 @@ void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t str
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
 // The `cuda` rows run the version timed fastest for the step's shape (v1, lanes_v2 or tiles, per
 // direction: kernels/lstm.cu, timed_step_choice), or the one HISVID_CUDA_CONVLSTM_STEP names
-// (v1, lanes_v2, tiles; `timed` is the default).
+// (v1, lanes_v2, tiles, tiles_v2; `timed` is the default).
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 // v1: one thread per (pixel, filter), its four gates' recurrent sums in one serial chain.
@@ -364,6 +364,11 @@ void convlstm_step_forward_lanes_v2(const ConvLstmStepForward<float>& k, cudaStr
 void convlstm_step_forward_tiles(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
+// tiles_v2: 3x3 recurrent kernels of up to 16 filters (else v1); the tile's window of every copy
+// of hm_{t-1} (backward: of dz_{t+1}) and all of R staged once, each thread all 4 gates of one
+// unit for 2 or 4 pixels one above the other, its sums in registers.
+void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream);
+void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 
 }  // namespace hisvid::cuda
 #endif
