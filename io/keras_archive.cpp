@@ -62,10 +62,21 @@ std::vector<char> read_entry(zip_t* archive, const std::string& path, const char
     if (n <= 0) break;
     done += static_cast<zip_uint64_t>(n);
   }
-  // A damaged entry (bad CRC, truncated data) shows up here or as a short read.
-  const std::string error = zip_file_strerror(file);
-  const bool failed = done != stat.size || zip_fclose(file) != 0;
-  if (failed) fail("{}: {} in the archive is damaged ({})", path, entry, error);
+  // libzip compares the entry's CRC-32 only on the read that finds its end, which a read of
+  // exactly the declared size never makes: one more read must return 0 (end), not -1 (a bad CRC
+  // or damaged compressed data) nor more bytes than declared. A short read is damage too.
+  char past_end = 0;
+  const zip_int64_t extra = done == stat.size ? zip_fread(file, &past_end, 1) : -1;
+  const std::string error = done != stat.size ? std::string("shorter than the ") + std::to_string(stat.size) +
+                                                    " bytes its header declares"
+                            : extra > 0 ? "longer than its header declares"
+                                        : zip_file_strerror(file);
+  const int closed = zip_fclose(file);
+  const bool failed = extra != 0 || closed != 0;
+  if (failed) {
+    fail("{}: {} in the archive is damaged ({}); the file was corrupted in a copy or download, get it again",
+         path, entry, error);
+  }
   return bytes;
 }
 

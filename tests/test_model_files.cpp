@@ -736,5 +736,40 @@ TEST(KerasFormat, FormatIsToldByContent) {
   expect_error([&] { load_model(truncated); }, {"truncated.keras"});
 }
 
+// The byte offset of a stored entry's data in a zip file, from its local header: the 30 fixed
+// bytes, then the name and the extra field, whose lengths are at offsets 26 and 28.
+size_t stored_entry_data(const std::string& zip, const std::string& name) {
+  size_t at = zip.find(std::string("PK\x03\x04", 4));
+  while (at != std::string::npos) {
+    const auto u16 = [&](size_t i) { return size_t(uint8_t(zip[i])) | size_t(uint8_t(zip[i + 1])) << 8; };
+    const size_t name_length = u16(at + 26), extra_length = u16(at + 28);
+    if (zip.compare(at + 30, name_length, name) == 0) return at + 30 + name_length + extra_length;
+    at = zip.find(std::string("PK\x03\x04", 4), at + 4);
+  }
+  return std::string::npos;
+}
+
+// A .keras file damaged after it was written (a bad copy, bit rot) is refused, naming the entry:
+// a changed byte inside model.weights.h5 leaves every size valid, only the entry's CRC-32 tells.
+// Read as it stands it gave other weights, and so other predictions, without a word.
+TEST(KerasFormat, ADamagedEntryIsRefusedByItsChecksum) {
+  const std::string source = kVersionFixtures + "shriya_LRCN_2024_06_12.keras";
+  if (!fs::exists(source)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
+  TempDir dir;
+  std::string bytes = testing::file_bytes(source);
+  for (const char* entry : {"model.weights.h5", "config.json"}) {
+    SCOPED_TRACE(entry);
+    const size_t data = stored_entry_data(bytes, entry);
+    ASSERT_NE(data, std::string::npos);
+    std::string damaged = bytes;
+    // A byte inside the entry's data (the weights': past HDF5's superblock).
+    const size_t at = data + (std::string(entry) == "config.json" ? 99 : 5000);
+    damaged[at] = static_cast<char>(damaged[at] ^ 0x20);
+    const std::string path = dir.file(std::string("damaged-") + entry + ".keras");
+    std::ofstream(path, std::ios::binary) << damaged;
+    expect_error([&] { load_model(path); }, {path, entry, "damaged", "CRC"});
+  }
+}
+
 }  // namespace
 }  // namespace hisvid::models
