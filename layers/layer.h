@@ -191,6 +191,8 @@ class Dense final : public Layer {
   bool has_softmax() const override { return activation_.softmax; }
   // A sigmoid head: forward_logits then returns what the sigmoid maps.
   bool has_sigmoid() const override { return activation_.elementwise == Activation::Sigmoid; }
+  // No activation at all: the outputs are the affine map's (Keras's 'linear').
+  bool linear() const { return !activation_.softmax && activation_.elementwise == Activation::Linear; }
   nlohmann::json config() const override;
   int units() const { return units_; }
   // Changes the number of units before build (the zoo's class count).

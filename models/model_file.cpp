@@ -479,10 +479,21 @@ LoadedModel load_model(const std::string& path) {
     model.set_input_shape(read_shape_list(meta["input_shape"], path + ": the hisvid input_shape"));
   }
   if (!model.has_input_shape()) fail("{}: the model declares no input shape", path);
-  model.build(0);
+  try {
+    model.build(0);
+  } catch (const std::exception& e) {  // a layer's input does not fit it: which file says so
+    fail("{}: the model's layers do not fit together: {}", path, e.what());
+  }
   const std::vector<std::string> trainable_names = load_weights_mapped(model, file, path);
   ModelExtras& extras = loaded.extras;
   warn_non_finite(model, path, &extras.warnings);
+  if (model.read_linear_head_as_logits()) {
+    const layers::Layer& last = *model.layers().back();
+    extras.warnings.push_back(fmt::format(
+        "{}: the last layer '{}' is a Dense layer without activation (a model compiled with "
+        "from_logits=True): its outputs are read as logits, and their {} as the class probabilities",
+        path, last.name(), model.head() == Head::Sigmoid ? "sigmoid" : "softmax"));
+  }
 
   if (meta.contains("class_names")) {
     if (!meta["class_names"].is_array() ||

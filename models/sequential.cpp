@@ -197,7 +197,15 @@ Head Sequential::head() const {
   if (layers_.empty()) return Head::None;
   if (layers_.back()->has_softmax()) return Head::Softmax;
   if (layers_.back()->has_sigmoid()) return Head::Sigmoid;
+  if (logits_head_) return final_dense(layers_)->units() == 1 ? Head::Sigmoid : Head::Softmax;
   return Head::None;
+}
+
+bool Sequential::read_linear_head_as_logits() {
+  const layers::Dense* dense = final_dense(layers_);
+  if (dense == nullptr || !dense->linear()) return false;
+  logits_head_ = true;
+  return true;
 }
 
 bool Sequential::binary() const {
@@ -261,10 +269,15 @@ Tensor Sequential::forward(const Tensor& x, const layers::ForwardContext& ctx, O
   }
   Tensor y = x;
   for (const Step& step : steps(x.device())) y = run_step(step, y, ctx);
-  if (output == Output::Probabilities) return last.apply(y, ctx);
+  if (output == Output::Probabilities && !logits_head_) return last.apply(y, ctx);
   const Tensor logits = last.forward_logits(y, ctx);
+  if (output == Output::Probabilities)
+    return head() == Head::Softmax ? ops::softmax(logits) : ops::sigmoid(logits);
   if (ctx.losses != nullptr) {  // the activity regularizer sees the layer's output, not its logits
-    last.add_activity_loss(head() == Head::Softmax ? ops::softmax(logits) : ops::sigmoid(logits), ctx);
+    last.add_activity_loss(logits_head_              ? logits
+                           : head() == Head::Softmax ? ops::softmax(logits)
+                                                     : ops::sigmoid(logits),
+                           ctx);
   }
   return logits;
 }

@@ -59,6 +59,14 @@ class Sequential {
   Head head() const;
   bool binary() const;  // a one-unit sigmoid head
 
+  // A final Dense layer without activation (a Keras model compiled with from_logits=True) read
+  // as a classifier's logits: head() is then softmax (sigmoid for one unit), the probabilities
+  // are that of the Dense layer's outputs, and training's loss takes them as logits. The layer
+  // itself stays linear (saved as it was loaded). Returns false, changing nothing, unless the
+  // last layer is such a Dense layer.
+  bool read_linear_head_as_logits();
+  bool linear_head_as_logits() const { return logits_head_; }
+
   // Builds every layer for the input shape, drawing initial weights from seed. Errors name the
   // layer whose input does not fit.
   void build(uint64_t seed);
@@ -112,6 +120,7 @@ class Sequential {
   Shape input_shape_;
   std::vector<std::unique_ptr<layers::Layer>> layers_;
   bool built_ = false;
+  bool logits_head_ = false;  // read_linear_head_as_logits
   Device device_ = Device::cpu();
   Fusion fusion_ = fusion_by_default();
 

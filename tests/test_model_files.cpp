@@ -425,6 +425,52 @@ TEST(ModelFiles, BadFilesAreClearErrors) {
   expect_error([&] { load_model(text); }, {"notes.h5", "not an HDF5 file"});
 }
 
+// A Keras classifier compiled with from_logits=True ends in a Dense layer without activation:
+// its outputs are logits. Loaded from a file, the model says so, its probabilities are their
+// softmax (they were printed raw as "probabilities"), and training takes them as logits; the
+// layer stays linear in the file it is saved to.
+TEST(ModelFiles, ALinearDenseHeadIsReadAsLogits) {
+  TempDir dir;
+  nlohmann::json spec = load_spec("lrcn", 4).to_json();
+  spec["config"]["layers"].back()["config"]["activation"] = "linear";
+  Sequential linear = Sequential::from_json(spec, "test spec");
+  linear.build(3);
+  EXPECT_EQ(linear.head(), Head::None);  // a spec alone is not read as a classifier's logits
+  const std::string path = dir.file("from_logits.h5");
+  save_model(path, linear, {}, nullptr, nullptr);
+
+  const auto expect_said = [](const std::string& text, const std::vector<std::string>& fragments) {
+    for (const std::string& f : fragments)
+      EXPECT_NE(text.find(f), std::string::npos) << f << " missing: " << text;
+  };
+  LoadedModel loaded = load_model(path);
+  ASSERT_EQ(loaded.extras.warnings.size(), 1u);
+  expect_said(loaded.extras.warnings[0], {path, "without activation", "from_logits=True", "softmax"});
+  EXPECT_EQ(loaded.model.head(), Head::Softmax);
+  EXPECT_EQ(loaded.model.to_json(), linear.to_json());
+  NoGradGuard no_grad;
+  const Tensor x = quantised_clips();
+  const Tensor logits = linear.forward(x, {});
+  const Tensor probabilities = loaded.model.forward(x, {});
+  expect_same_bits(probabilities, ops::softmax(logits), "softmax of the linear outputs");
+  expect_same_bits(loaded.model.forward(x, {}, Output::Logits), logits, "logits");
+  const std::vector<double> p = probabilities.to_vector();
+  for (size_t row = 0; row < 3; ++row)
+    EXPECT_NEAR(p[row * 4] + p[row * 4 + 1] + p[row * 4 + 2] + p[row * 4 + 3], 1.0, 1e-5);
+
+  // One unit: a binary classifier's logit, through the sigmoid.
+  spec["config"]["layers"].back()["config"]["units"] = 1;
+  Sequential one = Sequential::from_json(spec, "test spec");
+  one.build(3);
+  const std::string binary = dir.file("binary_from_logits.h5");
+  save_model(binary, one, {}, nullptr, nullptr);
+  LoadedModel back = load_model(binary);
+  EXPECT_TRUE(back.model.binary());
+  expect_said(back.extras.warnings.at(0), {"sigmoid"});
+  expect_same_bits(back.model.forward(x, {}), ops::sigmoid(one.forward(x, {})),
+                   "sigmoid of the linear output");
+}
+
 TEST(ModelFiles, FailedSaveKeepsThePreviousCheckpoint) {
   TempDir dir;
   Sequential model = load_spec("lrcn", 4);
