@@ -588,6 +588,12 @@ std::string Dataset::type_name() const {
   return classify(type.get(), &element) ? element_type_name(element) : describe_type(type.get());
 }
 
+bool Dataset::holds_floats() const {
+  Handle type(H5Dget_type(id()), H5Tclose);
+  if (!type.valid()) fail_here("cannot read the datatype");
+  return H5Tget_class(type.get()) == H5T_FLOAT;
+}
+
 void Dataset::read_raw(ElementType type, void* out, size_t count) const {
   if (!has_element_type() || element_type() != type) {
     fail_here("is " + type_name() + ", expected " + element_type_name(type));
@@ -844,7 +850,19 @@ File File::open(const std::string& path) {
   if (is_hdf5 < 0) fail_at(path, "", "cannot read the file");
   if (is_hdf5 == 0) fail("{}: not an HDF5 file (no HDF5 signature)", path);
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!file.valid()) fail_at(path, "", "cannot open the HDF5 file: damaged or truncated");
+  if (!file.valid()) {
+    const std::string reason = take_hdf5_reason();
+    // HDF5 locks a file it writes (h5py in a notebook, a Keras ModelCheckpoint saving): the file
+    // may be whole, and reading it while it changes is what the lock prevents.
+    if (reason.find("lock") != std::string::npos) {
+      fail(
+          "{}: cannot open the HDF5 file: another process has it open for writing (HDF5: {}); wait for it "
+          "to finish or close the file there",
+          path, reason);
+    }
+    fail("{}: cannot open the HDF5 file: damaged or truncated{}", path,
+         reason.empty() ? "" : " (HDF5: " + reason + ")");
+  }
   return File(std::move(file), path);
 }
 

@@ -137,6 +137,7 @@ class Dataset : public Object {
   bool has_element_type() const;
   ElementType element_type() const;  // throws when !has_element_type()
   std::string type_name() const;     // "float32", "int16", "string", "compound", ... for messages
+  bool holds_floats() const;         // a floating-point type of any width (float16, float32, float64, ...)
 
   // The whole float32 dataset (rank <= 5) as a float32 CPU tensor; other types are an error.
   Tensor read_tensor() const;

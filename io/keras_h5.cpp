@@ -152,7 +152,11 @@ KerasModelFile read_keras_model(const std::string& path) {
     const h5::Group group = weights.open_group(layer_name);
     LayerWeights layer{layer_name, {}};
     for (const std::string& weight_name : read_name_list(group, "weight_names")) {
-      layer.weights.push_back({weight_name, group.open_dataset(weight_name).read_tensor()});
+      // Keras casts what it loads to its variables' float32: float16 and float64 weights are
+      // read as it reads them; anything else (integers, strings) is an error naming it.
+      const h5::Dataset weight = group.open_dataset(weight_name);
+      layer.weights.push_back(
+          {weight_name, weight.holds_floats() ? weight.read_tensor_converted() : weight.read_tensor()});
     }
     model.layers.push_back(std::move(layer));
   }

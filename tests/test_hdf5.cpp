@@ -1,6 +1,8 @@
 // io: the HDF5 wrapper (io/hdf5.h) and the Keras model files (io/keras_h5.h) — real Keras 2.8
 // fixtures, bit-exact round trips, a chunked gzip clip dataset, bad inputs, interrupted saves.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -493,6 +495,25 @@ TEST_F(Hdf5Test, TruncatedFile) {
   EXPECT_NE(message.find("truncated"), std::string::npos) << message;
 }
 
+// A file another process has open for writing (h5py in a notebook, a Keras checkpoint being
+// saved) holds HDF5's lock: the file may be whole, and the message says it is in use, not
+// damaged. The exclusive lock a writer takes is made here by hand.
+TEST_F(Hdf5Test, AFileLockedByAWriterIsSaidToBeInUse) {
+  const char* locking = std::getenv("HDF5_USE_FILE_LOCKING");
+  if (locking != nullptr && std::string(locking) == "FALSE") GTEST_SKIP() << "HDF5_USE_FILE_LOCKING=FALSE";
+  const std::string path = file("locked.h5");
+  { h5::File::create(path).root().write_string_attribute("model_config", "{}"); }
+  const int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  const std::string message = error_of([&] { (void)h5::File::open(path); });
+  ::close(fd);
+  EXPECT_NE(message.find(path), std::string::npos) << message;
+  EXPECT_NE(message.find("another process has it open for writing"), std::string::npos) << message;
+  EXPECT_EQ(message.find("damaged"), std::string::npos) << message;
+  EXPECT_NO_THROW((void)h5::File::open(path));  // the lock gone, the file reads
+}
+
 TEST_F(Hdf5Test, FileWithoutModelConfig) {
   const std::string path = file("weights_only.h5");
   {
@@ -504,9 +525,10 @@ TEST_F(Hdf5Test, FileWithoutModelConfig) {
   EXPECT_NE(message.find("model_config"), std::string::npos) << message;
 }
 
-TEST_F(Hdf5Test, WeightThatIsNotFloat32) {
-  const std::string path = file("float64_weight.h5");
-  {
+// Keras casts the weights it loads to its float32 variables: a float64 weight is read as it reads
+// it (rounded to float32); an integer weight is an error naming it and its type.
+TEST_F(Hdf5Test, WeightsThatAreNotFloat32) {
+  const auto write_model = [&](const std::string& path, const auto& kernel) {
     h5::File out = h5::File::create(path);
     h5::Group root = out.root();
     root.write_string_attribute("model_config", R"({"class_name": "Sequential"})");
@@ -514,13 +536,22 @@ TEST_F(Hdf5Test, WeightThatIsNotFloat32) {
     weights.write_string_list_attribute("layer_names", {"dense"});
     h5::Group dense = weights.create_group("dense");
     dense.write_string_list_attribute("weight_names", {"dense/kernel:0"});
-    const std::vector<double> kernel = {1, 2, 3, 4};
     dense.write_array("dense/kernel:0", kernel.data(), {2, 2});
-  }
-  const std::string message = error_of([&] { (void)read_keras_model(path); });
-  EXPECT_NE(message.find(path), std::string::npos) << message;
+  };
+  const std::string doubles = file("float64_weight.h5");
+  write_model(doubles, std::vector<double>{1.0, -2.5, 0.1, 1e-40});
+  const KerasModelFile model = read_keras_model(doubles);
+  ASSERT_EQ(model.layers.size(), 1u);
+  const Tensor& kernel = model.layers[0].weights.at(0).value;
+  EXPECT_EQ(kernel.dtype(), DType::Float32);
+  EXPECT_EQ(kernel.to_vector(), (std::vector<double>{1.0, -2.5, double(0.1f), double(1e-40f)}));
+
+  const std::string integers = file("int64_weight.h5");
+  write_model(integers, std::vector<int64_t>{1, 2, 3, 4});
+  const std::string message = error_of([&] { (void)read_keras_model(integers); });
+  EXPECT_NE(message.find(integers), std::string::npos) << message;
   EXPECT_NE(message.find("/model_weights/dense/dense/kernel:0"), std::string::npos) << message;
-  EXPECT_NE(message.find("float64"), std::string::npos) << message;
+  EXPECT_NE(message.find("int64"), std::string::npos) << message;
 }
 
 TEST_F(Hdf5Test, MissingWeightDataset) {
