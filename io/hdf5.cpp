@@ -854,7 +854,7 @@ File File::open(const std::string& path) {
     const std::string reason = take_hdf5_reason();
     // HDF5 locks a file it writes (h5py in a notebook, a Keras ModelCheckpoint saving): the file
     // may be whole, and reading it while it changes is what the lock prevents.
-    if (reason.find("lock") != std::string::npos) {
+    if (reason.find("unable to lock file") != std::string::npos) {
       fail(
           "{}: cannot open the HDF5 file: another process has it open for writing (HDF5: {}); wait for it "
           "to finish or close the file there",

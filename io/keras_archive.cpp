@@ -44,6 +44,16 @@ std::string zip_error_text(int code) {
 std::vector<char> read_entry(zip_t* archive, const std::string& path, const char* entry, zip_uint64_t limit) {
   const zip_int64_t index = zip_name_locate(archive, entry, 0);
   if (index < 0) fail("{}: the .keras archive has no {}", path, entry);
+  // Two entries of one name: Python's zipfile, and so Keras, reads the last, libzip's lookup the
+  // first. (libzip's consistency check, which refused them, also refused data appended after the
+  // archive, which zipfile reads.)
+  const zip_int64_t entries = zip_get_num_entries(archive, 0);
+  for (zip_int64_t i = index + 1; i < entries; ++i) {
+    const char* name = zip_get_name(archive, static_cast<zip_uint64_t>(i), 0);
+    if (name != nullptr && std::strcmp(name, entry) == 0) {
+      fail("{}: the .keras archive holds two entries named {} (a damaged or hand-made archive)", path, entry);
+    }
+  }
   zip_stat_t stat;
   zip_stat_init(&stat);
   if (zip_stat_index(archive, static_cast<zip_uint64_t>(index), 0, &stat) != 0 ||
@@ -86,12 +96,14 @@ bool is_zip_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[4] = {0, 0, 0, 0};
   in.read(magic, 4);
-  return in.gcount() == 4 && std::memcmp(magic, "PK\x03\x04", 4) == 0;
+  // A local file header, or the end-of-directory record that opens an archive with no entries.
+  return in.gcount() == 4 &&
+         (std::memcmp(magic, "PK\x03\x04", 4) == 0 || std::memcmp(magic, "PK\x05\x06", 4) == 0);
 }
 
 KerasArchive read_keras_archive(const std::string& path) {
   int code = 0;
-  ZipHandle archive(zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code));
+  ZipHandle archive(zip_open(path.c_str(), ZIP_RDONLY, &code));
   if (!archive) fail("{}: not a readable .keras archive ({})", path, zip_error_text(code));
   KerasArchive result;
   const std::vector<char> config = read_entry(archive.get(), path, kConfigEntry, kMaxJsonBytes);

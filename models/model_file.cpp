@@ -468,7 +468,8 @@ LoadedModel load_model(const std::string& path) {
   const layers::KerasVersion version = file.keras_version.empty()
                                            ? layers::KerasVersion{}
                                            : layers::KerasVersion::parse(file.keras_version, path);
-  const nlohmann::json config = parse_json_text(file.model_config, path + ": model_config");
+  const nlohmann::json config = parse_json_text(
+      file.model_config, path + (file.format == "keras" ? ": config.json" : ": model_config"));
   LoadedModel loaded{Sequential::from_json(config, path, version), ModelExtras{}, file.keras_version,
                      file.format};
   Sequential& model = loaded.model;

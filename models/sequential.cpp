@@ -113,6 +113,11 @@ Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& 
       object.erase("keras_version");
     }
     object.erase("backend");
+    // Keras 2.0 and 2.1 wrote a Sequential's config as the bare list of its layers (2.2 on:
+    // an object with name and layers).
+    if (object["class_name"] == "Sequential" && object.contains("config") && object["config"].is_array()) {
+      object["config"] = nlohmann::json{{"layers", object["config"]}};
+    }
     const layers::KerasObject wrapper = layers::read_keras_object(object, source);
     if (wrapper.class_name != "Sequential") {
       fail("{}: only Sequential models are supported, got class_name '{}'", source, wrapper.class_name);

@@ -493,6 +493,7 @@ TEST_F(Hdf5Test, TruncatedFile) {
   const std::string message = error_of([&] { (void)read_keras_model(path); });
   EXPECT_NE(message.find(path), std::string::npos) << message;
   EXPECT_NE(message.find("truncated"), std::string::npos) << message;
+  EXPECT_EQ(message.find("another process"), std::string::npos) << message;  // HDF5 says "sblock"
 }
 
 // A file another process has open for writing (h5py in a notebook, a Keras checkpoint being

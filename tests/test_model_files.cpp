@@ -782,6 +782,26 @@ TEST(KerasFormat, FormatIsToldByContent) {
   expect_error([&] { load_model(truncated); }, {"truncated.keras"});
 }
 
+// Bytes after the archive's end (a download tool's trailer, a signature) do not stop Python's
+// zipfile, so neither Keras: the model loads as without them. An archive with no entries at all
+// is a .keras file without config.json, not an HDF5 file.
+TEST(KerasFormat, TrailingBytesAndEmptyArchives) {
+  const std::string source = kVersionFixtures + "shriya_LRCN_2024_06_12.keras";
+  if (!fs::exists(source)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
+  TempDir dir;
+  const std::string appended = dir.file("appended.keras");
+  std::ofstream(appended, std::ios::binary) << testing::file_bytes(source) << std::string(100, '\x7f');
+  LoadedModel original = load_model(source), with_trailer = load_model(appended);
+  const std::vector<Tensor> a = original.model.trainable_weights(),
+                            b = with_trailer.model.trainable_weights();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) expect_same_bits(a[i], b[i], "weight " + std::to_string(i));
+
+  const std::string empty = dir.file("empty.keras");
+  std::ofstream(empty, std::ios::binary) << std::string("PK\x05\x06", 4) << std::string(18, '\0');
+  expect_error([&] { load_model(empty); }, {empty, "no config.json"});
+}
+
 // The byte offset of a stored entry's data in a zip file, from its local header: the 30 fixed
 // bytes, then the name and the extra field, whose lengths are at offsets 26 and 28.
 size_t stored_entry_data(const std::string& zip, const std::string& name) {

@@ -588,6 +588,16 @@ TEST(Spec, AcceptsTheMetadataOfEveryKerasVersion) {
   EXPECT_EQ(old.keras_version().str(), "2.4.0");
   old.build(1);
   EXPECT_EQ(old.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
+
+  // Keras 2.0 and 2.1: the Sequential's config is the bare list of its layers.
+  const nlohmann::json keras21 = nlohmann::json::parse(R"({"class_name": "Sequential", "config": [
+      {"class_name": "LSTM", "config": {"name": "lstm_1", "units": 2, "batch_input_shape": [null, 4, 6], "dtype": "float32"}},
+      {"class_name": "Dense", "config": {"name": "dense_1", "units": 2, "activation": "softmax"}}],
+      "keras_version": "2.1.6", "backend": "tensorflow"})");
+  Sequential oldest = Sequential::from_json(keras21, "keras 2.1 spec");
+  oldest.build(1);
+  EXPECT_EQ(oldest.input_shape(), (Shape{4, 6}));
+  EXPECT_EQ(oldest.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
 }
 
 TEST(Spec, WhatChangesTheComputationStaysAnError) {
