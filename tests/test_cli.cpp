@@ -893,6 +893,25 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_EQ(file_bytes(dir_ / "kept/model.h5"), model_bytes);
   expect_refused(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "kept/model.h5"},
                  {"model.h5", "not a directory"});
+  // Model files of a run's names that hisvid did not save (a Keras ModelCheckpoint's best.h5, a
+  // .keras archive named model.h5) are the user's: no run replaces them, --overwrite or not.
+  fs::create_directories(dir_ / "keras_run");
+  const fs::path keras_file = fs::path(HISVID_FIXTURES_DIR) / "keras" / "tutorial_lrcn_keras2.8.h5";
+  if (fs::exists(keras_file)) {
+    fs::copy_file(keras_file, dir_ / "keras_run/best.h5");
+  } else {
+    std::ofstream(dir_ / "keras_run/best.h5") << "a checkpoint of another program\n";
+  }
+  const std::string keras_bytes = file_bytes(dir_ / "keras_run/best.h5");
+  std::ofstream(dir_ / "keras_run/history.csv") << "epoch,loss\n0,1.3\n";
+  for (const bool overwrite : {false, true}) {
+    std::vector<std::string> args = {"train", "--data",    "data",    "--epochs", "1",
+                                     "--out", "keras_run", "--cache", "clips.h5"};
+    if (overwrite) args.push_back("--overwrite");
+    expect_refused(dir_, args, {"keras_run", "best.h5", "did not save", "another --out"});
+  }
+  EXPECT_EQ(file_bytes(dir_ / "keras_run/best.h5"), keras_bytes);
+  EXPECT_EQ(file_bytes(dir_ / "keras_run/history.csv"), "epoch,loss\n0,1.3\n");
   // --overwrite replaces an earlier run only when the new one saves its first epoch: a command
   // refused before that (a typo) leaves the run whole, and a run never replaces its own --weights.
   const std::string history_bytes = file_bytes(dir_ / "kept/history.csv");

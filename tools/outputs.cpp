@@ -12,6 +12,7 @@
 
 #include "engine/error.h"
 #include "io/atomic_file.h"
+#include "io/keras_h5.h"
 
 namespace hisvid::tools {
 
@@ -105,6 +106,17 @@ void remove_stale_temporaries(const fs::path& directory) {
 
 }  // namespace
 
+// Whether `file`, a model file of a run's name in --out, was saved by hisvid (every model hisvid
+// saves carries its 'hisvid' record): a Keras checkpoint of the same name (best.h5, model.h5) is
+// the user's, which no run replaces, --overwrite or not.
+bool saved_by_hisvid(const fs::path& file) {
+  try {
+    return !io::read_model_file(file.string()).hisvid.empty();
+  } catch (const std::exception&) {
+    return false;  // not a model file hisvid can read: not one it wrote
+  }
+}
+
 RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
                            const std::vector<std::string>& inputs)
     : path_(path) {
@@ -147,6 +159,17 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
             path, file, input);
       }
     }
+  }
+  std::vector<std::string> foreign;
+  for (const std::string& file : held) {
+    if (fs::path(file).extension() == ".h5" && !saved_by_hisvid(fs::path(path) / file))
+      foreign.push_back(file);
+  }
+  if (!foreign.empty()) {
+    fail(
+        "--out {}: holds {}, which hisvid did not save (Keras model files?); a run there would replace "
+        "them, so hisvid does not start one, --overwrite or not: choose another --out, or move them",
+        path, fmt::format("{}", fmt::join(foreign, ", ")));
   }
   if (!overwrite) {
     fail("--out {}: holds an earlier run ({}); continue it with --resume {}, or replace it with --overwrite",
