@@ -130,24 +130,12 @@ void write_model_file(const std::string& path, const KerasModelFile& model, cons
 
 }  // namespace
 
-KerasModelFile read_keras_model(const std::string& path) {
-  const h5::File file = h5::File::open(path);
-  const h5::Group root = file.root();
-  if (!root.has_attribute("model_config")) {
-    fail(
-        "{}: no model_config attribute: not a Keras model file (a file from model.save_weights has "
-        "weights only)",
-        path);
-  }
-  KerasModelFile model;
-  model.model_config = root.read_string_attribute("model_config");
-  model.training_config = optional_string(root, "training_config");
-  model.keras_version = optional_string(root, "keras_version");
-  model.backend = optional_string(root, "backend");
-  model.hisvid = optional_string(root, "hisvid");
+namespace {
 
-  if (!root.is_group("model_weights")) fail("{}: no /model_weights group", path);
-  const h5::Group weights = root.open_group("model_weights");
+// The layers of a Keras 2 weight group (a model file's /model_weights, or the root of a
+// model.save_weights file): every layer of layer_names in order, its weights of weight_names.
+std::vector<LayerWeights> read_layer_list(const h5::Group& weights) {
+  std::vector<LayerWeights> layers;
   for (const std::string& layer_name : read_name_list(weights, "layer_names")) {
     const h5::Group group = weights.open_group(layer_name);
     LayerWeights layer{layer_name, {}};
@@ -158,8 +146,58 @@ KerasModelFile read_keras_model(const std::string& path) {
       layer.weights.push_back(
           {weight_name, weight.holds_floats() ? weight.read_tensor_converted() : weight.read_tensor()});
     }
-    model.layers.push_back(std::move(layer));
+    layers.push_back(std::move(layer));
   }
+  return layers;
+}
+
+// A weights-only HDF5 file: Keras 2's model.save_weights layout (layer_names at the root, as in
+// a model file's /model_weights), or Keras 3's .weights.h5 (the variables under layers/, as in a
+// .keras archive's model.weights.h5). No architecture: model_config stays empty.
+KerasModelFile read_keras_weights(const h5::Group& root, const std::string& path) {
+  KerasModelFile model;
+  if (root.has_attribute("layer_names")) {
+    model.keras_version = optional_string(root, "keras_version");
+    model.backend = optional_string(root, "backend");
+    model.layers = read_layer_list(root);
+    return model;
+  }
+  if (root.is_group("layers") || root.is_group("_layer_checkpoint_dependencies")) {
+    model.format = "keras";
+    model.keras_version.clear();
+    for (const std::string& dataset : root.dataset_paths()) {
+      if (dataset.rfind("optimizer/", 0) == 0) continue;  // a weights file's optimizer is not loaded
+      model.layer_vars[dataset] = root.open_dataset(dataset).read_tensor_converted();
+    }
+    return model;
+  }
+  fail(
+      "{}: an HDF5 file that is neither a Keras model (no model_config attribute) nor Keras weights (no "
+      "layer_names attribute, no layers/ group)",
+      path);
+}
+
+// A Keras .h5 model file, or with `weights_only_ok` a weights-only file too.
+KerasModelFile read_keras_h5(const std::string& path, bool weights_only_ok) {
+  const h5::File file = h5::File::open(path);
+  const h5::Group root = file.root();
+  if (!root.has_attribute("model_config")) {
+    if (weights_only_ok) return read_keras_weights(root, path);
+    fail(
+        "{}: no model_config attribute: not a Keras model file (a file from model.save_weights, or "
+        "ModelCheckpoint(save_weights_only=True), has weights only; give the architecture it was saved from, "
+        "hisvid's --model, to read it)",
+        path);
+  }
+  KerasModelFile model;
+  model.model_config = root.read_string_attribute("model_config");
+  model.training_config = optional_string(root, "training_config");
+  model.keras_version = optional_string(root, "keras_version");
+  model.backend = optional_string(root, "backend");
+  model.hisvid = optional_string(root, "hisvid");
+
+  if (!root.is_group("model_weights")) fail("{}: no /model_weights group", path);
+  model.layers = read_layer_list(root.open_group("model_weights"));
 
   if (root.is_group("optimizer_weights")) {
     const h5::Group optimizer = root.open_group("optimizer_weights");
@@ -173,7 +211,7 @@ KerasModelFile read_keras_model(const std::string& path) {
   return model;
 }
 
-KerasModelFile read_model_file(const std::string& path) {
+KerasModelFile read_file(const std::string& path, bool weights_only_ok) {
   std::error_code error;
   const std::filesystem::file_status status = std::filesystem::status(path, error);
   if (!std::filesystem::exists(status)) fail("{}: no such file", path);
@@ -183,9 +221,9 @@ KerasModelFile read_model_file(const std::string& path) {
   const bool zip = is_zip_file(path);
   // Read once where a crash inside libhdf5 cannot take hisvid down (io/isolated.h).
   probe_in_child(
-      path, [&] { zip ? (void)read_keras_archive(path) : (void)read_keras_model(path); },
+      path, [&] { zip ? (void)read_keras_archive(path) : (void)read_keras_h5(path, weights_only_ok); },
       isolated_read_seconds(static_cast<int64_t>(std::filesystem::file_size(path, error))));
-  if (!zip) return read_keras_model(path);
+  if (!zip) return read_keras_h5(path, weights_only_ok);
 
   const KerasArchive archive = read_keras_archive(path);
   KerasModelFile model;
@@ -218,6 +256,14 @@ KerasModelFile read_model_file(const std::string& path) {
     model.optimizer_weights.push_back({"vars/" + std::to_string(index), tensor});
   return model;
 }
+
+}  // namespace
+
+KerasModelFile read_keras_model(const std::string& path) { return read_keras_h5(path, false); }
+
+KerasModelFile read_model_file(const std::string& path) { return read_file(path, false); }
+
+KerasModelFile read_weights_file(const std::string& path) { return read_file(path, true); }
 
 void write_keras_model(const std::string& path, const KerasModelFile& model, const WriteOptions& options) {
   check_model(path, model);

@@ -48,7 +48,7 @@ struct KerasModelFile {
   std::map<std::string, Tensor> layer_vars;
   // Empty when no optimizer state is saved. "keras": optimizer/vars/<i> named "vars/<i>".
   std::vector<NamedTensor> optimizer_weights;
-  std::string hisvid;                          // JSON text of hisvid's metadata, may be empty
+  std::string hisvid;  // JSON text of hisvid's metadata, may be empty
 };
 
 struct WriteOptions {
@@ -65,8 +65,14 @@ KerasModelFile read_keras_model(const std::string& path);
 // layout, whatever its extension) or a .keras zip archive (whatever its extension).
 KerasModelFile read_model_file(const std::string& path);
 
+// As read_model_file, and a weights-only HDF5 file too (Keras 2's model.save_weights or
+// ModelCheckpoint(save_weights_only=True); Keras 3's .weights.h5), whose model_config is then
+// empty: the caller gives the architecture.
+KerasModelFile read_weights_file(const std::string& path);
+
 // Writes atomically (temporary file + rename). On any failure the target is untouched and the
 // temporary file removed; the error names the file.
-void write_keras_model(const std::string& path, const KerasModelFile& model, const WriteOptions& options = {});
+void write_keras_model(const std::string& path, const KerasModelFile& model,
+                       const WriteOptions& options = {});
 
 }  // namespace hisvid::io

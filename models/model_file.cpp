@@ -10,6 +10,7 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "models/keras_format.h"
+#include "models/zoo.h"
 
 namespace hisvid::models {
 
@@ -247,6 +248,16 @@ Shape read_shape_list(const nlohmann::json& value, const std::string& what) {
 }
 
 // A warning per weight holding NaN or infinity (a diverged run saved as it was).
+// A final Dense layer without activation is read as a classifier's logits
+// (Sequential::read_linear_head_as_logits), and the user told so.
+void note_linear_head(Sequential& model, const std::string& path, std::vector<std::string>* warnings) {
+  if (!model.read_linear_head_as_logits()) return;
+  warnings->push_back(fmt::format(
+      "{}: the last layer '{}' is a Dense layer without activation (a model compiled with "
+      "from_logits=True): its outputs are read as logits, and their {} as the class probabilities",
+      path, model.layers().back()->name(), model.head() == Head::Sigmoid ? "sigmoid" : "softmax"));
+}
+
 void warn_non_finite(const Sequential& model, const std::string& path, std::vector<std::string>* warnings) {
   for (const layers::Layer* layer : model.layers()) {
     for (const layers::Weight& w : layer->weights()) {
@@ -394,6 +405,56 @@ void load_weights(Sequential& model, const io::KerasModelFile& file, const std::
   load_weights_mapped(model, file, path);
 }
 
+namespace {
+
+// The units of the file's last layer with weights (its first weight's last axis: a Dense
+// kernel's outputs), found in the model's layer order for a Keras 3 weights file; 0 if none.
+int64_t final_units(const Sequential& model, const io::KerasModelFile& file, const std::string& path) {
+  const std::vector<io::LayerWeights> layers =
+      file.format == "keras" ? keras_layer_weights(model, file, path) : file.layers;
+  for (auto it = layers.rbegin(); it != layers.rend(); ++it) {
+    if (!it->weights.empty())
+      return it->weights.front().value.shape().rank() > 0 ? it->weights.front().value.dim(-1) : 0;
+  }
+  return 0;
+}
+
+// The architecture `spec` (load_spec) with `classes` outputs (0: its own), computing as the Keras
+// `version` that saved the weights does (empty: the spec's own).
+Sequential architecture(const std::string& spec, int64_t classes, const std::string& version) {
+  Sequential model = load_spec(spec, static_cast<int>(classes));
+  if (version.empty()) return model;
+  nlohmann::json json = model.to_json();
+  json["keras_version"] = version;
+  return Sequential::from_json(json, spec);
+}
+
+}  // namespace
+
+LoadedModel load_weights_file(const std::string& path, const std::string& spec) {
+  const io::KerasModelFile file = io::read_weights_file(path);
+  if (!file.model_config.empty()) {
+    fail("{}: a model file with its own architecture; read it alone, without an architecture for it", path);
+  }
+  // Keras 3's .weights.h5 records no version: Keras 3 wrote it.
+  const std::string version = file.format == "keras" ? kKeras3WriteVersion : file.keras_version;
+  Sequential model = architecture(spec, 0, version);
+  if (!model.has_input_shape()) {
+    fail("{}: the architecture {} declares no input shape (a weights file has none either)", path, spec);
+  }
+  model.build(0);
+  const int64_t units = final_units(model, file, path);
+  if (units > 1 && units != model.num_classes()) {  // the file's class count, not the spec's
+    model = architecture(spec, units, version);
+    model.build(0);
+  }
+  load_weights_mapped(model, file, path);
+  LoadedModel loaded{std::move(model), ModelExtras{}, version, "weights"};
+  warn_non_finite(loaded.model, path, &loaded.extras.warnings);
+  note_linear_head(loaded.model, path, &loaded.extras.warnings);
+  return loaded;
+}
+
 void save_model(const std::string& path, const Sequential& model, const std::vector<std::string>& class_names,
                 const Optimizer* optimizer, const nlohmann::json& training_state,
                 const io::WriteOptions& options) {
@@ -488,13 +549,7 @@ LoadedModel load_model(const std::string& path) {
   const std::vector<std::string> trainable_names = load_weights_mapped(model, file, path);
   ModelExtras& extras = loaded.extras;
   warn_non_finite(model, path, &extras.warnings);
-  if (model.read_linear_head_as_logits()) {
-    const layers::Layer& last = *model.layers().back();
-    extras.warnings.push_back(fmt::format(
-        "{}: the last layer '{}' is a Dense layer without activation (a model compiled with "
-        "from_logits=True): its outputs are read as logits, and their {} as the class probabilities",
-        path, last.name(), model.head() == Head::Sigmoid ? "sigmoid" : "softmax"));
-  }
+  note_linear_head(model, path, &extras.warnings);
 
   if (meta.contains("class_names")) {
     if (!meta["class_names"].is_array() ||

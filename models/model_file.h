@@ -53,6 +53,13 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
 // Reads either format, told apart by the file's content.
 LoadedModel load_model(const std::string& path);
 
+// A weights-only file (Keras 2's model.save_weights or ModelCheckpoint(save_weights_only=True);
+// Keras 3's .weights.h5) read into the architecture `spec` it was saved from (a zoo name or a
+// JSON spec file, as load_spec): the final layer takes the file's class count, and the model
+// computes as the Keras version that saved the weights (Keras 3 for a .weights.h5). A file with
+// its own architecture is refused. format "weights"; no optimizer, no class names.
+LoadedModel load_weights_file(const std::string& path, const std::string& spec);
+
 // Keras's serialized optimizer config of one of hisvid's optimizers: Keras 2's training_config
 // form, or Keras 3's (its base keys at their "off" values, module and registered_name).
 nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3);

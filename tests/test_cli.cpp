@@ -1068,7 +1068,8 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
   EXPECT_TRUE(contains(negative.output, "--batch-size")) << negative.output;
   expect_refused(
       dir_, {"train", "--model", "convlstm", "--weights", "misread/model.h5", "--data", "data", "--out", "w"},
-      {"--model", "--weights"});
+      {"--model convlstm", "--weights misread/model.h5", "its own architecture"});
+  EXPECT_FALSE(fs::exists(dir_ / "w"));
   // --data with --resume names where the same videos are now: other videos are refused.
   expect_refused(dir_, {"train", "--resume", "misread", "--data", "odd_data_for_resume"},
                  {"odd_data_for_resume", "does not exist"});

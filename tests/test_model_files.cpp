@@ -815,6 +815,66 @@ size_t stored_entry_data(const std::string& zip, const std::string& name) {
   return std::string::npos;
 }
 
+// Weights-only files read into the architecture they were saved from: Keras 3's .weights.h5
+// (here the model.weights.h5 of a Keras 3.3.3 archive, the same layout) and Keras 2's
+// model.save_weights layout (layer_names at the root: written here from a Keras 2.8 model
+// file's /model_weights) give the full files' weights bit for bit; the class count comes from
+// the file; a file with its own architecture, or weights of another architecture, are refused.
+TEST(KerasFormat, WeightsOnlyFilesReadIntoTheirArchitecture) {
+  const std::string keras3 = kVersionFixtures + "shriya_LRCN_2024_06_12.keras";
+  const std::string keras2 = kFixtures + "tutorial_lrcn_keras2.8.h5";
+  if (!fs::exists(keras3) || !fs::exists(keras2)) GTEST_SKIP() << "fixtures not found";
+  TempDir dir;
+  const auto expect_same_weights = [](const Sequential& a, const Sequential& b) {
+    const std::vector<Tensor> wa = a.trainable_weights(), wb = b.trainable_weights();
+    ASSERT_EQ(wa.size(), wb.size());
+    for (size_t i = 0; i < wa.size(); ++i) expect_same_bits(wa[i], wb[i], "weight " + std::to_string(i));
+  };
+  // Keras 3: the archive's stored model.weights.h5 entry, its size at offset 18 of the header.
+  const std::string zip = testing::file_bytes(keras3);
+  const size_t data = stored_entry_data(zip, "model.weights.h5");
+  ASSERT_NE(data, std::string::npos);
+  const size_t header = zip.rfind(std::string("PK\x03\x04", 4), data);
+  size_t size = 0;
+  for (int i = 3; i >= 0; --i) size = size << 8 | uint8_t(zip[header + 18 + size_t(i)]);
+  const std::string weights3 = dir.file("lrcn.weights.h5");
+  std::ofstream(weights3, std::ios::binary) << zip.substr(data, size);
+  LoadedModel full3 = load_model(keras3), only3 = load_weights_file(weights3, "lrcn");
+  EXPECT_EQ(only3.format, "weights");
+  EXPECT_TRUE(only3.keras_version.rfind("3.", 0) == 0) << only3.keras_version;
+  EXPECT_EQ(only3.model.num_classes(), full3.model.num_classes());
+  expect_same_weights(only3.model, full3.model);
+
+  // Keras 2: the model file's /model_weights group as a file of its own (save_weights' layout).
+  const io::KerasModelFile file2 = io::read_keras_model(keras2);
+  const std::string weights2 = dir.file("lrcn_weights.h5");
+  {
+    io::h5::File out = io::h5::File::create(weights2);
+    io::h5::Group root = out.root();
+    std::vector<std::string> names;
+    for (const io::LayerWeights& layer : file2.layers) names.push_back(layer.layer_name);
+    root.write_string_list_attribute("layer_names", names);
+    root.write_string_attribute("keras_version", file2.keras_version);
+    for (const io::LayerWeights& layer : file2.layers) {
+      io::h5::Group group = root.create_group(layer.layer_name);
+      std::vector<std::string> weight_names;
+      for (const io::NamedTensor& w : layer.weights) weight_names.push_back(w.name);
+      group.write_string_list_attribute("weight_names", weight_names);
+      for (const io::NamedTensor& w : layer.weights) group.write_tensor(w.name, w.value);
+    }
+  }
+  LoadedModel full2 = load_model(keras2), only2 = load_weights_file(weights2, "lrcn");
+  EXPECT_EQ(only2.keras_version, file2.keras_version);
+  expect_same_weights(only2.model, full2.model);
+  NoGradGuard no_grad;
+  expect_same_bits(only2.model.forward(quantised_clips(), {}), full2.model.forward(quantised_clips(), {}),
+                   "outputs");
+
+  expect_error([&] { load_model(weights2); }, {weights2, "weights only", "--model"});
+  expect_error([&] { load_weights_file(keras2, "lrcn"); }, {keras2, "its own architecture"});
+  expect_error([&] { load_weights_file(weights2, "convlstm"); }, {weights2, "layers with weights"});
+}
+
 // A .keras file damaged after it was written (a bad copy, bit rot) is refused, naming the entry:
 // a changed byte inside model.weights.h5 leaves every size valid, only the entry's CRC-32 tells.
 // Read as it stands it gave other weights, and so other predictions, without a word.

@@ -18,7 +18,7 @@ void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string
 
 void add_evaluate_command(CLI::App& app) {
   struct Args {
-    std::string weights, split = "all", model_classes, out_dir, device = "auto";
+    std::string weights, model, split = "all", model_classes, out_dir, device = "auto";
     bool tf32 = false, cuda_graphs = false, overwrite = false;
     size_t batch_size = 32;
     DataArgs data;
@@ -28,6 +28,7 @@ void add_evaluate_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "evaluate", "Loss, accuracy, per-class precision/recall/F1 and the confusion matrix");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
+  cmd->add_option("--model", args->model, kWeightsArchitectureHelp)->check(non_empty());
   add_data_options(cmd, args->data, classes);
   cmd->add_option("--split", args->split,
                   "all: every clip of --data; test: the held-out split of the training run (same data, seed, "
@@ -57,7 +58,7 @@ void add_evaluate_command(CLI::App& app) {
       require_new_reports(args->out_dir, {args->weights, args->data.cache}, args->overwrite);
     if (args->tf32) tf32_on(args->device);
     if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
-    models::LoadedModel loaded = models::load_model(args->weights);
+    models::LoadedModel loaded = load_model_option(args->weights, args->model);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     const std::vector<std::string> model_classes =
         output_names(loaded, args->weights, args->model_classes, /*numbered=*/false);

@@ -30,13 +30,14 @@ constexpr int kCoarseMap = 16;
 
 void add_explain_command(CLI::App& app) {
   struct Args {
-    std::string weights, video, class_name, layer, out, grid, model_classes, device = "auto";
+    std::string weights, model, video, class_name, layer, out, grid, model_classes, device = "auto";
     bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
       app.add_subcommand("explain", "Show where and when a model looked in a video (Grad-CAM per frame)");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5 / .keras)")->required();
+  cmd->add_option("--model", args->model, kWeightsArchitectureHelp)->check(non_empty());
   cmd->add_option("video", args->video, "The video to explain")->required();
   cmd->add_option("--class", args->class_name, "Explain this class (default: the predicted one)")
       ->check(non_empty());
@@ -71,7 +72,7 @@ void add_explain_command(CLI::App& app) {
       fail("--out and --grid name the same file {}", grid);
     }
 
-    models::LoadedModel loaded = models::load_model(args->weights);
+    models::LoadedModel loaded = load_model_option(args->weights, args->model);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     models::Sequential& model = loaded.model;
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);

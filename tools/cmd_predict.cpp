@@ -72,7 +72,7 @@ std::vector<int> top_k(const std::vector<double>& probs, int k) {
 
 void add_predict_command(CLI::App& app) {
   struct Args {
-    std::string weights, model_classes, out, csv, device = "auto";
+    std::string weights, model, model_classes, out, csv, device = "auto";
     bool tf32 = false;
     std::vector<std::string> videos;
     int top_k = 3, rolling = 0;
@@ -83,6 +83,7 @@ void add_predict_command(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
   cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
+  cmd->add_option("--model", args->model, kWeightsArchitectureHelp)->check(non_empty());
   cmd->add_option("videos", args->videos, "Video files or folders of videos")->required();
   cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)")
       ->check(non_empty());
@@ -109,7 +110,7 @@ void add_predict_command(CLI::App& app) {
     const bool csv_to_stdout = args->csv == "-";        // the usual name of standard output
     if (csv_to_stdout) args->csv.clear();
     if (args->tf32) tf32_on(args->device);
-    models::LoadedModel loaded = models::load_model(args->weights);
+    models::LoadedModel loaded = load_model_option(args->weights, args->model);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     const int K = loaded.model.num_classes();

@@ -8,6 +8,7 @@
 #include "models/model_file.h"
 #include "models/zoo.h"
 #include "tools/commands.h"
+#include "tools/training.h"
 #include "tools/validators.h"
 
 namespace hisvid::tools {
@@ -27,8 +28,10 @@ void add_summary_command(CLI::App& app) {
       }() + ") or a Keras-schema JSON spec file");
   cmd->add_option("--classes", args->classes, "Number of classes (units of the final Dense layer)")
       ->check(integer_in(2, 100000));
-  cmd->add_option("--weights", args->weights,
-                  "A model file (.h5, hisvid's or Keras's); alone, its own architecture");
+  cmd->add_option(
+      "--weights", args->weights,
+      "A model file (.h5 or .keras, hisvid's or Keras's); alone, its own architecture; with --model, "
+      "its weights (a weights-only file too) in that architecture");
   cmd->callback([args] {
     if (args->model.empty() && args->weights.empty()) fail("summary: give --model, --weights, or both");
     if (args->model.empty()) {
@@ -38,10 +41,23 @@ void add_summary_command(CLI::App& app) {
       std::cout << loaded.model.summary();
       return;
     }
+    if (!args->weights.empty()) {
+      const io::KerasModelFile file = io::read_weights_file(args->weights);
+      // Weights only: the architecture takes the file's class count and Keras version.
+      if (file.model_config.empty() && args->classes == 0) {
+        const models::LoadedModel loaded = load_model_option(args->weights, args->model);
+        for (const std::string& warning : loaded.extras.warnings) std::cerr << "warning: " << warning << "\n";
+        std::cout << loaded.model.summary();
+        return;
+      }
+      models::Sequential model = models::load_spec(args->model, args->classes);
+      model.build(0);
+      models::load_weights(model, file, args->weights);
+      std::cout << model.summary();
+      return;
+    }
     models::Sequential model = models::load_spec(args->model, args->classes);
     model.build(0);
-    if (!args->weights.empty())
-      models::load_weights(model, io::read_model_file(args->weights), args->weights);
     std::cout << model.summary();
   });
 }

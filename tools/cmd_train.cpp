@@ -42,7 +42,11 @@ void add_train_command(CLI::App& app) {
   add_data_options(cmd, args->data, classes);
   cmd->add_option("--out", args->out_dir, "Output directory: checkpoints, history.csv, report, plots")
       ->check(non_empty());
-  cmd->add_option("--weights", args->init_weights, "Start from this model file (hisvid's or a Keras .h5)")
+  cmd->add_option(
+         "--weights", args->init_weights,
+         "Start from this model file (hisvid's or Keras's), or with --model from a weights-only file "
+         "(model.save_weights, ModelCheckpoint(save_weights_only=True), Keras 3's .weights.h5) in that "
+         "architecture")
       ->check(non_empty());
   cmd->add_option("--resume", args->resume, "Continue an interrupted run from its last.h5 (or its directory)")
       ->check(non_empty());

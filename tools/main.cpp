@@ -38,10 +38,11 @@ int main(int argc, char** argv) {
     const bool one_process = size != nullptr && std::string(size) == "1";
     if (command != "train" && !one_process) {
       const std::string what = command.empty() ? "other commands" : "`hisvid " + command + "`";
-      std::fprintf(stderr,
-                   "hisvid: error: started by an MPI launcher with several processes: only `hisvid train` runs "
-                   "across processes (data parallel); run %s without mpirun\n",
-                   what.c_str());
+      std::fprintf(
+          stderr,
+          "hisvid: error: started by an MPI launcher with several processes: only `hisvid train` runs "
+          "across processes (data parallel); run %s without mpirun\n",
+          what.c_str());
       return 1;
     }
     try {

@@ -20,6 +20,7 @@
 #include "engine/hash.h"
 #include "engine/optimizer.h"
 #include "io/atomic_file.h"
+#include "io/keras_h5.h"
 #include "io/plots.h"
 #include "models/inference.h"
 #include "models/model_file.h"
@@ -117,6 +118,32 @@ std::string metrics_text(const models::EpochLog& log) {
 }
 
 }  // namespace
+
+const char* const kWeightsArchitectureHelp =
+    "The architecture a weights-only --weights file was saved from (model.save_weights, "
+    "ModelCheckpoint(save_weights_only=True), Keras 3's .weights.h5): a zoo model or a JSON spec";
+
+namespace {
+// --model SPEC gives --weights FILE its architecture only where the file has none.
+void require_weights_only(const std::string& weights, const std::string& model) {
+  if (!io::read_weights_file(weights).model_config.empty()) {
+    fail(
+        "--model {} with --weights {}: the file holds its own architecture; --model is for a file of weights "
+        "only: leave it out",
+        model, weights);
+  }
+}
+}  // namespace
+
+models::LoadedModel load_model_option(const std::string& weights, const std::string& model) {
+  if (model.empty()) return models::load_model(weights);
+  require_weights_only(weights, model);
+  try {
+    return models::load_weights_file(weights, model);
+  } catch (const Error& e) {
+    fail("--model {} with --weights {}: {}", model, weights, e.what());
+  }
+}
 
 std::string clips_fingerprint(const io::ClipSet& clips) {
   uint64_t hash = kFnv1a64Basis;
@@ -314,11 +341,6 @@ void check_combinations(const TrainArgs& given) {
           option, option, checkpoint);
     }
   }
-  if (!given.init_weights.empty() && given.model_given) {
-    fail(
-        "--model and --weights both name the model: --weights starts from a model file with its own "
-        "architecture; give one of them");
-  }
 }
 
 namespace {
@@ -470,6 +492,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   } catch (const Error& e) {
     fail("--data {}", e.what());
   }
+  if (!args.init_weights.empty() && args.model_given) require_weights_only(args.init_weights, args.model);
   std::optional<RunDirectory> run_directory;
   if (lead)
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
@@ -491,7 +514,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     optimizer = std::move(checkpoint.extras.optimizer);
     model_classes = checkpoint.extras.class_names;
   } else if (!args.init_weights.empty()) {
-    models::LoadedModel loaded = models::load_model(args.init_weights);
+    models::LoadedModel loaded = load_model_option(args.init_weights, args.model_given ? args.model : "");
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
     model = std::move(loaded.model);
     model_classes = loaded.extras.class_names;

@@ -91,6 +91,14 @@ std::string csv_field(const std::string& text);
 void write_reports(const std::string& out_dir, const std::string& title, const models::Evaluation& evaluation,
                    const models::ClassificationReport& report, const std::vector<models::EpochLog>& history);
 
+// The model of --weights FILE: a model file alone, or with --model SPEC (`model`) a weights-only
+// file (model.save_weights, ModelCheckpoint(save_weights_only=True), Keras 3's .weights.h5) in
+// that architecture; --model with a file that has its own architecture is refused.
+models::LoadedModel load_model_option(const std::string& weights, const std::string& model);
+
+// The help text of --model where it gives a weights-only --weights file its architecture.
+extern const char* const kWeightsArchitectureHelp;
+
 // The names of a loaded model's outputs, for predict, explain and evaluate: the file's own, or
 // --model-classes (`model_classes`) for a file that stores none (a Keras file), else with
 // `numbered` class_0 .. class_{K-1} and without it an error. Fails, naming the file, when their
