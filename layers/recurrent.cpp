@@ -48,9 +48,12 @@ Recurrent::Recurrent(std::string name, ConfigReader& c, bool convolutional)
   for (const char* key : {"kernel_constraint", "recurrent_constraint", "bias_constraint"}) {
     c.require_default(key, {nullptr});
   }
-  for (const char* key : {"return_state", "go_backwards", "stateful", "unroll", "time_major"}) {
+  for (const char* key : {"return_state", "go_backwards", "stateful", "time_major"}) {
     c.require_default(key, {false});
   }
+  // unroll: how TensorFlow builds the loop (a Python loop instead of a while op), not what it
+  // computes; read and saved as false.
+  c.boolean("unroll", false);
   // Keras 3: the seed of its dropout masks (hisvid draws its own from the run's seed) and what
   // masked steps output (no masking here, so either value computes the same).
   c.ignore("seed");
@@ -64,9 +67,9 @@ Shape Recurrent::build(const Shape& in, Generator& init) {
   Shape out;
   if (convolutional_) {
     if (in.rank() != 4) fail("{}: expects (T, H, W, C) input, got {}", where(), in.str());
-    const Conv2dGeometry g = conv2d_geometry(1, static_cast<int>(in[1]), static_cast<int>(in[2]),
-                                             static_cast<int>(in[3]), units_, kernel_size_[0], kernel_size_[1], 1,
-                                             1, padding_);
+    const Conv2dGeometry g =
+        conv2d_geometry(1, static_cast<int>(in[1]), static_cast<int>(in[2]), static_cast<int>(in[3]), units_,
+                        kernel_size_[0], kernel_size_[1], 1, 1, padding_);
     if (g.HO <= 0 || g.WO <= 0) fail("{}: frames {} are smaller than the kernel", where(), in.str());
     add_weight("kernel", kernel_initializer_, {kernel_size_[0], kernel_size_[1], in[3], G * U}, init, true,
                kernel_regularizer_);

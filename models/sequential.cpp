@@ -148,6 +148,7 @@ Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& 
 
   layers::LayerFactory factory(model.version_);
   int position = 0;
+  bool input_layer = false;  // its shape is the model's: Keras ignores a later batch_input_shape
   for (const nlohmann::json& entry : *layer_list) {
     ++position;
     const std::string where = fmt::format("{}: layer {}", source, position);
@@ -155,11 +156,12 @@ Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& 
       if (position != 1) fail("{} (InputLayer): an InputLayer must come first", where);
       const layers::KerasObject input = layers::read_keras_object(entry, where);
       model.input_shape_ = read_input_layer(input.config, where + " (InputLayer)", model.version_);
+      input_layer = true;
       continue;
     }
     Shape declared;
     if (entry.is_object() && entry.contains("config") &&
-        declared_input_shape(entry["config"], where, &declared) && model.layers_.empty()) {
+        declared_input_shape(entry["config"], where, &declared) && model.layers_.empty() && !input_layer) {
       model.input_shape_ = declared;
     }
     model.layers_.push_back(factory.make(entry, where));

@@ -600,6 +600,21 @@ TEST(Spec, AcceptsTheMetadataOfEveryKerasVersion) {
   EXPECT_EQ(oldest.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
 }
 
+// What does not change the computation is read: an LSTM's unroll (how TensorFlow builds the
+// loop); and an InputLayer's shape is the model's even where the next layer declares another
+// batch_input_shape, as Keras takes it.
+TEST(Spec, UnrollAndTheInputLayersShape) {
+  const nlohmann::json spec =
+      nlohmann::json::parse(R"({"class_name": "Sequential", "config": {"name": "s", "layers": [
+      {"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6], "name": "in"}},
+      {"class_name": "LSTM", "config": {"units": 2, "unroll": true, "batch_input_shape": [null, 9, 9]}},
+      {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}]}})");
+  Sequential model = Sequential::from_json(spec, "unrolled spec");
+  model.build(1);
+  EXPECT_EQ(model.input_shape(), (Shape{4, 6}));
+  EXPECT_EQ(model.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
+}
+
 TEST(Spec, WhatChangesTheComputationStaysAnError) {
   const std::string input =
       R"({"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 8, 8, 3]}},)";
