@@ -75,6 +75,16 @@ std::string storage_reason(const std::string& message) {
 
 }  // namespace
 
+std::string missing_reason(const std::string& path, const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (fs::is_symlink(fs::symlink_status(path, error))) {
+    const fs::path target = fs::read_symlink(path, error);
+    if (!error) return "a symbolic link to " + target.string() + ", which does not exist";
+  }
+  return "no such " + what;
+}
+
 void write_atomically(const std::string& given, const std::function<void(const std::string& temp)>& fill) {
   const std::string path = link_target(given);
   static std::atomic<unsigned> counter{0};

@@ -23,4 +23,8 @@ void write_atomically(const std::string& path, const std::function<void(const st
 // files are never touched.
 void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle = std::chrono::seconds(0));
 
+// Why `path`, which does not exist, cannot be read: "no such file", or for a symbolic link whose
+// target is gone, "a symbolic link to <target>, which does not exist".
+std::string missing_reason(const std::string& path, const std::string& what = "file");
+
 }  // namespace hisvid::io

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "engine/error.h"
+#include "io/atomic_file.h"
 
 namespace hisvid::io::h5 {
 
@@ -839,7 +840,7 @@ File File::open(const std::string& path) {
   silence_hdf5_errors();
   std::error_code error;
   const std::filesystem::file_status status = std::filesystem::status(path, error);
-  if (!std::filesystem::exists(status)) fail("{}: no such file", path);
+  if (!std::filesystem::exists(status)) fail("{}: {}", path, missing_reason(path));
   if (std::filesystem::is_directory(status)) fail("{}: is a directory, not an HDF5 file", path);
   if (std::filesystem::file_size(path, error) == 0 && !error) fail("{}: is empty, not an HDF5 file", path);
 #if H5_VERSION_GE(1, 12, 0)

@@ -108,8 +108,13 @@ KerasArchive read_keras_archive(const std::string& path) {
   KerasArchive result;
   const std::vector<char> config = read_entry(archive.get(), path, kConfigEntry, kMaxJsonBytes);
   result.config.assign(config.begin(), config.end());
-  const std::vector<char> metadata = read_entry(archive.get(), path, kMetadataEntry, kMaxJsonBytes);
-  result.metadata.assign(metadata.begin(), metadata.end());
+  // metadata.json (the Keras version, the date) is not needed to load, by Keras 3 either.
+  if (zip_name_locate(archive.get(), kMetadataEntry, 0) >= 0) {
+    const std::vector<char> metadata = read_entry(archive.get(), path, kMetadataEntry, kMaxJsonBytes);
+    result.metadata.assign(metadata.begin(), metadata.end());
+  } else {
+    result.metadata = "{}";
+  }
   if (zip_name_locate(archive.get(), kWeightsEntry, 0) < 0 &&
       zip_name_locate(archive.get(), "model.weights.npz", 0) >= 0) {
     fail(

@@ -214,7 +214,7 @@ KerasModelFile read_keras_h5(const std::string& path, bool weights_only_ok) {
 KerasModelFile read_file(const std::string& path, bool weights_only_ok) {
   std::error_code error;
   const std::filesystem::file_status status = std::filesystem::status(path, error);
-  if (!std::filesystem::exists(status)) fail("{}: no such file", path);
+  if (!std::filesystem::exists(status)) fail("{}: {}", path, missing_reason(path));
   if (!std::filesystem::is_regular_file(status)) {
     fail("{}: not a regular file (a model file is expected)", path);
   }

@@ -318,12 +318,18 @@ nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3) {
   return object;
 }
 
-bool is_keras_archive_path(const std::string& path) {
-  static const std::string kEnding = ".keras";
-  if (path.size() < kEnding.size()) return false;
-  return std::equal(kEnding.begin(), kEnding.end(), path.end() - static_cast<std::ptrdiff_t>(kEnding.size()),
-                    [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); });
+std::string model_file_ending(const std::string& path) {
+  for (const std::string ending : {".keras", ".h5", ".hdf5"}) {
+    if (path.size() > ending.size() &&
+        std::equal(ending.begin(), ending.end(), path.end() - static_cast<std::ptrdiff_t>(ending.size()),
+                   [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+      return ending;
+    }
+  }
+  return "";
 }
+
+bool is_keras_archive_path(const std::string& path) { return model_file_ending(path) == ".keras"; }
 
 std::unique_ptr<Optimizer> optimizer_from_keras(const nlohmann::json& given,
                                                 const layers::KerasVersion& version, std::string* why) {
@@ -526,13 +532,16 @@ LoadedModel load_model(const std::string& path) {
   if (file.backend == "theano") {
     fail("{}: saved with Keras's Theano backend, whose convolution kernels are flipped: not supported", path);
   }
-  const layers::KerasVersion version = file.keras_version.empty()
-                                           ? layers::KerasVersion{}
-                                           : layers::KerasVersion::parse(file.keras_version, path);
+  // A .keras archive that states no Keras version (no metadata.json, or none in it) is read as
+  // Keras 3 reads it, whatever wrote it; an .h5 file without one as Keras 2 (KerasVersion{}).
+  const std::string stated = !file.keras_version.empty() ? file.keras_version
+                             : file.format == "keras"    ? kKeras3WriteVersion
+                                                         : "";
+  const layers::KerasVersion version =
+      stated.empty() ? layers::KerasVersion{} : layers::KerasVersion::parse(stated, path);
   const nlohmann::json config = parse_json_text(
       file.model_config, path + (file.format == "keras" ? ": config.json" : ": model_config"));
-  LoadedModel loaded{Sequential::from_json(config, path, version), ModelExtras{}, file.keras_version,
-                     file.format};
+  LoadedModel loaded{Sequential::from_json(config, path, version), ModelExtras{}, stated, file.format};
   Sequential& model = loaded.model;
   nlohmann::json meta;
   if (!file.hisvid.empty()) meta = parse_json_text(file.hisvid, path + ": the hisvid attribute");

@@ -64,7 +64,10 @@ LoadedModel load_weights_file(const std::string& path, const std::string& spec);
 // form, or Keras 3's (its base keys at their "off" values, module and registered_name).
 nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3);
 
-// True when `path` names a .keras archive (the ending in any case: OUT.KERAS too).
+// The model format `path` names by its ending, in any case (OUT.KERAS too): ".keras", ".h5" or
+// ".hdf5"; "" for any other name.
+std::string model_file_ending(const std::string& path);
+// True when `path` names a .keras archive.
 bool is_keras_archive_path(const std::string& path);
 
 // Copies the file's weights into an already built model, by layer order (Keras's rule): the

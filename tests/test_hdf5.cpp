@@ -470,6 +470,12 @@ TEST_F(Hdf5Test, MissingFile) {
   const std::string message = error_of([&] { (void)read_keras_model(path); });
   EXPECT_NE(message.find(path), std::string::npos) << message;
   EXPECT_NE(message.find("no such file"), std::string::npos) << message;
+  // A link whose target is gone says so, naming the target.
+  const std::string link = file("link_to_nothing.h5");
+  fs::create_symlink(path, link);
+  const std::string broken = error_of([&] { (void)read_model_file(link); });
+  EXPECT_NE(broken.find(link + ": a symbolic link to " + path + ", which does not exist"), std::string::npos)
+      << broken;
 }
 
 TEST_F(Hdf5Test, NotAnHdf5File) {

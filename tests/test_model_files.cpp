@@ -784,8 +784,8 @@ TEST(KerasFormat, FormatIsToldByContent) {
 
 // Bytes after the archive's end (a download tool's trailer, a signature) do not stop Python's
 // zipfile, so neither Keras: the model loads as without them. An archive with no entries at all
-// is a .keras file without config.json, not an HDF5 file.
-TEST(KerasFormat, TrailingBytesAndEmptyArchives) {
+// is a .keras file without config.json, not an HDF5 file. One without metadata.json loads.
+TEST(KerasFormat, TrailingBytesEmptyArchivesAndNoMetadata) {
   const std::string source = kVersionFixtures + "shriya_LRCN_2024_06_12.keras";
   if (!fs::exists(source)) GTEST_SKIP() << "fixtures not found at " << kVersionFixtures;
   TempDir dir;
@@ -800,6 +800,20 @@ TEST(KerasFormat, TrailingBytesAndEmptyArchives) {
   const std::string empty = dir.file("empty.keras");
   std::ofstream(empty, std::ios::binary) << std::string("PK\x05\x06", 4) << std::string(18, '\0');
   expect_error([&] { load_model(empty); }, {empty, "no config.json"});
+
+  // Without metadata.json (Keras 3's loader does not need it): read as Keras 3 reads it.
+  const std::string bare = dir.file("no_metadata.keras");
+  fs::copy_file(source, bare);
+  int code = 0;
+  zip_t* zip = zip_open(bare.c_str(), 0, &code);
+  ASSERT_NE(zip, nullptr);
+  ASSERT_EQ(zip_delete(zip, static_cast<zip_uint64_t>(zip_name_locate(zip, "metadata.json", 0))), 0);
+  ASSERT_EQ(zip_close(zip), 0);
+  LoadedModel without = load_model(bare);
+  EXPECT_EQ(without.keras_version.substr(0, 2), "3.");
+  const std::vector<Tensor> c = without.model.trainable_weights();
+  ASSERT_EQ(a.size(), c.size());
+  for (size_t i = 0; i < a.size(); ++i) expect_same_bits(a[i], c[i], "weight " + std::to_string(i));
 }
 
 // The byte offset of a stored entry's data in a zip file, from its local header: the 30 fixed

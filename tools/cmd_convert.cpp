@@ -12,12 +12,14 @@
 #include "models/model_file.h"
 #include "tools/commands.h"
 #include "tools/outputs.h"
+#include "tools/training.h"
+#include "tools/validators.h"
 
 namespace hisvid::tools {
 
 void add_convert_command(CLI::App& app) {
   struct Args {
-    std::string input, output;
+    std::string input, output, model;
     bool overwrite = false;
   };
   auto args = std::make_shared<Args>();
@@ -26,13 +28,16 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("output", args->output,
                   "Output file: a name ending in .keras writes the .keras format, .h5 or .hdf5 the HDF5 one")
       ->required();
+  cmd->add_option(
+         "--model", args->model,
+         "The architecture a weights-only input was saved from (a zoo model or a JSON spec): the output "
+         "is then a whole model file")
+      ->check(non_empty());
   cmd->add_flag("--overwrite", args->overwrite, "Replace the output file when it exists");
   cmd->callback([args] {
     namespace fs = std::filesystem;
     std::error_code error;
-    std::string extension = fs::path(args->output).extension().string();
-    for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (extension != ".keras" && extension != ".h5" && extension != ".hdf5") {
+    if (models::model_file_ending(args->output).empty()) {
       fail(
           "convert: the output {}: name it .keras (Keras 3's format) or .h5 / .hdf5 (HDF5, Keras 2's), as "
           "Keras "
@@ -46,7 +51,7 @@ void add_convert_command(CLI::App& app) {
       }
       if (!args->overwrite) fail("convert: {} exists (add --overwrite to replace it)", args->output);
     }
-    const models::LoadedModel loaded = models::load_model(args->input);
+    const models::LoadedModel loaded = load_model_option(args->input, args->model);
     for (const std::string& warning : loaded.extras.warnings)
       std::cerr << "hisvid: warning: " << warning << "\n";
     models::save_model(args->output, loaded.model, loaded.extras.class_names, loaded.extras.optimizer.get(),

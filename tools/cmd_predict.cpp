@@ -9,6 +9,7 @@
 
 #include "engine/ops.h"
 #include "io/annotate.h"
+#include "io/atomic_file.h"
 #include "io/dataset.h"
 #include "io/video.h"
 #include "models/inference.h"
@@ -31,7 +32,7 @@ std::vector<std::string> collect_videos(const std::vector<std::string>& inputs, 
   for (const std::string& input : inputs) {
     std::error_code error;
     const fs::file_status status = fs::status(input, error);
-    if (!fs::exists(status)) fail("{}: no such file or folder", input);
+    if (!fs::exists(status)) fail("{}: {}", input, io::missing_reason(input, "file or folder"));
     if (!fs::is_directory(status)) {
       if (!fs::is_regular_file(status))
         fail("{}: not a regular file or a folder (a video is expected)", input);
