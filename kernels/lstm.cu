@@ -390,11 +390,14 @@ HISVID_HD constexpr int step_v2_tile_w(int64_t F) { return F <= 8 ? 16 : 8; }
 HISVID_HD constexpr int step_v2_tile_h(int64_t F) { return F <= 4 ? 16 : 8; }
 constexpr int kStepV2MaxF = 16, kStepV2MaxThreads = 512;
 
-// Pixels per thread, one above the other: 4 on images of 16 rows or more, else 2 (more threads
-// on the small images of the last layers).
+// Pixels per thread, one above the other: 4 on images of 16 rows or more where the blocks fill
+// the GPU's multiprocessors, else 2 (twice the threads per block: more of each SM busy on the
+// small images of the last layers and at batch 4).
 template <typename Step>
 int step_v2_rows(const Step& k) {
-  return k.H >= 16 ? 4 : 2;
+  const int64_t tiles = ((k.H + step_v2_tile_h(k.F) - 1) / step_v2_tile_h(k.F)) *
+                        ((k.W + step_v2_tile_w(k.F) - 1) / step_v2_tile_w(k.F));
+  return k.H >= 16 && tiles * k.N >= multiprocessors() ? 4 : 2;
 }
 
 // Floats of a tiles_v2 kernel's shared memory: the window of `copies` (F, TH+2, TW+2) planes,
@@ -407,11 +410,29 @@ HISVID_HD constexpr size_t step_v2_floats(int64_t F, int copies) {
 // device, so that a graph's replays never depend on when the attribute was set.
 constexpr size_t kStepV2MostSharedBytes = sizeof(float) * step_v2_floats(kStepV2MaxF, 4);
 
+// The hm_{t-1} copies a forward step stages (4 with masks), or the 4 gates of dz_{t+1} backward.
 template <typename Step>
-bool step_v2_apply(const Step& k) {
-  return k.KH == 3 && k.KW == 3 && k.F >= 1 && k.F <= kStepV2MaxF && k.N <= 65535;
+int step_v2_copies(const Step& k) {
+  if constexpr (std::is_same_v<Step, ConvLstmStepBackward<float>>) return 4;
+  return k.masks != nullptr ? 4 : 1;
 }
 
+// The most dynamic shared memory a block of the current device may opt into.
+size_t shared_optin_bytes() {
+  int device = 0, bytes = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(bytes);
+}
+
+template <typename Step>
+bool step_v2_apply(const Step& k) {
+  return k.KH == 3 && k.KW == 3 && k.F >= 1 && k.F <= kStepV2MaxF && k.N <= 65535 &&
+         sizeof(float) * step_v2_floats(k.F, step_v2_copies(k)) <= shared_optin_bytes();
+}
+
+// Opts `kernel` into kStepV2MostSharedBytes of dynamic shared memory, or the device's most when
+// that is less (a launch needing more does not apply: step_v2_apply).
 template <typename Kernel>
 void allow_step_v2_shared(Kernel kernel) {
   static std::mutex mutex;
@@ -422,7 +443,7 @@ void allow_step_v2_shared(Kernel kernel) {
   std::lock_guard<std::mutex> lock(mutex);
   if (done.count(key) != 0) return;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kStepV2MostSharedBytes)));
+                                  static_cast<int>(std::min(kStepV2MostSharedBytes, shared_optin_bytes()))));
   done.insert(key);
 }
 
@@ -589,17 +610,19 @@ __global__ void __launch_bounds__(kStepV2MaxThreads)
 }
 
 // Launches kernel<PY, masked> over k's images, or returns false where tiles_v2 does not apply.
+// A step without the recurrent term (`recurrent` false: forward t = 0, backward t = T-1) stages
+// nothing and takes no shared memory.
 template <typename Step, template <int, bool> class Kernel>
-bool launch_step_tiles_v2(const Step& k, int copies, cudaStream_t stream) {
+bool launch_step_tiles_v2(const Step& k, bool recurrent, cudaStream_t stream) {
   if (!step_v2_apply(k)) return false;
   const int TH = step_v2_tile_h(k.F), TW = step_v2_tile_w(k.F), PY = step_v2_rows(k);
   const int64_t tiles = ((k.H + TH - 1) / TH) * ((k.W + TW - 1) / TW);
   if (tiles > 0x7fffffff) throw std::runtime_error("hisvid::cuda::convlstm step tiles_v2: image too large");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
   const unsigned threads = static_cast<unsigned>(k.F * TW * (TH / PY));
-  const size_t bytes = sizeof(float) * step_v2_floats(k.F, copies);
+  const size_t bytes = recurrent ? sizeof(float) * step_v2_floats(k.F, step_v2_copies(k)) : 0;
   const auto launch = [&](auto kernel) {
-    allow_step_v2_shared(kernel);
+    if (bytes > kStepSharedBytes) allow_step_v2_shared(kernel);
     kernel<<<grid, threads, bytes, stream>>>(k);
   };
   const bool masked = k.masks != nullptr;
@@ -899,14 +922,13 @@ void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStre
 void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
   require_history(k, "cuda::convlstm_step_forward_tiles_v2");
   if (k.N * k.P() * k.F <= 0) return;
-  if (!launch_step_tiles_v2<ConvLstmStepForward<float>, ForwardTilesV2>(k, k.masks != nullptr ? 4 : 1,
-                                                                        stream))
+  if (!launch_step_tiles_v2<ConvLstmStepForward<float>, ForwardTilesV2>(k, k.t > 0, stream))
     convlstm_step_forward_v1(k, stream);
 }
 
 void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
   if (k.N * k.P() * k.F <= 0) return;
-  if (!launch_step_tiles_v2<ConvLstmStepBackward<float>, BackwardTilesV2>(k, 4, stream))
+  if (!launch_step_tiles_v2<ConvLstmStepBackward<float>, BackwardTilesV2>(k, k.t + 1 < k.steps, stream))
     convlstm_step_backward_v1(k, stream);
 }
 

@@ -348,8 +348,8 @@ void lstm_cell_backward(const LstmCellBackward<float>& k, cudaStream_t stream);
 // units backward, 55 forward).
 void lstm_sequence_forward(const LstmSequenceForward<float>& k, cudaStream_t stream);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t stream);
-// The `cuda` rows run the version timed fastest for the step's shape (v1, lanes_v2 or tiles, per
-// direction: kernels/lstm.cu, timed_step_choice), or the one HISVID_CUDA_CONVLSTM_STEP names
+// The `cuda` rows run the version timed fastest for the step's shape (v1, lanes_v2, tiles or
+// tiles_v2, per direction: kernels/lstm.cu, timed_step_choice), or the one HISVID_CUDA_CONVLSTM_STEP names
 // (v1, lanes_v2, tiles, tiles_v2; `timed` is the default).
 void convlstm_step_forward(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
