@@ -15,12 +15,12 @@
 // (N,); root attributes format, key, class_names, paths and skipped ("path\treason", both
 // relative to the dataset root), sequence_length, height, width, channels, opencv_version. The key is
 // FNV-1a 64 of a canonical text: cache format, OpenCV version, absolute root, selected classes in
-// label order, every file's relative path, size and mtime, and the extraction settings. A cache
-// whose key differs, or that cannot be read, is rebuilt (cache_note says why); it is written to
-// a temporary file renamed into place, so a crash never leaves a half-written cache under the
-// real name. The file's HDF5 user block starts with "hisvid clip cache": a file at the cache's
-// path without that marker (a model, a text file) is never replaced, unless it is in hisvid's
-// own cache folder under a name hisvid gave it.
+// label order, every file's relative path, size, mtime and whether it can be read, and the extraction
+// settings. A cache whose key differs, or that cannot be read, is rebuilt (cache_note says why); it is
+// written to a temporary file renamed into place, so a crash never leaves a half-written cache under the real
+// name. The file's HDF5 user block starts with "hisvid clip cache": a file at the cache's path without that
+// marker (a model, a text file) is never replaced, unless it is in hisvid's own cache folder under a name
+// hisvid gave it.
 //
 // Randomness: the choice of num_classes classes is a shuffle of io/shuffle.h.
 #include "io/dataset.h"
@@ -64,7 +64,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bumped whenever what the cache stores, or how a clip is extracted, changes.
-constexpr int64_t kCacheFormat = 2;
+constexpr int64_t kCacheFormat = 3;
 // A cache file starts with this marker in its HDF5 user block, so that hisvid recognises its
 // own caches (even truncated or damaged ones) and never replaces a file it did not write.
 constexpr char kCacheMarker[] = "hisvid clip cache\n";
@@ -205,8 +205,11 @@ std::string cache_key(const std::string& absolute_root, const std::vector<std::s
     std::error_code error;
     const auto size = fs::file_size(candidate.path, error);
     const auto mtime = fs::last_write_time(candidate.path, error).time_since_epoch().count();
-    text += fmt::format("{}\t{}\t{}\n", candidate.relative, error ? -1 : static_cast<int64_t>(size),
-                        error ? 0 : static_cast<int64_t>(mtime));
+    // Whether this process may read it: a file skipped as unreadable and then made readable
+    // (chmod changes neither size nor mtime) is decoded on the next load, not skipped again.
+    const bool readable = ::access(candidate.path.c_str(), R_OK) == 0;
+    text += fmt::format("{}\t{}\t{}{}\n", candidate.relative, error ? -1 : static_cast<int64_t>(size),
+                        error ? 0 : static_cast<int64_t>(mtime), readable ? "" : "\tunreadable");
   }
   return hex64(fnv1a64(text));
 }

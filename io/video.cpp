@@ -122,8 +122,11 @@ void take_frame(const cv::Mat& frame, int i, int64_t index, const ExtractionSett
   resize_frame(frame, clip.original_height, clip.original_width, 3, original.data());
 }
 
-// The seeds' path; false when any seek or read fails, OpenCV exceptions included (the fallback
-// then overwrites whatever frames were written).
+// The seeds' path; false when any seek or read fails, OpenCV exceptions included, or when a read
+// does not land on the frame sought (the fallback then overwrites whatever frames were written).
+// A file cut short after its index (a faststart MP4 half downloaded: the header claims every
+// frame) seeks "successfully" past its end and reads the last real frame again each time; the
+// decoder's position after the read, not that of the frame sought plus one, tells.
 bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const ExtractionSettings& s,
                         bool keep_originals, Clip& clip) {
   if (!(frame_count > 0) || !std::isfinite(frame_count)) return false;
@@ -134,6 +137,7 @@ bool extract_by_seeking(cv::VideoCapture& capture, double frame_count, const Ext
     for (int i = 0; i < s.sequence_length; ++i) {
       if (!capture.set(cv::CAP_PROP_POS_FRAMES, static_cast<double>(i * skip))) return false;
       if (!read_bgr(capture, frame)) return false;
+      if (capture.get(cv::CAP_PROP_POS_FRAMES) != static_cast<double>(i * skip + 1)) return false;
       take_frame(frame, i, i * skip, s, keep_originals, clip);
     }
   } catch (const cv::Exception&) {
@@ -157,8 +161,10 @@ void extract_sequentially(const std::string& path, const ExtractionSettings& s, 
   cv::VideoCapture capture = open_capture(path);
   cv::Mat frame;
   int64_t index = -1;  // of the frame last read
+  // The seeds' stride over the frames that really decode: the frames a true header would give.
+  const int64_t skip = sampling_stride(decodable, s.sequence_length);
   for (int i = 0; i < s.sequence_length; ++i) {
-    const int64_t wanted = i * decodable / s.sequence_length;
+    const int64_t wanted = i * skip;
     while (index < wanted) {
       if (!read_bgr(capture, frame)) {
         video_fail(path,

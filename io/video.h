@@ -4,8 +4,10 @@
 // frame i * skip, read it, resize it to H x W with cv2.resize's default (bilinear)
 // interpolation, keep BGR — or, for a model of one input channel, convert it to gray as
 // cv2.cvtColor(frame, COLOR_BGR2GRAY) does; the division by 255 happens when a batch is formed. Container
-// frame counts lie (opencv-doc's tree.avi claims 444 frames and decodes 68): when a seek or read fails, the
-// file is decoded sequentially and T frames are sampled evenly from the frames that really exist. A file that
+// frame counts lie (opencv-doc's tree.avi claims 444 frames and decodes 68): when a seek or read fails, or
+// a read lands elsewhere than the frame sought (a faststart MP4 cut short repeats its last frame), the
+// file is decoded sequentially and the T frames are taken with the seeds' stride over the n frames that
+// really exist (max(n / T, 1)), those a truthful header would have given. A file that
 // cannot be opened, is not a video, or holds fewer than T frames raises VideoError naming the file and the
 // reason.
 #pragma once

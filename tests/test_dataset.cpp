@@ -4,6 +4,7 @@
 // Generated clip videos are flat frames: blue = kBlueStep * (clip id), green = kGreenStep *
 // (frame index), red = kRed, so every decoded clip says which file it came from.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -411,6 +412,24 @@ TEST_F(DatasetTest, CacheOfOtherFilesIsRebuilt) {
   EXPECT_EQ(with_new_file.size(), 8u);
   s.classes = {"Alpha", "Gamma"};
   EXPECT_FALSE(load_clips(s).from_cache) << "another class selection";
+}
+
+// A video skipped because this process could not read it is decoded once it can (chmod changes
+// neither its size nor its mtime): the cache, which keeps the skip and its reason, is rebuilt.
+TEST_F(DatasetTest, AVideoMadeReadableIsNoLongerSkipped) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads a file whatever its permissions";
+  make_dataset();
+  const std::string locked = (root_ / "Gamma" / "f.avi").string();
+  ASSERT_EQ(::chmod(locked.c_str(), 0), 0);
+  DatasetSpec s = spec("clips.h5");
+  const ClipSet without = load_clips(s);
+  ASSERT_EQ(without.skipped.size(), 1u);
+  EXPECT_NE(without.skipped[0].reason.find("permission"), std::string::npos) << without.skipped[0].reason;
+  ASSERT_EQ(::chmod(locked.c_str(), 0644), 0);
+  const ClipSet with = load_clips(s);
+  EXPECT_FALSE(with.from_cache);
+  EXPECT_TRUE(with.skipped.empty());
+  EXPECT_EQ(with.size(), without.size() + 1);
 }
 
 // A file at the cache's path that hisvid did not write (a text file, a model) is never replaced.

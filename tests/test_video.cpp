@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
@@ -216,7 +217,8 @@ TEST_F(VideoTest, Mp4vMp4) {
 // --- the sequential fallback ----------------------------------------------------------------
 
 // A file cut short keeps its header's frame count, so seeking past the cut fails: the frames
-// come from a sequential decode, floor(i * n / T) of the n that really decode.
+// come from a sequential decode, with the seeds' stride max(n / T, 1) over the n that really
+// decode (the frames a truthful header would have given).
 TEST_F(VideoTest, TruncatedFileFallsBackToSequentialDecoding) {
   ASSERT_TRUE(write_video(file("full.avi"), 100, "MJPG", textured_frame));
   const auto size = fs::file_size(file("full.avi"));
@@ -238,7 +240,91 @@ TEST_F(VideoTest, TruncatedFileFallsBackToSequentialDecoding) {
   EXPECT_EQ(clip.method, "sequential");
   for (int i = 0; i < 20; ++i) {
     cv::Mat expected;
-    cv::resize(decoded[static_cast<size_t>(i * n / 20)], expected, cv::Size(64, 64));
+    cv::resize(decoded[static_cast<size_t>(i * std::max(n / 20, 1))], expected, cv::Size(64, 64));
+    const cv::Mat got(64, 64, CV_8UC3, const_cast<uint8_t*>(clip.pixels.data()) + i * 64 * 64 * 3);
+    EXPECT_EQ(cv::norm(expected, got, cv::NORM_INF), 0) << "frame " << i << " of " << n << " decodable";
+  }
+}
+
+// An MP4 as the web serves it ("faststart": the moov index before the media data) made from
+// OpenCV's output (moov last): moov moved ahead of mdat and every chunk offset in it (stco, co64)
+// shifted by moov's size. False where the file is not laid out as expected.
+bool make_faststart(const std::string& in, const std::string& out) {
+  std::string b = hisvid::testing::file_bytes(in);
+  const auto be = [&](size_t at, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = v << 8 | uint8_t(b[at + size_t(i)]);
+    return v;
+  };
+  size_t moov_at = 0, moov_size = 0, mdat_at = 0;
+  for (size_t at = 0; at + 8 <= b.size();) {
+    const uint64_t size = be(at, 4);
+    if (size < 8 || at + size > b.size()) return false;
+    if (b.compare(at + 4, 4, "moov") == 0) moov_at = at, moov_size = size;
+    if (b.compare(at + 4, 4, "mdat") == 0) mdat_at = at;
+    at += size;
+  }
+  if (moov_size == 0 || mdat_at == 0 || moov_at < mdat_at) return false;
+  std::string moov = b.substr(moov_at, moov_size);
+  const auto put = [&](size_t at, uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i, v >>= 8) moov[at + size_t(i)] = char(v & 0xff);
+  };
+  const auto get = [&](size_t at, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = v << 8 | uint8_t(moov[at + size_t(i)]);
+    return v;
+  };
+  // Walks the boxes in [begin, end) of moov, into the containers down to stbl.
+  std::function<void(size_t, size_t)> shift = [&](size_t begin, size_t end) {
+    for (size_t at = begin; at + 8 <= end;) {
+      const uint64_t size = get(at, 4);
+      if (size < 8) return;
+      const std::string type = moov.substr(at + 4, 4);
+      if (type == "trak" || type == "mdia" || type == "minf" || type == "stbl") shift(at + 8, at + size);
+      const int width = type == "stco" ? 4 : type == "co64" ? 8 : 0;
+      for (uint64_t e = 0; width > 0 && e < get(at + 12, 4); ++e) {
+        const size_t entry = at + 16 + size_t(e) * size_t(width);
+        put(entry, get(entry, width) + moov_size, width);
+      }
+      at += size;
+    }
+  };
+  shift(8, moov.size());
+  std::ofstream(out, std::ios::binary) << b.substr(0, mdat_at) << moov << b.substr(mdat_at, moov_at - mdat_at)
+                                       << b.substr(moov_at + moov_size);
+  return true;
+}
+
+// A faststart MP4 cut short (a download stopped at 75%) keeps its index of every frame: OpenCV
+// seeks past the cut without an error and reads the last real frame again and again. The
+// decoder's position gives it away; the frames then come from the sequential fallback, never a
+// repeated frame standing in for ones the file lacks.
+TEST_F(VideoTest, ATruncatedFaststartMp4IsNotPaddedWithItsLastFrame) {
+  // H.264, as the web's MP4s: its decoder, past the cut, hands back the last frame it holds.
+  if (!write_video(file("full.mp4"), 100, "avc1", textured_frame))
+    GTEST_SKIP() << "this OpenCV build cannot write H.264 .mp4";
+  ASSERT_TRUE(make_faststart(file("full.mp4"), file("fast.mp4")));
+  ASSERT_EQ(extract_clip(file("fast.mp4"), settings()).method, "seek");  // whole, the seeds' path
+  const std::string bytes = hisvid::testing::file_bytes(file("fast.mp4"));
+  std::ofstream(file("cut.mp4"), std::ios::binary) << bytes.substr(0, bytes.size() * 3 / 4);
+
+  std::vector<cv::Mat> decoded;
+  {
+    cv::VideoCapture capture(file("cut.mp4"), cv::CAP_FFMPEG);
+    ASSERT_TRUE(capture.isOpened());
+    EXPECT_EQ(capture.get(cv::CAP_PROP_FRAME_COUNT), 100) << "the index still claims every frame";
+    for (cv::Mat frame; capture.read(frame) && !frame.empty();) decoded.push_back(frame.clone());
+  }
+  const int n = static_cast<int>(decoded.size());
+  ASSERT_GE(n, 20);
+  ASSERT_LT(n, 100);
+  const Clip clip = extract_clip(file("cut.mp4"), settings());
+  EXPECT_EQ(clip.method, "sequential");
+  for (int i = 0; i < 20; ++i) {
+    const int index = i * std::max(n / 20, 1);
+    EXPECT_EQ(clip.frame_indices[static_cast<size_t>(i)], index);
+    cv::Mat expected;
+    cv::resize(decoded[static_cast<size_t>(index)], expected, cv::Size(64, 64));
     const cv::Mat got(64, 64, CV_8UC3, const_cast<uint8_t*>(clip.pixels.data()) + i * 64 * 64 * 3);
     EXPECT_EQ(cv::norm(expected, got, cv::NORM_INF), 0) << "frame " << i << " of " << n << " decodable";
   }
@@ -424,8 +510,8 @@ TEST(SampleVideos, VtestGivesAClipBySeeking) {
   }
 }
 
-// tree.avi claims 444 frames and decodes 68: seeking past frame 68 fails, the fallback samples
-// frames floor(i * 68 / 20) of those that decode.
+// tree.avi claims 444 frames and decodes 68: seeking past frame 68 fails, the fallback takes
+// frames i * max(68 / 20, 1) = 3i of those that decode.
 TEST(SampleVideos, TreeFallsBackToSequential) {
   std::string why_not;
   const std::string path = sample_video("tree.avi", why_not);
@@ -440,9 +526,10 @@ TEST(SampleVideos, TreeFallsBackToSequential) {
   const size_t n = all.frames.size();
   EXPECT_EQ(n, 68u);
   for (size_t i = 0; i < 20; ++i) {
-    EXPECT_TRUE(std::equal(all.frames[i * n / 20].begin(), all.frames[i * n / 20].end(),
-                           clip.pixels.begin() + i * 64 * 64 * 3))
-        << "clip frame " << i << " should be decoded frame " << i * n / 20;
+    const size_t index = i * std::max<size_t>(n / 20, 1);
+    EXPECT_TRUE(
+        std::equal(all.frames[index].begin(), all.frames[index].end(), clip.pixels.begin() + i * 64 * 64 * 3))
+        << "clip frame " << i << " should be decoded frame " << index;
   }
 }
 
