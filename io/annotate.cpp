@@ -9,10 +9,10 @@
 
 namespace hisvid::io {
 
-void write_annotated_video(const std::string& path, const std::vector<std::vector<uint8_t>>& frames,
-                           int height, int width, double fps, const std::vector<std::string>& labels) {
-  if (frames.empty()) fail("{}: no frames to write", path);
-  if (labels.size() != frames.size()) fail("{}: {} labels for {} frames", path, labels.size(), frames.size());
+void write_annotated_video(const std::string& path, int height, int width, double fps,
+                           const std::vector<std::string>& labels,
+                           const std::function<void(const FrameSink&)>& produce) {
+  if (labels.empty()) fail("{}: no frames to write", path);
   // Text sized to the frame: readable on 320x240 and on 1080p alike.
   const double scale = std::max(0.4, height / 480.0);
   const int thickness = std::max(1, static_cast<int>(scale * 2));
@@ -22,16 +22,14 @@ void write_annotated_video(const std::string& path, const std::vector<std::vecto
     if (!writer.isOpened()) {
       fail(
           "{}: OpenCV cannot open an MJPG writer for this file (the name must end in .avi, and its folder "
-          "must be "
-          "writable)",
+          "must be writable)",
           path);
     }
-    for (size_t i = 0; i < frames.size(); ++i) {
-      if (frames[i].size() != static_cast<size_t>(height) * width * 3) {
-        fail("{}: frame {} has {} bytes, expected {}x{}x3", path, i, frames[i].size(), height, width);
-      }
-      cv::Mat frame(height, width, CV_8UC3, const_cast<uint8_t*>(frames[i].data()));
-      cv::Mat out = frame.clone();
+    size_t i = 0;
+    cv::Mat out;
+    produce([&](const uint8_t* frame) {
+      if (i >= labels.size()) fail("{}: more frames than the {} labelled", path, labels.size());
+      cv::Mat(height, width, CV_8UC3, const_cast<uint8_t*>(frame)).copyTo(out);
       if (!labels[i].empty()) {
         int baseline = 0;
         const cv::Size size =
@@ -42,8 +40,23 @@ void write_annotated_video(const std::string& path, const std::vector<std::vecto
                     cv::Scalar(0, 255, 0), thickness, cv::LINE_AA);
       }
       writer.write(out);
-    }
+      ++i;
+    });
+    if (i != labels.size()) fail("{}: {} frames for {} labels", path, i, labels.size());
     writer.release();
+  });
+}
+
+void write_annotated_video(const std::string& path, const std::vector<std::vector<uint8_t>>& frames,
+                           int height, int width, double fps, const std::vector<std::string>& labels) {
+  if (labels.size() != frames.size()) fail("{}: {} labels for {} frames", path, labels.size(), frames.size());
+  write_annotated_video(path, height, width, fps, labels, [&](const FrameSink& emit) {
+    for (size_t i = 0; i < frames.size(); ++i) {
+      if (frames[i].size() != static_cast<size_t>(height) * width * 3) {
+        fail("{}: frame {} has {} bytes, expected {}x{}x3", path, i, frames[i].size(), height, width);
+      }
+      emit(frames[i].data());
+    }
   });
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,14 @@ namespace hisvid::io {
 // nothing on that frame).
 void write_annotated_video(const std::string& path, const std::vector<std::vector<uint8_t>>& frames,
                            int height, int width, double fps, const std::vector<std::string>& labels);
+
+// The same, the frames handed over one at a time: `produce(emit)` calls emit(frame) for each
+// (height, width, 3) BGR frame in order, so that a long video is never held whole in memory.
+// Fails, the output left as it was, unless it emits exactly one frame per label.
+using FrameSink = std::function<void(const uint8_t* frame)>;
+void write_annotated_video(const std::string& path, int height, int width, double fps,
+                           const std::vector<std::string>& labels,
+                           const std::function<void(const FrameSink&)>& produce);
 
 // `map` (map_height, map_width, row-major) enlarged to height x width with bilinear
 // interpolation (cv::resize's INTER_LINEAR): the heatmap as overlay_heatmap draws it.

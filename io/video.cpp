@@ -209,6 +209,26 @@ Clip extract_clip(const std::string& path, const ExtractionSettings& settings, b
   return clip;
 }
 
+int64_t for_each_frame(const std::string& path, int height, int width,
+                       const std::function<void(const uint8_t* frame)>& visit) {
+  if (height < 1 || width < 1) fail("{}: frame size must be positive, got {}x{}", path, height, width);
+  check_readable(path);
+  std::vector<uint8_t> buffer(static_cast<size_t>(height) * width * 3);
+  int64_t count = 0;
+  try {
+    cv::VideoCapture capture = open_capture(path);
+    cv::Mat frame;
+    while (read_bgr(capture, frame)) {
+      resize_frame(frame, height, width, 3, buffer.data());
+      visit(buffer.data());
+      ++count;
+    }
+  } catch (const cv::Exception& e) {
+    video_fail(path, fmt::format("cannot be decoded: OpenCV: {}", e.err));
+  }
+  return count;
+}
+
 DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals,
                                int channels) {
   if (height < 1 || width < 1) fail("{}: frame size must be positive, got {}x{}", path, height, width);

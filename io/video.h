@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,12 @@ struct DecodedVideo {
   int original_height = 0, original_width = 0;
   double fps = 25.0;
 };
+// Calls visit(frame) for every decodable frame of `path` in order, each resized to height x width
+// (BGR uint8, (height, width, 3)), holding one frame at a time; returns how many there were.
+// Errors as decode_all_frames'.
+int64_t for_each_frame(const std::string& path, int height, int width,
+                       const std::function<void(const uint8_t* frame)>& visit);
+
 DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals,
                                int channels = 3);
 

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "io/annotate.h"
 #include "io/video.h"
 #include "tests/test_support.h"
 
@@ -193,6 +194,34 @@ TEST_F(VideoTest, GrayFramesAreOpenCvsBgr2GrayOfTheResizedFrames) {
   }
   gray_settings.channels = 2;
   EXPECT_THROW(extract_clip(file("v.avi"), gray_settings), Error);
+}
+
+// predict --out writes the labelled video a frame at a time as it decodes it again: the frames
+// for_each_frame hands over are decode_all_frames' originals, one at a time; the writer takes
+// them as they come, and a source that gives other frames than labels leaves no output.
+TEST_F(VideoTest, LabelledVideosAreWrittenAFrameAtATime) {
+  ASSERT_TRUE(write_video(file("v.avi"), 30, "MJPG", textured_frame));
+  const DecodedVideo all = decode_all_frames(file("v.avi"), 64, 64, true);
+  size_t i = 0;
+  const int64_t n =
+      for_each_frame(file("v.avi"), all.original_height, all.original_width, [&](const uint8_t* f) {
+        ASSERT_LT(i, all.originals.size());
+        EXPECT_TRUE(std::equal(all.originals[i].begin(), all.originals[i].end(), f)) << "frame " << i;
+        ++i;
+      });
+  EXPECT_EQ(n, 30);
+  const std::vector<std::string> labels(30, "a label");
+  const auto from_file = [&](const FrameSink& emit) {
+    for_each_frame(file("v.avi"), all.original_height, all.original_width, emit);
+  };
+  write_annotated_video(file("out.avi"), all.original_height, all.original_width, 25.0, labels, from_file);
+  cv::VideoCapture written(file("out.avi"), cv::CAP_FFMPEG);
+  EXPECT_EQ(written.get(cv::CAP_PROP_FRAME_COUNT), 30);
+  const std::vector<std::string> more(31, "a label");
+  EXPECT_THROW(write_annotated_video(file("short.avi"), all.original_height, all.original_width, 25.0, more,
+                                     from_file),
+               Error);
+  EXPECT_FALSE(fs::exists(file("short.avi")));
 }
 
 TEST_F(VideoTest, OtherSizesAndLengths) {

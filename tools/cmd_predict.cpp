@@ -139,8 +139,10 @@ void add_predict_command(CLI::App& app) {
 
     if (args->rolling > 0 || !args->out.empty()) {
       const std::string& path = videos[0];
+      // The model's small frames only: --out decodes the video again and writes it a frame at a
+      // time (a minute of 4K held whole took tens of GB).
       const io::DecodedVideo video =
-          io::decode_all_frames(path, settings.height, settings.width, !args->out.empty(), settings.channels);
+          io::decode_all_frames(path, settings.height, settings.width, false, settings.channels);
       const size_t T = static_cast<size_t>(settings.sequence_length), n = video.frames.size();
       if (n < T) fail("{}: {} decodable frames, fewer than the {} the model needs", path, n, T);
       const size_t windows = n - T + 1;
@@ -179,8 +181,15 @@ void add_predict_command(CLI::App& app) {
         }
       }
       if (!args->out.empty()) {
-        io::write_annotated_video(args->out, video.originals, video.original_height, video.original_width,
-                                  video.fps, labels);
+        io::write_annotated_video(args->out, video.original_height, video.original_width, video.fps, labels,
+                                  [&](const io::FrameSink& emit) {
+                                    const int64_t again = io::for_each_frame(path, video.original_height,
+                                                                             video.original_width, emit);
+                                    if (again != static_cast<int64_t>(n)) {
+                                      fail("{}: decoded {} frames, then {} when read again to write --out {}",
+                                           path, n, again, args->out);
+                                    }
+                                  });
         console.note(fmt::format("wrote {} ({} frames)", args->out, n));
       }
       return;
