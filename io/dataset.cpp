@@ -160,17 +160,48 @@ std::vector<std::string> select_classes(const DatasetSpec& spec, const std::vect
   return selected;
 }
 
-std::vector<Candidate> list_videos(const std::string& root, const std::vector<std::string>& classes) {
+// Whether `folder` or a folder below it (not hidden, links not followed) holds a video file.
+bool holds_videos(const fs::path& folder) {
+  std::error_code error;
+  fs::recursive_directory_iterator it(folder, fs::directory_options::skip_permission_denied, error);
+  for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
+    if (hidden(it->path())) {
+      if (it->is_directory(error)) it.disable_recursion_pending();
+      continue;
+    }
+    if (is_video_entry(*it)) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> subfolders_of(const fs::path& folder) {
+  return sorted_entries(folder, [](const fs::directory_entry& entry) {
+    std::error_code error;
+    return entry.is_directory(error);
+  });
+}
+
+// The videos of every class, and in `notes` each class's subfolders that hold videos too (not
+// read: silently they would leave part of a class out).
+std::vector<Candidate> list_videos(const std::string& root, const std::vector<std::string>& classes,
+                                   std::vector<std::string>* notes = nullptr) {
   std::vector<Candidate> candidates;
   for (size_t label = 0; label < classes.size(); ++label) {
     const fs::path folder = fs::path(root) / classes[label];
     const std::vector<std::string> files = sorted_entries(folder, is_video_entry);
+    if (!files.empty() && notes != nullptr) {
+      for (const std::string& sub : subfolders_of(folder)) {
+        if (holds_videos(folder / sub)) {
+          notes->push_back(
+              fmt::format("{}: a subfolder of class '{}' with videos, which are not read (a class's videos "
+                          "lie directly in "
+                          "its folder: <root>/<Class>/<video>)",
+                          (folder / sub).string(), classes[label]));
+        }
+      }
+    }
     if (files.empty()) {
-      const std::vector<std::string> subfolders =
-          sorted_entries(folder, [](const fs::directory_entry& entry) {
-            std::error_code error;
-            return entry.is_directory(error);
-          });
+      const std::vector<std::string> subfolders = subfolders_of(folder);
       fail("{}: class '{}' has no video files (looked for {}){}", folder.string(), classes[label],
            join(video_extensions(), " "),
            subfolders.empty()
@@ -722,7 +753,8 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
   }
   if (spec.workers < 0) fail("{}: workers must be >= 0, got {}", spec.root, spec.workers);
   const std::vector<std::string> classes = dataset_classes(spec);
-  const std::vector<Candidate> candidates = list_videos(spec.root, classes);
+  std::vector<std::string> notes;
+  const std::vector<Candidate> candidates = list_videos(spec.root, classes, &notes);
   std::error_code error;
 
   fs::path absolute_path = fs::weakly_canonical(fs::absolute(spec.root, error), error);
@@ -733,6 +765,7 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
   ClipSet clips;
   clips.class_names = classes;
   clips.extraction = settings;
+  clips.notes = std::move(notes);
   if (spec.cache_path != "none") {
     clips.cache_file = spec.cache_path.empty()
                            ? default_cache_path(absolute_root, classes, settings, clips.cache_note)

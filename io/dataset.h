@@ -73,6 +73,9 @@ class ClipSet {
   bool from_cache = false;
   std::string cache_file;  // the cache used ("" when disabled)
   std::string cache_note;  // why the cache was (re)built, if it was
+  // What the caller should tell the user about the dataset's layout: subfolders of a class
+  // folder that hold videos, which are not read (a class's videos lie directly in its folder).
+  std::vector<std::string> notes;
 
   std::shared_ptr<ClipStream> stream;  // set when the clips stay in cache_file
 

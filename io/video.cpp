@@ -29,6 +29,7 @@
 #include <opencv2/videoio.hpp>
 #include <opencv2/videoio/registry.hpp>
 
+#include "io/atomic_file.h"
 #include "io/frames.h"
 
 namespace hisvid::io {
@@ -64,7 +65,10 @@ std::string errno_text(int error) {
 void check_readable(const std::string& path) {
   std::error_code error;
   const fs::file_status status = fs::status(path, error);
-  if (status.type() == fs::file_type::not_found) video_fail(path, "does not exist");
+  if (status.type() == fs::file_type::not_found) {
+    const std::string why = missing_reason(path);  // a broken link names its target
+    video_fail(path, why == "no such file" ? "does not exist" : "is " + why);
+  }
   // Any other failure to stat it, e.g. a folder above it that may not be searched.
   if (error) video_fail(path, "is not readable: " + errno_text(error.value()));
   if (fs::is_directory(status)) video_fail(path, "is a directory, not a video file");
@@ -82,7 +86,11 @@ cv::VideoCapture open_capture(const std::string& path) {
   // other backends happen to be installed.
   const int api = cv::videoio_registry::hasBackend(cv::CAP_FFMPEG) ? cv::CAP_FFMPEG : cv::CAP_ANY;
   cv::VideoCapture capture;
-  if (!capture.open(path, api) || !capture.isOpened()) video_fail(path, "cannot be opened as a video");
+  if (!capture.open(path, api) || !capture.isOpened()) {
+    video_fail(path,
+               "cannot be opened as a video (no video stream FFmpeg can decode: an audio-only file, a "
+               "download cut off before its index, or not a video)");
+  }
   return capture;
 }
 
@@ -266,8 +274,10 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
 }
 
 const std::vector<std::string>& video_extensions() {
-  static const std::vector<std::string> extensions = {".avi", ".mp4",  ".mkv", ".mov", ".webm",
-                                                      ".mpg", ".mpeg", ".m4v", ".wmv", ".flv"};
+  // Camcorders' .mts/.m2ts and broadcast .ts, older phones' .3gp, Ogg's .ogv beside the usual.
+  static const std::vector<std::string> extensions = {".avi", ".mp4",  ".mkv",  ".mov", ".webm",
+                                                      ".mpg", ".mpeg", ".m4v",  ".wmv", ".flv",
+                                                      ".3gp", ".mts",  ".m2ts", ".ts",  ".ogv"};
   return extensions;
 }
 

@@ -243,7 +243,7 @@ TEST_F(DatasetTest, SkipsBadFilesAndListsThemWhileOthersLoad) {
   ASSERT_EQ(clips.size(), 8u);
   ASSERT_EQ(clips.skipped.size(), 2u);
   EXPECT_EQ(clips.skipped[0].path, (root_ / "Alpha" / "broken.avi").string());
-  EXPECT_EQ(clips.skipped[0].reason, "cannot be opened as a video");
+  EXPECT_EQ(clips.skipped[0].reason.rfind("cannot be opened as a video (", 0), 0u) << clips.skipped[0].reason;
   EXPECT_EQ(clips.skipped[1].path, (root_ / "Alpha" / "short.avi").string());
   EXPECT_EQ(clips.skipped[1].reason, "has 2 decodable frames, fewer than the 4 needed");
   std::vector<int> ids;
@@ -336,7 +336,7 @@ TEST_F(DatasetTest, SecondLoadComesFromTheCacheWithoutDecoding) {
   EXPECT_TRUE(second.pixels == first.pixels);
   ASSERT_EQ(second.skipped.size(), 1u);
   EXPECT_EQ(second.skipped[0].path, first.skipped[0].path);
-  EXPECT_EQ(second.skipped[0].reason, "cannot be opened as a video");
+  EXPECT_EQ(second.skipped[0].reason, first.skipped[0].reason);
   EXPECT_EQ(second.extraction.sequence_length, 4);
   RecordProperty("cache_load_seconds", std::to_string(seconds));
 }
@@ -412,6 +412,21 @@ TEST_F(DatasetTest, CacheOfOtherFilesIsRebuilt) {
   EXPECT_EQ(with_new_file.size(), 8u);
   s.classes = {"Alpha", "Gamma"};
   EXPECT_FALSE(load_clips(s).from_cache) << "another class selection";
+}
+
+// Videos in a subfolder of a class folder that has videos of its own are not read (a class's
+// videos lie directly in its folder): the load says so, naming the subfolder, rather than leave
+// part of the class out in silence. Hidden subfolders and subfolders without videos are quiet.
+TEST_F(DatasetTest, SubfoldersWithVideosAreNamed) {
+  make_dataset();
+  add_video("Alpha/more", "x.avi", 8);
+  add_video("Beta/.thumbnails", "y.avi", 9);
+  fs::create_directories(root_ / "Gamma" / "notes");
+  const ClipSet clips = load_clips(spec());
+  EXPECT_EQ(clips.size(), 7u);
+  ASSERT_EQ(clips.notes.size(), 1u);
+  EXPECT_NE(clips.notes[0].find((root_ / "Alpha" / "more").string()), std::string::npos) << clips.notes[0];
+  EXPECT_NE(clips.notes[0].find("not read"), std::string::npos) << clips.notes[0];
 }
 
 // A video skipped because this process could not read it is decoded once it can (chmod changes

@@ -471,11 +471,17 @@ TEST_F(VideoTest, DecodeAllFramesOfBadFiles) {
   EXPECT_NE(
       video_error_of([&] { decode_all_frames(file("nope.avi"), 64, 64, false); }).find("does not exist"),
       std::string::npos);
+  fs::create_symlink(file("gone.avi"), file("link.avi"));
+  const std::string broken = video_error_of([&] { extract_clip(file("link.avi"), settings()); });
+  EXPECT_NE(broken.find("is a symbolic link to " + file("gone.avi") + ", which does not exist"),
+            std::string::npos)
+      << broken;
 }
 
 TEST(VideoExtensions, LowerCaseWithDot) {
   const std::vector<std::string>& extensions = video_extensions();
-  for (const char* wanted : {".avi", ".mp4", ".mkv", ".mov"}) {
+  for (const char* wanted :
+       {".avi", ".mp4", ".mkv", ".mov", ".webm", ".3gp", ".mts", ".m2ts", ".ts", ".ogv"}) {
     EXPECT_NE(std::find(extensions.begin(), extensions.end(), wanted), extensions.end()) << wanted;
   }
   for (const std::string& extension : extensions) {

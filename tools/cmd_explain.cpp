@@ -56,7 +56,7 @@ void add_explain_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     const Device device = device_option(args->device);  // before any work
-    if (fs::path(args->out).extension() != ".avi") {
+    if (lowercase_extension(args->out) != ".avi") {
       fail("--out {}: the explained video is written as MJPG in an AVI file: name it .avi", args->out);
     }
     const std::string grid =

@@ -124,7 +124,7 @@ void add_predict_command(CLI::App& app) {
     std::vector<std::string> inputs = videos;
     inputs.push_back(args->weights);
     if (!args->out.empty()) {
-      if (fs::path(args->out).extension() != ".avi") {
+      if (lowercase_extension(args->out) != ".avi") {
         fail("--out {}: the labelled video is written as MJPG in an AVI file: name it .avi", args->out);
       }
       require_new_output(args->out, inputs, args->overwrite, "--out");

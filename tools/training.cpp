@@ -262,6 +262,7 @@ io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm
       console.finish(static_cast<int>(p.total), seconds, 1000.0 * seconds / p.total, "decoded");
   });
   if (!clips.cache_note.empty()) console.note(clips.cache_note);
+  for (const std::string& note : clips.notes) console.note("note: " + note);
   console.note(fmt::format("{} clips of {} class{} from {}{}", clips.size(), clips.class_names.size(),
                            clips.class_names.size() == 1 ? "" : "es", args.root,
                            clips.streamed()   ? " (streamed from the clip cache " + clips.cache_file + ")"
