@@ -160,16 +160,13 @@ std::vector<std::string> select_classes(const DatasetSpec& spec, const std::vect
   return selected;
 }
 
-// Whether `folder` or a folder below it (not hidden, links not followed) holds a video file.
+// Whether `folder` itself holds a video file (one level: a class's subfolders of extracted frames
+// are not walked on every load).
 bool holds_videos(const fs::path& folder) {
   std::error_code error;
-  fs::recursive_directory_iterator it(folder, fs::directory_options::skip_permission_denied, error);
-  for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
-    if (hidden(it->path())) {
-      if (it->is_directory(error)) it.disable_recursion_pending();
-      continue;
-    }
-    if (is_video_entry(*it)) return true;
+  for (fs::directory_iterator it(folder, error); !error && it != fs::directory_iterator();
+       it.increment(error)) {
+    if (!hidden(it->path()) && is_video_entry(*it)) return true;
   }
   return false;
 }

@@ -856,9 +856,18 @@ File File::open(const std::string& path) {
     // HDF5 locks a file it writes (h5py in a notebook, a Keras ModelCheckpoint saving): the file
     // may be whole, and reading it while it changes is what the lock prevents.
     if (reason.find("unable to lock file") != std::string::npos) {
+      // EAGAIN / EWOULDBLOCK: the lock is held; any other errno: the file system has no locks.
+      if (reason.find("errno = 11,") != std::string::npos ||
+          reason.find("temporarily unavailable") != std::string::npos) {
+        fail(
+            "{}: cannot open the HDF5 file: another process has it open for writing (HDF5: {}); wait for it "
+            "to finish or close the file there",
+            path, reason);
+      }
       fail(
-          "{}: cannot open the HDF5 file: another process has it open for writing (HDF5: {}); wait for it "
-          "to finish or close the file there",
+          "{}: cannot open the HDF5 file: its file system refuses HDF5's file lock (HDF5: {}); where files "
+          "are "
+          "not written while they are read, set HDF5_USE_FILE_LOCKING=FALSE",
           path, reason);
     }
     fail("{}: cannot open the HDF5 file: damaged or truncated{}", path,

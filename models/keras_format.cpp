@@ -180,7 +180,7 @@ io::KerasArchive keras_archive(const Sequential& model, const Optimizer* optimiz
   config["build_config"] = {{"input_shape", batch_shape(model.input_shape())}};
   if (optimizer != nullptr) {
     config["compile_config"] = {{"optimizer", keras_optimizer_config(*optimizer, true)},
-                                {"loss", model.binary() ? "binary_crossentropy" : "categorical_crossentropy"},
+                                {"loss", keras_loss_config(model, true)},
                                 {"loss_weights", nullptr},
                                 {"metrics", {"accuracy"}},
                                 {"weighted_metrics", nullptr},

@@ -247,17 +247,55 @@ Shape read_shape_list(const nlohmann::json& value, const std::string& what) {
   return Shape(dims);
 }
 
-// A warning per weight holding NaN or infinity (a diverged run saved as it was).
-// A final Dense layer without activation is read as a classifier's logits
-// (Sequential::read_linear_head_as_logits), and the user told so.
-void note_linear_head(Sequential& model, const std::string& path, std::vector<std::string>* warnings) {
-  if (!model.read_linear_head_as_logits()) return;
-  warnings->push_back(fmt::format(
-      "{}: the last layer '{}' is a Dense layer without activation (a model compiled with "
-      "from_logits=True): its outputs are read as logits, and their {} as the class probabilities",
-      path, model.layers().back()->name(), model.head() == Head::Sigmoid ? "sigmoid" : "softmax"));
+// The loss a model file records (an .h5 file's training_config, a .keras file's compile_config):
+// a cross-entropy taking logits (from_logits=True), one taking probabilities, another loss (a
+// regressor's mse...), or none recorded (a model saved uncompiled, a weights-only file).
+enum class SavedLoss { None, CrossentropyFromLogits, Crossentropy, Other };
+
+SavedLoss saved_loss(const nlohmann::json& loss) {
+  if (loss.is_string()) {
+    return loss.get<std::string>().find("crossentropy") != std::string::npos ? SavedLoss::Crossentropy
+                                                                             : SavedLoss::Other;
+  }
+  if (!loss.is_object() || !loss.contains("class_name") || !loss["class_name"].is_string())
+    return SavedLoss::None;
+  const std::string name = loss["class_name"].get<std::string>();
+  if (name.find("Crossentropy") == std::string::npos && name.find("crossentropy") == std::string::npos)
+    return SavedLoss::Other;
+  const nlohmann::json config = loss.value("config", nlohmann::json::object());
+  const bool logits = config.is_object() && config.value("from_logits", false) == true;
+  return logits ? SavedLoss::CrossentropyFromLogits : SavedLoss::Crossentropy;
 }
 
+SavedLoss saved_loss(const io::KerasModelFile& file, const nlohmann::json& config) {
+  nlohmann::json record;
+  try {
+    if (!file.training_config.empty()) record = layers::parse_json_limited(file.training_config);
+  } catch (const nlohmann::json::exception&) {
+    return SavedLoss::None;
+  }
+  if (record.is_null() && config.is_object()) record = config.value("compile_config", nlohmann::json());
+  return record.is_object() && record.contains("loss") ? saved_loss(record["loss"]) : SavedLoss::None;
+}
+
+// A final Dense layer without activation is read as a classifier's logits
+// (Sequential::read_linear_head_as_logits), and the user told so, unless the file's loss is not a
+// classifier's (a regressor's outputs are no class scores: the commands then refuse the model).
+void note_linear_head(Sequential& model, const std::string& path, SavedLoss loss,
+                      std::vector<std::string>* warnings) {
+  if (loss == SavedLoss::Other || !model.read_linear_head_as_logits()) return;
+  warnings->push_back(fmt::format(
+      "{}: the last layer '{}' is a Dense layer without activation ({}): its outputs are read as logits, and "
+      "their {} as the class probabilities",
+      path, model.layers().back()->name(),
+      loss == SavedLoss::CrossentropyFromLogits ? "compiled with from_logits=True"
+      : loss == SavedLoss::Crossentropy
+          ? "though its loss was compiled to take probabilities"
+          : "no loss recorded: read as a classifier compiled with from_logits=True",
+      model.head() == Head::Sigmoid ? "sigmoid" : "softmax"));
+}
+
+// A warning per weight holding NaN or infinity (a diverged run saved as it was).
 void warn_non_finite(const Sequential& model, const std::string& path, std::vector<std::string>* warnings) {
   for (const layers::Layer* layer : model.layers()) {
     for (const layers::Weight& w : layer->weights()) {
@@ -327,6 +365,22 @@ std::string model_file_ending(const std::string& path) {
     }
   }
   return "";
+}
+
+nlohmann::json keras_loss_config(const Sequential& model, bool keras3) {
+  const bool binary = model.binary();
+  const std::string name = binary ? "binary_crossentropy" : "categorical_crossentropy";
+  if (!model.linear_head_as_logits()) return name;
+  // The head's outputs are logits: Keras's loss object with from_logits, in each version's form.
+  nlohmann::json config = {{"name", name},
+                           {"reduction", keras3 ? "sum_over_batch_size" : "auto"},
+                           {"from_logits", true},
+                           {"label_smoothing", 0.0}};
+  config["axis"] = -1;
+  nlohmann::json loss = {{"class_name", binary ? "BinaryCrossentropy" : "CategoricalCrossentropy"},
+                         {"config", config}};
+  if (keras3) loss["module"] = "keras.losses", loss["registered_name"] = nullptr;
+  return loss;
 }
 
 bool is_keras_archive_path(const std::string& path) { return model_file_ending(path) == ".keras"; }
@@ -425,14 +479,13 @@ int64_t final_units(const Sequential& model, const io::KerasModelFile& file, con
   return 0;
 }
 
-// The architecture `spec` (load_spec) with `classes` outputs (0: its own), computing as the Keras
-// `version` that saved the weights does (empty: the spec's own).
-Sequential architecture(const std::string& spec, int64_t classes, const std::string& version) {
-  Sequential model = load_spec(spec, static_cast<int>(classes));
-  if (version.empty()) return model;
-  nlohmann::json json = model.to_json();
-  json["keras_version"] = version;
-  return Sequential::from_json(json, spec);
+// The architecture `spec` (load_spec) with `classes` outputs (0: its own), read as the Keras
+// `version` that saved the weights reads it where the spec states no version (empty: Keras 2.8's
+// defaults): its defaults are that version's (a ConvLSTM2D's gates sigmoid in Keras 3).
+Sequential architecture(const std::string& spec, int64_t classes, const std::string& version,
+                        const std::string& path) {
+  return load_spec(spec, static_cast<int>(classes), "--model",
+                   version.empty() ? layers::KerasVersion{} : layers::KerasVersion::parse(version, path));
 }
 
 }  // namespace
@@ -440,24 +493,25 @@ Sequential architecture(const std::string& spec, int64_t classes, const std::str
 LoadedModel load_weights_file(const std::string& path, const std::string& spec) {
   const io::KerasModelFile file = io::read_weights_file(path);
   if (!file.model_config.empty()) {
-    fail("{}: a model file with its own architecture; read it alone, without an architecture for it", path);
+    fail("{}: the file holds its own architecture; an architecture is given only to a file of weights only",
+         path);
   }
   // Keras 3's .weights.h5 records no version: Keras 3 wrote it.
   const std::string version = file.format == "keras" ? kKeras3WriteVersion : file.keras_version;
-  Sequential model = architecture(spec, 0, version);
+  Sequential model = architecture(spec, 0, version, path);
   if (!model.has_input_shape()) {
     fail("{}: the architecture {} declares no input shape (a weights file has none either)", path, spec);
   }
   model.build(0);
   const int64_t units = final_units(model, file, path);
   if (units > 1 && units != model.num_classes()) {  // the file's class count, not the spec's
-    model = architecture(spec, units, version);
+    model = architecture(spec, units, version, path);
     model.build(0);
   }
   load_weights_mapped(model, file, path);
   LoadedModel loaded{std::move(model), ModelExtras{}, version, "weights"};
   warn_non_finite(loaded.model, path, &loaded.extras.warnings);
-  note_linear_head(loaded.model, path, &loaded.extras.warnings);
+  note_linear_head(loaded.model, path, SavedLoss::None, &loaded.extras.warnings);
   return loaded;
 }
 
@@ -486,7 +540,7 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
   meta["input_shape"] = model.input_shape().vec();
   if (optimizer != nullptr) {
     nlohmann::json training_config = {
-        {"loss", model.binary() ? "binary_crossentropy" : "categorical_crossentropy"},
+        {"loss", keras_loss_config(model, false)},
         {"metrics",
          {{{{"class_name", "MeanMetricWrapper"},
             {"config",
@@ -558,7 +612,7 @@ LoadedModel load_model(const std::string& path) {
   const std::vector<std::string> trainable_names = load_weights_mapped(model, file, path);
   ModelExtras& extras = loaded.extras;
   warn_non_finite(model, path, &extras.warnings);
-  note_linear_head(model, path, &extras.warnings);
+  note_linear_head(model, path, saved_loss(file, config), &extras.warnings);
 
   if (meta.contains("class_names")) {
     if (!meta["class_names"].is_array() ||

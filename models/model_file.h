@@ -60,6 +60,11 @@ LoadedModel load_model(const std::string& path);
 // its own architecture is refused. format "weights"; no optimizer, no class names.
 LoadedModel load_weights_file(const std::string& path, const std::string& spec);
 
+// The loss a Keras file records for the model (training_config / compile_config): the name of
+// its cross-entropy, or, for a head read as logits (Sequential::linear_head_as_logits), Keras's
+// loss object with from_logits=True, in Keras 3's form where `keras3`.
+nlohmann::json keras_loss_config(const Sequential& model, bool keras3);
+
 // Keras's serialized optimizer config of one of hisvid's optimizers: Keras 2's training_config
 // form, or Keras 3's (its base keys at their "off" values, module and registered_name).
 nlohmann::json keras_optimizer_config(const Optimizer& opt, bool keras3);

@@ -29,9 +29,11 @@ nlohmann::json zoo_spec(const std::string& name) {
   return nlohmann::json::parse(it->second);
 }
 
-Sequential load_spec(const std::string& model, int classes, const std::string& option) {
+Sequential load_spec(const std::string& model, int classes, const std::string& option,
+                     const layers::KerasVersion& version) {
   Sequential net = [&] {
-    if (zoo_texts().count(model) > 0) return Sequential::from_json(zoo_spec(model), "zoo model " + model);
+    if (zoo_texts().count(model) > 0)
+      return Sequential::from_json(zoo_spec(model), "zoo model " + model, version);
     std::error_code error;
     const std::filesystem::file_status status = std::filesystem::status(model, error);
     if (!std::filesystem::exists(status)) {
@@ -64,7 +66,7 @@ Sequential load_spec(const std::string& model, int classes, const std::string& o
     } catch (const nlohmann::json::exception& e) {
       fail("{}: not a valid JSON spec: {}", model, e.what());
     }
-    return Sequential::from_json(spec, model);
+    return Sequential::from_json(spec, model, version);
   }();
   if (classes > 0) net.set_num_classes(classes);
   return net;

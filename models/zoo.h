@@ -20,7 +20,9 @@ constexpr uintmax_t kMaxSpecBytes = uintmax_t(16) << 20;
 
 // Resolves a --model argument: a zoo name, or the path of a JSON spec file (a regular file of at
 // most kMaxSpecBytes). classes > 0 sets the units of the final Dense layer. Errors name `option`,
-// the argument the name came from. The model is not built.
-Sequential load_spec(const std::string& model, int classes = 0, const std::string& option = "--model");
+// the argument the name came from. The model is not built. `version`: the Keras version whose
+// semantics (defaults, hard_sigmoid) apply where the spec states none (the zoo's do not).
+Sequential load_spec(const std::string& model, int classes = 0, const std::string& option = "--model",
+                     const layers::KerasVersion& version = {});
 
 }  // namespace hisvid::models

@@ -469,6 +469,32 @@ TEST(ModelFiles, ALinearDenseHeadIsReadAsLogits) {
   expect_said(back.extras.warnings.at(0), {"sigmoid"});
   expect_same_bits(back.model.forward(x, {}), ops::sigmoid(one.forward(x, {})),
                    "sigmoid of the linear output");
+
+  // Saved with its optimizer, the file's loss says the outputs are logits (Keras's fit on it
+  // would otherwise take them for probabilities), and the reload says where it read that.
+  const std::unique_ptr<Optimizer> sgd = make_optimizer("sgd");  // no slots: saved unstepped
+  const std::string saved = dir.file("saved_again.h5");
+  save_model(saved, loaded.model, {}, sgd.get(), nullptr);
+  const nlohmann::json training = nlohmann::json::parse(io::read_keras_model(saved).training_config);
+  EXPECT_EQ(training["loss"]["class_name"], "CategoricalCrossentropy");
+  EXPECT_EQ(training["loss"]["config"]["from_logits"], true);
+  LoadedModel again = load_model(saved);
+  expect_said(again.extras.warnings.at(0), {"compiled with from_logits=True"});
+  EXPECT_EQ(again.model.head(), Head::Softmax);
+
+  // A regressor (its loss mean squared error): its outputs are no class scores, so they are not
+  // read as logits, and the commands refuse it.
+  io::KerasModelFile regressor = io::read_keras_model(saved);
+  nlohmann::json mse = training;
+  mse["loss"] = "mean_squared_error";
+  regressor.training_config = mse.dump();
+  regressor.hisvid.clear();
+  const std::string regression = dir.file("regressor.h5");
+  io::write_keras_model(regression, regressor);
+  LoadedModel numbers = load_model(regression);
+  EXPECT_EQ(numbers.model.head(), Head::None);
+  for (const std::string& warning : numbers.extras.warnings)
+    EXPECT_EQ(warning.find("logits"), std::string::npos);
 }
 
 TEST(ModelFiles, FailedSaveKeepsThePreviousCheckpoint) {
@@ -844,15 +870,18 @@ TEST(KerasFormat, WeightsOnlyFilesReadIntoTheirArchitecture) {
     ASSERT_EQ(wa.size(), wb.size());
     for (size_t i = 0; i < wa.size(); ++i) expect_same_bits(wa[i], wb[i], "weight " + std::to_string(i));
   };
-  // Keras 3: the archive's stored model.weights.h5 entry, its size at offset 18 of the header.
-  const std::string zip = testing::file_bytes(keras3);
-  const size_t data = stored_entry_data(zip, "model.weights.h5");
-  ASSERT_NE(data, std::string::npos);
-  const size_t header = zip.rfind(std::string("PK\x03\x04", 4), data);
-  size_t size = 0;
-  for (int i = 3; i >= 0; --i) size = size << 8 | uint8_t(zip[header + 18 + size_t(i)]);
+  // Keras 3: an archive's stored model.weights.h5 entry, its size at offset 18 of the header.
+  const auto weights_entry = [&](const std::string& archive, const std::string& out) {
+    const std::string zip = testing::file_bytes(archive);
+    const size_t data = stored_entry_data(zip, "model.weights.h5");
+    ASSERT_NE(data, std::string::npos);
+    const size_t header = zip.rfind(std::string("PK\x03\x04", 4), data);
+    size_t size = 0;
+    for (int i = 3; i >= 0; --i) size = size << 8 | uint8_t(zip[header + 18 + size_t(i)]);
+    std::ofstream(out, std::ios::binary) << zip.substr(data, size);
+  };
   const std::string weights3 = dir.file("lrcn.weights.h5");
-  std::ofstream(weights3, std::ios::binary) << zip.substr(data, size);
+  weights_entry(keras3, weights3);
   LoadedModel full3 = load_model(keras3), only3 = load_weights_file(weights3, "lrcn");
   EXPECT_EQ(only3.format, "weights");
   EXPECT_TRUE(only3.keras_version.rfind("3.", 0) == 0) << only3.keras_version;
@@ -883,6 +912,23 @@ TEST(KerasFormat, WeightsOnlyFilesReadIntoTheirArchitecture) {
   NoGradGuard no_grad;
   expect_same_bits(only2.model.forward(quantised_clips(), {}), full2.model.forward(quantised_clips(), {}),
                    "outputs");
+
+  // A Keras 3 ConvLSTM: the zoo spec read with Keras 3's defaults (sigmoid gates), as Keras 3
+  // builds it, not Keras 2's hard_sigmoid nor Keras 3's reading of it.
+  Sequential convlstm3 = load_spec("convlstm_small", 4, "--model", layers::KerasVersion{3, 3, 3});
+  convlstm3.build(5);
+  const std::string archive3 = dir.file("convlstm3.keras");
+  save_model(archive3, convlstm3, {}, nullptr, nullptr);
+  const std::string convlstm_weights = dir.file("convlstm.weights.h5");
+  weights_entry(archive3, convlstm_weights);
+  LoadedModel only_convlstm = load_weights_file(convlstm_weights, "convlstm_small");
+  expect_same_bits(only_convlstm.model.forward(quantised_clips(), {}),
+                   convlstm3.forward(quantised_clips(), {}), "Keras 3 ConvLSTM outputs");
+  Sequential convlstm2 = load_spec("convlstm_small", 4);
+  convlstm2.build(5);
+  EXPECT_NE(convlstm2.forward(quantised_clips(), {}).to_vector(),
+            convlstm3.forward(quantised_clips(), {}).to_vector())
+      << "the check above cannot tell Keras 2's gates from Keras 3's";
 
   expect_error([&] { load_model(weights2); }, {weights2, "weights only", "--model"});
   expect_error([&] { load_weights_file(keras2, "lrcn"); }, {keras2, "its own architecture"});

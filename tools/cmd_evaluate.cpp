@@ -60,6 +60,7 @@ void add_evaluate_command(CLI::App& app) {
     if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     models::LoadedModel loaded = load_model_option(args->weights, args->model);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
+    require_classifier(loaded, args->weights);
     const std::vector<std::string> model_classes =
         output_names(loaded, args->weights, args->model_classes, /*numbered=*/false);
     DataArgs data = args->data;

@@ -74,6 +74,7 @@ void add_explain_command(CLI::App& app) {
 
     models::LoadedModel loaded = load_model_option(args->weights, args->model);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
+    require_classifier(loaded, args->weights);
     models::Sequential& model = loaded.model;
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     int class_index = -1;

@@ -113,6 +113,7 @@ void add_predict_command(CLI::App& app) {
     if (args->tf32) tf32_on(args->device);
     models::LoadedModel loaded = load_model_option(args->weights, args->model);
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
+    require_classifier(loaded, args->weights);
     const std::vector<std::string> names = output_names(loaded, args->weights, args->model_classes);
     const int K = loaded.model.num_classes();
     loaded.model.to(device);
@@ -139,10 +140,13 @@ void add_predict_command(CLI::App& app) {
 
     if (args->rolling > 0 || !args->out.empty()) {
       const std::string& path = videos[0];
-      // The model's small frames only: --out decodes the video again and writes it a frame at a
-      // time (a minute of 4K held whole took tens of GB).
+      // The model's small frames for --rolling, and without it 1x1 frames, which only count: --out
+      // decodes the video again and writes it a frame at a time (a minute of 4K held whole took
+      // tens of GB).
+      const bool rolling = args->rolling > 0;
       const io::DecodedVideo video =
-          io::decode_all_frames(path, settings.height, settings.width, false, settings.channels);
+          io::decode_all_frames(path, rolling ? settings.height : 1, rolling ? settings.width : 1, false,
+                                rolling ? settings.channels : 3);
       const size_t T = static_cast<size_t>(settings.sequence_length), n = video.frames.size();
       if (n < T) fail("{}: {} decodable frames, fewer than the {} the model needs", path, n, T);
       const size_t windows = n - T + 1;
@@ -181,15 +185,23 @@ void add_predict_command(CLI::App& app) {
         }
       }
       if (!args->out.empty()) {
-        io::write_annotated_video(args->out, video.original_height, video.original_width, video.fps, labels,
-                                  [&](const io::FrameSink& emit) {
-                                    const int64_t again = io::for_each_frame(path, video.original_height,
-                                                                             video.original_width, emit);
-                                    if (again != static_cast<int64_t>(n)) {
-                                      fail("{}: decoded {} frames, then {} when read again to write --out {}",
-                                           path, n, again, args->out);
-                                    }
-                                  });
+        io::write_annotated_video(
+            args->out, video.original_height, video.original_width, video.fps, labels,
+            [&](const io::FrameSink& emit) {
+              size_t seen = 0;
+              const int64_t again = io::for_each_frame(
+                  path, video.original_height, video.original_width, [&](const uint8_t* f) {
+                    if (++seen > n) {
+                      fail("{}: decoded {} frames, then more when read again to write --out {}", path, n,
+                           args->out);
+                    }
+                    emit(f);
+                  });
+              if (again != static_cast<int64_t>(n)) {
+                fail("{}: decoded {} frames, then {} when read again to write --out {}", path, n, again,
+                     args->out);
+              }
+            });
         console.note(fmt::format("wrote {} ({} frames)", args->out, n));
       }
       return;

@@ -113,14 +113,14 @@ void remove_stale_temporaries(const fs::path& directory) {
 
 }  // namespace
 
-// Whether `file`, a model file of a run's name in --out, was saved by hisvid (every model hisvid
-// saves carries its 'hisvid' record): a Keras checkpoint of the same name (best.h5, model.h5) is
-// the user's, which no run replaces, --overwrite or not.
-bool saved_by_hisvid(const fs::path& file) {
+// Why `file`, a model file of a run's name in --out, is not one hisvid saved ("" when it is:
+// every model hisvid saves carries its 'hisvid' record): a Keras checkpoint of the same name
+// (best.h5, model.h5) is the user's, which no run replaces, --overwrite or not.
+std::string not_saved_by_hisvid(const fs::path& file) {
   try {
-    return !io::read_model_file(file.string()).hisvid.empty();
-  } catch (const std::exception&) {
-    return false;  // not a model file hisvid can read: not one it wrote
+    return io::read_model_file(file.string()).hisvid.empty() ? "no hisvid record: a Keras model file?" : "";
+  } catch (const std::exception& e) {
+    return std::string("unreadable: ") + e.what();
   }
 }
 
@@ -169,14 +169,15 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
   }
   std::vector<std::string> foreign;
   for (const std::string& file : held) {
-    if (fs::path(file).extension() == ".h5" && !saved_by_hisvid(fs::path(path) / file))
-      foreign.push_back(file);
+    if (fs::path(file).extension() != ".h5") continue;
+    const std::string why = not_saved_by_hisvid(fs::path(path) / file);
+    if (!why.empty()) foreign.push_back(file + " (" + why + ")");
   }
   if (!foreign.empty()) {
     fail(
-        "--out {}: holds {}, which hisvid did not save (Keras model files?); a run there would replace "
-        "them, so hisvid does not start one, --overwrite or not: choose another --out, or move them",
-        path, fmt::format("{}", fmt::join(foreign, ", ")));
+        "--out {}: holds {}, which hisvid did not save; a run there would replace them, so hisvid does not "
+        "start one, --overwrite or not: choose another --out, or move them",
+        path, fmt::format("{}", fmt::join(foreign, "; ")));
   }
   if (!overwrite) {
     fail("--out {}: holds an earlier run ({}); continue it with --resume {}, or replace it with --overwrite",

@@ -135,10 +135,17 @@ void require_weights_only(const std::string& weights, const std::string& model) 
 }
 }  // namespace
 
+void require_classifier(const models::LoadedModel& loaded, const std::string& weights) {
+  if (loaded.model.head() != models::Head::None) return;
+  fail(
+      "{}: the last layer '{}' gives no class probabilities (no softmax or sigmoid, and no Dense layer whose "
+      "outputs are a classifier's logits): hisvid classifies with models whose outputs are classes",
+      weights, loaded.model.layers().back()->name());
+}
+
 models::LoadedModel load_model_option(const std::string& weights, const std::string& model) {
   if (model.empty()) return models::load_model(weights);
-  require_weights_only(weights, model);
-  try {
+  try {  // refuses a file with its own architecture
     return models::load_weights_file(weights, model);
   } catch (const Error& e) {
     fail("--model {} with --weights {}: {}", model, weights, e.what());
@@ -323,8 +330,7 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
   }
 }
 
-// What a command line may not combine: --resume continues a run as it was defined, --weights
-// brings its own architecture.
+// What a command line may not combine: --resume continues a run as it was defined.
 void check_combinations(const TrainArgs& given) {
   if (!given.resume.empty()) {
     const std::string checkpoint = resume_checkpoint(given.resume);
@@ -338,8 +344,8 @@ void check_combinations(const TrainArgs& given) {
           "{} with --resume: a resumed run keeps the settings it started with; only --epochs, --cache, "
           "--data (where the same videos are now), --device, --workers, --stream, --eval-batch-size, "
           "--cuda-graphs and --tf32 may change (to change {}, start a new run from the checkpoint: --weights "
-          "{})",
-          option, option, checkpoint);
+          "{}{})",
+          option, option, checkpoint, option == "--model" ? ", which keeps the run's architecture" : "");
     }
   }
 }

@@ -96,6 +96,10 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
 // that architecture; --model with a file that has its own architecture is refused.
 models::LoadedModel load_model_option(const std::string& weights, const std::string& model);
 
+// Fails, naming the file, unless the model's outputs are class scores: a final softmax or sigmoid,
+// or a Dense layer read as logits (a regressor's outputs are not classes).
+void require_classifier(const models::LoadedModel& loaded, const std::string& weights);
+
 // The help text of --model where it gives a weights-only --weights file its architecture.
 extern const char* const kWeightsArchitectureHelp;
 
