@@ -2,7 +2,7 @@
 // float64 naive reference and, with --time, timed, on the cases each kernel registered
 // (kernels/harness.h). The rows are the engine's own (nothing copied that could drift).
 //
-//   kernel_lab [--kernel conv2d_forward,...] [--case seed_] [--row cpu] [--time] [--min-time 0.2]
+//   kernel_lab [--kernel conv2d_forward,...] [--case seed_] [--row cpu|cuda*] [--time] [--min-time 0.2]
 //
 // One line per (kernel, case, row): ok or FAIL, and with --time the time per call, GFLOP/s
 // where the case states its flops, and GB/s of the buffers read and written once. CUDA rows
@@ -27,9 +27,12 @@ std::vector<std::string> split(const std::string& list) {
   return out;
 }
 
+// A name is selected by a wanted entry equal to it (or containing it, with `substring`), or by
+// one ending in '*' that it starts with ("cuda*": every CUDA row).
 bool selected(const std::vector<std::string>& wanted, const std::string& name, bool substring) {
   if (wanted.empty()) return true;
   for (const std::string& w : wanted) {
+    if (!w.empty() && w.back() == '*' && name.rfind(w.substr(0, w.size() - 1), 0) == 0) return true;
     if (substring ? name.find(w) != std::string::npos : name == w) return true;
   }
   return false;
