@@ -920,6 +920,10 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
                   "--cache", "clips.h5", "--overwrite"},
                  {"lrcn_smal"});
   expect_refused(dir_,
+                 {"train", "--model", "lrcn_smal", "--data", "data", "--epochs", "1", "--out", "typo_run"},
+                 {"lrcn_smal"});
+  EXPECT_FALSE(fs::exists(dir_ / "typo_run"));
+  expect_refused(dir_,
                  {"train", "--weights", "kept/model.h5", "--data", "data", "--epochs", "1", "--out", "kept",
                   "--cache", "clips.h5", "--overwrite"},
                  {"--out kept", "model.h5", "an input"});

@@ -500,6 +500,8 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     fail("--data {}", e.what());
   }
   if (!args.init_weights.empty() && args.model_given) require_weights_only(args.init_weights, args.model);
+  // A --model that names no zoo model nor a readable spec (a typo) is refused before --out is made.
+  if (!resuming && (args.init_weights.empty() || args.model_given)) (void)models::load_spec(args.model);
   std::optional<RunDirectory> run_directory;
   if (lead)
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
