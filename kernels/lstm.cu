@@ -562,9 +562,10 @@ __global__ void __launch_bounds__(kStepV2MaxThreads)
     float* Rt = window + 4 * F * s.TIH * s.TIW;
     stage_window_v2(s, k.dzg + k.dzg_at(0, t + 1, 0, 0), 4 * F, s.y_tile - (2 - conv.pad_top),
                     s.x_tile - (2 - conv.pad_left), window);
-    for (int i = threadIdx.x; i < 9 * 4 * F * F; i += blockDim.x) {  // i = ((tap*4 + q)*F + o)*F + fin
-      const int fin = i % F, rest = i / F, o = rest % F, q = (rest / F) % 4, tap = rest / F / 4;
-      Rt[i] = k.R[(int64_t(tap) * F + fin) * 4 * F + q * F + o];
+    // Read in R's own order, i = (tap*F + fin)*4F + q*F + o, so that a warp's loads are one run.
+    for (int i = threadIdx.x; i < 9 * 4 * F * F; i += blockDim.x) {
+      const int o = i % F, q = (i / F) % 4, fin = (i / (4 * F)) % F, tap = i / (4 * F * F);
+      Rt[((tap * 4 + q) * F + o) * F + fin] = k.R[i];
     }
     __syncthreads();
     const int tap_row = 3 * 4 * F * F;  // Rt's floats from tap (kh, kw) to (kh+1, kw)
