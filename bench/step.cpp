@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "layers/layer.h"
+#include "models/loss.h"
 #include "models/zoo.h"
 
 namespace hisvid::bench {
@@ -29,8 +30,12 @@ StepRunner::StepRunner(const std::string& model, int classes, int batch, Device 
 }
 
 void StepRunner::train_step() {
-  const Tensor logits = model_.forward(x_, {true, &rng_}, models::Output::Logits);
-  backward(ops::softmax_cross_entropy(logits, y_).loss);
+  if (model_.binary()) {  // one sigmoid unit: the trainer's binary cross-entropy against column 1
+    backward(models::model_loss(model_, x_, y_, {true, &rng_}).loss);
+  } else {
+    const Tensor logits = model_.forward(x_, {true, &rng_}, models::Output::Logits);
+    backward(ops::softmax_cross_entropy(logits, y_).loss);
+  }
   optimizer_->step(weights_);
   zero_grad(weights_);
 }

@@ -109,13 +109,17 @@ void require_float32_dtype(const nlohmann::json& dtype, const std::string& where
 std::string activation_name(const ActivationSpec& spec) {
   if (spec.softmax) return "softmax";
   switch (spec.elementwise) {
-    case Activation::Relu: return "relu";
-    case Activation::Tanh: return "tanh";
-    case Activation::Sigmoid: return "sigmoid";
+    case Activation::Relu:
+      return "relu";
+    case Activation::Tanh:
+      return "tanh";
+    case Activation::Sigmoid:
+      return "sigmoid";
     case Activation::HardSigmoid:
     case Activation::HardSigmoidKeras3:
       return "hard_sigmoid";
-    case Activation::Linear: break;
+    case Activation::Linear:
+      break;
   }
   return "linear";
 }
@@ -203,7 +207,9 @@ std::array<int, 2> ConfigReader::pair(const char* key, std::array<int, 2> fallba
 }
 
 ActivationSpec ConfigReader::activation(const char* key, const std::string& fallback) {
-  const std::string name = string(key, fallback);
+  // An explicit null is Keras's activations.get(None): linear, not the layer's default.
+  const std::string name =
+      has(key) && config_[key].is_null() ? (take(key), std::string("linear")) : string(key, fallback);
   if (name == "linear") return {Activation::Linear, false};
   if (name == "relu") return {Activation::Relu, false};
   if (name == "tanh") return {Activation::Tanh, false};
@@ -212,8 +218,8 @@ ActivationSpec ConfigReader::activation(const char* key, const std::string& fall
   if (name == "hard_sigmoid")
     return {version_.keras3() ? Activation::HardSigmoidKeras3 : Activation::HardSigmoid, false};
   if (name == "softmax") return {Activation::Linear, true};
-  error("unknown activation '{}' for '{}' (expected linear, relu, tanh, sigmoid, hard_sigmoid or softmax)", name,
-        key);
+  error("unknown activation '{}' for '{}' (expected linear, relu, tanh, sigmoid, hard_sigmoid or softmax)",
+        name, key);
 }
 
 Padding ConfigReader::padding(const char* key, const std::string& fallback) {

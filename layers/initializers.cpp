@@ -63,7 +63,8 @@ Fans compute_fans(const Shape& shape) {
   if (shape.rank() == 0) return {1, 1};
   if (shape.rank() == 1) return {static_cast<double>(shape[0]), static_cast<double>(shape[0])};
   const double receptive = static_cast<double>(shape.prod(0, shape.rank() - 2));
-  return {receptive * static_cast<double>(shape[shape.rank() - 2]), receptive * static_cast<double>(shape.back())};
+  return {receptive * static_cast<double>(shape[shape.rank() - 2]),
+          receptive * static_cast<double>(shape.back())};
 }
 
 // Standard normal truncated at +-2, by rejection on successive Philox draws of element i.
@@ -79,19 +80,29 @@ double truncated_normal(const RandomDraw& draw, uint64_t i) {
 
 // Orthonormal columns of a (rows x cols) normal matrix, rows >= cols, by modified Gram-Schmidt
 // (the QR factor with a positive diagonal in R, i.e. Keras's Q * sign(diag(R))).
-std::vector<double> orthonormal_columns(std::vector<double> a, int64_t rows, int64_t cols) {
+std::vector<double> orthonormal_columns(const std::vector<double>& a, int64_t rows, int64_t cols) {
+  // On a transposed copy, each column contiguous: the same sums in the same order, but read along
+  // cache lines (an LSTM of 1024 units took 52 s striding down the rows' columns).
+  std::vector<double> t(a.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) t[c * rows + r] = a[r * cols + c];
   for (int64_t j = 0; j < cols; ++j) {
+    double* cj = t.data() + j * rows;
     for (int64_t k = 0; k < j; ++k) {
+      const double* ck = t.data() + k * rows;
       double dot = 0.0;
-      for (int64_t r = 0; r < rows; ++r) dot += a[r * cols + k] * a[r * cols + j];
-      for (int64_t r = 0; r < rows; ++r) a[r * cols + j] -= dot * a[r * cols + k];
+      for (int64_t r = 0; r < rows; ++r) dot += ck[r] * cj[r];
+      for (int64_t r = 0; r < rows; ++r) cj[r] -= dot * ck[r];
     }
     double norm = 0.0;
-    for (int64_t r = 0; r < rows; ++r) norm += a[r * cols + j] * a[r * cols + j];
+    for (int64_t r = 0; r < rows; ++r) norm += cj[r] * cj[r];
     norm = std::sqrt(norm);
-    for (int64_t r = 0; r < rows; ++r) a[r * cols + j] /= norm;
+    for (int64_t r = 0; r < rows; ++r) cj[r] /= norm;
   }
-  return a;
+  std::vector<double> q(a.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) q[r * cols + c] = t[c * rows + r];
+  return q;
 }
 
 }  // namespace
@@ -170,8 +181,9 @@ Tensor Initializer::sample(const Shape& shape, Generator& rng) const {
     const int64_t cols = shape.rank() > 0 ? shape.back() : 1;
     const int64_t tall = std::max(rows, cols), wide = std::min(rows, cols);
     std::vector<double> normal(static_cast<size_t>(tall * wide));
-    for (int64_t i = 0; i < tall * wide; ++i) normal[i] = philox_normal(draw.seed, draw.offset, static_cast<uint64_t>(i));
-    const std::vector<double> q = orthonormal_columns(std::move(normal), tall, wide);  // (tall, wide)
+    for (int64_t i = 0; i < tall * wide; ++i)
+      normal[i] = philox_normal(draw.seed, draw.offset, static_cast<uint64_t>(i));
+    const std::vector<double> q = orthonormal_columns(normal, tall, wide);  // (tall, wide)
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
         // rows >= cols: the kernel is Q itself; rows < cols: Q transposed.
@@ -188,7 +200,11 @@ Initializer read_initializer(ConfigReader& reader, const char* key, const std::s
   const InitializerClass* cls = nullptr;
   nlohmann::json config = nlohmann::json::object();
   if (spec.is_null() || spec.is_string()) {
-    const std::string name = spec.is_string() ? spec.get<std::string>() : fallback;
+    // An explicit null is add_weight(initializer=None): Keras's glorot_uniform for float weights,
+    // not the layer's default.
+    const std::string name = spec.is_string()  ? spec.get<std::string>()
+                             : reader.has(key) ? "glorot_uniform"
+                                               : fallback;
     cls = find_by_name(name);
     if (cls == nullptr) fail("{}: unknown initializer '{}'", where, name);
   } else if (spec.is_object()) {

@@ -304,12 +304,14 @@ nlohmann::json Flatten::config() const {
 BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Layer(std::move(name)) {
   read_common(c);
   const nlohmann::json axis = c.raw("axis");
-  // The channel axis only: -1, or Keras's saved form [rank - 1] (checked again in build).
-  if (!(axis.is_null() || axis == -1 ||
-        (axis.is_array() && axis.size() == 1 && axis[0].is_number_integer()))) {
-    c.error("axis {} is not supported (only the last axis)", brief(axis));
+  // The channel axis only: an integer, or Keras 2's saved form [axis]; which axis it names (-1, or
+  // rank - 1 counting the batch axis as Keras does) is checked in build, against the input.
+  const nlohmann::json& value = axis.is_array() && axis.size() == 1 ? axis[0] : axis;
+  if (!(axis.is_null() ||
+        (value.is_number_integer() && value.get<int64_t>() >= -64 && value.get<int64_t>() <= 64))) {
+    c.error("axis {} is not supported (one axis, the last)", brief(axis));
   }
-  axis_ = axis.is_array() ? static_cast<int>(std::clamp<int64_t>(axis[0].get<int64_t>(), -1, 64)) : -1;
+  axis_ = axis.is_null() ? -1 : static_cast<int>(value.get<int64_t>());
   momentum_ = c.number("momentum", 0.99);
   epsilon_ = c.number("epsilon", 1e-3);
   center_ = c.boolean("center", true);
@@ -330,8 +332,8 @@ BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Laye
 
 Shape BatchNormalization::build(const Shape& in, Generator& init) {
   if (in.rank() < 1) fail("{}: needs a channel axis, got input shape {}", where(), in.str());
-  // Keras counts the batch axis: the last axis of a (H, W, C) frame is 3.
-  if (axis_ != -1 && axis_ != in.rank()) {
+  // Keras counts the batch axis: the last axis of a (H, W, C) frame is 3, or -1 from the end.
+  if ((axis_ < 0 ? axis_ + in.rank() + 1 : axis_) != in.rank()) {
     fail("{}: axis {} is not the channel axis of input {} (only the last axis is supported)", where(), axis_,
          in.str());
   }

@@ -62,6 +62,10 @@ std::unique_ptr<Layer> LayerFactory::make(const nlohmann::json& spec, const std:
     if (!config["name"].is_string())
       fail("{} ({}): name must be a string, got {}", where, cls, brief(config["name"]));
     name = config["name"].get<std::string>();
+    // A layer's name is its group in a model file (Keras 3 refuses '/' in names too).
+    if (name.empty() || name == "." || name.find('/') != std::string::npos) {
+      fail("{} ({}): the name '{}' cannot name a layer (not empty, not '.', no '/')", where, cls, name);
+    }
     if (!used_.insert(name).second) fail("{} ({}): the name '{}' is used twice", where, cls, name);
   } else {
     name = unique_name(cls);

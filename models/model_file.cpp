@@ -604,11 +604,7 @@ LoadedModel load_model(const std::string& path) {
     model.set_input_shape(read_shape_list(meta["input_shape"], path + ": the hisvid input_shape"));
   }
   if (!model.has_input_shape()) fail("{}: the model declares no input shape", path);
-  try {
-    model.build(0);
-  } catch (const std::exception& e) {  // a layer's input does not fit it: which file says so
-    fail("{}: the model's layers do not fit together: {}", path, e.what());
-  }
+  model.build(0);  // a layer whose input does not fit it names the file (Sequential::build)
   const std::vector<std::string> trainable_names = load_weights_mapped(model, file, path);
   ModelExtras& extras = loaded.extras;
   warn_non_finite(model, path, &extras.warnings);

@@ -75,13 +75,17 @@ Shape read_input_layer(const nlohmann::json& config, const std::string& where,
   reader.ignore("batch_shape");
   reader.ignore("input_shape");
   reader.ignore("batch_size");
+  // Keras 3's InputLayer(shape=...) as written by hand: the shape without the batch axis.
+  Shape shape;
+  const nlohmann::json given = reader.raw("shape");
+  const bool by_shape = !given.is_null();
+  if (by_shape) shape = read_input_shape(given, where, "shape", false);
   layers::require_float32_dtype(reader.raw("dtype"), where);
   for (const char* key : {"sparse", "ragged", "optional"}) reader.require_default(key, {false, nullptr});
   reader.ignore("input_tensor");  // only ever null in a saved config
   reader.finish();
-  Shape shape;
-  if (!declared_input_shape(config, where, &shape))
-    fail("{}: no input shape (batch_input_shape or batch_shape)", where);
+  if (!declared_input_shape(config, where, &shape) && !by_shape)
+    fail("{}: no input shape (batch_input_shape, batch_shape or shape)", where);
   return shape;
 }
 
@@ -99,6 +103,7 @@ std::string with_commas(int64_t n) {
 Sequential Sequential::from_json(const nlohmann::json& spec, const std::string& source,
                                  const layers::KerasVersion& version) {
   Sequential model;
+  model.source_ = source;
   model.version_ = version;
   const nlohmann::json* layer_list = nullptr;
   nlohmann::json config;
@@ -248,7 +253,13 @@ void Sequential::build(uint64_t seed) {
   }
   Generator init(seed);
   Shape shape = input_shape_;
-  for (const auto& layer : layers_) shape = layer->build(shape, init);
+  try {
+    for (const auto& layer : layers_) shape = layer->build(shape, init);
+  } catch (const Error& e) {  // a layer whose input does not fit it: which spec says so
+    const std::string what = e.what();
+    if (source_.empty() || what.rfind(source_, 0) == 0) throw;
+    fail("{}: {}", source_, what);
+  }
   built_ = true;
   if (device_.is_cuda()) to(device_);
 }

@@ -116,6 +116,7 @@ class Sequential {
 
  private:
   std::string name_ = "sequential";
+  std::string source_;  // the spec's file or zoo name (from_json's `source`), for build's errors
   layers::KerasVersion version_;
   Shape input_shape_;
   std::vector<std::unique_ptr<layers::Layer>> layers_;

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "layers/config.h"
+#include "models/keras_format.h"
 
 namespace hisvid::models {
 
@@ -66,7 +67,16 @@ Sequential load_spec(const std::string& model, int classes, const std::string& o
     } catch (const nlohmann::json::exception& e) {
       fail("{}: not a valid JSON spec: {}", model, e.what());
     }
-    return Sequential::from_json(spec, model, version);
+    // Keras 3's model.to_json() states no keras_version, but its objects carry a "module": where
+    // the caller knows no version either, such a spec computes as Keras 3 (its hard_sigmoid, its
+    // ConvLSTM2D gates), not with Keras 2.8's defaults.
+    const layers::KerasVersion unstated{};
+    const bool keras3_form = spec.is_object() && spec.contains("module") && !spec.contains("keras_version");
+    const bool caller_unstated =
+        version.major == unstated.major && version.minor == unstated.minor && version.patch == unstated.patch;
+    return Sequential::from_json(
+        spec, model,
+        keras3_form && caller_unstated ? layers::KerasVersion::parse(kKeras3WriteVersion, model) : version);
   }();
   if (classes > 0) net.set_num_classes(classes);
   return net;

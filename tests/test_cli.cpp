@@ -386,6 +386,14 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   const Result bad_bench = run(dir_, {"bench", "--model", "lrcnn", "--device", "cpu"});
   EXPECT_EQ(bad_bench.status, 1) << bad_bench.output;
   EXPECT_EQ(bad_bench.output.rfind("hisvid: error: --model 'lrcnn'", 0), 0u) << bad_bench.output;
+  // A binary classifier's spec (one sigmoid unit) benchmarks with its 2 classes and its loss.
+  std::ofstream(dir_ / "binary.json")
+      << R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": )"
+      << R"({"batch_input_shape": [null, 4, 6]}}, {"class_name": "LSTM", "config": {"units": 3}}, )"
+      << R"({"class_name": "Dense", "config": {"units": 1, "activation": "sigmoid"}}]}})";
+  const Result binary = run(dir_, {"bench", "--model", "binary.json", "--device", "cpu", "--steps", "1"});
+  EXPECT_EQ(binary.status, 0) << binary.output;
+  EXPECT_TRUE(contains(binary.output, "binary.json on cpu, 2 classes")) << binary.output;
   // The demo's dataset folder holding someone else's files: refused in the user's words.
   fs::create_directories(dir_ / "foreign_demo" / "data");
   std::ofstream(dir_ / "foreign_demo" / "data" / "notes.txt") << "mine\n";

@@ -2,9 +2,12 @@
 // seeds' numbers), JSON spec round trips, Keras defaults and initializers, errors naming the
 // layer and argument, and float64 gradient checks through every layer type.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include "engine/autograd.h"
@@ -613,6 +616,71 @@ TEST(Spec, UnrollAndTheInputLayersShape) {
   model.build(1);
   EXPECT_EQ(model.input_shape(), (Shape{4, 6}));
   EXPECT_EQ(model.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
+}
+
+// Hand-written and Keras 3 specs read as Keras reads them (from a helper's audit of specs): an
+// explicit null activation is linear (activations.get(None)), not the layer's default; a
+// BatchNormalization axis given as an integer, or naming another axis than the last, is told
+// apart (the last was assumed); a layer name a model file cannot hold is refused when read, not
+// when the first checkpoint is saved; InputLayer(shape=...) gives the shape; a spec in Keras 3's
+// form with no keras_version computes as Keras 3; a layer that does not fit its input names the
+// spec.
+TEST(Spec, NullsAxesNamesAndKeras3Forms) {
+  const auto lstm_spec = [](const std::string& input, const std::string& extra) {
+    return nlohmann::json::parse(
+        R"({"class_name": "Sequential", "config": {"name": "s", "layers": [)" + input +
+        R"(, {"class_name": "LSTM", "config": {"name": "lstm", "units": 3)" + extra +
+        R"(}}, {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}]}})");
+  };
+  const std::string input = R"({"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6]}})";
+  Sequential nulls = Sequential::from_json(
+      lstm_spec(input, R"(, "activation": null, "recurrent_activation": null)"), "nulls");
+  const nlohmann::json lstm = nulls.to_json()["config"]["layers"][1]["config"];
+  EXPECT_EQ(lstm["activation"], "linear");
+  EXPECT_EQ(lstm["recurrent_activation"], "linear");
+
+  const auto bn_spec = [](const std::string& axis) {
+    return nlohmann::json::parse(
+        R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6]}}, {"class_name": "BatchNormalization", "config": {"axis": )" +
+        axis +
+        R"(}}, {"class_name": "Flatten", "config": {}}, {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}]}})");
+  };
+  for (const std::string axis : {"2", "[2]", "-1", "[-1]"}) {
+    Sequential bn = Sequential::from_json(bn_spec(axis), "bn");
+    EXPECT_NO_THROW(bn.build(1)) << axis;
+  }
+  for (const std::string axis : {"1", "[-2]"}) {
+    Sequential bn = Sequential::from_json(bn_spec(axis), "bn spec");
+    expect_error([&] { bn.build(1); }, {"bn spec", "not the channel axis"});
+  }
+  expect_error([&] { Sequential::from_json(bn_spec("[100]"), "bn spec"); }, {"bn spec", "axis [100]"});
+
+  const nlohmann::json slash = nlohmann::json::parse(
+      R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"name": "a/b", "units": 2, "batch_input_shape": [null, 3]}}]}})");
+  expect_error([&] { Sequential::from_json(slash, "slash spec"); },
+               {"slash spec", "'a/b'", "cannot name a layer"});
+
+  Sequential shaped = Sequential::from_json(
+      lstm_spec(R"({"class_name": "InputLayer", "config": {"shape": [4, 6]}})", ""), "shape");
+  EXPECT_EQ(shaped.input_shape(), (Shape{4, 6}));
+
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("hisvid_keras3_spec_" + std::to_string(::getpid()) + ".json"))
+                               .string();
+  nlohmann::json keras3 = lstm_spec(input, "");
+  keras3["module"] = "keras";
+  std::ofstream(path) << keras3.dump();
+  EXPECT_TRUE(load_spec(path).keras_version().keras3());
+  keras3.erase("module");
+  std::ofstream(path) << keras3.dump();
+  EXPECT_FALSE(load_spec(path).keras_version().keras3());
+  std::filesystem::remove(path);
+
+  Sequential too_small = Sequential::from_json(
+      nlohmann::json::parse(
+          R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2, 2, 1]}}, {"class_name": "Conv2D", "config": {"filters": 1, "kernel_size": 3}}]}})"),
+      "small.json");
+  expect_error([&] { too_small.build(1); }, {"small.json: ", "Conv2D"});
 }
 
 TEST(Spec, WhatChangesTheComputationStaysAnError) {

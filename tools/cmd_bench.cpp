@@ -59,17 +59,24 @@ void add_bench_command(CLI::App& app) {
                 "Time the training and evaluation steps replayed from CUDA graphs (a GPU; 3 warm-up steps "
                 "at least)");
   cmd->add_flag("--tf32", args->tf32, "On a GPU: TF32 tensor cores for cuBLAS GEMMs and cuDNN convolutions");
-  cmd->callback([args] {
+  cmd->callback([cmd, args] {
     Console console;
     const Device device = device_option(args->device);
-    models::load_spec(args->model, args->classes);  // a bad --model is named before any output
+    const models::Sequential spec =
+        models::load_spec(args->model);  // a bad --model is named before any output
+    if (cmd->count("--classes") == 0) {
+      // A binary classifier (one sigmoid unit) takes 2 classes; another spec's own units are
+      // replaced by the default, and the header says so.
+      if (spec.binary()) args->classes = 2;
+    }
+    models::load_spec(args->model, args->classes);
     if (args->cuda_graphs) cuda_device_for("--cuda-graphs", args->device);
     if (args->tf32) tf32_on(args->device);
     // A graph step needs its 2 direct steps and the capture before it is timed.
     const int graph_warmup = std::max(
         args->warmup, std::max(models::TrainingStep::kWarmupSteps, models::InferenceStep::kWarmupSteps) + 1);
-    console.line(fmt::format("{} on {}: {} timed steps after {} warm-up steps, median", args->model,
-                             device.str(), args->steps, args->warmup));
+    console.line(fmt::format("{} on {}, {} classes: {} timed steps after {} warm-up steps, median",
+                             args->model, device.str(), args->classes, args->steps, args->warmup));
     Allocator& memory = allocator_for(device);
     for (bool train : {true, false}) {
       const int batch = train ? args->train_batch : args->eval_batch;

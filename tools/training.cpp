@@ -563,6 +563,22 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   const int K = static_cast<int>(clips.class_names.size());
   if (resuming) check_same_clips(checkpoint.extras.training_state["run"], clips, args.data.root, "--resume");
   if (!model.built()) {
+    // The final Dense layer takes the data's class count; a spec file that declared another is
+    // told so (the zoo's models take any).
+    const std::vector<std::string> zoo = models::zoo_names();
+    if (std::find(zoo.begin(), zoo.end(), args.model) == zoo.end()) {
+      int declared = 0;
+      try {
+        declared = model.num_classes();
+      } catch (const Error&) {  // no final Dense layer: set_num_classes names it next
+      }
+      if (declared > 0 && declared != K) {
+        console.note(
+            fmt::format("note: the final Dense layer of {} declares {} classes; the data has {}, so it is "
+                        "built with {}",
+                        args.model, declared, K, K));
+      }
+    }
     model.set_num_classes(K);
     model.build(args.seed);
   }
