@@ -108,20 +108,9 @@ void require_float32_dtype(const nlohmann::json& dtype, const std::string& where
 
 std::string activation_name(const ActivationSpec& spec) {
   if (spec.softmax) return "softmax";
-  switch (spec.elementwise) {
-    case Activation::Relu:
-      return "relu";
-    case Activation::Tanh:
-      return "tanh";
-    case Activation::Sigmoid:
-      return "sigmoid";
-    case Activation::HardSigmoid:
-    case Activation::HardSigmoidKeras3:
-      return "hard_sigmoid";
-    case Activation::Linear:
-      break;
-  }
-  return "linear";
+  // Keras writes one name for both hard_sigmoid formulas: the file's version tells them apart.
+  if (spec.elementwise == Activation::HardSigmoidKeras3) return "hard_sigmoid";
+  return activation_label(spec.elementwise);
 }
 
 std::string padding_name(Padding padding) { return padding == Padding::Same ? "same" : "valid"; }
