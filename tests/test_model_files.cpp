@@ -449,7 +449,8 @@ TEST(ModelFiles, ALinearDenseHeadIsReadAsLogits) {
   EXPECT_EQ(loaded.model.head(), Head::Softmax);
   EXPECT_EQ(loaded.model.to_json(), linear.to_json());
   NoGradGuard no_grad;
-  const Tensor x = quantised_clips();
+  const Tensor x =
+      Generator(9).uniform(Shape{3, 20, 64, 64, 3}, 0.0, 1.0);  // three clips of the LRCN's input
   const Tensor logits = linear.forward(x, {});
   const Tensor probabilities = loaded.model.forward(x, {});
   expect_same_bits(probabilities, ops::softmax(logits), "softmax of the linear outputs");
