@@ -931,6 +931,16 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
                  {"train", "--model", "lrcn_smal", "--data", "data", "--epochs", "1", "--out", "typo_run"},
                  {"lrcn_smal"});
   EXPECT_FALSE(fs::exists(dir_ / "typo_run"));
+  // A spec that cannot train as a classifier (its last Dense linear) is refused before any video
+  // is decoded or --out made.
+  std::ofstream(dir_ / "linear.json")
+      << R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": )"
+      << R"({"batch_input_shape": [null, 20, 64, 64, 3]}}, {"class_name": "Flatten", "config": {}}, )"
+      << R"({"class_name": "Dense", "config": {"name": "scores", "units": 4}}]}})";
+  expect_refused(
+      dir_, {"train", "--model", "linear.json", "--data", "data", "--epochs", "1", "--out", "linear_run"},
+      {"--model linear.json", "'scores'", "no softmax or sigmoid"});
+  EXPECT_FALSE(fs::exists(dir_ / "linear_run"));
   expect_refused(dir_,
                  {"train", "--weights", "kept/model.h5", "--data", "data", "--epochs", "1", "--out", "kept",
                   "--cache", "clips.h5", "--overwrite"},

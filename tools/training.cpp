@@ -500,8 +500,25 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     fail("--data {}", e.what());
   }
   if (!args.init_weights.empty() && args.model_given) require_weights_only(args.init_weights, args.model);
-  // A --model that names no zoo model nor a readable spec (a typo) is refused before --out is made.
-  if (!resuming && (args.init_weights.empty() || args.model_given)) (void)models::load_spec(args.model);
+  // A --model that names no zoo model nor a readable spec (a typo) is refused before --out is made,
+  // and a spec that cannot be trained as a classifier before the videos are decoded: no final Dense
+  // layer to take the data's classes, or no softmax or sigmoid on it.
+  if (!resuming && (args.init_weights.empty() || args.model_given)) {
+    const models::Sequential spec = models::load_spec(args.model);
+    if (args.init_weights.empty()) {
+      try {
+        (void)spec.num_classes();
+      } catch (const Error& e) {
+        fail("--model {}: {} (the data's classes are set on it)", args.model, e.what());
+      }
+      if (spec.head() == models::Head::None) {
+        fail(
+            "--model {}: the final Dense layer '{}' has no softmax or sigmoid: a classifier trains on "
+            "Dense(..., activation='softmax'), or Dense(1, activation='sigmoid') for two classes",
+            args.model, spec.layers().back()->name());
+      }
+    }
+  }
   std::optional<RunDirectory> run_directory;
   if (lead)
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
