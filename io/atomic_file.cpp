@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -75,14 +76,23 @@ std::string storage_reason(const std::string& message) {
 
 }  // namespace
 
-std::string missing_reason(const std::string& path, const std::string& what) {
+std::string broken_link_target(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code error;
-  if (fs::is_symlink(fs::symlink_status(path, error))) {
-    const fs::path target = fs::read_symlink(path, error);
-    if (!error) return "a symbolic link to " + target.string() + ", which does not exist";
-  }
-  return "no such " + what;
+  if (!fs::is_symlink(fs::symlink_status(path, error)) || fs::exists(path, error)) return "";
+  const fs::path target = fs::read_symlink(path, error);
+  return error ? "" : target.string();
+}
+
+std::string missing_reason(const std::string& path, const std::string& what) {
+  const std::string target = broken_link_target(path);
+  return target.empty() ? "no such " + what : "a symbolic link to " + target + ", which does not exist";
+}
+
+std::string lowercase_extension(const std::string& path) {
+  std::string extension = std::filesystem::path(path).extension().string();
+  for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return extension;
 }
 
 void write_atomically(const std::string& given, const std::function<void(const std::string& temp)>& fill) {

@@ -23,8 +23,14 @@ void write_atomically(const std::string& path, const std::function<void(const st
 // files are never touched.
 void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle = std::chrono::seconds(0));
 
+// The target of `path` when it is a symbolic link that leads nowhere, else "".
+std::string broken_link_target(const std::string& path);
+
 // Why `path`, which does not exist, cannot be read: "no such file", or for a symbolic link whose
 // target is gone, "a symbolic link to <target>, which does not exist".
 std::string missing_reason(const std::string& path, const std::string& what = "file");
+
+// The extension of `path` in lower case (".avi" for OUT.AVI), "" when it has none.
+std::string lowercase_extension(const std::string& path);
 
 }  // namespace hisvid::io

@@ -66,8 +66,8 @@ void check_readable(const std::string& path) {
   std::error_code error;
   const fs::file_status status = fs::status(path, error);
   if (status.type() == fs::file_type::not_found) {
-    const std::string why = missing_reason(path);  // a broken link names its target
-    video_fail(path, why == "no such file" ? "does not exist" : "is " + why);
+    const std::string target = broken_link_target(path);
+    video_fail(path, target.empty() ? "does not exist" : "is " + missing_reason(path));
   }
   // Any other failure to stat it, e.g. a folder above it that may not be searched.
   if (error) video_fail(path, "is not readable: " + errno_text(error.value()));
@@ -284,8 +284,7 @@ const std::vector<std::string>& video_extensions() {
 bool is_video_entry(const std::filesystem::directory_entry& entry) {
   const std::string name = entry.path().filename().string();
   if (name.empty() || name[0] == '.') return false;
-  std::string extension = entry.path().extension().string();
-  for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string extension = lowercase_extension(entry.path().string());
   const std::vector<std::string>& known = video_extensions();
   if (std::find(known.begin(), known.end(), extension) == known.end()) return false;
   std::error_code error;

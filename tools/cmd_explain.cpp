@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "io/annotate.h"
+#include "io/atomic_file.h"
 #include "io/plots.h"
 #include "io/video.h"
 #include "models/explain.h"
@@ -56,7 +57,7 @@ void add_explain_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     const Device device = device_option(args->device);  // before any work
-    if (lowercase_extension(args->out) != ".avi") {
+    if (io::lowercase_extension(args->out) != ".avi") {
       fail("--out {}: the explained video is written as MJPG in an AVI file: name it .avi", args->out);
     }
     const std::string grid =

@@ -125,7 +125,7 @@ void add_predict_command(CLI::App& app) {
     std::vector<std::string> inputs = videos;
     inputs.push_back(args->weights);
     if (!args->out.empty()) {
-      if (lowercase_extension(args->out) != ".avi") {
+      if (io::lowercase_extension(args->out) != ".avi") {
         fail("--out {}: the labelled video is written as MJPG in an AVI file: name it .avi", args->out);
       }
       require_new_output(args->out, inputs, args->overwrite, "--out");

@@ -5,7 +5,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -74,12 +73,6 @@ const std::vector<std::string>& report_files() {
   static const std::vector<std::string> files = {"report.txt", "report.json", "predictions.csv",
                                                  "confusion.png"};
   return files;
-}
-
-std::string lowercase_extension(const std::string& path) {
-  std::string extension = fs::path(path).extension().string();
-  for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return extension;
 }
 
 const std::vector<std::string>& run_files() {

@@ -24,9 +24,6 @@ void require_writable_output(const std::string& output, const std::string& optio
 // The files a training run writes into its directory.
 const std::vector<std::string>& run_files();
 
-// The extension of `path` in lower case (".avi" for OUT.AVI), "" when it has none.
-std::string lowercase_extension(const std::string& path);
-
 // The files `hisvid evaluate --out DIR` writes: report.txt, report.json, predictions.csv and
 // confusion.png.
 const std::vector<std::string>& report_files();
