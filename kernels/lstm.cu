@@ -417,12 +417,21 @@ int step_v2_copies(const Step& k) {
   return k.masks != nullptr ? 4 : 1;
 }
 
-// The most dynamic shared memory a block of the current device may opt into.
+// The most dynamic shared memory a block of the current device may opt into, asked of the
+// driver once per device (every tiles_v2 launch asks twice).
 size_t shared_optin_bytes() {
-  int device = 0, bytes = 0;
+  static std::mutex mutex;
+  static std::map<int, size_t> known;
+  int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return static_cast<size_t>(bytes);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(device);
+  if (it == known.end()) {
+    int bytes = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    it = known.emplace(device, static_cast<size_t>(bytes)).first;
+  }
+  return it->second;
 }
 
 template <typename Step>

@@ -941,6 +941,18 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
       dir_, {"train", "--model", "linear.json", "--data", "data", "--epochs", "1", "--out", "linear_run"},
       {"--model linear.json", "'scores'", "no softmax or sigmoid"});
   EXPECT_FALSE(fs::exists(dir_ / "linear_run"));
+  // An unreadable --weights is refused before --out is made; a run refused after making it (too
+  // few clips to hold validation clips out, found once the videos are read) takes its directory
+  // away again, with the parents it made, since it saved nothing.
+  expect_refused(dir_,
+                 {"train", "--weights", "mine.csv", "--data", "data", "--epochs", "1", "--out", "csv_run"},
+                 {"mine.csv"});
+  EXPECT_FALSE(fs::exists(dir_ / "csv_run"));
+  expect_refused(dir_,
+                 {"train", "--data", "data", "--epochs", "1", "--out", "made/late_run", "--cache", "clips.h5",
+                  "--test-split", "0.95"},
+                 {"too few", "--validation-split"});
+  EXPECT_FALSE(fs::exists(dir_ / "made"));
   expect_refused(dir_,
                  {"train", "--weights", "kept/model.h5", "--data", "data", "--epochs", "1", "--out", "kept",
                   "--cache", "clips.h5", "--overwrite"},

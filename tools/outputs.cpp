@@ -125,6 +125,12 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
   if (fs::exists(status) && !fs::is_directory(status)) {
     fail("--out {}: is a file, not a directory (a run writes several files into its directory)", path);
   }
+  // The directories this run makes, innermost first: removed again if it ends without saving.
+  for (fs::path dir = fs::absolute(path, error); !dir.empty() && !fs::exists(dir, error);
+       dir = dir.parent_path()) {
+    created_.push_back(dir.string());
+    if (dir == dir.parent_path()) break;
+  }
   fs::create_directories(path, error);
   if (error) fail("--out {}: cannot create the directory: {}", path, error.message());
   const std::string lock_path = (fs::path(path) / ".hisvid-lock").string();
@@ -189,7 +195,23 @@ void RunDirectory::replace_earlier_run() {
 }
 
 RunDirectory::~RunDirectory() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock; the file stays for the next run
+  // A directory this run made holds nothing but the lock when the run saved nothing (a refusal,
+  // bad data, Ctrl-C in the first epoch): it goes, with the parents made for it, so that a failed
+  // command leaves no trace. Otherwise the lock file stays for the next run.
+  std::error_code error;
+  if (!created_.empty() && lock_fd_ >= 0) {
+    bool only_lock = true;
+    for (const fs::directory_entry& entry : fs::directory_iterator(path_, error)) {
+      if (entry.path().filename() != ".hisvid-lock") only_lock = false;
+    }
+    if (only_lock && !error) {
+      fs::remove(fs::path(path_) / ".hisvid-lock", error);
+      for (const std::string& dir : created_) {
+        if (!fs::remove(dir, error)) break;  // not empty (another command wrote there): kept
+      }
+    }
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }
 
 }  // namespace hisvid::tools

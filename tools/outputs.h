@@ -33,8 +33,9 @@ const std::vector<std::string>& report_files();
 // `overwrite` is false. Called before any work, so that a refusal costs nothing.
 void require_new_reports(const std::string& dir, const std::vector<std::string>& inputs, bool overwrite);
 
-// A run directory held for the life of the object: created when missing, locked (flock on
-// <dir>/.hisvid-lock, released by the kernel when the process ends however it ends) so that a
+// A run directory held for the life of the object: created when missing (and removed again, with
+// the parents made for it, when the object ends and it holds nothing but the lock), locked (flock
+// on <dir>/.hisvid-lock, released by the kernel when the process ends however it ends) so that a
 // second run on it fails at once, and cleared of the temporary files a killed run left
 // (<file>.tmp-<pid>-<n>... of processes no longer running).
 class RunDirectory {
@@ -59,6 +60,7 @@ class RunDirectory {
  private:
   std::string path_;
   std::vector<std::string> earlier_;  // the earlier run's files, while they are kept
+  std::vector<std::string> created_;  // the directories it made, innermost first
   int lock_fd_ = -1;
 };
 

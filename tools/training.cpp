@@ -500,38 +500,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     fail("--data {}", e.what());
   }
   if (!args.init_weights.empty() && args.model_given) require_weights_only(args.init_weights, args.model);
-  // A --model that names no zoo model nor a readable spec (a typo) is refused before --out is made,
-  // and a spec that cannot be trained as a classifier before the videos are decoded: no final Dense
-  // layer to take the data's classes, or no softmax or sigmoid on it.
-  if (!resuming && (args.init_weights.empty() || args.model_given)) {
-    const models::Sequential spec = models::load_spec(args.model);
-    if (args.init_weights.empty()) {
-      try {
-        (void)spec.num_classes();
-      } catch (const Error& e) {
-        fail("--model {}: {} (the data's classes are set on it)", args.model, e.what());
-      }
-      if (spec.head() == models::Head::None) {
-        fail(
-            "--model {}: the final Dense layer '{}' has no softmax or sigmoid: a classifier trains on "
-            "Dense(..., activation='softmax'), or Dense(1, activation='sigmoid') for two classes",
-            args.model, spec.layers().back()->name());
-      }
-    }
-  }
-  std::optional<RunDirectory> run_directory;
-  if (lead)
-    run_directory.emplace(args.out_dir, !resuming, args.overwrite,
-                          std::vector<std::string>{args.init_weights, args.data.cache});
-  comm.barrier();
-  Device device = device_option(args.device);
-  if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
-    device = Device::cuda(comm.local_rank());  // one GPU per rank of a machine
-  }
-  if (args.tf32) cuda_set_allow_tf32(device, true);
-
-  // The model first: its input shape says how to extract the clips; its class count is set from
-  // the data afterwards.
+  // The model before --out is made: a --model that names no zoo model nor a readable spec (a typo),
+  // a --weights file that cannot be read, or a spec that cannot be trained as a classifier (no
+  // final Dense layer to take the data's classes, or no softmax or sigmoid on it) is refused
+  // before the run directory and the videos. Its input shape says how to extract the clips; its
+  // class count is set from the data afterwards.
   models::Sequential model;
   std::unique_ptr<Optimizer> optimizer;
   std::vector<std::string> model_classes;
@@ -553,12 +526,34 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     }
   } else {
     model = models::load_spec(args.model);
+    try {
+      (void)model.num_classes();
+    } catch (const Error& e) {
+      fail("--model {}: {} (the data's classes are set on it)", args.model, e.what());
+    }
+    if (model.head() == models::Head::None) {
+      fail(
+          "--model {}: the final Dense layer '{}' has no softmax or sigmoid: a classifier trains on "
+          "Dense(..., activation='softmax'), or Dense(1, activation='sigmoid') for two classes",
+          args.model, model.layers().back()->name());
+    }
     if (!model.has_input_shape()) {
       model.set_input_shape(Shape{args.data.frames, args.data.height, args.data.width, args.data.channels});
     }
   }
-  args.data.follow_model(model);
   check_before_decoding(args, resuming, model, model_classes, data_classes, console);
+  std::optional<RunDirectory> run_directory;
+  if (lead)
+    run_directory.emplace(args.out_dir, !resuming, args.overwrite,
+                          std::vector<std::string>{args.init_weights, args.data.cache});
+  comm.barrier();
+  Device device = device_option(args.device);
+  if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
+    device = Device::cuda(comm.local_rank());  // one GPU per rank of a machine
+  }
+  if (args.tf32) cuda_set_allow_tf32(device, true);
+
+  args.data.follow_model(model);
 
   const io::ClipSet clips = load_data(args.data, console, &comm);
   if (comm.size() > 1) {
