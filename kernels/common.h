@@ -187,10 +187,12 @@ struct Window1d {
 
 HISVID_HD Window1d window_1d(int in, int kernel, int stride, Padding padding) {
   if (padding == Padding::Valid) return {in < kernel ? 0 : (in - kernel) / stride + 1, 0};
-  int out = (in + stride - 1) / stride;
-  int pad_total = (out - 1) * stride + kernel - in;
+  // In 64 bits: in + stride - 1 overflows an int for strides near INT_MAX (out <= in, and
+  // pad_total < kernel, fit again).
+  const int64_t out = (int64_t(in) + stride - 1) / stride;
+  int64_t pad_total = (out - 1) * stride + kernel - in;
   if (pad_total < 0) pad_total = 0;
-  return {out, pad_total / 2};
+  return {static_cast<int>(out), static_cast<int>(pad_total / 2)};
 }
 
 // A buffer of at least n elements owned by the calling thread and kept between calls: the CPU
