@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "io/atomic_file.h"
+#include "io/video.h"
 
 namespace hisvid::io {
 
@@ -44,6 +45,15 @@ void write_annotated_video(const std::string& path, int height, int width, doubl
     });
     if (i != labels.size()) fail("{}: {} frames for {} labels", path, i, labels.size());
     writer.release();
+    // OpenCV's writer reports no write error: a full disk or a file-size limit cuts the video short
+    // without a word. Read back before it replaces anything: every frame must be there.
+    const int64_t readable = count_readable_frames(temp);
+    if (readable != static_cast<int64_t>(labels.size())) {
+      fail(
+          "{}: not written: the video OpenCV wrote holds {} of its {} frames (a full disk or a file-size "
+          "limit; OpenCV does not say which); the earlier file, if there was one, is as it was",
+          path, readable, labels.size());
+    }
   });
 }
 

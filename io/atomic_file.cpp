@@ -2,8 +2,10 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -11,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <set>
 
 #include "engine/error.h"
 
@@ -29,16 +33,14 @@ void sync_file(const std::string& path) {
   if (status != 0) fail("{}: cannot sync to disk: {}", path, std::strerror(error));
 }
 
-// Makes the rename itself durable. Best effort: by now the new file is in place, and a failure
-// here only weakens the guarantee after a power loss.
-void sync_directory(const std::filesystem::path& directory) {
+}  // namespace
+
+void sync_directory(const std::string& directory) {
   const int fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;
   ::fsync(fd);
   ::close(fd);
 }
-
-}  // namespace
 
 namespace {
 
@@ -95,15 +97,71 @@ std::string lowercase_extension(const std::string& path) {
   return extension;
 }
 
+namespace {
+
+std::mutex new_files_mutex;
+std::set<std::string>& new_files() {
+  static std::set<std::string> files;
+  return files;
+}
+
+std::string normal_path(const std::string& path) {
+  std::error_code error;
+  return std::filesystem::absolute(path, error).lexically_normal().string();
+}
+
+// Puts temp in path's place unless a file is there: renameat2's RENAME_NOREPLACE, or where the
+// file system lacks it a hard link (which fails on an existing name too) and the temp's removal.
+void rename_no_replace(const std::string& temp, const std::string& path, const std::string& given) {
+  if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) return;
+  int error = errno;
+  if (error == EINVAL || error == ENOSYS) {
+    if (::link(temp.c_str(), path.c_str()) == 0) {
+      ::unlink(temp.c_str());
+      return;
+    }
+    error = errno;
+  }
+  if (error == EEXIST) {
+    fail(
+        "{}: not written: another process made this file while this command ran; it is kept (add --overwrite "
+        "to replace it)",
+        given);
+  }
+  fail("renaming {} to {} failed: {}", temp, path, std::strerror(error));
+}
+
+}  // namespace
+
+void expect_new_file(const std::string& path) {
+  std::lock_guard<std::mutex> lock(new_files_mutex);
+  new_files().insert(normal_path(path));
+}
+
 void write_atomically(const std::string& given, const std::function<void(const std::string& temp)>& fill) {
   const std::string path = link_target(given);
   static std::atomic<unsigned> counter{0};
   const std::string temp = fmt::format("{}.tmp-{}-{}{}", path, ::getpid(), counter++,
                                        std::filesystem::path(path).extension().string());
+  remove_stale_temporaries(path);  // a killed command's half-written file of the same target
   try {
     fill(temp);
     sync_file(temp);
-    if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    // A file replaced keeps its permissions (a private file stays private) and, where this
+    // process may give it, its owner.
+    struct stat before {};
+    if (::stat(path.c_str(), &before) == 0) {
+      ::chmod(temp.c_str(), before.st_mode & 07777);
+      if (::geteuid() == 0) (void)!::chown(temp.c_str(), before.st_uid, before.st_gid);
+    }
+    bool must_be_new = false;
+    {
+      std::lock_guard<std::mutex> lock(new_files_mutex);
+      must_be_new = new_files().count(normal_path(given)) != 0;
+    }
+    if (must_be_new) {
+      rename_no_replace(temp, path, given);
+    } else if (std::rename(temp.c_str(), path.c_str()) != 0) {
       fail("renaming {} over it failed: {}", temp, std::strerror(errno));
     }
   } catch (const std::exception& e) {
@@ -120,7 +178,26 @@ void write_atomically(const std::string& given, const std::function<void(const s
     std::filesystem::remove(temp, ignored);
     throw;
   }
-  sync_directory(std::filesystem::path(path).parent_path());
+  sync_directory(std::filesystem::path(path).parent_path().string());
+}
+
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  write_atomically(path, [&](const std::string& temp) {
+    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) fail("{}: cannot create {}: {}", path, temp, std::strerror(errno));
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int error = n < 0 ? errno : ENOSPC;
+        ::close(fd);
+        fail("{}: cannot write: {}", path, std::strerror(error));
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::close(fd) != 0) fail("{}: cannot write: {}", path, std::strerror(errno));
+  });
 }
 
 void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle) {
@@ -131,7 +208,14 @@ void remove_stale_temporaries(const std::string& path, std::chrono::seconds idle
   std::error_code error;
   for (fs::directory_iterator it(directory, error); !error && it != fs::directory_iterator();
        it.increment(error)) {
-    const std::string name = it->path().filename().string();
+    std::string name = it->path().filename().string();
+    // libzip writes a .keras archive to <temp>.XXXXXX first, then renames it to <temp>.
+    if (name.size() > 7 + extension.size() && name[name.size() - 7] == '.' &&
+        std::all_of(name.end() - 6, name.end(),
+                    [](char c) { return std::isalnum(static_cast<unsigned char>(c)); }) &&
+        name.compare(name.size() - 7 - extension.size(), extension.size(), extension) == 0) {
+      name.resize(name.size() - 7);
+    }
     if (name.size() <= prefix.size() + extension.size() || name.compare(0, prefix.size(), prefix) != 0 ||
         name.compare(name.size() - extension.size(), extension.size(), extension) != 0) {
       continue;

@@ -6,7 +6,9 @@
 // renamed over the target, and the directory synced (best effort). If fill or any step throws,
 // the temporary file is removed and the exception propagates: the target is never touched, so
 // a crash, a full disk or Ctrl-C leaves the previous file as it was. A path that is a symbolic link
-// is written through: the file it leads to is replaced, and the link stays.
+// is written through: the file it leads to is replaced, and the link stays. A file replaced keeps
+// its permission bits (and owner, when run as root). The temporary files of the same target that
+// a killed process left are removed first (remove_stale_temporaries).
 #pragma once
 
 #include <chrono>
@@ -17,7 +19,22 @@ namespace hisvid::io {
 
 void write_atomically(const std::string& path, const std::function<void(const std::string& temp)>& fill);
 
-// Removes the temporary files of `path` (`<path>.tmp-<pid>-<n><extension>`) that write_atomically
+// Marks `path` as a file the command found absent and was not asked to replace (no --overwrite):
+// write_atomically then puts it in place only if it is still absent, so that a file another
+// process made there meanwhile (a second command writing the same output) is kept, and the
+// write fails saying so.
+void expect_new_file(const std::string& path);
+
+// write_atomically of `bytes`, with every write checked (the system's reason, such as "No space
+// left on device", in the error).
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
+// Makes renames in `directory` ("" for the working directory) durable: fsync of the directory,
+// best effort (a failure only weakens the guarantee after a power loss).
+void sync_directory(const std::string& directory);
+
+// Removes the temporary files of `path` (`<path>.tmp-<pid>-<n><extension>`, and libzip's own
+// `<that>.XXXXXX` from a .keras archive being written) that write_atomically
 // left behind in a process that no longer runs on this machine, and that nothing has written for
 // at least `idle` (a writer on another machine sharing the directory keeps its file fresh). Other
 // files are never touched.

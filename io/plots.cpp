@@ -57,14 +57,12 @@ std::string format_tick(double v, double step) {
   return fmt::format("{:.{}f}", v, decimals);
 }
 
+// Encoded in memory, then written with every write checked: cv::imwrite does not check its
+// final flush, and reported a PNG cut short by a full disk as written.
 void write_png(const std::string& path, const cv::Mat& img) {
-  try {
-    write_atomically(path, [&](const std::string& temp) {
-      if (!cv::imwrite(temp, img)) fail("OpenCV could not write the PNG");
-    });
-  } catch (const std::exception& e) {
-    fail("{}: cannot write the picture (is the directory writable?): {}", path, e.what());
-  }
+  std::vector<uchar> png;
+  if (!cv::imencode(".png", img, png)) fail("{}: OpenCV could not encode the picture as PNG", path);
+  write_file_atomically(path, std::string(png.begin(), png.end()));
 }
 
 // White -> dark blue, like matplotlib's "Blues".

@@ -33,6 +33,7 @@
 
 #include "engine/error.h"
 #include "io/synthetic.h"
+#include "io/video.h"
 
 namespace hisvid::io {
 
@@ -136,9 +137,16 @@ void write_clip(const fs::path& path, const SyntheticSpec& spec, const std::stri
       writer.write(cv::Mat(spec.height, spec.width, CV_8UC3, frames.data() + t * frame_bytes));
     }
     writer.release();
-    std::error_code error;
-    if (!fs::is_regular_file(partial, error) || fs::file_size(partial, error) == 0) {
-      fail("{}: OpenCV's FFmpeg writer left no data", partial.string());
+    // The writer reports no write error: a clip cut short by a full disk or a file-size limit is
+    // found by reading it back, before it takes its name.
+    const int64_t readable = count_readable_frames(partial.string());
+    if (readable != spec.frames_per_clip) {
+      std::error_code error;
+      const std::string why =
+          !fs::is_regular_file(partial, error) || fs::file_size(partial, error) == 0
+              ? "it holds no data"
+              : fmt::format("it holds {} of its {} frames", readable, spec.frames_per_clip);
+      fail("{}: not written: {} (a full disk, or a file-size limit?)", path.string(), why);
     }
     fs::rename(partial, path);
   } catch (const cv::Exception& e) {
@@ -221,7 +229,9 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
     remove_partials(folder);
     for (int clip = 0; clip < spec.clips_per_class; ++clip, ++next) {
       const fs::path& path = paths[next];
-      if (!resume || !fs::exists(path)) {
+      // Run again, a clip already there is kept when it is whole (one cut short by an older
+      // hisvid, which did not read its clips back, is written again).
+      if (!resume || !fs::exists(path) || count_readable_frames(path.string()) != spec.frames_per_clip) {
         write_clip(path, spec, name, clip);
       }
       written.push_back(path.string());

@@ -273,6 +273,19 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
   return video;
 }
 
+int64_t count_readable_frames(const std::string& path) {
+  silence_video_logging();
+  const int api = cv::videoio_registry::hasBackend(cv::CAP_FFMPEG) ? cv::CAP_FFMPEG : cv::CAP_ANY;
+  cv::VideoCapture capture;
+  int64_t frames = 0;
+  try {
+    if (!capture.open(path, api) || !capture.isOpened()) return 0;
+    while (capture.grab()) ++frames;
+  } catch (const cv::Exception&) {  // what was read before the damage counts
+  }
+  return frames;
+}
+
 const std::vector<std::string>& video_extensions() {
   // Camcorders' .mts/.m2ts and broadcast .ts, older phones' .3gp, Ogg's .ogv beside the usual.
   static const std::vector<std::string> extensions = {".avi", ".mp4",  ".mkv",  ".mov", ".webm",

@@ -71,6 +71,11 @@ int64_t for_each_frame(const std::string& path, int height, int width,
 DecodedVideo decode_all_frames(const std::string& path, int height, int width, bool keep_originals,
                                int channels = 3);
 
+// How many frames of the video file `path` can be read back (0 when it cannot be opened): the
+// check of a file just written, since OpenCV's writer reports no write error (a full disk or a
+// file-size limit cuts the video short without a word).
+int64_t count_readable_frames(const std::string& path);
+
 // File extensions treated as videos when scanning a dataset folder (lower case, with the dot).
 const std::vector<std::string>& video_extensions();
 

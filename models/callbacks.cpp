@@ -208,12 +208,7 @@ std::string history_csv(const std::vector<EpochLog>& history) {
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) {
-  io::write_atomically(path, [&](const std::string& temp) {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) fail("{}: cannot write the file (disk full or not writable?)", path);
-  });
+  io::write_file_atomically(path, text);
 }
 
 void CSVLogger::on_epoch_end(EpochEnd& end) { write_text_atomically(path_, history_csv(end.history)); }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 
 #include "engine/autograd.h"
@@ -99,13 +100,15 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
     callbacks_.push_back(std::make_unique<ReduceLROnPlateau>(*options_.reduce_lr));
   }
   if (!options_.checkpoint_dir.empty() && (comm_ == nullptr || comm_->rank() == 0)) {  // rank 0 writes
-    callbacks_.push_back(std::make_unique<CSVLogger>(options_.checkpoint_dir + "/history.csv"));
+    // The checkpoints before history.csv: a run stopped between them (a full disk, a kill) has
+    // last.h5 to resume from, and history.csv never lists an epoch that last.h5 lacks.
     const std::string monitor = options_.early_stopping     ? options_.early_stopping->monitor
                                 : split_.validation.empty() ? "loss"
                                                             : "val_loss";
     auto checkpoint = std::make_unique<ModelCheckpoint>(options_.checkpoint_dir, monitor);
     checkpoint_ = checkpoint.get();
     callbacks_.push_back(std::move(checkpoint));
+    callbacks_.push_back(std::make_unique<CSVLogger>(options_.checkpoint_dir + "/history.csv"));
   }
 }
 
@@ -140,15 +143,55 @@ void Trainer::resume(const nlohmann::json& state) {
   if (checkpoint_ != nullptr && !state.contains(checkpoint_->key()) && state.contains("early_stopping")) {
     checkpoint_->restore(state.at("early_stopping"));
   }
-  if (early_stopping_ != nullptr && options_.early_stopping->restore_best_weights &&
-      early_stopping_->best_epoch() > 0 && !options_.checkpoint_dir.empty()) {
-    const LoadedModel best = load_model(options_.checkpoint_dir + "/best.h5");
-    std::vector<Tensor> weights;
-    for (const layers::Layer* layer : best.model.layers()) {
+  const bool restores = early_stopping_ != nullptr && options_.early_stopping->restore_best_weights &&
+                        early_stopping_->best_epoch() > 0;
+  const int best_epoch = checkpoint_ != nullptr ? checkpoint_->best_epoch()
+                         : restores             ? early_stopping_->best_epoch()
+                                                : 0;
+  if (best_epoch == 0 || options_.checkpoint_dir.empty() || (checkpoint_ == nullptr && !restores)) return;
+  // best.h5 holds the run's best epoch, unless the run stopped between saving last.h5, which
+  // records the epoch as the best, and best.h5 (a full disk, a kill): then best.h5 holds an
+  // earlier epoch or is missing, the best epoch is the one resumed from, and best.h5 is saved
+  // again from it.
+  const std::string path = options_.checkpoint_dir + "/best.h5";
+  std::optional<LoadedModel> best;
+  int held = 0;
+  std::string why = "missing";
+  std::error_code error;
+  if (std::filesystem::exists(path, error)) {
+    try {
+      best = load_model(path);
+      const nlohmann::json& s = best->extras.training_state;
+      held =
+          s.is_object() && s.contains("epoch") && s["epoch"].is_number_integer() ? s["epoch"].get<int>() : 0;
+      why = held > 0 ? fmt::format("epoch {}", held) : "no epoch record";
+    } catch (const Error& e) {
+      why = e.what();
+    }
+  }
+  const int resumed = state.at("epoch").get<int>();
+  if (held != best_epoch) {
+    if (best_epoch != resumed) {
+      fail(
+          "resume: {} holds {}, but the run's best epoch is {} (the checkpoint resumed holds epoch {}): the "
+          "best weights are lost; train on from {} with --weights, or start again",
+          path, why, best_epoch, resumed, options_.checkpoint_dir + "/last.h5");
+    }
+    best.reset();
+    if (checkpoint_ != nullptr) save_checkpoint("best.h5");
+  }
+  if (!restores) return;
+  std::vector<Tensor> weights;
+  if (best) {
+    for (const layers::Layer* layer : best->model.layers()) {
       for (const layers::Weight& w : layer->weights()) weights.push_back(w.value.to(model_.device()));
     }
-    early_stopping_->restore_best_weights(std::move(weights));
+  } else {  // the epoch resumed from is the best
+    for (const layers::Layer* layer : model_.layers()) {
+      for (const layers::Weight& w : layer->weights()) weights.push_back(w.value.clone());
+    }
   }
+  early_stopping_->restore_best_weights(std::move(weights));
 }
 
 void Trainer::save_checkpoint(const std::string& file) const {
@@ -359,6 +402,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
     EpochEnd end{history_, model_, optimizer_, [this](const std::string& file) { save_checkpoint(file); },
                  message};
     for (const auto& callback : callbacks_) callback->on_epoch_end(end);
+    if (progress.on_epoch_saved) progress.on_epoch_saved(history_.back());
     if (end.stop) break;
   }
   return result();

@@ -68,6 +68,8 @@ struct FitProgress {
   // and accuracy back from the device, which a GPU step otherwise never waits for).
   std::function<void(int epoch, int step, int steps, double loss, double accuracy)> on_batch;
   std::function<void(const EpochLog&)> on_epoch;
+  // After the epoch's callbacks, its checkpoints and history.csv saved.
+  std::function<void(const EpochLog&)> on_epoch_saved;
   // Messages such as "Epoch 00031: ReduceLROnPlateau reducing learning rate to 0.0002".
   std::function<void(const std::string&)> on_message;
   // Polled between batches; true stops the run (Ctrl-C).

@@ -15,12 +15,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 #include <sstream>
 #include <thread>
 
 #include "io/hdf5.h"
+#include "io/video.h"
 #include "models/model_file.h"
 
 namespace {
@@ -368,6 +370,103 @@ TEST_F(Cli, DiskFullWhileCheckpointingKeepsThePreviousCheckpoint) {
   const std::string after((std::istreambuf_iterator<char>(after_in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(after, before);  // untouched, still the epoch-1 checkpoint
   EXPECT_EQ(hisvid::models::load_model(last.string()).extras.training_state["epoch"].get<int>(), 1);
+}
+
+// A full disk (a file-size limit here, which fails a write as a full disk does) in the middle of
+// a command never costs what was saved before it, and never passes a file cut short for a whole
+// one: the run directory an --overwrite run replaces, best.h5 of a run stopped before it was
+// written, annotated videos, PNG reports, generated clips, standard output.
+TEST_F(Cli, AFullDiskCostsNothingSaved) {
+  ASSERT_EQ(train("earlier", 1).status, 0);
+  const fs::path run_dir = dir_ / "earlier";
+  const auto files_of = [&] {
+    std::map<std::string, std::string> files;
+    for (const auto& entry : fs::directory_iterator(run_dir)) {
+      const std::string name = entry.path().filename().string();
+      if (entry.is_regular_file() && name != ".hisvid-lock") files[name] = file_bytes(entry.path());
+    }
+    return files;
+  };
+  const std::map<std::string, std::string> before = files_of();
+  ASSERT_TRUE(before.count("last.h5") && before.count("best.h5") && before.count("report.txt"));
+  const rlim_t half_checkpoint = before.at("last.h5").size() / 2;
+
+  // --overwrite whose first epoch cannot be saved: the earlier run is whole again.
+  const Result replaced = run(dir_,
+                              {"train", "--model", "lrcn", "--data", "data", "--epochs", "1", "--out",
+                               "earlier", "--cache", "clips.h5", "--patience", "-1", "--overwrite"},
+                              half_checkpoint);
+  EXPECT_EQ(replaced.status, 1) << replaced.output;
+  EXPECT_TRUE(contains(replaced.output, "not written")) << replaced.output;
+  EXPECT_TRUE(files_of() == before);  // (not EXPECT_EQ: it would print every byte of a difference)
+  EXPECT_FALSE(fs::exists(run_dir / ".hisvid-earlier"));
+
+  // Killed between setting the earlier run aside and saving its first epoch (as a run leaves
+  // it): the next run on the directory puts the earlier run back.
+  fs::create_directory(run_dir / ".hisvid-earlier");
+  for (const auto& [file, bytes] : before) fs::rename(run_dir / file, run_dir / ".hisvid-earlier" / file);
+  std::ofstream(run_dir / "last.h5") << "a checkpoint of the killed run";
+  const Result back = run(dir_, {"train", "--resume", "earlier", "--epochs", "1"});
+  EXPECT_EQ(back.status, 0) << back.output;
+  EXPECT_TRUE(contains(back.output, "back in place")) << back.output;
+  EXPECT_TRUE(file_bytes(run_dir / "last.h5") == before.at("last.h5"));
+  EXPECT_FALSE(fs::exists(run_dir / ".hisvid-earlier"));
+
+  // Stopped between last.h5, which records its epoch as the best, and best.h5: --resume saves
+  // best.h5 again from last.h5 (it failed with "no such file", or restored an older epoch).
+  fs::remove(run_dir / "best.h5");
+  const Result mended = run(dir_, {"train", "--resume", "earlier", "--epochs", "1"});
+  EXPECT_EQ(mended.status, 0) << mended.output;
+  ASSERT_TRUE(fs::exists(run_dir / "best.h5"));
+  EXPECT_EQ(
+      hisvid::models::load_model((run_dir / "best.h5").string()).extras.training_state["epoch"].get<int>(),
+      1);
+
+  // An annotated video and a PNG report that would be cut short: refused, the earlier kept.
+  const std::string video = "data/Grow/v_Grow_g01_c01.avi";
+  ASSERT_EQ(run(dir_, {"predict", "--weights", "earlier/model.h5", video, "--out", "kept.avi"}).status, 0);
+  const std::string video_bytes = file_bytes(dir_ / "kept.avi");
+  const Result cut_video =
+      run(dir_, {"predict", "--weights", "earlier/model.h5", video, "--out", "kept.avi", "--overwrite"},
+          video_bytes.size() / 2);
+  EXPECT_EQ(cut_video.status, 1) << cut_video.output;
+  EXPECT_TRUE(contains(cut_video.output, "kept.avi: not written")) << cut_video.output;
+  EXPECT_TRUE(file_bytes(dir_ / "kept.avi") == video_bytes);
+  const std::vector<std::string> evaluate = {"evaluate", "--weights", "earlier/model.h5",
+                                             "--data",   "data",      "--cache",
+                                             "clips.h5", "--out",     "png_reports"};
+  ASSERT_EQ(run(dir_, evaluate).status, 0);
+  const std::string png = file_bytes(dir_ / "png_reports/confusion.png");
+  for (const char* text : {"report.txt", "report.json", "predictions.csv"})
+    ASSERT_LT(2 * file_bytes(dir_ / "png_reports" / text).size(), png.size()) << text;
+  std::vector<std::string> again = evaluate;
+  again.push_back("--overwrite");
+  const Result cut_png = run(dir_, again, png.size() / 2);
+  EXPECT_EQ(cut_png.status, 1) << cut_png.output;
+  EXPECT_TRUE(contains(cut_png.output, "confusion.png: not written")) << cut_png.output;
+  EXPECT_TRUE(file_bytes(dir_ / "png_reports/confusion.png") == png);
+
+  // Generated clips: none cut short under its own name; run again, the dataset is whole.
+  const std::vector<std::string> make = {
+      "make-dataset", "--out",  "cut", "--clips-per-class", "2",          "--frames",
+      "24",           "--size", "64",  "--classes",         "Grow,Shrink"};
+  const Result cut_clips = run(dir_, make, file_bytes(dir_ / video).size() / 2);
+  EXPECT_EQ(cut_clips.status, 1) << cut_clips.output;
+  EXPECT_TRUE(contains(cut_clips.output, "not written")) << cut_clips.output;
+  const auto clips_in = [&] {
+    std::vector<int64_t> frames;
+    for (const auto& entry : fs::recursive_directory_iterator(dir_ / "cut")) {
+      if (entry.path().extension() == ".avi")
+        frames.push_back(hisvid::io::count_readable_frames(entry.path().string()));
+    }
+    return frames;
+  };
+  for (const int64_t frames : clips_in()) EXPECT_EQ(frames, 24);
+  ASSERT_EQ(run(dir_, make).status, 0);
+  EXPECT_EQ(clips_in(), std::vector<int64_t>(4, 24));
+
+  // Standard output that cannot be written is an error, not a silent success.
+  EXPECT_EQ(run(dir_, {"summary", "--model", "lrcn"}, 64).status, 1);
 }
 
 TEST_F(Cli, UsageErrorsAndSummary) {
@@ -891,9 +990,13 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   expect_refused(dir_, {"predict", "--weights", "kept/model.h5", "data/Grow", "--csv", "mine.csv"},
                  {"mine.csv", "--overwrite"});
   EXPECT_EQ(file_bytes(dir_ / "mine.csv"), "my own notes\n");
+  fs::permissions(dir_ / "mine.csv", fs::perms::owner_read | fs::perms::owner_write);
   const Result replaced =
       run(dir_, {"predict", "--weights", "kept/model.h5", "data/Grow", "--csv", "mine.csv", "--overwrite"});
   EXPECT_EQ(replaced.status, 0) << replaced.output;
+  // A private file replaced stays private.
+  EXPECT_EQ(fs::status(dir_ / "mine.csv").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
 
   // A run directory holding a run: --resume or --overwrite; a file is not a run directory.
   expect_refused(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "kept", "--cache", "clips.h5"},

@@ -960,6 +960,52 @@ TEST(AtomicWrite, StaleTemporariesOfThePathGoAndNothingElse) {
   std::ofstream(dir / ("c.h5.tmp-" + dead + "-2.h5")) << "x";
   remove_stale_temporaries((dir / "c.h5").string(), std::chrono::seconds(600));
   EXPECT_TRUE(fs::exists(dir / ("c.h5.tmp-" + dead + "-2.h5")));
+  // libzip's own temporary of a .keras archive being written: <temp>.XXXXXX.
+  std::ofstream(dir / ("m.keras.tmp-" + dead + "-0.keras.4v67ty")) << "x";
+  std::ofstream(dir / ("m.keras.tmp-" + dead + "-0.keras.notes")) << "x";
+  remove_stale_temporaries((dir / "m.keras").string());
+  EXPECT_FALSE(fs::exists(dir / ("m.keras.tmp-" + dead + "-0.keras.4v67ty")));
+  EXPECT_TRUE(fs::exists(dir / ("m.keras.tmp-" + dead + "-0.keras.notes")));
+  // Every write of a path first removes what a killed writer of it left.
+  std::ofstream(dir / ("c.h5.tmp-" + dead + "-3.h5")) << "x";
+  write_file_atomically((dir / "c.h5").string(), "whole");
+  EXPECT_FALSE(fs::exists(dir / ("c.h5.tmp-" + dead + "-3.h5")));
+  fs::remove_all(dir);
+}
+
+TEST(AtomicWrite, AReplacedFileKeepsItsPermissions) {
+  const fs::path dir = fs::temp_directory_path() / ("hisvid_mode_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "private.csv") << "mine";
+  fs::permissions(dir / "private.csv", fs::perms::owner_read | fs::perms::owner_write);
+  write_file_atomically((dir / "private.csv").string(), "new");
+  EXPECT_EQ(text_of(dir / "private.csv"), "new");
+  EXPECT_EQ(fs::status(dir / "private.csv").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+  fs::remove_all(dir);
+}
+
+// A file the command found absent (no --overwrite) that another process made meanwhile is kept,
+// and the write says so; without the mark the same write replaces it.
+TEST(AtomicWrite, AFileExpectedNewIsNeverReplaced) {
+  const fs::path dir = fs::temp_directory_path() / ("hisvid_new_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string path = (dir / "same.csv").string();
+  expect_new_file(path);
+  std::ofstream(path) << "the other command's";
+  try {
+    write_file_atomically(path, "this command's");
+    ADD_FAILURE() << "replaced a file expected new";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another process made this file"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(text_of(path), "the other command's");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);  // no temporary left
+  write_file_atomically((dir / "other.csv").string(), "a");
+  write_file_atomically((dir / "other.csv").string(), "b");
+  EXPECT_EQ(text_of(dir / "other.csv"), "b");
   fs::remove_all(dir);
 }
 

@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "engine/error.h"
+#include "io/atomic_file.h"
 #include "models/model_file.h"
 #include "tools/commands.h"
 #include "tools/outputs.h"
@@ -50,6 +51,8 @@ void add_convert_command(CLI::App& app) {
         fail("convert: the output {} is the input file itself", args->output);
       }
       if (!args->overwrite) fail("convert: {} exists (add --overwrite to replace it)", args->output);
+    } else if (!args->overwrite) {
+      io::expect_new_file(args->output);  // one another command makes meanwhile is kept
     }
     const models::LoadedModel loaded = load_model_option(args->input, args->model);
     for (const std::string& warning : loaded.extras.warnings)

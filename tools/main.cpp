@@ -1,9 +1,13 @@
 // hisvid — the command-line tool. Each subcommand lives in its own tools/cmd_*.cpp; this file
 // parses the command line and turns any error into one message on stderr and exit status 1.
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <iostream>
 #include <new>
 #include <string>
 
@@ -11,7 +15,28 @@
 #include "tools/commands.h"
 #include "tools/console.h"
 
+namespace {
+
+// Standard output written to a full disk or /dev/full loses the text without a word unless
+// checked: the data is in the stream's buffers until the flush at exit.
+int check_standard_output() {
+  errno = 0;
+  std::cout.flush();
+  if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    const int error = errno;
+    std::fprintf(stderr, "hisvid: error: writing standard output failed: %s\n",
+                 error != 0 ? std::strerror(error) : "unknown error");
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) would kill the process in the middle of a write with no word;
+  // ignored, the write fails with EFBIG and hisvid says which file was not written.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"hisvid: video classification with the seeds' LRCN and ConvLSTM, from scratch in C++/CUDA"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hisvid 0.1.0");
@@ -89,5 +114,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hisvid: error: %s\n", what.c_str());
     return 1;
   }
-  return 0;
+  return check_standard_output();
 }

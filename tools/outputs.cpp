@@ -19,6 +19,11 @@ namespace hisvid::tools {
 namespace fs = std::filesystem;
 
 namespace {
+// Where an earlier run's files wait while a new run in the directory saves its first epoch.
+const char* const kEarlier = ".hisvid-earlier";
+}  // namespace
+
+namespace {
 
 // Fails, naming `option` and `what`, when `dir` is the directory of a training run in progress
 // (its .hisvid-lock held): that run rewrites its files at every epoch.
@@ -36,11 +41,19 @@ void require_no_run_in_progress(const fs::path& dir, const std::string& option, 
 
 void require_output_directory(const std::string& output, const std::string& option) {
   const fs::path parent = fs::path(output).parent_path();
-  if (parent.empty()) return;  // the working directory
   std::error_code error;
-  const fs::file_status status = fs::status(parent, error);
-  if (!fs::exists(status)) fail("{} {}: the directory {} does not exist", option, output, parent.string());
-  if (!fs::is_directory(status)) fail("{} {}: {} is not a directory", option, output, parent.string());
+  if (!parent.empty()) {  // else the working directory
+    const fs::file_status status = fs::status(parent, error);
+    if (!fs::exists(status)) fail("{} {}: the directory {} does not exist", option, output, parent.string());
+    if (!fs::is_directory(status)) fail("{} {}: {} is not a directory", option, output, parent.string());
+  }
+  // The file is written as a new one beside it and renamed (io/atomic_file.h): its directory
+  // must take new files.
+  const std::string dir = parent.empty() ? "." : parent.string();
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    fail("{} {}: cannot write into {}: {}", option, output, parent.empty() ? "the working directory" : dir,
+         std::strerror(errno));
+  }
 }
 
 void require_writable_output(const std::string& output, const std::string& option) {
@@ -59,7 +72,10 @@ void require_new_output(const std::string& output, const std::vector<std::string
   require_writable_output(output, option);
   std::error_code error;
   const fs::file_status status = fs::status(output, error);
-  if (!fs::exists(status)) return;
+  if (!fs::exists(status)) {
+    if (!overwrite) io::expect_new_file(output);  // one another command makes meanwhile is kept
+    return;
+  }
   for (const std::string& input : inputs) {
     if (!input.empty() && fs::equivalent(input, output, error)) {
       fail("{} {}: that is an input of this command; hisvid does not write over its inputs", option, output);
@@ -133,6 +149,8 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
   }
   fs::create_directories(path, error);
   if (error) fail("--out {}: cannot create the directory: {}", path, error.message());
+  if (::access(path.c_str(), W_OK | X_OK) != 0)
+    fail("--out {}: cannot write into the directory: {}", path, std::strerror(errno));
   const std::string lock_path = (fs::path(path) / ".hisvid-lock").string();
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0) fail("--out {}: cannot create {}: {}", path, lock_path, std::strerror(errno));
@@ -150,6 +168,7 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
     // The lock holds without the pid in it; only the message of a second run loses it.
   }
   remove_stale_temporaries(path);
+  restored_ = restore_earlier_run();
   if (!fresh) return;
   std::vector<std::string> held;
   for (const std::string& file : run_files()) {
@@ -185,20 +204,75 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
   earlier_ = held;
 }
 
-void RunDirectory::replace_earlier_run() {
+void RunDirectory::set_aside_earlier_run() {
+  if (earlier_.empty() || set_aside_) return;
+  const fs::path aside = fs::path(path_) / kEarlier;
   std::error_code error;
+  fs::create_directory(aside, error);
+  if (error)
+    fail("--out {}: cannot make {} for the earlier run's files: {}", path_, aside.string(), error.message());
+  set_aside_ = true;  // from here on, a failure moves whatever is aside back
   for (const std::string& file : earlier_) {
-    fs::remove(fs::path(path_) / file, error);
-    if (error) fail("--out {}: cannot remove the earlier run's {}: {}", path_, file, error.message());
+    fs::rename(fs::path(path_) / file, aside / file, error);
+    if (error && fs::exists(fs::path(path_) / file)) {
+      fail("--out {}: cannot move the earlier run's {} aside: {}", path_, file, error.message());
+    }
   }
+  io::sync_directory(path_);
+}
+
+void RunDirectory::drop_earlier_run() {
+  if (!set_aside_) return;
+  std::error_code error;
+  fs::remove_all(fs::path(path_) / kEarlier, error);
+  if (error)
+    fail("--out {}: cannot remove the earlier run's files in {}: {}", path_, kEarlier, error.message());
+  set_aside_ = false;
   earlier_.clear();
 }
+
+namespace {
+
+// The run files in `dir` (a killed run's half-saved first epoch) replaced by those set aside in
+// dir/.hisvid-earlier; false when there are none. The caller holds the directory's lock.
+bool restore_set_aside_files(const std::string& dir) noexcept {
+  const fs::path aside = fs::path(dir) / kEarlier;
+  std::error_code error;
+  if (!fs::is_directory(aside, error)) return false;
+  for (const std::string& file : run_files()) fs::remove(fs::path(dir) / file, error);
+  for (const fs::directory_entry& entry : fs::directory_iterator(aside, error)) {
+    fs::rename(entry.path(), fs::path(dir) / entry.path().filename(), error);
+  }
+  fs::remove(aside, error);  // only when every file went back
+  io::sync_directory(dir);
+  return true;
+}
+
+}  // namespace
+
+bool restore_set_aside_run(const std::string& dir) {
+  std::error_code error;
+  if (!fs::is_directory(fs::path(dir) / kEarlier, error)) return false;
+  const std::string lock_path = (fs::path(dir) / ".hisvid-lock").string();
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("--resume {}: cannot open {}: {}", dir, lock_path, std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    fail("--resume {}: another hisvid run is writing this directory; wait for it", dir);
+  }
+  const bool restored = restore_set_aside_files(dir);
+  ::close(fd);
+  return restored;
+}
+
+bool RunDirectory::restore_earlier_run() noexcept { return restore_set_aside_files(path_); }
 
 RunDirectory::~RunDirectory() {
   // A directory this run made holds nothing but the lock when the run saved nothing (a refusal,
   // bad data, Ctrl-C in the first epoch): it goes, with the parents made for it, so that a failed
   // command leaves no trace. Otherwise the lock file stays for the next run.
   std::error_code error;
+  if (set_aside_) restore_earlier_run();
   if (!created_.empty() && lock_fd_ >= 0) {
     bool only_lock = true;
     for (const fs::directory_entry& entry : fs::directory_iterator(path_, error)) {

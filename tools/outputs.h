@@ -33,6 +33,12 @@ const std::vector<std::string>& report_files();
 // `overwrite` is false. Called before any work, so that a refusal costs nothing.
 void require_new_reports(const std::string& dir, const std::vector<std::string>& inputs, bool overwrite);
 
+// Puts back the files of an earlier run that a run killed between setting them aside and saving
+// its first epoch left in <dir>/.hisvid-earlier/ (as RunDirectory does when it takes the
+// directory), for --resume, which reads the run's last.h5 before that; true when it did. Fails
+// when another run holds the directory.
+bool restore_set_aside_run(const std::string& dir);
+
 // A run directory held for the life of the object: created when missing (and removed again, with
 // the parents made for it, when the object ends and it holds nothing but the lock), locked (flock
 // on <dir>/.hisvid-lock, released by the kernel when the process ends however it ends) so that a
@@ -41,11 +47,14 @@ void require_new_reports(const std::string& dir, const std::vector<std::string>&
 class RunDirectory {
  public:
   // fresh: the directory must not hold a run (run_files()) unless `overwrite`; !fresh: continuing
-  // the run it holds (--resume). An earlier run's files stay until replace_earlier_run(), which
-  // the new run calls just before its first save: a command that fails before that (a typo, bad
-  // data, Ctrl-C or a NaN in the first epoch) leaves the earlier run as it was. `inputs` are the
-  // files the command reads (--weights, --cache): an earlier run's file among them is refused,
-  // overwrite or not, since the new run would replace it.
+  // the run it holds (--resume). An earlier run's files stay as they are until the new run's
+  // first save: set_aside_earlier_run(), just before it, moves them into <dir>/.hisvid-earlier/,
+  // and drop_earlier_run(), once that epoch's files are all saved, deletes them. A command that
+  // fails before (a typo, bad data, Ctrl-C or a NaN in the first epoch) leaves the earlier run
+  // as it was, and so does one that fails in between (a full disk: this object's end; a kill:
+  // the next run on the directory), which removes the half-saved files and moves the earlier
+  // ones back. `inputs` are the files the command reads (--weights, --cache): an earlier run's
+  // file among them is refused, overwrite or not, since the new run would replace it.
   RunDirectory(const std::string& path, bool fresh, bool overwrite,
                const std::vector<std::string>& inputs = {});
   ~RunDirectory();
@@ -54,13 +63,22 @@ class RunDirectory {
 
   // Whether the directory still holds an earlier run that this one will replace.
   bool holds_earlier_run() const { return !earlier_.empty(); }
-  // Removes the earlier run's files (the first call; later ones do nothing).
-  void replace_earlier_run();
+  // Whether the directory held an earlier run set aside by a run that was killed before its first
+  // epoch was saved, now moved back.
+  bool restored_earlier_run() const { return restored_; }
+  // Moves the earlier run's files aside (the first call; later ones do nothing).
+  void set_aside_earlier_run();
+  // Deletes the files set aside (the first call after set_aside_earlier_run).
+  void drop_earlier_run();
 
  private:
+  // Moves files set aside back, after removing the run files in their place; false when none were.
+  bool restore_earlier_run() noexcept;
+
   std::string path_;
   std::vector<std::string> earlier_;  // the earlier run's files, while they are kept
   std::vector<std::string> created_;  // the directories it made, innermost first
+  bool set_aside_ = false, restored_ = false;
   int lock_fd_ = -1;
 };
 

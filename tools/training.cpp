@@ -416,8 +416,17 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   TrainArgs args = given;
   models::LoadedModel checkpoint;
   bool resuming = false;
+  const auto note_restored = [&](const std::string& dir) {
+    console.note(fmt::format(
+        "note: {}: the files of an earlier run, set aside by a run that was killed before it saved its "
+        "first epoch, are back in place",
+        dir));
+  };
   if (!given.resume.empty()) {
     const std::string path = resume_checkpoint(given.resume);
+    const std::string dir =
+        fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string();
+    if (restore_set_aside_run(dir)) note_restored(dir);
     checkpoint = models::load_model(path);
     const nlohmann::json& state = checkpoint.extras.training_state;
     if (!state.is_object() || !state.contains("run") || !state.contains("epoch") ||
@@ -546,6 +555,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   if (lead)
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
                           std::vector<std::string>{args.init_weights, args.data.cache});
+  if (run_directory && run_directory->restored_earlier_run()) note_restored(args.out_dir);
   comm.barrier();
   Device device = device_option(args.device);
   if (comm.size() > 1 && device.is_cuda() && (args.device == "auto" || args.device == "cuda")) {
@@ -652,10 +662,14 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   };
   std::vector<models::EpochLog> history;
   callbacks.on_epoch = [&](const models::EpochLog& log) {
-    // The epoch's checkpoints follow: an earlier run that --overwrite replaces goes now, not before.
-    if (run_directory) run_directory->replace_earlier_run();
+    // The epoch's checkpoints follow: an earlier run that --overwrite replaces is set aside now,
+    // and deleted once they are saved (on_epoch_saved); a failure in between moves it back.
+    if (run_directory) run_directory->set_aside_earlier_run();
     console.finish(log.steps, log.seconds, log.ms_per_step, metrics_text(log));
     history.push_back(log);
+  };
+  callbacks.on_epoch_saved = [&](const models::EpochLog&) {
+    if (run_directory) run_directory->drop_earlier_run();
   };
   callbacks.on_message = [&](const std::string& text) { console.line(text); };
   callbacks.should_stop = [] { return interrupted(); };
@@ -706,6 +720,14 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   if (!lead) return outcome;  // rank 0 saves and reports
   models::save_model(args.out_dir + "/model.h5", model, clips.class_names, optimizer.get(),
                      trainer.training_state());
+  // Reports of an earlier session (a resumed run) describe the model just replaced: they go
+  // before the new ones are computed, so that none is left beside a model it does not describe.
+  std::vector<std::string> reports = report_files();
+  reports.push_back("curves.png");
+  for (const std::string& file : reports) {
+    std::error_code ignored;
+    fs::remove(fs::path(args.out_dir) / file, ignored);
+  }
 
   outcome.model_name = model.name();
   outcome.params = model.count_params();
