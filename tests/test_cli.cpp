@@ -365,6 +365,8 @@ TEST_F(Cli, DiskFullWhileCheckpointingKeepsThePreviousCheckpoint) {
   EXPECT_TRUE(contains(r.output, "last.h5") || contains(r.output, "best.h5")) << r.output;
   // Said plainly, not in HDF5's buffers and offsets.
   EXPECT_TRUE(contains(r.output, "not written: the file size limit was reached")) << r.output;
+  EXPECT_TRUE(contains(r.output, "full/last.h5 holds epoch 1")) << r.output;  // what is saved, and
+  EXPECT_TRUE(contains(r.output, "hisvid train --resume full")) << r.output;  // how to go on
   EXPECT_FALSE(contains(r.output, "bytes actually written")) << r.output;
   std::ifstream after_in(last, std::ios::binary);
   const std::string after((std::istreambuf_iterator<char>(after_in)), std::istreambuf_iterator<char>());

@@ -673,7 +673,27 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   };
   callbacks.on_message = [&](const std::string& text) { console.line(text); };
   callbacks.should_stop = [] { return interrupted(); };
-  models::FitResult fit = trainer.fit(callbacks);
+  models::FitResult fit;
+  try {
+    fit = trainer.fit(callbacks);
+  } catch (const Error& e) {
+    // A save that failed (a full disk): say what the run directory holds now.
+    if (!lead) throw;
+    std::string holds;
+    if (run_directory && run_directory->holds_earlier_run()) {
+      holds = fmt::format("the earlier run in {} is as it was", args.out_dir);
+    } else {
+      const std::string last = args.out_dir + "/last.h5";
+      try {
+        const nlohmann::json state = models::load_model(last).extras.training_state;
+        holds = fmt::format("{} holds epoch {}; once that is mended, go on with: hisvid train --resume {}",
+                            last, state.at("epoch").get<int>(), args.out_dir);
+      } catch (const std::exception&) {
+        holds = "no epoch of this run is saved";
+      }
+    }
+    fail("{} ({})", e.what(), holds);
+  }
   const int done = static_cast<int>(fit.history.size());
   const std::string kept = run_directory && run_directory->holds_earlier_run()
                                ? fmt::format(" (the earlier run in {} is as it was)", args.out_dir)
