@@ -19,8 +19,13 @@
 // every clip generated. A non-empty OUT without a marker is refused.
 // The returned list is every clip of the dataset (class by class, clip by clip), whether this
 // call wrote it or found it.
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -167,6 +172,21 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
   const fs::path marker = out / kMarkerName;
 
   if (fs::exists(out) && !fs::is_directory(out)) fail("{}: exists and is not a directory", out.string());
+  // One writer at a time: a second make-dataset (or demo) on the directory is turned away at once
+  // (both would write the same .partial- files). The lock is the directory's own, released by the
+  // kernel however the process ends; no file is added.
+  fs::create_directories(out);
+  struct Lock {
+    int fd;
+    ~Lock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } const lock{::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (lock.fd < 0) fail("{}: cannot open the directory: {}", out.string(), std::strerror(errno));
+  if (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+    fail("{}: another hisvid is writing a dataset into this directory; wait for it, or choose another",
+         out.string());
+  }
   // A marker whose writing was interrupted is ours too: it does not make the directory foreign.
   const fs::path partial_marker = out / (kPartialPrefix + std::string(kMarkerName));
   if (fs::exists(partial_marker)) fs::remove(partial_marker);  // (a read-only out is then named below)

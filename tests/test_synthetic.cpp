@@ -3,7 +3,9 @@
 // decoded files: the two classes of a pair hold the same frames (their per-frame statistics
 // agree), while the order of the frames carries the class (frame 0 and the last frame differ, and
 // the motion is large and in the class's direction in the 20 frames a model samples at 64 x 64).
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -352,6 +354,20 @@ TEST_F(SyntheticTest, RefusesADirectoryItDidNotWrite) {
   const std::string file_message =
       error_of([&] { make_synthetic_dataset(small_spec(directory_ / "holiday.avi")); });
   EXPECT_NE(file_message.find("not a directory"), std::string::npos) << file_message;
+}
+
+// A second writer on the directory (here this process's own lock, as another make-dataset holds
+// it) is turned away before it writes anything.
+TEST_F(SyntheticTest, OneWriterAtATime) {
+  fs::create_directories(directory_ / "busy");
+  const int held = ::open((directory_ / "busy").c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(held, 0);
+  ASSERT_EQ(::flock(held, LOCK_EX | LOCK_NB), 0);
+  const std::string message = error_of([&] { make_synthetic_dataset(small_spec(directory_ / "busy")); });
+  EXPECT_NE(message.find("another hisvid is writing"), std::string::npos) << message;
+  EXPECT_TRUE(directory_entries(directory_ / "busy").empty());
+  ::close(held);
+  EXPECT_EQ(make_synthetic_dataset(small_spec(directory_ / "busy")).size(), 16u);
 }
 
 TEST_F(SyntheticTest, AcceptsAnEmptyDirectoryOrOneWithAnInterruptedMarker) {
