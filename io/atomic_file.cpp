@@ -133,6 +133,53 @@ void rename_no_replace(const std::string& temp, const std::string& path, const s
 
 }  // namespace
 
+namespace {
+
+// The temporary files being written now, for remove_temporaries_now() in a signal handler:
+// fixed slots of plain characters, since a handler may neither allocate nor lock.
+constexpr int kTempSlots = 16;
+constexpr size_t kTempPathBytes = 4096;
+char temp_slots[kTempSlots][kTempPathBytes];
+std::atomic<bool> temp_slot_used[kTempSlots];
+
+// Holds `temp` in a slot while it exists (a path too long, or more writes at once than slots,
+// goes unlisted: the next write of its target removes it instead).
+class ListedTemporary {
+ public:
+  explicit ListedTemporary(const std::string& temp) {
+    if (temp.size() >= kTempPathBytes) return;
+    for (int i = 0; i < kTempSlots; ++i) {
+      bool expected = false;
+      if (!temp_slot_used[i].load() && temp_slot_used[i].compare_exchange_strong(expected, true)) {
+        // The first character last: a signal meanwhile finds an empty path, never half of one.
+        temp_slots[i][0] = '\0';
+        std::memcpy(temp_slots[i] + 1, temp.c_str() + 1, temp.size());  // the rest and the NUL
+        temp_slots[i][0] = temp[0];
+        slot_ = i;
+        return;
+      }
+    }
+  }
+  ~ListedTemporary() {
+    if (slot_ < 0) return;
+    temp_slots[slot_][0] = '\0';
+    temp_slot_used[slot_].store(false);
+  }
+  ListedTemporary(const ListedTemporary&) = delete;
+  ListedTemporary& operator=(const ListedTemporary&) = delete;
+
+ private:
+  int slot_ = -1;
+};
+
+}  // namespace
+
+void remove_temporaries_now() noexcept {
+  for (int i = 0; i < kTempSlots; ++i) {
+    if (temp_slot_used[i].load() && temp_slots[i][0] != '\0') ::unlink(temp_slots[i]);
+  }
+}
+
 void expect_new_file(const std::string& path) {
   std::lock_guard<std::mutex> lock(new_files_mutex);
   new_files().insert(normal_path(path));
@@ -144,6 +191,7 @@ void write_atomically(const std::string& given, const std::function<void(const s
   const std::string temp = fmt::format("{}.tmp-{}-{}{}", path, ::getpid(), counter++,
                                        std::filesystem::path(path).extension().string());
   remove_stale_temporaries(path);  // a killed command's half-written file of the same target
+  const ListedTemporary listed(temp);
   try {
     fill(temp);
     sync_file(temp);

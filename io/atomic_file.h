@@ -25,6 +25,10 @@ void write_atomically(const std::string& path, const std::function<void(const st
 // write fails saying so.
 void expect_new_file(const std::string& path);
 
+// Removes the temporary files that write_atomically is writing at this moment: for a handler of
+// SIGINT/SIGTERM/SIGHUP that ends the process (async-signal-safe: no allocation, no lock).
+void remove_temporaries_now() noexcept;
+
 // write_atomically of `bytes`, with every write checked (the system's reason, such as "No space
 // left on device", in the error).
 void write_file_atomically(const std::string& path, const std::string& bytes);

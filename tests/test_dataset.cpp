@@ -973,6 +973,31 @@ TEST(AtomicWrite, StaleTemporariesOfThePathGoAndNothingElse) {
   fs::remove_all(dir);
 }
 
+// What a SIGINT/SIGTERM handler calls before the process ends: the file being written goes.
+TEST(AtomicWrite, TheFileBeingWrittenCanBeRemovedFromASignalHandler) {
+  const fs::path dir = fs::temp_directory_path() / ("hisvid_signal_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  bool removed = false;
+  EXPECT_THROW(
+      write_atomically((dir / "out.csv").string(),
+                       [&](const std::string& temp) {
+                         std::ofstream(temp) << "half";
+                         ASSERT_TRUE(fs::exists(temp));
+                         remove_temporaries_now();
+                         removed = !fs::exists(temp);
+                         throw std::runtime_error("the signal's default action ends the process here");
+                       }),
+      std::runtime_error);
+  EXPECT_TRUE(removed);
+  EXPECT_TRUE(fs::is_empty(dir));
+  remove_temporaries_now();  // nothing in flight: nothing removed
+  write_file_atomically((dir / "out.csv").string(), "whole");
+  remove_temporaries_now();
+  EXPECT_EQ(text_of(dir / "out.csv"), "whole");
+  fs::remove_all(dir);
+}
+
 TEST(AtomicWrite, AReplacedFileKeepsItsPermissions) {
   const fs::path dir = fs::temp_directory_path() / ("hisvid_mode_" + std::to_string(::getpid()));
   fs::remove_all(dir);
