@@ -121,6 +121,16 @@ void rename_no_replace(const std::string& temp, const std::string& path, const s
       return;
     }
     error = errno;
+    // No hard links either (FUSE mounts, vfat): checked, then renamed, as well as it can be done.
+    if (error == EPERM || error == ENOSYS || error == EOPNOTSUPP) {
+      struct stat existing {};
+      if (::lstat(path.c_str(), &existing) != 0 && errno == ENOENT) {
+        if (std::rename(temp.c_str(), path.c_str()) == 0) return;
+        error = errno;
+      } else {
+        error = EEXIST;
+      }
+    }
   }
   if (error == EEXIST) {
     fail(
@@ -154,6 +164,7 @@ class ListedTemporary {
         // The first character last: a signal meanwhile finds an empty path, never half of one.
         temp_slots[i][0] = '\0';
         std::memcpy(temp_slots[i] + 1, temp.c_str() + 1, temp.size());  // the rest and the NUL
+        std::atomic_signal_fence(std::memory_order_seq_cst);            // before the handler sees it
         temp_slots[i][0] = temp[0];
         slot_ = i;
         return;
@@ -190,7 +201,10 @@ void write_atomically(const std::string& given, const std::function<void(const s
   static std::atomic<unsigned> counter{0};
   const std::string temp = fmt::format("{}.tmp-{}-{}{}", path, ::getpid(), counter++,
                                        std::filesystem::path(path).extension().string());
-  remove_stale_temporaries(path);  // a killed command's half-written file of the same target
+  // A killed command's half-written file of the same target; one written to within the last 10
+  // minutes is left, since a process on another machine sharing the directory (whose pid means
+  // nothing here) may still be writing it, as the clip cache's builders do.
+  remove_stale_temporaries(path, std::chrono::minutes(10));
   const ListedTemporary listed(temp);
   try {
     fill(temp);

@@ -184,6 +184,7 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
   } const lock{::open(out.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (lock.fd < 0) fail("{}: cannot open the directory: {}", out.string(), std::strerror(errno));
   if (::flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) fail("{}: cannot lock the directory: {}", out.string(), std::strerror(errno));
     fail("{}: another hisvid is writing a dataset into this directory; wait for it, or choose another",
          out.string());
   }

@@ -156,7 +156,7 @@ void Trainer::resume(const nlohmann::json& state) {
   const std::string path = options_.checkpoint_dir + "/best.h5";
   std::optional<LoadedModel> best;
   int held = 0;
-  std::string why = "missing";
+  std::string why = "is missing";
   std::error_code error;
   if (std::filesystem::exists(path, error)) {
     try {
@@ -164,21 +164,24 @@ void Trainer::resume(const nlohmann::json& state) {
       const nlohmann::json& s = best->extras.training_state;
       held =
           s.is_object() && s.contains("epoch") && s["epoch"].is_number_integer() ? s["epoch"].get<int>() : 0;
-      why = held > 0 ? fmt::format("epoch {}", held) : "no epoch record";
+      why = held > 0 ? fmt::format("holds epoch {}", held) : "holds no epoch record";
     } catch (const Error& e) {
-      why = e.what();
+      why = fmt::format("is unreadable ({})", e.what());
     }
   }
   const int resumed = state.at("epoch").get<int>();
   if (held != best_epoch) {
-    if (best_epoch != resumed) {
+    best.reset();
+    if (best_epoch == resumed) {
+      if (checkpoint_ != nullptr) save_checkpoint("best.h5");
+    } else if (restores) {
       fail(
-          "resume: {} holds {}, but the run's best epoch is {} (the checkpoint resumed holds epoch {}): the "
-          "best weights are lost; train on from {} with --weights, or start again",
+          "resume: {} {}, but the run's best epoch is {} (the checkpoint resumed holds epoch {}): the best "
+          "weights that EarlyStopping would restore are lost; train on from {} with --weights, or start "
+          "again",
           path, why, best_epoch, resumed, options_.checkpoint_dir + "/last.h5");
     }
-    best.reset();
-    if (checkpoint_ != nullptr) save_checkpoint("best.h5");
+    // Else nothing needs best.h5's weights: it is saved again when an epoch improves.
   }
   if (!restores) return;
   std::vector<Tensor> weights;

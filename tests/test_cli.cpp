@@ -413,6 +413,22 @@ TEST_F(Cli, AFullDiskCostsNothingSaved) {
   EXPECT_TRUE(contains(back.output, "back in place")) << back.output;
   EXPECT_TRUE(file_bytes(run_dir / "last.h5") == before.at("last.h5"));
   EXPECT_FALSE(fs::exists(run_dir / ".hisvid-earlier"));
+  // Killed while setting it aside (some files moved, the others still in place, nothing new
+  // written): every file back, none removed.
+  fs::create_directory(run_dir / ".hisvid-earlier.partial");
+  fs::rename(run_dir / "last.h5", run_dir / ".hisvid-earlier.partial" / "last.h5");
+  const Result half_aside = run(dir_, {"train", "--resume", "earlier", "--epochs", "1"});
+  EXPECT_EQ(half_aside.status, 0) << half_aside.output;
+  EXPECT_TRUE(file_bytes(run_dir / "last.h5") == before.at("last.h5"));
+  EXPECT_TRUE(fs::exists(run_dir / "best.h5"));
+  EXPECT_FALSE(fs::exists(run_dir / ".hisvid-earlier.partial"));
+  // Killed while dropping it (the new run's first epoch saved): the new run stays.
+  fs::create_directory(run_dir / ".hisvid-earlier.drop");
+  std::ofstream(run_dir / ".hisvid-earlier.drop" / "last.h5") << "the replaced run's";
+  const Result dropped = run(dir_, {"train", "--resume", "earlier", "--epochs", "1"});
+  EXPECT_EQ(dropped.status, 0) << dropped.output;
+  EXPECT_TRUE(file_bytes(run_dir / "last.h5") == before.at("last.h5"));
+  EXPECT_FALSE(fs::exists(run_dir / ".hisvid-earlier.drop"));
 
   // Stopped between last.h5, which records its epoch as the best, and best.h5: --resume saves
   // best.h5 again from last.h5 (it failed with "no such file", or restored an older epoch).
@@ -1048,14 +1064,15 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_FALSE(fs::exists(dir_ / "linear_run"));
   // An unreadable --weights is refused before --out is made; a run refused after making it (too
   // few clips to hold validation clips out, found once the videos are read) takes its directory
-  // away again, with the parents it made, since it saved nothing.
+  // away again, with the parents it made (the trailing slash of --out included), since it saved
+  // nothing.
   expect_refused(dir_,
                  {"train", "--weights", "mine.csv", "--data", "data", "--epochs", "1", "--out", "csv_run"},
                  {"mine.csv"});
   EXPECT_FALSE(fs::exists(dir_ / "csv_run"));
   expect_refused(dir_,
-                 {"train", "--data", "data", "--epochs", "1", "--out", "made/late_run", "--cache", "clips.h5",
-                  "--test-split", "0.95"},
+                 {"train", "--data", "data", "--epochs", "1", "--out", "made/late_run/", "--cache",
+                  "clips.h5", "--test-split", "0.95"},
                  {"too few", "--validation-split"});
   EXPECT_FALSE(fs::exists(dir_ / "made"));
   expect_refused(dir_,

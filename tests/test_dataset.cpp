@@ -966,10 +966,15 @@ TEST(AtomicWrite, StaleTemporariesOfThePathGoAndNothingElse) {
   remove_stale_temporaries((dir / "m.keras").string());
   EXPECT_FALSE(fs::exists(dir / ("m.keras.tmp-" + dead + "-0.keras.4v67ty")));
   EXPECT_TRUE(fs::exists(dir / ("m.keras.tmp-" + dead + "-0.keras.notes")));
-  // Every write of a path first removes what a killed writer of it left.
+  // Every write of a path first removes what a killed writer of it left, once nothing has
+  // written it for 10 minutes (a writer on another machine sharing the directory keeps it fresh).
   std::ofstream(dir / ("c.h5.tmp-" + dead + "-3.h5")) << "x";
+  std::ofstream(dir / ("c.h5.tmp-" + dead + "-4.h5")) << "x";
+  fs::last_write_time(dir / ("c.h5.tmp-" + dead + "-3.h5"),
+                      fs::file_time_type::clock::now() - std::chrono::minutes(11));
   write_file_atomically((dir / "c.h5").string(), "whole");
   EXPECT_FALSE(fs::exists(dir / ("c.h5.tmp-" + dead + "-3.h5")));
+  EXPECT_TRUE(fs::exists(dir / ("c.h5.tmp-" + dead + "-4.h5")));
   fs::remove_all(dir);
 }
 

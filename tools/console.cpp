@@ -6,6 +6,8 @@
 #include <csignal>
 #include <cstdio>
 
+#include "io/atomic_file.h"
+
 namespace hisvid::tools {
 
 namespace {
@@ -14,7 +16,15 @@ std::atomic<bool> g_interrupted{false};
 
 void on_interrupt(int signal) {
   g_interrupted.store(true);
-  std::signal(signal, SIG_DFL);  // the next one ends the process
+  std::signal(signal, end_on_signal);  // the next one ends the process
+}
+
+// SIGINT, SIGTERM and SIGHUP go to `handler`, unless the caller ignores one (nohup ignores
+// SIGHUP, a shell's background job SIGINT): that stays ignored.
+void handle_ending_signals(void (*handler)(int)) {
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    if (std::signal(signal, handler) == SIG_IGN) std::signal(signal, SIG_IGN);
+  }
 }
 
 std::string bar(int done, int total) {
@@ -79,12 +89,15 @@ void Console::note(const std::string& text) {
   std::fflush(stderr);
 }
 
-void install_interrupt_handler() {
-  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
-    // A signal the caller ignores stays ignored (nohup ignores SIGHUP, a shell's background job SIGINT).
-    if (std::signal(signal, on_interrupt) == SIG_IGN) std::signal(signal, SIG_IGN);
-  }
+void end_on_signal(int signal) {
+  io::remove_temporaries_now();
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
 }
+
+void install_end_on_signal() { handle_ending_signals(end_on_signal); }
+
+void install_interrupt_handler() { handle_ending_signals(on_interrupt); }
 
 bool interrupted() { return g_interrupted.load(); }
 

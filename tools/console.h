@@ -27,9 +27,16 @@ class Console {
   size_t last_width_ = 0;
 };
 
+// Ctrl-C, SIGTERM or a closed terminal ends the command: the file being written goes with it
+// (io::remove_temporaries_now), then the signal takes its course, so the exit status still says
+// which signal it was. main installs it; train replaces it with install_interrupt_handler's.
+void end_on_signal(int signal);
+void install_end_on_signal();
+
 // Installs a handler of SIGINT (Ctrl-C), SIGTERM (kill, a batch system's time limit) and SIGHUP (a
 // closed terminal) that raises the flag instead of ending the process; the same signal a second
-// time ends it as usual. A signal the process inherited as ignored (nohup's SIGHUP) stays ignored.
+// time ends it as end_on_signal does. A signal the process inherited as ignored (nohup's SIGHUP) stays
+// ignored.
 void install_interrupt_handler();
 bool interrupted();
 

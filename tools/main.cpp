@@ -12,20 +12,10 @@
 #include <string>
 
 #include "engine/distributed.h"
-#include "io/atomic_file.h"
 #include "tools/commands.h"
 #include "tools/console.h"
 
 namespace {
-
-// Ctrl-C, a kill or a closed terminal ends a command (train replaces this with its own handler,
-// which stops at the next batch): the file being written goes with it, then the signal takes
-// its course, so the exit status still says which signal it was.
-extern "C" void end_on_signal(int signal) {
-  hisvid::io::remove_temporaries_now();
-  std::signal(signal, SIG_DFL);
-  std::raise(signal);
-}
 
 // Standard output written to a full disk or /dev/full loses the text without a word unless
 // checked: the data is in the stream's buffers until the flush at exit.
@@ -47,10 +37,7 @@ int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) would kill the process in the middle of a write with no word;
   // ignored, the write fails with EFBIG and hisvid says which file was not written.
   std::signal(SIGXFSZ, SIG_IGN);
-  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
-    // A signal the caller ignores stays ignored (nohup ignores SIGHUP).
-    if (std::signal(signal, end_on_signal) == SIG_IGN) std::signal(signal, SIG_IGN);
-  }
+  hisvid::tools::install_end_on_signal();
   CLI::App app{"hisvid: video classification with the seeds' LRCN and ConvLSTM, from scratch in C++/CUDA"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "hisvid 0.1.0");

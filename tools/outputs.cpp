@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,11 +20,15 @@ namespace hisvid::tools {
 namespace fs = std::filesystem;
 
 namespace {
-// Where an earlier run's files wait while a new run in the directory saves its first epoch.
-const char* const kEarlier = ".hisvid-earlier";
-}  // namespace
 
-namespace {
+// Where an earlier run's files wait while a new run in the directory saves its first epoch, in
+// three states, each name a commit point that a rename makes (a kill leaves one of them):
+// .partial while they are moved there (nothing new written yet: moving them back is all a
+// restore does), then the set (the new run saves: a restore removes what it saved and moves
+// them back), then .drop once the new run's first epoch is saved (they are deleted).
+const char* const kEarlierPartial = ".hisvid-earlier.partial";
+const char* const kEarlier = ".hisvid-earlier";
+const char* const kEarlierDrop = ".hisvid-earlier.drop";
 
 // Fails, naming `option` and `what`, when `dir` is the directory of a training run in progress
 // (its .hisvid-lock held): that run rewrites its files at every epoch.
@@ -48,10 +53,15 @@ void require_output_directory(const std::string& output, const std::string& opti
     if (!fs::is_directory(status)) fail("{} {}: {} is not a directory", option, output, parent.string());
   }
   // The file is written as a new one beside it and renamed (io/atomic_file.h): its directory
-  // must take new files.
-  const std::string dir = parent.empty() ? "." : parent.string();
+  // must take new files; for a symbolic link, the directory of the file it leads to.
+  fs::path where = parent.empty() ? fs::path(".") : parent;
+  if (fs::is_symlink(fs::symlink_status(output, error))) {
+    const fs::path target = fs::weakly_canonical(output, error);
+    if (!error && !target.parent_path().empty()) where = target.parent_path();
+  }
+  const std::string dir = where.string();
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-    fail("{} {}: cannot write into {}: {}", option, output, parent.empty() ? "the working directory" : dir,
+    fail("{} {}: cannot write into {}: {}", option, output, dir == "." ? "the working directory" : dir,
          std::strerror(errno));
   }
 }
@@ -142,18 +152,33 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
     fail("--out {}: is a file, not a directory (a run writes several files into its directory)", path);
   }
   // The directories this run makes, innermost first: removed again if it ends without saving.
-  for (fs::path dir = fs::absolute(path, error); !dir.empty() && !fs::exists(dir, error);
-       dir = dir.parent_path()) {
-    created_.push_back(dir.string());
-    if (dir == dir.parent_path()) break;
+  fs::path made = fs::absolute(path, error).lexically_normal();
+  if (made.filename().empty()) made = made.parent_path();  // "runs/x/"
+  for (; !made.empty() && !fs::exists(made, error); made = made.parent_path()) {
+    created_.push_back(made.string());
+    if (made == made.parent_path()) break;
   }
   fs::create_directories(path, error);
   if (error) fail("--out {}: cannot create the directory: {}", path, error.message());
   if (::access(path.c_str(), W_OK | X_OK) != 0)
     fail("--out {}: cannot write into the directory: {}", path, std::strerror(errno));
   const std::string lock_path = (fs::path(path) / ".hisvid-lock").string();
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0) fail("--out {}: cannot create {}: {}", path, lock_path, std::strerror(errno));
+  // A run that saved nothing removes its lock file and directory (the destructor): a lock taken
+  // on the file it just unlinked is no lock, so it is taken again on the file now there.
+  for (int attempt = 0;; ++attempt) {
+    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0) fail("--out {}: cannot create {}: {}", path, lock_path, std::strerror(errno));
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) break;  // held by another run: said below
+    struct stat held {
+    }, named{};
+    if (attempt >= 8 || (::fstat(lock_fd_, &held) == 0 && ::stat(lock_path.c_str(), &named) == 0 &&
+                         held.st_dev == named.st_dev && held.st_ino == named.st_ino)) {
+      break;
+    }
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    fs::create_directories(path, error);
+  }
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     std::ifstream in(lock_path);
     std::string owner;
@@ -206,53 +231,84 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
 
 void RunDirectory::set_aside_earlier_run() {
   if (earlier_.empty() || set_aside_) return;
-  const fs::path aside = fs::path(path_) / kEarlier;
+  const fs::path dir(path_), partial = dir / kEarlierPartial;
   std::error_code error;
-  fs::create_directory(aside, error);
+  fs::create_directory(partial, error);
   if (error)
-    fail("--out {}: cannot make {} for the earlier run's files: {}", path_, aside.string(), error.message());
+    fail("--out {}: cannot make {} for the earlier run's files: {}", path_, partial.string(),
+         error.message());
   set_aside_ = true;  // from here on, a failure moves whatever is aside back
   for (const std::string& file : earlier_) {
-    fs::rename(fs::path(path_) / file, aside / file, error);
-    if (error && fs::exists(fs::path(path_) / file)) {
+    fs::rename(dir / file, partial / file, error);
+    if (error && fs::exists(dir / file)) {
       fail("--out {}: cannot move the earlier run's {} aside: {}", path_, file, error.message());
     }
   }
+  fs::rename(partial, dir / kEarlier, error);  // the commit point: every file is aside
+  if (error) fail("--out {}: cannot set the earlier run aside: {}", path_, error.message());
   io::sync_directory(path_);
 }
 
 void RunDirectory::drop_earlier_run() {
   if (!set_aside_) return;
+  const fs::path dir(path_);
   std::error_code error;
-  fs::remove_all(fs::path(path_) / kEarlier, error);
+  fs::rename(dir / kEarlier, dir / kEarlierDrop, error);  // the commit point: the new epoch is saved
   if (error)
-    fail("--out {}: cannot remove the earlier run's files in {}: {}", path_, kEarlier, error.message());
+    fail("--out {}: cannot drop the earlier run's files in {}: {}", path_, kEarlier, error.message());
   set_aside_ = false;
   earlier_.clear();
+  io::sync_directory(path_);
+  fs::remove_all(dir / kEarlierDrop, error);  // what is left the next run removes
 }
 
 namespace {
 
-// The run files in `dir` (a killed run's half-saved first epoch) replaced by those set aside in
-// dir/.hisvid-earlier; false when there are none. The caller holds the directory's lock.
-bool restore_set_aside_files(const std::string& dir) noexcept {
-  const fs::path aside = fs::path(dir) / kEarlier;
+// Moves every entry of `from` into `dir` and removes `from` (when all went).
+void move_back(const fs::path& from, const fs::path& dir) noexcept {
   std::error_code error;
-  if (!fs::is_directory(aside, error)) return false;
-  for (const std::string& file : run_files()) fs::remove(fs::path(dir) / file, error);
-  for (const fs::directory_entry& entry : fs::directory_iterator(aside, error)) {
-    fs::rename(entry.path(), fs::path(dir) / entry.path().filename(), error);
+  for (fs::directory_iterator it(from, error); !error && it != fs::directory_iterator();
+       it.increment(error)) {
+    std::error_code ignored;
+    fs::rename(it->path(), dir / it->path().filename(), ignored);
   }
-  fs::remove(aside, error);  // only when every file went back
-  io::sync_directory(dir);
-  return true;
+  fs::remove(from, error);
+}
+
+// Brings the directory back to one run after a set-aside that did not finish (the caller holds
+// its lock): an earlier run half set aside moves back; one wholly set aside moves back in place
+// of what the new run saved; one being dropped is deleted. False when there was nothing to do.
+bool restore_set_aside_files(const std::string& path) noexcept {
+  try {
+    const fs::path dir(path);
+    std::error_code error;
+    bool restored = false;
+    if (fs::is_directory(dir / kEarlierDrop, error)) fs::remove_all(dir / kEarlierDrop, error);
+    if (fs::is_directory(dir / kEarlier, error)) {
+      for (const std::string& file : run_files()) fs::remove(dir / file, error);
+      move_back(dir / kEarlier, dir);
+      restored = true;
+    }
+    if (fs::is_directory(dir / kEarlierPartial, error)) {
+      move_back(dir / kEarlierPartial, dir);
+      restored = true;
+    }
+    if (restored) io::sync_directory(path);
+    return restored;
+  } catch (...) {  // (allocation): the next run on the directory tries again
+    return false;
+  }
 }
 
 }  // namespace
 
 bool restore_set_aside_run(const std::string& dir) {
   std::error_code error;
-  if (!fs::is_directory(fs::path(dir) / kEarlier, error)) return false;
+  if (!fs::is_directory(fs::path(dir) / kEarlier, error) &&
+      !fs::is_directory(fs::path(dir) / kEarlierPartial, error) &&
+      !fs::is_directory(fs::path(dir) / kEarlierDrop, error)) {
+    return false;
+  }
   const std::string lock_path = (fs::path(dir) / ".hisvid-lock").string();
   const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) fail("--resume {}: cannot open {}: {}", dir, lock_path, std::strerror(errno));
@@ -271,19 +327,23 @@ RunDirectory::~RunDirectory() {
   // A directory this run made holds nothing but the lock when the run saved nothing (a refusal,
   // bad data, Ctrl-C in the first epoch): it goes, with the parents made for it, so that a failed
   // command leaves no trace. Otherwise the lock file stays for the next run.
-  std::error_code error;
-  if (set_aside_) restore_earlier_run();
-  if (!created_.empty() && lock_fd_ >= 0) {
-    bool only_lock = true;
-    for (const fs::directory_entry& entry : fs::directory_iterator(path_, error)) {
-      if (entry.path().filename() != ".hisvid-lock") only_lock = false;
-    }
-    if (only_lock && !error) {
-      fs::remove(fs::path(path_) / ".hisvid-lock", error);
-      for (const std::string& dir : created_) {
-        if (!fs::remove(dir, error)) break;  // not empty (another command wrote there): kept
+  try {
+    std::error_code error;
+    if (set_aside_) restore_earlier_run();
+    if (!created_.empty() && lock_fd_ >= 0) {
+      bool only_lock = true;
+      for (fs::directory_iterator it(path_, error); !error && it != fs::directory_iterator();
+           it.increment(error)) {
+        if (it->path().filename() != ".hisvid-lock") only_lock = false;
+      }
+      if (only_lock && !error) {
+        fs::remove(fs::path(path_) / ".hisvid-lock", error);
+        for (const std::string& dir : created_) {
+          if (!fs::remove(dir, error)) break;  // not empty (another command wrote there): kept
+        }
       }
     }
+  } catch (...) {  // a destructor may end an unwinding: nothing escapes it
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }

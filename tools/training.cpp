@@ -426,7 +426,9 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     const std::string path = resume_checkpoint(given.resume);
     const std::string dir =
         fs::path(path).parent_path().empty() ? "." : fs::path(path).parent_path().string();
-    if (restore_set_aside_run(dir)) note_restored(dir);
+    // Rank 0 alone (a data-parallel run's every rank reads the checkpoint next, after it).
+    if (world().rank() == 0 && restore_set_aside_run(dir)) note_restored(dir);
+    world().barrier();
     checkpoint = models::load_model(path);
     const nlohmann::json& state = checkpoint.extras.training_state;
     if (!state.is_object() || !state.contains("run") || !state.contains("epoch") ||
@@ -550,6 +552,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       model.set_input_shape(Shape{args.data.frames, args.data.height, args.data.width, args.data.channels});
     }
   }
+  args.data.follow_model(model);  // a model whose input shape the settings contradict: refused here
   check_before_decoding(args, resuming, model, model_classes, data_classes, console);
   std::optional<RunDirectory> run_directory;
   if (lead)
@@ -562,8 +565,6 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     device = Device::cuda(comm.local_rank());  // one GPU per rank of a machine
   }
   if (args.tf32) cuda_set_allow_tf32(device, true);
-
-  args.data.follow_model(model);
 
   const io::ClipSet clips = load_data(args.data, console, &comm);
   if (comm.size() > 1) {
