@@ -1409,4 +1409,35 @@ TEST_F(Cli, InterruptInTheFirstEpochSuggestsNoResume) {
   EXPECT_EQ(file_bytes(dir_ / "early/last.h5"), earlier);
 }
 
+// Ctrl-C in a command other than train ends it by the signal (the exit status says so) and
+// takes the file it was writing with it: here evaluate --stream building its clip cache, whose
+// temporary file exists while the videos are decoded.
+TEST_F(Cli, CtrlCRemovesTheFileBeingWritten) {
+  ASSERT_EQ(train("signal_model", 1).status, 0);
+  const Result made =
+      run(dir_, {"make-dataset", "--out", "signal_data", "--clips-per-class", "24", "--frames", "40",
+                 "--size", "96", "--classes", "MoveLeft,MoveRight,Grow,Shrink"});
+  ASSERT_EQ(made.status, 0) << made.output;
+  const auto temporaries = [&] {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir_)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("signal.h5.tmp-", 0) == 0) names.push_back(name);
+    }
+    return names;
+  };
+  Process evaluating(dir_, {"evaluate", "--weights", "signal_model/model.h5", "--data", "signal_data",
+                            "--cache", "signal.h5", "--stream", "--workers", "1"});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (temporaries().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_FALSE(temporaries().empty()) << "the cache was never being written";
+  evaluating.interrupt();
+  const Result r = evaluating.wait();
+  if (fs::exists(dir_ / "signal.h5")) GTEST_SKIP() << "the interrupt came after the cache was written";
+  EXPECT_EQ(r.status, 128 + SIGINT) << r.output;
+  EXPECT_TRUE(temporaries().empty()) << temporaries().front();
+}
+
 }  // namespace
