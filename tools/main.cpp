@@ -24,8 +24,9 @@ int check_standard_output() {
   std::cout.flush();
   if (!std::cout || std::fflush(stdout) != 0 || std::ferror(stdout)) {
     const int error = errno;
-    std::fprintf(stderr, "hisvid: error: writing standard output failed: %s\n",
-                 error != 0 ? std::strerror(error) : "unknown error");
+    std::fprintf(
+        stderr, "hisvid: error: writing standard output failed: %s\n",
+        error != 0 ? std::strerror(error) : "some of it was not written (a full disk or a closed pipe?)");
     return 1;
   }
   return 0;
