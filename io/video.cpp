@@ -274,13 +274,11 @@ DecodedVideo decode_all_frames(const std::string& path, int height, int width, b
 }
 
 int64_t count_readable_frames(const std::string& path) {
-  silence_video_logging();
-  const int api = cv::videoio_registry::hasBackend(cv::CAP_FFMPEG) ? cv::CAP_FFMPEG : cv::CAP_ANY;
-  cv::VideoCapture capture;
   int64_t frames = 0;
   try {
-    if (!capture.open(path, api) || !capture.isOpened()) return 0;
+    cv::VideoCapture capture = open_capture(path);
     while (capture.grab()) ++frames;
+  } catch (const Error&) {          // not openable as a video: none
   } catch (const cv::Exception&) {  // what was read before the damage counts
   }
   return frames;

@@ -184,15 +184,11 @@ void Trainer::resume(const nlohmann::json& state) {
     // Else nothing needs best.h5's weights: it is saved again when an epoch improves.
   }
   if (!restores) return;
+  // From best.h5, or the model itself where the epoch resumed from is the best (copied: it trains on).
   std::vector<Tensor> weights;
-  if (best) {
-    for (const layers::Layer* layer : best->model.layers()) {
-      for (const layers::Weight& w : layer->weights()) weights.push_back(w.value.to(model_.device()));
-    }
-  } else {  // the epoch resumed from is the best
-    for (const layers::Layer* layer : model_.layers()) {
-      for (const layers::Weight& w : layer->weights()) weights.push_back(w.value.clone());
-    }
+  for (const layers::Layer* layer : (best ? best->model : model_).layers()) {
+    for (const layers::Weight& w : layer->weights())
+      weights.push_back(best ? w.value.to(model_.device()) : w.value.clone());
   }
   early_stopping_->restore_best_weights(std::move(weights));
 }

@@ -30,6 +30,17 @@ const char* const kEarlierPartial = ".hisvid-earlier.partial";
 const char* const kEarlier = ".hisvid-earlier";
 const char* const kEarlierDrop = ".hisvid-earlier.drop";
 
+// Opens (creating it) the lock file <dir>/.hisvid-lock and takes its lock without waiting: the
+// descriptor, or -1 when another run holds it. Fails, naming `option`, when it cannot be opened.
+int lock_run_directory(const std::string& dir, const std::string& option) {
+  const std::string lock_path = (fs::path(dir) / ".hisvid-lock").string();
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{} {}: cannot create {}: {}", option, dir, lock_path, std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+  ::close(fd);
+  return -1;
+}
+
 // Fails, naming `option` and `what`, when `dir` is the directory of a training run in progress
 // (its .hisvid-lock held): that run rewrites its files at every epoch.
 void require_no_run_in_progress(const fs::path& dir, const std::string& option, const std::string& what) {
@@ -166,9 +177,8 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
   // A run that saved nothing removes its lock file and directory (the destructor): a lock taken
   // on the file it just unlinked is no lock, so it is taken again on the file now there.
   for (int attempt = 0;; ++attempt) {
-    lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd_ < 0) fail("--out {}: cannot create {}: {}", path, lock_path, std::strerror(errno));
-    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) break;  // held by another run: said below
+    lock_fd_ = lock_run_directory(path, "--out");
+    if (lock_fd_ < 0) break;  // held by another run: said below
     struct stat held {
     }, named{};
     if (attempt >= 8 || (::fstat(lock_fd_, &held) == 0 && ::stat(lock_path.c_str(), &named) == 0 &&
@@ -179,12 +189,10 @@ RunDirectory::RunDirectory(const std::string& path, bool fresh, bool overwrite,
     lock_fd_ = -1;
     fs::create_directories(path, error);
   }
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+  if (lock_fd_ < 0) {
     std::ifstream in(lock_path);
     std::string owner;
     std::getline(in, owner);
-    ::close(lock_fd_);
-    lock_fd_ = -1;
     fail("--out {}: another hisvid run is writing this directory{}; wait for it, or choose another --out",
          path, owner.empty() ? "" : " (process " + owner + ")");
   }
@@ -309,13 +317,8 @@ bool restore_set_aside_run(const std::string& dir) {
       !fs::is_directory(fs::path(dir) / kEarlierDrop, error)) {
     return false;
   }
-  const std::string lock_path = (fs::path(dir) / ".hisvid-lock").string();
-  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) fail("--resume {}: cannot open {}: {}", dir, lock_path, std::strerror(errno));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    fail("--resume {}: another hisvid run is writing this directory; wait for it", dir);
-  }
+  const int fd = lock_run_directory(dir, "--resume");
+  if (fd < 0) fail("--resume {}: another hisvid run is writing this directory; wait for it", dir);
   const bool restored = restore_set_aside_files(dir);
   ::close(fd);
   return restored;

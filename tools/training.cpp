@@ -674,16 +674,21 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   };
   callbacks.on_message = [&](const std::string& text) { console.line(text); };
   callbacks.should_stop = [] { return interrupted(); };
+  // Said where a run ends without a saved epoch: an earlier run that --overwrite would replace
+  // is as it was ("" when there is none).
+  const auto earlier_kept = [&] {
+    return run_directory && run_directory->holds_earlier_run()
+               ? fmt::format("the earlier run in {} is as it was", args.out_dir)
+               : std::string();
+  };
   models::FitResult fit;
   try {
     fit = trainer.fit(callbacks);
   } catch (const Error& e) {
     // A save that failed (a full disk): say what the run directory holds now.
     if (!lead) throw;
-    std::string holds;
-    if (run_directory && run_directory->holds_earlier_run()) {
-      holds = fmt::format("the earlier run in {} is as it was", args.out_dir);
-    } else {
+    std::string holds = earlier_kept();
+    if (holds.empty()) {
       const std::string last = args.out_dir + "/last.h5";
       try {
         const nlohmann::json state = models::load_model(last).extras.training_state;
@@ -696,9 +701,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     fail("{} ({})", e.what(), holds);
   }
   const int done = static_cast<int>(fit.history.size());
-  const std::string kept = run_directory && run_directory->holds_earlier_run()
-                               ? fmt::format(" (the earlier run in {} is as it was)", args.out_dir)
-                               : std::string();
+  const std::string kept = earlier_kept().empty() ? "" : " (" + earlier_kept() + ")";
   if (fit.interrupted) {
     if (done == 0) fail("interrupted during epoch 1: no epoch was completed, nothing was saved{}", kept);
     fail(
