@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -36,6 +37,15 @@ void compare_with_differences(const std::function<double()>& value, const Tensor
     const double numeric = (plus - minus) / (2 * kGradStep);
     const double forward_diff = (plus - center) / kGradStep, backward_diff = (center - minus) / kGradStep;
     const double derivative = analytic.defined() ? analytic.data<double>()[e] : 0.0;
+    if (!std::isfinite(derivative) || !std::isfinite(plus) || !std::isfinite(minus) ||
+        !std::isfinite(center)) {
+      // A NaN would pass every comparison below: it is the worst error there is.
+      ++result.checked;
+      result.max_error = std::numeric_limits<double>::infinity();
+      result.worst = fmt::format("{} element {}: analytic {}, values {} / {} / {} (not finite)", label, e,
+                                 derivative, minus, center, plus);
+      continue;
+    }
     const double scale = std::max({std::fabs(derivative), std::fabs(numeric), 1.0});
     if (std::fabs(forward_diff - backward_diff) / scale > kKinkThreshold) {
       ++result.kinks;

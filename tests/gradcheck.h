@@ -44,7 +44,8 @@ GradCheckResult grad_check(const TensorFunction& f, const std::vector<Tensor>& i
 // The probe grad_check makes of one input, for gradients computed another way: central
 // differences of value() at the probed elements of x (float64 on the CPU, perturbed in place
 // and restored) against `analytic` (x's shape; undefined means zeros), with the kink guard.
-// Adds to `result`; `label` names x in result.worst ("input 1", "activation").
+// Adds to `result`; `label` names x in result.worst ("input 1", "activation"). A gradient or a
+// value that is not finite is an infinite error.
 void compare_with_differences(const std::function<double()>& value, const Tensor& x, const Tensor& analytic,
                               int max_elements, const std::string& label, GradCheckResult& result);
 

@@ -28,6 +28,7 @@
 #include "models/inference_step.h"
 #include "models/training_step.h"
 #include "models/zoo.h"
+#include "tests/test_support.h"
 #include "tests/tiny_models.h"
 
 namespace hisvid {
@@ -94,6 +95,7 @@ using testing::tiny_convlstm_loss;
 using testing::tiny_lrcn;
 using testing::tiny_lrcn_loss;
 using testing::TinyModel;
+using testing::worse;
 
 using LossFunction = Tensor (*)(const std::vector<Tensor>&, const Tensor&, uint64_t step);
 
@@ -406,7 +408,7 @@ double run_difference(const TrainingRun& a, const TrainingRun& reference) {
   for (size_t k = 0; k < reference.losses.size(); ++k) {
     const double d =
         std::fabs(a.losses[k] - reference.losses[k]) / std::max(1.0, std::fabs(reference.losses[k]));
-    worst = std::isnan(d) ? std::numeric_limits<double>::infinity() : std::max(worst, d);
+    worst = worse(worst, d);
   }
   for (size_t i = 0; i < reference.weights.size(); ++i) {
     double ss = 0.0;
@@ -415,7 +417,7 @@ double run_difference(const TrainingRun& a, const TrainingRun& reference) {
     for (size_t j = 0; j < reference.weights[i].size(); ++j) {
       const double ref = reference.weights[i][j];
       const double d = std::fabs(double(a.weights[i][j]) - ref) / std::max(std::fabs(ref), scale);
-      worst = std::isnan(d) ? std::numeric_limits<double>::infinity() : std::max(worst, d);
+      worst = worse(worst, d);
     }
   }
   return worst;

@@ -453,5 +453,43 @@ TEST(GradCheck, SumMean) {
   EXPECT_GRAD_OK(grad_check([](const std::vector<Tensor>& in) { return ops::mean(in[0]); }, {x}));
 }
 
+// f(x) = x^2 + x with a backward chosen by the test: the checker's own check. A checker that
+// passed a wrong backward would make every test above one that cannot fail.
+enum class Backward { Right, OffByOnePerMille, MissingTerm, NaN };
+
+Tensor square_plus(const Tensor& x, Backward backward) {
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = ops::add(ops::mul(x, x), x);
+  }
+  if (should_record({x})) {
+    record("square_plus", {x}, {out}, [x, backward](const std::vector<Tensor>& g) {
+      const Tensor two_x = ops::scale(x, 2.0);
+      Tensor dx = ops::add(two_x, Tensor::full(x.shape(), 1.0, DType::Float64));
+      if (backward == Backward::OffByOnePerMille) dx = ops::scale(dx, 1.001);
+      if (backward == Backward::MissingTerm) dx = two_x;
+      if (backward == Backward::NaN) dx = Tensor::full(x.shape(), std::nan(""), DType::Float64);
+      return std::vector<Tensor>{ops::mul(g[0], dx)};
+    });
+  }
+  return out;
+}
+
+TEST(GradCheck, TheCheckerFailsAWrongBackward) {
+  const Tensor x = random_input({3, 4}, 61);
+  const auto check = [&](Backward backward) {
+    return grad_check([backward](const std::vector<Tensor>& in) { return square_plus(in[0], backward); },
+                      {x});
+  };
+  EXPECT_GRAD_OK(check(Backward::Right));
+  for (const Backward wrong : {Backward::OffByOnePerMille, Backward::MissingTerm, Backward::NaN}) {
+    SCOPED_TRACE(static_cast<int>(wrong));
+    const GradCheckResult result = check(wrong);
+    EXPECT_EQ(result.checked, 12);
+    EXPECT_GT(result.max_error, kGradTolerance) << result.worst;
+  }
+}
+
 }  // namespace
 }  // namespace hisvid::testing

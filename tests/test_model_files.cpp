@@ -89,7 +89,7 @@ TEST_P(KerasFixtures, ReproduceTheExpectedSoftmaxOutputs) {
   for (size_t clip = 0; clip < 3; ++clip) {
     ASSERT_EQ(expected[clip].size(), 4u);
     for (size_t k = 0; k < 4; ++k)
-      worst = std::max(worst, std::fabs(probs[clip * 4 + k] - expected[clip][k]));
+      worst = hisvid::testing::worse(worst, std::fabs(probs[clip * 4 + k] - expected[clip][k]));
   }
   EXPECT_LE(worst, kKerasTolerance);
   RecordProperty("max_abs_difference", std::to_string(worst));
@@ -207,7 +207,7 @@ TEST_P(KerasVersionOutputs, ReproduceTheExpectedOutputs) {
   for (size_t clip = 0; clip < 3; ++clip) {
     ASSERT_EQ(expected[clip].size(), static_cast<size_t>(f.outputs));
     for (int k = 0; k < f.outputs; ++k)
-      worst = std::max(worst, std::fabs(out[clip * f.outputs + k] - expected[clip][k]));
+      worst = hisvid::testing::worse(worst, std::fabs(out[clip * f.outputs + k] - expected[clip][k]));
   }
   EXPECT_LE(worst, kKerasTolerance);
   RecordProperty("max_abs_difference", std::to_string(worst));

@@ -12,6 +12,7 @@
 #include "engine/recurrent.h"
 #include "kernels/lstm.h"
 #include "tests/gradcheck.h"
+#include "tests/test_support.h"
 #include "tests/tiny_models.h"
 
 namespace hisvid::testing {
@@ -50,7 +51,7 @@ void expect_lstm_matches_loops(int64_t D, int64_t U) {
                      o = sigmoid(z[3 * U + u]);
         c[u] = f * c[u] + i * g;
         h[u] = o * std::tanh(c[u]);
-        worst = std::max(worst, std::abs(got[(n * T + t) * U + u] - h[u]));
+        worst = worse(worst, std::abs(got[(n * T + t) * U + u] - h[u]));
       }
     }
   }
@@ -160,7 +161,7 @@ TEST(Recurrent, ConvLstmRecurrentDropoutMatchesMaskedConvolutionsPerGate) {
         c[p * F + u] = f * c[p * F + u] + i * g;
         h[p * F + u] = o * std::tanh(c[p * F + u]);
         const int64_t n = p / (H * W), row = (n * T + t) * H * W + p % (H * W);  // (n, t, pixel)
-        worst = std::max(worst, std::abs(got[row * F + u] - h[p * F + u]));
+        worst = worse(worst, std::abs(got[row * F + u] - h[p * F + u]));
       }
     }
   }

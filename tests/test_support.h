@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -44,6 +46,12 @@ inline std::filesystem::path fresh_directory(const std::string& prefix) {
   static std::atomic<int> counter{0};
   return std::filesystem::temp_directory_path() /
          (prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+}
+
+// The larger of `worst` and `difference`, a NaN counting as infinitely large: std::max(worst,
+// NaN) is `worst`, which would let a comparison pass on outputs that are not numbers.
+inline double worse(double worst, double difference) {
+  return std::isnan(difference) ? std::numeric_limits<double>::infinity() : std::max(worst, difference);
 }
 
 inline std::string file_bytes(const std::filesystem::path& path) {
