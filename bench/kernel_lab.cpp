@@ -5,11 +5,16 @@
 //   kernel_lab [--kernel conv2d_forward,...] [--case seed_] [--row cpu|cuda*] [--time] [--min-time 0.2]
 //
 // One line per (kernel, case, row): ok or FAIL, and with --time the time per call, GFLOP/s
-// where the case states its flops, and GB/s of the buffers read and written once. CUDA rows
-// time with CUDA events on the stream; host rows with the host clock. Exits 1 when a row
-// fails its check.
+// where the case states its flops, and GB/s of the buffers read and written once; "n/a" where
+// the row hands the case to another row (Implementation::applies), neither checked nor timed.
+// CUDA rows time with CUDA events on the stream; host rows with the host clock. Rows this
+// process cannot run (no GPU) are named on stderr. Exits 1 when a row fails its check, 2 when
+// a --kernel or --row names nothing or nothing was checked.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
+#include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -56,7 +61,31 @@ int main(int argc, char** argv) {
 
   const std::vector<std::string> want_kernels = split(kernels), want_cases = split(cases),
                                  want_rows = split(rows);
-  int failures = 0, checked = 0;
+  // Every --kernel and --row entry must name something: a misspelt one would check nothing.
+  std::set<std::string> kernel_names, row_names;
+  for (const hisvid::harness::KernelSpec* spec : hisvid::harness::kernel_specs()) {
+    kernel_names.insert(spec->name());
+    if (!selected(want_kernels, spec->name(), false)) continue;
+    for (const hisvid::harness::RowInfo& row : spec->rows()) row_names.insert(row.name);
+  }
+  const auto require_known = [](const std::vector<std::string>& wanted, const std::set<std::string>& known,
+                                const char* option) {
+    for (const std::string& w : wanted) {
+      if (!std::any_of(known.begin(), known.end(),
+                       [&](const std::string& name) { return selected({w}, name, false); })) {
+        std::string list;
+        for (const std::string& name : known) list += (list.empty() ? "" : ", ") + name;
+        std::fprintf(stderr, "kernel_lab: %s %s names nothing; there are: %s\n", option, w.c_str(),
+                     list.c_str());
+        return false;
+      }
+    }
+    return true;
+  };
+  if (!require_known(want_kernels, kernel_names, "--kernel") || !require_known(want_rows, row_names, "--row"))
+    return 2;
+  int failures = 0, checked = 0, elsewhere = 0;
+  std::map<std::string, std::string> unavailable_rows;  // row -> why this process cannot run it
   std::printf(
       "| kernel | case | row | check | ms/call | GFLOP/s | GB/s |\n|---|---|---|---|---:|---:|---:|\n");
   for (const hisvid::harness::KernelSpec* spec : hisvid::harness::kernel_specs()) {
@@ -66,7 +95,16 @@ int main(int argc, char** argv) {
       for (const hisvid::harness::RowInfo& row : spec->rows()) {
         if (!selected(want_rows, row.name, false)) continue;
         const std::string unavailable = hisvid::harness::unavailable_reason(row.backend);
-        if (!unavailable.empty()) continue;
+        if (!unavailable.empty()) {
+          unavailable_rows[row.name] = unavailable;
+          continue;
+        }
+        if (!spec->applies(i, row.name)) {
+          ++elsewhere;
+          std::printf("| %s | %s | %s%s | n/a | | | |\n", spec->name(), spec->case_name(i).c_str(),
+                      row.name.c_str(), row.is_default ? " *" : "");
+          continue;
+        }
         const std::string failure = spec->check(i, row.name);
         ++checked;
         std::printf("| %s | %s | %s%s | %s |", spec->name(), spec->case_name(i).c_str(), row.name.c_str(),
@@ -92,6 +130,15 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("\n%d checks, %d failed ('*': the row the engine runs on its backend)\n", checked, failures);
+  std::printf(
+      "\n%d checks, %d failed ('*': the row the engine runs on its backend; n/a: %d where the row hands the "
+      "case to another)\n",
+      checked, failures, elsewhere);
+  for (const auto& [row, why] : unavailable_rows)
+    std::fprintf(stderr, "kernel_lab: row %s not run: %s\n", row.c_str(), why.c_str());
+  if (checked == 0) {
+    std::fprintf(stderr, "kernel_lab: nothing was checked\n");
+    return 2;
+  }
   return failures == 0 ? 0 : 1;
 }

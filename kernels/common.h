@@ -1,9 +1,10 @@
 // kernels/common.h — what every kernel file shares.
 //
-// kernels/ is raw-pointer compute. Each op has a CPU reference in namespace hisvid::cpu
-// (templated on float/double: the double instantiation is what the gradient checks run) and,
-// when built with CUDA, a float version in namespace hisvid::cuda with the same name and
-// argument order plus a trailing cudaStream_t. kernels/ knows nothing of Tensor.
+// kernels/ is raw-pointer compute. Each kernel has a reference in namespace hisvid::naive
+// (templated on float/double: the double instantiation is what the gradient checks and the
+// harness compare against), tuned host rows in hisvid::cpu where the loops are not enough and,
+// when built with CUDA, float rows in namespace hisvid::cuda with the same name and argument
+// plus a trailing cudaStream_t (kernels/registry.h). kernels/ knows nothing of Tensor.
 //
 // Dimension letters used in the shape comments of every kernel file:
 //   N batch, T time, H height, W width, C channels, F filters (output channels),

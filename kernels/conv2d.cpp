@@ -512,6 +512,11 @@ void conv2d_backward_filter_gemm(const Conv2dBackwardFilter<float>& k) {
 }
 
 // The direct loops hold one output pixel's F accumulators on the stack: wider layers run GEMM.
+bool conv2d_direct_applies(const Conv2dGeometry& g) { return g.F / g.G <= kDirectMaxFilters; }
+bool conv2d_backward_data_avx2_applies(const Conv2dGeometry& g) {
+  return g.SH == 1 && g.SW == 1 && conv2d_direct_applies(g);
+}
+
 void conv2d_forward_direct(const Conv2dForward<float>& k) {
   if (k.g.G > 1) return forward_per_group(k, conv2d_forward_direct);
   if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);

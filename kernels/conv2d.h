@@ -195,6 +195,11 @@ void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k);
 void conv2d_forward_avx2(const Conv2dForward<float>& k);
 void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k);  // stride 1; others run direct
 void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k);
+// Where the direct and AVX2 rows run their own loops: at most 256 filters per group (one
+// pixel's sums on the stack; GEMM elsewhere), and for the AVX2 backward data stride 1 (the
+// portable direct loops elsewhere).
+bool conv2d_direct_applies(const Conv2dGeometry& g);
+bool conv2d_backward_data_avx2_applies(const Conv2dGeometry& g);
 
 }  // namespace hisvid::cpu
 
@@ -249,6 +254,7 @@ void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cuda
 // Where version 2's kernels apply: the strips kernel (3x3, stride 1), the small-result filter
 // gradient (R = KH*KW*C/G < 256, F/G <= 64, at most 256 of its 4x4 tiles per group).
 bool conv2d_strips_apply(const Conv2dGeometry& g);
+bool conv2d_backward_data_strips_apply(const Conv2dGeometry& g);
 bool conv2d_filter_small_applies(const Conv2dGeometry& g);
 // Small outputs: S lanes of a warp per output element, splitting its channels (backward data:
 // its filters), every geometry (kernels/conv2d_direct.cu).

@@ -562,6 +562,10 @@ float* tiled::flipped_weight(const float* weight, const Conv2dGeometry& g, cudaS
 
 bool conv2d_direct_v1_tiles(const Conv2dGeometry& g) { return tiled_channels(g) >= 1; }
 bool conv2d_strips_apply(const Conv2dGeometry& g) { return tiled::strips_apply(g); }
+// The transposed convolution of a 3x3 stride-1 one is 3x3 stride 1 too.
+bool conv2d_backward_data_strips_apply(const Conv2dGeometry& g) {
+  return g.SH == 1 && g.SW == 1 && tiled::strips_apply(tiled::transposed_geometry(g));
+}
 bool conv2d_filter_small_applies(const Conv2dGeometry& g) { return small_result(g); }
 
 void conv2d_forward_direct_v1(const Conv2dForward<float>& k, cudaStream_t stream) {
@@ -587,7 +591,7 @@ void conv2d_backward_data_direct_v1(const Conv2dBackwardData<float>& k, cudaStre
 void conv2d_forward_direct_v2(const Conv2dForward<float>& k, cudaStream_t stream) {
   const Conv2dGeometry& g = k.g;
   check_geometry(g, "conv2d_forward_direct_v2");
-  if (!tiled::strips_apply(g)) return conv2d_forward_direct_v1(k, stream);
+  if (!conv2d_strips_apply(g)) return conv2d_forward_direct_v1(k, stream);
   if (g.N == 0) return;
   tiled::launch_strips(tiled::InputSource{k.inp, g.H, g.W, g.C}, tiled::StoreOutput{k.out}, k.weight, k.bias,
                        g, stream, "conv2d_forward_direct_v2");
@@ -596,8 +600,8 @@ void conv2d_forward_direct_v2(const Conv2dForward<float>& k, cudaStream_t stream
 void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStream_t stream) {
   const Conv2dGeometry& g = k.g;
   check_geometry(g, "conv2d_backward_data_direct_v2");
+  if (!conv2d_backward_data_strips_apply(g)) return conv2d_backward_data_direct_v1(k, stream);
   const Conv2dGeometry t = tiled::transposed_geometry(g);
-  if (g.SH != 1 || g.SW != 1 || !tiled::strips_apply(t)) return conv2d_backward_data_direct_v1(k, stream);
   if (g.N == 0) return;
   const float* flipped = tiled::flipped_weight(k.weight, g, stream, "conv2d_backward_data_direct_v2");
   tiled::launch_strips(tiled::InputSource{k.dout, t.H, t.W, t.C}, tiled::StoreOutput{k.dinp}, flipped,
@@ -607,7 +611,7 @@ void conv2d_backward_data_direct_v2(const Conv2dBackwardData<float>& k, cudaStre
 void conv2d_backward_filter_direct_v2(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
   const Conv2dGeometry& g = k.g;
   check_geometry(g, "conv2d_backward_filter_direct_v2");
-  if (!small_result(g)) return conv2d_backward_filter_direct_v1(k, stream);
+  if (!conv2d_filter_small_applies(g)) return conv2d_backward_filter_direct_v1(k, stream);
   const int64_t M = int64_t(g.N) * g.HO * g.WO;
   if (M == 0) return;
   Context& ctx = context_for_stream(stream, "conv2d_backward_filter_direct_v2");
@@ -710,7 +714,7 @@ bool conv2d_backward_data_const_applies(const Conv2dGeometry& g) {
 void conv2d_forward_const(const Conv2dForward<float>& k, cudaStream_t stream) {
   const Conv2dGeometry& g = k.g;
   check_geometry(g, "conv2d_forward_const");
-  if (!const_applies(g)) return conv2d_forward_direct_v1(k, stream);
+  if (!conv2d_const_applies(g)) return conv2d_forward_direct_v1(k, stream);
   if (g.N == 0) return;
   launch_const(k.out, k.inp, k.weight, k.bias, g, stream, "conv2d_forward_const");
 }

@@ -12,29 +12,41 @@ namespace {
 
 using harness::Cases;
 
-const bool rows = register_rows(
-    host_row<naive::conv2d_forward<float>>(Backend::Naive, "naive"),
-    host_row<naive::conv2d_forward<double>>(Backend::Naive, "naive"),
-    host_row<naive::conv2d_backward_data<float>>(Backend::Naive, "naive"),
-    host_row<naive::conv2d_backward_data<double>>(Backend::Naive, "naive"),
-    host_row<naive::conv2d_backward_filter<float>>(Backend::Naive, "naive"),
-    host_row<naive::conv2d_backward_filter<double>>(Backend::Naive, "naive"),
-    host_row<cpu::conv2d_forward>(Backend::Cpu, "cpu"),
-    host_row<cpu::conv2d_backward_data>(Backend::Cpu, "cpu"),
-    host_row<cpu::conv2d_backward_filter>(Backend::Cpu, "cpu"),
-    host_row<cpu::conv2d_forward_gemm>(Backend::Cpu, "cpu.gemm", Role::Alternative),
-    host_row<cpu::conv2d_backward_data_gemm>(Backend::Cpu, "cpu.gemm", Role::Alternative),
-    host_row<cpu::conv2d_backward_filter_gemm>(Backend::Cpu, "cpu.gemm", Role::Alternative),
-    host_row<cpu::conv2d_forward_direct>(Backend::Cpu, "cpu.direct", Role::Alternative),
-    host_row<cpu::conv2d_backward_data_direct>(Backend::Cpu, "cpu.direct", Role::Alternative),
-    host_row<cpu::conv2d_backward_filter_direct>(Backend::Cpu, "cpu.direct", Role::Alternative));
+// A predicate of the geometry as one of a row's arguments (Implementation::where).
+template <bool (*Applies)(const Conv2dGeometry&), typename Args>
+bool on_geometry(const Args& k) {
+  return Applies(k.g);
+}
+
+const bool rows =
+    register_rows(host_row<naive::conv2d_forward<float>>(Backend::Naive, "naive"),
+                  host_row<naive::conv2d_forward<double>>(Backend::Naive, "naive"),
+                  host_row<naive::conv2d_backward_data<float>>(Backend::Naive, "naive"),
+                  host_row<naive::conv2d_backward_data<double>>(Backend::Naive, "naive"),
+                  host_row<naive::conv2d_backward_filter<float>>(Backend::Naive, "naive"),
+                  host_row<naive::conv2d_backward_filter<double>>(Backend::Naive, "naive"),
+                  host_row<cpu::conv2d_forward>(Backend::Cpu, "cpu"),
+                  host_row<cpu::conv2d_backward_data>(Backend::Cpu, "cpu"),
+                  host_row<cpu::conv2d_backward_filter>(Backend::Cpu, "cpu"),
+                  host_row<cpu::conv2d_forward_gemm>(Backend::Cpu, "cpu.gemm", Role::Alternative),
+                  host_row<cpu::conv2d_backward_data_gemm>(Backend::Cpu, "cpu.gemm", Role::Alternative),
+                  host_row<cpu::conv2d_backward_filter_gemm>(Backend::Cpu, "cpu.gemm", Role::Alternative),
+                  host_row<cpu::conv2d_forward_direct>(Backend::Cpu, "cpu.direct", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_direct_applies>),
+                  host_row<cpu::conv2d_backward_data_direct>(Backend::Cpu, "cpu.direct", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_direct_applies>),
+                  host_row<cpu::conv2d_backward_filter_direct>(Backend::Cpu, "cpu.direct", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_direct_applies>));
 
 // The AVX2 rows exist on processors that can run them.
 const bool avx2_rows =
     !cpu::avx2::available() ||
-    register_rows(host_row<cpu::conv2d_forward_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative),
-                  host_row<cpu::conv2d_backward_data_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative),
-                  host_row<cpu::conv2d_backward_filter_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative));
+    register_rows(host_row<cpu::conv2d_forward_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_direct_applies>),
+                  host_row<cpu::conv2d_backward_data_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_backward_data_avx2_applies>),
+                  host_row<cpu::conv2d_backward_filter_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_direct_applies>));
 
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows =
@@ -49,13 +61,18 @@ const bool cuda_rows =
                   cuda_row<cuda::conv2d_forward_direct_v1>("cuda.direct_v1", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_direct_v1>("cuda.direct_v1", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_filter_direct_v1>("cuda.direct_v1", Role::Alternative),
-                  cuda_row<cuda::conv2d_forward_direct_v2>("cuda.direct_v2", Role::Alternative),
-                  cuda_row<cuda::conv2d_backward_data_direct_v2>("cuda.direct_v2", Role::Alternative),
-                  cuda_row<cuda::conv2d_backward_filter_direct_v2>("cuda.direct_v2", Role::Alternative),
+                  cuda_row<cuda::conv2d_forward_direct_v2>("cuda.direct_v2", Role::Alternative)
+                      .where(on_geometry<cuda::conv2d_strips_apply>),
+                  cuda_row<cuda::conv2d_backward_data_direct_v2>("cuda.direct_v2", Role::Alternative)
+                      .where(on_geometry<cuda::conv2d_backward_data_strips_apply>),
+                  cuda_row<cuda::conv2d_backward_filter_direct_v2>("cuda.direct_v2", Role::Alternative)
+                      .where(on_geometry<cuda::conv2d_filter_small_applies>),
                   cuda_row<cuda::conv2d_forward_lanes>("cuda.lanes", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_lanes>("cuda.lanes", Role::Alternative),
-                  cuda_row<cuda::conv2d_forward_const>("cuda.const", Role::Alternative),
-                  cuda_row<cuda::conv2d_backward_data_const>("cuda.const", Role::Alternative),
+                  cuda_row<cuda::conv2d_forward_const>("cuda.const", Role::Alternative)
+                      .where(on_geometry<cuda::conv2d_const_applies>),
+                  cuda_row<cuda::conv2d_backward_data_const>("cuda.const", Role::Alternative)
+                      .where(on_geometry<cuda::conv2d_backward_data_const_applies>),
                   cuda_row<cuda::conv2d_forward_timed>("cuda.timed", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_data_timed>("cuda.timed", Role::Alternative),
                   cuda_row<cuda::conv2d_backward_filter_timed>("cuda.timed", Role::Alternative));

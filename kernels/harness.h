@@ -262,6 +262,9 @@ class KernelSpec {
   virtual size_t case_count() const = 0;
   virtual const std::string& case_name(size_t i) const = 0;
   virtual double case_flops(size_t i) const = 0;
+  // Whether row `row` runs its own code on case i (Implementation::applies); where it does
+  // not, it hands the case to another row and is neither checked nor timed on it.
+  virtual bool applies(size_t i, const std::string& row) const = 0;
   // "" when row `row` passes case i; otherwise what differs, buffer by buffer.
   virtual std::string check(size_t i, const std::string& row) const = 0;
   virtual Timing time(size_t i, const std::string& row, double min_seconds) const = 0;
@@ -297,6 +300,11 @@ class KernelCases final : public KernelSpec {
   const std::string& case_name(size_t i) const override { return cases_[i].name; }
   double case_flops(size_t i) const override { return cases_[i].flops; }
 
+  bool applies(size_t i, const std::string& row_name) const override {
+    const Implementation<A<float>>& row = find_row(row_name);
+    return row.applies == nullptr || row.applies(make<float>(cases_[i].setup_float));
+  }
+
   std::string check(size_t i, const std::string& row_name) const override {
     const Case<A>& c = cases_[i];
     std::vector<Buffer> reference = initial(i);
@@ -319,6 +327,12 @@ class KernelCases final : public KernelSpec {
   }
 
  private:
+  const Implementation<A<float>>& find_row(const std::string& row_name) const {
+    const Implementation<A<float>>* row = KernelTable<A<float>>::get().find(row_name);
+    if (row == nullptr) throw std::invalid_argument(std::string(name()) + " has no row " + row_name);
+    return *row;
+  }
+
   template <typename T>
   static A<T> make(const std::function<void(A<T>&)>& setup) {
     A<T> args{};
@@ -377,8 +391,7 @@ class KernelCases final : public KernelSpec {
   std::vector<std::vector<double>> run_row(const Case<A>& c, const std::vector<Buffer>& start,
                                            const std::string& row_name, Timing* timing,
                                            double min_seconds) const {
-    const Implementation<A<float>>* row = KernelTable<A<float>>::get().find(row_name);
-    if (row == nullptr) throw std::invalid_argument(std::string(name()) + " has no row " + row_name);
+    const Implementation<A<float>>* row = &find_row(row_name);
     A<float> args = make<float>(c.setup_float);
     const std::vector<Buffer> described = describe(args);
     for (size_t b = 0; b < described.size(); ++b) {

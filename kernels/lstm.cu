@@ -917,6 +917,11 @@ void lstm_sequence_backward(const LstmSequenceBackward<float>& k, cudaStream_t s
                   (2 * 4 * k.U + k.U) * sizeof(float), (k.U | 1) * 4 * k.U * sizeof(float), stream);
 }
 
+bool convlstm_step_tiles_apply(const ConvLstmStepForward<float>& k) { return step_tiles_apply(k); }
+bool convlstm_step_tiles_apply(const ConvLstmStepBackward<float>& k) { return step_tiles_apply(k); }
+bool convlstm_step_tiles_v2_apply(const ConvLstmStepForward<float>& k) { return step_v2_apply(k); }
+bool convlstm_step_tiles_v2_apply(const ConvLstmStepBackward<float>& k) { return step_v2_apply(k); }
+
 void convlstm_step_forward_tiles(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
   require_history(k, "cuda::convlstm_step_forward_tiles");
   if (k.N * k.P() * k.F <= 0) return;

@@ -369,6 +369,12 @@ void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaS
 // unit for 2 or 4 pixels one above the other, its sums in registers.
 void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
+// Where the tiles and tiles_v2 rows run their own kernels (v1 elsewhere); tiles_v2's shared
+// memory is held against the current device's opt-in limit.
+bool convlstm_step_tiles_apply(const ConvLstmStepForward<float>& k);
+bool convlstm_step_tiles_apply(const ConvLstmStepBackward<float>& k);
+bool convlstm_step_tiles_v2_apply(const ConvLstmStepForward<float>& k);
+bool convlstm_step_tiles_v2_apply(const ConvLstmStepBackward<float>& k);
 
 }  // namespace hisvid::cuda
 #endif

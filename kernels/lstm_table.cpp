@@ -38,11 +38,15 @@ const bool cuda_rows = register_rows(
     cuda_row<cuda::convlstm_step_forward_v1>("cuda.v1", Role::Alternative),
     cuda_row<cuda::convlstm_step_backward_v1>("cuda.v1", Role::Alternative),
     cuda_row<cuda::convlstm_step_forward_lanes_v2>("cuda.lanes_v2", Role::Alternative),
-    cuda_row<cuda::convlstm_step_forward_tiles>("cuda.tiles", Role::Alternative),
-    cuda_row<cuda::convlstm_step_backward_tiles>("cuda.tiles", Role::Alternative),
+    cuda_row<cuda::convlstm_step_forward_tiles>("cuda.tiles", Role::Alternative)
+        .where(cuda::convlstm_step_tiles_apply),
+    cuda_row<cuda::convlstm_step_backward_tiles>("cuda.tiles", Role::Alternative)
+        .where(cuda::convlstm_step_tiles_apply),
     cuda_row<cuda::convlstm_step_backward_lanes_v2>("cuda.lanes_v2", Role::Alternative),
-    cuda_row<cuda::convlstm_step_forward_tiles_v2>("cuda.tiles_v2", Role::Alternative),
-    cuda_row<cuda::convlstm_step_backward_tiles_v2>("cuda.tiles_v2", Role::Alternative));
+    cuda_row<cuda::convlstm_step_forward_tiles_v2>("cuda.tiles_v2", Role::Alternative)
+        .where(cuda::convlstm_step_tiles_v2_apply),
+    cuda_row<cuda::convlstm_step_backward_tiles_v2>("cuda.tiles_v2", Role::Alternative)
+        .where(cuda::convlstm_step_tiles_v2_apply));
 #endif
 
 // first_step: no c_prev (and no dc_prev); last_step: no dc from a next step.

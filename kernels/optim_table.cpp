@@ -90,6 +90,22 @@ const bool cases = [] {
       .prepare_with([halt](RmspropUpdate<double>& a) { halt(a.halt); });
   sgd.add("n1000_halted", [](auto& a) { a.n = 1000, a.lr = kLr, a.scalar_at = nullptr; })
       .prepare_with([halt](SgdUpdate<double>& a) { halt(a.halt); });
+  // No halt flag at all (the engine's updates outside a device-resident step).
+  adam.add("n7_no_halt",
+           [alpha](auto& a) {
+             a.n = 7, a.alpha = alpha, a.beta1 = kBeta1, a.beta2 = kBeta2, a.eps = kEps;
+             a.halt = nullptr, a.scalar_at = nullptr;
+           })
+      .tol(harness::kFused)
+      .prepare_with([](AdamUpdate<double>& a) { moments(a.m, a.v, 7); });
+  rmsprop
+      .add("n7_no_halt",
+           [](auto& a) {
+             a.n = 7, a.lr = kLr, a.rho = kRho, a.eps = kEps, a.form = RmspropEpsilon::OutsideSqrt;
+             a.halt = nullptr, a.scalar_at = nullptr;
+           })
+      .tol(harness::kFused)
+      .prepare_with([](RmspropUpdate<double>& a) { moments(nullptr, a.v, 7); });
   sgd.add("n7_no_halt", [](auto& a) { a.n = 7, a.lr = kLr, a.halt = nullptr, a.scalar_at = nullptr; })
       .tol(harness::kElementwise);
   // Several tensors at once: sizes around the block size and the seeds' (a 1-value bias, a

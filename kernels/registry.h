@@ -49,6 +49,18 @@ struct Implementation {
   Backend backend = Backend::Naive;
   bool is_default = false;
   void (*run)(const Args&, const Launch&) = nullptr;
+  // Where the row runs code of its own; null: on every argument. An alternative row that hands
+  // other arguments to another row (version 2 of a kernel running version 1 where its kernel
+  // does not apply) says where it does not, so that the harness checks and times it only where
+  // its own code runs, and fails a row that runs on none of its kernel's cases.
+  bool (*applies)(const Args&) = nullptr;
+
+  // This row, running its own code only where `predicate` holds.
+  Implementation where(bool (*predicate)(const Args&)) const {
+    Implementation row = *this;
+    row.applies = predicate;
+    return row;
+  }
 };
 
 // The name of every kernel with a table, once per element type (the harness checks that each
@@ -128,7 +140,8 @@ void call_cuda(const typename CudaArgs<decltype(Fn)>::type& args, const Launch& 
 
 // Rows, for the registrations in kernels/<family>_table.cpp:
 //   register_rows(host_row<naive::fill<float>>(Backend::Naive, "naive"), ...);
-// Fn is `void fn(const Args&)` on the host and `void fn(const Args&, cudaStream_t)` on CUDA.
+// Fn is `void fn(const Args&)` on the host and `void fn(const Args&, cudaStream_t)` on CUDA. A
+// row that runs its own code only on some arguments is registered with `.where(predicate)`.
 enum class Role : bool { Alternative = false, Default = true };
 
 template <auto Fn>

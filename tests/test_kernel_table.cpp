@@ -63,15 +63,32 @@ double max_case_flops() {
   return limit == nullptr ? std::numeric_limits<double>::infinity() : std::atof(limit);
 }
 
+// A row is checked on the cases where it runs its own code (Implementation::applies); one that
+// runs on none of them would pass having tested nothing, and fails.
 TEST_P(TableRow, MatchesTheNaiveReference) {
   const harness::KernelSpec& spec = *GetParam().spec;
+  const std::string& row = GetParam().row.name;
+  int checked = 0, elsewhere = 0, too_large = 0;
   for (size_t i = 0; i < spec.case_count(); ++i) {
-    if (spec.case_flops(i) > max_case_flops()) continue;
-    const std::string failures = spec.check(i, GetParam().row.name);
-    EXPECT_TRUE(failures.empty()) << spec.name() << " " << GetParam().row.name << " on " << spec.case_name(i)
-                                  << ":\n"
+    if (!spec.applies(i, row)) {
+      ++elsewhere;
+      continue;
+    }
+    if (spec.case_flops(i) > max_case_flops()) {
+      ++too_large;
+      continue;
+    }
+    ++checked;
+    const std::string failures = spec.check(i, row);
+    EXPECT_TRUE(failures.empty()) << spec.name() << " " << row << " on " << spec.case_name(i) << ":\n"
                                   << failures;
   }
+  RecordProperty("cases_checked", checked);
+  RecordProperty("cases_handed_to_another_row", elsewhere);
+  if (checked == 0 && too_large > 0)
+    GTEST_SKIP() << "every case " << row << " applies to is over HISVID_KERNEL_CASE_MAX_FLOPS";
+  EXPECT_GT(checked, 0) << spec.name() << " " << row << " runs its own code on none of the "
+                        << spec.case_count() << " cases: add a case it applies to";
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, TableRow, ::testing::ValuesIn(rows_under_test()), test_name);
@@ -100,7 +117,7 @@ TEST(KernelTable, EveryKernelHasCasesANaiveRowAndACudaRow) {
     if (name == "harness_self_test") continue;  // the test below's own kernel
     EXPECT_EQ(with_cases.count(name), 1u) << name << " has rows but no harness cases";
   }
-  EXPECT_GE(with_cases.size(), 42u) << "kernels with cases";
+  EXPECT_GE(with_cases.size(), 51u) << "kernels with cases";
 }
 
 // The harness itself: a kernel out (n) = -inp (n) with a correct row, a row that forgets an
@@ -132,19 +149,22 @@ void a_little_off(const SelfTest<float>& k) {
 void hides_nan(const SelfTest<float>& k) {
   for (int64_t i = 0; i < k.n; ++i) k.out[i] = std::isnan(k.inp[i]) ? 0.0f : -k.inp[i];
 }
+bool odd_sizes(const SelfTest<float>& k) { return k.n % 2 == 1; }
 
 TEST(Harness, FailsEveryWrongRowAndPassesTheRightOne) {
   static const bool registered = register_rows(
       host_row<negate<float>>(Backend::Naive, "naive"), host_row<negate<double>>(Backend::Naive, "naive"),
       host_row<forgets_one>(Backend::Cpu, "forgets_one", Role::Alternative),
       host_row<a_little_off>(Backend::Cpu, "a_little_off", Role::Alternative),
-      host_row<hides_nan>(Backend::Cpu, "hides_nan", Role::Alternative));
+      host_row<hides_nan>(Backend::Cpu, "hides_nan", Role::Alternative),
+      host_row<negate<float>>(Backend::Cpu, "odd_sizes_only", Role::Alternative).where(odd_sizes));
   ASSERT_TRUE(registered);
   harness::Cases<SelfTest> cases;
   cases.add("n37", [](auto& a) { a.n = 37; }).tol(harness::kElementwise);
   cases.add("n37_nan", [](auto& a) { a.n = 37; }).prepare_with([](SelfTest<double>& a) {
     harness::writable(a.inp)[5] = std::numeric_limits<double>::quiet_NaN();
   });
+  cases.add("n38", [](auto& a) { a.n = 38; });
   const harness::KernelCases<SelfTest> spec(cases.all());
   EXPECT_EQ(spec.check(0, "naive"), "");
   EXPECT_EQ(spec.check(1, "naive"), "");
@@ -153,6 +173,10 @@ TEST(Harness, FailsEveryWrongRowAndPassesTheRightOne) {
   EXPECT_NE(spec.check(0, "a_little_off"), "");
   EXPECT_EQ(spec.check(0, "hides_nan"), "");
   EXPECT_NE(spec.check(1, "hides_nan"), "");
+  // A row registered .where(predicate) runs its own code only where the predicate holds.
+  EXPECT_TRUE(spec.applies(0, "odd_sizes_only"));
+  EXPECT_FALSE(spec.applies(2, "odd_sizes_only"));
+  EXPECT_TRUE(spec.applies(2, "naive"));
   const harness::Timing timing = spec.time(0, "naive", 0.001);
   EXPECT_GT(timing.calls, 0);
   EXPECT_GT(timing.seconds, 0.0);
