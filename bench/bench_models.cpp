@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -88,7 +89,7 @@ void run(benchmark::State& state, const std::string& model, Device device, Step 
 }
 
 // Removes `--name=value` from argv (before Google Benchmark sees it) and returns the value.
-std::string take_flag(int& argc, char** argv, const char* name) {
+std::optional<std::string> take_flag(int& argc, char** argv, const char* name) {
   const std::string prefix = std::string("--") + name + "=";
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], prefix.c_str(), prefix.size()) == 0) {
@@ -98,7 +99,7 @@ std::string take_flag(int& argc, char** argv, const char* name) {
       return value;
     }
   }
-  return "";
+  return std::nullopt;
 }
 
 // Removes a plain `--name` switch from argv and says whether it was there.
@@ -136,8 +137,21 @@ int for_each_model(const std::string& models, const std::string& steps_flag, con
   const int steps = positive_flag("per_layer_steps", steps_flag, 10);
   const int batch = positive_flag("per_layer_batch", batch_flag, 4);
   if (steps == 0 || batch == 0) return 2;
+  std::vector<std::string> names;
   std::stringstream list(models);
-  for (std::string model; std::getline(list, model, ',');) report(model, steps, batch);
+  for (std::string model; std::getline(list, model, ',');) {
+    if (model.empty()) {
+      std::fprintf(stderr, "hisvid_bench: '%s' names an empty model (models are comma-separated)\n",
+                   models.c_str());
+      return 2;
+    }
+    names.push_back(model);
+  }
+  if (names.empty()) {
+    std::fprintf(stderr, "hisvid_bench: --per_layer= / --per_kernel= name no model\n");
+    return 2;
+  }
+  for (const std::string& model : names) report(model, steps, batch);
   return 0;
 }
 
@@ -194,22 +208,38 @@ int main(int argc, char** argv) {
     }
     hisvid::cuda_set_allow_tf32(devices.back(), true);
   }
-  const std::string per_layer_models = take_flag(argc, argv, "per_layer");
-  const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps");
-  const std::string per_layer_batch = take_flag(argc, argv, "per_layer_batch");
-  const std::string per_kernel_models = take_flag(argc, argv, "per_kernel");
-  if (!per_kernel_models.empty() || !per_layer_models.empty()) {
+  const std::optional<std::string> per_layer_models = take_flag(argc, argv, "per_layer");
+  const std::string per_layer_steps = take_flag(argc, argv, "per_layer_steps").value_or("");
+  const std::string per_layer_batch = take_flag(argc, argv, "per_layer_batch").value_or("");
+  const std::optional<std::string> per_kernel_models = take_flag(argc, argv, "per_kernel");
+  // --throughput: every step on CUDA also at batch 256 (the clips/s comparison).
+  const bool throughput = take_switch(argc, argv, "throughput");
+  const bool profile = per_layer_models || per_kernel_models;
+  if (per_layer_models && per_kernel_models) {
+    std::fprintf(stderr, "hisvid_bench: --per_layer and --per_kernel: give one (each is a run of its own)\n");
+    return 2;
+  }
+  if (!profile && (!per_layer_steps.empty() || !per_layer_batch.empty())) {
+    std::fprintf(stderr,
+                 "hisvid_bench: --per_layer_steps / --per_layer_batch go with --per_layer or --per_kernel\n");
+    return 2;
+  }
+  if (profile && throughput) {
+    std::fprintf(stderr,
+                 "hisvid_bench: --throughput goes with the benchmarks, not --per_layer / --per_kernel "
+                 "(--per_layer_batch=256 profiles batch 256)\n");
+    return 2;
+  }
+  if (profile) {
     try {
-      return per_kernel_models.empty()
-                 ? per_layer(per_layer_models, per_layer_steps, per_layer_batch, devices.back())
-                 : per_kernel(per_kernel_models, per_layer_steps, per_layer_batch, devices.back());
+      return per_kernel_models
+                 ? per_kernel(*per_kernel_models, per_layer_steps, per_layer_batch, devices.back())
+                 : per_layer(*per_layer_models, per_layer_steps, per_layer_batch, devices.back());
     } catch (const std::exception& e) {
       std::fprintf(stderr, "hisvid_bench: %s\n", e.what());
       return 1;
     }
   }
-  // --throughput: every step on CUDA also at batch 256 (the clips/s comparison).
-  const bool throughput = take_switch(argc, argv, "throughput");
   for (const std::string& model : hisvid::models::zoo_names()) {
     for (const Device& device : devices) {
       for (Step kind : {Step::Train, Step::Eval, Step::GraphTrain, Step::GraphEval}) {
@@ -236,7 +266,13 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
+  const size_t ran = benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  if (ran == 0) {
+    std::fprintf(stderr,
+                 "hisvid_bench: no benchmark matches the filter (names: MODEL/train|eval|train_graph|"
+                 "eval_graph/cpu|cuda:0/batch:N)\n");
+    return 1;
+  }
   return 0;
 }

@@ -24,12 +24,14 @@
 // The same precision twice (`--precisions float32,float32`) shows whether training is
 // reproducible on the device: 100% alike and a difference of 0.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -181,6 +183,11 @@ int run_all(const Args& args) {
   }
   for (const std::string& name : model_names) {
     models::load_spec(name, 0, "--models");  // an unknown name fails before any work
+  }
+  if (!args.json.empty()) {  // found before the trainings, not after them
+    const std::filesystem::path folder = std::filesystem::absolute(args.json).parent_path();
+    if (!std::filesystem::is_directory(folder) || ::access(folder.c_str(), W_OK) != 0)
+      fail("--json {}: {} is not a folder this process can write into", args.json, folder.string());
   }
 
   io::SyntheticSpec spec;

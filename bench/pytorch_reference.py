@@ -37,7 +37,7 @@ it is what a PyTorch user writes and what cuDNN runs. Both counts are printed an
 (params_torch, params_keras); BatchNorm running mean/variance count as (non-trainable)
 parameters as in Keras (704 in lrcn_bn); BN's integer num_batches_tracked is not counted.
 
-Measurement (identical in method to hisvid_bench):
+Measurement (the same steps as hisvid_bench's):
   train step, batch 4: forward in training mode + F.cross_entropy + backward + Adam step +
                        zero_grad(set_to_none=True);
   eval step, batch 32: model.eval() forward under torch.inference_mode();
@@ -45,7 +45,9 @@ Measurement (identical in method to hisvid_bench):
   CPU: time.perf_counter around each step; CUDA: torch.cuda.synchronize() at each step
   boundary and CUDA events around the step (ms_per_step), plus perf_counter wall time
   (wall_ms_per_step). Reported: the median ms/step (also mean/min), clips/s = batch / median.
-  hisvid_bench (Google Benchmark, real_time) reports the MEAN over its iterations.
+  hisvid_bench (Google Benchmark, real_time) times the same synchronised steps by the host clock:
+  the mean over each repetition's iterations, the median of 5 repetitions. bench/compare
+  compares its figures with wall_ms_per_step on CUDA (the same clock on both sides).
   Classes: 4 for every model (as hisvid_bench's StepRunner builds them); --classes changes it.
 
 Variants:
@@ -718,6 +720,7 @@ def run_worker(models, variant, args, report):
         if value is not None:
             cmd += [flag, str(value)]
     cmd += ["--throughput"] if args.throughput else []
+    cmd += ["--tf32"] if args.tf32 else []
     cmd += ["--verbose"] if args.verbose else []
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
     if args.verbose or proc.returncode != 0:
@@ -725,7 +728,10 @@ def run_worker(models, variant, args, report):
     done = []
     try:
         with open(tmp) as f:
-            done = json.load(f).get("results", [])
+            worker = json.load(f)
+        done = worker.get("results", [])
+        # What the worker's torch really ran with (TF32, cudnn.benchmark), per variant.
+        report.setdefault("worker_cuda_settings", {})[variant] = worker.get("cuda_settings")
     except (OSError, ValueError):
         pass
     finally:
@@ -820,14 +826,14 @@ def main(argv=None):
         "cudnn_version": torch.backends.cudnn.version() if cuda_ok else None,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cuda_settings": cuda_settings,
-        "statistic": "median over timed steps (hisvid_bench reports the mean)",
+        "statistic": "median over timed steps (hisvid_bench: the median of 5 repetitions' means)",
         "notes": notes,
         "skipped": skipped,
         "results": [],
     }
     if not args.worker:
         print(f"# PyTorch {torch.__version__} | CPU: {cpu_name} ({os.cpu_count()} cores, torch threads "
-              f"{torch.get_num_threads()})" + (f" | GPU: {gpu_name} (TF32 off, cudnn.benchmark)" if gpu_name else ""))
+              f"{torch.get_num_threads()})" + (f" | GPU: {gpu_name} (TF32 {'on' if args.tf32 else 'off'}, cudnn.benchmark)" if gpu_name else ""))
         for note in notes:
             print(f"# note: {note}")
         print(ROW_HEADER)
