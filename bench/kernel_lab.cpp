@@ -4,7 +4,8 @@
 //
 //   kernel_lab [--kernel conv2d_forward,...] [--case seed_] [--row cpu|cuda*] [--time] [--min-time 0.2]
 //
-// One line per (kernel, case, row): ok or FAIL, and with --time the time per call, GFLOP/s
+// One line per (kernel, case, row): ok or FAIL, the largest error as a fraction of what the
+// case's tolerance allows (the data to tighten a tolerance by), and with --time the time per call, GFLOP/s
 // where the case states its flops, and GB/s of the buffers read and written once; "n/a" where
 // the row hands the case to another row (Implementation::applies), neither checked nor timed.
 // CUDA rows time with CUDA events on the stream; host rows with the host clock. Rows this
@@ -87,7 +88,8 @@ int main(int argc, char** argv) {
   int failures = 0, checked = 0, elsewhere = 0;
   std::map<std::string, std::string> unavailable_rows;  // row -> why this process cannot run it
   std::printf(
-      "| kernel | case | row | check | ms/call | GFLOP/s | GB/s |\n|---|---|---|---|---:|---:|---:|\n");
+      "| kernel | case | row | check | error used | ms/call | GFLOP/s | GB/s |\n"
+      "|---|---|---|---|---:|---:|---:|---:|\n");
   for (const hisvid::harness::KernelSpec* spec : hisvid::harness::kernel_specs()) {
     if (!selected(want_kernels, spec->name(), false)) continue;
     for (size_t i = 0; i < spec->case_count(); ++i) {
@@ -101,14 +103,16 @@ int main(int argc, char** argv) {
         }
         if (!spec->applies(i, row.name)) {
           ++elsewhere;
-          std::printf("| %s | %s | %s%s | n/a | | | |\n", spec->name(), spec->case_name(i).c_str(),
+          std::printf("| %s | %s | %s%s | n/a | | | | |\n", spec->name(), spec->case_name(i).c_str(),
                       row.name.c_str(), row.is_default ? " *" : "");
           continue;
         }
-        const std::string failure = spec->check(i, row.name);
+        double error_used = 0.0;
+        const std::string failure = spec->check(i, row.name, &error_used);
         ++checked;
-        std::printf("| %s | %s | %s%s | %s |", spec->name(), spec->case_name(i).c_str(), row.name.c_str(),
-                    row.is_default ? " *" : "", failure.empty() ? "ok" : "FAIL");
+        std::printf("| %s | %s | %s%s | %s | %.3g |", spec->name(), spec->case_name(i).c_str(),
+                    row.name.c_str(), row.is_default ? " *" : "", failure.empty() ? "ok" : "FAIL",
+                    error_used);
         if (!failure.empty()) {
           ++failures;
           std::fprintf(stderr, "%s %s %s:\n%s", spec->name(), spec->case_name(i).c_str(), row.name.c_str(),

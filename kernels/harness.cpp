@@ -296,8 +296,9 @@ void round_to_float(std::vector<Buffer>& buffers) {
 }
 
 std::string compare(const std::vector<Buffer>& reference, const std::vector<std::vector<double>>& result,
-                    const std::function<double(const std::string&)>& tolerance_of) {
+                    const std::function<double(const std::string&)>& tolerance_of, double* error_used) {
   std::ostringstream failures;
+  if (error_used != nullptr) *error_used = 0.0;
   for (size_t b = 0; b < reference.size(); ++b) {
     const Buffer& ref = reference[b];
     if (!ref.present || ref.access == Access::In) continue;
@@ -320,6 +321,7 @@ std::string compare(const std::vector<Buffer>& reference, const std::vector<std:
         ratio = std::fabs(g - r) / (tol * std::max(std::fabs(r), scale));
         if (std::isnan(ratio)) ratio = g == r ? 0.0 : std::numeric_limits<double>::infinity();
       }
+      if (error_used != nullptr) *error_used = std::max(*error_used, ratio);
       if (ratio > 1.0) {
         if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
         ++bad;

@@ -265,8 +265,11 @@ class KernelSpec {
   // Whether row `row` runs its own code on case i (Implementation::applies); where it does
   // not, it hands the case to another row and is neither checked nor timed on it.
   virtual bool applies(size_t i, const std::string& row) const = 0;
-  // "" when row `row` passes case i; otherwise what differs, buffer by buffer.
-  virtual std::string check(size_t i, const std::string& row) const = 0;
+  // "" when row `row` passes case i; otherwise what differs, buffer by buffer. `error_used`,
+  // when given, receives the largest error of any element as a fraction of what its tolerance
+  // allows (0 exact, 1 at the limit, infinity for a NaN or a wrong integer): the data to set a
+  // tolerance by.
+  virtual std::string check(size_t i, const std::string& row, double* error_used = nullptr) const = 0;
   virtual Timing time(size_t i, const std::string& row, double min_seconds) const = 0;
 };
 
@@ -278,9 +281,11 @@ void add_spec(std::unique_ptr<KernelSpec> spec);
 void fill_initial(std::vector<Buffer>& buffers, uint64_t case_index);
 // float(x) for every real input and in-place buffer: what a float row receives.
 void round_to_float(std::vector<Buffer>& buffers);
-// "" or the description of every output that differs beyond its tolerance.
+// "" or the description of every output that differs beyond its tolerance; `error_used` as
+// KernelSpec::check's.
 std::string compare(const std::vector<Buffer>& reference, const std::vector<std::vector<double>>& result,
-                    const std::function<double(const std::string&)>& tolerance_of);
+                    const std::function<double(const std::string&)>& tolerance_of,
+                    double* error_used = nullptr);
 double bytes_moved(const std::vector<Buffer>& buffers, size_t real_size);
 
 template <template <typename> class A>
@@ -305,16 +310,19 @@ class KernelCases final : public KernelSpec {
     return row.applies == nullptr || row.applies(make<float>(cases_[i].setup_float));
   }
 
-  std::string check(size_t i, const std::string& row_name) const override {
+  std::string check(size_t i, const std::string& row_name, double* error_used = nullptr) const override {
     const Case<A>& c = cases_[i];
     std::vector<Buffer> reference = initial(i);
     const std::vector<Buffer> start = reference;
     run_reference(c, reference);
     const std::vector<std::vector<double>> result = run_row(c, start, row_name, nullptr, 0.0);
-    return compare(reference, result, [&c](const std::string& buffer) {
-      const auto it = c.tolerance_of.find(buffer);
-      return it == c.tolerance_of.end() ? c.tolerance : it->second;
-    });
+    return compare(
+        reference, result,
+        [&c](const std::string& buffer) {
+          const auto it = c.tolerance_of.find(buffer);
+          return it == c.tolerance_of.end() ? c.tolerance : it->second;
+        },
+        error_used);
   }
 
   Timing time(size_t i, const std::string& row_name, double min_seconds) const override {

@@ -69,6 +69,7 @@ TEST_P(TableRow, MatchesTheNaiveReference) {
   const harness::KernelSpec& spec = *GetParam().spec;
   const std::string& row = GetParam().row.name;
   int checked = 0, elsewhere = 0, too_large = 0;
+  double error_used = 0.0;  // the largest error as a fraction of its tolerance, over the cases
   for (size_t i = 0; i < spec.case_count(); ++i) {
     if (!spec.applies(i, row)) {
       ++elsewhere;
@@ -79,12 +80,15 @@ TEST_P(TableRow, MatchesTheNaiveReference) {
       continue;
     }
     ++checked;
-    const std::string failures = spec.check(i, row);
+    double used = 0.0;
+    const std::string failures = spec.check(i, row, &used);
+    error_used = std::max(error_used, used);
     EXPECT_TRUE(failures.empty()) << spec.name() << " " << row << " on " << spec.case_name(i) << ":\n"
                                   << failures;
   }
   RecordProperty("cases_checked", checked);
   RecordProperty("cases_handed_to_another_row", elsewhere);
+  RecordProperty("largest_error_used", std::to_string(error_used));
   if (checked == 0 && too_large > 0)
     GTEST_SKIP() << "every case " << row << " applies to is over HISVID_KERNEL_CASE_MAX_FLOPS";
   EXPECT_GT(checked, 0) << spec.name() << " " << row << " runs its own code on none of the "
