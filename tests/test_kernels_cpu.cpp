@@ -30,8 +30,23 @@
 #include "kernels/reduce.h"
 #include "kernels/softmax.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace hisvid {
 namespace {
+
+// The ...TakesTheParallelPath tests run a kernel's OpenMP loop; with one thread it is the serial
+// loop, and they would test nothing new.
+int openmp_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+constexpr const char* kOneThread = "one OpenMP thread (OMP_NUM_THREADS=1?): no parallel path to take";
 
 // float32 epsilon is 1.2e-7; the chains here (exp, tanh, sqrt, a few products) round a few
 // dozen times at most, and some inputs (0.3, 0.001) are not exact in float.
@@ -44,6 +59,9 @@ constexpr double kFloatGemmTol = 1e-4;
 // Central differences with step 1e-5 in float64: truncation error ~ h^2 = 1e-10 times the third
 // derivative, rounding error ~ eps / h = 2e-11.
 constexpr double kFiniteDiffTol = 1e-8;
+// A result through momentum = 0.99f, which is 1.1e-8 away from the 0.99 of the hand values,
+// times values of order 1: the float64 row differs by ~1e-8 from them.
+constexpr double kFloatMomentumTol = 1e-7;
 
 template <typename T>
 constexpr double tol() {
@@ -147,6 +165,7 @@ TYPED_TEST(KernelsCpu, AddSubMulScaleAxpy) {
 
 TYPED_TEST(KernelsCpu, AddOnManyElementsTakesTheParallelPath) {
   using T = TypeParam;
+  if (openmp_threads() < 2) GTEST_SKIP() << kOneThread;
   const int64_t n = 100003;  // above the one-thread limit, not a multiple of any block size
   std::vector<T> a(n), b(n), out(n);
   for (int64_t i = 0; i < n; ++i) {
@@ -1206,6 +1225,7 @@ TEST(KernelsCpuFiniteDifference, BatchNormBackward) {
 
 TYPED_TEST(KernelsCpu, BatchNormOnManyRowsTakesTheParallelPath) {
   using T = TypeParam;
+  if (openmp_threads() < 2) GTEST_SKIP() << kOneThread;
   // M = 20000 rows (above the one-thread limit): channel 0 cycles 0, 1, 2, 3 (mean 1.5, biased
   // var (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25), channel 1 cycles 0, 2 (mean 1, var 1).
   const int64_t M = 20000, C = 2;
@@ -1267,8 +1287,8 @@ TYPED_TEST(KernelsCpu, BatchNormUpdateMoving) {
     naive::batchnorm_update_moving(k);
   }
   // momentum arrives as the float 0.99f, 1.1e-8 away from 0.99.
-  expect_close(mm, {0.025}, std::max(tol<T>(), 1e-7));
-  expect_close(mv, {1.0066666666666666}, std::max(tol<T>(), 1e-7));
+  expect_close(mm, {0.025}, std::max(tol<T>(), kFloatMomentumTol));
+  expect_close(mv, {1.0066666666666666}, std::max(tol<T>(), kFloatMomentumTol));
   // M == 1: the variance is used as it is: 1*0.99 + 1.25*0.01 = 1.0025.
   mv = vec<T>({1});
   {
@@ -1277,7 +1297,7 @@ TYPED_TEST(KernelsCpu, BatchNormUpdateMoving) {
     k.C = 1, k.momentum = 0.99f;
     naive::batchnorm_update_moving(k);
   }
-  expect_close(mv, {1.0025}, std::max(tol<T>(), 1e-7));
+  expect_close(mv, {1.0025}, std::max(tol<T>(), kFloatMomentumTol));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1402,6 +1422,7 @@ TYPED_TEST(KernelsCpu, SumAll) {
 
 TYPED_TEST(KernelsCpu, SumAllOnManyElementsTakesTheParallelPath) {
   using T = TypeParam;
+  if (openmp_threads() < 2) GTEST_SKIP() << kOneThread;
   // 100000 elements cycling 0..9: 10000 * (0 + 1 + ... + 9) = 450000, exact in float.
   const int64_t n = 100000;
   std::vector<T> x(n);

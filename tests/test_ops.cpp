@@ -10,14 +10,20 @@
 namespace hisvid {
 namespace {
 
-// float64 ops against hand arithmetic: only the last few ulps may differ.
-constexpr double kExact = 1e-12;
+// float64 ops against hand arithmetic: only the last few ulps may differ (absolute, on values
+// of order 1; 2^-52 = 2.2e-16 per operation leaves a margin of thousands of operations).
+constexpr double kUlps = 1e-12;
+// A loss of ~1000 computed in float64: a few ulps of 1000 (2.3e-13 each).
+constexpr double kLargeLossUlps = 1e-9;
+// Binomial(1000, 0.75) kept elements: mean 750, standard deviation 13.7; 6 deviations either
+// side (a false failure about once in 10^9 draws).
+constexpr int kKeptSpread = 82;
 
 Tensor d(std::vector<double> values, const Shape& shape) {
   return Tensor::from_vector(values, shape, DType::Float64);
 }
 
-void expect_values(const Tensor& t, const std::vector<double>& expected, double tolerance = kExact) {
+void expect_values(const Tensor& t, const std::vector<double>& expected, double tolerance = kUlps) {
   const std::vector<double> got = t.to_vector();
   ASSERT_EQ(got.size(), expected.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], expected[i], tolerance) << "element " << i;
@@ -101,11 +107,10 @@ TEST(Ops, DropoutMaskAndIdentity) {
   int kept = 0;
   for (size_t i = 0; i < out.size(); ++i) {
     EXPECT_EQ(out[i], mask[i]);
-    EXPECT_TRUE(out[i] == 0.0 || std::fabs(out[i] - 1.0 / 0.75) < kExact);
+    EXPECT_TRUE(out[i] == 0.0 || std::fabs(out[i] - 1.0 / 0.75) < kUlps);
     kept += out[i] != 0.0;
   }
-  // Binomial(1000, 0.75): mean 750, standard deviation 13.7; 6 deviations either side.
-  EXPECT_NEAR(kept, 750, 82);
+  EXPECT_NEAR(kept, 750, kKeptSpread);
   // A different draw gives a different mask.
   EXPECT_NE(ops::dropout(x, 0.25f, RandomDraw{1, 3}).to_vector(), out);
 }
@@ -184,7 +189,7 @@ TEST(Ops, CrossEntropyFromLogits) {
   expect_values(xe.probs, {0.25, 0.75, 0.5, 0.5});
   // No clipping: a confident wrong answer costs its full log-probability (~1000), not -log(1e-7).
   const ops::CrossEntropy wrong = ops::softmax_cross_entropy(d({1000, 0}, {1, 2}), d({0, 1}, {1, 2}));
-  EXPECT_NEAR(wrong.loss.item(), 1000.0, 1e-9);
+  EXPECT_NEAR(wrong.loss.item(), 1000.0, kLargeLossUlps);
 }
 
 TEST(Ops, ReductionsAndAccuracy) {
