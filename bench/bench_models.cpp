@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "bench/step.h"
+#include "engine/build_info.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "models/zoo.h"
@@ -264,6 +265,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  benchmark::AddCustomContext("hisvid_commit", hisvid::build_commit());  // bench/compare reports it
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const size_t ran = benchmark::RunSpecifiedBenchmarks();

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "bench/step.h"
+#include "engine/build_info.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -250,6 +251,7 @@ int run_all(const Args& args) {
 
   if (!args.json.empty()) {
     nlohmann::json out = {{"device", device.str()},
+                          {"hisvid_commit", hisvid::build_commit()},
                           {"classes", spec.classes},
                           {"clips_per_class", spec.clips_per_class},
                           {"seed", args.seed},

@@ -641,6 +641,9 @@ def run_one(name, kind, batch, device, variant, args):
                      timing="cuda_events" if device == "cuda" else "perf_counter")
         if walls:
             entry["wall_ms_per_step"] = statistics.median(walls)
+        timed = walls or times  # the figure bench/compare uses
+        if len(timed) > 1:  # the spread of single steps (hisvid_bench's is of repetitions' means)
+            entry["cv"] = statistics.stdev(timed) / statistics.fmean(timed)
     except Exception as e:  # noqa: BLE001 -- a failing variant is a result, not a crash
         msg = f"{type(e).__name__}: {e}".strip().splitlines()
         entry.update(status="failed", reason=(msg[0] if msg else type(e).__name__)[:500])

@@ -11,6 +11,7 @@
 #include <new>
 #include <string>
 
+#include "engine/build_info.h"
 #include "engine/distributed.h"
 #include "tools/commands.h"
 #include "tools/console.h"
@@ -41,7 +42,7 @@ int main(int argc, char** argv) {
   hisvid::tools::install_end_on_signal();
   CLI::App app{"hisvid: video classification with the seeds' LRCN and ConvLSTM, from scratch in C++/CUDA"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "hisvid 0.1.0");
+  app.set_version_flag("--version", std::string("hisvid 0.1.0 (commit ") + hisvid::build_commit() + ")");
   hisvid::tools::add_train_command(app);
   hisvid::tools::add_evaluate_command(app);
   hisvid::tools::add_predict_command(app);
