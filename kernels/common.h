@@ -9,7 +9,10 @@
 // Dimension letters used in the shape comments of every kernel file:
 //   N batch, T time, H height, W width, C channels, F filters (output channels),
 //   KH/KW kernel height/width, HO/WO output height/width, U units, G = 4 gates (i, f, c, o),
-//   M rows of a flattened (N*T*H*W or N) matrix, K classes or the inner GEMM dimension.
+//   M rows of a flattened (N*T*H*W or N) matrix, K classes or the inner GEMM dimension,
+//   D an LSTM's input features, P = H*W pixels of one image, S positions sharing a channel's
+//   dropout or pooled value (spatial dropout, global pooling), B clips and E values per clip
+//   (kernels/clips.h), history the time slots a recurrent buffer keeps.
 // Tensors are contiguous and channels-last, like Keras: activations (N,T,H,W,C), conv
 // weights (KH,KW,C,F), LSTM kernels (D,G*U) with the gates in the order i, f, c, o.
 //

@@ -121,14 +121,14 @@ struct LstmSequenceForward {
 template <typename T>
 struct LstmSequenceBackward {
   static constexpr const char* kName = "lstm_sequence_backward";
-  T* dz = nullptr;
-  const T* dh_seq = nullptr;
-  const T* dh_last = nullptr;
-  const T* gates = nullptr;
-  const T* c = nullptr;
-  const T* R = nullptr;
-  const T* masks = nullptr;
-  int64_t N = 0, steps = 0, U = 0;
+  T* dz = nullptr;                  // (N,T,G*U)
+  const T* dh_seq = nullptr;        // (N,T,U), or null
+  const T* dh_last = nullptr;       // (N,U), or null
+  const T* gates = nullptr;         // (N,T,G*U) activated, from forward
+  const T* c = nullptr;             // (N,T,U) from forward
+  const T* R = nullptr;             // (U,G*U)
+  const T* masks = nullptr;         // (G,N,U) recurrent dropout masks, null: none
+  int64_t N = 0, steps = 0, U = 0;  // steps: T
   Activation act = Activation::Tanh, rec_act = Activation::Sigmoid;
   template <typename V>
   void buffers(V& v) {
@@ -223,15 +223,15 @@ void require_history(const ConvLstmStepForward<T>& k, const char* row) {
 template <typename T>
 struct ConvLstmStepBackward {
   static constexpr const char* kName = "convlstm_step_backward";
-  T* dxz = nullptr;
-  T* dzg = nullptr;  // step t written, step t+1 read
-  T* dc = nullptr;
-  const T* dh_seq = nullptr;
-  const T* dh_last = nullptr;
-  const T* gates = nullptr;  // (T,M,G*F)
-  const T* c = nullptr;      // (T,M,F)
-  const T* R = nullptr;      // (KH,KW,F,G*F)
-  const T* masks = nullptr;  // (G,M,F) or null
+  T* dxz = nullptr;            // (N,T,P,G*F) step t written (=)
+  T* dzg = nullptr;            // (T,M,G*F) step t written, step t+1 read
+  T* dc = nullptr;             // (M,F) in: the gradient reaching c_t; out: c_{t-1}'s
+  const T* dh_seq = nullptr;   // (N,T,P,F), or null
+  const T* dh_last = nullptr;  // (N,P,F), or null
+  const T* gates = nullptr;    // (T,M,G*F)
+  const T* c = nullptr;        // (T,M,F)
+  const T* R = nullptr;        // (KH,KW,F,G*F)
+  const T* masks = nullptr;    // (G,M,F) or null
   int64_t N = 0, steps = 0, H = 0, W = 0, F = 0, t = 0, KH = 0, KW = 0;
   Activation act = Activation::Tanh, rec_act = Activation::HardSigmoid;
   template <typename V>
