@@ -177,10 +177,12 @@ const bool cases = [] {
                a.g = g;
                if (!bias) a.bias = nullptr;
              })
-        .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.group_channels() + 1))
+        .tol(harness::sum_tolerance(int64_t(g.KH) * g.KW * g.group_channels() + 1))
+        .tol_cuda(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.group_channels() + 1))
         .with_flops(flops);
     backward_data.add(shape_name(s), [g](auto& a) { a.g = g; })
-        .tol(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.group_filters()))
+        .tol(harness::sum_tolerance(int64_t(g.KH) * g.KW * g.group_filters()))
+        .tol_cuda(harness::conv_tolerance(int64_t(g.KH) * g.KW * g.group_filters()))
         .with_flops(flops);
     const int64_t positions = int64_t(g.N) * g.HO * g.WO;
     backward_filter
@@ -189,7 +191,8 @@ const bool cases = [] {
                a.g = g;
                if (!bias) a.dbias = nullptr;
              })
-        .tol(harness::conv_tolerance(positions + 1))
+        .tol(harness::sum_tolerance(positions + 1))
+        .tol_cuda(harness::conv_tolerance(positions + 1))
         .tol("dbias", harness::sum_tolerance(positions + 1))
         .with_flops(flops);
   }

@@ -181,6 +181,14 @@ TEST(Harness, FailsEveryWrongRowAndPassesTheRightOne) {
   EXPECT_TRUE(spec.applies(0, "odd_sizes_only"));
   EXPECT_FALSE(spec.applies(2, "odd_sizes_only"));
   EXPECT_TRUE(spec.applies(2, "naive"));
+  // Tolerances: per output before per backend, the CUDA rows' where set.
+  harness::Case<SelfTest> c;
+  c.tol(1.0).tol("b", 2.0).tol_cuda(3.0).tol_cuda("c", 4.0);
+  EXPECT_EQ(c.tolerance_for(Backend::Cpu, "a"), 1.0);
+  EXPECT_EQ(c.tolerance_for(Backend::Cuda, "a"), 3.0);
+  EXPECT_EQ(c.tolerance_for(Backend::Cuda, "b"), 2.0);
+  EXPECT_EQ(c.tolerance_for(Backend::Cuda, "c"), 4.0);
+  EXPECT_EQ(c.tolerance_for(Backend::Naive, "c"), 1.0);
   const harness::Timing timing = spec.time(0, "naive", 0.001);
   EXPECT_GT(timing.calls, 0);
   EXPECT_GT(timing.seconds, 0.0);
