@@ -1,12 +1,21 @@
 # engine/build_info.cmake — writes OUT, the definition of hisvid::build_commit() (engine/build_info.h),
 # from the git state of SOURCE_DIR; run at every build, it rewrites OUT only when the commit
 # changed, so an unchanged tree rebuilds nothing.
-execute_process(COMMAND git -C "${SOURCE_DIR}" rev-parse --short HEAD
+# The checkout's own repository only (a tarball unpacked inside another repository is "unknown",
+# not that repository's commit); safe.directory: a root build of a checkout owned by another user.
+set(git git -c safe.directory=* -C "${SOURCE_DIR}")
+execute_process(COMMAND ${git} rev-parse --show-toplevel
+                OUTPUT_VARIABLE top OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+execute_process(COMMAND ${git} rev-parse --short HEAD
                 OUTPUT_VARIABLE commit OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE failed)
-if(failed OR commit STREQUAL "")
+file(REAL_PATH "${SOURCE_DIR}" source)
+if(NOT top STREQUAL "")
+  file(REAL_PATH "${top}" top)
+endif()
+if(failed OR commit STREQUAL "" OR NOT top STREQUAL source)
   set(commit "unknown")
 else()
-  execute_process(COMMAND git -C "${SOURCE_DIR}" --no-optional-locks status --porcelain --untracked-files=no
+  execute_process(COMMAND ${git} --no-optional-locks status --porcelain --untracked-files=no
                   OUTPUT_VARIABLE changes OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
   if(NOT changes STREQUAL "")
     string(APPEND commit "-dirty")
