@@ -518,35 +518,35 @@ bool conv2d_backward_data_avx2_applies(const Conv2dGeometry& g) {
 }
 
 void conv2d_forward_direct(const Conv2dForward<float>& k) {
+  if (!conv2d_direct_applies(k.g)) return conv2d_forward_gemm(k);
   if (k.g.G > 1) return forward_per_group(k, conv2d_forward_direct);
-  if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);
   forward_direct(k.out, k.inp, k.weight, k.bias, k.g);
 }
 void conv2d_backward_data_direct(const Conv2dBackwardData<float>& k) {
+  if (!conv2d_direct_applies(k.g)) return conv2d_backward_data_gemm(k);
   if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data_direct);
-  if (k.g.F > kDirectMaxFilters) return conv2d_backward_data_gemm(k);
   backward_data_direct(k.dinp, k.dout, k.weight, k.g);
 }
 void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k) {
+  if (!conv2d_direct_applies(k.g)) return conv2d_backward_filter_gemm(k);
   if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter_direct);
-  if (k.g.F > kDirectMaxFilters) return conv2d_backward_filter_gemm(k);
   backward_filter_direct(k.dweight, k.dbias, k.dout, k.inp, k.g);
 }
 
 void conv2d_forward_avx2(const Conv2dForward<float>& k) {
+  if (!conv2d_direct_applies(k.g)) return conv2d_forward_gemm(k);
   if (k.g.G > 1) return forward_per_group(k, conv2d_forward_avx2);
-  if (k.g.F > kDirectMaxFilters) return conv2d_forward_gemm(k);
   avx2::forward(k.out, k.inp, k.weight, k.bias, k.g);
 }
 void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k) {
+  if (!conv2d_direct_applies(k.g)) return conv2d_backward_data_gemm(k);
+  if (!conv2d_backward_data_avx2_applies(k.g)) return conv2d_backward_data_direct(k);
   if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data_avx2);
-  if (k.g.SH != 1 || k.g.SW != 1) return conv2d_backward_data_direct(k);
-  if (k.g.F > kDirectMaxFilters) return conv2d_backward_data_gemm(k);
   avx2::backward_data(k.dinp, k.dout, k.weight, k.g);
 }
 void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k) {
+  if (!conv2d_direct_applies(k.g)) return conv2d_backward_filter_gemm(k);
   if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter_avx2);
-  if (k.g.F > kDirectMaxFilters) return conv2d_backward_filter_gemm(k);
   avx2::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);
 }
 

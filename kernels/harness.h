@@ -208,7 +208,9 @@ struct Case {
   std::function<void(A<double>&)> prepare;  // on the reference's host buffers, before rounding
   double tolerance = kExact;
   std::map<std::string, double> tolerance_of;  // per output, where it differs
-  // The CUDA rows', where they differ: per output first, then for all; else the above.
+  // The CUDA rows', where they differ. Lookup (tolerance_for): the CUDA rows' per output, the
+  // per output above, the CUDA rows' for all, the one for all: a per-output tolerance given with
+  // tol() holds on CUDA too unless tol_cuda(buffer, ...) replaces it.
   std::optional<double> cuda_tolerance;
   std::map<std::string, double> cuda_tolerance_of;
   double flops = 0.0;

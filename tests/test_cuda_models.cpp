@@ -19,6 +19,7 @@
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/kernel_profile.h"
 #include "engine/nccl.h"
 #include "engine/ops.h"
 #include "engine/optimizer.h"
@@ -224,11 +225,18 @@ TEST(CudaModelParity, FusedLrcnBlocksMatchTheLayers) {
   std::vector<std::vector<float>> grads[2];
   std::vector<float> probs[2], eval[2];
   models::Sequential* models[2] = {&fused, &plain};
+  int64_t fused_calls[2] = {0, 0};  // conv2d_act_pool_forward calls of each model's forward
   for (int m = 0; m < 2; ++m) {
     Generator masks(11);  // the same dropout masks in both models
     const layers::ForwardContext ctx{true, &masks};
     Tape::current().clear();
-    const Tensor logits = models[m]->forward(x, ctx, models::Output::Logits);
+    Tensor logits;
+    {
+      KernelProfile profile(gpu);
+      logits = models[m]->forward(x, ctx, models::Output::Logits);
+      for (const KernelProfile::Row& row : profile.rows())
+        if (row.kernel == "conv2d_act_pool_forward") fused_calls[m] = row.calls;
+    }
     probs[m] = host_floats(ops::softmax(logits));
     backward(ops::softmax_cross_entropy(logits, y).loss);
     Tape::current().clear();
@@ -236,6 +244,8 @@ TEST(CudaModelParity, FusedLrcnBlocksMatchTheLayers) {
     NoGradGuard no_grad;
     eval[m] = host_floats(models[m]->forward(x_eval, {}));
   }
+  EXPECT_EQ(fused_calls[0], 4);  // the fused kernel ran, once per block
+  EXPECT_EQ(fused_calls[1], 0);
   expect_close("training probabilities", probs[0], probs[1], kStepTol);
   expect_close("evaluation probabilities", eval[0], eval[1], kStepTol);
   ASSERT_EQ(grads[0].size(), grads[1].size());

@@ -37,16 +37,27 @@
 namespace hisvid {
 namespace {
 
-// The ...TakesTheParallelPath tests run a kernel's OpenMP loop; with one thread it is the serial
-// loop, and they would test nothing new.
-int openmp_threads() {
+// The ...TakesTheParallelPath tests run a kernel's OpenMP loop with two threads at least, also
+// where OMP_NUM_THREADS or the machine would give one (the loop would then be the serial one).
+class ParallelThreads {
+ public:
+  ParallelThreads() {
 #ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
+    previous_ = omp_get_max_threads();
+    if (previous_ < 2) omp_set_num_threads(2);
 #endif
-}
-constexpr const char* kOneThread = "one OpenMP thread (OMP_NUM_THREADS=1?): no parallel path to take";
+  }
+  ~ParallelThreads() {
+#ifdef _OPENMP
+    omp_set_num_threads(previous_);
+#endif
+  }
+  ParallelThreads(const ParallelThreads&) = delete;
+  ParallelThreads& operator=(const ParallelThreads&) = delete;
+
+ private:
+  int previous_ = 1;
+};
 
 // float32 epsilon is 1.2e-7; the chains here (exp, tanh, sqrt, a few products) round a few
 // dozen times at most, and some inputs (0.3, 0.001) are not exact in float.
@@ -165,7 +176,7 @@ TYPED_TEST(KernelsCpu, AddSubMulScaleAxpy) {
 
 TYPED_TEST(KernelsCpu, AddOnManyElementsTakesTheParallelPath) {
   using T = TypeParam;
-  if (openmp_threads() < 2) GTEST_SKIP() << kOneThread;
+  const ParallelThreads threads;
   const int64_t n = 100003;  // above the one-thread limit, not a multiple of any block size
   std::vector<T> a(n), b(n), out(n);
   for (int64_t i = 0; i < n; ++i) {
@@ -1225,7 +1236,7 @@ TEST(KernelsCpuFiniteDifference, BatchNormBackward) {
 
 TYPED_TEST(KernelsCpu, BatchNormOnManyRowsTakesTheParallelPath) {
   using T = TypeParam;
-  if (openmp_threads() < 2) GTEST_SKIP() << kOneThread;
+  const ParallelThreads threads;
   // M = 20000 rows (above the one-thread limit): channel 0 cycles 0, 1, 2, 3 (mean 1.5, biased
   // var (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25), channel 1 cycles 0, 2 (mean 1, var 1).
   const int64_t M = 20000, C = 2;
@@ -1422,7 +1433,7 @@ TYPED_TEST(KernelsCpu, SumAll) {
 
 TYPED_TEST(KernelsCpu, SumAllOnManyElementsTakesTheParallelPath) {
   using T = TypeParam;
-  if (openmp_threads() < 2) GTEST_SKIP() << kOneThread;
+  const ParallelThreads threads;
   // 100000 elements cycling 0..9: 10000 * (0 + 1 + ... + 9) = 450000, exact in float.
   const int64_t n = 100000;
   std::vector<T> x(n);
