@@ -214,6 +214,16 @@ std::vector<Candidate> list_videos(const std::string& root, const std::vector<st
   return candidates;
 }
 
+std::string fingerprint_of(const std::vector<Candidate>& candidates,
+                           const std::vector<std::string>& classes) {
+  uint64_t hash = kFnv1a64Basis;
+  for (const Candidate& c : candidates) {
+    const std::string entry = c.relative + '\n' + classes[static_cast<size_t>(c.label)] + '\n';
+    hash = hisvid::fnv1a64(entry.data(), entry.size(), hash);
+  }
+  return hex64(hash);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cache key and location
 
@@ -742,6 +752,13 @@ std::vector<std::string> dataset_classes(const DatasetSpec& spec) {
   return select_classes(spec, available);
 }
 
+std::string listing_fingerprint(const DatasetSpec& spec, size_t* files) {
+  const std::vector<std::string> classes = dataset_classes(spec);
+  const std::vector<Candidate> candidates = list_videos(spec.root, classes);
+  if (files != nullptr) *files = candidates.size();
+  return fingerprint_of(candidates, classes);
+}
+
 ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
   const ExtractionSettings& settings = spec.extraction;
   if (settings.sequence_length < 1 || settings.height < 1 || settings.width < 1) {
@@ -763,6 +780,7 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
   clips.class_names = classes;
   clips.extraction = settings;
   clips.notes = std::move(notes);
+  clips.listing = fingerprint_of(candidates, classes);
   if (spec.cache_path != "none") {
     clips.cache_file = spec.cache_path.empty()
                            ? default_cache_path(absolute_root, classes, settings, clips.cache_note)

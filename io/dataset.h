@@ -76,6 +76,8 @@ class ClipSet {
   // What the caller should tell the user about the dataset's layout: subfolders of a class
   // folder that hold videos, which are not read (a class's videos lie directly in its folder).
   std::vector<std::string> notes;
+  // listing_fingerprint() of the files this set was loaded from, the skipped ones included.
+  std::string listing;
 
   std::shared_ptr<ClipStream> stream;  // set when the clips stay in cache_file
 
@@ -110,6 +112,13 @@ class BatchReader {
 // num_classes of them), found without decoding anything; the same errors about the root and the
 // class selection.
 std::vector<std::string> dataset_classes(const DatasetSpec& spec);
+
+// A fingerprint of the video files load_clips would take from spec, in its order: each one's
+// "<class>/<file>" and class, found without opening any (a file that then gives no clip
+// included), for a run to tell cheaply, before any decoding, whether the files are still those it
+// was trained on. `files`, when given, receives their count. The same errors as dataset_classes
+// and a class without video files.
+std::string listing_fingerprint(const DatasetSpec& spec, size_t* files = nullptr);
 
 // Scans the root, decodes every video (workers in parallel) or reads the cache, and returns the
 // clips. Errors (each naming the path): missing or empty root, an unknown class name, fewer than

@@ -1155,9 +1155,13 @@ TEST_F(Cli, ResumeKeepsTheRunsSettingsAndItsLaterEpochs) {
                  {"--split test", "--classes"});
   fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "data/Grow/v_Grow_g09_c01.avi");
   expect_refused(dir_, {"evaluate", "--weights", "rewind/model.h5", "--split", "test", "--cache", "none"},
-                 {"--split test", "not those the run was trained on", "20 clips then, 21 now"});
+                 {"--split test", "not those the run was trained on", "20 video files then, 21 now"});
   expect_refused(dir_, {"train", "--resume", "rewind", "--epochs", "3", "--cache", "none"},
                  {"--resume", "not those the run was trained on"});
+  // Refused from the listing, before a single video is decoded (a dataset of thousands of
+  // videos would otherwise be decoded first).
+  const Result listed = run(dir_, {"train", "--resume", "rewind", "--epochs", "3", "--cache", "none"});
+  EXPECT_FALSE(contains(listed.output, "decoded")) << listed.output;
   fs::remove(dir_ / "data/Grow/v_Grow_g09_c01.avi");
   const Result tested = run(dir_, {"evaluate", "--weights", "rewind/model.h5", "--split", "test"});
   EXPECT_EQ(tested.status, 0) << tested.output;

@@ -114,6 +114,7 @@ void add_evaluate_command(CLI::App& app) {
             "with --data DIR",
             args->weights, data.root);
       }
+      check_same_listing(run, data, "--split test");
       clips = load_data(data, console);
       check_same_clips(run, clips, data.root, "--split test");
       indices = io::split_clips(clips.size(), test_split, validation_split, seed, shuffle_validation).test;

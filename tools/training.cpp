@@ -174,6 +174,17 @@ void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const
       what, root, data.value("clips", 0), clips.size());
 }
 
+void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what) {
+  const nlohmann::json& recorded = run.contains("data") ? run["data"] : nlohmann::json::object();
+  if (!recorded.contains("listing") || !recorded["listing"].is_string()) return;  // an older run
+  size_t files = 0;
+  if (io::listing_fingerprint(data.spec(), &files) == recorded["listing"].get<std::string>()) return;
+  fail(
+      "{}: the clips in {} are not those the run was trained on ({} video files then, {} now, or other files "
+      "or classes): its split cannot be re-created",
+      what, data.root, recorded.value("files", 0), files);
+}
+
 std::string csv_field(const std::string& text) {
   if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
   std::string quoted = "\"";
@@ -566,6 +577,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   if (args.tf32) cuda_set_allow_tf32(device, true);
 
+  if (resuming) check_same_listing(checkpoint.extras.training_state["run"], args.data, "--resume");
   const io::ClipSet clips = load_data(args.data, console, &comm);
   if (comm.size() > 1) {
     console.note(fmt::format("data parallel: {}; each rank takes 1/{} of every batch of {}", comm.describe(),
@@ -638,6 +650,8 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.run_info = to_json(args);
   options.run_info["data"]["clips"] = clips.size();  // what the split was made from
   options.run_info["data"]["fingerprint"] = clips_fingerprint(clips);
+  options.run_info["data"]["listing"] = clips.listing;  // the files, checked before decoding
+  options.run_info["data"]["files"] = clips.size() + clips.skipped.size();
   options.run_info["ranks"] = comm.size();  // a resume with another count is told it differs
   options.communicator = &comm;
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);

@@ -119,6 +119,10 @@ std::string clips_fingerprint(const io::ClipSet& clips);
 // fingerprint other than that of `clips`; a record without one (an older run) passes.
 void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const std::string& root,
                       const std::string& what);
+// The same before any decoding, from the video files `data` lists (io::listing_fingerprint): a
+// run that recorded its listing is refused at once on other files, not after decoding them all;
+// a record without one passes (check_same_clips still checks it after the decoding).
+void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what);
 
 // "a,b,c" -> {"a", "b", "c"}; "" -> {} (not given). Fails, naming `option`, on an empty name or
 // one given twice.
