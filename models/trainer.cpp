@@ -125,7 +125,7 @@ nlohmann::json Trainer::training_state() const {
   return state;
 }
 
-void Trainer::resume(const nlohmann::json& state) {
+std::vector<std::string> Trainer::resume(const nlohmann::json& state) {
   if (!state.is_object() || !state.contains("epoch")) fail("resume: the checkpoint holds no training state");
   if (state.value("seed", seed_) != seed_) {
     fail("resume: the checkpoint was trained with seed {}, this run uses {}", state["seed"].get<uint64_t>(),
@@ -148,7 +148,9 @@ void Trainer::resume(const nlohmann::json& state) {
   const int best_epoch = checkpoint_ != nullptr ? checkpoint_->best_epoch()
                          : restores             ? early_stopping_->best_epoch()
                                                 : 0;
-  if (best_epoch == 0 || options_.checkpoint_dir.empty() || (checkpoint_ == nullptr && !restores)) return;
+  std::vector<std::string> notes;
+  if (best_epoch == 0 || options_.checkpoint_dir.empty() || (checkpoint_ == nullptr && !restores))
+    return notes;
   // best.h5 holds the run's best epoch, unless the run stopped between saving last.h5, which
   // records the epoch as the best, and best.h5 (a full disk, a kill): then best.h5 holds an
   // earlier epoch or is missing, the best epoch is the one resumed from, and best.h5 is saved
@@ -182,8 +184,14 @@ void Trainer::resume(const nlohmann::json& state) {
           path, why, best_epoch, resumed, options_.checkpoint_dir + "/last.h5");
     }
     // Else nothing needs best.h5's weights: it is saved again when an epoch improves.
+    if (best_epoch != resumed && !restores) {
+      notes.push_back(fmt::format(
+          "note: {} {}, not the run's best epoch {}: it is saved again when an epoch improves on epoch {}; "
+          "until then it does not hold the best weights",
+          path, why, best_epoch, best_epoch));
+    }
   }
-  if (!restores) return;
+  if (!restores) return notes;
   // From best.h5, or the model itself where the epoch resumed from is the best (copied: it trains on).
   std::vector<Tensor> weights;
   for (const layers::Layer* layer : (best ? best->model : model_).layers()) {
@@ -191,6 +199,7 @@ void Trainer::resume(const nlohmann::json& state) {
       weights.push_back(best ? w.value.to(model_.device()) : w.value.clone());
   }
   early_stopping_->restore_best_weights(std::move(weights));
+  return notes;
 }
 
 void Trainer::save_checkpoint(const std::string& file) const {

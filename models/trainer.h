@@ -94,8 +94,10 @@ class Trainer {
           FitOptions options, uint64_t seed);
 
   // Continues a run from the training_state of a checkpoint (and best.h5 beside it when the
-  // best weights must be restorable).
-  void resume(const nlohmann::json& training_state);
+  // best weights must be restorable). Returns what the user should be told: a best.h5 that does
+  // not hold the run's best epoch where nothing needs its weights (it is saved again when an
+  // epoch improves on the best, so it may stay as it is).
+  std::vector<std::string> resume(const nlohmann::json& training_state);
   // The state to save in a checkpoint: the run's counters and history, each callback's state.
   nlohmann::json training_state() const;
 

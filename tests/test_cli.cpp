@@ -1131,6 +1131,37 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_TRUE(contains(resumed.output, "nothing is trained")) << resumed.output;
 }
 
+// A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding
+// another epoch than its best (a copy put back by hand, a disk that filled): it goes on, and says
+// that best.h5 is not the best until an epoch improves on it.
+TEST_F(Cli, ResumeSaysWhenBestH5IsNotTheBestEpoch) {
+  ASSERT_EQ(train("unbest", 1).status, 0);
+  fs::copy_file(dir_ / "unbest/last.h5", dir_ / "unbest/epoch1.h5");
+  ASSERT_EQ(run(dir_, {"train", "--resume", "unbest", "--epochs", "2"}).status, 0);
+  fs::copy_file(dir_ / "unbest/last.h5", dir_ / "unbest/epoch2.h5");
+  ASSERT_EQ(run(dir_, {"train", "--resume", "unbest", "--epochs", "3"}).status, 0);
+  // The best epoch by validation loss, from history.csv (epoch,loss,accuracy,val_loss,...).
+  std::ifstream history(dir_ / "unbest/history.csv");
+  std::string line;
+  std::getline(history, line);
+  int best = 0;
+  double best_loss = 0.0;
+  for (int epoch = 1; std::getline(history, line); ++epoch) {
+    std::stringstream fields(line);
+    std::string field;
+    for (int column = 0; column < 4; ++column) std::getline(fields, field, ',');
+    if (best == 0 || std::stod(field) < best_loss) best = epoch, best_loss = std::stod(field);
+  }
+  ASSERT_NE(best, 3) << "this dataset's run improved at its last epoch: the case needs an earlier best";
+  fs::copy_file(dir_ / (best == 1 ? "unbest/epoch2.h5" : "unbest/epoch1.h5"), dir_ / "unbest/best.h5",
+                fs::copy_options::overwrite_existing);
+  const Result resumed = run(dir_, {"train", "--resume", "unbest", "--epochs", "4"});
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "best.h5 holds epoch " + std::to_string(best == 1 ? 2 : 1) +
+                                           ", not the run's best epoch " + std::to_string(best)))
+      << resumed.output;
+}
+
 // A resumed run continues as it was defined (its settings cannot change) and never rewinds over
 // its later epochs; make-dataset does not replace a dataset made with other settings unasked.
 TEST_F(Cli, ResumeKeepsTheRunsSettingsAndItsLaterEpochs) {

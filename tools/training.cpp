@@ -657,7 +657,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
   if (resuming) {
     try {
-      trainer.resume(checkpoint.extras.training_state);
+      for (const std::string& note : trainer.resume(checkpoint.extras.training_state)) console.note(note);
     } catch (const nlohmann::json::exception& e) {
       fail("--resume {}: its training state is malformed ({})", args.out_dir, e.what());
     }
