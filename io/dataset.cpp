@@ -214,14 +214,10 @@ std::vector<Candidate> list_videos(const std::string& root, const std::vector<st
   return candidates;
 }
 
-std::string fingerprint_of(const std::vector<Candidate>& candidates,
-                           const std::vector<std::string>& classes) {
-  uint64_t hash = kFnv1a64Basis;
-  for (const Candidate& c : candidates) {
-    const std::string entry = c.relative + '\n' + classes[static_cast<size_t>(c.label)] + '\n';
-    hash = hisvid::fnv1a64(entry.data(), entry.size(), hash);
-  }
-  return hex64(hash);
+// One clip's part of a split's fingerprint: "<class folder>/<file>\n<class>\n".
+uint64_t fingerprint_step(uint64_t hash, const std::string& relative, const std::string& class_name) {
+  const std::string entry = relative + '\n' + class_name + '\n';
+  return hisvid::fnv1a64(entry.data(), entry.size(), hash);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -752,11 +748,32 @@ std::vector<std::string> dataset_classes(const DatasetSpec& spec) {
   return select_classes(spec, available);
 }
 
-std::string listing_fingerprint(const DatasetSpec& spec, size_t* files) {
+std::string class_and_file(const std::string& path) {
+  const fs::path p(path);  // <root>/<class folder>/<video>
+  return p.parent_path().filename().string() + '/' + p.filename().string();
+}
+
+std::string clips_fingerprint(const ClipSet& clips) {
+  uint64_t hash = kFnv1a64Basis;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    hash = fingerprint_step(hash, class_and_file(clips.paths[i]),
+                            clips.class_names[static_cast<size_t>(clips.labels[i])]);
+  }
+  return hex64(hash);
+}
+
+std::string listing_fingerprint(const DatasetSpec& spec, const std::set<std::string>& skipped,
+                                size_t* files) {
   const std::vector<std::string> classes = dataset_classes(spec);
-  const std::vector<Candidate> candidates = list_videos(spec.root, classes);
-  if (files != nullptr) *files = candidates.size();
-  return fingerprint_of(candidates, classes);
+  uint64_t hash = kFnv1a64Basis;
+  size_t taken = 0;
+  for (const Candidate& c : list_videos(spec.root, classes)) {
+    if (skipped.count(c.relative) != 0) continue;
+    hash = fingerprint_step(hash, c.relative, classes[static_cast<size_t>(c.label)]);
+    ++taken;
+  }
+  if (files != nullptr) *files = taken;
+  return hex64(hash);
 }
 
 ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
@@ -780,7 +797,6 @@ ClipSet load_clips(const DatasetSpec& spec, const ProgressFn& progress) {
   clips.class_names = classes;
   clips.extraction = settings;
   clips.notes = std::move(notes);
-  clips.listing = fingerprint_of(candidates, classes);
   if (spec.cache_path != "none") {
     clips.cache_file = spec.cache_path.empty()
                            ? default_cache_path(absolute_root, classes, settings, clips.cache_note)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -76,8 +77,6 @@ class ClipSet {
   // What the caller should tell the user about the dataset's layout: subfolders of a class
   // folder that hold videos, which are not read (a class's videos lie directly in its folder).
   std::vector<std::string> notes;
-  // listing_fingerprint() of the files this set was loaded from, the skipped ones included.
-  std::string listing;
 
   std::shared_ptr<ClipStream> stream;  // set when the clips stay in cache_file
 
@@ -113,12 +112,19 @@ class BatchReader {
 // class selection.
 std::vector<std::string> dataset_classes(const DatasetSpec& spec);
 
-// A fingerprint of the video files load_clips would take from spec, in its order: each one's
-// "<class>/<file>" and class, found without opening any (a file that then gives no clip
-// included), for a run to tell cheaply, before any decoding, whether the files are still those it
-// was trained on. `files`, when given, receives their count. The same errors as dataset_classes
-// and a class without video files.
-std::string listing_fingerprint(const DatasetSpec& spec, size_t* files = nullptr);
+// What a run's split depends on, as 16 hex digits: the clips in order, each named by its class
+// folder and file (so that a moved dataset keeps it), with their classes.
+std::string clips_fingerprint(const ClipSet& clips);
+// The same fingerprint from the video files load_clips would take from spec, found without
+// opening any, leaving out `skipped` ("<class>/<file>" names: the files that gave no clip when
+// the run was loaded): equal to clips_fingerprint of the clips a load would give, unless a file
+// was added, removed or renamed since (an added file that gives no clip included), so a run can
+// tell before any decoding. `files`, when given, receives the count of files it took. The same
+// errors as dataset_classes and a class without video files.
+std::string listing_fingerprint(const DatasetSpec& spec, const std::set<std::string>& skipped,
+                                size_t* files = nullptr);
+// A skipped file's "<class>/<file>" name, as listing_fingerprint's `skipped` takes it.
+std::string class_and_file(const std::string& path);
 
 // Scans the root, decodes every video (workers in parallel) or reads the cache, and returns the
 // clips. Errors (each naming the path): missing or empty root, an unknown class name, fewer than

@@ -186,9 +186,9 @@ std::vector<std::string> Trainer::resume(const nlohmann::json& state) {
     // Else nothing needs best.h5's weights: it is saved again when an epoch improves.
     if (best_epoch != resumed && !restores) {
       notes.push_back(fmt::format(
-          "note: {} {}, not the run's best epoch {}: it is saved again when an epoch improves on epoch {}; "
-          "until then it does not hold the best weights",
-          path, why, best_epoch, best_epoch));
+          "note: {} {}; the run's best epoch is {}, whose weights no file holds now: best.h5 is saved again "
+          "when an epoch improves on it",
+          path, why, best_epoch));
     }
   }
   if (!restores) return notes;

@@ -1158,7 +1158,7 @@ TEST_F(Cli, ResumeSaysWhenBestH5IsNotTheBestEpoch) {
   const Result resumed = run(dir_, {"train", "--resume", "unbest", "--epochs", "4"});
   EXPECT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_TRUE(contains(resumed.output, "best.h5 holds epoch " + std::to_string(best == 1 ? 2 : 1) +
-                                           ", not the run's best epoch " + std::to_string(best)))
+                                           "; the run's best epoch is " + std::to_string(best)))
       << resumed.output;
 }
 
@@ -1186,13 +1186,21 @@ TEST_F(Cli, ResumeKeepsTheRunsSettingsAndItsLaterEpochs) {
                  {"--split test", "--classes"});
   fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "data/Grow/v_Grow_g09_c01.avi");
   expect_refused(dir_, {"evaluate", "--weights", "rewind/model.h5", "--split", "test", "--cache", "none"},
-                 {"--split test", "not those the run was trained on", "20 video files then, 21 now"});
+                 {"--split test", "not those the run was trained on", "20 clips then, 21 files now"});
   expect_refused(dir_, {"train", "--resume", "rewind", "--epochs", "3", "--cache", "none"},
                  {"--resume", "not those the run was trained on"});
   // Refused from the listing, before a single video is decoded (a dataset of thousands of
   // videos would otherwise be decoded first).
   const Result listed = run(dir_, {"train", "--resume", "rewind", "--epochs", "3", "--cache", "none"});
   EXPECT_FALSE(contains(listed.output, "decoded")) << listed.output;
+  // A file the run skipped (it gave no clip) and that is gone since changes nothing: accepted.
+  fs::remove(dir_ / "data/Grow/v_Grow_g09_c01.avi");
+  std::ofstream(dir_ / "data/Grow/v_Grow_g99_junk.avi") << "not a video";
+  ASSERT_EQ(train("junk", 1).status, 0);
+  fs::remove(dir_ / "data/Grow/v_Grow_g99_junk.avi");
+  const Result without_junk = run(dir_, {"evaluate", "--weights", "junk/model.h5", "--split", "test"});
+  EXPECT_EQ(without_junk.status, 0) << without_junk.output;
+  fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "data/Grow/v_Grow_g09_c01.avi");
   fs::remove(dir_ / "data/Grow/v_Grow_g09_c01.avi");
   const Result tested = run(dir_, {"evaluate", "--weights", "rewind/model.h5", "--split", "test"});
   EXPECT_EQ(tested.status, 0) << tested.output;

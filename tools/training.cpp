@@ -11,13 +11,13 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "bench/step.h"
 #include "engine/cuda_device.h"
 #include "engine/device.h"
 #include "engine/distributed.h"
 #include "engine/error.h"
-#include "engine/hash.h"
 #include "engine/optimizer.h"
 #include "io/atomic_file.h"
 #include "io/keras_h5.h"
@@ -152,22 +152,11 @@ models::LoadedModel load_model_option(const std::string& weights, const std::str
   }
 }
 
-std::string clips_fingerprint(const io::ClipSet& clips) {
-  uint64_t hash = kFnv1a64Basis;
-  for (size_t i = 0; i < clips.size(); ++i) {
-    const fs::path path(clips.paths[i]);  // <root>/<class folder>/<video>
-    const std::string entry = path.parent_path().filename().string() + '/' + path.filename().string() + '\n' +
-                              clips.class_names[static_cast<size_t>(clips.labels[i])] + '\n';
-    hash = fnv1a64(entry.data(), entry.size(), hash);
-  }
-  return fmt::format("{:016x}", hash);
-}
-
 void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const std::string& root,
                       const std::string& what) {
   const nlohmann::json& data = run.contains("data") ? run["data"] : nlohmann::json::object();
   if (!data.contains("fingerprint") || !data["fingerprint"].is_string()) return;  // an older run
-  if (data["fingerprint"].get<std::string>() == clips_fingerprint(clips)) return;
+  if (data["fingerprint"].get<std::string>() == io::clips_fingerprint(clips)) return;
   fail(
       "{}: the clips in {} are not those the run was trained on ({} clips then, {} now, or other files or "
       "classes): its split cannot be re-created",
@@ -176,13 +165,22 @@ void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const
 
 void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what) {
   const nlohmann::json& recorded = run.contains("data") ? run["data"] : nlohmann::json::object();
-  if (!recorded.contains("listing") || !recorded["listing"].is_string()) return;  // an older run
+  if (!recorded.contains("fingerprint") || !recorded["fingerprint"].is_string() ||
+      !recorded.contains("skipped_files") || !recorded["skipped_files"].is_array())
+    return;  // an older run: checked after the decoding only
+  std::set<std::string> skipped;
+  for (const nlohmann::json& name : recorded["skipped_files"])
+    if (name.is_string()) skipped.insert(name.get<std::string>());
   size_t files = 0;
-  if (io::listing_fingerprint(data.spec(), &files) == recorded["listing"].get<std::string>()) return;
+  if (io::listing_fingerprint(data.spec(), skipped, &files) == recorded["fingerprint"].get<std::string>())
+    return;
   fail(
-      "{}: the clips in {} are not those the run was trained on ({} video files then, {} now, or other files "
-      "or classes): its split cannot be re-created",
-      what, data.root, recorded.value("files", 0), files);
+      "{}: the video files in {} are not those the run was trained on ({} clips then, {} files now{}): a "
+      "video "
+      "added, removed or renamed, a file added that gives no clip, or other classes; its split cannot be "
+      "re-created",
+      what, data.root, recorded.value("clips", 0), files,
+      skipped.empty() ? "" : fmt::format(", not counting the {} it skipped", skipped.size()));
 }
 
 std::string csv_field(const std::string& text) {
@@ -649,9 +647,10 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.class_names = clips.class_names;
   options.run_info = to_json(args);
   options.run_info["data"]["clips"] = clips.size();  // what the split was made from
-  options.run_info["data"]["fingerprint"] = clips_fingerprint(clips);
-  options.run_info["data"]["listing"] = clips.listing;  // the files, checked before decoding
-  options.run_info["data"]["files"] = clips.size() + clips.skipped.size();
+  options.run_info["data"]["fingerprint"] = io::clips_fingerprint(clips);
+  // The files that gave no clip, left out of the listing --resume checks before decoding.
+  nlohmann::json& skipped_files = options.run_info["data"]["skipped_files"] = nlohmann::json::array();
+  for (const io::SkippedFile& s : clips.skipped) skipped_files.push_back(io::class_and_file(s.path));
   options.run_info["ranks"] = comm.size();  // a resume with another count is told it differs
   options.communicator = &comm;
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);

@@ -111,17 +111,15 @@ extern const char* const kWeightsArchitectureHelp;
 std::vector<std::string> output_names(const models::LoadedModel& loaded, const std::string& weights,
                                       const std::string& model_classes, bool numbered = true);
 
-// What a run's split depends on, as 16 hex digits: the clips in order (each named by its class
-// folder and file, so that a moved dataset keeps it) with their classes. A training run records
-// it; --resume and evaluate --split test compare.
-std::string clips_fingerprint(const io::ClipSet& clips);
+// A training run records io::clips_fingerprint of its clips; --resume and evaluate --split test
+// compare.
 // Fails, naming `what` and the root, when `run` (a checkpoint's record of its run) holds a
 // fingerprint other than that of `clips`; a record without one (an older run) passes.
 void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const std::string& root,
                       const std::string& what);
-// The same before any decoding, from the video files `data` lists (io::listing_fingerprint): a
-// run that recorded its listing is refused at once on other files, not after decoding them all;
-// a record without one passes (check_same_clips still checks it after the decoding).
+// The same before any decoding, from the video files `data` lists less those the run recorded
+// as skipped (io::listing_fingerprint): other files are refused at once, not after decoding them
+// all; a run recorded without its skipped files (an older one) passes here.
 void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what);
 
 // "a,b,c" -> {"a", "b", "c"}; "" -> {} (not given). Fails, naming `option`, on an empty name or
