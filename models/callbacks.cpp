@@ -221,7 +221,9 @@ void ModelCheckpoint::on_epoch_end(EpochEnd& end) {
   const bool better = monitor_.update(end.history.back());
   if (better) best_epoch_ = end.history.back().epoch;
   end.save("last.h5");
-  if (better) end.save("best.h5");
+  if (!better) return;
+  end.save("best.h5");
+  saved_epoch_ = best_epoch_;
 }
 
 nlohmann::json ModelCheckpoint::state() const {

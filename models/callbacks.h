@@ -166,11 +166,17 @@ class ModelCheckpoint final : public Callback {
   nlohmann::json state() const override;
   void restore(const nlohmann::json& state) override;
   int best_epoch() const { return best_epoch_; }
+  // The epoch whose weights best.h5 holds, as far as this process knows: the epoch it last saved
+  // there, or what a resume found in the file (0: none, or not known). It differs from
+  // best_epoch() after a resume beside a best.h5 of another epoch, until an epoch improves.
+  int saved_epoch() const { return saved_epoch_; }
+  void set_saved_epoch(int epoch) { saved_epoch_ = epoch; }
 
  private:
   std::string directory_;
   Monitor monitor_;
   int best_epoch_ = 0;
+  int saved_epoch_ = 0;
 };
 
 // history.csv's text: epoch, loss, accuracy, val_loss, val_accuracy, learning_rate, seconds,

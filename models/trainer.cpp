@@ -172,10 +172,14 @@ std::vector<std::string> Trainer::resume(const nlohmann::json& state) {
     }
   }
   const int resumed = state.at("epoch").get<int>();
+  if (checkpoint_ != nullptr) checkpoint_->set_saved_epoch(held);
   if (held != best_epoch) {
     best.reset();
     if (best_epoch == resumed) {
-      if (checkpoint_ != nullptr) save_checkpoint("best.h5");
+      if (checkpoint_ != nullptr) {
+        save_checkpoint("best.h5");
+        checkpoint_->set_saved_epoch(best_epoch);
+      }
     } else if (restores) {
       fail(
           "resume: {} {}, but the run's best epoch is {} (the checkpoint resumed holds epoch {}): the best "
@@ -185,10 +189,11 @@ std::vector<std::string> Trainer::resume(const nlohmann::json& state) {
     }
     // Else nothing needs best.h5's weights: it is saved again when an epoch improves.
     if (best_epoch != resumed && !restores) {
-      notes.push_back(fmt::format(
-          "note: {} {}; the run's best epoch is {}, whose weights no file holds now: best.h5 is saved again "
-          "when an epoch improves on it",
-          path, why, best_epoch));
+      const bool trains = static_cast<int>(history_.size()) < options_.epochs &&
+                          !(early_stopping_ != nullptr && early_stopping_->stopped());
+      notes.push_back(
+          fmt::format("note: {} {}; the run's best epoch is {}, whose weights no file holds now{}", path, why,
+                      best_epoch, trains ? ": best.h5 is saved again when an epoch improves on it" : ""));
     }
   }
   if (!restores) return notes;
@@ -214,6 +219,7 @@ FitResult Trainer::result() const {
   r.best_epoch = checkpoint_ != nullptr       ? checkpoint_->best_epoch()
                  : early_stopping_ != nullptr ? early_stopping_->best_epoch()
                                               : 0;
+  r.best_file_epoch = checkpoint_ != nullptr ? checkpoint_->saved_epoch() : 0;
   r.failed_epoch = terminate_->failed_epoch;
   r.failed_step = terminate_->failed_step;
   r.non_finite_loss = r.failed_epoch > 0;

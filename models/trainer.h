@@ -84,6 +84,9 @@ struct FitResult {
   bool non_finite_loss = false;
   int failed_epoch = 0, failed_step = 0;
   int best_epoch = 0;  // of best.h5's monitor
+  // The epoch best.h5 holds, as far as the run knows (0: none, or not known): best_epoch, but
+  // for a run resumed beside a best.h5 of another epoch, until an epoch improved.
+  int best_file_epoch = 0;
 };
 
 class Trainer {

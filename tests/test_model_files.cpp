@@ -608,6 +608,59 @@ TEST(Training, ANonFiniteLossStopsBeforeItsUpdate) {
   }
 }
 
+// FitResult::best_file_epoch follows best.h5 itself, not the run's record of its best epoch:
+// the two differ for a run resumed beside a best.h5 of another epoch (here an unreadable one)
+// until an epoch improves on the best, and the message of a failed run names the file's epoch.
+TEST(Training, TheResultSaysWhichEpochBestH5Holds) {
+  const io::ClipSet clips = tiny_clips(12);
+  io::Split split;
+  for (size_t i = 0; i < 8; ++i) split.train.push_back(i);
+  for (size_t i = 8; i < 12; ++i) split.validation.push_back(i);
+  TempDir dir;
+  FitOptions options;
+  options.epochs = 2;
+  options.batch_size = 4;
+  options.checkpoint_dir = dir.file("");
+  options.class_names = clips.class_names;
+  const auto trainer_for = [&](Sequential& model, Adam& adam, int epochs) {
+    FitOptions o = options;
+    o.epochs = epochs;
+    return std::make_unique<Trainer>(model, adam, clips, split, o, 4);
+  };
+  Sequential model = Sequential::from_json(nlohmann::json::parse(kTinyLrcn), "tiny");
+  model.build(1);
+  Adam adam;
+  const std::unique_ptr<Trainer> first = trainer_for(model, adam, 2);
+  const FitResult trained = first->fit();
+  ASSERT_GT(trained.best_epoch, 0);
+  EXPECT_EQ(trained.best_file_epoch, trained.best_epoch);
+  // The run's record says epoch 1 is the best; best.h5 is unreadable (a disk that filled).
+  nlohmann::json state = first->training_state();
+  state["model_checkpoint"]["best_epoch"] = 1;
+  std::ofstream(dir.file("best.h5")) << "not a model";
+  for (const bool improves : {false, true}) {
+    // A best of 0 for val_loss is never improved on; 1e30 is, by the first epoch.
+    state["model_checkpoint"]["best"] = improves ? 1e30 : 0.0;
+    Adam again;
+    const std::unique_ptr<Trainer> resumed = trainer_for(model, again, 3);
+    const std::vector<std::string> notes = resumed->resume(state);
+    ASSERT_EQ(notes.size(), 1u);
+    EXPECT_NE(notes[0].find("is unreadable"), std::string::npos) << notes[0];
+    EXPECT_NE(notes[0].find("saved again when an epoch improves"), std::string::npos) << notes[0];
+    const FitResult result = resumed->fit();
+    EXPECT_EQ(result.best_epoch, improves ? 3 : 1);
+    EXPECT_EQ(result.best_file_epoch, improves ? 3 : 0);
+    if (!improves) std::ofstream(dir.file("best.h5")) << "not a model";
+  }
+  // Resumed with no epoch left to train, the note does not promise a later save.
+  state["model_checkpoint"]["best"] = 0.0;
+  std::ofstream(dir.file("best.h5")) << "not a model";
+  Adam idle;
+  const std::vector<std::string> notes = trainer_for(model, idle, 2)->resume(state);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0].find("saved again"), std::string::npos) << notes[0];
+}
+
 // The staged step (models/training_step.h: draws relative to a base in memory, the optimizer's
 // scalar read from memory, metrics kept on the device) trains exactly as the plain one: batch,
 // forward, loss, backward, update with every value passed directly. Both flips, brightness,

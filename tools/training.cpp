@@ -734,12 +734,11 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     std::string saved = "no epoch was completed, nothing was saved" + kept;
     if (done > 0 && good == done) {
       saved = fmt::format("the last good epoch ({}) is saved in {}/last.h5", done, args.out_dir);
-    } else if (good > 0 && fit.best_epoch > 0 && fit.best_epoch <= good) {
+    } else if (good > 0 && fit.best_file_epoch > 0 && fit.best_file_epoch <= good) {
       saved = fmt::format(
           "epochs {}-{} already gave a NaN or infinite validation loss; {}/best.h5 holds epoch {}, from "
-          "before "
-          "them",
-          good + 1, done, args.out_dir, fit.best_epoch);
+          "before them",
+          good + 1, done, args.out_dir, fit.best_file_epoch);
     } else if (good > 0) {
       saved = fmt::format(
           "epochs {}-{} already gave a NaN or infinite validation loss: no saved file holds an earlier epoch",
