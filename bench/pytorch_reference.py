@@ -3,12 +3,17 @@
 /work/shared/MODELS.md) written the way a PyTorch user would write them, with Keras
 semantics, timed with the same method as bench/bench_models.cpp + bench/step.cpp.
 
-Models (Keras layout (N, T, H, W, C) at the input, 20 x 64 x 64 x 3, float32 uniform [0, 1)):
+Models (clips of 20 frames of 64 x 64 x 3, float32 uniform [0, 1)):
   lrcn, lrcn_bn, lrcn_small        TimeDistributed Conv2D(+BN)+MaxPool+Dropout, Flatten, nn.LSTM, Dense
   convlstm, convlstm_deep, convlstm_small   hand-written ConvLSTM2D + MaxPooling3D + Dropout, Dense
 
-The input stays in Keras's channels-last layout (as hisvid takes it); each model permutes it to
-PyTorch's NCHW (+ contiguous) as its first op, inside the timed step.
+Layout (--layout): `native` (the default) gives each model its input in PyTorch's own layout,
+(N, T, C, H, W), made before the timing, and flattens its last feature maps in PyTorch's order
+(C, H, W): what a PyTorch user writes, and no layout copy in the timed step. It is the same model
+as Keras's up to the order of the rows of the first weights after Flatten (the self-check
+permutes them and compares the outputs). `keras` keeps Keras's channels-last input (as hisvid
+takes it) and Keras's Flatten order: each model then permutes its input to NCHW (+ contiguous)
+as its first op and its last feature maps back before flattening, inside the timed step.
 
 Keras semantics kept:
   * gate order i, f, c, o (nn.LSTM's i, f, g, o is the same order); LSTM gates sigmoid;
@@ -22,7 +27,8 @@ Keras semantics kept:
   * MaxPooling 'same' (TF pads at the end; output ceil(in/stride)) = max_pool2d(ceil_mode=True)
     for pool == stride (29 -> 15, 13 -> 7, 5 -> 3); 'valid' = floor mode;
   * Dropout inverted; TimeDistributed(Dropout) = elementwise mask (F.dropout);
-  * Flatten in Keras channels-last order (permute to N, [T,] H, W, C before flattening), so
+  * Flatten in Keras channels-last order under --layout keras (permute to N, [T,] H, W, C
+    before flattening; --layout native flattens C, H, W, the same features in another order):
     the Dense in-features match (2880 for convlstm, 36000 for convlstm_small, 576 for
     convlstm_deep's Dense(128));
   * BatchNormalization: eps 1e-3, Keras momentum 0.99 = PyTorch momentum 0.01; biased batch
@@ -246,8 +252,9 @@ class LRCN(Traced):
     """TimeDistributed [Conv2D(same, relu) (+BN) + MaxPooling2D + Dropout] blocks, Flatten,
     LSTM, (Dropout), Dense. blocks: (filters, batch_norm, pool, dropout rate or None)."""
 
-    def __init__(self, blocks, units, classes, post_dropout=None):
+    def __init__(self, blocks, units, classes, post_dropout=None, layout="keras"):
         super().__init__()
+        self.native = layout == "native"
         self.convs = nn.ModuleList()
         self.bns = nn.ModuleList()
         self.blocks = blocks
@@ -263,9 +270,11 @@ class LRCN(Traced):
         self.post_dropout = post_dropout
         self.dense = keras_dense(units, classes)
 
-    def forward(self, x):  # (N, T, H, W, C)
+    def forward(self, x):  # (N, T, H, W, C); native: (N, T, C, H, W)
         n, t = x.shape[0], x.shape[1]
-        y = x.reshape(n * t, *x.shape[2:]).permute(0, 3, 1, 2).contiguous()  # frames, NCHW
+        y = x.reshape(n * t, *x.shape[2:])  # frames
+        if not self.native:
+            y = y.permute(0, 3, 1, 2).contiguous()  # NCHW
         for (filters, bn, pool, rate), conv, norm in zip(self.blocks, self.convs, self.bns):
             y = norm(F.relu(conv(y)))
             self._rec((t, y.shape[2], y.shape[3], y.shape[1]))
@@ -273,7 +282,8 @@ class LRCN(Traced):
             self._rec((t, y.shape[2], y.shape[3], y.shape[1]))
             if rate is not None:
                 y = F.dropout(y, rate, self.training)
-        y = y.permute(0, 2, 3, 1).reshape(n, t, -1)  # Keras Flatten: channels-last order
+        # Flatten: Keras's channels-last order, or PyTorch's (C, H, W).
+        y = (y if self.native else y.permute(0, 2, 3, 1)).reshape(n, t, -1)
         self._rec(y.shape[1:])
         _, (h_n, _) = self.lstm(y)
         y = h_n[-1]
@@ -290,8 +300,9 @@ class ConvLSTMNet(Traced):
     one may return only its final state (then MaxPooling2D(2x2, same)); Flatten; an optional
     hidden Dense(relu) + Dropout; Dense. layers: (filters, return_sequences, dropout or None)."""
 
-    def __init__(self, layers, classes, hidden=None, hidden_dropout=None):
+    def __init__(self, layers, classes, hidden=None, hidden_dropout=None, layout="keras"):
         super().__init__()
+        self.native = layout == "native"
         self.layer_specs = layers
         self.cells = nn.ModuleList()
         c, hw = CHANNELS, HEIGHT
@@ -303,8 +314,8 @@ class ConvLSTMNet(Traced):
         self.hidden_dropout = hidden_dropout
         self.dense = keras_dense(hidden if hidden else features, classes)
 
-    def forward(self, x):  # (N, T, H, W, C)
-        y = x.permute(0, 1, 4, 2, 3).contiguous()  # (N, T, C, H, W)
+    def forward(self, x):  # (N, T, H, W, C); native: (N, T, C, H, W)
+        y = x if self.native else x.permute(0, 1, 4, 2, 3).contiguous()  # (N, T, C, H, W)
         n, t = y.shape[0], y.shape[1]
         for (filters, seq, rate), cell in zip(self.layer_specs, self.cells):
             y = cell(y)
@@ -319,8 +330,10 @@ class ConvLSTMNet(Traced):
                 self._rec((y.shape[2], y.shape[3], y.shape[1]))
             if rate is not None:
                 y = F.dropout(y, rate, self.training)
-        # Keras Flatten, channels-last: (N, T, H, W, C) or (N, H, W, C).
-        y = (y.permute(0, 1, 3, 4, 2) if y.dim() == 5 else y.permute(0, 2, 3, 1)).reshape(n, -1)
+        # Flatten: Keras's channels-last (N, T, H, W, C) or (N, H, W, C), or PyTorch's order.
+        if not self.native:
+            y = y.permute(0, 1, 3, 4, 2) if y.dim() == 5 else y.permute(0, 2, 3, 1)
+        y = y.reshape(n, -1)
         self._rec(y.shape[1:])
         if self.hidden is not None:
             y = F.relu(self.hidden(y))
@@ -332,22 +345,22 @@ class ConvLSTMNet(Traced):
         return y
 
 
-def build_model(name, classes):
+def build_model(name, classes, layout="keras"):
     if name == "lrcn":
         return LRCN([(16, False, 4, 0.25), (32, False, 4, 0.25), (64, False, 2, 0.25), (64, False, 2, None)],
-                    32, classes)
+                    32, classes, layout=layout)
     if name == "lrcn_bn":
         return LRCN([(32, True, 2, 0.25), (64, True, 2, 0.25), (128, True, 2, 0.25), (128, True, 2, 0.25)],
-                    64, classes, post_dropout=0.25)
+                    64, classes, post_dropout=0.25, layout=layout)
     if name == "lrcn_small":
-        return LRCN([(16, False, 2, 0.25)], 32, classes)
+        return LRCN([(16, False, 2, 0.25)], 32, classes, layout=layout)
     if name == "convlstm":
-        return ConvLSTMNet([(4, True, 0.2), (8, True, 0.2), (14, True, 0.2), (16, True, None)], classes)
+        return ConvLSTMNet([(4, True, 0.2), (8, True, 0.2), (14, True, 0.2), (16, True, None)], classes, layout=layout)
     if name == "convlstm_deep":
         return ConvLSTMNet([(8, True, 0.2), (16, True, 0.2), (32, True, 0.2), (64, False, 0.2)], classes,
-                           hidden=128, hidden_dropout=0.2)
+                           hidden=128, hidden_dropout=0.2, layout=layout)
     if name == "convlstm_small":
-        return ConvLSTMNet([(4, True, 0.2), (8, True, 0.2)], classes)
+        return ConvLSTMNet([(4, True, 0.2), (8, True, 0.2)], classes, layout=layout)
     raise ValueError(f"unknown model '{name}' (known: {', '.join(MODEL_NAMES)})")
 
 
@@ -363,6 +376,27 @@ def param_counts(model):
 # ---------------------------------------------------------------------------------------------
 # Self-check
 # ---------------------------------------------------------------------------------------------
+
+def native_layout_matches(name, classes):
+    """The model under --layout native computes what it computes under --layout keras, given the
+    same weights but for the rows of the first weights after Flatten (LRCN: the LSTM's input
+    kernel; ConvLSTM: the first Dense's) permuted from Keras's (..., H, W, C) order to (..., C, H, W)."""
+    keras = build_model(name, classes).eval()
+    native = build_model(name, classes, layout="native").eval()
+    state = keras.state_dict()
+    before_flatten = [s for s in expected_shapes(name, classes) if len(s) >= 3][-1]
+    if isinstance(keras, LRCN):
+        before_flatten, first = before_flatten[1:], "lstm.weight_ih_l0"  # per frame
+    else:
+        first = "hidden.weight" if keras.hidden is not None else "dense.weight"
+    order = torch.arange(math.prod(before_flatten)).reshape(before_flatten)
+    order = order.movedim(-1, -3).reshape(-1)  # native feature j is Keras's feature order[j]
+    state[first] = state[first][:, order]
+    native.load_state_dict(state)
+    x = torch.rand(2, SEQ, HEIGHT, WIDTH, CHANNELS)
+    with torch.inference_mode():
+        return torch.allclose(keras(x), native(x.permute(0, 1, 4, 2, 3).contiguous()), atol=1e-5)
+
 
 def self_check(models):
     torch.manual_seed(0)
@@ -417,11 +451,13 @@ def self_check(models):
         torch.allclose(zg[:, 8:], plain[:, 8:], atol=1e-5)
     bn = build_model("lrcn_bn", 10).bns[0]
     bn_ok = bn.eps == 1e-3 and abs(bn.momentum - 0.01) < 1e-12
+    layout_ok = all(native_layout_matches(name, PAPER_CLASSES[name]) for name in models)
     for label, good in (("MaxPooling same == TF pad-at-end (-inf), 62/29/13/5 -> 31/15/7/3", pool_ok),
                         ("hard_sigmoid = clip(0.2x+0.5, 0, 1)", hs_ok),
                         ("ConvLSTM grouped recurrent conv == plain conv (eval path)", group_ok),
                         ("ConvLSTM recurrent dropout masks act per gate", mask_ok),
-                        ("BatchNorm eps 1e-3, momentum 0.01 (Keras 0.99)", bn_ok)):
+                        ("BatchNorm eps 1e-3, momentum 0.01 (Keras 0.99)", bn_ok),
+                        ("--layout native == keras, the first weights after Flatten permuted", layout_ok)):
         print(f"  {'ok ' if good else 'BAD'} {label}")
         ok = ok and good
     print("self-check:", "PASSED" if ok else "FAILED")
@@ -603,8 +639,9 @@ def run_one(name, kind, batch, device, variant, args):
     entry = {"model": name, "step": kind, "batch": batch, "device": device, "variant": variant,
              "classes": args.classes}
     torch.manual_seed(1)
-    model = build_model(name, args.classes)
+    model = build_model(name, args.classes, args.layout)
     entry["params_torch"], entry["params_keras"], _ = param_counts(model)
+    entry["layout"] = args.layout
     skip = variant_skip_reason(variant, device)
     if skip:
         entry.update(status="skipped", reason=skip)
@@ -613,7 +650,8 @@ def run_one(name, kind, batch, device, variant, args):
     try:
         model = model.to(device)
         gen = torch.Generator().manual_seed(2)
-        x = torch.rand(batch, SEQ, HEIGHT, WIDTH, CHANNELS, generator=gen).to(device)
+        frame = (CHANNELS, HEIGHT, WIDTH) if args.layout == "native" else (HEIGHT, WIDTH, CHANNELS)
+        x = torch.rand(batch, SEQ, *frame, generator=gen).to(device)
         y = (torch.arange(batch) % args.classes).to(device)
         steps = args.steps if args.steps is not None else (10 if device == "cpu" else 50)
         t_build = time.perf_counter()
@@ -724,6 +762,7 @@ def run_worker(models, variant, args, report):
             cmd += [flag, str(value)]
     cmd += ["--throughput"] if args.throughput else []
     cmd += ["--tf32"] if args.tf32 else []
+    cmd += ["--layout", args.layout]
     cmd += ["--verbose"] if args.verbose else []
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
     if args.verbose or proc.returncode != 0:
@@ -769,6 +808,9 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=4, help="output classes (default 4, as hisvid_bench)")
     ap.add_argument("--throughput", action="store_true", help=f"also batch {THROUGHPUT_BATCH} train and eval (CUDA)")
     ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 tensor cores for matmuls and cuDNN (default off)")
+    ap.add_argument("--layout", default="native", choices=["native", "keras"],
+                    help="the input's layout: native (N, T, C, H, W), made before the timing, the default; keras "
+                         "(N, T, H, W, C), permuted inside the timed step (see the module's help)")
     ap.add_argument("--check", action="store_true", help="self-check parameter counts and shapes, then exit")
     ap.add_argument("--in-process", action="store_true",
                     help="run CUDA variants in this process (default: one child process per CUDA variant)")
@@ -829,6 +871,7 @@ def main(argv=None):
         "cudnn_version": torch.backends.cudnn.version() if cuda_ok else None,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cuda_settings": cuda_settings,
+        "layout": args.layout,
         "statistic": "median over timed steps (hisvid_bench: the median of 5 repetitions' means)",
         "notes": notes,
         "skipped": skipped,
