@@ -70,7 +70,10 @@ Variants:
   A variant that fails (compile error, capture error, OOM) is reported as failed with its
   reason; the run goes on. Each CUDA variant runs in its own child process (all models), so
   a crash or a CUDA context left broken by a failed capture costs only that variant
-  (--in-process turns this off). A compiled eval step that fails under inference_mode is
+  (--in-process turns this off; --isolate does the same on the CPU). --variant-timeout S stops a
+  variant's process after S seconds (a torch.compile variant can compile for minutes), and
+  SIGTERM (a time limit around the run) stops the run: either way what was measured is kept in
+  the JSON and the rest is reported as stopped. A compiled eval step that fails under inference_mode is
   retried once under no_grad, and says so in its "note".
   --throughput (CUDA only) adds batch 256 train and eval steps.
 
@@ -88,6 +91,7 @@ import math
 import os
 import platform
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -748,14 +752,28 @@ def batches_for(device, args):
     return batches
 
 
-def run_worker(models, variant, args, report):
-    """Runs one CUDA variant over all models in a child process, so that a crash, a poisoned CUDA
-    context (a failed graph capture) or compile state cannot affect the other variants."""
+class Stopped(BaseException):
+    """SIGTERM, from a time limit around the run (scripts/gpu-check's, bench/compare's
+    --time-limit): the steps measured so far are kept and written; the rest are reported as
+    stopped. A BaseException, so that a variant's `except Exception` does not take it for its
+    own failure."""
+
+
+def stop_on_sigterm(signum, frame):
+    raise Stopped()
+
+
+def run_worker(models, variant, device, args, report):
+    """Runs one variant over all models in a child process (CUDA; the CPU with --isolate), so
+    that a crash, a poisoned CUDA context (a failed graph capture) or compile state cannot
+    affect the other variants. The
+    worker writes its JSON after each step measured: a worker stopped by --variant-timeout or by
+    SIGTERM keeps what it measured, and the rest is reported as stopped (re-raised on SIGTERM)."""
     import subprocess
     import tempfile
     fd, tmp = tempfile.mkstemp(prefix=f"pytorch_ref_{variant}_", suffix=".json")
     os.close(fd)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--device", "cuda", "--variants", variant,
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--device", device, "--variants", variant,
            "--models", ",".join(models), "--json", tmp, "--warmup", str(args.warmup), "--classes", str(args.classes)]
     for flag, value in (("--steps", args.steps), ("--threads", args.threads)):
         if value is not None:
@@ -764,9 +782,24 @@ def run_worker(models, variant, args, report):
     cmd += ["--tf32"] if args.tf32 else []
     cmd += ["--layout", args.layout]
     cmd += ["--verbose"] if args.verbose else []
-    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+    # In a session of its own, so that stopping it reaches the processes it started too
+    # (torch.compile's compile workers).
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stopped, sigterm = None, False
+    try:
+        _, err = proc.communicate(timeout=args.variant_timeout)
+    except subprocess.TimeoutExpired:
+        stopped = f"stopped after {args.variant_timeout:g} s (--variant-timeout)"
+    except Stopped:
+        stopped, sigterm = "stopped by SIGTERM (a time limit around the run)", True
+    if stopped:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, err = proc.communicate()
     if args.verbose or proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.write(err[-4000:])
     done = []
     try:
         with open(tmp) as f:
@@ -782,16 +815,18 @@ def run_worker(models, variant, args, report):
                 os.remove(path)
     report["results"] += done
     have = {(r["model"], r["step"], r["batch"]) for r in done}
-    tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    why = f"worker process exited with {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")
+    tail = [ln for ln in err.strip().splitlines() if ln.strip()]
+    why = stopped or f"worker process exited with {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")
     for name in models:
-        for kind, batch in batches_for("cuda", args):
+        for kind, batch in batches_for(device, args):
             if (name, kind, batch) not in have:
-                entry = {"model": name, "step": kind, "batch": batch, "device": "cuda", "variant": variant,
+                entry = {"model": name, "step": kind, "batch": batch, "device": device, "variant": variant,
                          "classes": args.classes, "status": "failed", "reason": why}
                 entry["params_torch"], entry["params_keras"], _ = param_counts(build_model(name, args.classes))
                 report["results"].append(entry)
                 print_row(entry)
+    if sigterm:
+        raise Stopped()
 
 
 def main(argv=None):
@@ -808,12 +843,17 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=4, help="output classes (default 4, as hisvid_bench)")
     ap.add_argument("--throughput", action="store_true", help=f"also batch {THROUGHPUT_BATCH} train and eval (CUDA)")
     ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 tensor cores for matmuls and cuDNN (default off)")
+    ap.add_argument("--variant-timeout", type=float, default=None, metavar="S",
+                    help="stop a variant's process (CUDA, or --isolate) after S seconds (a torch.compile variant can take "
+                         "minutes); what it measured is kept, the rest reported as stopped")
     ap.add_argument("--layout", default="native", choices=["native", "keras"],
                     help="the input's layout: native (N, T, C, H, W), made before the timing, the default; keras "
                          "(N, T, H, W, C), permuted inside the timed step (see the module's help)")
     ap.add_argument("--check", action="store_true", help="self-check parameter counts and shapes, then exit")
     ap.add_argument("--in-process", action="store_true",
                     help="run CUDA variants in this process (default: one child process per CUDA variant)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="each variant in a process of its own on the CPU too (always so on CUDA)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failing variants")
     args = ap.parse_args(argv)
@@ -826,6 +866,8 @@ def main(argv=None):
     for v in variants:
         if v not in VARIANTS:
             ap.error(f"unknown variant '{v}' (known: {', '.join(VARIANTS)})")
+    if args.variant_timeout is not None and not args.variant_timeout > 0:
+        ap.error(f"--variant-timeout {args.variant_timeout:g}: must be more than 0 seconds")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -885,22 +927,32 @@ def main(argv=None):
         print(ROW_HEADER)
         print("-" * len(ROW_HEADER), flush=True)
     isolate = not args.in_process and not args.worker
-    for device in devices:
-        device_plan = [v for d, v in plan if d == device]
-        if device == "cuda" and isolate:
-            for variant in device_plan:
-                run_worker(models, variant, args, report)
-                if args.json:
-                    write_json(args.json, report)
-            continue
-        for name in models:
-            for variant in device_plan:
-                for kind, batch in batches_for(device, args):
-                    entry = run_one(name, kind, batch, device, variant, args)
-                    report["results"].append(entry)
-                    print_row(entry)
-                    if args.json:  # keep partial results if a later run dies hard
-                        write_json(args.json, report)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    stopped = False
+    try:
+        for device in devices:
+            device_plan = [v for d, v in plan if d == device]
+            if isolate and (device == "cuda" or args.isolate):
+                for variant in device_plan:
+                    try:
+                        run_worker(models, variant, device, args, report)
+                    finally:
+                        if args.json:
+                            write_json(args.json, report)
+                continue
+            for name in models:
+                for variant in device_plan:
+                    for kind, batch in batches_for(device, args):
+                        entry = run_one(name, kind, batch, device, variant, args)
+                        report["results"].append(entry)
+                        print_row(entry)
+                        if args.json:  # keep partial results if a later run dies hard
+                            write_json(args.json, report)
+    except Stopped:
+        stopped = True
+        report["notes"].append("stopped by SIGTERM (a time limit around the run): the steps not listed "
+                               "were not measured")
+        print(f"# note: {report['notes'][-1]}", flush=True)
     if not args.worker:
         print("# params: PyTorch counts nn.LSTM's second bias b_hh (+4*units per LSTM); 'keras' is Keras's count.")
         print("# ms/step: median; CUDA timed with events between synchronised step boundaries; "
@@ -909,7 +961,7 @@ def main(argv=None):
         write_json(args.json, report)
         if not args.worker:
             print(f"# wrote {args.json}")
-    return 0
+    return 1 if stopped else 0
 
 
 def write_json(path, report):
