@@ -8,18 +8,26 @@
 // case's tolerance allows (the data to tighten a tolerance by), and with --time the time per call, GFLOP/s
 // where the case states its flops, and GB/s of the buffers read and written once; "n/a" where
 // the row hands the case to another row (Implementation::applies), neither checked nor timed.
+// With --time, the roofline of each backend timed is measured first (bench/roofline.h: the
+// host's FMA peak and triad bandwidth, the GPU's fmaf peak and copy bandwidth) and each timed
+// row shows the share of its bound it reached: min(peak, intensity x bandwidth).
 // CUDA rows time with CUDA events on the stream; host rows with the host clock. Rows this
 // process cannot run (no GPU) are named on stderr. Exits 1 when a row fails its check, 2 when
 // a --kernel or --row names nothing or nothing was checked.
+#include <omp.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <exception>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench/roofline.h"
 #include "kernels/harness.h"
 
 namespace {
@@ -87,9 +95,43 @@ int main(int argc, char** argv) {
     return 2;
   int failures = 0, checked = 0, elsewhere = 0;
   std::map<std::string, std::string> unavailable_rows;  // row -> why this process cannot run it
+  // The rooflines of the backends timed: the host's for the naive and cpu rows.
+  std::map<hisvid::Backend, hisvid::bench::Roofline> rooflines;
+  if (time) {
+    bool host = false, cuda = false;
+    for (const hisvid::harness::KernelSpec* spec : hisvid::harness::kernel_specs()) {
+      if (!selected(want_kernels, spec->name(), false)) continue;
+      for (const hisvid::harness::RowInfo& row : spec->rows()) {
+        if (!selected(want_rows, row.name, false) ||
+            !hisvid::harness::unavailable_reason(row.backend).empty())
+          continue;
+        (row.backend == hisvid::Backend::Cuda ? cuda : host) = true;
+      }
+    }
+    // A roofline that cannot be measured leaves its column empty; the lab goes on.
+    const auto measure = [&](const char* what, auto how, std::initializer_list<hisvid::Backend> backends) {
+      try {
+        const hisvid::bench::Roofline r = how();
+        for (hisvid::Backend b : backends) rooflines[b] = r;
+        std::printf(
+            "Roofline of the %s, measured here: %.1f GFLOP/s float32 FMA (no tensor cores), %.1f GB/s "
+            "(%s)\n\n",
+            what, r.gflops, r.gbs, r.basis.c_str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kernel_lab: the %s's roofline was not measured: %s\n", what, e.what());
+      }
+    };
+    if (host) {
+      measure("host", [] { return hisvid::bench::measure_host_roofline(omp_get_max_threads()); },
+              {hisvid::Backend::Naive, hisvid::Backend::Cpu});
+    }
+#ifdef HISVID_WITH_CUDA
+    if (cuda) measure("GPU", hisvid::bench::measure_cuda_roofline, {hisvid::Backend::Cuda});
+#endif
+  }
   std::printf(
-      "| kernel | case | row | check | error used | ms/call | GFLOP/s | GB/s |\n"
-      "|---|---|---|---|---:|---:|---:|---:|\n");
+      "| kernel | case | row | check | error used | ms/call | GFLOP/s | GB/s | of roofline |\n"
+      "|---|---|---|---|---:|---:|---:|---:|---:|\n");
   for (const hisvid::harness::KernelSpec* spec : hisvid::harness::kernel_specs()) {
     if (!selected(want_kernels, spec->name(), false)) continue;
     for (size_t i = 0; i < spec->case_count(); ++i) {
@@ -103,7 +145,7 @@ int main(int argc, char** argv) {
         }
         if (!spec->applies(i, row.name)) {
           ++elsewhere;
-          std::printf("| %s | %s | %s%s | n/a | | | | |\n", spec->name(), spec->case_name(i).c_str(),
+          std::printf("| %s | %s | %s%s | n/a | | | | | |\n", spec->name(), spec->case_name(i).c_str(),
                       row.name.c_str(), row.is_default ? " *" : "");
           continue;
         }
@@ -126,9 +168,12 @@ int main(int argc, char** argv) {
           } else {
             std::printf(" |");
           }
-          std::printf(" %.2f |\n", t.bytes / t.seconds * 1e-9);
+          std::printf(" %.2f |", t.bytes / t.seconds * 1e-9);
+          std::printf(
+              " %s |\n",
+              hisvid::bench::roofline_share(rooflines[row.backend], t.flops, t.bytes, t.seconds).c_str());
         } else {
-          std::printf(" | | |\n");
+          std::printf(" | | | |\n");
         }
         std::fflush(stdout);
       }
