@@ -608,7 +608,7 @@ Tensor batch_norm_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta
 }
 
 void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_var, const Tensor& mean,
-                              const Tensor& var, int64_t rows, float momentum) {
+                              const Tensor& var, int64_t rows, float momentum, bool unbiased) {
   const int64_t C = mean.numel();
   for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"moving_mean", moving_mean},
                                 {"moving_var", moving_var},
@@ -620,7 +620,7 @@ void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_va
     using T = decltype(tag);
     BatchnormUpdateMoving<T> k;
     k.moving_mean = moving_mean.data<T>(), k.moving_var = moving_var.data<T>(), k.mean = mean.data<T>();
-    k.var = var.data<T>(), k.M = rows, k.C = C, k.momentum = momentum;
+    k.var = var.data<T>(), k.M = rows, k.C = C, k.momentum = momentum, k.unbiased = unbiased;
     run_kernel(k, mean.device());
   });
 }

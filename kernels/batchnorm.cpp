@@ -115,7 +115,7 @@ void batchnorm_update_moving(const BatchnormUpdateMoving<T>& k) {
   const int64_t M = k.M, C = k.C;
   const float momentum = k.momentum;
   const T mom = T(momentum);
-  const T unbias = M > 1 ? T(M) / T(M - 1) : T(1);  // var * M / (M - 1); M == 1 keeps var
+  const T unbias = k.unbiased && M > 1 ? T(M) / T(M - 1) : T(1);  // var * M / (M - 1); M == 1 keeps var
   for (int64_t c = 0; c < C; ++c) {
     moving_mean[c] = moving_mean[c] * mom + mean[c] * (T(1) - mom);
     moving_var[c] = moving_var[c] * mom + var[c] * unbias * (T(1) - mom);

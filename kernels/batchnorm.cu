@@ -178,7 +178,7 @@ void batchnorm_update_moving(const BatchnormUpdateMoving<float>& k, cudaStream_t
   if (C <= 0) return;
   // Unbiased variance var * M / (M - 1); a single row has no unbiased estimate, and like
   // TensorFlow the biased one (0) is taken then.
-  const float unbias = M > 1 ? static_cast<float>(M) / static_cast<float>(M - 1) : 1.0f;
+  const float unbias = k.unbiased && M > 1 ? static_cast<float>(M) / static_cast<float>(M - 1) : 1.0f;
   update_moving_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(k.moving_mean, k.moving_var, k.mean,
                                                                           k.var, C, k.momentum, unbias);
   HISVID_CHECK_LAUNCH();

@@ -91,7 +91,9 @@ struct BatchnormBackward {
 
 // moving_mean (C), moving_var (C) updated in place from the batch mean (C) and biased var (C)
 // of M rows: moving = moving * momentum + batch * (1 - momentum), the variance unbiased by
-// M / (M - 1) (a single row keeps the biased one).
+// M / (M - 1) when `unbiased` (a single row keeps the biased one). Keras 2's fused path (4-D
+// and 5-D inputs) updates with the unbiased variance, its other path and Keras 3 with the
+// biased one (layers/layer.cpp, BatchNormalization::build).
 template <typename T>
 struct BatchnormUpdateMoving {
   static constexpr const char* kName = "batchnorm_update_moving";
@@ -101,6 +103,7 @@ struct BatchnormUpdateMoving {
   const T* var = nullptr;
   int64_t M = 0, C = 0;
   float momentum = 0.99f;
+  bool unbiased = true;
   template <typename V>
   void buffers(V& v) {
     v.inout("moving_mean", moving_mean, C);

@@ -67,12 +67,16 @@ const bool cases = [] {
           remap(a.gamma, C, 0.5, 1.5);
         });
     // M = 1 included: one row has no unbiased variance and keeps the biased one.
-    update.add(name, [M, C](auto& a) { a.M = M, a.C = C, a.momentum = 0.99f; })
-        .tol(harness::kFused)
-        .prepare_with([C](BatchnormUpdateMoving<double>& a) {
-          remap(a.moving_var, C, 0.1, 2.0);
-          remap(a.var, C, 0.1, 2.0);
-        });
+    for (const bool unbiased : {true, false}) {
+      update
+          .add(name + (unbiased ? "" : "_biased"),
+               [M, C, unbiased](auto& a) { a.M = M, a.C = C, a.momentum = 0.99f, a.unbiased = unbiased; })
+          .tol(harness::kFused)
+          .prepare_with([C](BatchnormUpdateMoving<double>& a) {
+            remap(a.moving_var, C, 0.1, 2.0);
+            remap(a.var, C, 0.1, 2.0);
+          });
+    }
   }
   return harness::add_cases(train) && harness::add_cases(infer) && harness::add_cases(backward) &&
          harness::add_cases(update);

@@ -327,6 +327,8 @@ BatchNormalization::BatchNormalization(std::string name, ConfigReader& c) : Laye
   c.require_default("virtual_batch_size", {nullptr});
   c.require_default("adjustment", {nullptr});
   c.require_default("fused", {nullptr, true, false});
+  const nlohmann::json fused = c.raw("fused");
+  fused_ = fused.is_boolean() ? (fused.get<bool>() ? 1 : 0) : -1;
   c.require_default("synchronized", {false});
 }
 
@@ -337,6 +339,18 @@ Shape BatchNormalization::build(const Shape& in, Generator& init) {
     fail("{}: axis {} is not the channel axis of input {} (only the last axis is supported)", where(), axis_,
          in.str());
   }
+  // Keras 2 trains a 4-D input (counting the batch axis; 5-D from Keras 2.6, which added 5-D
+  // inputs to the fused kernel) on its fused path, unless the config says fused=False; that path
+  // updates the moving variance with the unbiased batch variance, M / (M - 1) times the biased
+  // one. Its other path (2-D and 3-D inputs, after a Dense or an LSTM) and Keras 3 take the
+  // biased variance. (TimeDistributed hands the layer its frames: (H, W, C) is 4-D.)
+  const int rank = in.rank() + 1;
+  const bool fusable = rank == 4 || (rank == 5 && (version_.major > 2 || version_.minor >= 6));
+  if (fused_ == 1 && !version_.keras3() && !fusable) {
+    fail("{}: fused=True needs a 4-D input{} counting the batch axis, as Keras requires; got input {}",
+         where(), version_.minor >= 6 ? " or a 5-D one" : "", in.str());
+  }
+  unbiased_moving_variance_ = !version_.keras3() && fused_ != 0 && fusable;
   input_shape_ = in;
   weights_.clear();
   const Shape channels{in.back()};
@@ -361,7 +375,7 @@ Tensor BatchNormalization::forward(const Tensor& x, const ForwardContext& ctx) {
   const ops::BatchNormBatch batch = ops::batch_norm_train(x, gamma, beta, eps);
   NoGradGuard no_grad;
   ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, x.numel() / C,
-                                static_cast<float>(momentum_));
+                                static_cast<float>(momentum_), unbiased_moving_variance_);
   return batch.y;
 }
 
@@ -372,6 +386,7 @@ nlohmann::json BatchNormalization::config() const {
   c["epsilon"] = epsilon_;
   c["center"] = center_;
   c["scale"] = scale_;
+  if (fused_ == 0) c["fused"] = false;  // it decides the moving variance's update (build)
   c["beta_initializer"] = beta_initializer_.to_json();
   c["gamma_initializer"] = gamma_initializer_.to_json();
   c["moving_mean_initializer"] = moving_mean_initializer_.to_json();

@@ -174,7 +174,10 @@ class BatchNormalization final : public Layer {
   nlohmann::json config() const override;
 
  private:
-  int axis_;  // -1, or Keras's saved form: the channel axis counting the batch axis
+  int axis_;        // -1, or Keras's saved form: the channel axis counting the batch axis
+  int fused_ = -1;  // the config's `fused`: -1 null (Keras decides), 0 false, 1 true
+  // Whether training updates the moving variance with the unbiased batch variance (build).
+  bool unbiased_moving_variance_ = true;
   double momentum_, epsilon_;
   bool center_, scale_;
   Initializer beta_initializer_, gamma_initializer_, moving_mean_initializer_, moving_variance_initializer_;

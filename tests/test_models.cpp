@@ -618,6 +618,42 @@ TEST(Spec, UnrollAndTheInputLayersShape) {
   EXPECT_EQ(model.count_params().total, 4 * 2 * (6 + 2 + 1) + 2 * 2 + 2);
 }
 
+// BatchNormalization's moving variance after one training batch, as each Keras path updates it
+// (from a helper's audit against Keras's source): Keras 2's fused path (4-D inputs counting the
+// batch axis, 5-D from 2.6) with the unbiased batch variance, its other path (2-D and 3-D
+// inputs, or fused=False) and Keras 3 with the biased one. One channel, batch values 1 2 3 4:
+// biased variance 1.25, unbiased 5/3; the moving variance starts at 1.
+TEST(Spec, BatchNormMovingVarianceFollowsKerasPaths) {
+  const auto moving_variance = [](const std::string& frame, const std::string& bn_config,
+                                  const layers::KerasVersion& version) {
+    const nlohmann::json spec = nlohmann::json::parse(
+        R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, )" +
+        frame + R"(]}}, {"class_name": "BatchNormalization", "config": {)" + bn_config + R"(}}]}})");
+    Sequential model = Sequential::from_json(spec, "bn spec", version);
+    model.build(1);
+    std::vector<int64_t> dims{4};  // the batch, then the frame's ones
+    for (char ch : frame) {
+      if (ch == '1') dims.push_back(1);
+    }
+    const Tensor x = Tensor::from_vector(std::vector<double>{1.0, 2.0, 3.0, 4.0}, Shape(dims));
+    Generator rng(1);
+    layers::Layer& bn = *model.layers().back();
+    (void)bn.forward(x, {true, &rng});
+    return bn.weights().back().value.to_vector()[0];
+  };
+  const double m = static_cast<double>(0.99f);
+  const double unbiased = m + (1 - m) * (5.0 / 3.0), biased = m + (1 - m) * 1.25;
+  const layers::KerasVersion keras28{2, 8, 0}, keras24{2, 4, 0}, keras3{3, 3, 3};
+  EXPECT_NEAR(moving_variance("1, 1, 1", "", keras28), unbiased, 1e-6) << "4-D: fused";
+  EXPECT_NEAR(moving_variance("1, 1, 1, 1", "", keras28), unbiased, 1e-6) << "5-D: fused from 2.6";
+  EXPECT_NEAR(moving_variance("1, 1, 1, 1", "", keras24), biased, 1e-6) << "5-D before 2.6";
+  EXPECT_NEAR(moving_variance("1", "", keras28), biased, 1e-6) << "2-D: not fused";
+  EXPECT_NEAR(moving_variance("1, 1", "", keras28), biased, 1e-6) << "3-D: not fused";
+  EXPECT_NEAR(moving_variance("1, 1, 1", R"("fused": false)", keras28), biased, 1e-6) << "fused=False";
+  EXPECT_NEAR(moving_variance("1, 1, 1", "", keras3), biased, 1e-6) << "Keras 3";
+  expect_error([&] { moving_variance("1", R"("fused": true)", keras28); }, {"fused=True", "4-D"});
+}
+
 // Hand-written and Keras 3 specs read as Keras reads them (from a helper's audit of specs): an
 // explicit null activation is linear (activations.get(None)), not the layer's default; a
 // BatchNormalization axis given as an integer, or naming another axis than the last, is told

@@ -169,10 +169,14 @@ TEST(Ops, BatchNormTrainInferAndMovingStatistics) {
   expect_values(bn.var, {1.25});
   // moving = 0.99 * moving + 0.01 * batch, the variance taken unbiased.
   const Tensor mm = d({0}, {1}), mv = d({1}, {1});
-  ops::batch_norm_update_moving(mm, mv, bn.mean, bn.var, 4, 0.99f);
+  ops::batch_norm_update_moving(mm, mv, bn.mean, bn.var, 4, 0.99f, true);
   const double m = static_cast<double>(0.99f);
   expect_values(mm, {(1 - m) * 2.5});
   expect_values(mv, {m * 1.0 + (1 - m) * (5.0 / 3.0)});
+  // Keras 2's non-fused path and Keras 3 take the biased variance.
+  const Tensor biased = d({1}, {1});
+  ops::batch_norm_update_moving(d({0}, {1}), biased, bn.mean, bn.var, 4, 0.99f, false);
+  expect_values(biased, {m * 1.0 + (1 - m) * 1.25});
   // Inference uses the given statistics: (x - 2) / sqrt(4 + eps) * 2 + 1.
   const double s = 2.0 / std::sqrt(4.0 + static_cast<double>(eps));
   expect_values(ops::batch_norm_infer(x, d({2}, {1}), d({1}, {1}), d({2}, {1}), d({4}, {1}), eps),
