@@ -563,9 +563,11 @@ void save_model(const std::string& path, const Sequential& model, const std::vec
         fail("save_model {}: the optimizer holds slots for {} weights, the model has {} trainable weights",
              path, slots.size(), trainable_paths.size());
       }
+      // Slot by slot, as Keras 2 creates them and sets them back by position: every weight's
+      // m, then every weight's v (interleaved, Keras 2 refuses them and starts a fresh optimizer).
       const std::vector<std::string> slot_names = optimizer->slot_names();
-      for (size_t i = 0; i < slots.size(); ++i) {
-        for (size_t s = 0; s < slot_names.size(); ++s) {
+      for (size_t s = 0; s < slot_names.size(); ++s) {
+        for (size_t i = 0; i < slots.size(); ++i) {
           file.optimizer_weights.push_back({prefix + trainable_paths[i] + "/" + slot_names[s] + ":0",
                                             slots[i][s].to(Device::cpu()).to(DType::Float32)});
         }

@@ -19,6 +19,7 @@
 #include "engine/ops.h"
 #include "io/hdf5.h"
 #include "io/keras_archive.h"
+#include "io/keras_h5.h"
 #include "kernels/philox.h"
 #include "kernels/softmax.h"
 #include "models/keras_format.h"
@@ -335,6 +336,32 @@ TEST(ModelFiles, SaveLoadRoundTripIsBitExactForEveryZooModel) {
     EXPECT_EQ(back.extras.class_names, (std::vector<std::string>{"a", "b", "c"}));
     EXPECT_EQ(back.extras.training_state["epoch"], 3);
     expect_same_model_and_state(model, *opt, back);
+  }
+}
+
+// The optimizer's weights are in the order Keras 2 writes and reads them by position (its
+// optimizer's set_weights): the iterations, then every weight's first slot, then every weight's
+// second, as in the Keras 2.8 fixture (tests/test_hdf5.cpp reads it). Interleaved, Keras 2
+// could not load them and went on with a fresh optimizer.
+TEST(ModelFiles, OptimizerWeightsAreInKerasOrder) {
+  TempDir dir;
+  Sequential model;
+  const std::unique_ptr<Optimizer> opt = stepped_zoo_model("lrcn", &model);
+  const std::string path = dir.file("lrcn.h5");
+  save_model(path, model, {"a", "b", "c"}, opt.get(), nullptr);
+  const io::KerasModelFile file = io::read_model_file(path);
+  const size_t weights = model.trainable_weights().size();
+  ASSERT_EQ(file.optimizer_weights.size(), 1 + 2 * weights);
+  EXPECT_EQ(file.optimizer_weights[0].name, "Adam/iter:0");
+  for (size_t i = 0; i < 2 * weights; ++i) {
+    const std::string& name = file.optimizer_weights[1 + i].name;
+    const std::string slot = i < weights ? "/m:0" : "/v:0";
+    EXPECT_EQ(name.substr(name.size() - slot.size()), slot) << i << ": " << name;
+    // The same weight's slots a whole list apart.
+    if (i >= weights) {
+      const std::string& first = file.optimizer_weights[1 + i - weights].name;
+      EXPECT_EQ(first.substr(0, first.size() - 4), name.substr(0, name.size() - 4));
+    }
   }
 }
 
