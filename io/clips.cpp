@@ -121,7 +121,7 @@ std::vector<uint8_t> BatchReader::next() {
 size_t ClipSet::clip_elements() const { return extraction.clip_bytes(); }
 
 Split split_clips(size_t count, double test_fraction, double validation_fraction, uint64_t seed,
-                  bool shuffle_validation) {
+                  bool shuffle_validation, SplitRounding rounding) {
   if (!(test_fraction >= 0 && test_fraction < 1)) {
     fail("split_clips: test_fraction must be in [0, 1), got {}", test_fraction);
   }
@@ -129,9 +129,11 @@ Split split_clips(size_t count, double test_fraction, double validation_fraction
     fail("split_clips: validation_fraction must be in [0, 1), got {}", validation_fraction);
   }
   if (count == 0) fail("split_clips: there are no clips to split");
-  // A fraction times a count that should be whole can land a hair above it (0.7 * 10 =
-  // 7.000000000000001): this much is forgiven before rounding.
-  constexpr double kRoundingSlack = 1e-9;
+  // The counts are computed in double exactly as sklearn and Keras compute them, rounding
+  // included: 0.55 * 100 = 55.00000000000001 makes 56 test clips, 90 * (1 - 0.3) =
+  // 62.99999999999999 makes 62 training clips. The forgiving rounding of older runs moved a
+  // product within 1e-9 of a whole number onto it.
+  const double slack = rounding == SplitRounding::Forgiving ? 1e-9 : 0.0;
 
   std::vector<size_t> order(count);
   for (size_t i = 0; i < count; ++i) order[i] = i;
@@ -140,7 +142,7 @@ Split split_clips(size_t count, double test_fraction, double validation_fraction
 
   // sklearn's train_test_split: ceil(test_size * n) test samples, first in the permutation;
   // at least one clip is left to train on.
-  size_t n_test = static_cast<size_t>(std::ceil(test_fraction * static_cast<double>(count) - kRoundingSlack));
+  size_t n_test = static_cast<size_t>(std::ceil(test_fraction * static_cast<double>(count) - slack));
   n_test = count >= 2 ? std::min(n_test, count - 1) : 0;
   Split split;
   split.test.assign(order.begin(), order.begin() + n_test);
@@ -149,8 +151,8 @@ Split split_clips(size_t count, double test_fraction, double validation_fraction
   // Keras's validation_split: the first int(n * (1 - v)) train, the rest validation; both kept
   // non-empty when v > 0 and there are at least 2 clips to train on; one clip is trained on.
   const size_t n_train_all = train.size();
-  size_t split_at = static_cast<size_t>(
-      std::floor(static_cast<double>(n_train_all) * (1.0 - validation_fraction) + kRoundingSlack));
+  size_t split_at =
+      static_cast<size_t>(std::floor(static_cast<double>(n_train_all) * (1.0 - validation_fraction) + slack));
   if (validation_fraction > 0 && n_train_all >= 2) {
     split_at = std::clamp<size_t>(split_at, 1, n_train_all - 1);
   }

@@ -138,9 +138,12 @@ struct Split {
 // Shuffles all clips with `seed` and holds out test_fraction of them (the tutorial:
 // train_test_split(test_size=0.25, shuffle=True, random_state=27)); the validation part is the
 // LAST validation_fraction of the training part, as Keras's validation_split takes it, or a
-// random part of it when shuffle_validation.
+// random part of it when shuffle_validation. The counts round as Python computes them
+// (SplitRounding::Python); runs recorded before 2026-11-27 forgave a product a hair below a whole
+// number (SplitRounding::Forgiving: 90 * (1 - 0.3) made 63, not 62), and keep their split.
+enum class SplitRounding { Python, Forgiving };
 Split split_clips(size_t count, double test_fraction, double validation_fraction, uint64_t seed,
-                  bool shuffle_validation = false);
+                  bool shuffle_validation = false, SplitRounding rounding = SplitRounding::Python);
 
 struct Batch {
   Tensor x;  // (B,T,H,W,3) float32, pixels / 255 (augmented, clipped to [0,1])

@@ -141,7 +141,11 @@ HISVID_HD T activate(T x, Activation act) {
 
 // d act(x) / dx written in terms of the output y = act(x), so backward needs only what
 // forward produced. At the kinks (relu at 0, hard_sigmoid at +-2.5 or +-3) the derivative of the
-// flat side is taken, as TensorFlow does.
+// flat side is taken, as TensorFlow does for relu and for Keras 3's hard_sigmoid (relu6). Keras
+// 2's hard_sigmoid differs there: TensorFlow's clip_by_value (minimum, then maximum) passes the
+// gradient where 0.2x + 0.5 is exactly 0 or 1, which from the output cannot be told from the
+// clipped side; those x, a float32 interval about 1e-7 wide around -2.5 and 2.5, get 0 here, 0.2
+// in Keras 2.
 template <typename T>
 HISVID_HD T activation_grad_from_output(T y, Activation act) {
   switch (act) {

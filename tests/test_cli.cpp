@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
@@ -1129,6 +1130,35 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_EQ(file_bytes(dir_ / "shared/results.tmp-20261127-1.csv"), "mine");
   // --epochs no more than the epochs done trains nothing, and says so.
   EXPECT_TRUE(contains(resumed.output, "nothing is trained")) << resumed.output;
+}
+
+// The split's counts round as Python's do (from a helper's audit against Keras's source): 10
+// clips to train on at --validation-split 0.8 train on int(10 * 0.19999999999999996) = 1, not 2.
+// A run from before the split's record (here: the record removed) resumes with the rounding it
+// was made with, so its validation and test clips stay its own; a record that the re-created
+// split does not match is refused.
+TEST_F(Cli, ResumeKeepsTheRunsSplitRounding) {
+  const std::vector<std::string> split = {"--test-split", "0.5", "--validation-split", "0.8"};
+  const Result first = train("rounding", 1, split);
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_TRUE(contains(first.output, "split: 1 training, 9 validation, 10 test clips")) << first.output;
+  const fs::path last = dir_ / "rounding/last.h5";
+  const auto rewrite_run = [&](const std::function<void(nlohmann::json&)>& change) {
+    hisvid::models::LoadedModel loaded = hisvid::models::load_model(last.string());
+    change(loaded.extras.training_state["run"]);
+    hisvid::models::save_model(last.string(), loaded.model, loaded.extras.class_names,
+                               loaded.extras.optimizer.get(), loaded.extras.training_state);
+  };
+  rewrite_run([](nlohmann::json& run) {
+    ASSERT_TRUE(run.contains("split"));
+    run.erase("split");
+  });
+  const Result older = run(dir_, {"train", "--resume", "rounding", "--epochs", "2"});
+  ASSERT_EQ(older.status, 0) << older.output;
+  EXPECT_TRUE(contains(older.output, "split: 2 training, 8 validation, 10 test clips")) << older.output;
+  rewrite_run([](nlohmann::json& run) { run["split"]["train"] = 3; });
+  expect_refused(dir_, {"train", "--resume", "rounding", "--epochs", "3"},
+                 {"--resume", "the run's split had 3 training", "re-created it has 2"});
 }
 
 // A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding

@@ -624,6 +624,13 @@ TEST(SplitClips, SizesAndEveryClipOnce) {
   EXPECT_EQ(two.test.size(), 1u);
   EXPECT_EQ(two.train.size(), 1u);
   EXPECT_TRUE(two.validation.empty());
+  // The products rounded as Python rounds them (from a helper's audit against Keras's source):
+  // Keras's int(90 * (1 - 0.3)) = int(62.99999999999999) = 62, sklearn's ceil(0.55 * 100) =
+  // ceil(55.00000000000001) = 56.
+  const Split keras = split_clips(90, 0.0, 0.3, 1);
+  EXPECT_EQ(keras.train.size(), 62u);
+  EXPECT_EQ(keras.validation.size(), 28u);
+  EXPECT_EQ(split_clips(100, 0.55, 0.0, 1).test.size(), 56u);
 }
 
 TEST(SplitClips, DeterministicBySeed) {

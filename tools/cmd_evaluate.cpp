@@ -117,7 +117,9 @@ void add_evaluate_command(CLI::App& app) {
       check_same_listing(run, data, "--split test");
       clips = load_data(data, console);
       check_same_clips(run, clips, data.root, "--split test");
-      indices = io::split_clips(clips.size(), test_split, validation_split, seed, shuffle_validation).test;
+      indices = recreate_split(run, clips.size(), test_split, validation_split, seed, shuffle_validation,
+                               "--split test")
+                    .test;
     } else {
       if (data.root.empty()) fail("evaluate: --data is required");
       clips = load_data(data, console);

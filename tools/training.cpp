@@ -163,6 +163,36 @@ void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const
       what, root, data.value("clips", 0), clips.size());
 }
 
+io::Split recreate_split(const nlohmann::json& run, size_t clips, double test_fraction,
+                         double validation_fraction, uint64_t seed, bool shuffle_validation,
+                         const std::string& what) {
+  const io::SplitRounding rounding = split_rounding(run);
+  const io::Split split =
+      io::split_clips(clips, test_fraction, validation_fraction, seed, shuffle_validation, rounding);
+  const nlohmann::json& recorded = run.contains("split") ? run["split"] : nlohmann::json();
+  if (recorded.is_object() && recorded != split_record(split, rounding)) {
+    fail(
+        "{}: the run's split had {} training, {} validation and {} test clips; re-created it has {}, {} and "
+        "{}",
+        what, recorded.value("train", 0), recorded.value("validation", 0), recorded.value("test", 0),
+        split.train.size(), split.validation.size(), split.test.size());
+  }
+  return split;
+}
+
+io::SplitRounding split_rounding(const nlohmann::json& run) {
+  const bool python = run.contains("split") && run["split"].is_object() &&
+                      run["split"].value("rounding", std::string()) == "python";
+  return python ? io::SplitRounding::Python : io::SplitRounding::Forgiving;
+}
+
+nlohmann::json split_record(const io::Split& split, io::SplitRounding rounding) {
+  return {{"rounding", rounding == io::SplitRounding::Python ? "python" : "forgiving"},
+          {"train", split.train.size()},
+          {"validation", split.validation.size()},
+          {"test", split.test.size()}};
+}
+
 void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what) {
   const nlohmann::json& recorded = run.contains("data") ? run["data"] : nlohmann::json::object();
   if (!recorded.contains("fingerprint") || !recorded["fingerprint"].is_string() ||
@@ -581,8 +611,17 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
     console.note(fmt::format("data parallel: {}; each rank takes 1/{} of every batch of {}", comm.describe(),
                              comm.size(), args.batch_size));
   }
-  const io::Split split = io::split_clips(clips.size(), args.test_split, args.validation_split, args.seed,
-                                          args.shuffle_validation);
+  if (resuming) check_same_clips(checkpoint.extras.training_state["run"], clips, args.data.root, "--resume");
+  // A resumed run's split as it made it (its rounding, its counts checked); a new one rounds as
+  // Python does.
+  const nlohmann::json& resumed_run =
+      resuming ? checkpoint.extras.training_state["run"] : nlohmann::json::object();
+  const io::SplitRounding rounding = resuming ? split_rounding(resumed_run) : io::SplitRounding::Python;
+  const io::Split split =
+      resuming ? recreate_split(resumed_run, clips.size(), args.test_split, args.validation_split, args.seed,
+                                args.shuffle_validation, "--resume")
+               : io::split_clips(clips.size(), args.test_split, args.validation_split, args.seed,
+                                 args.shuffle_validation);
   console.note(fmt::format("split: {} training, {} validation, {} test clips (seed {})", split.train.size(),
                            split.validation.size(), split.test.size(), args.seed));
   if (monitors_validation(args) && split.validation.empty()) {
@@ -594,7 +633,6 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
         clips.size(), split.train.size() + split.validation.size(), args.test_split, args.validation_split);
   }
   const int K = static_cast<int>(clips.class_names.size());
-  if (resuming) check_same_clips(checkpoint.extras.training_state["run"], clips, args.data.root, "--resume");
   if (!model.built()) {
     // The final Dense layer takes the data's class count; a spec file that declared another is
     // told so (the zoo's models take any).
@@ -647,6 +685,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   options.class_names = clips.class_names;
   options.run_info = to_json(args);
   options.run_info["data"]["clips"] = clips.size();  // what the split was made from
+  options.run_info["split"] = split_record(split, rounding);
   options.run_info["data"]["fingerprint"] = io::clips_fingerprint(clips);
   // The files that gave no clip, left out of the listing --resume checks before decoding.
   nlohmann::json& skipped_files = options.run_info["data"]["skipped_files"] = nlohmann::json::array();

@@ -121,6 +121,16 @@ void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const
 // as skipped (io::listing_fingerprint): other files are refused at once, not after decoding them
 // all; a run recorded without its skipped files (an older one) passes here.
 void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what);
+// The rounding of a run's split: the one its record names (run["split"]), or the forgiving one
+// of runs from before that record (io::SplitRounding).
+io::SplitRounding split_rounding(const nlohmann::json& run);
+// The split of a run's clips as the run made it (--resume, evaluate --split test), with its
+// rounding; a split whose counts differ from the run's record fails naming `what`.
+io::Split recreate_split(const nlohmann::json& run, size_t clips, double test_fraction,
+                         double validation_fraction, uint64_t seed, bool shuffle_validation,
+                         const std::string& what);
+// The record of a split made with `rounding`, which recreate_split follows.
+nlohmann::json split_record(const io::Split& split, io::SplitRounding rounding);
 
 // "a,b,c" -> {"a", "b", "c"}; "" -> {} (not given). Fails, naming `option`, on an empty name or
 // one given twice.
