@@ -92,12 +92,24 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
   if (T < 1) fail("{}: input {} has no timesteps", layer, x.shape().str());
   check_weights(layer, x, w, Shape{D, kGates * U}, Shape{U, kGates * U});
 
-  const std::vector<Tensor> input_masks = gate_masks(layer, options.dropout, options, Shape{N, D}, x);
+  // Input dropout as InputDropout says: masks per gate into the products, or one mask on x.
+  std::vector<Tensor> input_masks;
+  Tensor dropped = x;
+  if (options.input_dropout == InputDropout::PerGate) {
+    input_masks = gate_masks(layer, options.dropout, options, Shape{N, D}, x);
+  } else if (options.training && options.dropout > 0.0f) {
+    if (options.rng == nullptr)
+      fail("{}: training with dropout {} needs a random generator", layer, options.dropout);
+    const bool per_step = options.input_dropout == InputDropout::PerStep;
+    const Tensor mask = ops::dropout_mask(per_step ? Shape{N, T, D} : Shape{N, D}, options.dropout,
+                                          options.rng->next(), x.dtype(), x.device());
+    dropped = ops::mul(x, per_step ? mask : ops::repeat_steps(mask, T));
+  }
   const std::vector<Tensor> recurrent_masks =
       gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x);
 
   const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };
-  Tensor xz = input_products(x, w.kernel, input_masks, matmul);  // (N*T,G*U)
+  Tensor xz = input_products(dropped, w.kernel, input_masks, matmul);  // (N*T,G*U)
   if (w.bias.defined()) xz = ops::bias_add(xz, w.bias);
   xz = ops::reshape(xz, {N, T, kGates * U});
 

@@ -28,12 +28,23 @@ struct RecurrentWeights {
   Tensor bias;              // (G*U) or (G*F); undefined when the layer has none
 };
 
+// How an LSTM's input dropout draws its masks (Keras 2 chooses by its code path, Keras 3 by
+// version; layers/recurrent.cpp decides):
+//   PerGate  one (N, D) mask per gate, the same at every timestep (Keras 2's implementation 1,
+//            which recurrent_dropout forces; ConvLSTM2D always, its masks (N, H, W, C));
+//   Shared   one (N, D) mask for every gate and timestep (Keras 2's implementation 2, Keras 3);
+//   PerStep  one (N, T, D) mask over the whole sequence, drawn afresh for every timestep and
+//            shared by the gates (Keras 2's cuDNN-compatible path, taken on the CPU as well:
+//            tanh, sigmoid gates, a bias, no unroll, no recurrent_dropout).
+enum class InputDropout { PerGate, Shared, PerStep };
+
 struct RecurrentOptions {
   Activation activation = Activation::Tanh;
   Activation recurrent_activation = Activation::Sigmoid;
   bool return_sequences = false;
   float dropout = 0.0f;
   float recurrent_dropout = 0.0f;
+  InputDropout input_dropout = InputDropout::PerGate;  // LSTM only
   bool training = false;
   Generator* rng = nullptr;          // required when training with a dropout rate > 0
   Padding padding = Padding::Valid;  // ConvLSTM2D input convolution

@@ -14,6 +14,7 @@
 
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "engine/recurrent.h"
 #include "engine/tensor.h"
 #include "layers/config.h"
 #include "layers/initializers.h"
@@ -219,6 +220,8 @@ class Recurrent final : public Layer {
   nlohmann::json config() const override;
   std::string weight_scope() const override { return convolutional_ ? name_ : name_ + "/lstm_cell"; }
   std::string keras_state_path() const override { return "cell/"; }
+  // How an LSTM's input dropout draws its masks, as the Keras that wrote the config does.
+  InputDropout input_dropout_masks() const;
 
  private:
   bool convolutional_;
@@ -228,6 +231,8 @@ class Recurrent final : public Layer {
   ActivationSpec activation_, recurrent_activation_;
   bool use_bias_, unit_forget_bias_, return_sequences_;
   double dropout_, recurrent_dropout_;
+  int implementation_ = 2;  // LSTM: Keras 2's implementation (1 or 2), which decides its dropout masks
+  bool unroll_ = false;
   Initializer kernel_initializer_, recurrent_initializer_, bias_initializer_;
   Regularizer kernel_regularizer_, recurrent_regularizer_, bias_regularizer_;
 };

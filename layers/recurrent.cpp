@@ -24,6 +24,7 @@ Recurrent::Recurrent(std::string name, ConfigReader& c, bool convolutional)
   } else {
     units_ = c.integer("units");
     c.require_default("implementation", {1, 2});
+    implementation_ = c.integer("implementation", 2);
   }
   if (units_ < 1) c.error("{} must be >= 1, got {}", convolutional ? "filters" : "units", units_);
   activation_ = c.activation("activation", "tanh");
@@ -51,9 +52,10 @@ Recurrent::Recurrent(std::string name, ConfigReader& c, bool convolutional)
   for (const char* key : {"return_state", "go_backwards", "stateful", "time_major"}) {
     c.require_default(key, {false});
   }
-  // unroll: how TensorFlow builds the loop (a Python loop instead of a while op), not what it
-  // computes; read and saved as false.
-  c.boolean("unroll", false);
+  // unroll: how TensorFlow builds the loop (a Python loop instead of a while op); what it
+  // computes but for an LSTM's input dropout masks in Keras 2, whose cuDNN-compatible path it
+  // turns off (input_dropout_masks).
+  unroll_ = c.boolean("unroll", false);
   // Keras 3: the seed of its dropout masks (hisvid draws its own from the run's seed) and what
   // masked steps output (no masking here, so either value computes the same).
   c.ignore("seed");
@@ -92,6 +94,19 @@ Shape Recurrent::build(const Shape& in, Generator& init) {
   return finish_build(out);
 }
 
+// How the LSTM's input dropout draws its masks in the Keras that wrote the config (Keras 2.4-2.15's
+// LSTM: recurrent_dropout forces implementation 1; else the cuDNN-compatible path, which every
+// device takes, multiplies the whole input sequence by one mask of its shape; else the cell's
+// implementation 2 shares one mask. Keras 3 shares one mask without recurrent_dropout.)
+InputDropout Recurrent::input_dropout_masks() const {
+  if (convolutional_ || recurrent_dropout_ > 0.0) return InputDropout::PerGate;
+  if (version_.keras3()) return InputDropout::Shared;
+  const bool cudnn_path = activation_.elementwise == Activation::Tanh && !activation_.softmax &&
+                          recurrent_activation_.elementwise == Activation::Sigmoid && use_bias_ && !unroll_;
+  if (cudnn_path) return InputDropout::PerStep;
+  return implementation_ == 1 ? InputDropout::PerGate : InputDropout::Shared;
+}
+
 Tensor Recurrent::forward(const Tensor& x, const ForwardContext& ctx) {
   RecurrentOptions options;
   options.activation = activation_.elementwise;
@@ -99,6 +114,7 @@ Tensor Recurrent::forward(const Tensor& x, const ForwardContext& ctx) {
   options.return_sequences = return_sequences_;
   options.dropout = static_cast<float>(dropout_);
   options.recurrent_dropout = static_cast<float>(recurrent_dropout_);
+  options.input_dropout = input_dropout_masks();
   options.training = ctx.training;
   options.rng = ctx.rng;
   options.padding = padding_;
@@ -109,7 +125,8 @@ Tensor Recurrent::forward(const Tensor& x, const ForwardContext& ctx) {
 nlohmann::json Recurrent::config() const {
   nlohmann::json c = common_config();
   c["return_sequences"] = return_sequences_;
-  for (const char* key : {"return_state", "go_backwards", "stateful", "unroll", "time_major"}) c[key] = false;
+  for (const char* key : {"return_state", "go_backwards", "stateful", "time_major"}) c[key] = false;
+  c["unroll"] = unroll_;
   if (convolutional_) {
     c["filters"] = units_;
     c["kernel_size"] = {kernel_size_[0], kernel_size_[1]};
@@ -134,7 +151,7 @@ nlohmann::json Recurrent::config() const {
   for (const char* key : {"kernel_constraint", "recurrent_constraint", "bias_constraint"}) c[key] = nullptr;
   c["dropout"] = dropout_;
   c["recurrent_dropout"] = recurrent_dropout_;
-  if (!convolutional_) c["implementation"] = 2;
+  if (!convolutional_) c["implementation"] = implementation_;
   return c;
 }
 

@@ -654,6 +654,37 @@ TEST(Spec, BatchNormMovingVarianceFollowsKerasPaths) {
   expect_error([&] { moving_variance("1", R"("fused": true)", keras28); }, {"fused=True", "4-D"});
 }
 
+// An LSTM's input dropout draws its masks as the Keras that wrote it does (from a helper's audit
+// against Keras's source): Keras 2 forces implementation 1's mask per gate with
+// recurrent_dropout; without it, its cuDNN-compatible path (tanh, sigmoid gates, a bias, no
+// unroll), taken on every device, draws one mask over the whole sequence; otherwise
+// implementation 2 shares one mask (implementation 1 keeps one per gate). Keras 3 shares one.
+TEST(Spec, LstmInputDropoutFollowsKerasPaths) {
+  const auto scheme = [](const std::string& extra, const layers::KerasVersion& version) {
+    const nlohmann::json spec = nlohmann::json::parse(
+        R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6]}}, {"class_name": "LSTM", "config": {"units": 3, "dropout": 0.5)" +
+        extra + R"(}}]}})");
+    Sequential model = Sequential::from_json(spec, "lstm spec", version);
+    const auto* lstm = dynamic_cast<const layers::Recurrent*>(model.layers().back());
+    return lstm->input_dropout_masks();
+  };
+  const layers::KerasVersion keras28{2, 8, 0}, keras3{3, 3, 3};
+  EXPECT_EQ(scheme("", keras28), InputDropout::PerStep);
+  EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", keras28), InputDropout::PerGate);
+  EXPECT_EQ(scheme(R"(, "unroll": true)", keras28), InputDropout::Shared);
+  EXPECT_EQ(scheme(R"(, "use_bias": false)", keras28), InputDropout::Shared);
+  EXPECT_EQ(scheme(R"(, "activation": "relu", "implementation": 1)", keras28), InputDropout::PerGate);
+  EXPECT_EQ(scheme("", keras3), InputDropout::Shared);
+  EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", keras3), InputDropout::PerGate);
+  // Saved back as read, so that the masks stay the same.
+  const nlohmann::json spec = nlohmann::json::parse(
+      R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6]}}, {"class_name": "LSTM", "config": {"units": 3, "unroll": true, "implementation": 1}}]}})");
+  const nlohmann::json saved =
+      Sequential::from_json(spec, "lstm spec").to_json()["config"]["layers"][1]["config"];
+  EXPECT_EQ(saved["unroll"], true);
+  EXPECT_EQ(saved["implementation"], 1);
+}
+
 // Hand-written and Keras 3 specs read as Keras reads them (from a helper's audit of specs): an
 // explicit null activation is linear (activations.get(None)), not the layer's default; a
 // BatchNormalization axis given as an integer, or naming another axis than the last, is told

@@ -183,6 +183,44 @@ TEST(Recurrent, LstmGradients) {
   }
 }
 
+// The LSTM's input dropout as each InputDropout draws it (the masks Keras draws on each of its
+// paths; layers/recurrent.cpp chooses): Shared and PerStep are the undropped LSTM of x times one
+// mask, of (N, D) repeated over the timesteps or of (N, T, D), bit for bit; PerGate's four
+// masks give another sequence.
+TEST(Recurrent, LstmInputDropoutMasks) {
+  const int64_t N = 2, T = 3, D = 4;
+  const Tensor x = random_input({N, T, D}, 21), W = random_input({D, 8}, 22), R = random_input({2, 8}, 23),
+               b = random_input({8}, 24);
+  const float rate = 0.5f;
+  const auto trained = [&](InputDropout scheme) {
+    Generator rng(7);
+    RecurrentOptions options;
+    options.return_sequences = true;
+    options.training = true;
+    options.dropout = rate;
+    options.input_dropout = scheme;
+    options.rng = &rng;
+    return lstm_sequence(x, {W, R, b}, options).to_vector();
+  };
+  const auto undropped_of = [&](const Tensor& input) {
+    RecurrentOptions options;
+    options.return_sequences = true;
+    return lstm_sequence(input, {W, R, b}, options).to_vector();
+  };
+  Generator shared_rng(7), step_rng(7);
+  const Tensor shared = ops::dropout_mask({N, D}, rate, shared_rng.next(), x.dtype(), x.device());
+  const Tensor per_step = ops::dropout_mask({N, T, D}, rate, step_rng.next(), x.dtype(), x.device());
+  EXPECT_EQ(trained(InputDropout::Shared), undropped_of(ops::mul(x, ops::repeat_steps(shared, T))));
+  EXPECT_EQ(trained(InputDropout::PerStep), undropped_of(ops::mul(x, per_step)));
+  // The per-step mask differs between timesteps (so it is not the shared one repeated).
+  const std::vector<double> m = per_step.to_vector();
+  bool differs = false;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t d = 0; d < D; ++d) differs = differs || m[(n * T + 0) * D + d] != m[(n * T + 1) * D + d];
+  EXPECT_TRUE(differs);
+  EXPECT_NE(trained(InputDropout::PerGate), trained(InputDropout::Shared));
+}
+
 TEST(Recurrent, LstmGradientsWithDropoutMasks) {
   const Tensor x = random_input({2, 3, 4}, 13), W = random_input({4, 8}, 14), R = random_input({2, 8}, 15),
                b = random_input({8}, 16);
