@@ -158,7 +158,7 @@ struct StepMetrics {
   static constexpr const char* kName = "step_metrics";
   double* sums = nullptr;      // (kStepSums) float64 on every backend
   const T* loss = nullptr;     // (1)
-  const T* scores = nullptr;   // (N,K) logits, or probabilities for a binary head
+  const T* scores = nullptr;   // (N,K) the head's probabilities (argmax, or p > 0.5 when binary)
   const T* targets = nullptr;  // (N,K)
   int64_t N = 0, K = 0;
   bool binary = false;

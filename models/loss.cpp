@@ -32,15 +32,16 @@ LossTerms model_loss(Sequential& model, const Tensor& x, const Tensor& targets,
 
 namespace {
 
-// What a head's accuracy compares: the logits against the one-hot rows, or a binary head's
-// probabilities against the targets' column 1.
+// What a head's accuracy compares: the head's probabilities, as Keras's metrics take y_pred,
+// against the one-hot rows (argmax; logits nearly equal can give equal probabilities, whose
+// argmax is the first), or a binary head's against the targets' column 1.
 struct AccuracyInputs {
   Tensor scores, targets;
   bool binary;
 };
 AccuracyInputs accuracy_inputs(const Sequential& model, const LossTerms& terms, const Tensor& targets) {
   if (model.binary()) return {terms.probs, ops::slice(targets, 1, 1, 1), true};
-  return {terms.logits.detach(), targets, false};
+  return {terms.probs, targets, false};
 }
 
 }  // namespace

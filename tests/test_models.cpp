@@ -685,6 +685,24 @@ TEST(Spec, LstmInputDropoutFollowsKerasPaths) {
   EXPECT_EQ(saved["implementation"], 1);
 }
 
+// Accuracy is taken on the head's probabilities, as Keras's metrics take y_pred (from a helper's
+// audit against Keras's source): logits a float32 ulp apart have equal probabilities, whose
+// argmax is the first class; the logits' argmax would be the second.
+TEST(Loss, AccuracyIsTakenOnTheProbabilities) {
+  Sequential model = Sequential::from_json(
+      nlohmann::json::parse(
+          R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": 3, "activation": "softmax", "batch_input_shape": [null, 2]}}]}})"),
+      "dense spec");
+  model.build(1);
+  LossTerms terms;
+  terms.logits = Tensor::from_vector(std::vector<float>{0.1f, std::nextafter(0.1f, 1.0f), -3.0f}, {1, 3});
+  terms.probs = ops::softmax(terms.logits);
+  const std::vector<double> p = terms.probs.to_vector();
+  ASSERT_EQ(p[0], p[1]) << "the case needs equal probabilities";
+  EXPECT_EQ(correct_count(model, terms, Tensor::from_vector(std::vector<double>{1, 0, 0}, {1, 3})), 1);
+  EXPECT_EQ(correct_count(model, terms, Tensor::from_vector(std::vector<double>{0, 1, 0}, {1, 3})), 0);
+}
+
 // Hand-written and Keras 3 specs read as Keras reads them (from a helper's audit of specs): an
 // explicit null activation is linear (activations.get(None)), not the layer's default; a
 // BatchNormalization axis given as an integer, or naming another axis than the last, is told
