@@ -676,6 +676,22 @@ TEST(Spec, LstmInputDropoutFollowsKerasPaths) {
   EXPECT_EQ(scheme(R"(, "activation": "relu", "implementation": 1)", keras28), InputDropout::PerGate);
   EXPECT_EQ(scheme("", keras3), InputDropout::Shared);
   EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", keras3), InputDropout::PerGate);
+  // Keras 3.0-3.4's ConvLSTM2D applies no dropout (its cell's mask code is commented out), 3.5 on
+  // applies it: training outputs equal the inference ones only in the former.
+  const auto convlstm_drops = [](const layers::KerasVersion& version) {
+    Sequential model = Sequential::from_json(
+        nlohmann::json::parse(
+            R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 2, 5, 5, 2]}}, {"class_name": "ConvLSTM2D", "config": {"filters": 2, "kernel_size": [3, 3], "dropout": 0.5, "recurrent_dropout": 0.5, "return_sequences": true}}]}})"),
+        "convlstm spec", version);
+    model.build(3);
+    Generator data(4), rng(5);
+    const Tensor x = data.uniform({2, 2, 5, 5, 2}, 0.0, 1.0);
+    layers::Layer& layer = *model.layers().back();
+    return layer.forward(x, {true, &rng}).to_vector() != layer.forward(x, {}).to_vector();
+  };
+  EXPECT_FALSE(convlstm_drops(layers::KerasVersion{3, 4, 1}));
+  EXPECT_TRUE(convlstm_drops(layers::KerasVersion{3, 5, 0}));
+  EXPECT_TRUE(convlstm_drops(keras28));
   // Saved back as read, so that the masks stay the same.
   const nlohmann::json spec = nlohmann::json::parse(
       R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 4, 6]}}, {"class_name": "LSTM", "config": {"units": 3, "unroll": true, "implementation": 1}}]}})");
