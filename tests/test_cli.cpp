@@ -1161,6 +1161,24 @@ TEST_F(Cli, ResumeKeepsTheRunsSplitRounding) {
                  {"--resume", "the run's split had 3 training", "re-created it has 2"});
 }
 
+// A --weights file without an optimizer state to continue with trains with a fresh optimizer
+// of --optimizer's default, and says so (Keras's would have gone on with the file's).
+TEST_F(Cli, TrainingFromWeightsWithoutOptimizerSaysWhichTrains) {
+  ASSERT_EQ(train("with_optimizer", 1).status, 0);
+  hisvid::models::LoadedModel loaded =
+      hisvid::models::load_model((dir_ / "with_optimizer/model.h5").string());
+  hisvid::models::save_model((dir_ / "no_optimizer.h5").string(), loaded.model, loaded.extras.class_names,
+                             nullptr, nullptr);
+  const Result trained =
+      run(dir_, {"train", "--weights", "no_optimizer.h5", "--data", "data", "--epochs", "1", "--out",
+                 "fresh_optimizer", "--cache", "clips.h5", "--patience", "-1"});
+  ASSERT_EQ(trained.status, 0) << trained.output;
+  EXPECT_TRUE(contains(trained.output,
+                       "no_optimizer.h5 holds no optimizer state hisvid continues with: "
+                       "training starts a fresh adam"))
+      << trained.output;
+}
+
 // A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding
 // another epoch than its best (a copy put back by hand, a disk that filled): it goes on, and says
 // that best.h5 is not the best until an epoch improves on it.

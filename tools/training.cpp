@@ -573,6 +573,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       optimizer = std::move(loaded.extras.optimizer);
       console.note(fmt::format("continuing with the {} state of {} (step {})", optimizer->name(),
                                args.init_weights, optimizer->iterations()));
+    } else if (!args.optimizer_given) {
+      // A file without an optimizer, or with one hisvid cannot continue (warned above): say
+      // which one trains, whatever the file's was.
+      console.note(fmt::format(
+          "note: {} holds no optimizer state hisvid continues with: training starts a fresh {} (the default; "
+          "--optimizer chooses)",
+          args.init_weights, args.optimizer));
     }
   } else {
     model = models::load_spec(args.model);
