@@ -267,15 +267,39 @@ SavedLoss saved_loss(const nlohmann::json& loss) {
   return logits ? SavedLoss::CrossentropyFromLogits : SavedLoss::Crossentropy;
 }
 
-SavedLoss saved_loss(const io::KerasModelFile& file, const nlohmann::json& config) {
+// The loss a file records (training_config's, or a .keras file's compile_config's); null when none.
+nlohmann::json saved_loss_config(const io::KerasModelFile& file, const nlohmann::json& config) {
   nlohmann::json record;
   try {
     if (!file.training_config.empty()) record = layers::parse_json_limited(file.training_config);
   } catch (const nlohmann::json::exception&) {
-    return SavedLoss::None;
+    return nullptr;
   }
   if (record.is_null() && config.is_object()) record = config.value("compile_config", nlohmann::json());
-  return record.is_object() && record.contains("loss") ? saved_loss(record["loss"]) : SavedLoss::None;
+  return record.is_object() && record.contains("loss") ? record["loss"] : nlohmann::json();
+}
+
+SavedLoss saved_loss(const io::KerasModelFile& file, const nlohmann::json& config) {
+  const nlohmann::json loss = saved_loss_config(file, config);
+  return loss.is_null() ? SavedLoss::None : saved_loss(loss);
+}
+
+// What a recorded loss asks of training that hisvid's cross-entropy does not do: label
+// smoothing, a reduction other than the batch mean; empty when nothing.
+std::string loss_options_not_applied(const nlohmann::json& loss) {
+  const nlohmann::json config =
+      loss.is_object() ? loss.value("config", nlohmann::json::object()) : nlohmann::json();
+  if (!config.is_object()) return "";
+  std::vector<std::string> options;
+  const nlohmann::json smoothing = config.value("label_smoothing", nlohmann::json(0.0));
+  if (!(smoothing.is_number() && smoothing.get<double>() == 0.0))
+    options.push_back("label_smoothing " + layers::brief(smoothing));
+  const nlohmann::json reduction = config.value("reduction", nlohmann::json());
+  if (!(reduction.is_null() || reduction == "auto" || reduction == "sum_over_batch_size"))
+    options.push_back("reduction " + layers::brief(reduction));
+  std::string text;
+  for (const std::string& o : options) text += (text.empty() ? "" : ", ") + o;
+  return text;
 }
 
 // A final Dense layer without activation is read as a classifier's logits
@@ -611,6 +635,7 @@ LoadedModel load_model(const std::string& path) {
   ModelExtras& extras = loaded.extras;
   warn_non_finite(model, path, &extras.warnings);
   note_linear_head(model, path, saved_loss(file, config), &extras.warnings);
+  extras.loss_options_not_applied = loss_options_not_applied(saved_loss_config(file, config));
 
   if (meta.contains("class_names")) {
     if (!meta["class_names"].is_array() ||

@@ -34,6 +34,10 @@ struct ModelExtras {
   // What the caller should tell the user: weights with non-finite values, an optimizer state
   // that could not be restored (and why).
   std::vector<std::string> warnings;
+  // What the file's recorded loss asks of training that hisvid's cross-entropy does not do
+  // ("label_smoothing 0.1"); empty when nothing. Said by train --weights, which continues the
+  // model with hisvid's loss.
+  std::string loss_options_not_applied;
 };
 
 struct LoadedModel {

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "io/hdf5.h"
+#include "io/keras_h5.h"
 #include "io/video.h"
 #include "models/model_file.h"
 #include "tests/test_support.h"
@@ -1162,8 +1163,9 @@ TEST_F(Cli, ResumeKeepsTheRunsSplitRounding) {
 }
 
 // A --weights file without an optimizer state to continue with trains with a fresh optimizer
-// of --optimizer's default, and says so (Keras's would have gone on with the file's).
-TEST_F(Cli, TrainingFromWeightsWithoutOptimizerSaysWhichTrains) {
+// of --optimizer's default, and says so (Keras's would have gone on with the file's); a loss
+// compiled with options hisvid's cross-entropy does not have is named.
+TEST_F(Cli, TrainingFromWeightsSaysWhatItDoesNotContinue) {
   ASSERT_EQ(train("with_optimizer", 1).status, 0);
   hisvid::models::LoadedModel loaded =
       hisvid::models::load_model((dir_ / "with_optimizer/model.h5").string());
@@ -1177,6 +1179,21 @@ TEST_F(Cli, TrainingFromWeightsWithoutOptimizerSaysWhichTrains) {
                        "no_optimizer.h5 holds no optimizer state hisvid continues with: "
                        "training starts a fresh adam"))
       << trained.output;
+
+  hisvid::io::KerasModelFile file = hisvid::io::read_model_file((dir_ / "with_optimizer/model.h5").string());
+  nlohmann::json record = nlohmann::json::parse(file.training_config);
+  record["loss"] = {{"class_name", "CategoricalCrossentropy"},
+                    {"config", {{"from_logits", false}, {"label_smoothing", 0.1}, {"reduction", "sum"}}}};
+  file.training_config = record.dump();
+  hisvid::io::write_keras_model((dir_ / "smoothed.h5").string(), file);
+  const Result smoothed = run(dir_, {"train", "--weights", "smoothed.h5", "--data", "data", "--epochs", "1",
+                                     "--out", "smoothed_run", "--cache", "clips.h5", "--patience", "-1"});
+  ASSERT_EQ(smoothed.status, 0) << smoothed.output;
+  EXPECT_TRUE(contains(smoothed.output,
+                       "smoothed.h5 was compiled with a loss using label_smoothing 0.1, "
+                       "reduction \"sum\", which hisvid does not implement"))
+      << smoothed.output;
+  EXPECT_FALSE(contains(trained.output, "label_smoothing")) << trained.output;
 }
 
 // A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding

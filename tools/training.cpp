@@ -565,6 +565,13 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   } else if (!args.init_weights.empty()) {
     models::LoadedModel loaded = load_model_option(args.init_weights, args.model_given ? args.model : "");
     for (const std::string& warning : loaded.extras.warnings) console.note("warning: " + warning);
+    if (!loaded.extras.loss_options_not_applied.empty()) {
+      console.note(
+          fmt::format("warning: {} was compiled with a loss using {}, which hisvid does not implement: it "
+                      "trains with plain "
+                      "cross-entropy, the mean over each batch",
+                      args.init_weights, loaded.extras.loss_options_not_applied));
+    }
     model = std::move(loaded.model);
     model_classes = loaded.extras.class_names;
     // Keras's fit after load_model continues with the file's optimizer state; so does hisvid,
