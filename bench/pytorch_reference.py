@@ -760,6 +760,10 @@ class Stopped(BaseException):
 
 
 def stop_on_sigterm(signum, frame):
+    # Once: `timeout` signals the whole process group and bench/compare its child as well, so a
+    # second SIGTERM follows within milliseconds; raised again inside the clean-up, it would lose
+    # what was measured.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stopped()
 
 
@@ -783,37 +787,39 @@ def run_worker(models, variant, device, args, report):
     cmd += ["--layout", args.layout]
     cmd += ["--verbose"] if args.verbose else []
     # In a session of its own, so that stopping it reaches the processes it started too
-    # (torch.compile's compile workers).
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    stopped, sigterm = None, False
+    # (torch.compile's compile workers); whatever stops this process (a time limit, Ctrl-C, an
+    # error) stops that session first, in the `finally`.
+    proc, stopped, sigterm, err, done = None, None, False, "", []
     try:
-        _, err = proc.communicate(timeout=args.variant_timeout)
-    except subprocess.TimeoutExpired:
-        stopped = f"stopped after {args.variant_timeout:g} s (--variant-timeout)"
-    except Stopped:
-        stopped, sigterm = "stopped by SIGTERM (a time limit around the run)", True
-    if stopped:
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _, err = proc.communicate()
-    if args.verbose or proc.returncode != 0:
-        sys.stderr.write(err[-4000:])
-    done = []
-    try:
-        with open(tmp) as f:
-            worker = json.load(f)
-        done = worker.get("results", [])
-        # What the worker's torch really ran with (TF32, cudnn.benchmark), per variant.
-        report.setdefault("worker_cuda_settings", {})[variant] = worker.get("cuda_settings")
-    except (OSError, ValueError):
-        pass
+            _, err = proc.communicate(timeout=args.variant_timeout)
+        except subprocess.TimeoutExpired:
+            stopped = f"stopped after {args.variant_timeout:g} s (--variant-timeout)"
+        except Stopped:
+            stopped, sigterm = "stopped by SIGTERM (a time limit around the run)", True
     finally:
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, rest = proc.communicate()
+            err = (err or "") + (rest or "")
+        try:
+            with open(tmp) as f:
+                worker = json.load(f)
+            done = worker.get("results", [])
+            # What the worker's torch really ran with (TF32, cudnn.benchmark), per variant.
+            report.setdefault("worker_cuda_settings", {})[variant] = worker.get("cuda_settings")
+        except (OSError, ValueError):
+            pass
         for path in (tmp, tmp + ".tmp"):
             if os.path.exists(path):
                 os.remove(path)
-    report["results"] += done
+        report["results"] += done  # kept even when this process is being stopped
+    if args.verbose or proc.returncode != 0:
+        sys.stderr.write(err[-4000:])
     have = {(r["model"], r["step"], r["batch"]) for r in done}
     tail = [ln for ln in err.strip().splitlines() if ln.strip()]
     why = stopped or f"worker process exited with {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")

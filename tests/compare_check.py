@@ -98,6 +98,37 @@ def main():
         check(time.monotonic() - start < 10, "the command is stopped within seconds of its deadline")
         with open(log) as f:
             check("started" in f.read(), "what the command printed before is in its log")
+        # SIGTERM twice within milliseconds (`timeout` signals the whole group, and the parent
+        # its child): one Stopped, raised while the command runs; the second is ignored, so the
+        # stopping and what follows it are not interrupted.
+        import signal
+        import threading
+        signal.signal(signal.SIGTERM, compare.stop_on_sigterm)
+
+        def twice():
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=twice, daemon=True).start()
+        stdout, sys.stdout = sys.stdout, open(os.devnull, "w")
+        stops = 0
+        try:
+            try:
+                compare.run_tee([sys.executable, "-c", script], log)
+            except compare.Stopped as e:
+                stops += 1
+                check("SIGTERM" in str(e), f"Stopped says why: {e}")
+                check(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, "a second SIGTERM is ignored")
+            time.sleep(0.2)  # the second signal arrives here, and must not raise
+        except compare.Stopped:
+            stops += 1
+        finally:
+            sys.stdout.close()
+            sys.stdout = stdout
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        check(stops == 1, f"two SIGTERMs stop once ({stops})")
         # One that finishes in time returns its exit status.
         rc = compare.run_tee([sys.executable, "-c", "raise SystemExit(3)"], log,
                              deadline=time.monotonic() + 30)  # prints nothing
