@@ -55,7 +55,10 @@ nlohmann::json keras3_layer(const layers::Layer& layer) {
     c["zero_output_for_mask"] = false;
     c["seed"] = nullptr;
   }
-  if (cls == "BatchNormalization") c["synchronized"] = false;
+  if (cls == "BatchNormalization") {
+    c["synchronized"] = false;
+    c.erase("fused");  // Keras 2 only: Keras 3's layer refuses the argument
+  }
   // Keras 3's Dense writes no activity_regularizer key unless it has one.
   if (cls == "Dense" && c.contains("activity_regularizer") && c["activity_regularizer"].is_null()) {
     c.erase("activity_regularizer");

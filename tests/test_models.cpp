@@ -15,12 +15,14 @@
 #include "engine/ops.h"
 #include "engine/optimizer.h"
 #include "io/batch.h"
+#include "io/keras_archive.h"
 #include "kernels/softmax.h"
 #include "layers/regularizers.h"
 #include "models/inference.h"
 #include "models/inference_step.h"
 #include "models/loss.h"
 #include "models/metrics.h"
+#include "models/model_file.h"
 #include "models/sequential.h"
 #include "models/trainer.h"
 #include "models/zoo.h"
@@ -652,6 +654,20 @@ TEST(Spec, BatchNormMovingVarianceFollowsKerasPaths) {
   EXPECT_NEAR(moving_variance("1, 1, 1", R"("fused": false)", keras28), biased, 1e-6) << "fused=False";
   EXPECT_NEAR(moving_variance("1, 1, 1", "", keras3), biased, 1e-6) << "Keras 3";
   expect_error([&] { moving_variance("1", R"("fused": true)", keras28); }, {"fused=True", "4-D"});
+  // fused=False is saved back in a Keras 2 config, and left out of a Keras 3 one (its layer has
+  // no such argument).
+  const nlohmann::json spec = nlohmann::json::parse(
+      R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": {"batch_input_shape": [null, 3]}}, {"class_name": "BatchNormalization", "config": {"fused": false}}, {"class_name": "Dense", "config": {"units": 2, "activation": "softmax"}}]}})");
+  Sequential unfused = Sequential::from_json(spec, "bn spec");
+  unfused.build(1);
+  EXPECT_EQ(unfused.to_json()["config"]["layers"][1]["config"]["fused"], false);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("hisvid_unfused_" + std::to_string(::getpid()) + ".keras"))
+          .string();
+  save_model(path, unfused, {"a", "b"}, nullptr, nullptr);
+  const std::string config = io::read_keras_archive(path).config;
+  std::filesystem::remove(path);
+  EXPECT_EQ(config.find("fused"), std::string::npos) << config;
 }
 
 // An LSTM's input dropout draws its masks as the Keras that wrote it does (from a helper's audit
