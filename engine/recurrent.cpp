@@ -105,8 +105,18 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
                                           options.rng->next(), x.dtype(), x.device());
     dropped = ops::mul(x, per_step ? mask : ops::repeat_steps(mask, T));
   }
-  const std::vector<Tensor> recurrent_masks =
-      gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x);
+  // The recurrent masks: one per gate, or one for every gate where the input's is shared.
+  std::vector<Tensor> recurrent_masks;
+  if (options.input_dropout != InputDropout::Shared) {
+    recurrent_masks = gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x);
+  } else if (options.training && options.recurrent_dropout > 0.0f) {
+    if (options.rng == nullptr)
+      fail("{}: training with recurrent dropout {} needs a random generator", layer,
+           options.recurrent_dropout);
+    const Tensor mask =
+        ops::dropout_mask(Shape{N, U}, options.recurrent_dropout, options.rng->next(), x.dtype(), x.device());
+    recurrent_masks.assign(kGates, mask);
+  }
 
   const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };
   Tensor xz = input_products(dropped, w.kernel, input_masks, matmul);  // (N*T,G*U)

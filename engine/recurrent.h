@@ -32,7 +32,9 @@ struct RecurrentWeights {
 // version; layers/recurrent.cpp decides):
 //   PerGate  one (N, D) mask per gate, the same at every timestep (Keras 2's implementation 1,
 //            which recurrent_dropout forces; ConvLSTM2D always, its masks (N, H, W, C));
-//   Shared   one (N, D) mask for every gate and timestep (Keras 2's implementation 2, Keras 3);
+//   Shared   one (N, D) mask for every gate and timestep (Keras 2's implementation 2, Keras 3),
+//            and under recurrent_dropout one (N, U) recurrent mask for every gate (Keras
+//            3.0-3.7, standalone Keras 2's implementation 2);
 //   PerStep  one (N, T, D) mask over the whole sequence, drawn afresh for every timestep and
 //            shared by the gates (Keras 2's cuDNN-compatible path, taken on the CPU as well:
 //            tanh, sigmoid gates, a bias, no unroll, no recurrent_dropout).

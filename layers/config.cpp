@@ -44,6 +44,7 @@ KerasVersion KerasVersion::parse(const std::string& text, const std::string& whe
   if (v.major < 1 || v.major > 3) {
     fail("{}: keras_version '{}': hisvid reads files of Keras 2.x and 3.x", where, text);
   }
+  v.tf_keras = text.find("-tf") != std::string::npos;
   return v;
 }
 

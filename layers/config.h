@@ -12,10 +12,9 @@
 #pragma once
 
 #include <array>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "engine/error.h"
 #include "kernels/common.h"
@@ -26,11 +25,16 @@ namespace hisvid::layers {
 // hand-written JSON file) are read as Keras 2.8, the seeds' version.
 struct KerasVersion {
   int major = 2, minor = 8, patch = 0;
+  // "-tf": the tf.keras of TensorFlow 1.x to 2.3 ("2.2.4-tf", "2.3.0-tf"), not standalone Keras.
+  bool tf_keras = false;
   // Parses "X.Y.Z" (trailing parts such as "-tf" or ".dev0" are ignored); `where` names the
   // file in the error.
   static KerasVersion parse(const std::string& text, const std::string& where);
   std::string str() const;
   bool keras3() const { return major >= 3; }
+  // Standalone Keras before it became tf.keras (2.0-2.3 without "-tf"): its own LSTM cell and
+  // BatchNormalization rules.
+  bool standalone() const { return major == 2 && minor < 4 && !tf_keras; }
 };
 
 // A serialized Keras object, {"class_name": ..., "config": {...}}, with the metadata newer

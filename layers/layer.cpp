@@ -343,14 +343,15 @@ Shape BatchNormalization::build(const Shape& in, Generator& init) {
   // inputs to the fused kernel) on its fused path, unless the config says fused=False; that path
   // updates the moving variance with the unbiased batch variance, M / (M - 1) times the biased
   // one. Its other path (2-D and 3-D inputs, after a Dense or an LSTM) and Keras 3 take the
-  // biased variance. (TimeDistributed hands the layer its frames: (H, W, C) is 4-D.)
+  // biased variance. (TimeDistributed hands the layer its frames: (H, W, C) is 4-D.) Standalone
+  // Keras 2.0-2.3 unbiased it on every input.
   const int rank = in.rank() + 1;
   const bool fusable = rank == 4 || (rank == 5 && (version_.major > 2 || version_.minor >= 6));
   if (fused_ == 1 && !version_.keras3() && !fusable) {
     fail("{}: fused=True needs a 4-D input{} counting the batch axis, as Keras requires; got input {}",
          where(), version_.minor >= 6 ? " or a 5-D one" : "", in.str());
   }
-  unbiased_moving_variance_ = !version_.keras3() && fused_ != 0 && fusable;
+  unbiased_moving_variance_ = version_.standalone() || (!version_.keras3() && fused_ != 0 && fusable);
   input_shape_ = in;
   weights_.clear();
   const Shape channels{in.back()};

@@ -99,8 +99,15 @@ Shape Recurrent::build(const Shape& in, Generator& init) {
 // device takes, multiplies the whole input sequence by one mask of its shape; else the cell's
 // implementation 2 shares one mask. Keras 3 shares one mask without recurrent_dropout.)
 InputDropout Recurrent::input_dropout_masks() const {
-  if (convolutional_ || recurrent_dropout_ > 0.0) return InputDropout::PerGate;
-  if (version_.keras3()) return InputDropout::Shared;
+  if (convolutional_) return InputDropout::PerGate;
+  // Keras 3.0-3.7's cell shares one input and one recurrent mask, recurrent_dropout or not; 3.8
+  // on takes one per gate under recurrent_dropout (implementation 1). Standalone Keras 2.0-2.3
+  // follows the implementation alone (1: per gate; 2: shared, the recurrent mask too).
+  if (version_.keras3()) {
+    return recurrent_dropout_ > 0.0 && version_.minor >= 8 ? InputDropout::PerGate : InputDropout::Shared;
+  }
+  if (version_.standalone()) return implementation_ == 1 ? InputDropout::PerGate : InputDropout::Shared;
+  if (recurrent_dropout_ > 0.0) return InputDropout::PerGate;
   const bool cudnn_path = activation_.elementwise == Activation::Tanh && !activation_.softmax &&
                           recurrent_activation_.elementwise == Activation::Sigmoid && use_bias_ && !unroll_;
   if (cudnn_path) return InputDropout::PerStep;

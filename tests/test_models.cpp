@@ -653,6 +653,8 @@ TEST(Spec, BatchNormMovingVarianceFollowsKerasPaths) {
   EXPECT_NEAR(moving_variance("1, 1", "", keras28), biased, 1e-6) << "3-D: not fused";
   EXPECT_NEAR(moving_variance("1, 1, 1", R"("fused": false)", keras28), biased, 1e-6) << "fused=False";
   EXPECT_NEAR(moving_variance("1, 1, 1", "", keras3), biased, 1e-6) << "Keras 3";
+  EXPECT_NEAR(moving_variance("1", "", layers::KerasVersion::parse("2.2.4", "test")), unbiased, 1e-6)
+      << "standalone Keras 2.2: every input";
   expect_error([&] { moving_variance("1", R"("fused": true)", keras28); }, {"fused=True", "4-D"});
   // fused=False is saved back in a Keras 2 config, and left out of a Keras 3 one (its layer has
   // no such argument).
@@ -691,7 +693,17 @@ TEST(Spec, LstmInputDropoutFollowsKerasPaths) {
   EXPECT_EQ(scheme(R"(, "use_bias": false)", keras28), InputDropout::Shared);
   EXPECT_EQ(scheme(R"(, "activation": "relu", "implementation": 1)", keras28), InputDropout::PerGate);
   EXPECT_EQ(scheme("", keras3), InputDropout::Shared);
-  EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", keras3), InputDropout::PerGate);
+  EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", keras3), InputDropout::Shared) << "3.3: shared masks";
+  EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", layers::KerasVersion{3, 8, 0}), InputDropout::PerGate);
+  // Standalone Keras 2.0-2.3 follows the implementation alone; tf.keras's "2.3.0-tf" is Keras 2's.
+  const layers::KerasVersion standalone = layers::KerasVersion::parse("2.2.4", "test"),
+                             tf_keras = layers::KerasVersion::parse("2.3.0-tf", "test");
+  ASSERT_TRUE(standalone.standalone());
+  ASSERT_FALSE(tf_keras.standalone());
+  EXPECT_EQ(scheme("", standalone), InputDropout::Shared);
+  EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", standalone), InputDropout::Shared);
+  EXPECT_EQ(scheme(R"(, "implementation": 1)", standalone), InputDropout::PerGate);
+  EXPECT_EQ(scheme("", tf_keras), InputDropout::PerStep);
   // Keras 3.0-3.4's ConvLSTM2D applies no dropout (its cell's mask code is commented out), 3.5 on
   // applies it: training outputs equal the inference ones only in the former.
   const auto convlstm_drops = [](const layers::KerasVersion& version) {

@@ -219,6 +219,29 @@ TEST(Recurrent, LstmInputDropoutMasks) {
     for (int64_t d = 0; d < D; ++d) differs = differs || m[(n * T + 0) * D + d] != m[(n * T + 1) * D + d];
   EXPECT_TRUE(differs);
   EXPECT_NE(trained(InputDropout::PerGate), trained(InputDropout::Shared));
+
+  // Shared under recurrent_dropout: one recurrent mask for every gate, drawn after the input's;
+  // the same as per-gate masks that happen to be equal, which the recurrence kernel takes.
+  Generator rng(7);
+  RecurrentOptions options;
+  options.return_sequences = true;
+  options.training = true;
+  options.dropout = rate;
+  options.recurrent_dropout = 0.3f;
+  options.input_dropout = InputDropout::Shared;
+  options.rng = &rng;
+  const std::vector<double> got = lstm_sequence(x, {W, R, b}, options).to_vector();
+  Generator again(7);
+  const Tensor input = ops::dropout_mask({N, D}, rate, again.next(), x.dtype(), x.device());
+  const Tensor recurrent = ops::dropout_mask({N, 2}, 0.3f, again.next(), x.dtype(), x.device());
+  const Tensor stacked = ops::concat({ops::reshape(recurrent, {1, N, 2}), ops::reshape(recurrent, {1, N, 2}),
+                                      ops::reshape(recurrent, {1, N, 2}), ops::reshape(recurrent, {1, N, 2})},
+                                     0);
+  Tensor xz = ops::bias_add(ops::matmul(ops::merge_time(ops::mul(x, ops::repeat_steps(input, T))), W), b);
+  xz = ops::reshape(xz, {N, T, 8});
+  const std::vector<double> expected =
+      ops::lstm_recurrence(xz, R, stacked, Activation::Tanh, Activation::Sigmoid, true).to_vector();
+  EXPECT_EQ(got, expected);
 }
 
 TEST(Recurrent, LstmGradientsWithDropoutMasks) {
