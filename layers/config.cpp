@@ -48,7 +48,9 @@ KerasVersion KerasVersion::parse(const std::string& text, const std::string& whe
   return v;
 }
 
-std::string KerasVersion::str() const { return fmt::format("{}.{}.{}", major, minor, patch); }
+std::string KerasVersion::str() const {
+  return fmt::format("{}.{}.{}{}", major, minor, patch, tf_keras ? "-tf" : "");
+}
 
 KerasObject read_keras_object(const nlohmann::json& spec, const std::string& where) {
   if (!spec.is_object() || !spec.contains("class_name") || !spec["class_name"].is_string()) {

@@ -700,6 +700,7 @@ TEST(Spec, LstmInputDropoutFollowsKerasPaths) {
                              tf_keras = layers::KerasVersion::parse("2.3.0-tf", "test");
   ASSERT_TRUE(standalone.standalone());
   ASSERT_FALSE(tf_keras.standalone());
+  EXPECT_EQ(tf_keras.str(), "2.3.0-tf");  // what a saved file states again
   EXPECT_EQ(scheme("", standalone), InputDropout::Shared);
   EXPECT_EQ(scheme(R"(, "recurrent_dropout": 0.2)", standalone), InputDropout::Shared);
   EXPECT_EQ(scheme(R"(, "implementation": 1)", standalone), InputDropout::PerGate);
