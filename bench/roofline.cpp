@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -71,6 +73,26 @@ float mul_add_chains_scalar() {
   return sum;
 }
 
+// The largest cache of cpu0 as sysfs lists it (glibc's sysconf reports a virtual machine's host
+// cache on some machines: 320 MiB for a 32 MiB L3), else sysconf's; 0 when neither knows.
+double last_level_cache_bytes() {
+  double largest = 0.0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+    std::string size;
+    if (!(in >> size) || size.empty()) continue;
+    const char unit = size.back();
+    const double scale = unit == 'K' ? 1024.0 : unit == 'M' ? 1048576.0 : 1.0;
+    try {
+      largest = std::max(largest, std::stod(size) * scale);
+    } catch (const std::exception&) {
+    }
+  }
+  if (largest > 0.0) return largest;
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  return static_cast<double>(std::max(0L, l3 > 0 ? l3 : l2));
+}
+
 }  // namespace
 
 Roofline measure_host_roofline(int threads) {
@@ -97,8 +119,7 @@ Roofline measure_host_roofline(int threads) {
 
   // Triad over arrays much larger than the caches (each at least 128 MiB and the last-level
   // cache's size), first touched by the threads that use them.
-  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-  r.cache_bytes = static_cast<double>(std::max(0L, l3 > 0 ? l3 : l2));
+  r.cache_bytes = last_level_cache_bytes();
   const int64_t n = std::max(int64_t(32) << 20, static_cast<int64_t>(r.cache_bytes) / 4);  // floats
   std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
 #pragma omp parallel for num_threads(threads) schedule(static)

@@ -7,7 +7,7 @@
 //          a[i] = b[i] + s * c[i] over three arrays of at least 128 MiB and the last-level
 //          cache's size each, 12 bytes an element;
 //   cuda   every thread 8 independent fmaf chains, 8 blocks of 256 threads per multiprocessor;
-//          bandwidth: a float4 copy of 256 MiB, read and written.
+//          bandwidth: 16 float4 copies of 256 MiB, read and written, per timed run.
 // Each figure is the best of several runs. A kernel's bound on a case is then
 //   min(peak GFLOP/s, intensity x peak GB/s), intensity = flops / bytes moved,
 // or the peak GB/s for a case without flops (kernels/harness.h's bytes: every buffer read and
