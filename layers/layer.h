@@ -173,6 +173,9 @@ class BatchNormalization final : public Layer {
   Shape build(const Shape& input_shape, Generator& init) override;
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
+  // Whether training updates the moving variance with the unbiased batch variance (Keras 2's
+  // fused path; set by build).
+  bool unbiased_moving_variance() const { return unbiased_moving_variance_; }
 
  private:
   int axis_;        // -1, or Keras's saved form: the channel axis counting the batch axis
@@ -222,6 +225,9 @@ class Recurrent final : public Layer {
   std::string keras_state_path() const override { return "cell/"; }
   // How an LSTM's input dropout draws its masks, as the Keras that wrote the config does.
   InputDropout input_dropout_masks() const;
+  bool convolutional() const { return convolutional_; }
+  double dropout() const { return dropout_; }
+  double recurrent_dropout() const { return recurrent_dropout_; }
 
  private:
   bool convolutional_;

@@ -1162,6 +1162,39 @@ TEST_F(Cli, ResumeKeepsTheRunsSplitRounding) {
                  {"--resume", "the run's split had 3 training", "re-created it has 2"});
 }
 
+// A run from before hisvid followed Keras's code paths for BatchNormalization's moving variance
+// and the LSTM's dropout masks (its record has no "rules") is told, on --resume, what now trains
+// differently: here a BatchNormalization after the LSTM (2-D input: the biased variance now)
+// and the LSTM's input dropout (one mask per timestep on Keras 2's cuDNN-compatible path).
+TEST_F(Cli, ResumeSaysWhichRulesChangedSinceTheRunBegan) {
+  std::ofstream(dir_ / "rules_model.json") << R"([
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "MaxPooling2D", "config": {"pool_size": 8}}}},
+    {"class_name": "TimeDistributed", "config": {"layer": {"class_name": "Flatten", "config": {}}}},
+    {"class_name": "LSTM", "config": {"name": "lstm", "units": 8, "dropout": 0.2}},
+    {"class_name": "BatchNormalization", "config": {"name": "bn"}},
+    {"class_name": "Dense", "config": {"units": 4, "activation": "softmax"}}])";
+  const Result first = run(dir_, {"train", "--model", "rules_model.json", "--data", "data", "--epochs", "1",
+                                  "--out", "rules", "--cache", "clips.h5", "--patience", "-1"});
+  ASSERT_EQ(first.status, 0) << first.output;
+  const Result same = run(dir_, {"train", "--resume", "rules", "--epochs", "2"});
+  ASSERT_EQ(same.status, 0) << same.output;
+  EXPECT_FALSE(contains(same.output, "earlier rules")) << same.output;
+  const fs::path last = dir_ / "rules/last.h5";
+  hisvid::models::LoadedModel loaded = hisvid::models::load_model(last.string());
+  ASSERT_TRUE(loaded.extras.training_state["run"].contains("rules"));
+  loaded.extras.training_state["run"].erase("rules");
+  hisvid::models::save_model(last.string(), loaded.model, loaded.extras.class_names,
+                             loaded.extras.optimizer.get(), loaded.extras.training_state);
+  const Result older = run(dir_, {"train", "--resume", "rules", "--epochs", "3"});
+  ASSERT_EQ(older.status, 0) << older.output;
+  EXPECT_TRUE(contains(older.output,
+                       "earlier rules: BatchNormalization 'bn' now updates its moving variance "
+                       "with the biased batch variance"))
+      << older.output;
+  EXPECT_TRUE(contains(older.output, "earlier rules: LSTM 'lstm' now draws its dropout masks as Keras 2.8.0"))
+      << older.output;
+}
+
 // A --weights file without an optimizer state to continue with trains with a fresh optimizer
 // of --optimizer's default, and says so (Keras's would have gone on with the file's); a loss
 // compiled with options hisvid's cross-entropy does not have is named.

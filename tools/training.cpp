@@ -180,6 +180,38 @@ io::Split recreate_split(const nlohmann::json& run, size_t clips, double test_fr
   return split;
 }
 
+std::vector<std::string> rules_changed_for(const models::Sequential& model) {
+  std::vector<std::string> changes;
+  for (const layers::Layer* layer : model.layers()) {
+    const layers::Layer* inner = layer;
+    if (const auto* wrapper = dynamic_cast<const layers::TimeDistributed*>(layer)) inner = &wrapper->inner();
+    if (const auto* bn = dynamic_cast<const layers::BatchNormalization*>(inner)) {
+      if (!bn->unbiased_moving_variance()) {
+        changes.push_back(
+            fmt::format("BatchNormalization '{}' now updates its moving variance with the biased batch "
+                        "variance, as Keras "
+                        "does for its input (it took the unbiased one)",
+                        layer->name()));
+      }
+    }
+    if (const auto* r = dynamic_cast<const layers::Recurrent*>(inner)) {
+      const layers::KerasVersion& v = r->keras_version();
+      if (r->convolutional() && v.major == 3 && v.minor <= 4 &&
+          (r->dropout() > 0 || r->recurrent_dropout() > 0)) {
+        changes.push_back(fmt::format("ConvLSTM2D '{}' now trains without dropout, as Keras {} did",
+                                      layer->name(), v.str()));
+      }
+      if (!r->convolutional() && (r->dropout() > 0 || r->recurrent_dropout() > 0) &&
+          r->input_dropout_masks() != InputDropout::PerGate) {
+        changes.push_back(fmt::format(
+            "LSTM '{}' now draws its dropout masks as Keras {} does on its path (it drew one per gate)",
+            layer->name(), v.str()));
+      }
+    }
+  }
+  return changes;
+}
+
 io::SplitRounding split_rounding(const nlohmann::json& run) {
   const bool python = run.contains("split") && run["split"].is_object() &&
                       run["split"].value("rounding", std::string()) == "python";
@@ -705,6 +737,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   nlohmann::json& skipped_files = options.run_info["data"]["skipped_files"] = nlohmann::json::array();
   for (const io::SkippedFile& s : clips.skipped) skipped_files.push_back(io::class_and_file(s.path));
   options.run_info["ranks"] = comm.size();  // a resume with another count is told it differs
+  options.run_info["rules"] = kTrainingRules;
   options.communicator = &comm;
   models::Trainer trainer(model, *optimizer, clips, split, options, args.seed);
   if (resuming) {
@@ -712,6 +745,10 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       for (const std::string& note : trainer.resume(checkpoint.extras.training_state)) console.note(note);
     } catch (const nlohmann::json::exception& e) {
       fail("--resume {}: its training state is malformed ({})", args.out_dir, e.what());
+    }
+    if (!resumed_run.contains("rules")) {
+      for (const std::string& change : rules_changed_for(model))
+        console.note(fmt::format("note: this run began under hisvid's earlier rules: {}", change));
     }
   }
 

@@ -121,6 +121,12 @@ void check_same_clips(const nlohmann::json& run, const io::ClipSet& clips, const
 // as skipped (io::listing_fingerprint): other files are refused at once, not after decoding them
 // all; a run recorded without its skipped files (an older one) passes here.
 void check_same_listing(const nlohmann::json& run, const DataArgs& data, const std::string& what);
+// The training rules a run records (run["rules"]) since hisvid follows Keras's code paths for
+// BatchNormalization's moving variance and the recurrent dropout masks (2026-11-27).
+constexpr const char* kTrainingRules = "keras-paths-2026-11-27";
+// What a run of `model` from before those rules (no record) now trains differently, one line
+// per layer, for --resume to say; empty when nothing changed for it.
+std::vector<std::string> rules_changed_for(const models::Sequential& model);
 // The rounding of a run's split: the one its record names (run["split"]), or the forgiving one
 // of runs from before that record (io::SplitRounding).
 io::SplitRounding split_rounding(const nlohmann::json& run);
