@@ -110,10 +110,11 @@ struct BatchNormBatch {
 BatchNormBatch batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 Tensor batch_norm_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& moving_mean,
                         const Tensor& moving_var, float eps);
-// moving_* updated in place (Keras momentum rule); rows is the number of values per channel; the
-// variance unbiased by rows / (rows - 1) when `unbiased` (kernels/batchnorm.h).
+// moving_* updated in place by a Keras path's rule (kernels/batchnorm.h, moving_average): the
+// batch variance taken times variance_factor, decay = float(1 - momentum) from the double.
 void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_var, const Tensor& mean,
-                              const Tensor& var, int64_t rows, float momentum, bool unbiased);
+                              const Tensor& var, int64_t rows, double momentum, MovingUpdate update,
+                              float variance_factor);
 
 // --- losses and reductions -----------------------------------------------------------------
 // Softmax over the last axis of logits (N,K).

@@ -608,7 +608,8 @@ Tensor batch_norm_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta
 }
 
 void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_var, const Tensor& mean,
-                              const Tensor& var, int64_t rows, float momentum, bool unbiased) {
+                              const Tensor& var, int64_t rows, double momentum, MovingUpdate update,
+                              float variance_factor) {
   const int64_t C = mean.numel();
   for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"moving_mean", moving_mean},
                                 {"moving_var", moving_var},
@@ -620,7 +621,8 @@ void batch_norm_update_moving(const Tensor& moving_mean, const Tensor& moving_va
     using T = decltype(tag);
     BatchnormUpdateMoving<T> k;
     k.moving_mean = moving_mean.data<T>(), k.moving_var = moving_var.data<T>(), k.mean = mean.data<T>();
-    k.var = var.data<T>(), k.M = rows, k.C = C, k.momentum = momentum, k.unbiased = unbiased;
+    k.var = var.data<T>(), k.M = rows, k.C = C, k.update = update, k.variance_factor = variance_factor;
+    k.momentum = static_cast<float>(momentum), k.decay = static_cast<float>(1.0 - momentum);
     run_kernel(k, mean.device());
   });
 }

@@ -112,13 +112,11 @@ template <typename T>
 void batchnorm_update_moving(const BatchnormUpdateMoving<T>& k) {
   T *moving_mean = k.moving_mean, *moving_var = k.moving_var;  // (C), (C)
   const T *mean = k.mean, *var = k.var;                        // (C), (C) biased
-  const int64_t M = k.M, C = k.C;
-  const float momentum = k.momentum;
-  const T mom = T(momentum);
-  const T unbias = k.unbiased && M > 1 ? T(M) / T(M - 1) : T(1);  // var * M / (M - 1); M == 1 keeps var
+  const int64_t C = k.C;
+  const T momentum = T(k.momentum), decay = T(k.decay), factor = T(k.variance_factor);
   for (int64_t c = 0; c < C; ++c) {
-    moving_mean[c] = moving_mean[c] * mom + mean[c] * (T(1) - mom);
-    moving_var[c] = moving_var[c] * mom + var[c] * unbias * (T(1) - mom);
+    moving_mean[c] = moving_average(moving_mean[c], mean[c], T(1), k.update, momentum, decay);
+    moving_var[c] = moving_average(moving_var[c], var[c], factor, k.update, momentum, decay);
   }
 }
 

@@ -114,12 +114,12 @@ __global__ void batchnorm_dinp_kernel(float* dinp, const float* dout, const floa
 }
 
 // moving_mean (C), moving_var (C) from mean (C), var (C, biased)
-__global__ void update_moving_kernel(float* moving_mean, float* moving_var, const float* mean,
-                                     const float* var, int64_t C, float momentum, float unbias) {
+__global__ void update_moving_kernel(BatchnormUpdateMoving<float> k) {
   const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  moving_mean[c] = moving_mean[c] * momentum + mean[c] * (1.0f - momentum);
-  moving_var[c] = moving_var[c] * momentum + var[c] * unbias * (1.0f - momentum);
+  if (c >= k.C) return;
+  k.moving_mean[c] = moving_average(k.moving_mean[c], k.mean[c], 1.0f, k.update, k.momentum, k.decay);
+  k.moving_var[c] =
+      moving_average(k.moving_var[c], k.var[c], k.variance_factor, k.update, k.momentum, k.decay);
 }
 
 }  // namespace
@@ -174,13 +174,8 @@ void batchnorm_backward(const BatchnormBackward<float>& k, cudaStream_t stream) 
 }
 
 void batchnorm_update_moving(const BatchnormUpdateMoving<float>& k, cudaStream_t stream) {
-  const int64_t M = k.M, C = k.C;
-  if (C <= 0) return;
-  // Unbiased variance var * M / (M - 1); a single row has no unbiased estimate, and like
-  // TensorFlow the biased one (0) is taken then.
-  const float unbias = k.unbiased && M > 1 ? static_cast<float>(M) / static_cast<float>(M - 1) : 1.0f;
-  update_moving_kernel<<<grid_blocks(C, kThreads), kThreads, 0, stream>>>(k.moving_mean, k.moving_var, k.mean,
-                                                                          k.var, C, k.momentum, unbias);
+  if (k.C <= 0) return;
+  update_moving_kernel<<<grid_blocks(k.C, kThreads), kThreads, 0, stream>>>(k);
   HISVID_CHECK_LAUNCH();
 }
 

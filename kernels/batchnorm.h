@@ -1,12 +1,15 @@
 // kernels/batchnorm.h — batch normalisation over the last (channel) axis of an (M,C) view,
 // Keras semantics: training normalises with the batch mean and the biased batch variance,
 //   y = gamma * (x - mean) / sqrt(var + eps) + beta,
-// and the moving statistics follow moving = momentum * moving + (1 - momentum) * batch, the
-// moving variance taking the unbiased batch variance var * M / (M - 1). Inference uses the
-// moving statistics.
+// and the moving statistics follow moving = momentum * moving + (1 - momentum) * batch in the
+// expression of the Keras path that trains the layer (moving_average below), the moving variance
+// taking the unbiased batch variance var * M / (M - 1) on Keras 2's fused path. Inference uses
+// the moving statistics.
 #pragma once
 
 #include <cstdint>
+
+#include "kernels/common.h"
 
 #ifdef HISVID_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -89,11 +92,31 @@ struct BatchnormBackward {
   }
 };
 
+// One moving statistic after a batch whose statistic is `batch` (the variance times `factor`),
+// each Keras path's expression in its own order, decay = 1 - momentum:
+//   Blend      moving * momentum + batch * decay                    Keras 3
+//   Fused      (1 - decay) * moving + (decay * factor) * batch      Keras 2's fused kernel (TF's
+//                                                                    FusedBatchNormV3)
+//   AssignSub  moving - (moving - batch * factor) * decay           Keras 2's other path and
+//                                                                    standalone Keras
+template <typename T>
+HISVID_HD T moving_average(T moving, T batch, T factor, MovingUpdate update, T momentum, T decay) {
+  switch (update) {
+    case MovingUpdate::Blend:
+      return moving * momentum + batch * factor * decay;
+    case MovingUpdate::Fused:
+      return (T(1) - decay) * moving + (decay * factor) * batch;
+    case MovingUpdate::AssignSub:
+      break;
+  }
+  return moving - (moving - batch * factor) * decay;
+}
+
 // moving_mean (C), moving_var (C) updated in place from the batch mean (C) and biased var (C)
-// of M rows: moving = moving * momentum + batch * (1 - momentum), the variance unbiased by
-// M / (M - 1) when `unbiased` (a single row keeps the biased one). Keras 2's fused path (4-D
-// and 5-D inputs) updates with the unbiased variance, its other path and Keras 3 with the
-// biased one (layers/layer.cpp, BatchNormalization::build).
+// of M rows by moving_average, the variance taken times variance_factor (M / (M - 1) on Keras
+// 2's fused path, 1 on its other path and in Keras 3; layers/layer.cpp decides). decay is
+// 1 - momentum rounded to float from the double, as Python computes it: 0.01f for 0.99, not
+// 1 - 0.99f.
 template <typename T>
 struct BatchnormUpdateMoving {
   static constexpr const char* kName = "batchnorm_update_moving";
@@ -102,8 +125,9 @@ struct BatchnormUpdateMoving {
   const T* mean = nullptr;
   const T* var = nullptr;
   int64_t M = 0, C = 0;
-  float momentum = 0.99f;
-  bool unbiased = true;
+  MovingUpdate update = MovingUpdate::Fused;
+  float momentum = 0.99f, decay = 0.01f;
+  float variance_factor = 1.0f;
   template <typename V>
   void buffers(V& v) {
     v.inout("moving_mean", moving_mean, C);

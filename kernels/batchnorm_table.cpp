@@ -66,11 +66,23 @@ const bool cases = [] {
           remap(a.invstd, C, 0.5, 1.5);
           remap(a.gamma, C, 0.5, 1.5);
         });
-    // M = 1 included: one row has no unbiased variance and keeps the biased one.
-    for (const bool unbiased : {true, false}) {
+    // Each Keras path's expression: Keras 2's fused kernel with M / (M - 1) (1 for M = 1: one
+    // row has no unbiased variance), its other path and Keras 3's blend with the biased one.
+    struct Rule {
+      const char* suffix;
+      MovingUpdate update;
+      bool unbiased;
+    };
+    for (const Rule rule :
+         {Rule{"", MovingUpdate::Fused, true}, Rule{"_assign_sub", MovingUpdate::AssignSub, false},
+          Rule{"_blend", MovingUpdate::Blend, false}}) {
+      const float factor = rule.unbiased && M > 1 ? float(M) / float(M - 1) : 1.0f;
       update
-          .add(name + (unbiased ? "" : "_biased"),
-               [M, C, unbiased](auto& a) { a.M = M, a.C = C, a.momentum = 0.99f, a.unbiased = unbiased; })
+          .add(name + rule.suffix,
+               [M, C, rule, factor](auto& a) {
+                 a.M = M, a.C = C, a.momentum = 0.99f, a.decay = 0.01f, a.update = rule.update;
+                 a.variance_factor = factor;
+               })
           .tol(harness::kFused)
           .prepare_with([C](BatchnormUpdateMoving<double>& a) {
             remap(a.moving_var, C, 0.1, 2.0);

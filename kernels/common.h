@@ -40,6 +40,11 @@ namespace hisvid {
 // new one; which of them a file means follows from the Keras version that wrote it.
 enum class Activation : int { Linear = 0, Relu, Tanh, Sigmoid, HardSigmoid, HardSigmoidKeras3 };
 
+// How BatchNormalization's moving statistics take in a batch's, as each Keras path computes it
+// (kernels/batchnorm.h, moving_average): Keras 3's blend, Keras 2's fused kernel, or Keras 2's
+// other path and standalone Keras (assign_moving_average).
+enum class MovingUpdate : int { Blend = 0, Fused, AssignSub };
+
 // Keras padding modes. Same: output = ceil(in / stride), the total padding split with the
 // smaller half before and the larger half after (TensorFlow's rule).
 enum class Padding : int { Valid = 0, Same };

@@ -375,8 +375,23 @@ Tensor BatchNormalization::forward(const Tensor& x, const ForwardContext& ctx) {
     return ops::batch_norm_infer(x, gamma, beta, moving_mean, moving_var, eps);
   const ops::BatchNormBatch batch = ops::batch_norm_train(x, gamma, beta, eps);
   NoGradGuard no_grad;
-  ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, x.numel() / C,
-                                static_cast<float>(momentum_), unbiased_moving_variance_);
+  // The update in the expression of the Keras path that trains the layer (kernels/batchnorm.h):
+  // Keras 3's blend; Keras 2's fused kernel with M / (M - 1) computed in float as TensorFlow does;
+  // its assign_moving_average elsewhere, standalone Keras's taking var * n / (n - (1 + epsilon)).
+  // A single row keeps the biased variance (a standalone Keras's factor would be negative).
+  const int64_t M = x.numel() / C;
+  MovingUpdate update = MovingUpdate::AssignSub;
+  float factor = 1.0f;
+  if (version_.keras3()) {
+    update = MovingUpdate::Blend;
+  } else if (version_.standalone()) {
+    if (M > 1)
+      factor = static_cast<float>(M) / (static_cast<float>(M) - (1.0f + static_cast<float>(epsilon_)));
+  } else if (unbiased_moving_variance_) {
+    update = MovingUpdate::Fused;
+    if (M > 1) factor = static_cast<float>(M) / static_cast<float>(M - 1);
+  }
+  ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, M, momentum_, update, factor);
   return batch.y;
 }
 

@@ -1294,10 +1294,10 @@ TYPED_TEST(KernelsCpu, BatchNormUpdateMoving) {
   {
     BatchnormUpdateMoving<T> k;
     k.moving_mean = mm.data(), k.moving_var = mv.data(), k.mean = mean.data(), k.var = var.data(), k.M = 4;
-    k.C = 1, k.momentum = 0.99f;
+    k.C = 1, k.momentum = 0.99f, k.decay = 0.01f, k.variance_factor = 4.0f / 3.0f;  // Keras 2's fused path
     naive::batchnorm_update_moving(k);
   }
-  // momentum arrives as the float 0.99f, 1.1e-8 away from 0.99.
+  // momentum and decay arrive as floats, 1.1e-8 and 2e-10 away from 0.99 and 0.01.
   expect_close(mm, {0.025}, std::max(tol<T>(), kFloatMomentumTol));
   expect_close(mv, {1.0066666666666666}, std::max(tol<T>(), kFloatMomentumTol));
   // M == 1: the variance is used as it is: 1*0.99 + 1.25*0.01 = 1.0025.
@@ -1305,7 +1305,7 @@ TYPED_TEST(KernelsCpu, BatchNormUpdateMoving) {
   {
     BatchnormUpdateMoving<T> k;
     k.moving_mean = mm.data(), k.moving_var = mv.data(), k.mean = mean.data(), k.var = var.data(), k.M = 1;
-    k.C = 1, k.momentum = 0.99f;
+    k.C = 1, k.momentum = 0.99f, k.decay = 0.01f;
     naive::batchnorm_update_moving(k);
   }
   expect_close(mv, {1.0025}, std::max(tol<T>(), kFloatMomentumTol));

@@ -646,6 +646,15 @@ TEST(Spec, BatchNormMovingVarianceFollowsKerasPaths) {
   const double m = static_cast<double>(0.99f);
   const double unbiased = m + (1 - m) * (5.0 / 3.0), biased = m + (1 - m) * 1.25;
   const layers::KerasVersion keras28{2, 8, 0}, keras24{2, 4, 0}, keras3{3, 3, 3};
+  // To the bit, in float32 as each path computes it (decay = float(1 - 0.99) = 0.01f):
+  // TensorFlow's fused kernel, assign_moving_average, and Keras 3's blend.
+  volatile float decay = 0.01f, momentum = 0.99f, adjust = 4.0f / 3.0f, one = 1.0f, var = 1.25f;
+  const float fused = (one - decay) * one + (decay * adjust) * var;
+  const float assigned = one - (one - var) * decay;
+  const float blended = one * momentum + var * decay;
+  EXPECT_EQ(moving_variance("1, 1, 1", "", keras28), static_cast<double>(fused));
+  EXPECT_EQ(moving_variance("1", "", keras28), static_cast<double>(assigned));
+  EXPECT_EQ(moving_variance("1, 1, 1", "", keras3), static_cast<double>(blended));
   EXPECT_NEAR(moving_variance("1, 1, 1", "", keras28), unbiased, 1e-6) << "4-D: fused";
   EXPECT_NEAR(moving_variance("1, 1, 1, 1", "", keras28), unbiased, 1e-6) << "5-D: fused from 2.6";
   EXPECT_NEAR(moving_variance("1, 1, 1, 1", "", keras24), biased, 1e-6) << "5-D before 2.6";
@@ -653,8 +662,11 @@ TEST(Spec, BatchNormMovingVarianceFollowsKerasPaths) {
   EXPECT_NEAR(moving_variance("1, 1", "", keras28), biased, 1e-6) << "3-D: not fused";
   EXPECT_NEAR(moving_variance("1, 1, 1", R"("fused": false)", keras28), biased, 1e-6) << "fused=False";
   EXPECT_NEAR(moving_variance("1, 1, 1", "", keras3), biased, 1e-6) << "Keras 3";
-  EXPECT_NEAR(moving_variance("1", "", layers::KerasVersion::parse("2.2.4", "test")), unbiased, 1e-6)
-      << "standalone Keras 2.2: every input";
+  // Standalone Keras 2.2: every input, var * n / (n - (1 + epsilon)), by assign_moving_average.
+  volatile float n = 4.0f, epsilon = 1e-3f;
+  const float standalone = one - (one - var * (n / (n - (one + epsilon)))) * decay;
+  EXPECT_EQ(moving_variance("1", "", layers::KerasVersion::parse("2.2.4", "test")),
+            static_cast<double>(standalone));
   expect_error([&] { moving_variance("1", R"("fused": true)", keras28); }, {"fused=True", "4-D"});
   // fused=False is saved back in a Keras 2 config, and left out of a Keras 3 one (its layer has
   // no such argument).

@@ -167,16 +167,21 @@ TEST(Ops, BatchNormTrainInferAndMovingStatistics) {
   expect_values(bn.y, {1 - 3 * inv, 1 - inv, 1 + inv, 1 + 3 * inv});
   expect_values(bn.mean, {2.5});
   expect_values(bn.var, {1.25});
-  // moving = 0.99 * moving + 0.01 * batch, the variance taken unbiased.
+  // Keras 2's fused kernel: (1 - decay) * moving + (decay * 4/3) * batch, decay = float(1 - 0.99)
+  // (0.01f, not 1 - 0.99f), the variance taken unbiased.
   const Tensor mm = d({0}, {1}), mv = d({1}, {1});
-  ops::batch_norm_update_moving(mm, mv, bn.mean, bn.var, 4, 0.99f, true);
-  const double m = static_cast<double>(0.99f);
-  expect_values(mm, {(1 - m) * 2.5});
-  expect_values(mv, {m * 1.0 + (1 - m) * (5.0 / 3.0)});
-  // Keras 2's non-fused path and Keras 3 take the biased variance.
-  const Tensor biased = d({1}, {1});
-  ops::batch_norm_update_moving(d({0}, {1}), biased, bn.mean, bn.var, 4, 0.99f, false);
-  expect_values(biased, {m * 1.0 + (1 - m) * 1.25});
+  ops::batch_norm_update_moving(mm, mv, bn.mean, bn.var, 4, 0.99, MovingUpdate::Fused, 4.0f / 3.0f);
+  const double decay = static_cast<double>(0.01f), momentum = static_cast<double>(0.99f);
+  expect_values(mm, {decay * 2.5});
+  expect_values(mv, {(1 - decay) * 1.0 + (decay * static_cast<double>(4.0f / 3.0f)) * 1.25});
+  // Keras 2's other path, moving - (moving - batch) * decay, and Keras 3's blend, moving *
+  // momentum + batch * decay, take the biased variance.
+  const Tensor assigned = d({1}, {1}), blended = d({1}, {1});
+  ops::batch_norm_update_moving(d({0}, {1}), assigned, bn.mean, bn.var, 4, 0.99, MovingUpdate::AssignSub,
+                                1.0f);
+  expect_values(assigned, {1.0 - (1.0 - 1.25) * decay});
+  ops::batch_norm_update_moving(d({0}, {1}), blended, bn.mean, bn.var, 4, 0.99, MovingUpdate::Blend, 1.0f);
+  expect_values(blended, {1.0 * momentum + 1.25 * decay});
   // Inference uses the given statistics: (x - 2) / sqrt(4 + eps) * 2 + 1.
   const double s = 2.0 / std::sqrt(4.0 + static_cast<double>(eps));
   expect_values(ops::batch_norm_infer(x, d({2}, {1}), d({1}, {1}), d({2}, {1}), d({4}, {1}), eps),
