@@ -23,13 +23,13 @@ std::vector<Tensor> gate_slices(const Tensor& kernel) {
   return slices;
 }
 
-// One dropout mask of `shape` per gate, or none when no dropout applies.
+// `count` dropout masks of `shape` (one per gate by default), or none when no dropout applies.
 std::vector<Tensor> gate_masks(const char* layer, float rate, const RecurrentOptions& options,
-                               const Shape& shape, const Tensor& like) {
+                               const Shape& shape, const Tensor& like, int count = kGates) {
   if (!options.training || rate == 0.0f) return {};
   if (options.rng == nullptr) fail("{}: training with dropout {} needs a random generator", layer, rate);
   std::vector<Tensor> masks;
-  for (int g = 0; g < kGates; ++g) {
+  for (int g = 0; g < count; ++g) {
     masks.push_back(ops::dropout_mask(shape, rate, options.rng->next(), like.dtype(), like.device()));
   }
   return masks;
@@ -97,25 +97,19 @@ Tensor lstm_sequence(const Tensor& x, const RecurrentWeights& w, const Recurrent
   Tensor dropped = x;
   if (options.input_dropout == InputDropout::PerGate) {
     input_masks = gate_masks(layer, options.dropout, options, Shape{N, D}, x);
-  } else if (options.training && options.dropout > 0.0f) {
-    if (options.rng == nullptr)
-      fail("{}: training with dropout {} needs a random generator", layer, options.dropout);
+  } else {
     const bool per_step = options.input_dropout == InputDropout::PerStep;
-    const Tensor mask = ops::dropout_mask(per_step ? Shape{N, T, D} : Shape{N, D}, options.dropout,
-                                          options.rng->next(), x.dtype(), x.device());
-    dropped = ops::mul(x, per_step ? mask : ops::repeat_steps(mask, T));
+    for (const Tensor& mask :
+         gate_masks(layer, options.dropout, options, per_step ? Shape{N, T, D} : Shape{N, D}, x, 1))
+      dropped = ops::mul(x, per_step ? mask : ops::repeat_steps(mask, T));
   }
   // The recurrent masks: one per gate, or one for every gate where the input's is shared.
   std::vector<Tensor> recurrent_masks;
   if (options.input_dropout != InputDropout::Shared) {
     recurrent_masks = gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x);
-  } else if (options.training && options.recurrent_dropout > 0.0f) {
-    if (options.rng == nullptr)
-      fail("{}: training with recurrent dropout {} needs a random generator", layer,
-           options.recurrent_dropout);
-    const Tensor mask =
-        ops::dropout_mask(Shape{N, U}, options.recurrent_dropout, options.rng->next(), x.dtype(), x.device());
-    recurrent_masks.assign(kGates, mask);
+  } else {
+    for (const Tensor& mask : gate_masks(layer, options.recurrent_dropout, options, Shape{N, U}, x, 1))
+      recurrent_masks.assign(kGates, mask);
   }
 
   const Product matmul = [](const Tensor& v, const Tensor& k) { return ops::matmul(v, k); };

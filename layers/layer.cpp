@@ -344,14 +344,17 @@ Shape BatchNormalization::build(const Shape& in, Generator& init) {
   // updates the moving variance with the unbiased batch variance, M / (M - 1) times the biased
   // one. Its other path (2-D and 3-D inputs, after a Dense or an LSTM) and Keras 3 take the
   // biased variance. (TimeDistributed hands the layer its frames: (H, W, C) is 4-D.) Standalone
-  // Keras 2.0-2.3 unbiased it on every input.
+  // Keras 2.0-2.3 unbiased it on every input, by assign_moving_average. Each path's own update
+  // expression: kernels/batchnorm.h, moving_average.
   const int rank = in.rank() + 1;
   const bool fusable = rank == 4 || (rank == 5 && (version_.major > 2 || version_.minor >= 6));
   if (fused_ == 1 && !version_.keras3() && !fusable) {
     fail("{}: fused=True needs a 4-D input{} counting the batch axis, as Keras requires; got input {}",
          where(), version_.minor >= 6 ? " or a 5-D one" : "", in.str());
   }
-  unbiased_moving_variance_ = version_.standalone() || (!version_.keras3() && fused_ != 0 && fusable);
+  moving_update_ = version_.keras3()                                  ? MovingUpdate::Blend
+                   : !version_.standalone() && fused_ != 0 && fusable ? MovingUpdate::Fused
+                                                                      : MovingUpdate::AssignSub;
   input_shape_ = in;
   weights_.clear();
   const Shape channels{in.back()};
@@ -375,23 +378,18 @@ Tensor BatchNormalization::forward(const Tensor& x, const ForwardContext& ctx) {
     return ops::batch_norm_infer(x, gamma, beta, moving_mean, moving_var, eps);
   const ops::BatchNormBatch batch = ops::batch_norm_train(x, gamma, beta, eps);
   NoGradGuard no_grad;
-  // The update in the expression of the Keras path that trains the layer (kernels/batchnorm.h):
-  // Keras 3's blend; Keras 2's fused kernel with M / (M - 1) computed in float as TensorFlow does;
-  // its assign_moving_average elsewhere, standalone Keras's taking var * n / (n - (1 + epsilon)).
-  // A single row keeps the biased variance (a standalone Keras's factor would be negative).
+  // The variance's factor on the unbiased paths, in float as each computes it: Keras 2's fused
+  // kernel M / (M - 1), standalone Keras's n / (n - (1 + epsilon)). A single row keeps the biased
+  // variance (a standalone Keras's factor would be negative).
   const int64_t M = x.numel() / C;
-  MovingUpdate update = MovingUpdate::AssignSub;
   float factor = 1.0f;
-  if (version_.keras3()) {
-    update = MovingUpdate::Blend;
-  } else if (version_.standalone()) {
-    if (M > 1)
-      factor = static_cast<float>(M) / (static_cast<float>(M) - (1.0f + static_cast<float>(epsilon_)));
-  } else if (unbiased_moving_variance_) {
-    update = MovingUpdate::Fused;
-    if (M > 1) factor = static_cast<float>(M) / static_cast<float>(M - 1);
+  if (M > 1 && moving_update_ == MovingUpdate::Fused) {
+    factor = static_cast<float>(M) / static_cast<float>(M - 1);
+  } else if (M > 1 && version_.standalone()) {
+    factor = static_cast<float>(M) / (static_cast<float>(M) - (1.0f + static_cast<float>(epsilon_)));
   }
-  ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, M, momentum_, update, factor);
+  ops::batch_norm_update_moving(moving_mean, moving_var, batch.mean, batch.var, M, momentum_, moving_update_,
+                                factor);
   return batch.y;
 }
 

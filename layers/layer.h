@@ -174,14 +174,16 @@ class BatchNormalization final : public Layer {
   Tensor forward(const Tensor& x, const ForwardContext& ctx) override;
   nlohmann::json config() const override;
   // Whether training updates the moving variance with the unbiased batch variance (Keras 2's
-  // fused path; set by build).
-  bool unbiased_moving_variance() const { return unbiased_moving_variance_; }
+  // fused path, standalone Keras; decided by build).
+  bool unbiased_moving_variance() const {
+    return moving_update_ == MovingUpdate::Fused || version_.standalone();
+  }
 
  private:
   int axis_;        // -1, or Keras's saved form: the channel axis counting the batch axis
   int fused_ = -1;  // the config's `fused`: -1 null (Keras decides), 0 false, 1 true
-  // Whether training updates the moving variance with the unbiased batch variance (build).
-  bool unbiased_moving_variance_ = true;
+  // How training updates the moving statistics: the Keras path's expression (build).
+  MovingUpdate moving_update_ = MovingUpdate::Fused;
   double momentum_, epsilon_;
   bool center_, scale_;
   Initializer beta_initializer_, gamma_initializer_, moving_mean_initializer_, moving_variance_initializer_;
@@ -226,6 +228,9 @@ class Recurrent final : public Layer {
   // How an LSTM's input dropout draws its masks, as the Keras that wrote the config does.
   InputDropout input_dropout_masks() const;
   bool convolutional() const { return convolutional_; }
+  // A ConvLSTM2D of Keras 3.0-3.4, whose cell applies neither dropout (its mask code is
+  // commented out): it trains without them, as those versions did.
+  bool trains_without_dropout() const { return convolutional_ && version_.major == 3 && version_.minor <= 4; }
   double dropout() const { return dropout_; }
   double recurrent_dropout() const { return recurrent_dropout_; }
 

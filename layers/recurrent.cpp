@@ -119,11 +119,8 @@ Tensor Recurrent::forward(const Tensor& x, const ForwardContext& ctx) {
   options.activation = activation_.elementwise;
   options.recurrent_activation = recurrent_activation_.elementwise;
   options.return_sequences = return_sequences_;
-  // Keras 3.0-3.4's ConvLSTM2D cell applies neither dropout (its mask code is commented out):
-  // a model from those versions trains as they trained it.
-  const bool keras3_convlstm_without_dropout = convolutional_ && version_.major == 3 && version_.minor <= 4;
-  options.dropout = keras3_convlstm_without_dropout ? 0.0f : static_cast<float>(dropout_);
-  options.recurrent_dropout = keras3_convlstm_without_dropout ? 0.0f : static_cast<float>(recurrent_dropout_);
+  options.dropout = trains_without_dropout() ? 0.0f : static_cast<float>(dropout_);
+  options.recurrent_dropout = trains_without_dropout() ? 0.0f : static_cast<float>(recurrent_dropout_);
   options.input_dropout = input_dropout_masks();
   options.training = ctx.training;
   options.rng = ctx.rng;

@@ -279,11 +279,6 @@ nlohmann::json saved_loss_config(const io::KerasModelFile& file, const nlohmann:
   return record.is_object() && record.contains("loss") ? record["loss"] : nlohmann::json();
 }
 
-SavedLoss saved_loss(const io::KerasModelFile& file, const nlohmann::json& config) {
-  const nlohmann::json loss = saved_loss_config(file, config);
-  return loss.is_null() ? SavedLoss::None : saved_loss(loss);
-}
-
 // What a recorded loss asks of training that hisvid's cross-entropy does not do: label
 // smoothing, a reduction other than the batch mean; empty when nothing.
 std::string loss_options_not_applied(const nlohmann::json& loss) {
@@ -634,8 +629,9 @@ LoadedModel load_model(const std::string& path) {
   const std::vector<std::string> trainable_names = load_weights_mapped(model, file, path);
   ModelExtras& extras = loaded.extras;
   warn_non_finite(model, path, &extras.warnings);
-  note_linear_head(model, path, saved_loss(file, config), &extras.warnings);
-  extras.loss_options_not_applied = loss_options_not_applied(saved_loss_config(file, config));
+  const nlohmann::json loss = saved_loss_config(file, config);
+  note_linear_head(model, path, loss.is_null() ? SavedLoss::None : saved_loss(loss), &extras.warnings);
+  extras.loss_options_not_applied = loss_options_not_applied(loss);
 
   if (meta.contains("class_names")) {
     if (!meta["class_names"].is_array() ||

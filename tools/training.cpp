@@ -196,8 +196,7 @@ std::vector<std::string> rules_changed_for(const models::Sequential& model) {
     }
     if (const auto* r = dynamic_cast<const layers::Recurrent*>(inner)) {
       const layers::KerasVersion& v = r->keras_version();
-      if (r->convolutional() && v.major == 3 && v.minor <= 4 &&
-          (r->dropout() > 0 || r->recurrent_dropout() > 0)) {
+      if (r->trains_without_dropout() && (r->dropout() > 0 || r->recurrent_dropout() > 0)) {
         changes.push_back(fmt::format("ConvLSTM2D '{}' now trains without dropout, as Keras {} did",
                                       layer->name(), v.str()));
       }
