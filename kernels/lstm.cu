@@ -622,10 +622,12 @@ __global__ void __launch_bounds__(kStepV2MaxThreads)
 // Launches kernel<PY, masked> over k's images, or returns false where tiles_v2 does not apply.
 // A step without the recurrent term (`recurrent` false: forward t = 0, backward t = T-1) stages
 // nothing and takes no shared memory.
+// rows: the pixels a thread takes, 2 or 4 (every tile height divides by 4), or 0 for
+// step_v2_rows's choice.
 template <typename Step, template <int, bool> class Kernel>
-bool launch_step_tiles_v2(const Step& k, bool recurrent, cudaStream_t stream) {
+bool launch_step_tiles_v2(const Step& k, bool recurrent, int rows, cudaStream_t stream) {
   if (!step_v2_apply(k)) return false;
-  const int TH = step_v2_tile_h(k.F), TW = step_v2_tile_w(k.F), PY = step_v2_rows(k);
+  const int TH = step_v2_tile_h(k.F), TW = step_v2_tile_w(k.F), PY = rows != 0 ? rows : step_v2_rows(k);
   const int64_t tiles = ((k.H + TH - 1) / TH) * ((k.W + TW - 1) / TW);
   if (tiles > 0x7fffffff) throw std::runtime_error("hisvid::cuda::convlstm step tiles_v2: image too large");
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(k.N));
@@ -934,17 +936,38 @@ void convlstm_step_backward_tiles(const ConvLstmStepBackward<float>& k, cudaStre
     convlstm_step_backward_v1(k, stream);
 }
 
-void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
-  require_history(k, "cuda::convlstm_step_forward_tiles_v2");
+namespace {
+
+void step_forward_tiles_v2(const ConvLstmStepForward<float>& k, int rows, const char* what,
+                           cudaStream_t stream) {
+  require_history(k, what);
   if (k.N * k.P() * k.F <= 0) return;
-  if (!launch_step_tiles_v2<ConvLstmStepForward<float>, ForwardTilesV2>(k, k.t > 0, stream))
+  if (!launch_step_tiles_v2<ConvLstmStepForward<float>, ForwardTilesV2>(k, k.t > 0, rows, stream))
     convlstm_step_forward_v1(k, stream);
 }
 
-void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+void step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, int rows, cudaStream_t stream) {
   if (k.N * k.P() * k.F <= 0) return;
-  if (!launch_step_tiles_v2<ConvLstmStepBackward<float>, BackwardTilesV2>(k, k.t + 1 < k.steps, stream))
+  if (!launch_step_tiles_v2<ConvLstmStepBackward<float>, BackwardTilesV2>(k, k.t + 1 < k.steps, rows, stream))
     convlstm_step_backward_v1(k, stream);
+}
+
+}  // namespace
+
+void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  step_forward_tiles_v2(k, 0, "cuda::convlstm_step_forward_tiles_v2", stream);
+}
+
+void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  step_backward_tiles_v2(k, 0, stream);
+}
+
+void convlstm_step_forward_tiles_v2_rows4(const ConvLstmStepForward<float>& k, cudaStream_t stream) {
+  step_forward_tiles_v2(k, 4, "cuda::convlstm_step_forward_tiles_v2_rows4", stream);
+}
+
+void convlstm_step_backward_tiles_v2_rows4(const ConvLstmStepBackward<float>& k, cudaStream_t stream) {
+  step_backward_tiles_v2(k, 4, stream);
 }
 
 void convlstm_step_forward_v1(const ConvLstmStepForward<float>& k, cudaStream_t stream) {

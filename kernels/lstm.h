@@ -369,6 +369,11 @@ void convlstm_step_backward_lanes_v2(const ConvLstmStepBackward<float>& k, cudaS
 // unit for 2 or 4 pixels one above the other, its sums in registers.
 void convlstm_step_forward_tiles_v2(const ConvLstmStepForward<float>& k, cudaStream_t stream);
 void convlstm_step_backward_tiles_v2(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
+// tiles_v2 with 4 pixels a thread wherever tiles_v2 applies. tiles_v2 itself takes 4 only where
+// the image has 16 rows or more and its tiles fill the GPU's multiprocessors (2 elsewhere): this
+// row checks the 4-pixel kernels on every harness case, whatever the GPU.
+void convlstm_step_forward_tiles_v2_rows4(const ConvLstmStepForward<float>& k, cudaStream_t stream);
+void convlstm_step_backward_tiles_v2_rows4(const ConvLstmStepBackward<float>& k, cudaStream_t stream);
 // Where the tiles and tiles_v2 rows run their own kernels (v1 elsewhere); tiles_v2's shared
 // memory is held against the current device's opt-in limit.
 bool convlstm_step_tiles_apply(const ConvLstmStepForward<float>& k);

@@ -46,6 +46,10 @@ const bool cuda_rows = register_rows(
     cuda_row<cuda::convlstm_step_forward_tiles_v2>("cuda.tiles_v2", Role::Alternative)
         .where(cuda::convlstm_step_tiles_v2_apply),
     cuda_row<cuda::convlstm_step_backward_tiles_v2>("cuda.tiles_v2", Role::Alternative)
+        .where(cuda::convlstm_step_tiles_v2_apply),
+    cuda_row<cuda::convlstm_step_forward_tiles_v2_rows4>("cuda.tiles_v2_rows4", Role::Alternative)
+        .where(cuda::convlstm_step_tiles_v2_apply),
+    cuda_row<cuda::convlstm_step_backward_tiles_v2_rows4>("cuda.tiles_v2_rows4", Role::Alternative)
         .where(cuda::convlstm_step_tiles_v2_apply));
 #endif
 
@@ -238,7 +242,7 @@ const StepShape kStepShapes[] = {
     {2, 3, 9, 17, 16, 1, 5, 5, Activation::HardSigmoid, false, true, 3},      // no masks, all of R too large: gate by gate
     {2, 3, 13, 13, 14, 1, 3, 3, Activation::HardSigmoid, true, true, 3},      // the third layer: tiles_v2's 2x2 8x8 tiles, 2 rows a thread
     {3, 3, 5, 5, 16, 1, 3, 3, Activation::HardSigmoid, true, false, 2},       // the last layer with masks: tiles_v2's 61 KiB of shared memory
-    {2, 3, 29, 19, 8, 1, 3, 3, Activation::HardSigmoid, true, true, 3},       // the second layer's filters: 16x8 tiles, 4 rows a thread
+    {2, 3, 29, 19, 8, 1, 3, 3, Activation::HardSigmoid, true, true, 3},       // the second layer's filters: 8x16 tiles (4 rows a thread in cuda.tiles_v2_rows4)
     {2, 3, 17, 33, 3, 1, 3, 3, Activation::HardSigmoid, false, false, 3},     // no masks, 16x16 tiles cut at both edges
 };
 // clang-format on
