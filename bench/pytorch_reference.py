@@ -767,6 +767,22 @@ def stop_on_sigterm(signum, frame):
     raise Stopped()
 
 
+def die_with_parent():
+    """A worker is killed when the process that started it ends, however it ends: a SIGKILL of
+    that process (the end of a device call) runs no `finally`, and the worker, in a session of
+    its own, would go on measuring into the next call (Linux's PR_SET_PDEATHSIG; elsewhere
+    nothing is done)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent was gone before the request was made
+        os._exit(1)
+
+
 def run_worker(models, variant, device, args, report):
     """Runs one variant over all models in a child process (CUDA; the CPU with --isolate), so
     that a crash, a poisoned CUDA context (a failed graph capture) or compile state cannot
@@ -863,6 +879,8 @@ def main(argv=None):
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failing variants")
     args = ap.parse_args(argv)
+    if args.worker:
+        die_with_parent()
 
     models = [m for m in args.models.split(",") if m]
     for m in models:
