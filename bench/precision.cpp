@@ -147,6 +147,14 @@ void compare(Run& run, const Run& first) {
   run.largest_probability_difference = largest;
 }
 
+// The run's row of the table printed at the end.
+std::string table_row(const Run& run) {
+  return fmt::format("| {} | {} | {} ({}) | {:.4f} | {:.2f}% | {:.4f} | {:.3f} | {:.3f} | {:.1f}% | {:.2e} |",
+                     run.model, run.precision, run.epochs, run.best_epoch, run.test.loss,
+                     100.0 * run.test.accuracy, run.report.macro.f1, run.train_ms_per_step,
+                     run.test.ms_per_step, 100.0 * run.same_class, run.largest_probability_difference);
+}
+
 nlohmann::json to_json(const Run& run) {
   return {{"model", run.model},
           {"precision", run.precision},
@@ -230,6 +238,9 @@ int run_all(const Args& args) {
       std::fflush(stdout);
       runs.push_back(train_once(args, name, precision, clips, split, device));
       compare(runs.back(), runs[first]);
+      // The run's row at once: a run stopped by a time limit later keeps the ones done.
+      std::printf("done: %s\n", table_row(runs.back()).c_str());
+      std::fflush(stdout);
     }
   }
 
@@ -238,12 +249,7 @@ int run_all(const Args& args) {
       "eval ms/step | same class as %s | largest probability difference |\n",
       precisions.front().c_str());
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const Run& run : runs) {
-    std::printf("| %s | %s | %d (%d) | %.4f | %.2f%% | %.4f | %.3f | %.3f | %.1f%% | %.2e |\n",
-                run.model.c_str(), run.precision.c_str(), run.epochs, run.best_epoch, run.test.loss,
-                100.0 * run.test.accuracy, run.report.macro.f1, run.train_ms_per_step, run.test.ms_per_step,
-                100.0 * run.same_class, run.largest_probability_difference);
-  }
+  for (const Run& run : runs) std::printf("%s\n", table_row(run).c_str());
   std::printf(
       "(device %s; training batch 4, evaluation batch 32; ms/step: median over the epochs / the test "
       "split's steps)\n",
