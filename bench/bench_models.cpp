@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -51,31 +52,40 @@ void run(benchmark::State& state, const std::string& model, Device device, Step 
   const int batch = static_cast<int>(state.range(0));
   const bool train = kind == Step::Train || kind == Step::GraphTrain;
   const bool graph = kind == Step::GraphTrain || kind == Step::GraphEval;
-  hisvid::bench::StepRunner runner(model, 4, batch, device);
+  // An error anywhere (building the model, a step, a device fault) ends this benchmark with
+  // it, and the others still run.
+  std::unique_ptr<hisvid::bench::StepRunner> runner;
   const auto step = [&] {
-    if (kind == Step::Train) runner.train_step();
-    if (kind == Step::Eval) runner.eval_step();
-    if (kind == Step::GraphTrain) runner.graph_train_step();
-    if (kind == Step::GraphEval) runner.graph_eval_step();
+    if (kind == Step::Train) runner->train_step();
+    if (kind == Step::Eval) runner->eval_step();
+    if (kind == Step::GraphTrain) runner->graph_train_step();
+    if (kind == Step::GraphEval) runner->graph_eval_step();
   };
-  // What this model's steps hold, its workspace included, and not the largest workspace of the
-  // models benchmarked before it.
-  hisvid::allocator_for(device).release_workspace();
   try {
+    runner = std::make_unique<hisvid::bench::StepRunner>(model, 4, batch, device);
+    // What this model's steps hold, its workspace included, and not the largest workspace of
+    // the models benchmarked before it.
+    hisvid::allocator_for(device).release_workspace();
     // Warm-up: 2 steps (a graph step: the 2 direct steps, then the capture and its replay).
     for (int i = 0; i < (graph ? 3 : 2); ++i) step();
+    runner->sync();
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;
   }
-  runner.sync();
   hisvid::Allocator& memory = hisvid::allocator_for(device);
   memory.reset_peak();
   const uint64_t calls_before = hisvid::device_calls();
   for (auto _ : state) {
-    step();
-    runner.sync();
+    try {
+      step();
+      runner->sync();
+    } catch (const std::exception& e) {
+      state.SkipWithError(e.what());
+      break;
+    }
   }
+  if (state.error_occurred()) return;
   state.counters["calls_per_step"] =
       static_cast<double>(hisvid::device_calls() - calls_before) / static_cast<double>(state.iterations());
   state.SetItemsProcessed(state.iterations() * batch);

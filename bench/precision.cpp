@@ -126,6 +126,8 @@ Run train_once(const Args& args, const std::string& name, const std::string& pre
   std::vector<int> identity(clips.class_names.size());
   for (size_t k = 0; k < identity.size(); ++k) identity[k] = static_cast<int>(k);
   run.test = models::evaluate(model, clips, split.test, 32, identity, args.cuda_graphs);
+  const std::string graph = models::graph_note(run.test.graph_status, "test evaluation step");
+  if (!graph.empty()) std::printf("  %s\n", graph.c_str());
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   run.report = models::classification_report(run.test.truth, run.test.predicted, clips.class_names);
   if (device.is_cuda()) cuda_set_allow_tf32(device, false);

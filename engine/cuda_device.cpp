@@ -87,6 +87,7 @@ class CachingAllocator final : public CountingAllocator {
         const Block block = blocks_.at(workspace_);
         retired_.emplace_back(block.class_bytes, workspace_);
         note_freed(block.requested);
+        keep_for_graphs(workspace_, block.requested);
         blocks_.erase(workspace_);
         workspace_ = nullptr;
       }
@@ -153,6 +154,7 @@ class CachingAllocator final : public CountingAllocator {
     // A capture takes its pool's blocks, then the general cache's (their earlier uses are all
     // queued before the capture began), and they become the pool's.
     Cached block = open_pool_ == 0 ? Cached{nullptr, 0} : take_cached(pools_[open_pool_], cls);
+    if (block.ptr != nullptr) give_up_kept(block.ptr);
     if (block.ptr == nullptr) block = take_cached(free_, cls);
     if (block.ptr == nullptr) block = Cached{malloc_device(cls, bytes), cls};
     blocks_[block.ptr] = Block{block.bytes, bytes, open_pool_};
@@ -180,6 +182,20 @@ class CachingAllocator final : public CountingAllocator {
     auto pool = owner == 0 ? pools_.end() : pools_.find(owner);
     FreeLists& cache = pool == pools_.end() ? free_ : pool->second;
     cache[block.class_bytes].push_back(ptr);
+    if (pool != pools_.end()) keep_for_graphs(ptr, block.requested);
+  }
+
+  // A block a graph's replays may use (in its pool, or a retired workspace) counts in the peak
+  // as `bytes` until it is handed out again or joins the general cache.
+  void keep_for_graphs(void* ptr, size_t bytes) {
+    kept_[ptr] = bytes;
+    note_graph_kept(bytes);
+  }
+  void give_up_kept(void* ptr) {
+    auto it = kept_.find(ptr);
+    if (it == kept_.end()) return;
+    note_graph_gave_up(it->second);
+    kept_.erase(it);
   }
 
  public:
@@ -203,11 +219,15 @@ class CachingAllocator final : public CountingAllocator {
     for (auto& [cls, ptrs] : pool->second) {
       std::vector<void*>& into = free_[cls];
       into.insert(into.end(), ptrs.begin(), ptrs.end());
+      for (void* ptr : ptrs) give_up_kept(ptr);
     }
     pools_.erase(pool);
     if (open_pool_ == id) open_pool_ = 0;
     if (pools_.empty()) {
-      for (const auto& [cls, ptr] : retired_) free_[cls].push_back(ptr);
+      for (const auto& [cls, ptr] : retired_) {
+        free_[cls].push_back(ptr);
+        give_up_kept(ptr);
+      }
       retired_.clear();
     }
   }
@@ -266,6 +286,7 @@ class CachingAllocator final : public CountingAllocator {
   std::map<int, FreeLists> pools_;           // the graph pools' free blocks, by pool id
   int open_pool_ = 0, next_pool_ = 1;
   std::vector<std::pair<size_t, void*>> retired_;  // workspaces replaced while a graph lived
+  std::unordered_map<void*, size_t> kept_;         // pool and retired blocks: bytes counted in the peak
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool exiting_ = false;

@@ -36,7 +36,9 @@ class Allocator {
   virtual ~Allocator() = default;
   virtual void* allocate(size_t bytes) = 0;
   virtual void deallocate(void* ptr, size_t bytes) = 0;
-  // Bytes currently handed out, and the most ever handed out at once.
+  // Bytes currently handed out; the most ever held at once, counting besides what is handed out
+  // the blocks a CUDA graph keeps for its replays (its pool's free blocks: the activations of a
+  // captured step, which no tensor holds between replays but no other allocation may take).
   virtual size_t bytes_in_use() const = 0;
   virtual size_t peak_bytes_in_use() const = 0;
   virtual void reset_peak() = 0;
@@ -66,7 +68,7 @@ class CountingAllocator : public Allocator {
   }
   void reset_peak() override {
     std::lock_guard<std::mutex> lock(mutex_);
-    peak_ = in_use_;
+    peak_ = in_use_ + graph_held_;
   }
   size_t system_allocations() const override {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -76,16 +78,23 @@ class CountingAllocator : public Allocator {
  protected:
   void note_allocated(size_t bytes) {
     in_use_ += bytes;
-    peak_ = std::max(peak_, in_use_);
+    peak_ = std::max(peak_, in_use_ + graph_held_);
   }
   void note_freed(size_t bytes) { in_use_ -= bytes; }
+  // Bytes a graph's pool keeps from here on (a block freed into it), and gives up (a block taken
+  // from it, or the pool released).
+  void note_graph_kept(size_t bytes) {
+    graph_held_ += bytes;
+    peak_ = std::max(peak_, in_use_ + graph_held_);
+  }
+  void note_graph_gave_up(size_t bytes) { graph_held_ -= bytes; }
   void note_system_allocation() { ++system_allocations_; }
   size_t in_use_locked() const { return in_use_; }
 
   mutable std::mutex mutex_;
 
  private:
-  size_t in_use_ = 0, peak_ = 0, system_allocations_ = 0;
+  size_t in_use_ = 0, peak_ = 0, system_allocations_ = 0, graph_held_ = 0;
 };
 
 Allocator& allocator_for(Device device);

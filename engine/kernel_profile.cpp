@@ -34,7 +34,7 @@ size_t KernelProfile::begin(const char* kernel) {
   Call& call = calls_.back();
   call.kernel = kernel;
   if (device_.is_cuda()) {
-    call.start = cuda_mark(device_);  // on failure the call stays without events: rows() skips it
+    call.start = cuda_mark(device_);  // throws on failure: the profiled call fails with the error
   } else {
     call.t0 = std::chrono::steady_clock::now();
   }

@@ -245,7 +245,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
                                             Shape{e.sequence_length, e.height, e.width, e.channels},
                                             model_.num_classes(), options_.cuda_graphs);
   }
-  std::string graph_status;
+  std::string graph_status, validation_graph_status;  // said when they change
   for (int epoch = static_cast<int>(history_.size()) + 1; epoch <= options_.epochs && !already_stopped;
        ++epoch) {
     const Clock::time_point epoch_start = Clock::now();
@@ -378,9 +378,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
     }
     if (direct && direct->graph_status() != graph_status) {
       graph_status = direct->graph_status();
-      message(graph_status == "replaying"
-                  ? "CUDA graph: the training step is captured and replayed"
-                  : fmt::format("CUDA graph: not used ({}); the steps run directly", graph_status));
+      message(graph_note(graph_status, "training step"));
     }
     log.loss = loss_sum / static_cast<double>(seen);
     log.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
@@ -405,6 +403,10 @@ FitResult Trainer::fit(const FitProgress& progress) {
         }
         const Evaluation val =
             evaluate(*validation, clips_, split_.validation, options_.batch_size, identity);
+        if (val.graph_status != validation_graph_status) {
+          validation_graph_status = val.graph_status;
+          message(graph_note(validation_graph_status, "validation step"));
+        }
         log.val_loss = val.loss;
         log.val_accuracy = val.accuracy;
       }
@@ -492,7 +494,15 @@ Evaluation evaluate(InferenceStep& step, const io::ClipSet& clips, const std::ve
     ev.loss = sums[kStepLossSum] / samples;
     ev.accuracy = sums[kStepCorrect] / samples;
   }
+  ev.graph_status = step.graph_status();
   return ev;
+}
+
+std::string graph_note(const std::string& status, const std::string& what) {
+  if (status.empty()) return "";
+  return status == "replaying"
+             ? fmt::format("CUDA graph: the {} is captured and replayed", what)
+             : fmt::format("CUDA graph: not used for the {} ({}); its steps run directly", what, status);
 }
 
 Tensor predict(Sequential& model, const Tensor& x, size_t batch_size) {

@@ -132,7 +132,13 @@ struct Evaluation {
   std::vector<std::string> paths;         // the video of each clip
   int steps = 0;
   double ms_per_step = 0.0;
+  // The step's CUDA graph (models/inference_step.h graph_status): "replaying", why it could not
+  // be captured, or "" where none was tried (the CPU, graphs off, or too few batches of a size).
+  std::string graph_status;
 };
+
+// What an evaluation with cuda_graphs says about its graph: "" when none was tried.
+std::string graph_note(const std::string& status, const std::string& what);
 
 // Inference over the given clips in batches. label_map[i] is the model's class index for the
 // clip set's label i (classes matched by name; see match_classes). Each batch is one step of

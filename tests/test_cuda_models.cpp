@@ -27,10 +27,17 @@
 #include "kernels/philox.h"
 #include "kernels/softmax.h"
 #include "models/inference_step.h"
+#include "models/trainer.h"
 #include "models/training_step.h"
 #include "models/zoo.h"
 #include "tests/test_support.h"
 #include "tests/tiny_models.h"
+
+#ifdef HISVID_WITH_CUDA
+#include <cublas_v2.h>
+
+#include "kernels/cuda_context.h"
+#endif
 
 namespace hisvid {
 namespace {
@@ -520,6 +527,14 @@ TEST(CudaModelParity, TinyTrainingRunsUnderTf32) {
     TrainingRun tf32;
     {
       const AllowTf32 allow(Device::cuda(0));
+#ifdef HISVID_WITH_CUDA
+      // The switch reached cuBLAS's GEMMs and the convolutions' cuDNN descriptors, or the drift
+      // below would be float32's and say nothing about TF32.
+      cublasMath_t mode{};
+      ASSERT_EQ(cublasGetMathMode(cuda::context(0).cublas(), &mode), CUBLAS_STATUS_SUCCESS);
+      EXPECT_EQ(mode, CUBLAS_TF32_TENSOR_OP_MATH);
+      EXPECT_EQ(cuda::context(0).cudnn_math_type(), CUDNN_TENSOR_OP_MATH);
+#endif
       tf32 = training_run(model, loss_of, Device::cuda(0), DType::Float32);
     }
     expect_learns(tf32);
@@ -629,6 +644,63 @@ TEST(CudaGraphs, CapturedBlocksStayTheGraphsAndReplaysCompute) {
   EXPECT_EQ(*std::max_element(replayed.begin(), replayed.end()), 12.0);
 }
 
+// The blocks a graph keeps for its replays count in the peak while it lives, though no tensor
+// holds them: the peak of a step replayed from a graph (hisvid_bench's peak_mem_mb of the
+// train_graph and eval_graph rows, reset after the capture) includes the captured step's
+// activations. Once the graph is gone they do not.
+TEST(CudaGraphs, TheBlocksAGraphKeepsCountInThePeak) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
+  const Device gpu = Device::cuda(0);
+  Allocator& allocator = allocator_for(gpu);
+  const Tensor x = Tensor::full(Shape{1 << 20}, 3.0, DType::Float32, gpu);  // 4 MiB
+  Tensor out = Tensor::zeros(Shape{1 << 20}, DType::Float32, gpu);
+  const size_t scratch_bytes = size_t(4) << 20, in_use = allocator.bytes_in_use();
+  {
+    std::unique_ptr<CudaGraph> graph = cuda_capture(gpu, [&] { out.copy_from(ops::add(ops::mul(x, x), x)); });
+    EXPECT_EQ(allocator.bytes_in_use(), in_use) << "the capture's scratch is freed into the graph's pool";
+    allocator.reset_peak();
+    EXPECT_GE(allocator.peak_bytes_in_use(), in_use + scratch_bytes);
+    graph->replay();
+    EXPECT_EQ(out.to_vector()[0], 12.0);
+  }
+  allocator.reset_peak();
+  EXPECT_LT(allocator.peak_bytes_in_use(), in_use + scratch_bytes);
+}
+
+// A workspace replaced by a larger one while a graph lives is not handed out again until the
+// graph is gone: the graph's kernels use it as scratch at every replay. The old block's size
+// class is asked for right after the replacement; once the graph is destroyed, that block is
+// the one handed out (so the check above could see it).
+TEST(CudaGraphs, AWorkspaceReplacedUnderAGraphIsNotHandedOut) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
+#ifdef HISVID_WITH_CUDA
+  const Device gpu = Device::cuda(0);
+  Allocator& allocator = allocator_for(gpu);  // installs itself as the context's workspace provider
+  cuda::Context& ctx = cuda::context(0);
+  constexpr size_t kOld = size_t(8) << 20, kNew = size_t(64) << 20;
+  allocator.release_workspace();  // no graph lives: the next workspace is a fresh 8 MiB one
+  void* old_workspace = ctx.workspace(kOld);
+  const Tensor x = Tensor::full(Shape{1000}, 3.0, DType::Float32, gpu);
+  Tensor out = Tensor::zeros(Shape{1000}, DType::Float32, gpu);
+  {
+    std::unique_ptr<CudaGraph> graph = cuda_capture(gpu, [&] { out.copy_from(ops::mul(x, x)); });
+    EXPECT_NE(ctx.workspace(kNew), old_workspace);
+    void* probe = allocator.allocate(kOld);
+    EXPECT_NE(probe, old_workspace) << "the replaced workspace was handed out while a graph lives";
+    allocator.deallocate(probe, kOld);
+    graph->replay();
+    EXPECT_EQ(out.to_vector()[0], 9.0);
+  }
+  void* after = allocator.allocate(kOld);
+  EXPECT_EQ(after, old_workspace) << "the retired workspace did not join the cache with the graph gone";
+  allocator.deallocate(after, kOld);
+#endif
+}
+
 // What cannot be captured (here a host read of a device value inside the capture) is an
 // error naming the capture, and the device works as before after it.
 TEST(CudaGraphs, AnUncapturableStepIsAnErrorAndTheStreamRecovers) {
@@ -716,6 +788,69 @@ TEST(CudaGraphs, ReplayedStepsAreTheDirectStepsBitForBit) {
     EXPECT_EQ(replayed.weights, direct.weights);
     EXPECT_EQ(replayed.kept, (std::vector<double>{7.0, 7.0}));
   }
+}
+
+// Trainer::fit with cuda_graphs is fit without them bit for bit: the LRCN on 31 clips of
+// Philox pixels, 22 training (5 full batches of 4 and one of 2, run directly) and 9 validation
+// (batches 4, 4, 1; the validation step is captured in the second epoch, after its two direct
+// steps, and replayed beside the training graph, the two sharing the workspace), augmentation
+// on, three epochs under EarlyStopping restoring the best weights in place. Every epoch's
+// metrics, the weights and the optimizer's count, and both graphs said to be replayed.
+TEST(CudaGraphs, FitWithGraphsIsFitWithoutThem) {
+  const std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  if (!graphs_capturable()) GTEST_SKIP() << kDebugCapture;
+  constexpr int kClasses = 4;
+  constexpr size_t kClips = 31, kTraining = 22;
+  io::ClipSet clips;
+  for (int k = 0; k < kClasses; ++k) clips.class_names.push_back("class" + std::to_string(k));
+  clips.extraction = {20, 64, 64, 3};
+  clips.pixels.resize(kClips * clips.clip_elements());
+  for (size_t i = 0; i < clips.pixels.size(); ++i)
+    clips.pixels[i] = static_cast<uint8_t>(philox_uniform(0xF17, 0, i) * 256.0f);
+  io::Split split;
+  for (size_t i = 0; i < kClips; ++i) {
+    clips.labels.push_back(static_cast<int>(i % kClasses));
+    clips.paths.push_back("clip" + std::to_string(i) + ".avi");
+    (i < kTraining ? split.train : split.validation).push_back(i);
+  }
+  struct Run {
+    std::vector<std::vector<double>> metrics, weights;
+    int64_t iterations = 0;
+    std::vector<std::string> messages;
+  };
+  const auto fit = [&](bool graphs) {
+    models::Sequential model = models::load_spec("lrcn", kClasses);
+    model.build(3);
+    model.to(Device::cuda(0));
+    Adam adam;
+    models::FitOptions options;
+    options.epochs = 3;
+    options.batch_size = 4;
+    options.augmentation = io::Augmentation{true, 0.1, 0.2, 0.02};
+    options.early_stopping = models::EarlyStoppingConfig{"val_loss", 1, 0.0, true};
+    options.cuda_graphs = graphs;
+    models::Trainer trainer(model, adam, clips, split, options, 9);
+    Run r;
+    models::FitProgress progress;
+    progress.on_message = [&](const std::string& text) { r.messages.push_back(text); };
+    for (const models::EpochLog& log : trainer.fit(progress).history)
+      r.metrics.push_back({log.loss, log.accuracy, log.val_loss, log.val_accuracy});
+    for (const Tensor& w : model.trainable_weights()) r.weights.push_back(w.to_vector());
+    r.iterations = adam.iterations();
+    return r;
+  };
+  const Run direct = fit(false), replayed = fit(true);
+  const auto said = [&](const std::string& text) {
+    return std::find(replayed.messages.begin(), replayed.messages.end(), text) != replayed.messages.end();
+  };
+  EXPECT_TRUE(said("CUDA graph: the training step is captured and replayed"));
+  EXPECT_TRUE(said("CUDA graph: the validation step is captured and replayed"));
+  ASSERT_EQ(replayed.metrics.size(), direct.metrics.size());
+  for (size_t e = 0; e < direct.metrics.size(); ++e)
+    EXPECT_EQ(replayed.metrics[e], direct.metrics[e]) << "epoch " << e + 1;
+  EXPECT_EQ(replayed.iterations, direct.iterations);
+  EXPECT_EQ(replayed.weights, direct.weights);
 }
 
 // An evaluation step replayed from a CUDA graph is the direct step bit for bit
