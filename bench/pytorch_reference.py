@@ -779,7 +779,10 @@ def die_with_parent():
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent was gone before the request was made
+    # The parent may have gone before the request was made (the worker then belongs to init or
+    # to a subreaper): its pid, passed down, is no longer this process's parent.
+    parent = os.environ.get("HISVID_PYTORCH_PARENT")
+    if parent is not None and os.getppid() != int(parent):
         os._exit(1)
 
 
@@ -807,7 +810,8 @@ def run_worker(models, variant, device, args, report):
     # error) stops that session first, in the `finally`.
     proc, stopped, sigterm, err, done = None, None, False, "", []
     try:
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env=dict(os.environ, HISVID_PYTORCH_PARENT=str(os.getpid())))
         try:
             _, err = proc.communicate(timeout=args.variant_timeout)
         except subprocess.TimeoutExpired:

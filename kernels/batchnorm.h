@@ -101,7 +101,8 @@ struct BatchnormBackward {
 //                                                                    standalone Keras
 // Bit for bit on the host (x86-64 builds without FMA contraction: each product rounds as
 // TensorFlow's CPU kernels round it). The CUDA row compiles the same expressions under nvcc's
-// default contraction into fma, within an ulp of the host; TensorFlow's own GPU paths (cuDNN's
+// default contraction into fma, which rounds once where the host rounds twice: close to the
+// host, not bit for bit (the harness holds it to kFused); TensorFlow's own GPU paths (cuDNN's
 // running averages on the fused one) have roundings of their own, which no test compares.
 template <typename T>
 HISVID_HD T moving_average(T moving, T batch, T factor, MovingUpdate update, T momentum, T decay) {

@@ -54,8 +54,9 @@ struct FitOptions {
   // every global batch of batch_size clips, the gradients are summed across ranks, and rank 0
   // alone writes files. Null or one rank: one process, as ever.
   Communicator* communicator = nullptr;
-  // One process on a CUDA device: capture the training step into a CUDA graph and replay it
-  // (models/training_step.h); the results are the direct steps' bit for bit.
+  // One process on a CUDA device: capture the training step and the validation step into CUDA
+  // graphs and replay them (models/training_step.h, models/inference_step.h); the results are
+  // the direct steps' bit for bit.
   bool cuda_graphs = false;
 };
 

@@ -134,8 +134,8 @@ void add_evaluate_command(CLI::App& app) {
     const models::Evaluation ev =
         models::evaluate(loaded.model, clips, indices, args->batch_size, label_map, args->cuda_graphs);
     models::require_finite_outputs(ev.probs, args->weights);
-    if (args->cuda_graphs && !models::graph_note(ev.graph_status, "evaluation step").empty())
-      console.note(models::graph_note(ev.graph_status, "evaluation step"));
+    const std::string graph = models::graph_note(ev.graph_status, "evaluation step");
+    if (!graph.empty()) console.note(graph);
     const models::ClassificationReport report =
         models::classification_report(ev.truth, ev.predicted, model_classes);
     console.finish(ev.steps, ev.ms_per_step * ev.steps / 1000.0, ev.ms_per_step,
