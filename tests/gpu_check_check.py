@@ -58,6 +58,7 @@ echo "[  PASSED  ] 1 test."
 """
 
 KERNEL_LAB = r"""#!/usr/bin/env bash
+echo "arguments: $# $*"
 echo "| kernel | case | row | check |"
 echo "| conv2d_forward | a | cuda | ok |"
 [ "${FAKE_LAB:-}" = slow ] && exec sleep 100
@@ -181,7 +182,8 @@ def main():
         # block; the sanitizer runs the small cases; no more files than a device call returns.
         proc, report, files, read, _ = gpu_check(
             "all", ["tests", "steps", "bench", "lab", "sanitizer", "precision", "--", "--models", "lrcn",
-                    "--skip-pytorch"], GPU_CHECK_BASELINE="HISVID_CUDA_CONV=rule", FAKE_FAIL_STEP="tiles")
+                    "--skip-pytorch"], GPU_CHECK_BASELINE="HISVID_CUDA_CONV=rule", FAKE_FAIL_STEP="tiles",
+            GPU_CHECK_LAB_ARGS="--kernel a,b --case seed_,N4")
         check(proc.returncode == 1, f"a failed forced step: exit {proc.returncode}, expected 1\n{proc.stdout}")
         check("ConvLSTM step tiles failed forced" in report, "the failed forced step is not named")
         check("env conv= step=v1" in read("bench.log"), "bench/compare's hisvid_bench did not run with step v1")
@@ -191,6 +193,8 @@ def main():
         check("other_kernel" not in report, "another kernel's instructions were counted")
         check("```\n\n| model | precision" in report, "the precision table is not in the report after its runs")
         check("done: | lrcn | float32" in report, "the precision run's row is not in the report as printed")
+        check("arguments: 9 --row cuda* --time --min-time 0.02 --kernel a,b --case seed_,N4" in read("lab.md"),
+              "GPU_CHECK_LAB_ARGS did not reach kernel_lab as words: " + read("lab.md"))
         check("max_flops=2e7" in read("sanitizer.log"), "the sanitizer did not run the small cases only")
         check("A.One" in read("sanitizer.log"), "the sanitizer log does not name the tests that passed")
         check("## per layer" in report and "total (synchronised per layer)" in report, "no per-layer table")
