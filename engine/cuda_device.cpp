@@ -1,28 +1,15 @@
 // The CUDA entry points of engine/cuda_device.h: the caching allocator, copies, zeroing and
 // synchronisation, all ordered on the device's context stream (kernels/cuda_context.h).
 //
-// Caching allocator. cudaMalloc and cudaFree are slow and synchronise the device, and a
-// training step of fixed shape asks for the same sizes every step. So freed blocks go to a
-// per-device pool, keyed by size class, and the next request of that class takes one back:
-// once warm, a step makes no cudaMalloc or cudaFree (and can be captured into a CUDA graph).
-// Reuse without synchronising is safe because every kernel, copy and memset of the engine
-// runs on the one context stream: work that used a freed block is queued before any work
-// that uses it again. Size classes: multiples of 512 bytes up to 1 MiB, of 2 MiB above; a
-// large request may take a cached block up to 1/8 larger. When cudaMalloc fails, the cached
-// blocks are released and the allocation retried once.
-//
+// Caching allocator (engine/block_cache.h over cudaMalloc and cudaFree). cudaMalloc and
+// cudaFree are slow and synchronise the device, and a training step of fixed shape asks for the
+// same sizes every step. So freed blocks are cached by size class, and the next request of that
+// class takes one back: once warm, a step makes no cudaMalloc or cudaFree (and can be captured
+// into a CUDA graph, whose replays keep their blocks in the graph's pool). Reuse without
+// synchronising is safe because every kernel, copy and memset of the engine runs on the one
+// context stream: work that used a freed block is queued before any work that uses it again.
 // The allocator also provides the context's workspace (cuDNN / cuBLAS / reduction scratch):
 // one block it holds and grows, handed out again on every request.
-//
-// Graph pools. A CUDA graph replays its kernels on the very addresses they used when it was
-// captured, long after the tensors there were freed. So while a capture runs, the allocator
-// takes blocks from a pool of that graph (its own freed blocks first, then cudaMalloc) and
-// never from the general cache; a pool's block, freed, returns to its pool. The pool's blocks
-// are the graph's until the graph goes: then its free blocks join the general cache, and the
-// ones still held by tensors join it when they are freed. The workspace is shared: it is
-// scratch within one kernel call, ordered on the one stream like everything else; a workspace
-// replaced by a larger one while a graph lives is kept out of the cache until no graph is left
-// (the graph's kernels may still use it).
 //
 // Exit. Tensors may be destroyed during static destruction, in any order, so allocators are
 // created once and never destroyed; an exit hook, constructed after the CUDA runtime has
@@ -35,13 +22,12 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "engine/block_cache.h"
 #include "engine/error.h"
 #include "kernels/cuda_context.h"
 
@@ -53,244 +39,28 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) fail("{}: {}", what, cudaGetErrorString(status));
 }
 
-size_t round_up(size_t bytes, size_t step) { return (bytes + step - 1) / step * step; }
-
-size_t size_class(size_t bytes) {
-  constexpr size_t kSmallLimit = size_t(1) << 20, kSmallStep = 512, kLargeStep = size_t(2) << 20;
-  return bytes <= kSmallLimit ? round_up(bytes, kSmallStep) : round_up(bytes, kLargeStep);
-}
-
-class CachingAllocator final : public CountingAllocator {
- public:
-  explicit CachingAllocator(int device) : device_(device) {}
-
-  void* allocate(size_t bytes) override {
-    if (bytes == 0) return nullptr;
-    std::lock_guard<std::mutex> lock(mutex_);
-    return allocate_locked(bytes);
-  }
-
-  void deallocate(void* ptr, size_t /*bytes: the size recorded at allocation is used*/) override {
-    if (ptr == nullptr) return;
-    std::lock_guard<std::mutex> lock(mutex_);
-    deallocate_locked(ptr);
-  }
-
-  // The context's workspace provider: at least `bytes`, the same block while it is large
-  // enough. The block replaced by a larger one returns to the pool (safe in stream order).
-  void* workspace(size_t bytes) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (workspace_bytes_ < bytes || workspace_ == nullptr) {
-      if (workspace_ != nullptr && !pools_.empty()) {
-        // A graph may have captured kernels using this block as scratch: it must never be
-        // handed out again while one lives (it joins the cache when the last pool goes).
-        const Block block = blocks_.at(workspace_);
-        retired_.emplace_back(block.class_bytes, workspace_);
-        note_freed(block.requested);
-        keep_for_graphs(workspace_, block.requested);
-        blocks_.erase(workspace_);
-        workspace_ = nullptr;
-      }
-      if (workspace_ != nullptr) deallocate_locked(workspace_);
-      workspace_ = nullptr;
-      workspace_bytes_ = 0;
-      workspace_ = allocate_locked(bytes);
-      workspace_bytes_ = blocks_.at(workspace_).class_bytes;
-    }
-    return workspace_;
-  }
-
-  // The workspace back to the cache (safe in stream order, as when a larger one replaces it),
-  // unless a graph lives: its kernels may use the block (workspace() then retires it).
-  void release_workspace() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (workspace_ == nullptr || !pools_.empty()) return;
-    deallocate_locked(workspace_);
-    workspace_ = nullptr;
-    workspace_bytes_ = 0;
-  }
-
-  // At exit: wait for the device, free the cached blocks and the workspace, and from now on
-  // free blocks as they are returned. Errors are ignored (the process is ending).
-  void release_at_exit() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    (void)cudaSetDevice(device_);
-    (void)cudaDeviceSynchronize();
-    if (workspace_ != nullptr) {
-      auto it = blocks_.find(workspace_);
-      if (it != blocks_.end()) {
-        note_freed(it->second.requested);
-        blocks_.erase(it);
-      }
-      (void)cudaFree(workspace_);
-      workspace_ = nullptr;
-      workspace_bytes_ = 0;
-    }
-    for (auto& entry : free_) {
-      for (void* ptr : entry.second) (void)cudaFree(ptr);
-    }
-    free_.clear();
-    for (auto& pool : pools_) {
-      for (auto& entry : pool.second) {
-        for (void* ptr : entry.second) (void)cudaFree(ptr);
-      }
-    }
-    pools_.clear();
-    for (const auto& retired : retired_) (void)cudaFree(retired.second);
-    retired_.clear();
-    exiting_ = true;
-  }
-
- private:
-  struct Block {
-    size_t class_bytes;  // what cudaMalloc gave
-    size_t requested;    // what the caller asked for (counted in bytes_in_use)
-    int pool;            // the graph pool it belongs to; 0: the general cache
-  };
-  using FreeLists = std::map<size_t, std::vector<void*>>;  // cached, by size, most recently freed last
-
-  void* allocate_locked(size_t bytes) {
-    const size_t cls = size_class(bytes);
-    // A capture takes its pool's blocks, then the general cache's (their earlier uses are all
-    // queued before the capture began), and they become the pool's.
-    Cached block = open_pool_ == 0 ? Cached{nullptr, 0} : take_cached(pools_[open_pool_], cls);
-    if (block.ptr != nullptr) give_up_kept(block.ptr);
-    if (block.ptr == nullptr) block = take_cached(free_, cls);
-    if (block.ptr == nullptr) block = Cached{malloc_device(cls, bytes), cls};
-    blocks_[block.ptr] = Block{block.bytes, bytes, open_pool_};
-    note_allocated(bytes);
-    return block.ptr;
-  }
-
-  void deallocate_locked(void* ptr) {
-    auto it = blocks_.find(ptr);
-    if (it == blocks_.end()) return;  // not ours: never free what we did not hand out
-    const Block block = it->second;
-    blocks_.erase(it);
-    note_freed(block.requested);
-    if (ptr == workspace_) {
-      workspace_ = nullptr;
-      workspace_bytes_ = 0;
-    }
-    if (exiting_) {
-      (void)cudaFree(ptr);
-      return;
-    }
-    // Freed during a capture, a block joins the capture's pool whatever it was: the graph's
-    // replays may use it. A released pool's block joins the cache.
-    const int owner = open_pool_ != 0 ? open_pool_ : block.pool;
-    auto pool = owner == 0 ? pools_.end() : pools_.find(owner);
-    FreeLists& cache = pool == pools_.end() ? free_ : pool->second;
-    cache[block.class_bytes].push_back(ptr);
-    if (pool != pools_.end()) keep_for_graphs(ptr, block.requested);
-  }
-
-  // A block a graph's replays may use (in its pool, or a retired workspace) counts in the peak
-  // as `bytes` until it is handed out again or joins the general cache.
-  void keep_for_graphs(void* ptr, size_t bytes) {
-    kept_[ptr] = bytes;
-    note_graph_kept(bytes);
-  }
-  void give_up_kept(void* ptr) {
-    auto it = kept_.find(ptr);
-    if (it == kept_.end()) return;
-    note_graph_gave_up(it->second);
-    kept_.erase(it);
-  }
-
- public:
-  // Routes this allocator's allocations to a new graph pool until close_pool(); returns its id.
-  int open_pool() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (open_pool_ != 0) fail("cuda:{}: a graph capture is already allocating", device_);
-    open_pool_ = next_pool_++;
-    pools_[open_pool_];
-    return open_pool_;
-  }
-  void close_pool() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    open_pool_ = 0;
-  }
-  // The graph of pool `id` is gone: its free blocks join the cache, its held ones will.
-  void release_pool(int id) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto pool = pools_.find(id);
-    if (pool == pools_.end()) return;
-    for (auto& [cls, ptrs] : pool->second) {
-      std::vector<void*>& into = free_[cls];
-      into.insert(into.end(), ptrs.begin(), ptrs.end());
-      for (void* ptr : ptrs) give_up_kept(ptr);
-    }
-    pools_.erase(pool);
-    if (open_pool_ == id) open_pool_ = 0;
-    if (pools_.empty()) {
-      for (const auto& [cls, ptr] : retired_) {
-        free_[cls].push_back(ptr);
-        give_up_kept(ptr);
-      }
-      retired_.clear();
-    }
-  }
-
- private:
-  struct Cached {
-    void* ptr;
-    size_t bytes;
-  };
-
-  // A cached block for class `cls` ({nullptr, 0} when none fits): exactly that class for
-  // small blocks, at most 1/8 larger for large ones.
-  Cached take_cached(FreeLists& free, size_t cls) {
-    auto it = free.lower_bound(cls);
-    if (it == free.end()) return Cached{nullptr, 0};
-    const size_t limit = cls <= (size_t(1) << 20) ? cls : cls + cls / 8;
-    if (it->first > limit) return Cached{nullptr, 0};
-    const Cached block{it->second.back(), it->first};  // the most recently freed: still in L2
-    it->second.pop_back();
-    if (it->second.empty()) free.erase(it);
-    return block;
-  }
-
-  void* malloc_device(size_t cls, size_t bytes) {
-    note_system_allocation();
-    cuda::DeviceGuard guard(device_);
+// The allocator of `device`: engine/block_cache.h over cudaMalloc and cudaFree.
+BlockCache* make_allocator(int device) {
+  BlockSystem system;
+  system.name = fmt::format("cuda:{}", device);
+  system.allocate = [device](size_t bytes) -> void* {
+    cuda::DeviceGuard guard(device);
     void* ptr = nullptr;
-    cudaError_t status = cudaMalloc(&ptr, cls);
-    // Releasing the cache synchronises the device, which a capture forbids: out of memory
-    // during a capture fails the capture (the steps then run directly).
-    if (status == cudaErrorMemoryAllocation && open_pool_ == 0) {
-      (void)cudaGetLastError();  // clear the error so later launch checks do not report it
-      release_cached();
-      status = cudaMalloc(&ptr, cls);
-    }
-    if (status != cudaSuccess) {
-      (void)cudaGetLastError();
-      fail("CUDA out of memory on cuda:{} allocating {} bytes ({} in use): {}", device_, bytes,
-           in_use_locked(), cudaGetErrorString(status));
-    }
-    return ptr;
-  }
-
-  // Frees every cached block, after the queued work that may still use them.
-  void release_cached() {
+    const cudaError_t status = cudaMalloc(&ptr, bytes);
+    if (status == cudaSuccess) return ptr;
+    (void)cudaGetLastError();  // clear the error so later launch checks do not report it
+    if (status == cudaErrorMemoryAllocation) return nullptr;
+    fail("cudaMalloc of {} bytes on cuda:{}: {}", bytes, device, cudaGetErrorString(status));
+  };
+  system.free = [](void* ptr) { (void)cudaFree(ptr); };
+  // Errors ignored: at exit the process is ending, and a failed synchronisation before the
+  // cache is released shows again at the next call.
+  system.synchronize = [device] {
+    (void)cudaSetDevice(device);
     (void)cudaDeviceSynchronize();
-    for (auto& entry : free_) {
-      for (void* ptr : entry.second) (void)cudaFree(ptr);
-    }
-    free_.clear();
-  }
-
-  const int device_;
-  std::unordered_map<void*, Block> blocks_;  // handed out
-  FreeLists free_;                           // the general cache
-  std::map<int, FreeLists> pools_;           // the graph pools' free blocks, by pool id
-  int open_pool_ = 0, next_pool_ = 1;
-  std::vector<std::pair<size_t, void*>> retired_;  // workspaces replaced while a graph lived
-  std::unordered_map<void*, size_t> kept_;         // pool and retired blocks: bytes counted in the peak
-  void* workspace_ = nullptr;
-  size_t workspace_bytes_ = 0;
-  bool exiting_ = false;
-};
+  };
+  return new BlockCache(std::move(system));
+}
 
 class AllocatorRegistry {
  public:
@@ -316,17 +86,17 @@ class AllocatorRegistry {
     return streams_[static_cast<size_t>(device)].load(std::memory_order_acquire);
   }
 
-  CachingAllocator& get(int device) {
+  BlockCache& get(int device) {
     if (device < 0 || device >= device_count_) {
       const std::string reason = cuda_unavailable_reason();
       fail("cuda:{} is not available ({} CUDA device(s){}{})", device, device_count_,
            reason.empty() ? "" : ": ", reason);
     }
     std::lock_guard<std::mutex> lock(mutex_);
-    CachingAllocator*& slot = allocators_[static_cast<size_t>(device)];
+    BlockCache*& slot = allocators_[static_cast<size_t>(device)];
     if (slot == nullptr) {
       // Immortal on purpose (see the top of this file).
-      auto* allocator = new CachingAllocator(device);
+      BlockCache* allocator = make_allocator(device);
       cuda::context(device).set_workspace_provider(
           [allocator](size_t bytes) { return allocator->workspace(bytes); });
       streams_[static_cast<size_t>(device)].store(cuda::context(device).stream(), std::memory_order_release);
@@ -337,7 +107,7 @@ class AllocatorRegistry {
 
   void release_at_exit() {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (CachingAllocator* allocator : allocators_) {
+    for (BlockCache* allocator : allocators_) {
       if (allocator != nullptr) allocator->release_at_exit();
     }
   }
@@ -345,7 +115,7 @@ class AllocatorRegistry {
  private:
   int device_count_ = 0;
   std::mutex mutex_;
-  std::vector<CachingAllocator*> allocators_;
+  std::vector<BlockCache*> allocators_;
   std::unique_ptr<std::atomic<cudaStream_t>[]> streams_;
 };
 
@@ -557,7 +327,7 @@ void CudaGraph::replay() const {
 
 std::unique_ptr<CudaGraph> cuda_capture(Device device, const std::function<void()>& record) {
   if (!device.is_cuda()) fail("cuda_capture: {} is not a CUDA device", device.str());
-  CachingAllocator& allocator = registry().get(device.index);
+  BlockCache& allocator = registry().get(device.index);
   cuda_make_current(device);
   const cudaStream_t stream = stream_of(device);
   auto state = std::make_unique<CudaGraph::State>();
