@@ -52,13 +52,18 @@ BlockCache* make_allocator(int device) {
     if (status == cudaErrorMemoryAllocation) return nullptr;
     fail("cudaMalloc of {} bytes on cuda:{}: {}", bytes, device, cudaGetErrorString(status));
   };
-  system.free = [](void* ptr) { (void)cudaFree(ptr); };
-  // Errors ignored: at exit the process is ending, and a failed synchronisation before the
-  // cache is released shows again at the next call.
-  system.synchronize = [device] {
+  // Both on `device`, the caller's current device restored, errors ignored (never thrown: they
+  // also run at exit, from a destructor): at exit the process is ending, and a failed
+  // synchronisation before the cache is released shows again at the next call.
+  const auto on_device = [device](const auto& call) {
+    int previous = -1;
+    const bool known = cudaGetDevice(&previous) == cudaSuccess;
     (void)cudaSetDevice(device);
-    (void)cudaDeviceSynchronize();
+    call();
+    if (known && previous != device) (void)cudaSetDevice(previous);
   };
+  system.free = [on_device](void* ptr) { on_device([ptr] { (void)cudaFree(ptr); }); };
+  system.synchronize = [on_device] { on_device([] { (void)cudaDeviceSynchronize(); }); };
   return new BlockCache(std::move(system));
 }
 
