@@ -34,7 +34,9 @@
 
 namespace hisvid {
 
-// How a BlockCache gets and gives back memory.
+// How a BlockCache gets and gives back memory. The callbacks run with the cache's mutex held
+// and must not call back into it; free and synchronize must not throw (they also run at exit,
+// from a destructor).
 struct BlockSystem {
   std::string name;  // the device, for messages ("cuda:0")
   // A new block of `bytes`, or nullptr when the device has no memory for it (other failures

@@ -53,14 +53,16 @@ BlockCache* make_allocator(int device) {
     fail("cudaMalloc of {} bytes on cuda:{}: {}", bytes, device, cudaGetErrorString(status));
   };
   // Both on `device`, the caller's current device restored, errors ignored (never thrown: they
-  // also run at exit, from a destructor): at exit the process is ending, and a failed
-  // synchronisation before the cache is released shows again at the next call.
+  // also run at exit, from a destructor) and cleared, so that the next kernel's launch check
+  // does not report them as its own: at exit the process is ending, and a sticky fault behind a
+  // failed synchronisation shows again at the next call.
   const auto on_device = [device](const auto& call) {
     int previous = -1;
     const bool known = cudaGetDevice(&previous) == cudaSuccess;
     (void)cudaSetDevice(device);
     call();
     if (known && previous != device) (void)cudaSetDevice(previous);
+    (void)cudaGetLastError();
   };
   system.free = [on_device](void* ptr) { on_device([ptr] { (void)cudaFree(ptr); }); };
   system.synchronize = [on_device] { on_device([] { (void)cudaDeviceSynchronize(); }); };

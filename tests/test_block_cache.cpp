@@ -135,8 +135,9 @@ TEST_F(BlockCacheTest, ACachedBlockTakenInACaptureBecomesThePools) {
   cache.deallocate(d, 4096);
 }
 
-// A pool's own freed blocks serve its capture's next requests before the cache does.
-TEST_F(BlockCacheTest, ACaptureTakesItsPoolsBlocksFirst) {
+// Blocks freed during a capture, its own or the cache's, serve its next requests, the most
+// recently freed first.
+TEST_F(BlockCacheTest, BlocksFreedDuringACaptureServeItsNextRequests) {
   void* cached = cache.allocate(4096);
   const int pool = cache.open_pool();
   void* first = cache.allocate(4096);
@@ -259,6 +260,137 @@ TEST_F(BlockCacheTest, AfterTheExitReleaseBlocksAreFreedAsTheyReturn) {
   cache.deallocate(out, 0);
   EXPECT_EQ(host.frees, 2);
   EXPECT_EQ(host.live(), 0u);
+}
+
+// During a capture the pool's own freed blocks come before the general cache's, and a block taken
+// back from the pool no longer counts as kept.
+TEST_F(BlockCacheTest, PoolBlocksComeBeforeTheCacheAndStopCountingWhenTaken) {
+  void* a = cache.allocate(4096);
+  void* b = cache.allocate(4096);
+  cache.deallocate(a, 0);
+  cache.deallocate(b, 0);  // the cache: [a, b]
+  const int pool = cache.open_pool();
+  void* x = cache.allocate(4096);  // b, from the cache: the pool's now
+  EXPECT_EQ(x, b);
+  cache.deallocate(x, 0);  // the pool: [b]; the cache: [a]
+  void* y = cache.allocate(4096);
+  EXPECT_EQ(y, b) << "the capture took the general cache's block before its pool's";
+  cache.reset_peak();
+  EXPECT_EQ(cache.peak_bytes_in_use(), 4096u) << "a block taken back from the pool still counts as kept";
+  cache.deallocate(y, 0);
+  cache.close_pool();
+  cache.release_pool(pool);
+}
+
+// A pool's block still held when the pool is released joins the general cache when freed, and
+// is not counted as kept; the pool does not come back.
+TEST_F(BlockCacheTest, AHeldBlockOfAReleasedPoolJoinsTheCacheWhenFreed) {
+  const int pool = cache.open_pool();
+  void* p = cache.allocate(4096);
+  cache.close_pool();
+  cache.release_pool(pool);
+  cache.deallocate(p, 0);
+  cache.reset_peak();
+  EXPECT_EQ(cache.peak_bytes_in_use(), 0u);
+  void* again = cache.allocate(4096);
+  EXPECT_EQ(again, p);
+  cache.deallocate(again, 0);
+  void* ws = cache.workspace(kMiB);
+  cache.workspace(2 * kMiB);  // no pool lives: the old workspace goes back to the cache
+  EXPECT_EQ(cache.allocate(kMiB), ws);
+  cache.deallocate(ws, 0);
+}
+
+// A retired workspace waits for the last pool, not the first.
+TEST_F(BlockCacheTest, ARetiredWorkspaceWaitsForTheLastPool) {
+  const int first = cache.open_pool();
+  cache.close_pool();
+  const int second = cache.open_pool();
+  cache.close_pool();
+  void* ws = cache.workspace(kMiB);
+  cache.workspace(2 * kMiB);
+  cache.release_pool(first);
+  void* probe = cache.allocate(kMiB);
+  EXPECT_NE(probe, ws) << "a retired workspace was handed out while a pool lives";
+  cache.deallocate(probe, 0);
+  cache.release_pool(second);
+  void* after = cache.allocate(kMiB);
+  EXPECT_EQ(after, ws);
+  cache.deallocate(after, 0);
+}
+
+// Out of memory releases the general cache only: a pool's blocks and the retired workspaces stay.
+TEST_F(BlockCacheTest, OutOfMemoryKeepsThePoolsBlocks) {
+  const int pool = cache.open_pool();
+  void* p = cache.allocate(4096);
+  cache.deallocate(p, 0);
+  cache.close_pool();
+  void* ws = cache.workspace(kMiB);
+  cache.workspace(2 * kMiB);  // ws retired
+  host.out_of_memory = 1;
+  void* big = cache.allocate(8 * kMiB);
+  EXPECT_EQ(host.synchronizations, 1);
+  EXPECT_EQ(host.frees, 0) << "a pool's block or a retired workspace was freed under a live graph";
+  cache.release_pool(pool);
+  void* q = cache.allocate(4096);
+  EXPECT_EQ(q, p);
+  void* r = cache.allocate(kMiB);
+  EXPECT_EQ(r, ws);
+  cache.deallocate(q, 0);
+  cache.deallocate(r, 0);
+  cache.deallocate(big, 0);
+}
+
+// A block freed during another pool's capture joins that capture's pool.
+TEST_F(BlockCacheTest, ABlockFreedDuringACaptureJoinsThatCapturesPool) {
+  const int first = cache.open_pool();
+  void* a = cache.allocate(4096);
+  cache.close_pool();
+  const int second = cache.open_pool();
+  cache.deallocate(a, 0);
+  cache.close_pool();
+  cache.release_pool(first);
+  void* b = cache.allocate(4096);
+  EXPECT_NE(b, a) << "the block left the capturing pool when its first pool went";
+  cache.deallocate(b, 0);
+  cache.release_pool(second);
+  void* c = cache.allocate(4096);
+  EXPECT_EQ(c, a);
+  cache.deallocate(c, 0);
+}
+
+// A small request takes its own class only, no larger one.
+TEST_F(BlockCacheTest, ASmallRequestTakesItsClassOnly) {
+  void* a = cache.allocate(8704);
+  cache.deallocate(a, 0);
+  void* b = cache.allocate(8192);
+  EXPECT_NE(b, a);
+  EXPECT_EQ(host.allocations, 2);
+  cache.deallocate(b, 0);
+}
+
+// The exit release frees live pools' blocks, retired workspaces and the workspace, and counts
+// the workspace freed.
+TEST_F(BlockCacheTest, TheExitReleaseFreesPoolsRetiredAndTheWorkspace) {
+  cache.open_pool();
+  void* p = cache.allocate(4096);
+  cache.deallocate(p, 0);
+  cache.close_pool();
+  cache.workspace(kMiB);
+  cache.workspace(2 * kMiB);
+  cache.release_at_exit();
+  EXPECT_EQ(host.live(), 0u);
+  EXPECT_EQ(cache.bytes_in_use(), 0u);
+}
+
+// The workspace is as large as its block's class: a request up to the class keeps it.
+TEST_F(BlockCacheTest, TheWorkspaceKeepsItsWholeClass) {
+  const int pool = cache.open_pool();  // a live pool: a replaced workspace would be retired
+  cache.close_pool();
+  void* ws = cache.workspace(1000);
+  EXPECT_EQ(cache.workspace(1024), ws);
+  EXPECT_EQ(host.allocations, 1);
+  cache.release_pool(pool);
 }
 
 }  // namespace
