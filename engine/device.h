@@ -78,14 +78,14 @@ class CountingAllocator : public Allocator {
  protected:
   void note_allocated(size_t bytes) {
     in_use_ += bytes;
-    peak_ = std::max(peak_, in_use_ + graph_held_);
+    raise_peak();
   }
   void note_freed(size_t bytes) { in_use_ -= bytes; }
   // Bytes a graph's pool keeps from here on (a block freed into it), and gives up (a block taken
   // from it, or the pool released).
   void note_graph_kept(size_t bytes) {
     graph_held_ += bytes;
-    peak_ = std::max(peak_, in_use_ + graph_held_);
+    raise_peak();
   }
   void note_graph_gave_up(size_t bytes) { graph_held_ -= bytes; }
   void note_system_allocation() { ++system_allocations_; }
@@ -94,6 +94,8 @@ class CountingAllocator : public Allocator {
   mutable std::mutex mutex_;
 
  private:
+  void raise_peak() { peak_ = std::max(peak_, in_use_ + graph_held_); }
+
   size_t in_use_ = 0, peak_ = 0, system_allocations_ = 0, graph_held_ = 0;
 };
 

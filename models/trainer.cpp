@@ -245,7 +245,13 @@ FitResult Trainer::fit(const FitProgress& progress) {
                                             Shape{e.sequence_length, e.height, e.width, e.channels},
                                             model_.num_classes(), options_.cuda_graphs);
   }
-  std::string graph_status, validation_graph_status;  // said when they change
+  // Each step's graph status, said when it changes.
+  std::string graph_status, validation_graph_status;
+  const auto say_graph = [&](const std::string& status, std::string& said, const char* what) {
+    if (status == said) return;
+    said = status;
+    message(graph_note(status, what));
+  };
   for (int epoch = static_cast<int>(history_.size()) + 1; epoch <= options_.epochs && !already_stopped;
        ++epoch) {
     const Clock::time_point epoch_start = Clock::now();
@@ -376,10 +382,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
       fail("epoch {}: the ranks' weights differ (rank {} of {}); the run cannot go on", epoch, comm_->rank(),
            comm_->size());
     }
-    if (direct && direct->graph_status() != graph_status) {
-      graph_status = direct->graph_status();
-      message(graph_note(graph_status, "training step"));
-    }
+    if (direct) say_graph(direct->graph_status(), graph_status, "training step");
     log.loss = loss_sum / static_cast<double>(seen);
     log.accuracy = static_cast<double>(correct) / static_cast<double>(seen);
     log.ms_per_step = 1000.0 * seconds_since(epoch_start) / static_cast<double>(log.steps);
@@ -403,10 +406,7 @@ FitResult Trainer::fit(const FitProgress& progress) {
         }
         const Evaluation val =
             evaluate(*validation, clips_, split_.validation, options_.batch_size, identity);
-        if (val.graph_status != validation_graph_status) {
-          validation_graph_status = val.graph_status;
-          message(graph_note(validation_graph_status, "validation step"));
-        }
+        say_graph(val.graph_status, validation_graph_status, "validation step");
         log.val_loss = val.loss;
         log.val_accuracy = val.accuracy;
       }

@@ -138,7 +138,8 @@ struct Evaluation {
   std::string graph_status;
 };
 
-// What an evaluation with cuda_graphs says about its graph: "" when none was tried.
+// What a step (training, validation, evaluation) says about its CUDA graph, given its
+// graph_status: "" when none was tried.
 std::string graph_note(const std::string& status, const std::string& what);
 
 // Inference over the given clips in batches. label_map[i] is the model's class index for the
