@@ -139,6 +139,13 @@ def main():
         proc = subprocess.run([sys.executable, os.path.join(sys.argv[1], "bench", "compare"), "--check",
                                flag, "0"], capture_output=True, text=True)
         check(proc.returncode == 2 and flag in proc.stderr, f"{flag} 0 is refused with exit 2")
+    # So is a --side-logs folder that does not exist (the logs would be lost after the run).
+    with tempfile.TemporaryDirectory() as tmp:
+        missing = os.path.join(tmp, "no-such-folder")
+        proc = subprocess.run([sys.executable, os.path.join(sys.argv[1], "bench", "compare"), "--check",
+                               "--side-logs", missing], capture_output=True, text=True)
+        check(proc.returncode == 2 and "--side-logs" in proc.stderr and missing in proc.stderr,
+              "a --side-logs folder that does not exist is refused with exit 2, naming it")
 
     for failure in failures[:20]:
         print("FAILED:", failure)
