@@ -228,14 +228,16 @@ def main():
               "the skipped steps are not named in the last lines:\n" + report)
         check(seconds < deadline, f"the run took {seconds:.0f} s, past its deadline of {deadline} s")
 
-        # A deadline that is not whole seconds is refused before anything runs.
-        proc = subprocess.run([os.path.join(repo, "scripts", "gpu-check"), "--kit", kit, "--out",
-                               os.path.join(root, "bad-deadline"), "tests"],
-                              env=dict(os.environ, GPU_CHECK_DEADLINE="7m", PATH=tools + os.pathsep + os.environ["PATH"]),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
-        check(proc.returncode == 2 and "GPU_CHECK_DEADLINE='7m'" in proc.stdout,
-              f"a deadline of '7m' is not refused with exit 2: {proc.returncode}\n{proc.stdout}")
-        check(not os.path.exists(os.path.join(root, "bad-deadline")), "a refused run wrote its folder")
+        # A deadline that is not whole seconds, or a case bound that is not a number, is refused
+        # before anything runs.
+        for variable, value in (("GPU_CHECK_DEADLINE", "7m"), ("GPU_CHECK_SANITIZER_MAX_FLOPS", "lots")):
+            proc = subprocess.run([os.path.join(repo, "scripts", "gpu-check"), "--kit", kit, "--out",
+                                   os.path.join(root, "refused"), "sanitizer"],
+                                  env=dict(os.environ, PATH=tools + os.pathsep + os.environ["PATH"], **{variable: value}),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+            check(proc.returncode == 2 and f"{variable}='{value}'" in proc.stdout,
+                  f"{variable}='{value}' is not refused with exit 2: {proc.returncode}\n{proc.stdout}")
+            check(not os.path.exists(os.path.join(root, "refused")), "a refused run wrote its folder")
 
         # 4. A run of no test fails; a sanitizer that refuses the device is said so, once.
         proc, report, files, read, _ = gpu_check("refused", ["tests", "sanitizer"], FAKE_CUDA_TESTS="none",
