@@ -3,12 +3,14 @@
 // kernels/conv2d_pool.h for the arithmetic.
 #include "kernels/conv2d_pool.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/conv2d_avx2.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 
@@ -157,24 +159,85 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
 // for g = dout (through the folded dropout's mask) * act'(out) of pooled element (n,po,qo,f) whose maximum
 // sat at (ho,wo): 1/(PH*PW) of the unfused backward's work. Within one kernel row the in-image columns of the
 // window are KW*C consecutive floats of the input and of filter f's (transposed) weights alike
-// (channels-last), so the inner loop runs over that whole span. Images are split among the
+// (channels-last), so the inner loops run over that whole span. Images are split among the
 // threads: each thread adds its images' dweight terms into a private (F, KH*KW*C) buffer, and
 // the buffers are added in thread order at the end (the result does not depend on
-// scheduling); dinp rows belong to one image, hence to one thread. (Visiting a pooled pixel's
-// F filters together instead, a loop over F per input, measured 2-5x slower on the LRCN's
-// first layer in the lab, 2026-11-26.)
-void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
-  require_fusable(k, "cpu::conv2d_act_pool_backward");
+// scheduling); dinp rows belong to one image, hence to one thread. dbias is summed in double,
+// per filter in pixel order, on both rows below.
+namespace {
+
+// What every image's backward reads: the gradient reaching the convolution's output at pooled
+// element i's maximum (grad), and each filter's weights contiguous (weight_t (F, KH*KW*C), when
+// dinp is wanted).
+struct SparseBackward {
+  const Conv2dActPoolBackward<float>& k;
+  const float* dout;  // (N,PO,QO,F): k.dout through the dropout's mask, or times `scale`
+  float scale;        // the dropout's 1 / (1 - rate) after a relu (see sparse_backward), else 1
+  const float* weight_t;
+
+  // gr (F) = the gradients of pooled elements i .. i + F - 1.
+  void grads(int64_t i, int64_t F, float* __restrict gr) const {
+    const float* __restrict d = dout + i;
+    const float* __restrict o = k.out + i;
+    with_activation(k.act, [&](auto a) {
+      for (int64_t f = 0; f < F; ++f) gr[f] = (d[f] * scale) * activation_grad_from_output(o[f], a.value);
+    });
+  }
+};
+
+// The patch of output pixel `at` (flat ho*WO + wo) row by row: body(offset of the row's first in-image
+// column in the image, the same column's offset in a kernel (KH,KW,C), span in floats).
+template <typename Body>
+void rows_under(const Conv2dGeometry& g, int32_t at, Body&& body) {
+  const int ho = at / g.WO, wo = at % g.WO;
+  const int iw0 = wo * g.SW - g.pad_left;
+  const int kw_lo = std::max(0, -iw0), kw_hi = std::min(g.KW, g.W - iw0);
+  if (kw_lo >= kw_hi) return;
+  for (int kh = 0; kh < g.KH; ++kh) {
+    const int ih = ho * g.SH - g.pad_top + kh;
+    if (ih < 0 || ih >= g.H) continue;
+    body((int64_t(ih) * g.W + iw0 + kw_lo) * g.C, (int64_t(kh) * g.KW + kw_lo) * g.C,
+         int64_t(kw_hi - kw_lo) * g.C);
+  }
+}
+
+// One gradient g of filter f at output pixel `at` of image x (H,W,C): dw_f (KH*KW*C) += g * patch,
+// dx (H,W,C) += g * wt_f (KH*KW*C) over the patch (dx null: no input gradient).
+void add_patch(const Conv2dGeometry& g, int32_t at, float gf, const float* x, float* dw_f, float* dx,
+               const float* wt_f) {
+  rows_under(g, at, [&](int64_t in_image, int64_t tap, int64_t span) {
+    float* __restrict dw_row = dw_f + tap;
+    const float* __restrict x_row = x + in_image;
+    for (int64_t j = 0; j < span; ++j) dw_row[j] += gf * x_row[j];
+    if (dx != nullptr) {
+      float* __restrict dx_row = dx + in_image;
+      const float* __restrict w_row = wt_f + tap;
+      for (int64_t j = 0; j < span; ++j) dx_row[j] += gf * w_row[j];
+    }
+  });
+}
+
+// The shared frame of both rows (k checked by require_fusable): the dropout's mask on dout, the
+// transposed weights, dinp zeroed, the threads' private buffers, and their sums into dweight and
+// dbias. images(s, n0, n1, dw (F,R), db (F)) adds the terms of images [n0, n1), a thread's
+// consecutive share.
+template <typename Images>
+void sparse_backward(const Conv2dActPoolBackward<float>& k, Images&& images) {
   const Conv2dGeometry& g = k.g;
-  const Pool2dGeometry& p = k.p;
-  const int64_t C = g.C, F = g.F, R = int64_t(g.KH) * g.KW * C;
-  const int64_t image = int64_t(g.H) * g.W * C, pooled_per_image = int64_t(p.HO) * p.WO * F;
-  // The dropout's backward first (one vectorised pass): the pool's output gradient.
+  const int64_t F = g.F, R = int64_t(g.KH) * g.KW * g.C;
+  const int64_t pooled = int64_t(g.N) * k.p.HO * k.p.WO * F;
+  // The dropout's backward first (one vectorised pass): the pool's output gradient. After a relu
+  // the mask need not be drawn again: a dropped element's output is +0, where relu' is 0, and a
+  // kept one's is its relu's output times the scale, so (dout * scale) * relu'(out) is the masked
+  // gradient to the bit (but for a non-finite dout at a dropped element: NaN, not the mask's 0).
   std::vector<float> masked;
   const float* dout = k.dout;
-  if (k.dropout.rate != 0.0f) {
-    masked.resize(static_cast<size_t>(g.N * pooled_per_image));
-    drop(masked.data(), k.dout, g.N * pooled_per_image, k.dropout, true);
+  float scale = 1.0f;
+  if (k.dropout.rate != 0.0f && k.act == Activation::Relu) {
+    scale = dropout_scale<float>(k.dropout.rate);
+  } else if (k.dropout.rate != 0.0f) {
+    masked.resize(static_cast<size_t>(pooled));
+    drop(masked.data(), k.dout, pooled, k.dropout, true);
     dout = masked.data();
   }
   std::vector<float> weight_t;  // (F, R): filter f's weights contiguous
@@ -183,61 +246,18 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
     for (int64_t r = 0; r < R; ++r) {
       for (int64_t f = 0; f < F; ++f) weight_t[size_t(f * R + r)] = k.weight[r * F + f];
     }
-    std::fill(k.dinp, k.dinp + int64_t(g.N) * image, 0.0f);
+    std::fill(k.dinp, k.dinp + int64_t(g.N) * g.H * g.W * g.C, 0.0f);
   }
+  const SparseBackward s{k, dout, scale, weight_t.data()};
   const int threads = std::max(1, std::min<int>(omp_get_max_threads(), g.N));
   // Per thread: dweight (F, R), dbias (F) in double.
   std::vector<float> dweight(static_cast<size_t>(threads * F * R), 0.0f);
   std::vector<double> dbias(static_cast<size_t>(threads * F), 0.0);
 #pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num();
-    float* dw = dweight.data() + t * F * R;
-    double* db = dbias.data() + t * F;
-    std::vector<float> grads(static_cast<size_t>(F));
-#pragma omp for schedule(static)
-    for (int n = 0; n < g.N; ++n) {
-      const float* x = k.inp + n * image;
-      float* dx = k.dinp != nullptr ? k.dinp + n * image : nullptr;
-      for (int64_t pix = 0; pix < int64_t(p.HO) * p.WO; ++pix) {
-        const int64_t i0 = n * pooled_per_image + pix * F;  // pooled element (n, pix, 0)
-        bool any = false;
-        for (int64_t f = 0; f < F; ++f) {
-          grads[size_t(f)] = pooled_grad(dout, k.out, i0 + f, k.act);
-          db[f] += grads[size_t(f)];
-          any = any || grads[size_t(f)] != 0.0f;
-        }
-        if (!any) continue;  // every filter's relu off here, or no gradient
-        // Visits the input rows under output pixel `at` (flat ho*WO + wo): body(offset of the
-        // row's first in-image column in the image, the same column's offset in a kernel, span).
-        const auto rows_under = [&](int32_t at, auto&& body) {
-          const int ho = at / g.WO, wo = at % g.WO;
-          const int iw0 = wo * g.SW - g.pad_left;
-          const int kw_lo = std::max(0, -iw0), kw_hi = std::min(g.KW, g.W - iw0);
-          if (kw_lo >= kw_hi) return;
-          for (int kh = 0; kh < g.KH; ++kh) {
-            const int ih = ho * g.SH - g.pad_top + kh;
-            if (ih < 0 || ih >= g.H) continue;
-            body((int64_t(ih) * g.W + iw0 + kw_lo) * C, (int64_t(kh) * g.KW + kw_lo) * C,
-                 int64_t(kw_hi - kw_lo) * C);
-          }
-        };
-        for (int64_t f = 0; f < F; ++f) {
-          const float gf = grads[size_t(f)];
-          if (gf == 0.0f) continue;
-          rows_under(k.argmax[i0 + f], [&](int64_t at, int64_t tap, int64_t span) {
-            float* __restrict dw_row = dw + f * R + tap;
-            const float* __restrict x_row = x + at;
-            for (int64_t j = 0; j < span; ++j) dw_row[j] += gf * x_row[j];
-            if (dx != nullptr) {
-              float* __restrict dx_row = dx + at;
-              const float* __restrict w_row = weight_t.data() + f * R + tap;
-              for (int64_t j = 0; j < span; ++j) dx_row[j] += gf * w_row[j];
-            }
-          });
-        }
-      }
-    }
+    const int t = omp_get_thread_num(), count = omp_get_num_threads();
+    images(s, int64_t(g.N) * t / count, int64_t(g.N) * (t + 1) / count, dweight.data() + t * F * R,
+           dbias.data() + t * F);
   }
   std::fill(k.dweight, k.dweight + R * F, 0.0f);
   for (int t = 0; t < threads; ++t) {
@@ -248,11 +268,214 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
   }
   if (k.dbias != nullptr) {
     for (int64_t f = 0; f < F; ++f) {
-      double s = 0.0;
-      for (int t = 0; t < threads; ++t) s += dbias[size_t(t * F + f)];
-      k.dbias[f] = static_cast<float>(s);
+      double sum = 0.0;
+      for (int t = 0; t < threads; ++t) sum += dbias[size_t(t * F + f)];
+      k.dbias[f] = static_cast<float>(sum);
     }
   }
+}
+
+// --- AVX2: filter by filter, the patch sums in registers ---------------------------------
+//
+// A thread takes its pooled pixels a chunk at a time. One pass over the chunk's elements (in the
+// portable row's order, so dbias sums alike) sorts the nonzero gradients by filter: an element
+// whose maximum's patch lies wholly in the image becomes an item of filter f's list, the others
+// (a window cut by the image's edge) take the portable add_patch at once. Then, filter by filter,
+// the patch (KH rows of KW*C floats) is cut into segments of at most 8 floats, and a group of up
+// to kGroup segments keeps its sums in ymm registers over all of f's items:
+//   acc[s] += broadcast(g) * x[item's patch origin + segment s]
+// added to the thread's dw_f once per chunk. The input gradient walks the same items and
+// segments with filter f's weights held in registers: dx[origin + segment s] += g * wt_f[segment s].
+
+constexpr int kLanes = 8;  // floats per ymm register
+constexpr int kGroup = 6;  // segments per pass over the items: 6 sums + 6 lane masks in registers
+// Items a chunk of pooled pixels may sort (16 bytes each): the chunk's lists stay in the cache.
+constexpr int64_t kChunkItems = int64_t(1) << 16;
+
+// Segment s of the patch: its offset from the patch's origin in the image (H,W,C) and in the
+// kernel (KH,KW,C), and its floats (8, or fewer at the end of a row: loads and stores go through
+// a lane mask).
+struct Segment {
+  int64_t in_image, in_kernel;
+  int lanes;
+};
+
+struct Item {
+  int64_t origin;  // offset of the patch's first float in inp / dinp (N,H,W,C)
+  float g;
+};
+
+__attribute__((target("avx2"))) inline __m256i lanes_below(int count) {
+  alignas(32) int m[kLanes];
+  for (int i = 0; i < kLanes; ++i) m[i] = i < count ? -1 : 0;
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+}
+
+// dw_f[seg[s].in_kernel + lane] += sum over the items of g * x[origin + seg[s].in_image + lane],
+// for the G segments seg[0..G).
+template <int G>
+__attribute__((target("avx2,fma"))) void filter_group(float* dw_f, const float* x, const Item* items,
+                                                      int64_t count, const Segment* seg) {
+  __m256i mask[G];
+  __m256 acc[G];
+  for (int s = 0; s < G; ++s) mask[s] = lanes_below(seg[s].lanes), acc[s] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < count; ++i) {
+    const float* origin = x + items[i].origin;
+    const __m256 gv = _mm256_set1_ps(items[i].g);
+    for (int s = 0; s < G; ++s)
+      acc[s] = _mm256_fmadd_ps(gv, _mm256_maskload_ps(origin + seg[s].in_image, mask[s]), acc[s]);
+  }
+  for (int s = 0; s < G; ++s) {
+    float* d = dw_f + seg[s].in_kernel;
+    _mm256_maskstore_ps(d, mask[s], _mm256_add_ps(_mm256_maskload_ps(d, mask[s]), acc[s]));
+  }
+}
+
+// dx[origin + seg[s].in_image + lane] += g * wt_f[seg[s].in_kernel + lane] for every item and segment.
+template <int G>
+__attribute__((target("avx2,fma"))) void data_group(float* dx, const float* wt_f, const Item* items,
+                                                    int64_t count, const Segment* seg) {
+  __m256i mask[G];
+  __m256 w[G];
+  for (int s = 0; s < G; ++s)
+    mask[s] = lanes_below(seg[s].lanes), w[s] = _mm256_maskload_ps(wt_f + seg[s].in_kernel, mask[s]);
+  for (int64_t i = 0; i < count; ++i) {
+    float* origin = dx + items[i].origin;
+    const __m256 gv = _mm256_set1_ps(items[i].g);
+    for (int s = 0; s < G; ++s) {
+      float* d = origin + seg[s].in_image;
+      const __m256 sum = _mm256_fmadd_ps(gv, w[s], _mm256_maskload_ps(d, mask[s]));
+      if (seg[s].lanes == kLanes) {
+        _mm256_storeu_ps(d, sum);
+      } else {
+        _mm256_maskstore_ps(d, mask[s], sum);  // a row's tail: the floats after it are not the patch's
+      }
+    }
+  }
+}
+
+// Runs run(G) for G = count (1..kGroup) as a compile-time constant.
+template <typename Run>
+void with_group_size(int count, Run&& run) {
+  static_assert(kGroup == 6, "one case per group size");
+  switch (count) {
+    case 1:
+      return run(std::integral_constant<int, 1>{});
+    case 2:
+      return run(std::integral_constant<int, 2>{});
+    case 3:
+      return run(std::integral_constant<int, 3>{});
+    case 4:
+      return run(std::integral_constant<int, 4>{});
+    case 5:
+      return run(std::integral_constant<int, 5>{});
+    default:
+      return run(std::integral_constant<int, 6>{});
+  }
+}
+
+// The patch's segments, row by row.
+std::vector<Segment> patch_segments(const Conv2dGeometry& g) {
+  const int64_t span = int64_t(g.KW) * g.C;
+  std::vector<Segment> segments;
+  for (int kh = 0; kh < g.KH; ++kh) {
+    for (int64_t j = 0; j < span; j += kLanes)
+      segments.push_back(
+          {kh * int64_t(g.W) * g.C + j, kh * span + j, int(std::min<int64_t>(kLanes, span - j))});
+  }
+  return segments;
+}
+
+}  // namespace
+
+void conv2d_act_pool_backward_portable(const Conv2dActPoolBackward<float>& k) {
+  require_fusable(k, "cpu::conv2d_act_pool_backward_portable");
+  sparse_backward(k, [](const SparseBackward& s, int64_t n0, int64_t n1, float* dw, double* db) {
+    const Conv2dActPoolBackward<float>& k = s.k;
+    const Conv2dGeometry& g = k.g;
+    const int64_t F = g.F, R = int64_t(g.KH) * g.KW * g.C, image = int64_t(g.H) * g.W * g.C;
+    const int64_t pixels = int64_t(k.p.HO) * k.p.WO;
+    std::vector<float> gr(static_cast<size_t>(F));
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* x = k.inp + n * image;
+      float* dx = k.dinp != nullptr ? k.dinp + n * image : nullptr;
+      for (int64_t i = n * pixels * F; i < (n + 1) * pixels * F; i += F) {  // pooled element (n, pixel, 0)
+        s.grads(i, F, gr.data());
+        for (int64_t f = 0; f < F; ++f) {
+          db[f] += gr[size_t(f)];
+          if (gr[size_t(f)] != 0.0f)
+            add_patch(g, k.argmax[i + f], gr[size_t(f)], x, dw + f * R, dx, s.weight_t + f * R);
+        }
+      }
+    }
+  });
+}
+
+void conv2d_act_pool_backward_avx2(const Conv2dActPoolBackward<float>& k) {
+  require_fusable(k, "cpu::conv2d_act_pool_backward_avx2");
+  const Conv2dGeometry& g = k.g;
+  const std::vector<Segment> segments = patch_segments(g);
+  // Output pixel `at` (flat ho*WO + wo): its patch's origin in the image, or -1 when the image's
+  // edge cuts the patch.
+  std::vector<int64_t> origin(static_cast<size_t>(int64_t(g.HO) * g.WO));
+  for (int64_t at = 0; at < int64_t(origin.size()); ++at) {
+    const int ih = int(at / g.WO) * g.SH - g.pad_top, iw = int(at % g.WO) * g.SW - g.pad_left;
+    const bool inside = ih >= 0 && iw >= 0 && ih + g.KH <= g.H && iw + g.KW <= g.W;
+    origin[size_t(at)] = inside ? (int64_t(ih) * g.W + iw) * g.C : -1;
+  }
+  sparse_backward(k, [&](const SparseBackward& s, int64_t n0, int64_t n1, float* dw, double* db) {
+    const int64_t F = g.F, R = int64_t(g.KH) * g.KW * g.C, image = int64_t(g.H) * g.W * g.C;
+    const int64_t pixels = int64_t(k.p.HO) * k.p.WO;
+    // The thread's pooled pixels (n, pixel) as one run q in [n0 * pixels, n1 * pixels), a chunk at a time.
+    const int64_t per_filter = std::max<int64_t>(1, kChunkItems / F);  // a chunk's pixels: a list's capacity
+    thread_local std::vector<Item> items;
+    thread_local std::vector<int64_t> counts;
+    thread_local std::vector<float> grads;  // (F): one pooled pixel's
+    items.resize(size_t(F * per_filter));
+    counts.resize(size_t(F));
+    grads.resize(size_t(F));
+    Item* const lists = items.data();
+    int64_t* const __restrict listed = counts.data();
+    float* const __restrict gr = grads.data();
+    double* const __restrict dbias = db;
+    for (int64_t q0 = n0 * pixels; q0 < n1 * pixels; q0 += per_filter) {
+      std::fill(listed, listed + F, 0);
+      for (int64_t q = q0; q < std::min(n1 * pixels, q0 + per_filter); ++q) {
+        const int64_t n = q / pixels, i = q * F;  // element (n, pixel, 0)
+        s.grads(i, F, gr);
+        for (int64_t f = 0; f < F; ++f) dbias[f] += gr[f];
+        for (int64_t f = 0; f < F; ++f) {
+          if (gr[f] == 0.0f) continue;
+          const int64_t at = origin[size_t(k.argmax[i + f])];
+          if (at >= 0) {
+            lists[f * per_filter + listed[f]++] = {n * image + at, gr[f]};
+          } else {
+            add_patch(g, k.argmax[i + f], gr[f], k.inp + n * image, dw + f * R,
+                      k.dinp != nullptr ? k.dinp + n * image : nullptr, s.weight_t + f * R);
+          }
+        }
+      }
+      for (int64_t f = 0; f < F; ++f) {
+        const Item* list = lists + f * per_filter;
+        const int64_t count = listed[f];
+        if (count == 0) continue;
+        for (size_t s0 = 0; s0 < segments.size(); s0 += kGroup) {
+          const Segment* seg = &segments[s0];
+          with_group_size(int(std::min<size_t>(kGroup, segments.size() - s0)), [&](auto G) {
+            constexpr int kG = decltype(G)::value;
+            filter_group<kG>(dw + f * R, k.inp, list, count, seg);
+            if (k.dinp != nullptr) data_group<kG>(k.dinp, s.weight_t + f * R, list, count, seg);
+          });
+        }
+      }
+    }
+  });
+}
+
+void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k) {
+  require_fusable(k, "cpu::conv2d_act_pool_backward");
+  if (avx2::available()) return conv2d_act_pool_backward_avx2(k);
+  conv2d_act_pool_backward_portable(k);
 }
 
 }  // namespace cpu

@@ -21,9 +21,12 @@
 //
 // Rows: naive (the three definitions composed), cpu (forward: convolution of a chunk of images
 // into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse
-// sums), cuda (the tiled direct convolution pooling its tiles in shared memory; backward the
-// sparse sums per chunk of pooled positions, and the input's gradient as the tiled transposed
-// convolution reading dz from the pooled gradients), cuda.v1 (one thread per pooled output
+// sums, cpu.avx2's where the processor has AVX2 and FMA, else cpu.portable's), cpu.portable
+// (backward: pooled element by pooled element, each filter's patch added in place), cpu.avx2
+// (backward: filter by filter, the patch sums held in registers), cuda (the tiled direct
+// convolution pooling its tiles in shared memory; backward the sparse sums per chunk of pooled
+// positions, and the input's gradient as the tiled transposed convolution reading dz from the
+// pooled gradients), cuda.v1 (one thread per pooled output
 // forward; backward per weight, per filter and per input element). No atomics anywhere.
 // Ungrouped convolutions only (G = 1, what the engine's Conv2D layer makes): every row throws
 // std::invalid_argument on a grouped geometry rather than read its kernel as (KH,KW,C,F).
@@ -183,7 +186,10 @@ void conv2d_act_pool_backward(const Conv2dActPoolBackward<T>& k);
 namespace hisvid::cpu {
 
 void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k);
-void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k);
+void conv2d_act_pool_backward(const Conv2dActPoolBackward<float>& k);  // avx2 where it runs, else portable
+// Backward's two forms, rows cpu.portable and cpu.avx2 (the latter on processors with AVX2 and FMA).
+void conv2d_act_pool_backward_portable(const Conv2dActPoolBackward<float>& k);
+void conv2d_act_pool_backward_avx2(const Conv2dActPoolBackward<float>& k);
 
 }  // namespace hisvid::cpu
 

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/conv2d_avx2.h"
 #include "kernels/conv2d_pool.h"
 #include "kernels/harness.h"
 #include "kernels/philox.h"
@@ -20,12 +21,17 @@ namespace {
 
 using harness::Cases;
 
-const bool rows = register_rows(host_row<naive::conv2d_act_pool_forward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::conv2d_act_pool_forward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::conv2d_act_pool_backward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::conv2d_act_pool_backward<double>>(Backend::Naive, "naive"),
-                                host_row<cpu::conv2d_act_pool_forward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::conv2d_act_pool_backward>(Backend::Cpu, "cpu"));
+const bool rows = register_rows(
+    host_row<naive::conv2d_act_pool_forward<float>>(Backend::Naive, "naive"),
+    host_row<naive::conv2d_act_pool_forward<double>>(Backend::Naive, "naive"),
+    host_row<naive::conv2d_act_pool_backward<float>>(Backend::Naive, "naive"),
+    host_row<naive::conv2d_act_pool_backward<double>>(Backend::Naive, "naive"),
+    host_row<cpu::conv2d_act_pool_forward>(Backend::Cpu, "cpu"),
+    host_row<cpu::conv2d_act_pool_backward>(Backend::Cpu, "cpu"),
+    host_row<cpu::conv2d_act_pool_backward_portable>(Backend::Cpu, "cpu.portable", Role::Alternative));
+// The AVX2 backward exists on processors that can run it.
+const bool avx2_rows = !cpu::avx2::available() || register_rows(host_row<cpu::conv2d_act_pool_backward_avx2>(
+                                                      Backend::Cpu, "cpu.avx2", Role::Alternative));
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows = register_rows(
     cuda_row<cuda::conv2d_act_pool_forward>("cuda"), cuda_row<cuda::conv2d_act_pool_backward>("cuda"),

@@ -1665,7 +1665,10 @@ TEST(Conv2dPool, RefusesAPoolNotOverTheConvolutionsOutput) {
              {"naive::conv2d_act_pool_forward", [&] { naive::conv2d_act_pool_forward(forward); }},
              {"cpu::conv2d_act_pool_forward", [&] { cpu::conv2d_act_pool_forward(forward); }},
              {"naive::conv2d_act_pool_backward", [&] { naive::conv2d_act_pool_backward(backward); }},
-             {"cpu::conv2d_act_pool_backward", [&] { cpu::conv2d_act_pool_backward(backward); }}}) {
+             {"cpu::conv2d_act_pool_backward", [&] { cpu::conv2d_act_pool_backward(backward); }},
+             {"cpu::conv2d_act_pool_backward_portable",
+              [&] { cpu::conv2d_act_pool_backward_portable(backward); }},
+             {"cpu::conv2d_act_pool_backward_avx2", [&] { cpu::conv2d_act_pool_backward_avx2(backward); }}}) {
       try {
         run();
         ADD_FAILURE() << row << " ran a pool over " << p.H << "x" << p.W << "x" << p.C << " with strides "
@@ -1701,6 +1704,8 @@ TEST(Conv2dPool, RefusesADropoutAfterOtherActivations) {
   backward.g = forward.g, backward.p = forward.p, backward.act = Activation::Sigmoid;
   backward.dropout.rate = 0.5f;
   EXPECT_THROW(cpu::conv2d_act_pool_backward(backward), std::invalid_argument);
+  EXPECT_THROW(cpu::conv2d_act_pool_backward_portable(backward), std::invalid_argument);
+  EXPECT_THROW(cpu::conv2d_act_pool_backward_avx2(backward), std::invalid_argument);
   EXPECT_THROW(naive::conv2d_act_pool_backward(backward), std::invalid_argument);
 }
 
