@@ -535,37 +535,31 @@ void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k) {
 
 void conv2d_forward_avx2(const Conv2dForward<float>& k) {
   if (!conv2d_direct_applies(k.g)) return conv2d_forward_gemm(k);
-  if (k.g.G > 1) return forward_per_group(k, conv2d_forward_avx2);
-  avx2::forward(k.out, k.inp, k.weight, k.bias, k.g);
+  avx2::forward(k.out, k.inp, k.weight, k.bias, k.g);  // groups in place, from one padded copy
 }
 void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k) {
   if (!conv2d_direct_applies(k.g)) return conv2d_backward_data_gemm(k);
   if (!conv2d_backward_data_avx2_applies(k.g)) return conv2d_backward_data_direct(k);
-  if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data_avx2);
-  avx2::backward_data(k.dinp, k.dout, k.weight, k.g);
+  avx2::backward_data(k.dinp, k.dout, k.weight, k.g);  // groups in place
 }
 void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k) {
   if (!conv2d_direct_applies(k.g)) return conv2d_backward_filter_gemm(k);
-  if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter_avx2);
-  avx2::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);
+  avx2::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);  // groups in place
 }
 
 void conv2d_forward(const Conv2dForward<float>& k) {
-  if (k.g.G > 1) return forward_per_group(k, conv2d_forward);
-  if (conv2d_cpu_algorithm(k.g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct)
+  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::Forward) == Conv2dAlgorithm::Direct)
     return conv2d_forward_avx2(k);
   conv2d_forward_gemm(k);
 }
 void conv2d_backward_data(const Conv2dBackwardData<float>& k) {
-  if (k.g.G > 1) return backward_data_per_group(k, conv2d_backward_data);
-  if (conv2d_cpu_algorithm(k.g, Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
+  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
     return conv2d_backward_data_avx2(k);
   }
   conv2d_backward_data_gemm(k);
 }
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k) {
-  if (k.g.G > 1) return backward_filter_per_group(k, conv2d_backward_filter);
-  if (conv2d_cpu_algorithm(k.g, Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
+  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
     return conv2d_backward_filter_avx2(k);
   }
   conv2d_backward_filter_gemm(k);

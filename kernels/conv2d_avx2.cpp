@@ -66,13 +66,14 @@ __attribute__((target("avx2"))) __m256i lane_mask(int count) {
 }
 
 // out[p, f0 : f0 + 8V] for the P pixels whose patches start at x + p * pixel_stride.
-// x: padded input at the patch origin of pixel 0; w: weight (KH,KW,C,F) + f0; the last of the
-// V vectors goes through `last` (a lane mask).
+// x: padded input (XC channels a pixel) at the patch origin of pixel 0 and the first channel of
+// the group; w: weight (KH,KW,C,F) + f0, C the group's channels; the last of the V vectors goes
+// through `last` (a lane mask).
 template <int P, int V>
 __attribute__((target("avx2,fma"))) inline void forward_tile(float* out, const float* x, int64_t pixel_stride,
                                                              int64_t row_stride, const float* w,
-                                                             const float* bias, int KH, int KW, int C, int F,
-                                                             __m256i last) {
+                                                             const float* bias, int KH, int KW, int C, int XC,
+                                                             int F, __m256i last) {
   __m256 acc[P][V];
   for (int v = 0; v < V; ++v) {
     const __m256 b = bias == nullptr ? _mm256_setzero_ps()
@@ -82,7 +83,7 @@ __attribute__((target("avx2,fma"))) inline void forward_tile(float* out, const f
   }
   for (int kh = 0; kh < KH; ++kh) {
     for (int kw = 0; kw < KW; ++kw) {
-      const float* xk = x + kh * row_stride + int64_t(kw) * C;
+      const float* xk = x + kh * row_stride + int64_t(kw) * XC;
       const float* wk = w + (int64_t(kh) * KW + kw) * C * F;
       for (int c = 0; c < C; ++c) {
         __m256 wv[V];
@@ -109,23 +110,27 @@ __attribute__((target("avx2,fma"))) inline void forward_tile(float* out, const f
   }
 }
 
-// One output row (WO pixels x F filters) of one image from its padded copy.
+// P output pixels (x F filters) of one image's row ho from its padded copy, group by group: group
+// q's filters [q*FG, (q+1)*FG) read its channels [q*CG, (q+1)*CG) of every padded pixel.
 template <int P>
 __attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float* padded, int ho, int wo0,
                                                         const float* weight, const float* bias,
                                                         const Conv2dGeometry& g, const Padded& p) {
+  const int CG = g.group_channels(), FG = g.group_filters();
   const int64_t pixel_stride = int64_t(g.SW) * g.C, row_stride = int64_t(p.WP) * g.C;
-  const float* x = padded + (int64_t(ho) * g.SH * p.WP + int64_t(wo0) * g.SW) * g.C;
-  for (int f0 = 0; f0 < g.F; f0 += 2 * kLanes) {
-    const int left = g.F - f0;
-    const float* w = weight + f0;
-    const float* b = bias == nullptr ? nullptr : bias + f0;
-    float* o = out + f0;
-    if (left > kLanes) {
-      forward_tile<P, 2>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F,
-                         lane_mask(std::min(left - kLanes, kLanes)));
-    } else {
-      forward_tile<P, 1>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, g.C, g.F, lane_mask(left));
+  for (int q = 0; q < g.G; ++q) {
+    const float* x = padded + (int64_t(ho) * g.SH * p.WP + int64_t(wo0) * g.SW) * g.C + int64_t(q) * CG;
+    for (int f0 = q * FG; f0 < (q + 1) * FG; f0 += 2 * kLanes) {
+      const int left = (q + 1) * FG - f0;
+      const float* w = weight + f0;
+      const float* b = bias == nullptr ? nullptr : bias + f0;
+      float* o = out + f0;
+      if (left > kLanes) {
+        forward_tile<P, 2>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, CG, g.C, g.F,
+                           lane_mask(std::min(left - kLanes, kLanes)));
+      } else {
+        forward_tile<P, 1>(o, x, pixel_stride, row_stride, w, b, g.KH, g.KW, CG, g.C, g.F, lane_mask(left));
+      }
     }
   }
 }
@@ -138,6 +143,7 @@ template <int CB, int V>
 __attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* padded, const float* dout,
                                                      int kh, int kw, int c0, int f0, const Conv2dGeometry& g,
                                                      const Padded& p, __m256i last) {
+  const int CG = g.group_channels(), cg0 = c0 % CG;  // c0's place in its group
   __m256 acc[CB][V];
   for (int j = 0; j < CB; ++j) {
     for (int v = 0; v < V; ++v) acc[j][v] = _mm256_setzero_ps();
@@ -157,7 +163,7 @@ __attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* pad
     }
   }
   for (int j = 0; j < CB; ++j) {
-    float* w = dw + ((int64_t(kh) * g.KW + kw) * g.C + c0 + j) * g.F + f0;
+    float* w = dw + ((int64_t(kh) * g.KW + kw) * CG + cg0 + j) * g.F + f0;
     for (int v = 0; v < V; ++v) {
       float* wv = w + v * kLanes;
       if (v + 1 == V) {
@@ -169,14 +175,16 @@ __attribute__((target("avx2,fma"))) void filter_tile(float* dw, const float* pad
   }
 }
 
+// Filters f0 .. f0 + 8V of group q against the group's channels, 4 at a time.
 template <int V>
-void filter_tiles(float* dw, const float* padded, const float* dout, int kh, int kw, int f0,
+void filter_tiles(float* dw, const float* padded, const float* dout, int kh, int kw, int q, int f0,
                   const Conv2dGeometry& g, const Padded& p, __m256i last) {
   constexpr int kMaxChannels = 4;  // CB x V accumulators + V gradients + 1 input within 16 registers
-  int c0 = 0;
-  for (; c0 + kMaxChannels <= g.C; c0 += kMaxChannels)
+  const int c_end = (q + 1) * g.group_channels();
+  int c0 = q * g.group_channels();
+  for (; c0 + kMaxChannels <= c_end; c0 += kMaxChannels)
     filter_tile<4, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
-  switch (g.C - c0) {
+  switch (c_end - c0) {
     case 3:
       filter_tile<3, V>(dw, padded, dout, kh, kw, c0, f0, g, p, last);
       break;
@@ -191,18 +199,22 @@ void filter_tiles(float* dw, const float* padded, const float* dout, int kh, int
   }
 }
 
-// One image's contribution to dw (KH,KW,C,F) and db (F).
+// One image's contribution to dw (KH,KW,C/G,F) and db (F), group by group.
 __attribute__((target("avx2,fma"))) void accumulate_filter_image(float* dw, float* db, const float* padded,
                                                                  const float* dout, const Conv2dGeometry& g,
                                                                  const Padded& p) {
-  for (int f0 = 0; f0 < g.F; f0 += 2 * kLanes) {
-    const int left = g.F - f0;
-    for (int kh = 0; kh < g.KH; ++kh) {
-      for (int kw = 0; kw < g.KW; ++kw) {
-        if (left > kLanes) {
-          filter_tiles<2>(dw, padded, dout, kh, kw, f0, g, p, lane_mask(std::min(left - kLanes, kLanes)));
-        } else {
-          filter_tiles<1>(dw, padded, dout, kh, kw, f0, g, p, lane_mask(left));
+  const int FG = g.group_filters();
+  for (int q = 0; q < g.G; ++q) {
+    for (int f0 = q * FG; f0 < (q + 1) * FG; f0 += 2 * kLanes) {
+      const int left = (q + 1) * FG - f0;
+      for (int kh = 0; kh < g.KH; ++kh) {
+        for (int kw = 0; kw < g.KW; ++kw) {
+          if (left > kLanes) {
+            filter_tiles<2>(dw, padded, dout, kh, kw, q, f0, g, p,
+                            lane_mask(std::min(left - kLanes, kLanes)));
+          } else {
+            filter_tiles<1>(dw, padded, dout, kh, kw, q, f0, g, p, lane_mask(left));
+          }
         }
       }
     }
@@ -233,22 +245,22 @@ bool available() { return __builtin_cpu_supports("avx2") && __builtin_cpu_suppor
 
 void forward(float* out,           // (N,HO,WO,F)
              const float* inp,     // (N,H,W,C)
-             const float* weight,  // (KH,KW,C,F)
+             const float* weight,  // (KH,KW,C/G,F)
              const float* bias,    // (F) or null
              const Conv2dGeometry& g) {
   const Padded p = padded_extent(g);
   const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;
-  const int64_t work = int64_t(g.N) * g.HO * g.WO * g.KH * g.KW * g.C * g.F;
+  const int64_t work = int64_t(g.N) * g.HO * g.WO * g.KH * g.KW * g.group_channels() * g.F;
 #pragma omp parallel for schedule(static) if (work > kParallelMin)
   for (int64_t n = 0; n < g.N; ++n) {
     float* padded = thread_buffer<float, PaddedImage>(int64_t(p.HP) * p.WP * g.C);  // (HP,WP,C)
     pad_image(padded, inp + n * image, g, p);
     for (int ho = 0; ho < g.HO; ++ho) {
       float* row = out + n * out_image + int64_t(ho) * g.WO * g.F;  // (WO,F)
-      if (g.F <= kLanes &&
+      if (g.group_filters() <= kLanes &&
           g.WO >= 2 * kTilePixels) {  // one vector of filters: a wider tile fills the registers
         forward_row<2 * kTilePixels>(row, padded, ho, weight, bias, g, p);
-      } else if (g.F <= 2 * kLanes && g.WO >= kWideTilePixels) {
+      } else if (g.group_filters() <= 2 * kLanes && g.WO >= kWideTilePixels) {
         forward_row<kWideTilePixels>(row, padded, ho, weight, bias, g, p);
       } else if (g.WO >= kTilePixels) {
         forward_row<kTilePixels>(row, padded, ho, weight, bias, g, p);
@@ -261,17 +273,22 @@ void forward(float* out,           // (N,HO,WO,F)
 
 void backward_data(float* dinp,          // (N,H,W,C)
                    const float* dout,    // (N,HO,WO,F)
-                   const float* weight,  // (KH,KW,C,F)
+                   const float* weight,  // (KH,KW,C/G,F)
                    const Conv2dGeometry& g) {
-  // dinp[ih,iw,c] = sum_{kh,kw,f} dout[ih + pad_top - kh, iw + pad_left - kw, f] * w[kh,kw,c,f]:
-  // a stride-1 forward over dout with w'[kh,kw,f,c] = w[KH-1-kh, KW-1-kw, c, f].
-  std::vector<float> flipped(size_t(g.KH) * g.KW * g.C * g.F);  // (KH,KW,F,C)
+  // dinp[ih,iw,c] = sum_{kh,kw,f} dout[ih + pad_top - kh, iw + pad_left - kw, f] * w[kh,kw,c,f]
+  // over the filters f of c's group: a stride-1 forward over dout, grouped alike, with
+  // w'[kh,kw,f,c] = w[KH-1-kh, KW-1-kw, c, f] (f and c counted within their group in the kernels).
+  const int CG = g.group_channels(), FG = g.group_filters();
+  std::vector<float> flipped(size_t(g.KH) * g.KW * FG * g.C);  // (KH,KW,F/G,C)
   for (int kh = 0; kh < g.KH; ++kh) {
     for (int kw = 0; kw < g.KW; ++kw) {
-      const float* src = weight + (int64_t(g.KH - 1 - kh) * g.KW + (g.KW - 1 - kw)) * g.C * g.F;  // (C,F)
-      float* dst = flipped.data() + (int64_t(kh) * g.KW + kw) * g.F * g.C;                        // (F,C)
-      for (int c = 0; c < g.C; ++c) {
-        for (int f = 0; f < g.F; ++f) dst[int64_t(f) * g.C + c] = src[int64_t(c) * g.F + f];
+      const float* src = weight + (int64_t(g.KH - 1 - kh) * g.KW + (g.KW - 1 - kw)) * CG * g.F;  // (C/G,F)
+      float* dst = flipped.data() + (int64_t(kh) * g.KW + kw) * FG * g.C;                        // (F/G,C)
+      for (int q = 0; q < g.G; ++q) {
+        for (int c = 0; c < CG; ++c) {
+          for (int f = 0; f < FG; ++f)
+            dst[int64_t(f) * g.C + q * CG + c] = src[int64_t(c) * g.F + q * FG + f];
+        }
       }
     }
   }
@@ -288,16 +305,17 @@ void backward_data(float* dinp,          // (N,H,W,C)
   t.WO = g.W;
   t.pad_top = g.KH - 1 - g.pad_top;
   t.pad_left = g.KW - 1 - g.pad_left;
+  t.G = g.G;
   forward(dinp, dout, flipped.data(), nullptr, t);
 }
 
-void backward_filter(float* dweight,     // (KH,KW,C,F)
+void backward_filter(float* dweight,     // (KH,KW,C/G,F)
                      float* dbias,       // (F) or null
                      const float* dout,  // (N,HO,WO,F)
                      const float* inp,   // (N,H,W,C)
                      const Conv2dGeometry& g) {
   const Padded p = padded_extent(g);
-  const int64_t KKF = int64_t(g.KH) * g.KW * g.C * g.F;
+  const int64_t KKF = int64_t(g.KH) * g.KW * g.group_channels() * g.F;
   const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;
   const int64_t work = int64_t(g.N) * g.HO * g.WO * KKF;
   const int threads = work > kParallelMin ? omp_get_max_threads() : 1;
@@ -307,7 +325,7 @@ void backward_filter(float* dweight,     // (KH,KW,C,F)
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
-    float* dw = partial.data() + t * stride;  // (KH,KW,C,F)
+    float* dw = partial.data() + t * stride;  // (KH,KW,C/G,F)
     float* db = dw + KKF;                     // (F)
     float* padded = thread_buffer<float, PaddedImage>(int64_t(p.HP) * p.WP * g.C);
 #pragma omp for schedule(static)
