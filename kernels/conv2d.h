@@ -171,8 +171,9 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k);
 // values per pixel for a GEMM too thin to be efficient), with AVX2 + FMA intrinsics where the
 // processor has them (kernels/conv2d_avx2.h). The default row picks per pass and shape
 // (conv2d_cpu_algorithm); the fixed-algorithm rows are there for the harness and the lab.
-// With groups (G > 1) every row runs one group at a time through its G = 1 code, over copies of
-// the group's channels.
+// With groups (G > 1) the AVX2 kernels (cpu.avx2, and cpu where it picks them) run every group in
+// place, each group's filters reading its channels; the other rows run one group at a time
+// through their G = 1 code, over copies of the group's channels.
 namespace hisvid::cpu {
 
 enum class Conv2dAlgorithm { Gemm, Direct };

@@ -2,18 +2,21 @@
 //
 // Each image is first copied into a zero-padded (HP,WP,C) buffer, HP = (HO-1)*SH + KH and
 // WP = (WO-1)*SW + KW, so the inner loops never test bounds. The forward micro-kernel keeps a
-// tile of P output pixels x V vectors of 8 filters in ymm registers (P = 6, V = 2: 12
-// accumulators, 2 weight vectors, 1 broadcast input of the 16 registers) for 9-16 filters, P = 8,
-// V = 1 for at most 8, and P = 4 on rows under 6 pixels and for more than 16 filters, 16 at a
-// time (6 pixels measured no faster there) and walks the KH*KW*C patch once:
+// tile of P output pixels x V vectors of 8 filters in ymm registers and walks the KH*KW*C/G
+// patch once:
 //   acc[p][v] += broadcast(x[p][kh,kw,c]) * w[kh,kw,c, 8v : 8v+8]
-// The last vector of filters is loaded and stored through a lane mask when F is not a
-// multiple of 8. Backward data is that same forward on dout, with the kernel flipped in space
-// and its channel axes swapped, and padding KH-1-pad_top / KW-1-pad_left (stride 1).
-// Backward filter keeps a tile of CB input channels x V vectors of filters of one kernel tap
-// (kh, kw) in registers while it walks every output pixel of an image,
+// The tile follows the filters of a group (FG = F/G) and the row's WO pixels: P = 8, V = 1 for
+// FG <= 8 on rows of 8 pixels or more; else P = 6 (12 accumulators, 2 weight vectors and 1
+// broadcast input of the 16 registers) for FG <= 16 on rows of 6 or more; else P = 4, filters 16
+// at a time (6 pixels measured no faster for more than 16 filters); P = 1 on rows under 4.
+// The last vector of a group's filters is loaded and stored through a lane mask when FG is not
+// a multiple of 8. Groups run in place: group q's filters read channels q*C/G .. (q+1)*C/G - 1
+// of every padded pixel. Backward data is that same forward on dout, with the kernel flipped in
+// space and its channel axes swapped within each group, and padding KH-1-pad_top /
+// KW-1-pad_left (stride 1). Backward filter keeps a tile of CB input channels x V vectors of
+// filters of one kernel tap (kh, kw) in registers while it walks every output pixel of an image,
 //   acc[j][v] += broadcast(x[pixel][kh, kw, c0 + j]) * dout[pixel][8v : 8v + 8],
-// then adds the tile to the thread's private (KH,KW,C,F) buffer; the buffers are added in
+// then adds the tile to the thread's private (KH,KW,C/G,F) buffer; the buffers are added in
 // thread order at the end (deterministic for a given thread count).
 #include "kernels/conv2d_avx2.h"
 
@@ -135,8 +138,6 @@ __attribute__((target("avx2,fma"))) void forward_pixels(float* out, const float*
   }
 }
 
-// dw[kh,kw,c, 0:8] += x[kh,kw,c] * d[0:8] and db[0:8] += d[0:8] for one output pixel, over its
-// whole patch: x is the patch origin in the padded image; Masked for a partial last block.
 // dw[kh, kw, c0 : c0+CB, f0 : f0 + 8V] += the sum over every output pixel of one image of
 // x[pixel][kh, kw, c0 + j] * dout[pixel][f0 + 8v ...]; the last vector through `last`.
 template <int CB, int V>
@@ -319,7 +320,7 @@ void backward_filter(float* dweight,     // (KH,KW,C/G,F)
   const int64_t image = int64_t(g.H) * g.W * g.C, out_image = int64_t(g.HO) * g.WO * g.F;
   const int64_t work = int64_t(g.N) * g.HO * g.WO * KKF;
   const int threads = work > kParallelMin ? omp_get_max_threads() : 1;
-  // One (KH,KW,C,F) + (F) partial sum per thread.
+  // One (KH,KW,C/G,F) + (F) partial sum per thread.
   const int64_t stride = (KKF + g.F + kLanes - 1) / kLanes * kLanes;
   std::vector<float> partial(size_t(threads) * stride, 0.0f);
 #pragma omp parallel num_threads(threads)

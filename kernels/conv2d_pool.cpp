@@ -1,6 +1,6 @@
 // kernels/conv2d_pool.cpp — the fused convolution + activation + max-pool on the host: the
-// naive row (the three definitions, one after the other) and the tuned CPU row. See
-// kernels/conv2d_pool.h for the arithmetic.
+// naive row (the three definitions, one after the other) and the tuned CPU rows (forward, and
+// backward's portable and AVX2 forms). See kernels/conv2d_pool.h for the arithmetic.
 #include "kernels/conv2d_pool.h"
 
 #include <immintrin.h>
@@ -171,9 +171,14 @@ namespace {
 // dinp is wanted).
 struct SparseBackward {
   const Conv2dActPoolBackward<float>& k;
-  const float* dout;  // (N,PO,QO,F): k.dout through the dropout's mask, or times `scale`
-  float scale;        // the dropout's 1 / (1 - rate) after a relu (see sparse_backward), else 1
-  const float* weight_t;
+  const float* dout;      // (N,PO,QO,F): k.dout through the dropout's mask, or times `scale`
+  float scale;            // the dropout's 1 / (1 - rate) after a relu (see sparse_backward), else 1
+  const float* weight_t;  // null without dinp
+
+  // Filter f's weights (KH*KW*C), null when no input gradient is wanted.
+  const float* weights_of(int64_t f) const {
+    return weight_t == nullptr ? nullptr : weight_t + f * int64_t(k.g.KH) * k.g.KW * k.g.C;
+  }
 
   // gr (F) = the gradients of pooled elements i .. i + F - 1.
   void grads(int64_t i, int64_t F, float* __restrict gr) const {
@@ -229,7 +234,10 @@ void sparse_backward(const Conv2dActPoolBackward<float>& k, Images&& images) {
   // The dropout's backward first (one vectorised pass): the pool's output gradient. After a relu
   // the mask need not be drawn again: a dropped element's output is +0, where relu' is 0, and a
   // kept one's is its relu's output times the scale, so (dout * scale) * relu'(out) is the masked
-  // gradient to the bit (but for a non-finite dout at a dropped element: NaN, not the mask's 0).
+  // gradient (a -0 where the mask gives +0 at a dropped element, which reaches no sum): every
+  // output the same bits, unless dout * scale is not finite at a dropped element (inf or NaN
+  // there, from a dout that is, or one over FLT_MAX / scale), where inf * 0 gives NaN, not the
+  // mask's 0.
   std::vector<float> masked;
   const float* dout = k.dout;
   float scale = 1.0f;
@@ -248,7 +256,7 @@ void sparse_backward(const Conv2dActPoolBackward<float>& k, Images&& images) {
     }
     std::fill(k.dinp, k.dinp + int64_t(g.N) * g.H * g.W * g.C, 0.0f);
   }
-  const SparseBackward s{k, dout, scale, weight_t.data()};
+  const SparseBackward s{k, dout, scale, k.dinp != nullptr ? weight_t.data() : nullptr};
   const int threads = std::max(1, std::min<int>(omp_get_max_threads(), g.N));
   // Per thread: dweight (F, R), dbias (F) in double.
   std::vector<float> dweight(static_cast<size_t>(threads * F * R), 0.0f);
@@ -404,7 +412,7 @@ void conv2d_act_pool_backward_portable(const Conv2dActPoolBackward<float>& k) {
         for (int64_t f = 0; f < F; ++f) {
           db[f] += gr[size_t(f)];
           if (gr[size_t(f)] != 0.0f)
-            add_patch(g, k.argmax[i + f], gr[size_t(f)], x, dw + f * R, dx, s.weight_t + f * R);
+            add_patch(g, k.argmax[i + f], gr[size_t(f)], x, dw + f * R, dx, s.weights_of(f));
         }
       }
     }
@@ -451,7 +459,7 @@ void conv2d_act_pool_backward_avx2(const Conv2dActPoolBackward<float>& k) {
             lists[f * per_filter + listed[f]++] = {n * image + at, gr[f]};
           } else {
             add_patch(g, k.argmax[i + f], gr[f], k.inp + n * image, dw + f * R,
-                      k.dinp != nullptr ? k.dinp + n * image : nullptr, s.weight_t + f * R);
+                      k.dinp != nullptr ? k.dinp + n * image : nullptr, s.weights_of(f));
           }
         }
       }
@@ -464,7 +472,7 @@ void conv2d_act_pool_backward_avx2(const Conv2dActPoolBackward<float>& k) {
           with_group_size(int(std::min<size_t>(kGroup, segments.size() - s0)), [&](auto G) {
             constexpr int kG = decltype(G)::value;
             filter_group<kG>(dw + f * R, k.inp, list, count, seg);
-            if (k.dinp != nullptr) data_group<kG>(k.dinp, s.weight_t + f * R, list, count, seg);
+            if (k.dinp != nullptr) data_group<kG>(k.dinp, s.weights_of(f), list, count, seg);
           });
         }
       }

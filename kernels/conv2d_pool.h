@@ -18,6 +18,9 @@
 // before the activation's derivative, which it takes from the dropped output: right for relu
 // and linear alone (a kept element keeps its sign, a dropped one carries no gradient), so a
 // rate > 0 with another activation is refused (std::invalid_argument), as is a grouped one.
+// After a relu the CPU rows read the mask from the output instead (a dropped element's is +0):
+// the same results but where dout * scale is not finite at a dropped element (see
+// sparse_backward in kernels/conv2d_pool.cpp).
 //
 // Rows: naive (the three definitions composed), cpu (forward: convolution of a chunk of images
 // into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse

@@ -73,6 +73,15 @@ const Shape kShapes[] = {
     {1, 27, 27, 1, 2, 27, 27, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "kernel_too_large_to_tile"},
     // No pooled output at all: the convolution's 1x1 output is smaller than the window.
     {1, 3, 3, 2, 3, 3, 3, 1, 1, Padding::Valid, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "no_pooled_output"},
+    // The AVX2 backward's groups of 1, 2, 4, 5 and 7 patch segments (8-float pieces of the KH rows
+    // of KW*C), and a thread's chunk of pooled pixels ending inside an image (2730 pixels a chunk
+    // of 24 filters, 256 pixels an image).
+    {2, 9, 12, 8, 9, 1, 5, 1, 1, Padding::Valid, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "five_segments"},
+    {2, 9, 9, 5, 7, 2, 2, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Same, Activation::Relu, true, "four_segments_even_kernel"},
+    {2, 9, 9, 4, 7, 1, 3, 1, 1, Padding::Same, 3, 3, 2, 2, Padding::Same, Activation::Relu, true, "two_segments"},
+    {2, 9, 9, 5, 7, 1, 1, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "one_segment_pointwise"},
+    {2, 12, 12, 1, 7, 7, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "seven_segments"},
+    {30, 32, 32, 3, 24, 3, 3, 1, 1, Padding::Same, 2, 2, 2, 2, Padding::Valid, Activation::Relu, true, "chunk_mid_image"},
     // The LRCN's four blocks at training batch 4 (4 x 20 frames).
     {80, 64, 64, 3, 16, 3, 3, 1, 1, Padding::Same, 4, 4, 4, 4, Padding::Valid, Activation::Relu, true, "seed_lrcn_block1"},
     {80, 16, 16, 16, 32, 3, 3, 1, 1, Padding::Same, 4, 4, 4, 4, Padding::Valid, Activation::Relu, true, "seed_lrcn_block2"},
@@ -104,6 +113,7 @@ const Drop kDrops[] = {
     {"overlapping_pools", 0.25f, false},
     {"conv_stride2_no_bias", 0.9f, false},
     {"linear", 0.5f, false},
+    {"chunk_mid_image", 0.3f, false},
 };
 
 const bool cases = [] {

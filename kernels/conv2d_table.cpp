@@ -122,6 +122,9 @@ const Shape kShapes[] = {
     {3, 5, 5, 4, 4, 3, 3, 1, 1, Padding::Same, true, "one channel and one filter per group", 4},
     {3, 9, 11, 8, 8, 3, 3, 1, 1, Padding::Valid, true, "the CUDA const kernel both ways: 8 channels, 8 filters"},
     {2, 7, 5, 16, 64, 2, 3, 1, 1, Padding::Same, false, "the CUDA const kernel's most filters, an even kernel"},
+    {2, 7, 8, 40, 12, 3, 3, 1, 1, Padding::Same, true, "2 groups of 20 channels: AVX2 backward data's 16 + 4 in a group", 2},
+    {2, 7, 9, 12, 36, 2, 4, 1, 1, Padding::Same, true, "3 groups, even kernel: grouped AVX2 backward data, uneven padding", 3},
+    {2, 9, 9, 8, 32, 3, 3, 1, 1, Padding::Same, false, "2 groups of 16 filters: AVX2 6-pixel tiles, two full vectors", 2},
 };
 // clang-format on
 

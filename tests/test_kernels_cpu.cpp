@@ -19,6 +19,7 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv2d_avx2.h"
 #include "kernels/conv2d_pool.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
@@ -1707,6 +1708,68 @@ TEST(Conv2dPool, RefusesADropoutAfterOtherActivations) {
   EXPECT_THROW(cpu::conv2d_act_pool_backward_portable(backward), std::invalid_argument);
   EXPECT_THROW(cpu::conv2d_act_pool_backward_avx2(backward), std::invalid_argument);
   EXPECT_THROW(naive::conv2d_act_pool_backward(backward), std::invalid_argument);
+}
+
+// After a relu the CPU backward rows read the folded dropout's mask from the output: with rate r
+// they give the very bits of rate 0 on the dout the Dropout layer's backward masks (the harness's
+// tolerance could not see a difference in the last bit). Every row: naive draws the mask itself.
+TEST(Conv2dPool, ReluDropoutBackwardIsTheMaskedGradientBitForBit) {
+  const Conv2dGeometry g = conv2d_geometry(3, 13, 11, 3, 9, 3, 3, 1, 1, Padding::Same);
+  const Pool2dGeometry p = pool_over(g, 2, 2, 2, 2, Padding::Valid);
+  const int64_t in_n = int64_t(g.N) * g.H * g.W * g.C, w_n = int64_t(g.KH) * g.KW * g.C * g.F;
+  const int64_t pooled = int64_t(p.N) * p.HO * p.WO * p.C;
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const auto random = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = uniform(gen);
+    return v;
+  };
+  const std::vector<float> inp = random(in_n), weight = random(w_n), bias = random(g.F),
+                           dout = random(pooled);
+  const PoolDropout dropped{0.5f, 0x1234, 99, nullptr};
+  // Forward with and without the dropout (the same argmax), and dout through the layer's mask.
+  std::vector<float> out_dropped(static_cast<size_t>(pooled)), out_kept(out_dropped.size()),
+      masked(out_dropped.size());
+  std::vector<int32_t> argmax(out_dropped.size());
+  Conv2dActPoolForward<float> forward;
+  forward.inp = inp.data(), forward.weight = weight.data(), forward.bias = bias.data(), forward.g = g,
+  forward.p = p;
+  forward.act = Activation::Relu, forward.argmax = argmax.data();
+  forward.out = out_kept.data();
+  naive::conv2d_act_pool_forward(forward);
+  forward.out = out_dropped.data(), forward.dropout = dropped;
+  naive::conv2d_act_pool_forward(forward);
+  DropoutForward<float> mask;
+  mask.out = masked.data(), mask.inp = dout.data(), mask.n = pooled, mask.rate = dropped.rate,
+  mask.seed = dropped.seed, mask.offset = dropped.offset;
+  naive::dropout_forward(mask);
+  ASSERT_TRUE(std::count(masked.begin(), masked.end(), 0.0f) > 0) << "some elements dropped";
+
+  using Row = void (*)(const Conv2dActPoolBackward<float>&);
+  std::vector<std::pair<std::string, Row>> rows = {{"naive", naive::conv2d_act_pool_backward<float>},
+                                                   {"cpu.portable", cpu::conv2d_act_pool_backward_portable}};
+  if (cpu::avx2::available()) rows.push_back({"cpu.avx2", cpu::conv2d_act_pool_backward_avx2});
+  for (const auto& [name, row] : rows) {
+    SCOPED_TRACE(name);
+    std::vector<float> dinp[2], dweight[2], dbias[2];
+    for (int with_dropout = 0; with_dropout < 2; ++with_dropout) {
+      dinp[with_dropout].assign(static_cast<size_t>(in_n), 7.0f);
+      dweight[with_dropout].assign(static_cast<size_t>(w_n), 7.0f);
+      dbias[with_dropout].assign(static_cast<size_t>(g.F), 7.0f);
+      Conv2dActPoolBackward<float> backward;
+      backward.dinp = dinp[with_dropout].data(), backward.dweight = dweight[with_dropout].data();
+      backward.dbias = dbias[with_dropout].data(), backward.argmax = argmax.data(), backward.inp = inp.data();
+      backward.weight = weight.data(), backward.g = g, backward.p = p, backward.act = Activation::Relu;
+      backward.dout = with_dropout ? dout.data() : masked.data();
+      backward.out = with_dropout ? out_dropped.data() : out_kept.data();
+      if (with_dropout) backward.dropout = dropped;
+      row(backward);
+    }
+    EXPECT_EQ(dinp[0], dinp[1]);
+    EXPECT_EQ(dweight[0], dweight[1]);
+    EXPECT_EQ(dbias[0], dbias[1]);
+  }
 }
 
 }  // namespace
