@@ -166,8 +166,8 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
 // per filter in pixel order, on both rows below.
 namespace {
 
-// What every image's backward reads: the gradient reaching the convolution's output at pooled
-// element i's maximum (grad), and each filter's weights contiguous (weight_t (F, KH*KW*C), when
+// What every image's backward reads: the gradients reaching the convolution's output at pooled
+// elements' maxima (grads), and each filter's weights contiguous (weight_t (F, KH*KW*C), when
 // dinp is wanted).
 struct SparseBackward {
   const Conv2dActPoolBackward<float>& k;
