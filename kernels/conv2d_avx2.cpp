@@ -30,7 +30,6 @@ namespace hisvid::cpu::avx2 {
 
 namespace {
 
-constexpr int kLanes = 8;       // floats per ymm register
 constexpr int kTilePixels = 4;  // output pixels per micro-kernel tile
 // Pixels per tile of two filter vectors: 12 accumulators. On the LRCN's first layer (64x64, 3 -> 16
 // filters) 2.6-2.9 ms against 3.0-4.4 for 4 pixels (kernel lab, 2-core AMD EPYC, 2026-11-28).
@@ -59,13 +58,6 @@ void pad_image(float* dst, const float* image, const Conv2dGeometry& g, const Pa
     std::copy(image + (int64_t(h) * g.W + (w0 - p.pad_left)) * g.C,
               image + (int64_t(h) * g.W + (w1 - p.pad_left)) * g.C, dst + (int64_t(hp) * p.WP + w0) * g.C);
   }
-}
-
-// Lanes [0, count) of a ymm register enabled.
-__attribute__((target("avx2"))) __m256i lane_mask(int count) {
-  alignas(32) int m[kLanes];
-  for (int i = 0; i < kLanes; ++i) m[i] = i < count ? -1 : 0;
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
 }
 
 // out[p, f0 : f0 + 8V] for the P pixels whose patches start at x + p * pixel_stride.

@@ -1,12 +1,23 @@
 // kernels/conv2d_avx2.h — the direct convolution of kernels/conv2d.cpp, float32, written with
 // AVX2 + FMA intrinsics and chosen at run time on processors that have them. Same arguments
-// and results as the portable direct loops (to float rounding); used by conv2d.cpp and the
-// kernel lab only.
+// and results as the portable direct loops (to float rounding); used by conv2d.cpp, the fused
+// Conv2D + MaxPool backward (kernels/conv2d_pool.cpp, which shares lane_mask) and the kernel lab.
 #pragma once
+
+#include <immintrin.h>
 
 #include "kernels/conv2d.h"
 
 namespace hisvid::cpu::avx2 {
+
+constexpr int kLanes = 8;  // floats per ymm register
+
+// Lanes [0, count) of a ymm register enabled.
+__attribute__((target("avx2"))) inline __m256i lane_mask(int count) {
+  alignas(32) int m[kLanes];
+  for (int i = 0; i < kLanes; ++i) m[i] = i < count ? -1 : 0;
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
+}
 
 // True when the processor executes AVX2 and FMA.
 bool available();

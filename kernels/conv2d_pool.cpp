@@ -295,7 +295,8 @@ void sparse_backward(const Conv2dActPoolBackward<float>& k, Images&& images) {
 // added to the thread's dw_f once per chunk. The input gradient walks the same items and
 // segments with filter f's weights held in registers: dx[origin + segment s] += g * wt_f[segment s].
 
-constexpr int kLanes = 8;  // floats per ymm register
+using avx2::kLanes;
+using avx2::lane_mask;
 constexpr int kGroup = 6;  // segments per pass over the items: 6 sums + 6 lane masks in registers
 // Items a chunk of pooled pixels may sort (16 bytes each): the chunk's lists stay in the cache.
 constexpr int64_t kChunkItems = int64_t(1) << 16;
@@ -313,12 +314,6 @@ struct Item {
   float g;
 };
 
-__attribute__((target("avx2"))) inline __m256i lanes_below(int count) {
-  alignas(32) int m[kLanes];
-  for (int i = 0; i < kLanes; ++i) m[i] = i < count ? -1 : 0;
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(m));
-}
-
 // dw_f[seg[s].in_kernel + lane] += sum over the items of g * x[origin + seg[s].in_image + lane],
 // for the G segments seg[0..G).
 template <int G>
@@ -326,7 +321,7 @@ __attribute__((target("avx2,fma"))) void filter_group(float* dw_f, const float* 
                                                       int64_t count, const Segment* seg) {
   __m256i mask[G];
   __m256 acc[G];
-  for (int s = 0; s < G; ++s) mask[s] = lanes_below(seg[s].lanes), acc[s] = _mm256_setzero_ps();
+  for (int s = 0; s < G; ++s) mask[s] = lane_mask(seg[s].lanes), acc[s] = _mm256_setzero_ps();
   for (int64_t i = 0; i < count; ++i) {
     const float* origin = x + items[i].origin;
     const __m256 gv = _mm256_set1_ps(items[i].g);
@@ -346,7 +341,7 @@ __attribute__((target("avx2,fma"))) void data_group(float* dx, const float* wt_f
   __m256i mask[G];
   __m256 w[G];
   for (int s = 0; s < G; ++s)
-    mask[s] = lanes_below(seg[s].lanes), w[s] = _mm256_maskload_ps(wt_f + seg[s].in_kernel, mask[s]);
+    mask[s] = lane_mask(seg[s].lanes), w[s] = _mm256_maskload_ps(wt_f + seg[s].in_kernel, mask[s]);
   for (int64_t i = 0; i < count; ++i) {
     float* origin = dx + items[i].origin;
     const __m256 gv = _mm256_set1_ps(items[i].g);
