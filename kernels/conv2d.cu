@@ -1047,12 +1047,19 @@ void conv2d_backward_data_timed(const Conv2dBackwardData<float>& k, cudaStream_t
 }
 
 void conv2d_backward_filter_timed(const Conv2dBackwardFilter<float>& k, cudaStream_t stream) {
-  // The timing runs accumulate into scratch, not into the call's gradients.
+  // The timing runs accumulate into scratch, not into the call's gradients. Without memory for
+  // it nothing is timed: the geometry keeps the rule's path, and the record says why.
   const auto with_scratch = [&](const auto& time_with) {
     const size_t weights = size_t(k.g.KH) * k.g.KW * k.g.group_channels() * k.g.F;
-    const TimingScratch scratch(sizeof(float) * (weights + k.g.F), nullptr, stream);
+    std::string failed;
+    const std::unique_ptr<TimingScratch> scratch =
+        try_timing_scratch(sizeof(float) * (weights + k.g.F), nullptr, stream, failed);
+    if (!scratch) {
+      record_timed_choice({"conv2d_backward_filter", describe(k.g), "the rule's path, untimed", {}, failed});
+      return;
+    }
     Conv2dBackwardFilter<float> trial = k;
-    trial.dweight = scratch.floats();
+    trial.dweight = scratch->floats();
     trial.dbias = k.dbias != nullptr ? trial.dweight + weights : nullptr;
     time_with(trial);
   };

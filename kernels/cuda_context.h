@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -350,6 +351,21 @@ class TimingScratch {
   DeviceBuffer buffer_;
   cudaStream_t stream_;
 };
+
+// A TimingScratch, or none where its memory cannot be had: then nothing is timed, and `failed`
+// says why. A device left unusable (a fault) is rethrown.
+inline std::unique_ptr<TimingScratch> try_timing_scratch(size_t bytes, const void* src, cudaStream_t stream,
+                                                         std::string& failed) {
+  std::unique_ptr<TimingScratch> scratch;
+  try {
+    scratch = std::make_unique<TimingScratch>(bytes, src, stream);
+  } catch (const std::exception& e) {
+    (void)cudaGetLastError();  // an allocation failure is not sticky; a device fault is, and
+    if (cudaStreamSynchronize(stream) != cudaSuccess) throw;  // then nothing more can run
+    failed = std::string("no memory for the timing runs' scratch: ") + e.what();
+  }
+  return scratch;
+}
 
 // Whether `stream` is being captured into a CUDA graph (where nothing can be timed).
 inline bool capturing(cudaStream_t stream) {

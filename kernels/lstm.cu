@@ -1106,14 +1106,9 @@ void with_trial(const ConvLstmStepForward<float>& k, cudaStream_t, std::string&,
 template <typename Trial>
 void with_trial(const ConvLstmStepBackward<float>& k, cudaStream_t stream, std::string& failed,
                 const Trial& trial) {
-  std::optional<TimingScratch> dc;
-  try {
-    dc.emplace(sizeof(float) * static_cast<size_t>(k.N * k.P() * k.F), k.dc, stream);
-  } catch (const std::exception& e) {
-    (void)cudaGetLastError();
-    failed = std::string("no memory for the timing runs' copy of dc: ") + e.what();
-    return;
-  }
+  const std::unique_ptr<TimingScratch> dc =
+      try_timing_scratch(sizeof(float) * static_cast<size_t>(k.N * k.P() * k.F), k.dc, stream, failed);
+  if (!dc) return;
   ConvLstmStepBackward<float> copy = k;
   copy.dc = dc->floats();
   trial(copy);
