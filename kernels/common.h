@@ -67,21 +67,34 @@ HISVID_HD double sqrt_of(double x) { return sqrt(x); }
 // float tanh as the 13/6-degree rational function TensorFlow's float32 CPU kernels evaluate
 // (Eigen's fast tanh): within a few ulp of tanh on [-9, 9], +-1 outside, no branches, so it
 // vectorises, and it is 5x cheaper than libm's tanhf, which was a quarter of a ConvLSTM step.
-// The same function runs on CUDA. double (gradient checks) uses the exact tanh.
+// The same function runs on CUDA, and 8 lanes at a time in the AVX2 gate rows of
+// kernels/lstm.cpp (same operations, same bits). double (gradient checks) uses the exact tanh.
+namespace tanh_rational {
+constexpr float kClamp = 9.0f;  // x is clamped to [-kClamp, kClamp] first
+// numerator: x * (a1 + a3 x^2 + ... + a13 x^12)
+constexpr float kA13 = -2.76076847742355e-16f, kA11 = 2.00018790482477e-13f, kA9 = -8.60467152213735e-11f,
+                kA7 = 5.12229709037114e-08f, kA5 = 1.48572235717979e-05f, kA3 = 6.37261928875436e-04f,
+                kA1 = 4.89352455891786e-03f;
+// denominator: b0 + b2 x^2 + b4 x^4 + b6 x^6
+constexpr float kB6 = 1.19825839466702e-06f, kB4 = 1.18534705686654e-04f, kB2 = 2.26843463243900e-03f,
+                kB0 = 4.89352518554385e-03f;
+}  // namespace tanh_rational
+
 HISVID_HD float tanh_of(float x) {
-  x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  using namespace tanh_rational;
+  x = x < -kClamp ? -kClamp : (x > kClamp ? kClamp : x);
   const float x2 = x * x;
-  float p = -2.76076847742355e-16f;  // numerator: x * (a1 + a3 x^2 + ... + a13 x^12)
-  p = p * x2 + 2.00018790482477e-13f;
-  p = p * x2 - 8.60467152213735e-11f;
-  p = p * x2 + 5.12229709037114e-08f;
-  p = p * x2 + 1.48572235717979e-05f;
-  p = p * x2 + 6.37261928875436e-04f;
-  p = p * x2 + 4.89352455891786e-03f;
-  float q = 1.19825839466702e-06f;  // denominator: b0 + b2 x^2 + b4 x^4 + b6 x^6
-  q = q * x2 + 1.18534705686654e-04f;
-  q = q * x2 + 2.26843463243900e-03f;
-  q = q * x2 + 4.89352518554385e-03f;
+  float p = kA13;
+  p = p * x2 + kA11;
+  p = p * x2 + kA9;
+  p = p * x2 + kA7;
+  p = p * x2 + kA5;
+  p = p * x2 + kA3;
+  p = p * x2 + kA1;
+  float q = kB6;
+  q = q * x2 + kB4;
+  q = q * x2 + kB2;
+  q = q * x2 + kB0;
   return x * p / q;
 }
 HISVID_HD double tanh_of(double x) { return tanh(x); }

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <iomanip>
 #include <sstream>
 #include <stdexcept>
 
@@ -293,6 +294,25 @@ void round_to_float(std::vector<Buffer>& buffers) {
     if (b.element != Element::Real) continue;
     for (double& v : b.values) v = double(static_cast<float>(v));
   }
+}
+
+std::string bit_differences(const std::vector<Buffer>& buffers, const std::vector<std::vector<double>>& a,
+                            const std::vector<std::vector<double>>& b) {
+  std::ostringstream differences;
+  differences << std::setprecision(std::numeric_limits<double>::max_digits10);
+  for (size_t k = 0; k < buffers.size(); ++k) {
+    if (!buffers[k].present || buffers[k].access == Access::In) continue;
+    size_t differ = 0, first = 0;
+    for (size_t i = a[k].size(); i-- > 0;) {
+      if (std::memcmp(&a[k][i], &b[k][i], sizeof(double)) != 0) ++differ, first = i;
+    }
+    if (differ > 0) {
+      differences << buffers[k].name << ": " << differ << " of " << a[k].size()
+                  << " elements differ; first at " << first << ": " << a[k][first] << " against "
+                  << b[k][first] << "\n";
+    }
+  }
+  return differences.str();
 }
 
 std::string compare(const std::vector<Buffer>& reference, const std::vector<std::vector<double>>& result,

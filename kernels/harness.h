@@ -291,6 +291,9 @@ class KernelSpec {
   // tolerance by.
   virtual std::string check(size_t i, const std::string& row, double* error_used = nullptr) const = 0;
   virtual Timing time(size_t i, const std::string& row, double min_seconds) const = 0;
+  // "" when rows `row` and `other` write the same bits on case i (from the same inputs);
+  // otherwise the first element that differs, buffer by buffer. For rows that promise it.
+  virtual std::string same_bits(size_t i, const std::string& row, const std::string& other) const = 0;
 };
 
 // Every kernel with cases, by name.
@@ -307,6 +310,9 @@ std::string compare(const std::vector<Buffer>& reference, const std::vector<std:
                     const std::function<double(const std::string&)>& tolerance_of,
                     double* error_used = nullptr);
 double bytes_moved(const std::vector<Buffer>& buffers, size_t real_size);
+// The outputs of `buffers` where results a and b differ in any bit: "" when none does.
+std::string bit_differences(const std::vector<Buffer>& buffers, const std::vector<std::vector<double>>& a,
+                            const std::vector<std::vector<double>>& b);
 
 template <template <typename> class A>
 class KernelCases final : public KernelSpec {
@@ -340,6 +346,12 @@ class KernelCases final : public KernelSpec {
     return compare(
         reference, result,
         [&c, backend](const std::string& buffer) { return c.tolerance_for(backend, buffer); }, error_used);
+  }
+
+  std::string same_bits(size_t i, const std::string& row_name, const std::string& other) const override {
+    const std::vector<Buffer> start = initial(i);
+    return bit_differences(start, run_row(cases_[i], start, row_name, nullptr, 0.0),
+                           run_row(cases_[i], start, other, nullptr, 0.0));
   }
 
   Timing time(size_t i, const std::string& row_name, double min_seconds) const override {

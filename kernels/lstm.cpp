@@ -19,11 +19,20 @@
 // hard_sigmoid (Keras's LSTM and ConvLSTM2D); every other case runs the same loops with the
 // activations and U read at run time. Missing optional inputs read a row of zeros and
 // unwanted outputs go to a scratch row, so no loop carries a branch.
+// The ConvLSTM step's rows come in two forms: cpu.portable (those loops) and cpu.avx2 (tanh's
+// rational function and the cell 8 lanes at a time in intrinsics, two pixels a vector with 4
+// filters, where the loops above are runs of 4 the compiler leaves half-vectorised); the same
+// float operations in the same order, so the same bits. The `cpu` row runs cpu.avx2 where the
+// processor has AVX2.
 #include "kernels/lstm.h"
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <type_traits>
 #include <vector>
+
+#include "kernels/conv2d_avx2.h"
 
 namespace hisvid::cpu {
 
@@ -209,6 +218,230 @@ void convlstm_step_rows(const ConvLstmStepForward<float>& k, const float* rz_all
   }
 }
 
+// Whether the AVX2 gate rows take these activations: tanh, with any recurrent activation the
+// dispatch fixes at compile time (the forward's sigmoid lanes stay scalar).
+template <typename Act, typename Rec>
+constexpr bool avx2_gates() {
+  return std::is_same_v<Act, Fixed<Activation::Tanh>> && !std::is_same_v<Rec, Runtime>;
+}
+
+// The gate rows in AVX2: the portable rows' float operations in the same order, 8 lanes at a
+// time, a run's last lanes through a mask. The target is AVX2 alone, without FMA, so nothing is
+// contracted and both rows give the same bits (test ConvLstmGateRows.Avx2IsThePortableRowsBitForBit).
+// The lanes form of each activation keeps x's NaN where the portable ternaries keep it:
+// max_ps/min_ps return their second operand when either is NaN. (No lambdas below: they would
+// not inherit the target.)
+#define HISVID_AVX2 __attribute__((target("avx2")))
+namespace lanes {
+
+using avx2::kLanes;
+
+HISVID_AVX2 inline __m256 times_x2_plus(__m256 v, __m256 x2, float c) {
+  return _mm256_add_ps(_mm256_mul_ps(v, x2), _mm256_set1_ps(c));
+}
+
+HISVID_AVX2 inline __m256 tanh_of(__m256 x) {
+  using namespace tanh_rational;
+  x = _mm256_min_ps(_mm256_set1_ps(kClamp), _mm256_max_ps(_mm256_set1_ps(-kClamp), x));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(kA13);
+  p = times_x2_plus(p, x2, kA11);
+  p = times_x2_plus(p, x2, kA9);
+  p = times_x2_plus(p, x2, kA7);
+  p = times_x2_plus(p, x2, kA5);
+  p = times_x2_plus(p, x2, kA3);
+  p = times_x2_plus(p, x2, kA1);
+  __m256 q = _mm256_set1_ps(kB6);
+  q = times_x2_plus(q, x2, kB4);
+  q = times_x2_plus(q, x2, kB2);
+  q = times_x2_plus(q, x2, kB0);
+  return _mm256_div_ps(_mm256_mul_ps(x, p), q);
+}
+
+// Keras 2: clip(0.2 * x + 0.5, 0, 1).
+HISVID_AVX2 inline __m256 hard_sigmoid(__m256 x) {
+  const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(0.2f), x), _mm256_set1_ps(0.5f));
+  return _mm256_min_ps(_mm256_set1_ps(1.0f), _mm256_max_ps(_mm256_setzero_ps(), y));
+}
+
+// Keras 3: clip(x + 3, 0, 6) / 6.
+HISVID_AVX2 inline __m256 hard_sigmoid_keras3(__m256 x) {
+  const __m256 y = _mm256_add_ps(x, _mm256_set1_ps(3.0f));
+  const __m256 clipped = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(_mm256_setzero_ps(), y));
+  return _mm256_div_ps(clipped, _mm256_set1_ps(6.0f));
+}
+
+template <Activation A>
+HISVID_AVX2 inline __m256 activate(__m256 x) {
+  static_assert(A == Activation::Tanh || A == Activation::HardSigmoid || A == Activation::HardSigmoidKeras3);
+  if constexpr (A == Activation::Tanh) return tanh_of(x);
+  if constexpr (A == Activation::HardSigmoid) return hard_sigmoid(x);
+  if constexpr (A == Activation::HardSigmoidKeras3) return hard_sigmoid_keras3(x);
+}
+
+// A run of n floats in vectors of 8 from offset 0: the vector at `at` is whole, or the run's
+// last (n % 8) lanes, loaded through a mask and stored 4, 2 and 1 at a time (a masked store
+// is slow on some processors).
+struct Run {
+  int64_t n;
+  __m256i tail;
+  HISVID_AVX2 explicit Run(int64_t count)
+      : n(count), tail(avx2::lane_mask(static_cast<int>(count % kLanes))) {}
+  HISVID_AVX2 __m256 load(const float* p, int64_t at) const {
+    return at + kLanes <= n ? _mm256_loadu_ps(p + at) : _mm256_maskload_ps(p + at, tail);
+  }
+  HISVID_AVX2 void store(float* p, int64_t at, __m256 v) const {
+    if (at + kLanes <= n) return _mm256_storeu_ps(p + at, v);
+    p += at;
+    int64_t left = n - at;
+    __m128 part = _mm256_castps256_ps128(v);
+    if (left >= 4) _mm_storeu_ps(p, part), part = _mm256_extractf128_ps(v, 1), p += 4, left -= 4;
+    if (left >= 2)
+      _mm_storel_pi(reinterpret_cast<__m64*>(p), part), part = _mm_movehl_ps(part, part), p += 2, left -= 2;
+    if (left >= 1) _mm_store_ss(p, part);
+  }
+};
+
+// z[0, n) = act(z[0, n)) in place; sigmoid (libm's expf) one value at a time.
+template <Activation A>
+HISVID_AVX2 inline void activate_run(float* z, const Run& run) {
+  if constexpr (A == Activation::Sigmoid) {
+    for (int64_t j = 0; j < run.n; ++j) z[j] = hisvid::activate(z[j], A);
+  } else {
+    for (int64_t at = 0; at < run.n; at += kLanes) run.store(z, at, activate<A>(run.load(z, at)));
+  }
+}
+
+// The runs of one pixel's values: all four gates, the first two, one.
+struct PixelRuns {
+  Run all, pair, one;
+  HISVID_AVX2 explicit PixelRuns(int64_t F) : all(4 * F), pair(2 * F), one(F) {}
+};
+
+// Where step t reads and writes.
+struct StepAt {
+  int64_t F, P, M, S, t, slot, prev;
+  StepAt(const ConvLstmStepForward<float>& k, int64_t F_) : StepAt(k.N, k.P(), k.steps, k.t, k.history, F_) {}
+  // The backward pass keeps every step: step t in slot t.
+  StepAt(const ConvLstmStepBackward<float>& k, int64_t F_) : StepAt(k.N, k.P(), k.steps, k.t, k.steps, F_) {}
+  StepAt(int64_t N, int64_t P_, int64_t S_, int64_t t_, int64_t history, int64_t F_)
+      : F(F_), P(P_), M(N * P), S(S_), t(t_), slot(t % history), prev((t + history - 1) % history) {}
+  int64_t sample_row(int64_t m) const { return (m / P * S + t) * P + m % P; }  // (n, t, p)
+};
+
+// Pixel m of step t: the portable row's loop body. zeros: F zeros, h: F floats of scratch.
+template <Activation kRec>
+HISVID_AVX2 inline void gate_pixel(const ConvLstmStepForward<float>& k, const StepAt& s,
+                                   const PixelRuns& runs, int64_t m, const float* rz_all, const float* zeros,
+                                   float* h) {
+  const int64_t F = s.F, sample_row = s.sample_row(m);
+  float* __restrict z = k.gates + (s.slot * s.M + m) * 4 * F;  // (G*F), activated in place
+  const float* __restrict xz = k.xz + sample_row * 4 * F;
+  if (rz_all) {
+    const float* __restrict rz = rz_all + m * 4 * F;
+    for (int64_t at = 0; at < runs.all.n; at += kLanes)
+      runs.all.store(z, at, _mm256_add_ps(runs.all.load(xz, at), runs.all.load(rz, at)));
+  } else {
+    std::copy(xz, xz + 4 * F, z);
+  }
+  activate_run<kRec>(z, runs.pair);                     // i, f
+  activate_run<Activation::Tanh>(z + 2 * F, runs.one);  // g
+  activate_run<kRec>(z + 3 * F, runs.one);              // o
+  const Run& one = runs.one;
+  const float* __restrict cp = s.t > 0 ? k.c + (s.prev * s.M + m) * F : zeros;
+  float* __restrict cr = k.c + (s.slot * s.M + m) * F;
+  for (int64_t at = 0; at < F; at += kLanes) {
+    const __m256 c = _mm256_add_ps(_mm256_mul_ps(one.load(z + F, at), one.load(cp, at)),
+                                   _mm256_mul_ps(one.load(z, at), one.load(z + 2 * F, at)));
+    one.store(cr, at, c);
+    one.store(h, at, _mm256_mul_ps(one.load(z + 3 * F, at), tanh_of(c)));
+  }
+  if (k.masks) {
+    for (int64_t q = 0; q < 4; ++q) {
+      float* __restrict hm = k.hm + k.hm_at(q, s.slot, m, 0);
+      const float* __restrict mask = k.masks + (q * s.M + m) * F;
+      for (int64_t at = 0; at < F; at += kLanes)
+        one.store(hm, at, _mm256_mul_ps(one.load(h, at), one.load(mask, at)));
+    }
+  } else {
+    std::copy(h, h + F, k.hm + k.hm_at(0, s.slot, m, 0));
+  }
+  if (k.h_seq) std::copy(h, h + F, k.h_seq + sample_row * F);
+  if (k.h_last && s.t == s.S - 1) std::copy(h, h + F, k.h_last + m * F);
+}
+
+// Pixels m and m+1 of step t with 4 filters, two pixels a vector: each pixel's 16 gates are two
+// vectors [i f] and [g o]; the pair's g, o, c and h are gathered into one vector each. Same
+// operations per value as gate_pixel. rec is not sigmoid.
+template <Activation kRec>
+HISVID_AVX2 inline void gate_pair4(const ConvLstmStepForward<float>& k, const StepAt& s, int64_t m,
+                                   const float* rz_all) {
+  constexpr int64_t F = 4;
+  const int64_t row_a = s.sample_row(m), row_b = s.sample_row(m + 1);
+  float* __restrict z = k.gates + (s.slot * s.M + m) * 4 * F;  // (2,G*F), the pair's
+  const float* __restrict xa = k.xz + row_a * 4 * F;
+  const float* __restrict xb = k.xz + row_b * 4 * F;
+  __m256 if_a = _mm256_loadu_ps(xa), go_a = _mm256_loadu_ps(xa + 8);
+  __m256 if_b = _mm256_loadu_ps(xb), go_b = _mm256_loadu_ps(xb + 8);
+  if (rz_all) {
+    const float* __restrict rz = rz_all + m * 4 * F;
+    if_a = _mm256_add_ps(if_a, _mm256_loadu_ps(rz)), go_a = _mm256_add_ps(go_a, _mm256_loadu_ps(rz + 8));
+    if_b = _mm256_add_ps(if_b, _mm256_loadu_ps(rz + 16)),
+    go_b = _mm256_add_ps(go_b, _mm256_loadu_ps(rz + 24));
+  }
+  if_a = activate<kRec>(if_a), if_b = activate<kRec>(if_b);
+  const __m256 g = tanh_of(_mm256_permute2f128_ps(go_a, go_b, 0x20));         // [g_a g_b]
+  const __m256 o = activate<kRec>(_mm256_permute2f128_ps(go_a, go_b, 0x31));  // [o_a o_b]
+  _mm256_storeu_ps(z, if_a), _mm256_storeu_ps(z + 8, _mm256_permute2f128_ps(g, o, 0x20));
+  _mm256_storeu_ps(z + 16, if_b), _mm256_storeu_ps(z + 24, _mm256_permute2f128_ps(g, o, 0x31));
+  const __m256 i = _mm256_permute2f128_ps(if_a, if_b, 0x20), f = _mm256_permute2f128_ps(if_a, if_b, 0x31);
+  const __m256 cp = s.t > 0 ? _mm256_loadu_ps(k.c + (s.prev * s.M + m) * F) : _mm256_setzero_ps();
+  const __m256 c = _mm256_add_ps(_mm256_mul_ps(f, cp), _mm256_mul_ps(i, g));
+  _mm256_storeu_ps(k.c + (s.slot * s.M + m) * F, c);
+  const __m256 h = _mm256_mul_ps(o, tanh_of(c));  // [h_a h_b]
+  if (k.masks) {
+    for (int64_t q = 0; q < 4; ++q) {
+      const __m256 hm = _mm256_mul_ps(h, _mm256_loadu_ps(k.masks + (q * s.M + m) * F));
+      _mm_storeu_ps(k.hm + k.hm_at(q, s.slot, m, 0), _mm256_castps256_ps128(hm));
+      _mm_storeu_ps(k.hm + k.hm_at(q, s.slot, m + 1, 0), _mm256_extractf128_ps(hm, 1));
+    }
+  } else {
+    _mm256_storeu_ps(k.hm + k.hm_at(0, s.slot, m, 0), h);
+  }
+  if (k.h_seq) {
+    _mm_storeu_ps(k.h_seq + row_a * F, _mm256_castps256_ps128(h));
+    _mm_storeu_ps(k.h_seq + row_b * F, _mm256_extractf128_ps(h, 1));
+  }
+  if (k.h_last && s.t == s.S - 1) _mm256_storeu_ps(k.h_last + m * F, h);
+}
+
+}  // namespace lanes
+
+// Step t's gate rows as convlstm_step_rows (act = tanh), in AVX2: pixel by pixel, or with 4
+// filters (and rec not sigmoid) two pixels at a time.
+template <int kF, Activation kRec>
+HISVID_AVX2 void convlstm_step_rows_avx2(const ConvLstmStepForward<float>& k, const float* rz_all,
+                                         Fixed<kRec>) {
+  const lanes::StepAt s(k, kF > 0 ? kF : k.F);
+  const lanes::PixelRuns runs(s.F);
+  constexpr bool pairs = kF == 4 && kRec != Activation::Sigmoid;
+#pragma omp parallel if (s.M * s.F > kParallelMin)
+  {
+    SpareRows<float> spare(s.F);
+    if constexpr (pairs) {
+#pragma omp for
+      for (int64_t pair = 0; pair < s.M / 2; ++pair) lanes::gate_pair4<kRec>(k, s, 2 * pair, rz_all);
+#pragma omp single
+      if (s.M % 2 == 1)
+        lanes::gate_pixel<kRec>(k, s, runs, s.M - 1, rz_all, spare.zeros.data(), spare.scratch.data());
+    } else {
+#pragma omp for
+      for (int64_t m = 0; m < s.M; ++m)
+        lanes::gate_pixel<kRec>(k, s, runs, m, rz_all, spare.zeros.data(), spare.scratch.data());
+    }
+  }
+}
+
 // dhm (M,G*F or F): the gradient reaching hm_t from step t+1, null at T-1.
 template <int kF, typename Act, typename Rec>
 void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, const float* dhm, Act act, Rec rec) {
@@ -253,35 +486,212 @@ void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, const flo
   }
 }
 
-void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
-  float* dhm = nullptr;
-  if (k.t < k.steps - 1) {  // dhm = the input gradient of step t+1's recurrent convolution
-    Conv2dBackwardData<float> conv;
-    conv.g = k.recurrent_conv();
-    conv.dinp = dhm =
-        thread_buffer<float, RecurrentConvBuffer>(int64_t(conv.g.N) * conv.g.H * conv.g.W * conv.g.C);
-    conv.dout = k.dzg + k.dzg_at(0, k.t + 1, 0, 0), conv.weight = k.R;
-    conv2d_backward_data(conv);
+namespace lanes {
+
+// 1 - y^2, tanh's derivative from its output.
+HISVID_AVX2 inline __m256 tanh_grad(__m256 y) {
+  return _mm256_sub_ps(_mm256_set1_ps(1.0f), _mm256_mul_ps(y, y));
+}
+
+// activation_grad_from_output on 8 lanes (a NaN output gets 0 from the hard sigmoids, as there).
+template <Activation A>
+HISVID_AVX2 inline __m256 activation_grad(__m256 y) {
+  if constexpr (A == Activation::Tanh) return tanh_grad(y);
+  if constexpr (A == Activation::Sigmoid) return _mm256_mul_ps(y, _mm256_sub_ps(_mm256_set1_ps(1.0f), y));
+  if constexpr (A == Activation::HardSigmoid || A == Activation::HardSigmoidKeras3) {
+    const __m256 inside = _mm256_and_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                        _mm256_cmp_ps(y, _mm256_set1_ps(1.0f), _CMP_LT_OQ));
+    return _mm256_and_ps(inside, _mm256_set1_ps(A == Activation::HardSigmoid ? 0.2f : 1.0f / 6.0f));
   }
+}
+
+// One step of the cell backward on 8 lanes, as convlstm_step_backward_rows' loop body: the four
+// pre-activation gradients and the one reaching c_{t-1}.
+struct CellGrads {
+  __m256 dz[4], dc_prev;
+};
+template <Activation kRec>
+HISVID_AVX2 inline CellGrads cell_grads(__m256 i, __m256 f, __m256 g, __m256 o, __m256 c, __m256 cp,
+                                        __m256 dc, __m256 dh) {
+  const __m256 a = tanh_of(c);
+  const __m256 dc_total = _mm256_add_ps(dc, _mm256_mul_ps(_mm256_mul_ps(dh, o), tanh_grad(a)));
+  CellGrads out;
+  out.dz[0] = _mm256_mul_ps(_mm256_mul_ps(dc_total, g), activation_grad<kRec>(i));
+  out.dz[1] = _mm256_mul_ps(_mm256_mul_ps(dc_total, cp), activation_grad<kRec>(f));
+  out.dz[2] = _mm256_mul_ps(_mm256_mul_ps(dc_total, i), tanh_grad(g));
+  out.dz[3] = _mm256_mul_ps(_mm256_mul_ps(dh, a), activation_grad<kRec>(o));
+  out.dc_prev = _mm256_mul_ps(dc_total, f);
+  return out;
+}
+
+// Pixel m of backward step t, as convlstm_step_backward_rows' loop body. zeros: F zeros.
+template <Activation kRec>
+HISVID_AVX2 inline void cell_grads_pixel(const ConvLstmStepBackward<float>& k, const StepAt& s,
+                                         const Run& one, int64_t m, const float* dhm, const float* zeros) {
+  const int64_t F = s.F, sample_row = s.sample_row(m);
+  const float* __restrict gates = k.gates + (s.slot * s.M + m) * 4 * F;
+  const float* __restrict cr = k.c + (s.slot * s.M + m) * F;
+  const float* __restrict cp = s.t > 0 ? k.c + (s.prev * s.M + m) * F : zeros;
+  const float* __restrict above = k.dh_seq         ? k.dh_seq + sample_row * F
+                                  : s.t == s.S - 1 ? k.dh_last + m * F
+                                                   : zeros;
+  float* __restrict dc = k.dc + m * F;
+  float* __restrict dxz = k.dxz + sample_row * 4 * F;
+  float* __restrict dz = k.dzg + k.dzg_at(0, s.t, m, 0);
+  for (int64_t at = 0; at < F; at += kLanes) {
+    __m256 dh = one.load(above, at);
+    if (dhm && k.masks) {
+      for (int64_t q = 0; q < 4; ++q) {
+        const __m256 back = one.load(dhm + k.dhm_at(q, m, 0), at);
+        dh = _mm256_add_ps(dh, _mm256_mul_ps(back, one.load(k.masks + (q * s.M + m) * F, at)));
+      }
+    } else if (dhm) {
+      dh = _mm256_add_ps(dh, one.load(dhm + m * F, at));
+    }
+    const CellGrads d = cell_grads<kRec>(one.load(gates, at), one.load(gates + F, at),
+                                         one.load(gates + 2 * F, at), one.load(gates + 3 * F, at),
+                                         one.load(cr, at), one.load(cp, at), one.load(dc, at), dh);
+    for (int64_t q = 0; q < 4; ++q) one.store(dxz + q * F, at, d.dz[q]), one.store(dz + q * F, at, d.dz[q]);
+    one.store(dc, at, d.dc_prev);
+  }
+}
+
+// The lower halves of a and b as one vector, and their upper halves.
+HISVID_AVX2 inline __m256 lower_halves(__m256 a, __m256 b) { return _mm256_permute2f128_ps(a, b, 0x20); }
+HISVID_AVX2 inline __m256 upper_halves(__m256 a, __m256 b) { return _mm256_permute2f128_ps(a, b, 0x31); }
+// 4 floats at a and 4 at b as one vector.
+HISVID_AVX2 inline __m256 load_two(const float* a, const float* b) {
+  return _mm256_set_m128(_mm_loadu_ps(b), _mm_loadu_ps(a));
+}
+
+// Pixels m and m+1 of backward step t with 4 filters, two pixels a vector (as gate_pair4).
+template <Activation kRec>
+HISVID_AVX2 inline void cell_grads_pair4(const ConvLstmStepBackward<float>& k, const StepAt& s, int64_t m,
+                                         const float* dhm) {
+  constexpr int64_t F = 4;
+  const int64_t row_a = s.sample_row(m), row_b = s.sample_row(m + 1);
+  const float* __restrict gates = k.gates + (s.slot * s.M + m) * 4 * F;  // (2,G*F), the pair's
+  const __m256 if_a = _mm256_loadu_ps(gates), go_a = _mm256_loadu_ps(gates + 8);
+  const __m256 if_b = _mm256_loadu_ps(gates + 16), go_b = _mm256_loadu_ps(gates + 24);
+  const __m256 cp = s.t > 0 ? _mm256_loadu_ps(k.c + (s.prev * s.M + m) * F) : _mm256_setzero_ps();
+  __m256 dh = k.dh_seq         ? load_two(k.dh_seq + row_a * F, k.dh_seq + row_b * F)
+              : s.t == s.S - 1 ? _mm256_loadu_ps(k.dh_last + m * F)
+                               : _mm256_setzero_ps();
+  if (dhm && k.masks) {
+    for (int64_t q = 0; q < 4; ++q) {
+      const __m256 back = load_two(dhm + k.dhm_at(q, m, 0), dhm + k.dhm_at(q, m + 1, 0));
+      dh = _mm256_add_ps(dh, _mm256_mul_ps(back, _mm256_loadu_ps(k.masks + (q * s.M + m) * F)));
+    }
+  } else if (dhm) {
+    dh = _mm256_add_ps(dh, _mm256_loadu_ps(dhm + m * F));
+  }
+  const CellGrads d = cell_grads<kRec>(
+      lower_halves(if_a, if_b), upper_halves(if_a, if_b), lower_halves(go_a, go_b), upper_halves(go_a, go_b),
+      _mm256_loadu_ps(k.c + (s.slot * s.M + m) * F), cp, _mm256_loadu_ps(k.dc + m * F), dh);
+  // Back to each pixel's [dz_i dz_f] [dz_g dz_o].
+  const __m256 pixel_a[2] = {lower_halves(d.dz[0], d.dz[1]), lower_halves(d.dz[2], d.dz[3])};
+  const __m256 pixel_b[2] = {upper_halves(d.dz[0], d.dz[1]), upper_halves(d.dz[2], d.dz[3])};
+  float* __restrict dz = k.dzg + k.dzg_at(0, s.t, m, 0);
+  for (int half = 0; half < 2; ++half) {
+    _mm256_storeu_ps(k.dxz + row_a * 4 * F + 8 * half, pixel_a[half]);
+    _mm256_storeu_ps(k.dxz + row_b * 4 * F + 8 * half, pixel_b[half]);
+    _mm256_storeu_ps(dz + 8 * half, pixel_a[half]);
+    _mm256_storeu_ps(dz + 16 + 8 * half, pixel_b[half]);
+  }
+  _mm256_storeu_ps(k.dc + m * F, d.dc_prev);
+}
+
+}  // namespace lanes
+
+// Backward step t's rows as convlstm_step_backward_rows (act = tanh), in AVX2: pixel by pixel,
+// or with 4 filters two pixels at a time.
+template <int kF, Activation kRec>
+HISVID_AVX2 void convlstm_step_backward_rows_avx2(const ConvLstmStepBackward<float>& k, const float* dhm,
+                                                  Fixed<kRec>) {
+  const lanes::StepAt s(k, kF > 0 ? kF : k.F);
+  const lanes::Run one(s.F);
+#pragma omp parallel if (s.M * s.F > kParallelMin)
+  {
+    const SpareRows<float> spare(s.F);
+    if constexpr (kF == 4) {
+#pragma omp for
+      for (int64_t pair = 0; pair < s.M / 2; ++pair) lanes::cell_grads_pair4<kRec>(k, s, 2 * pair, dhm);
+#pragma omp single
+      if (s.M % 2 == 1) lanes::cell_grads_pixel<kRec>(k, s, one, s.M - 1, dhm, spare.zeros.data());
+    } else {
+#pragma omp for
+      for (int64_t m = 0; m < s.M; ++m) lanes::cell_grads_pixel<kRec>(k, s, one, m, dhm, spare.zeros.data());
+    }
+  }
+}
+
+namespace {
+
+// dhm (M,G*F or F) = the input gradient of step t+1's recurrent convolution in a per-thread
+// buffer, or null at T-1.
+const float* recurrent_grads(const ConvLstmStepBackward<float>& k) {
+  if (k.t == k.steps - 1) return nullptr;
+  Conv2dBackwardData<float> conv;
+  conv.g = k.recurrent_conv();
+  float* dhm = thread_buffer<float, RecurrentConvBuffer>(int64_t(conv.g.N) * conv.g.H * conv.g.W * conv.g.C);
+  conv.dinp = dhm;
+  conv.dout = k.dzg + k.dzg_at(0, k.t + 1, 0, 0), conv.weight = k.R;
+  conv2d_backward_data(conv);
+  return dhm;
+}
+
+// rz (M,G*F) = conv(hm_{t-1}, R) in a per-thread buffer, or null at t = 0.
+const float* recurrent_sums(const ConvLstmStepForward<float>& k, const char* row) {
+  require_history(k, row);
+  if (k.t == 0) return nullptr;
+  Conv2dForward<float> conv;
+  conv.g = k.recurrent_conv();
+  float* rz = thread_buffer<float, RecurrentConvBuffer>(int64_t(conv.g.N) * conv.g.HO * conv.g.WO * conv.g.F);
+  conv.out = rz;
+  conv.inp = k.hm + k.hm_at(0, (k.t + k.history - 1) % k.history, 0, 0), conv.weight = k.R;
+  conv2d_forward(conv);
+  return rz;
+}
+
+// The rows of step k, forward or backward, after its recurrent convolution (`sums`): the AVX2
+// form where asked for and the activations allow it, else the portable one.
+template <bool kAvx2, typename Step>
+void step_rows(const Step& k, const float* sums) {
+  constexpr bool forward = std::is_same_v<Step, ConvLstmStepForward<float>>;
   dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
-    convlstm_step_backward_rows<decltype(filters)::value>(k, dhm, a, r);
+    constexpr int kF = decltype(filters)::value;
+    if constexpr (kAvx2 && avx2_gates<decltype(a), decltype(r)>()) {
+      if constexpr (forward) return convlstm_step_rows_avx2<kF>(k, sums, r);
+      if constexpr (!forward) return convlstm_step_backward_rows_avx2<kF>(k, sums, r);
+    } else {
+      if constexpr (forward) return convlstm_step_rows<kF>(k, sums, a, r);
+      if constexpr (!forward) return convlstm_step_backward_rows<kF>(k, sums, a, r);
+    }
   });
 }
 
+}  // namespace
+
+void convlstm_step_forward_portable(const ConvLstmStepForward<float>& k) {
+  step_rows<false>(k, recurrent_sums(k, "cpu.portable::convlstm_step_forward"));
+}
+void convlstm_step_forward_avx2(const ConvLstmStepForward<float>& k) {
+  step_rows<true>(k, recurrent_sums(k, "cpu.avx2::convlstm_step_forward"));
+}
 void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
-  require_history(k, "cpu::convlstm_step_forward");
-  float* rz = nullptr;
-  if (k.t > 0) {  // rz = conv(hm_{t-1}, R)
-    Conv2dForward<float> conv;
-    conv.g = k.recurrent_conv();
-    conv.out = rz =
-        thread_buffer<float, RecurrentConvBuffer>(int64_t(conv.g.N) * conv.g.HO * conv.g.WO * conv.g.F);
-    conv.inp = k.hm + k.hm_at(0, (k.t + k.history - 1) % k.history, 0, 0), conv.weight = k.R;
-    conv2d_forward(conv);
-  }
-  dispatch<float>(k.F, k.act, k.rec_act, [&](auto filters, auto a, auto r) {
-    convlstm_step_rows<decltype(filters)::value>(k, rz, a, r);
-  });
+  static const bool avx2 = avx2::available();
+  return avx2 ? convlstm_step_forward_avx2(k) : convlstm_step_forward_portable(k);
+}
+
+void convlstm_step_backward_portable(const ConvLstmStepBackward<float>& k) {
+  step_rows<false>(k, recurrent_grads(k));
+}
+void convlstm_step_backward_avx2(const ConvLstmStepBackward<float>& k) {
+  step_rows<true>(k, recurrent_grads(k));
+}
+void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
+  static const bool avx2 = avx2::available();
+  return avx2 ? convlstm_step_backward_avx2(k) : convlstm_step_backward_portable(k);
 }
 
 // The sequence rows run one sample per thread, over threads once the recurrent products of all

@@ -333,8 +333,17 @@ void lstm_cell_backward(const LstmCellBackward<float>& k);
 // inner loop runs along the G*U columns.
 void lstm_sequence_forward(const LstmSequenceForward<float>& k);
 void lstm_sequence_backward(const LstmSequenceBackward<float>& k);
+// The recurrent convolution through conv2d's CPU row, then the gate rows: cpu.avx2's where the
+// processor has AVX2 (and FMA, for the convolution), else cpu.portable's.
 void convlstm_step_forward(const ConvLstmStepForward<float>& k);
+// Its two forms, rows cpu.portable (the gate rows as loops the compiler vectorises) and cpu.avx2
+// (with tanh, 8 lanes at a time in intrinsics; the same bits as cpu.portable).
+void convlstm_step_forward_portable(const ConvLstmStepForward<float>& k);
+void convlstm_step_forward_avx2(const ConvLstmStepForward<float>& k);
+// The same for the backward step (the recurrent convolution's input gradient, then the rows).
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k);
+void convlstm_step_backward_portable(const ConvLstmStepBackward<float>& k);
+void convlstm_step_backward_avx2(const ConvLstmStepBackward<float>& k);
 
 }  // namespace hisvid::cpu
 

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv2d_avx2.h"
 #include "kernels/harness.h"
 #include "kernels/lstm.h"
 #include "kernels/philox.h"
@@ -12,24 +13,31 @@ namespace {
 
 using harness::Cases;
 
-const bool rows = register_rows(host_row<naive::lstm_cell_forward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_cell_forward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_cell_backward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_cell_backward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_sequence_forward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_sequence_forward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_sequence_backward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::lstm_sequence_backward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::convlstm_step_forward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::convlstm_step_forward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::convlstm_step_backward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::convlstm_step_backward<double>>(Backend::Naive, "naive"),
-                                host_row<cpu::lstm_cell_forward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::lstm_cell_backward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::lstm_sequence_forward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::lstm_sequence_backward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::convlstm_step_forward>(Backend::Cpu, "cpu"),
-                                host_row<cpu::convlstm_step_backward>(Backend::Cpu, "cpu"));
+const bool rows = register_rows(
+    host_row<naive::lstm_cell_forward<float>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_cell_forward<double>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_cell_backward<float>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_cell_backward<double>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_sequence_forward<float>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_sequence_forward<double>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_sequence_backward<float>>(Backend::Naive, "naive"),
+    host_row<naive::lstm_sequence_backward<double>>(Backend::Naive, "naive"),
+    host_row<naive::convlstm_step_forward<float>>(Backend::Naive, "naive"),
+    host_row<naive::convlstm_step_forward<double>>(Backend::Naive, "naive"),
+    host_row<naive::convlstm_step_backward<float>>(Backend::Naive, "naive"),
+    host_row<naive::convlstm_step_backward<double>>(Backend::Naive, "naive"),
+    host_row<cpu::lstm_cell_forward>(Backend::Cpu, "cpu"),
+    host_row<cpu::lstm_cell_backward>(Backend::Cpu, "cpu"),
+    host_row<cpu::lstm_sequence_forward>(Backend::Cpu, "cpu"),
+    host_row<cpu::lstm_sequence_backward>(Backend::Cpu, "cpu"),
+    host_row<cpu::convlstm_step_forward>(Backend::Cpu, "cpu"),
+    host_row<cpu::convlstm_step_backward>(Backend::Cpu, "cpu"),
+    host_row<cpu::convlstm_step_forward_portable>(Backend::Cpu, "cpu.portable", Role::Alternative),
+    host_row<cpu::convlstm_step_backward_portable>(Backend::Cpu, "cpu.portable", Role::Alternative));
+const bool avx2_rows =
+    !cpu::avx2::available() ||
+    register_rows(host_row<cpu::convlstm_step_forward_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative),
+                  host_row<cpu::convlstm_step_backward_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative));
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows = register_rows(
     cuda_row<cuda::lstm_cell_forward>("cuda"), cuda_row<cuda::lstm_cell_backward>("cuda"),
@@ -244,6 +252,12 @@ const StepShape kStepShapes[] = {
     {3, 3, 5, 5, 16, 1, 3, 3, Activation::HardSigmoid, true, false, 2},       // the last layer with masks: tiles_v2's 61 KiB of shared memory
     {2, 3, 29, 19, 8, 1, 3, 3, Activation::HardSigmoid, true, true, 3},       // the second layer's filters: 8x16 tiles (4 rows a thread in cuda.tiles_v2_rows4)
     {2, 3, 17, 33, 3, 1, 3, 3, Activation::HardSigmoid, false, false, 3},     // no masks, 16x16 tiles cut at both edges
+    // cpu.avx2's pairs of pixels (4 filters): an odd count, pairs across two samples; its runs'
+    // last lanes (7 filters: 7 = 4 + 2 + 1 at the end of each run); sigmoid one value at a time.
+    {3, 3, 1, 5, 4, 2, 3, 3, Activation::HardSigmoid, true, false, 3},
+    {3, 2, 1, 3, 4, 1, 3, 3, Activation::HardSigmoidKeras3, false, true, 2},
+    {2, 3, 3, 3, 4, 1, 3, 3, Activation::Sigmoid, true, true, 3},
+    {2, 3, 3, 5, 7, 1, 3, 3, Activation::Sigmoid, false, true, 3},
 };
 // clang-format on
 

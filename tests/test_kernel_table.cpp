@@ -124,6 +124,36 @@ TEST(KernelTable, EveryKernelHasCasesANaiveRowAndACudaRow) {
   EXPECT_GE(with_cases.size(), 51u) << "kernels with cases";
 }
 
+// Rows that promise the same bits as another (the same float operations in the same order,
+// vectorised by hand) give them on every case of their kernel.
+TEST(KernelTable, RowsThatPromiseTheSameBitsGiveThem) {
+  struct Promise {
+    std::string kernel, row, other;
+  };
+  const std::vector<Promise> promises = {{"convlstm_step_forward", "cpu.avx2", "cpu.portable"},
+                                         {"convlstm_step_backward", "cpu.avx2", "cpu.portable"}};
+  int compared = 0;
+  for (const Promise& promise : promises) {
+    const auto found =
+        std::find_if(harness::kernel_specs().begin(), harness::kernel_specs().end(),
+                     [&](const harness::KernelSpec* spec) { return spec->name() == promise.kernel; });
+    ASSERT_NE(found, harness::kernel_specs().end()) << promise.kernel;
+    const harness::KernelSpec& spec = **found;
+    const std::vector<harness::RowInfo> rows = spec.rows();
+    const auto has = [&](const std::string& name) {
+      return std::any_of(rows.begin(), rows.end(), [&](const harness::RowInfo& r) { return r.name == name; });
+    };
+    ASSERT_TRUE(has(promise.other)) << promise.kernel << " has no row " << promise.other;
+    if (!has(promise.row)) continue;  // not on this processor (cpu.avx2)
+    for (size_t i = 0; i < spec.case_count(); ++i, ++compared) {
+      EXPECT_EQ(spec.same_bits(i, promise.row, promise.other), "")
+          << promise.kernel << " " << promise.row << " against " << promise.other << " on "
+          << spec.case_name(i);
+    }
+  }
+  if (compared == 0) GTEST_SKIP() << "no row that promises the same bits runs on this processor";
+}
+
 // The harness itself: a kernel out (n) = -inp (n) with a correct row, a row that forgets an
 // element, a row off by more than its tolerance, and one that turns a NaN into a number. Each
 // wrong row must fail, the right one pass.
@@ -189,6 +219,12 @@ TEST(Harness, FailsEveryWrongRowAndPassesTheRightOne) {
   EXPECT_EQ(c.tolerance_for(Backend::Cuda, "b"), 2.0);
   EXPECT_EQ(c.tolerance_for(Backend::Cuda, "c"), 4.0);
   EXPECT_EQ(c.tolerance_for(Backend::Naive, "c"), 1.0);
+  // Bit for bit between rows: the same row (as another name), and one off by 1e-4.
+  EXPECT_EQ(spec.same_bits(0, "naive", "odd_sizes_only"), "");
+  EXPECT_NE(spec.same_bits(0, "naive", "a_little_off").find("out: 37 of 37 elements differ"),
+            std::string::npos)
+      << spec.same_bits(0, "naive", "a_little_off");
+  EXPECT_NE(spec.same_bits(0, "naive", "forgets_one").find("out: 1 of 37"), std::string::npos);
   const harness::Timing timing = spec.time(0, "naive", 0.001);
   EXPECT_GT(timing.calls, 0);
   EXPECT_GT(timing.seconds, 0.0);
