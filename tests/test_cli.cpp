@@ -514,14 +514,47 @@ TEST_F(Cli, UsageErrorsAndSummary) {
   const Result binary = run(dir_, {"bench", "--model", "binary.json", "--device", "cpu", "--steps", "1"});
   EXPECT_EQ(binary.status, 0) << binary.output;
   EXPECT_TRUE(contains(binary.output, "binary.json on cpu, 2 classes")) << binary.output;
-  // The demo's dataset folder holding someone else's files: refused in the user's words.
+  // A folder no demo made, though laid out like one: refused, its files kept.
   fs::create_directories(dir_ / "foreign_demo" / "data");
   std::ofstream(dir_ / "foreign_demo" / "data" / "notes.txt") << "mine\n";
+  expect_refused_keeping(dir_, {"demo", "--out", "foreign_demo", "--device", "cpu"},
+                         {"--out foreign_demo", "not a folder an earlier demo made", "no built-in dataset"},
+                         "foreign_demo/data/notes.txt");
+  // A demo's folder (marked) whose dataset folder holds someone else's files: refused in the
+  // user's words.
+  std::ofstream(dir_ / "foreign_demo" / ".hisvid-demo") << "\n";
   expect_refused_keeping(dir_, {"demo", "--out", "foreign_demo", "--device", "cpu"},
                          {"foreign_demo/data", "not a built-in dataset that hisvid"},
                          "foreign_demo/data/notes.txt");
   const Result foreign = run(dir_, {"demo", "--out", "foreign_demo", "--device", "cpu"});
   EXPECT_FALSE(contains(foreign.output, "make_synthetic_dataset")) << foreign.output;  // an internal name
+}
+
+// The demo starts only in a new or empty folder or in one a demo made, which it replaces: never in
+// a folder of other files (a run's, a dataset), which it would overwrite.
+TEST_F(Cli, DemoReplacesOnlyItsOwnFolder) {
+  const std::vector<std::string> small = {"--lrcn-epochs",     "1", "--convlstm-epochs", "1",
+                                          "--clips-per-class", "2", "--device",          "cpu"};
+  const auto demo = [&](const std::string& out) {
+    std::vector<std::string> args = {"demo", "--out", out};
+    args.insert(args.end(), small.begin(), small.end());
+    return args;
+  };
+  ASSERT_EQ(train("demo_run/lrcn", 1).status, 0);
+  std::ofstream(dir_ / "demo_run" / "lrcn" / "report.txt") << "my notes\n";
+  expect_refused_keeping(dir_, demo("demo_run"), {"--out demo_run", "not a folder an earlier demo made"},
+                         "demo_run/lrcn/report.txt");
+  EXPECT_TRUE(fs::exists(dir_ / "demo_run" / "lrcn" / "model.h5"));
+  expect_refused_keeping(dir_, demo("data"), {"--out data", "MoveLeft"}, "data/.hisvid-synthetic.json");
+  std::ofstream(dir_ / "a_file") << "x\n";
+  expect_refused(dir_, demo("a_file"), {"--out a_file", "not a folder"});
+  fs::create_directories(dir_ / "empty_demo");
+  const Result first = run(dir_, demo("empty_demo"));
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_TRUE(fs::exists(dir_ / "empty_demo" / ".hisvid-demo"));
+  const Result again = run(dir_, demo("empty_demo"));
+  EXPECT_EQ(again.status, 0) << again.output;
+  EXPECT_TRUE(contains(again.output, "holds an earlier demo")) << again.output;
 }
 
 // A switch in the environment that is none of its values (0, 1, all) is an error naming it,

@@ -3,12 +3,15 @@
 // on val_loss restoring the best weights), evaluate both on the held-out split and print the
 // seeds' comparison table.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
 
 #include "engine/device.h"
+#include "io/atomic_file.h"
 #include "io/synthetic.h"
 #include "models/sequential.h"
 #include "tools/commands.h"
@@ -16,6 +19,53 @@
 #include "tools/validators.h"
 
 namespace hisvid::tools {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The mark of a folder the demo made (so that a later demo may replace what it holds).
+constexpr const char* kDemoMark = ".hisvid-demo";
+// What a demo writes into its folder (data/, clips.h5, lrcn/, convlstm/, temporaries beside
+// clips.h5 and hidden .hisvid files).
+bool demo_entry(const std::string& name) {
+  return name == "data" || name == "lrcn" || name == "convlstm" || name.rfind("clips.h5", 0) == 0 ||
+         name.rfind(".hisvid", 0) == 0;
+}
+
+// Fails, naming --out, unless `out` is new, empty, or a demo's folder: marked (kDemoMark), or
+// laid out as one by a hisvid older than the mark (demo entries only, with the built-in dataset's
+// record in data/). The demo replaces its dataset and runs there; anything else is not its to replace.
+void require_demo_folder(const std::string& out) {
+  std::error_code error;
+  const fs::path dir(out);
+  if (!fs::exists(dir, error)) return;
+  if (!fs::is_directory(dir, error))
+    fail("--out {}: exists and is not a folder; give the demo a folder", out);
+  if (fs::exists(dir / kDemoMark, error)) return;
+  std::vector<std::string> foreign;
+  bool empty = true;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+    empty = false;
+    const std::string name = entry.path().filename().string();
+    if (!demo_entry(name)) foreign.push_back(name);
+  }
+  if (error) fail("--out {}: cannot read the folder: {}", out, error.message());
+  if (empty) return;
+  if (foreign.empty() && fs::exists(dir / "data" / ".hisvid-synthetic.json", error)) return;
+  const std::string what =
+      foreign.empty() ? "no built-in dataset in data/"
+                      : fmt::format("{}{}",
+                                    fmt::join(foreign.begin(),
+                                              foreign.begin() + std::min<size_t>(foreign.size(), 5), ", "),
+                                    foreign.size() > 5 ? ", ..." : "");
+  fail(
+      "--out {}: is not a folder an earlier demo made ({}); the demo replaces the dataset and runs in its "
+      "folder, so it starts only in a new or empty one, or in its own: choose another --out",
+      out, what);
+}
+
+}  // namespace
 
 void add_demo_command(CLI::App& app) {
   // The demo's defaults fit the whole run (build included) in 10 minutes on a 2-core CPU: the
@@ -53,9 +103,10 @@ void add_demo_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     const Device device = device_option(args->device);  // before any work
+    require_demo_folder(args->out);
     std::error_code error;
     for (const char* model : {"lrcn", "convlstm"}) {
-      if (std::filesystem::exists(std::filesystem::path(args->out) / model / "model.h5", error)) {
+      if (fs::exists(fs::path(args->out) / model / "model.h5", error)) {
         console.note(
             fmt::format("note: {} holds an earlier demo; this one replaces its runs (and its dataset where "
                         "the settings differ)",
@@ -63,6 +114,12 @@ void add_demo_command(CLI::App& app) {
         break;
       }
     }
+    fs::create_directories(args->out, error);
+    if (error) fail("--out {}: cannot make the folder: {}", args->out, error.message());
+    io::write_file_atomically(
+        (fs::path(args->out) / kDemoMark).string(),
+        "A folder of `hisvid demo`: a later demo replaces its data/, clips.h5, lrcn/ and "
+        "convlstm/.\n");
     const auto start = std::chrono::steady_clock::now();
     io::SyntheticSpec spec;
     spec.out_dir = args->out + "/data";
