@@ -1166,6 +1166,23 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_TRUE(contains(resumed.output, "nothing is trained")) << resumed.output;
 }
 
+// A run or reports inside the video folder would become part of the dataset (a class folder, files
+// among a class's videos): refused before any work, the dataset as it was.
+TEST_F(Cli, OutputsInsideTheDataFolderAreRefused) {
+  expect_refused(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "1", "--out", "data/run"},
+                 {"--out data/run", "is inside the video folder --data data"});
+  EXPECT_FALSE(fs::exists(dir_ / "data" / "run"));
+  expect_refused(dir_, {"train", "--model", "lrcn", "--data", "data/", "--epochs", "1", "--out", "./data"},
+                 {"--out ./data", "is the video folder"});
+  ASSERT_EQ(train("outside", 1).status, 0);
+  expect_refused(dir_, {"evaluate", "--weights", "outside/model.h5", "--data", "data", "--out", "data/Grow"},
+                 {"--out data/Grow", "inside the video folder"});
+  expect_refused(dir_, {"evaluate", "--weights", "outside/model.h5", "--split", "test", "--out", "data"},
+                 {"--out data", "the video folder"});
+  EXPECT_FALSE(fs::exists(dir_ / "data" / "report.txt"));
+  EXPECT_FALSE(fs::exists(dir_ / "data" / "Grow" / "report.txt"));
+}
+
 // The split's counts round as Python's do (from a helper's audit against Keras's source): 10
 // clips to train on at --validation-split 0.8 train on int(10 * 0.19999999999999996) = 1, not 2.
 // A run from before the split's record (here: the record removed) resumes with the rounding it

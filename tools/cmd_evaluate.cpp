@@ -115,6 +115,7 @@ void add_evaluate_command(CLI::App& app) {
             args->weights, data.root);
       }
       check_same_listing(run, data, "--split test");
+      require_outside_data(args->out_dir, data.root, "--out");
       clips = load_data(data, console);
       check_same_clips(run, clips, data.root, "--split test");
       indices = recreate_split(run, clips.size(), test_split, validation_split, seed, shuffle_validation,
@@ -122,6 +123,7 @@ void add_evaluate_command(CLI::App& app) {
                     .test;
     } else {
       if (data.root.empty()) fail("evaluate: --data is required");
+      require_outside_data(args->out_dir, data.root, "--out");
       clips = load_data(data, console);
       for (size_t i = 0; i < clips.size(); ++i) indices.push_back(i);
     }

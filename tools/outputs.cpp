@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -120,6 +121,21 @@ const std::vector<std::string>& run_files() {
     return all;
   }();
   return files;
+}
+
+void require_outside_data(const std::string& output, const std::string& data_root,
+                          const std::string& option) {
+  if (output.empty() || data_root.empty()) return;
+  std::error_code error;
+  const fs::path out = fs::weakly_canonical(fs::absolute(output), error);
+  const fs::path root = fs::weakly_canonical(fs::absolute(data_root), error);
+  if (error) return;  // a root that cannot be resolved is named by the data loader
+  const auto [root_end, out_at] = std::mismatch(root.begin(), root.end(), out.begin(), out.end());
+  if (root_end != root.end()) return;
+  fail(
+      "{} {}: {} the video folder --data {}; what hisvid writes there would be read as part of the dataset "
+      "(a class folder, or files among a class's videos): choose a folder outside it",
+      option, output, out_at == out.end() ? "is" : "is inside", data_root);
 }
 
 void require_new_reports(const std::string& dir, const std::vector<std::string>& inputs, bool overwrite) {

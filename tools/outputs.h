@@ -21,6 +21,11 @@ void require_output_directory(const std::string& output, const std::string& opti
 // or `output` exists and is not a regular file (a directory, a device such as /dev/null, a FIFO).
 void require_writable_output(const std::string& output, const std::string& option);
 
+// Fails, naming `option` and both folders, when the folder `output` is the video folder
+// `data_root` or inside it (by path, links resolved): a run or reports there would become part
+// of the dataset. Nothing is checked where either is empty.
+void require_outside_data(const std::string& output, const std::string& data_root, const std::string& option);
+
 // The files a training run writes into its directory.
 const std::vector<std::string>& run_files();
 

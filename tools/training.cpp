@@ -638,6 +638,7 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
   }
   args.data.follow_model(model);  // a model whose input shape the settings contradict: refused here
   check_before_decoding(args, resuming, model, model_classes, data_classes, console);
+  require_outside_data(args.out_dir, args.data.root, "--out");
   std::optional<RunDirectory> run_directory;
   if (lead)
     run_directory.emplace(args.out_dir, !resuming, args.overwrite,
