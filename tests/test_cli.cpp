@@ -69,6 +69,12 @@ class Process {
     }
   }
   void interrupt() const { kill(pid_, SIGINT); }
+  // SIGTERM, and again 50 ms later (after the first was handled: two pending at once would merge).
+  void terminate_twice() const {
+    kill(pid_, SIGTERM);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    kill(pid_, SIGTERM);
+  }
   const fs::path& log() const { return log_; }
   // Waits for the process; past `limit` it is killed and the result says so (status 137, and
   // timed_out), so that a test of a hang fails instead of hanging.
@@ -1630,7 +1636,26 @@ TEST_F(Cli, CtrlCRemovesTheFileBeingWritten) {
   const Result r = evaluating.wait();
   if (fs::exists(dir_ / "signal.h5")) GTEST_SKIP() << "the interrupt came after the cache was written";
   EXPECT_EQ(r.status, 128 + SIGINT) << r.output;
+  EXPECT_TRUE(contains(r.output, "hisvid: ended by SIGINT; the file being written was removed")) << r.output;
   EXPECT_TRUE(temporaries().empty()) << temporaries().front();
+}
+
+// GNU timeout signals the command and then its whole process group: the same signal twice at once
+// from one process. That is one request to stop (the run saves and says so), not a second Ctrl-C.
+TEST_F(Cli, OneSenderSignallingTwiceAtOnceStopsTheRunOnce) {
+  Process training(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "200", "--out",
+                          "signalled_twice", "--cache", "clips.h5", "--patience", "-1"});
+  const fs::path last = dir_ / "signalled_twice/last.h5";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  while (!fs::exists(last) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(fs::exists(last)) << "no checkpoint appeared";
+  training.terminate_twice();
+  const Result r = training.wait();
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "interrupted during epoch")) << r.output;
+  EXPECT_TRUE(contains(r.output, "--resume")) << r.output;
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
 #include "tools/console.h"
 
 #include <fmt/format.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 
 #include "io/atomic_file.h"
 
@@ -13,19 +17,49 @@ namespace hisvid::tools {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
+// The process that sent the first signal (0: the terminal's Ctrl-C or the kernel) and when.
+std::atomic<pid_t> g_first_sender{0};
+std::atomic<int64_t> g_first_at_ns{0};
+static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free,
+              "read and written in a signal handler");
 
-void on_interrupt(int signal) {
-  g_interrupted.store(true);
-  std::signal(signal, end_on_signal);  // the next one ends the process
+int64_t monotonic_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  return int64_t(now.tv_sec) * 1000000000 + now.tv_nsec;
+}
+
+// A second signal ends the process, except the copy that a sender delivers to the whole process
+// group right after the process itself (GNU timeout does): the same signal from the same process
+// within a second is the first one again.
+constexpr int64_t kSameSignalNs = 1000000000;
+
+void on_interrupt(int signal, siginfo_t* info, void*) {
+  const pid_t sender = info != nullptr && info->si_code == SI_USER ? info->si_pid : 0;
+  const int64_t now = monotonic_ns();
+  if (!g_interrupted.exchange(true)) {
+    g_first_sender.store(sender), g_first_at_ns.store(now);
+    return;
+  }
+  if (sender != 0 && sender == g_first_sender.load() && now - g_first_at_ns.load() < kSameSignalNs) return;
+  end_on_signal(signal);
 }
 
 // SIGINT, SIGTERM and SIGHUP go to `handler`, unless the caller ignores one (nohup ignores
 // SIGHUP, a shell's background job SIGINT): that stays ignored.
-void handle_ending_signals(void (*handler)(int)) {
+void handle_ending_signals(void (*handler)(int, siginfo_t*, void*)) {
+  struct sigaction action {};
+  action.sa_sigaction = handler;
+  action.sa_flags = SA_SIGINFO;
+  sigemptyset(&action.sa_mask);
   for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
-    if (std::signal(signal, handler) == SIG_IGN) std::signal(signal, SIG_IGN);
+    struct sigaction before {};
+    if (sigaction(signal, nullptr, &before) == 0 && before.sa_handler == SIG_IGN) continue;
+    sigaction(signal, &action, nullptr);
   }
 }
+
+void end_on(int signal, siginfo_t*, void*) { end_on_signal(signal); }
 
 std::string bar(int done, int total) {
   constexpr int kWidth = 30;
@@ -91,11 +125,21 @@ void Console::note(const std::string& text) {
 
 void end_on_signal(int signal) {
   io::remove_temporaries_now();
+  // Said with write(2), which a signal handler may call: the files saved before stay as they are.
+  const char* name = signal == SIGINT    ? "SIGINT"
+                     : signal == SIGTERM ? "SIGTERM"
+                     : signal == SIGHUP  ? "SIGHUP"
+                                         : "a signal";
+  const char* parts[] = {"hisvid: ended by ", name,
+                         "; the file being written was removed, what was saved before stays\n"};
+  for (const char* part : parts) {
+    if (::write(STDERR_FILENO, part, std::strlen(part)) < 0) break;
+  }
   std::signal(signal, SIG_DFL);
   std::raise(signal);
 }
 
-void install_end_on_signal() { handle_ending_signals(end_on_signal); }
+void install_end_on_signal() { handle_ending_signals(end_on); }
 
 void install_interrupt_handler() { handle_ending_signals(on_interrupt); }
 

@@ -28,15 +28,17 @@ class Console {
 };
 
 // Ctrl-C, SIGTERM or a closed terminal ends the command: the file being written goes with it
-// (io::remove_temporaries_now), then the signal takes its course, so the exit status still says
-// which signal it was. main installs it; train replaces it with install_interrupt_handler's.
+// (io::remove_temporaries_now), a line on stderr says so, then the signal takes its course, so
+// the exit status still says which signal it was. main installs it; train replaces it with
+// install_interrupt_handler's.
 void end_on_signal(int signal);
 void install_end_on_signal();
 
 // Installs a handler of SIGINT (Ctrl-C), SIGTERM (kill, a batch system's time limit) and SIGHUP (a
-// closed terminal) that raises the flag instead of ending the process; the same signal a second
-// time ends it as end_on_signal does. A signal the process inherited as ignored (nohup's SIGHUP) stays
-// ignored.
+// closed terminal) that raises the flag instead of ending the process; a second signal ends it as
+// end_on_signal does, except the same one again from the same process within a second (GNU
+// timeout signals the command, then its process group: one request). A signal the process inherited as
+// ignored (nohup's SIGHUP) stays ignored.
 void install_interrupt_handler();
 bool interrupted();
 
