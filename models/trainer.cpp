@@ -232,6 +232,14 @@ FitResult Trainer::fit(const FitProgress& progress) {
     if (progress.on_message) progress.on_message(text);
   };
   const bool already_stopped = early_stopping_ != nullptr && early_stopping_->stopped();
+  if (already_stopped && options_.epochs > static_cast<int>(history_.size())) {
+    message(fmt::format(
+        "note: EarlyStopping ended this run after epoch {} (its best epoch: {}): nothing is trained, "
+        "whatever "
+        "--epochs says; the model and its reports are written again (to train on, start a new run from its "
+        "model with --weights)",
+        history_.size(), early_stopping_->best_epoch()));
+  }
   // One process: each step on the device from the clips' pixels, nothing read back (several
   // ranks sum every step's metrics on the host instead, below).
   std::unique_ptr<TrainingStep> direct;

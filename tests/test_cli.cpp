@@ -1172,6 +1172,19 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   EXPECT_TRUE(contains(resumed.output, "nothing is trained")) << resumed.output;
 }
 
+// Resuming a run that EarlyStopping ended trains nothing, and says so, whatever --epochs asks.
+TEST_F(Cli, ResumingARunEarlyStoppingEndedSaysNothingIsTrained) {
+  const Result stopped = run(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "60", "--out",
+                                    "stopped_early", "--cache", "clips.h5", "--patience", "0"});
+  ASSERT_EQ(stopped.status, 0) << stopped.output;
+  ASSERT_FALSE(contains(stopped.output, "Epoch 60/60")) << "EarlyStopping never stopped the run";
+  const Result resumed = run(dir_, {"train", "--resume", "stopped_early", "--epochs", "80"});
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "EarlyStopping ended this run after epoch")) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "nothing is trained")) << resumed.output;
+  EXPECT_FALSE(contains(resumed.output, "Epoch ")) << resumed.output;
+}
+
 // A run or reports inside the video folder would become part of the dataset (a class folder, files
 // among a class's videos): refused before any work, the dataset as it was.
 TEST_F(Cli, OutputsInsideTheDataFolderAreRefused) {
