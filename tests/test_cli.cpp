@@ -289,6 +289,17 @@ TEST_F(Cli, CorruptAndShortVideosAreSkippedAndNamed) {
   EXPECT_TRUE(contains(r.output, "fake.avi")) << r.output;
   EXPECT_TRUE(contains(r.output, "truncated.avi")) << r.output;
   EXPECT_TRUE(contains(r.output, "broken.avi: is a symbolic link to")) << r.output;
+  // predict: a bad video met in a folder is skipped; one named on the command line is an error
+  // (status 1), after the others are classified.
+  const Result folder = run(dir_, {"predict", "--weights", "mixed_run/model.h5", "mixed/Grow"});
+  EXPECT_EQ(folder.status, 0) << folder.output;
+  EXPECT_TRUE(contains(folder.output, "skipped: ")) << folder.output;
+  const Result named = run(dir_, {"predict", "--weights", "mixed_run/model.h5",
+                                  "data/Grow/v_Grow_g01_c01.avi", "mixed/Grow/fake.avi"});
+  EXPECT_EQ(named.status, 1) << named.output;
+  EXPECT_TRUE(contains(named.output, "v_Grow_g01_c01.avi\n  1. ")) << named.output;  // classified
+  EXPECT_TRUE(contains(named.output, "1 of the videos named could not be read (mixed/Grow/fake.avi)"))
+      << named.output;
 }
 
 // A file at --cache that is not a clip cache is never replaced; a damaged cache of hisvid's own

@@ -210,6 +210,7 @@ void add_predict_command(CLI::App& app) {
     std::vector<std::vector<uint8_t>> clips;
     std::vector<std::string> usable;
     int skipped = 0;
+    std::vector<std::string> named_unusable;  // named on the command line (not found in a folder)
     for (const std::string& path : videos) {
       try {
         clips.push_back(io::extract_clip(path, settings).pixels);
@@ -217,6 +218,8 @@ void add_predict_command(CLI::App& app) {
       } catch (const io::VideoError& e) {
         console.note(std::string("skipped: ") + e.what());
         ++skipped;
+        if (std::find(args->videos.begin(), args->videos.end(), path) != args->videos.end())
+          named_unusable.push_back(path);
       }
     }
     if (clips.empty()) fail("none of the {} videos could be read", videos.size());
@@ -255,6 +258,12 @@ void add_predict_command(CLI::App& app) {
         console.note(fmt::format("wrote {} ({} videos{})", args->csv, usable.size(),
                                  skipped ? fmt::format(", {} skipped", skipped) : ""));
       }
+    }
+    // The others are classified above; a video asked for by name that could not be is an error
+    // (one skipped while reading a folder is not: a folder may hold other files).
+    if (!named_unusable.empty()) {
+      fail("{} of the videos named could not be read ({}); the other {} are classified above",
+           named_unusable.size(), fmt::format("{}", fmt::join(named_unusable, ", ")), usable.size());
     }
   });
 }
