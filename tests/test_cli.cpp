@@ -1405,7 +1405,7 @@ TEST_F(Cli, MisreadArgumentsAreRefused) {
     EXPECT_TRUE(contains(r.output, "--epochs")) << r.output;
     EXPECT_FALSE(fs::exists(dir_ / "e/last.h5"));
   }
-  for (const char* lr : {"nan", "0", "-0.1", "inf"}) {
+  for (const char* lr : {"nan", "0", "-0.1", "inf", "1e-50", "1e-320", "1e39"}) {  // the last three: float32
     const Result r = run(dir_, {"train", "--data", "data", "--out", "l", "--epochs", "1", "--lr", lr});
     EXPECT_NE(r.status, 0) << "--lr " << lr << ": " << r.output;
     EXPECT_TRUE(contains(r.output, "lr") || contains(r.output, "learning_rate")) << r.output;

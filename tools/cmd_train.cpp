@@ -64,7 +64,7 @@ void add_train_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"adam", "rmsprop", "sgd"}, CLI::ignore_case));
   cmd->add_option("--lr", args->learning_rate, "Learning rate (default: Keras's for the optimizer)")
-      ->check(finite_positive());
+      ->check(float_positive());
   cmd->add_flag("--rmsprop-epsilon-inside", args->rmsprop_epsilon_inside,
                 "RMSprop with epsilon inside the square root (Keras >= 2.11; default: Keras <= 2.10)");
   cmd->add_option("--patience", args->patience, "EarlyStopping patience; -1 disables early stopping")

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 namespace hisvid::tools {
@@ -33,11 +34,18 @@ CLI::Validator finite_in(double lo, double hi, bool below_hi) {
       fmt::format("NUMBER in [{:g}, {:g}{}", lo, hi, below_hi ? ")" : "]"));
 }
 
-CLI::Validator finite_positive() {
+CLI::Validator float_positive() {
   return CLI::Validator(
       [](std::string& text) {
         double v = 0;
-        if (parse_number(text, v) && std::isfinite(v) && v > 0) return std::string();
+        if (parse_number(text, v) && std::isfinite(v) && v > 0) {
+          const float f = static_cast<float>(v);
+          if (std::isfinite(f) && f >= std::numeric_limits<float>::min()) return std::string();
+          return fmt::format(
+              "'{}' is {} in float32, which the training computes in: give a number from {:g} to {:g}", text,
+              std::isfinite(f) ? (f == 0.0f ? "0" : "a denormal") : "infinite",
+              double(std::numeric_limits<float>::min()), double(std::numeric_limits<float>::max()));
+        }
         return fmt::format("'{}' is not a finite number above 0", text);
       },
       "NUMBER > 0");

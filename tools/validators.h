@@ -10,8 +10,9 @@ namespace hisvid::tools {
 
 // A finite number (NaN and infinity refused) in [lo, hi], or in [lo, hi) with `below_hi`.
 CLI::Validator finite_in(double lo, double hi, bool below_hi = false);
-// A finite number > 0.
-CLI::Validator finite_positive();
+// A number > 0 that float32 holds as a normal number (from FLT_MIN to FLT_MAX): a value the
+// engine computes with in float.
+CLI::Validator float_positive();
 // A whole number in [lo, hi] written in digits (an optional leading minus sign).
 CLI::Validator integer_in(long long lo, long long hi);
 // A seed: an unsigned 64-bit integer written in decimal digits.
