@@ -5,6 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <optional>
+#include <random>
+#include <string>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -62,6 +64,28 @@ std::vector<int> match_classes(const std::vector<std::string>& data_classes,
   return map;
 }
 
+namespace {
+
+// Whether a and b have the same weights, layer by layer, of the same shapes.
+bool same_weight_shapes(const Sequential& a, const Sequential& b) {
+  if (a.layers().size() != b.layers().size()) return false;
+  for (size_t i = 0; i < a.layers().size(); ++i) {
+    const auto& wa = a.layers()[i]->weights();
+    const auto& wb = b.layers()[i]->weights();
+    if (wa.size() != wb.size()) return false;
+    for (size_t j = 0; j < wa.size(); ++j)
+      if (wa[j].value.shape() != wb[j].value.shape()) return false;
+  }
+  return true;
+}
+
+std::string new_run_id() {
+  std::random_device device;
+  return fmt::format("{:08x}{:08x}", device(), device());
+}
+
+}  // namespace
+
 Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& clips, const io::Split& split,
                  FitOptions options, uint64_t seed)
     : model_(model),
@@ -70,7 +94,8 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
       split_(split),
       options_(std::move(options)),
       rng_(seed),
-      seed_(seed) {
+      seed_(seed),
+      run_id_(new_run_id()) {
   if (options_.communicator != nullptr && options_.communicator->size() > 1) comm_ = options_.communicator;
   if (!model_.built()) fail("fit: model '{}' is not built", model_.name());
   if (static_cast<size_t>(model_.num_classes()) != clips_.class_names.size()) {
@@ -115,9 +140,13 @@ Trainer::Trainer(Sequential& model, Optimizer& optimizer, const io::ClipSet& cli
 nlohmann::json Trainer::training_state() const {
   nlohmann::json history = nlohmann::json::array();
   for (const EpochLog& log : history_) history.push_back(log.to_json());
-  nlohmann::json state = {
-      {"epoch", static_cast<int>(history_.size())},  {"seed", seed_},      {"rng_offset", rng_.offset()},
-      {"learning_rate", optimizer_.learning_rate()}, {"history", history}, {"run", options_.run_info}};
+  nlohmann::json state = {{"epoch", static_cast<int>(history_.size())},
+                          {"seed", seed_},
+                          {"rng_offset", rng_.offset()},
+                          {"learning_rate", optimizer_.learning_rate()},
+                          {"history", history},
+                          {"run", options_.run_info},
+                          {"run_id", run_id_}};
   for (const auto& callback : callbacks_) {
     const nlohmann::json s = callback->state();
     if (!s.empty()) state[callback->key()] = s;
@@ -132,6 +161,8 @@ std::vector<std::string> Trainer::resume(const nlohmann::json& state) {
          seed_);
   }
   rng_.set_offset(state.at("rng_offset").get<uint64_t>());
+  // A checkpoint from before run ids keeps the new one: its best.h5 is checked by epoch alone.
+  if (state.contains("run_id") && state["run_id"].is_string()) run_id_ = state["run_id"].get<std::string>();
   optimizer_.set_learning_rate(state.at("learning_rate").get<double>());
   history_.clear();
   for (const nlohmann::json& j : state.at("history")) history_.push_back(EpochLog::from_json(j));
@@ -167,6 +198,16 @@ std::vector<std::string> Trainer::resume(const nlohmann::json& state) {
       held =
           s.is_object() && s.contains("epoch") && s["epoch"].is_number_integer() ? s["epoch"].get<int>() : 0;
       why = held > 0 ? fmt::format("holds epoch {}", held) : "holds no epoch record";
+      const std::string id = s.is_object() && s.contains("run_id") && s["run_id"].is_string()
+                                 ? s["run_id"].get<std::string>()
+                                 : std::string();
+      if (!id.empty() && state.contains("run_id") && id != state["run_id"]) {  // no id: an older hisvid's
+        held = 0;
+        why = fmt::format("is another run's (run id {}, this run's {})", id, run_id_);
+      } else if (!same_weight_shapes(best->model, model_)) {
+        held = 0;
+        why = "holds a model of other shapes";
+      }
     } catch (const Error& e) {
       why = fmt::format("is unreadable ({})", e.what());
     }

@@ -118,6 +118,9 @@ class Trainer {
   FitOptions options_;
   Generator rng_;
   uint64_t seed_;
+  // Names the run in its checkpoints (random at its start, kept by --resume), so that a resume
+  // can tell its own best.h5 from another run's put in its place.
+  std::string run_id_;
   std::vector<EpochLog> history_;
   std::vector<std::unique_ptr<Callback>> callbacks_;
   TerminateOnNaN* terminate_ = nullptr;

@@ -1312,6 +1312,17 @@ TEST_F(Cli, TrainingFromWeightsSaysWhatItDoesNotContinue) {
 // A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding
 // another epoch than its best (a copy put back by hand, a disk that filled): it goes on, and says
 // that best.h5 is not the best until an epoch improves on it.
+// A best.h5 another run saved, put in a run's place, is not taken for the run's own: resume says
+// so (here, with no EarlyStopping to restore from it, a note; restoring from it fails instead).
+TEST_F(Cli, ResumeTellsAnotherRunsBestH5FromItsOwn) {
+  ASSERT_EQ(train("own_best", 3).status, 0);
+  ASSERT_EQ(train("other_best", 3, {"--seed", "5"}).status, 0);
+  fs::copy_file(dir_ / "other_best/best.h5", dir_ / "own_best/best.h5", fs::copy_options::overwrite_existing);
+  const Result resumed = run(dir_, {"train", "--resume", "own_best", "--epochs", "4"});
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_TRUE(contains(resumed.output, "best.h5 is another run's (run id ")) << resumed.output;
+}
+
 TEST_F(Cli, ResumeSaysWhenBestH5IsNotTheBestEpoch) {
   ASSERT_EQ(train("unbest", 1).status, 0);
   fs::copy_file(dir_ / "unbest/last.h5", dir_ / "unbest/epoch1.h5");
