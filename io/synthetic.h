@@ -91,4 +91,9 @@ std::vector<ObjectBox> synthetic_object_boxes(const SyntheticSpec& spec, const s
 std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec,
                                                 const ProgressFn& progress = nullptr);
 
+// Where `root` holds the built-in dataset's record (.hisvid-synthetic.json) and clips it lists are
+// missing (a make-dataset or demo ended before its last clip): a sentence saying how many and
+// how to finish; "" otherwise (no record, a record hisvid cannot read, every clip there).
+std::string synthetic_dataset_missing(const std::string& root);
+
 }  // namespace hisvid::io

@@ -276,4 +276,23 @@ std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const
   }
 }
 
+std::string synthetic_dataset_missing(const std::string& root) {
+  try {
+    const json marker = read_marker(fs::path(root) / kMarkerName);
+    if (marker.is_null()) return "";
+    size_t missing = 0;
+    std::error_code error;
+    for (const json& clip : marker["clips"]) {
+      if (clip.is_string() && !fs::exists(fs::path(root) / clip.get<std::string>(), error)) ++missing;
+    }
+    if (missing == 0) return "";
+    return fmt::format(
+        "{} of the {} clips its record ({}) lists are missing: a make-dataset that ended early? Run it again "
+        "with the same settings to finish the dataset",
+        missing, marker["clips"].size(), kMarkerName);
+  } catch (const Error&) {
+    return "";  // not a record this function can judge; the dataset is read as it is
+  }
+}
+
 }  // namespace hisvid::io

@@ -1196,6 +1196,21 @@ TEST_F(Cli, ResumingARunEarlyStoppingEndedSaysNothingIsTrained) {
   EXPECT_FALSE(contains(resumed.output, "Epoch ")) << resumed.output;
 }
 
+// A built-in dataset missing clips its record lists (a make-dataset that ended early) trains on
+// what is there, with a warning that says how to finish it.
+TEST_F(Cli, AnUnfinishedBuiltInDatasetIsSaidToBe) {
+  fs::copy(dir_ / "data", dir_ / "unfinished", fs::copy_options::recursive);
+  fs::remove(dir_ / "unfinished/Grow/v_Grow_g01_c01.avi");
+  const Result r = run(dir_, {"train", "--data", "unfinished", "--epochs", "1", "--out", "unfinished_run",
+                              "--cache", "none", "--patience", "-1"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "warning: unfinished: 1 of the 20 clips its record")) << r.output;
+  EXPECT_TRUE(contains(r.output, "Run it again with the same settings")) << r.output;
+  const Result whole = run(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "finished_run",
+                                  "--cache", "none", "--patience", "-1"});
+  EXPECT_FALSE(contains(whole.output, "clips its record")) << whole.output;
+}
+
 // A run or reports inside the video folder would become part of the dataset (a class folder, files
 // among a class's videos): refused before any work, the dataset as it was.
 TEST_F(Cli, OutputsInsideTheDataFolderAreRefused) {

@@ -22,6 +22,7 @@
 #include "io/atomic_file.h"
 #include "io/keras_h5.h"
 #include "io/plots.h"
+#include "io/synthetic.h"
 #include "models/inference.h"
 #include "models/model_file.h"
 #include "models/zoo.h"
@@ -327,6 +328,8 @@ io::DatasetSpec DataArgs::spec(Communicator* comm) const {
 
 io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm) {
   const io::DatasetSpec spec = args.spec(comm);
+  const std::string missing = io::synthetic_dataset_missing(args.root);
+  if (!missing.empty()) console.note(fmt::format("warning: {}: {}", args.root, missing));
   double started = -1.0;
   const auto t0 = std::chrono::steady_clock::now();
   io::ClipSet clips = io::load_clips(spec, [&](const io::Progress& p) {
