@@ -1211,6 +1211,20 @@ TEST_F(Cli, AnUnfinishedBuiltInDatasetIsSaidToBe) {
   EXPECT_FALSE(contains(whole.output, "clips its record")) << whole.output;
 }
 
+// evaluate on a folder with a class the model does not know: refused from the listing, before a
+// single video is decoded.
+TEST_F(Cli, EvaluateRefusesAnUnknownClassBeforeDecoding) {
+  ASSERT_EQ(train("known_classes", 1).status, 0);
+  fs::copy(dir_ / "data", dir_ / "extra_class", fs::copy_options::recursive);
+  fs::create_directories(dir_ / "extra_class/Spin");
+  fs::copy_file(dir_ / "data/Grow/v_Grow_g01_c01.avi", dir_ / "extra_class/Spin/v_Spin_g01_c01.avi");
+  const Result r = run(
+      dir_, {"evaluate", "--weights", "known_classes/model.h5", "--data", "extra_class", "--cache", "none"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "class 'Spin' that the model does not know")) << r.output;
+  EXPECT_FALSE(contains(r.output, "clips of")) << r.output;  // the line that follows decoding
+}
+
 // A run or reports inside the video folder would become part of the dataset (a class folder, files
 // among a class's videos): refused before any work, the dataset as it was.
 TEST_F(Cli, OutputsInsideTheDataFolderAreRefused) {

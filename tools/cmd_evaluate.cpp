@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "io/dataset.h"
 #include "models/inference.h"
 #include "models/model_file.h"
 #include "tools/commands.h"
@@ -124,6 +125,7 @@ void add_evaluate_command(CLI::App& app) {
     } else {
       if (data.root.empty()) fail("evaluate: --data is required");
       require_outside_data(args->out_dir, data.root, "--out");
+      (void)models::match_classes(io::dataset_classes(data.spec()), model_classes);  // before decoding
       clips = load_data(data, console);
       for (size_t i = 0; i < clips.size(); ++i) indices.push_back(i);
     }
