@@ -269,8 +269,9 @@ std::vector<std::string> make_dataset(const SyntheticSpec& spec, const ProgressF
 std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const ProgressFn& progress) {
   try {
     return make_dataset(spec, progress);
-  } catch (const fs::filesystem_error& e) {
-    fail("built-in dataset {}: {}", spec.out_dir, e.what());
+  } catch (const fs::filesystem_error& e) {  // making, renaming or removing its files and folders
+    fail("built-in dataset {}: cannot write {}: {}", spec.out_dir,
+         e.path1().empty() ? spec.out_dir : e.path1().string(), e.code().message());
   } catch (const json::exception& e) {
     fail("built-in dataset {}/{}: unexpected content: {}", spec.out_dir, kMarkerName, e.what());
   }

@@ -54,7 +54,7 @@ void add_convert_command(CLI::App& app) {
     } else if (!args->overwrite) {
       io::expect_new_file(args->output);  // one another command makes meanwhile is kept
     }
-    const models::LoadedModel loaded = load_model_option(args->input, args->model);
+    const models::LoadedModel loaded = load_model_option(args->input, args->model, "the input");
     for (const std::string& warning : loaded.extras.warnings)
       std::cerr << "hisvid: warning: " << warning << "\n";
     models::save_model(args->output, loaded.model, loaded.extras.class_names, loaded.extras.optimizer.get(),

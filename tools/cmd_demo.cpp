@@ -95,7 +95,8 @@ void add_demo_command(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(1, 100000));
   cmd->add_option("--classes", args->classes, "Classes of the built-in dataset to use")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(non_empty());
   cmd->add_option("--seed", args->seed, "Seed of the split and of training")
       ->capture_default_str()
       ->check(seed_value());
@@ -103,6 +104,15 @@ void add_demo_command(CLI::App& app) {
   cmd->callback([args] {
     Console console;
     const Device device = device_option(args->device);  // before any work
+    io::SyntheticSpec spec;
+    spec.out_dir = args->out + "/data";
+    spec.clips_per_class = args->clips_per_class;
+    spec.classes = split_names(args->classes, "--classes");
+    if (spec.classes.size() < 2) {
+      fail("--classes {}: the demo trains classifiers, which need at least 2 classes", args->classes);
+    }
+    (void)io::synthetic_classes(spec);  // an unknown class refused before the folder is touched
+    spec.replace = true;                // the demo's folder is its own: other settings replace its dataset
     require_demo_folder(args->out);
     std::error_code error;
     for (const char* model : {"lrcn", "convlstm"}) {
@@ -121,14 +131,6 @@ void add_demo_command(CLI::App& app) {
         "A folder of `hisvid demo`: a later demo replaces its data/, clips.h5, lrcn/ and "
         "convlstm/.\n");
     const auto start = std::chrono::steady_clock::now();
-    io::SyntheticSpec spec;
-    spec.out_dir = args->out + "/data";
-    spec.clips_per_class = args->clips_per_class;
-    spec.classes = split_names(args->classes, "--classes");
-    if (spec.classes.size() < 2) {
-      fail("--classes {}: the demo trains classifiers, which need at least 2 classes", args->classes);
-    }
-    spec.replace = true;  // the demo's folder is its own: other settings replace its dataset
     console.line(fmt::format("== built-in dataset: {}", spec.out_dir));
     const std::vector<std::string> files = io::make_synthetic_dataset(spec);
     console.line(fmt::format("{} videos, {} classes in pairs that differ only in time direction",

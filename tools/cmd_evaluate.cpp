@@ -28,7 +28,9 @@ void add_evaluate_command(CLI::App& app) {
   auto classes = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
       "evaluate", "Loss, accuracy, per-class precision/recall/F1 and the confusion matrix");
-  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
+  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")
+      ->required()
+      ->check(non_empty());
   cmd->add_option("--model", args->model, kWeightsArchitectureHelp)->check(non_empty());
   add_data_options(cmd, args->data, classes);
   cmd->add_option("--split", args->split,

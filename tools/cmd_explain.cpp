@@ -37,7 +37,9 @@ void add_explain_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
       app.add_subcommand("explain", "Show where and when a model looked in a video (Grad-CAM per frame)");
-  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5 / .keras)")->required();
+  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5 / .keras)")
+      ->required()
+      ->check(non_empty());
   cmd->add_option("--model", args->model, kWeightsArchitectureHelp)->check(non_empty());
   cmd->add_option("video", args->video, "The video to explain")->required();
   cmd->add_option("--class", args->class_name, "Explain this class (default: the predicted one)")

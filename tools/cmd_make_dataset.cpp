@@ -34,7 +34,8 @@ void add_make_dataset_command(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(io::kMinSide, io::kMaxSide));
   cmd->add_option("--seed", spec->seed, "Seed")->capture_default_str()->check(seed_value());
-  cmd->add_option("--classes", *classes, "Comma-separated subset of the classes (default: all)");
+  cmd->add_option("--classes", *classes, "Comma-separated subset of the classes (default: all)")
+      ->check(non_empty());
   cmd->add_flag(
       "--overwrite", spec->replace,
       "Replace a dataset that --out holds when it was made with other settings (its clips are deleted)");

@@ -83,7 +83,9 @@ void add_predict_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
       app.add_subcommand("predict", "Classify videos, or label their frames with a rolling average");
-  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")->required();
+  cmd->add_option("--weights", args->weights, "Model file (hisvid's or a Keras .h5)")
+      ->required()
+      ->check(non_empty());
   cmd->add_option("--model", args->model, kWeightsArchitectureHelp)->check(non_empty());
   cmd->add_option("videos", args->videos, "Video files or folders of videos")->required();
   cmd->add_option("--model-classes", args->model_classes, "Class names of the outputs (for Keras files)")

@@ -29,9 +29,10 @@ void add_summary_command(CLI::App& app) {
   cmd->add_option("--classes", args->classes, "Number of classes (units of the final Dense layer)")
       ->check(integer_in(2, 100000));
   cmd->add_option(
-      "--weights", args->weights,
-      "A model file (.h5 or .keras, hisvid's or Keras's); alone, its own architecture; with --model, "
-      "its weights (a weights-only file too) in that architecture");
+         "--weights", args->weights,
+         "A model file (.h5 or .keras, hisvid's or Keras's); alone, its own architecture; with --model, "
+         "its weights (a weights-only file too) in that architecture")
+      ->check(non_empty());
   cmd->callback([args] {
     if (args->model.empty() && args->weights.empty()) fail("summary: give --model, --weights, or both");
     if (args->model.empty()) {

@@ -11,7 +11,8 @@ namespace hisvid::tools {
 
 void add_data_options(CLI::App* cmd, DataArgs& data, std::shared_ptr<std::string> classes) {
   cmd->add_option("--data", data.root, "Dataset root: ROOT/<Class>/<video>");
-  cmd->add_option("--classes", *classes, "Comma-separated class folders to use (default: all)");
+  cmd->add_option("--classes", *classes, "Comma-separated class folders to use (default: all)")
+      ->check(non_empty());
   cmd->add_option("--num-classes", data.num_classes, "Use this many classes, chosen with the seed")
       ->check(integer_in(2, 100000));
   cmd->add_option("--cache", data.cache, "Clip cache file (default ~/.cache/hisvid/...; 'none' disables it)");

@@ -144,12 +144,13 @@ void require_classifier(const models::LoadedModel& loaded, const std::string& we
       weights, loaded.model.layers().back()->name());
 }
 
-models::LoadedModel load_model_option(const std::string& weights, const std::string& model) {
+models::LoadedModel load_model_option(const std::string& weights, const std::string& model,
+                                      const std::string& option) {
   if (model.empty()) return models::load_model(weights);
   try {  // refuses a file with its own architecture
     return models::load_weights_file(weights, model);
   } catch (const Error& e) {
-    fail("--model {} with --weights {}: {}", model, weights, e.what());
+    fail("--model {} with {} {}: {}", model, option, weights, e.what());
   }
 }
 
@@ -694,9 +695,9 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
       }
       if (declared > 0 && declared != K) {
         console.note(
-            fmt::format("note: the final Dense layer of {} declares {} classes; the data has {}, so it is "
+            fmt::format("note: the final Dense layer of {} declares {} class{}; the data has {}, so it is "
                         "built with {}",
-                        args.model, declared, K, K));
+                        args.model, declared, declared == 1 ? "" : "es", K, K));
       }
     }
     model.set_num_classes(K);

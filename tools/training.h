@@ -94,7 +94,9 @@ void write_reports(const std::string& out_dir, const std::string& title, const m
 // The model of --weights FILE: a model file alone, or with --model SPEC (`model`) a weights-only
 // file (model.save_weights, ModelCheckpoint(save_weights_only=True), Keras 3's .weights.h5) in
 // that architecture; --model with a file that has its own architecture is refused.
-models::LoadedModel load_model_option(const std::string& weights, const std::string& model);
+// `option` names the file in messages (convert's is its input, not --weights).
+models::LoadedModel load_model_option(const std::string& weights, const std::string& model,
+                                      const std::string& option = "--weights");
 
 // Fails, naming the file, unless the model's outputs are class scores: a final softmax or sigmoid,
 // or a Dense layer read as logits (a regressor's outputs are not classes).
