@@ -1211,9 +1211,9 @@ TEST_F(Cli, AnUnfinishedBuiltInDatasetIsSaidToBe) {
   EXPECT_FALSE(contains(whole.output, "clips its record")) << whole.output;
 }
 
-// evaluate on a folder with a class the model does not know: refused from the listing, before a
-// single video is decoded.
-TEST_F(Cli, EvaluateRefusesAnUnknownClassBeforeDecoding) {
+// Refusals that need no video come before any is decoded: evaluate on a folder with a class the
+// model does not know (from the listing), train with a sigmoid head of more than one unit.
+TEST_F(Cli, RefusalsComeBeforeAnyVideoIsDecoded) {
   ASSERT_EQ(train("known_classes", 1).status, 0);
   fs::copy(dir_ / "data", dir_ / "extra_class", fs::copy_options::recursive);
   fs::create_directories(dir_ / "extra_class/Spin");
@@ -1223,6 +1223,19 @@ TEST_F(Cli, EvaluateRefusesAnUnknownClassBeforeDecoding) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "class 'Spin' that the model does not know")) << r.output;
   EXPECT_FALSE(contains(r.output, "clips of")) << r.output;  // the line that follows decoding
+  std::ofstream(dir_ / "two_sigmoids.json")
+      << R"({"class_name": "Sequential", "config": {"layers": [{"class_name": "InputLayer", "config": )"
+      << R"({"batch_input_shape": [null, 20, 64, 64, 3]}}, {"class_name": "TimeDistributed", "config": )"
+      << R"({"layer": {"class_name": "Flatten", "config": {}}}}, {"class_name": "LSTM", "config": )"
+      << R"({"units": 3}}, {"class_name": "Dense", "config": {"units": 2, "activation": "sigmoid"}}]}})";
+  const Result sigmoids =
+      run(dir_, {"train", "--model", "two_sigmoids.json", "--data", "data", "--classes", "Grow,Shrink",
+                 "--out", "two_sigmoids", "--epochs", "1", "--cache", "none"});
+  EXPECT_EQ(sigmoids.status, 1) << sigmoids.output;
+  EXPECT_TRUE(
+      contains(sigmoids.output, "a sigmoid head trains as a binary classifier of one unit, this one has 2"))
+      << sigmoids.output;
+  EXPECT_FALSE(contains(sigmoids.output, "clips of")) << sigmoids.output;
 }
 
 // A run or reports inside the video folder would become part of the dataset (a class folder, files
