@@ -291,8 +291,8 @@ std::string synthetic_dataset_missing(const std::string& root) {
         "{} of the {} clips its record ({}) lists are missing: a make-dataset that ended early? Run it again "
         "with the same settings to finish the dataset",
         missing, marker["clips"].size(), kMarkerName);
-  } catch (const Error&) {
-    return "";  // not a record this function can judge; the dataset is read as it is
+  } catch (const std::exception&) {  // hisvid's Error, or the file system's (a folder it cannot read)
+    return "";                       // not a record this function can judge; the dataset is read as it is
   }
 }
 

@@ -23,7 +23,9 @@
 // rational function and the cell 8 lanes at a time in intrinsics, two pixels a vector with 4
 // filters, where the loops above are runs of 4 the compiler leaves half-vectorised); the same
 // float operations in the same order, so the same bits. The `cpu` row runs cpu.avx2 where the
-// processor has AVX2.
+// processor has AVX2 and FMA (avx2::available(), the convolutions' test; the rows use no FMA).
+// lstm.cpp is compiled with -ffp-contract=off (kernels/CMakeLists.txt): under -march=native GCC
+// would otherwise fuse the multiplies and adds of each form its own way.
 #include "kernels/lstm.h"
 
 #include <immintrin.h>
@@ -227,11 +229,12 @@ constexpr bool avx2_gates() {
 
 // The gate rows in AVX2: the portable rows' float operations in the same order, 8 lanes at a
 // time, a run's last lanes through a mask. The target is AVX2 alone, without FMA, so nothing is
-// contracted and both rows give the same bits (test ConvLstmGateRows.Avx2IsThePortableRowsBitForBit).
+// contracted and both rows give the same bits (test KernelTable.RowsThatPromiseTheSameBitsGiveThem).
 // The lanes form of each activation keeps x's NaN where the portable ternaries keep it:
 // max_ps/min_ps return their second operand when either is NaN. (No lambdas below: they would
 // not inherit the target.)
 #define HISVID_AVX2 __attribute__((target("avx2")))
+namespace {
 namespace lanes {
 
 using avx2::kLanes;
@@ -416,6 +419,7 @@ HISVID_AVX2 inline void gate_pair4(const ConvLstmStepForward<float>& k, const St
 }
 
 }  // namespace lanes
+}  // namespace
 
 // Step t's gate rows as convlstm_step_rows (act = tanh), in AVX2: pixel by pixel, or with 4
 // filters (and rec not sigmoid) two pixels at a time.
@@ -486,6 +490,7 @@ void convlstm_step_backward_rows(const ConvLstmStepBackward<float>& k, const flo
   }
 }
 
+namespace {
 namespace lanes {
 
 // 1 - y^2, tanh's derivative from its output.
@@ -602,6 +607,7 @@ HISVID_AVX2 inline void cell_grads_pair4(const ConvLstmStepBackward<float>& k, c
 }
 
 }  // namespace lanes
+}  // namespace
 
 // Backward step t's rows as convlstm_step_backward_rows (act = tanh), in AVX2: pixel by pixel,
 // or with 4 filters two pixels at a time.
@@ -624,6 +630,8 @@ HISVID_AVX2 void convlstm_step_backward_rows_avx2(const ConvLstmStepBackward<flo
     }
   }
 }
+
+#undef HISVID_AVX2
 
 namespace {
 
@@ -679,8 +687,8 @@ void convlstm_step_forward_avx2(const ConvLstmStepForward<float>& k) {
   step_rows<true>(k, recurrent_sums(k, "cpu.avx2::convlstm_step_forward"));
 }
 void convlstm_step_forward(const ConvLstmStepForward<float>& k) {
-  static const bool avx2 = avx2::available();
-  return avx2 ? convlstm_step_forward_avx2(k) : convlstm_step_forward_portable(k);
+  static const bool has_avx2 = avx2::available();
+  return has_avx2 ? convlstm_step_forward_avx2(k) : convlstm_step_forward_portable(k);
 }
 
 void convlstm_step_backward_portable(const ConvLstmStepBackward<float>& k) {
@@ -690,8 +698,8 @@ void convlstm_step_backward_avx2(const ConvLstmStepBackward<float>& k) {
   step_rows<true>(k, recurrent_grads(k));
 }
 void convlstm_step_backward(const ConvLstmStepBackward<float>& k) {
-  static const bool avx2 = avx2::available();
-  return avx2 ? convlstm_step_backward_avx2(k) : convlstm_step_backward_portable(k);
+  static const bool has_avx2 = avx2::available();
+  return has_avx2 ? convlstm_step_backward_avx2(k) : convlstm_step_backward_portable(k);
 }
 
 // The sequence rows run one sample per thread, over threads once the recurrent products of all

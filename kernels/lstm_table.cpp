@@ -258,6 +258,7 @@ const StepShape kStepShapes[] = {
     {3, 2, 1, 3, 4, 1, 3, 3, Activation::HardSigmoidKeras3, false, true, 2},
     {2, 3, 3, 3, 4, 1, 3, 3, Activation::Sigmoid, true, true, 3},
     {2, 3, 3, 5, 7, 1, 3, 3, Activation::Sigmoid, false, true, 3},
+    {1, 2, 91, 91, 4, 1, 3, 3, Activation::HardSigmoid, true, true, 2},  // an odd count over threads
 };
 // clang-format on
 

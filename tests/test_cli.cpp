@@ -1351,9 +1351,6 @@ TEST_F(Cli, TrainingFromWeightsSaysWhatItDoesNotContinue) {
   EXPECT_FALSE(contains(trained.output, "label_smoothing")) << trained.output;
 }
 
-// A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding
-// another epoch than its best (a copy put back by hand, a disk that filled): it goes on, and says
-// that best.h5 is not the best until an epoch improves on it.
 // A best.h5 another run saved, put in a run's place, is not taken for the run's own: resume says
 // so (here, with no EarlyStopping to restore from it, a note; restoring from it fails instead).
 TEST_F(Cli, ResumeTellsAnotherRunsBestH5FromItsOwn) {
@@ -1365,6 +1362,9 @@ TEST_F(Cli, ResumeTellsAnotherRunsBestH5FromItsOwn) {
   EXPECT_TRUE(contains(resumed.output, "best.h5 is another run's (run id ")) << resumed.output;
 }
 
+// A run that restores no best weights (no EarlyStopping here) resumed beside a best.h5 holding
+// another epoch than its best (a copy put back by hand, a disk that filled): it goes on, and says
+// that best.h5 is not the best until an epoch improves on it.
 TEST_F(Cli, ResumeSaysWhenBestH5IsNotTheBestEpoch) {
   ASSERT_EQ(train("unbest", 1).status, 0);
   fs::copy_file(dir_ / "unbest/last.h5", dir_ / "unbest/epoch1.h5");
@@ -1713,7 +1713,8 @@ TEST_F(Cli, CtrlCRemovesTheFileBeingWritten) {
   const Result r = evaluating.wait();
   if (fs::exists(dir_ / "signal.h5")) GTEST_SKIP() << "the interrupt came after the cache was written";
   EXPECT_EQ(r.status, 128 + SIGINT) << r.output;
-  EXPECT_TRUE(contains(r.output, "hisvid: ended by SIGINT; the file being written was removed")) << r.output;
+  EXPECT_TRUE(contains(r.output, "hisvid: ended by SIGINT; files saved before it stay as they were"))
+      << r.output;
   EXPECT_TRUE(temporaries().empty()) << temporaries().front();
 }
 

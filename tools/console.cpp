@@ -17,10 +17,14 @@ namespace hisvid::tools {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
-// The process that sent the first signal (0: the terminal's Ctrl-C or the kernel) and when.
+// The first signal: which, the process that sent it (0: the terminal's Ctrl-C or the kernel) and
+// when; published by g_first_state (0 none yet, 1 being recorded, 2 recorded), since handlers of
+// several threads may run at once.
+std::atomic<int> g_first_state{0}, g_first_signal{0};
 std::atomic<pid_t> g_first_sender{0};
 std::atomic<int64_t> g_first_at_ns{0};
-static_assert(std::atomic<pid_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free,
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<pid_t>::is_always_lock_free &&
+                  std::atomic<int64_t>::is_always_lock_free,
               "read and written in a signal handler");
 
 int64_t monotonic_ns() {
@@ -31,17 +35,25 @@ int64_t monotonic_ns() {
 
 // A second signal ends the process, except the copy that a sender delivers to the whole process
 // group right after the process itself (GNU timeout does): the same signal from the same process
-// within a second is the first one again.
+// within a second is the first one again, and so is one that arrives while another thread is
+// still recording the first.
 constexpr int64_t kSameSignalNs = 1000000000;
 
 void on_interrupt(int signal, siginfo_t* info, void*) {
   const pid_t sender = info != nullptr && info->si_code == SI_USER ? info->si_pid : 0;
   const int64_t now = monotonic_ns();
-  if (!g_interrupted.exchange(true)) {
-    g_first_sender.store(sender), g_first_at_ns.store(now);
+  int state = 0;
+  if (g_first_state.compare_exchange_strong(state, 1)) {
+    g_first_signal.store(signal), g_first_sender.store(sender), g_first_at_ns.store(now);
+    g_first_state.store(2);
+    g_interrupted.store(true);
     return;
   }
-  if (sender != 0 && sender == g_first_sender.load() && now - g_first_at_ns.load() < kSameSignalNs) return;
+  if (state == 1) return;
+  if (signal == g_first_signal.load() && sender != 0 && sender == g_first_sender.load() &&
+      now - g_first_at_ns.load() < kSameSignalNs) {
+    return;
+  }
   end_on_signal(signal);
 }
 
@@ -50,7 +62,7 @@ void on_interrupt(int signal, siginfo_t* info, void*) {
 void handle_ending_signals(void (*handler)(int, siginfo_t*, void*)) {
   struct sigaction action {};
   action.sa_sigaction = handler;
-  action.sa_flags = SA_SIGINFO;
+  action.sa_flags = SA_SIGINFO | SA_RESTART;  // as signal() had it: a blocked write or read goes on
   sigemptyset(&action.sa_mask);
   for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
     struct sigaction before {};
@@ -125,13 +137,15 @@ void Console::note(const std::string& text) {
 
 void end_on_signal(int signal) {
   io::remove_temporaries_now();
-  // Said with write(2), which a signal handler may call: the files saved before stay as they are.
+  // Said with write(2), which a signal handler may call (a closed pipe on stderr, tee ended by the
+  // same Ctrl-C, must not turn the exit into SIGPIPE's).
+  std::signal(SIGPIPE, SIG_IGN);
   const char* name = signal == SIGINT    ? "SIGINT"
                      : signal == SIGTERM ? "SIGTERM"
                      : signal == SIGHUP  ? "SIGHUP"
                                          : "a signal";
   const char* parts[] = {"hisvid: ended by ", name,
-                         "; the file being written was removed, what was saved before stays\n"};
+                         "; files saved before it stay as they were, a file being written is removed\n"};
   for (const char* part : parts) {
     if (::write(STDERR_FILENO, part, std::strlen(part)) < 0) break;
   }

@@ -39,12 +39,13 @@ CLI::Validator float_positive() {
       [](std::string& text) {
         double v = 0;
         if (parse_number(text, v) && std::isfinite(v) && v > 0) {
-          const float f = static_cast<float>(v);
-          if (std::isfinite(f) && f >= std::numeric_limits<float>::min()) return std::string();
+          const double most = std::numeric_limits<float>::max();  // above it the cast is undefined
+          const float f = v > most ? 0.0f : static_cast<float>(v);
+          if (v <= most && f >= std::numeric_limits<float>::min()) return std::string();
           return fmt::format(
               "'{}' is {} in float32, which the training computes in: give a number from {:g} to {:g}", text,
-              std::isfinite(f) ? (f == 0.0f ? "0" : "a denormal") : "infinite",
-              double(std::numeric_limits<float>::min()), double(std::numeric_limits<float>::max()));
+              v > most ? "infinite" : (f == 0.0f ? "0" : "a denormal"),
+              double(std::numeric_limits<float>::min()), most);
         }
         return fmt::format("'{}' is not a finite number above 0", text);
       },
