@@ -220,7 +220,8 @@ void add_predict_command(CLI::App& app) {
       } catch (const io::VideoError& e) {
         console.note(std::string("skipped: ") + e.what());
         ++skipped;
-        if (std::find(args->videos.begin(), args->videos.end(), path) != args->videos.end())
+        if (std::find(args->videos.begin(), args->videos.end(), path) != args->videos.end() &&
+            std::find(named_unusable.begin(), named_unusable.end(), path) == named_unusable.end())
           named_unusable.push_back(path);
       }
     }
@@ -264,8 +265,8 @@ void add_predict_command(CLI::App& app) {
     // The others are classified above; a video asked for by name that could not be is an error
     // (one skipped while reading a folder is not: a folder may hold other files).
     if (!named_unusable.empty()) {
-      fail("{} of the videos named could not be read ({}); the other {} are classified above",
-           named_unusable.size(), fmt::format("{}", fmt::join(named_unusable, ", ")), usable.size());
+      fail("{} of the videos named could not be read ({}); the other {} {} classified", named_unusable.size(),
+           fmt::join(named_unusable, ", "), usable.size(), usable.size() == 1 ? "is" : "are");
     }
   });
 }
