@@ -636,15 +636,16 @@ TrainOutcome run_training(const TrainArgs& given, Console& console) {
           "Dense(..., activation='softmax'), or Dense(1, activation='sigmoid') for two classes",
           args.model, model.layers().back()->name());
     }
-    if (model.head() == models::Head::Sigmoid && !model.binary()) {  // found before any video is decoded
-      fail(
-          "--model {}: a sigmoid head trains as a binary classifier of one unit, this one has {}: "
-          "Dense(1, activation='sigmoid') for two classes, or Dense(K, activation='softmax')",
-          args.model, model.num_classes());
-    }
     if (!model.has_input_shape()) {
       model.set_input_shape(Shape{args.data.frames, args.data.height, args.data.width, args.data.channels});
     }
+  }
+  if (model.head() == models::Head::Sigmoid && !model.binary()) {  // found before any video is decoded
+    fail(
+        "{}: a sigmoid head trains as a binary classifier of one unit, this one has {}: Dense(1, "
+        "activation='sigmoid') for two classes, or Dense(K, activation='softmax')",
+        args.init_weights.empty() ? "--model " + args.model : "--weights " + args.init_weights,
+        model.num_classes());
   }
   args.data.follow_model(model);  // a model whose input shape the settings contradict: refused here
   check_before_decoding(args, resuming, model, model_classes, data_classes, console);
