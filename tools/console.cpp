@@ -17,6 +17,9 @@ namespace hisvid::tools {
 namespace {
 
 std::atomic<bool> g_interrupted{false};
+// Whether progress bars may be drawn on a terminal (stdout), read by end_on_signal, which may not
+// call isatty: its line then starts on a line of its own.
+std::atomic<bool> g_progress_on_terminal{false};
 // The first signal: which, the process that sent it (0: the terminal's Ctrl-C or the kernel) and
 // when; published by g_first_state (0 none yet, 1 being recorded, 2 recorded), since handlers of
 // several threads may run at once.
@@ -60,6 +63,7 @@ void on_interrupt(int signal, siginfo_t* info, void*) {
 // SIGINT, SIGTERM and SIGHUP go to `handler`, unless the caller ignores one (nohup ignores
 // SIGHUP, a shell's background job SIGINT): that stays ignored.
 void handle_ending_signals(void (*handler)(int, siginfo_t*, void*)) {
+  g_progress_on_terminal.store(isatty(STDOUT_FILENO) != 0);
   struct sigaction action {};
   action.sa_sigaction = handler;
   action.sa_flags = SA_SIGINFO | SA_RESTART;  // as signal() had it: a blocked write or read goes on
@@ -144,7 +148,7 @@ void end_on_signal(int signal) {
                      : signal == SIGTERM ? "SIGTERM"
                      : signal == SIGHUP  ? "SIGHUP"
                                          : "a signal";
-  const char* parts[] = {"hisvid: ended by ", name,
+  const char* parts[] = {g_progress_on_terminal.load() ? "\n" : "", "hisvid: ended by ", name,
                          "; files saved before it stay as they were, a file being written is removed\n"};
   for (const char* part : parts) {
     if (::write(STDERR_FILENO, part, std::strlen(part)) < 0) break;
