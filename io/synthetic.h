@@ -93,7 +93,8 @@ std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec,
 
 // Where `root` holds the built-in dataset's record (.hisvid-synthetic.json) and clips it lists are
 // missing (a make-dataset or demo ended before its last clip): a sentence saying how many and
-// how to finish; "" otherwise (no record, a record hisvid cannot read, every clip there).
-std::string synthetic_dataset_missing(const std::string& root);
+// how to finish; "" otherwise (no record, a record hisvid cannot read, every clip there). Only
+// the clips of `classes` count, where given (a run on some of the classes).
+std::string synthetic_dataset_missing(const std::string& root, const std::vector<std::string>& classes = {});
 
 }  // namespace hisvid::io

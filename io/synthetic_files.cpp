@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -277,20 +278,27 @@ std::vector<std::string> make_synthetic_dataset(const SyntheticSpec& spec, const
   }
 }
 
-std::string synthetic_dataset_missing(const std::string& root) {
+std::string synthetic_dataset_missing(const std::string& root, const std::vector<std::string>& classes) {
   try {
     const json marker = read_marker(fs::path(root) / kMarkerName);
     if (marker.is_null()) return "";
-    size_t missing = 0;
+    size_t missing = 0, listed = 0;
     std::error_code error;
     for (const json& clip : marker["clips"]) {
-      if (clip.is_string() && !fs::exists(fs::path(root) / clip.get<std::string>(), error)) ++missing;
+      if (!clip.is_string()) continue;
+      const std::string relative = clip.get<std::string>();  // <Class>/<file>
+      const std::string class_name = relative.substr(0, relative.find('/'));
+      if (!classes.empty() && std::find(classes.begin(), classes.end(), class_name) == classes.end())
+        continue;
+      ++listed;
+      if (!fs::exists(fs::path(root) / relative, error)) ++missing;
     }
     if (missing == 0) return "";
     return fmt::format(
-        "{} of the {} clips its record ({}) lists are missing: a make-dataset that ended early? Run it again "
+        "{} of the {} clips its record ({}) lists{} are missing: a make-dataset that ended early? Run it "
+        "again "
         "with the same settings to finish the dataset",
-        missing, marker["clips"].size(), kMarkerName);
+        missing, listed, kMarkerName, classes.empty() ? "" : " for these classes");
   } catch (const std::exception&) {  // hisvid's Error, or the file system's (a folder it cannot read)
     return "";                       // not a record this function can judge; the dataset is read as it is
   }

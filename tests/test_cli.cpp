@@ -1206,6 +1206,12 @@ TEST_F(Cli, AnUnfinishedBuiltInDatasetIsSaidToBe) {
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "warning: unfinished: 1 of the 20 clips its record")) << r.output;
   EXPECT_TRUE(contains(r.output, "Run it again with the same settings")) << r.output;
+  // Only the classes the run reads count.
+  const Result others =
+      run(dir_, {"train", "--data", "unfinished", "--classes", "MoveLeft,Shrink", "--epochs", "1", "--out",
+                 "unfinished_others", "--cache", "none", "--patience", "-1"});
+  EXPECT_EQ(others.status, 0) << others.output;
+  EXPECT_FALSE(contains(others.output, "clips its record")) << others.output;
   const Result whole = run(dir_, {"train", "--data", "data", "--epochs", "1", "--out", "finished_run",
                                   "--cache", "none", "--patience", "-1"});
   EXPECT_FALSE(contains(whole.output, "clips its record")) << whole.output;

@@ -329,7 +329,7 @@ io::DatasetSpec DataArgs::spec(Communicator* comm) const {
 
 io::ClipSet load_data(const DataArgs& args, Console& console, Communicator* comm) {
   const io::DatasetSpec spec = args.spec(comm);
-  const std::string missing = io::synthetic_dataset_missing(args.root);
+  const std::string missing = io::synthetic_dataset_missing(args.root, args.classes);
   if (!missing.empty()) console.note(fmt::format("warning: {}: {}", args.root, missing));
   double started = -1.0;
   const auto t0 = std::chrono::steady_clock::now();
