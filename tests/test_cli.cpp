@@ -149,6 +149,15 @@ bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
 
+// Polls `done` every `poll` until it holds or `limit` has passed; whether it held (a process in
+// the background reaching a point: a file appearing, a line in its log).
+template <typename Done>
+bool wait_until(const Done& done, std::chrono::seconds limit, std::chrono::milliseconds poll) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(poll);
+  return done();
+}
+
 std::string file_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
@@ -174,6 +183,12 @@ class Cli : public ::testing::Test {
     ASSERT_EQ(made.status, 0) << made.output;
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  // The arguments of a training of lrcn into `out` long enough to be interrupted (200 epochs).
+  static std::vector<std::string> long_training(const std::string& out) {
+    return {"train", "--model", "lrcn",    "--data",   "data",       "--epochs", "200",
+            "--out", out,       "--cache", "clips.h5", "--patience", "-1"};
+  }
 
   // Trains lrcn for `epochs` on the dataset (no early stopping) into out.
   static Result train(const std::string& out, int epochs, const std::vector<std::string>& extra = {}) {
@@ -349,14 +364,11 @@ TEST_F(Cli, CacheNeverReplacesAFileItDidNotWrite) {
 }
 
 TEST_F(Cli, CtrlCKeepsTheLastCompleteCheckpointAndResumes) {
-  Process training(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "200", "--out",
-                          "interrupted", "--cache", "clips.h5", "--patience", "-1"});
+  Process training(dir_, long_training("interrupted"));
   const fs::path last = dir_ / "interrupted/last.h5";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-  while (!fs::exists(last) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(fs::exists(last)) << "no checkpoint appeared";
+  ASSERT_TRUE(
+      wait_until([&] { return fs::exists(last); }, std::chrono::minutes(3), std::chrono::milliseconds(100)))
+      << "no checkpoint appeared";
   training.interrupt();
   const Result r = training.wait();
   EXPECT_EQ(r.status, 1);
@@ -1164,11 +1176,8 @@ TEST_F(Cli, NothingExistingIsOverwritten) {
   // Two runs on one directory: the second is turned away while the first holds it.
   Process first(dir_, {"train", "--data", "data", "--epochs", "200", "--out", "shared", "--cache", "clips.h5",
                        "--patience", "-1"});
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  while (!fs::exists(dir_ / "shared/last.h5") && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(fs::exists(dir_ / "shared/last.h5"));
+  ASSERT_TRUE(wait_until([&] { return fs::exists(dir_ / "shared/last.h5"); }, std::chrono::minutes(2),
+                         std::chrono::milliseconds(50)));
   expect_refused(dir_, {"train", "--resume", "shared", "--epochs", "300"}, {"shared", "another hisvid run"});
   first.interrupt();
   EXPECT_EQ(first.wait().status, 1);
@@ -1677,10 +1686,8 @@ TEST_F(Cli, InterruptInTheFirstEpochSuggestsNoResume) {
                    {"train", "--model", "convlstm_deep", "--data", "data", "--epochs", "5", "--out", "early",
                     "--cache", "clips.h5", "--batch-size", "1", "--device", "cpu", "--overwrite"});
   // "split: ..." is printed right before the first batch.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  while (!contains(file_bytes(training.log()), "split:") && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  (void)wait_until([&] { return contains(file_bytes(training.log()), "split:"); }, std::chrono::minutes(2),
+                   std::chrono::milliseconds(20));  // late or not, the interrupt comes (the test says which)
   training.interrupt();
   const Result r = training.wait();
   EXPECT_EQ(r.status, 1) << r.output;
@@ -1710,11 +1717,9 @@ TEST_F(Cli, CtrlCRemovesTheFileBeingWritten) {
   };
   Process evaluating(dir_, {"evaluate", "--weights", "signal_model/model.h5", "--data", "signal_data",
                             "--cache", "signal.h5", "--stream", "--workers", "1"});
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
-  while (temporaries().empty() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_FALSE(temporaries().empty()) << "the cache was never being written";
+  ASSERT_TRUE(wait_until([&] { return !temporaries().empty(); }, std::chrono::minutes(2),
+                         std::chrono::milliseconds(5)))
+      << "the cache was never being written";
   evaluating.interrupt();
   const Result r = evaluating.wait();
   if (fs::exists(dir_ / "signal.h5")) GTEST_SKIP() << "the interrupt came after the cache was written";
@@ -1727,14 +1732,11 @@ TEST_F(Cli, CtrlCRemovesTheFileBeingWritten) {
 // GNU timeout signals the command and then its whole process group: the same signal twice at once
 // from one process. That is one request to stop (the run saves and says so), not a second Ctrl-C.
 TEST_F(Cli, OneSenderSignallingTwiceAtOnceStopsTheRunOnce) {
-  Process training(dir_, {"train", "--model", "lrcn", "--data", "data", "--epochs", "200", "--out",
-                          "signalled_twice", "--cache", "clips.h5", "--patience", "-1"});
+  Process training(dir_, long_training("signalled_twice"));
   const fs::path last = dir_ / "signalled_twice/last.h5";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
-  while (!fs::exists(last) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(fs::exists(last)) << "no checkpoint appeared";
+  ASSERT_TRUE(
+      wait_until([&] { return fs::exists(last); }, std::chrono::minutes(3), std::chrono::milliseconds(100)))
+      << "no checkpoint appeared";
   training.terminate_twice();
   const Result r = training.wait();
   EXPECT_EQ(r.status, 1) << r.output;
