@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "kernels/conv2d_avx2.h"
+#include "kernels/conv2d_avx512.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 
@@ -547,21 +548,52 @@ void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k) {
   avx2::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);  // groups in place
 }
 
+// A pass whose groups have at most 8 filters (backward data: input channels) fills half of a
+// 16-lane register at most: the AVX2 kernels run it (the same bits), measured faster there.
+bool conv2d_avx512_applies(const Conv2dGeometry& g) {
+  return conv2d_direct_applies(g) && g.group_filters() > avx2::kLanes;
+}
+bool conv2d_backward_data_avx512_applies(const Conv2dGeometry& g) {
+  return conv2d_backward_data_avx2_applies(g) && g.group_channels() > avx2::kLanes;
+}
+
+void conv2d_forward_avx512(const Conv2dForward<float>& k) {
+  if (!conv2d_avx512_applies(k.g)) return conv2d_forward_avx2(k);
+  avx512::forward(k.out, k.inp, k.weight, k.bias, k.g);
+}
+void conv2d_backward_data_avx512(const Conv2dBackwardData<float>& k) {
+  if (!conv2d_backward_data_avx512_applies(k.g)) return conv2d_backward_data_avx2(k);
+  avx512::backward_data(k.dinp, k.dout, k.weight, k.g);
+}
+void conv2d_backward_filter_avx512(const Conv2dBackwardFilter<float>& k) {
+  if (!conv2d_avx512_applies(k.g)) return conv2d_backward_filter_avx2(k);
+  avx512::backward_filter(k.dweight, k.dbias, k.dout, k.inp, k.g);
+}
+
+namespace {
+
+// The direct kernels' widest form on this processor (AVX2 at least: conv2d_cpu_algorithm picks
+// GEMM without it).
+bool has_avx512() {
+  static const bool has = avx512::available();
+  return has;
+}
+
+}  // namespace
+
 void conv2d_forward(const Conv2dForward<float>& k) {
   if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::Forward) == Conv2dAlgorithm::Direct)
-    return conv2d_forward_avx2(k);
+    return has_avx512() ? conv2d_forward_avx512(k) : conv2d_forward_avx2(k);
   conv2d_forward_gemm(k);
 }
 void conv2d_backward_data(const Conv2dBackwardData<float>& k) {
-  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct) {
-    return conv2d_backward_data_avx2(k);
-  }
+  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::BackwardData) == Conv2dAlgorithm::Direct)
+    return has_avx512() ? conv2d_backward_data_avx512(k) : conv2d_backward_data_avx2(k);
   conv2d_backward_data_gemm(k);
 }
 void conv2d_backward_filter(const Conv2dBackwardFilter<float>& k) {
-  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct) {
-    return conv2d_backward_filter_avx2(k);
-  }
+  if (conv2d_cpu_algorithm(one_group(k.g), Conv2dPass::BackwardFilter) == Conv2dAlgorithm::Direct)
+    return has_avx512() ? conv2d_backward_filter_avx512(k) : conv2d_backward_filter_avx2(k);
   conv2d_backward_filter_gemm(k);
 }
 

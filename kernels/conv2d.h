@@ -169,11 +169,12 @@ void conv2d_backward_filter(const Conv2dBackwardFilter<T>& k);
 // images (large patches: the GEMM's register blocking wins), or a direct loop nest vectorised
 // over the filters (small patches such as the 3 -> 16 first layer, where im2col copies 27
 // values per pixel for a GEMM too thin to be efficient), with AVX2 + FMA intrinsics where the
-// processor has them (kernels/conv2d_avx2.h). The default row picks per pass and shape
+// processor has them (kernels/conv2d_avx2.h), in AVX-512 where it has that too
+// (kernels/conv2d_avx512.h). The default row picks per pass and shape
 // (conv2d_cpu_algorithm); the fixed-algorithm rows are there for the harness and the lab.
-// With groups (G > 1) the AVX2 kernels (cpu.avx2, and cpu where it picks them) run every group in
-// place, each group's filters reading its channels; the other rows run one group at a time
-// through their G = 1 code, over copies of the group's channels.
+// With groups (G > 1) the AVX2 and AVX-512 kernels (cpu.avx2, cpu.avx512, and cpu where it picks
+// them) run every group in place, each group's filters reading its channels; the other rows run
+// one group at a time through their G = 1 code, over copies of the group's channels.
 namespace hisvid::cpu {
 
 enum class Conv2dAlgorithm { Gemm, Direct };
@@ -196,11 +197,20 @@ void conv2d_backward_filter_direct(const Conv2dBackwardFilter<float>& k);
 void conv2d_forward_avx2(const Conv2dForward<float>& k);
 void conv2d_backward_data_avx2(const Conv2dBackwardData<float>& k);  // stride 1; others run direct
 void conv2d_backward_filter_avx2(const Conv2dBackwardFilter<float>& k);
+// The AVX2 rows' loops over vectors of 16 filters, with the same bits (processors with AVX-512F
+// only; the default row's direct choice where the processor has it).
+void conv2d_forward_avx512(const Conv2dForward<float>& k);
+void conv2d_backward_data_avx512(const Conv2dBackwardData<float>& k);  // stride 1; others run direct
+void conv2d_backward_filter_avx512(const Conv2dBackwardFilter<float>& k);
 // Where the direct and AVX2 rows run their own loops: at most 256 filters per group (one
 // pixel's sums on the stack; GEMM elsewhere), and for the AVX2 backward data stride 1 (the
 // portable direct loops elsewhere).
 bool conv2d_direct_applies(const Conv2dGeometry& g);
 bool conv2d_backward_data_avx2_applies(const Conv2dGeometry& g);
+// Where the AVX-512 rows run their own loops: the AVX2 rows' shapes with more than 8 filters per
+// group (backward data: input channels per group); they hand the others to the AVX2 rows.
+bool conv2d_avx512_applies(const Conv2dGeometry& g);
+bool conv2d_backward_data_avx512_applies(const Conv2dGeometry& g);
 
 }  // namespace hisvid::cpu
 

@@ -1,7 +1,9 @@
 // kernels/conv2d_avx2.h — the direct convolution of kernels/conv2d.cpp, float32, written with
-// AVX2 + FMA intrinsics and chosen at run time on processors that have them. Same arguments
-// and results as the portable direct loops (to float rounding); used by conv2d.cpp, the fused
-// Conv2D + MaxPool backward (kernels/conv2d_pool.cpp, which shares lane_mask) and the kernel lab.
+// AVX2 + FMA intrinsics (kernels/conv2d_vector.inc over 8-lane vectors, kernels/conv2d_avx2.cpp)
+// and chosen at run time on processors that have them. Same arguments and results as the
+// portable direct loops (to float rounding); used by conv2d.cpp, the fused Conv2D + MaxPool
+// backward (kernels/conv2d_pool.cpp, which shares lane_mask), the ConvLSTM step's gate rows and
+// the kernel lab.
 #pragma once
 
 #include <immintrin.h>

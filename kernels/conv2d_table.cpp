@@ -5,6 +5,7 @@
 
 #include "kernels/conv2d.h"
 #include "kernels/conv2d_avx2.h"
+#include "kernels/conv2d_avx512.h"
 #include "kernels/harness.h"
 
 namespace hisvid {
@@ -47,6 +48,14 @@ const bool avx2_rows =
                       .where(on_geometry<cpu::conv2d_backward_data_avx2_applies>),
                   host_row<cpu::conv2d_backward_filter_avx2>(Backend::Cpu, "cpu.avx2", Role::Alternative)
                       .where(on_geometry<cpu::conv2d_direct_applies>));
+const bool avx512_rows =
+    !cpu::avx512::available() ||
+    register_rows(host_row<cpu::conv2d_forward_avx512>(Backend::Cpu, "cpu.avx512", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_avx512_applies>),
+                  host_row<cpu::conv2d_backward_data_avx512>(Backend::Cpu, "cpu.avx512", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_backward_data_avx512_applies>),
+                  host_row<cpu::conv2d_backward_filter_avx512>(Backend::Cpu, "cpu.avx512", Role::Alternative)
+                      .where(on_geometry<cpu::conv2d_avx512_applies>));
 
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows =
