@@ -479,7 +479,8 @@ void backward_filter_per_group(const Conv2dBackwardFilter<float>& k, Row row) {
 // The thresholds come from the kernel lab (bench/kernel_lab) on the seeds' layers (2-core
 // AVX-512 Xeon, batch 4): the AVX2 direct kernels win where the GEMM is thin (few channels,
 // large images), OpenBLAS wins on large patches and on tiny images (the padded copy then
-// dominates).
+// dominates). They were measured before the AVX-512 forms existed, which only widen the direct
+// kernels' lead where they run; the shapes left to GEMM have not been timed against them.
 Conv2dAlgorithm conv2d_cpu_algorithm(const Conv2dGeometry& g, Conv2dPass pass) {
   if (!avx2::available() || g.F > kDirectMaxFilters) return Conv2dAlgorithm::Gemm;
   const int64_t pixels = int64_t(g.HO) * g.WO;

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/conv2d_avx2.h"
+
 namespace hisvid::cpu::avx512 {
 
 namespace {
@@ -61,6 +63,7 @@ void forward_rows(float* out, const float* padded, const float* weight, const fl
 
 }  // namespace
 
-bool available() { return __builtin_cpu_supports("avx512f"); }
+// AVX2 and FMA too: this file is compiled for them, and hands narrow passes to the AVX2 kernels.
+bool available() { return avx2::available() && __builtin_cpu_supports("avx512f"); }
 
 }  // namespace hisvid::cpu::avx512

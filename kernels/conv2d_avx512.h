@@ -7,7 +7,7 @@
 
 namespace hisvid::cpu::avx512 {
 
-// True when the processor (and the operating system) executes AVX-512F.
+// True when the processor (and the operating system) executes AVX-512F, AVX2 and FMA.
 bool available();
 
 // As avx2::forward, backward_data and backward_filter (kernels/conv2d_avx2.h).

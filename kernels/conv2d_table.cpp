@@ -133,7 +133,12 @@ const Shape kShapes[] = {
     {2, 7, 5, 16, 64, 2, 3, 1, 1, Padding::Same, false, "the CUDA const kernel's most filters, an even kernel"},
     {2, 7, 8, 40, 12, 3, 3, 1, 1, Padding::Same, true, "2 groups of 20 channels: AVX2 backward data's 16 + 4 in a group", 2},
     {2, 7, 9, 12, 36, 2, 4, 1, 1, Padding::Same, true, "3 groups, even kernel: grouped AVX2 backward data, uneven padding", 3},
-    {2, 9, 9, 8, 32, 3, 3, 1, 1, Padding::Same, false, "2 groups of 16 filters: AVX2 6-pixel tiles, two full vectors", 2},
+    {2, 9, 9, 8, 32, 3, 3, 1, 1, Padding::Same, false, "2 groups of 16 filters: rows of 9 in AVX2 tiles of 5, two full vectors", 2},
+    {2, 3, 1, 5, 20, 3, 3, 1, 1, Padding::Same, true, "rows of one pixel, 20 filters: AVX-512 tiles of 1 pixel, 2 vectors"},
+    {2, 12, 12, 5, 13, 3, 3, 1, 1, Padding::Same, true, "AVX-512: one full 12-pixel tile; kernel rows of 15 values as 8 + 7"},
+    {2, 11, 13, 6, 24, 3, 3, 2, 1, Padding::Same, true, "AVX-512 with unequal strides, 24 filters"},
+    {1, 9, 10, 8, 36, 3, 3, 2, 2, Padding::Valid, true, "2 groups of 18 filters with strides", 2},
+    {1, 5, 6, 50, 12, 3, 3, 1, 1, Padding::Same, false, "50 channels: AVX-512 backward data's 4th vector masked"},
 };
 // clang-format on
 
