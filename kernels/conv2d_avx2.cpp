@@ -20,6 +20,11 @@ struct Vec {
   using Reg = __m256;
   using Mask = __m256i;
   static constexpr int kLanes = avx2::kLanes;
+  // Forward tiles: 8 pixels with one vector of filters (8 accumulators); 6 with two (12
+  // accumulators, 2 weight vectors and 1 broadcast input of the 16 registers: on the LRCN's first
+  // layer, 64x64, 3 -> 16 filters, 2.6-2.9 ms against 3.0-4.4 for 4 pixels, kernel lab, 2-core AMD
+  // EPYC, 2026-11-28); 4 with two for more than 16 filters, 16 at a time (6 measured no faster).
+  static constexpr int kNarrowPixels = 8, kMiddlePixels = 6, kWidePixels = 4, kWideVectors = 2;
   HISVID_VECTOR_LANE_OP Mask first(int count) { return lane_mask(count); }
   HISVID_VECTOR_LANE_OP Reg zero() { return _mm256_setzero_ps(); }
   HISVID_VECTOR_LANE_OP Reg load(const float* p) { return _mm256_loadu_ps(p); }
@@ -37,29 +42,6 @@ struct Vec {
 
 #undef HISVID_VECTOR_LANE_OP
 #undef HISVID_VECTOR_TARGET
-
-namespace {
-
-// Output pixels per tile (at most; kernels/conv2d_vector.inc's forward_row): 8 with one
-// vector of filters (8 accumulators); 6 with two (12 accumulators, 2 weight vectors and 1
-// broadcast input of the 16 registers: on the LRCN's first layer, 64x64, 3 -> 16 filters, 2.6-2.9
-// ms against 3.0-4.4 for 4 pixels, kernel lab, 2-core AMD EPYC, 2026-11-28); 4 with two for more than 16
-// filters, 16 at a time (6 measured no faster there).
-void forward_rows(float* out, const float* padded, const float* weight, const float* bias,
-                  const Conv2dGeometry& g, const Padded& p) {
-  for (int ho = 0; ho < g.HO; ++ho) {
-    float* row = out + int64_t(ho) * g.WO * g.F;  // (WO,F)
-    if (g.group_filters() <= kLanes) {
-      forward_row<8, 1>(row, padded, ho, weight, bias, g, p);
-    } else if (g.group_filters() <= 2 * kLanes) {
-      forward_row<6, 2>(row, padded, ho, weight, bias, g, p);
-    } else {
-      forward_row<4, 2>(row, padded, ho, weight, bias, g, p);
-    }
-  }
-}
-
-}  // namespace
 
 bool available() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 

@@ -23,6 +23,10 @@ struct Vec {
   using Reg = __m512;
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
+  // Forward tiles: 12 pixels x 1 vector, 8 x 2, 6 x 4 (12, 16 and 24 accumulators; 16 x 1, 8 x 1,
+  // 12 x 2, 6 x 2 and 4 x 4 measured no faster on the seeds' layers, kernel lab, 2-core Xeon with
+  // AVX-512, 2026-11-28).
+  static constexpr int kNarrowPixels = 12, kMiddlePixels = 8, kWidePixels = 6, kWideVectors = 4;
   HISVID_VECTOR_LANE_OP Mask first(int count) { return static_cast<Mask>((1u << count) - 1); }
   HISVID_VECTOR_LANE_OP Reg zero() { return _mm512_setzero_ps(); }
   HISVID_VECTOR_LANE_OP Reg load(const float* p) { return _mm512_loadu_ps(p); }
@@ -40,28 +44,6 @@ struct Vec {
 
 #undef HISVID_VECTOR_LANE_OP
 #undef HISVID_VECTOR_TARGET
-
-namespace {
-
-// Output pixels per tile (at most; kernels/conv2d_vector.inc's forward_row) and vectors of 16
-// filters: 12 x 1, 8 x 2, 6 x 4 (12, 16 and 24 accumulators; 16 x 1, 8 x 1, 12 x 2, 6 x 2 and 4 x 4
-// measured no faster on the seeds' layers, kernel lab, 2-core Xeon with AVX-512, 2026-11-28).
-void forward_rows(float* out, const float* padded, const float* weight, const float* bias,
-                  const Conv2dGeometry& g, const Padded& p) {
-  const int FG = g.group_filters();
-  for (int ho = 0; ho < g.HO; ++ho) {
-    float* row = out + int64_t(ho) * g.WO * g.F;  // (WO,F)
-    if (FG <= Vec::kLanes) {
-      forward_row<12, 1>(row, padded, ho, weight, bias, g, p);
-    } else if (FG <= 2 * Vec::kLanes) {
-      forward_row<8, 2>(row, padded, ho, weight, bias, g, p);
-    } else {
-      forward_row<6, 4>(row, padded, ho, weight, bias, g, p);
-    }
-  }
-}
-
-}  // namespace
 
 // AVX2 and FMA too: this file is compiled for them, and hands narrow passes to the AVX2 kernels.
 bool available() { return avx2::available() && __builtin_cpu_supports("avx512f"); }
