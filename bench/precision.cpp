@@ -3,12 +3,12 @@
 //
 //   hisvid_precision [--models lrcn,convlstm] [--precisions float32,tf32] [--device auto]
 //                    [--clips-per-class 80] [--classes A,B,..] [--lrcn-epochs 40]
-//                    [--convlstm-epochs 16] [--patience 8] [--seed 27] [--cuda-graphs]
+//                    [--convlstm-epochs 40] [--patience 10] [--seed 27] [--cuda-graphs]
 //                    [--json FILE]
 //
-// The run is `hisvid demo`'s: the same classes and clips, the 75/25 split with seed 27 and its
-// validation part, the zoo's models, Adam at batch 4, at most 40 (LRCN) or 16 (ConvLSTM) epochs
-// with EarlyStopping(val_loss, patience 8, restore_best_weights), evaluation at batch 32. The
+// The run is `hisvid demo`'s (models/demo_recipe.h): the same classes and clips, the 75/25 split
+// with seed 27 and its validation part, the zoo's models, Adam at batch 4, at most 40 epochs
+// with EarlyStopping(val_loss, patience 10, restore_best_weights), evaluation at batch 32. The
 // clips come straight from the generator (io::synthetic_clip_set: the files' clips without
 // their MJPG round trip), so the program needs no video library and runs on the GPU machines
 // (scripts/device-kit carries it, scripts/gpu-check's `precision` phase runs it).
@@ -47,6 +47,7 @@
 #include "engine/optimizer.h"
 #include "io/atomic_file.h"
 #include "io/synthetic.h"
+#include "models/demo_recipe.h"
 #include "models/metrics.h"
 #include "models/trainer.h"
 #include "models/zoo.h"
@@ -58,10 +59,11 @@ struct Args {
   std::vector<std::string> models = {"lrcn", "convlstm"};
   std::vector<std::string> precisions = {"float32", "tf32"};
   std::string device = "auto";
-  std::vector<std::string> classes = {"MoveLeft", "MoveRight", "MoveUp",
-                                      "MoveDown", "Grow",      "Shrink"};  // hisvid demo's
-  int clips_per_class = 80, lrcn_epochs = 40, convlstm_epochs = 16, patience = 8;
-  uint64_t seed = 27;
+  // hisvid demo's
+  std::vector<std::string> classes = models::demo::classes();
+  int clips_per_class = models::demo::kClipsPerClass, lrcn_epochs = models::demo::kLrcnEpochs;
+  int convlstm_epochs = models::demo::kConvLstmEpochs, patience = models::demo::kPatience;
+  uint64_t seed = models::demo::kSeed;
   bool cuda_graphs = false;
   std::string json;
 };

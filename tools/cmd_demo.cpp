@@ -13,6 +13,7 @@
 #include "engine/device.h"
 #include "io/atomic_file.h"
 #include "io/synthetic.h"
+#include "models/demo_recipe.h"
 #include "models/sequential.h"
 #include "tools/commands.h"
 #include "tools/training.h"
@@ -68,15 +69,14 @@ void require_demo_folder(const std::string& out) {
 }  // namespace
 
 void add_demo_command(CLI::App& app) {
-  // The demo's defaults fit the whole run (build included) in 10 minutes on a 2-core CPU: the
-  // three pairs of the built-in dataset that move or scale (its Orbit pair is left out), 80 clips
-  // per class, at most 40 epochs for the LRCN (2-3 s each) and 16 for the ConvLSTM (~15 s each),
-  // EarlyStopping patience 8. The tutorial's own settings are 70 epochs and patience 15.
+  // The demo's defaults are models/demo_recipe.h's (the tutorial's own settings are 70 epochs and
+  // patience 15).
   struct Args {
     std::string out = "demo", device = "auto";
-    std::string classes = "MoveLeft,MoveRight,MoveUp,MoveDown,Grow,Shrink";
-    int lrcn_epochs = 40, convlstm_epochs = 16, patience = 8, clips_per_class = 80;
-    uint64_t seed = 27;
+    std::string classes = fmt::format("{}", fmt::join(models::demo::classes(), ","));
+    int lrcn_epochs = models::demo::kLrcnEpochs, convlstm_epochs = models::demo::kConvLstmEpochs;
+    int patience = models::demo::kPatience, clips_per_class = models::demo::kClipsPerClass;
+    uint64_t seed = models::demo::kSeed;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd =
