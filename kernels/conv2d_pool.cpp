@@ -112,9 +112,45 @@ namespace cpu {
 
 namespace {
 
-// The forward convolves this many floats of output at a time (4 MiB): a chunk of whole images
-// whose convolution output is still in cache when the activation and the pooling read it.
+// The forward through GEMM convolves this many floats of output at a time (4 MiB): a chunk of
+// whole images whose convolution output is still in cache when the activation and the pooling
+// read it.
 constexpr int64_t kChunkFloats = int64_t(1) << 20;
+
+// The forward through the direct convolution: each thread takes whole images, one at a time,
+// and convolves, activates and pools each in its own scratch (the LRCN's first block: 256 KiB an
+// image, in the core's L2), so the convolution's output never goes out to memory. The
+// convolution, the activation and the pooling of one image run on the calling thread (nested
+// OpenMP regions get one), each output the same sum as in the chunked form.
+void forward_image_by_image(const Conv2dActPoolForward<float>& k) {
+  const Conv2dGeometry& g = k.g;
+  const Pool2dGeometry& p = k.p;
+  const int64_t image = int64_t(g.H) * g.W * g.C, z_per_image = int64_t(g.HO) * g.WO * g.F;
+  const int64_t pooled_per_image = int64_t(p.HO) * p.WO * p.C;
+  Conv2dGeometry g1 = g;
+  g1.N = 1;
+  Pool2dGeometry p1 = p;
+  p1.N = 1;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < g.N; ++n) {
+    thread_local std::vector<float> z;
+    thread_local std::vector<int32_t> unused;
+    z.resize(static_cast<size_t>(z_per_image));
+    if (k.argmax == nullptr) unused.resize(static_cast<size_t>(pooled_per_image));
+    Conv2dForward<float> conv;
+    conv.out = z.data(), conv.inp = k.inp + n * image, conv.weight = k.weight, conv.bias = k.bias,
+    conv.g = g1;
+    conv2d_forward(conv);
+    ActivationForward<float> activation;
+    activation.out = z.data(), activation.inp = z.data(), activation.n = z_per_image, activation.act = k.act;
+    naive::activation_forward(activation);
+    Maxpool2dForward<float> pool;
+    pool.out = k.out + n * pooled_per_image;
+    pool.argmax = k.argmax != nullptr ? k.argmax + n * pooled_per_image : unused.data();
+    pool.inp = z.data(), pool.g = p1;
+    maxpool2d_forward(pool);
+  }
+}
 
 }  // namespace
 
@@ -123,6 +159,11 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t z_per_image = int64_t(g.HO) * g.WO * g.F, pooled_per_image = int64_t(p.HO) * p.WO * p.C;
+  if (conv2d_cpu_algorithm(g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct) {
+    forward_image_by_image(k);
+    if (k.dropout.rate != 0.0f) drop(k.out, k.out, int64_t(g.N) * pooled_per_image, k.dropout, true);
+    return;
+  }
   const int chunk =
       static_cast<int>(std::clamp<int64_t>(kChunkFloats / std::max<int64_t>(1, z_per_image), 1, g.N));
   thread_local std::vector<float> z;

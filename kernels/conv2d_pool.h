@@ -22,8 +22,9 @@
 // the same results but where dout * scale is not finite at a dropped element (see
 // sparse_backward in kernels/conv2d_pool.cpp).
 //
-// Rows: naive (the three definitions composed), cpu (forward: convolution of a chunk of images
-// into a scratch buffer that stays in cache, activation and pooling on it; backward: the sparse
+// Rows: naive (the three definitions composed), cpu (forward: convolution of an image, with the
+// direct convolution, or of a chunk of images, with GEMM, into a scratch buffer that stays in
+// cache, activation and pooling on it; backward: the sparse
 // sums, cpu.avx2's where the processor has AVX2 and FMA, else cpu.portable's), cpu.portable
 // (backward: pooled element by pooled element, each filter's patch added in place), cpu.avx2
 // (backward: filter by filter, the patch sums held in registers), cuda (the tiled direct

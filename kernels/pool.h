@@ -105,8 +105,13 @@ void global_avgpool_backward(const GlobalAvgpoolBackward<T>& k);
 }  // namespace hisvid::naive
 
 namespace hisvid::cpu {
-// Branch-free over the channels, so the window scan vectorises.
+// Branch-free over the channels, so the window scan vectorises: rows cpu.portable (the
+// processor's baseline), cpu.avx2 and cpu.avx512 (where the processor has them), the same bits
+// (a selection); `cpu` takes the widest the processor has.
 void maxpool2d_forward(const Maxpool2dForward<float>& k);
+void maxpool2d_forward_portable(const Maxpool2dForward<float>& k);
+void maxpool2d_forward_avx2(const Maxpool2dForward<float>& k);
+void maxpool2d_forward_avx512(const Maxpool2dForward<float>& k);
 }  // namespace hisvid::cpu
 
 #ifdef HISVID_WITH_CUDA

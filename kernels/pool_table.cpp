@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv2d_avx2.h"
+#include "kernels/conv2d_avx512.h"
 #include "kernels/harness.h"
 #include "kernels/philox.h"
 #include "kernels/pool.h"
@@ -13,15 +15,22 @@ namespace {
 
 using harness::Cases;
 
-const bool rows = register_rows(host_row<naive::maxpool2d_forward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::maxpool2d_forward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::maxpool2d_backward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::maxpool2d_backward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::global_avgpool_forward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::global_avgpool_forward<double>>(Backend::Naive, "naive"),
-                                host_row<naive::global_avgpool_backward<float>>(Backend::Naive, "naive"),
-                                host_row<naive::global_avgpool_backward<double>>(Backend::Naive, "naive"),
-                                host_row<cpu::maxpool2d_forward>(Backend::Cpu, "cpu"));
+const bool rows =
+    register_rows(host_row<naive::maxpool2d_forward<float>>(Backend::Naive, "naive"),
+                  host_row<naive::maxpool2d_forward<double>>(Backend::Naive, "naive"),
+                  host_row<naive::maxpool2d_backward<float>>(Backend::Naive, "naive"),
+                  host_row<naive::maxpool2d_backward<double>>(Backend::Naive, "naive"),
+                  host_row<naive::global_avgpool_forward<float>>(Backend::Naive, "naive"),
+                  host_row<naive::global_avgpool_forward<double>>(Backend::Naive, "naive"),
+                  host_row<naive::global_avgpool_backward<float>>(Backend::Naive, "naive"),
+                  host_row<naive::global_avgpool_backward<double>>(Backend::Naive, "naive"),
+                  host_row<cpu::maxpool2d_forward>(Backend::Cpu, "cpu"),
+                  host_row<cpu::maxpool2d_forward_portable>(Backend::Cpu, "cpu.portable", Role::Alternative));
+// The AVX2 and AVX-512 forms exist on processors that can run them.
+const bool avx2_rows = !cpu::avx2::available() || register_rows(host_row<cpu::maxpool2d_forward_avx2>(
+                                                      Backend::Cpu, "cpu.avx2", Role::Alternative));
+const bool avx512_rows = !cpu::avx512::available() || register_rows(host_row<cpu::maxpool2d_forward_avx512>(
+                                                          Backend::Cpu, "cpu.avx512", Role::Alternative));
 #ifdef HISVID_WITH_CUDA
 const bool cuda_rows = register_rows(
     cuda_row<cuda::maxpool2d_forward>("cuda"), cuda_row<cuda::maxpool2d_backward>("cuda"),
