@@ -19,10 +19,6 @@ namespace {
 
 // Below this many outputs the loops run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
-// Channels whose running maxima the max-pool forward keeps in registers, as GCC vectors.
-constexpr int kPoolBlock = 16;
-typedef float Floats16 __attribute__((vector_size(kPoolBlock * sizeof(float))));
-typedef int32_t Ints16 __attribute__((vector_size(kPoolBlock * sizeof(int32_t))));
 
 }  // namespace
 }  // namespace hisvid
@@ -31,67 +27,66 @@ namespace hisvid::cpu {
 
 namespace {
 
-// Output row nho = (n, ho) of the max-pool. The loops are branch-free over the channels (GCC
-// vectors for whole blocks of 16, then a loop the compiler vectorises), compiled at the
-// processor's baseline here and with AVX2 or AVX-512 where this body is inlined into the target
-// functions below. Selecting, not computing, every form gives the same bits. The AVX-512 form
-// pools three 64x64x16 images (2x2 windows) 2.8x faster on one thread than the earlier loop at
+// W channels (W floats, a GCC vector) of one window, their running maxima and positions held in
+// registers over it: best (W) and best_at (W) of an output pixel whose window's in-image
+// positions are rows [h0 + kh_lo, h0 + kh_hi) x columns [w0 + kw_lo, w0 + kw_hi) of `image`
+// (H,W,C), channels c0 .. c0 + W - 1.
+template <int W>
+__attribute__((always_inline)) inline void pool_block(float* best, int32_t* best_at, const float* image,
+                                                      int64_t C, int64_t c0, int width, int h0, int kh_lo,
+                                                      int kh_hi, int w0, int kw_lo, int kw_hi) {
+  typedef float Floats __attribute__((vector_size(W * sizeof(float))));
+  typedef int32_t Ints __attribute__((vector_size(W * sizeof(int32_t))));
+  const int32_t first = (h0 + kh_lo) * width + (w0 + kw_lo);
+  Floats b;
+  std::memcpy(&b, image + first * C + c0, sizeof b);
+  Ints a = Ints{} + first;
+  for (int kh = kh_lo; kh < kh_hi; ++kh) {
+    for (int kw = kw_lo; kw < kw_hi; ++kw) {
+      const int32_t at = (h0 + kh) * width + (w0 + kw);
+      Floats x;
+      std::memcpy(&x, image + at * C + c0, sizeof x);
+      const Ints greater = x > b;  // all ones or zero; false against a NaN
+      b = greater ? x : b;
+      a = greater ? Ints{} + at : a;
+    }
+  }
+  std::memcpy(best + c0, &b, sizeof b);
+  std::memcpy(best_at + c0, &a, sizeof a);
+}
+
+// Output row nho = (n, ho) of the max-pool, branch-free over the channels (pool_block's GCC
+// vectors), compiled at the processor's baseline here and with AVX2 or AVX-512 where this body is
+// inlined into the target functions below. Selecting, not computing, every form gives the same bits. The
+// AVX-512 form pools three 64x64x16 images (2x2 windows) 2.8x faster on one thread than the earlier loop at
 // the baseline's width, which kept the maxima in memory (kernel lab, 2-core Intel Xeon VM with
 // AVX-512, 2026-11-28).
 __attribute__((always_inline)) inline void pool_row(const Maxpool2dForward<float>& k, int64_t nho) {
-  using T = float;
   const Pool2dGeometry& g = k.g;
   const int64_t C = g.C;
   const int64_t n = nho / g.HO;
   const int ho = static_cast<int>(nho % g.HO);
-  const T* image = k.inp + n * g.H * g.W * C;  // (H,W,C)
+  const float* image = k.inp + n * g.H * g.W * C;  // (H,W,C)
   const int h0 = ho * g.SH - g.pad_top;
   const int kh_lo = std::max(0, -h0), kh_hi = std::min(g.PH, g.H - h0);
   for (int wo = 0; wo < g.WO; ++wo) {
     const int w0 = wo * g.SW - g.pad_left;
     const int kw_lo = std::max(0, -w0), kw_hi = std::min(g.PW, g.W - w0);
-    // restrict: the three arrays never overlap, which lets the loops below vectorise.
-    T* __restrict best = k.out + (nho * g.WO + wo) * C;              // (C)
-    int32_t* __restrict best_at = k.argmax + (nho * g.WO + wo) * C;  // (C)
-    // The first in-image position of the window starts the running maximum.
-    const int32_t first = (h0 + kh_lo) * g.W + (w0 + kw_lo);
-    // Blocks of 16 channels keep their maxima and positions in registers over the window (GCC
-    // vectors: one zmm, two ymm or four xmm registers, as the function is compiled).
+    float* best = k.out + (nho * g.WO + wo) * C;          // (C)
+    int32_t* best_at = k.argmax + (nho * g.WO + wo) * C;  // (C)
+    // Blocks of 16 channels, then at most one each of 8, 4, 2 and 1, keep their maxima and
+    // positions in registers over the window (GCC vectors: a zmm, ymm or xmm register, or two or
+    // four narrower ones, as the function is compiled).
     int64_t c0 = 0;
-    for (; c0 + kPoolBlock <= C; c0 += kPoolBlock) {
-      Floats16 b;
-      std::memcpy(&b, image + first * C + c0, sizeof b);
-      Ints16 a = Ints16{} + first;
-      for (int kh = kh_lo; kh < kh_hi; ++kh) {
-        for (int kw = kw_lo; kw < kw_hi; ++kw) {
-          const int32_t at = (h0 + kh) * g.W + (w0 + kw);
-          Floats16 x;
-          std::memcpy(&x, image + at * C + c0, sizeof x);
-          const Ints16 greater = x > b;  // all ones or zero; false against a NaN
-          b = greater ? x : b;
-          a = greater ? Ints16{} + at : a;
-        }
-      }
-      std::memcpy(best + c0, &b, sizeof b);
-      std::memcpy(best_at + c0, &a, sizeof a);
-    }
-    if (c0 == C) continue;
-    best += c0, best_at += c0;  // the channels left, as before
-    for (int64_t c = 0; c < C - c0; ++c) {
-      best[c] = image[first * C + c0 + c];
-      best_at[c] = first;
-    }
-    for (int kh = kh_lo; kh < kh_hi; ++kh) {
-      for (int kw = kw_lo; kw < kw_hi; ++kw) {
-        const int32_t at = (h0 + kh) * g.W + (w0 + kw);
-        const T* __restrict x = image + at * C + c0;                      // (C - c0)
-        for (int64_t c = 0; c < C - c0; ++c) {                            // masks, not ifs
-          const int32_t greater = -static_cast<int32_t>(x[c] > best[c]);  // all ones or zero
-          best[c] = std::max(best[c], x[c]);                              // x[c] only when greater
-          best_at[c] = (at & greater) | (best_at[c] & ~greater);
-        }
-      }
-    }
+    for (; c0 + 16 <= C; c0 += 16)
+      pool_block<16>(best, best_at, image, C, c0, g.W, h0, kh_lo, kh_hi, w0, kw_lo, kw_hi);
+    if (c0 + 8 <= C)
+      pool_block<8>(best, best_at, image, C, c0, g.W, h0, kh_lo, kh_hi, w0, kw_lo, kw_hi), c0 += 8;
+    if (c0 + 4 <= C)
+      pool_block<4>(best, best_at, image, C, c0, g.W, h0, kh_lo, kh_hi, w0, kw_lo, kw_hi), c0 += 4;
+    if (c0 + 2 <= C)
+      pool_block<2>(best, best_at, image, C, c0, g.W, h0, kh_lo, kh_hi, w0, kw_lo, kw_hi), c0 += 2;
+    if (c0 < C) pool_block<1>(best, best_at, image, C, c0, g.W, h0, kh_lo, kh_hi, w0, kw_lo, kw_hi);
   }
 }
 
