@@ -117,38 +117,54 @@ namespace {
 // read it.
 constexpr int64_t kChunkFloats = int64_t(1) << 20;
 
+// The activation on the convolution's output z (n floats, in place), then the max-pool of it.
+void activate_and_pool(float* z, int64_t n, Activation act, Maxpool2dForward<float> pool) {
+  ActivationForward<float> activation;
+  activation.out = z, activation.inp = z, activation.n = n, activation.act = act;
+  naive::activation_forward(activation);
+  pool.inp = z;
+  maxpool2d_forward(pool);
+}
+
 // The forward through the direct convolution: each thread takes whole images, one at a time,
 // and convolves, activates and pools each in its own scratch (the LRCN's first block: 256 KiB an
 // image, in the core's L2), so the convolution's output never goes out to memory. The
-// convolution, the activation and the pooling of one image run on the calling thread (nested
-// OpenMP regions get one), each output the same sum as in the chunked form.
-void forward_image_by_image(const Conv2dActPoolForward<float>& k) {
+// convolution, the activation and the pooling of one image run on the thread that took it (its
+// nested OpenMP regions get one thread, whatever OMP_MAX_ACTIVE_LEVELS says), each output the
+// same sum as in the chunked form. The scratch is allocated before the threads start, so a
+// failed allocation is the caller's exception.
+void forward_image_by_image(const Conv2dActPoolForward<float>& k, int threads) {
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t image = int64_t(g.H) * g.W * g.C, z_per_image = int64_t(g.HO) * g.WO * g.F;
   const int64_t pooled_per_image = int64_t(p.HO) * p.WO * p.C;
+  thread_local std::vector<float> z;         // (threads, HO,WO,F)
+  thread_local std::vector<int32_t> unused;  // (threads, PO,QO,F) when no argmax is wanted
+  z.resize(static_cast<size_t>(threads * z_per_image));
+  if (k.argmax == nullptr) unused.resize(static_cast<size_t>(threads * pooled_per_image));
+  // This thread's buffers, by pointer: inside the region a thread_local name is each thread's own.
+  float* const scratch = z.data();
+  int32_t* const spare = unused.data();
   Conv2dGeometry g1 = g;
   g1.N = 1;
   Pool2dGeometry p1 = p;
   p1.N = 1;
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < g.N; ++n) {
-    thread_local std::vector<float> z;
-    thread_local std::vector<int32_t> unused;
-    z.resize(static_cast<size_t>(z_per_image));
-    if (k.argmax == nullptr) unused.resize(static_cast<size_t>(pooled_per_image));
-    Conv2dForward<float> conv;
-    conv.out = z.data(), conv.inp = k.inp + n * image, conv.weight = k.weight, conv.bias = k.bias,
-    conv.g = g1;
-    conv2d_forward(conv);
-    ActivationForward<float> activation;
-    activation.out = z.data(), activation.inp = z.data(), activation.n = z_per_image, activation.act = k.act;
-    naive::activation_forward(activation);
-    Maxpool2dForward<float> pool;
-    pool.out = k.out + n * pooled_per_image;
-    pool.argmax = k.argmax != nullptr ? k.argmax + n * pooled_per_image : unused.data();
-    pool.inp = z.data(), pool.g = p1;
-    maxpool2d_forward(pool);
+#pragma omp parallel num_threads(threads)
+  {
+    omp_set_num_threads(1);  // this thread's nested regions
+    const int t = omp_get_thread_num();
+    float* const mine = scratch + t * z_per_image;
+#pragma omp for schedule(static)
+    for (int n = 0; n < g.N; ++n) {
+      Conv2dForward<float> conv;
+      conv.out = mine, conv.inp = k.inp + n * image, conv.weight = k.weight, conv.bias = k.bias, conv.g = g1;
+      conv2d_forward(conv);
+      Maxpool2dForward<float> pool;
+      pool.out = k.out + n * pooled_per_image;
+      pool.argmax = k.argmax != nullptr ? k.argmax + n * pooled_per_image : spare + t * pooled_per_image;
+      pool.g = p1;
+      activate_and_pool(mine, z_per_image, k.act, pool);
+    }
   }
 }
 
@@ -159,8 +175,13 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
   const Conv2dGeometry& g = k.g;
   const Pool2dGeometry& p = k.p;
   const int64_t z_per_image = int64_t(g.HO) * g.WO * g.F, pooled_per_image = int64_t(p.HO) * p.WO * p.C;
-  if (conv2d_cpu_algorithm(g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct) {
-    forward_image_by_image(k);
+  if (g.N == 0) return;
+  // Image by image where every thread gets an image and an image's output is no larger than a
+  // chunk; else in chunks, each convolution, activation and pooling on all the threads.
+  const int threads = omp_get_max_threads();
+  if (conv2d_cpu_algorithm(g, Conv2dPass::Forward) == Conv2dAlgorithm::Direct && g.N >= threads &&
+      z_per_image <= kChunkFloats) {
+    forward_image_by_image(k, threads);
     if (k.dropout.rate != 0.0f) drop(k.out, k.out, int64_t(g.N) * pooled_per_image, k.dropout, true);
     return;
   }
@@ -178,17 +199,13 @@ void conv2d_act_pool_forward(const Conv2dActPoolForward<float>& k) {
     conv.out = z.data(), conv.inp = k.inp + int64_t(n0) * g.H * g.W * g.C, conv.weight = k.weight,
     conv.bias = k.bias, conv.g = gc;
     conv2d_forward(conv);
-    ActivationForward<float> activation;
-    activation.out = z.data(), activation.inp = z.data(), activation.n = nc * z_per_image,
-    activation.act = k.act;
-    naive::activation_forward(activation);
     Pool2dGeometry pc = p;
     pc.N = nc;
     Maxpool2dForward<float> pool;
     pool.out = k.out + n0 * pooled_per_image;
     pool.argmax = k.argmax != nullptr ? k.argmax + n0 * pooled_per_image : unused.data();
-    pool.inp = z.data(), pool.g = pc;
-    maxpool2d_forward(pool);
+    pool.g = pc;
+    activate_and_pool(z.data(), nc * z_per_image, k.act, pool);
   }
   if (k.dropout.rate != 0.0f) drop(k.out, k.out, int64_t(g.N) * pooled_per_image, k.dropout, true);
 }

@@ -112,9 +112,28 @@ void maxpool2d_forward_portable(const Maxpool2dForward<float>& k) { pool_rows<po
 void maxpool2d_forward_avx2(const Maxpool2dForward<float>& k) { pool_rows<pool_row_avx2>(k); }
 void maxpool2d_forward_avx512(const Maxpool2dForward<float>& k) { pool_rows<pool_row_avx512>(k); }
 
+namespace {
+
+// The widest form the processor has, asked once (the fused forward pools image by image).
+enum class Width { Portable, Avx2, Avx512 };
+Width widest() {
+  static const Width width = avx512::available() ? Width::Avx512
+                             : avx2::available() ? Width::Avx2
+                                                 : Width::Portable;
+  return width;
+}
+
+}  // namespace
+
 void maxpool2d_forward(const Maxpool2dForward<float>& k) {
-  if (avx512::available()) return maxpool2d_forward_avx512(k);
-  if (avx2::available()) return maxpool2d_forward_avx2(k);
+  switch (widest()) {
+    case Width::Avx512:
+      return maxpool2d_forward_avx512(k);
+    case Width::Avx2:
+      return maxpool2d_forward_avx2(k);
+    case Width::Portable:
+      break;
+  }
   maxpool2d_forward_portable(k);
 }
 

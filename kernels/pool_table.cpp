@@ -54,10 +54,11 @@ const Shape kShapes[] = {
     {2, 9, 8, 5, 3, 3, 2, 2, Padding::Same},    {1, 5, 5, 17, 3, 3, 1, 1, Padding::Same},
     {2, 6, 7, 4, 3, 2, 3, 1, Padding::Valid},   {3, 64, 64, 16, 2, 2, 2, 2, Padding::Valid},
     {1, 1, 1, 2, 1, 1, 1, 1, Padding::Valid},
-    // Registers: blocks of 16, 16, 4 and 1 channel left; 8, 4 and 2 left (the ConvLSTM's third
-    // layer); windows cut by the padding.
+    // Registers: blocks of 16, 16, 4 and 1 channel left; 8, 4 and 2 (the ConvLSTM's third
+    // layer); 16, 8, 4, 2 and 1; 8 alone; 16 and 8; windows cut by the padding.
     {2, 7, 9, 37, 3, 3, 2, 2, Padding::Same},
-    {2, 13, 13, 14, 2, 2, 2, 2, Padding::Same},
+    {2, 13, 13, 14, 2, 2, 2, 2, Padding::Same},  {2, 5, 6, 31, 3, 3, 2, 2, Padding::Same},
+    {1, 6, 6, 8, 2, 2, 2, 2, Padding::Valid},     {1, 5, 7, 24, 2, 3, 1, 2, Padding::Same},
     // windows that do not overlap (the CUDA backward's bands): rows and columns left over at the
     // end, strides longer than the window, padding on both sides
     {2, 11, 10, 3, 4, 4, 4, 4, Padding::Valid}, {1, 9, 7, 2, 2, 2, 3, 3, Padding::Valid},

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
 #include <limits>
@@ -1769,6 +1770,70 @@ TEST(Conv2dPool, ReluDropoutBackwardIsTheMaskedGradientBitForBit) {
     EXPECT_EQ(dinp[0], dinp[1]);
     EXPECT_EQ(dweight[0], dweight[1]);
     EXPECT_EQ(dbias[0], dbias[1]);
+  }
+}
+
+// The cpu row of the fused forward (image by image through the direct convolution, in chunks
+// through GEMM) gives, bit for bit, the unfused cpu kernels one after
+// the other: the convolution of the whole batch, the activation, the max-pool. With and without
+// argmax, on one thread and on all, with more images than threads and fewer.
+TEST(Conv2dPool, CpuForwardIsTheUnfusedKernelsBitForBit) {
+  struct Shape {
+    int N, H, C, F;
+    Activation act;
+  };
+  // 3x3 same convolutions, 2x2 pools: C=3 and 16 run the direct convolution, C=40 GEMM.
+  const Shape shapes[] = {{5, 12, 3, 16, Activation::Relu},
+                          {1, 9, 3, 16, Activation::Relu},
+                          {4, 8, 16, 20, Activation::Tanh},
+                          {3, 6, 40, 24, Activation::Relu}};
+  std::mt19937 gen(3);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const auto random = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = uniform(gen);
+    return v;
+  };
+  for (const Shape& s : shapes) {
+    const Conv2dGeometry g = conv2d_geometry(s.N, s.H, s.H, s.C, s.F, 3, 3, 1, 1, Padding::Same);
+    const Pool2dGeometry p = pool_over(g, 2, 2, 2, 2, Padding::Valid);
+    const int64_t z_n = int64_t(g.N) * g.HO * g.WO * g.F, pooled = int64_t(p.N) * p.HO * p.WO * p.C;
+    const std::vector<float> inp = random(int64_t(g.N) * g.H * g.W * g.C),
+                             weight = random(int64_t(g.KH) * g.KW * g.C * g.F), bias = random(g.F);
+    for (int threads : {1, std::max(2, omp_get_max_threads())}) {
+      // The same thread count both ways: OpenBLAS's GEMM blocks (hence sums) by its threads.
+      struct Restore {
+        int threads;
+        ~Restore() { omp_set_num_threads(threads); }
+      } restore{omp_get_max_threads()};
+      omp_set_num_threads(threads);
+      std::vector<float> z(static_cast<size_t>(z_n)), expected(static_cast<size_t>(pooled));
+      std::vector<int32_t> expected_at(expected.size());
+      Conv2dForward<float> conv;
+      conv.out = z.data(), conv.inp = inp.data(), conv.weight = weight.data(), conv.bias = bias.data(),
+      conv.g = g;
+      cpu::conv2d_forward(conv);
+      ActivationForward<float> activation;
+      activation.out = z.data(), activation.inp = z.data(), activation.n = z_n, activation.act = s.act;
+      naive::activation_forward(activation);
+      Maxpool2dForward<float> pool;
+      pool.out = expected.data(), pool.argmax = expected_at.data(), pool.inp = z.data(), pool.g = p;
+      cpu::maxpool2d_forward(pool);
+      for (bool with_argmax : {true, false}) {
+        SCOPED_TRACE("N=" + std::to_string(s.N) + " C=" + std::to_string(s.C) + " threads " +
+                     std::to_string(threads) + (with_argmax ? "" : ", no argmax"));
+        std::vector<float> out(expected.size(), 7.0f);
+        std::vector<int32_t> at(expected.size(), -7);
+        Conv2dActPoolForward<float> fused;
+        fused.out = out.data(), fused.argmax = with_argmax ? at.data() : nullptr, fused.inp = inp.data(),
+        fused.weight = weight.data(), fused.bias = bias.data(), fused.g = g, fused.p = p, fused.act = s.act;
+        cpu::conv2d_act_pool_forward(fused);
+        ASSERT_EQ(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)), 0);
+        if (with_argmax) {
+          ASSERT_EQ(at, expected_at);
+        }
+      }
+    }
   }
 }
 
