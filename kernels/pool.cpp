@@ -56,11 +56,11 @@ __attribute__((always_inline)) inline void pool_block(float* best, int32_t* best
 }
 
 // Output row nho = (n, ho) of the max-pool, branch-free over the channels (pool_block's GCC
-// vectors), compiled at the processor's baseline here and with AVX2 or AVX-512 where this body is
-// inlined into the target functions below. Selecting, not computing, every form gives the same bits. The
-// AVX-512 form pools three 64x64x16 images (2x2 windows) 2.8x faster on one thread than the earlier loop at
-// the baseline's width, which kept the maxima in memory (kernel lab, 2-core Intel Xeon VM with
-// AVX-512, 2026-11-28).
+// vectors), compiled at the processor's baseline here and with AVX2 or AVX-512 where this body
+// is inlined into the target functions below. Selecting, not computing, every form gives the
+// same bits. The AVX-512 form pools three 64x64x16 images (2x2 windows) 2.8x faster on one
+// thread than the earlier loop at the baseline's width, which kept the maxima in memory (kernel
+// lab, 2-core Intel Xeon VM with AVX-512, 2026-11-28).
 __attribute__((always_inline)) inline void pool_row(const Maxpool2dForward<float>& k, int64_t nho) {
   const Pool2dGeometry& g = k.g;
   const int64_t C = g.C;
